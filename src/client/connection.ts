@@ -1,0 +1,330 @@
+/**
+ * The device's one WebSocket to the relay: authentication, reconnect with capped exponential
+ * backoff and full jitter, a liveness watchdog, browser online/offline handling, and the
+ * multiplexing of every conversation's virtual socket over it.
+ */
+import { SignatureDomain, signWithDomain } from '../shared/crypto/index.js'
+import { ErrorCode, PetrelError } from '../shared/errors.js'
+import { KEEPALIVE_MESSAGE, RoomMessage, SyncStep } from '../shared/room-messages.js'
+import { CloseCode, type Frame, FrameType, readFrame, reasonName, writeFrame, writeRoomFrame } from '../shared/wire.js'
+import { splitUpdate } from '../shared/yjs-v1.js'
+import * as encoding from 'lib0/encoding'
+import type { Emitter } from './emitter.js'
+import type { Identity } from './identity.js'
+import type { Multiplexer, VirtualSocket } from './virtual-socket.js'
+
+export type ConnectionState = 'online' | 'connecting' | 'offline'
+
+export interface RoomHandler {
+  /** Admission bytes to send with OPEN (genesis or join proof), or an empty array. */
+  admission(): Uint8Array
+  denied(reason: number, message: string): void
+}
+
+export type WebSocketCtor = new (url: string) => WebSocket
+
+export interface ConnectionEvents extends Record<string, (...args: never[]) => void> {
+  connection: (state: ConnectionState) => void
+  error: (err: PetrelError) => void
+}
+
+const BACKOFF_BASE_MS = 200
+const BACKOFF_CAP_MS = 5_000
+const HEARTBEAT_MS = 10_000
+const LIVENESS_MS = 35_000
+/** Room frames above this are split; leaves room for the frame header under the relay's limit. */
+const FRAME_HEADROOM = 1024
+
+export class DeviceConnection implements Multiplexer {
+  state: ConnectionState = 'offline'
+  maxFrameBytes = 1024 * 1024
+  maxEnvelopeBytes = 256 * 1024
+  private ws: WebSocket | undefined
+  private authed = false
+  private urlIndex = 0
+  private attempts = 0
+  private retryTimer: ReturnType<typeof setTimeout> | undefined
+  private beatTimer: ReturnType<typeof setInterval> | undefined
+  private lastFrameAt = 0
+  private wanted = true
+  private browserOffline = false
+  private closed = false
+  private readonly sockets = new Map<string, VirtualSocket>()
+  private readonly handlers = new Map<string, RoomHandler>()
+  private readonly opened = new Set<string>()
+  private readonly removeWindowListeners: () => void
+
+  constructor(
+    private readonly urls: string[],
+    private readonly identity: Identity,
+    private readonly WS: WebSocketCtor,
+    private readonly events: Emitter<ConnectionEvents>,
+  ) {
+    const g = globalThis as unknown as {
+      addEventListener?: (t: string, l: () => void) => void
+      removeEventListener?: (t: string, l: () => void) => void
+      navigator?: { onLine?: boolean }
+    }
+    const onOffline = () => {
+      // Browsers keep sockets open in emulated offline mode: close ours, and wait for `online`.
+      this.browserOffline = true
+      this.drop('browser offline')
+    }
+    const onOnline = () => {
+      this.browserOffline = false
+      this.attempts = 0
+      this.dialNow()
+    }
+    if (typeof g.addEventListener === 'function' && typeof g.navigator === 'object') {
+      g.addEventListener('offline', onOffline)
+      g.addEventListener('online', onOnline)
+      this.browserOffline = g.navigator?.onLine === false
+      this.removeWindowListeners = () => {
+        g.removeEventListener?.('offline', onOffline)
+        g.removeEventListener?.('online', onOnline)
+      }
+    } else this.removeWindowListeners = () => {}
+    this.dialNow()
+  }
+
+  /** Register a room; its virtual sockets open once the relay admits us. */
+  register(room: string, handler: RoomHandler): void {
+    this.handlers.set(room, handler)
+  }
+
+  unregister(room: string): void {
+    this.handlers.delete(room)
+  }
+
+  attach(room: string, socket: VirtualSocket): void {
+    const previous = this.sockets.get(room)
+    if (previous && previous !== socket) previous.closed(1000, 'replaced')
+    this.sockets.set(room, socket)
+    if (this.authed) this.sendOpen(room)
+  }
+
+  detach(room: string, socket: VirtualSocket): void {
+    if (this.sockets.get(room) !== socket) return
+    this.sockets.delete(room)
+    if (this.authed && this.opened.delete(room)) this.sendFrame(writeFrame({ type: FrameType.Close, room }))
+  }
+
+  sendRoom(room: string, data: Uint8Array): void {
+    if (!this.authed || !this.opened.has(room)) return
+    const limit = this.maxFrameBytes - FRAME_HEADROOM
+    if (data.length <= limit) return this.sendFrame(writeRoomFrame(room, data))
+    // A big offline outbox makes one huge sync step 2: split it into updates under the limit.
+    if (data[0] !== RoomMessage.Sync || (data[1] !== SyncStep.Step2 && data[1] !== SyncStep.Update)) {
+      this.events.emit('error', new PetrelError(ErrorCode.TooLarge, `a ${data.length}-byte message exceeds the relay's frame limit`))
+      return
+    }
+    const decoder = new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
+    const update = readVarBytesAt(decoder, 2)
+    for (const piece of splitUpdate(update, limit - 16)) {
+      const e = encoding.createEncoder()
+      encoding.writeVarUint(e, RoomMessage.Sync)
+      encoding.writeVarUint(e, SyncStep.Update)
+      encoding.writeVarUint8Array(e, piece)
+      this.sendFrame(writeRoomFrame(room, encoding.toUint8Array(e)))
+    }
+  }
+
+  /** Airplane mode: close the socket and stay offline until `connect()`. */
+  disconnect(): void {
+    this.wanted = false
+    this.drop('disconnected by the app')
+  }
+
+  connect(): void {
+    this.wanted = true
+    this.attempts = 0
+    this.dialNow()
+  }
+
+  close(): void {
+    this.closed = true
+    this.wanted = false
+    this.removeWindowListeners()
+    this.drop('client closed')
+    for (const s of [...this.sockets.values()]) s.closed(1000, 'client closed')
+    this.sockets.clear()
+  }
+
+  private setState(state: ConnectionState): void {
+    if (this.state === state) return
+    this.state = state
+    this.events.emit('connection', state)
+  }
+
+  private canDial(): boolean {
+    return this.wanted && !this.closed && !this.browserOffline
+  }
+
+  private dialNow(): void {
+    clearTimeout(this.retryTimer)
+    this.retryTimer = undefined
+    if (!this.canDial() || this.ws) return
+    this.dial()
+  }
+
+  private scheduleRetry(): void {
+    if (!this.canDial() || this.retryTimer) return
+    const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** this.attempts)
+    this.attempts++
+    const delay = Math.random() * ceiling
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined
+      if (this.canDial() && !this.ws) this.dial()
+    }, delay)
+  }
+
+  private dial(): void {
+    const url = this.urls[this.urlIndex % this.urls.length]!
+    this.setState('connecting')
+    let ws: WebSocket
+    try {
+      ws = new this.WS(url)
+    } catch (err) {
+      this.events.emit('error', new PetrelError(ErrorCode.InvalidArgument, `cannot open ${url}: ${(err as Error).message}`))
+      this.setState('offline')
+      return this.scheduleRetry()
+    }
+    ws.binaryType = 'arraybuffer'
+    this.ws = ws
+    this.lastFrameAt = Date.now()
+    ws.onmessage = (event: MessageEvent) => {
+      if (this.ws !== ws) return
+      this.lastFrameAt = Date.now()
+      const data = event.data
+      if (!(data instanceof ArrayBuffer)) return
+      this.onFrame(new Uint8Array(data))
+    }
+    ws.onclose = (event: CloseEvent) => {
+      if (this.ws !== ws) return
+      this.onSocketGone(event.code, event.reason)
+    }
+    ws.onerror = () => {}
+  }
+
+  private onFrame(bytes: Uint8Array): void {
+    let frame: Frame
+    try {
+      frame = readFrame(bytes)
+    } catch (err) {
+      // The relay is untrusted too: report, drop, and start over on a fresh socket.
+      this.events.emit('error', err instanceof PetrelError ? err : new PetrelError(ErrorCode.Malformed, String(err)))
+      return this.drop('malformed frame from relay')
+    }
+    switch (frame.type) {
+      case FrameType.Hello:
+        this.maxFrameBytes = frame.maxFrameBytes
+        this.maxEnvelopeBytes = frame.maxEnvelopeBytes
+        void this.authenticate(frame.challenge)
+        return
+      case FrameType.Ready:
+        this.authed = true
+        this.attempts = 0
+        this.setState('online')
+        clearInterval(this.beatTimer)
+        this.beatTimer = setInterval(() => this.beat(), HEARTBEAT_MS)
+        for (const room of this.sockets.keys()) this.sendOpen(room)
+        return
+      case FrameType.Opened: {
+        this.opened.add(frame.room)
+        this.sockets.get(frame.room)?.opened()
+        return
+      }
+      case FrameType.Denied: {
+        this.handlers.get(frame.room)?.denied(frame.reason, frame.message)
+        const socket = this.sockets.get(frame.room)
+        this.sockets.delete(frame.room)
+        // 44xx: the provider does not retry; the conversation decides what to do next.
+        socket?.closed(4403, `${reasonName(frame.reason)}: ${frame.message}`)
+        return
+      }
+      case FrameType.Room:
+        this.sockets.get(frame.room)?.received(frame.message)
+        return
+      case FrameType.Heartbeat:
+        // The device connection is alive, so is every room on it: feed each provider's watchdog.
+        for (const s of this.sockets.values()) s.received(KEEPALIVE_MESSAGE)
+        return
+      case FrameType.Notice:
+        this.events.emit('error', new PetrelError(ErrorCode.Refused, `relay: ${reasonName(frame.reason)}: ${frame.message}`))
+        return
+      default:
+        return
+    }
+  }
+
+  private async authenticate(challenge: Uint8Array): Promise<void> {
+    const ws = this.ws
+    const signature = await signWithDomain(SignatureDomain.ConnectChallenge, this.identity.deviceSecret, challenge)
+    if (this.ws !== ws) return
+    this.sendFrame(writeFrame({ type: FrameType.Auth, certificate: this.identity.certificate.bytes, signature }), true)
+  }
+
+  private sendOpen(room: string): void {
+    const handler = this.handlers.get(room)
+    if (!handler) return
+    this.sendFrame(writeFrame({ type: FrameType.Open, room, admission: handler.admission() }))
+  }
+
+  private beat(): void {
+    if (Date.now() - this.lastFrameAt > LIVENESS_MS) return this.drop('relay silent')
+    this.sendFrame(writeFrame({ type: FrameType.Heartbeat }))
+  }
+
+  private sendFrame(bytes: Uint8Array, beforeAuth = false): void {
+    const ws = this.ws
+    if (!ws || ws.readyState !== 1 || (!this.authed && !beforeAuth)) return
+    ws.send(bytes)
+  }
+
+  /** Close the real socket (if any) and reconnect unless we are meant to stay offline. */
+  private drop(reason: string): void {
+    const ws = this.ws
+    if (ws) {
+      ws.onclose = null
+      ws.onmessage = null
+      try {
+        ws.close(1000, reason)
+      } catch {
+        // already closing
+      }
+    }
+    this.onSocketGone(1000, reason)
+  }
+
+  private onSocketGone(code: number, reason: string): void {
+    this.ws = undefined
+    this.authed = false
+    this.opened.clear()
+    clearInterval(this.beatTimer)
+    this.beatTimer = undefined
+    for (const s of [...this.sockets.values()]) s.closed(1006, reason)
+    this.sockets.clear()
+    if (code === CloseCode.VersionMismatch) {
+      this.events.emit('error', new PetrelError(ErrorCode.VersionMismatch, `relay closed the connection: ${reason}`))
+    } else if (code === CloseCode.Unauthorized) {
+      this.events.emit('error', new PetrelError(ErrorCode.Refused, `relay refused this device: ${reason}`))
+    }
+    if (this.urls.length > 1) this.urlIndex++
+    this.setState(this.canDial() ? 'connecting' : 'offline')
+    if (this.canDial()) this.scheduleRetry()
+    else this.setState('offline')
+  }
+}
+
+/** Read a varUint8Array at `pos` of a trusted, locally built message. */
+function readVarBytesAt(bytes: Uint8Array, pos: number): Uint8Array {
+  let len = 0
+  let mult = 1
+  for (;;) {
+    const b = bytes[pos++]!
+    len += (b & 0x7f) * mult
+    if (b < 0x80) break
+    mult *= 128
+  }
+  return bytes.subarray(pos, pos + len)
+}

@@ -1,0 +1,105 @@
+/**
+ * What a device stores about each conversation besides its two documents, as versioned
+ * key-value entries:
+ *
+ * ```
+ * conv:{id}        := uint8 1 • varUint createdAt • varUint8Array admission • varUint nKeys • { varUint epoch • varUint8Array key }
+ * own:{id}:{msgId} := uint8 1 • varString envelopeKey • varUint seq (0: not acknowledged) • varString failure ('' if none)
+ * bind:{id}        := uint8 1 • varUint n • { varUint innerClient • varString deviceId }
+ * cursor:{id}      := uint8 1 • varUint seq
+ * ```
+ */
+import * as encoding from 'lib0/encoding'
+import { StrictReader } from '../shared/wire.js'
+
+export interface ConversationRecord {
+  createdAt: number
+  admission: Uint8Array
+  keys: Map<number, Uint8Array>
+}
+
+export interface OwnMessageState {
+  envelopeKey: string
+  seq: number
+  failure: string
+}
+
+export const keyOf = {
+  conv: (id: string) => `conv:${id}`,
+  own: (id: string, msgId: string) => `own:${id}:${msgId}`,
+  ownPrefix: (id: string) => `own:${id}:`,
+  bindings: (id: string) => `bind:${id}`,
+  cursor: (id: string) => `cursor:${id}`,
+}
+
+export function encodeConversationRecord(r: ConversationRecord): Uint8Array {
+  const e = encoding.createEncoder()
+  encoding.writeUint8(e, 1)
+  encoding.writeVarUint(e, r.createdAt)
+  encoding.writeVarUint8Array(e, r.admission)
+  encoding.writeVarUint(e, r.keys.size)
+  for (const [epoch, key] of r.keys) {
+    encoding.writeVarUint(e, epoch)
+    encoding.writeVarUint8Array(e, key)
+  }
+  return encoding.toUint8Array(e)
+}
+
+export function decodeConversationRecord(bytes: Uint8Array): ConversationRecord {
+  const r = new StrictReader(bytes)
+  r.uint8()
+  const createdAt = r.varUint()
+  const admission = r.varBytes(64 * 1024).slice()
+  const n = r.varUint(1 << 20)
+  const keys = new Map<number, Uint8Array>()
+  for (let i = 0; i < n; i++) keys.set(r.varUint(), r.varBytes(32).slice())
+  return { createdAt, admission, keys }
+}
+
+export function encodeOwn(s: OwnMessageState): Uint8Array {
+  const e = encoding.createEncoder()
+  encoding.writeUint8(e, 1)
+  encoding.writeVarString(e, s.envelopeKey)
+  encoding.writeVarUint(e, s.seq)
+  encoding.writeVarString(e, s.failure)
+  return encoding.toUint8Array(e)
+}
+
+export function decodeOwn(bytes: Uint8Array): OwnMessageState {
+  const r = new StrictReader(bytes)
+  r.uint8()
+  return { envelopeKey: r.varString(64), seq: r.varUint(), failure: r.varString(4096) }
+}
+
+export function encodeBindings(b: ReadonlyMap<number, string>): Uint8Array {
+  const e = encoding.createEncoder()
+  encoding.writeUint8(e, 1)
+  encoding.writeVarUint(e, b.size)
+  for (const [client, device] of b) {
+    encoding.writeVarUint(e, client)
+    encoding.writeVarString(e, device)
+  }
+  return encoding.toUint8Array(e)
+}
+
+export function decodeBindings(bytes: Uint8Array): Map<number, string> {
+  const r = new StrictReader(bytes)
+  r.uint8()
+  const n = r.varUint(1 << 24)
+  const out = new Map<number, string>()
+  for (let i = 0; i < n; i++) out.set(r.varUint(), r.varString(64))
+  return out
+}
+
+export function encodeCursor(seq: number): Uint8Array {
+  const e = encoding.createEncoder()
+  encoding.writeUint8(e, 1)
+  encoding.writeVarUint(e, seq)
+  return encoding.toUint8Array(e)
+}
+
+export function decodeCursor(bytes: Uint8Array): number {
+  const r = new StrictReader(bytes)
+  r.uint8()
+  return r.varUint()
+}

@@ -1,0 +1,790 @@
+/**
+ * One conversation on this device: the inner document (plaintext, local only), the outer log
+ * (sealed envelopes and signed records, synced through the relay by y-websocket's provider
+ * over a virtual socket), and the bridge between them.
+ *
+ * Outgoing: an inner change is sealed into an envelope and written to the outer log; both
+ * updates are committed to local storage in one atomic batch before `send()` resolves, so a
+ * send survives a reload or crash, and the provider uploads it when a connection exists.
+ * Incoming: rows from the relay arrive with their sequence numbers; envelopes are verified,
+ * decrypted, checked for authorship and applied in relay order, and the outer and inner
+ * changes are committed together, so a crash never leaves one without the other.
+ */
+import { WebsocketProvider } from 'y-websocket'
+import * as Y from 'yjs'
+import { generateSigningKeyPair, randomBytes, toBase64Url, verifyBatch } from '../shared/crypto/index.js'
+import { decryptEnvelope, readEnvelope, sealEnvelope, signedEnvelopeBytes } from '../shared/envelope.js'
+import { ErrorCode, PetrelError } from '../shared/errors.js'
+import { applyRecord, emptyMembership, type MembershipState } from '../shared/membership.js'
+import { envelopeKey, OUTER_LOG, OUTER_RECORDS } from '../shared/outer-keys.js'
+import { encodeInviteBody, readRecord, RecordKind } from '../shared/records.js'
+import { readAck, readCursor, readRefused, readRows, RoomMessage, type RowIndexEntry } from '../shared/room-messages.js'
+import { Reason, reasonName, StrictReader } from '../shared/wire.js'
+import { parseUpdate } from '../shared/yjs-v1.js'
+import type { DeviceConnection } from './connection.js'
+import {
+  type ConversationRecord,
+  decodeBindings,
+  decodeCursor,
+  decodeOwn,
+  encodeBindings,
+  encodeCursor,
+  encodeOwn,
+  keyOf,
+  type OwnMessageState,
+} from './conversation-record.js'
+import type { Identity } from './identity.js'
+import { encodeInviteToken } from './invite-token.js'
+import { checkInnerUpdate, INNER_MESSAGES, INNER_META, INNER_PROFILES } from './inner-guard.js'
+import type { Batch, DeviceStore } from './storage/device-store.js'
+import { VirtualSocket } from './virtual-socket.js'
+
+/** A message as the app sees it. */
+export interface Message {
+  id: string
+  conversationId: string
+  /** userId of the author, from the verified signer. */
+  author: string
+  authorName?: string
+  text: string
+  sentAt: number
+  mine: boolean
+  status: 'pending' | 'sent' | 'delivered' | 'read' | 'failed'
+  error?: string
+}
+
+export interface ClientContext {
+  identity: Identity
+  store: DeviceStore
+  connection: DeviceConnection
+  name: string | undefined
+  reportError(err: PetrelError): void
+  /** Sign a genesis or invite record as this device. */
+  signRecord(kind: RecordKind, body: Uint8Array): Promise<Uint8Array>
+}
+
+export interface InviteOptions {
+  /** Milliseconds until the invite stops working. Default: never. */
+  expiresIn?: number
+  /** How many people may join with it. Default: unlimited. */
+  uses?: number
+  /** 'full' (default): the joiner reads the history. */
+  history?: 'full' | 'from-join'
+}
+
+/** Stored shape of a message in the inner doc's `messages` map (a plain, immutable value). */
+interface StoredMessage {
+  t: string
+  at: number
+  h: number
+  n: number
+  d: string
+}
+
+const ORIGIN_LOAD = Symbol('load')
+const ORIGIN_REMOTE = Symbol('remote')
+const ORIGIN_LOCAL_OUTER = Symbol('local-outer')
+/** Text limit, besides the relay's envelope limit. */
+const MAX_TEXT_BYTES = 64 * 1024
+/** Merge a document's stored updates into one row when it has more than this many. */
+const COMPACT_AFTER_ROWS = 500
+
+export class Conversation {
+  readonly doc = new Y.Doc()
+  private readonly outer = new Y.Doc({ gc: false })
+  private provider: WebsocketProvider | undefined
+  private membership: MembershipState
+  private bindings = new Map<number, string>()
+  private readonly own = new Map<string, OwnMessageState>()
+  private readonly envelopeMessages = new Map<string, string[]>()
+  private cursor = 0
+  private hlc = 0
+  private counter = 0
+  private outgoing: Promise<void> = Promise.resolve()
+  private incoming: Promise<void> = Promise.resolve()
+  private tagging: string[] | undefined
+  private capturedOuter: Uint8Array[] = []
+  private readonly listeners = new Set<() => void>()
+  private notifyScheduled = false
+  private sortedCache: Message[] | undefined
+  private deniedReason: string | undefined
+  private closed = false
+  private readonly syncWaiters = new Set<(err?: PetrelError) => void>()
+
+  private constructor(
+    readonly id: string,
+    private readonly record: ConversationRecord,
+    private readonly ctx: ClientContext,
+  ) {
+    this.membership = emptyMembership(id)
+  }
+
+  /** Open a conversation from local storage (it may be brand new and empty). */
+  static async open(ctx: ClientContext, id: string, record: ConversationRecord): Promise<Conversation> {
+    const conv = new Conversation(id, record, ctx)
+    await conv.load()
+    conv.connect()
+    return conv
+  }
+
+  /** Title, from the encrypted inner document. */
+  get title(): string {
+    const t = this.doc.getMap(INNER_META).get('title')
+    return typeof t === 'string' ? t : ''
+  }
+
+  /** Current key epoch. */
+  get epoch(): number {
+    return Math.max(...this.record.keys.keys())
+  }
+
+  private async load(): Promise<void> {
+    const { store } = this.ctx
+    const [outerRows, innerRows, ownRows, bindings, cursor] = await Promise.all([
+      store.loadLog(this.id, 'outer'),
+      store.loadLog(this.id, 'inner'),
+      store.list(keyOf.ownPrefix(this.id)),
+      store.get(keyOf.bindings(this.id)),
+      store.get(keyOf.cursor(this.id)),
+    ])
+    const compact: Batch = { compact: [] }
+    for (const [doc, rows, name] of [
+      [this.outer, outerRows, 'outer'],
+      [this.doc, innerRows, 'inner'],
+    ] as const) {
+      if (rows.length === 0) continue
+      const merged = rows.length === 1 ? rows[0]!.bytes : Y.mergeUpdates(rows.map((r) => r.bytes))
+      Y.applyUpdate(doc, merged, ORIGIN_LOAD)
+      if (rows.length > COMPACT_AFTER_ROWS) compact.compact!.push({ convId: this.id, doc: name, throughId: rows[rows.length - 1]!.id, merged })
+    }
+    if (compact.compact!.length > 0) await store.commit(compact)
+    for (const [key, value] of ownRows) {
+      const msgId = key.slice(keyOf.ownPrefix(this.id).length)
+      const state = decodeOwn(value)
+      this.own.set(msgId, state)
+      const list = this.envelopeMessages.get(state.envelopeKey)
+      if (list) list.push(msgId)
+      else this.envelopeMessages.set(state.envelopeKey, [msgId])
+    }
+    if (bindings) this.bindings = decodeBindings(bindings)
+    if (cursor) this.cursor = decodeCursor(cursor)
+    await this.foldRecords()
+    for (const v of this.doc.getMap<StoredMessage>(INNER_MESSAGES).values()) if (v && v.h > this.hlc) this.hlc = v.h
+    this.doc.on('update', (update: Uint8Array, origin: unknown) => this.onInnerUpdate(update, origin))
+    this.outer.on('update', (update: Uint8Array, origin: unknown) => {
+      if (origin === ORIGIN_LOCAL_OUTER) this.capturedOuter.push(update)
+    })
+    this.doc.getMap(INNER_MESSAGES).observe(() => this.changed())
+    this.doc.getMap(INNER_PROFILES).observe(() => this.changed())
+  }
+
+  private connect(): void {
+    const conn = this.ctx.connection
+    conn.register(this.id, {
+      admission: () => this.record.admission,
+      denied: (reason, message) => this.onDenied(reason, message),
+    })
+    const mux = conn
+    const room = this.id
+    class RoomSocket extends VirtualSocket {
+      constructor() {
+        super(mux, room)
+      }
+    }
+    const provider = new WebsocketProvider('petrel:', this.id, this.outer, {
+      WebSocketPolyfill: RoomSocket as unknown as typeof WebSocket,
+      disableBc: true,
+      maxBackoffTime: 1000,
+    })
+    // The device connection watches liveness for every room and awareness is not used yet:
+    // drop the per-conversation timers so an idle conversation costs nothing.
+    const p = provider as unknown as { _checkInterval: ReturnType<typeof setInterval>; _exitHandler: () => void }
+    clearInterval(p._checkInterval)
+    clearInterval((provider.awareness as unknown as { _checkInterval: ReturnType<typeof setInterval> })._checkInterval)
+    provider.awareness.setLocalState(null)
+    if (typeof process !== 'undefined' && typeof process.off === 'function') process.off('exit', p._exitHandler)
+    const guard =
+      (fn: (r: StrictReader) => void) =>
+      (_encoder: unknown, decoder: { arr: Uint8Array; pos: number }) => {
+        try {
+          fn(new StrictReader(decoder.arr.subarray(decoder.pos)))
+        } catch (err) {
+          this.report(err, 'relay sent a malformed message')
+        }
+      }
+    provider.messageHandlers[RoomMessage.Rows] = guard((r) => this.onRows(readRows(r)))
+    provider.messageHandlers[RoomMessage.Ack] = guard((r) => this.onAck(readAck(r)))
+    provider.messageHandlers[RoomMessage.Refused] = guard((r) => this.onRefused(readRefused(r)))
+    provider.messageHandlers[RoomMessage.Cursor] = guard((r) => this.onCursor(readCursor(r).seq))
+    provider.messageHandlers[RoomMessage.Keepalive] = () => {}
+    provider.on('sync', (synced: boolean) => {
+      if (synced) this.settleSyncWaiters()
+    })
+    this.provider = provider
+  }
+
+  // ---------------------------------------------------------------- sending
+
+  /**
+   * Send a text message. Resolves once it is durable on this device — also offline; its
+   * status is `pending` until the relay has stored it.
+   *
+   * @example
+   * ```ts
+   * const m = await conv.send('hello')
+   * console.log(m.status) // 'pending' offline, 'sent' once the relay has it
+   * ```
+   */
+  async send(text: string): Promise<Message> {
+    if (typeof text !== 'string') throw new PetrelError(ErrorCode.InvalidArgument, 'text must be a string')
+    const bytes = new TextEncoder().encode(text).length
+    const limit = Math.min(MAX_TEXT_BYTES, this.ctx.connection.maxEnvelopeBytes - 1024)
+    if (bytes > limit) throw new PetrelError(ErrorCode.TooLarge, `message is ${bytes} bytes; the limit is ${limit}`, { conversationId: this.id })
+    this.assertOpen()
+    const id = `${this.ctx.identity.userId}.${toBase64Url(randomBytes(9))}`
+    this.hlc = Math.max(Date.now(), this.hlc + 1)
+    const value: StoredMessage = { t: text, at: Date.now(), h: this.hlc, n: this.counter++, d: this.ctx.identity.deviceId }
+    const done = this.writeInner(() => this.doc.getMap<StoredMessage>(INNER_MESSAGES).set(id, value), [id])
+    await done
+    return this.message(id)!
+  }
+
+  /** Run a local inner change and return when its envelope is durable locally. */
+  private writeInner(change: () => void, tags: string[] = []): Promise<void> {
+    this.tagging = tags
+    let job: Promise<void> | undefined
+    const off = (update: Uint8Array, origin: unknown) => {
+      if (origin !== ORIGIN_REMOTE && origin !== ORIGIN_LOAD) job = this.queueSeal(update, tags)
+    }
+    this.doc.on('update', off)
+    try {
+      this.doc.transact(change)
+    } finally {
+      this.doc.off('update', off)
+      this.tagging = undefined
+    }
+    return job ?? Promise.resolve()
+  }
+
+  private onInnerUpdate(update: Uint8Array, origin: unknown): void {
+    if (origin === ORIGIN_REMOTE || origin === ORIGIN_LOAD || this.tagging !== undefined) return
+    // App-defined state written straight to `conv.doc`: sealed and synced like messages.
+    void this.queueSeal(update, []).catch((err) => this.report(err, 'could not store a change'))
+  }
+
+  private queueSeal(update: Uint8Array, tags: string[]): Promise<void> {
+    const job = this.outgoing.then(async () => {
+      const { identity } = this.ctx
+      const epoch = this.epoch
+      const envelope = await sealEnvelope({
+        room: this.id,
+        epoch,
+        key: this.record.keys.get(epoch)!,
+        senderDevicePub: identity.devicePub,
+        senderDeviceSecret: identity.deviceSecret,
+        update,
+      })
+      const key = this.writeOuter((log) => {
+        const k = envelopeKey(this.outer.clientID, Y.getState(this.outer.store, this.outer.clientID))
+        log.set(k, envelope)
+        return k
+      })
+      const puts: Array<[string, Uint8Array]> = []
+      for (const msgId of tags) {
+        const state: OwnMessageState = { envelopeKey: key.key, seq: 0, failure: '' }
+        this.own.set(msgId, state)
+        puts.push([keyOf.own(this.id, msgId), encodeOwn(state)])
+      }
+      if (tags.length > 0) this.envelopeMessages.set(key.key, tags)
+      await this.ctx.store.commit({
+        append: [
+          { convId: this.id, doc: 'inner', bytes: update },
+          ...key.updates.map((bytes) => ({ convId: this.id, doc: 'outer' as const, bytes })),
+        ],
+        put: puts,
+      })
+      this.changed()
+    })
+    this.outgoing = job.catch(() => undefined)
+    return job
+  }
+
+  /** Write to the outer log locally; returns what was written and the outer updates it made. */
+  private writeOuter<T>(fn: (log: Y.Map<Uint8Array>, rec: Y.Map<Uint8Array>) => T): { key: T; updates: Uint8Array[] } {
+    this.capturedOuter = []
+    let key: T | undefined
+    this.outer.transact(() => {
+      key = fn(this.outer.getMap<Uint8Array>(OUTER_LOG), this.outer.getMap<Uint8Array>(OUTER_RECORDS))
+    }, ORIGIN_LOCAL_OUTER)
+    const updates = this.capturedOuter
+    this.capturedOuter = []
+    return { key: key as T, updates }
+  }
+
+  /** Put signed records into the outer log (genesis, invites, joins), durably. */
+  async writeRecords(records: Uint8Array[]): Promise<void> {
+    const job = this.outgoing.then(async () => {
+      const have = new Set([...this.outer.getMap<Uint8Array>(OUTER_RECORDS).values()].map((v) => toBase64Url(v)))
+      const fresh = records.filter((v) => !have.has(toBase64Url(v)))
+      if (fresh.length === 0) return
+      const { updates } = this.writeOuter((_log, rec) => {
+        // Keys derive from the item id like envelope keys: unique, so no write ever conflicts
+        // (a conflict would make Yjs delete the loser, and outer updates may not delete).
+        for (const v of fresh) rec.set(envelopeKey(this.outer.clientID, Y.getState(this.outer.store, this.outer.clientID)), v)
+      })
+      await this.ctx.store.commit({ append: updates.map((bytes) => ({ convId: this.id, doc: 'outer' as const, bytes })) })
+      await this.foldRecords()
+    })
+    this.outgoing = job.catch(() => undefined)
+    return job
+  }
+
+  /**
+   * Make an invite: a link-safe token; holding it is enough to join, with every admin
+   * offline. Its secret never reaches the relay.
+   *
+   * @example
+   * ```ts
+   * const token = await conv.invite({ expiresIn: 86_400_000 })
+   * const bobConv = await bob.join(token)
+   * ```
+   */
+  async invite(options: InviteOptions = {}): Promise<string> {
+    this.assertOpen()
+    if (!this.isAdmin()) throw new PetrelError(ErrorCode.Refused, 'only admins can invite', { conversationId: this.id })
+    const pair = generateSigningKeyPair()
+    const body = encodeInviteBody({
+      room: this.id,
+      invitePub: pair.publicKey,
+      expiresAt: options.expiresIn ? Date.now() + options.expiresIn : 0,
+      maxUses: options.uses ?? 0,
+      history: options.history ?? 'full',
+      createdAt: Date.now(),
+    })
+    const inviteRecord = await this.ctx.signRecord(RecordKind.Invite, body)
+    await this.writeRecords([inviteRecord])
+    return encodeInviteToken({ room: this.id, inviteSecret: pair.secretKey, inviteRecord, keys: this.keys() })
+  }
+
+  /** Write inner state (title, profile) as the local device. */
+  setInner(fn: (doc: Y.Doc) => void): Promise<void> {
+    return this.writeInner(() => fn(this.doc))
+  }
+
+  // ---------------------------------------------------------------- receiving
+
+  private onRows(msg: { index: RowIndexEntry[]; update: Uint8Array }): void {
+    // Rows come from an untrusted relay: check the narrow outer shape before Yjs sees them.
+    const parsed = parseUpdate(msg.update, { maxBytes: msg.update.length })
+    if (parsed.deleteSet.length > 0) throw new PetrelError(ErrorCode.Malformed, 'rows may not delete')
+    for (const g of parsed.groups)
+      for (const s of g.structs) {
+        if (s.kind === 'gc') continue
+        if (s.kind !== 'item' || s.contentRef !== 3 || (s.parentRoot !== OUTER_LOG && s.parentRoot !== OUTER_RECORDS)) {
+          throw new PetrelError(ErrorCode.Malformed, 'rows hold something other than envelopes and records')
+        }
+      }
+    const recordKeys: string[] = []
+    const observer = (event: Y.YMapEvent<Uint8Array>) => {
+      for (const k of event.keysChanged) recordKeys.push(k)
+    }
+    const rec = this.outer.getMap<Uint8Array>(OUTER_RECORDS)
+    rec.observe(observer)
+    let applied: Uint8Array | undefined
+    const capture = (update: Uint8Array, origin: unknown) => {
+      if (origin === ORIGIN_REMOTE) applied = update
+    }
+    this.outer.on('update', capture)
+    try {
+      Y.applyUpdate(this.outer, msg.update, ORIGIN_REMOTE)
+    } finally {
+      this.outer.off('update', capture)
+      rec.unobserve(observer)
+    }
+    const records = recordKeys.map((k) => rec.get(k)).filter((v): v is Uint8Array => v instanceof Uint8Array)
+    const envelopes: Array<{ key: string; seq: number; bytes: Uint8Array }> = []
+    const log = this.outer.getMap<Uint8Array>(OUTER_LOG)
+    let maxSeq = 0
+    for (const row of msg.index) {
+      maxSeq = Math.max(maxSeq, row.seq)
+      for (let i = 0; i < row.len; i++) {
+        const key = envelopeKey(row.client, row.clock + i)
+        const bytes = log.get(key)
+        if (bytes instanceof Uint8Array) envelopes.push({ key, seq: row.seq, bytes })
+      }
+    }
+    envelopes.sort((a, b) => a.seq - b.seq)
+    const outerUpdate = applied
+    const job = this.incoming.then(() => this.processIncoming(records, envelopes, outerUpdate, maxSeq))
+    this.incoming = job.catch((err) => this.report(err, 'could not store received messages'))
+  }
+
+  private async processIncoming(
+    records: Uint8Array[],
+    envelopes: Array<{ key: string; seq: number; bytes: Uint8Array }>,
+    outerUpdate: Uint8Array | undefined,
+    maxSeq: number,
+  ): Promise<void> {
+    if (records.length > 0) await this.foldRecords()
+    const headers = envelopes.map((e) => {
+      try {
+        return readEnvelope(e.bytes)
+      } catch (err) {
+        this.report(err, 'malformed envelope')
+        return undefined
+      }
+    })
+    const verdicts = await verifyBatch(
+      headers.map((h) =>
+        h
+          ? { publicKey: h.senderDevicePub, message: signedEnvelopeBytes(this.id, h), signature: h.signature }
+          : { publicKey: new Uint8Array(32), message: new Uint8Array(0), signature: new Uint8Array(64) },
+      ),
+    )
+    const innerUpdates: Uint8Array[] = []
+    const capture = (update: Uint8Array, origin: unknown) => {
+      if (origin === ORIGIN_REMOTE) innerUpdates.push(update)
+    }
+    let bindingsChanged = false
+    this.doc.on('update', capture)
+    try {
+      for (let i = 0; i < envelopes.length; i++) {
+        const h = headers[i]
+        if (!h) continue
+        const deviceId = toBase64Url(h.senderDevicePub)
+        const userId = this.membership.devices.get(deviceId)
+        if (userId === undefined || !this.membership.members.has(userId)) {
+          this.reject(ErrorCode.UnknownSender, `envelope from a device that is not a member (${deviceId.slice(0, 8)}…)`)
+          continue
+        }
+        if (!verdicts[i]) {
+          this.reject(ErrorCode.EnvelopeRejected, 'envelope signature does not verify')
+          continue
+        }
+        const key = this.record.keys.get(h.epoch)
+        if (!key) {
+          this.reject(ErrorCode.EnvelopeRejected, `no key for epoch ${h.epoch}`)
+          continue
+        }
+        let update: Uint8Array
+        try {
+          update = decryptEnvelope(this.id, h, key)
+        } catch (err) {
+          this.reject(ErrorCode.EnvelopeRejected, `envelope does not decrypt: ${(err as Error).message}`)
+          continue
+        }
+        const verdict = checkInnerUpdate(this.doc, update, { deviceId, userId }, this.bindings, (d) => this.membership.devices.get(d))
+        if (!verdict.ok) {
+          this.reject(ErrorCode.AuthorshipViolation, `update from ${userId.slice(0, 8)}… refused: ${verdict.reason}`)
+          continue
+        }
+        for (const client of verdict.bind) this.bindings.set(client, deviceId)
+        if (verdict.bind.length > 0) bindingsChanged = true
+        try {
+          Y.applyUpdate(this.doc, update, ORIGIN_REMOTE)
+        } catch (err) {
+          this.reject(ErrorCode.Malformed, `inner update failed to apply: ${(err as Error).message}`)
+        }
+      }
+    } finally {
+      this.doc.off('update', capture)
+    }
+    for (const v of this.doc.getMap<StoredMessage>(INNER_MESSAGES).values()) if (v && v.h > this.hlc) this.hlc = v.h
+    const batch: Batch = {
+      append: [
+        ...(outerUpdate ? [{ convId: this.id, doc: 'outer' as const, bytes: outerUpdate }] : []),
+        ...innerUpdates.map((bytes) => ({ convId: this.id, doc: 'inner' as const, bytes })),
+      ],
+      put: [],
+    }
+    if (bindingsChanged) batch.put!.push([keyOf.bindings(this.id), encodeBindings(this.bindings)])
+    if (maxSeq > this.cursor) {
+      this.cursor = maxSeq
+      batch.put!.push([keyOf.cursor(this.id), encodeCursor(maxSeq)])
+    }
+    await this.ctx.store.commit(batch)
+    this.changed()
+  }
+
+  /**
+   * Rebuild membership from every record in the outer log. Records arrive in any order
+   * (our own join is written before the genesis reaches us), so the fold always starts over:
+   * genesis, then invites, then joins — the order in which the relay admitted them.
+   */
+  private async foldRecords(): Promise<void> {
+    const parsed = [...this.outer.getMap<Uint8Array>(OUTER_RECORDS).values()]
+      .map((bytes) => {
+        try {
+          return readRecord(bytes)
+        } catch {
+          return undefined
+        }
+      })
+      .filter((r) => r !== undefined)
+      .sort((a, b) => a.kind - b.kind)
+    const next = emptyMembership(this.id)
+    for (const rec of parsed) {
+      const r = await applyRecord(next, rec, undefined, false)
+      if (!r.ok && r.reason === 'bad signature') {
+        this.ctx.reportError(new PetrelError(ErrorCode.EnvelopeRejected, 'ignored a record whose signature does not verify', { conversationId: this.id }))
+      }
+    }
+    this.membership = next
+  }
+
+  private onAck(msg: { seq: number; ranges: Array<{ client: number; clock: number; len: number }> }): void {
+    const puts: Array<[string, Uint8Array]> = []
+    for (const range of msg.ranges) {
+      for (let i = 0; i < range.len; i++) {
+        for (const msgId of this.envelopeMessages.get(envelopeKey(range.client, range.clock + i)) ?? []) {
+          const state = this.own.get(msgId)
+          if (!state || state.seq !== 0) continue
+          state.seq = msg.seq
+          puts.push([keyOf.own(this.id, msgId), encodeOwn(state)])
+        }
+      }
+    }
+    if (this.provider?.synced && msg.seq > this.cursor) {
+      this.cursor = msg.seq
+      puts.push([keyOf.cursor(this.id), encodeCursor(msg.seq)])
+    }
+    if (puts.length === 0) return
+    this.changed()
+    const job = this.incoming.then(() => this.ctx.store.commit({ put: puts }))
+    this.incoming = job.catch((err) => this.report(err, 'could not store acknowledgements'))
+  }
+
+  private onRefused(msg: { reason: number; message: string; ranges: Array<{ client: number; clock: number; len: number }> }): void {
+    const puts: Array<[string, Uint8Array]> = []
+    for (const range of msg.ranges)
+      for (let i = 0; i < range.len; i++)
+        for (const msgId of this.envelopeMessages.get(envelopeKey(range.client, range.clock + i)) ?? []) {
+          const state = this.own.get(msgId)
+          if (!state) continue
+          state.failure = `${reasonName(msg.reason)}: ${msg.message}`
+          puts.push([keyOf.own(this.id, msgId), encodeOwn(state)])
+        }
+    this.ctx.reportError(new PetrelError(ErrorCode.Refused, `relay refused: ${reasonName(msg.reason)}: ${msg.message}`, { conversationId: this.id }))
+    if (puts.length === 0) return
+    this.changed()
+    const job = this.incoming.then(() => this.ctx.store.commit({ put: puts }))
+    this.incoming = job.catch((err) => this.report(err, 'could not store a refusal'))
+  }
+
+  private onCursor(seq: number): void {
+    if (seq <= this.cursor) return
+    const job = this.incoming.then(async () => {
+      if (seq <= this.cursor) return
+      this.cursor = seq
+      await this.ctx.store.commit({ put: [[keyOf.cursor(this.id), encodeCursor(seq)]] })
+    })
+    this.incoming = job.catch((err) => this.report(err, 'could not store the cursor'))
+  }
+
+  private onDenied(reason: number, message: string): void {
+    const text = `${reasonName(reason)}: ${message}`
+    this.deniedReason = text
+    const err = new PetrelError(reason === Reason.InviteExpired || reason === Reason.InviteUsedUp || reason === Reason.InviteRevoked || reason === Reason.BadAdmission ? ErrorCode.InviteInvalid : ErrorCode.Refused, `relay refused the conversation: ${text}`, { conversationId: this.id })
+    for (const waiter of this.syncWaiters) waiter(err)
+    this.syncWaiters.clear()
+    // Not a member (any more): nothing pending can ever be delivered.
+    const puts: Array<[string, Uint8Array]> = []
+    for (const [msgId, state] of this.own) {
+      if (state.seq === 0 && state.failure === '') {
+        state.failure = text
+        puts.push([keyOf.own(this.id, msgId), encodeOwn(state)])
+      }
+    }
+    this.ctx.reportError(err)
+    if (puts.length > 0) {
+      this.changed()
+      void this.ctx.store.commit({ put: puts }).catch((e) => this.report(e, 'could not store failures'))
+    }
+  }
+
+  // ---------------------------------------------------------------- reading
+
+  /**
+   * Every message, oldest first, in the same order on every device.
+   *
+   * @example
+   * ```ts
+   * for (const m of conv.messages()) console.log(m.authorName, m.text, m.status)
+   * ```
+   */
+  messages(): Message[] {
+    if (this.sortedCache) return this.sortedCache
+    const profiles = this.doc.getMap<{ name?: string }>(INNER_PROFILES)
+    const out: Array<Message & { _h: number; _n: number }> = []
+    for (const [id, v] of this.doc.getMap<StoredMessage>(INNER_MESSAGES)) {
+      if (!v || typeof v.t !== 'string') continue
+      out.push(this.toMessage(id, v, profiles))
+    }
+    out.sort((a, b) => a._h - b._h || (a.author < b.author ? -1 : a.author > b.author ? 1 : a._n - b._n || (a.id < b.id ? -1 : 1)))
+    this.sortedCache = out.map(({ _h, _n, ...m }) => m)
+    return this.sortedCache
+  }
+
+  /** One message by id. */
+  message(id: string): Message | undefined {
+    const v = this.doc.getMap<StoredMessage>(INNER_MESSAGES).get(id)
+    if (!v) return undefined
+    const { _h, _n, ...m } = this.toMessage(id, v, this.doc.getMap(INNER_PROFILES))
+    return m
+  }
+
+  private toMessage(id: string, v: StoredMessage, profiles: Y.Map<{ name?: string }>): Message & { _h: number; _n: number } {
+    const author = id.slice(0, id.indexOf('.'))
+    const mine = author === this.ctx.identity.userId
+    const own = this.own.get(id)
+    let status: Message['status'] = 'sent'
+    let error: string | undefined
+    if (own) {
+      if (own.failure) {
+        status = 'failed'
+        error = own.failure
+      } else status = own.seq > 0 ? 'sent' : 'pending'
+    }
+    const name = profiles.get(author)?.name
+    const m: Message & { _h: number; _n: number } = {
+      id,
+      conversationId: this.id,
+      author,
+      text: v.t,
+      sentAt: v.at,
+      mine,
+      status,
+      _h: v.h,
+      _n: v.n,
+    }
+    if (typeof name === 'string') m.authorName = name
+    if (error !== undefined) m.error = error
+    return m
+  }
+
+  /** Be told of any change of messages or statuses; returns unsubscribe. */
+  subscribe(listener: () => void): () => void {
+    this.listeners.add(listener)
+    return () => {
+      this.listeners.delete(listener)
+    }
+  }
+
+  private changed(): void {
+    this.sortedCache = undefined
+    if (this.notifyScheduled) return
+    this.notifyScheduled = true
+    queueMicrotask(() => {
+      this.notifyScheduled = false
+      for (const l of [...this.listeners]) {
+        try {
+          l()
+        } catch (err) {
+          queueMicrotask(() => {
+            throw err
+          })
+        }
+      }
+    })
+  }
+
+  // ---------------------------------------------------------------- failed messages
+
+  /** Send a failed message again (new envelope, same message). */
+  async retry(id: string): Promise<void> {
+    const state = this.own.get(id)
+    const value = this.doc.getMap<StoredMessage>(INNER_MESSAGES).get(id)
+    if (!state || !value) throw new PetrelError(ErrorCode.NotFound, `no message ${id} of mine`, { conversationId: this.id })
+    if (!state.failure) throw new PetrelError(ErrorCode.InvalidArgument, `message ${id} has not failed`, { conversationId: this.id })
+    state.failure = ''
+    this.deniedReason = undefined
+    // The message's inner content is re-sealed in a fresh envelope: receivers de-duplicate it.
+    await this.queueSeal(Y.encodeStateAsUpdate(this.doc), [id])
+    if (this.provider && !this.provider.shouldConnect) this.provider.connect()
+  }
+
+  /** Drop a failed message from this device. */
+  async discard(id: string): Promise<void> {
+    const state = this.own.get(id)
+    if (!state) throw new PetrelError(ErrorCode.NotFound, `no message ${id} of mine`, { conversationId: this.id })
+    if (!state.failure) throw new PetrelError(ErrorCode.InvalidArgument, `message ${id} has not failed`, { conversationId: this.id })
+    this.own.delete(id)
+    await this.writeInner(() => this.doc.getMap(INNER_MESSAGES).delete(id))
+    await this.ctx.store.commit({ put: [[keyOf.own(this.id, id), null]] })
+    this.changed()
+  }
+
+  // ---------------------------------------------------------------- lifecycle
+
+  /** Resolves when the first sync with the relay completed; rejects if the relay refused us. */
+  whenSynced(timeoutMs: number): Promise<void> {
+    if (this.provider?.synced) return Promise.resolve()
+    if (this.deniedReason) return Promise.reject(new PetrelError(ErrorCode.Refused, this.deniedReason, { conversationId: this.id }))
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.syncWaiters.delete(waiter)
+        resolve()
+      }, timeoutMs)
+      const waiter = (err?: PetrelError) => {
+        clearTimeout(timer)
+        if (err) reject(err)
+        else resolve()
+      }
+      this.syncWaiters.add(waiter)
+    })
+  }
+
+  private settleSyncWaiters(): void {
+    for (const w of this.syncWaiters) w()
+    this.syncWaiters.clear()
+  }
+
+  get synced(): boolean {
+    return this.provider?.synced ?? false
+  }
+
+  /** Highest relay sequence number this device durably holds. */
+  get storedCursor(): number {
+    return this.cursor
+  }
+
+  /** Member userIds, from verified records. */
+  memberIds(): string[] {
+    return [...this.membership.members.keys()]
+  }
+
+  isAdmin(): boolean {
+    return this.membership.members.get(this.ctx.identity.userId)?.role === 'admin'
+  }
+
+  /** Keys of every epoch this device holds (for invites). */
+  keys(): Map<number, Uint8Array> {
+    return new Map(this.record.keys)
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    this.provider?.destroy()
+    this.ctx.connection.unregister(this.id)
+    await this.outgoing
+    await this.incoming
+    this.listeners.clear()
+    this.doc.destroy()
+    this.outer.destroy()
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new PetrelError(ErrorCode.Closed, 'conversation is closed', { conversationId: this.id })
+  }
+
+  private reject(code: ErrorCode, message: string): void {
+    this.ctx.reportError(new PetrelError(code, message, { conversationId: this.id }))
+  }
+
+  private report(err: unknown, context: string): void {
+    this.ctx.reportError(
+      err instanceof PetrelError ? err : new PetrelError(ErrorCode.StorageFailed, `${context}: ${(err as Error).message}`, { cause: err, conversationId: this.id }),
+    )
+  }
+}

@@ -1,0 +1,110 @@
+/**
+ * Authorship rules for inner updates, applied by every receiver alike and in relay order, so
+ * devices never diverge. A member's validly signed update is still rejected when it
+ *   - uses an inner Yjs client id already bound to another device (first use in relay order wins),
+ *   - writes or overwrites a key of `messages` or `profiles` owned by another user
+ *     (message ids start with their author's userId; profile keys are userIds),
+ *   - deletes such an entry, or deletes clocks the receiver has never seen.
+ * Our strict V1 parser runs first, so crafted updates (huge clocks, duplicate groups) are
+ * refused before Yjs sees them: the memory budget. Sizes are bounded by the envelope limit.
+ */
+import * as Y from 'yjs'
+import { parseUpdate } from '../shared/yjs-v1.js'
+
+export const INNER_MESSAGES = 'messages'
+export const INNER_PROFILES = 'profiles'
+export const INNER_META = 'meta'
+
+/** Clock budget: an update may not claim more than this many clocks past what we hold. */
+const MAX_CLOCK_AHEAD = 1_000_000
+
+export type GuardResult = { ok: true; bind: number[] } | { ok: false; reason: string }
+
+/** The owner (userId) of a key in a protected root map. */
+export const ownerOfKey = (root: string, key: string): string => (root === INNER_PROFILES ? key : key.slice(0, key.indexOf('.')))
+
+export function checkInnerUpdate(
+  doc: Y.Doc,
+  update: Uint8Array,
+  sender: { deviceId: string; userId: string },
+  bindings: ReadonlyMap<number, string>,
+  userOfDevice: (deviceId: string) => string | undefined,
+): GuardResult {
+  let parsed: ReturnType<typeof parseUpdate>
+  try {
+    parsed = parseUpdate(update, { maxBytes: update.length })
+  } catch (err) {
+    return { ok: false, reason: `malformed inner update: ${(err as Error).message}` }
+  }
+  const bind: number[] = []
+  const protectedRoots = new Set([INNER_MESSAGES, INNER_PROFILES])
+  // Items of this update by id, to resolve origins that point inside the update itself.
+  const local = new Map<string, { root?: string; key?: string }>()
+  for (const group of parsed.groups) {
+    const owner = bindings.get(group.client)
+    if (owner !== undefined && owner !== sender.deviceId) return { ok: false, reason: `client id ${group.client} belongs to another device` }
+    if (owner === undefined) {
+      if (group.client === doc.clientID) return { ok: false, reason: 'update reuses this device’s own client id' }
+      bind.push(group.client)
+    }
+    const have = Y.getState(doc.store, group.client)
+    for (const s of group.structs) {
+      if (s.clock + s.len > have + MAX_CLOCK_AHEAD) return { ok: false, reason: 'update claims too many clocks' }
+      if (s.kind !== 'item') continue
+      let root = s.parentRoot
+      let key = s.key
+      const ref = s.origin ?? s.rightOrigin
+      if (ref && root === undefined) {
+        const inside = local.get(`${ref.client}:${ref.clock}`)
+        if (inside) ({ root, key } = inside)
+        else {
+          const found = findItem(doc, ref.client, ref.clock)
+          if (found) ({ root, key } = found)
+        }
+      }
+      for (let i = 0; i < s.len; i++) local.set(`${group.client}:${s.clock + i}`, { root, key })
+      if (root !== undefined && protectedRoots.has(root)) {
+        if (key === undefined || ownerOfKey(root, key) !== sender.userId) {
+          return { ok: false, reason: `writes ${root} entry owned by another member` }
+        }
+      }
+    }
+  }
+  for (const ds of parsed.deleteSet) {
+    const known = Y.getState(doc.store, ds.client)
+    const ownClient = bindings.get(ds.client) === sender.deviceId || bind.includes(ds.client)
+    for (const [clock, len] of ds.ranges) {
+      if (clock + len > known && !ownClient) return { ok: false, reason: 'deletes content this device has never seen' }
+      for (let c = clock; c < Math.min(clock + len, known); ) {
+        const found = findItem(doc, ds.client, c)
+        if (!found) break
+        if (found.root !== undefined && protectedRoots.has(found.root) && found.key !== undefined) {
+          if (ownerOfKey(found.root, found.key) !== sender.userId) return { ok: false, reason: `deletes ${found.root} entry owned by another member` }
+        }
+        c = found.end
+      }
+    }
+  }
+  void userOfDevice
+  return { ok: true, bind }
+}
+
+/** The root name and key of the item holding (client, clock), if we have it. */
+function findItem(doc: Y.Doc, client: number, clock: number): { root?: string; key?: string; end: number } | undefined {
+  const structs = doc.store.clients.get(client)
+  if (!structs || structs.length === 0) return undefined
+  const last = structs[structs.length - 1]!
+  if (clock >= last.id.clock + last.length) return undefined
+  const struct = structs[Y.findIndexSS(structs, clock)]!
+  const end = struct.id.clock + struct.length
+  if (!(struct instanceof Y.Item)) return { end }
+  const parent = struct.parent
+  if (!(parent instanceof Y.AbstractType) || parent._item !== null) return { end }
+  const root = rootName(doc, parent)
+  return { root, key: struct.parentSub ?? undefined, end }
+}
+
+function rootName(doc: Y.Doc, type: Y.AbstractType<unknown>): string | undefined {
+  for (const [name, t] of doc.share) if (t === type) return name
+  return undefined
+}

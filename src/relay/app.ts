@@ -1,0 +1,44 @@
+/**
+ * The relay's Hono app: HTTP routes and the WebSocket upgrade at `/`. Exported so an
+ * operator can mount it in their own server (give the server a `ws` WebSocketServer with
+ * `noServer: true`, as @hono/node-server's `websocket` option requires).
+ */
+import { upgradeWebSocket } from '@hono/node-server'
+import { Hono } from 'hono'
+import type { WebSocket } from 'ws'
+import { Connection } from './connection.js'
+import type { RelayCore } from './relay-core.js'
+
+export function createRelayApp(core: RelayCore, options: { staticRoot?: string } = {}): Hono {
+  const app = new Hono()
+  app.onError((err, c) => {
+    core.log.error('http error', { path: c.req.path, error: err.message })
+    return c.json({ error: 'internal error' }, 500)
+  })
+  app.get('/healthz', (c) => c.json({ ok: true }))
+  app.get(
+    '/',
+    upgradeWebSocket(() => ({
+      onOpen(_event, ctx) {
+        core.connections.add(new Connection(ctx.raw as WebSocket, core))
+      },
+    })),
+    (c) => c.html(landingPage(new URL(c.req.url).host, options.staticRoot)),
+  )
+  return app
+}
+
+const landingPage = (host: string, _staticRoot?: string) => `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Petrel relay</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>body{font:16px/1.5 system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem;color:#1b1b1f}code,pre{background:#f3f3f6;border-radius:4px;padding:.1rem .3rem}pre{padding:1rem;overflow:auto}</style>
+</head><body>
+<h1>Petrel relay is running</h1>
+<p>This relay stores end-to-end-encrypted conversations it cannot read. Connect a client to it:</p>
+<pre>import { createClient } from 'petrel/client'
+const alice = await createClient({ relay: 'ws://${host}', name: 'Alice', storage: './alice.db' })
+const conv = await alice.createConversation({ title: 'Trip' })
+await conv.send('hello')
+console.log(await conv.invite())   // give this to Bob: await bob.join(invite)</pre>
+<p>Health: <a href="/healthz">/healthz</a></p>
+</body></html>`

@@ -1,0 +1,48 @@
+#!/usr/bin/env node
+/**
+ * petrel-relay [--port 8787] [--host 127.0.0.1] [--database ./.petrel/relay.db]
+ * Environment: PETREL_PORT, PETREL_HOST, PETREL_DATABASE (flags win).
+ */
+import { parseArgs } from 'node:util'
+import { createRelay } from './relay.js'
+
+const { values } = parseArgs({
+  options: {
+    port: { type: 'string' },
+    host: { type: 'string' },
+    database: { type: 'string' },
+    help: { type: 'boolean', short: 'h' },
+  },
+})
+
+if (values.help) {
+  process.stdout.write('petrel-relay [--port 8787] [--host 127.0.0.1] [--database ./.petrel/relay.db]\n')
+  process.exit(0)
+}
+
+const port = Number(values.port ?? process.env.PETREL_PORT ?? 8787)
+if (!Number.isInteger(port) || port < 0 || port > 65535) {
+  process.stderr.write(`petrel-relay: invalid port ${values.port ?? process.env.PETREL_PORT}\n`)
+  process.exit(2)
+}
+const relay = await createRelay({
+  port,
+  host: values.host ?? process.env.PETREL_HOST ?? '127.0.0.1',
+  database: values.database ?? process.env.PETREL_DATABASE ?? './.petrel/relay.db',
+})
+process.stdout.write(`Petrel relay on ${relay.url.replace(/^ws/, 'http')} (WebSocket ${relay.url})\n`)
+
+let stopping = false
+const stop = (signal: string) => {
+  if (stopping) return
+  stopping = true
+  process.stdout.write(`petrel-relay: ${signal}, shutting down\n`)
+  const bound = setTimeout(() => process.exit(1), 10_000)
+  bound.unref()
+  relay.close().then(
+    () => process.exit(0),
+    () => process.exit(1),
+  )
+}
+process.on('SIGINT', () => stop('SIGINT'))
+process.on('SIGTERM', () => stop('SIGTERM'))

@@ -1,0 +1,57 @@
+/**
+ * Group commit: every append that arrives in one event-loop turn goes to the store in one
+ * transaction, and each caller hears back only once its rows are durable — ✓ must mean
+ * "on disk", and one transaction per message measured ~3× slower.
+ */
+import type { AppendBatch, RelayStore } from './store/relay-store.js'
+
+interface Pending {
+  batch: AppendBatch
+  done: () => void
+  failed: (err: unknown) => void
+}
+
+export class Committer {
+  private queue: Pending[] = []
+  private scheduled = false
+  private inflight: Promise<void> = Promise.resolve()
+
+  constructor(private readonly store: RelayStore) {}
+
+  /** Queue a batch; `done` runs after it is durable, in enqueue order. */
+  add(batch: AppendBatch, done: () => void, failed: (err: unknown) => void): void {
+    this.queue.push({ batch, done, failed })
+    if (!this.scheduled) {
+      this.scheduled = true
+      setImmediate(() => this.flush())
+    }
+  }
+
+  /** Resolves when everything queued so far is durable (or failed). */
+  idle(): Promise<void> {
+    if (this.queue.length === 0) return this.inflight
+    return new Promise((resolve) => this.add({ rows: [], bindings: [], records: [] }, resolve, () => resolve()))
+  }
+
+  private flush(): void {
+    this.scheduled = false
+    const items = this.queue
+    this.queue = []
+    if (items.length === 0) return
+    const merged: AppendBatch = { rows: [], bindings: [], records: [] }
+    for (const p of items) {
+      merged.records.push(...p.batch.records)
+      merged.bindings.push(...p.batch.bindings)
+      merged.rows.push(...p.batch.rows)
+    }
+    this.inflight = this.inflight.then(async () => {
+      try {
+        if (merged.rows.length + merged.bindings.length + merged.records.length > 0) await this.store.append(merged)
+      } catch (err) {
+        for (const p of items) p.failed(err)
+        return
+      }
+      for (const p of items) p.done()
+    })
+  }
+}

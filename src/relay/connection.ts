@@ -1,0 +1,179 @@
+/**
+ * One device's WebSocket on the relay: challenge–response authentication, then a dispatch
+ * table of frame types. Frames are handled one at a time, in arrival order. Untrusted bytes
+ * never throw out of here: a malformed frame is counted and its sender cut off.
+ */
+import type { WebSocket } from 'ws'
+import { randomBytes, SignatureDomain, toBase64Url, verifyWithDomain } from '../shared/crypto/index.js'
+import { isPetrelError } from '../shared/errors.js'
+import { readAdmission, readCertificate, verifyCertificate } from '../shared/records.js'
+import { CloseCode, type Frame, FrameType, readFrame, writeFrame, writeRoomFrame } from '../shared/wire.js'
+import type { RelayCore } from './relay-core.js'
+import type { RoomMemberConn } from './room.js'
+
+type Handler = (conn: Connection, frame: Frame) => Promise<void> | void
+
+export class Connection implements RoomMemberConn {
+  device: Uint8Array | undefined
+  deviceId = ''
+  userId = ''
+  readonly rooms = new Set<string>()
+  readonly challenge = randomBytes(32)
+  private chain: Promise<void> = Promise.resolve()
+  private closed = false
+  private corked = false
+  private lastSeen = Date.now()
+  private readonly timers: NodeJS.Timeout[] = []
+
+  constructor(
+    readonly ws: WebSocket,
+    readonly core: RelayCore,
+  ) {
+    core.metrics.connections++
+    ws.binaryType = 'nodebuffer'
+    ws.on('message', (data: Buffer, isBinary: boolean) => this.onMessage(data, isBinary))
+    ws.on('close', () => this.onClose())
+    ws.on('error', () => this.onClose())
+    const { limits } = core
+    this.timers.push(
+      setTimeout(() => {
+        if (!this.device) this.close(CloseCode.AuthTimeout, 'authentication timed out')
+      }, limits.authTimeoutMs),
+      setInterval(() => {
+        if (Date.now() - this.lastSeen > limits.idleTimeoutMs) this.close(CloseCode.GoingAway, 'idle')
+        else this.send(writeFrame({ type: FrameType.Heartbeat }))
+      }, limits.heartbeatMs),
+    )
+    this.send(
+      writeFrame({
+        type: FrameType.Hello,
+        challenge: this.challenge,
+        maxFrameBytes: limits.maxFrameBytes,
+        maxEnvelopeBytes: limits.maxEnvelopeBytes,
+      }),
+    )
+  }
+
+  /** Send a frame; writes within one event-loop turn are coalesced into one syscall. */
+  send(bytes: Uint8Array): void {
+    if (this.closed || this.ws.readyState !== this.ws.OPEN) return
+    const socket = (this.ws as unknown as { _socket?: { cork(): void; uncork(): void } })._socket
+    if (socket && !this.corked) {
+      this.corked = true
+      socket.cork()
+      process.nextTick(() => {
+        this.corked = false
+        socket.uncork()
+      })
+    }
+    this.core.metrics.framesOut++
+    this.core.metrics.bytesOut += bytes.length
+    this.ws.send(bytes, { binary: true })
+  }
+
+  deliver(room: string, message: Uint8Array): void {
+    this.send(writeRoomFrame(room, message))
+  }
+
+  close(code: number, reason: string): void {
+    if (this.closed) return
+    this.ws.close(code, reason)
+    this.onClose()
+  }
+
+  private onMessage(data: Buffer, isBinary: boolean): void {
+    this.lastSeen = Date.now()
+    this.core.metrics.framesIn++
+    this.core.metrics.bytesIn += data.length
+    if (!isBinary) return this.violation('text frame', 'text frames are not part of the protocol')
+    let frame: Frame
+    try {
+      frame = readFrame(new Uint8Array(data.buffer, data.byteOffset, data.byteLength))
+    } catch (err) {
+      if (isPetrelError(err, 'version_mismatch')) {
+        this.core.metrics.reject('version')
+        return this.close(CloseCode.VersionMismatch, err.message)
+      }
+      return this.violation('malformed frame', (err as Error).message)
+    }
+    const handler = handlers[frame.type]
+    if (!handler) return this.violation('unexpected frame', `frame type ${frame.type} is not sent by clients`)
+    if (!this.device && frame.type !== FrameType.Auth && frame.type !== FrameType.Heartbeat) {
+      return this.violation('unauthenticated', 'authenticate first')
+    }
+    this.chain = this.chain
+      .then(() => (this.closed ? undefined : handler(this, frame)))
+      .catch((err) => {
+        if (isPetrelError(err) && (err.code === 'malformed' || err.code === 'version_mismatch')) {
+          this.violation('malformed payload', err.message)
+        } else {
+          this.core.log.error('frame handler failed', { device: this.deviceId, error: (err as Error).message })
+          this.core.metrics.reject('internal')
+        }
+      })
+  }
+
+  /** Count, log (no payload) and cut the sender off. */
+  violation(reason: string, detail: string): void {
+    this.core.metrics.reject(reason)
+    this.core.log.warn('protocol violation', { device: this.deviceId || undefined, reason, detail })
+    this.close(CloseCode.Malformed, reason)
+  }
+
+  private onClose(): void {
+    if (this.closed) return
+    this.closed = true
+    this.core.metrics.connections--
+    for (const t of this.timers) clearTimeout(t)
+    for (const room of this.rooms) this.core.leaveRoom(this, room)
+    this.rooms.clear()
+    this.core.connections.delete(this)
+  }
+
+  get isClosed(): boolean {
+    return this.closed
+  }
+}
+
+const handlers: Partial<Record<Frame['type'], Handler>> = {
+  [FrameType.Heartbeat]: () => {},
+  [FrameType.Auth]: async (conn, frame) => {
+    if (frame.type !== FrameType.Auth) return
+    if (conn.device) return conn.violation('double auth', 'already authenticated')
+    const cert = readCertificate(frame.certificate)
+    const ok =
+      (await verifyCertificate(cert)) &&
+      (await verifyWithDomain(SignatureDomain.ConnectChallenge, cert.devicePub, conn.challenge, frame.signature))
+    if (!ok) {
+      conn.core.metrics.reject('auth failed')
+      return conn.close(CloseCode.Unauthorized, 'authentication failed')
+    }
+    conn.device = cert.devicePub
+    conn.deviceId = toBase64Url(cert.devicePub)
+    conn.userId = toBase64Url(cert.userPub)
+    conn.send(writeFrame({ type: FrameType.Ready }))
+  },
+  [FrameType.Open]: async (conn, frame) => {
+    if (frame.type !== FrameType.Open) return
+    if (conn.rooms.has(frame.room)) return
+    if (conn.rooms.size >= conn.core.limits.maxRoomsPerConnection) {
+      conn.core.metrics.reject('too many rooms')
+      conn.send(writeFrame({ type: FrameType.Denied, room: frame.room, reason: 11, message: 'too many open conversations' }))
+      return
+    }
+    await conn.core.openRoom(conn, frame.room, readAdmission(frame.admission))
+  },
+  [FrameType.Close]: (conn, frame) => {
+    if (frame.type !== FrameType.Close) return
+    if (conn.rooms.delete(frame.room)) conn.core.leaveRoom(conn, frame.room)
+  },
+  [FrameType.Room]: async (conn, frame) => {
+    if (frame.type !== FrameType.Room) return
+    if (!conn.rooms.has(frame.room)) {
+      // A message for a room that was just closed or refused; not an attack, just late.
+      conn.core.metrics.reject('room not open')
+      return
+    }
+    await conn.core.onRoomMessage(conn, frame.room, frame.message)
+  },
+}

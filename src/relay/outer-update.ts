@@ -1,0 +1,135 @@
+/**
+ * The relay's check of an outer update, before anything is stored. The relay never runs
+ * Yjs on network bytes: `parseUpdate` is our strict, bounded V1 parser, and only one narrow
+ * shape is accepted — fresh keys of the root maps `log` (sealed envelopes) and `rec`
+ * (signed records) with binary content, no deletions. Anything else is a protocol violation
+ * and its sender is cut off; an envelope over the size limit is refused for good and a GC
+ * placeholder keeps the client's clocks contiguous.
+ */
+import { toBase64Url } from '../shared/crypto/index.js'
+import { readEnvelope } from '../shared/envelope.js'
+import { ErrorCode, PetrelError } from '../shared/errors.js'
+import { envelopeKey, OUTER_LOG, OUTER_RECORDS } from '../shared/outer-keys.js'
+import type { ClockRange } from '../shared/room-messages.js'
+import { Reason } from '../shared/wire.js'
+import { parseUpdate } from '../shared/yjs-v1.js'
+
+export interface ValidatedRow {
+  client: number
+  clock: number
+  len: number
+  count: number
+  structs: Uint8Array
+}
+
+export interface ValidatedUpdate {
+  rows: ValidatedRow[]
+  /** Clients this update binds to the device for the first time. */
+  newClients: number[]
+  /** `rec` values to verify and apply, with their keys. */
+  records: Array<{ key: string; bytes: Uint8Array }>
+  refused: ClockRange[]
+  /** Structs the room already had (a resend after a lost ack). */
+  duplicates: number
+}
+
+export class UpdateRefused extends Error {
+  constructor(
+    readonly reason: number,
+    message: string,
+  ) {
+    super(message)
+  }
+}
+
+/** One GC struct of length 1: stands in for a refused envelope. */
+const GC_PLACEHOLDER = Uint8Array.of(0x00, 0x01)
+
+export interface RoomClients {
+  get(client: number): { device: string; next: number } | undefined
+}
+
+/**
+ * Check an outer update from `device` against the room's client index. Throws PetrelError
+ * (malformed: cut the sender off) or UpdateRefused (a well-formed update the relay will not
+ * store, e.g. a client id owned by another device, or a gap).
+ */
+export function validateOuterUpdate(
+  bytes: Uint8Array,
+  device: Uint8Array,
+  clients: RoomClients,
+  limits: { maxFrameBytes: number; maxEnvelopeBytes: number },
+): ValidatedUpdate {
+  const parsed = parseUpdate(bytes, { maxBytes: limits.maxFrameBytes })
+  if (parsed.deleteSet.length > 0) throw new PetrelError(ErrorCode.Malformed, 'outer updates may not delete')
+  const deviceId = toBase64Url(device)
+  const out: ValidatedUpdate = { rows: [], newClients: [], records: [], refused: [], duplicates: 0 }
+  for (const group of parsed.groups) {
+    const owner = clients.get(group.client)
+    const next = owner?.next ?? 0
+    const last = group.structs[group.structs.length - 1]
+    if (last && last.clock + last.len <= next) {
+      // Everything here is stored already: a resend, or a step 2 answering a state vector
+      // that was stale by the time it arrived (it may carry other devices' rows).
+      out.duplicates += group.structs.length
+      continue
+    }
+    if (owner && owner.device !== deviceId) {
+      throw new UpdateRefused(Reason.ClientIdTaken, `client id ${group.client} belongs to another device`)
+    }
+    if (!owner) out.newClients.push(group.client)
+    const parts: Uint8Array[] = []
+    let first = -1
+    let len = 0
+    let count = 0
+    for (const s of group.structs) {
+      if (s.kind !== 'item' || s.contentRef !== 3 || s.origin || s.rightOrigin || s.key === undefined) {
+        throw new PetrelError(ErrorCode.Malformed, 'outer items must be fresh binary map entries')
+      }
+      if (s.clock + s.len <= next) {
+        out.duplicates++
+        continue
+      }
+      if (s.clock < next) throw new PetrelError(ErrorCode.Malformed, 'struct straddles the stored clock')
+      if (first === -1) {
+        if (s.clock > next) throw new UpdateRefused(Reason.Gap, `client ${group.client} skips clocks ${next}..${s.clock}`)
+        first = s.clock
+      }
+      const value = s.binary!
+      if (s.key !== envelopeKey(group.client, s.clock)) throw new PetrelError(ErrorCode.Malformed, 'outer key does not match its item id')
+      if (s.parentRoot === OUTER_LOG) {
+        if (value.length > limits.maxEnvelopeBytes) {
+          out.refused.push({ client: group.client, clock: s.clock, len: 1 })
+          parts.push(GC_PLACEHOLDER)
+          len += s.len
+          count++
+          continue
+        }
+        const header = readEnvelope(value)
+        if (toBase64Url(header.senderDevicePub) !== deviceId) {
+          throw new PetrelError(ErrorCode.Malformed, 'envelope sealed by another device')
+        }
+      } else if (s.parentRoot === OUTER_RECORDS) {
+        out.records.push({ key: s.key, bytes: value })
+      } else {
+        throw new PetrelError(ErrorCode.Malformed, `unknown outer root ${s.parentRoot ?? '(nested)'}`)
+      }
+      parts.push(bytes.subarray(s.start, s.end))
+      len += s.len
+      count++
+    }
+    if (count > 0) out.rows.push({ client: group.client, clock: first, len, count, structs: concat(parts) })
+  }
+  return out
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  if (parts.length === 1) return parts[0]!.slice()
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
+  let o = 0
+  for (const p of parts) {
+    out.set(p, o)
+    o += p.length
+  }
+  return out
+}

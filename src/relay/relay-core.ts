@@ -1,0 +1,262 @@
+/**
+ * The relay's engine, independent of HTTP: rooms, admission, ingest with group commit,
+ * catch-up from the store, and fan-out. It holds no Y.Doc and never decodes Yjs content:
+ * rows are opaque bytes indexed by (client, clock) and a per-room sequence number.
+ */
+import { isPetrelError } from '../shared/errors.js'
+import { type Admission, AdmissionKind } from '../shared/records.js'
+import {
+  EMPTY_SYNC_STEP2,
+  RoomMessage,
+  SyncStep,
+  writeAck,
+  writeCursor,
+  writeRefused,
+  writeRows,
+  writeSyncMessage,
+} from '../shared/room-messages.js'
+import { FrameType, Reason, StrictReader, writeFrame } from '../shared/wire.js'
+import { encodeStateVector, parseStateVector } from '../shared/yjs-v1.js'
+import { Committer } from './committer.js'
+import type { Connection } from './connection.js'
+import type { RelayLimits } from './limits.js'
+import type { Logger } from './log.js'
+import type { RelayMetrics } from './metrics.js'
+import { UpdateRefused, validateOuterUpdate } from './outer-update.js'
+import { checkGenesis, Room, type RoomMemberConn } from './room.js'
+import { encodePage, pageRows } from './rows.js'
+import type { RelayStore, Row } from './store/relay-store.js'
+
+const CATCH_UP_PAGE_ROWS = 2000
+const CATCH_UP_MESSAGE_BYTES = 256 * 1024
+/** A peer still catching up buffers at most this many live deliveries before it is reset. */
+const MAX_BUFFERED = 50_000
+
+export class RelayCore {
+  readonly connections = new Set<Connection>()
+  private readonly rooms = new Map<string, Promise<Room | undefined>>()
+  private readonly committer: Committer
+
+  constructor(
+    readonly store: RelayStore,
+    readonly limits: RelayLimits,
+    readonly log: Logger,
+    readonly metrics: RelayMetrics,
+  ) {
+    this.committer = new Committer(store)
+  }
+
+  private loadRoom(id: string): Promise<Room | undefined> {
+    let p = this.rooms.get(id)
+    if (!p) {
+      p = (async () => {
+        await this.committer.idle()
+        const snap = await this.store.loadRoom(id)
+        if (!snap) return undefined
+        const room = new Room(id, snap.clients, snap.maxSeq)
+        await room.loadRecords(snap.records)
+        this.metrics.roomsOpen++
+        return room
+      })()
+      this.rooms.set(id, p)
+      p.then(
+        (room) => {
+          if (!room && this.rooms.get(id) === p) this.rooms.delete(id)
+        },
+        () => this.rooms.delete(id),
+      )
+    }
+    return p
+  }
+
+  async openRoom(conn: Connection, id: string, admission: Admission): Promise<void> {
+    const deny = (reason: number, message: string) => {
+      this.metrics.reject('room denied')
+      conn.send(writeFrame({ type: FrameType.Denied, room: id, reason, message }))
+    }
+    let room = await this.loadRoom(id)
+    if (!room) {
+      const genesis = await checkGenesis(id, conn.device!, admission)
+      if (typeof genesis === 'string') return deny(Reason.UnknownRoom, genesis)
+      // Two creators racing for one id cannot both win: the id binds the creator's key.
+      try {
+        await this.store.createRoom(id, genesis, Date.now())
+      } catch (err) {
+        if (!isPetrelError(err, 'storage_failed')) throw err
+      }
+      this.rooms.delete(id)
+      room = await this.loadRoom(id)
+      if (!room) return deny(Reason.Internal, 'could not create the conversation')
+    }
+    const r = room
+    const result = await r.run(async () => {
+      const verdict = await r.admit(conn.device!, admission.kind === AdmissionKind.Genesis ? { kind: AdmissionKind.None } : admission, Date.now())
+      if (verdict.ok && verdict.records.length > 0) {
+        await new Promise<void>((resolve, reject) =>
+          this.committer.add({ rows: [], bindings: [], records: verdict.records.map((bytes) => ({ room: id, bytes })) }, resolve, reject),
+        )
+      }
+      return verdict
+    })
+    if (!result.ok) return deny(result.reason, result.message)
+    if (conn.isClosed) return
+    conn.rooms.add(id)
+    r.peers.set(conn, { state: 'catching-up', buffer: [], cursor: 0 })
+    conn.send(writeFrame({ type: FrameType.Opened, room: id }))
+  }
+
+  leaveRoom(conn: Connection, id: string): void {
+    const p = this.rooms.get(id)
+    if (!p) return
+    void p.then(async (room) => {
+      if (!room) return
+      room.peers.delete(conn)
+      if (room.peers.size > 0) return
+      await this.committer.idle()
+      if (room.peers.size === 0 && this.rooms.get(id) === p) {
+        this.rooms.delete(id)
+        this.metrics.roomsOpen--
+      }
+    })
+  }
+
+  async onRoomMessage(conn: Connection, id: string, message: Uint8Array): Promise<void> {
+    const room = await this.rooms.get(id)
+    if (!room || !room.peers.has(conn)) return
+    const r = new StrictReader(message)
+    const type = r.varUint(255)
+    switch (type) {
+      case RoomMessage.Sync: {
+        const step = r.varUint(2)
+        const payload = r.varBytes(message.length)
+        r.end()
+        if (step === SyncStep.Step1) return this.catchUp(conn, room, parseStateVector(payload))
+        return this.ingest(conn, room, payload)
+      }
+      case RoomMessage.Awareness: {
+        // Forwarded as it is, never stored: it is ephemeral (and encrypted by clients).
+        r.varBytes(message.length)
+        r.end()
+        for (const [peer, state] of room.peers) if (peer !== conn && state.state === 'live') peer.deliver(id, message)
+        return
+      }
+      case RoomMessage.QueryAwareness:
+        return
+      default:
+        conn.violation('unknown room message', `room message type ${type}`)
+    }
+  }
+
+  private async ingest(conn: Connection, room: Room, update: Uint8Array): Promise<void> {
+    await room.run(async () => {
+      let v: ReturnType<typeof validateOuterUpdate>
+      try {
+        v = validateOuterUpdate(update, conn.device!, room.clients, this.limits)
+      } catch (err) {
+        if (err instanceof UpdateRefused) {
+          this.metrics.reject(err.reason === Reason.Gap ? 'gap' : 'client id taken')
+          conn.deliver(room.id, writeRefused(err.reason, err.message, []))
+          // After a gap the client resends from what the relay has: ask for it.
+          if (err.reason === Reason.Gap) conn.deliver(room.id, writeSyncMessage(SyncStep.Step1, encodeStateVector(room.stateVector())))
+          return
+        }
+        throw err
+      }
+      const records = v.records.length > 0 ? await room.applyUploadedRecords(v.records, Date.now()) : []
+      if (typeof records === 'string') {
+        this.metrics.reject('record refused')
+        conn.violation('record refused', records)
+        return
+      }
+      if (v.rows.length === 0 && v.refused.length === 0) return
+      const rows: Row[] = v.rows.map((row) => ({ ...row, room: room.id, seq: ++room.seq }))
+      const bindings = v.newClients.map((client) => ({ room: room.id, client, device: conn.deviceId }))
+      for (const b of bindings) room.clients.set(b.client, { device: conn.deviceId, next: 0 })
+      for (const row of rows) room.clients.get(row.client)!.next = row.clock + row.len
+      const refused = v.refused
+      this.committer.add(
+        { rows, bindings, records: records.map((bytes) => ({ room: room.id, bytes })) },
+        () => {
+          this.metrics.rowsStored += rows.length
+          for (const row of rows) {
+            room.committedSeq = Math.max(room.committedSeq, row.seq)
+            const update = writeRows([{ seq: row.seq, client: row.client, clock: row.clock, len: row.len }], encodePage([row]))
+            const ack = writeAck(row.seq, [{ client: row.client, clock: row.clock, len: row.len }])
+            for (const [peer, state] of room.peers) {
+              if (peer === conn) peer.deliver(room.id, ack)
+              else this.deliver(room, peer, state, update, row.seq)
+            }
+          }
+          if (refused.length > 0) {
+            this.metrics.reject('envelope too large')
+            conn.deliver(room.id, writeRefused(Reason.TooLarge, 'envelope larger than the relay accepts', refused))
+          }
+        },
+        (err) => this.storeFailed(room, err),
+      )
+    })
+  }
+
+  private deliver(room: Room, peer: RoomMemberConn, state: { state: string; buffer: Array<{ message: Uint8Array; seq: number }> }, message: Uint8Array, seq: number) {
+    if (state.state === 'live') return peer.deliver(room.id, message)
+    if (state.buffer.length >= MAX_BUFFERED) {
+      // A peer that never finishes catching up must not hold memory for ever.
+      return peer.close(4500, 'fell behind')
+    }
+    state.buffer.push({ message, seq })
+  }
+
+  /** Answer a client's sync step 1: rows it lacks, in seq order, then synced, then our step 1. */
+  private async catchUp(conn: Connection, room: Room, sv: Map<number, number>): Promise<void> {
+    const state = room.peers.get(conn)
+    if (!state) return
+    state.state = 'catching-up'
+    await this.committer.idle()
+    const upTo = room.committedSeq
+    let from: number | undefined
+    for (const [client, { next }] of room.clients) {
+      const has = sv.get(client) ?? 0
+      if (has >= next) continue
+      const first = await this.store.firstRowEndingAfter(room.id, client, has)
+      if (first !== undefined && (from === undefined || first < from)) from = first
+    }
+    let after = from === undefined ? upTo : from - 1
+    while (after < upTo && !conn.isClosed) {
+      const rows = (await this.store.readRows(room.id, after, CATCH_UP_PAGE_ROWS)).filter((row) => row.seq <= upTo)
+      if (rows.length === 0) break
+      after = rows[rows.length - 1]!.seq
+      const missing = rows.filter((row) => row.clock + row.len > (sv.get(row.client) ?? 0))
+      for (const page of pageRows(missing, CATCH_UP_MESSAGE_BYTES)) {
+        conn.deliver(room.id, writeRows(page.map((row) => ({ seq: row.seq, client: row.client, clock: row.clock, len: row.len })), encodePage(page)))
+      }
+    }
+    if (!room.peers.has(conn)) return
+    conn.deliver(room.id, writeCursor(upTo))
+    conn.deliver(room.id, EMPTY_SYNC_STEP2)
+    conn.deliver(room.id, writeSyncMessage(SyncStep.Step1, encodeStateVector(room.stateVector())))
+    const buffered = state.buffer
+    state.buffer = []
+    state.state = 'live'
+    state.cursor = upTo
+    for (const b of buffered) if (b.seq > upTo) conn.deliver(room.id, b.message)
+  }
+
+  private storeFailed(room: Room, err: unknown): void {
+    this.log.error('store append failed', { room: room.id, error: (err as Error).message })
+    this.metrics.reject('store failed')
+    // In-memory seqs and clocks ran ahead of the store: drop the room so it reloads from disk,
+    // and make its clients resync (their unacknowledged updates are still in their outbox).
+    this.rooms.delete(room.id)
+    for (const peer of room.peers.keys()) peer.close(4500, 'relay storage failed; retry')
+  }
+
+  /** Connection count per device, for tests and metrics. */
+  deviceIds(): string[] {
+    return [...this.connections].map((c) => c.deviceId)
+  }
+
+  async close(): Promise<void> {
+    await this.committer.idle()
+  }
+}
+

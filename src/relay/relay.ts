@@ -1,0 +1,90 @@
+/**
+ * `createRelay`: the blind relay as a running server.
+ *
+ * @example
+ * ```ts
+ * import { createRelay } from 'petrel/relay'
+ * const relay = await createRelay({ port: 0 })
+ * console.log(relay.url) // ws://127.0.0.1:54321
+ * await relay.close()
+ * ```
+ */
+import type { AddressInfo } from 'node:net'
+import { createAdaptorServer } from '@hono/node-server'
+import type { Hono } from 'hono'
+import { WebSocketServer } from 'ws'
+import { createRelayApp } from './app.js'
+import { defaultLimits, type RelayLimits } from './limits.js'
+import { createLogger, type Logger, type LogLevel } from './log.js'
+import { RelayMetrics } from './metrics.js'
+import { RelayCore } from './relay-core.js'
+import { openSqliteRelayStore } from './store/sqlite-store.js'
+import type { RelayStore } from './store/relay-store.js'
+import { CloseCode } from '../shared/wire.js'
+
+export interface RelayOptions {
+  /** Default 8787; 0 picks a free port. */
+  port?: number
+  /** Default 127.0.0.1. */
+  host?: string
+  /** SQLite file path (default ./.petrel/relay.db), or a RelayStore. */
+  database?: string | RelayStore
+  limits?: Partial<RelayLimits>
+  logLevel?: LogLevel
+  /** Where log lines go (default stdout). */
+  logWrite?: (line: string) => void
+}
+
+export interface Relay {
+  /** ws://host:port */
+  readonly url: string
+  readonly port: number
+  readonly app: Hono
+  readonly metrics: RelayMetrics
+  readonly store: RelayStore
+  /** Stop accepting, tell clients to reconnect (close code 4503), flush, close the store. */
+  close(): Promise<void>
+}
+
+export async function createRelay(options: RelayOptions = {}): Promise<Relay> {
+  const limits = { ...defaultLimits, ...options.limits }
+  const log: Logger = createLogger(options.logLevel ?? 'info', options.logWrite)
+  const store =
+    typeof options.database === 'object' ? options.database : openSqliteRelayStore(options.database ?? './.petrel/relay.db')
+  const metrics = new RelayMetrics()
+  const core = new RelayCore(store, limits, log, metrics)
+  const app = createRelayApp(core)
+  const wss = new WebSocketServer({ noServer: true, maxPayload: limits.maxFrameBytes, perMessageDeflate: false })
+  const server = createAdaptorServer({ fetch: app.fetch, websocket: { server: wss } })
+  const host = options.host ?? '127.0.0.1'
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(options.port ?? 8787, host, () => resolve())
+  })
+  const port = (server.address() as AddressInfo).port
+  const url = `ws://${host.includes(':') ? `[${host}]` : host}:${port}`
+  log.info('relay listening', { url })
+  let closing: Promise<void> | undefined
+  return {
+    url,
+    port,
+    app,
+    metrics,
+    store,
+    close: () => {
+      closing ??= (async () => {
+        await new Promise<void>((resolve) => {
+          server.close(() => resolve())
+          for (const conn of core.connections) conn.close(CloseCode.Restarting, 'relay restarting')
+          for (const ws of wss.clients) ws.terminate()
+          ;(server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.()
+        })
+        await core.close()
+        wss.close()
+        await store.close()
+        log.info('relay closed', {})
+      })()
+      return closing
+    },
+  }
+}

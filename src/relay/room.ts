@@ -1,0 +1,138 @@
+/**
+ * One conversation's room on the relay: who may enter (membership folded from signed
+ * records), which device owns which outer client id, the next sequence number, and the
+ * connections that have it open. Admissions and record changes run one at a time per room,
+ * so invite uses are counted atomically.
+ */
+import { toBase64Url } from '../shared/crypto/index.js'
+import { applyRecord, emptyMembership, type MembershipState, memberOfDevice } from '../shared/membership.js'
+import { type Admission, AdmissionKind, readRecord, RecordKind, readGenesisBody } from '../shared/records.js'
+import { Reason } from '../shared/wire.js'
+
+export interface RoomMemberConn {
+  /** Deliver a room message (already encoded) to this connection. */
+  deliver(room: string, message: Uint8Array): void
+  close(code: number, reason: string): void
+}
+
+export interface RoomPeer {
+  /** 'catching-up' buffers deliveries until the catch-up read has been sent. */
+  state: 'catching-up' | 'live'
+  buffer: Array<{ message: Uint8Array; seq: number }>
+  /** Highest seq this peer is known to hold (after catch-up). */
+  cursor: number
+}
+
+export class Room {
+  readonly membership: MembershipState
+  /** base64url of records already applied, to recognise resends. */
+  readonly knownRecords = new Set<string>()
+  /** Highest seq assigned (possibly not yet durable). */
+  seq: number
+  /** Highest seq known durable. */
+  committedSeq: number
+  readonly peers = new Map<RoomMemberConn, RoomPeer>()
+  private chain: Promise<unknown> = Promise.resolve()
+
+  constructor(
+    readonly id: string,
+    readonly clients: Map<number, { device: string; next: number }>,
+    maxSeq: number,
+  ) {
+    this.membership = emptyMembership(id)
+    this.seq = maxSeq
+    this.committedSeq = maxSeq
+  }
+
+  /** Run `fn` after every earlier operation on this room. */
+  run<T>(fn: () => Promise<T> | T): Promise<T> {
+    const next = this.chain.then(fn, fn)
+    this.chain = next.catch(() => undefined)
+    return next
+  }
+
+  async loadRecords(records: Uint8Array[]): Promise<void> {
+    for (const bytes of records) {
+      const result = await applyRecord(this.membership, readRecord(bytes))
+      if (result.ok) this.knownRecords.add(toBase64Url(bytes))
+    }
+  }
+
+  isMemberDevice(devicePub: Uint8Array): boolean {
+    return memberOfDevice(this.membership, devicePub) !== undefined
+  }
+
+  /**
+   * Decide an OPEN for a device of `userPub`. Returns the records to persist on success,
+   * or a reason. Call inside `run`.
+   */
+  async admit(
+    devicePub: Uint8Array,
+    admission: Admission,
+    now: number,
+  ): Promise<{ ok: true; records: Uint8Array[] } | { ok: false; reason: number; message: string }> {
+    if (this.isMemberDevice(devicePub)) return { ok: true, records: [] }
+    if (admission.kind !== AdmissionKind.Join) return { ok: false, reason: Reason.NotMember, message: 'not a member of this conversation' }
+    const invite = readRecord(admission.invite)
+    const join = readRecord(admission.join)
+    if (invite.kind !== RecordKind.Invite || join.kind !== RecordKind.Join) {
+      return { ok: false, reason: Reason.BadAdmission, message: 'admission must carry an invite and a join record' }
+    }
+    const toStore: Uint8Array[] = []
+    const inviteKey = toBase64Url(invite.bytes)
+    if (!this.knownRecords.has(inviteKey)) {
+      const r = await applyRecord(this.membership, invite, now)
+      if (!r.ok) return { ok: false, reason: Reason.BadAdmission, message: `invite refused: ${r.reason}` }
+      this.knownRecords.add(inviteKey)
+      toStore.push(invite.bytes)
+    }
+    const r = await applyRecord(this.membership, join, now)
+    if (!r.ok) {
+      const reason = r.reason.includes('expired')
+        ? Reason.InviteExpired
+        : r.reason.includes('used up')
+          ? Reason.InviteUsedUp
+          : Reason.BadAdmission
+      return { ok: false, reason, message: `join refused: ${r.reason}` }
+    }
+    this.knownRecords.add(toBase64Url(join.bytes))
+    toStore.push(join.bytes)
+    if (!this.isMemberDevice(devicePub)) return { ok: false, reason: Reason.BadAdmission, message: 'join record is for another device' }
+    return { ok: true, records: toStore }
+  }
+
+  /** Apply records found in an uploaded update; returns the new ones to persist, or a refusal. */
+  async applyUploadedRecords(records: Array<{ key: string; bytes: Uint8Array }>, now: number): Promise<Uint8Array[] | string> {
+    const fresh: Uint8Array[] = []
+    for (const { bytes } of records) {
+      const id = toBase64Url(bytes)
+      if (this.knownRecords.has(id)) continue
+      const rec = readRecord(bytes)
+      const r = await applyRecord(this.membership, rec, now)
+      if (!r.ok) return r.reason
+      this.knownRecords.add(id)
+      fresh.push(bytes)
+    }
+    return fresh
+  }
+
+  /** The room's state vector: next expected clock per outer client. */
+  stateVector(): Map<number, number> {
+    const sv = new Map<number, number>()
+    for (const [client, { next }] of this.clients) if (next > 0) sv.set(client, next)
+    return sv
+  }
+}
+
+/** Check a genesis admission for a room that does not exist yet. */
+export async function checkGenesis(room: string, devicePub: Uint8Array, admission: Admission): Promise<Uint8Array | string> {
+  if (admission.kind !== AdmissionKind.Genesis) return 'unknown conversation'
+  const rec = readRecord(admission.genesis)
+  if (rec.kind !== RecordKind.Genesis) return 'not a genesis record'
+  if (readGenesisBody(rec.body).room !== room) return 'genesis is for another room'
+  const probe = emptyMembership(room)
+  const r = await applyRecord(probe, rec)
+  if (!r.ok) return r.reason
+  if (memberOfDevice(probe, devicePub) === undefined) return 'genesis signed by another device'
+  return rec.bytes
+}

@@ -1,0 +1,113 @@
+/**
+ * RelayStore on SQLite (better-sqlite3): the embedded default. WAL with synchronous=FULL so a
+ * row is on disk before the relay acknowledges it (✓ means durable), and one transaction per
+ * batch: the relay groups every update that arrived in one event-loop turn into a batch,
+ * which measured ~3× a commit per message.
+ */
+import { mkdirSync } from 'node:fs'
+import { dirname } from 'node:path'
+import Database from 'better-sqlite3'
+import { ErrorCode, PetrelError } from '../../shared/errors.js'
+import type { AppendBatch, RelayStore, RoomSnapshot, Row } from './relay-store.js'
+
+/** Schema versions, applied in order at start; `user_version` records the last applied. */
+const MIGRATIONS: string[] = [
+  `CREATE TABLE rooms (room TEXT PRIMARY KEY, created_at INTEGER NOT NULL);
+   CREATE TABLE records (room TEXT NOT NULL, idx INTEGER NOT NULL, bytes BLOB NOT NULL, PRIMARY KEY (room, idx));
+   CREATE TABLE clients (room TEXT NOT NULL, client INTEGER NOT NULL, device TEXT NOT NULL, PRIMARY KEY (room, client));
+   CREATE TABLE rows (room TEXT NOT NULL, seq INTEGER NOT NULL, client INTEGER NOT NULL, clock INTEGER NOT NULL,
+                      len INTEGER NOT NULL, count INTEGER NOT NULL, structs BLOB NOT NULL, PRIMARY KEY (room, seq));
+   CREATE INDEX rows_by_client ON rows (room, client, clock);`,
+]
+
+export function openSqliteRelayStore(path: string): RelayStore {
+  if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true })
+  const db = new Database(path)
+  db.pragma('journal_mode = WAL')
+  db.pragma('synchronous = FULL')
+  db.pragma('busy_timeout = 5000')
+  const version = db.pragma('user_version', { simple: true }) as number
+  if (version > MIGRATIONS.length) {
+    db.close()
+    throw new PetrelError(ErrorCode.VersionMismatch, `relay database schema ${version} is newer than this relay (${MIGRATIONS.length})`)
+  }
+  db.transaction(() => {
+    for (let v = version; v < MIGRATIONS.length; v++) db.exec(MIGRATIONS[v]!)
+    db.pragma(`user_version = ${MIGRATIONS.length}`)
+  }).immediate()
+
+  const q = {
+    room: db.prepare<[string], { created_at: number }>('SELECT created_at FROM rooms WHERE room = ?'),
+    records: db.prepare<[string], { bytes: Buffer }>('SELECT bytes FROM records WHERE room = ? ORDER BY idx'),
+    clients: db.prepare<[string], { client: number; device: string }>('SELECT client, device FROM clients WHERE room = ?'),
+    nextClocks: db.prepare<[string], { client: number; next: number }>(
+      'SELECT client, MAX(clock + len) AS next FROM rows WHERE room = ? GROUP BY client',
+    ),
+    maxSeq: db.prepare<[string], { m: number | null }>('SELECT MAX(seq) AS m FROM rows WHERE room = ?'),
+    createRoom: db.prepare('INSERT INTO rooms (room, created_at) VALUES (?, ?)'),
+    nextRecordIdx: db.prepare<[string], { n: number }>('SELECT COUNT(*) AS n FROM records WHERE room = ?'),
+    insertRecord: db.prepare('INSERT INTO records (room, idx, bytes) VALUES (?, ?, ?)'),
+    insertClient: db.prepare('INSERT OR IGNORE INTO clients (room, client, device) VALUES (?, ?, ?)'),
+    insertRow: db.prepare('INSERT INTO rows (room, seq, client, clock, len, count, structs) VALUES (?, ?, ?, ?, ?, ?, ?)'),
+    readRows: db.prepare<[string, number, number], Omit<Row, 'room' | 'structs'> & { structs: Buffer }>(
+      'SELECT seq, client, clock, len, count, structs FROM rows WHERE room = ? AND seq > ? ORDER BY seq LIMIT ?',
+    ),
+    firstEnding: db.prepare<[string, number, number], { seq: number | null }>(
+      'SELECT MIN(seq) AS seq FROM rows WHERE room = ? AND client = ? AND clock + len > ?',
+    ),
+    bytes: db.prepare<[string, string], { b: number | null }>(
+      'SELECT (SELECT COALESCE(SUM(LENGTH(structs)), 0) FROM rows WHERE room = ?) + (SELECT COALESCE(SUM(LENGTH(bytes)), 0) FROM records WHERE room = ?) AS b',
+    ),
+  }
+
+  const appendTx = db.transaction((batch: AppendBatch) => {
+    for (const r of batch.records) q.insertRecord.run(r.room, q.nextRecordIdx.get(r.room)!.n, r.bytes)
+    for (const b of batch.bindings) q.insertClient.run(b.room, b.client, b.device)
+    for (const r of batch.rows) q.insertRow.run(r.room, r.seq, r.client, r.clock, r.len, r.count, r.structs)
+  })
+
+  let closed = false
+  const guard = <T>(fn: () => T): Promise<T> => {
+    if (closed) return Promise.reject(new PetrelError(ErrorCode.Closed, 'relay store is closed'))
+    try {
+      return Promise.resolve(fn())
+    } catch (cause) {
+      return Promise.reject(new PetrelError(ErrorCode.StorageFailed, `relay store: ${(cause as Error).message}`, { cause }))
+    }
+  }
+
+  return {
+    loadRoom: (room) =>
+      guard((): RoomSnapshot | undefined => {
+        if (!q.room.get(room)) return undefined
+        const clients = new Map<number, { device: string; next: number }>()
+        for (const c of q.clients.all(room)) clients.set(c.client, { device: c.device, next: 0 })
+        for (const c of q.nextClocks.all(room)) {
+          const entry = clients.get(c.client)
+          if (entry) entry.next = c.next
+        }
+        return {
+          records: q.records.all(room).map((r) => new Uint8Array(r.bytes)),
+          clients,
+          maxSeq: q.maxSeq.get(room)?.m ?? 0,
+        }
+      }),
+    createRoom: (room, genesis, createdAt) =>
+      guard(() => {
+        db.transaction(() => {
+          q.createRoom.run(room, createdAt)
+          q.insertRecord.run(room, 0, genesis)
+        })()
+      }),
+    append: (batch) => guard(() => appendTx(batch)),
+    readRows: (room, afterSeq, limit) =>
+      guard(() => q.readRows.all(room, afterSeq, limit).map((r) => ({ ...r, room, structs: new Uint8Array(r.structs) }))),
+    firstRowEndingAfter: (room, client, clock) => guard(() => q.firstEnding.get(room, client, clock)?.seq ?? undefined),
+    roomBytes: (room) => guard(() => q.bytes.get(room, room)?.b ?? 0),
+    close: async () => {
+      if (closed) return
+      closed = true
+      db.close()
+    },
+  }
+}

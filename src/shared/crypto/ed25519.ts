@@ -1,0 +1,494 @@
+/**
+ * Ed25519 with ONE acceptance rule on every code path.
+ *
+ * The rule (a signature `R || S` on message `M` under public key `A` is valid iff):
+ *  1. the signature is 64 bytes and the public key 32 bytes;
+ *  2. `S < L` (canonical scalar);
+ *  3. `A` is a canonical encoding (y < p; x = 0 only with the sign bit clear), decodes to a point,
+ *     is not of small order and is torsion-free (`[L]A = O`);
+ *  4. `R` is a canonical encoding (same two conditions);
+ *  5. the cofactorless equation holds, checked as bytes: `encode([S]B − [k]A) == R`,
+ *     with `k = SHA-512(R || A || M) mod L`.
+ *
+ * Why: group state is decided independently on every device. If two devices could disagree on
+ * whether one signature is valid, a malicious member could craft a signature that only some of them
+ * accept and split the group's view. Noble's default verifier (ZIP-215: cofactored, lenient
+ * encodings) and WebCrypto/OpenSSL (cofactorless, strict S, raw key import with no checks) disagree
+ * on exactly such inputs. Checks 2–4 run in JavaScript before either backend sees the input, and
+ * both backends then evaluate the same cofactorless byte comparison, so they agree everywhere.
+ * A one-time self-test confirms the native backend really is cofactorless before it is trusted.
+ */
+import type { EdwardsPoint } from '@noble/curves/abstract/edwards.js'
+import { ed25519 } from '@noble/curves/ed25519.js'
+import { sha512 } from '@noble/hashes/sha2.js'
+import { assertBytes, concatBytes, constantTimeEqual, fromHex, randomBytes, toHex, utf8 } from './hash.js'
+
+/** Ed25519 secret key (seed) length in bytes. */
+export const ED25519_SECRET_KEY_LENGTH = 32
+/** Ed25519 public key length in bytes. */
+export const ED25519_PUBLIC_KEY_LENGTH = 32
+/** Ed25519 signature length in bytes. */
+export const ED25519_SIGNATURE_LENGTH = 64
+
+const Point = ed25519.Point
+const L = Point.Fn.ORDER
+const P = Point.Fp.ORDER
+
+/** An Ed25519 signing key pair. */
+export interface SigningKeyPair {
+  /** 32-byte seed (RFC 8032 "private key"). */
+  secretKey: Uint8Array
+  /** 32-byte encoded public key. */
+  publicKey: Uint8Array
+}
+
+function bytesToNumberLE(bytes: Uint8Array): bigint {
+  let n = 0n
+  for (let i = bytes.length - 1; i >= 0; i--) n = (n << 8n) | BigInt(bytes[i]!)
+  return n
+}
+
+// Typed as ArrayBuffer-backed so it is a valid WebCrypto BufferSource (SharedArrayBuffer views are not),
+// and owned by us so caller mutation during an await can't change what gets verified.
+function ownCopy(bytes: Uint8Array): Uint8Array<ArrayBuffer> {
+  return new Uint8Array(bytes)
+}
+
+function assertSecretKey(secretKey: unknown): asserts secretKey is Uint8Array {
+  assertBytes(secretKey, 'secretKey')
+  if (secretKey.length !== ED25519_SECRET_KEY_LENGTH) {
+    throw new RangeError(`secretKey must be ${ED25519_SECRET_KEY_LENGTH} bytes, got ${secretKey.length}`)
+  }
+}
+
+// Canonical point encoding without a square root: y must be reduced, and the two points with x = 0
+// (y = 1 and y = p − 1) have only their sign-bit-clear encoding. Whether the bytes are on the curve
+// at all is left to the equation: an off-curve R can never equal an encoded point.
+function isCanonicalPointEncoding(bytes: Uint8Array): boolean {
+  const last = bytes[31]!
+  const y = bytesToNumberLE(bytes.subarray(0, 31)) | (BigInt(last & 0x7f) << 248n)
+  if (y >= P) return false
+  if (last & 0x80 && (y === 1n || y === P - 1n)) return false
+  return true
+}
+
+function isCanonicalScalar(bytes: Uint8Array): boolean {
+  return bytesToNumberLE(bytes) < L
+}
+
+// Rule 3. Returns the decoded point so the noble path does not decode twice.
+function decodeStrictPublicKey(publicKey: Uint8Array): EdwardsPoint | null {
+  if (!isCanonicalPointEncoding(publicKey)) return null
+  let A: EdwardsPoint
+  try {
+    A = Point.fromBytes(publicKey, false)
+  } catch {
+    return null
+  }
+  // Re-encoding guards canonicality independently of noble's decoder options.
+  if (!constantTimeEqual(A.toBytes(), publicKey)) return null
+  if (A.isSmallOrder() || !A.isTorsionFree()) return null
+  return A
+}
+
+interface KeyEntry {
+  /** Decoded key if it satisfies rule 3, otherwise null (negative results are cached too). */
+  readonly point: EdwardsPoint | null
+  /** Imported WebCrypto key, once the import has finished. */
+  native: CryptoKey | undefined
+  nativePending: Promise<CryptoKey> | undefined
+}
+
+/** Upper bound on cached public keys; a device sees far fewer, so churn only happens under attack. */
+export const PUBLIC_KEY_CACHE_LIMIT = 10_000
+const keyCache = new Map<string, KeyEntry>()
+
+// LRU via Map insertion order: a hit is moved to the back, overflow evicts from the front.
+function keyEntry(publicKey: Uint8Array): KeyEntry {
+  const id = toHex(publicKey)
+  let entry = keyCache.get(id)
+  if (entry !== undefined) {
+    keyCache.delete(id)
+    keyCache.set(id, entry)
+    return entry
+  }
+  entry = { point: decodeStrictPublicKey(publicKey), native: undefined, nativePending: undefined }
+  keyCache.set(id, entry)
+  if (keyCache.size > PUBLIC_KEY_CACHE_LIMIT) {
+    const oldest = keyCache.keys().next()
+    if (oldest.done !== true) keyCache.delete(oldest.value)
+  }
+  return entry
+}
+
+/**
+ * True when `publicKey` satisfies the public-key part of the acceptance rule (canonical, on the curve,
+ * not small-order, torsion-free). Use it to refuse bad device keys when they are first introduced,
+ * rather than discovering later that nothing signed by them ever verifies.
+ *
+ * @example if (!isValidSigningPublicKey(cert.signingKey)) throw new PetrelError(ErrorCode.Malformed, 'bad key')
+ */
+export function isValidSigningPublicKey(publicKey: Uint8Array): boolean {
+  assertBytes(publicKey, 'publicKey')
+  if (publicKey.length !== ED25519_PUBLIC_KEY_LENGTH) return false
+  return keyEntry(publicKey).point !== null
+}
+
+// Rules 1–4. Returns the key entry when the remaining question is only the equation (rule 5).
+function precheck(publicKey: Uint8Array, signature: Uint8Array): KeyEntry | null {
+  if (publicKey.length !== ED25519_PUBLIC_KEY_LENGTH || signature.length !== ED25519_SIGNATURE_LENGTH) return null
+  if (!isCanonicalScalar(signature.subarray(32))) return null
+  if (!isCanonicalPointEncoding(signature.subarray(0, 32))) return null
+  const entry = keyEntry(publicKey)
+  return entry.point === null ? null : entry
+}
+
+// Rule 5, evaluated with noble's point arithmetic (public data only, so variable-time is fine).
+function cofactorlessEquation(A: EdwardsPoint, publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array): boolean {
+  const R = signature.subarray(0, 32)
+  const S = bytesToNumberLE(signature.subarray(32, 64))
+  const k = Point.Fn.create(bytesToNumberLE(sha512.create().update(R).update(publicKey).update(message).digest()))
+  const check = Point.BASE.multiplyUnsafe(S).subtract(A.multiplyUnsafe(k)).toBytes()
+  return constantTimeEqual(check, R)
+}
+
+/**
+ * Verifies with noble point arithmetic only (synchronous). Same answer as {@link verifyWithNative}
+ * on every input; exported so tests can run both backends on the same vectors.
+ *
+ * @example const ok = verifyWithNoble(publicKey, message, signature)
+ * @returns false for any signature/key that breaks the acceptance rule, including wrong lengths.
+ * @throws TypeError only when an argument is not a Uint8Array.
+ */
+export function verifyWithNoble(publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array): boolean {
+  assertBytes(publicKey, 'publicKey')
+  assertBytes(message, 'message')
+  assertBytes(signature, 'signature')
+  const entry = precheck(publicKey, signature)
+  if (entry === null || entry.point === null) return false
+  return cofactorlessEquation(entry.point, publicKey, message, signature)
+}
+
+type Subtle = SubtleCrypto
+
+function getSubtle(): Subtle | undefined {
+  const c = (globalThis as { crypto?: Crypto }).crypto
+  const subtle = c?.subtle
+  return subtle !== undefined && typeof subtle.verify === 'function' && typeof subtle.importKey === 'function'
+    ? subtle
+    : undefined
+}
+
+const ED25519_ALG = { name: 'Ed25519' } as const
+
+// RFC 8032 §7.1 TEST 1 (empty message), used for the native self-tests.
+const PROBE_SECRET = fromHex('9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60')
+const PROBE_PUBLIC = fromHex('d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a')
+const PROBE_VALID = fromHex(
+  'e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b',
+)
+// Same key and message, R = [r]B + T8 (order-8 torsion) with S = r + k·a: valid under the cofactored
+// equation only. A backend accepting it would disagree with the rule.
+const PROBE_TORSION_R = fromHex(
+  'ef8779841cb0aa4ef02c7cf4fa9b13ec63f861ae31b0bbd4233453de543fcb64574571a53e8dbe898ab8e937a7ed321f9a5d287c04227df1b6fd9bdca9e42101',
+)
+// Same key and message, R = identity with S = k·a: the rule accepts it, but libsodium-style verifiers
+// reject small-order R. A backend rejecting it would disagree with the rule.
+const PROBE_IDENTITY_R = fromHex(
+  '0100000000000000000000000000000000000000000000000000000000000000756cf9b1d6f0d7a979b9d2af3dc2bc1294ec7cb6daa20eaff534c024fc57920f',
+)
+const PKCS8_ED25519_PREFIX = fromHex('302e020100300506032b657004220420')
+
+let nativeVerifyState: boolean | undefined
+let nativeVerifyProbe: Promise<boolean> | undefined
+let nativeSignState: boolean | undefined
+let nativeSignProbe: Promise<boolean> | undefined
+
+async function probeNativeVerify(): Promise<boolean> {
+  const subtle = getSubtle()
+  if (subtle === undefined) return false
+  try {
+    const key = await subtle.importKey('raw', ownCopy(PROBE_PUBLIC), ED25519_ALG, false, ['verify'])
+    const empty = new Uint8Array(0)
+    const [valid, torsion, identity] = await Promise.all([
+      subtle.verify(ED25519_ALG, key, ownCopy(PROBE_VALID), empty),
+      subtle.verify(ED25519_ALG, key, ownCopy(PROBE_TORSION_R), empty),
+      subtle.verify(ED25519_ALG, key, ownCopy(PROBE_IDENTITY_R), empty),
+    ])
+    return valid && !torsion && identity
+  } catch {
+    return false
+  }
+}
+
+/**
+ * Whether the native WebCrypto Ed25519 verifier is present and passes the acceptance-rule self-test.
+ * Probed once; afterwards the answer is fixed (and flips to false for good if native ever fails).
+ *
+ * @example if (await nativeVerifyAvailable()) console.log('using WebCrypto Ed25519')
+ */
+export async function nativeVerifyAvailable(): Promise<boolean> {
+  if (nativeVerifyState !== undefined) return nativeVerifyState
+  nativeVerifyProbe ??= probeNativeVerify()
+  const ok = await nativeVerifyProbe
+  nativeVerifyState ??= ok
+  return nativeVerifyState
+}
+
+function nativeKey(subtle: Subtle, entry: KeyEntry, publicKey: Uint8Array): CryptoKey | Promise<CryptoKey> {
+  if (entry.native !== undefined) return entry.native
+  if (entry.nativePending === undefined) {
+    const pending = subtle.importKey('raw', ownCopy(publicKey), ED25519_ALG, false, ['verify'])
+    entry.nativePending = pending
+    pending.then(
+      (key) => {
+        entry.native = key
+      },
+      () => {
+        // Don't cache a failure: the caller decides whether to fall back.
+        if (entry.nativePending === pending) entry.nativePending = undefined
+      },
+    )
+  }
+  return entry.nativePending
+}
+
+async function nativeEquation(
+  entry: KeyEntry,
+  publicKey: Uint8Array,
+  message: Uint8Array<ArrayBuffer>,
+  signature: Uint8Array<ArrayBuffer>,
+): Promise<boolean> {
+  const subtle = getSubtle()
+  if (subtle === undefined) throw new Error('WebCrypto is unavailable')
+  const key = await nativeKey(subtle, entry, publicKey)
+  return subtle.verify(ED25519_ALG, key, signature, message)
+}
+
+/**
+ * Verifies with the native WebCrypto Ed25519 backend, after the same JavaScript prechecks as
+ * {@link verifyWithNoble}. Exported so tests can compare backends; apps should call {@link verify}.
+ *
+ * @example const ok = await verifyWithNative(publicKey, message, signature)
+ * @returns false for any signature/key that breaks the acceptance rule, including wrong lengths.
+ * @throws TypeError when an argument is not a Uint8Array; Error when an input passes the prechecks but
+ *   WebCrypto Ed25519 is missing, fails its self-test, or fails to import the key.
+ */
+export async function verifyWithNative(publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array): Promise<boolean> {
+  assertBytes(publicKey, 'publicKey')
+  assertBytes(message, 'message')
+  assertBytes(signature, 'signature')
+  const entry = precheck(publicKey, signature)
+  if (entry === null) return false
+  const msg = ownCopy(message)
+  const sig = ownCopy(signature)
+  const pk = ownCopy(publicKey)
+  if (!(await nativeVerifyAvailable())) {
+    throw new Error('WebCrypto Ed25519 is unavailable or does not follow the acceptance rule here')
+  }
+  return nativeEquation(entry, pk, msg, sig)
+}
+
+// `message` must already be a private copy (or not awaited over) — see verify().
+async function verifyOwned(publicKey: Uint8Array, message: Uint8Array<ArrayBuffer>, signature: Uint8Array<ArrayBuffer>): Promise<boolean> {
+  const entry = precheck(publicKey, signature)
+  if (entry === null || entry.point === null) return false
+  if (nativeVerifyState ?? (await nativeVerifyAvailable())) {
+    try {
+      return await nativeEquation(entry, publicKey, message, signature)
+    } catch {
+      // Native broke after passing its self-test; noble computes the same rule, so switch for good.
+      nativeVerifyState = false
+    }
+  }
+  return cofactorlessEquation(entry.point, publicKey, message, signature)
+}
+
+/**
+ * Verifies an Ed25519 signature under Petrel's single acceptance rule (see the file header), using
+ * WebCrypto when it is present and passes its self-test, noble otherwise; both give the same answer.
+ * Inputs are copied on entry, so mutating them afterwards does not affect the result.
+ *
+ * @example if (!(await verify(device.signingKey, bytes, sig))) throw new PetrelError(ErrorCode.EnvelopeRejected, 'bad signature')
+ * @returns false (never throws) for any malformed key or signature, including wrong lengths.
+ * @throws TypeError only when an argument is not a Uint8Array.
+ */
+export async function verify(publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array): Promise<boolean> {
+  assertBytes(publicKey, 'publicKey')
+  assertBytes(message, 'message')
+  assertBytes(signature, 'signature')
+  return verifyOwned(ownCopy(publicKey), ownCopy(message), ownCopy(signature))
+}
+
+/** One item for {@link verifyBatch}. */
+export interface VerifyItem {
+  publicKey: Uint8Array
+  message: Uint8Array
+  signature: Uint8Array
+}
+
+/**
+ * Verifies many signatures, running native verifications concurrently (roughly twice the throughput
+ * of awaiting them one by one). Results are in input order; one bad item does not affect the others.
+ *
+ * @example const results = await verifyBatch(updates.map((u) => ({ publicKey: u.key, message: u.body, signature: u.sig })))
+ * @throws TypeError when `items` is not an array or an item field is not a Uint8Array.
+ */
+export async function verifyBatch(items: readonly VerifyItem[]): Promise<boolean[]> {
+  if (!Array.isArray(items)) throw new TypeError('items must be an array')
+  // Validate and snapshot everything synchronously so a TypeError is thrown before any work starts.
+  const owned = items.map((item, i) => {
+    if (typeof item !== 'object' || item === null) throw new TypeError(`items[${i}] must be an object`)
+    assertBytes(item.publicKey, `items[${i}].publicKey`)
+    assertBytes(item.message, `items[${i}].message`)
+    assertBytes(item.signature, `items[${i}].signature`)
+    return [ownCopy(item.publicKey), ownCopy(item.message), ownCopy(item.signature)] as const
+  })
+  return Promise.all(owned.map(([pk, msg, sig]) => verifyOwned(pk, msg, sig)))
+}
+
+async function nativeSignRaw(subtle: Subtle, secretKey: Uint8Array, message: Uint8Array<ArrayBuffer>): Promise<Uint8Array> {
+  const der = new Uint8Array(PKCS8_ED25519_PREFIX.length + secretKey.length)
+  der.set(PKCS8_ED25519_PREFIX)
+  der.set(secretKey, PKCS8_ED25519_PREFIX.length)
+  let key: CryptoKey
+  try {
+    key = await subtle.importKey('pkcs8', der, ED25519_ALG, false, ['sign'])
+  } finally {
+    der.fill(0)
+  }
+  return new Uint8Array(await subtle.sign(ED25519_ALG, key, message))
+}
+
+async function probeNativeSign(): Promise<boolean> {
+  const subtle = getSubtle()
+  if (subtle === undefined || typeof subtle.sign !== 'function') return false
+  try {
+    const sig = await nativeSignRaw(subtle, PROBE_SECRET, new Uint8Array(0))
+    return constantTimeEqual(sig, PROBE_VALID)
+  } catch {
+    return false
+  }
+}
+
+async function nativeSignAvailable(): Promise<boolean> {
+  if (nativeSignState !== undefined) return nativeSignState
+  nativeSignProbe ??= probeNativeSign()
+  const ok = await nativeSignProbe
+  nativeSignState ??= ok
+  return nativeSignState
+}
+
+/**
+ * Signs `message` (RFC 8032, deterministic) with a 32-byte seed. Uses WebCrypto when it passes a
+ * known-answer self-test, noble otherwise; both produce identical bytes.
+ *
+ * @example const sig = await sign(device.signingSecretKey, bytes)
+ * @throws TypeError / RangeError for a non-Uint8Array argument or a secret key that is not 32 bytes.
+ */
+export async function sign(secretKey: Uint8Array, message: Uint8Array): Promise<Uint8Array> {
+  assertSecretKey(secretKey)
+  assertBytes(message, 'message')
+  const sk = ownCopy(secretKey)
+  const msg = ownCopy(message)
+  try {
+    if (nativeSignState ?? (await nativeSignAvailable())) {
+      const subtle = getSubtle()
+      if (subtle !== undefined) {
+        try {
+          return await nativeSignRaw(subtle, sk, msg)
+        } catch {
+          nativeSignState = false
+        }
+      }
+    }
+    return ed25519.sign(msg, sk)
+  } finally {
+    sk.fill(0)
+  }
+}
+
+/**
+ * Derives the 32-byte public key for a 32-byte seed.
+ *
+ * @example const publicKey = publicKeyFromSecret(secretKey)
+ */
+export function publicKeyFromSecret(secretKey: Uint8Array): Uint8Array {
+  assertSecretKey(secretKey)
+  return ed25519.getPublicKey(secretKey)
+}
+
+/**
+ * Generates a fresh Ed25519 key pair from the platform CSPRNG. Always satisfies the acceptance rule.
+ *
+ * @example const { secretKey, publicKey } = generateSigningKeyPair()
+ */
+export function generateSigningKeyPair(): SigningKeyPair {
+  const secretKey = randomBytes(ED25519_SECRET_KEY_LENGTH)
+  return { secretKey, publicKey: ed25519.getPublicKey(secretKey) }
+}
+
+/**
+ * Domain strings for every kind of signature in Petrel. Each signed structure gets its own, so a
+ * signature lifted from one context (say, a chat message) can never be replayed as another
+ * (say, a membership change) even if the payload bytes happen to parse in both.
+ */
+export const SignatureDomain = {
+  ConnectChallenge: 'connect-challenge',
+  DeviceCertificate: 'device-certificate',
+  Envelope: 'envelope',
+  Genesis: 'genesis',
+  Invite: 'invite',
+  Join: 'join',
+  Epoch: 'epoch',
+  Membership: 'membership',
+  Message: 'message',
+  Snapshot: 'snapshot',
+  Link: 'link',
+} as const
+
+export type SignatureDomain = (typeof SignatureDomain)[keyof typeof SignatureDomain]
+
+// Lowercase ASCII only: no NUL (the separator), so the prefix is unambiguous, and no Unicode
+// normalisation questions about which bytes a domain name stands for.
+const DOMAIN_PATTERN = /^[a-z0-9][a-z0-9-]*$/
+
+/**
+ * The exact bytes Petrel signs: utf8(`petrel/v1/${domain}`) || 0x00 || payload.
+ *
+ * @example const bytes = signedBytes(SignatureDomain.Message, payload)
+ * @throws TypeError when `domain` is not a string; RangeError when it is not `[a-z0-9][a-z0-9-]*`.
+ */
+export function signedBytes(domain: string, payload: Uint8Array): Uint8Array<ArrayBuffer> {
+  if (typeof domain !== 'string') throw new TypeError(`domain must be a string, got ${typeof domain}`)
+  if (!DOMAIN_PATTERN.test(domain)) throw new RangeError(`invalid signature domain ${JSON.stringify(domain)}`)
+  assertBytes(payload, 'payload')
+  return concatBytes(utf8(`petrel/v1/${domain}`), Uint8Array.of(0), payload)
+}
+
+/**
+ * Signs `payload` under a signature domain (see {@link signedBytes}).
+ *
+ * @example const sig = await signWithDomain(SignatureDomain.Envelope, secretKey, envelopeBytes)
+ */
+export function signWithDomain(domain: SignatureDomain, secretKey: Uint8Array, payload: Uint8Array): Promise<Uint8Array> {
+  return sign(secretKey, signedBytes(domain, payload))
+}
+
+/**
+ * Verifies a signature made by {@link signWithDomain} for the same domain.
+ *
+ * @example const ok = await verifyWithDomain(SignatureDomain.Envelope, publicKey, envelopeBytes, sig)
+ * @returns false (never throws) for malformed keys or signatures; throws only for bad argument types or domain.
+ */
+export async function verifyWithDomain(
+  domain: SignatureDomain,
+  publicKey: Uint8Array,
+  payload: Uint8Array,
+  signature: Uint8Array,
+): Promise<boolean> {
+  assertBytes(publicKey, 'publicKey')
+  assertBytes(signature, 'signature')
+  // signedBytes already returns a private copy of the payload.
+  return verifyOwned(ownCopy(publicKey), signedBytes(domain, payload), ownCopy(signature))
+}

@@ -1,0 +1,196 @@
+import { hkdf as nobleHkdf } from '@noble/hashes/hkdf.js'
+import { sha256 as nobleSha256 } from '@noble/hashes/sha2.js'
+import { ErrorCode, PetrelError } from '../errors.js'
+
+/** @internal Throws TypeError unless `value` is a Uint8Array (noble-style boundary check). */
+export function assertBytes(value: unknown, name: string): asserts value is Uint8Array {
+  if (!(value instanceof Uint8Array)) {
+    throw new TypeError(`${name} must be a Uint8Array, got ${value === null ? 'null' : typeof value}`)
+  }
+}
+
+/** @internal Throws TypeError / RangeError unless `value` is a Uint8Array of exactly `length` bytes. */
+export function assertBytesLength(value: unknown, length: number, name: string): asserts value is Uint8Array {
+  assertBytes(value, name)
+  if (value.length !== length) throw new RangeError(`${name} must be ${length} bytes, got ${value.length}`)
+}
+
+/** @internal Concatenates byte arrays into a fresh buffer the caller owns. */
+export function concatBytes(...parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
+  let total = 0
+  for (const p of parts) total += p.length
+  const out = new Uint8Array(total)
+  let off = 0
+  for (const p of parts) {
+    out.set(p, off)
+    off += p.length
+  }
+  return out
+}
+
+const encoder = new TextEncoder()
+
+/** @internal UTF-8 encoding (TextEncoder exists in browsers and Node). */
+export const utf8 = (s: string): Uint8Array => encoder.encode(s)
+
+/**
+ * SHA-256 of `data`.
+ *
+ * @example const digest = sha256(new TextEncoder().encode('hello'))
+ */
+export function sha256(data: Uint8Array): Uint8Array {
+  assertBytes(data, 'data')
+  return nobleSha256(data)
+}
+
+/**
+ * HKDF-SHA256 (RFC 5869): extract-and-expand `length` bytes from `ikm`.
+ *
+ * @example const key = hkdf(sharedSecret, salt, utf8('petrel/v1/some-purpose'), 32)
+ */
+export function hkdf(ikm: Uint8Array, salt: Uint8Array | undefined, info: Uint8Array | undefined, length: number): Uint8Array {
+  assertBytes(ikm, 'ikm')
+  if (salt !== undefined) assertBytes(salt, 'salt')
+  if (info !== undefined) assertBytes(info, 'info')
+  // HKDF-SHA256 can produce at most 255 * 32 bytes.
+  if (!Number.isSafeInteger(length) || length < 1 || length > 255 * 32) {
+    throw new RangeError(`length must be an integer in 1..${255 * 32}, got ${length}`)
+  }
+  return nobleHkdf(nobleSha256, ikm, salt, info, length)
+}
+
+/**
+ * Compares two byte arrays in time that depends only on their lengths, never on where they differ.
+ * Lengths are treated as public: different lengths return false immediately.
+ *
+ * @example if (!constantTimeEqual(expectedMac, receivedMac)) throw new Error('bad mac')
+ */
+export function constantTimeEqual(a: Uint8Array, b: Uint8Array): boolean {
+  assertBytes(a, 'a')
+  assertBytes(b, 'b')
+  if (a.length !== b.length) return false
+  let diff = 0
+  for (let i = 0; i < a.length; i++) diff |= a[i]! ^ b[i]!
+  return diff === 0
+}
+
+const HEX_CHARS = '0123456789abcdef'
+const BYTE_TO_HEX: string[] = Array.from({ length: 256 }, (_, i) => HEX_CHARS[i >> 4]! + HEX_CHARS[i & 15]!)
+
+/**
+ * Lowercase hex encoding.
+ *
+ * @example toHex(Uint8Array.of(0xca, 0xfe)) // 'cafe'
+ */
+export function toHex(bytes: Uint8Array): string {
+  assertBytes(bytes, 'bytes')
+  let out = ''
+  for (let i = 0; i < bytes.length; i++) out += BYTE_TO_HEX[bytes[i]!]!
+  return out
+}
+
+function hexNibble(code: number): number {
+  if (code >= 48 && code <= 57) return code - 48 // 0-9
+  if (code >= 97 && code <= 102) return code - 87 // a-f
+  return -1
+}
+
+/**
+ * Decodes lowercase hex. Uppercase is rejected so that every byte string has exactly one
+ * accepted text form (hex strings are used as map keys and identifiers).
+ *
+ * @example fromHex('cafe') // Uint8Array [0xca, 0xfe]
+ * @throws PetrelError(Malformed) on odd length or any character outside [0-9a-f].
+ */
+export function fromHex(hex: string): Uint8Array {
+  if (typeof hex !== 'string') throw new TypeError(`hex must be a string, got ${typeof hex}`)
+  if (hex.length % 2 !== 0) throw new PetrelError(ErrorCode.Malformed, 'hex string has odd length')
+  const out = new Uint8Array(hex.length / 2)
+  for (let i = 0; i < out.length; i++) {
+    const hi = hexNibble(hex.charCodeAt(2 * i))
+    const lo = hexNibble(hex.charCodeAt(2 * i + 1))
+    if (hi < 0 || lo < 0) throw new PetrelError(ErrorCode.Malformed, 'hex string has an invalid character')
+    out[i] = (hi << 4) | lo
+  }
+  return out
+}
+
+const B64URL = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'
+const B64URL_DECODE = new Int8Array(128).fill(-1)
+for (let i = 0; i < B64URL.length; i++) B64URL_DECODE[B64URL.charCodeAt(i)] = i
+
+/**
+ * Unpadded base64url (RFC 4648 §5) encoding, without Buffer/btoa so it behaves the same everywhere.
+ *
+ * @example toBase64Url(Uint8Array.of(0xfb, 0xff)) // '-_8'
+ */
+export function toBase64Url(bytes: Uint8Array): string {
+  assertBytes(bytes, 'bytes')
+  let out = ''
+  let i = 0
+  for (; i + 2 < bytes.length; i += 3) {
+    const n = (bytes[i]! << 16) | (bytes[i + 1]! << 8) | bytes[i + 2]!
+    out += B64URL[n >> 18]! + B64URL[(n >> 12) & 63]! + B64URL[(n >> 6) & 63]! + B64URL[n & 63]!
+  }
+  const rest = bytes.length - i
+  if (rest === 1) {
+    const n = bytes[i]! << 16
+    out += B64URL[n >> 18]! + B64URL[(n >> 12) & 63]!
+  } else if (rest === 2) {
+    const n = (bytes[i]! << 16) | (bytes[i + 1]! << 8)
+    out += B64URL[n >> 18]! + B64URL[(n >> 12) & 63]! + B64URL[(n >> 6) & 63]!
+  }
+  return out
+}
+
+/**
+ * Strict unpadded base64url decoding. Rejects padding, whitespace, the standard-alphabet `+`/`/`,
+ * impossible lengths and non-zero trailing bits, so each byte string has exactly one accepted
+ * encoding (tokens and ids compared as strings can't be aliased).
+ *
+ * @example fromBase64Url('-_8') // Uint8Array [0xfb, 0xff]
+ * @throws PetrelError(Malformed) on any deviation from the canonical encoding.
+ */
+export function fromBase64Url(text: string): Uint8Array {
+  if (typeof text !== 'string') throw new TypeError(`text must be a string, got ${typeof text}`)
+  const rest = text.length % 4
+  if (rest === 1) throw new PetrelError(ErrorCode.Malformed, 'base64url string has an impossible length')
+  const out = new Uint8Array(((text.length - rest) / 4) * 3 + (rest === 0 ? 0 : rest - 1))
+  const sextet = (i: number): number => {
+    const c = text.charCodeAt(i)
+    const v = c < 128 ? B64URL_DECODE[c]! : -1
+    if (v < 0) throw new PetrelError(ErrorCode.Malformed, 'base64url string has an invalid character')
+    return v
+  }
+  let o = 0
+  let i = 0
+  for (; i + 3 < text.length; i += 4) {
+    const n = (sextet(i) << 18) | (sextet(i + 1) << 12) | (sextet(i + 2) << 6) | sextet(i + 3)
+    out[o++] = n >> 16
+    out[o++] = (n >> 8) & 0xff
+    out[o++] = n & 0xff
+  }
+  if (rest === 2) {
+    const a = sextet(i)
+    const b = sextet(i + 1)
+    if ((b & 0x0f) !== 0) throw new PetrelError(ErrorCode.Malformed, 'base64url string has non-zero trailing bits')
+    out[o] = (a << 2) | (b >> 4)
+  } else if (rest === 3) {
+    const a = sextet(i)
+    const b = sextet(i + 1)
+    const c = sextet(i + 2)
+    if ((c & 0x03) !== 0) throw new PetrelError(ErrorCode.Malformed, 'base64url string has non-zero trailing bits')
+    out[o++] = (a << 2) | (b >> 4)
+    out[o] = ((b & 0x0f) << 4) | (c >> 2)
+  }
+  return out
+}
+
+/** @internal Fills `n` bytes from the platform CSPRNG (WebCrypto in browsers and Node ≥ 19). */
+export function randomBytes(n: number): Uint8Array {
+  const c = (globalThis as { crypto?: Crypto }).crypto
+  if (c === undefined || typeof c.getRandomValues !== 'function') {
+    throw new Error('No secure random source: globalThis.crypto.getRandomValues is unavailable')
+  }
+  return c.getRandomValues(new Uint8Array(n))
+}

@@ -1,0 +1,114 @@
+/**
+ * The sealed envelope: one encrypted, signed inner-doc update, stored as a value of the outer
+ * doc's `log` map. The relay sees only these bytes.
+ *
+ * ```
+ * envelope  := uint8 ENVELOPE_VERSION(1) • varUint epoch • varUint8Array senderDevicePub(32)
+ *              • varUint8Array nonce(24) • varUint8Array ciphertext • varUint8Array signature(64)
+ * aad       := varString 'petrel/v1/envelope' • varString room • varUint epoch • varUint8Array senderDevicePub
+ * signature := Ed25519 by senderDevice, domain 'envelope', over aad • varUint8Array nonce • varUint8Array ciphertext
+ * plaintext := uint8 kind(1: inner Yjs V1 update) • varUint8Array update
+ * ```
+ * Encrypt-then-sign: a receiver rejects a forged or altered envelope before spending a
+ * decryption on it, and the AAD binds room, epoch and sender so an envelope cannot be
+ * replayed into another conversation or attributed to another device.
+ */
+import * as encoding from 'lib0/encoding'
+import { open, randomNonce, SignatureDomain, seal, signedBytes, signWithDomain, verifyWithDomain } from './crypto/index.js'
+import { ErrorCode, PetrelError } from './errors.js'
+import { StrictReader } from './wire.js'
+
+export const ENVELOPE_VERSION = 1
+export const PlaintextKind = { InnerUpdate: 1 } as const
+
+export interface EnvelopeHeader {
+  epoch: number
+  senderDevicePub: Uint8Array
+  nonce: Uint8Array
+  ciphertext: Uint8Array
+  signature: Uint8Array
+}
+
+const aadFor = (room: string, epoch: number, sender: Uint8Array) => {
+  const e = encoding.createEncoder()
+  encoding.writeVarString(e, 'petrel/v1/envelope')
+  encoding.writeVarString(e, room)
+  encoding.writeVarUint(e, epoch)
+  encoding.writeVarUint8Array(e, sender)
+  return encoding.toUint8Array(e)
+}
+
+const signedPart = (aad: Uint8Array, nonce: Uint8Array, ciphertext: Uint8Array) => {
+  const e = encoding.createEncoder()
+  encoding.writeUint8Array(e, aad)
+  encoding.writeVarUint8Array(e, nonce)
+  encoding.writeVarUint8Array(e, ciphertext)
+  return encoding.toUint8Array(e)
+}
+
+export interface SealInput {
+  room: string
+  epoch: number
+  key: Uint8Array
+  senderDevicePub: Uint8Array
+  senderDeviceSecret: Uint8Array
+  update: Uint8Array
+}
+
+/** Seal one inner update. */
+export async function sealEnvelope(input: SealInput): Promise<Uint8Array> {
+  const pe = encoding.createEncoder()
+  encoding.writeUint8(pe, PlaintextKind.InnerUpdate)
+  encoding.writeVarUint8Array(pe, input.update)
+  const aad = aadFor(input.room, input.epoch, input.senderDevicePub)
+  const nonce = randomNonce()
+  const ciphertext = seal(input.key, nonce, encoding.toUint8Array(pe), aad)
+  const signature = await signWithDomain(SignatureDomain.Envelope, input.senderDeviceSecret, signedPart(aad, nonce, ciphertext))
+  const e = encoding.createEncoder()
+  encoding.writeUint8(e, ENVELOPE_VERSION)
+  encoding.writeVarUint(e, input.epoch)
+  encoding.writeVarUint8Array(e, input.senderDevicePub)
+  encoding.writeVarUint8Array(e, nonce)
+  encoding.writeVarUint8Array(e, ciphertext)
+  encoding.writeVarUint8Array(e, signature)
+  return encoding.toUint8Array(e)
+}
+
+/** Parse the envelope's header without any crypto; throws PetrelError on malformed bytes. */
+export function readEnvelope(bytes: Uint8Array): EnvelopeHeader {
+  const r = new StrictReader(bytes)
+  const version = r.uint8()
+  if (version !== ENVELOPE_VERSION) throw new PetrelError(ErrorCode.VersionMismatch, `envelope version ${version} is not supported`)
+  const epoch = r.varUint(0xffffffff)
+  const senderDevicePub = r.varBytes(32)
+  const nonce = r.varBytes(24)
+  const ciphertext = r.varBytes(bytes.length)
+  const signature = r.varBytes(64)
+  r.end()
+  if (senderDevicePub.length !== 32 || nonce.length !== 24 || signature.length !== 64 || ciphertext.length < 16) {
+    throw new PetrelError(ErrorCode.Malformed, 'envelope field has the wrong length')
+  }
+  return { epoch, senderDevicePub, nonce, ciphertext, signature }
+}
+
+/** Verify the sender's signature over the envelope. */
+export function verifyEnvelope(room: string, h: EnvelopeHeader): Promise<boolean> {
+  const aad = aadFor(room, h.epoch, h.senderDevicePub)
+  return verifyWithDomain(SignatureDomain.Envelope, h.senderDevicePub, signedPart(aad, h.nonce, h.ciphertext), h.signature)
+}
+
+/** Decrypt a verified envelope; returns the inner update. Throws PetrelError(envelope_rejected). */
+export function decryptEnvelope(room: string, h: EnvelopeHeader, key: Uint8Array): Uint8Array {
+  const plain = open(key, h.nonce, h.ciphertext, aadFor(room, h.epoch, h.senderDevicePub))
+  const r = new StrictReader(plain)
+  const kind = r.uint8()
+  if (kind !== PlaintextKind.InnerUpdate) throw new PetrelError(ErrorCode.EnvelopeRejected, `unknown plaintext kind ${kind}`)
+  const update = r.varBytes(plain.length)
+  r.end()
+  return update
+}
+
+/** The exact bytes the envelope signature covers, domain prefix included (for batch verification). */
+export function signedEnvelopeBytes(room: string, h: EnvelopeHeader): Uint8Array {
+  return signedBytes(SignatureDomain.Envelope, signedPart(aadFor(room, h.epoch, h.senderDevicePub), h.nonce, h.ciphertext))
+}

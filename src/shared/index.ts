@@ -1,0 +1,10 @@
+/** petrel/shared — wire formats, envelopes, records and errors, shared by client and relay. */
+export * from './errors.js'
+export * from './wire.js'
+export * from './room-messages.js'
+export * from './envelope.js'
+export * from './records.js'
+export * from './membership.js'
+export * from './outer-keys.js'
+export * from './yjs-v1.js'
+export * as crypto from './crypto/index.js'

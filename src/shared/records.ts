@@ -1,0 +1,256 @@
+/**
+ * Signed records that decide identity and access. The relay reads these (they carry public
+ * keys only — never names, titles or conversation keys) and so does every client; both
+ * verify them with the same code.
+ *
+ * ```
+ * certificate := uint8 1 • varUint8Array userPub(32) • varUint8Array devicePub(32)
+ *                • varUint8Array deviceAgreementPub(32) • varUint createdAt
+ *                • varUint8Array userSignature(64)        domain 'device-certificate', by userPub
+ * record      := uint8 1 • varUint kind • varUint8Array body • varUint8Array signerCertificate
+ *                • varUint8Array signature(64)            domain per kind, by the signer
+ * genesis body := varString room • varUint8Array nonce(16) • varUint createdAt
+ *                 room = base64url(sha256('petrel/v1/room' • nonce • creatorUserPub))[0..22]
+ * invite  body := varString room • varUint8Array invitePub(32) • varUint expiresAt (0: never)
+ *                 • varUint maxUses (0: unlimited) • varUint history (0 full, 1 from-join) • varUint createdAt
+ * join    body := varString room • varUint8Array invitePub • varUint8Array joinerCertificate • varUint joinedAt
+ *                 signerCertificate is empty: the invite's secret key signs (domain 'join')
+ * admission := varUint kind(0 none, 1 genesis, 2 join) • [genesis record | invite record • join record]
+ * ```
+ */
+import * as encoding from 'lib0/encoding'
+import { SignatureDomain, sha256, toBase64Url, verifyWithDomain } from './crypto/index.js'
+import { ErrorCode, PetrelError } from './errors.js'
+import { StrictReader } from './wire.js'
+
+export const RECORD_VERSION = 1
+export const CERTIFICATE_VERSION = 1
+
+export const RecordKind = { Genesis: 1, Invite: 2, Join: 3 } as const
+export type RecordKind = (typeof RecordKind)[keyof typeof RecordKind]
+
+export interface DeviceCertificate {
+  userPub: Uint8Array
+  devicePub: Uint8Array
+  agreementPub: Uint8Array
+  createdAt: number
+  signature: Uint8Array
+  bytes: Uint8Array
+}
+
+export interface GenesisBody {
+  room: string
+  nonce: Uint8Array
+  createdAt: number
+}
+export interface InviteBody {
+  room: string
+  invitePub: Uint8Array
+  expiresAt: number
+  maxUses: number
+  history: 'full' | 'from-join'
+  createdAt: number
+}
+export interface JoinBody {
+  room: string
+  invitePub: Uint8Array
+  joiner: DeviceCertificate
+  joinedAt: number
+}
+
+export interface SignedRecord {
+  kind: RecordKind
+  body: Uint8Array
+  signer: DeviceCertificate | undefined
+  signature: Uint8Array
+  bytes: Uint8Array
+}
+
+const malformed = (m: string) => new PetrelError(ErrorCode.Malformed, m)
+
+export function certificatePayload(userPub: Uint8Array, devicePub: Uint8Array, agreementPub: Uint8Array, createdAt: number) {
+  const e = encoding.createEncoder()
+  encoding.writeUint8(e, CERTIFICATE_VERSION)
+  encoding.writeVarUint8Array(e, userPub)
+  encoding.writeVarUint8Array(e, devicePub)
+  encoding.writeVarUint8Array(e, agreementPub)
+  encoding.writeVarUint(e, createdAt)
+  return encoding.toUint8Array(e)
+}
+
+export function encodeCertificate(payload: Uint8Array, signature: Uint8Array): Uint8Array {
+  const e = encoding.createEncoder()
+  encoding.writeUint8Array(e, payload)
+  encoding.writeVarUint8Array(e, signature)
+  return encoding.toUint8Array(e)
+}
+
+/** Parse (not verify) a device certificate. */
+export function readCertificate(bytes: Uint8Array): DeviceCertificate {
+  const r = new StrictReader(bytes)
+  if (r.uint8() !== CERTIFICATE_VERSION) throw new PetrelError(ErrorCode.VersionMismatch, 'unknown certificate version')
+  const userPub = key32(r)
+  const devicePub = key32(r)
+  const agreementPub = key32(r)
+  const createdAt = r.varUint()
+  const signature = r.varBytes(64)
+  r.end()
+  if (signature.length !== 64) throw malformed('bad certificate signature length')
+  return { userPub, devicePub, agreementPub, createdAt, signature, bytes }
+}
+
+const key32 = (r: StrictReader) => {
+  const k = r.varBytes(32)
+  if (k.length !== 32) throw malformed('key must be 32 bytes')
+  return k
+}
+
+/** True when the user key signed this device certificate. */
+export async function verifyCertificate(cert: DeviceCertificate): Promise<boolean> {
+  const payload = certificatePayload(cert.userPub, cert.devicePub, cert.agreementPub, cert.createdAt)
+  return verifyWithDomain(SignatureDomain.DeviceCertificate, cert.userPub, payload, cert.signature)
+}
+
+const domainOf = (kind: RecordKind) =>
+  kind === RecordKind.Genesis ? SignatureDomain.Genesis : kind === RecordKind.Invite ? SignatureDomain.Invite : SignatureDomain.Join
+
+export function recordSigningPayload(kind: RecordKind, body: Uint8Array): Uint8Array {
+  const e = encoding.createEncoder()
+  encoding.writeVarUint(e, kind)
+  encoding.writeVarUint8Array(e, body)
+  return encoding.toUint8Array(e)
+}
+
+export function encodeRecord(kind: RecordKind, body: Uint8Array, signerCert: Uint8Array, signature: Uint8Array) {
+  const e = encoding.createEncoder()
+  encoding.writeUint8(e, RECORD_VERSION)
+  encoding.writeVarUint(e, kind)
+  encoding.writeVarUint8Array(e, body)
+  encoding.writeVarUint8Array(e, signerCert)
+  encoding.writeVarUint8Array(e, signature)
+  return encoding.toUint8Array(e)
+}
+
+export function readRecord(bytes: Uint8Array): SignedRecord {
+  const r = new StrictReader(bytes)
+  if (r.uint8() !== RECORD_VERSION) throw new PetrelError(ErrorCode.VersionMismatch, 'unknown record version')
+  const kind = r.varUint(255)
+  if (kind !== RecordKind.Genesis && kind !== RecordKind.Invite && kind !== RecordKind.Join) throw malformed('unknown record kind')
+  const body = r.varBytes(8192)
+  const certBytes = r.varBytes(1024)
+  const signature = r.varBytes(64)
+  r.end()
+  if (signature.length !== 64) throw malformed('bad record signature length')
+  const signer = certBytes.length === 0 ? undefined : readCertificate(certBytes)
+  if ((kind === RecordKind.Join) !== (signer === undefined)) throw malformed('join records carry no signer certificate; others must')
+  return { kind, body, signer, signature, bytes }
+}
+
+/**
+ * Verify the record's signature chain: for genesis/invite, the certificate is signed by its
+ * user and the body by its device; for join, the body by the invite key named in it.
+ */
+export async function verifyRecordSignature(rec: SignedRecord): Promise<boolean> {
+  const payload = recordSigningPayload(rec.kind, rec.body)
+  if (rec.kind === RecordKind.Join) {
+    const join = readJoinBody(rec.body)
+    if (!(await verifyCertificate(join.joiner))) return false
+    return verifyWithDomain(SignatureDomain.Join, join.invitePub, payload, rec.signature)
+  }
+  if (!rec.signer || !(await verifyCertificate(rec.signer))) return false
+  return verifyWithDomain(domainOf(rec.kind), rec.signer.devicePub, payload, rec.signature)
+}
+
+export function encodeGenesisBody(b: GenesisBody): Uint8Array {
+  const e = encoding.createEncoder()
+  encoding.writeVarString(e, b.room)
+  encoding.writeVarUint8Array(e, b.nonce)
+  encoding.writeVarUint(e, b.createdAt)
+  return encoding.toUint8Array(e)
+}
+export function readGenesisBody(bytes: Uint8Array): GenesisBody {
+  const r = new StrictReader(bytes)
+  const out = { room: r.varString(64), nonce: r.varBytes(16), createdAt: r.varUint() }
+  r.end()
+  if (out.nonce.length !== 16) throw malformed('genesis nonce must be 16 bytes')
+  return out
+}
+
+export function encodeInviteBody(b: InviteBody): Uint8Array {
+  const e = encoding.createEncoder()
+  encoding.writeVarString(e, b.room)
+  encoding.writeVarUint8Array(e, b.invitePub)
+  encoding.writeVarUint(e, b.expiresAt)
+  encoding.writeVarUint(e, b.maxUses)
+  encoding.writeVarUint(e, b.history === 'full' ? 0 : 1)
+  encoding.writeVarUint(e, b.createdAt)
+  return encoding.toUint8Array(e)
+}
+export function readInviteBody(bytes: Uint8Array): InviteBody {
+  const r = new StrictReader(bytes)
+  const room = r.varString(64)
+  const invitePub = key32(r)
+  const expiresAt = r.varUint()
+  const maxUses = r.varUint()
+  const history = r.varUint(1) === 0 ? 'full' : 'from-join'
+  const createdAt = r.varUint()
+  r.end()
+  return { room, invitePub, expiresAt, maxUses, history, createdAt }
+}
+
+export function encodeJoinBody(b: { room: string; invitePub: Uint8Array; joiner: Uint8Array; joinedAt: number }) {
+  const e = encoding.createEncoder()
+  encoding.writeVarString(e, b.room)
+  encoding.writeVarUint8Array(e, b.invitePub)
+  encoding.writeVarUint8Array(e, b.joiner)
+  encoding.writeVarUint(e, b.joinedAt)
+  return encoding.toUint8Array(e)
+}
+export function readJoinBody(bytes: Uint8Array): JoinBody {
+  const r = new StrictReader(bytes)
+  const room = r.varString(64)
+  const invitePub = key32(r)
+  const joiner = readCertificate(r.varBytes(1024))
+  const joinedAt = r.varUint()
+  r.end()
+  return { room, invitePub, joiner, joinedAt }
+}
+
+/** The room id a genesis nonce and creator produce; binds a room to its creator. */
+export function roomIdFor(nonce: Uint8Array, creatorUserPub: Uint8Array): string {
+  const e = encoding.createEncoder()
+  encoding.writeVarString(e, 'petrel/v1/room')
+  encoding.writeVarUint8Array(e, nonce)
+  encoding.writeVarUint8Array(e, creatorUserPub)
+  return toBase64Url(sha256(encoding.toUint8Array(e))).slice(0, 22)
+}
+
+export const AdmissionKind = { None: 0, Genesis: 1, Join: 2 } as const
+
+export type Admission =
+  | { kind: typeof AdmissionKind.None }
+  | { kind: typeof AdmissionKind.Genesis; genesis: Uint8Array }
+  | { kind: typeof AdmissionKind.Join; invite: Uint8Array; join: Uint8Array }
+
+export function encodeAdmission(a: Admission): Uint8Array {
+  const e = encoding.createEncoder()
+  encoding.writeVarUint(e, a.kind)
+  if (a.kind === AdmissionKind.Genesis) encoding.writeVarUint8Array(e, a.genesis)
+  if (a.kind === AdmissionKind.Join) {
+    encoding.writeVarUint8Array(e, a.invite)
+    encoding.writeVarUint8Array(e, a.join)
+  }
+  return encoding.toUint8Array(e)
+}
+
+export function readAdmission(bytes: Uint8Array): Admission {
+  if (bytes.length === 0) return { kind: AdmissionKind.None }
+  const r = new StrictReader(bytes)
+  const kind = r.varUint(2)
+  let a: Admission
+  if (kind === AdmissionKind.Genesis) a = { kind, genesis: r.varBytes(16 * 1024) }
+  else if (kind === AdmissionKind.Join) a = { kind, invite: r.varBytes(16 * 1024), join: r.varBytes(16 * 1024) }
+  else a = { kind: AdmissionKind.None }
+  r.end()
+  return a
+}

@@ -1,0 +1,127 @@
+/**
+ * Messages inside a `room` frame. Types 0–3 are y-websocket's own (sync, awareness, auth,
+ * query-awareness) and are handled by its provider unchanged; 100+ are the relay's, added
+ * to each provider's handler table.
+ *
+ * ```
+ * ack       (R→C) := varUint 100 • varUint seq • varUint n • { varUint client • varUint clock • varUint len }{n}
+ *                     the ranges were stored durably as row `seq` (✓)
+ * refused   (R→C) := varUint 101 • varUint reason • varString message • varUint n • { client • clock • len }{n}
+ *                     the ranges will never be stored (reason is permanent); the relay keeps the
+ *                     client's clock sequence contiguous by storing GC placeholders in their place
+ * cursor    (R→C) := varUint 102 • varUint seq     you now hold every row up to `seq`
+ * keepalive (R→C) := varUint 104                   the device connection is alive (delivered locally)
+ * rows      (R→C) := varUint 105 • varUint n • { varUint seq • varUint client • varUint clock • varUint len }{n}
+ *                     • varUint8Array update
+ *                     stored rows, as one V1 update, with the sequence number of each (client,
+ *                     clock) run: sync messages carry no sequence numbers, and a client needs
+ *                     them to apply envelopes in relay order and to acknowledge receipts
+ * ```
+ */
+import * as encoding from 'lib0/encoding'
+import type { StrictReader } from './wire.js'
+
+export const RoomMessage = {
+  Sync: 0,
+  Awareness: 1,
+  Auth: 2,
+  QueryAwareness: 3,
+  Ack: 100,
+  Refused: 101,
+  Cursor: 102,
+  Receipts: 103,
+  Keepalive: 104,
+  Rows: 105,
+} as const
+
+export interface ClockRange {
+  client: number
+  clock: number
+  len: number
+}
+
+const writeRanges = (e: encoding.Encoder, ranges: ClockRange[]) => {
+  encoding.writeVarUint(e, ranges.length)
+  for (const r of ranges) {
+    encoding.writeVarUint(e, r.client)
+    encoding.writeVarUint(e, r.clock)
+    encoding.writeVarUint(e, r.len)
+  }
+}
+
+const readRanges = (r: StrictReader): ClockRange[] => {
+  const n = r.varUint(r.remaining)
+  const out: ClockRange[] = []
+  for (let i = 0; i < n; i++) out.push({ client: r.varUint(0xffffffff), clock: r.varUint(), len: r.varUint() })
+  return out
+}
+
+export function writeAck(seq: number, ranges: ClockRange[]): Uint8Array {
+  const e = encoding.createEncoder()
+  encoding.writeVarUint(e, RoomMessage.Ack)
+  encoding.writeVarUint(e, seq)
+  writeRanges(e, ranges)
+  return encoding.toUint8Array(e)
+}
+
+export function writeRefused(reason: number, message: string, ranges: ClockRange[]): Uint8Array {
+  const e = encoding.createEncoder()
+  encoding.writeVarUint(e, RoomMessage.Refused)
+  encoding.writeVarUint(e, reason)
+  encoding.writeVarString(e, message)
+  writeRanges(e, ranges)
+  return encoding.toUint8Array(e)
+}
+
+export function writeCursor(seq: number): Uint8Array {
+  const e = encoding.createEncoder()
+  encoding.writeVarUint(e, RoomMessage.Cursor)
+  encoding.writeVarUint(e, seq)
+  return encoding.toUint8Array(e)
+}
+
+export const KEEPALIVE_MESSAGE = Uint8Array.of(RoomMessage.Keepalive)
+
+/** Readers take the bytes after the type varUint (y-websocket's handler already read it). */
+export const readAck = (r: StrictReader) => ({ seq: r.varUint(), ranges: readRanges(r) })
+export const readRefused = (r: StrictReader) => ({ reason: r.varUint(1 << 16), message: r.varString(1024), ranges: readRanges(r) })
+export const readCursor = (r: StrictReader) => ({ seq: r.varUint() })
+
+/** y-protocols sync sub-types. */
+export const SyncStep = { Step1: 0, Step2: 1, Update: 2 } as const
+
+/** `messageSync • step2 • varUint8Array(00 00)`: the empty step 2 that marks a provider synced. */
+export const EMPTY_SYNC_STEP2 = Uint8Array.of(RoomMessage.Sync, SyncStep.Step2, 2, 0, 0)
+
+export function writeSyncMessage(step: number, payload: Uint8Array): Uint8Array {
+  const e = encoding.createEncoder()
+  encoding.writeVarUint(e, RoomMessage.Sync)
+  encoding.writeVarUint(e, step)
+  encoding.writeVarUint8Array(e, payload)
+  return encoding.toUint8Array(e)
+}
+
+export interface RowIndexEntry extends ClockRange {
+  seq: number
+}
+
+export function writeRows(index: RowIndexEntry[], update: Uint8Array): Uint8Array {
+  const e = encoding.createEncoder()
+  encoding.writeVarUint(e, RoomMessage.Rows)
+  encoding.writeVarUint(e, index.length)
+  for (const r of index) {
+    encoding.writeVarUint(e, r.seq)
+    encoding.writeVarUint(e, r.client)
+    encoding.writeVarUint(e, r.clock)
+    encoding.writeVarUint(e, r.len)
+  }
+  encoding.writeVarUint8Array(e, update)
+  return encoding.toUint8Array(e)
+}
+
+export const readRows = (r: StrictReader) => {
+  const n = r.varUint(r.remaining)
+  const index: RowIndexEntry[] = []
+  for (let i = 0; i < n; i++) index.push({ seq: r.varUint(), client: r.varUint(0xffffffff), clock: r.varUint(), len: r.varUint() })
+  return { index, update: r.varBytes(r.remaining) }
+}

@@ -1,0 +1,263 @@
+/**
+ * The device connection: one WebSocket per device, carrying every conversation.
+ *
+ * ```
+ * frame      := uint8 PROTOCOL_VERSION • varUint type • body
+ * hello      (R→C) := varUint8Array challenge(32) • varUint maxFrameBytes • varUint maxEnvelopeBytes
+ * auth       (C→R) := varUint8Array deviceCertificate • varUint8Array challengeSignature(64)
+ * ready      (R→C) := (empty)
+ * open       (C→R) := varString room • varUint8Array admission   (empty, a genesis record, or a join proof)
+ * opened     (R→C) := varString room
+ * denied     (R→C) := varString room • varUint reason • varString message
+ * close      (C→R) := varString room
+ * room       (both) := varString room • rest: one y-websocket message (see room-messages.ts)
+ * heartbeat  (both) := (empty)
+ * notice     (R→C) := varUint reason • varString message
+ * ```
+ * Every frame is checked by `readFrame`, which never throws anything but a PetrelError and
+ * never reads past the end. Versions: a frame whose first byte is not PROTOCOL_VERSION is
+ * answered with close code `VersionMismatch` and a reason naming both versions.
+ */
+import * as decoding from 'lib0/decoding'
+import * as encoding from 'lib0/encoding'
+import { ErrorCode, PetrelError } from './errors.js'
+
+export const PROTOCOL_VERSION = 1
+
+export const FrameType = {
+  Hello: 0,
+  Auth: 1,
+  Ready: 2,
+  Open: 3,
+  Opened: 4,
+  Denied: 5,
+  Close: 6,
+  Room: 7,
+  Heartbeat: 8,
+  Notice: 9,
+} as const
+export type FrameType = (typeof FrameType)[keyof typeof FrameType]
+
+/** WebSocket close codes (4000–4999 are private use). 44xx: do not retry; 45xx: retry later. */
+export const CloseCode = {
+  Normal: 1000,
+  GoingAway: 1001,
+  /** RFC 6455: message too big (frame over the relay's limit). */
+  MessageTooBig: 1009,
+  /** Sent malformed bytes; cut off. */
+  Malformed: 4400,
+  Unauthorized: 4401,
+  VersionMismatch: 4406,
+  AuthTimeout: 4408,
+  RateLimited: 4429,
+  /** The relay is shutting down: reconnect, to another node when there is one. */
+  Restarting: 4503,
+} as const
+export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode]
+
+/** Why a room was refused or an update not stored; travels as a varUint. */
+export const Reason = {
+  NotMember: 1,
+  UnknownRoom: 2,
+  BadAdmission: 3,
+  InviteExpired: 4,
+  InviteUsedUp: 5,
+  InviteRevoked: 6,
+  TooLarge: 7,
+  ClientIdTaken: 8,
+  Malformed: 9,
+  Gap: 10,
+  TooManyRooms: 11,
+  Forbidden: 12,
+  Internal: 13,
+} as const
+export type Reason = (typeof Reason)[keyof typeof Reason]
+
+export const reasonName = (reason: number): string =>
+  (Object.entries(Reason).find(([, v]) => v === reason)?.[0] ?? `reason ${reason}`).replace(/[A-Z]/g, (c, i) =>
+    i === 0 ? c.toLowerCase() : ` ${c.toLowerCase()}`,
+  )
+
+export type Frame =
+  | { type: typeof FrameType.Hello; challenge: Uint8Array; maxFrameBytes: number; maxEnvelopeBytes: number }
+  | { type: typeof FrameType.Auth; certificate: Uint8Array; signature: Uint8Array }
+  | { type: typeof FrameType.Ready }
+  | { type: typeof FrameType.Open; room: string; admission: Uint8Array }
+  | { type: typeof FrameType.Opened; room: string }
+  | { type: typeof FrameType.Denied; room: string; reason: number; message: string }
+  | { type: typeof FrameType.Close; room: string }
+  | { type: typeof FrameType.Room; room: string; message: Uint8Array }
+  | { type: typeof FrameType.Heartbeat }
+  | { type: typeof FrameType.Notice; reason: number; message: string }
+
+const MAX_ROOM_ID = 64
+const MAX_TEXT = 1024
+
+/** Encode one frame. */
+export function writeFrame(frame: Frame): Uint8Array {
+  const e = encoding.createEncoder()
+  encoding.writeUint8(e, PROTOCOL_VERSION)
+  encoding.writeVarUint(e, frame.type)
+  switch (frame.type) {
+    case FrameType.Hello:
+      encoding.writeVarUint8Array(e, frame.challenge)
+      encoding.writeVarUint(e, frame.maxFrameBytes)
+      encoding.writeVarUint(e, frame.maxEnvelopeBytes)
+      break
+    case FrameType.Auth:
+      encoding.writeVarUint8Array(e, frame.certificate)
+      encoding.writeVarUint8Array(e, frame.signature)
+      break
+    case FrameType.Open:
+      encoding.writeVarString(e, frame.room)
+      encoding.writeVarUint8Array(e, frame.admission)
+      break
+    case FrameType.Opened:
+    case FrameType.Close:
+      encoding.writeVarString(e, frame.room)
+      break
+    case FrameType.Denied:
+      encoding.writeVarString(e, frame.room)
+      encoding.writeVarUint(e, frame.reason)
+      encoding.writeVarString(e, frame.message)
+      break
+    case FrameType.Room:
+      encoding.writeVarString(e, frame.room)
+      encoding.writeUint8Array(e, frame.message)
+      break
+    case FrameType.Notice:
+      encoding.writeVarUint(e, frame.reason)
+      encoding.writeVarString(e, frame.message)
+      break
+    case FrameType.Ready:
+    case FrameType.Heartbeat:
+      break
+  }
+  return encoding.toUint8Array(e)
+}
+
+/** Encode a room frame around an already-encoded y-websocket message, without copying twice. */
+export function writeRoomFrame(room: string, message: Uint8Array): Uint8Array {
+  return writeFrame({ type: FrameType.Room, room, message })
+}
+
+/**
+ * A bounds-checked reader over untrusted bytes. lib0's decoder trusts its input (it returns
+ * undefined past the end, accepts overlong varUints); these helpers do not.
+ */
+export class StrictReader {
+  pos = 0
+  constructor(readonly bytes: Uint8Array) {}
+  get remaining(): number {
+    return this.bytes.length - this.pos
+  }
+  uint8(): number {
+    if (this.pos >= this.bytes.length) throw malformed('unexpected end of frame')
+    return this.bytes[this.pos++]!
+  }
+  varUint(max = Number.MAX_SAFE_INTEGER): number {
+    let value = 0
+    let mult = 1
+    for (let i = 0; i < 8; i++) {
+      const b = this.uint8()
+      value += (b & 0x7f) * mult
+      if (b < 0x80) {
+        if (b === 0 && i > 0) throw malformed('overlong varUint')
+        if (value > max) throw malformed(`value ${value} over limit ${max}`)
+        return value
+      }
+      mult *= 128
+    }
+    throw malformed('varUint longer than 8 bytes')
+  }
+  bytesOf(len: number): Uint8Array {
+    if (len > this.remaining) throw malformed('length past end of frame')
+    const out = this.bytes.subarray(this.pos, this.pos + len)
+    this.pos += len
+    return out
+  }
+  varBytes(max: number): Uint8Array {
+    return this.bytesOf(this.varUint(max))
+  }
+  varString(maxBytes: number): string {
+    const raw = this.varBytes(maxBytes)
+    try {
+      return utf8.decode(raw)
+    } catch {
+      throw malformed('invalid UTF-8')
+    }
+  }
+  rest(): Uint8Array {
+    return this.bytesOf(this.remaining)
+  }
+  end(): void {
+    if (this.remaining !== 0) throw malformed('trailing bytes')
+  }
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true })
+
+const malformed = (message: string) => new PetrelError(ErrorCode.Malformed, message)
+
+/** Decode one frame; throws PetrelError (`malformed` or `version_mismatch`) on anything else. */
+export function readFrame(bytes: Uint8Array): Frame {
+  const r = new StrictReader(bytes)
+  const version = r.uint8()
+  if (version !== PROTOCOL_VERSION) {
+    throw new PetrelError(
+      ErrorCode.VersionMismatch,
+      `protocol version ${version} is not supported (this side speaks ${PROTOCOL_VERSION})`,
+    )
+  }
+  const type = r.varUint(255)
+  let frame: Frame
+  switch (type) {
+    case FrameType.Hello:
+      frame = { type, challenge: r.varBytes(64), maxFrameBytes: r.varUint(), maxEnvelopeBytes: r.varUint() }
+      break
+    case FrameType.Auth:
+      frame = { type, certificate: r.varBytes(4096), signature: r.varBytes(64) }
+      break
+    case FrameType.Ready:
+    case FrameType.Heartbeat:
+      frame = { type }
+      break
+    case FrameType.Open:
+      frame = { type, room: readRoomId(r), admission: r.varBytes(64 * 1024) }
+      break
+    case FrameType.Opened:
+    case FrameType.Close:
+      frame = { type, room: readRoomId(r) }
+      break
+    case FrameType.Denied:
+      frame = { type, room: readRoomId(r), reason: r.varUint(1 << 16), message: r.varString(MAX_TEXT) }
+      break
+    case FrameType.Room: {
+      const room = readRoomId(r)
+      const message = r.rest()
+      if (message.length === 0) throw malformed('empty room message')
+      return { type, room, message }
+    }
+    case FrameType.Notice:
+      frame = { type, reason: r.varUint(1 << 16), message: r.varString(MAX_TEXT) }
+      break
+    default:
+      throw malformed(`unknown frame type ${type}`)
+  }
+  r.end()
+  return frame
+}
+
+const ROOM_ID = /^[A-Za-z0-9_-]{16,64}$/
+
+function readRoomId(r: StrictReader): string {
+  const room = r.varString(MAX_ROOM_ID)
+  if (!ROOM_ID.test(room)) throw malformed('bad room id')
+  return room
+}
+
+/** Room ids are base64url strings of 16–64 characters. */
+export const isRoomId = (s: string): boolean => ROOM_ID.test(s)
+
+/** Re-export so both sides build y-websocket messages with the same lib0 version. */
+export { decoding, encoding }

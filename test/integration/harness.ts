@@ -1,0 +1,78 @@
+/** Real relays on port 0 and real clients on temp storage, for integration tests. */
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { type ClientOptions, createClient, type Conversation, type Message, type PetrelError } from '../../src/client/index.js'
+import { createRelay, type Relay, type RelayOptions } from '../../src/relay/index.js'
+
+export type Client = Awaited<ReturnType<typeof createClient>>
+
+export class World {
+  readonly dir = mkdtempSync(join(tmpdir(), 'petrel-test-'))
+  readonly clients: Client[] = []
+  readonly relays: Relay[] = []
+  readonly errors = new Map<Client, PetrelError[]>()
+  readonly logLines: string[] = []
+  port = 0
+
+  get dbPath(): string {
+    return join(this.dir, 'relay.db')
+  }
+
+  async relay(options: RelayOptions = {}): Promise<Relay> {
+    const relay = await createRelay({
+      port: this.port,
+      database: this.dbPath,
+      logLevel: 'debug',
+      logWrite: (line) => this.logLines.push(line),
+      ...options,
+    })
+    // Restarts reuse the port so clients find the relay again.
+    this.port = relay.port
+    this.relays.push(relay)
+    return relay
+  }
+
+  get url(): string {
+    return `ws://127.0.0.1:${this.port}`
+  }
+
+  async client(name: string, options: Partial<ClientOptions> = {}): Promise<Client> {
+    const client = await createClient({ relay: this.url, name, storage: join(this.dir, `${name}.db`), ...options })
+    this.clients.push(client)
+    const errors: PetrelError[] = []
+    this.errors.set(client, errors)
+    client.on('error', (err) => errors.push(err))
+    return client
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled(this.clients.map((c) => c.close()))
+    await Promise.allSettled(this.relays.map((r) => r.close()))
+    rmSync(this.dir, { recursive: true, force: true })
+  }
+}
+
+/** Poll until `fn` returns truthy (events drive the engine; this only observes). */
+export async function until<T>(fn: () => T | Promise<T>, timeoutMs = 10_000, what = 'condition'): Promise<NonNullable<T>> {
+  const start = Date.now()
+  for (;;) {
+    const v = await fn()
+    if (v) return v as NonNullable<T>
+    if (Date.now() - start > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 10))
+  }
+}
+
+export const texts = (conv: Conversation): string[] => conv.messages().map((m: Message) => m.text)
+
+/** Alice creates a conversation and Bob joins it; both online. */
+export async function pair(world: World, a = 'alice', b = 'bob') {
+  const alice = await world.client(a)
+  const bob = await world.client(b)
+  await until(() => alice.connection === 'online' && bob.connection === 'online', 10_000, 'clients online')
+  const aliceConv = await alice.createConversation({ title: 'Trip' })
+  const invite = await aliceConv.invite()
+  const bobConv = await bob.join(invite)
+  return { alice, bob, aliceConv, bobConv, invite }
+}
