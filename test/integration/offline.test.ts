@@ -1,0 +1,101 @@
+import { afterEach, describe, expect, it } from 'vitest'
+import { pair, texts, until, World } from './harness.js'
+
+let world: World
+afterEach(async () => {
+  await world?.close()
+})
+
+describe('offline send', () => {
+  it('keeps messages pending across a reload and sends them in order when the relay returns', async () => {
+    world = new World()
+    const relay = await world.relay()
+    const { alice, aliceConv, bobConv } = await pair(world)
+    const convId = aliceConv.id
+    await relay.close()
+    await until(() => alice.connection !== 'online', 5000, 'alice notices the relay is gone')
+
+    const sent = []
+    for (const text of ['one', 'two', 'three']) sent.push(await aliceConv.send(text))
+    expect(sent.map((m) => m.status)).toEqual(['pending', 'pending', 'pending'])
+    expect(texts(aliceConv).slice(-3)).toEqual(['one', 'two', 'three'])
+
+    // A reload: the client is closed and re-created on the same storage.
+    await alice.close()
+    const alice2 = await world.client('alice')
+    const conv2 = (await alice2.conversations()).find((c) => c.id === convId)!
+    expect(conv2.messages().slice(-3).map((m) => [m.text, m.status])).toEqual([
+      ['one', 'pending'],
+      ['two', 'pending'],
+      ['three', 'pending'],
+    ])
+
+    await world.relay()
+    await until(() => conv2.messages().every((m) => m.status === 'sent'), 10_000, 'all sent')
+    await until(() => texts(bobConv).length === 3, 10_000, 'bob has them')
+    expect(texts(bobConv)).toEqual(['one', 'two', 'three'])
+  })
+})
+
+describe('offline recipient', () => {
+  for (const restart of [false, true]) {
+    it(`gets all 100 messages once each, in order${restart ? ', across a relay restart' : ''}`, async () => {
+      world = new World()
+      await world.relay()
+      const { bob, aliceConv, bobConv } = await pair(world)
+      const convId = bobConv.id
+      await bob.close()
+      for (let i = 0; i < 100; i++) await aliceConv.send(`m${i}`)
+      await until(() => aliceConv.messages().every((m) => m.status === 'sent'), 10_000, 'all sent')
+      if (restart) {
+        await world.relays.at(-1)!.close()
+        await world.relay()
+      }
+      const bob2 = await world.client('bob')
+      const conv = (await bob2.conversations()).find((c) => c.id === convId)!
+      await until(() => texts(conv).length === 100, 10_000, 'bob has 100')
+      expect(texts(conv)).toEqual(Array.from({ length: 100 }, (_, i) => `m${i}`))
+      expect(new Set(conv.messages().map((m) => m.id)).size).toBe(100)
+    })
+  }
+})
+
+describe('concurrent offline writers', () => {
+  it('converge to the identical list', async () => {
+    world = new World()
+    await world.relay()
+    const { alice, bob, aliceConv, bobConv } = await pair(world)
+    alice.disconnect()
+    bob.disconnect()
+    await until(() => alice.connection === 'offline' && bob.connection === 'offline', 5000, 'both offline')
+    for (let i = 0; i < 20; i++) {
+      await aliceConv.send(`a${i}`)
+      await bobConv.send(`b${i}`)
+    }
+    alice.connect()
+    bob.connect()
+    await until(() => texts(aliceConv).length === 40 && texts(bobConv).length === 40, 10_000, 'both have 40')
+    expect(texts(aliceConv)).toEqual(texts(bobConv))
+    // Each author's messages keep their send order.
+    expect(texts(aliceConv).filter((t) => t.startsWith('a'))).toEqual(Array.from({ length: 20 }, (_, i) => `a${i}`))
+    expect(texts(aliceConv).filter((t) => t.startsWith('b'))).toEqual(Array.from({ length: 20 }, (_, i) => `b${i}`))
+  })
+})
+
+describe('a big outbox', () => {
+  it('uploads 10,000 offline messages within the frame limit and they reach bob', async () => {
+    world = new World()
+    const relay = await world.relay()
+    const { alice, aliceConv, bobConv } = await pair(world)
+    alice.disconnect()
+    await until(() => alice.connection === 'offline', 5000, 'offline')
+    const sends = []
+    for (let i = 0; i < 10_000; i++) sends.push(aliceConv.send(`message number ${i} with some padding to make it realistic`))
+    await Promise.all(sends)
+    alice.connect()
+    await until(() => texts(bobConv).length === 10_000, 60_000, 'bob has 10,000')
+    await until(() => aliceConv.messages().every((m) => m.status === 'sent'), 30_000, 'all sent')
+    expect(texts(bobConv)[9_999]).toBe('message number 9999 with some padding to make it realistic')
+    expect(relay.metrics.rejectedCount()).toBe(0)
+  }, 120_000)
+})
