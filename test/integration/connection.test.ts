@@ -1,0 +1,196 @@
+import { afterEach, describe, expect, it } from 'vitest'
+import { WebSocket } from 'ws'
+import { createClient } from '../../src/client/index.js'
+import { SignatureDomain, signWithDomain } from '../../src/shared/crypto/index.js'
+import { certificatePayload, encodeCertificate } from '../../src/shared/records.js'
+import { RoomMessage } from '../../src/shared/room-messages.js'
+import { CloseCode, type Frame, FrameType, PROTOCOL_VERSION, readFrame, writeFrame } from '../../src/shared/wire.js'
+import { generateAgreementKeyPair, generateSigningKeyPair } from '../../src/shared/crypto/index.js'
+import { pair, texts, until, World } from './harness.js'
+
+let world: World
+afterEach(async () => {
+  await world?.close()
+})
+
+const timeouts = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length
+
+describe('one socket per device', () => {
+  it('carries 50 conversations on one WebSocket, with no per-conversation timers or listener warnings', async () => {
+    world = new World()
+    const relay = await world.relay()
+    const warnings: Error[] = []
+    const onWarning = (w: Error) => warnings.push(w)
+    process.on('warning', onWarning)
+    try {
+      const { alice, bob } = await pair(world)
+      const timersBefore = timeouts()
+      const convs = []
+      for (let i = 0; i < 50; i++) {
+        const conv = await alice.createConversation({ title: `c${i}` })
+        convs.push([conv, await bob.join(await conv.invite())] as const)
+      }
+      for (const [a, b] of convs) await a.send(`hello ${a.title}`).then(() => until(() => texts(b).length === 1))
+      expect(relay.metrics.connections).toBe(2)
+      // 2 clients × 50 conversations: no timers per conversation (a handful of slack for in-flight work).
+      expect(timeouts() - timersBefore).toBeLessThan(10)
+      await new Promise((r) => setTimeout(r, 50))
+      expect(warnings.map(String)).toEqual([])
+    } finally {
+      process.off('warning', onWarning)
+    }
+  })
+})
+
+describe('no path around the relay', () => {
+  it('exchanges nothing between two clients of one process while the relay is down', async () => {
+    world = new World()
+    const relay = await world.relay()
+    const { aliceConv, bobConv } = await pair(world)
+    await relay.close()
+    await aliceConv.send('only via relay')
+    await new Promise((r) => setTimeout(r, 500))
+    expect(texts(bobConv)).not.toContain('only via relay')
+  })
+})
+
+/** A raw device connection speaking the wire protocol, for access tests. */
+async function rawDevice(url: string) {
+  const user = generateSigningKeyPair()
+  const device = generateSigningKeyPair()
+  const payload = certificatePayload(user.publicKey, device.publicKey, generateAgreementKeyPair().publicKey, Date.now())
+  const cert = encodeCertificate(payload, await signWithDomain(SignatureDomain.DeviceCertificate, user.secretKey, payload))
+  const ws = new WebSocket(url)
+  ws.binaryType = 'nodebuffer'
+  const frames: Frame[] = []
+  let closed: { code: number; reason: string } | undefined
+  ws.on('message', (data: Buffer) => frames.push(readFrame(new Uint8Array(data))))
+  ws.on('close', (code, reason) => {
+    closed = { code, reason: reason.toString() }
+  })
+  await until(() => frames.some((f) => f.type === FrameType.Hello))
+  const hello = frames.find((f) => f.type === FrameType.Hello)!
+  if (hello.type !== FrameType.Hello) throw new Error()
+  ws.send(
+    writeFrame({
+      type: FrameType.Auth,
+      certificate: cert,
+      signature: await signWithDomain(SignatureDomain.ConnectChallenge, device.secretKey, hello.challenge),
+    }),
+  )
+  await until(() => frames.some((f) => f.type === FrameType.Ready))
+  return { ws, frames, closed: () => closed }
+}
+
+describe('access control', () => {
+  it('refuses a device without the invite: no entry, no reading, no writing', async () => {
+    world = new World()
+    const relay = await world.relay()
+    const { aliceConv, bobConv } = await pair(world)
+    await aliceConv.send('members only')
+    const eve = await rawDevice(world.url)
+    eve.ws.send(writeFrame({ type: FrameType.Open, room: aliceConv.id, admission: new Uint8Array(0) }))
+    await until(() => eve.frames.some((f) => f.type === FrameType.Denied))
+    // Writing into the room anyway: dropped and counted, nothing is stored or forwarded.
+    eve.ws.send(writeFrame({ type: FrameType.Room, room: aliceConv.id, message: Uint8Array.of(RoomMessage.Sync, 0, 1, 0) }))
+    await until(() => relay.metrics.rejectedCount('room not open') >= 1)
+    expect(eve.frames.filter((f) => f.type === FrameType.Room)).toEqual([])
+    await aliceConv.send('still private')
+    await until(() => texts(bobConv).includes('still private'))
+    expect(eve.frames.filter((f) => f.type === FrameType.Room)).toEqual([])
+    eve.ws.close()
+  })
+
+  it('refuses an invite forged by a non-admin', async () => {
+    world = new World()
+    await world.relay()
+    const { bob, bobConv } = await pair(world)
+    // Bob is a member but not an admin: his invite is refused by the relay and by clients.
+    await expect(bobConv.invite()).rejects.toMatchObject({ code: 'refused' })
+    void bob
+  })
+
+  it('refuses an unauthenticated connection after the deadline, and a bad signature at once', async () => {
+    world = new World()
+    await world.relay({ limits: { authTimeoutMs: 200 } })
+    const ws = new WebSocket(world.url)
+    const code = await new Promise<number>((resolve) => ws.on('close', (c) => resolve(c)))
+    expect(code).toBe(CloseCode.AuthTimeout)
+    const ws2 = new WebSocket(world.url)
+    ws2.on('message', () => ws2.send(writeFrame({ type: FrameType.Auth, certificate: new Uint8Array(10), signature: new Uint8Array(64) })))
+    const code2 = await new Promise<number>((resolve) => ws2.on('close', (c) => resolve(c)))
+    expect(code2).toBe(CloseCode.Malformed)
+  })
+
+  it('closes a connection speaking another protocol version with a named close code', async () => {
+    world = new World()
+    await world.relay()
+    const ws = new WebSocket(world.url)
+    ws.on('message', () => ws.send(Uint8Array.of(PROTOCOL_VERSION + 1, FrameType.Heartbeat)))
+    const [code, reason] = await new Promise<[number, string]>((resolve) => ws.on('close', (c, r) => resolve([c, r.toString()])))
+    expect(code).toBe(CloseCode.VersionMismatch)
+    expect(reason).toMatch(/version 2/)
+  })
+
+  it('closes an oversized frame with 1009 and cuts off a malformed one', async () => {
+    world = new World()
+    const relay = await world.relay({ limits: { maxFrameBytes: 4096 } })
+    const big = await rawDevice(world.url)
+    big.ws.send(new Uint8Array(10_000))
+    await until(() => big.closed())
+    expect(big.closed()!.code).toBe(CloseCode.MessageTooBig)
+    const bad = await rawDevice(world.url)
+    bad.ws.send(Uint8Array.of(PROTOCOL_VERSION, 99, 1, 2, 3))
+    await until(() => bad.closed())
+    expect(bad.closed()!.code).toBe(CloseCode.Malformed)
+    expect(relay.metrics.rejectedCount('malformed frame')).toBe(1)
+  })
+})
+
+describe('connectivity', () => {
+  it('reconnects by itself after the relay drops, and reports each state truthfully', async () => {
+    world = new World()
+    const relay = await world.relay()
+    const alice = await world.client('alice')
+    const states: string[] = []
+    alice.on('connection', (s) => states.push(s))
+    await until(() => alice.connection === 'online')
+    await relay.close()
+    await until(() => alice.connection === 'connecting')
+    await new Promise((r) => setTimeout(r, 300))
+    expect(alice.connection).toBe('connecting')
+    await world.relay()
+    await until(() => alice.connection === 'online', 10_000)
+    expect(states).toEqual(['online', 'connecting', 'online'])
+  })
+
+  it('closes its socket on the browser offline event and reconnects at once on online', async () => {
+    world = new World()
+    await world.relay()
+    // A browser's window events, faked for Node (the browser is the outside world here).
+    const target = new EventTarget()
+    const g = globalThis as unknown as Record<string, unknown>
+    const saved = { add: g.addEventListener, remove: g.removeEventListener, nav: Object.getOwnPropertyDescriptor(globalThis, 'navigator') }
+    g.addEventListener = target.addEventListener.bind(target)
+    g.removeEventListener = target.removeEventListener.bind(target)
+    Object.defineProperty(globalThis, 'navigator', { value: { onLine: true }, configurable: true })
+    try {
+      const alice = await createClient({ relay: world.url, storage: `${world.dir}/alice.db` })
+      world.clients.push(alice)
+      await until(() => alice.connection === 'online')
+      target.dispatchEvent(new Event('offline'))
+      expect(alice.connection).toBe('offline')
+      await new Promise((r) => setTimeout(r, 500))
+      expect(alice.connection).toBe('offline')
+      const t0 = Date.now()
+      target.dispatchEvent(new Event('online'))
+      await until(() => alice.connection === 'online')
+      expect(Date.now() - t0).toBeLessThan(500)
+    } finally {
+      g.addEventListener = saved.add
+      g.removeEventListener = saved.remove
+      if (saved.nav) Object.defineProperty(globalThis, 'navigator', saved.nav)
+      else delete g.navigator
+    }
+  })
+})
