@@ -37,6 +37,7 @@ import type { Identity } from './identity.js'
 import { encodeInviteToken } from './invite-token.js'
 import { checkInnerUpdate, INNER_MESSAGES, INNER_META, INNER_PROFILES } from './inner-guard.js'
 import type { Batch, DeviceStore } from './storage/device-store.js'
+import { tombstoneUpdate } from './tombstone.js'
 import { VirtualSocket } from './virtual-socket.js'
 
 /** A message as the app sees it. */
@@ -556,6 +557,7 @@ export class Conversation {
 
   private onRefused(msg: { reason: number; message: string; ranges: Array<{ client: number; clock: number; len: number }> }): void {
     const puts: Array<[string, Uint8Array]> = []
+    const tombstones = new Set<string>()
     for (const range of msg.ranges)
       for (let i = 0; i < range.len; i++)
         for (const msgId of this.envelopeMessages.get(envelopeKey(range.client, range.clock + i)) ?? []) {
@@ -563,8 +565,14 @@ export class Conversation {
           if (!state) continue
           state.failure = `${reasonName(msg.reason)}: ${msg.message}`
           puts.push([keyOf.own(this.id, msgId), encodeOwn(state)])
+          tombstones.add(state.envelopeKey)
         }
     this.ctx.reportError(new PetrelError(ErrorCode.Refused, `relay refused: ${reasonName(msg.reason)}: ${msg.message}`, { conversationId: this.id }))
+    // Refused for good: fill the gap at receivers so this device's later messages still flow.
+    for (const key of tombstones) {
+      const update = this.originalUpdate(key)
+      if (update) void this.queueSeal(tombstoneUpdate(update), []).catch((err) => this.report(err, 'could not send a tombstone'))
+    }
     if (puts.length === 0) return
     this.changed()
     const job = this.incoming.then(() => this.ctx.store.commit({ put: puts }))
@@ -690,17 +698,37 @@ export class Conversation {
 
   // ---------------------------------------------------------------- failed messages
 
-  /** Send a failed message again (new envelope, same message). */
+  /**
+   * Send a failed message again: its original inner change is re-sealed in a fresh envelope
+   * (receivers de-duplicate it), and the conversation reconnects if the relay had refused it.
+   */
   async retry(id: string): Promise<void> {
     const state = this.own.get(id)
-    const value = this.doc.getMap<StoredMessage>(INNER_MESSAGES).get(id)
-    if (!state || !value) throw new PetrelError(ErrorCode.NotFound, `no message ${id} of mine`, { conversationId: this.id })
+    if (!state) throw new PetrelError(ErrorCode.NotFound, `no message ${id} of mine`, { conversationId: this.id })
     if (!state.failure) throw new PetrelError(ErrorCode.InvalidArgument, `message ${id} has not failed`, { conversationId: this.id })
+    if (state.failure.startsWith('too large')) {
+      // Its content never left the device and receivers hold a tombstone: send it anew.
+      const text = this.message(id)?.text ?? ''
+      await this.discard(id)
+      await this.send(text)
+      return
+    }
+    const update = this.originalUpdate(state.envelopeKey)
+    if (!update) throw new PetrelError(ErrorCode.NotFound, `the envelope of ${id} is gone`, { conversationId: this.id })
     state.failure = ''
     this.deniedReason = undefined
-    // The message's inner content is re-sealed in a fresh envelope: receivers de-duplicate it.
-    await this.queueSeal(Y.encodeStateAsUpdate(this.doc), [id])
+    this.changed()
+    await this.queueSeal(update, [id])
     if (this.provider && !this.provider.shouldConnect) this.provider.connect()
+  }
+
+  /** The inner update inside one of our own envelopes. */
+  private originalUpdate(envelopeKey: string): Uint8Array | undefined {
+    const sealed = this.outer.getMap<Uint8Array>(OUTER_LOG).get(envelopeKey)
+    if (!(sealed instanceof Uint8Array)) return undefined
+    const header = readEnvelope(sealed)
+    const key = this.record.keys.get(header.epoch)
+    return key ? decryptEnvelope(this.id, header, key) : undefined
   }
 
   /** Drop a failed message from this device. */

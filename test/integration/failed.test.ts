@@ -1,0 +1,43 @@
+import { afterEach, describe, expect, it } from 'vitest'
+import { pair, texts, until, World } from './harness.js'
+
+let world: World
+afterEach(async () => {
+  await world?.close()
+})
+
+describe('a message the relay refuses for good', () => {
+  it('turns failed with the reason, does not block later messages, and can be retried or discarded', async () => {
+    world = new World()
+    const relay = await world.relay()
+    const { alice, aliceConv, bobConv } = await pair(world)
+    // Written offline against the relay's old limit; the restarted relay accepts less.
+    await relay.close()
+    const big = await aliceConv.send('x'.repeat(8000))
+    const small = await aliceConv.send('small one')
+    await world.relay({ limits: { maxEnvelopeBytes: 4096 } })
+    await until(() => aliceConv.message(big.id)?.status === 'failed', 10_000, 'big fails')
+    expect(aliceConv.message(big.id)!.error).toMatch(/too large/)
+    expect(world.errors.get(alice)!.some((e) => e.code === 'refused')).toBe(true)
+    await until(() => aliceConv.message(small.id)?.status === 'sent')
+    // The tombstone fills the gap: later messages reach Bob, the failed one does not.
+    await aliceConv.send('after the failure')
+    await until(() => texts(bobConv).includes('after the failure'), 5000, 'later message flows')
+    expect(texts(bobConv)).toEqual(['small one', 'after the failure'])
+
+    await aliceConv.discard(big.id)
+    expect(aliceConv.message(big.id)).toBeUndefined()
+    await expect(aliceConv.retry(small.id)).rejects.toMatchObject({ code: 'invalid_argument' })
+    await expect(aliceConv.discard('nope')).rejects.toMatchObject({ code: 'not_found' })
+    await bobConv.send('bob still fine')
+    await until(() => texts(aliceConv).includes('bob still fine'))
+  })
+
+  it('refuses a message over the relay’s advertised limit at send time, with nothing written', async () => {
+    world = new World()
+    await world.relay({ limits: { maxEnvelopeBytes: 4096 } })
+    const { aliceConv } = await pair(world)
+    await expect(aliceConv.send('y'.repeat(5000))).rejects.toMatchObject({ code: 'too_large' })
+    expect(texts(aliceConv)).toEqual([])
+  })
+})
