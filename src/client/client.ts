@@ -45,6 +45,8 @@ export interface ClientOptions {
   storage?: string | DeviceStore
   /** WebSocket constructor; default globalThis.WebSocket, else the `ws` package on Node. */
   WebSocket?: unknown
+  /** false: send no read receipts and see none from others (default true). */
+  readReceipts?: boolean
 }
 
 interface ClientEvents extends ConnectionEvents {}
@@ -61,6 +63,7 @@ export class PetrelClient {
     WS: WebSocketCtor,
     urls: string[],
     private readonly name: string | undefined,
+    private readonly readReceipts: boolean,
   ) {
     this.link = new DeviceConnection(urls, identity, WS, this.events)
   }
@@ -72,7 +75,7 @@ export class PetrelClient {
     const WS = (options.WebSocket ?? (globalThis as { WebSocket?: unknown }).WebSocket ?? (await import('ws')).WebSocket) as WebSocketCtor
     const store = await openDeviceStore({ storage: options.storage, storageKey: options.storageKey })
     const identity = await loadOrCreateIdentity(store)
-    const client = new PetrelClient(identity, store, WS, urls, options.name)
+    const client = new PetrelClient(identity, store, WS, urls, options.name, options.readReceipts !== false)
     for (const [key, value] of await store.list('conv:')) {
       const id = key.slice('conv:'.length)
       client.convs.set(id, await Conversation.open(client.context(), id, decodeConversationRecord(value)))
@@ -105,6 +108,7 @@ export class PetrelClient {
       store: this.store,
       connection: this.link,
       signRecord: (kind, body) => this.signRecord(kind, body),
+      readReceipts: this.readReceipts,
       name: this.name,
       reportError: (err) => this.events.emit('error', err),
     }

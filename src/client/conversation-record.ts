@@ -6,10 +6,14 @@
  * conv:{id}        := uint8 1 • varUint createdAt • varUint8Array admission • varUint nKeys • { varUint epoch • varUint8Array key }
  * own:{id}:{msgId} := uint8 1 • varString envelopeKey • varUint seq (0: not acknowledged) • varString failure ('' if none)
  * bind:{id}        := uint8 1 • varUint n • { varUint innerClient • varString deviceId }
- * cursor:{id}      := uint8 1 • varUint seq
+ * cursor:{id}      := uint8 1 • varUint seq             (stored up to)
+ * read:{id}        := uint8 1 • varUint seq             (displayed up to)
+ * mseq:{id}:{msgId} := uint8 1 • varUint seq            (row that brought a received message)
+ * rcpt:{id}        := uint8 1 • varUint n • { varString device • varUint stored • varUint read • varUint storedAt • varUint readAt }
  * ```
  */
 import * as encoding from 'lib0/encoding'
+import type { ReceiptEntry } from '../shared/room-messages.js'
 import { StrictReader } from '../shared/wire.js'
 
 export interface ConversationRecord {
@@ -30,6 +34,10 @@ export const keyOf = {
   ownPrefix: (id: string) => `own:${id}:`,
   bindings: (id: string) => `bind:${id}`,
   cursor: (id: string) => `cursor:${id}`,
+  readCursor: (id: string) => `read:${id}`,
+  receipts: (id: string) => `rcpt:${id}`,
+  messageSeq: (id: string, msgId: string) => `mseq:${id}:${msgId}`,
+  messageSeqPrefix: (id: string) => `mseq:${id}:`,
 }
 
 export function encodeConversationRecord(r: ConversationRecord): Uint8Array {
@@ -102,4 +110,27 @@ export function decodeCursor(bytes: Uint8Array): number {
   const r = new StrictReader(bytes)
   r.uint8()
   return r.varUint()
+}
+
+export function encodeReceipts(entries: ReceiptEntry[]): Uint8Array {
+  const e = encoding.createEncoder()
+  encoding.writeUint8(e, 1)
+  encoding.writeVarUint(e, entries.length)
+  for (const r of entries) {
+    encoding.writeVarString(e, r.device)
+    encoding.writeVarUint(e, r.stored)
+    encoding.writeVarUint(e, r.read)
+    encoding.writeVarUint(e, r.storedAt)
+    encoding.writeVarUint(e, r.readAt)
+  }
+  return encoding.toUint8Array(e)
+}
+
+export function decodeReceipts(bytes: Uint8Array): ReceiptEntry[] {
+  const r = new StrictReader(bytes)
+  r.uint8()
+  const n = r.varUint(1 << 20)
+  const out: ReceiptEntry[] = []
+  for (let i = 0; i < n; i++) out.push({ device: r.varString(64), stored: r.varUint(), read: r.varUint(), storedAt: r.varUint(), readAt: r.varUint() })
+  return out
 }

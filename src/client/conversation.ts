@@ -18,7 +18,17 @@ import { ErrorCode, PetrelError } from '../shared/errors.js'
 import { applyRecord, emptyMembership, type MembershipState } from '../shared/membership.js'
 import { envelopeKey, OUTER_LOG, OUTER_RECORDS } from '../shared/outer-keys.js'
 import { encodeInviteBody, readRecord, RecordKind } from '../shared/records.js'
-import { readAck, readCursor, readRefused, readRows, RoomMessage, type RowIndexEntry } from '../shared/room-messages.js'
+import {
+  type ReceiptEntry,
+  readAck,
+  readCursor,
+  readReceipts,
+  readRefused,
+  readRows,
+  RoomMessage,
+  type RowIndexEntry,
+  writeDeviceAck,
+} from '../shared/room-messages.js'
 import { Reason, reasonName, StrictReader } from '../shared/wire.js'
 import { parseUpdate } from '../shared/yjs-v1.js'
 import type { DeviceConnection } from './connection.js'
@@ -27,9 +37,11 @@ import {
   decodeBindings,
   decodeCursor,
   decodeOwn,
+  decodeReceipts,
   encodeBindings,
   encodeCursor,
   encodeOwn,
+  encodeReceipts,
   keyOf,
   type OwnMessageState,
 } from './conversation-record.js'
@@ -37,6 +49,8 @@ import type { Identity } from './identity.js'
 import { encodeInviteToken } from './invite-token.js'
 import { checkInnerUpdate, INNER_MESSAGES, INNER_META, INNER_PROFILES } from './inner-guard.js'
 import type { Batch, DeviceStore } from './storage/device-store.js'
+import { Presence } from './presence.js'
+import { type MemberReceipt, ReceiptBook } from './receipts.js'
 import { tombstoneUpdate } from './tombstone.js'
 import { VirtualSocket } from './virtual-socket.js'
 
@@ -62,6 +76,8 @@ export interface ClientContext {
   reportError(err: PetrelError): void
   /** Sign a genesis or invite record as this device. */
   signRecord(kind: RecordKind, body: Uint8Array): Promise<Uint8Array>
+  /** false: this device sends no read acks and sees none (WhatsApp's privacy setting). */
+  readReceipts: boolean
 }
 
 export interface InviteOptions {
@@ -99,6 +115,13 @@ export class Conversation {
   private readonly own = new Map<string, OwnMessageState>()
   private readonly envelopeMessages = new Map<string, string[]>()
   private cursor = 0
+  /** Highest seq this device has displayed (markRead). */
+  private readCursor = 0
+  /** seq of the envelope that brought each received message (for unread counts). */
+  private readonly messageSeq = new Map<string, number>()
+  private readonly receiptBook = new ReceiptBook()
+  private presence: Presence | undefined
+  private ackScheduled = false
   private hlc = 0
   private counter = 0
   private outgoing: Promise<void> = Promise.resolve()
@@ -141,12 +164,15 @@ export class Conversation {
 
   private async load(): Promise<void> {
     const { store } = this.ctx
-    const [outerRows, innerRows, ownRows, bindings, cursor] = await Promise.all([
+    const [outerRows, innerRows, ownRows, bindings, cursor, readCursor, receipts, seqs] = await Promise.all([
       store.loadLog(this.id, 'outer'),
       store.loadLog(this.id, 'inner'),
       store.list(keyOf.ownPrefix(this.id)),
       store.get(keyOf.bindings(this.id)),
       store.get(keyOf.cursor(this.id)),
+      store.get(keyOf.readCursor(this.id)),
+      store.get(keyOf.receipts(this.id)),
+      store.list(keyOf.messageSeqPrefix(this.id)),
     ])
     const compact: Batch = { compact: [] }
     for (const [doc, rows, name] of [
@@ -169,6 +195,10 @@ export class Conversation {
     }
     if (bindings) this.bindings = decodeBindings(bindings)
     if (cursor) this.cursor = decodeCursor(cursor)
+    if (readCursor) this.readCursor = decodeCursor(readCursor)
+    if (receipts) this.receiptBook.merge(decodeReceipts(receipts))
+    const seqPrefix = keyOf.messageSeqPrefix(this.id).length
+    for (const [key, value] of seqs) this.messageSeq.set(key.slice(seqPrefix), decodeCursor(value))
     await this.foldRecords()
     for (const v of this.doc.getMap<StoredMessage>(INNER_MESSAGES).values()) if (v && v.h > this.hlc) this.hlc = v.h
     this.doc.on('update', (update: Uint8Array, origin: unknown) => this.onInnerUpdate(update, origin))
@@ -203,6 +233,15 @@ export class Conversation {
     clearInterval(p._checkInterval)
     clearInterval((provider.awareness as unknown as { _checkInterval: ReturnType<typeof setInterval> })._checkInterval)
     provider.awareness.setLocalState(null)
+    this.presence = new Presence(
+      provider.awareness,
+      this.id,
+      this.ctx.identity.userId,
+      (epoch) => this.record.keys.get(epoch),
+      () => this.epoch,
+      () => this.changed(),
+      (userId) => this.membership.members.has(userId),
+    )
     if (typeof process !== 'undefined' && typeof process.off === 'function') process.off('exit', p._exitHandler)
     const guard =
       (fn: (r: StrictReader) => void) =>
@@ -217,9 +256,12 @@ export class Conversation {
     provider.messageHandlers[RoomMessage.Ack] = guard((r) => this.onAck(readAck(r)))
     provider.messageHandlers[RoomMessage.Refused] = guard((r) => this.onRefused(readRefused(r)))
     provider.messageHandlers[RoomMessage.Cursor] = guard((r) => this.onCursor(readCursor(r).seq))
+    provider.messageHandlers[RoomMessage.Receipts] = guard((r) => this.onReceipts(readReceipts(r)))
     provider.messageHandlers[RoomMessage.Keepalive] = () => {}
     provider.on('sync', (synced: boolean) => {
-      if (synced) this.settleSyncWaiters()
+      if (!synced) return
+      this.settleSyncWaiters()
+      this.scheduleAck()
     })
     this.provider = provider
   }
@@ -393,11 +435,12 @@ export class Conversation {
     rec.observe(observer)
     let applied: Uint8Array | undefined
     const capture = (update: Uint8Array, origin: unknown) => {
-      if (origin === ORIGIN_REMOTE) applied = update
+      if (origin === this.provider) applied = update
     }
     this.outer.on('update', capture)
     try {
-      Y.applyUpdate(this.outer, msg.update, ORIGIN_REMOTE)
+      // Origin = the provider, so y-websocket does not echo the rows back to the relay.
+      Y.applyUpdate(this.outer, msg.update, this.provider)
     } finally {
       this.outer.off('update', capture)
       rec.unobserve(observer)
@@ -447,6 +490,17 @@ export class Conversation {
       if (origin === ORIGIN_REMOTE) innerUpdates.push(update)
     }
     let bindingsChanged = false
+    const seqPuts: Array<[string, Uint8Array]> = []
+    let currentSeq = 0
+    const messages = this.doc.getMap<StoredMessage>(INNER_MESSAGES)
+    const noteSeq = (event: Y.YMapEvent<StoredMessage>) => {
+      for (const key of event.keysChanged) {
+        if (!messages.has(key) || this.messageSeq.has(key)) continue
+        this.messageSeq.set(key, currentSeq)
+        seqPuts.push([keyOf.messageSeq(this.id, key), encodeCursor(currentSeq)])
+      }
+    }
+    messages.observe(noteSeq)
     this.doc.on('update', capture)
     try {
       for (let i = 0; i < envelopes.length; i++) {
@@ -479,6 +533,7 @@ export class Conversation {
           this.reject(ErrorCode.AuthorshipViolation, `update from ${userId.slice(0, 8)}… refused: ${verdict.reason}`)
           continue
         }
+        currentSeq = envelopes[i]!.seq
         for (const client of verdict.bind) this.bindings.set(client, deviceId)
         if (verdict.bind.length > 0) bindingsChanged = true
         try {
@@ -489,6 +544,7 @@ export class Conversation {
       }
     } finally {
       this.doc.off('update', capture)
+      messages.unobserve(noteSeq)
     }
     for (const v of this.doc.getMap<StoredMessage>(INNER_MESSAGES).values()) if (v && v.h > this.hlc) this.hlc = v.h
     const batch: Batch = {
@@ -496,7 +552,7 @@ export class Conversation {
         ...(outerUpdate ? [{ convId: this.id, doc: 'outer' as const, bytes: outerUpdate }] : []),
         ...innerUpdates.map((bytes) => ({ convId: this.id, doc: 'inner' as const, bytes })),
       ],
-      put: [],
+      put: seqPuts,
     }
     if (bindingsChanged) batch.put!.push([keyOf.bindings(this.id), encodeBindings(this.bindings)])
     if (maxSeq > this.cursor) {
@@ -505,6 +561,8 @@ export class Conversation {
     }
     await this.ctx.store.commit(batch)
     this.changed()
+    // Stored durably: now, and only now, tell the members (✓✓).
+    this.scheduleAck()
   }
 
   /**
@@ -531,6 +589,7 @@ export class Conversation {
       }
     }
     this.membership = next
+    this.presence?.refresh()
   }
 
   private onAck(msg: { seq: number; ranges: Array<{ client: number; clock: number; len: number }> }): void {
@@ -553,6 +612,79 @@ export class Conversation {
     this.changed()
     const job = this.incoming.then(() => this.ctx.store.commit({ put: puts }))
     this.incoming = job.catch((err) => this.report(err, 'could not store acknowledgements'))
+  }
+
+  private onReceipts(entries: ReceiptEntry[]): void {
+    if (!this.receiptBook.merge(entries)) return
+    this.changed()
+    const bytes = encodeReceipts([...this.receiptBook.byDevice.values()])
+    const job = this.incoming.then(() => this.ctx.store.commit({ put: [[keyOf.receipts(this.id), bytes]] }))
+    this.incoming = job.catch((err) => this.report(err, 'could not store receipts'))
+  }
+
+  /** Tell the relay how far this device's copy is stored and read (once per turn). */
+  private scheduleAck(): void {
+    if (this.ackScheduled) return
+    this.ackScheduled = true
+    queueMicrotask(() => {
+      this.ackScheduled = false
+      const ws = this.provider?.ws
+      if (!ws || !this.provider?.synced || ws.readyState !== 1) return
+      ws.send(writeDeviceAck(this.ctx.identity.deviceId, this.cursor, this.ctx.readReceipts ? this.readCursor : 0))
+    })
+  }
+
+  /**
+   * Mark everything currently shown as read (blue ✓✓ for its senders, unless this device
+   * turned read receipts off).
+   *
+   * @example
+   * ```ts
+   * conv.subscribe(() => { if (document.hasFocus()) void conv.markRead() })
+   * ```
+   */
+  async markRead(): Promise<void> {
+    this.assertOpen()
+    await this.incoming
+    if (this.cursor <= this.readCursor) return
+    this.readCursor = this.cursor
+    await this.ctx.store.commit({ put: [[keyOf.readCursor(this.id), encodeCursor(this.readCursor)]] })
+    this.changed()
+    this.scheduleAck()
+  }
+
+  /** Messages from others not yet marked read on this device. */
+  unreadCount(): number {
+    let n = 0
+    for (const m of this.messages()) if (!m.mine && (this.messageSeq.get(m.id) ?? 0) > this.readCursor) n++
+    return n
+  }
+
+  /**
+   * WhatsApp's "message info": when each member's devices stored and displayed a message.
+   *
+   * @example
+   * ```ts
+   * for (const r of conv.receipts(m.id)) console.log(r.member, r.deliveredAt, r.readAt)
+   * ```
+   */
+  receipts(messageId: string): MemberReceipt[] {
+    const own = this.own.get(messageId)
+    const v = this.doc.getMap<StoredMessage>(INNER_MESSAGES).get(messageId)
+    if (!own || !v || own.seq === 0) return []
+    const author = this.ctx.identity.userId
+    return this.receiptBook.perMember(this.membership, this.receiptBook.recipients(this.membership, author, v.at), own.seq, this.ctx.readReceipts)
+  }
+
+  /** Show others that this device's user is typing; clears itself after a few seconds. */
+  setTyping(typing: boolean): void {
+    this.presence?.setTyping(typing)
+  }
+
+  /** Display names of members typing now. */
+  typing(): string[] {
+    const profiles = this.doc.getMap<{ name?: string }>(INNER_PROFILES)
+    return (this.presence?.typingUsers() ?? []).map((u) => profiles.get(u)?.name || u.slice(0, 8))
   }
 
   private onRefused(msg: { reason: number; message: string; ranges: Array<{ client: number; clock: number; len: number }> }): void {
@@ -651,7 +783,8 @@ export class Conversation {
       if (own.failure) {
         status = 'failed'
         error = own.failure
-      } else status = own.seq > 0 ? 'sent' : 'pending'
+      } else if (own.seq === 0) status = 'pending'
+      else status = this.receiptBook.status(this.membership, author, v.at, own.seq, this.ctx.readReceipts)
     }
     const name = profiles.get(author)?.name
     const m: Message & { _h: number; _n: number } = {
@@ -793,6 +926,7 @@ export class Conversation {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
+    this.presence?.destroy()
     this.provider?.destroy()
     this.ctx.connection.unregister(this.id)
     await this.outgoing

@@ -43,10 +43,14 @@ export class Committer {
       merged.records.push(...p.batch.records)
       merged.bindings.push(...p.batch.bindings)
       merged.rows.push(...p.batch.rows)
+      if (p.batch.receipts) {
+        merged.receipts ??= []
+        merged.receipts.push(...p.batch.receipts)
+      }
     }
     this.inflight = this.inflight.then(async () => {
       try {
-        if (merged.rows.length + merged.bindings.length + merged.records.length > 0) await this.store.append(merged)
+        if (merged.rows.length + merged.bindings.length + merged.records.length + (merged.receipts?.length ?? 0) > 0) await this.store.append(merged)
       } catch (err) {
         for (const p of items) p.failed(err)
         return

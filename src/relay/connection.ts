@@ -104,7 +104,7 @@ export class Connection implements RoomMemberConn {
     this.chain = this.chain
       .then(() => (this.closed ? undefined : handler(this, frame)))
       .catch((err) => {
-        if (isPetrelError(err) && (err.code === 'malformed' || err.code === 'version_mismatch')) {
+        if (isPetrelError(err) && (err.code === 'malformed' || err.code === 'version_mismatch' || err.code === 'too_large')) {
           this.violation('malformed payload', err.message)
         } else {
           this.core.log.error('frame handler failed', { device: this.deviceId, error: (err as Error).message })

@@ -31,6 +31,8 @@ export interface ValidatedUpdate {
   refused: ClockRange[]
   /** Structs the room already had (a resend after a lost ack). */
   duplicates: number
+  /** Clock ranges of this device's own clients that were already stored: re-acknowledge them. */
+  ownDuplicates: ClockRange[]
 }
 
 export class UpdateRefused extends Error {
@@ -63,11 +65,16 @@ export function validateOuterUpdate(
   const parsed = parseUpdate(bytes, { maxBytes: limits.maxFrameBytes })
   if (parsed.deleteSet.length > 0) throw new PetrelError(ErrorCode.Malformed, 'outer updates may not delete')
   const deviceId = toBase64Url(device)
-  const out: ValidatedUpdate = { rows: [], newClients: [], records: [], refused: [], duplicates: 0 }
+  const out: ValidatedUpdate = { rows: [], newClients: [], records: [], refused: [], duplicates: 0, ownDuplicates: [] }
   for (const group of parsed.groups) {
     const owner = clients.get(group.client)
     const next = owner?.next ?? 0
     const last = group.structs[group.structs.length - 1]
+    const first = group.structs[0]
+    if (owner?.device === deviceId && first && first.clock < next) {
+      // A resend of our own rows: its ack was lost, so acknowledge again.
+      out.ownDuplicates.push({ client: group.client, clock: first.clock, len: Math.min(next, last!.clock + last!.len) - first.clock })
+    }
     if (last && last.clock + last.len <= next) {
       // Everything here is stored already: a resend, or a step 2 answering a state vector
       // that was stale by the time it arrived (it may carry other devices' rows).
@@ -79,7 +86,7 @@ export function validateOuterUpdate(
     }
     if (!owner) out.newClients.push(group.client)
     const parts: Uint8Array[] = []
-    let first = -1
+    let start = -1
     let len = 0
     let count = 0
     for (const s of group.structs) {
@@ -91,9 +98,9 @@ export function validateOuterUpdate(
         continue
       }
       if (s.clock < next) throw new PetrelError(ErrorCode.Malformed, 'struct straddles the stored clock')
-      if (first === -1) {
+      if (start === -1) {
         if (s.clock > next) throw new UpdateRefused(Reason.Gap, `client ${group.client} skips clocks ${next}..${s.clock}`)
-        first = s.clock
+        start = s.clock
       }
       const value = s.binary!
       if (s.key !== envelopeKey(group.client, s.clock)) throw new PetrelError(ErrorCode.Malformed, 'outer key does not match its item id')
@@ -118,7 +125,7 @@ export function validateOuterUpdate(
       len += s.len
       count++
     }
-    if (count > 0) out.rows.push({ client: group.client, clock: first, len, count, structs: concat(parts) })
+    if (count > 0) out.rows.push({ client: group.client, clock: start, len, count, structs: concat(parts) })
   }
   return out
 }

@@ -11,6 +11,9 @@ import {
   SyncStep,
   writeAck,
   writeCursor,
+  readDeviceAck,
+  type ReceiptEntry,
+  writeReceipts,
   writeRefused,
   writeRows,
   writeSyncMessage,
@@ -55,6 +58,7 @@ export class RelayCore {
         if (!snap) return undefined
         const room = new Room(id, snap.clients, snap.maxSeq)
         await room.loadRecords(snap.records)
+        for (const r of snap.receipts) room.receipts.set(r.device, { device: r.device, stored: r.stored, read: r.read, storedAt: r.storedAt, readAt: r.readAt })
         this.metrics.roomsOpen++
         return room
       })()
@@ -142,6 +146,11 @@ export class RelayCore {
       }
       case RoomMessage.QueryAwareness:
         return
+      case RoomMessage.DeviceAck: {
+        const ack = readDeviceAck(r)
+        r.end()
+        return this.onDeviceAck(conn, room, ack)
+      }
       default:
         conn.violation('unknown room message', `room message type ${type}`)
     }
@@ -162,6 +171,7 @@ export class RelayCore {
         }
         throw err
       }
+      if (v.ownDuplicates.length > 0) void this.reacknowledge(conn, room, v.ownDuplicates)
       const records = v.records.length > 0 ? await room.applyUploadedRecords(v.records, Date.now()) : []
       if (typeof records === 'string') {
         this.metrics.reject('record refused')
@@ -195,6 +205,63 @@ export class RelayCore {
         (err) => this.storeFailed(room, err),
       )
     })
+  }
+
+  /** A device says how far its copy is stored and read; bound to the authenticated device. */
+  private onDeviceAck(conn: Connection, room: Room, ack: { device: string; stored: number; read: number }): void {
+    if (ack.device !== conn.deviceId) {
+      this.metrics.reject('forged ack')
+      this.log.warn('ack for another device refused', { device: conn.deviceId, room: room.id })
+      conn.deliver(room.id, writeRefused(Reason.Forbidden, 'a device can only acknowledge for itself', []))
+      return
+    }
+    // A device cannot hold what the relay has not stored, nor display what it does not hold.
+    const stored = Math.min(ack.stored, room.committedSeq)
+    const read = Math.min(ack.read, stored)
+    const prev = room.receipts.get(ack.device)
+    if (prev && stored <= prev.stored && read <= prev.read) return
+    const now = Date.now()
+    const next: ReceiptEntry = {
+      device: ack.device,
+      stored: Math.max(stored, prev?.stored ?? 0),
+      read: Math.max(read, prev?.read ?? 0),
+      storedAt: stored > (prev?.stored ?? 0) ? now : (prev?.storedAt ?? 0),
+      readAt: read > (prev?.read ?? 0) ? now : (prev?.readAt ?? 0),
+    }
+    room.receipts.set(ack.device, next)
+    this.committer.add(
+      { rows: [], bindings: [], records: [], receipts: [{ room: room.id, ...next }] },
+      () => {
+        const message = writeReceipts([next])
+        for (const [peer, state] of room.peers) if (peer !== conn && state.state === 'live') peer.deliver(room.id, message)
+      },
+      (err) => this.storeFailed(room, err),
+    )
+  }
+
+  /**
+   * Rows of this device's own clients that it may never have heard acknowledged (a lost
+   * ack): everything after the last position it acknowledged itself.
+   */
+  private async acknowledgeOwnRows(conn: Connection, room: Room, upTo: number): Promise<void> {
+    const own = [...room.clients].filter(([, c]) => c.device === conn.deviceId).map(([client]) => client)
+    let after = room.receipts.get(conn.deviceId)?.stored ?? 0
+    while (own.length > 0 && after < upTo && !conn.isClosed) {
+      const rows = await this.store.rowsOfClientsAfter(room.id, own, after, CATCH_UP_PAGE_ROWS)
+      if (rows.length === 0) break
+      for (const row of rows) if (row.seq <= upTo) conn.deliver(room.id, writeAck(row.seq, [{ client: row.client, clock: row.clock, len: row.len }]))
+      after = rows[rows.length - 1]!.seq
+    }
+  }
+
+  /** Acknowledge again rows a device resent because it never heard our ack. */
+  private async reacknowledge(conn: Connection, room: Room, ranges: Array<{ client: number; clock: number; len: number }>): Promise<void> {
+    await this.committer.idle()
+    for (const r of ranges) {
+      for (const row of await this.store.rowsCovering(room.id, r.client, r.clock, r.clock + r.len)) {
+        conn.deliver(room.id, writeAck(row.seq, [{ client: r.client, clock: row.clock, len: row.len }]))
+      }
+    }
   }
 
   private deliver(room: Room, peer: RoomMemberConn, state: { state: string; buffer: Array<{ message: Uint8Array; seq: number }> }, message: Uint8Array, seq: number) {
@@ -232,6 +299,9 @@ export class RelayCore {
     }
     if (!room.peers.has(conn)) return
     conn.deliver(room.id, writeCursor(upTo))
+    if (room.receipts.size > 0) conn.deliver(room.id, writeReceipts([...room.receipts.values()]))
+    await this.acknowledgeOwnRows(conn, room, upTo)
+    if (!room.peers.has(conn)) return
     conn.deliver(room.id, EMPTY_SYNC_STEP2)
     conn.deliver(room.id, writeSyncMessage(SyncStep.Step1, encodeStateVector(room.stateVector())))
     const buffered = state.buffer

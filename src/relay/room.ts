@@ -7,6 +7,7 @@
 import { toBase64Url } from '../shared/crypto/index.js'
 import { applyRecord, emptyMembership, type MembershipState, memberOfDevice } from '../shared/membership.js'
 import { type Admission, AdmissionKind, readRecord, RecordKind, readGenesisBody } from '../shared/records.js'
+import type { ReceiptEntry } from '../shared/room-messages.js'
 import { Reason } from '../shared/wire.js'
 
 export interface RoomMemberConn {
@@ -32,6 +33,8 @@ export class Room {
   /** Highest seq known durable. */
   committedSeq: number
   readonly peers = new Map<RoomMemberConn, RoomPeer>()
+  /** Latest acknowledgement per device (base64url), never going back. */
+  readonly receipts = new Map<string, ReceiptEntry>()
   private chain: Promise<unknown> = Promise.resolve()
 
   constructor(

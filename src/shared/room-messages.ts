@@ -11,6 +11,12 @@
  *                     client's clock sequence contiguous by storing GC placeholders in their place
  * cursor    (R→C) := varUint 102 • varUint seq     you now hold every row up to `seq`
  * keepalive (R→C) := varUint 104                   the device connection is alive (delivered locally)
+ * receipts  (R→C) := varUint 103 • varUint n • { varString deviceId • varUint stored • varUint read
+ *                     • varUint storedAt • varUint readAt }{n}
+ *                     the latest acknowledgement of each device in the room (times in ms since epoch)
+ * device-ack (C→R) := varUint 106 • varString deviceId • varUint stored • varUint read
+ *                     "my copy holds every row up to `stored`, and I displayed up to `read`";
+ *                     the relay accepts it only for the connection's own device
  * rows      (R→C) := varUint 105 • varUint n • { varUint seq • varUint client • varUint clock • varUint len }{n}
  *                     • varUint8Array update
  *                     stored rows, as one V1 update, with the sequence number of each (client,
@@ -32,6 +38,7 @@ export const RoomMessage = {
   Receipts: 103,
   Keepalive: 104,
   Rows: 105,
+  DeviceAck: 106,
 } as const
 
 export interface ClockRange {
@@ -125,3 +132,43 @@ export const readRows = (r: StrictReader) => {
   for (let i = 0; i < n; i++) index.push({ seq: r.varUint(), client: r.varUint(0xffffffff), clock: r.varUint(), len: r.varUint() })
   return { index, update: r.varBytes(r.remaining) }
 }
+
+export interface ReceiptEntry {
+  device: string
+  stored: number
+  read: number
+  storedAt: number
+  readAt: number
+}
+
+export function writeReceipts(entries: ReceiptEntry[]): Uint8Array {
+  const e = encoding.createEncoder()
+  encoding.writeVarUint(e, RoomMessage.Receipts)
+  encoding.writeVarUint(e, entries.length)
+  for (const r of entries) {
+    encoding.writeVarString(e, r.device)
+    encoding.writeVarUint(e, r.stored)
+    encoding.writeVarUint(e, r.read)
+    encoding.writeVarUint(e, r.storedAt)
+    encoding.writeVarUint(e, r.readAt)
+  }
+  return encoding.toUint8Array(e)
+}
+
+export const readReceipts = (r: StrictReader): ReceiptEntry[] => {
+  const n = r.varUint(r.remaining)
+  const out: ReceiptEntry[] = []
+  for (let i = 0; i < n; i++) out.push({ device: r.varString(64), stored: r.varUint(), read: r.varUint(), storedAt: r.varUint(), readAt: r.varUint() })
+  return out
+}
+
+export function writeDeviceAck(device: string, stored: number, read: number): Uint8Array {
+  const e = encoding.createEncoder()
+  encoding.writeVarUint(e, RoomMessage.DeviceAck)
+  encoding.writeVarString(e, device)
+  encoding.writeVarUint(e, stored)
+  encoding.writeVarUint(e, read)
+  return encoding.toUint8Array(e)
+}
+
+export const readDeviceAck = (r: StrictReader) => ({ device: r.varString(64), stored: r.varUint(), read: r.varUint() })

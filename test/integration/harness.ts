@@ -76,3 +76,6 @@ export async function pair(world: World, a = 'alice', b = 'bob') {
   const bobConv = await bob.join(invite)
   return { alice, bob, aliceConv, bobConv, invite }
 }
+
+/** The relay has it (✓) or better: statuses only move forward. */
+export const atLeastSent = (status: string | undefined): boolean => status === 'sent' || status === 'delivered' || status === 'read'

@@ -18,12 +18,23 @@ export interface Row {
   structs: Uint8Array
 }
 
+/** The latest acknowledgement of one device in one room: how far its copy is stored and read. */
+export interface ReceiptRow {
+  room: string
+  device: string
+  stored: number
+  read: number
+  storedAt: number
+  readAt: number
+}
+
 export interface RoomSnapshot {
   /** Signed records (genesis, invites, joins) in the order they were accepted. */
   records: Uint8Array[]
   /** Outer client id → owning device (base64url) and next expected clock. */
   clients: Map<number, { device: string; next: number }>
   maxSeq: number
+  receipts: ReceiptRow[]
 }
 
 export interface AppendBatch {
@@ -31,6 +42,8 @@ export interface AppendBatch {
   /** New client-id bindings made by these rows. */
   bindings: Array<{ room: string; client: number; device: string }>
   records: Array<{ room: string; bytes: Uint8Array }>
+  /** Receipt updates; stores keep the maximum of each field (receipts never go back). */
+  receipts?: ReceiptRow[]
 }
 
 export interface RelayStore {
@@ -43,6 +56,10 @@ export interface RelayStore {
   readRows(room: string, afterSeq: number, limit: number): Promise<Row[]>
   /** Smallest seq of a row of `client` in `room` that ends after `clock`; undefined if none. */
   firstRowEndingAfter(room: string, client: number, clock: number): Promise<number | undefined>
+  /** Where rows of `client` overlapping clocks [from, to) are, in clock order (no content). */
+  rowsCovering(room: string, client: number, from: number, to: number): Promise<Array<{ seq: number; clock: number; len: number }>>
+  /** Rows of the given clients with seq > afterSeq, in seq order, at most `limit` (no content). */
+  rowsOfClientsAfter(room: string, clients: number[], afterSeq: number, limit: number): Promise<Array<{ seq: number; client: number; clock: number; len: number }>>
   /** Total bytes stored for a room (rows + records). */
   roomBytes(room: string): Promise<number>
   close(): Promise<void>

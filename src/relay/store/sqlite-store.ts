@@ -18,6 +18,8 @@ const MIGRATIONS: string[] = [
    CREATE TABLE rows (room TEXT NOT NULL, seq INTEGER NOT NULL, client INTEGER NOT NULL, clock INTEGER NOT NULL,
                       len INTEGER NOT NULL, count INTEGER NOT NULL, structs BLOB NOT NULL, PRIMARY KEY (room, seq));
    CREATE INDEX rows_by_client ON rows (room, client, clock);`,
+  `CREATE TABLE receipts (room TEXT NOT NULL, device TEXT NOT NULL, stored INTEGER NOT NULL, read INTEGER NOT NULL,
+                         stored_at INTEGER NOT NULL, read_at INTEGER NOT NULL, PRIMARY KEY (room, device));`,
 ]
 
 export function openSqliteRelayStore(path: string): RelayStore {
@@ -43,6 +45,16 @@ export function openSqliteRelayStore(path: string): RelayStore {
     nextClocks: db.prepare<[string], { client: number; next: number }>(
       'SELECT client, MAX(clock + len) AS next FROM rows WHERE room = ? GROUP BY client',
     ),
+    receipts: db.prepare<[string], { device: string; stored: number; read: number; stored_at: number; read_at: number }>(
+      'SELECT device, stored, read, stored_at, read_at FROM receipts WHERE room = ?',
+    ),
+    upsertReceipt: db.prepare(
+      `INSERT INTO receipts (room, device, stored, read, stored_at, read_at) VALUES (?, ?, ?, ?, ?, ?)
+       ON CONFLICT (room, device) DO UPDATE SET
+         stored_at = CASE WHEN excluded.stored > stored THEN excluded.stored_at ELSE stored_at END,
+         read_at = CASE WHEN excluded.read > read THEN excluded.read_at ELSE read_at END,
+         stored = MAX(stored, excluded.stored), read = MAX(read, excluded.read)`,
+    ),
     maxSeq: db.prepare<[string], { m: number | null }>('SELECT MAX(seq) AS m FROM rows WHERE room = ?'),
     createRoom: db.prepare('INSERT INTO rooms (room, created_at) VALUES (?, ?)'),
     nextRecordIdx: db.prepare<[string], { n: number }>('SELECT COUNT(*) AS n FROM records WHERE room = ?'),
@@ -55,6 +67,9 @@ export function openSqliteRelayStore(path: string): RelayStore {
     firstEnding: db.prepare<[string, number, number], { seq: number | null }>(
       'SELECT MIN(seq) AS seq FROM rows WHERE room = ? AND client = ? AND clock + len > ?',
     ),
+    covering: db.prepare<[string, number, number, number], { seq: number; clock: number; len: number }>(
+      'SELECT seq, clock, len FROM rows WHERE room = ? AND client = ? AND clock < ? AND clock + len > ? ORDER BY clock',
+    ),
     bytes: db.prepare<[string, string], { b: number | null }>(
       'SELECT (SELECT COALESCE(SUM(LENGTH(structs)), 0) FROM rows WHERE room = ?) + (SELECT COALESCE(SUM(LENGTH(bytes)), 0) FROM records WHERE room = ?) AS b',
     ),
@@ -64,6 +79,7 @@ export function openSqliteRelayStore(path: string): RelayStore {
     for (const r of batch.records) q.insertRecord.run(r.room, q.nextRecordIdx.get(r.room)!.n, r.bytes)
     for (const b of batch.bindings) q.insertClient.run(b.room, b.client, b.device)
     for (const r of batch.rows) q.insertRow.run(r.room, r.seq, r.client, r.clock, r.len, r.count, r.structs)
+    for (const r of batch.receipts ?? []) q.upsertReceipt.run(r.room, r.device, r.stored, r.read, r.storedAt, r.readAt)
   })
 
   let closed = false
@@ -90,6 +106,14 @@ export function openSqliteRelayStore(path: string): RelayStore {
           records: q.records.all(room).map((r) => new Uint8Array(r.bytes)),
           clients,
           maxSeq: q.maxSeq.get(room)?.m ?? 0,
+          receipts: q.receipts.all(room).map((r) => ({
+            room,
+            device: r.device,
+            stored: r.stored,
+            read: r.read,
+            storedAt: r.stored_at,
+            readAt: r.read_at,
+          })),
         }
       }),
     createRoom: (room, genesis, createdAt) =>
@@ -103,6 +127,17 @@ export function openSqliteRelayStore(path: string): RelayStore {
     readRows: (room, afterSeq, limit) =>
       guard(() => q.readRows.all(room, afterSeq, limit).map((r) => ({ ...r, room, structs: new Uint8Array(r.structs) }))),
     firstRowEndingAfter: (room, client, clock) => guard(() => q.firstEnding.get(room, client, clock)?.seq ?? undefined),
+    rowsCovering: (room, client, from, to) => guard(() => q.covering.all(room, client, to, from)),
+    rowsOfClientsAfter: (room, clients, afterSeq, limit) =>
+      guard(() => {
+        if (clients.length === 0) return []
+        const marks = clients.map(() => '?').join(',')
+        return db
+          .prepare<unknown[], { seq: number; client: number; clock: number; len: number }>(
+            `SELECT seq, client, clock, len FROM rows WHERE room = ? AND client IN (${marks}) AND seq > ? ORDER BY seq LIMIT ?`,
+          )
+          .all(room, ...clients, afterSeq, limit)
+      }),
     roomBytes: (room) => guard(() => q.bytes.get(room, room)?.b ?? 0),
     close: async () => {
       if (closed) return

@@ -1,0 +1,70 @@
+/**
+ * Delivered and read, derived from each device's acknowledgements (relay sequence numbers up
+ * to which its copy is stored and displayed). A message is delivered when every member who
+ * was in the conversation when it was sent has a device that stored it, and read when each
+ * has a device that displayed it. The inputs only grow (the relay keeps the maximum), so a
+ * status never goes back.
+ */
+import type { MembershipState } from '../shared/membership.js'
+import type { ReceiptEntry } from '../shared/room-messages.js'
+
+export interface MemberReceipt {
+  /** userId of the member. */
+  member: string
+  deliveredAt?: number
+  readAt?: number
+}
+
+export type ReceiptStatus = 'sent' | 'delivered' | 'read'
+
+export class ReceiptBook {
+  readonly byDevice = new Map<string, ReceiptEntry>()
+
+  /** Merge entries from the relay; returns true if anything moved forward. */
+  merge(entries: ReceiptEntry[]): boolean {
+    let moved = false
+    for (const e of entries) {
+      const prev = this.byDevice.get(e.device)
+      if (prev && e.stored <= prev.stored && e.read <= prev.read) continue
+      this.byDevice.set(e.device, {
+        device: e.device,
+        stored: Math.max(e.stored, prev?.stored ?? 0),
+        read: Math.max(e.read, prev?.read ?? 0),
+        storedAt: e.stored > (prev?.stored ?? 0) ? e.storedAt : (prev?.storedAt ?? 0),
+        readAt: e.read > (prev?.read ?? 0) ? e.readAt : (prev?.readAt ?? 0),
+      })
+      moved = true
+    }
+    return moved
+  }
+
+  /** Members other than the author who were members when the message was sent. */
+  recipients(membership: MembershipState, author: string, sentAt: number): string[] {
+    const out: string[] = []
+    for (const [userId, m] of membership.members) if (userId !== author && m.joinedAt <= sentAt) out.push(userId)
+    return out
+  }
+
+  /** Per-member delivered and read times for a message stored at `seq`. */
+  perMember(membership: MembershipState, recipients: string[], seq: number, withRead: boolean): MemberReceipt[] {
+    return recipients.map((member) => {
+      const r: MemberReceipt = { member }
+      for (const device of membership.members.get(member)?.devices.keys() ?? []) {
+        const e = this.byDevice.get(device)
+        if (!e) continue
+        if (e.stored >= seq && (r.deliveredAt === undefined || e.storedAt < r.deliveredAt)) r.deliveredAt = e.storedAt
+        if (withRead && e.read >= seq && (r.readAt === undefined || e.readAt < r.readAt)) r.readAt = e.readAt
+      }
+      return r
+    })
+  }
+
+  status(membership: MembershipState, author: string, sentAt: number, seq: number, withRead: boolean): ReceiptStatus {
+    const recipients = this.recipients(membership, author, sentAt)
+    if (recipients.length === 0) return 'sent'
+    const each = this.perMember(membership, recipients, seq, withRead)
+    if (withRead && each.every((r) => r.readAt !== undefined)) return 'read'
+    if (each.every((r) => r.deliveredAt !== undefined)) return 'delivered'
+    return 'sent'
+  }
+}
