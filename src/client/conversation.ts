@@ -125,6 +125,7 @@ export class Conversation {
   private hlc = 0
   private counter = 0
   private outgoing: Promise<void> = Promise.resolve()
+  private sealQueue: Array<{ update: Uint8Array; tags: string[]; resolve: () => void; reject: (err: unknown) => void }> = []
   private incoming: Promise<void> = Promise.resolve()
   private tagging: string[] | undefined
   private capturedOuter: Uint8Array[] = []
@@ -315,41 +316,63 @@ export class Conversation {
     void this.queueSeal(update, []).catch((err) => this.report(err, 'could not store a change'))
   }
 
+  /**
+   * Queue an inner update for sealing. Everything queued while the previous batch was being
+   * written goes out as one batch: signatures run concurrently, the envelopes land in one
+   * outer transaction, and one durable commit covers them all (a commit per message measured
+   * ~2 ms, most of it the fsync).
+   */
   private queueSeal(update: Uint8Array, tags: string[]): Promise<void> {
-    const job = this.outgoing.then(async () => {
+    return new Promise((resolve, reject) => {
+      this.sealQueue.push({ update, tags, resolve, reject })
+      if (this.sealQueue.length === 1) {
+        this.outgoing = this.outgoing.then(() => this.flushSeals()).catch(() => undefined)
+      }
+    })
+  }
+
+  private async flushSeals(): Promise<void> {
+    const batch = this.sealQueue
+    this.sealQueue = []
+    try {
       const { identity } = this.ctx
       const epoch = this.epoch
-      const envelope = await sealEnvelope({
-        room: this.id,
-        epoch,
-        key: this.record.keys.get(epoch)!,
-        senderDevicePub: identity.devicePub,
-        senderDeviceSecret: identity.deviceSecret,
-        update,
-      })
-      const key = this.writeOuter((log) => {
-        const k = envelopeKey(this.outer.clientID, Y.getState(this.outer.store, this.outer.clientID))
-        log.set(k, envelope)
-        return k
-      })
+      const key = this.record.keys.get(epoch)!
+      const envelopes = await Promise.all(
+        batch.map((item) =>
+          sealEnvelope({ room: this.id, epoch, key, senderDevicePub: identity.devicePub, senderDeviceSecret: identity.deviceSecret, update: item.update }),
+        ),
+      )
+      const written = this.writeOuter((log) =>
+        envelopes.map((envelope) => {
+          const k = envelopeKey(this.outer.clientID, Y.getState(this.outer.store, this.outer.clientID))
+          log.set(k, envelope)
+          return k
+        }),
+      )
       const puts: Array<[string, Uint8Array]> = []
-      for (const msgId of tags) {
-        const state: OwnMessageState = { envelopeKey: key.key, seq: 0, failure: '' }
-        this.own.set(msgId, state)
-        puts.push([keyOf.own(this.id, msgId), encodeOwn(state)])
-      }
-      if (tags.length > 0) this.envelopeMessages.set(key.key, tags)
+      batch.forEach((item, i) => {
+        const envelopeKey = written.key[i]!
+        for (const msgId of item.tags) {
+          const state: OwnMessageState = { envelopeKey, seq: 0, failure: '' }
+          this.own.set(msgId, state)
+          puts.push([keyOf.own(this.id, msgId), encodeOwn(state)])
+        }
+        if (item.tags.length > 0) this.envelopeMessages.set(envelopeKey, item.tags)
+      })
       await this.ctx.store.commit({
         append: [
-          { convId: this.id, doc: 'inner', bytes: update },
-          ...key.updates.map((bytes) => ({ convId: this.id, doc: 'outer' as const, bytes })),
+          ...batch.map((item) => ({ convId: this.id, doc: 'inner' as const, bytes: item.update })),
+          ...written.updates.map((bytes) => ({ convId: this.id, doc: 'outer' as const, bytes })),
         ],
         put: puts,
       })
-      this.changed()
-    })
-    this.outgoing = job.catch(() => undefined)
-    return job
+    } catch (err) {
+      for (const item of batch) item.reject(err)
+      return
+    }
+    for (const item of batch) item.resolve()
+    this.changed()
   }
 
   /** Write to the outer log locally; returns what was written and the outer updates it made. */

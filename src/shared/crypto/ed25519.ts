@@ -347,6 +347,34 @@ export async function verifyBatch(items: readonly VerifyItem[]): Promise<boolean
   return Promise.all(owned.map(([pk, msg, sig]) => verifyOwned(pk, msg, sig)))
 }
 
+/**
+ * Imported signing keys, per caller-owned secret array. Importing costs more than signing
+ * (measured ~10% of a send); a device signs with the same identity key for its whole life.
+ * Keyed by the array's identity: a caller must not mutate a secret it has signed with.
+ */
+const signKeyCache = new WeakMap<Uint8Array, Promise<CryptoKey>>()
+
+async function nativeSignCached(subtle: Subtle, callerKey: Uint8Array, secretKey: Uint8Array, message: Uint8Array<ArrayBuffer>): Promise<Uint8Array> {
+  let key = signKeyCache.get(callerKey)
+  if (!key) {
+    key = importSigningKey(subtle, secretKey)
+    signKeyCache.set(callerKey, key)
+    key.catch(() => signKeyCache.delete(callerKey))
+  }
+  return new Uint8Array(await subtle.sign(ED25519_ALG, await key, message))
+}
+
+async function importSigningKey(subtle: Subtle, secretKey: Uint8Array): Promise<CryptoKey> {
+  const der = new Uint8Array(PKCS8_ED25519_PREFIX.length + secretKey.length)
+  der.set(PKCS8_ED25519_PREFIX)
+  der.set(secretKey, PKCS8_ED25519_PREFIX.length)
+  try {
+    return await subtle.importKey('pkcs8', der, ED25519_ALG, false, ['sign'])
+  } finally {
+    der.fill(0)
+  }
+}
+
 async function nativeSignRaw(subtle: Subtle, secretKey: Uint8Array, message: Uint8Array<ArrayBuffer>): Promise<Uint8Array> {
   const der = new Uint8Array(PKCS8_ED25519_PREFIX.length + secretKey.length)
   der.set(PKCS8_ED25519_PREFIX)
@@ -396,7 +424,7 @@ export async function sign(secretKey: Uint8Array, message: Uint8Array): Promise<
       const subtle = getSubtle()
       if (subtle !== undefined) {
         try {
-          return await nativeSignRaw(subtle, sk, msg)
+          return await nativeSignCached(subtle, secretKey, sk, msg)
         } catch {
           nativeSignState = false
         }
