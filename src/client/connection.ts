@@ -304,10 +304,15 @@ export class DeviceConnection implements Multiplexer {
     this.beatTimer = undefined
     for (const s of [...this.sockets.values()]) s.closed(1006, reason)
     this.sockets.clear()
-    if (code === CloseCode.VersionMismatch) {
-      this.events.emit('error', new PetrelError(ErrorCode.VersionMismatch, `relay closed the connection: ${reason}`))
-    } else if (code === CloseCode.Unauthorized) {
-      this.events.emit('error', new PetrelError(ErrorCode.Refused, `relay refused this device: ${reason}`))
+    if (code === CloseCode.VersionMismatch || code === CloseCode.Unauthorized) {
+      // Dialling again cannot help: stay offline until the app calls connect().
+      this.wanted = false
+      this.events.emit(
+        'error',
+        code === CloseCode.VersionMismatch
+          ? new PetrelError(ErrorCode.VersionMismatch, `relay closed the connection: ${reason}`)
+          : new PetrelError(ErrorCode.Refused, `relay refused this device: ${reason}`),
+      )
     }
     if (this.urls.length > 1) this.urlIndex++
     this.setState(this.canDial() ? 'connecting' : 'offline')

@@ -14,6 +14,7 @@
  */
 import * as encoding from 'lib0/encoding'
 import type { ReceiptEntry } from '../shared/room-messages.js'
+import { ErrorCode, PetrelError } from '../shared/errors.js'
 import { StrictReader } from '../shared/wire.js'
 
 export interface ConversationRecord {
@@ -53,9 +54,15 @@ export function encodeConversationRecord(r: ConversationRecord): Uint8Array {
   return encoding.toUint8Array(e)
 }
 
+/** Every stored entry starts with its format version; an unknown one is a clear error, not garbage. */
+function readVersion(r: StrictReader, what: string): void {
+  const v = r.uint8()
+  if (v !== 1) throw new PetrelError(ErrorCode.VersionMismatch, `stored ${what} has format version ${v}; this build reads 1`)
+}
+
 export function decodeConversationRecord(bytes: Uint8Array): ConversationRecord {
   const r = new StrictReader(bytes)
-  r.uint8()
+  readVersion(r, 'conversation')
   const createdAt = r.varUint()
   const admission = r.varBytes(64 * 1024).slice()
   const n = r.varUint(1 << 20)
@@ -75,7 +82,7 @@ export function encodeOwn(s: OwnMessageState): Uint8Array {
 
 export function decodeOwn(bytes: Uint8Array): OwnMessageState {
   const r = new StrictReader(bytes)
-  r.uint8()
+  readVersion(r, 'own')
   return { envelopeKey: r.varString(64), seq: r.varUint(), failure: r.varString(4096) }
 }
 
@@ -92,7 +99,7 @@ export function encodeBindings(b: ReadonlyMap<number, string>): Uint8Array {
 
 export function decodeBindings(bytes: Uint8Array): Map<number, string> {
   const r = new StrictReader(bytes)
-  r.uint8()
+  readVersion(r, 'bindings')
   const n = r.varUint(1 << 24)
   const out = new Map<number, string>()
   for (let i = 0; i < n; i++) out.set(r.varUint(), r.varString(64))
@@ -108,7 +115,7 @@ export function encodeCursor(seq: number): Uint8Array {
 
 export function decodeCursor(bytes: Uint8Array): number {
   const r = new StrictReader(bytes)
-  r.uint8()
+  readVersion(r, 'cursor')
   return r.varUint()
 }
 
@@ -128,7 +135,7 @@ export function encodeReceipts(entries: ReceiptEntry[]): Uint8Array {
 
 export function decodeReceipts(bytes: Uint8Array): ReceiptEntry[] {
   const r = new StrictReader(bytes)
-  r.uint8()
+  readVersion(r, 'receipts')
   const n = r.varUint(1 << 20)
   const out: ReceiptEntry[] = []
   for (let i = 0; i < n; i++) out.push({ device: r.varString(64), stored: r.varUint(), read: r.varUint(), storedAt: r.varUint(), readAt: r.varUint() })

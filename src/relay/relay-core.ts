@@ -18,7 +18,7 @@ import {
   writeRows,
   writeSyncMessage,
 } from '../shared/room-messages.js'
-import { FrameType, Reason, StrictReader, writeFrame } from '../shared/wire.js'
+import { CloseCode, FrameType, Reason, StrictReader, writeFrame } from '../shared/wire.js'
 import { encodeStateVector, parseStateVector } from '../shared/yjs-v1.js'
 import { Committer } from './committer.js'
 import type { Connection } from './connection.js'
@@ -268,7 +268,7 @@ export class RelayCore {
     if (state.state === 'live') return peer.deliver(room.id, message)
     if (state.buffer.length >= MAX_BUFFERED) {
       // A peer that never finishes catching up must not hold memory for ever.
-      return peer.close(4500, 'fell behind')
+      return peer.close(CloseCode.TryAgain, 'fell behind')
     }
     state.buffer.push({ message, seq })
   }
@@ -317,7 +317,7 @@ export class RelayCore {
     // In-memory seqs and clocks ran ahead of the store: drop the room so it reloads from disk,
     // and make its clients resync (their unacknowledged updates are still in their outbox).
     this.rooms.delete(room.id)
-    for (const peer of room.peers.keys()) peer.close(4500, 'relay storage failed; retry')
+    for (const peer of room.peers.keys()) peer.close(CloseCode.TryAgain, 'relay storage failed; retry')
   }
 
   /** Connection count per device, for tests and metrics. */

@@ -10,7 +10,9 @@
  *                     the ranges will never be stored (reason is permanent); the relay keeps the
  *                     client's clock sequence contiguous by storing GC placeholders in their place
  * cursor    (R→C) := varUint 102 • varUint seq     you now hold every row up to `seq`
- * keepalive (R→C) := varUint 104                   the device connection is alive (delivered locally)
+ * keepalive (local) := varUint 104                 never on the wire: the client feeds it to every
+ *                     room's provider when a connection heartbeat arrives, so one heartbeat keeps
+ *                     every provider's watchdog quiet
  * receipts  (R→C) := varUint 103 • varUint n • { varString deviceId • varUint stored • varUint read
  *                     • varUint storedAt • varUint readAt }{n}
  *                     the latest acknowledgement of each device in the room (times in ms since epoch)

@@ -38,7 +38,11 @@ export const FrameType = {
 } as const
 export type FrameType = (typeof FrameType)[keyof typeof FrameType]
 
-/** WebSocket close codes (4000–4999 are private use). 44xx: do not retry; 45xx: retry later. */
+/**
+ * WebSocket close codes (4000–4999 are private use). The device connection stops dialling
+ * after VersionMismatch and Unauthorized (retrying cannot help; `connect()` tries again) and
+ * reconnects with backoff after anything else.
+ */
 export const CloseCode = {
   Normal: 1000,
   GoingAway: 1001,
@@ -50,6 +54,8 @@ export const CloseCode = {
   VersionMismatch: 4406,
   AuthTimeout: 4408,
   RateLimited: 4429,
+  /** Transient trouble on the relay (storage failed, a peer fell behind): reconnect and resync. */
+  TryAgain: 4500,
   /** The relay is shutting down: reconnect, to another node when there is one. */
   Restarting: 4503,
 } as const
