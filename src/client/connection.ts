@@ -60,6 +60,8 @@ export class DeviceConnection implements Multiplexer {
     private readonly WS: WebSocketCtor,
     private readonly events: Emitter<ConnectionEvents>,
   ) {
+    // Spread devices over a cluster's nodes; on each drop move on to the next one.
+    this.urlIndex = Math.floor(Math.random() * urls.length)
     const g = globalThis as unknown as {
       addEventListener?: (t: string, l: () => void) => void
       removeEventListener?: (t: string, l: () => void) => void

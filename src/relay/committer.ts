@@ -7,7 +7,8 @@ import type { AppendBatch, RelayStore } from './store/relay-store.js'
 
 interface Pending {
   batch: AppendBatch
-  done: () => void
+  /** Runs once durable, with the sequence numbers the store gave `batch.rows`. */
+  done: (seqs: number[]) => void
   failed: (err: unknown) => void
 }
 
@@ -19,7 +20,7 @@ export class Committer {
   constructor(private readonly store: RelayStore) {}
 
   /** Queue a batch; `done` runs after it is durable, in enqueue order. */
-  add(batch: AppendBatch, done: () => void, failed: (err: unknown) => void): void {
+  add(batch: AppendBatch, done: (seqs: number[]) => void, failed: (err: unknown) => void): void {
     this.queue.push({ batch, done, failed })
     if (!this.scheduled) {
       this.scheduled = true
@@ -30,7 +31,7 @@ export class Committer {
   /** Resolves when everything queued so far is durable (or failed). */
   idle(): Promise<void> {
     if (this.queue.length === 0) return this.inflight
-    return new Promise((resolve) => this.add({ rows: [], bindings: [], records: [] }, resolve, () => resolve()))
+    return new Promise((resolve) => this.add({ rows: [], bindings: [], records: [] }, () => resolve(), () => resolve()))
   }
 
   private flush(): void {
@@ -49,13 +50,20 @@ export class Committer {
       }
     }
     this.inflight = this.inflight.then(async () => {
+      let seqs: number[] = []
       try {
-        if (merged.rows.length + merged.bindings.length + merged.records.length + (merged.receipts?.length ?? 0) > 0) await this.store.append(merged)
+        if (merged.rows.length + merged.bindings.length + merged.records.length + (merged.receipts?.length ?? 0) > 0) {
+          seqs = await this.store.append(merged)
+        }
       } catch (err) {
         for (const p of items) p.failed(err)
         return
       }
-      for (const p of items) p.done()
+      let at = 0
+      for (const p of items) {
+        p.done(seqs.slice(at, at + p.batch.rows.length))
+        at += p.batch.rows.length
+      }
     })
   }
 }

@@ -28,7 +28,8 @@ import type { RelayMetrics } from './metrics.js'
 import { UpdateRefused, validateOuterUpdate } from './outer-update.js'
 import { checkGenesis, Room, type RoomMemberConn } from './room.js'
 import { encodePage, pageRows } from './rows.js'
-import type { RelayStore, Row } from './store/relay-store.js'
+import type { NewRow, RelayStore, Row } from './store/relay-store.js'
+import type { BusMessage, FanoutBus } from './bus/fanout-bus.js'
 
 const CATCH_UP_PAGE_ROWS = 2000
 const CATCH_UP_MESSAGE_BYTES = 256 * 1024
@@ -45,8 +46,34 @@ export class RelayCore {
     readonly limits: RelayLimits,
     readonly log: Logger,
     readonly metrics: RelayMetrics,
+    readonly bus: FanoutBus,
+    readonly node: string,
   ) {
     this.committer = new Committer(store)
+    bus.subscribe((m) => this.onBus(m))
+    // Messages may have been missed while the bus was away: re-read every room we serve.
+    bus.onReconnect(() => {
+      for (const p of this.rooms.values()) void p.then((room) => room && this.tail(room))
+    })
+  }
+
+  private onBus(m: BusMessage): void {
+    const p = this.rooms.get(m.room)
+    if (!p) return
+    void p.then(async (room) => {
+      if (!room) return
+      if (m.kind === 'rows') {
+        if (m.seq > room.committedSeq) await this.tail(room)
+      } else if (m.kind === 'receipts') {
+        this.mergeReceipt(room, m.entry, undefined)
+      } else await room.run(() => this.refreshRecords(room))
+    }).catch((err) => this.log.error('bus message failed', { room: m.room, error: (err as Error).message }))
+  }
+
+  /** Re-read a room's membership records (another node admitted someone). */
+  private async refreshRecords(room: Room): Promise<void> {
+    const snap = await this.store.loadRoom(room.id)
+    if (snap) await room.loadRecords(snap.records)
   }
 
   private loadRoom(id: string): Promise<Room | undefined> {
@@ -95,10 +122,16 @@ export class RelayCore {
     const r = room
     const result = await r.run(async () => {
       const verdict = await r.admit(conn.device!, admission.kind === AdmissionKind.Genesis ? { kind: AdmissionKind.None } : admission, Date.now())
+      if (!verdict.ok && verdict.reason === Reason.NotMember) {
+        // Another node may have admitted this device: look at the store before refusing.
+        await this.refreshRecords(r)
+        if (r.isMemberDevice(conn.device!)) return { ok: true as const, records: [] }
+      }
       if (verdict.ok && verdict.records.length > 0) {
         await new Promise<void>((resolve, reject) =>
-          this.committer.add({ rows: [], bindings: [], records: verdict.records.map((bytes) => ({ room: id, bytes })) }, resolve, reject),
+          this.committer.add({ rows: [], bindings: [], records: verdict.records.map((bytes) => ({ room: id, bytes })) }, () => resolve(), reject),
         )
+        void this.bus.publish({ kind: 'records', room: id, node: this.node })
       }
       return verdict
     })
@@ -179,32 +212,82 @@ export class RelayCore {
         return
       }
       if (v.rows.length === 0 && v.refused.length === 0) return
-      const rows: Row[] = v.rows.map((row) => ({ ...row, room: room.id, seq: ++room.seq }))
+      const rows: NewRow[] = v.rows.map((row) => ({ ...row, room: room.id }))
       const bindings = v.newClients.map((client) => ({ room: room.id, client, device: conn.deviceId }))
+      // Claim the clocks now, so the next update from this device validates against them.
       for (const b of bindings) room.clients.set(b.client, { device: conn.deviceId, next: 0 })
       for (const row of rows) room.clients.get(row.client)!.next = row.clock + row.len
       const refused = v.refused
       this.committer.add(
         { rows, bindings, records: records.map((bytes) => ({ room: room.id, bytes })) },
-        () => {
+        (seqs) => {
           this.metrics.rowsStored += rows.length
-          for (const row of rows) {
-            room.committedSeq = Math.max(room.committedSeq, row.seq)
-            const update = writeRows([{ seq: row.seq, client: row.client, clock: row.clock, len: row.len }], encodePage([row]))
-            const ack = writeAck(row.seq, [{ client: row.client, clock: row.clock, len: row.len }])
-            for (const [peer, state] of room.peers) {
-              if (peer === conn) peer.deliver(room.id, ack)
-              else this.deliver(room, peer, state, update, row.seq)
-            }
-          }
+          const stored: Row[] = rows.map((row, i) => ({ ...row, seq: seqs[i]! }))
+          // ✓ for the author: durable now.
+          for (const row of stored) conn.deliver(room.id, writeAck(row.seq, [{ client: row.client, clock: row.clock, len: row.len }]))
           if (refused.length > 0) {
             this.metrics.reject('envelope too large')
             conn.deliver(room.id, writeRefused(Reason.TooLarge, 'envelope larger than the relay accepts', refused))
           }
+          this.advance(room, stored)
+          if (stored.length > 0) void this.bus.publish({ kind: 'rows', room: room.id, node: this.node, seq: stored[stored.length - 1]!.seq })
+          if (records.length > 0) void this.bus.publish({ kind: 'records', room: room.id, node: this.node })
         },
         (err) => this.storeFailed(room, err),
       )
     })
+  }
+
+  /**
+   * Fan rows out to this node's peers, strictly in sequence order. Rows we just stored go out
+   * at once when they directly follow what we delivered; otherwise another node stored rows
+   * in between and we read them all from the store, in order.
+   */
+  private advance(room: Room, rows: Row[]): void {
+    if (rows.length === 0) return
+    const contiguous = rows.every((row, i) => row.seq === room.committedSeq + 1 + i)
+    if (!contiguous || room.tailing) {
+      void this.tail(room)
+      return
+    }
+    for (const row of rows) this.fanOut(room, row)
+  }
+
+  private fanOut(room: Room, row: Row): void {
+    room.committedSeq = row.seq
+    const owner = room.clients.get(row.client)?.device
+    const message = writeRows([{ seq: row.seq, client: row.client, clock: row.clock, len: row.len }], encodePage([row]))
+    for (const [peer, state] of room.peers) {
+      // The author's device already has the row (and its node sent the ack).
+      if ((peer as Connection).deviceId === owner) continue
+      this.deliver(room, peer, state, message, row.seq)
+    }
+  }
+
+  /** Read rows after what this node delivered, from the store, and fan them out in order. */
+  private tail(room: Room): Promise<void> {
+    room.tailing ??= (async () => {
+      try {
+        for (;;) {
+          const rows = await this.store.readRows(room.id, room.committedSeq, CATCH_UP_PAGE_ROWS)
+          if (rows.length === 0) break
+          for (const row of rows) {
+            let client = room.clients.get(row.client)
+            if (!client) {
+              // Bound on another node: learn the owner from the store.
+              const snap = await this.store.loadRoom(room.id)
+              for (const [c, info] of snap?.clients ?? []) if (!room.clients.has(c)) room.clients.set(c, info)
+              client = room.clients.get(row.client)
+            }
+            if (client && row.clock + row.len > client.next) client.next = row.clock + row.len
+            this.fanOut(room, row)
+          }
+        }
+      } finally {
+        room.tailing = undefined
+      }
+    })()
+    return room.tailing
   }
 
   /** A device says how far its copy is stored and read; bound to the authenticated device. */
@@ -232,11 +315,31 @@ export class RelayCore {
     this.committer.add(
       { rows: [], bindings: [], records: [], receipts: [{ room: room.id, ...next }] },
       () => {
-        const message = writeReceipts([next])
-        for (const [peer, state] of room.peers) if (peer !== conn && state.state === 'live') peer.deliver(room.id, message)
+        this.fanOutReceipt(room, next, conn)
+        void this.bus.publish({ kind: 'receipts', room: room.id, node: this.node, entry: next })
       },
       (err) => this.storeFailed(room, err),
     )
+  }
+
+  /** A receipt from another node (already durable there): merge and tell our peers. */
+  private mergeReceipt(room: Room, entry: ReceiptEntry, from: Connection | undefined): void {
+    const prev = room.receipts.get(entry.device)
+    if (prev && entry.stored <= prev.stored && entry.read <= prev.read) return
+    const next: ReceiptEntry = {
+      device: entry.device,
+      stored: Math.max(entry.stored, prev?.stored ?? 0),
+      read: Math.max(entry.read, prev?.read ?? 0),
+      storedAt: entry.stored > (prev?.stored ?? 0) ? entry.storedAt : (prev?.storedAt ?? 0),
+      readAt: entry.read > (prev?.read ?? 0) ? entry.readAt : (prev?.readAt ?? 0),
+    }
+    room.receipts.set(entry.device, next)
+    this.fanOutReceipt(room, next, from)
+  }
+
+  private fanOutReceipt(room: Room, entry: ReceiptEntry, except: Connection | undefined): void {
+    const message = writeReceipts([entry])
+    for (const [peer, state] of room.peers) if (peer !== except && state.state === 'live') peer.deliver(room.id, message)
   }
 
   /**

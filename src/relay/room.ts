@@ -28,10 +28,10 @@ export class Room {
   readonly membership: MembershipState
   /** base64url of records already applied, to recognise resends. */
   readonly knownRecords = new Set<string>()
-  /** Highest seq assigned (possibly not yet durable). */
-  seq: number
-  /** Highest seq known durable. */
+  /** Highest seq this node has fanned out to its peers (all rows up to it are durable). */
   committedSeq: number
+  /** The running read of rows from the store, when one is running. */
+  tailing: Promise<void> | undefined
   readonly peers = new Map<RoomMemberConn, RoomPeer>()
   /** Latest acknowledgement per device (base64url), never going back. */
   readonly receipts = new Map<string, ReceiptEntry>()
@@ -43,7 +43,6 @@ export class Room {
     maxSeq: number,
   ) {
     this.membership = emptyMembership(id)
-    this.seq = maxSeq
     this.committedSeq = maxSeq
   }
 
@@ -56,6 +55,7 @@ export class Room {
 
   async loadRecords(records: Uint8Array[]): Promise<void> {
     for (const bytes of records) {
+      if (this.knownRecords.has(toBase64Url(bytes))) continue
       const result = await applyRecord(this.membership, readRecord(bytes))
       if (result.ok) this.knownRecords.add(toBase64Url(bytes))
     }

@@ -37,8 +37,11 @@ export interface RoomSnapshot {
   receipts: ReceiptRow[]
 }
 
+/** A row before the store has given it its sequence number. */
+export type NewRow = Omit<Row, 'seq'>
+
 export interface AppendBatch {
-  rows: Row[]
+  rows: NewRow[]
   /** New client-id bindings made by these rows. */
   bindings: Array<{ room: string; client: number; device: string }>
   records: Array<{ room: string; bytes: Uint8Array }>
@@ -50,8 +53,13 @@ export interface RelayStore {
   /** Everything needed to serve a room; undefined when the room was never created. */
   loadRoom(room: string): Promise<RoomSnapshot | undefined>
   createRoom(room: string, genesis: Uint8Array, createdAt: number): Promise<void>
-  /** Atomic and durable before it resolves. Rows' seqs are assigned by the caller. */
-  append(batch: AppendBatch): Promise<void>
+  /**
+   * Atomic and durable before it resolves. The store assigns each row the next sequence
+   * number of its room and returns them in `batch.rows` order. Several relay nodes may append
+   * to one room at once: assignment and commit are serialised per room, so a reader that
+   * resumes after seq N can never miss a row that commits later with a smaller seq.
+   */
+  append(batch: AppendBatch): Promise<number[]>
   /** Rows of a room with seq > afterSeq, in seq order, at most `limit`. */
   readRows(room: string, afterSeq: number, limit: number): Promise<Row[]>
   /** Smallest seq of a row of `client` in `room` that ends after `clock`; undefined if none. */

@@ -20,6 +20,8 @@ const MIGRATIONS: string[] = [
    CREATE INDEX rows_by_client ON rows (room, client, clock);`,
   `CREATE TABLE receipts (room TEXT NOT NULL, device TEXT NOT NULL, stored INTEGER NOT NULL, read INTEGER NOT NULL,
                          stored_at INTEGER NOT NULL, read_at INTEGER NOT NULL, PRIMARY KEY (room, device));`,
+  `ALTER TABLE rooms ADD COLUMN next_seq INTEGER NOT NULL DEFAULT 0;
+   UPDATE rooms SET next_seq = (SELECT COALESCE(MAX(seq), 0) FROM rows WHERE rows.room = rooms.room);`,
 ]
 
 export function openSqliteRelayStore(path: string): RelayStore {
@@ -55,7 +57,8 @@ export function openSqliteRelayStore(path: string): RelayStore {
          read_at = CASE WHEN excluded.read > read THEN excluded.read_at ELSE read_at END,
          stored = MAX(stored, excluded.stored), read = MAX(read, excluded.read)`,
     ),
-    maxSeq: db.prepare<[string], { m: number | null }>('SELECT MAX(seq) AS m FROM rows WHERE room = ?'),
+    maxSeq: db.prepare<[string], { m: number | null }>('SELECT next_seq AS m FROM rooms WHERE room = ?'),
+    takeSeqs: db.prepare<[number, string], { next_seq: number }>('UPDATE rooms SET next_seq = next_seq + ? WHERE room = ? RETURNING next_seq'),
     createRoom: db.prepare('INSERT INTO rooms (room, created_at) VALUES (?, ?)'),
     nextRecordIdx: db.prepare<[string], { n: number }>('SELECT COUNT(*) AS n FROM records WHERE room = ?'),
     insertRecord: db.prepare('INSERT INTO records (room, idx, bytes) VALUES (?, ?, ?)'),
@@ -75,11 +78,26 @@ export function openSqliteRelayStore(path: string): RelayStore {
     ),
   }
 
-  const appendTx = db.transaction((batch: AppendBatch) => {
+  const appendTx = db.transaction((batch: AppendBatch): number[] => {
     for (const r of batch.records) q.insertRecord.run(r.room, q.nextRecordIdx.get(r.room)!.n, r.bytes)
     for (const b of batch.bindings) q.insertClient.run(b.room, b.client, b.device)
-    for (const r of batch.rows) q.insertRow.run(r.room, r.seq, r.client, r.clock, r.len, r.count, r.structs)
+    // Take each room's block of sequence numbers once per batch.
+    const perRoom = new Map<string, number>()
+    for (const r of batch.rows) perRoom.set(r.room, (perRoom.get(r.room) ?? 0) + 1)
+    const nextOf = new Map<string, number>()
+    for (const [room, n] of perRoom) {
+      const taken = q.takeSeqs.get(n, room)
+      if (!taken) throw new Error(`append to unknown room ${room}`)
+      nextOf.set(room, taken.next_seq - n)
+    }
+    const seqs = batch.rows.map((r) => {
+      const seq = nextOf.get(r.room)! + 1
+      nextOf.set(r.room, seq)
+      q.insertRow.run(r.room, seq, r.client, r.clock, r.len, r.count, r.structs)
+      return seq
+    })
     for (const r of batch.receipts ?? []) q.upsertReceipt.run(r.room, r.device, r.stored, r.read, r.storedAt, r.readAt)
+    return seqs
   })
 
   let closed = false

@@ -1,0 +1,68 @@
+import { afterEach, describe, expect, it } from 'vitest'
+import { InProcessHub } from '../../src/relay/bus/in-process-bus.js'
+import { openSqliteRelayStore, type Relay } from '../../src/relay/index.js'
+import { atLeastSent, texts, until, World } from './harness.js'
+
+let world: World
+afterEach(async () => {
+  await world?.close()
+})
+
+/** Several relay nodes on one store and one bus, as behind a load balancer. */
+async function cluster(n: number) {
+  world = new World()
+  const hub = new InProcessHub()
+  const nodes: Relay[] = []
+  for (let i = 0; i < n; i++) {
+    world.port = 0
+    nodes.push(
+      await world.relay({ database: openSqliteRelayStore(world.dbPath), bus: hub.connect(`n${i}`), node: `n${i}` }),
+    )
+  }
+  const urls = nodes.map((r) => r.url)
+  return { hub, nodes, urls }
+}
+
+describe('relay cluster on one store', () => {
+  it('delivers between clients connected to different nodes, in one order everywhere', async () => {
+    const { nodes, urls } = await cluster(3)
+    const alice = await world.client('alice', { relay: urls[0]! })
+    const bob = await world.client('bob', { relay: urls[1]! })
+    const carol = await world.client('carol', { relay: urls[2]! })
+    await until(() => [alice, bob, carol].every((c) => c.connection === 'online'))
+    const a = await alice.createConversation({ title: 'spread' })
+    const invite = await a.invite()
+    const b = await bob.join(invite)
+    const c = await carol.join(invite)
+    for (let i = 0; i < 20; i++) {
+      await a.send(`a${i}`)
+      await b.send(`b${i}`)
+      await c.send(`c${i}`)
+    }
+    await until(() => [a, b, c].every((conv) => texts(conv).length === 60), 10_000, 'everyone has 60')
+    expect(texts(b)).toEqual(texts(a))
+    expect(texts(c)).toEqual(texts(a))
+    await until(() => a.messages().filter((m) => m.mine).every((m) => m.status === 'delivered'), 5000, 'delivered across nodes')
+    expect(nodes.map((n) => n.metrics.connections)).toEqual([1, 1, 1])
+  })
+
+  it('moves clients of a stopped node to the others; every message arrives once, in order', async () => {
+    const { nodes, urls } = await cluster(3)
+    const alice = await world.client('alice', { relay: urls })
+    const bob = await world.client('bob', { relay: urls })
+    await until(() => alice.connection === 'online' && bob.connection === 'online')
+    const a = await alice.createConversation({ title: 'failover' })
+    const b = await bob.join(await a.invite())
+    const sends: Promise<unknown>[] = []
+    for (let i = 0; i < 100; i++) {
+      sends.push(a.send(`m${i}`))
+      if (i === 30) await nodes[0]!.close()
+      if (i === 60) await nodes[1]!.close()
+      await new Promise((r) => setTimeout(r, 2))
+    }
+    await Promise.all(sends)
+    await until(() => texts(b).length === 100, 20_000, 'bob has 100')
+    expect(texts(b)).toEqual(Array.from({ length: 100 }, (_, i) => `m${i}`))
+    await until(() => a.messages().every((m) => atLeastSent(m.status)), 10_000, 'all sent')
+  })
+})
