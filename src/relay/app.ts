@@ -3,12 +3,19 @@
  * operator can mount it in their own server (give the server a `ws` WebSocketServer with
  * `noServer: true`, as @hono/node-server's `websocket` option requires).
  */
+import { existsSync } from 'node:fs'
+import { join } from 'node:path'
 import { upgradeWebSocket } from '@hono/node-server'
-import { Hono } from 'hono'
+import { serveStatic } from '@hono/node-server/serve-static'
+import { Hono, type MiddlewareHandler } from 'hono'
 import type { WebSocket } from 'ws'
 import { Connection } from './connection.js'
 import type { RelayCore } from './relay-core.js'
 
+/**
+ * @param options.staticRoot a built web app (a directory with index.html) served at `/`; the
+ * landing page is shown instead while it does not exist.
+ */
 export function createRelayApp(core: RelayCore, options: { staticRoot?: string } = {}): Hono {
   const app = new Hono()
   app.onError((err, c) => {
@@ -16,6 +23,7 @@ export function createRelayApp(core: RelayCore, options: { staticRoot?: string }
     return c.json({ error: 'internal error' }, 500)
   })
   app.get('/healthz', (c) => c.json({ ok: true }))
+  const serveApp = staticApp(options.staticRoot)
   app.get(
     '/',
     upgradeWebSocket(() => ({
@@ -23,12 +31,33 @@ export function createRelayApp(core: RelayCore, options: { staticRoot?: string }
         core.connections.add(new Connection(ctx.raw as WebSocket, core))
       },
     })),
-    (c) => c.html(landingPage(new URL(c.req.url).host, options.staticRoot)),
+    serveApp,
+    (c) => c.html(landingPage(new URL(c.req.url).host)),
   )
+  app.get('*', serveApp)
   return app
 }
 
-const landingPage = (host: string, _staticRoot?: string) => `<!doctype html>
+/**
+ * Serves the built app's files, looked up on each request so a build made while the relay runs
+ * is picked up. The shell and the service worker must be revalidated (a stale service worker
+ * would pin an old build); hashed assets never change.
+ */
+function staticApp(root: string | undefined): MiddlewareHandler {
+  let serve: MiddlewareHandler | undefined
+  return async (c, next) => {
+    if (!root || !existsSync(join(root, 'index.html'))) return next()
+    serve ??= serveStatic({
+      root,
+      onFound: (path, ctx) => {
+        ctx.header('Cache-Control', /[\\/]assets[\\/]/.test(path) ? 'public, max-age=31536000, immutable' : 'no-cache')
+      },
+    })
+    return serve(c, next)
+  }
+}
+
+const landingPage = (host: string) => `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Petrel relay</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>body{font:16px/1.5 system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem;color:#1b1b1f}code,pre{background:#f3f3f6;border-radius:4px;padding:.1rem .3rem}pre{padding:1rem;overflow:auto}</style>
@@ -40,5 +69,6 @@ const alice = await createClient({ relay: 'ws://${host}', name: 'Alice', storage
 const conv = await alice.createConversation({ title: 'Trip' })
 await conv.send('hello')
 console.log(await conv.invite())   // give this to Bob: await bob.join(invite)</pre>
+<p>The demo chat app is served here once built: <code>npm run build:app</code> (<code>npm start</code> does it).</p>
 <p>Health: <a href="/healthz">/healthz</a></p>
 </body></html>`

@@ -9,7 +9,10 @@
  * await relay.close()
  * ```
  */
+import { existsSync } from 'node:fs'
 import type { AddressInfo } from 'node:net'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { createAdaptorServer } from '@hono/node-server'
 import type { Hono } from 'hono'
 import { WebSocketServer } from 'ws'
@@ -20,7 +23,10 @@ import { RelayMetrics } from './metrics.js'
 import { RelayCore } from './relay-core.js'
 import { openSqliteRelayStore } from './store/sqlite-store.js'
 import type { RelayStore } from './store/relay-store.js'
+import { randomBytes, toBase64Url } from '../shared/crypto/index.js'
 import { CloseCode } from '../shared/wire.js'
+import type { FanoutBus } from './bus/fanout-bus.js'
+import { createLocalBus } from './bus/in-process-bus.js'
 
 export interface RelayOptions {
   /** Default 8787; 0 picks a free port. */
@@ -33,6 +39,15 @@ export interface RelayOptions {
   logLevel?: LogLevel
   /** Where log lines go (default stdout). */
   logWrite?: (line: string) => void
+  /**
+   * A built web app served at `/` (the landing page while it has no index.html). Default: the
+   * demo app's build, `examples/chat/dist` of the package this relay runs from.
+   */
+  staticRoot?: string
+  /** Fan-out between nodes sharing one store; default: none needed (a single node). */
+  bus?: FanoutBus
+  /** This node's name in logs and on the bus; default a random id. */
+  node?: string
 }
 
 export interface Relay {
@@ -52,8 +67,10 @@ export async function createRelay(options: RelayOptions = {}): Promise<Relay> {
   const store =
     typeof options.database === 'object' ? options.database : openSqliteRelayStore(options.database ?? './.petrel/relay.db')
   const metrics = new RelayMetrics()
-  const core = new RelayCore(store, limits, log, metrics)
-  const app = createRelayApp(core)
+  const node = options.node ?? `node-${toBase64Url(randomBytes(6))}`
+  const bus = options.bus ?? createLocalBus(node)
+  const core = new RelayCore(store, limits, log, metrics, bus, node)
+  const app = createRelayApp(core, { staticRoot: options.staticRoot ?? defaultStaticRoot() })
   const wss = new WebSocketServer({ noServer: true, maxPayload: limits.maxFrameBytes, perMessageDeflate: false })
   const server = createAdaptorServer({ fetch: app.fetch, websocket: { server: wss } })
   const host = options.host ?? '127.0.0.1'
@@ -80,11 +97,23 @@ export async function createRelay(options: RelayOptions = {}): Promise<Relay> {
           ;(server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.()
         })
         await core.close()
+        await bus.close()
         wss.close()
         await store.close()
         log.info('relay closed', {})
       })()
       return closing
     },
+  }
+}
+
+/** `examples/chat/dist` of the nearest package.json above this module (src/ or dist/src/). */
+function defaultStaticRoot(): string | undefined {
+  let dir = dirname(fileURLToPath(import.meta.url))
+  for (;;) {
+    if (existsSync(join(dir, 'package.json'))) return join(dir, 'examples', 'chat', 'dist')
+    const parent = dirname(dir)
+    if (parent === dir) return undefined
+    dir = parent
   }
 }
