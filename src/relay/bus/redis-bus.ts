@@ -1,0 +1,62 @@
+/**
+ * The fan-out bus on Redis pub/sub: one channel for the cluster, binary messages. Pub/sub
+ * keeps nothing, which is fine: the bus only rings, and after a reconnect each node re-reads
+ * its rooms from the store (`onReconnect`).
+ */
+import { Redis } from 'ioredis'
+import { ErrorCode, PetrelError } from '../../shared/errors.js'
+import { type BusMessage, decodeBusMessage, encodeBusMessage, type FanoutBus } from './fanout-bus.js'
+
+export async function openRedisBus(url: string, node: string, channel = 'petrel:fanout'): Promise<FanoutBus> {
+  const options = { lazyConnect: true, maxRetriesPerRequest: 1, enableOfflineQueue: false, retryStrategy: (n: number) => Math.min(2000, 50 * 2 ** n) }
+  const pub = new Redis(url, options)
+  const sub = new Redis(url, options)
+  let handler: ((m: BusMessage) => void) | undefined
+  const reconnectHandlers: Array<() => void> = []
+  let subscribed = false
+  try {
+    await Promise.all([pub.connect(), sub.connect()])
+    await sub.subscribe(channel)
+    subscribed = true
+  } catch (cause) {
+    pub.disconnect()
+    sub.disconnect()
+    throw new PetrelError(ErrorCode.StorageFailed, `cannot reach Redis at ${url.replace(/\/\/[^@]*@/, '//…@')}: ${(cause as Error).message}`, { cause })
+  }
+  sub.on('messageBuffer', (_channel: Buffer, message: Buffer) => {
+    let m: BusMessage
+    try {
+      m = decodeBusMessage(new Uint8Array(message.buffer, message.byteOffset, message.byteLength))
+    } catch {
+      return
+    }
+    if (m.node !== node) handler?.(m)
+  })
+  // ioredis re-subscribes by itself after a reconnect; anything published meanwhile is gone.
+  sub.on('ready', () => {
+    if (!subscribed) return
+    for (const h of reconnectHandlers) h()
+  })
+  pub.on('error', () => {})
+  sub.on('error', () => {})
+  return {
+    publish: async (m) => {
+      try {
+        await pub.publish(channel, Buffer.from(encodeBusMessage(m)))
+      } catch {
+        // A lost doorbell is repaired by the other nodes' reconnect re-read; never fail a write for it.
+      }
+    },
+    subscribe: (h) => {
+      handler = h
+    },
+    onReconnect: (h) => {
+      reconnectHandlers.push(h)
+    },
+    ready: () => pub.status === 'ready' && sub.status === 'ready',
+    close: async () => {
+      subscribed = false
+      await Promise.allSettled([pub.quit(), sub.quit()])
+    },
+  }
+}
