@@ -23,6 +23,11 @@ export function createRelayApp(core: RelayCore, options: { staticRoot?: string }
     return c.json({ error: 'internal error' }, 500)
   })
   app.get('/healthz', (c) => c.json({ ok: true }))
+  app.get('/readyz', async (c) => {
+    const checks = await core.readiness()
+    return c.json(checks, checks.ok ? 200 : 503)
+  })
+  app.get('/metrics', async (c) => c.text(await core.metrics.render(), 200, { 'Content-Type': core.metrics.registry.contentType }))
   const serveApp = staticApp(options.staticRoot)
   app.get(
     '/',

@@ -17,7 +17,10 @@ export class Committer {
   private scheduled = false
   private inflight: Promise<void> = Promise.resolve()
 
-  constructor(private readonly store: RelayStore) {}
+  constructor(
+    private readonly store: RelayStore,
+    private readonly observe: (seconds: number) => void = () => {},
+  ) {}
 
   /** Queue a batch; `done` runs after it is durable, in enqueue order. */
   add(batch: AppendBatch, done: (seqs: number[]) => void, failed: (err: unknown) => void): void {
@@ -53,7 +56,9 @@ export class Committer {
       let seqs: number[] = []
       try {
         if (merged.rows.length + merged.bindings.length + merged.records.length + (merged.receipts?.length ?? 0) > 0) {
+          const t0 = performance.now()
           seqs = await this.store.append(merged)
+          this.observe((performance.now() - t0) / 1000)
         }
       } catch (err) {
         for (const p of items) p.failed(err)

@@ -96,6 +96,7 @@ export class Connection implements RoomMemberConn {
       }
       return this.violation('malformed frame', (err as Error).message)
     }
+    this.core.metrics.framesInByType.inc({ type: frameTypeName[frame.type] ?? String(frame.type) })
     const handler = handlers[frame.type]
     if (!handler) return this.violation('unexpected frame', `frame type ${frame.type} is not sent by clients`)
     if (!this.device && frame.type !== FrameType.Auth && frame.type !== FrameType.Heartbeat) {
@@ -134,6 +135,8 @@ export class Connection implements RoomMemberConn {
     return this.closed
   }
 }
+
+const frameTypeName: Record<number, string> = Object.fromEntries(Object.entries(FrameType).map(([k, v]) => [v, k.toLowerCase()]))
 
 const handlers: Partial<Record<Frame['type'], Handler>> = {
   [FrameType.Heartbeat]: () => {},

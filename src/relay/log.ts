@@ -1,9 +1,10 @@
 /**
- * Structured JSON logs. Only ids, counts and reasons are ever logged — never payloads: the
- * relay has no plaintext, and it logs no ciphertext either.
+ * Structured JSON logs through pino. Only ids, counts and reasons are ever logged — never
+ * payloads: the relay has no plaintext, and it logs no ciphertext either.
  */
+import pino from 'pino'
+
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent'
-const order: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40, silent: 99 }
 
 export interface Logger {
   debug(msg: string, fields?: Record<string, unknown>): void
@@ -12,10 +13,13 @@ export interface Logger {
   error(msg: string, fields?: Record<string, unknown>): void
 }
 
-export function createLogger(level: LogLevel = 'info', write: (line: string) => void = (l) => process.stdout.write(l)): Logger {
-  const at = (lvl: Exclude<LogLevel, 'silent'>) => (msg: string, fields?: Record<string, unknown>) => {
-    if (order[lvl] < order[level]) return
-    write(`${JSON.stringify({ level: lvl, time: Date.now(), msg, ...fields })}\n`)
+export function createLogger(level: LogLevel = 'info', write?: (line: string) => void, bindings: Record<string, unknown> = {}): Logger {
+  const destination = write ? { write } : pino.destination({ sync: false })
+  const log = pino({ level, base: { service: 'petrel-relay', ...bindings } }, destination)
+  return {
+    debug: (msg, fields) => log.debug(fields ?? {}, msg),
+    info: (msg, fields) => log.info(fields ?? {}, msg),
+    warn: (msg, fields) => log.warn(fields ?? {}, msg),
+    error: (msg, fields) => log.error(fields ?? {}, msg),
   }
-  return { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') }
 }

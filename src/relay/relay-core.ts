@@ -49,7 +49,7 @@ export class RelayCore {
     readonly bus: FanoutBus,
     readonly node: string,
   ) {
-    this.committer = new Committer(store)
+    this.committer = new Committer(store, (s) => metrics.storeLatency.observe({ op: 'append' }, s))
     bus.subscribe((m) => this.onBus(m))
     // Messages may have been missed while the bus was away: re-read every room we serve.
     bus.onReconnect(() => {
@@ -63,7 +63,11 @@ export class RelayCore {
     void p.then(async (room) => {
       if (!room) return
       if (m.kind === 'rows') {
-        if (m.seq > room.committedSeq) await this.tail(room)
+        if (m.seq > room.committedSeq) {
+          const end = this.metrics.busLag.startTimer()
+          await this.tail(room)
+          end()
+        }
       } else if (m.kind === 'receipts') {
         this.mergeReceipt(room, m.entry, undefined)
       } else await room.run(() => this.refreshRecords(room))
@@ -423,12 +427,27 @@ export class RelayCore {
     for (const peer of room.peers.keys()) peer.close(CloseCode.TryAgain, 'relay storage failed; retry')
   }
 
+  /** Store and bus reachable? For GET /readyz. */
+  async readiness(): Promise<{ ok: boolean; store: boolean; bus: boolean }> {
+    let store = true
+    try {
+      await this.store.loadRoom('readiness-probe-room')
+    } catch {
+      store = false
+    }
+    const bus = this.bus.ready()
+    return { ok: store && bus && !this.closing, store, bus }
+  }
+
   /** Connection count per device, for tests and metrics. */
   deviceIds(): string[] {
     return [...this.connections].map((c) => c.deviceId)
   }
 
+  private closing = false
+
   async close(): Promise<void> {
+    this.closing = true
     await this.committer.idle()
   }
 }

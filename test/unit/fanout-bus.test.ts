@@ -23,7 +23,7 @@ if (redis.ok) {
     {
       killConnections: async () => {
         const admin = new Redis(REDIS_URL)
-        await admin.client('KILL', 'TYPE', 'pubsub')
+        await admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub')
         await admin.quit()
       },
     },
