@@ -518,6 +518,8 @@ export class Conversation {
     const messages = this.doc.getMap<StoredMessage>(INNER_MESSAGES)
     const noteSeq = (event: Y.YMapEvent<StoredMessage>) => {
       for (const key of event.keysChanged) {
+        const h = messages.get(key)?.h
+        if (typeof h === 'number' && h > this.hlc) this.hlc = h
         if (!messages.has(key) || this.messageSeq.has(key)) continue
         this.messageSeq.set(key, currentSeq)
         seqPuts.push([keyOf.messageSeq(this.id, key), encodeCursor(currentSeq)])
@@ -569,7 +571,6 @@ export class Conversation {
       this.doc.off('update', capture)
       messages.unobserve(noteSeq)
     }
-    for (const v of this.doc.getMap<StoredMessage>(INNER_MESSAGES).values()) if (v && v.h > this.hlc) this.hlc = v.h
     const batch: Batch = {
       append: [
         ...(outerUpdate ? [{ convId: this.id, doc: 'outer' as const, bytes: outerUpdate }] : []),
@@ -722,7 +723,11 @@ export class Conversation {
           puts.push([keyOf.own(this.id, msgId), encodeOwn(state)])
           tombstones.add(state.envelopeKey)
         }
-    this.ctx.reportError(new PetrelError(ErrorCode.Refused, `relay refused: ${reasonName(msg.reason)}: ${msg.message}`, { conversationId: this.id }))
+    // A gap is transient (a live update overtook the sync that carries its predecessors): the
+    // relay asks for a resend itself. Anything else is worth telling the app.
+    if (msg.reason !== Reason.Gap) {
+      this.ctx.reportError(new PetrelError(ErrorCode.Refused, `relay refused: ${reasonName(msg.reason)}: ${msg.message}`, { conversationId: this.id }))
+    }
     // Refused for good: fill the gap at receivers so this device's later messages still flow.
     for (const key of tombstones) {
       const update = this.originalUpdate(key)

@@ -1,0 +1,112 @@
+/** Shared helpers for the ingest benchmark: workload parameters, payloads, child-process protocol. */
+
+export interface Workload {
+  /** Sender/receiver pairs, each in its own conversation (Petrel) or room (y-websocket). */
+  pairs: number
+  /** Messages each sender sends. */
+  messages: number
+  /** Sends fired before yielding to the event loop / awaiting their local durability. */
+  batch: number
+  /** Bytes of message text. */
+  textBytes: number
+}
+
+/** What a load-generator child prints as its last stdout line. */
+export interface LoadResult {
+  system: 'petrel' | 'y-websocket'
+  pairs: number
+  messages: number
+  /** Messages delivered in total (pairs × messages). */
+  delivered: number
+  /** From the first send until every receiver holds every message. */
+  elapsedMs: number
+  msgsPerSec: number
+  /** Connect, create/join, initial sync (not measured in msgsPerSec). */
+  setupMs: number
+  /** Time until the last sender's last send resolved (Petrel: durable locally; y-ws: handed to the socket). */
+  sendPhaseMs: number
+}
+
+export const envInt = (name: string, fallback: number): number => {
+  const raw = process.env[name]
+  if (raw === undefined || raw === '') return fallback
+  const n = Number.parseInt(raw, 10)
+  if (!Number.isFinite(n) || n <= 0) throw new Error(`${name} must be a positive integer, got ${JSON.stringify(raw)}`)
+  return n
+}
+
+export const defaultWorkload = (): Workload => ({
+  pairs: envInt('BENCH_PAIRS', 4),
+  messages: envInt('BENCH_MESSAGES', 5000),
+  batch: envInt('BENCH_BATCH', 50),
+  textBytes: envInt('BENCH_TEXT_BYTES', 100),
+})
+
+/** Pass the workload to a child through argv (`--key=value`). */
+export const workloadArgs = (w: Workload): string[] => [`--pairs=${w.pairs}`, `--messages=${w.messages}`, `--batch=${w.batch}`, `--text-bytes=${w.textBytes}`]
+
+/** Parse `--url=… --pairs=…` from argv. */
+export function parseChildArgs(argv: string[]): { url: string; workload: Workload; tag: string; dir: string } {
+  const opts = new Map<string, string>()
+  for (const a of argv) {
+    const m = /^--([a-z-]+)=(.*)$/.exec(a)
+    if (m) opts.set(m[1]!, m[2]!)
+  }
+  const int = (k: string): number => {
+    const n = Number.parseInt(opts.get(k) ?? '', 10)
+    if (!Number.isFinite(n) || n <= 0) throw new Error(`missing or bad --${k}`)
+    return n
+  }
+  const url = opts.get('url')
+  if (!url) throw new Error('missing --url')
+  return {
+    url,
+    tag: opts.get('tag') ?? 'r',
+    dir: opts.get('dir') ?? '',
+    workload: { pairs: int('pairs'), messages: int('messages'), batch: int('batch'), textBytes: int('text-bytes') },
+  }
+}
+
+/** A message text of exactly `bytes` ASCII bytes, distinct per sender and index. */
+export function payload(pair: number, i: number, bytes: number): string {
+  const head = `p${pair} m${i} `
+  return head.length >= bytes ? head.slice(0, bytes) : head + 'x'.repeat(bytes - head.length)
+}
+
+export const median = (xs: number[]): number => {
+  if (xs.length === 0) return Number.NaN
+  const s = [...xs].sort((a, b) => a - b)
+  const mid = s.length >> 1
+  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
+export const tick = (): Promise<void> => new Promise((r) => setImmediate(r))
+
+/** Resolve when `check()` is true, re-checking on `subscribe` notifications; reject after `timeoutMs`. */
+export function waitFor(check: () => boolean, subscribe: (fn: () => void) => () => void, timeoutMs: number, what: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (check()) return resolve()
+    let off = (): void => {}
+    const timer = setTimeout(() => {
+      off()
+      reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`))
+    }, timeoutMs)
+    off = subscribe(() => {
+      if (!check()) return
+      clearTimeout(timer)
+      off()
+      resolve()
+    })
+  })
+}
+
+/** Child side: report the result as one JSON line on stdout (the parent reads the last line). */
+export function reportResult(r: LoadResult): void {
+  process.stdout.write(`${JSON.stringify(r)}\n`)
+}
+
+/** Child side: progress lines go to stderr so stdout carries only the result. */
+export const progress = (msg: string): void => {
+  if (process.env.BENCH_VERBOSE) process.stderr.write(`[${process.pid}] ${msg}\n`)
+}
