@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
- * petrel-relay [--port 8787] [--host 127.0.0.1] [--database ./.petrel/relay.db]
- * Environment: PETREL_PORT, PETREL_HOST, PETREL_DATABASE (flags win).
+ * petrel-relay [--port 8787] [--host 127.0.0.1] [--database ./.petrel/relay.db | postgres://…] [--redis redis://…]
+ * Environment: PETREL_PORT, PETREL_HOST, PETREL_DATABASE, PETREL_REDIS (flags win).
  */
 import { parseArgs } from 'node:util'
 import { createRelay } from './relay.js'
@@ -11,12 +11,13 @@ const { values } = parseArgs({
     port: { type: 'string' },
     host: { type: 'string' },
     database: { type: 'string' },
+    redis: { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   },
 })
 
 if (values.help) {
-  process.stdout.write('petrel-relay [--port 8787] [--host 127.0.0.1] [--database ./.petrel/relay.db]\n')
+  process.stdout.write('petrel-relay [--port 8787] [--host 127.0.0.1] [--database ./.petrel/relay.db | postgres://…] [--redis redis://…]\n')
   process.exit(0)
 }
 
@@ -29,6 +30,7 @@ const relay = await createRelay({
   port,
   host: values.host ?? process.env.PETREL_HOST ?? '127.0.0.1',
   database: values.database ?? process.env.PETREL_DATABASE ?? './.petrel/relay.db',
+  redis: values.redis ?? process.env.PETREL_REDIS,
 })
 process.stdout.write(`Petrel relay on ${relay.url.replace(/^ws/, 'http')} (WebSocket ${relay.url})\n`)
 

@@ -27,14 +27,17 @@ import { randomBytes, toBase64Url } from '../shared/crypto/index.js'
 import { CloseCode } from '../shared/wire.js'
 import type { FanoutBus } from './bus/fanout-bus.js'
 import { createLocalBus } from './bus/in-process-bus.js'
+import { openRedisBus } from './bus/redis-bus.js'
 
 export interface RelayOptions {
   /** Default 8787; 0 picks a free port. */
   port?: number
   /** Default 127.0.0.1. */
   host?: string
-  /** SQLite file path (default ./.petrel/relay.db), or a RelayStore. */
+  /** SQLite file path (default ./.petrel/relay.db), a `postgres://` URL, or a RelayStore. */
   database?: string | RelayStore
+  /** `redis://` URL of the fan-out bus shared by the nodes of a cluster. */
+  redis?: string
   limits?: Partial<RelayLimits>
   logLevel?: LogLevel
   /** Where log lines go (default stdout). */
@@ -64,11 +67,10 @@ export interface Relay {
 export async function createRelay(options: RelayOptions = {}): Promise<Relay> {
   const limits = { ...defaultLimits, ...options.limits }
   const log: Logger = createLogger(options.logLevel ?? 'info', options.logWrite)
-  const store =
-    typeof options.database === 'object' ? options.database : openSqliteRelayStore(options.database ?? './.petrel/relay.db')
+  const store = await openStore(options.database ?? './.petrel/relay.db')
   const metrics = new RelayMetrics()
   const node = options.node ?? `node-${toBase64Url(randomBytes(6))}`
-  const bus = options.bus ?? createLocalBus(node)
+  const bus = options.bus ?? (options.redis ? await openRedisBus(options.redis, node) : createLocalBus(node))
   const core = new RelayCore(store, limits, log, metrics, bus, node)
   const app = createRelayApp(core, { staticRoot: options.staticRoot ?? defaultStaticRoot() })
   const wss = new WebSocketServer({ noServer: true, maxPayload: limits.maxFrameBytes, perMessageDeflate: false })
@@ -116,4 +118,14 @@ function defaultStaticRoot(): string | undefined {
     if (parent === dir) return undefined
     dir = parent
   }
+}
+
+async function openStore(database: string | RelayStore): Promise<RelayStore> {
+  if (typeof database === 'object') return database
+  if (/^postgres(ql)?:\/\//.test(database)) {
+    // Loaded only when asked for, so a SQLite relay never needs the pg driver.
+    const { openPostgresRelayStore } = await import('./store/postgres-store.js')
+    return openPostgresRelayStore(database)
+  }
+  return openSqliteRelayStore(database)
 }
