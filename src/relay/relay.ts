@@ -123,9 +123,13 @@ function defaultStaticRoot(): string | undefined {
 async function openStore(database: string | RelayStore): Promise<RelayStore> {
   if (typeof database === 'object') return database
   if (/^postgres(ql)?:\/\//.test(database)) {
-    // Loaded only when asked for, so a SQLite relay never needs the pg driver.
+    // `?schema=name` picks the schema (default petrel): several deployments, or test runs, can
+    // share one database. Loaded on demand, so a SQLite relay never starts the pg driver.
+    const url = new URL(database)
+    const schema = url.searchParams.get('schema') ?? undefined
+    url.searchParams.delete('schema')
     const { openPostgresRelayStore } = await import('./store/postgres-store.js')
-    return openPostgresRelayStore(database)
+    return openPostgresRelayStore(url.toString(), schema === undefined ? {} : { schema })
   }
   return openSqliteRelayStore(database)
 }
