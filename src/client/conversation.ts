@@ -867,7 +867,7 @@ export class Conversation {
     const state = this.own.get(id)
     if (!state) throw new PetrelError(ErrorCode.NotFound, `no message ${id} of mine`, { conversationId: this.id })
     if (!state.failure) throw new PetrelError(ErrorCode.InvalidArgument, `message ${id} has not failed`, { conversationId: this.id })
-    if (state.failure.startsWith('too large')) {
+    if (state.failure.startsWith('too large') || state.failure.startsWith('quota exceeded')) {
       // Its content never left the device and receivers hold a tombstone: send it anew.
       const text = this.message(id)?.text ?? ''
       await this.discard(id)

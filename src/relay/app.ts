@@ -29,19 +29,41 @@ export function createRelayApp(core: RelayCore, options: { staticRoot?: string }
   })
   app.get('/metrics', async (c) => c.text(await core.metrics.render(), 200, { 'Content-Type': core.metrics.registry.contentType }))
   const serveApp = staticApp(options.staticRoot)
+  const perIp = new Map<string, number>()
   app.get(
     '/',
-    upgradeWebSocket(() => ({
-      onOpen(_event, ctx) {
-        core.connections.add(new Connection(ctx.raw as WebSocket, core))
-      },
-    })),
+    async function connectionsPerIp(c, next) {
+      if (c.req.header('upgrade')?.toLowerCase() !== 'websocket') return next()
+      const ip = remoteAddress(c.env)
+      if ((perIp.get(ip) ?? 0) >= core.limits.maxConnectionsPerIp) {
+        core.metrics.reject('too many connections from one address')
+        return c.text('too many connections from this address', 429)
+      }
+      return next()
+    },
+    upgradeWebSocket((c) => {
+      const ip = remoteAddress(c.env)
+      return {
+        onOpen(_event, ctx) {
+          perIp.set(ip, (perIp.get(ip) ?? 0) + 1)
+          core.connections.add(new Connection(ctx.raw as WebSocket, core, ip))
+        },
+        onClose() {
+          const n = (perIp.get(ip) ?? 1) - 1
+          if (n > 0) perIp.set(ip, n)
+          else perIp.delete(ip)
+        },
+      }
+    }),
     serveApp,
     (c) => c.html(landingPage(new URL(c.req.url).host)),
   )
   app.get('*', serveApp)
   return app
 }
+
+const remoteAddress = (env: unknown): string =>
+  (env as { incoming?: { socket?: { remoteAddress?: string } } } | undefined)?.incoming?.socket?.remoteAddress ?? 'unknown'
 
 /**
  * Serves the built app's files, looked up on each request so a build made while the relay runs

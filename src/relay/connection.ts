@@ -23,12 +23,17 @@ export class Connection implements RoomMemberConn {
   private closed = false
   private corked = false
   private lastSeen = Date.now()
+  /** Token bucket for frames: refilled at framesPerSecond up to frameBurst. */
+  private tokens: number
+  private tokensAt = Date.now()
   private readonly timers: NodeJS.Timeout[] = []
 
   constructor(
     readonly ws: WebSocket,
     readonly core: RelayCore,
+    readonly ip = '',
   ) {
+    this.tokens = core.limits.frameBurst
     core.metrics.connections++
     ws.binaryType = 'nodebuffer'
     ws.on('message', (data: Buffer, isBinary: boolean) => this.onMessage(data, isBinary))
@@ -83,6 +88,7 @@ export class Connection implements RoomMemberConn {
 
   private onMessage(data: Buffer, isBinary: boolean): void {
     this.lastSeen = Date.now()
+    if (!this.takeToken()) return
     this.core.metrics.framesIn++
     this.core.metrics.bytesIn += data.length
     if (!isBinary) return this.violation('text frame', 'text frames are not part of the protocol')
@@ -112,6 +118,20 @@ export class Connection implements RoomMemberConn {
           this.core.metrics.reject('internal')
         }
       })
+  }
+
+  /** False when the frame must be dropped; closes the socket when abuse goes on. */
+  private takeToken(): boolean {
+    const { framesPerSecond, frameBurst } = this.core.limits
+    const now = Date.now()
+    this.tokens = Math.min(frameBurst, this.tokens + ((now - this.tokensAt) * framesPerSecond) / 1000)
+    this.tokensAt = now
+    this.tokens -= 1
+    if (this.tokens >= 0) return true
+    this.core.metrics.reject('rate limited')
+    // Dropped updates are repaired by the client's next sync; a sender that keeps going is cut off.
+    if (this.tokens < -frameBurst) this.close(CloseCode.RateLimited, 'too many frames')
+    return false
   }
 
   /** Count, log (no payload) and cut the sender off. */

@@ -12,6 +12,16 @@ export interface RelayLimits {
   heartbeatMs: number
   /** A connection that sent nothing for this long (no heartbeat either) is closed. */
   idleTimeoutMs: number
+  /** Frames per second one connection may send on average (token bucket)… */
+  framesPerSecond: number
+  /** …with bursts up to this many; past it frames are dropped, and at twice it the socket is closed (4429). */
+  frameBurst: number
+  /** Open WebSockets per client IP address; more are answered with HTTP 429. */
+  maxConnectionsPerIp: number
+  /** Bytes stored per conversation; envelopes past it are refused (the sender sees `failed`). */
+  maxRoomBytes: number
+  /** An HTTP request (including a WebSocket upgrade) must send its headers within this (slowloris). */
+  headersTimeoutMs: number
 }
 
 export const defaultLimits: RelayLimits = {
@@ -21,4 +31,9 @@ export const defaultLimits: RelayLimits = {
   maxRoomsPerConnection: 10_000,
   heartbeatMs: 10_000,
   idleTimeoutMs: 45_000,
+  framesPerSecond: 1_000,
+  frameBurst: 5_000,
+  maxConnectionsPerIp: 1_000,
+  maxRoomBytes: 1024 * 1024 * 1024,
+  headersTimeoutMs: 10_000,
 }

@@ -28,7 +28,10 @@ export interface ValidatedUpdate {
   newClients: number[]
   /** `rec` values to verify and apply, with their keys. */
   records: Array<{ key: string; bytes: Uint8Array }>
-  refused: ClockRange[]
+  /** Envelopes refused for good, each with its reason (too large, conversation full). */
+  refused: Array<ClockRange & { reason: number }>
+  /** Bytes of the stored structs. */
+  bytes: number
   /** Structs the room already had (a resend after a lost ack). */
   duplicates: number
   /** Clock ranges of this device's own clients that were already stored: re-acknowledge them. */
@@ -60,12 +63,12 @@ export function validateOuterUpdate(
   bytes: Uint8Array,
   device: Uint8Array,
   clients: RoomClients,
-  limits: { maxFrameBytes: number; maxEnvelopeBytes: number },
+  limits: { maxFrameBytes: number; maxEnvelopeBytes: number; remainingRoomBytes?: number },
 ): ValidatedUpdate {
   const parsed = parseUpdate(bytes, { maxBytes: limits.maxFrameBytes })
   if (parsed.deleteSet.length > 0) throw new PetrelError(ErrorCode.Malformed, 'outer updates may not delete')
   const deviceId = toBase64Url(device)
-  const out: ValidatedUpdate = { rows: [], newClients: [], records: [], refused: [], duplicates: 0, ownDuplicates: [] }
+  const out: ValidatedUpdate = { rows: [], newClients: [], records: [], refused: [], duplicates: 0, ownDuplicates: [], bytes: 0 }
   for (const group of parsed.groups) {
     const owner = clients.get(group.client)
     const next = owner?.next ?? 0
@@ -105,8 +108,9 @@ export function validateOuterUpdate(
       const value = s.binary!
       if (s.key !== envelopeKey(group.client, s.clock)) throw new PetrelError(ErrorCode.Malformed, 'outer key does not match its item id')
       if (s.parentRoot === OUTER_LOG) {
-        if (value.length > limits.maxEnvelopeBytes) {
-          out.refused.push({ client: group.client, clock: s.clock, len: 1 })
+        const full = limits.remainingRoomBytes !== undefined && out.bytes + value.length > limits.remainingRoomBytes
+        if (value.length > limits.maxEnvelopeBytes || full) {
+          out.refused.push({ client: group.client, clock: s.clock, len: 1, reason: full ? Reason.QuotaExceeded : Reason.TooLarge })
           parts.push(GC_PLACEHOLDER)
           len += s.len
           count++
@@ -122,6 +126,7 @@ export function validateOuterUpdate(
         throw new PetrelError(ErrorCode.Malformed, `unknown outer root ${s.parentRoot ?? '(nested)'}`)
       }
       parts.push(bytes.subarray(s.start, s.end))
+      out.bytes += s.end - s.start
       len += s.len
       count++
     }

@@ -88,6 +88,7 @@ export class RelayCore {
         const snap = await this.store.loadRoom(id)
         if (!snap) return undefined
         const room = new Room(id, snap.clients, snap.maxSeq)
+        room.bytes = await this.store.roomBytes(id)
         await room.loadRecords(snap.records)
         for (const r of snap.receipts) room.receipts.set(r.device, { device: r.device, stored: r.stored, read: r.read, storedAt: r.storedAt, readAt: r.readAt })
         this.metrics.roomsOpen++
@@ -197,7 +198,7 @@ export class RelayCore {
     await room.run(async () => {
       let v: ReturnType<typeof validateOuterUpdate>
       try {
-        v = validateOuterUpdate(update, conn.device!, room.clients, this.limits)
+        v = validateOuterUpdate(update, conn.device!, room.clients, { ...this.limits, remainingRoomBytes: this.limits.maxRoomBytes - room.bytes })
       } catch (err) {
         if (err instanceof UpdateRefused) {
           this.metrics.reject(err.reason === Reason.Gap ? 'gap' : 'client id taken')
@@ -221,6 +222,7 @@ export class RelayCore {
       // Claim the clocks now, so the next update from this device validates against them.
       for (const b of bindings) room.clients.set(b.client, { device: conn.deviceId, next: 0 })
       for (const row of rows) room.clients.get(row.client)!.next = row.clock + row.len
+      room.bytes += v.bytes
       const refused = v.refused
       this.committer.add(
         { rows, bindings, records: records.map((bytes) => ({ room: room.id, bytes })) },
@@ -229,9 +231,11 @@ export class RelayCore {
           const stored: Row[] = rows.map((row, i) => ({ ...row, seq: seqs[i]! }))
           // ✓ for the author: durable now.
           for (const row of stored) conn.deliver(room.id, writeAck(row.seq, [{ client: row.client, clock: row.clock, len: row.len }]))
-          if (refused.length > 0) {
-            this.metrics.reject('envelope too large')
-            conn.deliver(room.id, writeRefused(Reason.TooLarge, 'envelope larger than the relay accepts', refused))
+          for (const reason of new Set(refused.map((r) => r.reason))) {
+            const full = reason === Reason.QuotaExceeded
+            this.metrics.reject(full ? 'conversation full' : 'envelope too large')
+            const ranges = refused.filter((r) => r.reason === reason).map(({ client, clock, len }) => ({ client, clock, len }))
+            conn.deliver(room.id, writeRefused(reason, full ? 'the conversation holds as much as the relay stores' : 'envelope larger than the relay accepts', ranges))
           }
           this.advance(room, stored)
           if (stored.length > 0) void this.bus.publish({ kind: 'rows', room: room.id, node: this.node, seq: stored[stored.length - 1]!.seq })

@@ -74,7 +74,12 @@ export async function createRelay(options: RelayOptions = {}): Promise<Relay> {
   const core = new RelayCore(store, limits, log, metrics, bus, node)
   const app = createRelayApp(core, { staticRoot: options.staticRoot ?? defaultStaticRoot() })
   const wss = new WebSocketServer({ noServer: true, maxPayload: limits.maxFrameBytes, perMessageDeflate: false })
-  const server = createAdaptorServer({ fetch: app.fetch, websocket: { server: wss } })
+  const server = createAdaptorServer({
+    fetch: app.fetch,
+    websocket: { server: wss },
+    // Slowloris: a client must finish its headers in time; checked every second.
+    serverOptions: { headersTimeout: limits.headersTimeoutMs, requestTimeout: limits.headersTimeoutMs * 3, connectionsCheckingInterval: 1000 },
+  })
   const host = options.host ?? '127.0.0.1'
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)

@@ -30,6 +30,8 @@ export class Room {
   readonly knownRecords = new Set<string>()
   /** Highest seq this node has fanned out to its peers (all rows up to it are durable). */
   committedSeq: number
+  /** Bytes stored for this room (rows and records), for the per-conversation quota. */
+  bytes = 0
   /** The running read of rows from the store, when one is running. */
   tailing: Promise<void> | undefined
   readonly peers = new Map<RoomMemberConn, RoomPeer>()

@@ -76,6 +76,8 @@ export const Reason = {
   TooManyRooms: 11,
   Forbidden: 12,
   Internal: 13,
+  /** The conversation holds as many bytes as the relay allows. */
+  QuotaExceeded: 14,
 } as const
 export type Reason = (typeof Reason)[keyof typeof Reason]
 
