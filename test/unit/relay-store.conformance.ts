@@ -491,6 +491,22 @@ export function runRelayStoreConformance(name: string, open: () => Promise<Relay
     })
 
     describe('roomBytes', () => {
+      it('trims rows before a seq, keeping numbering, next clocks and later rows; bytes shrink', async () => {
+        await store.createRoom('T', text('genesis'), 1)
+        await store.append(batch({ bindings: [{ room: 'T', client: 7, device: 'd' }], rows: [row('T', 7, 0, 2), row('T', 7, 2, 1), row('T', 8, 0, 1)] }))
+        const before = await store.roomBytes('T')
+        expect(await store.trimRows('T', 3)).toBe(2)
+        expect((await store.readRows('T', 0, 10)).map((r) => r.seq)).toEqual([3])
+        expect(await store.roomBytes('T')).toBeLessThan(before)
+        const snap = await store.loadRoom('T')
+        expect(snap!.clients.get(7)).toEqual({ device: 'd', next: 3 })
+        expect(snap!.maxSeq).toBe(3)
+        expect(await store.append(batch({ rows: [row('T', 7, 3, 1)] }))).toEqual([4])
+        expect(await store.trimRows('T', 1)).toBe(0)
+        const reopened = await harness.reopen()
+        expect((await reopened.loadRoom('T'))!.clients.get(7)!.next).toBe(4)
+      })
+
       it('counts the bytes of rows and records, genesis included', async () => {
         expect(await store.roomBytes('unknown')).toBe(0)
         await store.createRoom('A', bytes(1, 2, 3), 1)

@@ -42,6 +42,7 @@ const MIGRATIONS: Array<(s: string) => string> = [
     CREATE INDEX rows_by_client ON ${s}.rows (room, client, clock);
     CREATE TABLE ${s}.receipts (room TEXT NOT NULL, device TEXT NOT NULL, stored BIGINT NOT NULL, read BIGINT NOT NULL,
                                 stored_at BIGINT NOT NULL, read_at BIGINT NOT NULL, PRIMARY KEY (room, device));`,
+  (s) => `CREATE TABLE ${s}.client_floor (room TEXT NOT NULL, client BIGINT NOT NULL, next BIGINT NOT NULL, PRIMARY KEY (room, client));`,
 ]
 
 /** The schema version this build writes. */
@@ -291,7 +292,9 @@ export async function openPostgresRelayStore(url: string, options: PostgresRelay
           const records = await c.query<{ bytes: Buffer }>(`SELECT bytes FROM ${s}.records WHERE room = $1 ORDER BY idx`, [room])
           const clientRows = await c.query<{ client: number; device: string }>(`SELECT client, device FROM ${s}.clients WHERE room = $1`, [room])
           const nextClocks = await c.query<{ client: number; next: number }>(
-            `SELECT client, MAX(clock + len) AS next FROM ${s}.rows WHERE room = $1 GROUP BY client`,
+            `SELECT client, MAX(next) AS next FROM (
+               SELECT client, MAX(clock + len) AS next FROM ${s}.rows WHERE room = $1 GROUP BY client
+               UNION ALL SELECT client, next FROM ${s}.client_floor WHERE room = $1) AS n GROUP BY client`,
             [room],
           )
           const receipts = await c.query<{ device: string; stored: number; read: number; stored_at: number; read_at: number }>(
@@ -367,6 +370,19 @@ export async function openPostgresRelayStore(url: string, options: PostgresRelay
         )
         return rows
       }),
+    trimRows: (room, beforeSeq) =>
+      guard(() =>
+        transaction(async (c) => {
+          await lockRooms(c, [room])
+          await c.query(
+            `INSERT INTO ${s}.client_floor (room, client, next)
+               SELECT room, client, MAX(clock + len) FROM ${s}.rows WHERE room = $1 AND seq < $2 GROUP BY room, client
+             ON CONFLICT (room, client) DO UPDATE SET next = GREATEST(${s}.client_floor.next, excluded.next)`,
+            [room, beforeSeq],
+          )
+          return (await c.query(`DELETE FROM ${s}.rows WHERE room = $1 AND seq < $2`, [room, beforeSeq])).rowCount ?? 0
+        }),
+      ),
     roomBytes: (room) =>
       guard(async () => {
         const { rows } = await pool.query<{ b: number }>(

@@ -68,6 +68,12 @@ export interface RelayStore {
   rowsCovering(room: string, client: number, from: number, to: number): Promise<Array<{ seq: number; clock: number; len: number }>>
   /** Rows of the given clients with seq > afterSeq, in seq order, at most `limit` (no content). */
   rowsOfClientsAfter(room: string, clients: number[], afterSeq: number, limit: number): Promise<Array<{ seq: number; client: number; clock: number; len: number }>>
+  /**
+   * Drop a room's rows with seq < beforeSeq (after a snapshot made them redundant). Each
+   * client's next clock is kept (as a floor), so its clocks stay contiguous and are never
+   * reused; numbering goes on. Returns how many rows were dropped.
+   */
+  trimRows(room: string, beforeSeq: number): Promise<number>
   /** Total bytes stored for a room (rows + records). */
   roomBytes(room: string): Promise<number>
   close(): Promise<void>

@@ -22,6 +22,7 @@ const MIGRATIONS: string[] = [
                          stored_at INTEGER NOT NULL, read_at INTEGER NOT NULL, PRIMARY KEY (room, device));`,
   `ALTER TABLE rooms ADD COLUMN next_seq INTEGER NOT NULL DEFAULT 0;
    UPDATE rooms SET next_seq = (SELECT COALESCE(MAX(seq), 0) FROM rows WHERE rows.room = rooms.room);`,
+  `CREATE TABLE client_floor (room TEXT NOT NULL, client INTEGER NOT NULL, next INTEGER NOT NULL, PRIMARY KEY (room, client));`,
 ]
 
 export function openSqliteRelayStore(path: string): RelayStore {
@@ -44,9 +45,17 @@ export function openSqliteRelayStore(path: string): RelayStore {
     room: db.prepare<[string], { created_at: number }>('SELECT created_at FROM rooms WHERE room = ?'),
     records: db.prepare<[string], { bytes: Buffer }>('SELECT bytes FROM records WHERE room = ? ORDER BY idx'),
     clients: db.prepare<[string], { client: number; device: string }>('SELECT client, device FROM clients WHERE room = ?'),
-    nextClocks: db.prepare<[string], { client: number; next: number }>(
-      'SELECT client, MAX(clock + len) AS next FROM rows WHERE room = ? GROUP BY client',
+    nextClocks: db.prepare<[string, string], { client: number; next: number }>(
+      `SELECT client, MAX(next) AS next FROM (
+         SELECT client, MAX(clock + len) AS next FROM rows WHERE room = ? GROUP BY client
+         UNION ALL SELECT client, next FROM client_floor WHERE room = ?) GROUP BY client`,
     ),
+    raiseFloor: db.prepare<[string, number]>(
+      `INSERT INTO client_floor (room, client, next)
+         SELECT room, client, MAX(clock + len) FROM rows WHERE room = ? AND seq < ? GROUP BY client
+       ON CONFLICT (room, client) DO UPDATE SET next = MAX(next, excluded.next)`,
+    ),
+    trim: db.prepare<[string, number]>('DELETE FROM rows WHERE room = ? AND seq < ?'),
     receipts: db.prepare<[string], { device: string; stored: number; read: number; stored_at: number; read_at: number }>(
       'SELECT device, stored, read, stored_at, read_at FROM receipts WHERE room = ?',
     ),
@@ -116,7 +125,7 @@ export function openSqliteRelayStore(path: string): RelayStore {
         if (!q.room.get(room)) return undefined
         const clients = new Map<number, { device: string; next: number }>()
         for (const c of q.clients.all(room)) clients.set(c.client, { device: c.device, next: 0 })
-        for (const c of q.nextClocks.all(room)) {
+        for (const c of q.nextClocks.all(room, room)) {
           const entry = clients.get(c.client)
           if (entry) entry.next = c.next
         }
@@ -156,6 +165,13 @@ export function openSqliteRelayStore(path: string): RelayStore {
           )
           .all(room, ...clients, afterSeq, limit)
       }),
+    trimRows: (room, beforeSeq) =>
+      guard(() =>
+        db.transaction(() => {
+          q.raiseFloor.run(room, beforeSeq)
+          return q.trim.run(room, beforeSeq).changes
+        })(),
+      ),
     roomBytes: (room) => guard(() => q.bytes.get(room, room)?.b ?? 0),
     close: async () => {
       if (closed) return
