@@ -607,7 +607,7 @@ export class Conversation {
       .sort((a, b) => a.kind - b.kind)
     const next = emptyMembership(this.id)
     for (const rec of parsed) {
-      const r = await applyRecord(next, rec, undefined, false)
+      const r = await applyRecord(next, rec)
       if (!r.ok && r.reason === 'bad signature') {
         this.ctx.reportError(new PetrelError(ErrorCode.EnvelopeRejected, 'ignored a record whose signature does not verify', { conversationId: this.id }))
       }
@@ -924,8 +924,14 @@ export class Conversation {
   }
 
   private settleSyncWaiters(): void {
-    for (const w of this.syncWaiters) w()
+    // The relay sends the catch-up rows before its sync step 2, and they are verified, decrypted
+    // and applied asynchronously: settle once they are in the inner doc, so a resolved join()
+    // shows the title and the history.
+    const waiters = [...this.syncWaiters]
     this.syncWaiters.clear()
+    void this.incoming.then(() => {
+      for (const w of waiters) w()
+    })
   }
 
   get synced(): boolean {

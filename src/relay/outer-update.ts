@@ -14,12 +14,22 @@ import type { ClockRange } from '../shared/room-messages.js'
 import { Reason } from '../shared/wire.js'
 import { parseUpdate } from '../shared/yjs-v1.js'
 
+/** One struct of a row: its bytes, and what the relay still has to decide about it. */
+export interface RowPart {
+  clock: number
+  bytes: Uint8Array
+  /** A signed record to verify and apply (in order) before storing. */
+  record?: Uint8Array
+  /** The epoch an envelope was sealed under, to refuse stale ones. */
+  epoch?: number
+}
+
 export interface ValidatedRow {
   client: number
   clock: number
   len: number
   count: number
-  structs: Uint8Array
+  parts: RowPart[]
 }
 
 export interface ValidatedUpdate {
@@ -66,7 +76,9 @@ export function validateOuterUpdate(
   limits: { maxFrameBytes: number; maxEnvelopeBytes: number; remainingRoomBytes?: number },
 ): ValidatedUpdate {
   const parsed = parseUpdate(bytes, { maxBytes: limits.maxFrameBytes })
-  if (parsed.deleteSet.length > 0) throw new PetrelError(ErrorCode.Malformed, 'outer updates may not delete')
+  // The delete set is ignored, never stored: the outer log only grows, and the only deletions
+  // clients hold are the GC placeholders the relay itself wrote (Yjs counts GC as deleted, so
+  // every later sync step 2 carries them).
   const deviceId = toBase64Url(device)
   const out: ValidatedUpdate = { rows: [], newClients: [], records: [], refused: [], duplicates: 0, ownDuplicates: [], bytes: 0 }
   for (const group of parsed.groups) {
@@ -88,7 +100,7 @@ export function validateOuterUpdate(
       throw new UpdateRefused(Reason.ClientIdTaken, `client id ${group.client} belongs to another device`)
     }
     if (!owner) out.newClients.push(group.client)
-    const parts: Uint8Array[] = []
+    const parts: RowPart[] = []
     let start = -1
     let len = 0
     let count = 0
@@ -106,12 +118,13 @@ export function validateOuterUpdate(
         start = s.clock
       }
       const value = s.binary!
+      const part: RowPart = { clock: s.clock, bytes: bytes.subarray(s.start, s.end) }
       if (s.key !== envelopeKey(group.client, s.clock)) throw new PetrelError(ErrorCode.Malformed, 'outer key does not match its item id')
       if (s.parentRoot === OUTER_LOG) {
         const full = limits.remainingRoomBytes !== undefined && out.bytes + value.length > limits.remainingRoomBytes
         if (value.length > limits.maxEnvelopeBytes || full) {
           out.refused.push({ client: group.client, clock: s.clock, len: 1, reason: full ? Reason.QuotaExceeded : Reason.TooLarge })
-          parts.push(GC_PLACEHOLDER)
+          parts.push({ clock: s.clock, bytes: GC_PLACEHOLDER })
           len += s.len
           count++
           continue
@@ -120,19 +133,33 @@ export function validateOuterUpdate(
         if (toBase64Url(header.senderDevicePub) !== deviceId) {
           throw new PetrelError(ErrorCode.Malformed, 'envelope sealed by another device')
         }
+        part.epoch = header.epoch
       } else if (s.parentRoot === OUTER_RECORDS) {
         out.records.push({ key: s.key, bytes: value })
+        part.record = value
       } else {
         throw new PetrelError(ErrorCode.Malformed, `unknown outer root ${s.parentRoot ?? '(nested)'}`)
       }
-      parts.push(bytes.subarray(s.start, s.end))
+      parts.push(part)
       out.bytes += s.end - s.start
       len += s.len
       count++
     }
-    if (count > 0) out.rows.push({ client: group.client, clock: start, len, count, structs: concat(parts) })
+    if (count > 0) out.rows.push({ client: group.client, clock: start, len, count, parts })
   }
   return out
+}
+
+/** Refuse one part for good: a GC placeholder keeps the client's clocks contiguous. */
+export function blankPart(part: RowPart): void {
+  part.bytes = GC_PLACEHOLDER
+  part.record = undefined
+  part.epoch = undefined
+}
+
+/** The row's struct bytes, as stored. */
+export function rowStructs(row: ValidatedRow): Uint8Array {
+  return concat(row.parts.map((p) => p.bytes))
 }
 
 function concat(parts: Uint8Array[]): Uint8Array {

@@ -25,11 +25,19 @@ import type { Connection } from './connection.js'
 import type { RelayLimits } from './limits.js'
 import type { Logger } from './log.js'
 import type { RelayMetrics } from './metrics.js'
-import { UpdateRefused, validateOuterUpdate } from './outer-update.js'
+import { blankPart, rowStructs, UpdateRefused, validateOuterUpdate } from './outer-update.js'
 import { checkGenesis, Room, type RoomMemberConn } from './room.js'
 import { encodePage, pageRows } from './rows.js'
 import type { NewRow, RelayStore, Row } from './store/relay-store.js'
 import type { BusMessage, FanoutBus } from './bus/fanout-bus.js'
+
+/** Metric name and message per permanent refusal. */
+const REFUSAL_TEXT: Record<number, [string, string]> = {
+  [Reason.TooLarge]: ['envelope too large', 'envelope larger than the relay accepts'],
+  [Reason.QuotaExceeded]: ['conversation full', 'the conversation holds as much as the relay stores'],
+  [Reason.Forbidden]: ['record refused', 'record not valid here'],
+  [Reason.StaleEpoch]: ['stale epoch', 'sealed under a key epoch that is no longer current'],
+}
 
 const CATCH_UP_PAGE_ROWS = 2000
 const CATCH_UP_MESSAGE_BYTES = 256 * 1024
@@ -210,20 +218,38 @@ export class RelayCore {
         throw err
       }
       if (v.ownDuplicates.length > 0) void this.reacknowledge(conn, room, v.ownDuplicates)
-      const records = v.records.length > 0 ? await room.applyUploadedRecords(v.records, Date.now()) : []
-      if (typeof records === 'string') {
-        this.metrics.reject('record refused')
-        conn.violation('record refused', records)
-        return
+      // Records and envelope epochs are decided struct by struct, in order: a record may start
+      // the epoch the envelopes after it are sealed under. A refused one is blanked (GC
+      // placeholder) and reported, so the device's clocks stay contiguous.
+      const records: Uint8Array[] = []
+      const refused = v.refused
+      const membersBefore = new Set(room.membership.devices.keys())
+      for (const row of v.rows) {
+        for (const part of row.parts) {
+          if (part.record) {
+            const verdict = await room.applyUploadedRecord(part.record, Date.now())
+            if (verdict === true) continue
+            if (verdict !== false) {
+              records.push(verdict)
+              continue
+            }
+            refused.push({ client: row.client, clock: part.clock, len: 1, reason: Reason.Forbidden })
+            blankPart(part)
+          } else if (part.epoch !== undefined && part.epoch !== room.membership.epoch) {
+            // Sealed under an old (or unknown) key: a removed member may still hold it.
+            refused.push({ client: row.client, clock: part.clock, len: 1, reason: Reason.StaleEpoch })
+            blankPart(part)
+          }
+        }
       }
+      if (records.length > 0) this.evictNonMembers(room, membersBefore)
       if (v.rows.length === 0 && v.refused.length === 0) return
-      const rows: NewRow[] = v.rows.map((row) => ({ ...row, room: room.id }))
+      const rows: NewRow[] = v.rows.map(({ parts: _, ...row }) => ({ ...row, room: room.id, structs: rowStructs({ ...row, parts: _ }) }))
       const bindings = v.newClients.map((client) => ({ room: room.id, client, device: conn.deviceId }))
       // Claim the clocks now, so the next update from this device validates against them.
       for (const b of bindings) room.clients.set(b.client, { device: conn.deviceId, next: 0 })
       for (const row of rows) room.clients.get(row.client)!.next = row.clock + row.len
       room.bytes += v.bytes
-      const refused = v.refused
       this.committer.add(
         { rows, bindings, records: records.map((bytes) => ({ room: room.id, bytes })) },
         (seqs) => {
@@ -232,10 +258,10 @@ export class RelayCore {
           // ✓ for the author: durable now.
           for (const row of stored) conn.deliver(room.id, writeAck(row.seq, [{ client: row.client, clock: row.clock, len: row.len }]))
           for (const reason of new Set(refused.map((r) => r.reason))) {
-            const full = reason === Reason.QuotaExceeded
-            this.metrics.reject(full ? 'conversation full' : 'envelope too large')
+            const [metric, message] = REFUSAL_TEXT[reason] ?? ['refused', 'refused']
+            this.metrics.reject(metric)
             const ranges = refused.filter((r) => r.reason === reason).map(({ client, clock, len }) => ({ client, clock, len }))
-            conn.deliver(room.id, writeRefused(reason, full ? 'the conversation holds as much as the relay stores' : 'envelope larger than the relay accepts', ranges))
+            conn.deliver(room.id, writeRefused(reason, message, ranges))
           }
           this.advance(room, stored)
           if (stored.length > 0) void this.bus.publish({ kind: 'rows', room: room.id, node: this.node, seq: stored[stored.length - 1]!.seq })
@@ -244,6 +270,23 @@ export class RelayCore {
         (err) => this.storeFailed(room, err),
       )
     })
+  }
+
+  /**
+   * After membership changed: devices that are no longer members stop being served at once,
+   * also on an open connection.
+   */
+  private evictNonMembers(room: Room, before: Set<string>): void {
+    for (const device of before) {
+      if (room.membership.devices.has(device)) continue
+      for (const peer of [...room.peers.keys()]) {
+        const conn = peer as Connection
+        if (conn.deviceId !== device) continue
+        room.peers.delete(conn)
+        conn.rooms.delete(room.id)
+        conn.send(writeFrame({ type: FrameType.Denied, room: room.id, reason: Reason.NotMember, message: 'removed from the conversation' }))
+      }
+    }
   }
 
   /**

@@ -58,7 +58,7 @@ export class Room {
   async loadRecords(records: Uint8Array[]): Promise<void> {
     for (const bytes of records) {
       if (this.knownRecords.has(toBase64Url(bytes))) continue
-      const result = await applyRecord(this.membership, readRecord(bytes))
+      const result = await applyRecord(this.membership, readRecord(bytes), { relay: true })
       if (result.ok) this.knownRecords.add(toBase64Url(bytes))
     }
   }
@@ -86,18 +86,20 @@ export class Room {
     const toStore: Uint8Array[] = []
     const inviteKey = toBase64Url(invite.bytes)
     if (!this.knownRecords.has(inviteKey)) {
-      const r = await applyRecord(this.membership, invite, now)
+      const r = await applyRecord(this.membership, invite, { now, relay: true })
       if (!r.ok) return { ok: false, reason: Reason.BadAdmission, message: `invite refused: ${r.reason}` }
       this.knownRecords.add(inviteKey)
       toStore.push(invite.bytes)
     }
-    const r = await applyRecord(this.membership, join, now)
+    const r = await applyRecord(this.membership, join, { now, relay: true })
     if (!r.ok) {
       const reason = r.reason.includes('expired')
         ? Reason.InviteExpired
         : r.reason.includes('used up')
           ? Reason.InviteUsedUp
-          : Reason.BadAdmission
+          : r.reason.includes('revoked')
+            ? Reason.InviteRevoked
+            : Reason.BadAdmission
       return { ok: false, reason, message: `join refused: ${r.reason}` }
     }
     this.knownRecords.add(toBase64Url(join.bytes))
@@ -106,19 +108,23 @@ export class Room {
     return { ok: true, records: toStore }
   }
 
-  /** Apply records found in an uploaded update; returns the new ones to persist, or a refusal. */
-  async applyUploadedRecords(records: Array<{ key: string; bytes: Uint8Array }>, now: number): Promise<Uint8Array[] | string> {
-    const fresh: Uint8Array[] = []
-    for (const { bytes } of records) {
-      const id = toBase64Url(bytes)
-      if (this.knownRecords.has(id)) continue
-      const rec = readRecord(bytes)
-      const r = await applyRecord(this.membership, rec, now)
-      if (!r.ok) return r.reason
-      this.knownRecords.add(id)
-      fresh.push(bytes)
+  /**
+   * Apply one record found in an uploaded update. Returns true when it is already known,
+   * the bytes to persist when it is new and valid, false when it is refused. Call inside `run`.
+   */
+  async applyUploadedRecord(bytes: Uint8Array, now: number): Promise<Uint8Array | boolean> {
+    const id = toBase64Url(bytes)
+    if (this.knownRecords.has(id)) return true
+    let rec: ReturnType<typeof readRecord>
+    try {
+      rec = readRecord(bytes)
+    } catch {
+      return false
     }
-    return fresh
+    const r = await applyRecord(this.membership, rec, { now, relay: true })
+    if (!r.ok) return false
+    this.knownRecords.add(id)
+    return bytes
   }
 
   /** The room's state vector: next expected clock per outer client. */

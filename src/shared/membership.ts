@@ -10,7 +10,10 @@ import {
   type InviteBody,
   readGenesisBody,
   readInviteBody,
+  readEpochBody,
   readJoinBody,
+  readMemberChangeBody,
+  readRevokeBody,
   RecordKind,
   roomIdFor,
   type SignedRecord,
@@ -31,6 +34,13 @@ export interface InviteState extends InviteBody {
   uses: number
 }
 
+export interface EpochState {
+  epoch: number
+  /** Who started it (userId) and the wrapped keys, devicePub (base64url) → wrapped key. */
+  by: string
+  wrapped: Map<string, Uint8Array>
+}
+
 export interface MembershipState {
   room: string
   creator: string | undefined
@@ -38,6 +48,13 @@ export interface MembershipState {
   invites: Map<string, InviteState>
   /** devicePub (base64url) → userId */
   devices: Map<string, string>
+  /** invitePub (base64url) of revoked invites. */
+  revoked: Set<string>
+  /** userId → when they were removed: invites made before that cannot bring them back. */
+  removedAt: Map<string, number>
+  /** The current key epoch (0 from the genesis) and the epoch records after it. */
+  epoch: number
+  epochs: Map<number, EpochState>
 }
 
 export const emptyMembership = (room: string): MembershipState => ({
@@ -46,6 +63,10 @@ export const emptyMembership = (room: string): MembershipState => ({
   members: new Map(),
   invites: new Map(),
   devices: new Map(),
+  revoked: new Set(),
+  removedAt: new Map(),
+  epoch: 0,
+  epochs: new Map(),
 })
 
 export type ApplyResult = { ok: true } | { ok: false; reason: string }
@@ -61,13 +82,20 @@ const addDevice = (s: MembershipState, member: MemberState, cert: DeviceCertific
  * passes its clock; clients pass the join's claimed time (the relay already refused late
  * joins, and clients must agree with each other, not with their own clocks).
  */
-export async function applyRecord(
-  s: MembershipState,
-  rec: SignedRecord,
-  now?: number,
-  /** Clients receive joins the relay already counted; only the relay enforces `maxUses`. */
-  countUses = true,
-): Promise<ApplyResult> {
+export interface ApplyOptions {
+  /** The time invite expiry is judged against (the relay's clock; clients use the join's). */
+  now?: number
+  /**
+   * The relay's stricter view: it counts invite uses (clients receive joins it already
+   * counted) and requires an epoch to wrap its key for exactly the member devices (clients
+   * fold records in row order, where a join the relay admitted earlier may come later).
+   */
+  relay?: boolean
+}
+
+export async function applyRecord(s: MembershipState, rec: SignedRecord, options: ApplyOptions = {}): Promise<ApplyResult> {
+  const now = options.now
+  const countUses = options.relay ?? false
   if (!(await verifyRecordSignature(rec))) return { ok: false, reason: 'bad signature' }
   switch (rec.kind) {
     case RecordKind.Genesis: {
@@ -97,9 +125,12 @@ export async function applyRecord(
       if (j.room !== s.room) return { ok: false, reason: 'join for another room' }
       const inv = s.invites.get(toBase64Url(j.invitePub))
       if (!inv) return { ok: false, reason: 'unknown invite' }
+      if (s.revoked.has(toBase64Url(j.invitePub))) return { ok: false, reason: 'invite revoked' }
       const at = now ?? j.joinedAt
       if (inv.expiresAt !== 0 && at > inv.expiresAt) return { ok: false, reason: 'invite expired' }
       const userId = toBase64Url(j.joiner.userPub)
+      const removedAt = s.removedAt.get(userId)
+      if (removedAt !== undefined && inv.createdAt <= removedAt) return { ok: false, reason: 'removed member; invite predates the removal' }
       const existing = s.members.get(userId)
       if (existing) {
         addDevice(s, existing, j.joiner)
@@ -112,7 +143,60 @@ export async function applyRecord(
       addDevice(s, member, j.joiner)
       return { ok: true }
     }
+    case RecordKind.Remove:
+    case RecordKind.Promote:
+    case RecordKind.Leave: {
+      const b = readMemberChangeBody(rec.body)
+      if (b.room !== s.room) return { ok: false, reason: 'record for another room' }
+      const signer = signerMember(s, rec)
+      if (!signer) return { ok: false, reason: 'signed by a device that is not a member' }
+      const target = toBase64Url(b.userPub)
+      const member = s.members.get(target)
+      if (!member) return { ok: false, reason: 'not a member' }
+      if (rec.kind === RecordKind.Leave) {
+        if (signer.userId !== target) return { ok: false, reason: 'only members themselves can leave' }
+      } else {
+        if (signer.role !== 'admin') return { ok: false, reason: 'only admins change membership' }
+        if (rec.kind === RecordKind.Remove && target === signer.userId) return { ok: false, reason: 'admins leave rather than remove themselves' }
+      }
+      if (rec.kind === RecordKind.Promote) {
+        member.role = 'admin'
+        return { ok: true }
+      }
+      s.members.delete(target)
+      for (const device of member.devices.keys()) s.devices.delete(device)
+      s.removedAt.set(target, Math.max(b.at, s.removedAt.get(target) ?? 0))
+      return { ok: true }
+    }
+    case RecordKind.Revoke: {
+      const b = readRevokeBody(rec.body)
+      if (b.room !== s.room) return { ok: false, reason: 'record for another room' }
+      if (signerMember(s, rec)?.role !== 'admin') return { ok: false, reason: 'only admins revoke invites' }
+      s.revoked.add(toBase64Url(b.invitePub))
+      return { ok: true }
+    }
+    case RecordKind.Epoch: {
+      const b = readEpochBody(rec.body)
+      if (b.room !== s.room) return { ok: false, reason: 'record for another room' }
+      const signer = signerMember(s, rec)
+      if (!signer) return { ok: false, reason: 'signed by a device that is not a member' }
+      if (b.epoch !== s.epoch + 1) return { ok: false, reason: `stale epoch ${b.epoch} (current ${s.epoch})` }
+      // Every member device must get the key — and, at the relay, nobody else.
+      for (const device of s.devices.keys()) if (!b.wrapped.has(device)) return { ok: false, reason: 'epoch leaves a member device without the key' }
+      if (options.relay) for (const device of b.wrapped.keys()) if (!s.devices.has(device)) return { ok: false, reason: 'epoch wraps its key for a non-member' }
+      s.epoch = b.epoch
+      s.epochs.set(b.epoch, { epoch: b.epoch, by: signer.userId, wrapped: b.wrapped })
+      return { ok: true }
+    }
   }
+}
+
+/** The member whose device signed a record (undefined for an unknown device or non-member). */
+function signerMember(s: MembershipState, rec: SignedRecord): MemberState | undefined {
+  if (!rec.signer) return undefined
+  const userId = s.devices.get(toBase64Url(rec.signer.devicePub))
+  if (userId === undefined || userId !== toBase64Url(rec.signer.userPub)) return undefined
+  return s.members.get(userId)
 }
 
 /** The member user a device belongs to, when the device is known and its user is a member. */

@@ -15,6 +15,14 @@
  *                 • varUint maxUses (0: unlimited) • varUint history (0 full, 1 from-join) • varUint createdAt
  * join    body := varString room • varUint8Array invitePub • varUint8Array joinerCertificate • varUint joinedAt
  *                 signerCertificate is empty: the invite's secret key signs (domain 'join')
+ * remove  body := varString room • varUint8Array userPub • varUint at        (by an admin device)
+ * promote body := varString room • varUint8Array userPub • varUint at        (by an admin device)
+ * leave   body := varString room • varUint8Array userPub • varUint at        (by the leaving user's device)
+ * revoke  body := varString room • varUint8Array invitePub • varUint at      (by an admin device)
+ * epoch   body := varString room • varUint epoch • varUint at • varUint n
+ *                 • { varUint8Array devicePub • varUint8Array wrappedKey }{n} (by a member device)
+ *                 the conversation key of `epoch`, wrapped (X25519 + HKDF + XChaCha20-Poly1305,
+ *                 context = varString room • varUint epoch) for every member device
  * admission := varUint kind(0 none, 1 genesis, 2 join) • [genesis record | invite record • join record]
  * ```
  */
@@ -26,7 +34,7 @@ import { StrictReader } from './wire.js'
 export const RECORD_VERSION = 1
 export const CERTIFICATE_VERSION = 1
 
-export const RecordKind = { Genesis: 1, Invite: 2, Join: 3 } as const
+export const RecordKind = { Genesis: 1, Invite: 2, Join: 3, Remove: 4, Promote: 5, Leave: 6, Revoke: 7, Epoch: 8 } as const
 export type RecordKind = (typeof RecordKind)[keyof typeof RecordKind]
 
 export interface DeviceCertificate {
@@ -111,8 +119,16 @@ export async function verifyCertificate(cert: DeviceCertificate): Promise<boolea
   return verifyWithDomain(SignatureDomain.DeviceCertificate, cert.userPub, payload, cert.signature)
 }
 
-const domainOf = (kind: RecordKind) =>
-  kind === RecordKind.Genesis ? SignatureDomain.Genesis : kind === RecordKind.Invite ? SignatureDomain.Invite : SignatureDomain.Join
+export const domainOf = (kind: RecordKind) =>
+  kind === RecordKind.Genesis
+    ? SignatureDomain.Genesis
+    : kind === RecordKind.Invite
+      ? SignatureDomain.Invite
+      : kind === RecordKind.Join
+        ? SignatureDomain.Join
+        : kind === RecordKind.Epoch
+          ? SignatureDomain.Epoch
+          : SignatureDomain.Membership
 
 export function recordSigningPayload(kind: RecordKind, body: Uint8Array): Uint8Array {
   const e = encoding.createEncoder()
@@ -135,15 +151,16 @@ export function readRecord(bytes: Uint8Array): SignedRecord {
   const r = new StrictReader(bytes)
   if (r.uint8() !== RECORD_VERSION) throw new PetrelError(ErrorCode.VersionMismatch, 'unknown record version')
   const kind = r.varUint(255)
-  if (kind !== RecordKind.Genesis && kind !== RecordKind.Invite && kind !== RecordKind.Join) throw malformed('unknown record kind')
+  if (kind < RecordKind.Genesis || kind > RecordKind.Epoch) throw malformed('unknown record kind')
+  const recordKind = kind as RecordKind
   const body = r.varBytes(8192)
   const certBytes = r.varBytes(1024)
   const signature = r.varBytes(64)
   r.end()
   if (signature.length !== 64) throw malformed('bad record signature length')
   const signer = certBytes.length === 0 ? undefined : readCertificate(certBytes)
-  if ((kind === RecordKind.Join) !== (signer === undefined)) throw malformed('join records carry no signer certificate; others must')
-  return { kind, body, signer, signature, bytes }
+  if ((recordKind === RecordKind.Join) !== (signer === undefined)) throw malformed('join records carry no signer certificate; others must')
+  return { kind: recordKind, body, signer, signature, bytes }
 }
 
 /**
@@ -253,4 +270,81 @@ export function readAdmission(bytes: Uint8Array): Admission {
   else a = { kind: AdmissionKind.None }
   r.end()
   return a
+}
+
+export interface MemberChangeBody {
+  room: string
+  userPub: Uint8Array
+  at: number
+}
+export function encodeMemberChangeBody(b: MemberChangeBody): Uint8Array {
+  const e = encoding.createEncoder()
+  encoding.writeVarString(e, b.room)
+  encoding.writeVarUint8Array(e, b.userPub)
+  encoding.writeVarUint(e, b.at)
+  return encoding.toUint8Array(e)
+}
+export function readMemberChangeBody(bytes: Uint8Array): MemberChangeBody {
+  const r = new StrictReader(bytes)
+  const out = { room: r.varString(64), userPub: key32(r), at: r.varUint() }
+  r.end()
+  return out
+}
+
+export interface RevokeBody {
+  room: string
+  invitePub: Uint8Array
+  at: number
+}
+export function encodeRevokeBody(b: RevokeBody): Uint8Array {
+  const e = encoding.createEncoder()
+  encoding.writeVarString(e, b.room)
+  encoding.writeVarUint8Array(e, b.invitePub)
+  encoding.writeVarUint(e, b.at)
+  return encoding.toUint8Array(e)
+}
+export function readRevokeBody(bytes: Uint8Array): RevokeBody {
+  const r = new StrictReader(bytes)
+  const out = { room: r.varString(64), invitePub: key32(r), at: r.varUint() }
+  r.end()
+  return out
+}
+
+export interface EpochBody {
+  room: string
+  epoch: number
+  at: number
+  /** devicePub (base64url) → wrapped key */
+  wrapped: Map<string, Uint8Array>
+}
+export function encodeEpochBody(b: { room: string; epoch: number; at: number; wrapped: Array<[devicePub: Uint8Array, wrapped: Uint8Array]> }): Uint8Array {
+  const e = encoding.createEncoder()
+  encoding.writeVarString(e, b.room)
+  encoding.writeVarUint(e, b.epoch)
+  encoding.writeVarUint(e, b.at)
+  encoding.writeVarUint(e, b.wrapped.length)
+  for (const [device, wrapped] of b.wrapped) {
+    encoding.writeVarUint8Array(e, device)
+    encoding.writeVarUint8Array(e, wrapped)
+  }
+  return encoding.toUint8Array(e)
+}
+export function readEpochBody(bytes: Uint8Array): EpochBody {
+  const r = new StrictReader(bytes)
+  const room = r.varString(64)
+  const epoch = r.varUint(0xffffffff)
+  const at = r.varUint()
+  const n = r.varUint(4096)
+  const wrapped = new Map<string, Uint8Array>()
+  for (let i = 0; i < n; i++) wrapped.set(toBase64Url(key32(r)), r.varBytes(256))
+  r.end()
+  return { room, epoch, at, wrapped }
+}
+
+/** Context bound into every wrapped epoch key. */
+export function epochWrapContext(room: string, epoch: number): Uint8Array {
+  const e = encoding.createEncoder()
+  encoding.writeVarString(e, room)
+  encoding.writeVarUint(e, epoch)
+  return encoding.toUint8Array(e)
 }

@@ -78,6 +78,8 @@ export const Reason = {
   Internal: 13,
   /** The conversation holds as many bytes as the relay allows. */
   QuotaExceeded: 14,
+  /** An envelope sealed under a key epoch that is not the current one. */
+  StaleEpoch: 15,
 } as const
 export type Reason = (typeof Reason)[keyof typeof Reason]
 

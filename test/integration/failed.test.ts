@@ -15,11 +15,11 @@ describe('a message the relay refuses for good', () => {
     await relay.close()
     const big = await aliceConv.send('x'.repeat(8000))
     const small = await aliceConv.send('small one')
-    await world.relay({ limits: { maxEnvelopeBytes: 4096 } })
+    const relay2 = await world.relay({ limits: { maxEnvelopeBytes: 4096 } })
     await until(() => aliceConv.message(big.id)?.status === 'failed', 10_000, 'big fails')
     expect(aliceConv.message(big.id)!.error).toMatch(/too large/)
     expect(world.errors.get(alice)!.some((e) => e.code === 'refused')).toBe(true)
-    await until(() => atLeastSent(aliceConv.message(small.id)?.status))
+    await until(() => atLeastSent(aliceConv.message(small.id)?.status), 10_000, 'small sent')
     // The tombstone fills the gap: later messages reach Bob, the failed one does not.
     await aliceConv.send('after the failure')
     await until(() => texts(bobConv).includes('after the failure'), 5000, 'later message flows')
@@ -30,7 +30,7 @@ describe('a message the relay refuses for good', () => {
     await expect(aliceConv.retry(small.id)).rejects.toMatchObject({ code: 'invalid_argument' })
     await expect(aliceConv.discard('nope')).rejects.toMatchObject({ code: 'not_found' })
     await bobConv.send('bob still fine')
-    await until(() => texts(aliceConv).includes('bob still fine'))
+    await until(() => texts(aliceConv).includes('bob still fine'), 10_000, 'alice gets bob')
   })
 
   it('refuses a message over the relay’s advertised limit at send time, with nothing written', async () => {
