@@ -14,6 +14,7 @@ import { randomBytes, randomKey, SignatureDomain, signWithDomain } from '../shar
 import { ErrorCode, PetrelError } from '../shared/errors.js'
 import {
   AdmissionKind,
+  domainOf,
   encodeAdmission,
   encodeGenesisBody,
   encodeJoinBody,
@@ -209,7 +210,7 @@ export class PetrelClient {
   }
 
   private async signRecord(kind: RecordKind, body: Uint8Array): Promise<Uint8Array> {
-    const domain = kind === RecordKind.Genesis ? SignatureDomain.Genesis : SignatureDomain.Invite
+    const domain = domainOf(kind)
     const sig = await signWithDomain(domain, this.identity.deviceSecret, recordSigningPayload(kind, body))
     return encodeRecord(kind, body, this.identity.certificate.bytes, sig)
   }

@@ -39,6 +39,7 @@ export const keyOf = {
   receipts: (id: string) => `rcpt:${id}`,
   messageSeq: (id: string, msgId: string) => `mseq:${id}:${msgId}`,
   messageSeqPrefix: (id: string) => `mseq:${id}:`,
+  recordSeqs: (id: string) => `rseq:${id}`,
 }
 
 export function encodeConversationRecord(r: ConversationRecord): Uint8Array {

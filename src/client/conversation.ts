@@ -12,12 +12,12 @@
  */
 import { WebsocketProvider } from 'y-websocket'
 import * as Y from 'yjs'
-import { generateSigningKeyPair, randomBytes, toBase64Url, verifyBatch } from '../shared/crypto/index.js'
+import { fromBase64Url, generateSigningKeyPair, randomBytes, toBase64Url, verifyBatch } from '../shared/crypto/index.js'
 import { decryptEnvelope, readEnvelope, sealEnvelope, signedEnvelopeBytes } from '../shared/envelope.js'
 import { ErrorCode, PetrelError } from '../shared/errors.js'
-import { applyRecord, emptyMembership, type MembershipState } from '../shared/membership.js'
+import type { MembershipState } from '../shared/membership.js'
 import { envelopeKey, OUTER_LOG, OUTER_RECORDS } from '../shared/outer-keys.js'
-import { encodeInviteBody, readRecord, RecordKind } from '../shared/records.js'
+import { encodeInviteBody, encodeMemberChangeBody, encodeRevokeBody, readInviteBody, readRecord, RecordKind } from '../shared/records.js'
 import {
   type ReceiptEntry,
   readAck,
@@ -38,6 +38,7 @@ import {
   decodeCursor,
   decodeOwn,
   decodeReceipts,
+  encodeConversationRecord,
   encodeBindings,
   encodeCursor,
   encodeOwn,
@@ -46,11 +47,12 @@ import {
   type OwnMessageState,
 } from './conversation-record.js'
 import type { Identity } from './identity.js'
-import { encodeInviteToken } from './invite-token.js'
+import { decodeInviteToken, encodeInviteToken } from './invite-token.js'
 import { checkInnerUpdate, INNER_MESSAGES, INNER_META, INNER_PROFILES } from './inner-guard.js'
 import type { Batch, DeviceStore } from './storage/device-store.js'
 import { Presence } from './presence.js'
 import { type MemberReceipt, ReceiptBook } from './receipts.js'
+import { MembershipBook, safetyNumber } from './membership-book.js'
 import { tombstoneUpdate } from './tombstone.js'
 import { VirtualSocket } from './virtual-socket.js'
 
@@ -110,7 +112,9 @@ export class Conversation {
   readonly doc = new Y.Doc()
   private readonly outer = new Y.Doc({ gc: false })
   private provider: WebsocketProvider | undefined
-  private membership: MembershipState
+  private readonly book: MembershipBook
+  /** Own messages refused as sealed under an old epoch, waiting for the new key. */
+  private readonly resealQueue = new Set<string>()
   private bindings = new Map<number, string>()
   private readonly own = new Map<string, OwnMessageState>()
   private readonly envelopeMessages = new Map<string, string[]>()
@@ -132,7 +136,7 @@ export class Conversation {
   private readonly listeners = new Set<() => void>()
   private notifyScheduled = false
   private sortedCache: Message[] | undefined
-  private deniedReason: string | undefined
+  private denied: PetrelError | undefined
   private closed = false
   private readonly syncWaiters = new Set<(err?: PetrelError) => void>()
 
@@ -141,7 +145,7 @@ export class Conversation {
     private readonly record: ConversationRecord,
     private readonly ctx: ClientContext,
   ) {
-    this.membership = emptyMembership(id)
+    this.book = new MembershipBook(id, ctx.identity)
   }
 
   /** Open a conversation from local storage (it may be brand new and empty). */
@@ -158,13 +162,21 @@ export class Conversation {
     return typeof t === 'string' ? t : ''
   }
 
-  /** Current key epoch. */
+  private get membership(): MembershipState {
+    return this.book.state
+  }
+
+  /** The key epoch this device seals under: the conversation's current one, once we hold its key. */
   get epoch(): number {
-    return Math.max(...this.record.keys.keys())
+    const current = this.membership.epoch
+    if (this.record.keys.has(current)) return current
+    return Math.max(...[...this.record.keys.keys()].filter((e) => e <= current))
   }
 
   private async load(): Promise<void> {
     const { store } = this.ctx
+    const recordSeqs = await store.get(keyOf.recordSeqs(this.id))
+    if (recordSeqs) this.book.loadSeqs(recordSeqs)
     const [outerRows, innerRows, ownRows, bindings, cursor, readCursor, receipts, seqs] = await Promise.all([
       store.loadLog(this.id, 'outer'),
       store.loadLog(this.id, 'inner'),
@@ -427,9 +439,103 @@ export class Conversation {
       history: options.history ?? 'full',
       createdAt: Date.now(),
     })
+    let keys = this.keys()
+    const records: Uint8Array[] = []
+    if (options.history === 'from-join') {
+      // WhatsApp's group rule: a new key from now on, and the invite carries only that one.
+      const next = this.book.newEpoch()
+      records.push(await this.ctx.signRecord(RecordKind.Epoch, next.body))
+      keys = new Map([[next.epoch, next.key]])
+    }
     const inviteRecord = await this.ctx.signRecord(RecordKind.Invite, body)
-    await this.writeRecords([inviteRecord])
-    return encodeInviteToken({ room: this.id, inviteSecret: pair.secretKey, inviteRecord, keys: this.keys() })
+    records.push(inviteRecord)
+    await this.writeRecords(records)
+    return encodeInviteToken({ room: this.id, inviteSecret: pair.secretKey, inviteRecord, keys })
+  }
+
+  /**
+   * Stop an invite from working (joins already made stay).
+   *
+   * @example
+   * ```ts
+   * await conv.revokeInvite(token)
+   * ```
+   */
+  async revokeInvite(token: string): Promise<void> {
+    this.requireAdmin()
+    const invite = decodeInviteToken(token)
+    if (invite.room !== this.id) throw new PetrelError(ErrorCode.InviteInvalid, 'invite is for another conversation', { conversationId: this.id })
+    const { invitePub } = readInviteBody(readRecord(invite.inviteRecord).body)
+    await this.writeRecords([await this.ctx.signRecord(RecordKind.Revoke, encodeRevokeBody({ room: this.id, invitePub, at: Date.now() }))])
+  }
+
+  /**
+   * Members with their role and devices, from verified records.
+   *
+   * @example
+   * ```ts
+   * for (const m of conv.members()) console.log(m.name, m.role, m.devices.length)
+   * ```
+   */
+  members(): Array<{ userId: string; name?: string; role: 'admin' | 'member'; devices: string[] }> {
+    const profiles = this.doc.getMap<{ name?: string }>(INNER_PROFILES)
+    return [...this.membership.members.values()].map((m) => {
+      const name = profiles.get(m.userId)?.name
+      return { userId: m.userId, ...(name ? { name } : {}), role: m.role, devices: [...m.devices.keys()] }
+    })
+  }
+
+  /**
+   * Remove a member (admins only). A new key epoch starts at once, wrapped for the remaining
+   * member devices only: the removed person decrypts nothing sent from now on, and the relay
+   * stops serving their devices.
+   *
+   * @example
+   * ```ts
+   * await conv.removeMember(bob.userId)
+   * ```
+   */
+  async removeMember(userId: string): Promise<void> {
+    this.requireAdmin()
+    if (!this.membership.members.has(userId)) throw new PetrelError(ErrorCode.NotFound, 'not a member', { conversationId: this.id })
+    if (userId === this.ctx.identity.userId) throw new PetrelError(ErrorCode.InvalidArgument, 'use leave() to leave', { conversationId: this.id })
+    const remove = await this.ctx.signRecord(RecordKind.Remove, encodeMemberChangeBody({ room: this.id, userPub: fromBase64Url(userId), at: Date.now() }))
+    const next = this.book.newEpoch(userId)
+    const epoch = await this.ctx.signRecord(RecordKind.Epoch, next.body)
+    this.record.keys.set(next.epoch, next.key)
+    await this.ctx.store.commit({ put: [[keyOf.conv(this.id), encodeConversationRecord(this.record)]] })
+    await this.writeRecords([remove, epoch])
+  }
+
+  /** Make a member an admin (admins only). */
+  async makeAdmin(userId: string): Promise<void> {
+    this.requireAdmin()
+    if (!this.membership.members.has(userId)) throw new PetrelError(ErrorCode.NotFound, 'not a member', { conversationId: this.id })
+    await this.writeRecords([await this.ctx.signRecord(RecordKind.Promote, encodeMemberChangeBody({ room: this.id, userPub: fromBase64Url(userId), at: Date.now() }))])
+  }
+
+  /** Leave the conversation; an admin starts a new key epoch when they see it. */
+  async leave(): Promise<void> {
+    const leave = await this.ctx.signRecord(RecordKind.Leave, encodeMemberChangeBody({ room: this.id, userPub: this.ctx.identity.userPub, at: Date.now() }))
+    await this.writeRecords([leave])
+  }
+
+  /**
+   * A short number both people can compare (in person, on a call) to check that no one sits
+   * in the middle: the same on both devices exactly when both hold the same two identities.
+   *
+   * @example
+   * ```ts
+   * conv.safetyNumber(bob.userId) // '12345 67890 …' — Bob's screen shows the same
+   * ```
+   */
+  safetyNumber(userId: string): string {
+    return safetyNumber(this.ctx.identity.userPub, fromBase64Url(userId))
+  }
+
+  private requireAdmin(): void {
+    this.assertOpen()
+    if (!this.book.isAdmin()) throw new PetrelError(ErrorCode.Refused, 'only admins can do this', { conversationId: this.id })
   }
 
   /** Write inner state (title, profile) as the local device. */
@@ -469,6 +575,11 @@ export class Conversation {
       rec.unobserve(observer)
     }
     const records = recordKeys.map((k) => rec.get(k)).filter((v): v is Uint8Array => v instanceof Uint8Array)
+    let seqsChanged = false
+    for (const key of recordKeys) {
+      const seq = seqOfKey(key, msg.index)
+      if (seq !== undefined && this.book.noteSeq(key, seq)) seqsChanged = true
+    }
     const envelopes: Array<{ key: string; seq: number; bytes: Uint8Array }> = []
     const log = this.outer.getMap<Uint8Array>(OUTER_LOG)
     let maxSeq = 0
@@ -482,7 +593,7 @@ export class Conversation {
     }
     envelopes.sort((a, b) => a.seq - b.seq)
     const outerUpdate = applied
-    const job = this.incoming.then(() => this.processIncoming(records, envelopes, outerUpdate, maxSeq))
+    const job = this.incoming.then(() => this.processIncoming(records, envelopes, outerUpdate, maxSeq, seqsChanged))
     this.incoming = job.catch((err) => this.report(err, 'could not store received messages'))
   }
 
@@ -491,6 +602,7 @@ export class Conversation {
     envelopes: Array<{ key: string; seq: number; bytes: Uint8Array }>,
     outerUpdate: Uint8Array | undefined,
     maxSeq: number,
+    seqsChanged = false,
   ): Promise<void> {
     if (records.length > 0) await this.foldRecords()
     const headers = envelopes.map((e) => {
@@ -532,8 +644,9 @@ export class Conversation {
         const h = headers[i]
         if (!h) continue
         const deviceId = toBase64Url(h.senderDevicePub)
-        const userId = this.membership.devices.get(deviceId)
-        if (userId === undefined || !this.membership.members.has(userId)) {
+        // Authors who have since left stay known: their earlier messages are still theirs.
+        const userId = this.membership.everDevices.get(deviceId)
+        if (userId === undefined) {
           this.reject(ErrorCode.UnknownSender, `envelope from a device that is not a member (${deviceId.slice(0, 8)}…)`)
           continue
         }
@@ -553,7 +666,7 @@ export class Conversation {
           this.reject(ErrorCode.EnvelopeRejected, `envelope does not decrypt: ${(err as Error).message}`)
           continue
         }
-        const verdict = checkInnerUpdate(this.doc, update, { deviceId, userId }, this.bindings, (d) => this.membership.devices.get(d))
+        const verdict = checkInnerUpdate(this.doc, update, { deviceId, userId }, this.bindings, (d) => this.membership.everDevices.get(d))
         if (!verdict.ok) {
           this.reject(ErrorCode.AuthorshipViolation, `update from ${userId.slice(0, 8)}… refused: ${verdict.reason}`)
           continue
@@ -579,6 +692,7 @@ export class Conversation {
       put: seqPuts,
     }
     if (bindingsChanged) batch.put!.push([keyOf.bindings(this.id), encodeBindings(this.bindings)])
+    if (seqsChanged) batch.put!.push([keyOf.recordSeqs(this.id), this.book.encodeSeqs()])
     if (maxSeq > this.cursor) {
       this.cursor = maxSeq
       batch.put!.push([keyOf.cursor(this.id), encodeCursor(maxSeq)])
@@ -590,39 +704,59 @@ export class Conversation {
   }
 
   /**
-   * Rebuild membership from every record in the outer log. Records arrive in any order
-   * (our own join is written before the genesis reaches us), so the fold always starts over:
-   * genesis, then invites, then joins — the order in which the relay admitted them.
+   * Rebuild membership from every record in the outer log, in relay order, pick up epoch
+   * keys wrapped for this device, and act on what changed (re-seal refused messages under a
+   * new key; rotate the key after someone left).
    */
   private async foldRecords(): Promise<void> {
-    const parsed = [...this.outer.getMap<Uint8Array>(OUTER_RECORDS).values()]
-      .map((bytes) => {
-        try {
-          return readRecord(bytes)
-        } catch {
-          return undefined
-        }
-      })
-      .filter((r) => r !== undefined)
-      .sort((a, b) => a.kind - b.kind)
-    const next = emptyMembership(this.id)
-    for (const rec of parsed) {
-      const r = await applyRecord(next, rec)
-      if (!r.ok && r.reason === 'bad signature') {
-        this.ctx.reportError(new PetrelError(ErrorCode.EnvelopeRejected, 'ignored a record whose signature does not verify', { conversationId: this.id }))
-      }
+    const epochBefore = this.membership.epoch
+    const bad = await this.book.fold(this.outer.getMap<Uint8Array>(OUTER_RECORDS))
+    if (this.membership.epoch > epochBefore) {
+      // A new epoch may have new members who cannot read what came before ('from-join').
+      // Yjs holds back a client's change until its earlier clocks arrive, so write from a
+      // fresh client id: what we write from now on depends on nothing they cannot decrypt.
+      this.doc.clientID = randomClientId()
     }
-    this.membership = next
+    if (bad > 0) this.ctx.reportError(new PetrelError(ErrorCode.EnvelopeRejected, `ignored ${bad} record(s) whose signature does not verify`, { conversationId: this.id }))
+    if (this.book.unwrapKeys(this.record.keys)) {
+      await this.ctx.store.commit({ put: [[keyOf.conv(this.id), encodeConversationRecord(this.record)]] })
+      this.resealWaiting()
+    }
     this.presence?.refresh()
+    this.changed()
+  }
+
+  /** Re-seal own messages the relay refused as stale, once we hold the current key. */
+  private resealWaiting(): void {
+    if (!this.record.keys.has(this.membership.epoch)) return
+    for (const msgId of [...this.resealQueue]) {
+      const state = this.own.get(msgId)
+      this.resealQueue.delete(msgId)
+      if (!state) continue
+      const update = this.originalUpdate(state.envelopeKey)
+      if (update) void this.queueSeal(update, [msgId]).catch((err) => this.report(err, 'could not re-seal a message'))
+    }
   }
 
   private onAck(msg: { seq: number; ranges: Array<{ client: number; clock: number; len: number }> }): void {
     const puts: Array<[string, Uint8Array]> = []
+    const rec = this.outer.getMap<Uint8Array>(OUTER_RECORDS)
+    let recordsMoved = false
+    for (const range of msg.ranges)
+      for (let i = 0; i < range.len; i++) {
+        const key = envelopeKey(range.client, range.clock + i)
+        if (rec.has(key) && this.book.noteSeq(key, msg.seq)) recordsMoved = true
+      }
+    if (recordsMoved) {
+      puts.push([keyOf.recordSeqs(this.id), this.book.encodeSeqs()])
+      const job = this.incoming.then(() => this.foldRecords())
+      this.incoming = job.catch((err) => this.report(err, 'could not fold records'))
+    }
     for (const range of msg.ranges) {
       for (let i = 0; i < range.len; i++) {
         for (const msgId of this.envelopeMessages.get(envelopeKey(range.client, range.clock + i)) ?? []) {
           const state = this.own.get(msgId)
-          if (!state || state.seq !== 0) continue
+          if (state?.seq !== 0) continue
           state.seq = msg.seq
           puts.push([keyOf.own(this.id, msgId), encodeOwn(state)])
         }
@@ -719,13 +853,19 @@ export class Conversation {
         for (const msgId of this.envelopeMessages.get(envelopeKey(range.client, range.clock + i)) ?? []) {
           const state = this.own.get(msgId)
           if (!state) continue
+          if (msg.reason === Reason.StaleEpoch) {
+            // Not a failure: sealed before we knew of a new key. It goes again under the new one.
+            this.resealQueue.add(msgId)
+            continue
+          }
           state.failure = `${reasonName(msg.reason)}: ${msg.message}`
           puts.push([keyOf.own(this.id, msgId), encodeOwn(state)])
           tombstones.add(state.envelopeKey)
         }
     // A gap is transient (a live update overtook the sync that carries its predecessors): the
     // relay asks for a resend itself. Anything else is worth telling the app.
-    if (msg.reason !== Reason.Gap) {
+    if (this.resealQueue.size > 0) this.resealWaiting()
+    if (msg.reason !== Reason.Gap && msg.reason !== Reason.StaleEpoch) {
       this.ctx.reportError(new PetrelError(ErrorCode.Refused, `relay refused: ${reasonName(msg.reason)}: ${msg.message}`, { conversationId: this.id }))
     }
     // Refused for good: fill the gap at receivers so this device's later messages still flow.
@@ -751,8 +891,8 @@ export class Conversation {
 
   private onDenied(reason: number, message: string): void {
     const text = `${reasonName(reason)}: ${message}`
-    this.deniedReason = text
     const err = new PetrelError(reason === Reason.InviteExpired || reason === Reason.InviteUsedUp || reason === Reason.InviteRevoked || reason === Reason.BadAdmission ? ErrorCode.InviteInvalid : ErrorCode.Refused, `relay refused the conversation: ${text}`, { conversationId: this.id })
+    this.denied = err
     for (const waiter of this.syncWaiters) waiter(err)
     this.syncWaiters.clear()
     // Not a member (any more): nothing pending can ever be delivered.
@@ -877,7 +1017,7 @@ export class Conversation {
     const update = this.originalUpdate(state.envelopeKey)
     if (!update) throw new PetrelError(ErrorCode.NotFound, `the envelope of ${id} is gone`, { conversationId: this.id })
     state.failure = ''
-    this.deniedReason = undefined
+    this.denied = undefined
     this.changed()
     await this.queueSeal(update, [id])
     if (this.provider && !this.provider.shouldConnect) this.provider.connect()
@@ -908,7 +1048,7 @@ export class Conversation {
   /** Resolves when the first sync with the relay completed; rejects if the relay refused us. */
   whenSynced(timeoutMs: number): Promise<void> {
     if (this.provider?.synced) return Promise.resolve()
-    if (this.deniedReason) return Promise.reject(new PetrelError(ErrorCode.Refused, this.deniedReason, { conversationId: this.id }))
+    if (this.denied) return Promise.reject(this.denied)
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.syncWaiters.delete(waiter)
@@ -983,4 +1123,19 @@ export class Conversation {
       err instanceof PetrelError ? err : new PetrelError(ErrorCode.StorageFailed, `${context}: ${(err as Error).message}`, { cause: err, conversationId: this.id }),
     )
   }
+}
+
+/** The row sequence number of the outer item behind `key` (an id-derived key), if indexed. */
+function seqOfKey(key: string, index: RowIndexEntry[]): number | undefined {
+  const dot = key.indexOf('.')
+  const client = Number.parseInt(key.slice(0, dot), 36)
+  const clock = Number.parseInt(key.slice(dot + 1), 36)
+  for (const row of index) if (row.client === client && clock >= row.clock && clock < row.clock + row.len) return row.seq
+  return undefined
+}
+
+/** A fresh Yjs client id (uint32), as Yjs makes them. */
+function randomClientId(): number {
+  const b = randomBytes(4)
+  return new DataView(b.buffer, b.byteOffset, 4).getUint32(0)
 }

@@ -46,8 +46,10 @@ export interface MembershipState {
   creator: string | undefined
   members: Map<string, MemberState>
   invites: Map<string, InviteState>
-  /** devicePub (base64url) → userId */
+  /** devicePub (base64url) → userId, for current members */
   devices: Map<string, string>
+  /** Every device ever admitted → userId: authors of earlier messages stay known after they leave. */
+  everDevices: Map<string, string>
   /** invitePub (base64url) of revoked invites. */
   revoked: Set<string>
   /** userId → when they were removed: invites made before that cannot bring them back. */
@@ -63,6 +65,7 @@ export const emptyMembership = (room: string): MembershipState => ({
   members: new Map(),
   invites: new Map(),
   devices: new Map(),
+  everDevices: new Map(),
   revoked: new Set(),
   removedAt: new Map(),
   epoch: 0,
@@ -75,6 +78,7 @@ const addDevice = (s: MembershipState, member: MemberState, cert: DeviceCertific
   const id = toBase64Url(cert.devicePub)
   member.devices.set(id, cert)
   s.devices.set(id, member.userId)
+  s.everDevices.set(id, member.userId)
 }
 
 /**

@@ -31,6 +31,8 @@ describe('a message the relay refuses for good', () => {
     await expect(aliceConv.discard('nope')).rejects.toMatchObject({ code: 'not_found' })
     await bobConv.send('bob still fine')
     await until(() => texts(aliceConv).includes('bob still fine'), 10_000, 'alice gets bob')
+    // The placeholder the relay stored is a deletion to Yjs; syncing it must not cut anyone off.
+    expect(relay2.metrics.rejectedCount('malformed payload')).toBe(0)
   })
 
   it('refuses a message over the relay’s advertised limit at send time, with nothing written', async () => {

@@ -1,0 +1,657 @@
+/// <reference types="vite/client" />
+/**
+ * Petrel's demo messenger: plain DOM on the public client API, nothing else. Every message is
+ * written to IndexedDB before it is shown, so the app works offline (a service worker keeps
+ * the shell) and sends what waited as soon as a connection returns.
+ *
+ * In your own app, import from the package instead: `import { createClient } from 'petrel/client'`.
+ */
+import { type Conversation, createClient, type Message, type PetrelClient } from '../../../src/client/index.js'
+import './style.css'
+import { avatar, clock, dayKey, dayLabel, el, fullTime, hue, icon, listTime, tick } from './view.js'
+
+interface Profile {
+  name: string
+  /** Namespaces this profile's IndexedDB database (`petrel:<storageKey>`). */
+  storageKey: string
+}
+
+const PROFILE = 'petrel-chat:profile'
+const OPEN = 'petrel-chat:open'
+const AIRPLANE = 'petrel-chat:airplane'
+const PERSIST_ASKED = 'petrel-chat:persist-asked'
+/** Re-announce "typing" this often while keys are pressed (receivers forget it after 5 s). */
+const TYPING_REFRESH_MS = 2_000
+
+const root = document.getElementById('app')!
+const errorText = (err: unknown): string => (err instanceof Error ? err.message : String(err))
+const shortId = (userId: string): string => `${userId.slice(0, 6)}…`
+const titleOf = (conv: Conversation): string => conv.title || 'Untitled conversation'
+
+async function boot(): Promise<void> {
+  // Offline after the first visit: the service worker keeps the app shell (production build only).
+  if (import.meta.env.PROD && 'serviceWorker' in navigator && navigator.onLine) {
+    navigator.serviceWorker.register('/sw.js').catch(() => {})
+  }
+  const profile = loadProfile() ?? (await chooseName())
+  askPersistentStorage()
+  const client = await createClient({
+    relay: relayUrl(),
+    name: profile.name,
+    storageKey: profile.storageKey,
+  })
+  await new ChatApp(client, profile).start()
+}
+
+/** The relay serves this app, so it is at this very host; `npx vite examples/chat` (dev) uses :8787. */
+function relayUrl(): string {
+  if (import.meta.env.DEV) return import.meta.env.VITE_PETREL_RELAY ?? `ws://${location.hostname}:8787`
+  return `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}`
+}
+
+function loadProfile(): Profile | undefined {
+  try {
+    const p = JSON.parse(localStorage.getItem(PROFILE) ?? 'null') as Partial<Profile> | null
+    return p && typeof p.name === 'string' && typeof p.storageKey === 'string' ? { name: p.name, storageKey: p.storageKey } : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/** First visit: ask for the display name members will see (it travels encrypted). */
+function chooseName(): Promise<Profile> {
+  return new Promise((resolve) => {
+    const input = el('input', { name: 'name', required: true, maxlength: 40, autocomplete: 'nickname', placeholder: 'Your name', 'aria-label': 'Display name' })
+    const submit = (event: Event) => {
+      event.preventDefault()
+      const name = input.value.trim()
+      if (!name) return
+      const id = [...crypto.getRandomValues(new Uint8Array(6))].map((b) => b.toString(16).padStart(2, '0')).join('')
+      const profile = { name, storageKey: `profile-${id}` }
+      localStorage.setItem(PROFILE, JSON.stringify(profile))
+      resolve(profile)
+    }
+    root.replaceChildren(
+      el(
+        'main',
+        { class: 'welcome' },
+        el(
+          'form',
+          { class: 'welcome-card', onsubmit: submit },
+          icon('lock', 'welcome-logo'),
+          el('h1', {}, 'Welcome to Petrel'),
+          el('p', {}, 'End-to-end encrypted messages that are never lost: they are saved on this device first and leave it, sealed, when a connection exists.'),
+          el('label', { class: 'field' }, el('span', {}, 'Choose a display name'), input),
+          el('button', { type: 'submit', class: 'primary' }, 'Continue'),
+        ),
+      ),
+    )
+    root.removeAttribute('aria-busy')
+    input.focus()
+  })
+}
+
+/** Ask once that the browser never evicts this origin's storage (the outbox lives there). */
+function askPersistentStorage(): void {
+  if (localStorage.getItem(PERSIST_ASKED) || !navigator.storage?.persist) return
+  localStorage.setItem(PERSIST_ASKED, '1')
+  navigator.storage.persist().catch(() => {})
+}
+
+class ChatApp {
+  private convs: Conversation[] = []
+  private current: Conversation | undefined
+  /** When a conversation was created or joined here, to sort ones without messages. */
+  private readonly touched = new Map<string, number>()
+  private airplane = localStorage.getItem(AIRPLANE) === '1'
+  private renderQueued = false
+  private stickToBottom = false
+  private typingSentAt = 0
+  private info: { conv: Conversation; id: string } | undefined
+  /** Rendered rows of the open conversation, by message id or day, with what they show. */
+  private readonly rows = new Map<string, { node: HTMLElement; sig: string }>()
+  private readonly observer: IntersectionObserver
+  private observed: Element | undefined
+  private lastVisible = false
+  private toastTimer: ReturnType<typeof setTimeout> | undefined
+
+  private readonly shell = el('div', { class: 'shell', 'data-view': 'list' })
+  private readonly banner = el('div', { class: 'banner', role: 'status' })
+  private readonly list = el('nav', { class: 'conv-list', 'aria-label': 'Conversations' })
+  private readonly airplaneButton = el('button', { class: 'icon-btn airplane', type: 'button', 'aria-label': 'Airplane mode', title: 'Airplane mode' }, icon('plane'))
+  private readonly emptyPane = el('section', { class: 'placeholder' })
+  private readonly convPane = el('section', { class: 'conversation', hidden: true })
+  private readonly headAvatar = el('span', { class: 'head-avatar' })
+  private readonly headTitle = el('h2', { class: 'head-title' })
+  private readonly headSub = el('p', { class: 'head-sub' })
+  private readonly messagesBox = el('div', { class: 'messages', role: 'log', 'aria-label': 'Messages' })
+  private readonly input = el('textarea', { rows: 1, placeholder: 'Message', 'aria-label': 'Message', enterkeyhint: 'send' })
+  private readonly newDialog = el('dialog', { class: 'sheet', 'aria-label': 'New conversation' })
+  private readonly inviteDialog = el('dialog', { class: 'sheet', 'aria-label': 'Invite' })
+  private readonly inviteLink = el('input', { class: 'invite-link', readonly: true, 'aria-label': 'Invite link' })
+  private readonly inviteHint = el('p', { class: 'muted small' })
+  private readonly infoDialog = el('dialog', { class: 'sheet', 'aria-label': 'Message info' })
+  private readonly infoBody = el('div', { class: 'info-body' })
+  private readonly toastBox = el('div', { class: 'toast', role: 'alert', hidden: true })
+
+  constructor(
+    private readonly client: PetrelClient,
+    private readonly profile: Profile,
+  ) {
+    this.observer = new IntersectionObserver(
+      (entries) => {
+        for (const entry of entries) if (entry.target === this.observed) this.lastVisible = entry.isIntersecting
+        this.maybeMarkRead()
+      },
+      { root: this.messagesBox },
+    )
+    this.build()
+  }
+
+  async start(): Promise<void> {
+    root.replaceChildren(this.shell, this.newDialog, this.inviteDialog, this.infoDialog, this.toastBox)
+    root.removeAttribute('aria-busy')
+    this.client.on('connection', () => this.render())
+    this.client.on('error', (err) => this.toast(err.message))
+    window.addEventListener('online', () => this.render())
+    window.addEventListener('offline', () => this.render())
+    window.addEventListener('hashchange', () => void this.joinFromLink())
+    document.addEventListener('visibilitychange', () => this.maybeMarkRead())
+    if (this.airplane) this.client.disconnect()
+    for (const conv of await this.client.conversations()) this.track(conv)
+    this.open(this.convs.find((c) => c.id === localStorage.getItem(OPEN)))
+    await this.joinFromLink()
+  }
+
+  // ------------------------------------------------------------------ layout
+
+  private build(): void {
+    this.airplaneButton.addEventListener('click', () => this.toggleAirplane())
+    const sidebar = el(
+      'aside',
+      { class: 'sidebar' },
+      el(
+        'header',
+        { class: 'side-head' },
+        avatar(this.profile.name, this.client.userId, 'avatar me'),
+        el('div', { class: 'me' }, el('strong', {}, this.profile.name), el('span', { class: 'me-state' })),
+        this.airplaneButton,
+        el('button', { class: 'icon-btn', type: 'button', 'aria-label': 'New conversation', title: 'New conversation', onclick: () => this.showNewDialog() }, icon('plus')),
+      ),
+      this.list,
+      el('p', { class: 'side-foot' }, icon('lock', 'icon small-icon'), 'Messages are end-to-end encrypted'),
+    )
+    this.emptyPane.append(
+      icon('lock', 'placeholder-logo'),
+      el('h2', {}, 'Petrel'),
+      el('p', {}, 'Pick a conversation, or start one and share its invite link.'),
+      el('p', { class: 'muted small' }, 'Messages are end-to-end encrypted; the relay stores only sealed envelopes.'),
+    )
+    const composer = el(
+      'form',
+      {
+        class: 'composer',
+        onsubmit: (e) => {
+          e.preventDefault()
+          void this.send()
+        },
+      },
+      this.input,
+      el('button', { type: 'submit', class: 'send', 'aria-label': 'Send', title: 'Send' }, icon('send')),
+    )
+    this.input.addEventListener('keydown', (e) => {
+      if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
+        e.preventDefault()
+        void this.send()
+      }
+    })
+    this.input.addEventListener('input', () => this.onInput())
+    this.convPane.append(
+      el(
+        'header',
+        { class: 'conv-head' },
+        el('button', { class: 'icon-btn back', type: 'button', 'aria-label': 'Back to conversations', onclick: () => this.open(undefined) }, icon('back')),
+        this.headAvatar,
+        el('div', { class: 'head-text' }, this.headTitle, this.headSub),
+        el('button', { class: 'pill', type: 'button', onclick: () => void this.showInvite() }, icon('link'), 'Invite'),
+      ),
+      this.messagesBox,
+      composer,
+    )
+    this.shell.append(this.banner, sidebar, el('main', { class: 'pane' }, this.emptyPane, this.convPane))
+    this.buildDialogs()
+  }
+
+  private buildDialogs(): void {
+    const title = el('input', { name: 'title', maxlength: 80, placeholder: 'e.g. Weekend trip', 'aria-label': 'Title', autocomplete: 'off' })
+    this.newDialog.append(
+      el(
+        'form',
+        {
+          onsubmit: (e) => {
+            e.preventDefault()
+            this.newDialog.close()
+            void this.create(title.value.trim())
+            title.value = ''
+          },
+        },
+        el('h2', {}, 'New conversation'),
+        el('label', { class: 'field' }, el('span', {}, 'Title'), title),
+        el(
+          'div',
+          { class: 'actions' },
+          el('button', { type: 'button', class: 'ghost', onclick: () => this.newDialog.close() }, 'Cancel'),
+          el('button', { type: 'submit', class: 'primary' }, 'Create'),
+        ),
+      ),
+    )
+    const copy = el('button', { type: 'button', class: 'primary', onclick: () => void this.copyInvite(copy) }, 'Copy link')
+    this.inviteDialog.append(
+      el('h2', {}, 'Invite people'),
+      el('p', {}, 'Anyone with this link can join and read the whole conversation. Its secret is after the #, a part of the address browsers never send to a server.'),
+      this.inviteLink,
+      this.inviteHint,
+      el('div', { class: 'actions' }, el('button', { type: 'button', class: 'ghost', onclick: () => this.inviteDialog.close() }, 'Done'), copy),
+    )
+    this.infoDialog.append(
+      el('h2', {}, 'Message info'),
+      this.infoBody,
+      el('div', { class: 'actions' }, el('button', { type: 'button', class: 'ghost', onclick: () => this.infoDialog.close() }, 'Close')),
+    )
+    this.infoDialog.addEventListener('close', () => {
+      this.info = undefined
+    })
+    for (const dialog of [this.newDialog, this.inviteDialog, this.infoDialog]) {
+      // A click on the backdrop (the dialog element itself, outside its padding box) closes it.
+      dialog.addEventListener('click', (e) => {
+        if (e.target !== dialog) return
+        const r = dialog.getBoundingClientRect()
+        if (e.clientX < r.left || e.clientX > r.right || e.clientY < r.top || e.clientY > r.bottom) dialog.close()
+      })
+    }
+  }
+
+  // ------------------------------------------------------------------ state
+
+  private track(conv: Conversation): void {
+    if (this.convs.includes(conv)) return
+    this.convs.push(conv)
+    conv.subscribe(() => this.render())
+  }
+
+  private open(conv: Conversation | undefined): void {
+    if (this.current && this.current !== conv) this.stopTyping()
+    this.current = conv
+    if (conv) localStorage.setItem(OPEN, conv.id)
+    else localStorage.removeItem(OPEN)
+    this.rows.clear()
+    this.messagesBox.replaceChildren()
+    if (this.observed) this.observer.unobserve(this.observed)
+    this.observed = undefined
+    this.lastVisible = false
+    this.stickToBottom = true
+    this.renderNow()
+    if (conv && window.matchMedia('(min-width: 721px)').matches) this.input.focus()
+  }
+
+  private async create(title: string): Promise<void> {
+    try {
+      const conv = await this.client.createConversation({ title: title || 'New conversation' })
+      this.touched.set(conv.id, Date.now())
+      this.track(conv)
+      this.open(conv)
+    } catch (err) {
+      this.toast(`Could not create the conversation: ${errorText(err)}`)
+    }
+  }
+
+  /** Open an invite link (`#invite=<token>`): join, then clear the secret from the address bar. */
+  private async joinFromLink(): Promise<void> {
+    const token = new URLSearchParams(location.hash.slice(1)).get('invite')
+    if (!token) return
+    history.replaceState(null, '', location.pathname + location.search)
+    this.toast('Joining…', 20_000)
+    try {
+      const conv = await this.client.join(token)
+      this.touched.set(conv.id, Date.now())
+      this.track(conv)
+      this.open(conv)
+      this.toast(this.client.connection === 'online' ? `Joined “${titleOf(conv)}”` : 'Joined: the conversation arrives when you are online')
+    } catch (err) {
+      this.toast(`Could not join: ${errorText(err)}`)
+    }
+  }
+
+  private async send(): Promise<void> {
+    const conv = this.current
+    const text = this.input.value.trim()
+    if (!conv || !text) return
+    this.input.value = ''
+    this.autoGrow()
+    this.stopTyping()
+    this.stickToBottom = true
+    try {
+      await conv.send(text)
+    } catch (err) {
+      this.input.value = text
+      this.toast(`Not sent: ${errorText(err)}`)
+    }
+  }
+
+  private onInput(): void {
+    this.autoGrow()
+    const conv = this.current
+    if (!conv) return
+    if (!this.input.value.trim()) return this.stopTyping()
+    if (Date.now() - this.typingSentAt < TYPING_REFRESH_MS) return
+    this.typingSentAt = Date.now()
+    conv.setTyping(true)
+  }
+
+  private stopTyping(): void {
+    if (this.typingSentAt === 0) return
+    this.typingSentAt = 0
+    this.current?.setTyping(false)
+  }
+
+  private autoGrow(): void {
+    this.input.style.height = 'auto'
+    this.input.style.height = `${Math.min(this.input.scrollHeight, 160)}px`
+  }
+
+  private toggleAirplane(): void {
+    this.airplane = !this.airplane
+    if (this.airplane) {
+      localStorage.setItem(AIRPLANE, '1')
+      this.client.disconnect()
+    } else {
+      localStorage.removeItem(AIRPLANE)
+      this.client.connect()
+    }
+    this.render()
+  }
+
+  /** Blue ✓✓ for the senders once the newest message is on screen and the tab is visible. */
+  private maybeMarkRead(): void {
+    const conv = this.current
+    if (!conv || !this.lastVisible || document.visibilityState !== 'visible' || conv.unreadCount() === 0) return
+    conv.markRead().catch((err) => this.toast(errorText(err)))
+  }
+
+  // ------------------------------------------------------------------ rendering
+
+  /** Coalesce: many engine events in one turn make one render. */
+  private render(): void {
+    if (this.renderQueued) return
+    this.renderQueued = true
+    queueMicrotask(() => this.renderNow())
+  }
+
+  private renderNow(): void {
+    this.renderQueued = false
+    this.renderBanner()
+    this.renderList()
+    this.renderConversation()
+    this.renderInfo()
+    this.maybeMarkRead()
+  }
+
+  private renderBanner(): void {
+    const state = this.client.connection
+    const text =
+      state === 'online'
+        ? 'Online'
+        : state === 'connecting'
+          ? 'Connecting…'
+          : this.airplane
+            ? 'Airplane mode: messages wait on this device until you turn it off.'
+            : !navigator.onLine
+              ? 'You are offline: messages wait on this device until you are back.'
+              : 'Not connected to the relay.'
+    this.banner.dataset.state = state
+    this.banner.textContent = text
+    this.shell.dataset.connection = state
+    this.airplaneButton.setAttribute('aria-pressed', String(this.airplane))
+    const me = this.shell.querySelector('.me-state')
+    if (me) me.textContent = state === 'online' ? 'online' : state === 'connecting' ? 'connecting…' : 'offline'
+  }
+
+  private sorted(): Conversation[] {
+    const last = (c: Conversation) => Math.max(c.messages().at(-1)?.sentAt ?? 0, this.touched.get(c.id) ?? 0)
+    return [...this.convs].sort((a, b) => last(b) - last(a))
+  }
+
+  private renderList(): void {
+    const focused = (document.activeElement as HTMLElement | null)?.dataset?.conv
+    const items: HTMLElement[] = this.sorted().map((conv) => {
+      const last = conv.messages().at(-1)
+      const unread = conv.unreadCount()
+      const typing = conv.typing()
+      const preview = typing.length
+        ? [el('span', { class: 'typing' }, 'typing…')]
+        : last
+          ? [last.mine ? tick(last.status, last.error) : null, `${last.mine ? 'You' : last.authorName || shortId(last.author)}: ${last.text}`]
+          : ['No messages yet']
+      return el(
+        'button',
+        { class: 'conv-item', type: 'button', 'data-conv': conv.id, 'aria-current': conv === this.current ? 'true' : undefined, onclick: () => this.open(conv) },
+        avatar(titleOf(conv), conv.id),
+        el(
+          'span',
+          { class: 'conv-main' },
+          el('span', { class: 'conv-row' }, el('span', { class: 'conv-title' }, titleOf(conv)), el('time', { class: 'conv-time' }, last ? listTime(last.sentAt) : '')),
+          el(
+            'span',
+            { class: 'conv-row' },
+            el('span', { class: 'conv-last' }, ...preview),
+            unread > 0 ? el('span', { class: 'badge', 'aria-label': `${unread} unread` }, String(unread)) : null,
+          ),
+        ),
+      )
+    })
+    if (items.length === 0) {
+      items.push(
+        el(
+          'div',
+          { class: 'list-empty' },
+          el('p', {}, 'No conversations yet.'),
+          el('button', { type: 'button', class: 'primary', onclick: () => this.showNewDialog() }, 'New conversation'),
+        ),
+      )
+    }
+    this.list.replaceChildren(...items)
+    const unread = this.convs.reduce((n, c) => n + c.unreadCount(), 0)
+    document.title = unread > 0 ? `(${unread}) Petrel` : 'Petrel'
+    if (focused) this.list.querySelector<HTMLElement>(`[data-conv="${CSS.escape(focused)}"]`)?.focus()
+  }
+
+  private renderConversation(): void {
+    const conv = this.current
+    this.shell.dataset.view = conv ? 'conversation' : 'list'
+    this.emptyPane.hidden = conv !== undefined
+    this.convPane.hidden = conv === undefined
+    if (!conv) return
+    this.headAvatar.replaceChildren(avatar(titleOf(conv), conv.id))
+    this.headTitle.textContent = titleOf(conv)
+    const typing = conv.typing()
+    this.headSub.textContent = typing.length
+      ? `${typing.join(', ')} ${typing.length === 1 ? 'is' : 'are'} typing…`
+      : 'End-to-end encrypted'
+    this.headSub.classList.toggle('is-typing', typing.length > 0)
+    this.renderMessages(conv)
+  }
+
+  /** Keyed update of the message list: only rows whose content or status changed are rebuilt. */
+  private renderMessages(conv: Conversation): void {
+    const box = this.messagesBox
+    const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80
+    const wanted: HTMLElement[] = []
+    const seen = new Set<string>()
+    const row = (key: string, sig: string, make: () => HTMLElement) => {
+      seen.add(key)
+      const have = this.rows.get(key)
+      if (have?.sig === sig) return wanted.push(have.node)
+      const node = make()
+      have?.node.replaceWith(node)
+      this.rows.set(key, { node, sig })
+      wanted.push(node)
+    }
+    const messages = conv.messages()
+    if (messages.length === 0) {
+      row('empty', '', () =>
+        el(
+          'div',
+          { class: 'conv-empty' },
+          el('p', {}, 'No messages yet. Invite someone, or just start writing: messages are kept on this device until they can be sent.'),
+          el('button', { type: 'button', class: 'pill', onclick: () => void this.showInvite() }, icon('link'), 'Invite people'),
+        ),
+      )
+    }
+    let day = ''
+    let author = ''
+    for (const m of messages) {
+      const d = dayKey(m.sentAt)
+      if (d !== day) {
+        const label = dayLabel(m.sentAt)
+        row(`day:${d}`, label, () => el('div', { class: 'day', role: 'separator' }, el('span', {}, label)))
+        day = d
+        author = ''
+      }
+      const first = m.author !== author
+      author = m.author
+      row(m.id, `${m.status}|${m.text}|${m.error ?? ''}|${m.authorName ?? ''}|${first}`, () => this.messageRow(conv, m, first))
+    }
+    for (const [key, { node }] of this.rows) {
+      if (seen.has(key)) continue
+      node.remove()
+      this.rows.delete(key)
+    }
+    let cursor = box.firstChild
+    for (const node of wanted) {
+      if (node === cursor) cursor = cursor.nextSibling
+      else box.insertBefore(node, cursor)
+    }
+    const lastNode = messages.length > 0 ? wanted[wanted.length - 1] : undefined
+    if (lastNode !== this.observed) {
+      if (this.observed) this.observer.unobserve(this.observed)
+      this.observed = lastNode
+      this.lastVisible = false
+      if (lastNode) this.observer.observe(lastNode)
+    }
+    if (atBottom || this.stickToBottom) box.scrollTop = box.scrollHeight
+    this.stickToBottom = false
+  }
+
+  private messageRow(conv: Conversation, m: Message, first: boolean): HTMLElement {
+    const time = el('time', { datetime: new Date(m.sentAt).toISOString(), title: fullTime(m.sentAt) }, clock(m.sentAt))
+    const bubble = el(
+      'div',
+      { class: 'bubble' },
+      !m.mine && first ? el('span', { class: 'author', style: `--hue:${hue(m.author)}` }, m.authorName || shortId(m.author)) : null,
+      el('span', { class: 'text' }, m.text),
+      el('span', { class: 'meta' }, time, m.mine ? tick(m.status, m.error) : null),
+    )
+    const node = el('div', { class: `msg ${m.mine ? 'mine' : 'theirs'}${first ? ' first' : ''}`, 'data-id': m.id, 'data-status': m.status }, bubble)
+    if (m.mine) {
+      bubble.prepend(
+        el('button', { type: 'button', class: 'info-btn', 'aria-label': 'Message info', title: 'Message info', onclick: () => this.showInfo(conv, m.id) }, icon('info')),
+      )
+    }
+    if (m.status === 'failed') {
+      const act = (fn: () => Promise<void>) => () => void fn().catch((err) => this.toast(errorText(err)))
+      node.append(
+        el(
+          'div',
+          { class: 'failed' },
+          el('span', {}, `Not sent${m.error ? `: ${m.error}` : ''}`),
+          el('button', { type: 'button', class: 'link', onclick: act(() => conv.retry(m.id)) }, 'Retry'),
+          el('button', { type: 'button', class: 'link', onclick: act(() => conv.discard(m.id)) }, 'Discard'),
+        ),
+      )
+    }
+    return node
+  }
+
+  private renderInfo(): void {
+    if (!this.info || !this.infoDialog.open) return
+    const { conv, id } = this.info
+    const m = conv.message(id)
+    if (!m) return this.infoDialog.close()
+    const names = new Map<string, string>()
+    for (const x of conv.messages()) if (x.authorName) names.set(x.author, x.authorName)
+    const receipts = conv.receipts(id)
+    const line = (status: 'read' | 'delivered', at: number | undefined) =>
+      el('span', { class: 'receipt-line' }, tick(status), at ? `${status === 'read' ? 'Read' : 'Delivered'}: ${fullTime(at)}` : status === 'read' ? 'Not read yet' : 'Not delivered yet')
+    this.infoBody.replaceChildren(
+      el('blockquote', { class: 'bubble quoted' }, el('span', { class: 'text' }, m.text), el('span', { class: 'meta' }, clock(m.sentAt), tick(m.status, m.error))),
+      receipts.length > 0
+        ? el(
+            'ul',
+            { class: 'receipts' },
+            ...receipts.map((r) => {
+              const name = names.get(r.member) ?? shortId(r.member)
+              return el('li', {}, avatar(name, r.member), el('div', {}, el('strong', {}, name), line('read', r.readAt), line('delivered', r.deliveredAt)))
+            }),
+          )
+        : el('p', { class: 'muted' }, m.status === 'pending' ? 'Still on this device: it leaves when a connection exists.' : m.status === 'failed' ? 'This message was not sent.' : 'No one else is in this conversation yet.'),
+    )
+  }
+
+  // ------------------------------------------------------------------ dialogs and toasts
+
+  private showNewDialog(): void {
+    this.newDialog.showModal()
+    this.newDialog.querySelector('input')?.focus()
+  }
+
+  private async showInvite(): Promise<void> {
+    const conv = this.current
+    if (!conv) return
+    this.inviteLink.value = ''
+    this.inviteLink.placeholder = 'Creating an invite…'
+    this.inviteHint.textContent = ''
+    this.inviteDialog.showModal()
+    try {
+      const token = await conv.invite()
+      this.inviteLink.value = `${location.origin}/#invite=${token}`
+      this.inviteLink.select()
+      if (this.client.connection !== 'online') this.inviteHint.textContent = 'You are offline: the invite starts working once this device has reached the relay.'
+    } catch (err) {
+      this.inviteLink.placeholder = ''
+      this.inviteHint.textContent = `No invite: ${errorText(err)}`
+    }
+  }
+
+  private async copyInvite(button: HTMLButtonElement): Promise<void> {
+    if (!this.inviteLink.value) return
+    try {
+      await navigator.clipboard.writeText(this.inviteLink.value)
+      button.textContent = 'Copied'
+      setTimeout(() => {
+        button.textContent = 'Copy link'
+      }, 1500)
+    } catch {
+      this.inviteLink.select()
+      this.inviteHint.textContent = 'Press Ctrl+C (⌘C) to copy the selected link.'
+    }
+  }
+
+  private showInfo(conv: Conversation, id: string): void {
+    this.info = { conv, id }
+    this.infoDialog.showModal()
+    this.renderInfo()
+  }
+
+  private toast(text: string, ms = 4_000): void {
+    this.toastBox.textContent = text
+    this.toastBox.hidden = false
+    clearTimeout(this.toastTimer)
+    this.toastTimer = setTimeout(() => {
+      this.toastBox.hidden = true
+    }, ms)
+  }
+}
+
+void boot().catch((err) => {
+  root.replaceChildren(el('div', { class: 'fatal', role: 'alert' }, el('h1', {}, 'Petrel could not start'), el('p', {}, errorText(err))))
+})

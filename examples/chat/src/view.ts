@@ -1,0 +1,116 @@
+/** Small DOM helpers: an element builder, status ticks, avatars and date formatting. */
+import type { Message } from '../../../src/client/index.js'
+
+type Child = Node | string | false | null | undefined
+type Attrs = Record<string, string | number | boolean | undefined | ((event: Event) => void)>
+
+/** `el('button', { class: 'x', onclick: fn }, 'Label')`; text children are never parsed as HTML. */
+export function el<K extends keyof HTMLElementTagNameMap>(tag: K, attrs: Attrs = {}, ...children: Child[]): HTMLElementTagNameMap[K] {
+  const node = document.createElement(tag)
+  for (const [name, value] of Object.entries(attrs)) {
+    if (typeof value === 'function') node.addEventListener(name.slice(2), value)
+    else if (value === true) node.setAttribute(name, '')
+    else if (value !== false && value !== undefined) node.setAttribute(name, String(value))
+  }
+  for (const child of children) if (child !== false && child !== null && child !== undefined) node.append(child)
+  return node
+}
+
+/** An inline icon from a fixed set (static markup only). */
+export function icon(name: keyof typeof ICONS, cls = 'icon'): HTMLSpanElement {
+  const span = el('span', { class: cls, 'aria-hidden': 'true' })
+  span.innerHTML = ICONS[name]
+  return span
+}
+
+const svg = (viewBox: string, body: string) =>
+  `<svg viewBox="${viewBox}" fill="none" stroke="currentColor" stroke-width="1.6" stroke-linecap="round" stroke-linejoin="round">${body}</svg>`
+
+const ICONS = {
+  pending: svg('0 0 16 16', '<circle cx="8" cy="8" r="6"/><path d="M8 4.6V8l2.3 1.5"/>'),
+  sent: svg('0 0 18 16', '<path d="M3.5 8.6l3.3 3.2 7.2-7.6"/>'),
+  double: svg('0 0 18 16', '<path d="M1.2 8.6l3.3 3.2 7.2-7.6"/><path d="M8.1 11.1l.7.7 7.2-7.6"/>'),
+  failed: svg('0 0 16 16', '<circle cx="8" cy="8" r="6.4"/><path d="M8 4.8v3.9M8 11.2v.1"/>'),
+  plus: svg('0 0 24 24', '<path d="M12 5v14M5 12h14"/>'),
+  plane: svg(
+    '0 0 24 24',
+    '<path d="M17.8 19.2 16 11l3.5-3.5C21 6 21.5 4 21 3c-1-.5-3 0-4.5 1.5L13 8 4.8 6.2c-.5-.1-.9.1-1.1.5l-.3.5c-.2.5-.1 1 .3 1.3L9 12l-2 3H4l-1 1 3 2 2 3 1-1v-3l3-2 3.5 5.3c.3.4.8.5 1.3.3l.5-.2c.4-.3.6-.7.5-1.2z"/>',
+  ),
+  send: svg('0 0 24 24', '<path d="M4 12l16-8-6 16-2.5-6.5L4 12z"/><path d="M11.5 13.5L20 4"/>'),
+  back: svg('0 0 24 24', '<path d="M15 5l-7 7 7 7"/>'),
+  link: svg('0 0 24 24', '<path d="M10 14a4 4 0 0 0 5.7 0l3-3a4 4 0 0 0-5.7-5.7l-1 1"/><path d="M14 10a4 4 0 0 0-5.7 0l-3 3a4 4 0 0 0 5.7 5.7l1-1"/>'),
+  info: svg('0 0 24 24', '<circle cx="12" cy="12" r="9"/><path d="M12 11v6M12 7.5v.1"/>'),
+  lock: svg('0 0 24 24', '<rect x="5" y="11" width="14" height="10" rx="2"/><path d="M8 11V8a4 4 0 0 1 8 0v3"/>'),
+}
+
+const TICK_TITLES: Record<Message['status'], string> = {
+  pending: 'Pending: saved on this device, waiting for a connection',
+  sent: 'Sent: the relay has it',
+  delivered: 'Delivered: on every member’s device',
+  read: 'Read by every member',
+  failed: 'Not sent',
+}
+
+/** The status tick of one of my messages: clock, ✓, grey ✓✓, blue ✓✓ or a failure mark. */
+export function tick(status: Message['status'], error?: string): HTMLSpanElement {
+  const shape = status === 'pending' ? 'pending' : status === 'sent' ? 'sent' : status === 'failed' ? 'failed' : 'double'
+  const span = icon(shape, `tick tick-${status}`)
+  span.removeAttribute('aria-hidden')
+  span.setAttribute('role', 'img')
+  span.setAttribute('aria-label', status)
+  span.title = status === 'failed' && error ? `Not sent: ${error}` : TICK_TITLES[status]
+  return span
+}
+
+/** A round avatar with initials, its colour derived from a stable seed. */
+export function avatar(name: string, seed: string, cls = 'avatar'): HTMLSpanElement {
+  const initials =
+    name
+      .trim()
+      .split(/\s+/)
+      .slice(0, 2)
+      .map((w) => [...w][0]?.toUpperCase() ?? '')
+      .join('') || '?'
+  return el('span', { class: cls, style: `--hue:${hue(seed)}`, 'aria-hidden': 'true' }, initials)
+}
+
+/** A stable hue for a person or conversation. */
+export function hue(seed: string): number {
+  let hash = 0
+  for (const ch of seed) hash = (hash * 31 + (ch.codePointAt(0) ?? 0)) >>> 0
+  return hash % 360
+}
+
+const timeFormat = new Intl.DateTimeFormat(undefined, { hour: 'numeric', minute: '2-digit' })
+const weekdayFormat = new Intl.DateTimeFormat(undefined, { weekday: 'long' })
+const dateFormat = new Intl.DateTimeFormat(undefined, { day: 'numeric', month: 'short', year: 'numeric' })
+
+export const clock = (t: number): string => timeFormat.format(t)
+
+/** Local calendar day, for grouping. */
+export function dayKey(t: number): string {
+  const d = new Date(t)
+  return `${d.getFullYear()}-${d.getMonth() + 1}-${d.getDate()}`
+}
+
+const daysAgo = (t: number, now: number): number => {
+  const start = (x: number) => new Date(x).setHours(0, 0, 0, 0)
+  return Math.round((start(now) - start(t)) / 86_400_000)
+}
+
+/** "Today", "Yesterday", a weekday within the week, else a date. */
+export function dayLabel(t: number, now = Date.now()): string {
+  const ago = daysAgo(t, now)
+  if (ago === 0) return 'Today'
+  if (ago === 1) return 'Yesterday'
+  if (ago > 1 && ago < 7) return weekdayFormat.format(t)
+  return dateFormat.format(t)
+}
+
+/** "Today, 4:51 PM": message info and tooltips. */
+export const fullTime = (t: number, now = Date.now()): string => `${dayLabel(t, now)}, ${clock(t)}`
+
+/** Time of the last message in the conversation list. */
+export function listTime(t: number, now = Date.now()): string {
+  return daysAgo(t, now) === 0 ? clock(t) : dayLabel(t, now)
+}

@@ -1,0 +1,147 @@
+/**
+ * A device's view of who is in a conversation and which keys it holds. Records are folded
+ * in relay order (each record's row sequence number; our own not yet acknowledged ones
+ * last), so every device reaches the relay's conclusion; epoch keys wrapped for this device
+ * are unwrapped as their records arrive.
+ *
+ * ```
+ * rseq:{id} := uint8 1 • varUint n • { varString recordKey • varUint seq }{n}
+ * ```
+ */
+import * as encoding from 'lib0/encoding'
+import type * as Y from 'yjs'
+import { randomKey, sha256, toBase64Url, unwrapKey, wrapKey } from '../shared/crypto/index.js'
+import { ErrorCode, PetrelError } from '../shared/errors.js'
+import { applyRecord, emptyMembership, type MembershipState } from '../shared/membership.js'
+import { encodeEpochBody, epochWrapContext, readRecord, RecordKind, type SignedRecord } from '../shared/records.js'
+import { StrictReader } from '../shared/wire.js'
+import type { Identity } from './identity.js'
+
+export class MembershipBook {
+  state: MembershipState
+  private readonly recordSeq = new Map<string, number>()
+
+  constructor(
+    readonly room: string,
+    private readonly identity: Identity,
+  ) {
+    this.state = emptyMembership(room)
+  }
+
+  /** Remember the row a record arrived in; returns true when this is news. */
+  noteSeq(recordKey: string, seq: number): boolean {
+    if (this.recordSeq.get(recordKey) === seq) return false
+    this.recordSeq.set(recordKey, seq)
+    return true
+  }
+
+  encodeSeqs(): Uint8Array {
+    const e = encoding.createEncoder()
+    encoding.writeUint8(e, 1)
+    encoding.writeVarUint(e, this.recordSeq.size)
+    for (const [k, seq] of this.recordSeq) {
+      encoding.writeVarString(e, k)
+      encoding.writeVarUint(e, seq)
+    }
+    return encoding.toUint8Array(e)
+  }
+
+  loadSeqs(bytes: Uint8Array): void {
+    const r = new StrictReader(bytes)
+    if (r.uint8() !== 1) throw new PetrelError(ErrorCode.VersionMismatch, 'stored record order has an unknown format version')
+    const n = r.varUint(1 << 20)
+    for (let i = 0; i < n; i++) this.recordSeq.set(r.varString(64), r.varUint())
+  }
+
+  /** Refold every record of the outer log; returns the records whose signature failed. */
+  async fold(records: Y.Map<Uint8Array>): Promise<number> {
+    const parsed: Array<{ key: string; seq: number; rec: SignedRecord }> = []
+    for (const [key, bytes] of records) {
+      try {
+        parsed.push({ key, seq: this.recordSeq.get(key) ?? Number.MAX_SAFE_INTEGER, rec: readRecord(bytes) })
+      } catch {
+        // Not ours to fix: the relay refuses malformed records, so this is local garbage.
+      }
+    }
+    // Relay order; unacknowledged own records last, genesis always first.
+    parsed.sort((a, b) => (a.rec.kind === RecordKind.Genesis ? -1 : b.rec.kind === RecordKind.Genesis ? 1 : a.seq - b.seq || compareIds(a.key, b.key)))
+    const next = emptyMembership(this.room)
+    let badSignatures = 0
+    for (const { rec } of parsed) {
+      const r = await applyRecord(next, rec)
+      if (!r.ok && r.reason === 'bad signature') badSignatures++
+    }
+    this.state = next
+    return badSignatures
+  }
+
+  /** Add to `keys` every epoch key wrapped for this device that it does not hold yet. */
+  unwrapKeys(keys: Map<number, Uint8Array>): boolean {
+    let added = false
+    for (const [epoch, e] of this.state.epochs) {
+      if (keys.has(epoch)) continue
+      const wrapped = e.wrapped.get(this.identity.deviceId)
+      if (!wrapped) continue
+      try {
+        keys.set(epoch, unwrapKey(wrapped, this.identity.agreementSecret, epochWrapContext(this.room, epoch)))
+        added = true
+      } catch {
+        // A key we cannot open is not for us (or was tampered with): we simply lack it.
+      }
+    }
+    return added
+  }
+
+  /**
+   * The body of a new epoch record: a fresh key wrapped for every current member device,
+   * except those of `excludeUser` (being removed in the same write).
+   */
+  newEpoch(excludeUser?: string): { epoch: number; key: Uint8Array; body: Uint8Array } {
+    const key = randomKey()
+    const epoch = this.state.epoch + 1
+    const wrapped: Array<[Uint8Array, Uint8Array]> = []
+    for (const [userId, member] of this.state.members) {
+      if (userId === excludeUser) continue
+      for (const cert of member.devices.values()) {
+        wrapped.push([cert.devicePub, wrapKey(key, cert.agreementPub, epochWrapContext(this.room, epoch))])
+      }
+    }
+    return { epoch, key, body: encodeEpochBody({ room: this.room, epoch, at: Date.now(), wrapped }) }
+  }
+
+  isAdmin(userId = this.identity.userId): boolean {
+    return this.state.members.get(userId)?.role === 'admin'
+  }
+}
+
+/** Order of two id-derived keys (`client.clock` in base 36): by client, then clock, as numbers. */
+function compareIds(a: string, b: string): number {
+  const [ac, ak] = a.split('.').map((x) => Number.parseInt(x, 36)) as [number, number]
+  const [bc, bk] = b.split('.').map((x) => Number.parseInt(x, 36)) as [number, number]
+  return ac - bc || ak - bk
+}
+
+/**
+ * A short fingerprint of two identities, the same on both sides (Signal's safety number):
+ * 60 digits in 12 groups, from SHA-256 over both user keys in a fixed order.
+ */
+export function safetyNumber(a: Uint8Array, b: Uint8Array): string {
+  const [first, second] = toBase64Url(a) < toBase64Url(b) ? [a, b] : [b, a]
+  const e = encoding.createEncoder()
+  encoding.writeVarString(e, 'petrel/v1/safety-number')
+  encoding.writeVarUint8Array(e, first)
+  encoding.writeVarUint8Array(e, second)
+  let digest = sha256(encoding.toUint8Array(e))
+  const groups: string[] = []
+  // Five bytes give 40 bits; mod 100000 keeps 5 digits each, two digests give 12 groups.
+  for (let round = 0; groups.length < 12; round++) {
+    if (round > 0) digest = sha256(digest)
+    for (let i = 0; i + 5 <= digest.length && groups.length < 12; i += 5) {
+      let n = 0
+      for (let j = 0; j < 5; j++) n = n * 256 + digest[i + j]!
+      groups.push(String(n % 100_000).padStart(5, '0'))
+    }
+  }
+  return groups.join(' ')
+}
+

@@ -1,0 +1,241 @@
+/**
+ * The demo app (examples/chat) in Debian's Chromium, driven by playwright-core: two people in
+ * two browser contexts, a real relay serving the built app, offline sends that survive a reload
+ * through the service worker, and the ticks moving clock → ✓ → grey ✓✓ → blue ✓✓.
+ *
+ * Needs /usr/bin/chromium (`apt-get install chromium`); skipped without it, except in CI.
+ */
+import { execFileSync } from 'node:child_process'
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { createRelay, type Relay } from '../../src/relay/index.js'
+
+const CHROMIUM = '/usr/bin/chromium'
+const ROOT = fileURLToPath(new URL('../..', import.meta.url))
+const ARTIFACTS = join(ROOT, 'test', 'artifacts')
+const hasChromium = existsSync(CHROMIUM)
+const inCI = process.env.CI === 'true'
+
+if (!hasChromium) {
+  const why = `${CHROMIUM} is missing (apt-get install -y chromium)`
+  if (inCI) throw new Error(`browser tests: ${why}; CI must run them`)
+  console.warn(`browser tests skipped: ${why}`)
+}
+
+interface Person {
+  name: string
+  context: BrowserContext
+  page: Page
+  errors: string[]
+}
+
+describe.skipIf(!hasChromium)(hasChromium ? 'demo chat app in Chromium' : `demo chat app (skipped: no ${CHROMIUM})`, () => {
+  const dir = mkdtempSync(join(tmpdir(), 'petrel-browser-'))
+  const appDir = join(dir, 'app')
+  let relay: Relay
+  let browser: Browser
+  let base: string
+  let alice: Person
+  let bob: Person
+
+  beforeAll(async () => {
+    mkdirSync(ARTIFACTS, { recursive: true })
+    execFileSync(process.execPath, [join(ROOT, 'node_modules', 'vite', 'bin', 'vite.js'), 'build', 'examples/chat', '--outDir', appDir, '--emptyOutDir', '--logLevel', 'warn'], {
+      cwd: ROOT,
+      // vitest sets NODE_ENV=test, which would make a development build (no service worker).
+      env: { ...process.env, NODE_ENV: 'production' },
+      stdio: ['ignore', 'ignore', 'inherit'],
+    })
+    relay = await createRelay({ port: 0, database: join(dir, 'relay.db'), staticRoot: appDir, logLevel: 'warn', logWrite: () => {} })
+    base = relay.url.replace(/^ws/, 'http')
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
+    })
+  }, 120_000)
+
+  afterAll(async () => {
+    await browser?.close()
+    await relay?.close()
+    rmSync(dir, { recursive: true, force: true })
+  })
+
+  async function person(name: string, url = base): Promise<Person> {
+    const context = await browser.newContext({ viewport: { width: 1100, height: 720 } })
+    const page = await context.newPage()
+    const errors: string[] = []
+    page.on('console', (msg) => {
+      if (msg.type() === 'error') errors.push(`${name} console: ${msg.text()}`)
+    })
+    page.on('pageerror', (err) => errors.push(`${name} pageerror: ${err.message}`))
+    await page.goto(url)
+    await page.getByLabel('Display name').fill(name)
+    await page.getByRole('button', { name: 'Continue' }).click()
+    await page.locator('.shell[data-connection="online"]').waitFor()
+    return { name, context, page, errors }
+  }
+
+  const shot = (p: Person, file: string) => p.page.screenshot({ path: join(ARTIFACTS, file) })
+
+  /** The tick of my message with this text, once it shows `status`. */
+  const tick = (p: Person, text: string, status: string) =>
+    p.page.locator(`.messages .msg.mine:has(.text:text-is("${text}")) .tick[aria-label="${status}"]`).waitFor({ timeout: 15_000 })
+
+  const send = async (p: Person, text: string) => {
+    await p.page.getByRole('textbox', { name: 'Message' }).fill(text)
+    await p.page.keyboard.press('Enter')
+  }
+
+  const openConversation = (p: Person, title: string) => p.page.locator('.conv-item', { hasText: title }).click()
+
+  /** Record every status each of my messages shows, in order (rows are replaced when it moves). */
+  const recordTicks = (p: Person) =>
+    p.page.evaluate(() => {
+      const w = window as unknown as { ticks: Record<string, string[]> }
+      w.ticks = {}
+      const note = (row: Element) => {
+        const text = row.querySelector('.text')?.textContent ?? ''
+        const status = row.querySelector('.tick')?.getAttribute('aria-label') ?? ''
+        const seen = w.ticks[text] ?? []
+        if (seen[seen.length - 1] !== status) seen.push(status)
+        w.ticks[text] = seen
+      }
+      document.querySelectorAll('.messages .msg.mine').forEach(note)
+      new MutationObserver((records) => {
+        for (const r of records) for (const n of r.addedNodes) if (n instanceof Element && n.matches('.msg.mine')) note(n)
+      }).observe(document.querySelector('.messages')!, { childList: true })
+    })
+
+  const ticksSeen = (p: Person) => p.page.evaluate(() => (window as unknown as { ticks: Record<string, string[]> }).ticks)
+
+  it('Alice creates a conversation, Bob joins from the invite link, they talk', { timeout: 90_000 }, async () => {
+    alice = await person('Alice')
+    await alice.page.getByRole('button', { name: 'New conversation' }).first().click()
+    await alice.page.getByLabel('Title').fill('Trip')
+    await alice.page.getByRole('button', { name: 'Create' }).click()
+    await alice.page.locator('.head-title', { hasText: 'Trip' }).waitFor()
+    await alice.page.getByRole('button', { name: 'Invite', exact: true }).click()
+    const linkBox = alice.page.getByLabel('Invite link')
+    await alice.page.waitForFunction(() => (document.querySelector('.invite-link') as HTMLInputElement | null)?.value.includes('#invite='))
+    const link = await linkBox.inputValue()
+    expect(link.startsWith(`${base}/#invite=petrel1.`)).toBe(true)
+    await shot(alice, '01-alice-invite.png')
+    await alice.page.getByRole('button', { name: 'Done' }).click()
+
+    bob = await person('Bob', link)
+    await bob.page.locator('.head-title', { hasText: 'Trip' }).waitFor({ timeout: 20_000 })
+    expect(new URL(bob.page.url()).hash).toBe('')
+
+    await send(alice, 'Hi Bob! Ready for the trip?')
+    await bob.page.locator('.messages .msg.theirs', { hasText: 'Ready for the trip?' }).waitFor()
+    await send(bob, 'Yes! Bags are packed.')
+    await alice.page.locator('.messages .msg.theirs', { hasText: 'Bags are packed' }).waitFor()
+    await tick(alice, 'Hi Bob! Ready for the trip?', 'read')
+    await tick(bob, 'Yes! Bags are packed.', 'read')
+    await shot(alice, '02-alice-chat.png')
+    await shot(bob, '02-bob-chat.png')
+  })
+
+  it('offline: three sends show clocks and survive a reload through the service worker', { timeout: 60_000 }, async () => {
+    // The service worker controls the page once it has cached the shell.
+    await alice.page.waitForFunction(() => navigator.serviceWorker.controller !== null, undefined, { timeout: 15_000 })
+    // Bob looks at another conversation, so Alice's next messages stay unread for a while.
+    await bob.page.getByRole('button', { name: 'New conversation' }).first().click()
+    await bob.page.getByLabel('Title').fill('Notes')
+    await bob.page.getByRole('button', { name: 'Create' }).click()
+    await bob.page.locator('.head-title', { hasText: 'Notes' }).waitFor()
+
+    await alice.context.setOffline(true)
+    await alice.page.locator('.banner[data-state="offline"]').waitFor()
+    const offline = ['Train leaves at 8:15', 'I booked two window seats', 'Bring snacks?']
+    for (const text of offline) {
+      await send(alice, text)
+      await tick(alice, text, 'pending')
+    }
+    await shot(alice, '03-alice-offline-pending.png')
+
+    const response = await alice.page.reload()
+    expect(response?.fromServiceWorker()).toBe(true)
+    await alice.page.locator('.head-title', { hasText: 'Trip' }).waitFor()
+    for (const text of offline) await tick(alice, text, 'pending')
+    await alice.page.locator('.banner[data-state="offline"]').waitFor()
+    await shot(alice, '04-alice-offline-reloaded.png')
+  })
+
+  it('back online: ✓, then grey ✓✓ on Bob’s device, then blue ✓✓ once Bob has them in view', { timeout: 60_000 }, async () => {
+    const offline = ['Train leaves at 8:15', 'I booked two window seats', 'Bring snacks?']
+    await recordTicks(alice)
+    await alice.context.setOffline(false)
+    await alice.page.locator('.shell[data-connection="online"]').waitFor({ timeout: 15_000 })
+    for (const text of offline) await tick(alice, text, 'delivered')
+    await bob.page.locator('.conv-item', { hasText: 'Trip' }).locator('.badge', { hasText: '3' }).waitFor()
+    await shot(alice, '05-alice-delivered.png')
+    await shot(bob, '05-bob-unread.png')
+
+    await openConversation(bob, 'Trip')
+    for (const text of offline) await tick(alice, text, 'read')
+    const seen = await ticksSeen(alice)
+    for (const text of offline) expect(seen[text]).toEqual(['pending', 'sent', 'delivered', 'read'])
+    await shot(alice, '06-alice-read.png')
+  })
+
+  it('airplane mode does the same without the browser going offline', { timeout: 60_000 }, async () => {
+    await openConversation(bob, 'Notes')
+    const airplane = alice.page.getByRole('button', { name: 'Airplane mode' })
+    await airplane.click()
+    expect(await airplane.getAttribute('aria-pressed')).toBe('true')
+    await alice.page.locator('.banner[data-state="offline"]').waitFor()
+    const texts = ['Boarding the flight now', 'Back online in two hours', 'See you at the station']
+    for (const text of texts) {
+      await send(alice, text)
+      await tick(alice, text, 'pending')
+    }
+    await shot(alice, '07-alice-airplane-pending.png')
+    // Airplane mode outlives a reload; the page itself comes from the network this time.
+    await alice.page.reload()
+    for (const text of texts) await tick(alice, text, 'pending')
+    await alice.page.locator('.banner[data-state="offline"]').waitFor()
+
+    await recordTicks(alice)
+    await alice.page.getByRole('button', { name: 'Airplane mode' }).click()
+    await alice.page.locator('.shell[data-connection="online"]').waitFor({ timeout: 15_000 })
+    for (const text of texts) await tick(alice, text, 'delivered')
+    await openConversation(bob, 'Trip')
+    for (const text of texts) await tick(alice, text, 'read')
+    const seen = await ticksSeen(alice)
+    for (const text of texts) expect(seen[text]).toEqual(['pending', 'sent', 'delivered', 'read'])
+    await shot(alice, '08-alice-airplane-read.png')
+    await shot(bob, '08-bob.png')
+  })
+
+  it('message info, typing and the phone layout', { timeout: 60_000 }, async () => {
+    await bob.page.getByRole('textbox', { name: 'Message' }).pressSequentially('Perfect, see you there!', { delay: 20 })
+    await alice.page.locator('.head-sub', { hasText: 'Bob is typing…' }).waitFor()
+    await shot(alice, '09-alice-typing.png')
+    await bob.page.keyboard.press('Enter')
+
+    const row = alice.page.locator('.messages .msg.mine', { hasText: 'See you at the station' })
+    await row.hover()
+    await row.getByRole('button', { name: 'Message info' }).click()
+    const info = alice.page.getByRole('dialog', { name: 'Message info' })
+    await info.locator('.receipts li', { hasText: 'Bob' }).waitFor()
+    expect(await info.locator('.receipts li').textContent()).toMatch(/Read: Today, .*Delivered: Today, /)
+    await shot(alice, '10-alice-message-info.png')
+    await info.getByRole('button', { name: 'Close' }).click()
+
+    await alice.page.setViewportSize({ width: 390, height: 780 })
+    await alice.page.locator('.messages .msg.theirs', { hasText: 'Perfect, see you there!' }).waitFor()
+    await shot(alice, '11-phone-conversation.png')
+    await alice.page.getByRole('button', { name: 'Back to conversations' }).click()
+    await alice.page.locator('.conv-item', { hasText: 'Trip' }).waitFor()
+    await shot(alice, '12-phone-list.png')
+  })
+
+  it('logs no console errors', () => {
+    expect([...(alice?.errors ?? []), ...(bob?.errors ?? [])]).toEqual([])
+  })
+})

@@ -1,0 +1,146 @@
+import { afterEach, describe, expect, it } from 'vitest'
+import * as Y from 'yjs'
+import type { Conversation } from '../../src/client/index.js'
+import { encodePage } from '../../src/relay/rows.js'
+import { openSqliteRelayStore } from '../../src/relay/store/sqlite-store.js'
+import { decryptEnvelope, readEnvelope } from '../../src/shared/envelope.js'
+import { encodeMemberChangeBody, RecordKind } from '../../src/shared/records.js'
+import { fromBase64Url } from '../../src/shared/crypto/index.js'
+import { type Client, pair, texts, until, World } from './harness.js'
+
+let world: World
+afterEach(async () => {
+  await world?.close()
+})
+
+/** Everything a holder of `keys` can read from a copy of the relay's database. */
+async function readWithKeys(dbPath: string, room: string, keys: Map<number, Uint8Array>): Promise<string[]> {
+  const store = openSqliteRelayStore(dbPath)
+  const rows = await store.readRows(room, 0, 1_000_000)
+  await store.close()
+  const outer = new Y.Doc()
+  for (const row of rows) Y.applyUpdate(outer, encodePage([row]))
+  const inner = new Y.Doc()
+  for (const bytes of outer.getMap<Uint8Array>('log').values()) {
+    try {
+      const h = readEnvelope(bytes)
+      const key = keys.get(h.epoch)
+      if (key) Y.applyUpdate(inner, decryptEnvelope(room, h, key))
+    } catch {
+      // not readable with these keys
+    }
+  }
+  return [...inner.getMap<{ t: string }>('messages').values()].map((m) => m.t)
+}
+
+const signRecordAs = (c: Client) => (c as unknown as { signRecord: (k: number, b: Uint8Array) => Promise<Uint8Array> }).signRecord.bind(c)
+const writeRecordsOf = (conv: Conversation) => (conv as unknown as { writeRecords: (r: Uint8Array[]) => Promise<void> }).writeRecords.bind(conv)
+
+describe('membership and key epochs', () => {
+  it('removing Bob: his live connection stops at once, and his keys plus the relay database read nothing sent after — also what Carol wrote offline before she learned of it', async () => {
+    world = new World()
+    await world.relay()
+    const { alice, bob, aliceConv, bobConv, invite } = await pair(world)
+    const carol = await world.client('carol')
+    const carolConv = await carol.join(invite)
+    await aliceConv.send('before removal')
+    await until(() => texts(bobConv).includes('before removal') && texts(carolConv).includes('before removal'))
+    carol.disconnect()
+    await until(() => carol.connection === 'offline')
+    await carolConv.send('carol offline secret')
+    await aliceConv.removeMember(bob.userId)
+    await until(() => world.errors.get(bob)!.some((e) => /removed|not member|not a member/.test(e.message)), 5000, 'bob told')
+    expect(aliceConv.members().map((m) => m.userId)).not.toContain(bob.userId)
+    await aliceConv.send('after removal')
+    carol.connect()
+    await until(() => texts(aliceConv).includes('carol offline secret'), 10_000, 'carol re-sealed and delivered')
+    await until(() => texts(carolConv).includes('after removal'), 10_000, 'carol has the new key')
+    await new Promise((r) => setTimeout(r, 300))
+    expect(texts(bobConv)).not.toContain('after removal')
+    expect(texts(bobConv)).not.toContain('carol offline secret')
+    // Bob's keys against a full copy of the relay's database.
+    const readable = await readWithKeys(world.dbPath, aliceConv.id, bobConv.keys())
+    expect(readable).toContain('before removal')
+    expect(readable).not.toContain('after removal')
+    expect(readable).not.toContain('carol offline secret')
+    expect(aliceConv.epoch).toBe(1)
+    void alice
+  })
+
+  it("'from-join': Carol, invited after 50 messages, sees only what followed; with 'full' Dave sees all 50", async () => {
+    world = new World()
+    await world.relay()
+    const { aliceConv, bobConv } = await pair(world)
+    for (let i = 0; i < 50; i++) await aliceConv.send(`old ${i}`)
+    await until(() => texts(bobConv).length === 50)
+    const carol = await world.client('carol')
+    const carolConv = await carol.join(await aliceConv.invite({ history: 'from-join' }))
+    const dave = await world.client('dave')
+    const daveConv = await dave.join(await aliceConv.invite({ history: 'full' }))
+    await aliceConv.send('new for everyone')
+    await until(() => texts(carolConv).includes('new for everyone') && texts(daveConv).includes('new for everyone') && texts(bobConv).includes('new for everyone'), 10_000)
+    expect(texts(carolConv).filter((t) => t.startsWith('old'))).toEqual([])
+    expect(texts(daveConv).filter((t) => t.startsWith('old'))).toHaveLength(50)
+    const readable = await readWithKeys(world.dbPath, aliceConv.id, carolConv.keys())
+    expect(readable.filter((t) => t.startsWith('old'))).toEqual([])
+  })
+
+  it('ignores a forged record everywhere: signed by a non-admin, or not validly signed', async () => {
+    world = new World()
+    const relay = await world.relay()
+    const { bob, aliceConv, bobConv, invite } = await pair(world)
+    const carol = await world.client('carol')
+    const carolConv = await carol.join(invite)
+    await until(() => aliceConv.members().length === 3 && bobConv.members().length === 3)
+    // Bob is a member, not an admin: his "remove Carol" is refused by the relay and by clients.
+    const forged = await signRecordAs(bob)(RecordKind.Remove, encodeMemberChangeBody({ room: aliceConv.id, userPub: fromBase64Url(carol.userId), at: Date.now() }))
+    await writeRecordsOf(bobConv)([forged])
+    await until(() => relay.metrics.rejectedCount('record refused') >= 1, 5000, 'relay refuses')
+    // A record whose signature does not verify.
+    const broken = forged.slice()
+    broken[broken.length - 1]! ^= 1
+    await writeRecordsOf(bobConv)([broken])
+    await until(() => relay.metrics.rejectedCount('record refused') >= 2, 5000, 'relay refuses the broken one')
+    await aliceConv.send('carol is still here')
+    await until(() => texts(carolConv).includes('carol is still here'))
+    expect(aliceConv.members().map((m) => m.userId)).toContain(carol.userId)
+    expect(carolConv.members().map((m) => m.userId)).toContain(carol.userId)
+  })
+
+  it('refuses expired, used-up and revoked invites with clear errors; an invite works while every admin is offline', async () => {
+    world = new World()
+    await world.relay()
+    const alice = await world.client('alice')
+    await until(() => alice.connection === 'online')
+    const conv = await alice.createConversation({ title: 'invites' })
+    const expired = await conv.invite({ expiresIn: 1 })
+    const single = await conv.invite({ uses: 1 })
+    const revoked = await conv.invite()
+    const plain = await conv.invite()
+    await conv.revokeInvite(revoked)
+    await new Promise((r) => setTimeout(r, 50))
+    await alice.close()
+    // Every admin offline from here on.
+    const bob = await world.client('bob')
+    await until(() => bob.connection === 'online')
+    await expect(bob.join(expired)).rejects.toMatchObject({ code: 'invite_invalid', message: expect.stringMatching(/expired/) })
+    await bob.join(single)
+    const carol = await world.client('carol')
+    await until(() => carol.connection === 'online')
+    await expect(carol.join(single)).rejects.toMatchObject({ code: 'invite_invalid', message: expect.stringMatching(/used up/) })
+    await expect(carol.join(revoked)).rejects.toMatchObject({ code: 'invite_invalid', message: expect.stringMatching(/revoked/) })
+    const carolConv = await carol.join(plain)
+    expect(carolConv.synced).toBe(true)
+  })
+
+  it('gives both people the same safety number, and a different one for someone else', async () => {
+    world = new World()
+    await world.relay()
+    const { alice, bob, aliceConv, bobConv } = await pair(world)
+    const n = aliceConv.safetyNumber(bob.userId)
+    expect(n).toMatch(/^(\d{5} ){11}\d{5}$/)
+    expect(bobConv.safetyNumber(alice.userId)).toBe(n)
+    const mallory = await world.client('mallory')
+    expect(aliceConv.safetyNumber(mallory.userId)).not.toBe(n)
+  })
+})
