@@ -48,6 +48,11 @@ export interface ClientOptions {
   WebSocket?: unknown
   /** false: send no read receipts and see none from others (default true). */
   readReceipts?: boolean
+  /**
+   * Start a new key epoch after this many messages or this long (default 1,000 messages or
+   * 7 days), so a leaked key exposes a bounded window. Old keys are kept to read old messages.
+   */
+  keyRotation?: { messages?: number; ms?: number }
 }
 
 interface ClientEvents extends ConnectionEvents {}
@@ -65,6 +70,7 @@ export class PetrelClient {
     urls: string[],
     private readonly name: string | undefined,
     private readonly readReceipts: boolean,
+    private readonly keyRotation: { messages: number; ms: number },
   ) {
     this.link = new DeviceConnection(urls, identity, WS, this.events)
   }
@@ -76,7 +82,10 @@ export class PetrelClient {
     const WS = (options.WebSocket ?? (globalThis as { WebSocket?: unknown }).WebSocket ?? (await import('ws')).WebSocket) as WebSocketCtor
     const store = await openDeviceStore({ storage: options.storage, storageKey: options.storageKey })
     const identity = await loadOrCreateIdentity(store)
-    const client = new PetrelClient(identity, store, WS, urls, options.name, options.readReceipts !== false)
+    const client = new PetrelClient(identity, store, WS, urls, options.name, options.readReceipts !== false, {
+      messages: options.keyRotation?.messages ?? 1_000,
+      ms: options.keyRotation?.ms ?? 7 * 24 * 3_600_000,
+    })
     for (const [key, value] of await store.list('conv:')) {
       const id = key.slice('conv:'.length)
       client.convs.set(id, await Conversation.open(client.context(), id, decodeConversationRecord(value)))
@@ -110,6 +119,7 @@ export class PetrelClient {
       connection: this.link,
       signRecord: (kind, body) => this.signRecord(kind, body),
       readReceipts: this.readReceipts,
+      keyRotation: this.keyRotation,
       name: this.name,
       reportError: (err) => this.events.emit('error', err),
     }

@@ -12,8 +12,8 @@
  */
 import { WebsocketProvider } from 'y-websocket'
 import * as Y from 'yjs'
-import { fromBase64Url, generateSigningKeyPair, randomBytes, toBase64Url, verifyBatch } from '../shared/crypto/index.js'
-import { decryptEnvelope, readEnvelope, sealEnvelope, signedEnvelopeBytes } from '../shared/envelope.js'
+import { constantTimeEqual, fromBase64Url, generateSigningKeyPair, randomBytes, toBase64Url, verifyBatch } from '../shared/crypto/index.js'
+import { decryptEnvelope, keyCheckOf, readEnvelope, sealEnvelope, signedEnvelopeBytes } from '../shared/envelope.js'
 import { ErrorCode, PetrelError } from '../shared/errors.js'
 import type { MembershipState } from '../shared/membership.js'
 import { envelopeKey, OUTER_LOG, OUTER_RECORDS } from '../shared/outer-keys.js'
@@ -80,6 +80,8 @@ export interface ClientContext {
   signRecord(kind: RecordKind, body: Uint8Array): Promise<Uint8Array>
   /** false: this device sends no read acks and sees none (WhatsApp's privacy setting). */
   readReceipts: boolean
+  /** When to start a new key epoch: after this many envelopes, or this long. */
+  keyRotation: { messages: number; ms: number }
 }
 
 export interface InviteOptions {
@@ -115,6 +117,8 @@ export class Conversation {
   private readonly book: MembershipBook
   /** Own messages refused as sealed under an old epoch, waiting for the new key. */
   private readonly resealQueue = new Set<string>()
+  /** Our keys that lost a race for their epoch number: only to re-seal what we sealed with them. */
+  private readonly lostKeys = new Map<string, Uint8Array>()
   private bindings = new Map<number, string>()
   private readonly own = new Map<string, OwnMessageState>()
   private readonly envelopeMessages = new Map<string, string[]>()
@@ -346,9 +350,11 @@ export class Conversation {
   private async flushSeals(): Promise<void> {
     const batch = this.sealQueue
     this.sealQueue = []
+    let epochUsed = -1
     try {
       const { identity } = this.ctx
       const epoch = this.epoch
+      epochUsed = epoch
       const key = this.record.keys.get(epoch)!
       const envelopes = await Promise.all(
         batch.map((item) =>
@@ -385,6 +391,37 @@ export class Conversation {
     }
     for (const item of batch) item.resolve()
     this.changed()
+    this.countEnvelopes(epochUsed, batch.length, true)
+  }
+
+  /** Envelopes seen under the current epoch, and when it started, for scheduled rotation. */
+  private epochUse = { epoch: -1, envelopes: 0, since: Date.now() }
+  private rotating = false
+
+  private countEnvelopes(epoch: number, n: number, sending: boolean): void {
+    if (epoch !== this.epochUse.epoch) this.epochUse = { epoch, envelopes: 0, since: Date.now() }
+    this.epochUse.envelopes += n
+    const { messages, ms } = this.ctx.keyRotation
+    // The device whose send crosses the threshold rotates; receivers only count (fewer races).
+    if (!sending || this.rotating || epoch !== this.membership.epoch) return
+    if (this.epochUse.envelopes < messages && Date.now() - this.epochUse.since < ms) return
+    // Any member may rotate; if two do at once the relay keeps the first and refuses the other.
+    this.rotating = true
+    void this.rotateKey()
+      .catch((err) => this.report(err, 'could not rotate the key'))
+      .finally(() => {
+        this.rotating = false
+      })
+  }
+
+  /** Start a new key epoch for the current members (scheduled rotation, or after someone left). */
+  async rotateKey(): Promise<void> {
+    this.assertOpen()
+    const next = this.book.newEpoch()
+    const record = await this.ctx.signRecord(RecordKind.Epoch, next.body)
+    this.record.keys.set(next.epoch, next.key)
+    await this.ctx.store.commit({ put: [[keyOf.conv(this.id), encodeConversationRecord(this.record)]] })
+    await this.writeRecords([record])
   }
 
   /** Write to the outer log locally; returns what was written and the outer updates it made. */
@@ -701,6 +738,8 @@ export class Conversation {
     this.changed()
     // Stored durably: now, and only now, tell the members (✓✓).
     this.scheduleAck()
+    const current = this.membership.epoch
+    this.countEnvelopes(current, headers.filter((h) => h?.epoch === current).length, false)
   }
 
   /**
@@ -718,12 +757,21 @@ export class Conversation {
       this.doc.clientID = randomClientId()
     }
     if (bad > 0) this.ctx.reportError(new PetrelError(ErrorCode.EnvelopeRejected, `ignored ${bad} record(s) whose signature does not verify`, { conversationId: this.id }))
-    if (this.book.unwrapKeys(this.record.keys)) {
+    if (this.book.unwrapKeys(this.record.keys, (lost) => this.lostKeys.set(toBase64Url(keyCheckOf(lost)), lost))) {
       await this.ctx.store.commit({ put: [[keyOf.conv(this.id), encodeConversationRecord(this.record)]] })
       this.resealWaiting()
     }
     this.presence?.refresh()
     this.changed()
+    // Someone left: whoever administers the conversation changes the key (the first wins).
+    if (this.membership.rotationDue && this.book.isAdmin() && !this.rotating && !this.closed) {
+      this.rotating = true
+      void this.rotateKey()
+        .catch((err) => this.report(err, 'could not rotate the key'))
+        .finally(() => {
+          this.rotating = false
+        })
+    }
   }
 
   /** Re-seal own messages the relay refused as stale, once we hold the current key. */
@@ -1028,7 +1076,9 @@ export class Conversation {
     const sealed = this.outer.getMap<Uint8Array>(OUTER_LOG).get(envelopeKey)
     if (!(sealed instanceof Uint8Array)) return undefined
     const header = readEnvelope(sealed)
-    const key = this.record.keys.get(header.epoch)
+    const current = this.record.keys.get(header.epoch)
+    const key =
+      current && constantTimeEqual(keyCheckOf(current), header.keyCheck) ? current : this.lostKeys.get(toBase64Url(header.keyCheck))
     return key ? decryptEnvelope(this.id, header, key) : undefined
   }
 

@@ -10,7 +10,8 @@
  */
 import * as encoding from 'lib0/encoding'
 import type * as Y from 'yjs'
-import { randomKey, sha256, toBase64Url, unwrapKey, wrapKey } from '../shared/crypto/index.js'
+import { constantTimeEqual, randomKey, sha256, toBase64Url, unwrapKey, wrapKey } from '../shared/crypto/index.js'
+import { keyCheckOf } from '../shared/envelope.js'
 import { ErrorCode, PetrelError } from '../shared/errors.js'
 import { applyRecord, emptyMembership, type MembershipState } from '../shared/membership.js'
 import { encodeEpochBody, epochWrapContext, readRecord, RecordKind, type SignedRecord } from '../shared/records.js'
@@ -75,15 +76,22 @@ export class MembershipBook {
     return badSignatures
   }
 
-  /** Add to `keys` every epoch key wrapped for this device that it does not hold yet. */
-  unwrapKeys(keys: Map<number, Uint8Array>): boolean {
+  /**
+   * Make `keys` hold, for every epoch, the key of the record that won it: add the ones
+   * wrapped for this device, and replace a key of ours whose record lost a race for its
+   * epoch number (the relay refused it; the winner's key check differs).
+   */
+  unwrapKeys(keys: Map<number, Uint8Array>, replaced?: (key: Uint8Array) => void): boolean {
     let added = false
     for (const [epoch, e] of this.state.epochs) {
-      if (keys.has(epoch)) continue
+      const held = keys.get(epoch)
+      if (held && constantTimeEqual(keyCheckOf(held), e.keyCheck)) continue
       const wrapped = e.wrapped.get(this.identity.deviceId)
       if (!wrapped) continue
       try {
-        keys.set(epoch, unwrapKey(wrapped, this.identity.agreementSecret, epochWrapContext(this.room, epoch)))
+        const key = unwrapKey(wrapped, this.identity.agreementSecret, epochWrapContext(this.room, epoch))
+        if (held) replaced?.(held)
+        keys.set(epoch, key)
         added = true
       } catch {
         // A key we cannot open is not for us (or was tampered with): we simply lack it.
@@ -106,7 +114,7 @@ export class MembershipBook {
         wrapped.push([cert.devicePub, wrapKey(key, cert.agreementPub, epochWrapContext(this.room, epoch))])
       }
     }
-    return { epoch, key, body: encodeEpochBody({ room: this.room, epoch, at: Date.now(), wrapped }) }
+    return { epoch, key, body: encodeEpochBody({ room: this.room, epoch, at: Date.now(), keyCheck: keyCheckOf(key), wrapped }) }
   }
 
   isAdmin(userId = this.identity.userId): boolean {

@@ -20,8 +20,9 @@ export interface RowPart {
   bytes: Uint8Array
   /** A signed record to verify and apply (in order) before storing. */
   record?: Uint8Array
-  /** The epoch an envelope was sealed under, to refuse stale ones. */
+  /** The epoch an envelope was sealed under, and its key check, to refuse stale ones. */
   epoch?: number
+  keyCheck?: Uint8Array
 }
 
 export interface ValidatedRow {
@@ -134,6 +135,7 @@ export function validateOuterUpdate(
           throw new PetrelError(ErrorCode.Malformed, 'envelope sealed by another device')
         }
         part.epoch = header.epoch
+        part.keyCheck = header.keyCheck
       } else if (s.parentRoot === OUTER_RECORDS) {
         out.records.push({ key: s.key, bytes: value })
         part.record = value

@@ -18,6 +18,7 @@ import {
   writeRows,
   writeSyncMessage,
 } from '../shared/room-messages.js'
+import { constantTimeEqual } from '../shared/crypto/index.js'
 import { CloseCode, FrameType, Reason, StrictReader, writeFrame } from '../shared/wire.js'
 import { encodeStateVector, parseStateVector } from '../shared/yjs-v1.js'
 import { Committer } from './committer.js'
@@ -235,7 +236,7 @@ export class RelayCore {
             }
             refused.push({ client: row.client, clock: part.clock, len: 1, reason: Reason.Forbidden })
             blankPart(part)
-          } else if (part.epoch !== undefined && part.epoch !== room.membership.epoch) {
+          } else if (part.epoch !== undefined && !isCurrentKey(room, part.epoch, part.keyCheck!)) {
             // Sealed under an old (or unknown) key: a removed member may still hold it.
             refused.push({ client: row.client, clock: part.clock, len: 1, reason: Reason.StaleEpoch })
             blankPart(part)
@@ -255,8 +256,9 @@ export class RelayCore {
         (seqs) => {
           this.metrics.rowsStored += rows.length
           const stored: Row[] = rows.map((row, i) => ({ ...row, seq: seqs[i]! }))
-          // ✓ for the author: durable now.
-          for (const row of stored) conn.deliver(room.id, writeAck(row.seq, [{ client: row.client, clock: row.clock, len: row.len }]))
+          // ✓ for the author: durable now — except what was refused (a placeholder stands there).
+          const blanked = new Set(refused.map((r) => `${r.client}:${r.clock}`))
+          for (const row of stored) conn.deliver(room.id, writeAck(row.seq, ackRanges(row, blanked)))
           for (const reason of new Set(refused.map((r) => r.reason))) {
             const [metric, message] = REFUSAL_TEXT[reason] ?? ['refused', 'refused']
             this.metrics.reject(metric)
@@ -499,3 +501,29 @@ export class RelayCore {
   }
 }
 
+
+/**
+ * Is (epoch, key check) the room's current key? Epoch 0 comes with the genesis and has no
+ * record; every later one names its key by the check value in its epoch record, so an
+ * envelope sealed under a key that lost a race for its epoch number is refused (and re-sealed).
+ */
+function isCurrentKey(room: Room, epoch: number, keyCheck: Uint8Array): boolean {
+  if (epoch !== room.membership.epoch) return false
+  if (epoch === 0) return true
+  const expected = room.membership.epochs.get(epoch)?.keyCheck
+  return expected !== undefined && constantTimeEqual(expected, keyCheck)
+}
+
+/** A row's clock range without the clocks that were refused (blanked) in it. */
+function ackRanges(row: Row, blanked: Set<string>): Array<{ client: number; clock: number; len: number }> {
+  if (blanked.size === 0) return [{ client: row.client, clock: row.clock, len: row.len }]
+  const out: Array<{ client: number; clock: number; len: number }> = []
+  let start = row.clock
+  for (let c = row.clock; c <= row.clock + row.len; c++) {
+    if (c === row.clock + row.len || blanked.has(`${row.client}:${c}`)) {
+      if (c > start) out.push({ client: row.client, clock: start, len: c - start })
+      start = c + 1
+    }
+  }
+  return out
+}

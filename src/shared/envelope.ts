@@ -3,9 +3,13 @@
  * doc's `log` map. The relay sees only these bytes.
  *
  * ```
- * envelope  := uint8 ENVELOPE_VERSION(1) • varUint epoch • varUint8Array senderDevicePub(32)
+ * envelope  := uint8 ENVELOPE_VERSION(1) • varUint epoch • varUint8Array keyCheck(8) • varUint8Array senderDevicePub(32)
  *              • varUint8Array nonce(24) • varUint8Array ciphertext • varUint8Array signature(64)
- * aad       := varString 'petrel/v1/envelope' • varString room • varUint epoch • varUint8Array senderDevicePub
+ * aad       := varString 'petrel/v1/envelope' • varString room • varUint epoch • varUint8Array keyCheck
+ *              • varUint8Array senderDevicePub
+ * keyCheck  := HKDF-SHA256(key, info 'petrel/v1/key-check')[0..8]: names the key without
+ *              revealing it, so the relay can refuse an envelope sealed under a key that lost
+ *              a race for its epoch number (epoch records carry the same value)
  * signature := Ed25519 by senderDevice, domain 'envelope', over aad • varUint8Array nonce • varUint8Array ciphertext
  * plaintext := uint8 kind(1: inner Yjs V1 update) • varUint8Array update
  * ```
@@ -14,7 +18,7 @@
  * replayed into another conversation or attributed to another device.
  */
 import * as encoding from 'lib0/encoding'
-import { open, randomNonce, SignatureDomain, seal, signedBytes, signWithDomain, verifyWithDomain } from './crypto/index.js'
+import { hkdf, open, randomNonce, SignatureDomain, seal, signedBytes, signWithDomain, verifyWithDomain } from './crypto/index.js'
 import { ErrorCode, PetrelError } from './errors.js'
 import { StrictReader } from './wire.js'
 
@@ -23,17 +27,24 @@ export const PlaintextKind = { InnerUpdate: 1 } as const
 
 export interface EnvelopeHeader {
   epoch: number
+  keyCheck: Uint8Array
   senderDevicePub: Uint8Array
   nonce: Uint8Array
   ciphertext: Uint8Array
   signature: Uint8Array
 }
 
-const aadFor = (room: string, epoch: number, sender: Uint8Array) => {
+/** A public name for a conversation key (see the grammar above). */
+export function keyCheckOf(key: Uint8Array): Uint8Array {
+  return hkdf(key, undefined, new TextEncoder().encode('petrel/v1/key-check'), 8)
+}
+
+const aadFor = (room: string, epoch: number, keyCheck: Uint8Array, sender: Uint8Array) => {
   const e = encoding.createEncoder()
   encoding.writeVarString(e, 'petrel/v1/envelope')
   encoding.writeVarString(e, room)
   encoding.writeVarUint(e, epoch)
+  encoding.writeVarUint8Array(e, keyCheck)
   encoding.writeVarUint8Array(e, sender)
   return encoding.toUint8Array(e)
 }
@@ -60,13 +71,15 @@ export async function sealEnvelope(input: SealInput): Promise<Uint8Array> {
   const pe = encoding.createEncoder()
   encoding.writeUint8(pe, PlaintextKind.InnerUpdate)
   encoding.writeVarUint8Array(pe, input.update)
-  const aad = aadFor(input.room, input.epoch, input.senderDevicePub)
+  const keyCheck = keyCheckOf(input.key)
+  const aad = aadFor(input.room, input.epoch, keyCheck, input.senderDevicePub)
   const nonce = randomNonce()
   const ciphertext = seal(input.key, nonce, encoding.toUint8Array(pe), aad)
   const signature = await signWithDomain(SignatureDomain.Envelope, input.senderDeviceSecret, signedPart(aad, nonce, ciphertext))
   const e = encoding.createEncoder()
   encoding.writeUint8(e, ENVELOPE_VERSION)
   encoding.writeVarUint(e, input.epoch)
+  encoding.writeVarUint8Array(e, keyCheck)
   encoding.writeVarUint8Array(e, input.senderDevicePub)
   encoding.writeVarUint8Array(e, nonce)
   encoding.writeVarUint8Array(e, ciphertext)
@@ -80,26 +93,27 @@ export function readEnvelope(bytes: Uint8Array): EnvelopeHeader {
   const version = r.uint8()
   if (version !== ENVELOPE_VERSION) throw new PetrelError(ErrorCode.VersionMismatch, `envelope version ${version} is not supported`)
   const epoch = r.varUint(0xffffffff)
+  const keyCheck = r.varBytes(8)
   const senderDevicePub = r.varBytes(32)
   const nonce = r.varBytes(24)
   const ciphertext = r.varBytes(bytes.length)
   const signature = r.varBytes(64)
   r.end()
-  if (senderDevicePub.length !== 32 || nonce.length !== 24 || signature.length !== 64 || ciphertext.length < 16) {
+  if (keyCheck.length !== 8 || senderDevicePub.length !== 32 || nonce.length !== 24 || signature.length !== 64 || ciphertext.length < 16) {
     throw new PetrelError(ErrorCode.Malformed, 'envelope field has the wrong length')
   }
-  return { epoch, senderDevicePub, nonce, ciphertext, signature }
+  return { epoch, keyCheck, senderDevicePub, nonce, ciphertext, signature }
 }
 
 /** Verify the sender's signature over the envelope. */
 export function verifyEnvelope(room: string, h: EnvelopeHeader): Promise<boolean> {
-  const aad = aadFor(room, h.epoch, h.senderDevicePub)
+  const aad = aadFor(room, h.epoch, h.keyCheck, h.senderDevicePub)
   return verifyWithDomain(SignatureDomain.Envelope, h.senderDevicePub, signedPart(aad, h.nonce, h.ciphertext), h.signature)
 }
 
 /** Decrypt a verified envelope; returns the inner update. Throws PetrelError(envelope_rejected). */
 export function decryptEnvelope(room: string, h: EnvelopeHeader, key: Uint8Array): Uint8Array {
-  const plain = open(key, h.nonce, h.ciphertext, aadFor(room, h.epoch, h.senderDevicePub))
+  const plain = open(key, h.nonce, h.ciphertext, aadFor(room, h.epoch, h.keyCheck, h.senderDevicePub))
   const r = new StrictReader(plain)
   const kind = r.uint8()
   if (kind !== PlaintextKind.InnerUpdate) throw new PetrelError(ErrorCode.EnvelopeRejected, `unknown plaintext kind ${kind}`)
@@ -110,5 +124,5 @@ export function decryptEnvelope(room: string, h: EnvelopeHeader, key: Uint8Array
 
 /** The exact bytes the envelope signature covers, domain prefix included (for batch verification). */
 export function signedEnvelopeBytes(room: string, h: EnvelopeHeader): Uint8Array {
-  return signedBytes(SignatureDomain.Envelope, signedPart(aadFor(room, h.epoch, h.senderDevicePub), h.nonce, h.ciphertext))
+  return signedBytes(SignatureDomain.Envelope, signedPart(aadFor(room, h.epoch, h.keyCheck, h.senderDevicePub), h.nonce, h.ciphertext))
 }

@@ -36,6 +36,7 @@ export interface InviteState extends InviteBody {
 
 export interface EpochState {
   epoch: number
+  keyCheck: Uint8Array
   /** Who started it (userId) and the wrapped keys, devicePub (base64url) → wrapped key. */
   by: string
   wrapped: Map<string, Uint8Array>
@@ -57,6 +58,8 @@ export interface MembershipState {
   /** The current key epoch (0 from the genesis) and the epoch records after it. */
   epoch: number
   epochs: Map<number, EpochState>
+  /** Someone left or was removed since the current epoch began: the key must change. */
+  rotationDue: boolean
 }
 
 export const emptyMembership = (room: string): MembershipState => ({
@@ -70,6 +73,7 @@ export const emptyMembership = (room: string): MembershipState => ({
   removedAt: new Map(),
   epoch: 0,
   epochs: new Map(),
+  rotationDue: false,
 })
 
 export type ApplyResult = { ok: true } | { ok: false; reason: string }
@@ -170,6 +174,7 @@ export async function applyRecord(s: MembershipState, rec: SignedRecord, options
       s.members.delete(target)
       for (const device of member.devices.keys()) s.devices.delete(device)
       s.removedAt.set(target, Math.max(b.at, s.removedAt.get(target) ?? 0))
+      s.rotationDue = true
       return { ok: true }
     }
     case RecordKind.Revoke: {
@@ -189,7 +194,8 @@ export async function applyRecord(s: MembershipState, rec: SignedRecord, options
       for (const device of s.devices.keys()) if (!b.wrapped.has(device)) return { ok: false, reason: 'epoch leaves a member device without the key' }
       if (options.relay) for (const device of b.wrapped.keys()) if (!s.devices.has(device)) return { ok: false, reason: 'epoch wraps its key for a non-member' }
       s.epoch = b.epoch
-      s.epochs.set(b.epoch, { epoch: b.epoch, by: signer.userId, wrapped: b.wrapped })
+      s.rotationDue = false
+      s.epochs.set(b.epoch, { epoch: b.epoch, keyCheck: b.keyCheck, by: signer.userId, wrapped: b.wrapped })
       return { ok: true }
     }
   }

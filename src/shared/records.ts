@@ -19,7 +19,7 @@
  * promote body := varString room • varUint8Array userPub • varUint at        (by an admin device)
  * leave   body := varString room • varUint8Array userPub • varUint at        (by the leaving user's device)
  * revoke  body := varString room • varUint8Array invitePub • varUint at      (by an admin device)
- * epoch   body := varString room • varUint epoch • varUint at • varUint n
+ * epoch   body := varString room • varUint epoch • varUint at • varUint8Array keyCheck(8) • varUint n
  *                 • { varUint8Array devicePub • varUint8Array wrappedKey }{n} (by a member device)
  *                 the conversation key of `epoch`, wrapped (X25519 + HKDF + XChaCha20-Poly1305,
  *                 context = varString room • varUint epoch) for every member device
@@ -314,14 +314,22 @@ export interface EpochBody {
   room: string
   epoch: number
   at: number
+  keyCheck: Uint8Array
   /** devicePub (base64url) → wrapped key */
   wrapped: Map<string, Uint8Array>
 }
-export function encodeEpochBody(b: { room: string; epoch: number; at: number; wrapped: Array<[devicePub: Uint8Array, wrapped: Uint8Array]> }): Uint8Array {
+export function encodeEpochBody(b: {
+  room: string
+  epoch: number
+  at: number
+  keyCheck: Uint8Array
+  wrapped: Array<[devicePub: Uint8Array, wrapped: Uint8Array]>
+}): Uint8Array {
   const e = encoding.createEncoder()
   encoding.writeVarString(e, b.room)
   encoding.writeVarUint(e, b.epoch)
   encoding.writeVarUint(e, b.at)
+  encoding.writeVarUint8Array(e, b.keyCheck)
   encoding.writeVarUint(e, b.wrapped.length)
   for (const [device, wrapped] of b.wrapped) {
     encoding.writeVarUint8Array(e, device)
@@ -334,11 +342,13 @@ export function readEpochBody(bytes: Uint8Array): EpochBody {
   const room = r.varString(64)
   const epoch = r.varUint(0xffffffff)
   const at = r.varUint()
+  const keyCheck = r.varBytes(8)
+  if (keyCheck.length !== 8) throw malformed('key check must be 8 bytes')
   const n = r.varUint(4096)
   const wrapped = new Map<string, Uint8Array>()
   for (let i = 0; i < n; i++) wrapped.set(toBase64Url(key32(r)), r.varBytes(256))
   r.end()
-  return { room, epoch, at, wrapped }
+  return { room, epoch, at, keyCheck, wrapped }
 }
 
 /** Context bound into every wrapped epoch key. */

@@ -144,3 +144,60 @@ describe('membership and key epochs', () => {
     expect(aliceConv.safetyNumber(mallory.userId)).not.toBe(n)
   })
 })
+
+describe('scheduled key rotation', () => {
+  it('starts a new epoch after the message threshold, and old messages stay readable', async () => {
+    world = new World()
+    await world.relay()
+    const alice = await world.client('alice', { keyRotation: { messages: 10 } })
+    const bob = await world.client('bob', { keyRotation: { messages: 10 } })
+    await until(() => alice.connection === 'online' && bob.connection === 'online')
+    const a = await alice.createConversation({ title: 'rotating' })
+    const b = await bob.join(await a.invite())
+    for (let i = 0; i < 25; i++) await a.send(`r${i}`)
+    await until(() => texts(b).length === 25, 10_000)
+    await until(() => a.epoch >= 2 && b.epoch === a.epoch, 10_000, 'rotated twice')
+    expect(texts(b)).toEqual(Array.from({ length: 25 }, (_, i) => `r${i}`))
+    // A device that reloads still reads the old epochs' messages with the keys it kept.
+    const convId = b.id
+    await bob.close()
+    const bob2 = await world.client('bob')
+    const b2 = (await bob2.conversations()).find((c) => c.id === convId)!
+    expect(texts(b2)).toHaveLength(25)
+    expect([...b2.keys().keys()].sort()).toEqual(expect.arrayContaining([0, 1, 2]))
+  })
+
+  it('changes the key when a member leaves', async () => {
+    world = new World()
+    await world.relay()
+    const { bob, aliceConv, bobConv } = await pair(world)
+    await bobConv.leave()
+    await until(() => aliceConv.epoch === 1, 5000, 'admin rotated')
+    expect(aliceConv.members().map((m) => m.userId)).not.toContain(bob.userId)
+  })
+})
+
+describe('concurrent epoch changes', () => {
+  it('resolve to one key: the relay keeps the first, the other side re-seals, nothing is lost', async () => {
+    world = new World()
+    const relay = await world.relay()
+    const { alice, bob, aliceConv, bobConv } = await pair(world)
+    alice.disconnect()
+    bob.disconnect()
+    await until(() => alice.connection === 'offline' && bob.connection === 'offline')
+    await aliceConv.rotateKey()
+    await bobConv.rotateKey()
+    for (let i = 0; i < 5; i++) {
+      await aliceConv.send(`a${i}`)
+      await bobConv.send(`b${i}`)
+    }
+    alice.connect()
+    await until(() => alice.connection === 'online')
+    bob.connect()
+    await until(() => texts(aliceConv).length === 10 && texts(bobConv).length === 10, 10_000, 'all 10 on both')
+    expect(texts(aliceConv)).toEqual(texts(bobConv))
+    expect(aliceConv.epoch).toBe(bobConv.epoch)
+    expect([...aliceConv.keys().get(aliceConv.epoch)!]).toEqual([...bobConv.keys().get(bobConv.epoch)!])
+    expect(relay.metrics.rejectedCount('record refused')).toBe(1)
+  })
+})
