@@ -1,12 +1,9 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import { WebSocket } from 'ws'
 import { createClient } from '../../src/client/index.js'
-import { SignatureDomain, signWithDomain } from '../../src/shared/crypto/index.js'
-import { certificatePayload, encodeCertificate } from '../../src/shared/records.js'
 import { RoomMessage } from '../../src/shared/room-messages.js'
-import { CloseCode, type Frame, FrameType, PROTOCOL_VERSION, readFrame, writeFrame } from '../../src/shared/wire.js'
-import { generateAgreementKeyPair, generateSigningKeyPair } from '../../src/shared/crypto/index.js'
-import { pair, texts, until, World } from './harness.js'
+import { CloseCode, FrameType, PROTOCOL_VERSION, writeFrame } from '../../src/shared/wire.js'
+import { pair, texts, until, World, rawDevice } from './harness.js'
 
 let world: World
 afterEach(async () => {
@@ -53,34 +50,6 @@ describe('no path around the relay', () => {
     expect(texts(bobConv)).not.toContain('only via relay')
   })
 })
-
-/** A raw device connection speaking the wire protocol, for access tests. */
-async function rawDevice(url: string) {
-  const user = generateSigningKeyPair()
-  const device = generateSigningKeyPair()
-  const payload = certificatePayload(user.publicKey, device.publicKey, generateAgreementKeyPair().publicKey, Date.now())
-  const cert = encodeCertificate(payload, await signWithDomain(SignatureDomain.DeviceCertificate, user.secretKey, payload))
-  const ws = new WebSocket(url)
-  ws.binaryType = 'nodebuffer'
-  const frames: Frame[] = []
-  let closed: { code: number; reason: string } | undefined
-  ws.on('message', (data: Buffer) => frames.push(readFrame(new Uint8Array(data))))
-  ws.on('close', (code, reason) => {
-    closed = { code, reason: reason.toString() }
-  })
-  await until(() => frames.some((f) => f.type === FrameType.Hello))
-  const hello = frames.find((f) => f.type === FrameType.Hello)!
-  if (hello.type !== FrameType.Hello) throw new Error()
-  ws.send(
-    writeFrame({
-      type: FrameType.Auth,
-      certificate: cert,
-      signature: await signWithDomain(SignatureDomain.ConnectChallenge, device.secretKey, hello.challenge),
-    }),
-  )
-  await until(() => frames.some((f) => f.type === FrameType.Ready))
-  return { ws, frames, closed: () => closed }
-}
 
 describe('access control', () => {
   it('refuses a device without the invite: no entry, no reading, no writing', async () => {

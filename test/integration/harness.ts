@@ -4,6 +4,10 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { type ClientOptions, createClient, type Conversation, type Message, type PetrelError } from '../../src/client/index.js'
 import { createRelay, type Relay, type RelayOptions } from '../../src/relay/index.js'
+import { generateAgreementKeyPair, generateSigningKeyPair, SignatureDomain, signWithDomain } from '../../src/shared/crypto/index.js'
+import { certificatePayload, encodeCertificate } from '../../src/shared/records.js'
+import { type Frame, FrameType, readFrame, writeFrame } from '../../src/shared/wire.js'
+import { WebSocket } from 'ws'
 
 export type Client = Awaited<ReturnType<typeof createClient>>
 
@@ -79,3 +83,32 @@ export async function pair(world: World, a = 'alice', b = 'bob') {
 
 /** The relay has it (✓) or better: statuses only move forward. */
 export const atLeastSent = (status: string | undefined): boolean => status === 'sent' || status === 'delivered' || status === 'read'
+
+/** A device speaking the wire protocol by hand (for access, limit and fuzz tests), authenticated. */
+export async function rawDevice(url: string) {
+  const user = generateSigningKeyPair()
+  const device = generateSigningKeyPair()
+  const payload = certificatePayload(user.publicKey, device.publicKey, generateAgreementKeyPair().publicKey, Date.now())
+  const certificate = encodeCertificate(payload, await signWithDomain(SignatureDomain.DeviceCertificate, user.secretKey, payload))
+  const ws = new WebSocket(url)
+  ws.binaryType = 'nodebuffer'
+  const frames: Frame[] = []
+  let closed: { code: number; reason: string } | undefined
+  ws.on('message', (data: Buffer) => {
+    try {
+      frames.push(readFrame(new Uint8Array(data)))
+    } catch {
+      // a test may provoke anything
+    }
+  })
+  ws.on('close', (code, reason) => {
+    closed = { code, reason: reason.toString() }
+  })
+  ws.on('error', () => {})
+  await until(() => frames.some((f) => f.type === FrameType.Hello) || closed !== undefined)
+  const hello = frames.find((f) => f.type === FrameType.Hello)
+  if (!hello || hello.type !== FrameType.Hello) throw new Error('no hello')
+  ws.send(writeFrame({ type: FrameType.Auth, certificate, signature: await signWithDomain(SignatureDomain.ConnectChallenge, device.secretKey, hello.challenge) }))
+  await until(() => frames.some((f) => f.type === FrameType.Ready))
+  return { ws, frames, closed: () => closed, user, device, certificate }
+}

@@ -1,35 +1,13 @@
 import { connect } from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
 import { WebSocket } from 'ws'
-import { SignatureDomain, generateAgreementKeyPair, generateSigningKeyPair, signWithDomain } from '../../src/shared/crypto/index.js'
-import { certificatePayload, encodeCertificate } from '../../src/shared/records.js'
-import { CloseCode, type Frame, FrameType, readFrame, writeFrame } from '../../src/shared/wire.js'
-import { pair, texts, until, World } from './harness.js'
+import { CloseCode, FrameType, writeFrame } from '../../src/shared/wire.js'
+import { pair, texts, until, World, rawDevice } from './harness.js'
 
 let world: World
 afterEach(async () => {
   await world?.close()
 })
-
-/** An authenticated raw device on the wire protocol. */
-async function rawDevice(url: string) {
-  const user = generateSigningKeyPair()
-  const device = generateSigningKeyPair()
-  const payload = certificatePayload(user.publicKey, device.publicKey, generateAgreementKeyPair().publicKey, Date.now())
-  const cert = encodeCertificate(payload, await signWithDomain(SignatureDomain.DeviceCertificate, user.secretKey, payload))
-  const ws = new WebSocket(url)
-  const frames: Frame[] = []
-  let closed: number | undefined
-  ws.on('message', (d: Buffer) => frames.push(readFrame(new Uint8Array(d))))
-  ws.on('close', (code) => {
-    closed = code
-  })
-  await until(() => frames.some((f) => f.type === FrameType.Hello))
-  const hello = frames.find((f) => f.type === FrameType.Hello) as Extract<Frame, { type: 0 }>
-  ws.send(writeFrame({ type: FrameType.Auth, certificate: cert, signature: await signWithDomain(SignatureDomain.ConnectChallenge, device.secretKey, hello.challenge) }))
-  await until(() => frames.some((f) => f.type === FrameType.Ready))
-  return { ws, frames, closed: () => closed }
-}
 
 describe('abuse limits', () => {
   it('drops frames past the per-connection rate and cuts off a sender that keeps going (4429)', async () => {
@@ -38,7 +16,7 @@ describe('abuse limits', () => {
     const dev = await rawDevice(world.url)
     for (let i = 0; i < 200 && dev.closed() === undefined; i++) dev.ws.send(writeFrame({ type: FrameType.Heartbeat }))
     await until(() => dev.closed() !== undefined)
-    expect(dev.closed()).toBe(CloseCode.RateLimited)
+    expect(dev.closed()?.code).toBe(CloseCode.RateLimited)
     expect(relay.metrics.rejectedCount('rate limited')).toBeGreaterThan(0)
   })
 
@@ -105,6 +83,6 @@ describe('abuse limits', () => {
     await world.relay({ limits: { heartbeatMs: 100, idleTimeoutMs: 400 } })
     const dev = await rawDevice(world.url)
     await until(() => dev.closed() !== undefined, 3000)
-    expect(dev.closed()).toBe(CloseCode.GoingAway)
+    expect(dev.closed()?.code).toBe(CloseCode.GoingAway)
   })
 })
