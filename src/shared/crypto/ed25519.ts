@@ -99,8 +99,8 @@ interface KeyEntry {
   nativePending: Promise<CryptoKey> | undefined
 }
 
-/** Upper bound on cached public keys; a device sees far fewer, so churn only happens under attack. */
-export const PUBLIC_KEY_CACHE_LIMIT = 10_000
+/** Upper bound on cached public keys (~3 KiB each with the imported key): a device sees far fewer; a relay sees every connecting device, so the bound keeps its memory flat. */
+export const PUBLIC_KEY_CACHE_LIMIT = 1_024
 const keyCache = new Map<string, KeyEntry>()
 
 // LRU via Map insertion order: a hit is moved to the back, overflow evicts from the front.
