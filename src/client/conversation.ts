@@ -386,7 +386,14 @@ export class Conversation {
         put: puts,
       })
     } catch (err) {
-      for (const item of batch) item.reject(err)
+      // Nothing of this batch is stored (commits are atomic); what was stored before is intact.
+      // The messages stay visible here as failed, with the reason, and the app hears of it.
+      const reason = err instanceof PetrelError ? err : new PetrelError(ErrorCode.StorageFailed, String(err), { cause: err, conversationId: this.id })
+      for (const item of batch)
+        for (const msgId of item.tags) this.own.set(msgId, { envelopeKey: '', seq: 0, failure: `storage failed: ${reason.message}` })
+      this.ctx.reportError(reason)
+      this.changed()
+      for (const item of batch) item.reject(reason)
       return
     }
     for (const item of batch) item.resolve()
