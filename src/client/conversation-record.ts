@@ -9,6 +9,7 @@
  * cursor:{id}      := uint8 1 • varUint seq             (stored up to)
  * read:{id}        := uint8 1 • varUint seq             (displayed up to)
  * mseq:{id}:{msgId} := uint8 1 • varUint seq            (row that brought a received message)
+ * defer:{id}       := uint8 1 • varUint n • { varString envelopeKey • varUint seq }{n}   (held envelopes)
  * rcpt:{id}        := uint8 1 • varUint n • { varString device • varUint stored • varUint read • varUint storedAt • varUint readAt }
  * ```
  */
@@ -40,6 +41,7 @@ export const keyOf = {
   messageSeq: (id: string, msgId: string) => `mseq:${id}:${msgId}`,
   messageSeqPrefix: (id: string) => `mseq:${id}:`,
   recordSeqs: (id: string) => `rseq:${id}`,
+  deferred: (id: string) => `defer:${id}`,
 }
 
 export function encodeConversationRecord(r: ConversationRecord): Uint8Array {
@@ -140,5 +142,25 @@ export function decodeReceipts(bytes: Uint8Array): ReceiptEntry[] {
   const n = r.varUint(1 << 20)
   const out: ReceiptEntry[] = []
   for (let i = 0; i < n; i++) out.push({ device: r.varString(64), stored: r.varUint(), read: r.varUint(), storedAt: r.varUint(), readAt: r.varUint() })
+  return out
+}
+
+export function encodeDeferred(entries: Array<[key: string, seq: number]>): Uint8Array {
+  const e = encoding.createEncoder()
+  encoding.writeUint8(e, 1)
+  encoding.writeVarUint(e, entries.length)
+  for (const [key, seq] of entries) {
+    encoding.writeVarString(e, key)
+    encoding.writeVarUint(e, seq)
+  }
+  return encoding.toUint8Array(e)
+}
+
+export function decodeDeferred(bytes: Uint8Array): Array<[key: string, seq: number]> {
+  const r = new StrictReader(bytes)
+  readVersion(r, 'deferred')
+  const n = r.varUint(1 << 20)
+  const out: Array<[string, number]> = []
+  for (let i = 0; i < n; i++) out.push([r.varString(64), r.varUint()])
   return out
 }

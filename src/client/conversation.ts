@@ -39,6 +39,8 @@ import {
   decodeOwn,
   decodeReceipts,
   encodeConversationRecord,
+  decodeDeferred,
+  encodeDeferred,
   encodeBindings,
   encodeCursor,
   encodeOwn,
@@ -107,6 +109,8 @@ const ORIGIN_REMOTE = Symbol('remote')
 const ORIGIN_LOCAL_OUTER = Symbol('local-outer')
 /** Text limit, besides the relay's envelope limit. */
 const MAX_TEXT_BYTES = 64 * 1024
+/** Envelopes held for a sender's join record or an epoch key, at most. */
+const MAX_DEFERRED = 10_000
 /** Merge a document's stored updates into one row when it has more than this many. */
 const COMPACT_AFTER_ROWS = 500
 
@@ -117,6 +121,10 @@ export class Conversation {
   private readonly book: MembershipBook
   /** Own messages refused as sealed under an old epoch, waiting for the new key. */
   private readonly resealQueue = new Set<string>()
+  /** Envelopes waiting for their sender's join record or their epoch key. */
+  private deferred: Array<{ key: string; seq: number; bytes: Uint8Array }> = []
+  /** Rows received before their predecessors (Yjs holds them back until the gap fills). */
+  private unresolvedRows: RowIndexEntry[] = []
   /** Our keys that lost a race for their epoch number: only to re-seal what we sealed with them. */
   private readonly lostKeys = new Map<string, Uint8Array>()
   private bindings = new Map<number, string>()
@@ -181,6 +189,7 @@ export class Conversation {
     const { store } = this.ctx
     const recordSeqs = await store.get(keyOf.recordSeqs(this.id))
     if (recordSeqs) this.book.loadSeqs(recordSeqs)
+    const deferred = await store.get(keyOf.deferred(this.id))
     const [outerRows, innerRows, ownRows, bindings, cursor, readCursor, receipts, seqs] = await Promise.all([
       store.loadLog(this.id, 'outer'),
       store.loadLog(this.id, 'inner'),
@@ -217,6 +226,13 @@ export class Conversation {
     const seqPrefix = keyOf.messageSeqPrefix(this.id).length
     for (const [key, value] of seqs) this.messageSeq.set(key.slice(seqPrefix), decodeCursor(value))
     await this.foldRecords()
+    if (deferred) {
+      const log = this.outer.getMap<Uint8Array>(OUTER_LOG)
+      for (const [key, seq] of decodeDeferred(deferred)) {
+        const bytes = log.get(key)
+        if (bytes instanceof Uint8Array) this.deferred.push({ key, seq, bytes })
+      }
+    }
     for (const v of this.doc.getMap<StoredMessage>(INNER_MESSAGES).values()) if (v && v.h > this.hlc) this.hlc = v.h
     this.doc.on('update', (update: Uint8Array, origin: unknown) => this.onInnerUpdate(update, origin))
     this.outer.on('update', (update: Uint8Array, origin: unknown) => {
@@ -600,12 +616,20 @@ export class Conversation {
           throw new PetrelError(ErrorCode.Malformed, 'rows hold something other than envelopes and records')
         }
       }
+    // Keys integrated by this apply — including rows that arrived earlier out of order and
+    // waited in Yjs for their predecessors: they are new now, not when their message came.
     const recordKeys: string[] = []
-    const observer = (event: Y.YMapEvent<Uint8Array>) => {
+    const logKeys: string[] = []
+    const onRec = (event: Y.YMapEvent<Uint8Array>) => {
       for (const k of event.keysChanged) recordKeys.push(k)
     }
+    const onLog = (event: Y.YMapEvent<Uint8Array>) => {
+      for (const k of event.keysChanged) logKeys.push(k)
+    }
     const rec = this.outer.getMap<Uint8Array>(OUTER_RECORDS)
-    rec.observe(observer)
+    const log = this.outer.getMap<Uint8Array>(OUTER_LOG)
+    rec.observe(onRec)
+    log.observe(onLog)
     let applied: Uint8Array | undefined
     const capture = (update: Uint8Array, origin: unknown) => {
       if (origin === this.provider) applied = update
@@ -616,24 +640,26 @@ export class Conversation {
       Y.applyUpdate(this.outer, msg.update, this.provider)
     } finally {
       this.outer.off('update', capture)
-      rec.unobserve(observer)
+      rec.unobserve(onRec)
+      log.unobserve(onLog)
     }
+    const index = [...this.unresolvedRows, ...msg.index]
+    // Rows still waiting for predecessors: remembered, and the cursor stops before them, so
+    // this device never acknowledges (✓✓) what it does not hold yet.
+    this.unresolvedRows = index.filter((row) => Y.getState(this.outer.store, row.client) < row.clock + row.len)
+    let maxSeq = 0
+    for (const row of index) if (!this.unresolvedRows.includes(row)) maxSeq = Math.max(maxSeq, row.seq)
+    if (this.unresolvedRows.length > 0) maxSeq = Math.min(maxSeq, Math.min(...this.unresolvedRows.map((r) => r.seq)) - 1)
     const records = recordKeys.map((k) => rec.get(k)).filter((v): v is Uint8Array => v instanceof Uint8Array)
     let seqsChanged = false
     for (const key of recordKeys) {
-      const seq = seqOfKey(key, msg.index)
+      const seq = seqOfKey(key, index)
       if (seq !== undefined && this.book.noteSeq(key, seq)) seqsChanged = true
     }
     const envelopes: Array<{ key: string; seq: number; bytes: Uint8Array }> = []
-    const log = this.outer.getMap<Uint8Array>(OUTER_LOG)
-    let maxSeq = 0
-    for (const row of msg.index) {
-      maxSeq = Math.max(maxSeq, row.seq)
-      for (let i = 0; i < row.len; i++) {
-        const key = envelopeKey(row.client, row.clock + i)
-        const bytes = log.get(key)
-        if (bytes instanceof Uint8Array) envelopes.push({ key, seq: row.seq, bytes })
-      }
+    for (const key of logKeys) {
+      const bytes = log.get(key)
+      if (bytes instanceof Uint8Array) envelopes.push({ key, seq: seqOfKey(key, index) ?? maxSeq, bytes })
     }
     envelopes.sort((a, b) => a.seq - b.seq)
     const outerUpdate = applied
@@ -643,12 +669,16 @@ export class Conversation {
 
   private async processIncoming(
     records: Uint8Array[],
-    envelopes: Array<{ key: string; seq: number; bytes: Uint8Array }>,
+    incoming: Array<{ key: string; seq: number; bytes: Uint8Array }>,
     outerUpdate: Uint8Array | undefined,
     maxSeq: number,
     seqsChanged = false,
   ): Promise<void> {
     if (records.length > 0) await this.foldRecords()
+    // Envelopes held back earlier (sender's join or the epoch key not here yet) go first.
+    const retry = records.length > 0 && this.deferred.length > 0 ? this.deferred.splice(0) : []
+    const envelopes = retry.length > 0 ? [...retry, ...incoming].sort((a, b) => a.seq - b.seq) : incoming
+    const deferredBefore = this.deferred.length
     const headers = envelopes.map((e) => {
       try {
         return readEnvelope(e.bytes)
@@ -691,7 +721,8 @@ export class Conversation {
         // Authors who have since left stay known: their earlier messages are still theirs.
         const userId = this.membership.everDevices.get(deviceId)
         if (userId === undefined) {
-          this.reject(ErrorCode.UnknownSender, `envelope from a device that is not a member (${deviceId.slice(0, 8)}…)`)
+          // Its join record may still be on its way (rows can arrive out of order): hold it.
+          this.defer(envelopes[i]!, ErrorCode.UnknownSender, `envelope from a device that is not a member (${deviceId.slice(0, 8)}…)`)
           continue
         }
         if (!verdicts[i]) {
@@ -700,7 +731,7 @@ export class Conversation {
         }
         const key = this.record.keys.get(h.epoch)
         if (!key) {
-          this.reject(ErrorCode.EnvelopeRejected, `no key for epoch ${h.epoch}`)
+          this.defer(envelopes[i]!, ErrorCode.EnvelopeRejected, `no key for epoch ${h.epoch}`)
           continue
         }
         let update: Uint8Array
@@ -737,6 +768,9 @@ export class Conversation {
     }
     if (bindingsChanged) batch.put!.push([keyOf.bindings(this.id), encodeBindings(this.bindings)])
     if (seqsChanged) batch.put!.push([keyOf.recordSeqs(this.id), this.book.encodeSeqs()])
+    if (this.deferred.length !== deferredBefore || retry.length > 0) {
+      batch.put!.push([keyOf.deferred(this.id), encodeDeferred(this.deferred.map((d) => [d.key, d.seq]))])
+    }
     if (maxSeq > this.cursor) {
       this.cursor = maxSeq
       batch.put!.push([keyOf.cursor(this.id), encodeCursor(maxSeq)])
@@ -1169,6 +1203,14 @@ export class Conversation {
 
   private assertOpen(): void {
     if (this.closed) throw new PetrelError(ErrorCode.Closed, 'conversation is closed', { conversationId: this.id })
+  }
+
+  /** Keep an envelope to try again after the next membership change (bounded). */
+  private defer(envelope: { key: string; seq: number; bytes: Uint8Array }, code: ErrorCode, message: string): void {
+    if (this.deferred.some((d) => d.key === envelope.key)) return
+    if (this.deferred.length >= MAX_DEFERRED) this.deferred.shift()
+    this.deferred.push(envelope)
+    this.reject(code, `${message}; held until the conversation's records explain it`)
   }
 
   private reject(code: ErrorCode, message: string): void {
