@@ -279,7 +279,7 @@ export class DeviceConnection implements Multiplexer {
 
   private sendFrame(bytes: Uint8Array, beforeAuth = false): void {
     const ws = this.ws
-    if (!ws || ws.readyState !== 1 || (!this.authed && !beforeAuth)) return
+    if (ws?.readyState !== 1 || (!this.authed && !beforeAuth)) return
     ws.send(bytes)
   }
 

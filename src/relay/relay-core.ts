@@ -173,7 +173,7 @@ export class RelayCore {
 
   async onRoomMessage(conn: Connection, id: string, message: Uint8Array): Promise<void> {
     const room = await this.rooms.get(id)
-    if (!room || !room.peers.has(conn)) return
+    if (!room?.peers.has(conn)) return
     const r = new StrictReader(message)
     const type = r.varUint(255)
     switch (type) {
