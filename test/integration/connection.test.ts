@@ -1,3 +1,4 @@
+import { createServer as createNetServer } from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
 import { WebSocket } from 'ws'
 import { createClient } from '../../src/client/index.js'
@@ -162,4 +163,32 @@ describe('connectivity', () => {
       else delete g.navigator
     }
   })
+})
+
+describe('reconnect backoff', () => {
+  it('backs off exponentially with jitter against a relay that keeps dropping it, capped, never hammering', async () => {
+    world = new World()
+    // Something that accepts TCP and hangs up at once, like a relay that crashes on every connect.
+    const attempts: number[] = []
+    const server = createNetServer((socket) => {
+      attempts.push(Date.now())
+      socket.destroy()
+    })
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()))
+    const port = (server.address() as { port: number }).port
+    try {
+      const alice = await createClient({ relay: `ws://127.0.0.1:${port}`, storage: `${world.dir}/alice.db` })
+      world.clients.push(alice)
+      await new Promise((r) => setTimeout(r, 4000))
+      expect(alice.connection).toBe('connecting')
+      // Without backoff this would be hundreds of attempts; full jitter under a doubling ceiling
+      // (200 ms, 400 ms, … capped at 5 s) gives a handful.
+      expect(attempts.length).toBeGreaterThanOrEqual(3)
+      expect(attempts.length).toBeLessThan(25)
+      const gaps = attempts.slice(1).map((t, i) => t - attempts[i]!)
+      expect(Math.max(...gaps)).toBeLessThanOrEqual(5_300)
+    } finally {
+      server.close()
+    }
+  }, 15_000)
 })
