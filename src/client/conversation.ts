@@ -857,16 +857,27 @@ export class Conversation {
     }
     if (puts.length === 0) return
     this.changed()
-    const job = this.incoming.then(() => this.ctx.store.commit({ put: puts }))
-    this.incoming = job.catch((err) => this.report(err, 'could not store acknowledgements'))
+    this.storeSoon(puts)
   }
 
   private onReceipts(entries: ReceiptEntry[]): void {
     if (!this.receiptBook.merge(entries)) return
     this.changed()
-    const bytes = encodeReceipts([...this.receiptBook.byDevice.values()])
-    const job = this.incoming.then(() => this.ctx.store.commit({ put: [[keyOf.receipts(this.id), bytes]] }))
-    this.incoming = job.catch((err) => this.report(err, 'could not store receipts'))
+    this.storeSoon([[keyOf.receipts(this.id), encodeReceipts([...this.receiptBook.byDevice.values()])]])
+  }
+
+  /** Bookkeeping writes (acks, receipts) of one event-loop turn share one commit. */
+  private pendingPuts = new Map<string, Uint8Array>()
+  private storeSoon(puts: Array<[string, Uint8Array]>): void {
+    const first = this.pendingPuts.size === 0
+    for (const [k, v] of puts) this.pendingPuts.set(k, v)
+    if (!first) return
+    setTimeout(() => {
+      const batch = [...this.pendingPuts]
+      this.pendingPuts = new Map()
+      const job = this.incoming.then(() => this.ctx.store.commit({ put: batch }))
+      this.incoming = job.catch((err) => this.report(err, 'could not store acknowledgements'))
+    }, 0)
   }
 
   /** Tell the relay how far this device's copy is stored and read (once per turn). */

@@ -34,9 +34,17 @@ export interface EnvelopeHeader {
   signature: Uint8Array
 }
 
-/** A public name for a conversation key (see the grammar above). */
+const keyChecks = new WeakMap<Uint8Array, Uint8Array>()
+const KEY_CHECK_INFO = new TextEncoder().encode('petrel/v1/key-check')
+
+/** A public name for a conversation key (see the grammar above); cached per key array. */
 export function keyCheckOf(key: Uint8Array): Uint8Array {
-  return hkdf(key, undefined, new TextEncoder().encode('petrel/v1/key-check'), 8)
+  let check = keyChecks.get(key)
+  if (!check) {
+    check = hkdf(key, undefined, KEY_CHECK_INFO, 8)
+    keyChecks.set(key, check)
+  }
+  return check
 }
 
 const aadFor = (room: string, epoch: number, keyCheck: Uint8Array, sender: Uint8Array) => {
