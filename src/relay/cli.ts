@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 /**
  * petrel-relay [--port 8787] [--host 127.0.0.1] [--database ./.petrel/relay.db | postgres://…] [--redis redis://…]
- * Environment: PETREL_PORT, PETREL_HOST, PETREL_DATABASE, PETREL_REDIS (flags win).
+ *   [--limits '{"framesPerSecond":1000}']
+ * Environment: PETREL_PORT, PETREL_HOST, PETREL_DATABASE, PETREL_REDIS, PETREL_LIMITS (flags win).
  */
 import { parseArgs } from 'node:util'
 import { createRelay } from './relay.js'
@@ -12,6 +13,7 @@ const { values } = parseArgs({
     host: { type: 'string' },
     database: { type: 'string' },
     redis: { type: 'string' },
+    limits: { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   },
 })
@@ -26,7 +28,18 @@ if (!Number.isInteger(port) || port < 0 || port > 65535) {
   process.stderr.write(`petrel-relay: invalid port ${values.port ?? process.env.PETREL_PORT}\n`)
   process.exit(2)
 }
+let limits: Record<string, number> | undefined
+const limitsText = values.limits ?? process.env.PETREL_LIMITS
+if (limitsText) {
+  try {
+    limits = JSON.parse(limitsText) as Record<string, number>
+  } catch {
+    process.stderr.write('petrel-relay: --limits / PETREL_LIMITS must be JSON, e.g. {"maxFrameBytes":1048576}\n')
+    process.exit(2)
+  }
+}
 const relay = await createRelay({
+  limits,
   port,
   host: values.host ?? process.env.PETREL_HOST ?? '127.0.0.1',
   database: values.database ?? process.env.PETREL_DATABASE ?? './.petrel/relay.db',

@@ -3,6 +3,7 @@
  * text format through prom-client at GET /metrics. One registry per relay, so several relays
  * in one process do not share numbers.
  */
+import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { Counter, Gauge, Histogram, Registry } from 'prom-client'
 
 export class RelayMetrics {
@@ -46,12 +47,27 @@ export class RelayMetrics {
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
       registers: [r],
     })
+    this.loopDelay.enable()
+    gauge('petrel_event_loop_delay_max_seconds', 'Largest event-loop delay since start', () => this.loopDelay.max / 1e9)
+    gauge('petrel_event_loop_delay_p99_seconds', 'Event-loop delay, 99th percentile since start', () => this.loopDelay.percentile(99) / 1e9)
     this.busLag = new Histogram({
       name: 'petrel_bus_lag_seconds',
       help: 'From a bus doorbell to the rows being fanned out on this node',
       buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5],
       registers: [r],
     })
+  }
+
+  /** The relay's own event-loop delay (a stall shows as a large max). */
+  private readonly loopDelay = monitorEventLoopDelay({ resolution: 10 })
+
+  /** Largest event-loop delay seen since start, in ms. */
+  get eventLoopMaxMs(): number {
+    return this.loopDelay.max / 1e6
+  }
+
+  stop(): void {
+    this.loopDelay.disable()
   }
 
   reject(reason: string): void {

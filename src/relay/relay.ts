@@ -107,6 +107,7 @@ export async function createRelay(options: RelayOptions = {}): Promise<Relay> {
         await bus.close()
         wss.close()
         await store.close()
+        metrics.stop()
         log.info('relay closed', {})
       })()
       return closing
