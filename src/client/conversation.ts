@@ -149,6 +149,8 @@ export class Conversation {
   private notifyScheduled = false
   private sortedCache: Message[] | undefined
   private denied: PetrelError | undefined
+  private unknownRoomRetries = 0
+  private reopenTimer: ReturnType<typeof setTimeout> | undefined
   private closed = false
   private readonly syncWaiters = new Set<(err?: PetrelError) => void>()
 
@@ -293,6 +295,7 @@ export class Conversation {
     provider.messageHandlers[RoomMessage.Keepalive] = () => {}
     provider.on('sync', (synced: boolean) => {
       if (!synced) return
+      this.unknownRoomRetries = 0
       this.settleSyncWaiters()
       this.scheduleAck()
     })
@@ -990,6 +993,21 @@ export class Conversation {
   }
 
   private onDenied(reason: number, message: string): void {
+    if (reason === Reason.UnknownRoom) {
+      // The conversation exists on its creator's device but has not reached the relay yet
+      // (created offline, or its first upload is still on the way): not a refusal. Ask again
+      // later, backing off, and keep everything pending meanwhile. join() need not wait.
+      this.settleSyncWaiters()
+      this.unknownRoomRetries++
+      clearTimeout(this.reopenTimer)
+      this.reopenTimer = setTimeout(
+        () => {
+          if (!this.closed) this.provider?.connect()
+        },
+        Math.min(30_000, 500 * 2 ** Math.min(this.unknownRoomRetries, 6)) * (0.5 + Math.random() / 2),
+      )
+      return
+    }
     const text = `${reasonName(reason)}: ${message}`
     const err = new PetrelError(reason === Reason.InviteExpired || reason === Reason.InviteUsedUp || reason === Reason.InviteRevoked || reason === Reason.BadAdmission ? ErrorCode.InviteInvalid : ErrorCode.Refused, `relay refused the conversation: ${text}`, { conversationId: this.id })
     this.denied = err
@@ -1202,6 +1220,7 @@ export class Conversation {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
+    clearTimeout(this.reopenTimer)
     this.presence?.destroy()
     this.provider?.destroy()
     this.ctx.connection.unregister(this.id)

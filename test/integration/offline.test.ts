@@ -99,3 +99,23 @@ describe('a big outbox', () => {
     expect(relay.metrics.rejectedCount()).toBe(0)
   }, 120_000)
 })
+
+describe('a conversation created offline', () => {
+  it('can be joined before its creator ever reached the relay: the joiner waits, then gets in', async () => {
+    world = new World()
+    await world.relay()
+    const alice = await world.client('alice')
+    const bob = await world.client('bob')
+    await until(() => alice.connection === 'online' && bob.connection === 'online')
+    alice.disconnect()
+    await until(() => alice.connection === 'offline')
+    const conv = await alice.createConversation({ title: 'made offline' })
+    const invite = await conv.invite()
+    await conv.send('written before the relay knew')
+    const bobConv = await bob.join(invite)
+    expect(bobConv.id).toBe(conv.id)
+    alice.connect()
+    await until(() => texts(bobConv).includes('written before the relay knew'), 15_000, 'bob gets in once alice uploads')
+    expect(bobConv.title).toBe('made offline')
+  }, 30_000)
+})
