@@ -14,7 +14,7 @@
  * ```
  */
 import * as encoding from 'lib0/encoding'
-import type { ReceiptEntry } from '../shared/room-messages.js'
+import { type ReceiptEntry, readReceipts, writeReceipts } from '../shared/room-messages.js'
 import { ErrorCode, PetrelError } from '../shared/errors.js'
 import { StrictReader } from '../shared/wire.js'
 
@@ -122,27 +122,19 @@ export function decodeCursor(bytes: Uint8Array): number {
   return r.varUint()
 }
 
+/** Stored like the relay's `receipts` message body (room-messages.ts), behind a version byte. */
 export function encodeReceipts(entries: ReceiptEntry[]): Uint8Array {
-  const e = encoding.createEncoder()
-  encoding.writeUint8(e, 1)
-  encoding.writeVarUint(e, entries.length)
-  for (const r of entries) {
-    encoding.writeVarString(e, r.device)
-    encoding.writeVarUint(e, r.stored)
-    encoding.writeVarUint(e, r.read)
-    encoding.writeVarUint(e, r.storedAt)
-    encoding.writeVarUint(e, r.readAt)
-  }
-  return encoding.toUint8Array(e)
+  const body = writeReceipts(entries).subarray(1)
+  const out = new Uint8Array(body.length + 1)
+  out[0] = 1
+  out.set(body, 1)
+  return out
 }
 
 export function decodeReceipts(bytes: Uint8Array): ReceiptEntry[] {
   const r = new StrictReader(bytes)
   readVersion(r, 'receipts')
-  const n = r.varUint(1 << 20)
-  const out: ReceiptEntry[] = []
-  for (let i = 0; i < n; i++) out.push({ device: r.varString(64), stored: r.varUint(), read: r.varUint(), storedAt: r.varUint(), readAt: r.varUint() })
-  return out
+  return readReceipts(r)
 }
 
 export function encodeDeferred(entries: Array<[key: string, seq: number]>): Uint8Array {

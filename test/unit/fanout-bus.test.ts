@@ -29,7 +29,8 @@ if (redis.ok) {
     },
   )
 } else {
-  describe('redis bus', () => {
-    it.skip(`skipped: ${redis.reason}`, () => {})
+  // Only reached outside CI: under CI=true redisAvailable() throws instead.
+  describe.skipIf(true)(`redis bus (skipped: ${redis.reason})`, () => {
+    it('runs the conformance suite', () => {})
   })
 }

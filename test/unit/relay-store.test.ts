@@ -297,7 +297,7 @@ if ('url' in postgres) {
 } else {
   const reason = `no PostgreSQL reachable (set PETREL_TEST_POSTGRES): ${postgres.error}`
   console.warn(`[relay-store] skipping the PostgreSQL relay store tests: ${reason}`)
-  describe('PostgreSQL relay store', () => {
-    it.skip(`skipped: ${reason}`, () => undefined)
+  describe.skipIf(true)(`PostgreSQL relay store (skipped: ${reason})`, () => {
+    it('runs the conformance suite', () => undefined)
   })
 }
