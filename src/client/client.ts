@@ -213,8 +213,9 @@ export class PetrelClient {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
-    this.link.close()
+    // Conversations first: they flush what is queued (acknowledgements) while the socket is up.
     await Promise.all([...this.convs.values()].map((c) => c.close()))
+    this.link.close()
     this.events.clear()
     await this.store.close()
   }

@@ -109,6 +109,8 @@ const ORIGIN_REMOTE = Symbol('remote')
 const ORIGIN_LOCAL_OUTER = Symbol('local-outer')
 /** Text limit, besides the relay's envelope limit. */
 const MAX_TEXT_BYTES = 64 * 1024
+/** A device acknowledges (✓✓, blue ✓✓) at most this often. */
+const ACK_EVERY_MS = 50
 /** Envelopes held for a sender's join record or an epoch key, at most. */
 const MAX_DEFERRED = 10_000
 /** Merge a document's stored updates into one row when it has more than this many. */
@@ -184,7 +186,10 @@ export class Conversation {
   get epoch(): number {
     const current = this.membership.epoch
     if (this.record.keys.has(current)) return current
-    return Math.max(...[...this.record.keys.keys()].filter((e) => e <= current))
+    const held = [...this.record.keys.keys()]
+    const older = held.filter((e) => e <= current)
+    // A 'from-join' member may hold only a key newer than the records it has folded so far.
+    return older.length > 0 ? Math.max(...older) : Math.max(...held)
   }
 
   private async load(): Promise<void> {
@@ -883,16 +888,25 @@ export class Conversation {
     }, 0)
   }
 
-  /** Tell the relay how far this device's copy is stored and read (once per turn). */
+  /**
+   * Tell the relay how far this device's copy is stored and read — at most every ACK_EVERY_MS:
+   * a burst of rows (a catch-up, a busy group) needs one acknowledgement, not one per row.
+   */
   private scheduleAck(): void {
     if (this.ackScheduled) return
     this.ackScheduled = true
-    queueMicrotask(() => {
-      this.ackScheduled = false
-      const ws = this.provider?.ws
-      if (!ws || !this.provider?.synced || ws.readyState !== 1) return
-      ws.send(writeDeviceAck(this.ctx.identity.deviceId, this.cursor, this.ctx.readReceipts ? this.readCursor : 0))
-    })
+    this.ackTimer = setTimeout(() => this.sendAck(), ACK_EVERY_MS)
+  }
+
+  private ackTimer: ReturnType<typeof setTimeout> | undefined
+
+  private sendAck(): void {
+    clearTimeout(this.ackTimer)
+    if (!this.ackScheduled) return
+    this.ackScheduled = false
+    const ws = this.provider?.ws
+    if (!ws || !this.provider?.synced || ws.readyState !== 1) return
+    ws.send(writeDeviceAck(this.ctx.identity.deviceId, this.cursor, this.ctx.readReceipts ? this.readCursor : 0))
   }
 
   /**
@@ -1221,6 +1235,9 @@ export class Conversation {
     if (this.closed) return
     this.closed = true
     clearTimeout(this.reopenTimer)
+    // An acknowledgement still waiting goes out now: closing must not hold back ✓✓.
+    await this.incoming
+    this.sendAck()
     this.presence?.destroy()
     this.provider?.destroy()
     this.ctx.connection.unregister(this.id)
