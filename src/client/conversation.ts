@@ -749,7 +749,7 @@ export class Conversation {
           this.reject(ErrorCode.EnvelopeRejected, `envelope does not decrypt: ${(err as Error).message}`)
           continue
         }
-        const verdict = checkInnerUpdate(this.doc, update, { deviceId, userId }, this.bindings, (d) => this.membership.everDevices.get(d))
+        const verdict = checkInnerUpdate(this.doc, update, { deviceId, userId }, this.bindings)
         if (!verdict.ok) {
           this.reject(ErrorCode.AuthorshipViolation, `update from ${userId.slice(0, 8)}… refused: ${verdict.reason}`)
           continue

@@ -28,7 +28,6 @@ export function checkInnerUpdate(
   update: Uint8Array,
   sender: { deviceId: string; userId: string },
   bindings: ReadonlyMap<number, string>,
-  userOfDevice: (deviceId: string) => string | undefined,
 ): GuardResult {
   let parsed: ReturnType<typeof parseUpdate>
   try {
@@ -85,7 +84,6 @@ export function checkInnerUpdate(
       }
     }
   }
-  void userOfDevice
   return { ok: true, bind }
 }
 

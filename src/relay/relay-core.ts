@@ -152,7 +152,7 @@ export class RelayCore {
     if (!result.ok) return deny(result.reason, result.message)
     if (conn.isClosed) return
     conn.rooms.add(id)
-    r.peers.set(conn, { state: 'catching-up', buffer: [], cursor: 0 })
+    r.peers.set(conn, { state: 'catching-up', buffer: [] })
     conn.send(writeFrame({ type: FrameType.Opened, room: id }))
   }
 
@@ -463,7 +463,6 @@ export class RelayCore {
     const buffered = state.buffer
     state.buffer = []
     state.state = 'live'
-    state.cursor = upTo
     for (const b of buffered) if (b.seq > upTo) conn.deliver(room.id, b.message)
   }
 
@@ -486,11 +485,6 @@ export class RelayCore {
     }
     const bus = this.bus.ready()
     return { ok: store && bus && !this.closing, store, bus }
-  }
-
-  /** Connection count per device, for tests and metrics. */
-  deviceIds(): string[] {
-    return [...this.connections].map((c) => c.deviceId)
   }
 
   private closing = false

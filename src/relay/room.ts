@@ -20,8 +20,6 @@ export interface RoomPeer {
   /** 'catching-up' buffers deliveries until the catch-up read has been sent. */
   state: 'catching-up' | 'live'
   buffer: Array<{ message: Uint8Array; seq: number }>
-  /** Highest seq this peer is known to hold (after catch-up). */
-  cursor: number
 }
 
 export class Room {

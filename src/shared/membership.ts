@@ -1,8 +1,9 @@
 /**
  * Membership as a fold over signed records. The relay applies them in the order it admits
- * them; clients refold every record they hold, genesis first, then invites, then joins (only
- * the relay counts invite uses, atomically). Both run this same code, so they agree on who
- * is in a conversation; a record not properly signed or not authorised is ignored everywhere.
+ * them; clients refold every record they hold in row (relay) order, genesis first and their
+ * own unacknowledged records last (only the relay counts invite uses, atomically). Both run
+ * this same code, so they agree on who is in a conversation; a record not properly signed or
+ * not authorised is ignored everywhere.
  */
 import { toBase64Url } from './crypto/index.js'
 import {
