@@ -127,6 +127,14 @@ export class Conversation {
   private deferred: Array<{ key: string; seq: number; bytes: Uint8Array }> = []
   /** Rows received before their predecessors (Yjs holds them back until the gap fills). */
   private unresolvedRows: RowIndexEntry[] = []
+  /**
+   * Nonce → signature of every envelope this device has opened (built lazily from the log):
+   * the same nonce with another signature is a sender reusing a nonce under one key, which
+   * leaks the XOR of two plaintexts, so it is refused; with the same signature it is a replay.
+   */
+  private nonces?: Map<string, string>
+  /** Log keys received but not processed yet (processing is queued behind earlier batches). */
+  private readonly queued = new Set<string>()
   /** Our keys that lost a race for their epoch number: only to re-seal what we sealed with them. */
   private readonly lostKeys = new Map<string, Uint8Array>()
   private bindings = new Map<number, string>()
@@ -670,6 +678,7 @@ export class Conversation {
       if (bytes instanceof Uint8Array) envelopes.push({ key, seq: seqOfKey(key, index) ?? maxSeq, bytes })
     }
     envelopes.sort((a, b) => a.seq - b.seq)
+    for (const e of envelopes) this.queued.add(e.key)
     const outerUpdate = applied
     const job = this.incoming.then(() => this.processIncoming(records, envelopes, outerUpdate, maxSeq, seqsChanged))
     this.incoming = job.catch((err) => this.report(err, 'could not store received messages'))
@@ -742,6 +751,18 @@ export class Conversation {
           this.defer(envelopes[i]!, ErrorCode.EnvelopeRejected, `no key for epoch ${h.epoch}`)
           continue
         }
+        if (!this.book.sealedInTime(h.epoch, envelopes[i]!.seq)) {
+          this.reject(ErrorCode.EnvelopeRejected, `envelope sealed under epoch ${h.epoch} after epoch ${h.epoch + 1} began (a removed member's or stale write)`)
+          continue
+        }
+        const nonces = this.openedNonces(envelopes)
+        const nonce = toBase64Url(h.nonce)
+        const seen = nonces.get(nonce)
+        if (seen !== undefined) {
+          // A copy of an envelope already applied changes nothing: skip it (applied once).
+          if (seen !== toBase64Url(h.signature)) this.reject(ErrorCode.EnvelopeRejected, `envelope reuses a nonce (sender ${deviceId.slice(0, 8)}…)`)
+          continue
+        }
         let update: Uint8Array
         try {
           update = decryptEnvelope(this.id, h, key)
@@ -749,6 +770,7 @@ export class Conversation {
           this.reject(ErrorCode.EnvelopeRejected, `envelope does not decrypt: ${(err as Error).message}`)
           continue
         }
+        nonces.set(nonce, toBase64Url(h.signature))
         const verdict = checkInnerUpdate(this.doc, update, { deviceId, userId }, this.bindings)
         if (!verdict.ok) {
           this.reject(ErrorCode.AuthorshipViolation, `update from ${userId.slice(0, 8)}… refused: ${verdict.reason}`)
@@ -766,6 +788,7 @@ export class Conversation {
     } finally {
       this.doc.off('update', capture)
       messages.unobserve(noteSeq)
+      for (const e of incoming) this.queued.delete(e.key)
     }
     const batch: Batch = {
       append: [
@@ -1250,6 +1273,24 @@ export class Conversation {
 
   private assertOpen(): void {
     if (this.closed) throw new PetrelError(ErrorCode.Closed, 'conversation is closed', { conversationId: this.id })
+  }
+
+  /** The nonce map, built on first use from the envelopes already opened (not `pending` or deferred ones). */
+  private openedNonces(pending: ReadonlyArray<{ key: string }>): Map<string, string> {
+    if (this.nonces) return this.nonces
+    const skip = new Set([...pending, ...this.deferred].map((e) => e.key).concat([...this.queued]))
+    const nonces = new Map<string, string>()
+    for (const [key, bytes] of this.outer.getMap<Uint8Array>(OUTER_LOG)) {
+      if (skip.has(key) || !(bytes instanceof Uint8Array)) continue
+      try {
+        const h = readEnvelope(bytes)
+        nonces.set(toBase64Url(h.nonce), toBase64Url(h.signature))
+      } catch {
+        // A malformed stored envelope was never opened; nothing to remember.
+      }
+    }
+    this.nonces = nonces
+    return nonces
   }
 
   /** Keep an envelope to try again after the next membership change (bounded). */

@@ -21,6 +21,8 @@ import type { Identity } from './identity.js'
 export class MembershipBook {
   state: MembershipState
   private readonly recordSeq = new Map<string, number>()
+  /** epoch → relay sequence number of the record that started it (when known). */
+  private epochStarts = new Map<number, number>()
 
   constructor(
     readonly room: string,
@@ -67,13 +69,29 @@ export class MembershipBook {
     // Relay order; unacknowledged own records last, genesis always first.
     parsed.sort((a, b) => (a.rec.kind === RecordKind.Genesis ? -1 : b.rec.kind === RecordKind.Genesis ? 1 : a.seq - b.seq || compareIds(a.key, b.key)))
     const next = emptyMembership(this.room)
+    const starts = new Map<number, number>()
     let badSignatures = 0
-    for (const { rec } of parsed) {
+    for (const { rec, seq } of parsed) {
+      const epochBefore = next.epoch
       const r = await applyRecord(next, rec)
       if (!r.ok && r.reason === 'bad signature') badSignatures++
+      if (r.ok && next.epoch !== epochBefore && seq !== Number.MAX_SAFE_INTEGER) starts.set(next.epoch, seq)
     }
     this.state = next
+    this.epochStarts = starts
     return badSignatures
+  }
+
+  /**
+   * May an envelope sealed under `epoch`, in row `seq`, be shown? Not when a later epoch had
+   * already begun before it in relay order: the relay admits envelopes under the current key
+   * only, so such a row is a removed member's (or a stale key holder's) write that a
+   * dishonest relay let through — every device refuses it alike. The record's own row may
+   * hold envelopes sealed just before it (the relay decides struct by struct), hence `<=`.
+   */
+  sealedInTime(epoch: number, seq: number): boolean {
+    const ended = this.epochStarts.get(epoch + 1)
+    return ended === undefined || seq <= ended
   }
 
   /**

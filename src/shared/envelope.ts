@@ -72,6 +72,11 @@ export interface SealInput {
   senderDevicePub: Uint8Array
   senderDeviceSecret: Uint8Array
   update: Uint8Array
+  /**
+   * Known-answer tests only: a fixed nonce. Never pass one otherwise — a nonce used twice
+   * under one key leaks both plaintexts, and receivers refuse the second envelope.
+   */
+  nonce?: Uint8Array
 }
 
 /** Seal one inner update. */
@@ -81,7 +86,7 @@ export async function sealEnvelope(input: SealInput): Promise<Uint8Array> {
   encoding.writeVarUint8Array(pe, input.update)
   const keyCheck = keyCheckOf(input.key)
   const aad = aadFor(input.room, input.epoch, keyCheck, input.senderDevicePub)
-  const nonce = randomNonce()
+  const nonce = input.nonce ?? randomNonce()
   const ciphertext = seal(input.key, nonce, encoding.toUint8Array(pe), aad)
   const signature = await signWithDomain(SignatureDomain.Envelope, input.senderDeviceSecret, signedPart(aad, nonce, ciphertext))
   const e = encoding.createEncoder()
