@@ -25,6 +25,7 @@ import {
   recordSigningPayload,
   roomIdFor,
 } from '../shared/records.js'
+import { acquireDeviceLock, type DeviceLock, type TabPolicy } from './device-lock.js'
 import { type ConnectionEvents, type ConnectionState, DeviceConnection, type WebSocketCtor } from './connection.js'
 import { Conversation, type ClientContext } from './conversation.js'
 import { decodeConversationRecord, encodeConversationRecord, keyOf } from './conversation-record.js'
@@ -53,15 +54,26 @@ export interface ClientOptions {
    * 7 days), so a leaked key exposes a bounded window. Old keys are kept to read old messages.
    */
   keyRotation?: { messages?: number; ms?: number }
+  /**
+   * Browsers: what to do when another tab of this profile already runs Petrel on the same
+   * `storageKey` (only one engine may own a device's storage). `'fail'` (default) rejects
+   * with `device_in_use`; `'wait'` waits until that tab closes; `'take-over'` asks it to
+   * close (it gets the `displaced` event) and then opens here. Ignored where there are no Web Locks.
+   */
+  tabs?: TabPolicy
 }
 
-interface ClientEvents extends ConnectionEvents {}
+interface ClientEvents extends ConnectionEvents {
+  /** Another tab took this device over (`tabs: 'take-over'`); this client has closed. */
+  displaced: () => void
+}
 
 export class PetrelClient {
   private readonly events = new Emitter<ClientEvents>()
   private readonly convs = new Map<string, Conversation>()
   private readonly link: DeviceConnection
   private closed = false
+  private lock: DeviceLock | undefined
 
   private constructor(
     private readonly identity: Identity,
@@ -72,7 +84,7 @@ export class PetrelClient {
     private readonly readReceipts: boolean,
     private readonly keyRotation: { messages: number; ms: number },
   ) {
-    this.link = new DeviceConnection(urls, identity, WS, this.events)
+    this.link = new DeviceConnection(urls, identity, WS, this.events as unknown as Emitter<ConnectionEvents>)
   }
 
   static async create(options: ClientOptions): Promise<PetrelClient> {
@@ -80,13 +92,25 @@ export class PetrelClient {
     if (urls.length === 0) throw new PetrelError(ErrorCode.InvalidArgument, '`relay` must be a ws:// or wss:// URL (or a list of them)')
     for (const u of urls) if (!/^wss?:\/\//.test(u)) throw new PetrelError(ErrorCode.InvalidArgument, `relay URL must start with ws:// or wss://: ${u}`)
     const WS = (options.WebSocket ?? (globalThis as { WebSocket?: unknown }).WebSocket ?? (await import('ws')).WebSocket) as WebSocketCtor
-    const store = await openDeviceStore({ storage: options.storage, storageKey: options.storageKey })
-    const identity = await loadOrCreateIdentity(store)
-    const client = new PetrelClient(identity, store, WS, urls, options.name, options.readReceipts !== false, {
-      messages: options.keyRotation?.messages ?? 1_000,
-      ms: options.keyRotation?.ms ?? 7 * 24 * 3_600_000,
-    })
-    for (const [key, value] of await store.list('conv:')) {
+    // The lock comes before the store: even creating the identity must happen in one tab only.
+    let displaced: (() => void) | undefined
+    const lock =
+      typeof options.storage === 'object' ? undefined : await acquireDeviceLock(options.storageKey ?? 'default', options.tabs ?? 'fail', () => displaced?.())
+    let client: PetrelClient
+    try {
+      const store = await openDeviceStore({ storage: options.storage, storageKey: options.storageKey })
+      const identity = await loadOrCreateIdentity(store)
+      client = new PetrelClient(identity, store, WS, urls, options.name, options.readReceipts !== false, {
+        messages: options.keyRotation?.messages ?? 1_000,
+        ms: options.keyRotation?.ms ?? 7 * 24 * 3_600_000,
+      })
+    } catch (err) {
+      lock?.release()
+      throw err
+    }
+    client.lock = lock
+    displaced = () => void client.shutdown(true)
+    for (const [key, value] of await client.store.list('conv:')) {
       const id = key.slice('conv:'.length)
       client.convs.set(id, await Conversation.open(client.context(), id, decodeConversationRecord(value)))
     }
@@ -210,14 +234,20 @@ export class PetrelClient {
     this.link.connect()
   }
 
-  async close(): Promise<void> {
+  close(): Promise<void> {
+    return this.shutdown(false)
+  }
+
+  private async shutdown(displaced: boolean): Promise<void> {
     if (this.closed) return
     this.closed = true
     // Conversations first: they flush what is queued (acknowledgements) while the socket is up.
     await Promise.all([...this.convs.values()].map((c) => c.close()))
     this.link.close()
-    this.events.clear()
     await this.store.close()
+    this.lock?.release()
+    if (displaced) this.events.emit('displaced')
+    this.events.clear()
   }
 
   private async signRecord(kind: RecordKind, body: Uint8Array): Promise<Uint8Array> {

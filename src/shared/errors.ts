@@ -33,6 +33,8 @@ export const ErrorCode = {
   InvalidArgument: 'invalid_argument',
   /** No such message / conversation. */
   NotFound: 'not_found',
+  /** Another tab (or window) of this browser profile runs the engine on this device's storage. */
+  DeviceInUse: 'device_in_use',
 } as const
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode]

@@ -235,6 +235,41 @@ describe.skipIf(!hasChromium)(hasChromium ? 'demo chat app in Chromium' : `demo 
     await shot(alice, '12-phone-list.png')
   })
 
+  it('two tabs of one profile: the second says so, “Use here” moves the engine over, nothing is lost or doubled', { timeout: 60_000 }, async () => {
+    const shown = (page: Page) => page.locator('.messages .msg .text').allTextContents()
+    await openConversation(alice, 'Trip')
+    await send(alice, 'From the first tab')
+    await tick(alice, 'From the first tab', 'sent')
+    const second = await alice.context.newPage()
+    second.on('console', (msg) => {
+      if (msg.type() === 'error') alice.errors.push(`Alice (tab 2) console: ${msg.text()}`)
+    })
+    second.on('pageerror', (err) => alice.errors.push(`Alice (tab 2) pageerror: ${err.message}`))
+    await second.goto(base)
+    await second.getByRole('heading', { name: 'Petrel is open in another tab' }).waitFor()
+    await shot({ ...alice, page: second }, '13-second-tab.png')
+    // The first tab is untouched and keeps sending.
+    await send(alice, 'Still the first tab')
+    await tick(alice, 'Still the first tab', 'sent')
+    const before = await shown(alice.page)
+
+    await second.getByRole('button', { name: 'Use here' }).click()
+    await alice.page.getByRole('heading', { name: 'Petrel is open in another tab' }).waitFor()
+    await second.locator('.shell[data-connection="online"]').waitFor({ timeout: 15_000 })
+    await second.locator('.conv-item', { hasText: 'Trip' }).click()
+    await second.locator('.messages .msg.mine', { hasText: 'Still the first tab' }).waitFor()
+    expect(await shown(second)).toEqual(before)
+    const tab2 = { ...alice, page: second }
+    await send(tab2, 'From the second tab')
+    await bob.page.locator('.messages .msg.theirs', { hasText: 'From the second tab' }).waitFor()
+    // Bob has the conversation in view: straight to read.
+    await tick(tab2, 'From the second tab', 'read')
+    const bobSees = await shown(bob.page)
+    for (const text of ['From the first tab', 'Still the first tab', 'From the second tab']) expect(bobSees.filter((t) => t === text)).toHaveLength(1)
+    await shot(alice, '14-first-tab-displaced.png')
+    await second.close()
+  })
+
   it('logs no console errors', () => {
     expect([...(alice?.errors ?? []), ...(bob?.errors ?? [])]).toEqual([])
   })

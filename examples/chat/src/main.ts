@@ -16,6 +16,7 @@ interface Profile {
   storageKey: string
 }
 
+const TAKE_OVER = 'petrel-chat:take-over'
 const PROFILE = 'petrel-chat:profile'
 const OPEN = 'petrel-chat:open'
 const AIRPLANE = 'petrel-chat:airplane'
@@ -35,12 +36,46 @@ async function boot(): Promise<void> {
   }
   const profile = loadProfile() ?? (await chooseName())
   askPersistentStorage()
-  const client = await createClient({
-    relay: relayUrl(),
-    name: profile.name,
-    storageKey: profile.storageKey,
-  })
+  // One tab owns this device's storage and socket; "Use here" in another tab takes it over.
+  const takeOver = sessionStorage.getItem(TAKE_OVER) === '1'
+  sessionStorage.removeItem(TAKE_OVER)
+  let client: PetrelClient
+  try {
+    client = await createClient({
+      relay: relayUrl(),
+      name: profile.name,
+      storageKey: profile.storageKey,
+      tabs: takeOver ? 'take-over' : 'fail',
+    })
+  } catch (err) {
+    if ((err as { code?: string }).code === 'device_in_use') return openElsewhere()
+    throw err
+  }
+  client.on('displaced', openElsewhere)
   await new ChatApp(client, profile).start()
+}
+
+/** Another tab has Petrel open: say so, and offer to move it here (the other tab closes it). */
+function openElsewhere(): void {
+  const useHere = () => {
+    sessionStorage.setItem(TAKE_OVER, '1')
+    location.reload()
+  }
+  root.replaceChildren(
+    el(
+      'main',
+      { class: 'welcome' },
+      el(
+        'div',
+        { class: 'welcome-card', role: 'alert' },
+        icon('lock', 'welcome-logo'),
+        el('h1', {}, 'Petrel is open in another tab'),
+        el('p', {}, 'One tab at a time keeps your messages in order. Messages you sent there are safe and keep going out from that tab.'),
+        el('button', { type: 'button', class: 'primary', onclick: useHere }, 'Use here'),
+      ),
+    ),
+  )
+  root.removeAttribute('aria-busy')
 }
 
 /** The relay serves this app, so it is at this very host; `npx vite examples/chat` (dev) uses :8787. */
