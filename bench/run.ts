@@ -1,108 +1,172 @@
 /**
- * `npm run bench`: end-to-end messages per second through one Petrel relay, beside the same
- * workload over plain y-websocket, measured in the same run (rounds alternate), with the load
- * generated from another process. The last line of output is one JSON object with the figures.
+ * `npm run bench`: every benchmark of docs/BENCHMARKS.md, each beside its reference measured
+ * in the same run (servers in a process of their own, rounds alternating), then one JSON
+ * object with every figure as the last line.
  *
- * Environment: BENCH_PAIRS (4), BENCH_MESSAGES (5000 per sender), BENCH_BATCH (50),
- * BENCH_TEXT_BYTES (100), BENCH_ROUNDS (3 per system), BENCH_ROUND_TIMEOUT_MS (120000),
- * BENCH_VERBOSE (children's progress on stderr), BENCH_CPU_PROF (dir: CPU-profile the children).
+ * Sizes (environment): BENCH_ROUNDS (3), BENCH_INGEST_CONNS (100), BENCH_INGEST_MESSAGES (500
+ * per connection), BENCH_FANOUT_MEMBERS (1000), BENCH_FANOUT_MESSAGES (200),
+ * BENCH_LATENCY_SECONDS (3), BENCH_CATCHUP (10000), BENCH_COLD (100000), BENCH_STARTUP (1000),
+ * BENCH_MEMORY_CONNS (10000), BENCH_MEMORY_ROOMS (1000); BENCH_ONLY=ingest,fanout,… picks some;
+ * BENCH_CPU_PROF=dir profiles the server processes. The full-client end-to-end run (bench/e2e.ts)
+ * takes BENCH_PAIRS, BENCH_MESSAGES, BENCH_BATCH.
  */
 import { cpus, loadavg } from 'node:os'
-import { defaultWorkload, envInt, type LoadResult, median } from './common.js'
-import { killChildren, petrelRound, yWebsocketRound } from './ingest.js'
+import { catchup } from './catchup.js'
+import { coldOpen, startup } from './cold-open.js'
+import { envInt, median } from './common.js'
+import { e2e } from './e2e.js'
+import { fanoutPetrel, fanoutRaw } from './fanout.js'
+import { killChildren } from './ingest.js'
+import { latencyPetrel, latencyRaw } from './latency.js'
+import { memoryPetrel, memoryRaw } from './memory.js'
+import { type IngestSystem, ingestRound } from './relay-ingest.js'
+import { killServers } from './server-process.js'
 
-type System = 'petrel' | 'y-websocket'
+const only = new Set((process.env.BENCH_ONLY ?? '').split(',').filter(Boolean))
+const wanted = (name: string) => only.size === 0 || only.has(name)
+const r2 = (n: number) => (Number.isFinite(n) ? Math.round(n * 100) / 100 : null)
+const fmt = (n: number) => Math.round(n).toLocaleString('en-US')
+const summary: Record<string, Record<string, number | null>> = {}
 
-const fmt = (n: number | undefined): string => (n === undefined || Number.isNaN(n) ? 'n/a' : Math.round(n).toLocaleString('en-US'))
-const round1 = (n: number): number => Math.round(n * 10) / 10
-
-async function main(): Promise<void> {
-  const workload = defaultWorkload()
+async function ingest(): Promise<void> {
   const rounds = envInt('BENCH_ROUNDS', 3)
-  const timeoutMs = envInt('BENCH_ROUND_TIMEOUT_MS', 120_000)
-  const total = workload.pairs * workload.messages
-  const cpu = cpus()
-  const load0 = loadavg()[0]!
-  console.log('petrel ingest benchmark: end-to-end messages/s, load generated in a child process')
-  console.log(
-    `workload: ${workload.pairs} sender→receiver pairs × ${workload.messages} messages of ${workload.textBytes} B ` +
-      `(${total} per round), sends fired in batches of ${workload.batch}; ${rounds} rounds per system, alternating`,
-  )
-  console.log(`machine: ${cpu.length} × ${cpu[0]?.model.trim() ?? 'cpu'}, node ${process.version}, ${process.platform}/${process.arch}, load average at start ${load0.toFixed(2)}`)
-  console.log('petrel:      relay in this process (SQLite on disk), clients in a child (SQLite each), sealed + signed envelopes')
-  console.log('y-websocket: @y/websocket-server in this process (in memory: no persistence, no encryption, no auth), y-websocket providers in a child')
-  console.log('')
-
-  const results: Record<System, Array<LoadResult | undefined>> = { petrel: [], 'y-websocket': [] }
-  const failures: string[] = []
-  const systems: Array<[System, typeof petrelRound]> = [
-    ['petrel', petrelRound],
-    ['y-websocket', yWebsocketRound],
-  ]
+  const conns = envInt('BENCH_INGEST_CONNS', 100)
+  const per = envInt('BENCH_INGEST_MESSAGES', 500)
+  console.log(`\n## 1. ingest: ${conns} connections × ${per} pre-sealed 200-byte updates, pipelined, until every ack (${rounds} rounds, alternating)`)
+  const systems: IngestSystem[] = ['raw-sqlite-ack', 'petrel', 'y-websocket', 'hocuspocus']
+  const rates: Record<IngestSystem, number[]> = { 'raw-sqlite-ack': [], petrel: [], 'y-websocket': [], hocuspocus: [] }
   for (let r = 1; r <= rounds; r++) {
-    for (const [system, run] of systems) {
-      try {
-        const res = await run(workload, r, timeoutMs)
-        results[system].push(res)
-        console.log(
-          `round ${r} ${system.padEnd(11)} ${fmt(res.msgsPerSec).padStart(8)} msgs/s  ` +
-            `(${total} msgs in ${fmt(res.elapsedMs)} ms; last send returned at ${fmt(res.sendPhaseMs)} ms; setup ${fmt(res.setupMs)} ms)`,
-        )
-      } catch (err) {
-        results[system].push(undefined)
-        const msg = err instanceof Error ? err.message : String(err)
-        failures.push(`round ${r} ${system}: ${msg}`)
-        console.log(`round ${r} ${system.padEnd(11)}   FAILED: ${msg.split('\n')[0]}`)
-      }
+    for (const s of systems) {
+      const res = await ingestRound(s, conns, per, 200, 120_000)
+      rates[s].push(res.msgsPerSec)
+      console.log(`round ${r} ${s.padEnd(15)} ${fmt(res.msgsPerSec).padStart(8)} msgs/s (${res.messages} in ${fmt(res.elapsedMs)} ms)`)
     }
   }
-
-  const rates = (s: System): number[] => results[s].filter((x): x is LoadResult => x !== undefined).map((x) => x.msgsPerSec)
-  const petrel = median(rates('petrel'))
-  const yws = median(rates('y-websocket'))
-  const ratio = petrel / yws
-  const cell = (s: System, i: number): string => fmt(results[s][i]?.msgsPerSec)
-  const header = ['system', ...Array.from({ length: rounds }, (_, i) => `round ${i + 1}`), 'median msgs/s']
-  const row = (s: System, median: number): string[] => [s, ...Array.from({ length: rounds }, (_, i) => cell(s, i)), fmt(median)]
-  const lines = [header, header.map((h) => '-'.repeat(h.length)), row('petrel', petrel), row('y-websocket', yws)]
-  console.log('')
-  for (const l of lines) console.log(`| ${l.join(' | ')} |`)
-  console.log('')
-  console.log(`ratio Petrel / y-websocket: ${Number.isFinite(ratio) ? ratio.toFixed(3) : 'n/a'} (Petrel ${Number.isFinite(ratio) ? (1 / ratio).toFixed(1) : 'n/a'}× slower)`)
-  console.log(`load average at end ${loadavg()[0]!.toFixed(2)} (other work on the machine skews both systems)`)
-  for (const f of failures) console.log(`failure: ${f}`)
-
-  const num = (n: number): number | null => (Number.isFinite(n) ? round1(n) : null)
-  const summary = {
-    e2e: {
-      petrelMsgsPerSec: num(petrel),
-      yWebsocketMsgsPerSec: num(yws),
-      ratioVsYWebsocket: Number.isFinite(ratio) ? Math.round(ratio * 10_000) / 10_000 : null,
-      rounds: {
-        petrel: results.petrel.map((x) => (x ? round1(x.msgsPerSec) : null)),
-        yWebsocket: results['y-websocket'].map((x) => (x ? round1(x.msgsPerSec) : null)),
-      },
-      workload: { ...workload, messagesPerRound: total },
-      cores: cpu.length,
-      node: process.version,
-      loadAverage: { start: round1(load0), end: round1(loadavg()[0]!) },
-    },
+  const m = Object.fromEntries(systems.map((s) => [s, median(rates[s])])) as Record<IngestSystem, number>
+  console.log('| system | acknowledges | median msgs/s | Petrel ÷ it |')
+  console.log('|---|---|---|---|')
+  const what: Record<IngestSystem, string> = {
+    'raw-sqlite-ack': 'after a batched SQLite commit (synchronous=FULL)',
+    petrel: 'after a durable SQLite commit (✓)',
+    'y-websocket': 'nothing; barrier = sync step 2 reply (in memory)',
+    hocuspocus: 'SyncStatus per update, before storing (in memory)',
   }
+  for (const s of systems) console.log(`| ${s} | ${what[s]} | ${fmt(m[s])} | ${(m.petrel / m[s]).toFixed(2)} |`)
+  summary.ingest = {
+    petrelMsgsPerSec: r2(m.petrel),
+    rawMsgsPerSec: r2(m['raw-sqlite-ack']),
+    yWebsocketMsgsPerSec: r2(m['y-websocket']),
+    hocuspocusMsgsPerSec: r2(m.hocuspocus),
+    ratioVsRaw: r2(m.petrel / m['raw-sqlite-ack']),
+    ratioVsHocuspocus: r2(m.petrel / m.hocuspocus),
+    ratioVsYWebsocket: r2(m.petrel / m['y-websocket']),
+  }
+}
+
+async function fullClient(): Promise<void> {
+  console.log('\n## 1b. ingest with full clients (encryption, signatures, SQLite on every device), beside y-websocket')
+  const res = await e2e()
+  summary.ingest = { ...summary.ingest, fullClientMsgsPerSec: r2(res.petrel), fullClientYWebsocketMsgsPerSec: r2(res.yWebsocket), fullClientRatioVsYWebsocket: r2(res.ratio) }
+}
+
+async function fanout(): Promise<void> {
+  const members = envInt('BENCH_FANOUT_MEMBERS', 1000)
+  const messages = envInt('BENCH_FANOUT_MESSAGES', 200)
+  console.log(`\n## 2. fan-out: one conversation, ${members} member connections, ${messages} messages from one member`)
+  const raw = await fanoutRaw(members, messages, 200)
+  const petrel = await fanoutPetrel(members, messages, 200)
+  for (const [name, r] of [['raw ws broadcast (corked)', raw], ['petrel', petrel]] as const) {
+    console.log(`${name.padEnd(26)} ${fmt(r.deliveriesPerSec).padStart(9)} deliveries/s; server CPU ${fmt(r.serverCpuMs)} ms (${fmt((r.deliveries / r.serverCpuMs) * 1000)} per CPU-second)`)
+  }
+  summary.fanout = {
+    petrelDeliveriesPerSec: r2(petrel.deliveriesPerSec),
+    rawDeliveriesPerSec: r2(raw.deliveriesPerSec),
+    ratioVsRaw: r2(petrel.deliveriesPerSec / raw.deliveriesPerSec),
+    ratioPerServerCpuVsRaw: r2(raw.serverCpuMs / petrel.serverCpuMs),
+  }
+}
+
+async function latency(): Promise<void> {
+  const seconds = envInt('BENCH_LATENCY_SECONDS', 3)
+  console.log(`\n## 3. latency: send → the other member's socket, paced for ${seconds} s (Petrel includes the durable commit)`)
+  const out: Record<string, number | null> = {}
+  for (const rate of [1000, 10_000]) {
+    const raw = await latencyRaw(rate, seconds, 200)
+    const petrel = await latencyPetrel(rate, seconds, 200)
+    console.log(`${fmt(rate)} msgs/s: petrel p50 ${petrel.p50Ms.toFixed(2)} ms, p99 ${petrel.p99Ms.toFixed(2)} ms, max ${petrel.maxMs.toFixed(1)} ms; raw ws p50 ${raw.p50Ms.toFixed(2)} ms, p99 ${raw.p99Ms.toFixed(2)} ms`)
+    const k = rate === 1000 ? '1k' : '10k'
+    out[`p50MsAt${k}`] = r2(petrel.p50Ms)
+    out[`p99MsAt${k}`] = r2(petrel.p99Ms)
+    out[`rawP99MsAt${k}`] = r2(raw.p99Ms)
+  }
+  summary.latency = out
+}
+
+async function catchUp(): Promise<void> {
+  const n = envInt('BENCH_CATCHUP', 10_000)
+  console.log(`\n## 4. catch-up: a device offline for ${fmt(n)} messages starts and shows them all`)
+  const r = await catchup(n)
+  console.log(`petrel ${fmt(r.ms)} ms; Y.applyUpdate of ${fmt(n)} plaintext updates ${fmt(r.referenceMs)} ms; ratio ${(r.ms / r.referenceMs).toFixed(1)}`)
+  summary.catchup = { ms: r2(r.ms), referenceMs: r2(r.referenceMs), ratioVsReference: r2(r.ms / r.referenceMs) }
+}
+
+async function cold(): Promise<void> {
+  const n = envInt('BENCH_COLD', 100_000)
+  console.log(`\n## 5. cold open: ${fmt(n)} messages in IndexedDB (fake-indexeddb) until the last 50 show`)
+  const r = await coldOpen(n)
+  console.log(`petrel ${fmt(r.ms)} ms (writing them offline took ${fmt(r.writeMs)} ms); plaintext Yjs doc ${fmt(r.referenceMs)} ms`)
+  summary.coldOpen = { ms: r2(r.ms), referenceMs: r2(r.referenceMs), messages: n }
+}
+
+async function start(): Promise<void> {
+  const n = envInt('BENCH_STARTUP', 1000)
+  console.log(`\n## 6. start-up: ${fmt(n)} conversations (SQLite) until conversations() resolves`)
+  const r = await startup(n)
+  console.log(`petrel ${fmt(r.ms)} ms`)
+  summary.startup = { ms: r2(r.ms), conversations: n }
+}
+
+async function memory(): Promise<void> {
+  const conns = envInt('BENCH_MEMORY_CONNS', 10_000)
+  const rooms = envInt('BENCH_MEMORY_ROOMS', 1000)
+  console.log(`\n## 7. relay memory: ${fmt(conns)} idle authenticated connections, ${fmt(rooms)} conversations open`)
+  const raw = await memoryRaw(conns)
+  const petrel = await memoryPetrel(conns, rooms)
+  console.log(`petrel ${fmt(petrel.bytesPerConn)} B per connection (heap ${fmt(petrel.heapBytesPerConn)} B); raw ws ${fmt(raw.bytesPerConn)} B (heap ${fmt(raw.heapBytesPerConn)} B)`)
+  summary.memory = { bytesPerConn: r2(petrel.bytesPerConn), rawBytesPerConn: r2(raw.bytesPerConn), ratioPerConnVsRaw: r2(petrel.bytesPerConn / raw.bytesPerConn) }
+}
+
+async function main(): Promise<void> {
+  const cpu = cpus()
+  console.log(`petrel benchmarks — ${cpu.length} × ${cpu[0]?.model.trim()}, node ${process.version}, load average ${loadavg()[0]!.toFixed(2)} at start`)
+  const steps: Array<[string, () => Promise<void>]> = [
+    ['ingest', ingest],
+    ['fanout', fanout],
+    ['latency', latency],
+    ['catchup', catchUp],
+    ['coldOpen', cold],
+    ['startup', start],
+    ['memory', memory],
+    ['e2e', fullClient],
+  ]
+  for (const [name, step] of steps) if (wanted(name)) await step()
+  console.log(`\nload average ${loadavg()[0]!.toFixed(2)} at end`)
   console.log(JSON.stringify(summary))
-  process.exitCode = failures.length > 0 && (rates('petrel').length === 0 || rates('y-websocket').length === 0) ? 1 : 0
 }
 
 for (const sig of ['SIGINT', 'SIGTERM'] as const) {
   process.once(sig, () => {
     killChildren()
+    killServers()
     process.exit(130)
   })
 }
 
 main().then(
-  () => process.exit(),
+  () => process.exit(0),
   (err: unknown) => {
     killChildren()
+    killServers()
     process.stderr.write(`bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`)
     process.exit(1)
   },

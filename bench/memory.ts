@@ -1,0 +1,72 @@
+/**
+ * Benchmark 7, relay memory: N idle authenticated connections, R of them with a conversation
+ * open each, against a raw `ws` server holding the same number of connections. Bytes per
+ * connection = growth of the server process's resident set (after a full GC) / N.
+ */
+import { WebSocket } from 'ws'
+import { PetrelDevice } from './petrel-device.js'
+import { startServer } from './server-process.js'
+
+export interface MemoryResult {
+  bytesPerConn: number
+  heapBytesPerConn: number
+  connections: number
+  rooms: number
+}
+
+export async function memoryPetrel(connections: number, rooms: number): Promise<MemoryResult> {
+  const server = await startServer('petrel')
+  const devices: PetrelDevice[] = []
+  try {
+    const before = await server.memory()
+    for (let i = 0; i < connections; i += 200) {
+      devices.push(...(await Promise.all(Array.from({ length: Math.min(200, connections - i) }, () => PetrelDevice.connect(server.url)))))
+    }
+    for (let i = 0; i < rooms; i += 100) await Promise.all(devices.slice(i, Math.min(rooms, i + 100)).map((d) => d.createRoom()))
+    await new Promise((r) => setTimeout(r, 500))
+    const after = await server.memory()
+    return {
+      bytesPerConn: (after.rss - before.rss) / connections,
+      heapBytesPerConn: (after.heapUsed + after.external - before.heapUsed - before.external) / connections,
+      connections,
+      rooms,
+    }
+  } finally {
+    for (const d of devices) d.close()
+    await server.stop()
+  }
+}
+
+export async function memoryRaw(connections: number): Promise<MemoryResult> {
+  const server = await startServer('raw-idle')
+  const sockets: WebSocket[] = []
+  try {
+    const before = await server.memory()
+    for (let i = 0; i < connections; i += 200) {
+      sockets.push(
+        ...(await Promise.all(
+          Array.from(
+            { length: Math.min(200, connections - i) },
+            () =>
+              new Promise<WebSocket>((resolve, reject) => {
+                const ws = new WebSocket(server.url, { perMessageDeflate: false })
+                ws.once('open', () => resolve(ws))
+                ws.once('error', reject)
+              }),
+          ),
+        )),
+      )
+    }
+    await new Promise((r) => setTimeout(r, 500))
+    const after = await server.memory()
+    return {
+      bytesPerConn: (after.rss - before.rss) / connections,
+      heapBytesPerConn: (after.heapUsed + after.external - before.heapUsed - before.external) / connections,
+      connections,
+      rooms: 0,
+    }
+  } finally {
+    for (const ws of sockets) ws.terminate()
+    await server.stop()
+  }
+}

@@ -1,0 +1,133 @@
+/**
+ * A server under test, alone in a child process (forked with IPC) so the load generator in
+ * the parent does not share its core and its memory can be read on its own.
+ *
+ *   node server-child.js <kind> <dir>
+ *   kind: petrel | raw-sqlite-ack | raw-broadcast | raw-idle | y-websocket | hocuspocus
+ *
+ * It sends `{ port }` once listening and answers `{ cmd: 'memory' }` with process.memoryUsage()
+ * after a full GC (run it with --expose-gc).
+ */
+import { join } from 'node:path'
+import type { AddressInfo } from 'node:net'
+import Database from 'better-sqlite3'
+import * as wsModule from 'ws'
+import { type WebSocket, WebSocketServer } from 'ws'
+import { createRelay } from '../src/relay/index.js'
+
+const [kind, dir] = process.argv.slice(2) as [string, string]
+
+/** The relay's abuse limits, opened wide: a benchmark is one trusted machine flooding it. */
+export const benchLimits = { framesPerSecond: 1e9, frameBurst: 1e9, maxConnectionsPerIp: 1e6, idleTimeoutMs: 3_600_000, heartbeatMs: 600_000 }
+
+function listen(wss: WebSocketServer): Promise<number> {
+  return new Promise((resolve, reject) => {
+    wss.once('listening', () => resolve((wss.address() as AddressInfo).port))
+    wss.once('error', reject)
+  })
+}
+
+/**
+ * The machine's limit for durable ingest: append every frame to SQLite (WAL, synchronous=FULL,
+ * as the relay) in one transaction per event-loop turn, then acknowledge each frame.
+ */
+async function rawSqliteAck(): Promise<number> {
+  const db = new Database(join(dir, 'raw.db'))
+  db.pragma('journal_mode = WAL')
+  db.pragma('synchronous = FULL')
+  db.exec('CREATE TABLE rows (conn INTEGER, seq INTEGER, bytes BLOB)')
+  const insert = db.prepare('INSERT INTO rows (conn, seq, bytes) VALUES (?, ?, ?)')
+  let pending: Array<{ ws: WebSocket; conn: number; bytes: Buffer }> = []
+  let seq = 0
+  const flush = () => {
+    const batch = pending
+    pending = []
+    db.transaction(() => {
+      for (const p of batch) insert.run(p.conn, ++seq, p.bytes)
+    })()
+    for (const p of batch) p.ws.send(ACK)
+  }
+  const ACK = Buffer.from([1])
+  const wss = new WebSocketServer({ port: 0, host: '127.0.0.1', perMessageDeflate: false })
+  let conns = 0
+  wss.on('connection', (ws) => {
+    const conn = ++conns
+    ws.on('message', (data: Buffer) => {
+      if (pending.length === 0) setImmediate(flush)
+      pending.push({ ws, conn, bytes: data })
+    })
+  })
+  return listen(wss)
+}
+
+/**
+ * The machine's limit for fan-out: the first message byte 1 marks a sender; everything it
+ * sends goes to every other connection, framed once and written with corked sockets.
+ */
+async function rawBroadcast(): Promise<number> {
+  const wss = new WebSocketServer({ port: 0, host: '127.0.0.1', perMessageDeflate: false })
+  // ws's Sender.frame: the frame header and payload, built once for every recipient.
+  const frameOnce = (wsModule as unknown as { Sender: { frame(data: Buffer, o: object): Buffer[] } }).Sender.frame
+  wss.on('connection', (ws) => {
+    ws.on('message', (data: Buffer) => {
+      const frame = frameOnce(data, { fin: true, rsv1: false, opcode: 2, mask: false, readOnly: false })
+      const sockets: Array<{ cork(): void; uncork(): void; write(b: Buffer): void }> = []
+      for (const peer of wss.clients) if (peer !== ws) sockets.push((peer as unknown as { _socket: (typeof sockets)[0] })._socket)
+      for (const s of sockets) s.cork()
+      for (const s of sockets) for (const b of frame) s.write(b)
+      for (const s of sockets) s.uncork()
+    })
+  })
+  return listen(wss)
+}
+
+/** Idle connections only: the memory reference (a `ws` server that keeps nothing per connection). */
+async function rawIdle(): Promise<number> {
+  const wss = new WebSocketServer({ port: 0, host: '127.0.0.1', perMessageDeflate: false })
+  wss.on('connection', (ws) => ws.on('message', () => {}))
+  return listen(wss)
+}
+
+async function yWebsocket(): Promise<number> {
+  const { setPersistence, setupWSConnection } = await import('@y/websocket-server/utils')
+  setPersistence(null)
+  const wss = new WebSocketServer({ port: 0, host: '127.0.0.1', perMessageDeflate: false })
+  wss.on('connection', (ws, req) => setupWSConnection(ws, req))
+  return listen(wss)
+}
+
+async function hocuspocus(): Promise<number> {
+  const { Server } = await import('@hocuspocus/server')
+  const server = new Server({ port: 0, address: '127.0.0.1', quiet: true, stopOnSignals: false })
+  await server.listen()
+  return server.address.port
+}
+
+async function petrel(): Promise<number> {
+  const relay = await createRelay({ port: 0, host: '127.0.0.1', database: join(dir, 'relay.db'), logLevel: 'warn', limits: benchLimits })
+  return relay.port
+}
+
+const starters: Record<string, () => Promise<number>> = {
+  petrel,
+  'raw-sqlite-ack': rawSqliteAck,
+  'raw-broadcast': rawBroadcast,
+  'raw-idle': rawIdle,
+  'y-websocket': yWebsocket,
+  hocuspocus,
+}
+
+if (process.send) {
+  const start = starters[kind]
+  if (!start) throw new Error(`unknown server kind ${kind}`)
+  const port = await start()
+  process.on('message', (msg: { cmd: string }) => {
+    if (msg.cmd === 'memory') {
+      const gc = (globalThis as { gc?: () => void }).gc
+      gc?.()
+      gc?.()
+      process.send!({ memory: process.memoryUsage(), cpu: process.cpuUsage() })
+    }
+  })
+  process.send({ port })
+}

@@ -1,0 +1,59 @@
+/** Start a server of bench/server-child.ts in its own process and talk to it over IPC. */
+import { type ChildProcess, fork } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+export type ServerKind = 'petrel' | 'raw-sqlite-ack' | 'raw-broadcast' | 'raw-idle' | 'y-websocket' | 'hocuspocus'
+
+const live = new Set<ChildProcess>()
+
+export interface ServerProcess {
+  url: string
+  pid: number
+  /** After a full GC in the child. */
+  memory(): Promise<{ rss: number; heapUsed: number; external: number; arrayBuffers: number }>
+  /** CPU time the child has used so far, in ms (user + system). */
+  cpuMs(): Promise<number>
+  stop(): Promise<void>
+}
+
+export async function startServer(kind: ServerKind): Promise<ServerProcess> {
+  const dir = mkdtempSync(join(tmpdir(), `petrel-bench-${kind}-`))
+  const child = fork(fileURLToPath(new URL('./server-child.js', import.meta.url)), [kind, dir], {
+    execArgv: ['--expose-gc', ...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [])],
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  })
+  live.add(child)
+  const port = await new Promise<number>((resolve, reject) => {
+    child.once('message', (m: { port: number }) => resolve(m.port))
+    child.once('exit', (code) => reject(new Error(`${kind} server exited with ${code}`)))
+  })
+  const ask = () =>
+    new Promise<{ memory: NodeJS.MemoryUsage; cpu: NodeJS.CpuUsage }>((resolve) => {
+      child.once('message', resolve)
+      child.send({ cmd: 'memory' })
+    })
+  return {
+    url: `ws://127.0.0.1:${port}`,
+    pid: child.pid!,
+    memory: async () => (await ask()).memory,
+    cpuMs: async () => {
+      const { cpu } = await ask()
+      return (cpu.user + cpu.system) / 1000
+    },
+    stop: async () => {
+      const exited = new Promise((r) => child.once('exit', r))
+      child.kill('SIGTERM')
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 3000))])
+      child.kill('SIGKILL')
+      live.delete(child)
+      rmSync(dir, { recursive: true, force: true })
+    },
+  }
+}
+
+export function killServers(): void {
+  for (const c of live) c.kill('SIGKILL')
+}
