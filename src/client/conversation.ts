@@ -133,6 +133,9 @@ export class Conversation {
    * leaks the XOR of two plaintexts, so it is refused; with the same signature it is a replay.
    */
   private nonces?: Map<string, string>
+  /** Log rows appended since load, and whether a local write failed: see compactOnClose. */
+  private appendedRows = 0
+  private localWriteFailed = false
   /** Log keys received but not processed yet (processing is queued behind earlier batches). */
   private readonly queued = new Set<string>()
   /** Our keys that lost a race for their epoch number: only to re-seal what we sealed with them. */
@@ -221,10 +224,16 @@ export class Conversation {
       [this.doc, innerRows, 'inner'],
     ] as const) {
       if (rows.length === 0) continue
-      const merged = rows.length === 1 ? rows[0]!.bytes : Y.mergeUpdates(rows.map((r) => r.bytes))
-      Y.applyUpdate(doc, merged, ORIGIN_LOAD)
-      if (rows.length > COMPACT_AFTER_ROWS) compact.compact!.push({ convId: this.id, doc: name, throughId: rows[rows.length - 1]!.id, merged })
+      // One transaction over every row: linear, where Y.mergeUpdates of thousands of rows is not
+      // (it was 1.2 s of a 1.8 s open of 10k messages). The compacted row is the resulting state.
+      doc.transact(() => {
+        for (const row of rows) Y.applyUpdate(doc, row.bytes, ORIGIN_LOAD)
+      }, ORIGIN_LOAD)
+      if (rows.length > COMPACT_AFTER_ROWS) {
+        compact.compact!.push({ convId: this.id, doc: name, throughId: rows[rows.length - 1]!.id, merged: Y.encodeStateAsUpdate(doc) })
+      }
     }
+    this.appendedRows = 0
     if (compact.compact!.length > 0) await store.commit(compact)
     for (const [key, value] of ownRows) {
       const msgId = key.slice(keyOf.ownPrefix(this.id).length)
@@ -417,7 +426,9 @@ export class Conversation {
         ],
         put: puts,
       })
+      this.appendedRows += batch.length + written.updates.length
     } catch (err) {
+      this.localWriteFailed = true
       // Nothing of this batch is stored (commits are atomic); what was stored before is intact.
       // The messages stay visible here as failed, with the reason, and the app hears of it.
       const reason = err instanceof PetrelError ? err : new PetrelError(ErrorCode.StorageFailed, String(err), { cause: err, conversationId: this.id })
@@ -681,7 +692,10 @@ export class Conversation {
     for (const e of envelopes) this.queued.add(e.key)
     const outerUpdate = applied
     const job = this.incoming.then(() => this.processIncoming(records, envelopes, outerUpdate, maxSeq, seqsChanged))
-    this.incoming = job.catch((err) => this.report(err, 'could not store received messages'))
+    this.incoming = job.catch((err) => {
+      this.localWriteFailed = true
+      this.report(err, 'could not store received messages')
+    })
   }
 
   private async processIncoming(
@@ -807,6 +821,7 @@ export class Conversation {
       batch.put!.push([keyOf.cursor(this.id), encodeCursor(maxSeq)])
     }
     await this.ctx.store.commit(batch)
+    this.appendedRows += batch.append!.length
     this.changed()
     // Stored durably: now, and only now, tell the members (✓✓).
     this.scheduleAck()
@@ -1266,9 +1281,27 @@ export class Conversation {
     this.ctx.connection.unregister(this.id)
     await this.outgoing
     await this.incoming
+    await this.compactOnClose()
     this.listeners.clear()
     this.doc.destroy()
     this.outer.destroy()
+  }
+
+  /**
+   * After a session that appended many log rows, leave one row per document behind so the next
+   * open reads one row, not thousands. Only when every queue is flushed and no local write
+   * failed: then the documents hold exactly what is durable (a failed send's update is in the
+   * doc but not on disk, and must not reach it without its outbox entry).
+   */
+  private async compactOnClose(): Promise<void> {
+    if (this.appendedRows <= COMPACT_AFTER_ROWS || this.localWriteFailed) return
+    const merged = (doc: Y.Doc, name: 'inner' | 'outer') => ({ convId: this.id, doc: name, throughId: Number.MAX_SAFE_INTEGER, merged: Y.encodeStateAsUpdate(doc) })
+    try {
+      await this.ctx.store.commit({ compact: [merged(this.doc, 'inner'), merged(this.outer, 'outer')] })
+    } catch (err) {
+      // Nothing lost: the rows stay as they were and the next open compacts them.
+      this.report(err, 'could not compact the local log')
+    }
   }
 
   private assertOpen(): void {
