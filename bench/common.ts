@@ -1,4 +1,22 @@
-/** Shared helpers for the ingest benchmark: workload parameters, payloads, child-process protocol. */
+/** Shared helpers for the benchmarks: workload parameters, payloads, sockets, child-process protocol. */
+import { WebSocket } from 'ws'
+
+/** A plain binary `ws` client connection, once open. */
+export function openSocket(url: string): Promise<WebSocket> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url, { perMessageDeflate: false })
+    ws.binaryType = 'nodebuffer'
+    ws.once('open', () => resolve(ws))
+    ws.once('error', reject)
+  })
+}
+
+/** `count` sockets to `url`, opened `batch` at a time. */
+export async function openSockets(url: string, count: number, batch = 100): Promise<WebSocket[]> {
+  const out: WebSocket[] = []
+  for (let i = 0; i < count; i += batch) out.push(...(await Promise.all(Array.from({ length: Math.min(batch, count - i) }, () => openSocket(url)))))
+  return out
+}
 
 export interface Workload {
   /** Sender/receiver pairs, each in its own conversation (Petrel) or room (y-websocket). */

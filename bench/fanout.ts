@@ -3,8 +3,8 @@
  * updates and every other member receives each. Deliveries per second, against a raw `ws`
  * broadcast server that frames each message once and writes it to corked sockets.
  */
-import { WebSocket } from 'ws'
 import { randomBytes } from '../src/shared/crypto/index.js'
+import { openSockets } from './common.js'
 import { roomWithMembers } from './room-members.js'
 import { startServer } from './server-process.js'
 
@@ -60,22 +60,7 @@ export async function fanoutRaw(members: number, messages: number, bytes: number
   try {
     const expected = messages * (members - 1)
     const counter = waitAll(expected)
-    const sockets: WebSocket[] = []
-    for (let i = 0; i < members; i += 100) {
-      sockets.push(
-        ...(await Promise.all(
-          Array.from(
-            { length: Math.min(100, members - i) },
-            () =>
-              new Promise<WebSocket>((resolve, reject) => {
-                const ws = new WebSocket(server.url, { perMessageDeflate: false })
-                ws.once('open', () => resolve(ws))
-                ws.once('error', reject)
-              }),
-          ),
-        )),
-      )
-    }
+    const sockets = await openSockets(server.url, members)
     for (const ws of sockets.slice(1)) ws.on('message', () => counter.add(1))
     const payloads = Array.from({ length: messages }, () => randomBytes(bytes))
     const cpu0 = await server.cpuMs()

@@ -5,8 +5,9 @@
  * includes the relay's durable commit before fan-out. Reference: the same through a raw `ws`
  * server that forwards without storing.
  */
-import { WebSocket } from 'ws'
+import type { WebSocket } from 'ws'
 import { randomBytes } from '../src/shared/crypto/index.js'
+import { openSockets } from './common.js'
 import { roomWithMembers } from './room-members.js'
 import { startServer } from './server-process.js'
 
@@ -65,13 +66,7 @@ export async function latencyPetrel(rate: number, seconds: number, bytes: number
 export async function latencyRaw(rate: number, seconds: number, bytes: number): Promise<LatencyResult> {
   const server = await startServer('raw-broadcast')
   try {
-    const open = () =>
-      new Promise<WebSocket>((resolve, reject) => {
-        const ws = new WebSocket(server.url, { perMessageDeflate: false })
-        ws.once('open', () => resolve(ws))
-        ws.once('error', reject)
-      })
-    const [sender, receiver] = [await open(), await open()]
+    const [sender, receiver] = await openSockets(server.url, 2) as [WebSocket, WebSocket]
     const arrivals: number[] = []
     receiver.on('message', () => arrivals.push(performance.now()))
     const frames = Array.from({ length: Math.round(rate * seconds) }, () => randomBytes(bytes))

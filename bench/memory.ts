@@ -3,7 +3,8 @@
  * open each, against a raw `ws` server holding the same number of connections. Bytes per
  * connection = growth of the server process's resident set (after a full GC) / N.
  */
-import { WebSocket } from 'ws'
+import type { WebSocket } from 'ws'
+import { openSockets } from './common.js'
 import { PetrelDevice } from './petrel-device.js'
 import { startServer } from './server-process.js'
 
@@ -42,21 +43,7 @@ export async function memoryRaw(connections: number): Promise<MemoryResult> {
   const sockets: WebSocket[] = []
   try {
     const before = await server.memory()
-    for (let i = 0; i < connections; i += 200) {
-      sockets.push(
-        ...(await Promise.all(
-          Array.from(
-            { length: Math.min(200, connections - i) },
-            () =>
-              new Promise<WebSocket>((resolve, reject) => {
-                const ws = new WebSocket(server.url, { perMessageDeflate: false })
-                ws.once('open', () => resolve(ws))
-                ws.once('error', reject)
-              }),
-          ),
-        )),
-      )
-    }
+    sockets.push(...(await openSockets(server.url, connections, 200)))
     await new Promise((r) => setTimeout(r, 500))
     const after = await server.memory()
     return {

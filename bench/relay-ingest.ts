@@ -8,8 +8,8 @@
  */
 import * as encoding from 'lib0/encoding'
 import * as Y from 'yjs'
-import { WebSocket } from 'ws'
 import { randomBytes } from '../src/shared/crypto/index.js'
+import { openSocket as connect } from './common.js'
 import { PetrelDevice } from './petrel-device.js'
 import { type ServerKind, startServer } from './server-process.js'
 
@@ -19,15 +19,6 @@ export interface IngestResult {
   msgsPerSec: number
   elapsedMs: number
   messages: number
-}
-
-function connect(url: string): Promise<WebSocket> {
-  return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url, { perMessageDeflate: false })
-    ws.binaryType = 'nodebuffer'
-    ws.once('open', () => resolve(ws))
-    ws.once('error', reject)
-  })
 }
 
 /** Plaintext Yjs updates of `bytes` bytes each, as a y-websocket / Hocuspocus client makes them. */
