@@ -1,15 +1,12 @@
 /**
- * The relay's Hono app: HTTP routes and the WebSocket upgrade at `/`. Exported so an
- * operator can mount it in their own server (give the server a `ws` WebSocketServer with
- * `noServer: true`, as @hono/node-server's `websocket` option requires).
+ * The relay's Hono app: its HTTP routes (health, readiness, metrics, the demo app). Exported
+ * so an operator can mount it in their own server; WebSocket upgrades are not Hono's: hand
+ * the same server to `acceptWebSockets` (upgrade.ts).
  */
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
-import { upgradeWebSocket } from '@hono/node-server'
 import { serveStatic } from '@hono/node-server/serve-static'
 import { Hono, type MiddlewareHandler } from 'hono'
-import type { WebSocket } from 'ws'
-import { Connection } from './connection.js'
 import type { RelayCore } from './relay-core.js'
 
 /**
@@ -29,41 +26,10 @@ export function createRelayApp(core: RelayCore, options: { staticRoot?: string }
   })
   app.get('/metrics', async (c) => c.text(await core.metrics.render(), 200, { 'Content-Type': core.metrics.registry.contentType }))
   const serveApp = staticApp(options.staticRoot)
-  const perIp = new Map<string, number>()
-  app.get(
-    '/',
-    async function connectionsPerIp(c, next) {
-      if (c.req.header('upgrade')?.toLowerCase() !== 'websocket') return next()
-      const ip = remoteAddress(c.env)
-      if ((perIp.get(ip) ?? 0) >= core.limits.maxConnectionsPerIp) {
-        core.metrics.reject('too many connections from one address')
-        return c.text('too many connections from this address', 429)
-      }
-      return next()
-    },
-    upgradeWebSocket((c) => {
-      const ip = remoteAddress(c.env)
-      return {
-        onOpen(_event, ctx) {
-          perIp.set(ip, (perIp.get(ip) ?? 0) + 1)
-          core.connections.add(new Connection(ctx.raw as WebSocket, core, ip))
-        },
-        onClose() {
-          const n = (perIp.get(ip) ?? 1) - 1
-          if (n > 0) perIp.set(ip, n)
-          else perIp.delete(ip)
-        },
-      }
-    }),
-    serveApp,
-    (c) => c.html(landingPage(new URL(c.req.url).host)),
-  )
+  app.get('/', serveApp, (c) => c.html(landingPage(new URL(c.req.url).host)))
   app.get('*', serveApp)
   return app
 }
-
-const remoteAddress = (env: unknown): string =>
-  (env as { incoming?: { socket?: { remoteAddress?: string } } } | undefined)?.incoming?.socket?.remoteAddress ?? 'unknown'
 
 /**
  * Serves the built app's files, looked up on each request so a build made while the relay runs

@@ -23,10 +23,11 @@ export class Connection implements RoomMemberConn {
   private closed = false
   private corked = false
   private lastSeen = Date.now()
+  private readonly openedAt = this.lastSeen
+  private heartbeatAt = this.lastSeen
   /** Token bucket for frames: refilled at framesPerSecond up to frameBurst. */
   private tokens: number
   private tokensAt = Date.now()
-  private readonly timers: NodeJS.Timeout[] = []
 
   constructor(
     readonly ws: WebSocket,
@@ -40,15 +41,6 @@ export class Connection implements RoomMemberConn {
     ws.on('close', () => this.onClose())
     ws.on('error', () => this.onClose())
     const { limits } = core
-    this.timers.push(
-      setTimeout(() => {
-        if (!this.device) this.close(CloseCode.AuthTimeout, 'authentication timed out')
-      }, limits.authTimeoutMs),
-      setInterval(() => {
-        if (Date.now() - this.lastSeen > limits.idleTimeoutMs) this.close(CloseCode.GoingAway, 'idle')
-        else this.send(writeFrame({ type: FrameType.Heartbeat }))
-      }, limits.heartbeatMs),
-    )
     this.send(
       writeFrame({
         type: FrameType.Hello,
@@ -57,6 +49,17 @@ export class Connection implements RoomMemberConn {
         maxEnvelopeBytes: limits.maxEnvelopeBytes,
       }),
     )
+  }
+
+  /** Deadlines, checked by the core's one sweeper timer: authentication, idle, heartbeat. */
+  tick(now: number): void {
+    const { limits } = this.core
+    if (!this.device && now - this.openedAt > limits.authTimeoutMs) return this.close(CloseCode.AuthTimeout, 'authentication timed out')
+    if (now - this.lastSeen > limits.idleTimeoutMs) return this.close(CloseCode.GoingAway, 'idle')
+    if (now - this.heartbeatAt >= limits.heartbeatMs) {
+      this.heartbeatAt = now
+      this.send(HEARTBEAT)
+    }
   }
 
   /** Send a frame; writes within one event-loop turn are coalesced into one syscall. */
@@ -145,7 +148,6 @@ export class Connection implements RoomMemberConn {
     if (this.closed) return
     this.closed = true
     this.core.metrics.connections--
-    for (const t of this.timers) clearTimeout(t)
     for (const room of this.rooms) this.core.leaveRoom(this, room)
     this.rooms.clear()
     this.core.connections.delete(this)
@@ -155,6 +157,8 @@ export class Connection implements RoomMemberConn {
     return this.closed
   }
 }
+
+const HEARTBEAT = writeFrame({ type: FrameType.Heartbeat })
 
 const frameTypeName: Record<number, string> = Object.fromEntries(Object.entries(FrameType).map(([k, v]) => [v, k.toLowerCase()]))
 
@@ -171,7 +175,8 @@ const handlers: Partial<Record<Frame['type'], Handler>> = {
       conn.core.metrics.reject('auth failed')
       return conn.close(CloseCode.Unauthorized, 'authentication failed')
     }
-    conn.device = cert.devicePub
+    // A copy: a view would keep the whole received frame (and the read buffer under it) alive.
+    conn.device = cert.devicePub.slice()
     conn.deviceId = toBase64Url(cert.devicePub)
     conn.userId = toBase64Url(cert.userPub)
     conn.send(writeFrame({ type: FrameType.Ready }))

@@ -1,5 +1,6 @@
 /** petrel/relay — the blind relay. */
 export { createRelayApp } from './app.js'
+export { acceptWebSockets } from './upgrade.js'
 export { defaultLimits, type RelayLimits } from './limits.js'
 export type { Logger, LogLevel } from './log.js'
 export { RelayMetrics } from './metrics.js'

@@ -49,6 +49,11 @@ export class RelayCore {
   readonly connections = new Set<Connection>()
   private readonly rooms = new Map<string, Promise<Room | undefined>>()
   private readonly committer: Committer
+  /**
+   * One timer walks every connection's deadlines (authentication, idle, heartbeat): two timers
+   * per connection were a measurable share of an idle connection's memory.
+   */
+  private readonly sweeper: NodeJS.Timeout
 
   constructor(
     readonly store: RelayStore,
@@ -59,6 +64,12 @@ export class RelayCore {
     readonly node: string,
   ) {
     this.committer = new Committer(store, (s) => metrics.storeLatency.observe({ op: 'append' }, s))
+    const tick = Math.max(10, Math.min(1000, limits.authTimeoutMs / 4, limits.heartbeatMs / 2, limits.idleTimeoutMs / 4))
+    this.sweeper = setInterval(() => {
+      const now = Date.now()
+      for (const conn of this.connections) conn.tick(now)
+    }, tick)
+    this.sweeper.unref()
     bus.subscribe((m) => this.onBus(m))
     // Messages may have been missed while the bus was away: re-read every room we serve.
     bus.onReconnect(() => {
@@ -491,6 +502,7 @@ export class RelayCore {
 
   async close(): Promise<void> {
     this.closing = true
+    clearInterval(this.sweeper)
     await this.committer.idle()
   }
 }

@@ -10,6 +10,7 @@
  * ```
  */
 import { existsSync } from 'node:fs'
+import type { Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -17,6 +18,7 @@ import { createAdaptorServer } from '@hono/node-server'
 import type { Hono } from 'hono'
 import { WebSocketServer } from 'ws'
 import { createRelayApp } from './app.js'
+import { acceptWebSockets } from './upgrade.js'
 import { defaultLimits, type RelayLimits } from './limits.js'
 import { createLogger, type Logger, type LogLevel } from './log.js'
 import { RelayMetrics } from './metrics.js'
@@ -76,10 +78,10 @@ export async function createRelay(options: RelayOptions = {}): Promise<Relay> {
   const wss = new WebSocketServer({ noServer: true, maxPayload: limits.maxFrameBytes, perMessageDeflate: false })
   const server = createAdaptorServer({
     fetch: app.fetch,
-    websocket: { server: wss },
     // Slowloris: a client must finish its headers in time; checked every second.
     serverOptions: { headersTimeout: limits.headersTimeoutMs, requestTimeout: limits.headersTimeoutMs * 3, connectionsCheckingInterval: 1000 },
   })
+  acceptWebSockets(server as Server, wss, core)
   const host = options.host ?? '127.0.0.1'
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)

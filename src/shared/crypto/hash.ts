@@ -116,6 +116,7 @@ export function fromHex(hex: string): Uint8Array {
 }
 
 const B64URL = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'
+const B64URL_CODES = Uint8Array.from(B64URL, (c) => c.charCodeAt(0))
 const B64URL_DECODE = new Int8Array(128).fill(-1)
 for (let i = 0; i < B64URL.length; i++) B64URL_DECODE[B64URL.charCodeAt(i)] = i
 
@@ -126,20 +127,31 @@ for (let i = 0; i < B64URL.length; i++) B64URL_DECODE[B64URL.charCodeAt(i)] = i
  */
 export function toBase64Url(bytes: Uint8Array): string {
   assertBytes(bytes, 'bytes')
-  let out = ''
+  // Character codes first, one string at the end: `+=` builds a rope of one node per step,
+  // which V8 keeps un-flattened (about 1.4 KB for one 43-character id, measured on the relay).
+  const codes = new Uint16Array(Math.ceil((bytes.length * 4) / 3))
+  let o = 0
   let i = 0
   for (; i + 2 < bytes.length; i += 3) {
     const n = (bytes[i]! << 16) | (bytes[i + 1]! << 8) | bytes[i + 2]!
-    out += B64URL[n >> 18]! + B64URL[(n >> 12) & 63]! + B64URL[(n >> 6) & 63]! + B64URL[n & 63]!
+    codes[o++] = B64URL_CODES[n >> 18]!
+    codes[o++] = B64URL_CODES[(n >> 12) & 63]!
+    codes[o++] = B64URL_CODES[(n >> 6) & 63]!
+    codes[o++] = B64URL_CODES[n & 63]!
   }
   const rest = bytes.length - i
   if (rest === 1) {
     const n = bytes[i]! << 16
-    out += B64URL[n >> 18]! + B64URL[(n >> 12) & 63]!
+    codes[o++] = B64URL_CODES[n >> 18]!
+    codes[o++] = B64URL_CODES[(n >> 12) & 63]!
   } else if (rest === 2) {
     const n = (bytes[i]! << 16) | (bytes[i + 1]! << 8)
-    out += B64URL[n >> 18]! + B64URL[(n >> 12) & 63]! + B64URL[(n >> 6) & 63]!
+    codes[o++] = B64URL_CODES[n >> 18]!
+    codes[o++] = B64URL_CODES[(n >> 12) & 63]!
+    codes[o++] = B64URL_CODES[(n >> 6) & 63]!
   }
+  let out = ''
+  for (let k = 0; k < o; k += 8192) out += String.fromCharCode(...codes.subarray(k, Math.min(o, k + 8192)))
   return out
 }
 
