@@ -110,10 +110,11 @@ export class PetrelClient {
     }
     client.lock = lock
     displaced = () => void client.shutdown(true)
-    for (const [key, value] of await client.store.list('conv:')) {
-      const id = key.slice('conv:'.length)
-      client.convs.set(id, await Conversation.open(client.context(), id, decodeConversationRecord(value)))
-    }
+    // Opened side by side: each open waits on storage and on native signature checks, which
+    // run off the main thread, so one after another would mostly wait.
+    const stored = await client.store.list('conv:')
+    const opened = await Promise.all(stored.map(([key, value]) => Conversation.open(client.context(), key.slice('conv:'.length), decodeConversationRecord(value))))
+    for (const conv of opened) client.convs.set(conv.id, conv)
     return client
   }
 
