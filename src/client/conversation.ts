@@ -732,73 +732,83 @@ export class Conversation {
     let bindingsChanged = false
     const seqPuts: Array<[string, Uint8Array]> = []
     let currentSeq = 0
+    // Message key → row of the envelope that wrote it: a message's place in relay order.
+    const keySeq = new Map<string, number>()
     const messages = this.doc.getMap<StoredMessage>(INNER_MESSAGES)
     const noteSeq = (event: Y.YMapEvent<StoredMessage>) => {
       for (const key of event.keysChanged) {
         const h = messages.get(key)?.h
         if (typeof h === 'number' && h > this.hlc) this.hlc = h
         if (!messages.has(key) || this.messageSeq.has(key)) continue
-        this.messageSeq.set(key, currentSeq)
-        seqPuts.push([keyOf.messageSeq(this.id, key), encodeCursor(currentSeq)])
+        // An entry that waited in Yjs for an earlier update takes the row that completed it.
+        const seq = keySeq.get(key) ?? currentSeq
+        this.messageSeq.set(key, seq)
+        seqPuts.push([keyOf.messageSeq(this.id, key), encodeCursor(seq)])
       }
     }
     messages.observe(noteSeq)
     this.doc.on('update', capture)
     try {
-      for (let i = 0; i < envelopes.length; i++) {
-        const h = headers[i]
-        if (!h) continue
-        const deviceId = toBase64Url(h.senderDevicePub)
-        // Authors who have since left stay known: their earlier messages are still theirs.
-        const userId = this.membership.everDevices.get(deviceId)
-        if (userId === undefined) {
-          // Its join record may still be on its way (rows can arrive out of order): hold it.
-          this.defer(envelopes[i]!, ErrorCode.UnknownSender, `envelope from a device that is not a member (${deviceId.slice(0, 8)}…)`)
-          continue
+      // One transaction for the whole batch: observers run once, and one merged update is
+      // stored instead of one row per envelope. Each update is still checked against the
+      // document as it stands after the ones before it (Yjs integrates immediately).
+      this.doc.transact(() => {
+        for (let i = 0; i < envelopes.length; i++) {
+          const h = headers[i]
+          if (!h) continue
+          const deviceId = toBase64Url(h.senderDevicePub)
+          // Authors who have since left stay known: their earlier messages are still theirs.
+          const userId = this.membership.everDevices.get(deviceId)
+          if (userId === undefined) {
+            // Its join record may still be on its way (rows can arrive out of order): hold it.
+            this.defer(envelopes[i]!, ErrorCode.UnknownSender, `envelope from a device that is not a member (${deviceId.slice(0, 8)}…)`)
+            continue
+          }
+          if (!verdicts[i]) {
+            this.reject(ErrorCode.EnvelopeRejected, 'envelope signature does not verify')
+            continue
+          }
+          const key = this.record.keys.get(h.epoch)
+          if (!key) {
+            this.defer(envelopes[i]!, ErrorCode.EnvelopeRejected, `no key for epoch ${h.epoch}`)
+            continue
+          }
+          if (!this.book.sealedInTime(h.epoch, envelopes[i]!.seq)) {
+            this.reject(ErrorCode.EnvelopeRejected, `envelope sealed under epoch ${h.epoch} after epoch ${h.epoch + 1} began (a removed member's or stale write)`)
+            continue
+          }
+          const nonces = this.openedNonces(envelopes)
+          const nonce = toBase64Url(h.nonce)
+          const seen = nonces.get(nonce)
+          if (seen !== undefined) {
+            // A copy of an envelope already applied changes nothing: skip it (applied once).
+            if (seen !== toBase64Url(h.signature)) this.reject(ErrorCode.EnvelopeRejected, `envelope reuses a nonce (sender ${deviceId.slice(0, 8)}…)`)
+            continue
+          }
+          let update: Uint8Array
+          try {
+            update = decryptEnvelope(this.id, h, key)
+          } catch (err) {
+            this.reject(ErrorCode.EnvelopeRejected, `envelope does not decrypt: ${(err as Error).message}`)
+            continue
+          }
+          nonces.set(nonce, toBase64Url(h.signature))
+          const verdict = checkInnerUpdate(this.doc, update, { deviceId, userId }, this.bindings)
+          if (!verdict.ok) {
+            this.reject(ErrorCode.AuthorshipViolation, `update from ${userId.slice(0, 8)}… refused: ${verdict.reason}`)
+            continue
+          }
+          currentSeq = envelopes[i]!.seq
+          for (const k of verdict.messageKeys) if (!keySeq.has(k)) keySeq.set(k, currentSeq)
+          for (const client of verdict.bind) this.bindings.set(client, deviceId)
+          if (verdict.bind.length > 0) bindingsChanged = true
+          try {
+            Y.applyUpdate(this.doc, update, ORIGIN_REMOTE)
+          } catch (err) {
+            this.reject(ErrorCode.Malformed, `inner update failed to apply: ${(err as Error).message}`)
+          }
         }
-        if (!verdicts[i]) {
-          this.reject(ErrorCode.EnvelopeRejected, 'envelope signature does not verify')
-          continue
-        }
-        const key = this.record.keys.get(h.epoch)
-        if (!key) {
-          this.defer(envelopes[i]!, ErrorCode.EnvelopeRejected, `no key for epoch ${h.epoch}`)
-          continue
-        }
-        if (!this.book.sealedInTime(h.epoch, envelopes[i]!.seq)) {
-          this.reject(ErrorCode.EnvelopeRejected, `envelope sealed under epoch ${h.epoch} after epoch ${h.epoch + 1} began (a removed member's or stale write)`)
-          continue
-        }
-        const nonces = this.openedNonces(envelopes)
-        const nonce = toBase64Url(h.nonce)
-        const seen = nonces.get(nonce)
-        if (seen !== undefined) {
-          // A copy of an envelope already applied changes nothing: skip it (applied once).
-          if (seen !== toBase64Url(h.signature)) this.reject(ErrorCode.EnvelopeRejected, `envelope reuses a nonce (sender ${deviceId.slice(0, 8)}…)`)
-          continue
-        }
-        let update: Uint8Array
-        try {
-          update = decryptEnvelope(this.id, h, key)
-        } catch (err) {
-          this.reject(ErrorCode.EnvelopeRejected, `envelope does not decrypt: ${(err as Error).message}`)
-          continue
-        }
-        nonces.set(nonce, toBase64Url(h.signature))
-        const verdict = checkInnerUpdate(this.doc, update, { deviceId, userId }, this.bindings)
-        if (!verdict.ok) {
-          this.reject(ErrorCode.AuthorshipViolation, `update from ${userId.slice(0, 8)}… refused: ${verdict.reason}`)
-          continue
-        }
-        currentSeq = envelopes[i]!.seq
-        for (const client of verdict.bind) this.bindings.set(client, deviceId)
-        if (verdict.bind.length > 0) bindingsChanged = true
-        try {
-          Y.applyUpdate(this.doc, update, ORIGIN_REMOTE)
-        } catch (err) {
-          this.reject(ErrorCode.Malformed, `inner update failed to apply: ${(err as Error).message}`)
-        }
-      }
+      }, ORIGIN_REMOTE)
     } finally {
       this.doc.off('update', capture)
       messages.unobserve(noteSeq)

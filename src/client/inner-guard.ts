@@ -18,7 +18,8 @@ export const INNER_META = 'meta'
 /** Clock budget: an update may not claim more than this many clocks past what we hold. */
 const MAX_CLOCK_AHEAD = 1_000_000
 
-export type GuardResult = { ok: true; bind: number[] } | { ok: false; reason: string }
+/** `bind`: client ids this update binds to the sender; `messageKeys`: `messages` entries it writes. */
+export type GuardResult = { ok: true; bind: number[]; messageKeys: string[] } | { ok: false; reason: string }
 
 /** The owner (userId) of a key in a protected root map. */
 export const ownerOfKey = (root: string, key: string): string => (root === INNER_PROFILES ? key : key.slice(0, key.indexOf('.')))
@@ -36,6 +37,7 @@ export function checkInnerUpdate(
     return { ok: false, reason: `malformed inner update: ${(err as Error).message}` }
   }
   const bind: number[] = []
+  const messageKeys: string[] = []
   const protectedRoots = new Set([INNER_MESSAGES, INNER_PROFILES])
   // Items of this update by id, to resolve origins that point inside the update itself.
   const local = new Map<string, { root?: string; key?: string }>()
@@ -66,6 +68,7 @@ export function checkInnerUpdate(
         if (key === undefined || ownerOfKey(root, key) !== sender.userId) {
           return { ok: false, reason: `writes ${root} entry owned by another member` }
         }
+        if (root === INNER_MESSAGES) messageKeys.push(key)
       }
     }
   }
@@ -84,7 +87,7 @@ export function checkInnerUpdate(
       }
     }
   }
-  return { ok: true, bind }
+  return { ok: true, bind, messageKeys }
 }
 
 /** The root name and key of the item holding (client, clock), if we have it. */
