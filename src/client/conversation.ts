@@ -13,7 +13,7 @@
 import { WebsocketProvider } from 'y-websocket'
 import * as Y from 'yjs'
 import { constantTimeEqual, fromBase64Url, generateSigningKeyPair, randomBytes, toBase64Url, verifyBatch } from '../shared/crypto/index.js'
-import { decryptEnvelope, keyCheckOf, readEnvelope, sealEnvelope, signedEnvelopeBytes } from '../shared/envelope.js'
+import { decryptEnvelope, type EnvelopeHeader, keyCheckOf, readEnvelope, sealEnvelope, signedEnvelopeBytes } from '../shared/envelope.js'
 import { ErrorCode, PetrelError } from '../shared/errors.js'
 import type { MembershipState } from '../shared/membership.js'
 import { envelopeKey, OUTER_LOG, OUTER_RECORDS } from '../shared/outer-keys.js'
@@ -93,6 +93,11 @@ export interface InviteOptions {
   uses?: number
   /** 'full' (default): the joiner reads the history. */
   history?: 'full' | 'from-join'
+}
+
+interface CheckedEnvelopes {
+  headers: Array<EnvelopeHeader | undefined>
+  verdicts: boolean[]
 }
 
 /** Stored shape of a message in the inner doc's `messages` map (a plain, immutable value). */
@@ -691,7 +696,10 @@ export class Conversation {
     envelopes.sort((a, b) => a.seq - b.seq)
     for (const e of envelopes) this.queued.add(e.key)
     const outerUpdate = applied
-    const job = this.incoming.then(() => this.processIncoming(records, envelopes, outerUpdate, maxSeq, seqsChanged))
+    // Signatures are checked now, off the main thread, while earlier batches are still applied.
+    const checked = this.checkEnvelopes(envelopes)
+    checked.catch(() => {}) // awaited in order below; a failure surfaces there
+    const job = this.incoming.then(() => this.processIncoming(records, envelopes, outerUpdate, maxSeq, seqsChanged, checked))
     this.incoming = job.catch((err) => {
       this.localWriteFailed = true
       this.report(err, 'could not store received messages')
@@ -704,27 +712,14 @@ export class Conversation {
     outerUpdate: Uint8Array | undefined,
     maxSeq: number,
     seqsChanged = false,
+    checked?: Promise<CheckedEnvelopes>,
   ): Promise<void> {
     if (records.length > 0) await this.foldRecords()
     // Envelopes held back earlier (sender's join or the epoch key not here yet) go first.
     const retry = records.length > 0 && this.deferred.length > 0 ? this.deferred.splice(0) : []
     const envelopes = retry.length > 0 ? [...retry, ...incoming].sort((a, b) => a.seq - b.seq) : incoming
     const deferredBefore = this.deferred.length
-    const headers = envelopes.map((e) => {
-      try {
-        return readEnvelope(e.bytes)
-      } catch (err) {
-        this.report(err, 'malformed envelope')
-        return undefined
-      }
-    })
-    const verdicts = await verifyBatch(
-      headers.map((h) =>
-        h
-          ? { publicKey: h.senderDevicePub, message: signedEnvelopeBytes(this.id, h), signature: h.signature }
-          : { publicKey: new Uint8Array(32), message: new Uint8Array(0), signature: new Uint8Array(64) },
-      ),
-    )
+    const { headers, verdicts } = await (retry.length === 0 && checked ? checked : this.checkEnvelopes(envelopes))
     const innerUpdates: Uint8Array[] = []
     const capture = (update: Uint8Array, origin: unknown) => {
       if (origin === ORIGIN_REMOTE) innerUpdates.push(update)
@@ -837,6 +832,26 @@ export class Conversation {
     this.scheduleAck()
     const current = this.membership.epoch
     this.countEnvelopes(current, headers.filter((h) => h?.epoch === current).length, false)
+  }
+
+  /** Parse envelope headers and verify their signatures (natively, as one batch). */
+  private async checkEnvelopes(envelopes: ReadonlyArray<{ bytes: Uint8Array }>): Promise<CheckedEnvelopes> {
+    const headers = envelopes.map((e) => {
+      try {
+        return readEnvelope(e.bytes)
+      } catch (err) {
+        this.report(err, 'malformed envelope')
+        return undefined
+      }
+    })
+    const verdicts = await verifyBatch(
+      headers.map((h) =>
+        h
+          ? { publicKey: h.senderDevicePub, message: signedEnvelopeBytes(this.id, h), signature: h.signature }
+          : { publicKey: new Uint8Array(32), message: new Uint8Array(0), signature: new Uint8Array(64) },
+      ),
+    )
+    return { headers, verdicts }
   }
 
   /**
