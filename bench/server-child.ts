@@ -117,6 +117,9 @@ const starters: Record<string, () => Promise<number>> = {
   hocuspocus,
 }
 
+// A clean exit, so --cpu-prof (BENCH_CPU_PROF) gets to write its profile.
+process.on('SIGTERM', () => process.exit(0))
+
 if (process.send) {
   const start = starters[kind]
   if (!start) throw new Error(`unknown server kind ${kind}`)

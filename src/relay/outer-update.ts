@@ -165,7 +165,8 @@ export function rowStructs(row: ValidatedRow): Uint8Array {
 }
 
 function concat(parts: Uint8Array[]): Uint8Array {
-  if (parts.length === 1) return parts[0]!.slice()
+  // A view, not a copy: the row lives until it is stored and fanned out, and the store copies.
+  if (parts.length === 1) return parts[0]!
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
   let o = 0
   for (const p of parts) {

@@ -235,7 +235,8 @@ export class RelayCore {
       // placeholder) and reported, so the device's clocks stay contiguous.
       const records: Uint8Array[] = []
       const refused = v.refused
-      const membersBefore = new Set(room.membership.devices.keys())
+      // Who was a member before this update's records: only needed when it carries records.
+      const membersBefore = v.records.length > 0 ? new Set(room.membership.devices.keys()) : undefined
       for (const row of v.rows) {
         for (const part of row.parts) {
           if (part.record) {
@@ -254,9 +255,16 @@ export class RelayCore {
           }
         }
       }
-      if (records.length > 0) this.evictNonMembers(room, membersBefore)
+      if (records.length > 0 && membersBefore) this.evictNonMembers(room, membersBefore)
       if (v.rows.length === 0 && v.refused.length === 0) return
-      const rows: NewRow[] = v.rows.map(({ parts: _, ...row }) => ({ ...row, room: room.id, structs: rowStructs({ ...row, parts: _ }) }))
+      const rows: NewRow[] = v.rows.map((row) => ({
+        room: room.id,
+        client: row.client,
+        clock: row.clock,
+        len: row.len,
+        count: row.count,
+        structs: rowStructs(row),
+      }))
       const bindings = v.newClients.map((client) => ({ room: room.id, client, device: conn.deviceId }))
       // Claim the clocks now, so the next update from this device validates against them.
       for (const b of bindings) room.clients.set(b.client, { device: conn.deviceId, next: 0 })
@@ -320,10 +328,12 @@ export class RelayCore {
   private fanOut(room: Room, row: Row): void {
     room.committedSeq = row.seq
     const owner = room.clients.get(row.client)?.device
-    const message = writeRows([{ seq: row.seq, client: row.client, clock: row.clock, len: row.len }], encodePage([row]))
+    // Encoded once for every recipient, and only if there is one besides the author.
+    let message: Uint8Array | undefined
     for (const [peer, state] of room.peers) {
       // The author's device already has the row (and its node sent the ack).
       if ((peer as Connection).deviceId === owner) continue
+      message ??= writeRows([{ seq: row.seq, client: row.client, clock: row.clock, len: row.len }], encodePage([row]))
       this.deliver(room, peer, state, message, row.seq)
     }
   }

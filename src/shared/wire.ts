@@ -146,9 +146,26 @@ export function writeFrame(frame: Frame): Uint8Array {
   return encoding.toUint8Array(e)
 }
 
-/** Encode a room frame around an already-encoded y-websocket message, without copying twice. */
+/** Room frame headers (version • type • room) by room id: every delivery to a room repeats it. */
+const roomHeaders = new Map<string, Uint8Array>()
+const ROOM_HEADER_CACHE = 4096
+
+/** Encode a room frame around an already-encoded y-websocket message: one allocation, one copy. */
 export function writeRoomFrame(room: string, message: Uint8Array): Uint8Array {
-  return writeFrame({ type: FrameType.Room, room, message })
+  let header = roomHeaders.get(room)
+  if (!header) {
+    const e = encoding.createEncoder()
+    encoding.writeUint8(e, PROTOCOL_VERSION)
+    encoding.writeVarUint(e, FrameType.Room)
+    encoding.writeVarString(e, room)
+    header = encoding.toUint8Array(e)
+    if (roomHeaders.size >= ROOM_HEADER_CACHE) roomHeaders.clear()
+    roomHeaders.set(room, header)
+  }
+  const out = new Uint8Array(header.length + message.length)
+  out.set(header)
+  out.set(message, header.length)
+  return out
 }
 
 /**

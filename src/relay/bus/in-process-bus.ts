@@ -15,6 +15,8 @@ export class InProcessHub {
     this.members.add(receive)
     return {
       publish: async (m) => {
+        // A relay alone has nobody to ring: its own messages would only be decoded and dropped.
+        if (this.members.size === 1 && this.members.has(receive)) return
         const bytes = encodeBusMessage(m)
         // Asynchronous like a real bus, so nobody relies on synchronous delivery.
         for (const member of this.members) queueMicrotask(() => member(bytes))
