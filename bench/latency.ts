@@ -23,7 +23,10 @@ const percentile = (xs: number[], p: number): number => {
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!
 }
 
-/** Send `frames` at `rate` per second through `send`; `arrivals` is filled by the receiver in order. */
+/**
+ * Send `frames` at `rate` per second through `send`; `arrivals` is filled by the receiver in
+ * order. The first second is warm-up (JIT, page cache) and is not counted, for either system.
+ */
 async function paced(frames: Uint8Array[], rate: number, send: (f: Uint8Array) => void, arrivals: number[]): Promise<LatencyResult> {
   const sentAt: number[] = []
   const t0 = performance.now()
@@ -38,8 +41,8 @@ async function paced(frames: Uint8Array[], rate: number, send: (f: Uint8Array) =
   const deadline = performance.now() + 30_000
   while (arrivals.length < frames.length && performance.now() < deadline) await new Promise((r) => setTimeout(r, 5))
   if (arrivals.length < frames.length) throw new Error(`latency: ${arrivals.length}/${frames.length} arrived`)
-  const lat = arrivals.map((t, i) => t - sentAt[i]!)
-  return { p50Ms: percentile(lat, 50), p99Ms: percentile(lat, 99), maxMs: Math.max(...lat), messages: frames.length }
+  const lat = arrivals.map((t, i) => t - sentAt[i]!).slice(Math.min(rate, frames.length - 1))
+  return { p50Ms: percentile(lat, 50), p99Ms: percentile(lat, 99), maxMs: Math.max(...lat), messages: lat.length }
 }
 
 export async function latencyPetrel(rate: number, seconds: number, bytes: number): Promise<LatencyResult> {
@@ -52,7 +55,7 @@ export async function latencyPetrel(rate: number, seconds: number, bytes: number
         for (let k = 0; k < n; k++) arrivals.push(now)
       } : undefined,
     }))
-    const frames = await devices[0]!.sealFrames(room, Math.round(rate * seconds), bytes)
+    const frames = await devices[0]!.sealFrames(room, Math.round(rate * (seconds + 1)), bytes)
     await new Promise((r) => setTimeout(r, 200))
     arrivals.length = 0
     const res = await paced(frames, rate, (f) => devices[0]!.ws.send(f), arrivals)
@@ -69,7 +72,7 @@ export async function latencyRaw(rate: number, seconds: number, bytes: number): 
     const [sender, receiver] = await openSockets(server.url, 2) as [WebSocket, WebSocket]
     const arrivals: number[] = []
     receiver.on('message', () => arrivals.push(performance.now()))
-    const frames = Array.from({ length: Math.round(rate * seconds) }, () => randomBytes(bytes))
+    const frames = Array.from({ length: Math.round(rate * (seconds + 1)) }, () => randomBytes(bytes))
     const res = await paced(frames, rate, (f) => sender.send(f), arrivals)
     sender.terminate()
     receiver.terminate()

@@ -88,7 +88,7 @@ async function fanout(): Promise<void> {
 
 async function latency(): Promise<void> {
   const seconds = envInt('BENCH_LATENCY_SECONDS', 3)
-  console.log(`\n## 3. latency: send → the other member's socket, paced for ${seconds} s (Petrel includes the durable commit)`)
+  console.log(`\n## 3. latency: send → the other member's socket, paced for ${seconds} s after 1 s of warm-up (Petrel includes the durable commit)`)
   const out: Record<string, number | null> = {}
   for (const rate of [1000, 10_000]) {
     const raw = await latencyRaw(rate, seconds, 200)

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import { mkdtemp, rm } from 'node:fs/promises'
+import { statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import Database from 'better-sqlite3'
@@ -49,6 +50,42 @@ runRelayStoreConformance('SQLite relay store', async () => {
       }
     },
   )
+})
+
+describe('SQLite relay store: WAL checkpoints', () => {
+  it('are made by its worker thread while the relay keeps the connection (none inside a commit)', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'petrel-relay-store-'))
+    const file = join(dir, 'relay.db')
+    const store = openSqliteRelayStore(file)
+    try {
+      await store.createRoom('room-checkpoint-00000001', new Uint8Array([1]), Date.now())
+      const big = new Uint8Array(4096).fill(7)
+      let clock = 0
+      const appendMegabytes = async (mb: number) => {
+        for (let b = 0; b < mb * 5; b++) {
+          const rows = Array.from({ length: 50 }, () => ({ room: 'room-checkpoint-00000001', client: 1, clock: clock++, len: 1, count: 1, structs: big }))
+          await store.append({ rows, bindings: clock === 50 ? [{ room: 'room-checkpoint-00000001', client: 1, device: 'd' }] : [], records: [] })
+        }
+      }
+      const grows = async (from: number) => {
+        const deadline = Date.now() + 5000
+        while (statSync(file).size <= from + 1_000_000 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
+        return statSync(file).size
+      }
+      // The main connection never checkpoints (wal_autocheckpoint = 0), so only the worker can
+      // copy pages from the WAL into the database file — and it keeps doing so.
+      let size = statSync(file).size
+      for (let round = 0; round < 2; round++) {
+        await appendMegabytes(2)
+        const after = await grows(size)
+        expect(after).toBeGreaterThan(size + 1_000_000)
+        size = after
+      }
+    } finally {
+      await store.close()
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
 })
 
 // --- PostgreSQL ---------------------------------------------------------------------------

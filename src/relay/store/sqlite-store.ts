@@ -7,6 +7,7 @@
 import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import Database from 'better-sqlite3'
+import { startCheckpointer } from './sqlite-checkpointer.js'
 import { ErrorCode, PetrelError } from '../../shared/errors.js'
 import type { AppendBatch, RelayStore, RoomSnapshot, Row } from './relay-store.js'
 
@@ -40,6 +41,9 @@ export function openSqliteRelayStore(path: string): RelayStore {
     for (let v = version; v < MIGRATIONS.length; v++) db.exec(MIGRATIONS[v]!)
     db.pragma(`user_version = ${MIGRATIONS.length}`)
   }).immediate()
+  // Checkpoints on a worker thread, never inside a commit (see sqlite-checkpointer.ts).
+  const checkpointer = path === ':memory:' ? undefined : startCheckpointer(path)
+  if (checkpointer) db.pragma('wal_autocheckpoint = 0')
 
   const q = {
     room: db.prepare<[string], { created_at: number }>('SELECT created_at FROM rooms WHERE room = ?'),
@@ -176,6 +180,13 @@ export function openSqliteRelayStore(path: string): RelayStore {
     close: async () => {
       if (closed) return
       closed = true
+      await checkpointer?.stop()
+      // One last checkpoint, so a clean shutdown leaves a short WAL behind.
+      try {
+        db.pragma('wal_checkpoint(TRUNCATE)')
+      } catch {
+        // Another process may hold the database; the WAL stays valid either way.
+      }
       db.close()
     },
   }
