@@ -17,9 +17,11 @@ export class Connection implements RoomMemberConn {
   device: Uint8Array | undefined
   deviceId = ''
   userId = ''
-  readonly rooms = new Set<string>()
-  readonly challenge = randomBytes(32)
-  private chain: Promise<void> = Promise.resolve()
+  /** Open rooms; an idle connection has none, so the set is made on the first. */
+  private openRooms: Set<string> | undefined
+  /** Dropped once used: an authenticated connection keeps nothing of its handshake. */
+  challenge: Uint8Array | undefined = randomBytes(32)
+  private chain: Promise<void> = RESOLVED
   private closed = false
   private corked = false
   private lastSeen = Date.now()
@@ -44,11 +46,26 @@ export class Connection implements RoomMemberConn {
     this.send(
       writeFrame({
         type: FrameType.Hello,
-        challenge: this.challenge,
+        challenge: this.challenge!,
         maxFrameBytes: limits.maxFrameBytes,
         maxEnvelopeBytes: limits.maxEnvelopeBytes,
       }),
     )
+  }
+
+  get rooms(): ReadonlySet<string> {
+    return this.openRooms ?? NO_ROOMS
+  }
+
+  addRoom(room: string): void {
+    this.openRooms ??= new Set()
+    this.openRooms.add(room)
+  }
+
+  deleteRoom(room: string): boolean {
+    const had = this.openRooms?.delete(room) ?? false
+    if (this.openRooms?.size === 0) this.openRooms = undefined
+    return had
   }
 
   /** Deadlines, checked by the core's one sweeper timer: authentication, idle, heartbeat. */
@@ -111,9 +128,14 @@ export class Connection implements RoomMemberConn {
     if (!this.device && frame.type !== FrameType.Auth && frame.type !== FrameType.Heartbeat) {
       return this.violation('unauthenticated', 'authenticate first')
     }
-    this.chain = this.chain
+    // Idle again afterwards: hold the shared resolved promise, not this frame's chain.
+    const settle = () => {
+      if (this.chain === next) this.chain = RESOLVED
+    }
+    const next: Promise<void> = this.chain
       .then(() => (this.closed ? undefined : handler(this, frame)))
-      .catch((err) => {
+      .then(settle, (err) => {
+        settle()
         if (isPetrelError(err) && (err.code === 'malformed' || err.code === 'version_mismatch' || err.code === 'too_large')) {
           this.violation('malformed payload', err.message)
         } else {
@@ -121,6 +143,7 @@ export class Connection implements RoomMemberConn {
           this.core.metrics.reject('internal')
         }
       })
+    this.chain = next
   }
 
   /** False when the frame must be dropped; closes the socket when abuse goes on. */
@@ -149,8 +172,8 @@ export class Connection implements RoomMemberConn {
     this.closed = true
     this.core.metrics.connections--
     for (const room of this.rooms) this.core.leaveRoom(this, room)
-    this.rooms.clear()
-    this.core.connections.delete(this)
+    this.openRooms = undefined
+    this.core.connectionClosed(this)
   }
 
   get isClosed(): boolean {
@@ -159,6 +182,8 @@ export class Connection implements RoomMemberConn {
 }
 
 const HEARTBEAT = writeFrame({ type: FrameType.Heartbeat })
+const RESOLVED: Promise<void> = Promise.resolve()
+const NO_ROOMS: ReadonlySet<string> = new Set()
 
 const frameTypeName: Record<number, string> = Object.fromEntries(Object.entries(FrameType).map(([k, v]) => [v, k.toLowerCase()]))
 
@@ -166,11 +191,12 @@ const handlers: Partial<Record<Frame['type'], Handler>> = {
   [FrameType.Heartbeat]: () => {},
   [FrameType.Auth]: async (conn, frame) => {
     if (frame.type !== FrameType.Auth) return
-    if (conn.device) return conn.violation('double auth', 'already authenticated')
+    const challenge = conn.challenge
+    if (conn.device || !challenge) return conn.violation('double auth', 'already authenticated')
+    conn.challenge = undefined
     const cert = readCertificate(frame.certificate)
     const ok =
-      (await verifyCertificate(cert)) &&
-      (await verifyWithDomain(SignatureDomain.ConnectChallenge, cert.devicePub, conn.challenge, frame.signature))
+      (await verifyCertificate(cert)) && (await verifyWithDomain(SignatureDomain.ConnectChallenge, cert.devicePub, challenge, frame.signature))
     if (!ok) {
       conn.core.metrics.reject('auth failed')
       return conn.close(CloseCode.Unauthorized, 'authentication failed')
@@ -193,7 +219,7 @@ const handlers: Partial<Record<Frame['type'], Handler>> = {
   },
   [FrameType.Close]: (conn, frame) => {
     if (frame.type !== FrameType.Close) return
-    if (conn.rooms.delete(frame.room)) conn.core.leaveRoom(conn, frame.room)
+    if (conn.deleteRoom(frame.room)) conn.core.leaveRoom(conn, frame.room)
   },
   [FrameType.Room]: async (conn, frame) => {
     if (frame.type !== FrameType.Room) return

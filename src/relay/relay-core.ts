@@ -47,6 +47,8 @@ const MAX_BUFFERED = 50_000
 
 export class RelayCore {
   readonly connections = new Set<Connection>()
+  /** Open connections per remote address, for the per-address limit. */
+  private readonly perAddress = new Map<string, number>()
   private readonly rooms = new Map<string, Promise<Room | undefined>>()
   private readonly committer: Committer
   /**
@@ -75,6 +77,25 @@ export class RelayCore {
     bus.onReconnect(() => {
       for (const p of this.rooms.values()) void p.then((room) => room && this.tail(room))
     })
+  }
+
+  /** May another connection from `ip` be accepted? Counts it when it may. */
+  admitAddress(ip: string): boolean {
+    const n = this.perAddress.get(ip) ?? 0
+    if (n >= this.limits.maxConnectionsPerIp) return false
+    this.perAddress.set(ip, n + 1)
+    return true
+  }
+
+  /** Give back an address's slot (a connection closed, or its upgrade failed). */
+  releaseAddress(ip: string): void {
+    const n = (this.perAddress.get(ip) ?? 1) - 1
+    if (n > 0) this.perAddress.set(ip, n)
+    else this.perAddress.delete(ip)
+  }
+
+  connectionClosed(conn: Connection): void {
+    if (this.connections.delete(conn)) this.releaseAddress(conn.ip)
   }
 
   private onBus(m: BusMessage): void {
@@ -162,7 +183,7 @@ export class RelayCore {
     })
     if (!result.ok) return deny(result.reason, result.message)
     if (conn.isClosed) return
-    conn.rooms.add(id)
+    conn.addRoom(id)
     r.peers.set(conn, { state: 'catching-up', buffer: [] })
     conn.send(writeFrame({ type: FrameType.Opened, room: id }))
   }
@@ -306,7 +327,7 @@ export class RelayCore {
         const conn = peer as Connection
         if (conn.deviceId !== device) continue
         room.peers.delete(conn)
-        conn.rooms.delete(room.id)
+        conn.deleteRoom(room.id)
         conn.send(writeFrame({ type: FrameType.Denied, room: room.id, reason: Reason.NotMember, message: 'removed from the conversation' }))
       }
     }

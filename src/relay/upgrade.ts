@@ -20,31 +20,28 @@ import type { RelayCore } from './relay-core.js'
  * ```
  */
 export function acceptWebSockets(server: Server, wss: WebSocketServer, core: RelayCore): void {
-  const perIp = new Map<string, number>()
   server.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => {
-    socket.on('error', () => {})
+    // Until ws owns the socket, an error on it must not crash the process; ws adds its own.
+    socket.on('error', ignore)
     const path = (request.url ?? '/').split('?')[0]
     if (request.headers.upgrade?.toLowerCase() !== 'websocket' || path !== '/') return refuse(socket, 404, 'not found')
     const ip = request.socket.remoteAddress ?? 'unknown'
-    if ((perIp.get(ip) ?? 0) >= core.limits.maxConnectionsPerIp) {
+    if (!core.admitAddress(ip)) {
       core.metrics.reject('too many connections from one address')
       return refuse(socket, 429, 'too many connections from this address')
     }
-    perIp.set(ip, (perIp.get(ip) ?? 0) + 1)
-    let counted = true
-    const release = () => {
-      if (!counted) return
-      counted = false
-      const n = (perIp.get(ip) ?? 1) - 1
-      if (n > 0) perIp.set(ip, n)
-      else perIp.delete(ip)
-    }
-    socket.once('close', release)
+    // A socket that dies during the handshake gives its slot back; after it, the Connection does.
+    const released = () => core.releaseAddress(ip)
+    socket.once('close', released)
     wss.handleUpgrade(request, socket, head, (ws) => {
+      socket.off('close', released)
+      socket.off('error', ignore)
       core.connections.add(new Connection(ws, core, ip))
     })
   })
 }
+
+const ignore = () => {}
 
 const STATUS: Record<number, string> = { 404: 'Not Found', 429: 'Too Many Requests' }
 
