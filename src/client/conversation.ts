@@ -138,6 +138,8 @@ export class Conversation {
    * leaks the XOR of two plaintexts, so it is refused; with the same signature it is a replay.
    */
   private nonces?: Map<string, string>
+  /** Errors found while a received batch is being applied, reported once it is done. */
+  private heldErrors: PetrelError[] | undefined
   /** Log rows appended since load, and whether a local write failed: see compactOnClose. */
   private appendedRows = 0
   private localWriteFailed = false
@@ -747,6 +749,7 @@ export class Conversation {
       // One transaction for the whole batch: observers run once, and one merged update is
       // stored instead of one row per envelope. Each update is still checked against the
       // document as it stands after the ones before it (Yjs integrates immediately).
+      this.heldErrors = []
       this.doc.transact(() => {
         for (let i = 0; i < envelopes.length; i++) {
           const h = headers[i]
@@ -808,6 +811,9 @@ export class Conversation {
       this.doc.off('update', capture)
       messages.unobserve(noteSeq)
       for (const e of incoming) this.queued.delete(e.key)
+      const held = this.heldErrors ?? []
+      this.heldErrors = undefined
+      for (const err of held) this.ctx.reportError(err)
     }
     const batch: Batch = {
       append: [
@@ -1360,7 +1366,11 @@ export class Conversation {
   }
 
   private reject(code: ErrorCode, message: string): void {
-    this.ctx.reportError(new PetrelError(code, message, { conversationId: this.id }))
+    const err = new PetrelError(code, message, { conversationId: this.id })
+    // Inside the receive transaction, an app's error handler must not run: a write it made
+    // there would join our remote transaction and never be sealed. Reported right after.
+    if (this.heldErrors) this.heldErrors.push(err)
+    else this.ctx.reportError(err)
   }
 
   private report(err: unknown, context: string): void {

@@ -119,6 +119,26 @@ describe('envelopes a dishonest relay serves', () => {
     for (const conv of [bobConv, carolConv]) expect(texts(conv)).not.toContain('second with the same nonce')
   })
 
+  it('lets an app write from its error handler: the write is sealed and delivered like any other', async () => {
+    world = new World()
+    await world.relay()
+    const { alice, bob, aliceConv, bobConv } = await pair(world)
+    let replied = false
+    bob.on('error', () => {
+      if (replied) return
+      replied = true
+      void bobConv.send('written from the error handler')
+    })
+    const a = identityOf(alice)
+    const nonce = new Uint8Array(24).fill(9)
+    const seal = (text: string) =>
+      sealEnvelope({ room: aliceConv.id, epoch: 0, key: aliceConv.keys().get(0)!, senderDevicePub: a.devicePub, senderDeviceSecret: a.deviceSecret, update: messageUpdate(a.userId, text), nonce })
+    // The second envelope reuses the first one's nonce: Bob refuses it, inside his receive batch.
+    await injectAsRelay(aliceConv.id, [await seal('one'), await seal('two')])
+    await until(() => texts(aliceConv).includes('written from the error handler'), 10_000, 'the reply reached alice')
+    expect(replied).toBe(true)
+  })
+
   it("refuses a removed member's write under the old key even when the relay serves it", async () => {
     world = new World()
     await world.relay()
