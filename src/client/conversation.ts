@@ -137,7 +137,7 @@ export class Conversation {
    * the same nonce with another signature is a sender reusing a nonce under one key, which
    * leaks the XOR of two plaintexts, so it is refused; with the same signature it is a replay.
    */
-  private nonces?: Map<string, string>
+  private nonces?: Map<string, Uint8Array>
   /** Errors found while a received batch is being applied, reported once it is done. */
   private heldErrors: PetrelError[] | undefined
   /** Log rows appended since load, and whether a local write failed: see compactOnClose. */
@@ -754,7 +754,7 @@ export class Conversation {
         for (let i = 0; i < envelopes.length; i++) {
           const h = headers[i]
           if (!h) continue
-          const deviceId = toBase64Url(h.senderDevicePub)
+          const deviceId = deviceIdOf(h.senderDevicePub)
           // Authors who have since left stay known: their earlier messages are still theirs.
           const userId = this.membership.everDevices.get(deviceId)
           if (userId === undefined) {
@@ -776,11 +776,11 @@ export class Conversation {
             continue
           }
           const nonces = this.openedNonces(envelopes)
-          const nonce = toBase64Url(h.nonce)
+          const nonce = nonceKey(h.nonce)
           const seen = nonces.get(nonce)
           if (seen !== undefined) {
             // A copy of an envelope already applied changes nothing: skip it (applied once).
-            if (seen !== toBase64Url(h.signature)) this.reject(ErrorCode.EnvelopeRejected, `envelope reuses a nonce (sender ${deviceId.slice(0, 8)}…)`)
+            if (!constantTimeEqual(seen, h.signature)) this.reject(ErrorCode.EnvelopeRejected, `envelope reuses a nonce (sender ${deviceId.slice(0, 8)}…)`)
             continue
           }
           let update: Uint8Array
@@ -790,7 +790,7 @@ export class Conversation {
             this.reject(ErrorCode.EnvelopeRejected, `envelope does not decrypt: ${(err as Error).message}`)
             continue
           }
-          nonces.set(nonce, toBase64Url(h.signature))
+          nonces.set(nonce, h.signature)
           const verdict = checkInnerUpdate(this.doc, update, { deviceId, userId }, this.bindings)
           if (!verdict.ok) {
             this.reject(ErrorCode.AuthorshipViolation, `update from ${userId.slice(0, 8)}… refused: ${verdict.reason}`)
@@ -1340,15 +1340,15 @@ export class Conversation {
   }
 
   /** The nonce map, built on first use from the envelopes already opened (not `pending` or deferred ones). */
-  private openedNonces(pending: ReadonlyArray<{ key: string }>): Map<string, string> {
+  private openedNonces(pending: ReadonlyArray<{ key: string }>): Map<string, Uint8Array> {
     if (this.nonces) return this.nonces
     const skip = new Set([...pending, ...this.deferred].map((e) => e.key).concat([...this.queued]))
-    const nonces = new Map<string, string>()
+    const nonces = new Map<string, Uint8Array>()
     for (const [key, bytes] of this.outer.getMap<Uint8Array>(OUTER_LOG)) {
       if (skip.has(key) || !(bytes instanceof Uint8Array)) continue
       try {
         const h = readEnvelope(bytes)
-        nonces.set(toBase64Url(h.nonce), toBase64Url(h.signature))
+        nonces.set(nonceKey(h.nonce), h.signature)
       } catch {
         // A malformed stored envelope was never opened; nothing to remember.
       }
@@ -1396,6 +1396,18 @@ function seqOfKey(key: string, index: RowIndexEntry[]): number | undefined {
  */
 let guids = 0
 const localGuid = (): string => `petrel-${++guids}`
+
+/** A nonce as a map key: its bytes as char codes (no base64 work on the receive path). */
+const nonceKey = (nonce: Uint8Array): string => String.fromCharCode.apply(null, nonce as unknown as number[])
+
+/** base64url of a device key; a batch is mostly from few senders, so the last one is kept. */
+let lastDevice: { pub: Uint8Array; id: string } | undefined
+function deviceIdOf(pub: Uint8Array): string {
+  if (lastDevice && constantTimeEqual(lastDevice.pub, pub)) return lastDevice.id
+  const id = toBase64Url(pub)
+  lastDevice = { pub: pub.slice(), id }
+  return id
+}
 
 /** A fresh Yjs client id (uint32), as Yjs makes them. */
 function randomClientId(): number {
