@@ -112,9 +112,15 @@ export class PetrelClient {
     displaced = () => void client.shutdown(true)
     // Opened side by side: each open waits on storage and on native signature checks, which
     // run off the main thread, so one after another would mostly wait.
-    const stored = await client.store.list('conv:')
-    const opened = await Promise.all(stored.map(([key, value]) => Conversation.open(client.context(), key.slice('conv:'.length), decodeConversationRecord(value))))
-    for (const conv of opened) client.convs.set(conv.id, conv)
+    try {
+      const stored = await client.store.list('conv:')
+      const opened = await Promise.all(stored.map(([key, value]) => Conversation.open(client.context(), key.slice('conv:'.length), decodeConversationRecord(value))))
+      for (const conv of opened) client.convs.set(conv.id, conv)
+    } catch (err) {
+      // Nothing half-open stays behind: the storage and the tab lock are given back.
+      await client.close().catch(() => undefined)
+      throw err
+    }
     return client
   }
 
