@@ -949,12 +949,16 @@ export class Conversation {
     const first = this.pendingPuts.size === 0
     for (const [k, v] of puts) this.pendingPuts.set(k, v)
     if (!first) return
-    setTimeout(() => {
-      const batch = [...this.pendingPuts]
-      this.pendingPuts = new Map()
-      const job = this.incoming.then(() => this.ctx.store.commit({ put: batch }))
-      this.incoming = job.catch((err) => this.report(err, 'could not store acknowledgements'))
-    }, 0)
+    setTimeout(() => this.flushPuts(), 0)
+  }
+
+  /** Queue the pending puts for commit (after whatever is being stored already). */
+  private flushPuts(): void {
+    if (this.pendingPuts.size === 0) return
+    const batch = [...this.pendingPuts]
+    this.pendingPuts = new Map()
+    const job = this.incoming.then(() => this.ctx.store.commit({ put: batch }))
+    this.incoming = job.catch((err) => this.report(err, 'could not store acknowledgements'))
   }
 
   /**
@@ -1311,6 +1315,8 @@ export class Conversation {
     this.provider?.destroy()
     this.ctx.connection.unregister(this.id)
     await this.outgoing
+    // Receipts and cursors waiting for their timer are stored now, not lost with the session.
+    this.flushPuts()
     await this.incoming
     await this.compactOnClose()
     this.listeners.clear()
