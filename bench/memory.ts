@@ -6,7 +6,7 @@
 import type { WebSocket } from 'ws'
 import { openSockets } from './common.js'
 import { PetrelDevice } from './petrel-device.js'
-import { startServer } from './server-process.js'
+import { type ServerProcess, startServer } from './server-process.js'
 
 export interface MemoryResult {
   bytesPerConn: number
@@ -19,19 +19,12 @@ export async function memoryPetrel(connections: number, rooms: number): Promise<
   const server = await startServer('petrel')
   const devices: PetrelDevice[] = []
   try {
-    const before = await server.memory()
-    for (let i = 0; i < connections; i += 200) {
-      devices.push(...(await Promise.all(Array.from({ length: Math.min(200, connections - i) }, () => PetrelDevice.connect(server.url)))))
-    }
-    for (let i = 0; i < rooms; i += 100) await Promise.all(devices.slice(i, Math.min(rooms, i + 100)).map((d) => d.createRoom()))
-    await new Promise((r) => setTimeout(r, 500))
-    const after = await server.memory()
-    return {
-      bytesPerConn: (after.rss - before.rss) / connections,
-      heapBytesPerConn: (after.heapUsed + after.external - before.heapUsed - before.external) / connections,
-      connections,
-      rooms,
-    }
+    return await perConnection(server, connections, rooms, async () => {
+      for (let i = 0; i < connections; i += 200) {
+        devices.push(...(await Promise.all(Array.from({ length: Math.min(200, connections - i) }, () => PetrelDevice.connect(server.url)))))
+      }
+      for (let i = 0; i < rooms; i += 100) await Promise.all(devices.slice(i, Math.min(rooms, i + 100)).map((d) => d.createRoom()))
+    })
   } finally {
     for (const d of devices) d.close()
     await server.stop()
@@ -42,18 +35,25 @@ export async function memoryRaw(connections: number): Promise<MemoryResult> {
   const server = await startServer('raw-idle')
   const sockets: WebSocket[] = []
   try {
-    const before = await server.memory()
-    sockets.push(...(await openSockets(server.url, connections, 200)))
-    await new Promise((r) => setTimeout(r, 500))
-    const after = await server.memory()
-    return {
-      bytesPerConn: (after.rss - before.rss) / connections,
-      heapBytesPerConn: (after.heapUsed + after.external - before.heapUsed - before.external) / connections,
-      connections,
-      rooms: 0,
-    }
+    return await perConnection(server, connections, 0, async () => {
+      sockets.push(...(await openSockets(server.url, connections, 200)))
+    })
   } finally {
     for (const ws of sockets) ws.terminate()
     await server.stop()
+  }
+}
+
+/** The server's growth (after a full GC, before and after `open`), per connection. */
+async function perConnection(server: ServerProcess, connections: number, rooms: number, open: () => Promise<void>): Promise<MemoryResult> {
+  const before = await server.memory()
+  await open()
+  await new Promise((r) => setTimeout(r, 500))
+  const after = await server.memory()
+  return {
+    bytesPerConn: (after.rss - before.rss) / connections,
+    heapBytesPerConn: (after.heapUsed + after.external - before.heapUsed - before.external) / connections,
+    connections,
+    rooms,
   }
 }

@@ -1,8 +1,9 @@
-import { type ChildProcess, spawn } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import { join } from 'node:path'
 import Database from 'better-sqlite3'
 import { afterEach, describe, expect, it } from 'vitest'
 import { atLeastSent, texts, until, World } from '../integration/harness.js'
+import { startRelayProcess } from '../integration/relay-process.js'
 
 const KILLS = Number(process.env.PETREL_CRASH_KILLS ?? 20)
 let world: World
@@ -11,23 +12,6 @@ afterEach(async () => {
   child?.kill('SIGKILL')
   await world?.close()
 })
-
-/** The relay as its own process (the CLI, from source), so it can be killed with SIGKILL. */
-async function startRelay(port: number, db: string): Promise<ChildProcess> {
-  const proc = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '../../src/relay/cli.ts'), '--port', String(port), '--database', db], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, PETREL_PORT: '' },
-  })
-  await new Promise<void>((resolve, reject) => {
-    let out = ''
-    proc.stdout!.on('data', (d) => {
-      out += d
-      if (out.includes('Petrel relay on')) resolve()
-    })
-    proc.on('exit', (code) => reject(new Error(`relay exited with ${code}: ${out}`)))
-  })
-  return proc
-}
 
 describe('relay crash safety', () => {
   it(`never loses an acknowledged (✓) message across ${KILLS} SIGKILLs mid-traffic, and the database stays intact`, async () => {
@@ -38,7 +22,7 @@ describe('relay crash safety', () => {
     const port = probe.port
     await probe.close()
     world.port = port
-    child = await startRelay(port, db)
+    child = await startRelayProcess(port, db)
     const alice = await world.client('alice')
     const bob = await world.client('bob')
     await until(() => alice.connection === 'online' && bob.connection === 'online')
@@ -56,7 +40,7 @@ describe('relay crash safety', () => {
       child.kill('SIGKILL')
       await new Promise<void>((r) => child!.once('exit', () => r()))
       await Promise.all(sends)
-      child = await startRelay(port, db)
+      child = await startRelayProcess(port, db)
     }
     await until(() => a.messages().every((m) => atLeastSent(m.status)), 30_000, 'all sent after the last restart')
     await until(() => texts(b).length === n, 30_000, 'bob has every message')

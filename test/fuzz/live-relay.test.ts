@@ -6,9 +6,8 @@
  * off while everyone else survives. CI sends PETREL_FUZZ_FRAMES (default 20,000) frames; the
  * soak run sends 10⁶.
  */
-import { type ChildProcess, spawn } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import { readFileSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { join } from 'node:path'
 import * as Y from 'yjs'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -21,6 +20,7 @@ import { RoomMessage, SyncStep, writeSyncMessage } from '../../src/shared/room-m
 import { SignatureDomain, signWithDomain } from '../../src/shared/crypto/index.js'
 import { FrameType, writeFrame } from '../../src/shared/wire.js'
 import { pair, rawDevice, texts, until, World } from '../integration/harness.js'
+import { freePort, startRelayProcess } from '../integration/relay-process.js'
 
 const FRAMES = Number(process.env.PETREL_FUZZ_FRAMES ?? 20_000)
 let world: World
@@ -30,32 +30,6 @@ afterEach(async () => {
   relayProcess = undefined
   await world?.close()
 })
-
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const srv = createServer()
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as { port: number }).port
-      srv.close(() => resolve(port))
-    })
-  })
-
-async function startRelayProcess(port: number, database: string, limits: Record<string, number>): Promise<ChildProcess> {
-  const proc = spawn(
-    process.execPath,
-    ['--import', 'tsx', join(import.meta.dirname, '../../src/relay/cli.ts'), '--port', String(port), '--database', database, '--limits', JSON.stringify(limits)],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  )
-  await new Promise<void>((resolve, reject) => {
-    let out = ''
-    proc.stdout!.on('data', (d) => {
-      out += d
-      if (out.includes('Petrel relay on')) resolve()
-    })
-    proc.on('exit', (code) => reject(new Error(`relay exited with ${code}: ${out}`)))
-  })
-  return proc
-}
 
 function hostileVectors(): Uint8Array[] {
   const file = JSON.parse(readFileSync(new URL('../../../shared/vectors/yjs-hostile-updates.json', import.meta.url), 'utf8')) as {
@@ -101,7 +75,7 @@ describe('live relay under a mutation fuzzer', () => {
     world = new World()
     // The relay in a process of its own, so its event loop is measured apart from the clients'.
     const port = await freePort()
-    relayProcess = await startRelayProcess(port, join(world.dir, 'relay.db'), { framesPerSecond: 1e9, frameBurst: 1e9 })
+    relayProcess = await startRelayProcess(port, join(world.dir, 'relay.db'), ['--limits', JSON.stringify({ framesPerSecond: 1e9, frameBurst: 1e9 })])
     world.port = port
     const { aliceConv, bobConv } = await pair(world)
     let sent = 0

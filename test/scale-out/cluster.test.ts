@@ -2,12 +2,11 @@
  * Three relay nodes on one PostgreSQL and one Redis (the real servers of this machine), each
  * its own process so one can be killed with SIGKILL while messages flow.
  */
-import { type ChildProcess, spawn } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { createServer } from 'node:net'
-import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { atLeastSent, texts, until, World } from '../integration/harness.js'
+import { freePort, startRelayProcess } from '../integration/relay-process.js'
 import { dropPostgresSchema, postgresAvailable, REDIS_URL, redisAvailable } from '../unit/services.js'
 
 const postgres = await postgresAvailable()
@@ -25,33 +24,9 @@ afterAll(async () => {
   if (postgres.ok) await dropPostgresSchema(postgres.url, schema)
 })
 
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const srv = createServer()
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as { port: number }).port
-      srv.close(() => resolve(port))
-    })
-  })
-
 async function startNode(port: number, database: string): Promise<ChildProcess> {
-  const proc = spawn(
-    process.execPath,
-    ['--import', 'tsx', join(import.meta.dirname, '../../src/relay/cli.ts'), '--port', String(port), '--database', database, '--redis', REDIS_URL],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  )
+  const proc = await startRelayProcess(port, database, ['--redis', REDIS_URL])
   children.push(proc)
-  await new Promise<void>((resolve, reject) => {
-    let out = ''
-    proc.stdout!.on('data', (d) => {
-      out += d
-      if (out.includes('Petrel relay on')) resolve()
-    })
-    proc.stderr!.on('data', (d) => {
-      out += d
-    })
-    proc.on('exit', (code) => reject(new Error(`node exited with ${code}: ${out}`)))
-  })
   return proc
 }
 
