@@ -10,11 +10,15 @@
  * await conv.send('hello')
  * ```
  */
-import { randomBytes, randomKey, SignatureDomain, signWithDomain } from '../shared/crypto/index.js'
+import { fromBase64Url, randomBytes, randomKey, SignatureDomain, signWithDomain, toBase64Url } from '../shared/crypto/index.js'
 import { ErrorCode, PetrelError } from '../shared/errors.js'
 import {
   AdmissionKind,
+  certificatePayload,
+  type DeviceCertificate,
   domainOf,
+  encodeCertificate,
+  readCertificate,
   encodeAdmission,
   encodeGenesisBody,
   encodeJoinBody,
@@ -30,7 +34,11 @@ import { type ConnectionEvents, type ConnectionState, DeviceConnection, type Web
 import { Conversation, type ClientContext } from './conversation.js'
 import { decodeConversationRecord, encodeConversationRecord, keyOf } from './conversation-record.js'
 import { Emitter } from './emitter.js'
-import { type Identity, loadOrCreateIdentity } from './identity.js'
+import { DeviceBook } from './device-book.js'
+import { encodeAnswer, encodeLinkPayload, LINK_TTL_MS, LinkMailbox, LinkSlot, newLinkSecret, openLinkMessage, readOffer, sealLinkMessage } from './device-link.js'
+import { hasIdentity, type Identity, loadOrCreateIdentity } from './identity.js'
+import { linkAsNewDevice } from './link-new-device.js'
+import { encodePublicIdentity } from './public-identity.js'
 import { INNER_META, INNER_PROFILES } from './inner-guard.js'
 import { decodeInviteToken } from './invite-token.js'
 import type { DeviceStore } from './storage/device-store.js'
@@ -61,16 +69,43 @@ export interface ClientOptions {
    * close (it gets the `displaced` event) and then opens here. Ignored where there are no Web Locks.
    */
   tabs?: TabPolicy
+  /**
+   * A device link from `client.linkDevice()` on another device of the same person: on first
+   * start, this device becomes one of theirs (same identity, every conversation with its
+   * history). `create` resolves once the other device answered. Ignored once linked.
+   */
+  link?: string
 }
 
 interface ClientEvents extends ConnectionEvents {
   /** Another tab took this device over (`tabs: 'take-over'`); this client has closed. */
   displaced: () => void
+  /** A conversation appeared on this device without a call here: added by an admin, or by another device of this person. */
+  conversation: (conv: Conversation) => void
+  /** A device was linked from this one (`linkDevice`). */
+  deviceLinked: (deviceId: string) => void
+}
+
+/** One of a person's devices, as `client.devices()` lists them. */
+export interface DeviceInfo {
+  id: string
+  /** When its certificate was made (ms since epoch). */
+  createdAt: number
+  /** This device. */
+  current: boolean
+  /** Holds the identity key (it can link devices). */
+  primary: boolean
 }
 
 export class PetrelClient {
   private readonly events = new Emitter<ClientEvents>()
   private readonly convs = new Map<string, Conversation>()
+  private readonly discovering = new Set<string>()
+  private readonly reconciling = new Set<string>()
+  private readonly linkAborts = new Set<AbortController>()
+  /** Settles once the conversations stored on this device are open. */
+  private started: Promise<void>
+  private markStarted: () => void = () => {}
   private readonly link: DeviceConnection
   private closed = false
   private lock: DeviceLock | undefined
@@ -78,13 +113,18 @@ export class PetrelClient {
   private constructor(
     private readonly identity: Identity,
     private readonly store: DeviceStore,
+    private readonly deviceBook: DeviceBook,
     WS: WebSocketCtor,
-    urls: string[],
+    private readonly urls: string[],
     private readonly name: string | undefined,
     private readonly readReceipts: boolean,
     private readonly keyRotation: { messages: number; ms: number },
   ) {
     this.link = new DeviceConnection(urls, identity, WS, this.events as unknown as Emitter<ConnectionEvents>)
+    this.started = new Promise((resolve) => {
+      this.markStarted = resolve
+    })
+    this.link.onRooms = (rooms) => void this.discover(rooms).catch((err) => this.reportError(err))
   }
 
   static async create(options: ClientOptions): Promise<PetrelClient> {
@@ -99,11 +139,22 @@ export class PetrelClient {
     let client: PetrelClient
     try {
       const store = await openDeviceStore({ storage: options.storage, storageKey: options.storageKey })
-      const identity = await loadOrCreateIdentity(store)
-      client = new PetrelClient(identity, store, WS, urls, options.name, options.readReceipts !== false, {
-        messages: options.keyRotation?.messages ?? 1_000,
-        ms: options.keyRotation?.ms ?? 7 * 24 * 3_600_000,
-      })
+      try {
+        let siblings: DeviceCertificate[] = []
+        let identity: Identity
+        if (options.link && !(await hasIdentity(store))) ({ identity, siblings } = await linkAsNewDevice(store, urls, options.link))
+        else identity = await loadOrCreateIdentity(store)
+        const devices = await DeviceBook.load(store, identity.certificate)
+        for (const cert of siblings) devices.learn(cert)
+        if (siblings.length > 0) await devices.save()
+        client = new PetrelClient(identity, store, devices, WS, urls, options.name, options.readReceipts !== false, {
+          messages: options.keyRotation?.messages ?? 1_000,
+          ms: options.keyRotation?.ms ?? 7 * 24 * 3_600_000,
+        })
+      } catch (err) {
+        await store.close().catch(() => undefined)
+        throw err
+      }
     } catch (err) {
       lock?.release()
       throw err
@@ -116,7 +167,9 @@ export class PetrelClient {
       const stored = await client.store.list('conv:')
       const opened = await Promise.all(stored.map(([key, value]) => Conversation.open(client.context(), key.slice('conv:'.length), decodeConversationRecord(value))))
       for (const conv of opened) client.convs.set(conv.id, conv)
+      client.markStarted()
     } catch (err) {
+      client.markStarted()
       // Nothing half-open stays behind: the storage and the tab lock are given back.
       await client.close().catch(() => undefined)
       throw err
@@ -153,7 +206,176 @@ export class PetrelClient {
       keyRotation: this.keyRotation,
       name: this.name,
       reportError: (err) => this.events.emit('error', err),
+      membershipChanged: (conv) => this.reconcileDevices(conv),
     }
+  }
+
+  private reportError(err: unknown): void {
+    this.events.emit('error', err instanceof PetrelError ? err : new PetrelError(ErrorCode.Refused, String(err), { cause: err }))
+  }
+
+  /**
+   * Conversations the relay says this device is in but it does not have yet (an admin added
+   * its person, or another of its person's devices brought it in): open them. The keys come
+   * with the add record, in the conversation's own log.
+   */
+  private async discover(rooms: string[]): Promise<void> {
+    // The relay may answer before the stored conversations are open: those are not news.
+    await this.started
+    for (const room of rooms) {
+      if (this.closed || this.convs.has(room) || this.discovering.has(room)) continue
+      this.discovering.add(room)
+      try {
+        if (await this.store.get(keyOf.conv(room))) continue
+        const record = { createdAt: Date.now(), admission: encodeAdmission({ kind: AdmissionKind.None }), keys: new Map<number, Uint8Array>() }
+        await this.store.commit({ put: [[keyOf.conv(room), encodeConversationRecord(record)]] })
+        if (this.closed) return
+        const conv = await Conversation.open(this.context(), room, record)
+        this.convs.set(room, conv)
+        this.events.emit('conversation', conv)
+        // Our name, once we can write (the add record with our keys arrives with the first sync).
+        void conv
+          .setInner((doc) => doc.getMap(INNER_PROFILES).set(this.identity.userId, { name: this.name ?? '' }))
+          .catch((err) => this.reportError(err))
+      } finally {
+        this.discovering.delete(room)
+      }
+    }
+  }
+
+  /**
+   * Keep this person's devices in step in one conversation: learn siblings found there, bring
+   * in the ones missing, take out the unlinked ones. Any device of the person may do it; two
+   * doing it at once is harmless (an add of a present device changes nothing).
+   */
+  private reconcileDevices(conv: Conversation): void {
+    if (this.closed) return
+    const st = conv.membershipState
+    const mine = st.members.get(this.identity.userId)
+    if (!mine?.devices.has(this.identity.deviceId)) return
+    let learned = false
+    for (const cert of mine.devices.values()) learned = this.deviceBook.learn(cert) || learned
+    for (const id of st.removedDevices) learned = this.deviceBook.unlink(id) || learned
+    if (learned) void this.deviceBook.save().catch((err) => this.reportError(err))
+    const missing = this.deviceBook.current().filter((c) => {
+      const id = toBase64Url(c.devicePub)
+      return !st.devices.has(id) && !st.removedDevices.has(id)
+    })
+    const stale = [...mine.devices.keys()].filter((id) => this.deviceBook.isUnlinked(id))
+    if (missing.length === 0 && stale.length === 0) return
+    if (this.reconciling.has(conv.id)) return
+    this.reconciling.add(conv.id)
+    void (async () => {
+      try {
+        for (const id of stale) if (conv.membershipState.devices.has(id)) await conv.unlinkDevice(fromBase64Url(id))
+        const still = missing.filter((c) => !conv.membershipState.devices.has(toBase64Url(c.devicePub)))
+        if (still.length > 0 && conv.keys().has(conv.epoch)) await conv.addDevices(this.identity.userPub, still)
+      } catch (err) {
+        this.reportError(err)
+      } finally {
+        this.reconciling.delete(conv.id)
+      }
+    })()
+  }
+
+  /**
+   * Link a new device to this person: returns a payload to hand to the new device (as a link
+   * or QR code) for `createClient({ …, link })`. It works once, for ten minutes by default;
+   * the new device gets every conversation of this person, with history. Only the device that
+   * holds the identity key (the first one) can link.
+   *
+   * @example
+   * ```ts
+   * const payload = await alice.linkDevice()
+   * const laptop = await createClient({ relay, storage: './laptop.db', link: payload })
+   * ```
+   */
+  async linkDevice(options: { expiresIn?: number } = {}): Promise<string> {
+    this.assertOpen()
+    const userSecret = this.identity.userSecret
+    if (!userSecret) throw new PetrelError(ErrorCode.Refused, 'only the device that holds the identity key (the first one) can link devices')
+    const link = newLinkSecret(options.expiresIn ?? LINK_TTL_MS)
+    const mailbox = new LinkMailbox(this.urls)
+    const abort = new AbortController()
+    this.linkAborts.add(abort)
+    void (async () => {
+      try {
+        const offerBytes = await mailbox.take(link.mailbox, LinkSlot.Offer, link.expiresAt, abort.signal)
+        if (!offerBytes) return
+        const plain = openLinkMessage(link, LinkSlot.Offer, offerBytes)
+        if (!plain) throw new PetrelError(ErrorCode.LinkFailed, 'a device link offer did not open with its secret (not from the new device)')
+        const offer = readOffer(plain)
+        const payload = certificatePayload(this.identity.userPub, offer.devicePub, offer.agreementPub, Date.now())
+        const certBytes = encodeCertificate(payload, await signWithDomain(SignatureDomain.DeviceCertificate, userSecret, payload))
+        const cert = readCertificate(certBytes)
+        this.deviceBook.learn(cert)
+        await this.deviceBook.save()
+        // Into every conversation first, so the relay lists them when the new device connects.
+        for (const conv of this.convs.values()) this.reconcileDevices(conv)
+        const siblings = this.deviceBook.current().filter((c) => toBase64Url(c.devicePub) !== toBase64Url(cert.devicePub))
+        await mailbox.put(link.mailbox, LinkSlot.Answer, sealLinkMessage(link, LinkSlot.Answer, encodeAnswer(certBytes, siblings)))
+        this.events.emit('deviceLinked', toBase64Url(cert.devicePub))
+      } catch (err) {
+        if (!abort.signal.aborted) this.reportError(err)
+      } finally {
+        this.linkAborts.delete(abort)
+      }
+    })()
+    return encodeLinkPayload(link)
+  }
+
+  /**
+   * This person's devices as this device knows them (linked here, or seen in a shared
+   * conversation), unlinked ones left out.
+   *
+   * @example
+   * ```ts
+   * for (const d of client.devices()) console.log(d.id, d.current ? '(this device)' : '')
+   * ```
+   */
+  devices(): DeviceInfo[] {
+    const primaryCreatedAt = this.identity.userSecret ? this.identity.certificate.createdAt : undefined
+    return this.deviceBook.current().map((c) => {
+      const id = toBase64Url(c.devicePub)
+      const current = id === this.identity.deviceId
+      return { id, createdAt: c.createdAt, current, primary: current ? this.identity.userSecret !== undefined : c.createdAt === primaryCreatedAt }
+    })
+  }
+
+  /**
+   * Unlink another device of this person: it is taken out of every conversation (each starts
+   * a new key epoch without it) and never comes back.
+   *
+   * @example
+   * ```ts
+   * await alice.removeDevice(lostPhoneId)
+   * ```
+   */
+  async removeDevice(id: string): Promise<void> {
+    this.assertOpen()
+    if (id === this.identity.deviceId) throw new PetrelError(ErrorCode.InvalidArgument, 'unlink this device from another of your devices')
+    if (!this.deviceBook.has(id)) throw new PetrelError(ErrorCode.NotFound, 'no such device of this person')
+    this.deviceBook.unlink(id)
+    await this.deviceBook.save()
+    const jobs: Promise<void>[] = []
+    for (const conv of this.convs.values()) {
+      const st = conv.membershipState
+      if (st.devices.has(id) && st.devices.has(this.identity.deviceId)) jobs.push(conv.unlinkDevice(fromBase64Url(id)))
+    }
+    await Promise.all(jobs)
+  }
+
+  /**
+   * This person's public identity (their device certificates): what an admin passes to
+   * `conv.addMember` to add them without an invite. Public keys only.
+   *
+   * @example
+   * ```ts
+   * await conv.addMember(await bob.publicIdentity())
+   * ```
+   */
+  async publicIdentity(): Promise<string> {
+    return encodePublicIdentity(this.deviceBook.current())
   }
 
   /** Create a conversation; works offline (it reaches the relay with the first connection). */
@@ -248,6 +470,7 @@ export class PetrelClient {
   private async shutdown(displaced: boolean): Promise<void> {
     if (this.closed) return
     this.closed = true
+    for (const a of this.linkAborts) a.abort()
     // Conversations first: they flush what is queued (acknowledgements) while the socket is up.
     await Promise.all([...this.convs.values()].map((c) => c.close()))
     this.link.close()

@@ -53,6 +53,8 @@ export class DeviceConnection implements Multiplexer {
   private readonly handlers = new Map<string, RoomHandler>()
   private readonly opened = new Set<string>()
   private readonly removeWindowListeners: () => void
+  /** Conversations the relay says this device is a member of (after `ready`, and on each add). */
+  onRooms: ((rooms: string[]) => void) | undefined
 
   constructor(
     private readonly urls: string[],
@@ -250,6 +252,9 @@ export class DeviceConnection implements Multiplexer {
       case FrameType.Heartbeat:
         // The device connection is alive, so is every room on it: feed each provider's watchdog.
         for (const s of this.sockets.values()) s.received(KEEPALIVE_MESSAGE)
+        return
+      case FrameType.Rooms:
+        this.onRooms?.(frame.rooms)
         return
       case FrameType.Notice:
         this.events.emit('error', new PetrelError(ErrorCode.Refused, `relay: ${reasonName(frame.reason)}: ${frame.message}`))

@@ -17,7 +17,20 @@ import { decryptEnvelope, type EnvelopeHeader, keyCheckOf, readEnvelope, sealEnv
 import { ErrorCode, PetrelError } from '../shared/errors.js'
 import type { MembershipState } from '../shared/membership.js'
 import { envelopeKey, OUTER_LOG, OUTER_RECORDS } from '../shared/outer-keys.js'
-import { encodeInviteBody, encodeMemberChangeBody, encodeRevokeBody, readInviteBody, readRecord, RecordKind } from '../shared/records.js'
+import {
+  type DeviceCertificate,
+  encodeAddBody,
+  encodeInviteBody,
+  encodeMemberChangeBody,
+  encodeRevokeBody,
+  encodeUnlinkBody,
+  MAX_ADD_DEVICES,
+  readInviteBody,
+  readRecord,
+  RecordKind,
+} from '../shared/records.js'
+import { sealKeyBundle } from '../shared/key-bundle.js'
+import { readPublicIdentity } from './public-identity.js'
 import {
   type ReceiptEntry,
   readAck,
@@ -84,6 +97,8 @@ export interface ClientContext {
   readReceipts: boolean
   /** When to start a new key epoch: after this many envelopes, or this long. */
   keyRotation: { messages: number; ms: number }
+  /** After every refold of a conversation's records (the client keeps a person's devices in step). */
+  membershipChanged?(conv: Conversation): void
 }
 
 export interface InviteOptions {
@@ -173,6 +188,8 @@ export class Conversation {
   private reopenTimer: ReturnType<typeof setTimeout> | undefined
   private closed = false
   private readonly syncWaiters = new Set<(err?: PetrelError) => void>()
+  /** Sends waiting for this device's first key (a conversation it was added to). */
+  private keyWaiters: Array<() => void> = []
 
   private constructor(
     readonly id: string,
@@ -205,6 +222,7 @@ export class Conversation {
     const current = this.membership.epoch
     if (this.record.keys.has(current)) return current
     const held = [...this.record.keys.keys()]
+    if (held.length === 0) return current
     const older = held.filter((e) => e <= current)
     // A 'from-join' member may hold only a key newer than the records it has folded so far.
     return older.length > 0 ? Math.max(...older) : Math.max(...held)
@@ -401,6 +419,8 @@ export class Conversation {
     let epochUsed = -1
     try {
       const { identity } = this.ctx
+      // Added to the conversation but the record with our keys has not arrived yet.
+      if (this.record.keys.size === 0) await new Promise<void>((resolve) => this.keyWaiters.push(resolve))
       const epoch = this.epoch
       epochUsed = epoch
       const key = this.record.keys.get(epoch)!
@@ -606,6 +626,72 @@ export class Conversation {
     this.requireAdmin()
     if (!this.membership.members.has(userId)) throw new PetrelError(ErrorCode.NotFound, 'not a member', { conversationId: this.id })
     await this.writeRecords([await this.ctx.signRecord(RecordKind.Promote, encodeMemberChangeBody({ room: this.id, userPub: fromBase64Url(userId), at: Date.now() }))])
+  }
+
+  /**
+   * Add a person by their public identity (`client.publicIdentity()` on their device), with
+   * every device they have; admins only. They need no invite and learn of the conversation
+   * from the relay the next time any of their devices is online. `history: 'full'` (default)
+   * gives them every key this device holds; `'from-join'` starts a new key epoch first and
+   * gives them only that one, so they read nothing sent before.
+   *
+   * @example
+   * ```ts
+   * await conv.addMember(await bob.publicIdentity())
+   * ```
+   */
+  async addMember(publicIdentity: string, options: { history?: 'full' | 'from-join' } = {}): Promise<void> {
+    this.requireAdmin()
+    const certs = await readPublicIdentity(publicIdentity)
+    const userId = toBase64Url(certs[0]!.userPub)
+    const fresh = certs.filter((c) => !this.membership.devices.has(toBase64Url(c.devicePub)))
+    if (fresh.length === 0) throw new PetrelError(ErrorCode.InvalidArgument, 'already a member with all of those devices', { conversationId: this.id })
+    if (this.membership.members.has(userId) && this.membership.members.get(userId)!.devices.size > 0 && options.history === 'from-join') {
+      throw new PetrelError(ErrorCode.InvalidArgument, "'from-join' is for people who are not members yet", { conversationId: this.id })
+    }
+    await this.addDevices(certs[0]!.userPub, fresh, options.history ?? 'full')
+  }
+
+  /**
+   * Add devices of one person (they must all be certified by `userPub`). Used by `addMember`
+   * and by the client to keep a person's linked devices in every conversation they are in.
+   */
+  async addDevices(userPub: Uint8Array, certs: DeviceCertificate[], history: 'full' | 'from-join' = 'full'): Promise<void> {
+    this.assertOpen()
+    const records: Uint8Array[] = []
+    let keys = this.keys()
+    let epoch = this.membership.epoch
+    if (history === 'from-join') {
+      const next = this.book.newEpoch()
+      records.push(await this.ctx.signRecord(RecordKind.Epoch, next.body))
+      this.record.keys.set(next.epoch, next.key)
+      await this.ctx.store.commit({ put: [[keyOf.conv(this.id), encodeConversationRecord(this.record)]] })
+      keys = new Map([[next.epoch, next.key]])
+      epoch = next.epoch
+    }
+    const current = keys.get(epoch)
+    if (!current) throw new PetrelError(ErrorCode.Refused, 'this device does not hold the current key yet', { conversationId: this.id })
+    const body = encodeAddBody({
+      room: this.id,
+      userPub,
+      epoch,
+      keyCheck: keyCheckOf(current),
+      at: Date.now(),
+      devices: certs.slice(0, MAX_ADD_DEVICES).map((c) => ({ certificate: c.bytes, keyBundle: sealKeyBundle(keys, this.id, c.devicePub, c.agreementPub) })),
+    })
+    records.push(await this.ctx.signRecord(RecordKind.Add, body))
+    await this.writeRecords(records)
+  }
+
+  /** Take one device of a person out for good (theirs, or any as an admin); the key changes. */
+  async unlinkDevice(devicePub: Uint8Array): Promise<void> {
+    this.assertOpen()
+    await this.writeRecords([await this.ctx.signRecord(RecordKind.Unlink, encodeUnlinkBody({ room: this.id, devicePub, at: Date.now() }))])
+  }
+
+  /** Verified membership, for the client's bookkeeping of a person's devices. */
+  get membershipState(): MembershipState {
+    return this.membership
   }
 
   /** Leave the conversation; an admin starts a new key epoch when they see it. */
@@ -878,9 +964,11 @@ export class Conversation {
     if (this.book.unwrapKeys(this.record.keys, (lost) => this.lostKeys.set(toBase64Url(keyCheckOf(lost)), lost))) {
       await this.ctx.store.commit({ put: [[keyOf.conv(this.id), encodeConversationRecord(this.record)]] })
       this.resealWaiting()
+      if (this.record.keys.size > 0) for (const wake of this.keyWaiters.splice(0)) wake()
     }
     this.presence?.refresh()
     this.changed()
+    this.ctx.membershipChanged?.(this)
     // Someone left: whoever administers the conversation changes the key (the first wins).
     if (this.membership.rotationDue && this.book.isAdmin() && !this.rotating && !this.closed) {
       this.rotating = true
@@ -1037,6 +1125,25 @@ export class Conversation {
 
   private onRefused(msg: { reason: number; message: string; ranges: Array<{ client: number; clock: number; len: number }> }): void {
     const puts: Array<[string, Uint8Array]> = []
+    // Our own records the relay refused stop counting here too, so what they meant to do
+    // (add a device, start an epoch) is seen as not done and can be done again.
+    const recordMap = this.outer.getMap<Uint8Array>(OUTER_RECORDS)
+    let refusedRecords = false
+    for (const range of msg.ranges)
+      for (let i = 0; i < range.len; i++) {
+        const key = envelopeKey(range.client, range.clock + i)
+        if (recordMap.has(key)) {
+          this.book.refuse(key)
+          refusedRecords = true
+        }
+      }
+    if (refusedRecords) {
+      const job = this.incoming.then(async () => {
+        await this.ctx.store.commit({ put: [[keyOf.recordSeqs(this.id), this.book.encodeSeqs()]] })
+        await this.foldRecords()
+      })
+      this.incoming = job.catch((err) => this.report(err, 'could not store a refused record'))
+    }
     const tombstones = new Set<string>()
     for (const range of msg.ranges)
       for (let i = 0; i < range.len; i++)

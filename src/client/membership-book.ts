@@ -12,11 +12,15 @@ import * as encoding from 'lib0/encoding'
 import type * as Y from 'yjs'
 import { constantTimeEqual, randomKey, sha256, toBase64Url, unwrapKey, wrapKey } from '../shared/crypto/index.js'
 import { keyCheckOf } from '../shared/envelope.js'
+import { openKeyBundle } from '../shared/key-bundle.js'
 import { ErrorCode, PetrelError } from '../shared/errors.js'
 import { applyRecord, emptyMembership, type MembershipState } from '../shared/membership.js'
 import { encodeEpochBody, epochWrapContext, readRecord, RecordKind, type SignedRecord } from '../shared/records.js'
 import { StrictReader } from '../shared/wire.js'
 import type { Identity } from './identity.js'
+
+/** Stands in a record's sequence number when the relay refused it (varUint-encodable, never a real seq). */
+const REFUSED = 2 ** 52
 
 export class MembershipBook {
   state: MembershipState
@@ -56,10 +60,16 @@ export class MembershipBook {
     for (let i = 0; i < n; i++) this.recordSeq.set(r.varString(64), r.varUint())
   }
 
+  /** The relay refused one of our records for good (e.g. an add raced by a new epoch): never fold it. */
+  refuse(recordKey: string): void {
+    this.recordSeq.set(recordKey, REFUSED)
+  }
+
   /** Refold every record of the outer log; returns the records whose signature failed. */
   async fold(records: Y.Map<Uint8Array>): Promise<number> {
     const parsed: Array<{ key: string; seq: number; rec: SignedRecord }> = []
     for (const [key, bytes] of records) {
+      if (this.recordSeq.get(key) === REFUSED) continue
       try {
         parsed.push({ key, seq: this.recordSeq.get(key) ?? Number.MAX_SAFE_INTEGER, rec: readRecord(bytes) })
       } catch {
@@ -113,6 +123,23 @@ export class MembershipBook {
         added = true
       } catch {
         // A key we cannot open is not for us (or was tampered with): we simply lack it.
+      }
+    }
+    // Keys given in add records (a person added directly, or a newly linked device): taken
+    // when the epoch record names the same key, or when no record of that epoch is folded yet.
+    for (const bundle of this.state.bundles.get(this.identity.deviceId) ?? []) {
+      let given: Map<number, Uint8Array>
+      try {
+        given = openKeyBundle(bundle, this.room, this.identity.devicePub, this.identity.agreementSecret)
+      } catch {
+        continue
+      }
+      for (const [epoch, key] of given) {
+        if (keys.has(epoch)) continue
+        const check = this.state.epochs.get(epoch)?.keyCheck
+        if (check && !constantTimeEqual(check, keyCheckOf(key))) continue
+        keys.set(epoch, key)
+        added = true
       }
     }
     return added

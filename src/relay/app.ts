@@ -1,12 +1,13 @@
 /**
- * The relay's Hono app: its HTTP routes (health, readiness, metrics, the demo app). Exported
- * so an operator can mount it in their own server; WebSocket upgrades are not Hono's: hand
- * the same server to `acceptWebSockets` (upgrade.ts).
+ * The relay's Hono app: its HTTP routes (health, readiness, metrics, the link mailbox, the
+ * demo app). Exported so an operator can mount it in their own server; WebSocket upgrades are
+ * not Hono's: hand the same server to `acceptWebSockets` (upgrade.ts).
  */
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { serveStatic } from '@hono/node-server/serve-static'
 import { Hono, type MiddlewareHandler } from 'hono'
+import { mountLinkRoutes } from './link-mailbox.js'
 import type { RelayCore } from './relay-core.js'
 
 /**
@@ -25,6 +26,8 @@ export function createRelayApp(core: RelayCore, options: { staticRoot?: string }
     return c.json(checks, checks.ok ? 200 : 503)
   })
   app.get('/metrics', async (c) => c.text(await core.metrics.render(), 200, { 'Content-Type': core.metrics.registry.contentType }))
+  // Before the static app's catch-all, which would otherwise answer these paths.
+  mountLinkRoutes(app, core.store)
   const serveApp = staticApp(options.staticRoot)
   app.get('/', serveApp, (c) => c.html(landingPage(new URL(c.req.url).host)))
   app.get('*', serveApp)

@@ -47,6 +47,10 @@ export class Committer {
       merged.records.push(...p.batch.records)
       merged.bindings.push(...p.batch.bindings)
       merged.rows.push(...p.batch.rows)
+      if (p.batch.devices) {
+        merged.devices ??= []
+        merged.devices.push(...p.batch.devices)
+      }
       if (p.batch.receipts) {
         merged.receipts ??= []
         merged.receipts.push(...p.batch.receipts)
@@ -55,7 +59,7 @@ export class Committer {
     this.inflight = this.inflight.then(async () => {
       let seqs: number[] = []
       try {
-        if (merged.rows.length + merged.bindings.length + merged.records.length + (merged.receipts?.length ?? 0) > 0) {
+        if (merged.rows.length + merged.bindings.length + merged.records.length + (merged.receipts?.length ?? 0) + (merged.devices?.length ?? 0) > 0) {
           const t0 = performance.now()
           seqs = await this.store.append(merged)
           this.observe((performance.now() - t0) / 1000)

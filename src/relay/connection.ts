@@ -206,6 +206,7 @@ const handlers: Partial<Record<Frame['type'], Handler>> = {
     conn.deviceId = toBase64Url(cert.devicePub)
     conn.userId = toBase64Url(cert.userPub)
     conn.send(writeFrame({ type: FrameType.Ready }))
+    await conn.core.sendRooms(conn)
   },
   [FrameType.Open]: async (conn, frame) => {
     if (frame.type !== FrameType.Open) return

@@ -19,7 +19,7 @@ import {
   writeSyncMessage,
 } from '../shared/room-messages.js'
 import { constantTimeEqual } from '../shared/crypto/index.js'
-import { CloseCode, FrameType, Reason, StrictReader, writeFrame } from '../shared/wire.js'
+import { CloseCode, FrameType, MAX_ROOMS_LISTED, Reason, StrictReader, writeFrame } from '../shared/wire.js'
 import { encodeStateVector, parseStateVector } from '../shared/yjs-v1.js'
 import { Committer } from './committer.js'
 import type { Connection } from './connection.js'
@@ -39,6 +39,9 @@ const REFUSAL_TEXT: Record<number, [string, string]> = {
   [Reason.Forbidden]: ['record refused', 'record not valid here'],
   [Reason.StaleEpoch]: ['stale epoch', 'sealed under a key epoch that is no longer current'],
 }
+
+type DeviceChange = { room: string; device: string; member: boolean }
+const NO_CHANGES: DeviceChange[] = []
 
 const CATCH_UP_PAGE_ROWS = 2000
 const CATCH_UP_MESSAGE_BYTES = 256 * 1024
@@ -98,7 +101,45 @@ export class RelayCore {
     if (this.connections.delete(conn)) this.releaseAddress(conn.ip)
   }
 
+  /** After authentication: every conversation the device is a member of, so it can open them. */
+  async sendRooms(conn: Connection): Promise<void> {
+    const rooms = await this.store.roomsOfDevice(conn.deviceId)
+    for (let i = 0; i < rooms.length; i += MAX_ROOMS_LISTED) {
+      if (conn.isClosed) return
+      conn.send(writeFrame({ type: FrameType.Rooms, rooms: rooms.slice(i, i + MAX_ROOMS_LISTED) }))
+    }
+  }
+
+  /** Tell a device's open connections on this node that it was added to `room`. */
+  private tellDevice(device: string, room: string): void {
+    let frame: Uint8Array | undefined
+    for (const conn of this.connections) {
+      if (conn.deviceId !== device || conn.isClosed) continue
+      frame ??= writeFrame({ type: FrameType.Rooms, rooms: [room] })
+      conn.send(frame)
+    }
+  }
+
+  /** Index changes for devices that entered or left `room` since `before`. */
+  private memberChanges(room: Room, before: ReadonlySet<string>): DeviceChange[] {
+    const changes: DeviceChange[] = []
+    const now = room.membership.devices
+    for (const device of now.keys()) if (!before.has(device)) changes.push({ room: room.id, device, member: true })
+    for (const device of before) if (!now.has(device)) changes.push({ room: room.id, device, member: false })
+    return changes
+  }
+
+  /** Once the index is durable: the added devices hear of it, on every node. */
+  private announce(changes: DeviceChange[]): void {
+    for (const c of changes) {
+      if (!c.member) continue
+      this.tellDevice(c.device, c.room)
+      void this.bus.publish({ kind: 'member', room: c.room, node: this.node, device: c.device })
+    }
+  }
+
   private onBus(m: BusMessage): void {
+    if (m.kind === 'member') return this.tellDevice(m.device, m.room)
     const p = this.rooms.get(m.room)
     if (!p) return
     void p.then(async (room) => {
@@ -164,6 +205,10 @@ export class RelayCore {
       this.rooms.delete(id)
       room = await this.loadRoom(id)
       if (!room) return deny(Reason.Internal, 'could not create the conversation')
+      const created = room
+      await new Promise<void>((resolve, reject) =>
+        this.committer.add({ rows: [], bindings: [], records: [], devices: this.memberChanges(created, new Set()) }, () => resolve(), reject),
+      )
     }
     const r = room
     const result = await r.run(async () => {
@@ -174,8 +219,9 @@ export class RelayCore {
         if (r.isMemberDevice(conn.device!)) return { ok: true as const, records: [] }
       }
       if (verdict.ok && verdict.records.length > 0) {
+        const devices = [{ room: id, device: conn.deviceId, member: true }]
         await new Promise<void>((resolve, reject) =>
-          this.committer.add({ rows: [], bindings: [], records: verdict.records.map((bytes) => ({ room: id, bytes })) }, () => resolve(), reject),
+          this.committer.add({ rows: [], bindings: [], records: verdict.records.map((bytes) => ({ room: id, bytes })), devices }, () => resolve(), reject),
         )
         void this.bus.publish({ kind: 'records', room: id, node: this.node })
       }
@@ -276,6 +322,7 @@ export class RelayCore {
           }
         }
       }
+      const devices = records.length > 0 && membersBefore ? this.memberChanges(room, membersBefore) : NO_CHANGES
       if (records.length > 0 && membersBefore) this.evictNonMembers(room, membersBefore)
       if (v.rows.length === 0 && v.refused.length === 0) return
       const rows: NewRow[] = v.rows.map((row) => ({
@@ -292,7 +339,7 @@ export class RelayCore {
       for (const row of rows) room.clients.get(row.client)!.next = row.clock + row.len
       room.bytes += v.bytes
       this.committer.add(
-        { rows, bindings, records: records.map((bytes) => ({ room: room.id, bytes })) },
+        { rows, bindings, records: records.map((bytes) => ({ room: room.id, bytes })), devices },
         (seqs) => {
           this.metrics.rowsStored += rows.length
           // The rows become stored rows in place (no copies on this hot path).
@@ -310,6 +357,7 @@ export class RelayCore {
           this.advance(room, stored)
           if (stored.length > 0) void this.bus.publish({ kind: 'rows', room: room.id, node: this.node, seq: stored[stored.length - 1]!.seq })
           if (records.length > 0) void this.bus.publish({ kind: 'records', room: room.id, node: this.node })
+          this.announce(devices)
         },
         (err) => this.storeFailed(room, err),
       )

@@ -35,6 +35,8 @@ export const ErrorCode = {
   NotFound: 'not_found',
   /** Another tab (or window) of this browser profile runs the engine on this device's storage. */
   DeviceInUse: 'device_in_use',
+  /** Linking a device did not complete (the link expired, was used already, or the relay was unreachable). */
+  LinkFailed: 'link_failed',
 } as const
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode]

@@ -5,9 +5,13 @@
  * this same code, so they agree on who is in a conversation; a record not properly signed or
  * not authorised is ignored everywhere.
  */
-import { toBase64Url } from './crypto/index.js'
+import { constantTimeEqual, toBase64Url } from './crypto/index.js'
 import {
   type DeviceCertificate,
+  readAddBody,
+  readSnapshotBody,
+  readUnlinkBody,
+  verifyCertificate,
   type InviteBody,
   readGenesisBody,
   readInviteBody,
@@ -61,6 +65,12 @@ export interface MembershipState {
   epochs: Map<number, EpochState>
   /** Someone left or was removed since the current epoch began: the key must change. */
   rotationDue: boolean
+  /** Devices unlinked by their person (or an admin): never admitted again. */
+  removedDevices: Set<string>
+  /** devicePub (base64url) → key bundles given to it by add records, in record order. */
+  bundles: Map<string, Uint8Array[]>
+  /** The latest snapshot: rows up to `coversSeq` may be compacted away. */
+  snapshot: { coversSeq: number; snapshotId: Uint8Array; parts: number; by: string } | undefined
 }
 
 export const emptyMembership = (room: string): MembershipState => ({
@@ -75,6 +85,9 @@ export const emptyMembership = (room: string): MembershipState => ({
   epoch: 0,
   epochs: new Map(),
   rotationDue: false,
+  removedDevices: new Set(),
+  bundles: new Map(),
+  snapshot: undefined,
 })
 
 export type ApplyResult = { ok: true } | { ok: false; reason: string }
@@ -137,6 +150,7 @@ export async function applyRecord(s: MembershipState, rec: SignedRecord, options
       if (s.revoked.has(toBase64Url(j.invitePub))) return { ok: false, reason: 'invite revoked' }
       const at = now ?? j.joinedAt
       if (inv.expiresAt !== 0 && at > inv.expiresAt) return { ok: false, reason: 'invite expired' }
+      if (s.removedDevices.has(toBase64Url(j.joiner.devicePub))) return { ok: false, reason: 'device was unlinked' }
       const userId = toBase64Url(j.joiner.userPub)
       const removedAt = s.removedAt.get(userId)
       if (removedAt !== undefined && inv.createdAt <= removedAt) return { ok: false, reason: 'removed member; invite predates the removal' }
@@ -197,6 +211,65 @@ export async function applyRecord(s: MembershipState, rec: SignedRecord, options
       s.epoch = b.epoch
       s.rotationDue = false
       s.epochs.set(b.epoch, { epoch: b.epoch, keyCheck: b.keyCheck, by: signer.userId, wrapped: b.wrapped })
+      return { ok: true }
+    }
+    case RecordKind.Add: {
+      const b = readAddBody(rec.body)
+      if (b.room !== s.room) return { ok: false, reason: 'record for another room' }
+      const signer = signerMember(s, rec)
+      if (!signer) return { ok: false, reason: 'signed by a device that is not a member' }
+      const userId = toBase64Url(b.userPub)
+      // A person links their own devices; only admins add other people (or their devices).
+      if (signer.userId !== userId && signer.role !== 'admin') return { ok: false, reason: 'only admins add people' }
+      for (const d of b.devices) {
+        if (!constantTimeEqual(d.certificate.userPub, b.userPub)) return { ok: false, reason: "certificate of another person's device" }
+        if (s.removedDevices.has(toBase64Url(d.certificate.devicePub))) return { ok: false, reason: 'device was unlinked' }
+        if (!(await verifyCertificate(d.certificate))) return { ok: false, reason: 'device certificate not signed by its person' }
+      }
+      if (options.relay) {
+        // The relay's order decides: an add raced by a new epoch gave its devices an old key.
+        if (b.epoch !== s.epoch) return { ok: false, reason: `stale epoch ${b.epoch} (current ${s.epoch})` }
+        const expected = s.epochs.get(b.epoch)?.keyCheck
+        if (expected && !constantTimeEqual(expected, b.keyCheck)) return { ok: false, reason: 'add names another key for the epoch' }
+      }
+      let member = s.members.get(userId)
+      if (!member) {
+        member = { userId, role: 'member', joinedAt: b.at, devices: new Map() }
+        s.members.set(userId, member)
+      }
+      for (const d of b.devices) {
+        addDevice(s, member, d.certificate)
+        const id = toBase64Url(d.certificate.devicePub)
+        const list = s.bundles.get(id)
+        if (list) list.push(d.keyBundle)
+        else s.bundles.set(id, [d.keyBundle])
+      }
+      return { ok: true }
+    }
+    case RecordKind.Unlink: {
+      const b = readUnlinkBody(rec.body)
+      if (b.room !== s.room) return { ok: false, reason: 'record for another room' }
+      const signer = signerMember(s, rec)
+      if (!signer) return { ok: false, reason: 'signed by a device that is not a member' }
+      const device = toBase64Url(b.devicePub)
+      const owner = s.devices.get(device)
+      const member = owner === undefined ? undefined : s.members.get(owner)
+      if (!member) return { ok: false, reason: 'not a member device' }
+      if (signer.userId !== member.userId && signer.role !== 'admin') return { ok: false, reason: "only the person or an admin unlinks a person's device" }
+      if (member.devices.size === 1) return { ok: false, reason: "a person's last device leaves rather than unlinks" }
+      member.devices.delete(device)
+      s.devices.delete(device)
+      s.removedDevices.add(device)
+      s.rotationDue = true
+      return { ok: true }
+    }
+    case RecordKind.Snapshot: {
+      const b = readSnapshotBody(rec.body)
+      if (b.room !== s.room) return { ok: false, reason: 'record for another room' }
+      const signer = signerMember(s, rec)
+      if (!signer) return { ok: false, reason: 'signed by a device that is not a member' }
+      if (b.parts === 0) return { ok: false, reason: 'snapshot without parts' }
+      if (!s.snapshot || b.coversSeq > s.snapshot.coversSeq) s.snapshot = { coversSeq: b.coversSeq, snapshotId: b.snapshotId, parts: b.parts, by: signer.userId }
       return { ok: true }
     }
   }

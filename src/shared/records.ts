@@ -23,6 +23,17 @@
  *                 • { varUint8Array devicePub • varUint8Array wrappedKey }{n} (by a member device)
  *                 the conversation key of `epoch`, wrapped (X25519 + HKDF + XChaCha20-Poly1305,
  *                 context = varString room • varUint epoch) for every member device
+ * add     body := varString room • varUint8Array userPub • varUint epoch • varUint8Array keyCheck(8) • varUint at
+ *                 • varUint n • { varUint8Array deviceCertificate • varUint8Array keyBundle }{n}
+ *                 by an admin device (adding a person or their devices), or by a device of `userPub`
+ *                 itself (a person linking their own devices); every certificate signed by userPub.
+ *                 keyBundle: the conversation keys the device may read with (see key-bundle.ts);
+ *                 epoch/keyCheck name the current key, so the relay refuses an add raced by a new epoch
+ * unlink  body := varString room • varUint8Array devicePub • varUint at
+ *                 by a device of the same person (or an admin); that device is out for good
+ * snapshot body := varString room • varUint coversSeq • varUint8Array snapshotId(16) • varUint parts • varUint at
+ *                 by a member device: envelopes `snapshotId` (parts of one encrypted inner-doc state)
+ *                 hold everything in rows up to coversSeq, so the relay may compact those rows
  * admission := varUint kind(0 none, 1 genesis, 2 join) • [genesis record | invite record • join record]
  * ```
  */
@@ -34,7 +45,7 @@ import { StrictReader } from './wire.js'
 export const RECORD_VERSION = 1
 export const CERTIFICATE_VERSION = 1
 
-export const RecordKind = { Genesis: 1, Invite: 2, Join: 3, Remove: 4, Promote: 5, Leave: 6, Revoke: 7, Epoch: 8 } as const
+export const RecordKind = { Genesis: 1, Invite: 2, Join: 3, Remove: 4, Promote: 5, Leave: 6, Revoke: 7, Epoch: 8, Add: 9, Unlink: 10, Snapshot: 11 } as const
 export type RecordKind = (typeof RecordKind)[keyof typeof RecordKind]
 
 export interface DeviceCertificate {
@@ -128,7 +139,9 @@ export const domainOf = (kind: RecordKind) =>
         ? SignatureDomain.Join
         : kind === RecordKind.Epoch
           ? SignatureDomain.Epoch
-          : SignatureDomain.Membership
+          : kind === RecordKind.Snapshot
+            ? SignatureDomain.Snapshot
+            : SignatureDomain.Membership
 
 export function recordSigningPayload(kind: RecordKind, body: Uint8Array): Uint8Array {
   const e = encoding.createEncoder()
@@ -151,9 +164,9 @@ export function readRecord(bytes: Uint8Array): SignedRecord {
   const r = new StrictReader(bytes)
   if (r.uint8() !== RECORD_VERSION) throw new PetrelError(ErrorCode.VersionMismatch, 'unknown record version')
   const kind = r.varUint(255)
-  if (kind < RecordKind.Genesis || kind > RecordKind.Epoch) throw malformed('unknown record kind')
+  if (kind < RecordKind.Genesis || kind > RecordKind.Snapshot) throw malformed('unknown record kind')
   const recordKind = kind as RecordKind
-  const body = r.varBytes(8192)
+  const body = r.varBytes(64 * 1024)
   const certBytes = r.varBytes(1024)
   const signature = r.varBytes(64)
   r.end()
@@ -357,4 +370,98 @@ export function epochWrapContext(room: string, epoch: number): Uint8Array {
   encoding.writeVarString(e, room)
   encoding.writeVarUint(e, epoch)
   return encoding.toUint8Array(e)
+}
+
+export interface AddBody {
+  room: string
+  userPub: Uint8Array
+  epoch: number
+  keyCheck: Uint8Array
+  at: number
+  devices: Array<{ certificate: DeviceCertificate; keyBundle: Uint8Array }>
+}
+export function encodeAddBody(b: {
+  room: string
+  userPub: Uint8Array
+  epoch: number
+  keyCheck: Uint8Array
+  at: number
+  devices: Array<{ certificate: Uint8Array; keyBundle: Uint8Array }>
+}): Uint8Array {
+  const e = encoding.createEncoder()
+  encoding.writeVarString(e, b.room)
+  encoding.writeVarUint8Array(e, b.userPub)
+  encoding.writeVarUint(e, b.epoch)
+  encoding.writeVarUint8Array(e, b.keyCheck)
+  encoding.writeVarUint(e, b.at)
+  encoding.writeVarUint(e, b.devices.length)
+  for (const d of b.devices) {
+    encoding.writeVarUint8Array(e, d.certificate)
+    encoding.writeVarUint8Array(e, d.keyBundle)
+  }
+  return encoding.toUint8Array(e)
+}
+/** At most this many devices per add: a person's devices, not a crowd. */
+export const MAX_ADD_DEVICES = 16
+export function readAddBody(bytes: Uint8Array): AddBody {
+  const r = new StrictReader(bytes)
+  const room = r.varString(64)
+  const userPub = key32(r)
+  const epoch = r.varUint(0xffffffff)
+  const keyCheck = r.varBytes(8)
+  if (keyCheck.length !== 8) throw malformed('key check must be 8 bytes')
+  const at = r.varUint()
+  const n = r.varUint(MAX_ADD_DEVICES)
+  if (n === 0) throw malformed('an add names at least one device')
+  const devices: AddBody['devices'] = []
+  for (let i = 0; i < n; i++) devices.push({ certificate: readCertificate(r.varBytes(1024)), keyBundle: r.varBytes(16 * 1024) })
+  r.end()
+  return { room, userPub, epoch, keyCheck, at, devices }
+}
+
+export interface UnlinkBody {
+  room: string
+  devicePub: Uint8Array
+  at: number
+}
+export function encodeUnlinkBody(b: UnlinkBody): Uint8Array {
+  const e = encoding.createEncoder()
+  encoding.writeVarString(e, b.room)
+  encoding.writeVarUint8Array(e, b.devicePub)
+  encoding.writeVarUint(e, b.at)
+  return encoding.toUint8Array(e)
+}
+export function readUnlinkBody(bytes: Uint8Array): UnlinkBody {
+  const r = new StrictReader(bytes)
+  const out = { room: r.varString(64), devicePub: key32(r), at: r.varUint() }
+  r.end()
+  return out
+}
+
+export interface SnapshotBody {
+  room: string
+  coversSeq: number
+  snapshotId: Uint8Array
+  parts: number
+  at: number
+}
+export function encodeSnapshotBody(b: SnapshotBody): Uint8Array {
+  const e = encoding.createEncoder()
+  encoding.writeVarString(e, b.room)
+  encoding.writeVarUint(e, b.coversSeq)
+  encoding.writeVarUint8Array(e, b.snapshotId)
+  encoding.writeVarUint(e, b.parts)
+  encoding.writeVarUint(e, b.at)
+  return encoding.toUint8Array(e)
+}
+export function readSnapshotBody(bytes: Uint8Array): SnapshotBody {
+  const r = new StrictReader(bytes)
+  const room = r.varString(64)
+  const coversSeq = r.varUint()
+  const snapshotId = r.varBytes(16)
+  if (snapshotId.length !== 16) throw malformed('snapshot id must be 16 bytes')
+  const parts = r.varUint(100_000)
+  const at = r.varUint()
+  r.end()
+  return { room, coversSeq, snapshotId, parts, at }
 }

@@ -13,6 +13,9 @@
  * room       (both) := varString room • rest: one y-websocket message (see room-messages.ts)
  * heartbeat  (both) := (empty)
  * notice     (R→C) := varUint reason • varString message
+ * rooms      (R→C) := varUint n • { varString room }{n}
+ *                     conversations this device is a member of: all of them after `ready`, then
+ *                     each one it is added to (by an admin, or by another device of its person)
  * ```
  * Every frame is checked by `readFrame`, which never throws anything but a PetrelError and
  * never reads past the end. Versions: a frame whose first byte is not PROTOCOL_VERSION is
@@ -35,6 +38,7 @@ export const FrameType = {
   Room: 7,
   Heartbeat: 8,
   Notice: 9,
+  Rooms: 10,
 } as const
 export type FrameType = (typeof FrameType)[keyof typeof FrameType]
 
@@ -99,9 +103,12 @@ export type Frame =
   | { type: typeof FrameType.Room; room: string; message: Uint8Array }
   | { type: typeof FrameType.Heartbeat }
   | { type: typeof FrameType.Notice; reason: number; message: string }
+  | { type: typeof FrameType.Rooms; rooms: string[] }
 
 const MAX_ROOM_ID = 64
 const MAX_TEXT = 1024
+/** A rooms frame lists at most this many (the relay sends longer lists in several frames). */
+export const MAX_ROOMS_LISTED = 4096
 
 /** Encode one frame. */
 export function writeFrame(frame: Frame): Uint8Array {
@@ -138,6 +145,10 @@ export function writeFrame(frame: Frame): Uint8Array {
     case FrameType.Notice:
       encoding.writeVarUint(e, frame.reason)
       encoding.writeVarString(e, frame.message)
+      break
+    case FrameType.Rooms:
+      encoding.writeVarUint(e, frame.rooms.length)
+      for (const room of frame.rooms) encoding.writeVarString(e, room)
       break
     case FrameType.Ready:
     case FrameType.Heartbeat:
@@ -268,6 +279,13 @@ export function readFrame(bytes: Uint8Array): Frame {
     case FrameType.Notice:
       frame = { type, reason: r.varUint(1 << 16), message: r.varString(MAX_TEXT) }
       break
+    case FrameType.Rooms: {
+      const n = r.varUint(MAX_ROOMS_LISTED)
+      const rooms: string[] = []
+      for (let i = 0; i < n; i++) rooms.push(readRoomId(r))
+      frame = { type, rooms }
+      break
+    }
     default:
       throw malformed(`unknown frame type ${type}`)
   }

@@ -1,10 +1,12 @@
 /**
  * The RelayStore contract as executable spec, run against every backend by
  * relay-store.test.ts. Backend-specific behaviour (migrations, several nodes) is tested there.
+ * Compaction, the membership index and the link mailbox are in relay-store-upkeep.conformance.ts.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { AppendBatch, NewRow, ReceiptRow, RelayStore } from '../../src/relay/store/relay-store.js'
 import { expectPetrelError } from './device-store.conformance.js'
+import { describeRelayStoreUpkeep } from './relay-store-upkeep.conformance.js'
 
 export interface RelayStoreHarness {
   store: RelayStore
@@ -568,5 +570,7 @@ export function runRelayStoreConformance(name: string, open: () => Promise<Relay
         await expectPetrelError(store.roomBytes('A'), 'closed')
       })
     })
+
+    describeRelayStoreUpkeep(() => ({ store, harness }))
   })
 }

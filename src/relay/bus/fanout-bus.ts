@@ -9,6 +9,7 @@
  * rows     (kind 1) body := varUint seq                 rows up to `seq` are durable
  * receipts (kind 2) body := receiptEntry (see room-messages.ts)
  * records  (kind 3) body := (empty)                     membership records changed
+ * member   (kind 4) body := varString device             `device` became a member of `room`
  * ```
  */
 import * as encoding from 'lib0/encoding'
@@ -19,6 +20,7 @@ export type BusMessage =
   | { kind: 'rows'; room: string; node: string; seq: number }
   | { kind: 'receipts'; room: string; node: string; entry: ReceiptEntry }
   | { kind: 'records'; room: string; node: string }
+  | { kind: 'member'; room: string; node: string; device: string }
 
 export interface FanoutBus {
   publish(message: BusMessage): Promise<void>
@@ -31,7 +33,7 @@ export interface FanoutBus {
   close(): Promise<void>
 }
 
-const KIND = { rows: 1, receipts: 2, records: 3 } as const
+const KIND = { rows: 1, receipts: 2, records: 3, member: 4 } as const
 
 export function encodeBusMessage(m: BusMessage): Uint8Array {
   const e = encoding.createEncoder()
@@ -40,6 +42,7 @@ export function encodeBusMessage(m: BusMessage): Uint8Array {
   encoding.writeVarString(e, m.room)
   encoding.writeVarString(e, m.node)
   if (m.kind === 'rows') encoding.writeVarUint(e, m.seq)
+  if (m.kind === 'member') encoding.writeVarString(e, m.device)
   if (m.kind === 'receipts') {
     encoding.writeVarString(e, m.entry.device)
     encoding.writeVarUint(e, m.entry.stored)
@@ -53,7 +56,7 @@ export function encodeBusMessage(m: BusMessage): Uint8Array {
 export function decodeBusMessage(bytes: Uint8Array): BusMessage {
   const r = new StrictReader(bytes)
   r.uint8()
-  const kind = r.varUint(3)
+  const kind = r.varUint(4)
   const room = r.varString(64)
   const node = r.varString(128)
   if (kind === KIND.rows) return { kind: 'rows', room, node, seq: r.varUint() }
@@ -65,5 +68,6 @@ export function decodeBusMessage(bytes: Uint8Array): BusMessage {
       entry: { device: r.varString(64), stored: r.varUint(), read: r.varUint(), storedAt: r.varUint(), readAt: r.varUint() },
     }
   }
+  if (kind === KIND.member) return { kind: 'member', room, node, device: r.varString(64) }
   return { kind: 'records', room, node }
 }

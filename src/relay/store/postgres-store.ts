@@ -9,6 +9,12 @@
  * The (room, seq) primary key stays as the backstop: should numbering ever go wrong, the
  * append fails with StorageFailed instead of overwriting or interleaving rows.
  *
+ * Compaction, membership changes and trims take the same room lock, so they serialise with
+ * appends. The membership index and the link mailbox are not room data and need no lock of
+ * their own: a membership change rides in an append (under its room's lock), and a mailbox
+ * slot is claimed by its primary key (`ON CONFLICT DO NOTHING`) and taken by one `DELETE …
+ * RETURNING`, so two takers can never both get a message.
+ *
  * @example
  * ```ts
  * const store = await openPostgresRelayStore('postgres://relay@db:5432/petrel', { schema: 'petrel' })
@@ -17,7 +23,8 @@
  */
 import { type CustomTypesConfig, escapeIdentifier, Pool, type PoolClient, types as pgTypes } from 'pg'
 import { ErrorCode, PetrelError } from '../../shared/errors.js'
-import type { AppendBatch, ReceiptRow, RelayStore, RoomSnapshot, Row } from './relay-store.js'
+import { MAX_GC_BYTES, planCompaction, type RowMeta } from './compaction.js'
+import { type AppendBatch, assertLinkSlot, type ReceiptRow, type RelayStore, type RoomSnapshot, type Row } from './relay-store.js'
 
 export interface PostgresRelayStoreOptions {
   /** Schema holding the tables, created if missing; default 'petrel'. */
@@ -30,7 +37,9 @@ export interface PostgresRelayStoreOptions {
  * Schema versions, applied in order at start; `petrel_schema` holds one row per applied
  * version. Client ids are uint32 and seqs grow without bound, so both need BIGINT.
  * `rooms.next_seq` is the last seq handed out, kept apart from MAX(rows.seq) so numbering
- * never depends on which rows exist.
+ * never depends on which rows exist. Version 3 adds `device_rooms` (the membership index, keyed
+ * device first since only ever read by device) and `link_mailbox` (one row per occupied slot,
+ * indexed by expiry so a purge does not scan live messages).
  */
 const MIGRATIONS: Array<(s: string) => string> = [
   (s) => `
@@ -43,6 +52,11 @@ const MIGRATIONS: Array<(s: string) => string> = [
     CREATE TABLE ${s}.receipts (room TEXT NOT NULL, device TEXT NOT NULL, stored BIGINT NOT NULL, read BIGINT NOT NULL,
                                 stored_at BIGINT NOT NULL, read_at BIGINT NOT NULL, PRIMARY KEY (room, device));`,
   (s) => `CREATE TABLE ${s}.client_floor (room TEXT NOT NULL, client BIGINT NOT NULL, next BIGINT NOT NULL, PRIMARY KEY (room, client));`,
+  (s) => `
+    CREATE TABLE ${s}.device_rooms (device TEXT NOT NULL, room TEXT NOT NULL, PRIMARY KEY (device, room));
+    CREATE TABLE ${s}.link_mailbox (id TEXT NOT NULL, slot SMALLINT NOT NULL, bytes BYTEA NOT NULL, expires_at BIGINT NOT NULL,
+                                    PRIMARY KEY (id, slot));
+    CREATE INDEX link_mailbox_by_expiry ON ${s}.link_mailbox (expires_at);`,
 ]
 
 /** The schema version this build writes. */
@@ -70,6 +84,13 @@ const closedError = (): PetrelError => new PetrelError(ErrorCode.Closed, 'relay 
 
 const storageError = (cause: unknown): PetrelError =>
   cause instanceof PetrelError ? cause : new PetrelError(ErrorCode.StorageFailed, `relay store: ${(cause as Error).message}`, { cause })
+
+/** The last change of each (room, device) in batch order, which is what applying them one by one leaves. */
+function foldDevices(devices: NonNullable<AppendBatch['devices']>): NonNullable<AppendBatch['devices']> {
+  const folded = new Map<string, NonNullable<AppendBatch['devices']>[number]>()
+  for (const d of devices) folded.set(JSON.stringify([d.room, d.device]), d)
+  return [...folded.values()]
+}
 
 /** Folds receipts for the same (room, device) as if applied one after another, since one upsert statement cannot touch a row twice. */
 function foldReceipts(receipts: ReceiptRow[]): ReceiptRow[] {
@@ -189,8 +210,9 @@ export async function openPostgresRelayStore(url: string, options: PostgresRelay
 
   const appendIn = async (c: PoolClient, batch: AppendBatch): Promise<number[]> => {
     const receipts = foldReceipts(batch.receipts ?? [])
+    const devices = foldDevices(batch.devices ?? [])
     const rooms = new Set<string>()
-    for (const x of [...batch.rows, ...batch.bindings, ...batch.records, ...receipts]) rooms.add(x.room)
+    for (const x of [...batch.rows, ...batch.bindings, ...batch.records, ...receipts, ...devices]) rooms.add(x.room)
     if (rooms.size === 0) return []
     await lockRooms(c, [...rooms])
     const seqs = batch.rows.length > 0 ? await takeSeqs(c, batch.rows) : []
@@ -265,6 +287,21 @@ export async function openPostgresRelayStore(url: string, options: PostgresRelay
           receipts.map((r) => r.storedAt),
           receipts.map((r) => r.readAt),
         ],
+      )
+    }
+
+    const joined = devices.filter((d) => d.member)
+    const left = devices.filter((d) => !d.member)
+    if (joined.length > 0) {
+      await c.query(
+        `INSERT INTO ${s}.device_rooms (device, room) SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING`,
+        [joined.map((d) => d.device), joined.map((d) => d.room)],
+      )
+    }
+    if (left.length > 0) {
+      await c.query(
+        `DELETE FROM ${s}.device_rooms AS d USING unnest($1::text[], $2::text[]) AS t(device, room) WHERE d.device = t.device AND d.room = t.room`,
+        [left.map((d) => d.device), left.map((d) => d.room)],
       )
     }
     return seqs
@@ -383,6 +420,58 @@ export async function openPostgresRelayStore(url: string, options: PostgresRelay
           return (await c.query(`DELETE FROM ${s}.rows WHERE room = $1 AND seq < $2`, [room, beforeSeq])).rowCount ?? 0
         }),
       ),
+    compactRows: (room, throughSeq, keep) =>
+      guard(() =>
+        transaction(async (c) => {
+          await lockRooms(c, [room])
+          const { rows } = await c.query<Omit<RowMeta, 'small'> & { small: Buffer | null }>(
+            `SELECT seq, client, clock, len, count, CASE WHEN count = 1 AND octet_length(structs) <= ${MAX_GC_BYTES} THEN structs END AS small
+             FROM ${s}.rows WHERE room = $1 AND seq <= $2`,
+            [room, throughSeq],
+          )
+          const plan = planCompaction(
+            rows.map((r) => ({ ...r, small: r.small && new Uint8Array(r.small) })),
+            keep,
+          )
+          if (plan.remove.length > 0) await c.query(`DELETE FROM ${s}.rows WHERE room = $1 AND seq = ANY($2::bigint[])`, [room, plan.remove])
+          if (plan.write.length > 0) {
+            const w = plan.write
+            await c.query(
+              `INSERT INTO ${s}.rows (room, seq, client, clock, len, count, structs)
+               SELECT $1::text, * FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::int[], $7::bytea[])`,
+              [room, w.map((x) => x.seq), w.map((x) => x.client), w.map((x) => x.clock), w.map((x) => x.len), w.map((x) => x.count), w.map((x) => x.structs)],
+            )
+          }
+          return { removed: plan.remove.length, written: plan.write.length }
+        }),
+      ),
+    roomsOfDevice: (device) =>
+      guard(async () => {
+        // COLLATE "C": code point order, as SQLite sorts, whatever the database's locale.
+        const { rows } = await pool.query<{ room: string }>(`SELECT room FROM ${s}.device_rooms WHERE device = $1 ORDER BY room COLLATE "C"`, [device])
+        return rows.map((r) => r.room)
+      }),
+    putLink: (id, slot, bytes, expiresAt) =>
+      guard(async () => {
+        assertLinkSlot(slot)
+        const { rowCount } = await pool.query(
+          `INSERT INTO ${s}.link_mailbox (id, slot, bytes, expires_at) VALUES ($1, $2, $3, $4) ON CONFLICT (id, slot) DO NOTHING`,
+          [id, slot, bytes, expiresAt],
+        )
+        return rowCount === 1
+      }),
+    takeLink: (id, slot, now) =>
+      guard(async () => {
+        assertLinkSlot(slot)
+        const { rows } = await pool.query<{ bytes: Buffer; expires_at: number }>(
+          `DELETE FROM ${s}.link_mailbox WHERE id = $1 AND slot = $2 RETURNING bytes, expires_at`,
+          [id, slot],
+        )
+        const taken = rows[0]
+        return taken && taken.expires_at > now ? new Uint8Array(taken.bytes) : undefined
+      }),
+    purgeLinks: (now) =>
+      guard(async () => (await pool.query(`DELETE FROM ${s}.link_mailbox WHERE expires_at <= $1`, [now])).rowCount ?? 0),
     roomBytes: (room) =>
       guard(async () => {
         const { rows } = await pool.query<{ b: number }>(

@@ -3,13 +3,18 @@
  * row is on disk before the relay acknowledges it (✓ means durable), and one transaction per
  * batch: the relay groups every update that arrived in one event-loop turn into a batch,
  * which measured ~3× a commit per message.
+ *
+ * Migration 5 adds `device_rooms` (the membership index, keyed device first because it is
+ * only ever read by device) and `link_mailbox` (one row per occupied slot; indexed by expiry so
+ * a purge does not scan live messages). Compaction needs no schema: a GC row is a row.
  */
 import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import Database from 'better-sqlite3'
 import { startCheckpointer } from './sqlite-checkpointer.js'
 import { ErrorCode, PetrelError } from '../../shared/errors.js'
-import type { AppendBatch, RelayStore, RoomSnapshot, Row } from './relay-store.js'
+import { MAX_GC_BYTES, planCompaction, type RowMeta } from './compaction.js'
+import { type AppendBatch, assertLinkSlot, type RelayStore, type RoomSnapshot, type Row } from './relay-store.js'
 
 /** Schema versions, applied in order at start; `user_version` records the last applied. */
 const MIGRATIONS: string[] = [
@@ -24,6 +29,10 @@ const MIGRATIONS: string[] = [
   `ALTER TABLE rooms ADD COLUMN next_seq INTEGER NOT NULL DEFAULT 0;
    UPDATE rooms SET next_seq = (SELECT COALESCE(MAX(seq), 0) FROM rows WHERE rows.room = rooms.room);`,
   `CREATE TABLE client_floor (room TEXT NOT NULL, client INTEGER NOT NULL, next INTEGER NOT NULL, PRIMARY KEY (room, client));`,
+  `CREATE TABLE device_rooms (device TEXT NOT NULL, room TEXT NOT NULL, PRIMARY KEY (device, room)) WITHOUT ROWID;
+   CREATE TABLE link_mailbox (id TEXT NOT NULL, slot INTEGER NOT NULL, bytes BLOB NOT NULL, expires_at INTEGER NOT NULL,
+                              PRIMARY KEY (id, slot));
+   CREATE INDEX link_mailbox_by_expiry ON link_mailbox (expires_at);`,
 ]
 
 export function openSqliteRelayStore(path: string): RelayStore {
@@ -86,6 +95,21 @@ export function openSqliteRelayStore(path: string): RelayStore {
     covering: db.prepare<[string, number, number, number], { seq: number; clock: number; len: number }>(
       'SELECT seq, clock, len FROM rows WHERE room = ? AND client = ? AND clock < ? AND clock + len > ? ORDER BY clock',
     ),
+    compactable: db.prepare<[string, number], Omit<RowMeta, 'small'> & { small: Buffer | null }>(
+      `SELECT seq, client, clock, len, count, CASE WHEN count = 1 AND LENGTH(structs) <= ${MAX_GC_BYTES} THEN structs END AS small
+       FROM rows WHERE room = ? AND seq <= ?`,
+    ),
+    deleteRow: db.prepare<[string, number]>('DELETE FROM rows WHERE room = ? AND seq = ?'),
+    addDevice: db.prepare<[string, string]>('INSERT OR IGNORE INTO device_rooms (device, room) VALUES (?, ?)'),
+    removeDevice: db.prepare<[string, string]>('DELETE FROM device_rooms WHERE device = ? AND room = ?'),
+    roomsOfDevice: db.prepare<[string], { room: string }>('SELECT room FROM device_rooms WHERE device = ? ORDER BY room'),
+    putLink: db.prepare<[string, number, Uint8Array, number]>(
+      'INSERT INTO link_mailbox (id, slot, bytes, expires_at) VALUES (?, ?, ?, ?) ON CONFLICT (id, slot) DO NOTHING',
+    ),
+    takeLink: db.prepare<[string, number], { bytes: Buffer; expires_at: number }>(
+      'DELETE FROM link_mailbox WHERE id = ? AND slot = ? RETURNING bytes, expires_at',
+    ),
+    purgeLinks: db.prepare<[number]>('DELETE FROM link_mailbox WHERE expires_at <= ?'),
     bytes: db.prepare<[string, string], { b: number | null }>(
       'SELECT (SELECT COALESCE(SUM(LENGTH(structs)), 0) FROM rows WHERE room = ?) + (SELECT COALESCE(SUM(LENGTH(bytes)), 0) FROM records WHERE room = ?) AS b',
     ),
@@ -110,7 +134,16 @@ export function openSqliteRelayStore(path: string): RelayStore {
       return seq
     })
     for (const r of batch.receipts ?? []) q.upsertReceipt.run(r.room, r.device, r.stored, r.read, r.storedAt, r.readAt)
+    for (const d of batch.devices ?? []) (d.member ? q.addDevice : q.removeDevice).run(d.device, d.room)
     return seqs
+  })
+
+  const compactTx = db.transaction((room: string, throughSeq: number, keep: ReadonlySet<number>) => {
+    const metas = q.compactable.all(room, throughSeq).map((r) => ({ ...r, small: r.small && new Uint8Array(r.small) }))
+    const plan = planCompaction(metas, keep)
+    for (const seq of plan.remove) q.deleteRow.run(room, seq)
+    for (const w of plan.write) q.insertRow.run(room, w.seq, w.client, w.clock, w.len, w.count, w.structs)
+    return { removed: plan.remove.length, written: plan.write.length }
   })
 
   let closed = false
@@ -119,6 +152,7 @@ export function openSqliteRelayStore(path: string): RelayStore {
     try {
       return Promise.resolve(fn())
     } catch (cause) {
+      if (cause instanceof PetrelError) return Promise.reject(cause)
       return Promise.reject(new PetrelError(ErrorCode.StorageFailed, `relay store: ${(cause as Error).message}`, { cause }))
     }
   }
@@ -176,6 +210,20 @@ export function openSqliteRelayStore(path: string): RelayStore {
           return q.trim.run(room, beforeSeq).changes
         })(),
       ),
+    compactRows: (room, throughSeq, keep) => guard(() => compactTx(room, throughSeq, keep)),
+    roomsOfDevice: (device) => guard(() => q.roomsOfDevice.all(device).map((r) => r.room)),
+    putLink: (id, slot, bytes, expiresAt) =>
+      guard(() => {
+        assertLinkSlot(slot)
+        return q.putLink.run(id, slot, bytes, expiresAt).changes === 1
+      }),
+    takeLink: (id, slot, now) =>
+      guard(() => {
+        assertLinkSlot(slot)
+        const taken = q.takeLink.get(id, slot)
+        return taken && taken.expires_at > now ? new Uint8Array(taken.bytes) : undefined
+      }),
+    purgeLinks: (now) => guard(() => q.purgeLinks.run(now).changes),
     roomBytes: (room) => guard(() => q.bytes.get(room, room)?.b ?? 0),
     close: async () => {
       if (closed) return

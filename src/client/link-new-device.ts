@@ -1,0 +1,36 @@
+/**
+ * The new device's side of linking (see device-link.ts): send our public keys, wait for the
+ * certificate, check it certifies exactly those keys, and store the identity.
+ */
+import { constantTimeEqual, generateAgreementKeyPair, generateSigningKeyPair } from '../shared/crypto/index.js'
+import { ErrorCode, PetrelError } from '../shared/errors.js'
+import { type DeviceCertificate, verifyCertificate } from '../shared/records.js'
+import { decodeLinkPayload, encodeOffer, LinkMailbox, LinkSlot, openLinkMessage, readAnswer, sealLinkMessage } from './device-link.js'
+import { type Identity, storeLinkedIdentity } from './identity.js'
+import type { DeviceStore } from './storage/device-store.js'
+
+export async function linkAsNewDevice(store: DeviceStore, relays: string[], payload: string): Promise<{ identity: Identity; siblings: DeviceCertificate[] }> {
+  const link = decodeLinkPayload(payload)
+  if (Date.now() > link.expiresAt) throw new PetrelError(ErrorCode.LinkFailed, 'this device link has expired; make a new one')
+  const device = generateSigningKeyPair()
+  const agreement = generateAgreementKeyPair()
+  const mailbox = new LinkMailbox(relays)
+  await mailbox.put(link.mailbox, LinkSlot.Offer, sealLinkMessage(link, LinkSlot.Offer, encodeOffer(device.publicKey, agreement.publicKey)))
+  const answer = await mailbox.take(link.mailbox, LinkSlot.Answer, link.expiresAt)
+  if (!answer) throw new PetrelError(ErrorCode.LinkFailed, 'the other device did not answer before the link expired')
+  const plain = openLinkMessage(link, LinkSlot.Answer, answer)
+  if (!plain) throw new PetrelError(ErrorCode.LinkFailed, 'the link answer was not sealed with the link secret')
+  let parsed: ReturnType<typeof readAnswer>
+  try {
+    parsed = readAnswer(plain)
+  } catch (cause) {
+    throw new PetrelError(ErrorCode.LinkFailed, 'the link answer is malformed', { cause })
+  }
+  const { certificate, siblings } = parsed
+  const ours = constantTimeEqual(certificate.devicePub, device.publicKey) && constantTimeEqual(certificate.agreementPub, agreement.publicKey)
+  if (!ours || !(await verifyCertificate(certificate))) throw new PetrelError(ErrorCode.LinkFailed, 'the link answer does not certify this device')
+  const verified: DeviceCertificate[] = []
+  for (const s of siblings) if (constantTimeEqual(s.userPub, certificate.userPub) && (await verifyCertificate(s))) verified.push(s)
+  const identity = await storeLinkedIdentity(store, device.secretKey, agreement.secretKey, certificate.bytes)
+  return { identity, siblings: verified }
+}

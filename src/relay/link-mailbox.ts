@@ -1,0 +1,145 @@
+/**
+ * HTTP routes of the link mailbox (RelayStore.putLink / takeLink): how a new device and an
+ * existing one pass the few small messages of linking while they share no connection yet.
+ *
+ *   PUT /v1/link/:id/:slot          raw body, 1..maxBytes bytes
+ *       → 201 stored | 409 slot already holds a message | 413 too large | 400 bad id, slot or body
+ *   GET /v1/link/:id/:slot?wait=MS  take the message, waiting up to MS (≤ maxWaitMs) for one
+ *       → 200 the bytes (application/octet-stream) | 204 none arrived in time | 400 bad id, slot or wait
+ *
+ * No authentication, by design: the two devices have no credential in common yet. The id is the
+ * capability (at least 22 base64url characters, 128 bits when random), the bytes are opaque to
+ * the relay (the devices protect them end to end), and the first writer of a slot wins, so a
+ * party that learns an id late cannot replace a message already waiting.
+ *
+ * CORS is open to every origin: the routes use no cookies or other ambient credentials, so `*`
+ * grants a foreign page nothing it could not do with fetch from anywhere else.
+ *
+ * Expired messages are purged inside PUT, at most once a minute, rather than by a
+ * timer: only PUT adds data, so storage stays bounded, and there is no timer to outlive the
+ * server or to run against a closed store. takeLink never returns an expired message anyway.
+ */
+import type { Hono } from 'hono'
+import { cors } from 'hono/cors'
+import type { RelayStore } from './store/relay-store.js'
+
+export interface LinkRoutesOptions {
+  /** Largest message, in bytes; default 8192. */
+  maxBytes?: number
+  /** How long a message waits to be taken; default 10 minutes. */
+  ttlMs?: number
+  /** Longest `wait` a GET may ask for; default 25 s (below common proxy idle timeouts of 30 s). */
+  maxWaitMs?: number
+}
+
+const ID = /^[A-Za-z0-9_-]{22,64}$/
+const SLOTS: Record<string, number> = { '0': 0, '1': 1 }
+const POLL_MS = 100
+const PURGE_EVERY_MS = 60_000
+
+/** Waits `ms`, or less if `signal` aborts first. */
+const pause = (ms: number, signal: AbortSignal): Promise<void> =>
+  new Promise((resolve) => {
+    const done = (): void => {
+      clearTimeout(timer)
+      signal.removeEventListener('abort', done)
+      resolve()
+    }
+    const timer = setTimeout(done, ms)
+    signal.addEventListener('abort', done, { once: true })
+  })
+
+/**
+ * Reads a body of at most `max` bytes, stopping as soon as it is larger, so an oversized or
+ * endless upload costs at most `max` bytes of memory.
+ */
+async function readCapped(body: ReadableStream<Uint8Array> | null, max: number): Promise<Uint8Array | 'too-large'> {
+  if (!body) return new Uint8Array()
+  const reader = body.getReader()
+  const chunks: Uint8Array[] = []
+  let size = 0
+  for (;;) {
+    const { done, value } = await reader.read()
+    if (done) break
+    size += value.byteLength
+    if (size > max) {
+      await reader.cancel().catch(() => undefined)
+      return 'too-large'
+    }
+    chunks.push(value)
+  }
+  const out = new Uint8Array(size)
+  let at = 0
+  for (const chunk of chunks) {
+    out.set(chunk, at)
+    at += chunk.byteLength
+  }
+  return out
+}
+
+/**
+ * @example
+ * ```ts
+ * const app = new Hono()
+ * mountLinkRoutes(app, store, { maxWaitMs: 10_000 })
+ * ```
+ */
+export function mountLinkRoutes(app: Hono, store: RelayStore, options: LinkRoutesOptions = {}): void {
+  const maxBytes = options.maxBytes ?? 8192
+  const ttlMs = options.ttlMs ?? 10 * 60_000
+  const maxWaitMs = options.maxWaitMs ?? 25_000
+  let lastPurge = 0
+
+  app.use('/v1/link/*', cors({ origin: '*', allowMethods: ['GET', 'PUT'], allowHeaders: ['Content-Type'], maxAge: 600 }))
+
+  app.put('/v1/link/:id/:slot', async (c) => {
+    const id = c.req.param('id')
+    const slot = SLOTS[c.req.param('slot')]
+    if (!ID.test(id) || slot === undefined) return c.json({ error: 'bad mailbox id or slot' }, 400)
+    const declared = c.req.header('Content-Length')
+    if (declared !== undefined) {
+      if (!/^\d+$/.test(declared)) return c.json({ error: 'bad Content-Length' }, 400)
+      if (Number(declared) > maxBytes) return c.json({ error: `message larger than ${maxBytes} bytes` }, 413)
+    }
+    // Chunked uploads declare no length, and a declared one may lie: count what arrives.
+    const bytes = await readCapped(c.req.raw.body, maxBytes)
+    if (bytes === 'too-large') return c.json({ error: `message larger than ${maxBytes} bytes` }, 413)
+    if (bytes.length === 0) return c.json({ error: 'empty message' }, 400)
+    const now = Date.now()
+    if (now - lastPurge >= PURGE_EVERY_MS) {
+      lastPurge = now
+      // Only storage space depends on it, so a failed purge must not fail the PUT; the next one retries.
+      await store.purgeLinks(now).catch(() => {
+        lastPurge = 0
+      })
+    }
+    if (!(await store.putLink(id, slot, bytes, now + ttlMs))) return c.json({ error: 'slot already holds a message' }, 409)
+    return c.body(null, 201)
+  })
+
+  app.get('/v1/link/:id/:slot', async (c) => {
+    const id = c.req.param('id')
+    const slot = SLOTS[c.req.param('slot')]
+    if (!ID.test(id) || slot === undefined) return c.json({ error: 'bad mailbox id or slot' }, 400)
+    const wait = c.req.query('wait') ?? '0'
+    if (!/^\d{1,9}$/.test(wait)) return c.json({ error: 'bad wait' }, 400)
+    const deadline = Date.now() + Math.min(Number(wait), maxWaitMs)
+    const signal = c.req.raw.signal
+    for (;;) {
+      const bytes = await store.takeLink(id, slot, Date.now())
+      if (bytes) {
+        // The taker left between our take and our answer: put it back for its retry, rather
+        // than lose the message (best effort; a new writer may have taken the slot meanwhile).
+        if (signal.aborted) {
+          await store.putLink(id, slot, bytes, Date.now() + ttlMs).catch(() => false)
+          return c.body(null, 204)
+        }
+        // A take is destructive: no cache may answer a later GET with this message.
+        return c.body(new Uint8Array(bytes), 200, { 'Content-Type': 'application/octet-stream', 'Cache-Control': 'no-store' })
+      }
+      const left = deadline - Date.now()
+      if (left <= 0 || signal.aborted) return c.body(null, 204, { 'Cache-Control': 'no-store' })
+      await pause(Math.min(POLL_MS, left), signal)
+    }
+  })
+}

@@ -1,0 +1,147 @@
+import { join } from 'node:path'
+import { afterEach, describe, expect, it } from 'vitest'
+import { createClient } from '../../src/client/index.js'
+import { type Client, pair, texts, until, World } from './harness.js'
+
+let world: World
+afterEach(async () => {
+  await world?.close()
+})
+
+/** Link a new device to `primary` and return its client (a real relay mailbox in between). */
+async function linkNew(world: World, primary: Client, name: string): Promise<Client> {
+  const payload = await primary.linkDevice()
+  const device = await createClient({ relay: world.url, name, storage: join(world.dir, `${name}.db`), link: payload })
+  world.clients.push(device)
+  world.errors.set(device, [])
+  device.on('error', (err) => world.errors.get(device)!.push(err))
+  return device
+}
+
+describe('linked devices', () => {
+  it('a linked device shows every conversation with its history, sends as the same author, and receipts count the person once', async () => {
+    world = new World()
+    await world.relay()
+    const { alice, bob, aliceConv, bobConv } = await pair(world)
+    const second = await alice.createConversation({ title: 'Second' })
+    for (let i = 0; i < 20; i++) await aliceConv.send(`history ${i}`)
+    await bobConv.send('from bob')
+    await second.send('only alice here')
+    await until(() => texts(aliceConv).includes('from bob'))
+
+    const laptop = await linkNew(world, alice, 'alice-laptop')
+    expect(laptop.userId).toBe(alice.userId)
+    expect(laptop.deviceId).not.toBe(alice.deviceId)
+    const laptopConvs = await until(async () => {
+      const convs = await laptop.conversations()
+      return convs.length === 2 && convs.every((c) => c.messages().length > 0) ? convs : undefined
+    }, 15_000, 'laptop has both conversations')
+    const laptopConv = laptopConvs.find((c) => c.id === aliceConv.id)!
+    await until(() => texts(laptopConv).length === 21, 10_000, 'laptop has the history')
+    expect(texts(laptopConv)).toEqual(texts(aliceConv))
+    expect(laptopConvs.find((c) => c.id === second.id)!.title).toBe('Second')
+
+    // Same person: the message shows Alice as author on every device, and as "mine" on both of hers.
+    const sent = await laptopConv.send('from the laptop')
+    await until(() => texts(bobConv).includes('from the laptop'))
+    const atBob = bobConv.messages().find((m) => m.text === 'from the laptop')!
+    expect(atBob.author).toBe(alice.userId)
+    await until(() => texts(aliceConv).includes('from the laptop'))
+    expect(aliceConv.messages().find((m) => m.text === 'from the laptop')!.mine).toBe(true)
+
+    // Receipts count people: Bob alone decides delivered/read, though Alice has two devices.
+    await until(() => laptopConv.message(sent.id)?.status === 'delivered' || laptopConv.message(sent.id)?.status === 'read', 10_000, 'delivered')
+    await bobConv.markRead()
+    await until(() => laptopConv.message(sent.id)?.status === 'read', 10_000, 'read')
+    const receipts = laptopConv.receipts(sent.id)
+    expect(receipts.map((r) => r.member)).toEqual([bob.userId])
+
+    // Both devices are listed, on both.
+    expect(alice.devices().map((d) => d.id).sort()).toEqual([alice.deviceId, laptop.deviceId].sort())
+    await until(() => laptop.devices().length === 2, 5000, 'laptop knows the phone')
+    expect(laptop.devices().find((d) => d.current)!.id).toBe(laptop.deviceId)
+    expect(aliceConv.members().find((m) => m.userId === alice.userId)!.devices.sort()).toEqual([alice.deviceId, laptop.deviceId].sort())
+  }, 40_000)
+
+  it('a conversation joined later on one device reaches the other by itself', async () => {
+    world = new World()
+    await world.relay()
+    const alice = await world.client('alice')
+    const bob = await world.client('bob')
+    const laptop = await linkNew(world, alice, 'alice-laptop')
+    await until(() => laptop.connection === 'online')
+    const bobConv = await bob.createConversation({ title: 'Bob asks' })
+    await bobConv.send('hi alice')
+    // The laptop joins; the phone is brought in by the laptop, without an invite.
+    const laptopConv = await laptop.join(await bobConv.invite())
+    const phoneConv = await until(async () => (await alice.conversations()).find((c) => c.id === bobConv.id), 15_000, 'phone gets the conversation')
+    await until(() => texts(phoneConv).includes('hi alice'), 10_000, 'phone has history')
+    await phoneConv.send('answer from the phone')
+    await until(() => texts(laptopConv).includes('answer from the phone') && texts(bobConv).includes('answer from the phone'))
+  }, 40_000)
+
+  it('removeDevice takes the device out of every conversation, rotates the key, and it reads nothing after', async () => {
+    world = new World()
+    await world.relay()
+    const { alice, aliceConv, bobConv } = await pair(world)
+    const laptop = await linkNew(world, alice, 'alice-laptop')
+    const laptopConv = await until(async () => (await laptop.conversations())[0], 15_000, 'laptop conversation')
+    await aliceConv.send('before unlink')
+    await until(() => texts(laptopConv).includes('before unlink'))
+    const epochBefore = aliceConv.epoch
+    await alice.removeDevice(laptop.deviceId)
+    await until(() => aliceConv.epoch > epochBefore, 10_000, 'new epoch')
+    await until(() => world.errors.get(laptop)!.some((e) => /removed|not a member/.test(e.message)), 10_000, 'laptop refused')
+    await bobConv.send('after unlink')
+    await until(() => texts(aliceConv).includes('after unlink'))
+    await new Promise((r) => setTimeout(r, 300))
+    expect(texts(laptopConv)).not.toContain('after unlink')
+    expect(alice.devices().map((d) => d.id)).toEqual([alice.deviceId])
+    expect(aliceConv.members().find((m) => m.userId === alice.userId)!.devices).toEqual([alice.deviceId])
+    await expect(alice.removeDevice(alice.deviceId)).rejects.toMatchObject({ code: 'invalid_argument' })
+  }, 40_000)
+
+  it('a link works once, only with its secret, and only from the device holding the identity key', async () => {
+    world = new World()
+    await world.relay()
+    const alice = await world.client('alice')
+    const laptop = await linkNew(world, alice, 'alice-laptop')
+    await expect(laptop.linkDevice()).rejects.toMatchObject({ code: 'refused' })
+    await expect(createClient({ relay: world.url, storage: join(world.dir, 'bad.db'), link: 'petrel-link:nonsense' })).rejects.toMatchObject({
+      code: 'invalid_argument',
+    })
+    // An expired payload is refused before anything is sent.
+    const expired = await alice.linkDevice({ expiresIn: -1 })
+    await expect(createClient({ relay: world.url, storage: join(world.dir, 'late.db'), link: expired })).rejects.toMatchObject({ code: 'link_failed' })
+  }, 30_000)
+})
+
+describe('adding people directly', () => {
+  it("addMember brings every device of a person in without an invite, with history; 'from-join' hides what came before", async () => {
+    world = new World()
+    await world.relay()
+    const { aliceConv } = await pair(world)
+    await aliceConv.send('old news')
+    const carol = await world.client('carol')
+    const carolLaptop = await linkNew(world, carol, 'carol-laptop')
+    await until(() => carol.connection === 'online' && carolLaptop.connection === 'online')
+    await aliceConv.addMember(await carol.publicIdentity())
+    for (const device of [carol, carolLaptop]) {
+      const conv = await until(async () => (await device.conversations()).find((c) => c.id === aliceConv.id), 15_000, 'carol device gets it')
+      await until(() => texts(conv).includes('old news'), 10_000, 'with history')
+    }
+    expect(aliceConv.members().find((m) => m.userId === carol.userId)!.devices.length).toBe(2)
+
+    const dave = await world.client('dave')
+    await aliceConv.addMember(await dave.publicIdentity(), { history: 'from-join' })
+    const daveConv = await until(async () => (await dave.conversations())[0], 15_000, 'dave gets it')
+    await aliceConv.send('welcome dave')
+    await until(() => texts(daveConv).includes('welcome dave'), 10_000, 'dave reads new messages')
+    expect(texts(daveConv)).not.toContain('old news')
+
+    // Only admins add; a malformed identity is a clear error.
+    const carolConv = (await carol.conversations())[0]!
+    await expect(carolConv.addMember(await dave.publicIdentity())).rejects.toMatchObject({ code: 'refused' })
+    await expect(aliceConv.addMember('petrel-id:AAAA')).rejects.toMatchObject({ code: 'invalid_argument' })
+  }, 60_000)
+})
