@@ -17,6 +17,7 @@ import { catchup } from './catchup.js'
 import { coldOpen, startup } from './cold-open.js'
 import { envInt, median } from './common.js'
 import { e2e } from './e2e.js'
+import { freshDevice } from './fresh-device.js'
 import { fanoutPetrel, fanoutRaw } from './fanout.js'
 import { killChildren } from './ingest.js'
 import { latencyPetrel, latencyRaw } from './latency.js'
@@ -112,6 +113,14 @@ async function catchUp(): Promise<void> {
   summary.catchup = { ms: r2(r.ms), referenceMs: r2(r.referenceMs), ratioVsReference: r2(r.ms / r.referenceMs) }
 }
 
+async function fresh(): Promise<void> {
+  const n = envInt('BENCH_FRESH', 10_000)
+  console.log(`\n## 4b. history: a fresh device of a new member opens a compacted conversation of ${fmt(n)} messages until the last 50 show`)
+  const r = await freshDevice(n)
+  console.log(`petrel ${fmt(r.ms)} ms; Y.applyUpdate of the plaintext state ${fmt(r.referenceMs)} ms; ratio ${(r.ms / r.referenceMs).toFixed(1)}`)
+  summary.freshDevice = { ms: r2(r.ms), referenceMs: r2(r.referenceMs), ratioVsReference: r2(r.ms / r.referenceMs) }
+}
+
 async function cold(): Promise<void> {
   const n = envInt('BENCH_COLD', 100_000)
   console.log(`\n## 5. cold open: ${fmt(n)} messages in IndexedDB (fake-indexeddb) until the last 50 show`)
@@ -169,6 +178,7 @@ async function main(): Promise<void> {
     ['fanout', fanout],
     ['latency', latency],
     ['catchup', catchUp],
+    ['freshDevice', fresh],
     ['coldOpen', cold],
     ['startup', start],
     ['memory', memory],

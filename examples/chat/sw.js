@@ -30,7 +30,8 @@ self.addEventListener('activate', (event) => {
 self.addEventListener('fetch', (event) => {
   const { request } = event
   const url = new URL(request.url)
-  if (request.method !== 'GET' || url.origin !== self.location.origin || url.pathname === '/healthz') return
+  // The relay's own HTTP routes (health, the device-link mailbox's long polls) go straight through.
+  if (request.method !== 'GET' || url.origin !== self.location.origin || url.pathname === '/healthz' || url.pathname.startsWith('/v1/')) return
   // The page: fresh from the network when it answers, else the shell of this version.
   if (request.mode === 'navigate') return event.respondWith(networkFirst(request))
   // Built files have content hashes in their names: the cached copy is the right one.

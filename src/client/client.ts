@@ -70,6 +70,14 @@ export interface ClientOptions {
    */
   tabs?: TabPolicy
   /**
+   * History compaction: after `every` relay rows (default 5,000) the device whose message
+   * crosses the mark seals a snapshot of the conversation, and the relay replaces the rows it
+   * covers by placeholders once every member device has them — so a conversation's bytes on
+   * the relay stop growing with its age, and a new device downloads one snapshot and the
+   * tail. `false` turns it off on this device.
+   */
+  compaction?: { every?: number } | false
+  /**
    * A device link from `client.linkDevice()` on another device of the same person: on first
    * start, this device becomes one of theirs (same identity, every conversation with its
    * history). `create` resolves once the other device answered. Ignored once linked.
@@ -119,6 +127,7 @@ export class PetrelClient {
     private readonly name: string | undefined,
     private readonly readReceipts: boolean,
     private readonly keyRotation: { messages: number; ms: number },
+    private readonly compactEvery: number,
   ) {
     this.link = new DeviceConnection(urls, identity, WS, this.events as unknown as Emitter<ConnectionEvents>)
     this.started = new Promise((resolve) => {
@@ -150,7 +159,7 @@ export class PetrelClient {
         client = new PetrelClient(identity, store, devices, WS, urls, options.name, options.readReceipts !== false, {
           messages: options.keyRotation?.messages ?? 1_000,
           ms: options.keyRotation?.ms ?? 7 * 24 * 3_600_000,
-        })
+        }, options.compaction === false ? 0 : (options.compaction?.every ?? 5_000))
       } catch (err) {
         await store.close().catch(() => undefined)
         throw err
@@ -207,6 +216,7 @@ export class PetrelClient {
       name: this.name,
       reportError: (err) => this.events.emit('error', err),
       membershipChanged: (conv) => this.reconcileDevices(conv),
+      compactEvery: this.compactEvery,
     }
   }
 

@@ -10,6 +10,8 @@
  * read:{id}        := uint8 1 • varUint seq             (displayed up to)
  * mseq:{id}:{msgId} := uint8 1 • varUint seq            (row that brought a received message)
  * defer:{id}       := uint8 1 • varUint n • { varString envelopeKey • varUint seq }{n}   (held envelopes)
+ * verify:{id}      := uint8 1 • varUint n • { varString msgId }{n} • varUint m • { varString msgId }{m}
+ *                    messages from a snapshot still to verify (n), and those that failed (m): never shown
  * rcpt:{id}        := uint8 1 • varUint n • { varString device • varUint stored • varUint read • varUint storedAt • varUint readAt }
  * ```
  */
@@ -42,6 +44,7 @@ export const keyOf = {
   messageSeqPrefix: (id: string) => `mseq:${id}:`,
   recordSeqs: (id: string) => `rseq:${id}`,
   deferred: (id: string) => `defer:${id}`,
+  verification: (id: string) => `verify:${id}`,
 }
 
 export function encodeConversationRecord(r: ConversationRecord): Uint8Array {
@@ -155,4 +158,23 @@ export function decodeDeferred(bytes: Uint8Array): Array<[key: string, seq: numb
   const out: Array<[string, number]> = []
   for (let i = 0; i < n; i++) out.push([r.varString(64), r.varUint()])
   return out
+}
+
+export function encodeVerification(unverified: ReadonlySet<string>, rejected: ReadonlySet<string>): Uint8Array {
+  const e = encoding.createEncoder()
+  encoding.writeUint8(e, 1)
+  for (const set of [unverified, rejected]) {
+    encoding.writeVarUint(e, set.size)
+    for (const id of set) encoding.writeVarString(e, id)
+  }
+  return encoding.toUint8Array(e)
+}
+
+export function decodeVerification(bytes: Uint8Array, unverified: Set<string>, rejected: Set<string>): void {
+  const r = new StrictReader(bytes)
+  if (r.uint8() !== 1) throw new PetrelError(ErrorCode.VersionMismatch, 'stored verification state has an unknown format version')
+  for (const set of [unverified, rejected]) {
+    const n = r.varUint(1 << 24)
+    for (let i = 0; i < n; i++) set.add(r.varString(256))
+  }
 }

@@ -13,7 +13,7 @@
 import { WebsocketProvider } from 'y-websocket'
 import * as Y from 'yjs'
 import { constantTimeEqual, fromBase64Url, generateSigningKeyPair, randomBytes, toBase64Url, verifyBatch } from '../shared/crypto/index.js'
-import { decryptEnvelope, type EnvelopeHeader, keyCheckOf, readEnvelope, sealEnvelope, signedEnvelopeBytes } from '../shared/envelope.js'
+import { decryptEnvelope, type EnvelopeHeader, keyCheckOf, type Opened, openEnvelope, readEnvelope, sealEnvelope, signedEnvelopeBytes, type SnapshotPart } from '../shared/envelope.js'
 import { ErrorCode, PetrelError } from '../shared/errors.js'
 import type { MembershipState } from '../shared/membership.js'
 import { envelopeKey, OUTER_LOG, OUTER_RECORDS } from '../shared/outer-keys.js'
@@ -23,6 +23,7 @@ import {
   encodeInviteBody,
   encodeMemberChangeBody,
   encodeRevokeBody,
+  encodeSnapshotBody,
   encodeUnlinkBody,
   MAX_ADD_DEVICES,
   readInviteBody,
@@ -31,6 +32,7 @@ import {
 } from '../shared/records.js'
 import { sealKeyBundle } from '../shared/key-bundle.js'
 import { readPublicIdentity } from './public-identity.js'
+import { signMessage, verifyMessages } from './message-signature.js'
 import {
   type ReceiptEntry,
   readAck,
@@ -53,7 +55,9 @@ import {
   decodeReceipts,
   encodeConversationRecord,
   decodeDeferred,
+  decodeVerification,
   encodeDeferred,
+  encodeVerification,
   encodeBindings,
   encodeCursor,
   encodeOwn,
@@ -99,6 +103,8 @@ export interface ClientContext {
   keyRotation: { messages: number; ms: number }
   /** After every refold of a conversation's records (the client keeps a person's devices in step). */
   membershipChanged?(conv: Conversation): void
+  /** Snapshot the history after this many relay rows since the last snapshot (0: never). */
+  compactEvery: number
 }
 
 export interface InviteOptions {
@@ -122,6 +128,8 @@ interface StoredMessage {
   h: number
   n: number
   d: string
+  /** The author device's signature (message-signature.ts), checked when shown from a snapshot. */
+  s?: Uint8Array
 }
 
 const ORIGIN_LOAD = Symbol('load')
@@ -135,6 +143,9 @@ const ACK_EVERY_MS = 50
 const MAX_DEFERRED = 10_000
 /** Merge a document's stored updates into one row when it has more than this many. */
 const COMPACT_AFTER_ROWS = 500
+/** Snapshot messages verified per step, newest first: a screenful first, then larger steps. */
+const VERIFY_FIRST_PAGE = 100
+const VERIFY_PAGE = 1000
 
 export class Conversation {
   readonly doc = new Y.Doc({ guid: localGuid() })
@@ -190,6 +201,18 @@ export class Conversation {
   private readonly syncWaiters = new Set<(err?: PetrelError) => void>()
   /** Sends waiting for this device's first key (a conversation it was added to). */
   private keyWaiters: Array<() => void> = []
+  /** Snapshot parts being gathered, by snapshot id. */
+  private readonly snapshotParts = new Map<string, { parts: Array<Uint8Array | undefined>; got: number; coversSeq: number }>()
+  /** Highest row that reached us compacted (its content replaced by a snapshot): a snapshot covering it is needed. */
+  private missedThrough = 0
+  /** Messages that came from a snapshot: shown once their author's signature verifies, never if it fails. */
+  private readonly unverified = new Set<string>()
+  private readonly rejectedMessages = new Set<string>()
+  private verifying: Promise<void> | undefined
+  private snapshotting = false
+  /** Envelopes seen since the last snapshot (anyone's), for `compactEvery`. */
+  private sinceSnapshot = 0
+  private lastSnapshotSeen: string | undefined
 
   private constructor(
     readonly id: string,
@@ -233,6 +256,8 @@ export class Conversation {
     const recordSeqs = await store.get(keyOf.recordSeqs(this.id))
     if (recordSeqs) this.book.loadSeqs(recordSeqs)
     const deferred = await store.get(keyOf.deferred(this.id))
+    const verification = await store.get(keyOf.verification(this.id))
+    if (verification) decodeVerification(verification, this.unverified, this.rejectedMessages)
     const [outerRows, innerRows, ownRows, bindings, cursor, readCursor, receipts, seqs] = await Promise.all([
       store.loadLog(this.id, 'outer'),
       store.loadLog(this.id, 'inner'),
@@ -289,6 +314,7 @@ export class Conversation {
     })
     this.doc.getMap(INNER_MESSAGES).observe(() => this.changed())
     this.doc.getMap(INNER_PROFILES).observe(() => this.changed())
+    if (this.unverified.size > 0) this.verifySoon()
   }
 
   private connect(): void {
@@ -342,6 +368,16 @@ export class Conversation {
     provider.messageHandlers[RoomMessage.Keepalive] = () => {}
     provider.on('sync', (synced: boolean) => {
       if (!synced) return
+      // Caught up without a snapshot we could use (none written, or one we cannot read, as a
+      // 'from-join' member): stop holding what came after the compacted part.
+      if (this.missedThrough > 0) {
+        const job = this.incoming.then(() => {
+          if (this.missedThrough === 0) return
+          this.missedThrough = 0
+          this.retryDeferred()
+        })
+        this.incoming = job.catch((err) => this.report(err, 'could not apply held messages'))
+      }
       this.unknownRoomRetries = 0
       this.settleSyncWaiters()
       this.scheduleAck()
@@ -370,6 +406,7 @@ export class Conversation {
     const id = `${this.ctx.identity.userId}.${toBase64Url(randomBytes(9))}`
     this.hlc = Math.max(Date.now(), this.hlc + 1)
     const value: StoredMessage = { t: text, at: Date.now(), h: this.hlc, n: this.counter++, d: this.ctx.identity.deviceId }
+    value.s = await signMessage(this.id, id, value, this.ctx.identity.deviceSecret)
     const done = this.writeInner(() => this.doc.getMap<StoredMessage>(INNER_MESSAGES).set(id, value), [id])
     await done
     return this.message(id)!
@@ -476,6 +513,8 @@ export class Conversation {
   private rotating = false
 
   private countEnvelopes(epoch: number, n: number, sending: boolean): void {
+    this.sinceSnapshot += n
+    if (sending) this.maybeSnapshot()
     if (epoch !== this.epochUse.epoch) this.epochUse = { epoch, envelopes: 0, since: Date.now() }
     this.epochUse.envelopes += n
     const { messages, ms } = this.ctx.keyRotation
@@ -731,7 +770,15 @@ export class Conversation {
     if (parsed.deleteSet.length > 0) throw new PetrelError(ErrorCode.Malformed, 'rows may not delete')
     for (const g of parsed.groups)
       for (const s of g.structs) {
-        if (s.kind === 'gc') continue
+        if (s.kind === 'gc') {
+          // Content we never had, replaced by the relay after a snapshot: history to take from
+          // it. Only while catching up: live, a placeholder is a refused write, not history.
+          if (!this.provider?.synced && s.clock + s.len > Y.getState(this.outer.store, g.client)) {
+            const row = msg.index.find((r) => r.client === g.client && r.clock <= s.clock && s.clock < r.clock + r.len)
+            if (row && row.seq > this.missedThrough) this.missedThrough = row.seq
+          }
+          continue
+        }
         if (s.kind !== 'item' || s.contentRef !== 3 || (s.parentRoot !== OUTER_LOG && s.parentRoot !== OUTER_RECORDS)) {
           throw new PetrelError(ErrorCode.Malformed, 'rows hold something other than envelopes and records')
         }
@@ -804,7 +851,8 @@ export class Conversation {
   ): Promise<void> {
     if (records.length > 0) await this.foldRecords()
     // Envelopes held back earlier (sender's join or the epoch key not here yet) go first.
-    const retry = records.length > 0 && this.deferred.length > 0 ? this.deferred.splice(0) : []
+    const retry = (records.length > 0 || this.retryDeferredSoon) && this.deferred.length > 0 ? this.deferred.splice(0) : []
+    this.retryDeferredSoon = false
     const envelopes = retry.length > 0 ? [...retry, ...incoming].sort((a, b) => a.seq - b.seq) : incoming
     const deferredBefore = this.deferred.length
     const { headers, verdicts } = await (retry.length === 0 && checked ? checked : this.checkEnvelopes(envelopes))
@@ -869,14 +917,26 @@ export class Conversation {
             if (!constantTimeEqual(seen, h.signature)) this.reject(ErrorCode.EnvelopeRejected, `envelope reuses a nonce (sender ${deviceId.slice(0, 8)}…)`)
             continue
           }
-          let update: Uint8Array
+          let opened: Opened
           try {
-            update = decryptEnvelope(this.id, h, key)
+            opened = openEnvelope(this.id, h, key)
           } catch (err) {
             this.reject(ErrorCode.EnvelopeRejected, `envelope does not decrypt: ${(err as Error).message}`)
             continue
           }
+          if (opened.kind === 'update' && this.holdForSnapshot(envelopes[i]!)) continue
           nonces.set(nonce, h.signature)
+          if (opened.kind === 'snapshot') {
+            const state = this.gatherSnapshot(opened)
+            if (state) {
+              currentSeq = envelopes[i]!.seq
+              this.applySnapshot(state, messages)
+              // What was held for it goes next, on top of it.
+              if (this.deferred.length > 0) this.retryDeferredSoon = true
+            }
+            continue
+          }
+          const update = opened.update
           const verdict = checkInnerUpdate(this.doc, update, { deviceId, userId }, this.bindings)
           if (!verdict.ok) {
             this.reject(ErrorCode.AuthorshipViolation, `update from ${userId.slice(0, 8)}… refused: ${verdict.reason}`)
@@ -917,13 +977,198 @@ export class Conversation {
       this.cursor = maxSeq
       batch.put!.push([keyOf.cursor(this.id), encodeCursor(maxSeq)])
     }
+    if (this.verificationDirty) batch.put!.push([keyOf.verification(this.id), encodeVerification(this.unverified, this.rejectedMessages)])
+    this.verificationDirty = false
     await this.ctx.store.commit(batch)
     this.appendedRows += batch.append!.length
+    if (this.unverified.size > 0) this.verifySoon()
+    if (this.retryDeferredSoon) this.retryDeferred()
     this.changed()
     // Stored durably: now, and only now, tell the members (✓✓).
     this.scheduleAck()
     const current = this.membership.epoch
     this.countEnvelopes(current, headers.filter((h) => h?.epoch === current).length, false)
+  }
+
+
+  // ---------------------------------------------------------------- history snapshots
+
+  /**
+   * Collect one part of a snapshot; the whole inner state once every part is here and this
+   * device needs it (the relay replaced rows it never had by placeholders). A device that
+   * received that history as envelopes ignores snapshots: a member's copy of others'
+   * messages can add nothing it lacks, and must not replace what it verified itself.
+   */
+  private gatherSnapshot(part: SnapshotPart & { bytes: Uint8Array }): Uint8Array | undefined {
+    if (this.missedThrough === 0 || part.coversSeq < this.missedThrough) return undefined
+    const id = toBase64Url(part.snapshotId)
+    let entry = this.snapshotParts.get(id)
+    if (!entry) {
+      entry = { parts: new Array(part.parts).fill(undefined), got: 0, coversSeq: part.coversSeq }
+      this.snapshotParts.set(id, entry)
+    }
+    if (entry.parts.length !== part.parts || entry.coversSeq !== part.coversSeq || entry.parts[part.part]) return undefined
+    entry.parts[part.part] = part.bytes
+    entry.got++
+    if (entry.got < entry.parts.length) return undefined
+    this.snapshotParts.delete(id)
+    const total = entry.parts.reduce((n, p) => n + p!.length, 0)
+    const state = new Uint8Array(total)
+    let at = 0
+    for (const p of entry.parts) {
+      state.set(p!, at)
+      at += p!.length
+    }
+    return state
+  }
+
+  /**
+   * Apply a snapshot's inner state (inside the batch's transaction). Its messages are held
+   * back until their authors' signatures verify; nothing of it bypasses that check.
+   */
+  private applySnapshot(state: Uint8Array, messages: Y.Map<StoredMessage>): void {
+    const before = new Map<string, StoredMessage>()
+    for (const [k, v] of messages) before.set(k, v)
+    try {
+      parseUpdate(state, { maxBytes: state.length })
+      Y.applyUpdate(this.doc, state, ORIGIN_REMOTE)
+    } catch (err) {
+      this.reject(ErrorCode.Malformed, `snapshot failed to apply: ${(err as Error).message}`)
+      return
+    }
+    this.missedThrough = 0
+    for (const [k, v] of messages) {
+      if (before.get(k) === v) continue
+      this.unverified.add(k)
+      this.verificationDirty = true
+    }
+  }
+
+  private verificationDirty = false
+  private retryDeferredSoon = false
+
+  /**
+   * While history reached us compacted and its snapshot has not been applied, updates after
+   * it are held (durably, with the deferred ones): applied before the snapshot they would
+   * wait in Yjs as pending, and Yjs re-merges its pending set on every apply (quadratic:
+   * half a second of a fresh device's open of 10k messages).
+   */
+  private holdForSnapshot(envelope: { key: string; seq: number; bytes: Uint8Array }): boolean {
+    if (this.missedThrough === 0) return false
+    if (this.deferred.length >= MAX_DEFERRED / 2) {
+      // Too much to hold: apply as it comes after all.
+      this.missedThrough = 0
+      this.retryDeferredSoon = true
+      return false
+    }
+    if (!this.deferred.some((d) => d.key === envelope.key)) this.deferred.push(envelope)
+    return true
+  }
+
+  /** Process held envelopes again (after their snapshot, or once it is clear none comes). */
+  private retryDeferred(): void {
+    this.retryDeferredSoon = true
+    const job = this.incoming.then(() => this.processIncoming([], [], undefined, 0))
+    this.incoming = job.catch((err) => this.report(err, 'could not apply held messages'))
+  }
+
+  /** Verify snapshot messages newest first, a page at a time, showing each page once checked. */
+  private verifySoon(): void {
+    this.verifying ??= (async () => {
+      try {
+        const messages = this.doc.getMap<StoredMessage>(INNER_MESSAGES)
+        let size = VERIFY_FIRST_PAGE
+        while (this.unverified.size > 0 && !this.closed) {
+          const page = [...this.unverified]
+            .map((id) => ({ id, value: messages.get(id) }))
+            .sort((a, b) => (b.value?.h ?? 0) - (a.value?.h ?? 0))
+            .slice(0, size)
+          size = VERIFY_PAGE
+          const owner = (device: string) => this.membership.everDevices.get(device)
+          const verdicts = await verifyMessages(this.id, page, owner)
+          let bad = 0
+          page.forEach(({ id, value }, i) => {
+            this.unverified.delete(id)
+            if (value === undefined) return
+            if (!verdicts[i]) {
+              this.rejectedMessages.add(id)
+              bad++
+            }
+          })
+          if (bad > 0) {
+            this.ctx.reportError(
+              new PetrelError(ErrorCode.EnvelopeRejected, `${bad} message(s) in a history snapshot do not carry their author's signature: not shown`, { conversationId: this.id }),
+            )
+          }
+          await this.ctx.store.commit({ put: [[keyOf.verification(this.id), encodeVerification(this.unverified, this.rejectedMessages)]] })
+          this.changed()
+        }
+      } catch (err) {
+        this.report(err, 'could not verify snapshot messages')
+      } finally {
+        this.verifying = undefined
+      }
+    })()
+  }
+
+  /**
+   * Seal the inner document as a snapshot and ask the relay to compact what it covers: a
+   * fresh device then downloads one snapshot and the tail, not every update since the start.
+   * `state` is for tests that play a dishonest member.
+   */
+  async writeSnapshot(state?: Uint8Array): Promise<void> {
+    this.assertOpen()
+    // After everything received so far is applied: the snapshot then holds every row up to the cursor.
+    const job = this.outgoing.then(async () => {
+      await this.incoming
+      const coversSeq = this.cursor
+      const key = this.record.keys.get(this.epoch)
+      if (!key || coversSeq === 0) return
+      const plain = state ?? Y.encodeStateAsUpdate(this.doc)
+      const snapshotId = randomBytes(16)
+      const partBytes = Math.max(16 * 1024, this.ctx.connection.maxEnvelopeBytes - 4096)
+      const parts = Math.max(1, Math.ceil(plain.length / partBytes))
+      const { identity } = this.ctx
+      const envelopes = await Promise.all(
+        Array.from({ length: parts }, (_, part) =>
+          sealEnvelope({
+            room: this.id,
+            epoch: this.epoch,
+            key,
+            senderDevicePub: identity.devicePub,
+            senderDeviceSecret: identity.deviceSecret,
+            update: plain.subarray(part * partBytes, (part + 1) * partBytes),
+            snapshot: { snapshotId, coversSeq, part, parts },
+          }),
+        ),
+      )
+      const record = await this.ctx.signRecord(RecordKind.Snapshot, encodeSnapshotBody({ room: this.id, coversSeq, snapshotId, parts, at: Date.now() }))
+      const written = this.writeOuter((log, rec) => {
+        for (const envelope of envelopes) log.set(envelopeKey(this.outer.clientID, Y.getState(this.outer.store, this.outer.clientID)), envelope)
+        rec.set(envelopeKey(this.outer.clientID, Y.getState(this.outer.store, this.outer.clientID)), record)
+      })
+      await this.ctx.store.commit({ append: written.updates.map((bytes) => ({ convId: this.id, doc: 'outer' as const, bytes })) })
+      this.appendedRows += written.updates.length
+      await this.foldRecords()
+    })
+    this.outgoing = job.catch(() => undefined)
+    return job
+  }
+
+  /**
+   * Snapshot once `compactEvery` envelopes went by since the last snapshot; the device whose
+   * send crosses the mark does it (fewer races than every device at once).
+   */
+  private maybeSnapshot(): void {
+    const every = this.ctx.compactEvery
+    if (every <= 0 || this.snapshotting || this.closed || this.sinceSnapshot < every) return
+    this.sinceSnapshot = 0
+    this.snapshotting = true
+    void this.writeSnapshot()
+      .catch((err) => this.report(err, 'could not write a history snapshot'))
+      .finally(() => {
+        this.snapshotting = false
+      })
   }
 
   /** Parse envelope headers and verify their signatures (natively, as one batch). */
@@ -965,6 +1210,13 @@ export class Conversation {
       await this.ctx.store.commit({ put: [[keyOf.conv(this.id), encodeConversationRecord(this.record)]] })
       this.resealWaiting()
       if (this.record.keys.size > 0) for (const wake of this.keyWaiters.splice(0)) wake()
+    }
+    const snap = this.membership.snapshot
+    const snapId = snap ? toBase64Url(snap.snapshotId) : undefined
+    if (snapId !== this.lastSnapshotSeen) {
+      // Someone else snapshotted: count from there.
+      if (this.lastSnapshotSeen !== undefined) this.sinceSnapshot = 0
+      this.lastSnapshotSeen = snapId
     }
     this.presence?.refresh()
     this.changed()
@@ -1019,6 +1271,8 @@ export class Conversation {
     if (this.provider?.synced && msg.seq > this.cursor) {
       this.cursor = msg.seq
       puts.push([keyOf.cursor(this.id), encodeCursor(msg.seq)])
+      // The relay learns how far we hold also from our own rows: compaction waits for it.
+      this.scheduleAck()
     }
     if (puts.length === 0) return
     this.changed()
@@ -1236,8 +1490,10 @@ export class Conversation {
     if (this.sortedCache) return this.sortedCache
     const profiles = this.doc.getMap<{ name?: string }>(INNER_PROFILES)
     const out: Array<Message & { _h: number; _n: number }> = []
+    const held = this.unverified.size > 0 || this.rejectedMessages.size > 0
     for (const [id, v] of this.doc.getMap<StoredMessage>(INNER_MESSAGES)) {
       if (!v || typeof v.t !== 'string') continue
+      if (held && (this.unverified.has(id) || this.rejectedMessages.has(id))) continue
       out.push(this.toMessage(id, v, profiles))
     }
     out.sort((a, b) => a._h - b._h || (a.author < b.author ? -1 : a.author > b.author ? 1 : a._n - b._n || (a.id < b.id ? -1 : 1)))
@@ -1248,7 +1504,7 @@ export class Conversation {
   /** One message by id. */
   message(id: string): Message | undefined {
     const v = this.doc.getMap<StoredMessage>(INNER_MESSAGES).get(id)
-    if (!v) return undefined
+    if (!v || typeof v.t !== 'string' || this.unverified.has(id) || this.rejectedMessages.has(id)) return undefined
     const { _h, _n, ...m } = this.toMessage(id, v, this.doc.getMap(INNER_PROFILES))
     return m
   }

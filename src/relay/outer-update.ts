@@ -159,6 +159,30 @@ export function blankPart(part: RowPart): void {
   part.epoch = undefined
 }
 
+/**
+ * A row cut so every signed record stands in a row of its own: compaction after a snapshot
+ * keeps record rows (membership is folded from all of them) and replaces the others, so a
+ * record must not keep the envelopes written beside it alive.
+ */
+export function splitAtRecords(row: ValidatedRow, isRecord: (part: RowPart) => boolean): ValidatedRow[] {
+  if (row.parts.length === 1 || !row.parts.some(isRecord)) return [row]
+  const out: ValidatedRow[] = []
+  let current: ValidatedRow | undefined
+  row.parts.forEach((part, i) => {
+    const end = i + 1 < row.parts.length ? row.parts[i + 1]!.clock : row.clock + row.len
+    const alone = isRecord(part)
+    if (!current || alone || isRecord(current.parts[0]!)) {
+      current = { client: row.client, clock: part.clock, len: 0, count: 0, parts: [] }
+      out.push(current)
+    }
+    current.parts.push(part)
+    current.len += end - part.clock
+    current.count++
+    if (alone) current = undefined
+  })
+  return out
+}
+
 /** The row's struct bytes, as stored. */
 export function rowStructs(row: ValidatedRow): Uint8Array {
   return concat(row.parts.map((p) => p.bytes))

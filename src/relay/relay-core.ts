@@ -20,13 +20,14 @@ import {
 } from '../shared/room-messages.js'
 import { constantTimeEqual } from '../shared/crypto/index.js'
 import { CloseCode, FrameType, MAX_ROOMS_LISTED, Reason, StrictReader, writeFrame } from '../shared/wire.js'
-import { encodeStateVector, parseStateVector } from '../shared/yjs-v1.js'
+import { encodeStateVector, parseStateVector, parseUpdate } from '../shared/yjs-v1.js'
+import { OUTER_RECORDS } from '../shared/outer-keys.js'
 import { Committer } from './committer.js'
 import type { Connection } from './connection.js'
 import type { RelayLimits } from './limits.js'
 import type { Logger } from './log.js'
 import type { RelayMetrics } from './metrics.js'
-import { blankPart, rowStructs, UpdateRefused, validateOuterUpdate } from './outer-update.js'
+import { blankPart, rowStructs, splitAtRecords, UpdateRefused, validateOuterUpdate } from './outer-update.js'
 import { checkGenesis, Room, type RoomMemberConn } from './room.js'
 import { encodePage, pageRows } from './rows.js'
 import type { NewRow, RelayStore, Row } from './store/relay-store.js'
@@ -302,6 +303,7 @@ export class RelayCore {
       // placeholder) and reported, so the device's clocks stay contiguous.
       const records: Uint8Array[] = []
       const refused = v.refused
+      const recordParts = v.records.length > 0 ? new Set(v.rows.flatMap((row) => row.parts.filter((p) => p.record !== undefined))) : undefined
       // Who was a member before this update's records: only needed when it carries records.
       const membersBefore = v.records.length > 0 ? new Set(room.membership.devices.keys()) : undefined
       for (const row of v.rows) {
@@ -325,7 +327,8 @@ export class RelayCore {
       const devices = records.length > 0 && membersBefore ? this.memberChanges(room, membersBefore) : NO_CHANGES
       if (records.length > 0 && membersBefore) this.evictNonMembers(room, membersBefore)
       if (v.rows.length === 0 && v.refused.length === 0) return
-      const rows: NewRow[] = v.rows.map((row) => ({
+      const cut = recordParts ? v.rows.flatMap((row) => splitAtRecords(row, (p) => recordParts.has(p))) : v.rows
+      const rows: NewRow[] = cut.map((row) => ({
         room: room.id,
         client: row.client,
         clock: row.clock,
@@ -358,6 +361,7 @@ export class RelayCore {
           if (stored.length > 0) void this.bus.publish({ kind: 'rows', room: room.id, node: this.node, seq: stored[stored.length - 1]!.seq })
           if (records.length > 0) void this.bus.publish({ kind: 'records', room: room.id, node: this.node })
           this.announce(devices)
+          if (records.length > 0) this.maybeCompact(room)
         },
         (err) => this.storeFailed(room, err),
       )
@@ -462,6 +466,7 @@ export class RelayCore {
       () => {
         this.fanOutReceipt(room, next, conn)
         void this.bus.publish({ kind: 'receipts', room: room.id, node: this.node, entry: next })
+        this.maybeCompact(room)
       },
       (err) => this.storeFailed(room, err),
     )
@@ -480,6 +485,43 @@ export class RelayCore {
     }
     room.receipts.set(entry.device, next)
     this.fanOutReceipt(room, next, from)
+    this.maybeCompact(room)
+  }
+
+  /**
+   * History compaction: once every member device holds the rows a snapshot covers, replace
+   * them by GC placeholders (clocks and numbering stay), keeping the rows that carry signed
+   * records — membership is folded from all of them. A device that has not caught up then
+   * gets the snapshot instead of the rows; a device that has never needs them again.
+   */
+  private maybeCompact(room: Room): void {
+    const snap = room.membership.snapshot
+    if (!snap || snap.coversSeq <= room.compactedThrough || room.compacting) return
+    for (const device of room.membership.devices.keys()) if ((room.receipts.get(device)?.stored ?? 0) < snap.coversSeq) return
+    const through = snap.coversSeq
+    room.compacting = (async () => {
+      try {
+        await this.committer.idle()
+        const keep = new Set<number>()
+        for (let after = 0; after < through; ) {
+          const rows = await this.store.readRows(room.id, after, CATCH_UP_PAGE_ROWS)
+          if (rows.length === 0) break
+          for (const row of rows) if (row.seq <= through && rowHasRecords(row)) keep.add(row.seq)
+          after = rows[rows.length - 1]!.seq
+        }
+        const t0 = performance.now()
+        const { removed, written } = await this.store.compactRows(room.id, through, keep)
+        room.bytes = await this.store.roomBytes(room.id)
+        room.compactedThrough = through
+        this.log.info('compacted', { room: room.id, through, removed, written, ms: Math.round(performance.now() - t0) })
+      } catch (err) {
+        this.log.error('compaction failed', { room: room.id, error: (err as Error).message })
+      } finally {
+        room.compacting = undefined
+      }
+      // A newer snapshot may have come while this one ran.
+      this.maybeCompact(room)
+    })()
   }
 
   private fanOutReceipt(room: Room, entry: ReceiptEntry, except: Connection | undefined): void {
@@ -615,4 +657,16 @@ function ackRanges(row: Row, blanked: ReadonlySet<string>): Array<{ client: numb
     }
   }
   return out
+}
+
+/** Does a stored row carry a signed record (an item of the `rec` map)? */
+function rowHasRecords(row: Row): boolean {
+  try {
+    const parsed = parseUpdate(encodePage([row]), { maxBytes: Number.MAX_SAFE_INTEGER })
+    for (const g of parsed.groups) for (const s of g.structs) if (s.kind === 'item' && s.parentRoot === OUTER_RECORDS) return true
+    return false
+  } catch {
+    // Unreadable here means it cannot be reasoned about: keep it.
+    return true
+  }
 }

@@ -36,6 +36,9 @@ export class Room {
   /** Latest acknowledgement per device (base64url), never going back. */
   readonly receipts = new Map<string, ReceiptEntry>()
   private chain: Promise<unknown> = Promise.resolve()
+  /** Rows up to this seq are compacted (after a snapshot); a compaction is running when set. */
+  compactedThrough = 0
+  compacting: Promise<void> | undefined
 
   constructor(
     readonly id: string,

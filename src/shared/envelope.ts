@@ -11,7 +11,12 @@
  *              revealing it, so the relay can refuse an envelope sealed under a key that lost
  *              a race for its epoch number (epoch records carry the same value)
  * signature := Ed25519 by senderDevice, domain 'envelope', over aad • varUint8Array nonce • varUint8Array ciphertext
- * plaintext := uint8 kind(1: inner Yjs V1 update) • varUint8Array update
+ * plaintext := uint8 kind • body
+ *   kind 1 (inner update)  body := varUint8Array update              one inner Yjs V1 update
+ *   kind 2 (snapshot part) body := varUint8Array snapshotId(16) • varUint coversSeq • varUint part
+ *                                  • varUint parts • varUint8Array bytes
+ *                          the parts, in order, concatenate to one inner Yjs V1 update holding the
+ *                          whole inner document as its author had it after relay row coversSeq
  * ```
  * Encrypt-then-sign: a receiver rejects a forged or altered envelope before spending a
  * decryption on it, and the AAD binds room, epoch and sender so an envelope cannot be
@@ -23,7 +28,17 @@ import { ErrorCode, PetrelError } from './errors.js'
 import { StrictReader } from './wire.js'
 
 export const ENVELOPE_VERSION = 1
-export const PlaintextKind = { InnerUpdate: 1 } as const
+export const PlaintextKind = { InnerUpdate: 1, SnapshotPart: 2 } as const
+
+/** One part of an encrypted snapshot of the inner document (see history compaction). */
+export interface SnapshotPart {
+  snapshotId: Uint8Array
+  coversSeq: number
+  part: number
+  parts: number
+}
+
+export type Opened = { kind: 'update'; update: Uint8Array } | ({ kind: 'snapshot'; bytes: Uint8Array } & SnapshotPart)
 
 export interface EnvelopeHeader {
   epoch: number
@@ -72,6 +87,8 @@ export interface SealInput {
   senderDevicePub: Uint8Array
   senderDeviceSecret: Uint8Array
   update: Uint8Array
+  /** Seal `update` as this part of a snapshot instead of as an inner update. */
+  snapshot?: SnapshotPart
   /**
    * Known-answer tests only: a fixed nonce. Never pass one otherwise — a nonce used twice
    * under one key leaks both plaintexts, and receivers refuse the second envelope.
@@ -82,7 +99,13 @@ export interface SealInput {
 /** Seal one inner update. */
 export async function sealEnvelope(input: SealInput): Promise<Uint8Array> {
   const pe = encoding.createEncoder()
-  encoding.writeUint8(pe, PlaintextKind.InnerUpdate)
+  if (input.snapshot) {
+    encoding.writeUint8(pe, PlaintextKind.SnapshotPart)
+    encoding.writeVarUint8Array(pe, input.snapshot.snapshotId)
+    encoding.writeVarUint(pe, input.snapshot.coversSeq)
+    encoding.writeVarUint(pe, input.snapshot.part)
+    encoding.writeVarUint(pe, input.snapshot.parts)
+  } else encoding.writeUint8(pe, PlaintextKind.InnerUpdate)
   encoding.writeVarUint8Array(pe, input.update)
   const keyCheck = keyCheckOf(input.key)
   const aad = aadFor(input.room, input.epoch, keyCheck, input.senderDevicePub)
@@ -126,13 +149,30 @@ export function verifyEnvelope(room: string, h: EnvelopeHeader): Promise<boolean
 
 /** Decrypt a verified envelope; returns the inner update. Throws PetrelError(envelope_rejected). */
 export function decryptEnvelope(room: string, h: EnvelopeHeader, key: Uint8Array): Uint8Array {
+  const opened = openEnvelope(room, h, key)
+  if (opened.kind !== 'update') throw new PetrelError(ErrorCode.EnvelopeRejected, 'envelope holds a snapshot part, not an update')
+  return opened.update
+}
+
+/** Decrypt a verified envelope: an inner update or a snapshot part. Throws PetrelError(envelope_rejected). */
+export function openEnvelope(room: string, h: EnvelopeHeader, key: Uint8Array): Opened {
   const plain = open(key, h.nonce, h.ciphertext, aadFor(room, h.epoch, h.keyCheck, h.senderDevicePub))
   const r = new StrictReader(plain)
   const kind = r.uint8()
-  if (kind !== PlaintextKind.InnerUpdate) throw new PetrelError(ErrorCode.EnvelopeRejected, `unknown plaintext kind ${kind}`)
-  const update = r.varBytes(plain.length)
+  if (kind === PlaintextKind.InnerUpdate) {
+    const update = r.varBytes(plain.length)
+    r.end()
+    return { kind: 'update', update }
+  }
+  if (kind !== PlaintextKind.SnapshotPart) throw new PetrelError(ErrorCode.EnvelopeRejected, `unknown plaintext kind ${kind}`)
+  const snapshotId = r.varBytes(16)
+  const coversSeq = r.varUint()
+  const part = r.varUint(100_000)
+  const parts = r.varUint(100_000)
+  const bytes = r.varBytes(plain.length)
   r.end()
-  return update
+  if (snapshotId.length !== 16 || part >= parts) throw new PetrelError(ErrorCode.Malformed, 'snapshot part is malformed')
+  return { kind: 'snapshot', snapshotId, coversSeq, part, parts, bytes }
 }
 
 /** The exact bytes the envelope signature covers, domain prefix included (for batch verification). */

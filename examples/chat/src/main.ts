@@ -8,16 +8,11 @@
  */
 import { type Conversation, createClient, type Message, type PetrelClient } from '../../../src/client/index.js'
 import './style.css'
-import { avatar, clock, dayKey, dayLabel, el, fullTime, hue, icon, listTime, tick } from './view.js'
-
-interface Profile {
-  name: string
-  /** Namespaces this profile's IndexedDB database (`petrel:<storageKey>`). */
-  storageKey: string
-}
+import { AddPersonSheet, DevicesSheet, IdentitySheet } from './people.js'
+import { avatar, clock, closeOnBackdrop, copyButton, dayKey, dayLabel, el, errorText, fullTime, hue, icon, listTime, tick } from './view.js'
+import { firstRun, loadProfile, type Profile } from './welcome.js'
 
 const TAKE_OVER = 'petrel-chat:take-over'
-const PROFILE = 'petrel-chat:profile'
 const OPEN = 'petrel-chat:open'
 const AIRPLANE = 'petrel-chat:airplane'
 const PERSIST_ASKED = 'petrel-chat:persist-asked'
@@ -25,7 +20,6 @@ const PERSIST_ASKED = 'petrel-chat:persist-asked'
 const TYPING_REFRESH_MS = 2_000
 
 const root = document.getElementById('app')!
-const errorText = (err: unknown): string => (err instanceof Error ? err.message : String(err))
 const shortId = (userId: string): string => `${userId.slice(0, 6)}…`
 const titleOf = (conv: Conversation): string => conv.title || 'Untitled conversation'
 
@@ -34,25 +28,31 @@ async function boot(): Promise<void> {
   if (import.meta.env.PROD && 'serviceWorker' in navigator && navigator.onLine) {
     navigator.serviceWorker.register('/sw.js').catch(() => {})
   }
-  const profile = loadProfile() ?? (await chooseName())
+  const stored = loadProfile()
+  // A device linked on the first-run screen comes with its client already open.
+  const { profile, client: linked } = stored ? { profile: stored } : await firstRun(root, relayUrl())
   askPersistentStorage()
-  // One tab owns this device's storage and socket; "Use here" in another tab takes it over.
+  const client = linked ?? (await openClient(profile))
+  if (!client) return openElsewhere()
+  client.on('displaced', openElsewhere)
+  await new ChatApp(client, profile, linked !== undefined).start()
+}
+
+/** One tab owns this device's storage and socket; "Use here" in another tab takes it over. */
+async function openClient(profile: Profile): Promise<PetrelClient | undefined> {
   const takeOver = sessionStorage.getItem(TAKE_OVER) === '1'
   sessionStorage.removeItem(TAKE_OVER)
-  let client: PetrelClient
   try {
-    client = await createClient({
+    return await createClient({
       relay: relayUrl(),
       name: profile.name,
       storageKey: profile.storageKey,
       tabs: takeOver ? 'take-over' : 'fail',
     })
   } catch (err) {
-    if ((err as { code?: string }).code === 'device_in_use') return openElsewhere()
+    if ((err as { code?: string }).code === 'device_in_use') return undefined
     throw err
   }
-  client.on('displaced', openElsewhere)
-  await new ChatApp(client, profile).start()
 }
 
 /** Another tab has Petrel open: say so, and offer to move it here (the other tab closes it). */
@@ -82,48 +82,6 @@ function openElsewhere(): void {
 function relayUrl(): string {
   if (import.meta.env.DEV) return import.meta.env.VITE_PETREL_RELAY ?? `ws://${location.hostname}:8787`
   return `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}`
-}
-
-function loadProfile(): Profile | undefined {
-  try {
-    const p = JSON.parse(localStorage.getItem(PROFILE) ?? 'null') as Partial<Profile> | null
-    return p && typeof p.name === 'string' && typeof p.storageKey === 'string' ? { name: p.name, storageKey: p.storageKey } : undefined
-  } catch {
-    return undefined
-  }
-}
-
-/** First visit: ask for the display name members will see (it travels encrypted). */
-function chooseName(): Promise<Profile> {
-  return new Promise((resolve) => {
-    const input = el('input', { name: 'name', required: true, maxlength: 40, autocomplete: 'nickname', placeholder: 'Your name', 'aria-label': 'Display name' })
-    const submit = (event: Event) => {
-      event.preventDefault()
-      const name = input.value.trim()
-      if (!name) return
-      const id = [...crypto.getRandomValues(new Uint8Array(6))].map((b) => b.toString(16).padStart(2, '0')).join('')
-      const profile = { name, storageKey: `profile-${id}` }
-      localStorage.setItem(PROFILE, JSON.stringify(profile))
-      resolve(profile)
-    }
-    root.replaceChildren(
-      el(
-        'main',
-        { class: 'welcome' },
-        el(
-          'form',
-          { class: 'welcome-card', onsubmit: submit },
-          icon('lock', 'welcome-logo'),
-          el('h1', {}, 'Welcome to Petrel'),
-          el('p', {}, 'End-to-end encrypted messages that are never lost: they are saved on this device first and leave it, sealed, when a connection exists.'),
-          el('label', { class: 'field' }, el('span', {}, 'Choose a display name'), input),
-          el('button', { type: 'submit', class: 'primary' }, 'Continue'),
-        ),
-      ),
-    )
-    root.removeAttribute('aria-busy')
-    input.focus()
-  })
 }
 
 /** Ask once that the browser never evicts this origin's storage (the outbox lives there). */
@@ -168,11 +126,21 @@ class ChatApp {
   private readonly infoDialog = el('dialog', { class: 'sheet', 'aria-label': 'Message info' })
   private readonly infoBody = el('div', { class: 'info-body' })
   private readonly toastBox = el('div', { class: 'toast', role: 'alert', hidden: true })
+  private readonly addPersonButton = el('button', { class: 'icon-btn', type: 'button', 'aria-label': 'Add person', title: 'Add person', hidden: true }, icon('personAdd'))
+  private readonly devicesSheet: DevicesSheet
+  private readonly identitySheet: IdentitySheet
+  private readonly addPersonSheet: AddPersonSheet
 
   constructor(
     private readonly client: PetrelClient,
     private readonly profile: Profile,
+    /** This device was just linked on the first-run screen: its conversations are on their way. */
+    private readonly justLinked = false,
   ) {
+    const toast = (text: string) => this.toast(text)
+    this.devicesSheet = new DevicesSheet(client, toast)
+    this.identitySheet = new IdentitySheet(client)
+    this.addPersonSheet = new AddPersonSheet(toast)
     this.observer = new IntersectionObserver(
       (entries) => {
         for (const entry of entries) if (entry.target === this.observed) this.lastVisible = entry.isIntersecting
@@ -184,10 +152,26 @@ class ChatApp {
   }
 
   async start(): Promise<void> {
-    root.replaceChildren(this.shell, this.newDialog, this.inviteDialog, this.infoDialog, this.toastBox)
+    root.replaceChildren(
+      this.shell,
+      this.newDialog,
+      this.inviteDialog,
+      this.infoDialog,
+      this.devicesSheet.dialog,
+      this.identitySheet.dialog,
+      this.addPersonSheet.dialog,
+      this.toastBox,
+    )
     root.removeAttribute('aria-busy')
     this.client.on('connection', () => this.render())
     this.client.on('error', (err) => this.toast(err.message))
+    // Added by an admin, or brought in by another device of this person: no reload needed.
+    // Listening before the list below is read leaves no gap between the two.
+    this.client.on('conversation', (conv) => {
+      this.touched.set(conv.id, Date.now())
+      this.track(conv)
+      this.render()
+    })
     window.addEventListener('online', () => this.render())
     window.addEventListener('offline', () => this.render())
     window.addEventListener('hashchange', () => void this.joinFromLink())
@@ -195,6 +179,7 @@ class ChatApp {
     if (this.airplane) this.client.disconnect()
     for (const conv of await this.client.conversations()) this.track(conv)
     this.open(this.convs.find((c) => c.id === localStorage.getItem(OPEN)))
+    if (this.justLinked) this.toast('Device linked: your conversations are on their way.')
     await this.joinFromLink()
   }
 
@@ -208,9 +193,14 @@ class ChatApp {
       el(
         'header',
         { class: 'side-head' },
-        avatar(this.profile.name, this.client.userId, 'avatar me'),
-        el('div', { class: 'me' }, el('strong', {}, this.profile.name), el('span', { class: 'me-state' })),
+        el(
+          'button',
+          { class: 'me-btn', type: 'button', 'aria-label': 'My identity', title: 'My identity', onclick: () => void this.identitySheet.show() },
+          avatar(this.profile.name, this.client.userId, 'avatar me'),
+          el('span', { class: 'me' }, el('strong', {}, this.profile.name), el('span', { class: 'me-state' })),
+        ),
         this.airplaneButton,
+        el('button', { class: 'icon-btn', type: 'button', 'aria-label': 'Devices', title: 'Devices', onclick: () => this.devicesSheet.show() }, icon('devices')),
         el('button', { class: 'icon-btn', type: 'button', 'aria-label': 'New conversation', title: 'New conversation', onclick: () => this.showNewDialog() }, icon('plus')),
       ),
       this.list,
@@ -241,6 +231,7 @@ class ChatApp {
       }
     })
     this.input.addEventListener('input', () => this.onInput())
+    this.addPersonButton.addEventListener('click', () => this.current && this.addPersonSheet.show(this.current))
     this.convPane.append(
       el(
         'header',
@@ -248,6 +239,7 @@ class ChatApp {
         el('button', { class: 'icon-btn back', type: 'button', 'aria-label': 'Back to conversations', onclick: () => this.open(undefined) }, icon('back')),
         this.headAvatar,
         el('div', { class: 'head-text' }, this.headTitle, this.headSub),
+        this.addPersonButton,
         el('button', { class: 'pill', type: 'button', onclick: () => void this.showInvite() }, icon('link'), 'Invite'),
       ),
       this.messagesBox,
@@ -280,7 +272,7 @@ class ChatApp {
         ),
       ),
     )
-    const copy = el('button', { type: 'button', class: 'primary', onclick: () => void this.copyInvite(copy) }, 'Copy link')
+    const copy = copyButton(this.inviteLink, this.inviteHint, 'Copy link')
     this.inviteDialog.append(
       el('h2', {}, 'Invite people'),
       el('p', {}, 'Anyone with this link can join and read the whole conversation. Its secret is after the #, a part of the address browsers never send to a server.'),
@@ -296,14 +288,7 @@ class ChatApp {
     this.infoDialog.addEventListener('close', () => {
       this.info = undefined
     })
-    for (const dialog of [this.newDialog, this.inviteDialog, this.infoDialog]) {
-      // A click on the backdrop (the dialog element itself, outside its padding box) closes it.
-      dialog.addEventListener('click', (e) => {
-        if (e.target !== dialog) return
-        const r = dialog.getBoundingClientRect()
-        if (e.clientX < r.left || e.clientX > r.right || e.clientY < r.top || e.clientY > r.bottom) dialog.close()
-      })
-    }
+    for (const dialog of [this.newDialog, this.inviteDialog, this.infoDialog]) closeOnBackdrop(dialog)
   }
 
   // ------------------------------------------------------------------ state
@@ -428,6 +413,7 @@ class ChatApp {
     this.renderList()
     this.renderConversation()
     this.renderInfo()
+    this.devicesSheet.render()
     this.maybeMarkRead()
   }
 
@@ -506,6 +492,7 @@ class ChatApp {
     this.emptyPane.hidden = conv !== undefined
     this.convPane.hidden = conv === undefined
     if (!conv) return
+    this.addPersonButton.hidden = !conv.isAdmin()
     this.headAvatar.replaceChildren(avatar(titleOf(conv), conv.id))
     this.headTitle.textContent = titleOf(conv)
     const typing = conv.typing()
@@ -654,20 +641,6 @@ class ChatApp {
     } catch (err) {
       this.inviteLink.placeholder = ''
       this.inviteHint.textContent = `No invite: ${errorText(err)}`
-    }
-  }
-
-  private async copyInvite(button: HTMLButtonElement): Promise<void> {
-    if (!this.inviteLink.value) return
-    try {
-      await navigator.clipboard.writeText(this.inviteLink.value)
-      button.textContent = 'Copied'
-      setTimeout(() => {
-        button.textContent = 'Copy link'
-      }, 1500)
-    } catch {
-      this.inviteLink.select()
-      this.inviteHint.textContent = 'Press Ctrl+C (⌘C) to copy the selected link.'
     }
   }
 

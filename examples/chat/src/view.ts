@@ -1,4 +1,4 @@
-/** Small DOM helpers: an element builder, status ticks, avatars and date formatting. */
+/** Small DOM helpers: an element builder, dialogs, status ticks, avatars and date formatting. */
 import type { Message } from '../../../src/client/index.js'
 
 type Child = Node | string | false | null | undefined
@@ -14,6 +14,37 @@ export function el<K extends keyof HTMLElementTagNameMap>(tag: K, attrs: Attrs =
   }
   for (const child of children) if (child !== false && child !== null && child !== undefined) node.append(child)
   return node
+}
+
+export const errorText = (err: unknown): string => (err instanceof Error ? err.message : String(err))
+
+/** A click on a modal dialog's backdrop (the dialog element itself, outside its box) closes it. */
+export function closeOnBackdrop(dialog: HTMLDialogElement): void {
+  dialog.addEventListener('click', (e) => {
+    if (e.target !== dialog) return
+    const r = dialog.getBoundingClientRect()
+    if (e.clientX < r.left || e.clientX > r.right || e.clientY < r.top || e.clientY > r.bottom) dialog.close()
+  })
+}
+
+/** A button that copies a read-only field; where the clipboard is refused, the text is selected and `hint` says how. */
+export function copyButton(field: HTMLInputElement | HTMLTextAreaElement, hint: HTMLElement, label = 'Copy', cls = 'primary'): HTMLButtonElement {
+  const button = el('button', { type: 'button', class: cls }, label)
+  const copy = async () => {
+    if (!field.value) return
+    try {
+      await navigator.clipboard.writeText(field.value)
+      button.textContent = 'Copied'
+      setTimeout(() => {
+        button.textContent = label
+      }, 1500)
+    } catch {
+      field.select()
+      hint.textContent = 'Press Ctrl+C (⌘C) to copy the selected text.'
+    }
+  }
+  button.addEventListener('click', () => void copy())
+  return button
 }
 
 /** An inline icon from a fixed set (static markup only). */
@@ -41,6 +72,9 @@ const ICONS = {
   link: svg('0 0 24 24', '<path d="M10 14a4 4 0 0 0 5.7 0l3-3a4 4 0 0 0-5.7-5.7l-1 1"/><path d="M14 10a4 4 0 0 0-5.7 0l-3 3a4 4 0 0 0 5.7 5.7l1-1"/>'),
   info: svg('0 0 24 24', '<circle cx="12" cy="12" r="9"/><path d="M12 11v6M12 7.5v.1"/>'),
   lock: svg('0 0 24 24', '<rect x="5" y="11" width="14" height="10" rx="2"/><path d="M8 11V8a4 4 0 0 1 8 0v3"/>'),
+  devices: svg('0 0 24 24', '<rect x="2.5" y="5" width="13" height="9" rx="1.5"/><path d="M1 17.5h13"/><rect x="17" y="8" width="5.5" height="11" rx="1.2"/><path d="M19.3 16.5h.9"/>'),
+  person: svg('0 0 24 24', '<rect x="3" y="5" width="18" height="14" rx="2"/><circle cx="9" cy="11" r="2.2"/><path d="M5.8 16c.6-1.6 1.8-2.4 3.2-2.4s2.6.8 3.2 2.4M14.5 10h3.5M14.5 13.5h3.5"/>'),
+  personAdd: svg('0 0 24 24', '<circle cx="10" cy="8" r="3.5"/><path d="M3.5 19.5c.8-3.4 3.4-5.3 6.5-5.3s5.7 1.9 6.5 5.3M19 8v6M16 11h6"/>'),
 }
 
 const TICK_TITLES: Record<Message['status'], string> = {

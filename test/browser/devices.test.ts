@@ -1,0 +1,219 @@
+/**
+ * Linked devices in the demo app (examples/chat), in Debian's Chromium driven by playwright-core:
+ * Alice's laptop and phone are two browser contexts (two profiles, two IndexedDBs); the phone
+ * is linked through the UI by pasting the device link the laptop shows, then gets the
+ * conversation with its history and talks in it. Bob is added by his identity, no invite.
+ *
+ * Needs /usr/bin/chromium (`apt-get install chromium`); skipped without it, except in CI.
+ */
+import { execFileSync } from 'node:child_process'
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { createRelay, type Relay } from '../../src/relay/index.js'
+
+const CHROMIUM = '/usr/bin/chromium'
+const ROOT = fileURLToPath(new URL('../..', import.meta.url))
+const ARTIFACTS = join(ROOT, 'test', 'artifacts')
+const hasChromium = existsSync(CHROMIUM)
+const inCI = process.env.CI === 'true'
+
+if (!hasChromium) {
+  const why = `${CHROMIUM} is missing (apt-get install -y chromium)`
+  if (inCI) throw new Error(`browser tests: ${why}; CI must run them`)
+  console.warn(`browser tests skipped: ${why}`)
+}
+
+interface Device {
+  label: string
+  context: BrowserContext
+  page: Page
+  errors: string[]
+}
+
+describe.skipIf(!hasChromium)(hasChromium ? 'linked devices in the demo app' : `linked devices in the demo app (skipped: no ${CHROMIUM})`, () => {
+  const dir = mkdtempSync(join(tmpdir(), 'petrel-devices-'))
+  const appDir = join(dir, 'app')
+  let relay: Relay
+  let browser: Browser
+  let base: string
+  let laptop: Device
+  let phone: Device
+  let bob: Device
+
+  beforeAll(async () => {
+    mkdirSync(ARTIFACTS, { recursive: true })
+    execFileSync(process.execPath, [join(ROOT, 'node_modules', 'vite', 'bin', 'vite.js'), 'build', 'examples/chat', '--outDir', appDir, '--emptyOutDir', '--logLevel', 'warn'], {
+      cwd: ROOT,
+      // vitest sets NODE_ENV=test, which would make a development build (no service worker).
+      env: { ...process.env, NODE_ENV: 'production' },
+      stdio: ['ignore', 'ignore', 'inherit'],
+    })
+    relay = await createRelay({ port: 0, database: join(dir, 'relay.db'), staticRoot: appDir, logLevel: 'warn', logWrite: () => {} })
+    base = relay.url.replace(/^ws/, 'http')
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
+    })
+  }, 120_000)
+
+  afterAll(async () => {
+    await browser?.close()
+    await relay?.close()
+    rmSync(dir, { recursive: true, force: true })
+  })
+
+  /** A new browser profile at the first-run screen. */
+  async function device(label: string): Promise<Device> {
+    const context = await browser.newContext({ viewport: { width: 1100, height: 720 } })
+    const page = await context.newPage()
+    const errors: string[] = []
+    page.on('console', (msg) => {
+      if (msg.type() === 'error') errors.push(`${label} console: ${msg.text()}`)
+    })
+    page.on('pageerror', (err) => errors.push(`${label} pageerror: ${err.message}`))
+    await page.goto(base)
+    await page.getByLabel('Display name').waitFor()
+    return { label, context, page, errors }
+  }
+
+  async function newPerson(label: string, name: string): Promise<Device> {
+    const d = await device(label)
+    await d.page.getByLabel('Display name').fill(name)
+    await d.page.getByRole('button', { name: 'Continue' }).click()
+    await online(d)
+    return d
+  }
+
+  const online = (d: Device) => d.page.locator('.shell[data-connection="online"]').waitFor({ timeout: 15_000 })
+  const shot = (d: Device, file: string) => d.page.screenshot({ path: join(ARTIFACTS, file) })
+  const send = async (d: Device, text: string) => {
+    await d.page.getByRole('textbox', { name: 'Message' }).fill(text)
+    await d.page.keyboard.press('Enter')
+  }
+  const message = (d: Device, text: string) => d.page.locator('.messages .msg', { hasText: text })
+  const conversation = (d: Device, title: string) => d.page.locator('.conv-item', { hasText: title })
+  const devicesDialog = (d: Device) => d.page.getByRole('dialog', { name: 'Devices' })
+
+  it('the laptop starts a conversation and offers a device link', { timeout: 60_000 }, async () => {
+    laptop = await newPerson('laptop', 'Alice')
+    await laptop.page.getByRole('button', { name: 'New conversation' }).first().click()
+    await laptop.page.getByLabel('Title').fill('Trip')
+    await laptop.page.getByRole('button', { name: 'Create' }).click()
+    await laptop.page.locator('.head-title', { hasText: 'Trip' }).waitFor()
+    await send(laptop, 'Written on the laptop')
+    await laptop.page.locator('.messages .msg.mine:has(.text:text-is("Written on the laptop")) .tick:not([aria-label="pending"])').waitFor({ timeout: 15_000 })
+
+    await laptop.page.getByRole('button', { name: 'Devices' }).click()
+    const dialog = devicesDialog(laptop)
+    await dialog.locator('li', { hasText: 'This device' }).waitFor()
+    expect(await dialog.locator('li').count()).toBe(1)
+    await dialog.getByRole('button', { name: 'Link a new device' }).click()
+    await dialog.getByText('Waiting for the new device…').waitFor()
+    await laptop.page.waitForFunction(() => (document.querySelector('.link-box .invite-link') as HTMLInputElement | null)?.value.startsWith('petrel-link:'))
+    await shot(laptop, 'devices-01-laptop-link.png')
+  })
+
+  it('the phone is linked through the first-run screen: a bad link says why, the real one links', { timeout: 60_000 }, async () => {
+    phone = await device('phone')
+    await phone.page.getByRole('button', { name: 'Link to an existing device' }).click()
+    await phone.page.getByRole('heading', { name: 'Link this device' }).waitFor()
+    await phone.page.getByLabel('Display name').fill('Alice')
+    await phone.page.getByLabel('Device link').fill('petrel-link:not-a-link')
+    await phone.page.getByRole('button', { name: 'Link this device' }).click()
+    await phone.page.getByRole('alert').getByText('not a device link').waitFor()
+    await shot(phone, 'devices-02-phone-bad-link.png')
+
+    // The phone shows its progress until the laptop answered.
+    await phone.page.evaluate(() => {
+      const w = window as unknown as { sawWaiting: boolean }
+      w.sawWaiting = false
+      new MutationObserver(() => {
+        if (document.body.textContent?.includes('Waiting for your other device…')) w.sawWaiting = true
+      }).observe(document.body, { childList: true, subtree: true, characterData: true })
+    })
+    const payload = await devicesDialog(laptop).getByLabel('Device link').inputValue()
+    await phone.page.getByLabel('Device link').fill(payload)
+    await phone.page.getByRole('button', { name: 'Link this device' }).click()
+    await online(phone)
+    expect(await phone.page.evaluate(() => (window as unknown as { sawWaiting: boolean }).sawWaiting)).toBe(true)
+
+    // The laptop hears of it while its dialog is open, and lists the phone.
+    const dialog = devicesDialog(laptop)
+    await dialog.getByText('New device linked').waitFor()
+    await dialog.locator('li', { hasText: 'Other device' }).waitFor()
+    expect(await dialog.locator('.link-box').isHidden()).toBe(true)
+    await shot(laptop, 'devices-03-laptop-linked.png')
+    await dialog.getByRole('button', { name: 'Done' }).click()
+  })
+
+  it('the phone gets the conversation with its history, without a reload, and talks in it', { timeout: 60_000 }, async () => {
+    await conversation(phone, 'Trip').waitFor({ timeout: 20_000 })
+    await conversation(phone, 'Trip').click()
+    await phone.page.locator('.head-title', { hasText: 'Trip' }).waitFor()
+    // Same person: the laptop's message is "mine" on the phone too.
+    await phone.page.locator('.messages .msg.mine', { hasText: 'Written on the laptop' }).waitFor({ timeout: 20_000 })
+    await send(phone, 'Written on the phone')
+    await message(laptop, 'Written on the phone').waitFor({ timeout: 20_000 })
+    await shot(phone, 'devices-04-phone-chat.png')
+    await shot(laptop, 'devices-04-laptop-chat.png')
+
+    // The phone lists both devices, and leaves linking to the first one.
+    await phone.page.getByRole('button', { name: 'Devices' }).click()
+    const dialog = devicesDialog(phone)
+    await dialog.locator('li', { hasText: 'This device' }).waitFor()
+    await dialog.locator('li').nth(1).waitFor()
+    expect(await dialog.locator('li').count()).toBe(2)
+    expect(await dialog.getByRole('button', { name: 'Link a new device' }).isDisabled()).toBe(true)
+    await dialog.getByText('New devices are linked from your first device').waitFor()
+    await shot(phone, 'devices-05-phone-devices.png')
+    await dialog.getByRole('button', { name: 'Done' }).click()
+  })
+
+  it('Bob hands over his identity; Alice adds him, and the conversation appears for him without a reload', { timeout: 60_000 }, async () => {
+    bob = await newPerson('bob', 'Bob')
+    await bob.page.getByRole('button', { name: 'My identity' }).click()
+    const mine = bob.page.getByRole('dialog', { name: 'My identity' }).getByLabel('My identity')
+    await bob.page.waitForFunction(() => (document.querySelector('textarea[aria-label="My identity"]') as HTMLTextAreaElement | null)?.value.startsWith('petrel-id:'))
+    const identity = await mine.inputValue()
+    await bob.page.getByRole('dialog', { name: 'My identity' }).getByRole('button', { name: 'Done' }).click()
+
+    await laptop.page.getByRole('button', { name: 'Add person' }).click()
+    const add = laptop.page.getByRole('dialog', { name: 'Add person' })
+    await add.getByLabel('Their identity').fill('petrel-id:garbage')
+    await add.getByRole('button', { name: 'Add', exact: true }).click()
+    await add.getByRole('alert').getByText('not a Petrel identity').waitFor()
+    await add.getByLabel('Their identity').fill(identity)
+    await add.getByRole('button', { name: 'Add', exact: true }).click()
+    await add.waitFor({ state: 'hidden' })
+
+    await conversation(bob, 'Trip').waitFor({ timeout: 20_000 })
+    await conversation(bob, 'Trip').click()
+    await bob.page.locator('.messages .msg.theirs', { hasText: 'Written on the phone' }).waitFor({ timeout: 20_000 })
+    await send(bob, 'Hi Alice, Bob here')
+    await message(laptop, 'Hi Alice, Bob here').waitFor({ timeout: 20_000 })
+    await message(phone, 'Hi Alice, Bob here').waitFor({ timeout: 20_000 })
+    // Bob was added as a member, not an admin: no "Add person" for him.
+    expect(await bob.page.getByRole('button', { name: 'Add person' }).isHidden()).toBe(true)
+    await shot(bob, 'devices-06-bob-added.png')
+  })
+
+  it('the laptop removes the phone', { timeout: 60_000 }, async () => {
+    await laptop.page.getByRole('button', { name: 'Devices' }).click()
+    const dialog = devicesDialog(laptop)
+    await dialog.locator('li', { hasText: 'Other device' }).getByRole('button', { name: /^Remove/ }).click()
+    await dialog.getByRole('button', { name: 'Remove for good' }).click()
+    await dialog.getByText('Device removed.').waitFor({ timeout: 15_000 })
+    await dialog.locator('li', { hasText: 'Other device' }).waitFor({ state: 'detached' })
+    expect(await dialog.locator('li').count()).toBe(1)
+    await shot(laptop, 'devices-07-laptop-removed.png')
+    await dialog.getByRole('button', { name: 'Done' }).click()
+  })
+
+  it('logs no console errors', () => {
+    expect([...(laptop?.errors ?? []), ...(phone?.errors ?? []), ...(bob?.errors ?? [])]).toEqual([])
+  })
+})

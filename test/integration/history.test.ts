@@ -1,0 +1,101 @@
+import { afterEach, describe, expect, it } from 'vitest'
+import * as Y from 'yjs'
+import type { Conversation } from '../../src/client/index.js'
+import type { Relay } from '../../src/relay/index.js'
+import { texts, until, World } from './harness.js'
+
+let world: World
+afterEach(async () => {
+  await world?.close()
+})
+
+const snapshotOf = (conv: Conversation) => (conv as unknown as { writeSnapshot: (state?: Uint8Array) => Promise<void> }).writeSnapshot.bind(conv)
+const compacted = (w: World) => w.logLines.filter((l) => l.includes('"compacted"')).length
+
+/** Bytes the relay stores for a room, and the part of them after `seq`. */
+async function relayBytes(relay: Relay, room: string, afterSeq: number): Promise<{ total: number; after: number }> {
+  const total = await relay.store.roomBytes(room)
+  let after = 0
+  for (let from = afterSeq; ; ) {
+    const rows = await relay.store.readRows(room, from, 5000)
+    if (rows.length === 0) break
+    for (const r of rows) after += r.structs.length
+    from = rows[rows.length - 1]!.seq
+  }
+  return { total, after }
+}
+
+async function sendMany(conv: Conversation, n: number, prefix: string): Promise<void> {
+  for (let i = 0; i < n; i += 500) await Promise.all(Array.from({ length: Math.min(500, n - i) }, (_, j) => conv.send(`${prefix} ${i + j}`)))
+}
+
+describe('history compaction', () => {
+  it('after 10,000 messages the relay keeps about one snapshot plus the tail, and a fresh device shows the last page within a second', async () => {
+    world = new World()
+    const relay = await world.relay()
+    const alice = await world.client('alice', { compaction: { every: 3000 } })
+    const bob = await world.client('bob', { compaction: { every: 3000 } })
+    await until(() => alice.connection === 'online' && bob.connection === 'online')
+    const aliceConv = await alice.createConversation({ title: 'Long' })
+    const bobConv = await bob.join(await aliceConv.invite())
+    await sendMany(aliceConv, 5000, 'alice')
+    await sendMany(bobConv, 5000, 'bob')
+    await until(() => aliceConv.messages().length === 10_000 && bobConv.messages().length === 10_000, 30_000, 'all delivered').catch((e) => {
+      console.log('DIAG', aliceConv.messages().length, bobConv.messages().length, [...world.errors.values()].flat().map((x) => x.message).slice(0, 8), world.logLines.filter((l) => /warn|error|compacted/.test(l)).slice(0, 8))
+      throw e
+    })
+    await until(() => compacted(world) >= 2, 20_000, "relay compacted").catch((e) => { console.log(world.logLines.filter((l) => /compact|refus|error|warn/.test(l)).slice(0, 20).join("\n"), [...world.errors.values()].flat().map((e) => e.message).slice(0, 10)); throw e })
+    const through = (aliceConv as unknown as { membership: { snapshot?: { coversSeq: number } } }).membership.snapshot!.coversSeq
+    await until(async () => compacted(world) > 0 && (await relayBytes(relay, aliceConv.id, through)).total > 0, 5000)
+    await new Promise((r) => setTimeout(r, 200))
+    const { total, after } = await relayBytes(relay, aliceConv.id, through)
+    // `after` is the last snapshot and the live tail: what the relay keeps is at most twice that.
+    expect(total).toBeLessThanOrEqual(2 * after)
+
+    const carol = await world.client('carol')
+    const started = performance.now()
+    const carolConv = await carol.join(await aliceConv.invite())
+    const last = aliceConv.messages().slice(-50).map((m) => m.text)
+    await until(() => texts(carolConv).slice(-50).join('\n') === last.join('\n'), 10_000, 'fresh device shows the last 50')
+    const ms = performance.now() - started
+    // Speed is the benchmark's to report (bench/fresh-device.ts, BENCHMARKS.md); this only
+    // catches a fresh device that downloads and applies the whole log again.
+    expect(ms).toBeLessThan(10_000)
+    await until(() => carolConv.messages().length === 10_000, 20_000, 'fresh device has all history')
+    expect(texts(carolConv)).toEqual(texts(aliceConv))
+    console.log(`history: relay keeps ${total} B (${after} B snapshot + tail); fresh device showed the last 50 in ${Math.round(ms)} ms`)
+  }, 120_000)
+
+  it("a snapshot in which a member altered another member's message is rejected on display", async () => {
+    world = new World()
+    await world.relay()
+    const alice = await world.client('alice', { compaction: false })
+    const bob = await world.client('bob', { compaction: false })
+    await until(() => alice.connection === 'online' && bob.connection === 'online')
+    const aliceConv = await alice.createConversation({ title: 'Trust' })
+    const bobConv = await bob.join(await aliceConv.invite())
+    const original = await aliceConv.send('I owe Bob 5 euros')
+    await bobConv.send('noted')
+    await until(() => texts(bobConv).includes('I owe Bob 5 euros') && texts(aliceConv).includes('noted'))
+
+    // Bob (a member) writes a snapshot in which Alice owes him 500.
+    const forged = new Y.Doc()
+    Y.applyUpdate(forged, Y.encodeStateAsUpdate(bobConv.doc))
+    const messages = forged.getMap<Record<string, unknown>>('messages')
+    messages.set(original.id, { ...messages.get(original.id)!, t: 'I owe Bob 500 euros' })
+    // And a message in Alice's name she never wrote.
+    messages.set(`${alice.userId}.forgedforged`, { ...messages.get(original.id)!, t: 'Bob is always right', h: Date.now() + 1000 })
+    await snapshotOf(bobConv)(Y.encodeStateAsUpdate(forged))
+    await until(() => compacted(world) > 0, 10_000, 'relay compacted under the forged snapshot')
+
+    const carol = await world.client('carol')
+    const carolConv = await carol.join(await aliceConv.invite())
+    await until(() => texts(carolConv).includes('noted'), 10_000, "carol shows Bob's genuine message")
+    await until(() => world.errors.get(carol)!.some((e) => /snapshot/.test(e.message)), 5000, 'carol told')
+    expect(texts(carolConv)).not.toContain('I owe Bob 500 euros')
+    expect(texts(carolConv)).not.toContain('Bob is always right')
+    // The people who had the real history keep it.
+    expect(texts(aliceConv)).toContain('I owe Bob 5 euros')
+    expect(texts(bobConv)).toContain('I owe Bob 5 euros')
+  }, 30_000)
+})
