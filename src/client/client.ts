@@ -151,12 +151,19 @@ export class PetrelClient {
       try {
         let siblings: DeviceCertificate[] = []
         let identity: Identity
-        if (options.link && !(await hasIdentity(store))) ({ identity, siblings } = await linkAsNewDevice(store, urls, options.link))
-        else identity = await loadOrCreateIdentity(store)
+        let linkedName: string | undefined
+        let primary: string | undefined
+        if (options.link && !(await hasIdentity(store))) {
+          const linked = await linkAsNewDevice(store, urls, options.link)
+          ;({ identity, siblings, primary } = linked)
+          linkedName = linked.name || undefined
+        } else identity = await loadOrCreateIdentity(store)
         const devices = await DeviceBook.load(store, identity.certificate)
         for (const cert of siblings) devices.learn(cert)
-        if (siblings.length > 0) await devices.save()
-        client = new PetrelClient(identity, store, devices, WS, urls, options.name, options.readReceipts !== false, {
+        if (identity.userSecret) devices.primary = identity.deviceId
+        else if (primary) devices.primary = primary
+        if (siblings.length > 0 || primary || identity.userSecret) await devices.save()
+        client = new PetrelClient(identity, store, devices, WS, urls, options.name ?? linkedName, options.readReceipts !== false, {
           messages: options.keyRotation?.messages ?? 1_000,
           ms: options.keyRotation?.ms ?? 7 * 24 * 3_600_000,
         }, options.compaction === false ? 0 : (options.compaction?.every ?? 5_000))
@@ -323,7 +330,8 @@ export class PetrelClient {
         // Into every conversation first, so the relay lists them when the new device connects.
         for (const conv of this.convs.values()) this.reconcileDevices(conv)
         const siblings = this.deviceBook.current().filter((c) => toBase64Url(c.devicePub) !== toBase64Url(cert.devicePub))
-        await mailbox.put(link.mailbox, LinkSlot.Answer, sealLinkMessage(link, LinkSlot.Answer, encodeAnswer(certBytes, siblings)))
+        const answer = encodeAnswer(certBytes, siblings, this.name ?? '', this.identity.deviceId)
+        await mailbox.put(link.mailbox, LinkSlot.Answer, sealLinkMessage(link, LinkSlot.Answer, answer))
         this.events.emit('deviceLinked', toBase64Url(cert.devicePub))
       } catch (err) {
         if (!abort.signal.aborted) this.reportError(err)
@@ -344,11 +352,9 @@ export class PetrelClient {
    * ```
    */
   devices(): DeviceInfo[] {
-    const primaryCreatedAt = this.identity.userSecret ? this.identity.certificate.createdAt : undefined
     return this.deviceBook.current().map((c) => {
       const id = toBase64Url(c.devicePub)
-      const current = id === this.identity.deviceId
-      return { id, createdAt: c.createdAt, current, primary: current ? this.identity.userSecret !== undefined : c.createdAt === primaryCreatedAt }
+      return { id, createdAt: c.createdAt, current: id === this.identity.deviceId, primary: id === this.deviceBook.primary }
     })
   }
 
@@ -365,6 +371,7 @@ export class PetrelClient {
     this.assertOpen()
     if (id === this.identity.deviceId) throw new PetrelError(ErrorCode.InvalidArgument, 'unlink this device from another of your devices')
     if (!this.deviceBook.has(id)) throw new PetrelError(ErrorCode.NotFound, 'no such device of this person')
+    if (id === this.deviceBook.primary) throw new PetrelError(ErrorCode.Refused, 'the first device (it holds the identity key) cannot be unlinked')
     this.deviceBook.unlink(id)
     await this.deviceBook.save()
     const jobs: Promise<void>[] = []

@@ -215,6 +215,8 @@ export class DeviceConnection implements Multiplexer {
     try {
       frame = readFrame(bytes)
     } catch (err) {
+      // A newer relay may send frame types this client does not know: skip them, stay connected.
+      if (err instanceof PetrelError && err.code === ErrorCode.Malformed && err.message.startsWith('unknown frame type')) return
       // The relay is untrusted too: report, drop, and start over on a fresh socket.
       this.events.emit('error', err instanceof PetrelError ? err : new PetrelError(ErrorCode.Malformed, String(err)))
       return this.drop('malformed frame from relay')

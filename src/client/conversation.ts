@@ -458,6 +458,7 @@ export class Conversation {
       const { identity } = this.ctx
       // Added to the conversation but the record with our keys has not arrived yet.
       if (this.record.keys.size === 0) await new Promise<void>((resolve) => this.keyWaiters.push(resolve))
+      if (this.record.keys.size === 0) throw new PetrelError(ErrorCode.Closed, 'closed before this device received the conversation key', { conversationId: this.id })
       const epoch = this.epoch
       epochUsed = epoch
       const key = this.record.keys.get(epoch)!
@@ -1515,7 +1516,11 @@ export class Conversation {
     const own = this.own.get(id)
     let status: Message['status'] = 'sent'
     let error: string | undefined
-    if (own) {
+    const siblingSeq = !own && mine ? this.messageSeq.get(id) : undefined
+    if (siblingSeq !== undefined) {
+      // Sent from another of our devices: its ticks are the same facts about the same row.
+      status = this.receiptBook.status(this.membership, author, v.at, siblingSeq, this.ctx.readReceipts)
+    } else if (own) {
       if (own.failure) {
         status = 'failed'
         error = own.failure
@@ -1670,6 +1675,8 @@ export class Conversation {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
+    // Sends still waiting for a first key give up; they stay stored and go on the next start.
+    for (const wake of this.keyWaiters.splice(0)) wake()
     clearTimeout(this.reopenTimer)
     // An acknowledgement still waiting goes out now: closing must not hold back ✓✓.
     await this.incoming

@@ -5,8 +5,11 @@
  * client uses it to keep every device of a person in every conversation the person is in.
  *
  * ```
- * devices := uint8 1 • varUint n • { varUint8Array deviceCertificate • uint8 unlinked(0|1) }{n}
+ * devices := uint8 2 • varUint n • { varUint8Array deviceCertificate • uint8 unlinked(0|1) }{n}
+ *            • varString primaryDeviceId ('' when unknown)
  * ```
+ * Version 1 (without the primary) is read as well. The primary is the device that holds the
+ * identity key: it links devices and cannot be unlinked.
  */
 import * as encoding from 'lib0/encoding'
 import { constantTimeEqual, toBase64Url } from '../shared/crypto/index.js'
@@ -16,11 +19,13 @@ import { StrictReader } from '../shared/wire.js'
 import type { DeviceStore } from './storage/device-store.js'
 
 const KEY = 'devices'
-const VERSION = 1
+const VERSION = 2
 
 export class DeviceBook {
   private readonly certs = new Map<string, DeviceCertificate>()
   private readonly unlinked = new Set<string>()
+  /** The device holding the identity key, when known (always on that device itself). */
+  primary: string | undefined
 
   private constructor(
     private readonly store: DeviceStore,
@@ -32,7 +37,8 @@ export class DeviceBook {
     const bytes = await store.get(KEY)
     if (bytes) {
       const r = new StrictReader(bytes)
-      if (r.uint8() !== VERSION) throw new PetrelError(ErrorCode.VersionMismatch, 'stored device list has an unknown format version')
+      const version = r.uint8()
+      if (version !== 1 && version !== VERSION) throw new PetrelError(ErrorCode.VersionMismatch, 'stored device list has an unknown format version')
       const n = r.varUint(1 << 16)
       for (let i = 0; i < n; i++) {
         const cert = readCertificate(r.varBytes(1024))
@@ -40,6 +46,7 @@ export class DeviceBook {
         book.certs.set(id, cert)
         if (r.uint8() === 1) book.unlinked.add(id)
       }
+      if (version >= 2) book.primary = r.varString(64) || undefined
     }
     book.certs.set(toBase64Url(own.devicePub), own)
     return book
@@ -82,6 +89,7 @@ export class DeviceBook {
       encoding.writeVarUint8Array(e, cert.bytes)
       encoding.writeUint8(e, this.unlinked.has(id) ? 1 : 0)
     }
+    encoding.writeVarString(e, this.primary ?? '')
     return this.store.commit({ put: [[KEY, encoding.toUint8Array(e)]] })
   }
 }

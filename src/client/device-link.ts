@@ -14,6 +14,7 @@
  *              AAD varString 'petrel/v1/link' • varString mailbox • uint8 slot
  * offer  (slot 0, new device → old) := varUint8Array devicePub • varUint8Array agreementPub
  * answer (slot 1, old device → new) := varUint8Array certificate • varUint n • { varUint8Array siblingCertificate }{n}
+ *                                      • varString name (the person's display name) • varString primaryDeviceId
  * ```
  * One-time: the old device takes the first offer that opens and stops listening; a second
  * use of the payload finds nobody to answer it.
@@ -123,22 +124,37 @@ export function readOffer(bytes: Uint8Array): { devicePub: Uint8Array; agreement
   return { devicePub, agreementPub }
 }
 
-export function encodeAnswer(certificate: Uint8Array, siblings: DeviceCertificate[]): Uint8Array {
+export interface LinkAnswer {
+  certificate: DeviceCertificate
+  siblings: DeviceCertificate[]
+  name: string
+  primary: string
+}
+
+/** At most this many siblings fit the mailbox's 8 KiB with room to spare. */
+export const MAX_LINK_SIBLINGS = 32
+
+export function encodeAnswer(certificate: Uint8Array, siblings: DeviceCertificate[], name: string, primary: string): Uint8Array {
   const e = encoding.createEncoder()
   encoding.writeVarUint8Array(e, certificate)
-  encoding.writeVarUint(e, siblings.length)
-  for (const s of siblings) encoding.writeVarUint8Array(e, s.bytes)
+  const listed = siblings.slice(0, MAX_LINK_SIBLINGS)
+  encoding.writeVarUint(e, listed.length)
+  for (const s of listed) encoding.writeVarUint8Array(e, s.bytes)
+  encoding.writeVarString(e, name.slice(0, 256))
+  encoding.writeVarString(e, primary)
   return encoding.toUint8Array(e)
 }
 
-export function readAnswer(bytes: Uint8Array): { certificate: DeviceCertificate; siblings: DeviceCertificate[] } {
+export function readAnswer(bytes: Uint8Array): LinkAnswer {
   const r = new StrictReader(bytes)
   const certificate = readCertificate(r.varBytes(1024))
-  const n = r.varUint(64)
+  const n = r.varUint(MAX_LINK_SIBLINGS)
   const siblings: DeviceCertificate[] = []
   for (let i = 0; i < n; i++) siblings.push(readCertificate(r.varBytes(1024)))
+  const name = r.varString(1024)
+  const primary = r.varString(64)
   r.end()
-  return { certificate, siblings }
+  return { certificate, siblings, name, primary }
 }
 
 /** ws://host/x → http://host, wss:// → https:// (the mailbox is plain HTTP on the relay). */

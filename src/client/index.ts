@@ -1,7 +1,7 @@
 /** petrel/client — the engine an app embeds. */
 import { type ClientOptions, PetrelClient } from './client.js'
 
-export type { ClientOptions } from './client.js'
+export type { ClientOptions, DeviceInfo } from './client.js'
 export type { ConnectionState } from './connection.js'
 export type { Conversation, InviteOptions, Message } from './conversation.js'
 export type { Batch, DeviceStore, DocName, LogRow } from './storage/device-store.js'

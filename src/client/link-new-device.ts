@@ -9,7 +9,11 @@ import { decodeLinkPayload, encodeOffer, LinkMailbox, LinkSlot, openLinkMessage,
 import { type Identity, storeLinkedIdentity } from './identity.js'
 import type { DeviceStore } from './storage/device-store.js'
 
-export async function linkAsNewDevice(store: DeviceStore, relays: string[], payload: string): Promise<{ identity: Identity; siblings: DeviceCertificate[] }> {
+export async function linkAsNewDevice(
+  store: DeviceStore,
+  relays: string[],
+  payload: string,
+): Promise<{ identity: Identity; siblings: DeviceCertificate[]; name: string; primary: string }> {
   const link = decodeLinkPayload(payload)
   if (Date.now() > link.expiresAt) throw new PetrelError(ErrorCode.LinkFailed, 'this device link has expired; make a new one')
   const device = generateSigningKeyPair()
@@ -26,11 +30,11 @@ export async function linkAsNewDevice(store: DeviceStore, relays: string[], payl
   } catch (cause) {
     throw new PetrelError(ErrorCode.LinkFailed, 'the link answer is malformed', { cause })
   }
-  const { certificate, siblings } = parsed
+  const { certificate, siblings, name, primary } = parsed
   const ours = constantTimeEqual(certificate.devicePub, device.publicKey) && constantTimeEqual(certificate.agreementPub, agreement.publicKey)
   if (!ours || !(await verifyCertificate(certificate))) throw new PetrelError(ErrorCode.LinkFailed, 'the link answer does not certify this device')
   const verified: DeviceCertificate[] = []
   for (const s of siblings) if (constantTimeEqual(s.userPub, certificate.userPub) && (await verifyCertificate(s))) verified.push(s)
   const identity = await storeLinkedIdentity(store, device.secretKey, agreement.secretKey, certificate.bytes)
-  return { identity, siblings: verified }
+  return { identity, siblings: verified, name, primary }
 }

@@ -9,7 +9,13 @@ import { decodeInviteToken } from '../../src/client/invite-token.js'
 import { generateSigningKeyPair, randomKey } from '../../src/shared/crypto/index.js'
 import { decryptEnvelope, readEnvelope, sealEnvelope, verifyEnvelope } from '../../src/shared/envelope.js'
 import { PetrelError } from '../../src/shared/errors.js'
-import { readAdmission, readCertificate, readRecord } from '../../src/shared/records.js'
+import { readAdmission, readAddBody, readCertificate, readRecord, readSnapshotBody, readUnlinkBody } from '../../src/shared/records.js'
+import { openKeyBundle, sealKeyBundle } from '../../src/shared/key-bundle.js'
+import { generateAgreementKeyPair } from '../../src/shared/crypto/index.js'
+import { decodeLinkPayload, encodeLinkPayload, newLinkSecret, openLinkMessage, readAnswer, readOffer, sealLinkMessage } from '../../src/client/device-link.js'
+import { readPublicIdentity } from '../../src/client/public-identity.js'
+import { decodeVerification } from '../../src/client/conversation-record.js'
+import { openEnvelope } from '../../src/shared/envelope.js'
 import {
   readAck,
   readDeviceAck,
@@ -48,6 +54,7 @@ const frameArb: fc.Arbitrary<Frame> = fc.oneof(
   fc.record({ type: fc.constant(FrameType.Room), room: roomId, message: fc.uint8Array({ minLength: 1, maxLength: 300 }) }),
   fc.constant({ type: FrameType.Heartbeat } as const),
   fc.record({ type: fc.constant(FrameType.Notice), reason: fc.nat({ max: 1000 }), message: fc.string({ maxLength: 100 }) }),
+  fc.record({ type: fc.constant(FrameType.Rooms), rooms: fc.array(roomId, { maxLength: 20 }) }),
 ) as fc.Arbitrary<Frame>
 
 describe('frame decoder', () => {
@@ -162,5 +169,71 @@ describe('envelope', () => {
     // Bound to its room: the same bytes do not open in another conversation.
     const h = readEnvelope(env)
     expect(await verifyEnvelope('anotherroomanotherroom', h)).toBe(false)
+  })
+})
+
+describe('linked devices, adding people and snapshots', () => {
+  it('record bodies, link messages, bundles and verification state throw nothing but PetrelError on random bytes', async () => {
+    fc.assert(
+      fc.property(bytes(600), (b) => {
+        onlyPetrelErrors(() => readAddBody(b))
+        onlyPetrelErrors(() => readUnlinkBody(b))
+        onlyPetrelErrors(() => readSnapshotBody(b))
+        onlyPetrelErrors(() => readOffer(b))
+        onlyPetrelErrors(() => readAnswer(b))
+        onlyPetrelErrors(() => decodeVerification(b, new Set(), new Set()))
+      }),
+      { numRuns: RUNS },
+    )
+    fc.assert(fc.property(fc.string({ maxLength: 300 }), (t) => onlyPetrelErrors(() => decodeLinkPayload(`petrel-link:${t}`))), { numRuns: RUNS })
+    for (let i = 0; i < 50; i++) {
+      const t = `petrel-id:${Buffer.from(fc.sample(bytes(400), 1)[0]!).toString('base64url')}`
+      await readPublicIdentity(t).catch((err) => {
+        if (!(err instanceof PetrelError)) throw err
+      })
+    }
+  })
+
+  it('a key bundle opens only for its device and room, and any flipped byte is refused', () => {
+    const device = generateAgreementKeyPair()
+    const devicePub = new Uint8Array(32).fill(7)
+    const keys = new Map([
+      [0, randomKey()],
+      [3, randomKey()],
+    ])
+    const bundle = sealKeyBundle(keys, 'roomroomroomroomroom', devicePub, device.publicKey)
+    expect(openKeyBundle(bundle, 'roomroomroomroomroom', devicePub, device.secretKey)).toEqual(keys)
+    expect(() => openKeyBundle(bundle, 'anotherroomanotherroom', devicePub, device.secretKey)).toThrow(PetrelError)
+    expect(() => openKeyBundle(bundle, 'roomroomroomroomroom', new Uint8Array(32).fill(8), device.secretKey)).toThrow(PetrelError)
+    for (let i = 0; i < bundle.length; i++) {
+      const flipped = bundle.slice()
+      flipped[i]! ^= 1
+      expect(() => openKeyBundle(flipped, 'roomroomroomroomroom', devicePub, device.secretKey)).toThrow(PetrelError)
+    }
+  })
+
+  it('a link message opens only with its secret and slot', () => {
+    const link = newLinkSecret()
+    expect(decodeLinkPayload(encodeLinkPayload(link)).mailbox).toBe(link.mailbox)
+    const sealed = sealLinkMessage(link, 0, new Uint8Array([1, 2, 3]))
+    expect([...openLinkMessage(link, 0, sealed)!]).toEqual([1, 2, 3])
+    expect(openLinkMessage(link, 1, sealed)).toBeUndefined()
+    expect(openLinkMessage(newLinkSecret(), 0, sealed)).toBeUndefined()
+    for (let i = 0; i < sealed.length; i++) {
+      const flipped = sealed.slice()
+      flipped[i]! ^= 1
+      expect(openLinkMessage(link, 0, flipped)).toBeUndefined()
+    }
+  })
+
+  it('a snapshot part round-trips and refuses tampering', async () => {
+    const sender = generateSigningKeyPair()
+    const key = randomKey()
+    const room = 'roomroomroomroomroom'
+    const snapshot = { snapshotId: new Uint8Array(16).fill(1), coversSeq: 42, part: 1, parts: 3 }
+    const env = await sealEnvelope({ room, epoch: 0, key, senderDevicePub: sender.publicKey, senderDeviceSecret: sender.secretKey, update: new Uint8Array([9, 9]), snapshot })
+    const opened = openEnvelope(room, readEnvelope(env), key)
+    expect(opened).toMatchObject({ kind: 'snapshot', coversSeq: 42, part: 1, parts: 3 })
+    expect(() => decryptEnvelope(room, readEnvelope(env), key)).toThrow(PetrelError)
   })
 })

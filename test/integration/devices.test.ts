@@ -9,9 +9,9 @@ afterEach(async () => {
 })
 
 /** Link a new device to `primary` and return its client (a real relay mailbox in between). */
-async function linkNew(world: World, primary: Client, name: string): Promise<Client> {
+async function linkNew(world: World, primary: Client, file: string, name?: string): Promise<Client> {
   const payload = await primary.linkDevice()
-  const device = await createClient({ relay: world.url, name, storage: join(world.dir, `${name}.db`), link: payload })
+  const device = await createClient({ relay: world.url, ...(name ? { name } : {}), storage: join(world.dir, `${file}.db`), link: payload })
   world.clients.push(device)
   world.errors.set(device, [])
   device.on('error', (err) => world.errors.get(device)!.push(err))
@@ -46,6 +46,8 @@ describe('linked devices', () => {
     await until(() => texts(bobConv).includes('from the laptop'))
     const atBob = bobConv.messages().find((m) => m.text === 'from the laptop')!
     expect(atBob.author).toBe(alice.userId)
+    // The link carried the person's name: the laptop was started without one.
+    expect(atBob.authorName).toBe('alice')
     await until(() => texts(aliceConv).includes('from the laptop'))
     expect(aliceConv.messages().find((m) => m.text === 'from the laptop')!.mine).toBe(true)
 
@@ -53,6 +55,8 @@ describe('linked devices', () => {
     await until(() => laptopConv.message(sent.id)?.status === 'delivered' || laptopConv.message(sent.id)?.status === 'read', 10_000, 'delivered')
     await bobConv.markRead()
     await until(() => laptopConv.message(sent.id)?.status === 'read', 10_000, 'read')
+    // The phone shows the laptop's message with the same ticks.
+    await until(() => aliceConv.message(sent.id)?.status === 'read', 10_000, 'read on the other device too')
     const receipts = laptopConv.receipts(sent.id)
     expect(receipts.map((r) => r.member)).toEqual([bob.userId])
 
@@ -60,6 +64,9 @@ describe('linked devices', () => {
     expect(alice.devices().map((d) => d.id).sort()).toEqual([alice.deviceId, laptop.deviceId].sort())
     await until(() => laptop.devices().length === 2, 5000, 'laptop knows the phone')
     expect(laptop.devices().find((d) => d.current)!.id).toBe(laptop.deviceId)
+    expect(laptop.devices().find((d) => d.primary)!.id).toBe(alice.deviceId)
+    expect(alice.devices().find((d) => d.primary)!.id).toBe(alice.deviceId)
+    await expect(laptop.removeDevice(alice.deviceId)).rejects.toMatchObject({ code: 'refused' })
     expect(aliceConv.members().find((m) => m.userId === alice.userId)!.devices.sort()).toEqual([alice.deviceId, laptop.deviceId].sort())
   }, 40_000)
 
