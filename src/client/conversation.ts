@@ -723,10 +723,22 @@ export class Conversation {
     await this.writeRecords(records)
   }
 
-  /** Take one device of a person out for good (theirs, or any as an admin); the key changes. */
+  /**
+   * Take one device of a person out for good (theirs, or any as an admin), and change the key
+   * at once: whoever unlinks starts the new epoch, admin or not, so the unlinked device never
+   * holds the key of anything sent afterwards.
+   */
   async unlinkDevice(devicePub: Uint8Array): Promise<void> {
     this.assertOpen()
     await this.writeRecords([await this.ctx.signRecord(RecordKind.Unlink, encodeUnlinkBody({ room: this.id, devicePub, at: Date.now() }))])
+    if (this.membership.rotationDue && !this.rotating) {
+      this.rotating = true
+      try {
+        await this.rotateKey()
+      } finally {
+        this.rotating = false
+      }
+    }
   }
 
   /** Verified membership, for the client's bookkeeping of a person's devices. */

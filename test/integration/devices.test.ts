@@ -108,6 +108,23 @@ describe('linked devices', () => {
     await expect(alice.removeDevice(alice.deviceId)).rejects.toMatchObject({ code: 'invalid_argument' })
   }, 40_000)
 
+  it('a member who is not an admin unlinks a device: the key changes at once, with every admin offline', async () => {
+    world = new World()
+    await world.relay()
+    const { alice, bob, aliceConv, bobConv } = await pair(world)
+    const bobLaptop = await linkNew(world, bob, 'bob-laptop')
+    const laptopConv = await until(async () => (await bobLaptop.conversations())[0], 15_000, 'laptop conversation')
+    await until(() => aliceConv.members().find((m) => m.userId === bob.userId)!.devices.length === 2, 10_000, 'laptop added')
+    await alice.close()
+    const epoch = bobConv.epoch
+    await bob.removeDevice(bobLaptop.deviceId)
+    expect(bobConv.epoch).toBeGreaterThan(epoch)
+    await bobConv.send('after the laptop is gone')
+    await until(() => world.errors.get(bobLaptop)!.some((e) => /removed|not a member/.test(e.message)), 10_000, 'laptop refused')
+    await new Promise((r) => setTimeout(r, 300))
+    expect(texts(laptopConv)).not.toContain('after the laptop is gone')
+  }, 40_000)
+
   it('a link works once, only with its secret, and only from the device holding the identity key', async () => {
     world = new World()
     await world.relay()
