@@ -39,6 +39,7 @@ import { encodeAnswer, encodeLinkPayload, LINK_TTL_MS, LinkMailbox, LinkSlot, ne
 import { hasIdentity, type Identity, loadOrCreateIdentity } from './identity.js'
 import { linkAsNewDevice } from './link-new-device.js'
 import { encodePublicIdentity } from './public-identity.js'
+import { decodeSummary, staleSummaryKey, type Summary, summaryKey } from './summary.js'
 import { INNER_META, INNER_PROFILES } from './inner-guard.js'
 import { decodeInviteToken } from './invite-token.js'
 import type { DeviceStore } from './storage/device-store.js'
@@ -78,6 +79,15 @@ export interface ClientOptions {
    */
   compaction?: { every?: number } | false
   /**
+   * `'all'` (default): `createClient` resolves once every stored conversation is loaded, and
+   * `messages()` always holds every message. `'lazy'`: it resolves at once; a conversation
+   * answers from a stored summary (title, unread count, its last 50 messages) until its
+   * documents have loaded in the background (`conv.ready()`, `conv.loaded`; subscribers hear
+   * when) — WhatsApp's instant chat list. A summary is used only when nothing changed after it
+   * was stored; otherwise that conversation loads before `createClient` resolves.
+   */
+  open?: 'all' | 'lazy'
+  /**
    * A device link from `client.linkDevice()` on another device of the same person: on first
    * start, this device becomes one of theirs (same identity, every conversation with its
    * history). `create` resolves once the other device answered. Ignored once linked.
@@ -93,6 +103,9 @@ interface ClientEvents extends ConnectionEvents {
   /** A device was linked from this one (`linkDevice`). */
   deviceLinked: (deviceId: string) => void
 }
+
+/** Where a linked device keeps the name its link carried (UTF-8). */
+const NAME_KEY = 'name'
 
 /** One of a person's devices, as `client.devices()` lists them. */
 export interface DeviceInfo {
@@ -128,6 +141,7 @@ export class PetrelClient {
     private readonly readReceipts: boolean,
     private readonly keyRotation: { messages: number; ms: number },
     private readonly compactEvery: number,
+    private readonly lazy: boolean,
   ) {
     this.link = new DeviceConnection(urls, identity, WS, this.events as unknown as Emitter<ConnectionEvents>)
     this.started = new Promise((resolve) => {
@@ -158,6 +172,12 @@ export class PetrelClient {
           ;({ identity, siblings, primary } = linked)
           linkedName = linked.name || undefined
         } else identity = await loadOrCreateIdentity(store)
+        // The person's name as the link carried it: kept, for starts without `name`.
+        if (linkedName) await store.commit({ put: [[NAME_KEY, new TextEncoder().encode(linkedName)]] })
+        else if (options.name === undefined) {
+          const stored = await store.get(NAME_KEY)
+          if (stored) linkedName = new TextDecoder().decode(stored)
+        }
         const devices = await DeviceBook.load(store, identity.certificate)
         for (const cert of siblings) devices.learn(cert)
         if (identity.userSecret) devices.primary = identity.deviceId
@@ -166,7 +186,7 @@ export class PetrelClient {
         client = new PetrelClient(identity, store, devices, WS, urls, options.name ?? linkedName, options.readReceipts !== false, {
           messages: options.keyRotation?.messages ?? 1_000,
           ms: options.keyRotation?.ms ?? 7 * 24 * 3_600_000,
-        }, options.compaction === false ? 0 : (options.compaction?.every ?? 5_000))
+        }, options.compaction === false ? 0 : (options.compaction?.every ?? 5_000), options.open === 'lazy')
       } catch (err) {
         await store.close().catch(() => undefined)
         throw err
@@ -180,10 +200,32 @@ export class PetrelClient {
     // Opened side by side: each open waits on storage and on native signature checks, which
     // run off the main thread, so one after another would mostly wait.
     try {
-      const stored = await client.store.list('conv:')
-      const opened = await Promise.all(stored.map(([key, value]) => Conversation.open(client.context(), key.slice('conv:'.length), decodeConversationRecord(value))))
+      const [stored, summaries, stale] = await Promise.all([client.store.list('conv:'), client.store.list('sum:'), client.store.list('stale:')])
+      const staleIds = new Set(stale.map(([key]) => key.slice('stale:'.length)))
+      const summaryOf = new Map(summaries.filter(([key]) => !staleIds.has(key.slice('sum:'.length))).map(([key, value]) => [key.slice('sum:'.length), value]))
+      const lazy: Conversation[] = []
+      // A conversation with a summary answers from it and loads in the background; one without
+      // (first start after an upgrade) loads now, so nothing shows up empty.
+      const opened = await Promise.all(
+        stored.map(async ([key, value]) => {
+          const id = key.slice('conv:'.length)
+          const record = decodeConversationRecord(value)
+          const bytes = summaryOf.get(id)
+          let summary: Summary | undefined
+          try {
+            summary = bytes ? decodeSummary(bytes, id) : undefined
+          } catch {
+            summary = undefined
+          }
+          if (!summary || !client.lazy) return Conversation.open(client.context(), id, record)
+          const conv = Conversation.lazy(client.context(), id, record, summary)
+          lazy.push(conv)
+          return conv
+        }),
+      )
       for (const conv of opened) client.convs.set(conv.id, conv)
       client.markStarted()
+      client.loadInBackground(lazy)
     } catch (err) {
       client.markStarted()
       // Nothing half-open stays behind: the storage and the tab lock are given back.
@@ -191,6 +233,36 @@ export class PetrelClient {
       throw err
     }
     return client
+  }
+
+  /** Conversations whose summary is behind, stored together every two seconds (one timer). */
+  private readonly dirtySummaries = new Set<Conversation>()
+  private summaryTimer: ReturnType<typeof setTimeout> | undefined
+
+  private summaryDirty(conv: Conversation): void {
+    this.dirtySummaries.add(conv)
+    this.summaryTimer ??= setTimeout(() => {
+      this.summaryTimer = undefined
+      const convs = [...this.dirtySummaries]
+      this.dirtySummaries.clear()
+      for (const c of convs) void c.saveSummary()
+    }, 2000)
+  }
+
+  /**
+   * Load conversations that started from their summaries, latest activity first, two at a
+   * time: storage and native signature checks run off the main thread, so two overlap well
+   * and more would only queue.
+   */
+  private loadInBackground(convs: Conversation[]): void {
+    const queue = [...convs].sort((a, b) => (b.messages().at(-1)?.sentAt ?? 0) - (a.messages().at(-1)?.sentAt ?? 0))
+    const worker = async () => {
+      for (let conv = queue.shift(); conv && !this.closed; conv = queue.shift()) {
+        await conv.ready().catch((err) => this.reportError(err))
+      }
+    }
+    void worker()
+    void worker()
   }
 
   /** Stable across restarts on the same storage. */
@@ -224,6 +296,7 @@ export class PetrelClient {
       reportError: (err) => this.events.emit('error', err),
       membershipChanged: (conv) => this.reconcileDevices(conv),
       compactEvery: this.compactEvery,
+      ...(this.lazy ? { summaryDirty: (conv: Conversation) => this.summaryDirty(conv) } : {}),
     }
   }
 
@@ -328,6 +401,7 @@ export class PetrelClient {
         this.deviceBook.learn(cert)
         await this.deviceBook.save()
         // Into every conversation first, so the relay lists them when the new device connects.
+        await Promise.all([...this.convs.values()].map((c) => c.ready()))
         for (const conv of this.convs.values()) this.reconcileDevices(conv)
         const siblings = this.deviceBook.current().filter((c) => toBase64Url(c.devicePub) !== toBase64Url(cert.devicePub))
         const answer = encodeAnswer(certBytes, siblings, this.name ?? '', this.identity.deviceId)
@@ -374,6 +448,7 @@ export class PetrelClient {
     if (id === this.deviceBook.primary) throw new PetrelError(ErrorCode.Refused, 'the first device (it holds the identity key) cannot be unlinked')
     this.deviceBook.unlink(id)
     await this.deviceBook.save()
+    await Promise.all([...this.convs.values()].map((c) => c.ready()))
     const jobs: Promise<void>[] = []
     for (const conv of this.convs.values()) {
       const st = conv.membershipState
@@ -463,7 +538,7 @@ export class PetrelClient {
   private async forget(conv: Conversation): Promise<void> {
     this.convs.delete(conv.id)
     await conv.close()
-    await this.store.commit({ put: [[keyOf.conv(conv.id), null]] })
+    await this.store.commit({ put: [[keyOf.conv(conv.id), null], [summaryKey(conv.id), null], [staleSummaryKey(conv.id), null]] })
   }
 
   /** Every conversation on this device, also after a restart. */
@@ -487,6 +562,7 @@ export class PetrelClient {
   private async shutdown(displaced: boolean): Promise<void> {
     if (this.closed) return
     this.closed = true
+    clearTimeout(this.summaryTimer)
     for (const a of this.linkAborts) a.abort()
     // Conversations first: they flush what is queued (acknowledgements) while the socket is up.
     await Promise.all([...this.convs.values()].map((c) => c.close()))

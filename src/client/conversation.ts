@@ -74,6 +74,8 @@ import { type MemberReceipt, ReceiptBook } from './receipts.js'
 import { MembershipBook, safetyNumber } from './membership-book.js'
 import { tombstoneUpdate } from './tombstone.js'
 import { VirtualSocket } from './virtual-socket.js'
+import { openSnapshot, sealSnapshot } from '../shared/snapshot-seal.js'
+import { encodeSummary, STALE, staleSummaryKey, type Summary, SUMMARY_MESSAGES, summaryKey } from './summary.js'
 
 /** A message as the app sees it. */
 export interface Message {
@@ -105,6 +107,8 @@ export interface ClientContext {
   membershipChanged?(conv: Conversation): void
   /** Snapshot the history after this many relay rows since the last snapshot (0: never). */
   compactEvery: number
+  /** Keep a summary for a lazy start (`open: 'lazy'`): this conversation changed. */
+  summaryDirty?(conv: Conversation): void
 }
 
 export interface InviteOptions {
@@ -198,6 +202,11 @@ export class Conversation {
   private unknownRoomRetries = 0
   private reopenTimer: ReturnType<typeof setTimeout> | undefined
   private closed = false
+  /** Until the documents are loaded: what was shown last time (see summary.ts). */
+  private summary: Summary | undefined
+  private loading: Promise<void> | undefined
+  /** The stored summary may not match the documents (see commit). Unknown at first: assume so. */
+  private summaryStale = true
   private readonly syncWaiters = new Set<(err?: PetrelError) => void>()
   /** Sends waiting for this device's first key (a conversation it was added to). */
   private keyWaiters: Array<() => void> = []
@@ -225,13 +234,45 @@ export class Conversation {
   /** Open a conversation from local storage (it may be brand new and empty). */
   static async open(ctx: ClientContext, id: string, record: ConversationRecord): Promise<Conversation> {
     const conv = new Conversation(id, record, ctx)
-    await conv.load()
-    conv.connect()
+    await conv.ready()
     return conv
+  }
+
+  /**
+   * A conversation that answers from its stored summary (title, unread count, last page)
+   * until `ready()` has loaded its documents: a device with many conversations, or a long
+   * one, starts without loading them all first.
+   */
+  static lazy(ctx: ClientContext, id: string, record: ConversationRecord, summary: Summary): Conversation {
+    const conv = new Conversation(id, record, ctx)
+    conv.summary = summary
+    conv.summaryStale = false
+    return conv
+  }
+
+  /**
+   * Resolves once the conversation's documents are loaded and it is syncing (at once for one
+   * that is). Every method that changes something waits for it by itself.
+   */
+  ready(): Promise<void> {
+    this.loading ??= (async () => {
+      await this.load()
+      if (this.closed) return
+      this.connect()
+      this.summary = undefined
+      this.changed()
+    })()
+    return this.loading
+  }
+
+  /** Loaded (not answering from the summary). */
+  get loaded(): boolean {
+    return this.summary === undefined
   }
 
   /** Title, from the encrypted inner document. */
   get title(): string {
+    if (this.summary) return this.summary.title
     const t = this.doc.getMap(INNER_META).get('title')
     return typeof t === 'string' ? t : ''
   }
@@ -256,6 +297,11 @@ export class Conversation {
     const recordSeqs = await store.get(keyOf.recordSeqs(this.id))
     if (recordSeqs) this.book.loadSeqs(recordSeqs)
     const deferred = await store.get(keyOf.deferred(this.id))
+    // A stored summary not marked stale must be marked by our first write (see commit).
+    if (this.summaryStale) {
+      const [summary, stale] = await Promise.all([store.get(summaryKey(this.id)), store.get(staleSummaryKey(this.id))])
+      this.summaryStale = summary === undefined || stale !== undefined
+    }
     const verification = await store.get(keyOf.verification(this.id))
     if (verification) decodeVerification(verification, this.unverified, this.rejectedMessages)
     const [outerRows, innerRows, ownRows, bindings, cursor, readCursor, receipts, seqs] = await Promise.all([
@@ -398,6 +444,7 @@ export class Conversation {
    * ```
    */
   async send(text: string): Promise<Message> {
+    await this.ready()
     if (typeof text !== 'string') throw new PetrelError(ErrorCode.InvalidArgument, 'text must be a string')
     const bytes = new TextEncoder().encode(text).length
     const limit = Math.min(MAX_TEXT_BYTES, this.ctx.connection.maxEnvelopeBytes - 1024)
@@ -484,7 +531,7 @@ export class Conversation {
         }
         if (item.tags.length > 0) this.envelopeMessages.set(envelopeKey, item.tags)
       })
-      await this.ctx.store.commit({
+      await this.commit({
         append: [
           ...batch.map((item) => ({ convId: this.id, doc: 'inner' as const, bytes: item.update })),
           ...written.updates.map((bytes) => ({ convId: this.id, doc: 'outer' as const, bytes })),
@@ -533,11 +580,12 @@ export class Conversation {
 
   /** Start a new key epoch for the current members (scheduled rotation, or after someone left). */
   async rotateKey(): Promise<void> {
+    await this.ready()
     this.assertOpen()
     const next = this.book.newEpoch()
     const record = await this.ctx.signRecord(RecordKind.Epoch, next.body)
     this.record.keys.set(next.epoch, next.key)
-    await this.ctx.store.commit({ put: [[keyOf.conv(this.id), encodeConversationRecord(this.record)]] })
+    await this.commit({ put: [[keyOf.conv(this.id), encodeConversationRecord(this.record)]] })
     await this.writeRecords([record])
   }
 
@@ -555,6 +603,7 @@ export class Conversation {
 
   /** Put signed records into the outer log (genesis, invites, joins), durably. */
   async writeRecords(records: Uint8Array[]): Promise<void> {
+    await this.ready()
     const job = this.outgoing.then(async () => {
       const have = new Set([...this.outer.getMap<Uint8Array>(OUTER_RECORDS).values()].map((v) => toBase64Url(v)))
       const fresh = records.filter((v) => !have.has(toBase64Url(v)))
@@ -564,7 +613,7 @@ export class Conversation {
         // (a conflict would make Yjs delete the loser, and outer updates may not delete).
         for (const v of fresh) rec.set(envelopeKey(this.outer.clientID, Y.getState(this.outer.store, this.outer.clientID)), v)
       })
-      await this.ctx.store.commit({ append: updates.map((bytes) => ({ convId: this.id, doc: 'outer' as const, bytes })) })
+      await this.commit({ append: updates.map((bytes) => ({ convId: this.id, doc: 'outer' as const, bytes })) })
       await this.foldRecords()
     })
     this.outgoing = job.catch(() => undefined)
@@ -582,6 +631,7 @@ export class Conversation {
    * ```
    */
   async invite(options: InviteOptions = {}): Promise<string> {
+    await this.ready()
     this.assertOpen()
     if (!this.isAdmin()) throw new PetrelError(ErrorCode.Refused, 'only admins can invite', { conversationId: this.id })
     const pair = generateSigningKeyPair()
@@ -616,6 +666,7 @@ export class Conversation {
    * ```
    */
   async revokeInvite(token: string): Promise<void> {
+    await this.ready()
     this.requireAdmin()
     const invite = decodeInviteToken(token)
     if (invite.room !== this.id) throw new PetrelError(ErrorCode.InviteInvalid, 'invite is for another conversation', { conversationId: this.id })
@@ -650,6 +701,7 @@ export class Conversation {
    * ```
    */
   async removeMember(userId: string): Promise<void> {
+    await this.ready()
     this.requireAdmin()
     if (!this.membership.members.has(userId)) throw new PetrelError(ErrorCode.NotFound, 'not a member', { conversationId: this.id })
     if (userId === this.ctx.identity.userId) throw new PetrelError(ErrorCode.InvalidArgument, 'use leave() to leave', { conversationId: this.id })
@@ -657,12 +709,13 @@ export class Conversation {
     const next = this.book.newEpoch(userId)
     const epoch = await this.ctx.signRecord(RecordKind.Epoch, next.body)
     this.record.keys.set(next.epoch, next.key)
-    await this.ctx.store.commit({ put: [[keyOf.conv(this.id), encodeConversationRecord(this.record)]] })
+    await this.commit({ put: [[keyOf.conv(this.id), encodeConversationRecord(this.record)]] })
     await this.writeRecords([remove, epoch])
   }
 
   /** Make a member an admin (admins only). */
   async makeAdmin(userId: string): Promise<void> {
+    await this.ready()
     this.requireAdmin()
     if (!this.membership.members.has(userId)) throw new PetrelError(ErrorCode.NotFound, 'not a member', { conversationId: this.id })
     await this.writeRecords([await this.ctx.signRecord(RecordKind.Promote, encodeMemberChangeBody({ room: this.id, userPub: fromBase64Url(userId), at: Date.now() }))])
@@ -681,6 +734,7 @@ export class Conversation {
    * ```
    */
   async addMember(publicIdentity: string, options: { history?: 'full' | 'from-join' } = {}): Promise<void> {
+    await this.ready()
     this.requireAdmin()
     const certs = await readPublicIdentity(publicIdentity)
     const userId = toBase64Url(certs[0]!.userPub)
@@ -697,6 +751,7 @@ export class Conversation {
    * and by the client to keep a person's linked devices in every conversation they are in.
    */
   async addDevices(userPub: Uint8Array, certs: DeviceCertificate[], history: 'full' | 'from-join' = 'full'): Promise<void> {
+    await this.ready()
     this.assertOpen()
     const records: Uint8Array[] = []
     let keys = this.keys()
@@ -705,7 +760,7 @@ export class Conversation {
       const next = this.book.newEpoch()
       records.push(await this.ctx.signRecord(RecordKind.Epoch, next.body))
       this.record.keys.set(next.epoch, next.key)
-      await this.ctx.store.commit({ put: [[keyOf.conv(this.id), encodeConversationRecord(this.record)]] })
+      await this.commit({ put: [[keyOf.conv(this.id), encodeConversationRecord(this.record)]] })
       keys = new Map([[next.epoch, next.key]])
       epoch = next.epoch
     }
@@ -729,6 +784,7 @@ export class Conversation {
    * holds the key of anything sent afterwards.
    */
   async unlinkDevice(devicePub: Uint8Array): Promise<void> {
+    await this.ready()
     this.assertOpen()
     await this.writeRecords([await this.ctx.signRecord(RecordKind.Unlink, encodeUnlinkBody({ room: this.id, devicePub, at: Date.now() }))])
     if (this.membership.rotationDue && !this.rotating) {
@@ -748,6 +804,7 @@ export class Conversation {
 
   /** Leave the conversation; an admin starts a new key epoch when they see it. */
   async leave(): Promise<void> {
+    await this.ready()
     const leave = await this.ctx.signRecord(RecordKind.Leave, encodeMemberChangeBody({ room: this.id, userPub: this.ctx.identity.userPub, at: Date.now() }))
     await this.writeRecords([leave])
   }
@@ -771,7 +828,8 @@ export class Conversation {
   }
 
   /** Write inner state (title, profile) as the local device. */
-  setInner(fn: (doc: Y.Doc) => void): Promise<void> {
+  async setInner(fn: (doc: Y.Doc) => void): Promise<void> {
+    await this.ready()
     return this.writeInner(() => fn(this.doc))
   }
 
@@ -898,6 +956,8 @@ export class Conversation {
       // document as it stands after the ones before it (Yjs integrates immediately).
       this.heldErrors = []
       this.doc.transact(() => {
+        // Its record may come a page after its last part.
+        this.applyReadySnapshot(messages)
         for (let i = 0; i < envelopes.length; i++) {
           const h = headers[i]
           if (!h) continue
@@ -940,13 +1000,8 @@ export class Conversation {
           if (opened.kind === 'update' && this.holdForSnapshot(envelopes[i]!)) continue
           nonces.set(nonce, h.signature)
           if (opened.kind === 'snapshot') {
-            const state = this.gatherSnapshot(opened)
-            if (state) {
-              currentSeq = envelopes[i]!.seq
-              this.applySnapshot(state, messages)
-              // What was held for it goes next, on top of it.
-              if (this.deferred.length > 0) this.retryDeferredSoon = true
-            }
+            this.gatherSnapshot(opened, h.epoch, deviceId)
+            if (this.applyReadySnapshot(messages)) currentSeq = envelopes[i]!.seq
             continue
           }
           const update = opened.update
@@ -992,7 +1047,7 @@ export class Conversation {
     }
     if (this.verificationDirty) batch.put!.push([keyOf.verification(this.id), encodeVerification(this.unverified, this.rejectedMessages)])
     this.verificationDirty = false
-    await this.ctx.store.commit(batch)
+    await this.commit(batch)
     this.appendedRows += batch.append!.length
     if (this.unverified.size > 0) this.verifySoon()
     if (this.retryDeferredSoon) this.retryDeferred()
@@ -1012,28 +1067,58 @@ export class Conversation {
    * received that history as envelopes ignores snapshots: a member's copy of others'
    * messages can add nothing it lacks, and must not replace what it verified itself.
    */
-  private gatherSnapshot(part: SnapshotPart & { bytes: Uint8Array }): Uint8Array | undefined {
-    if (this.missedThrough === 0 || part.coversSeq < this.missedThrough) return undefined
+  private gatherSnapshot(part: SnapshotPart & { bytes: Uint8Array }, epoch: number, sender: string): void {
+    if (this.missedThrough === 0 || part.coversSeq < this.missedThrough) return
     const id = toBase64Url(part.snapshotId)
     let entry = this.snapshotParts.get(id)
     if (!entry) {
       entry = { parts: new Array(part.parts).fill(undefined), got: 0, coversSeq: part.coversSeq }
       this.snapshotParts.set(id, entry)
     }
-    if (entry.parts.length !== part.parts || entry.coversSeq !== part.coversSeq || entry.parts[part.part]) return undefined
+    if (entry.parts.length !== part.parts || entry.coversSeq !== part.coversSeq || entry.parts[part.part]) return
     entry.parts[part.part] = part.bytes
     entry.got++
-    if (entry.got < entry.parts.length) return undefined
+    if (entry.got < entry.parts.length) return
     this.snapshotParts.delete(id)
     const total = entry.parts.reduce((n, p) => n + p!.length, 0)
-    const state = new Uint8Array(total)
+    const sealed = new Uint8Array(total)
     let at = 0
     for (const p of entry.parts) {
-      state.set(p!, at)
+      sealed.set(p!, at)
       at += p!.length
     }
-    return state
+    this.readySnapshot = { id, sealed, epoch, sender }
   }
+
+  /**
+   * Apply the gathered snapshot once its record is folded: only the snapshot the relay
+   * compacted for (the latest record's), from a device of the member who signed that record.
+   * Returns whether one was applied.
+   */
+  private applyReadySnapshot(messages: Y.Map<StoredMessage>): boolean {
+    const ready = this.readySnapshot
+    const latest = this.membership.snapshot
+    if (!ready || !latest || toBase64Url(latest.snapshotId) !== ready.id) return false
+    this.readySnapshot = undefined
+    if (this.membership.everDevices.get(ready.sender) !== latest.by) return false
+    const key = this.record.keys.get(ready.epoch)
+    const first = this.record.keys.get(0)
+    // A 'from-join' member cannot open it, by design: it holds what was said before they came.
+    if (!key || !first) return false
+    let state: Uint8Array
+    try {
+      state = openSnapshot(ready.sealed, this.id, ready.epoch, key, first)
+    } catch (err) {
+      this.reject(ErrorCode.EnvelopeRejected, `history snapshot refused: ${(err as Error).message}`)
+      return false
+    }
+    this.applySnapshot(state, messages)
+    // What was held for it goes next, on top of it.
+    if (this.deferred.length > 0) this.retryDeferredSoon = true
+    return true
+  }
+
+  private readySnapshot: { id: string; sealed: Uint8Array; epoch: number; sender: string } | undefined
 
   /**
    * Apply a snapshot's inner state (inside the batch's transaction). Its messages are held
@@ -1113,7 +1198,7 @@ export class Conversation {
               new PetrelError(ErrorCode.EnvelopeRejected, `${bad} message(s) in a history snapshot do not carry their author's signature: not shown`, { conversationId: this.id }),
             )
           }
-          await this.ctx.store.commit({ put: [[keyOf.verification(this.id), encodeVerification(this.unverified, this.rejectedMessages)]] })
+          await this.commit({ put: [[keyOf.verification(this.id), encodeVerification(this.unverified, this.rejectedMessages)]] })
           this.changed()
         }
       } catch (err) {
@@ -1130,14 +1215,17 @@ export class Conversation {
    * `state` is for tests that play a dishonest member.
    */
   async writeSnapshot(state?: Uint8Array): Promise<void> {
+    await this.ready()
     this.assertOpen()
     // After everything received so far is applied: the snapshot then holds every row up to the cursor.
     const job = this.outgoing.then(async () => {
       await this.incoming
       const coversSeq = this.cursor
       const key = this.record.keys.get(this.epoch)
-      if (!key || coversSeq === 0) return
-      const plain = state ?? Y.encodeStateAsUpdate(this.doc)
+      const first = this.record.keys.get(0)
+      // Without the first key (a 'from-join' member) we hold only part of the history anyway.
+      if (!key || !first || coversSeq === 0) return
+      const plain = sealSnapshot(state ?? Y.encodeStateAsUpdate(this.doc), this.id, this.epoch, key, first)
       const snapshotId = randomBytes(16)
       const partBytes = Math.max(16 * 1024, this.ctx.connection.maxEnvelopeBytes - 4096)
       const parts = Math.max(1, Math.ceil(plain.length / partBytes))
@@ -1160,7 +1248,7 @@ export class Conversation {
         for (const envelope of envelopes) log.set(envelopeKey(this.outer.clientID, Y.getState(this.outer.store, this.outer.clientID)), envelope)
         rec.set(envelopeKey(this.outer.clientID, Y.getState(this.outer.store, this.outer.clientID)), record)
       })
-      await this.ctx.store.commit({ append: written.updates.map((bytes) => ({ convId: this.id, doc: 'outer' as const, bytes })) })
+      await this.commit({ append: written.updates.map((bytes) => ({ convId: this.id, doc: 'outer' as const, bytes })) })
       this.appendedRows += written.updates.length
       await this.foldRecords()
     })
@@ -1211,8 +1299,12 @@ export class Conversation {
    */
   private async foldRecords(): Promise<void> {
     const epochBefore = this.membership.epoch
+    const devicesBefore = this.membership.devices
     const bad = await this.book.fold(this.outer.getMap<Uint8Array>(OUTER_RECORDS))
-    if (this.membership.epoch > epochBefore) {
+    // A device that came in may read only part of the history (a 'from-join' member's, or one
+    // that gets the history compacted into a snapshot it cannot open): the same fresh start.
+    const newDevice = devicesBefore.size > 0 && [...this.membership.devices.keys()].some((d) => !devicesBefore.has(d))
+    if (this.membership.epoch > epochBefore || newDevice) {
       // A new epoch may have new members who cannot read what came before ('from-join').
       // Yjs holds back a client's change until its earlier clocks arrive, so write from a
       // fresh client id: what we write from now on depends on nothing they cannot decrypt.
@@ -1220,7 +1312,7 @@ export class Conversation {
     }
     if (bad > 0) this.ctx.reportError(new PetrelError(ErrorCode.EnvelopeRejected, `ignored ${bad} record(s) whose signature does not verify`, { conversationId: this.id }))
     if (this.book.unwrapKeys(this.record.keys, (lost) => this.lostKeys.set(toBase64Url(keyCheckOf(lost)), lost))) {
-      await this.ctx.store.commit({ put: [[keyOf.conv(this.id), encodeConversationRecord(this.record)]] })
+      await this.commit({ put: [[keyOf.conv(this.id), encodeConversationRecord(this.record)]] })
       this.resealWaiting()
       if (this.record.keys.size > 0) for (const wake of this.keyWaiters.splice(0)) wake()
     }
@@ -1312,7 +1404,7 @@ export class Conversation {
     if (this.pendingPuts.size === 0) return
     const batch = [...this.pendingPuts]
     this.pendingPuts = new Map()
-    const job = this.incoming.then(() => this.ctx.store.commit({ put: batch }))
+    const job = this.incoming.then(() => this.commit({ put: batch }))
     this.incoming = job.catch((err) => this.report(err, 'could not store acknowledgements'))
   }
 
@@ -1347,17 +1439,19 @@ export class Conversation {
    * ```
    */
   async markRead(): Promise<void> {
+    await this.ready()
     this.assertOpen()
     await this.incoming
     if (this.cursor <= this.readCursor) return
     this.readCursor = this.cursor
-    await this.ctx.store.commit({ put: [[keyOf.readCursor(this.id), encodeCursor(this.readCursor)]] })
+    await this.commit({ put: [[keyOf.readCursor(this.id), encodeCursor(this.readCursor)]] })
     this.changed()
     this.scheduleAck()
   }
 
   /** Messages from others not yet marked read on this device. */
   unreadCount(): number {
+    if (this.summary) return this.summary.unread
     let n = 0
     for (const m of this.messages()) if (!m.mine && (this.messageSeq.get(m.id) ?? 0) > this.readCursor) n++
     return n
@@ -1406,7 +1500,7 @@ export class Conversation {
       }
     if (refusedRecords) {
       const job = this.incoming.then(async () => {
-        await this.ctx.store.commit({ put: [[keyOf.recordSeqs(this.id), this.book.encodeSeqs()]] })
+        await this.commit({ put: [[keyOf.recordSeqs(this.id), this.book.encodeSeqs()]] })
         await this.foldRecords()
       })
       this.incoming = job.catch((err) => this.report(err, 'could not store a refused record'))
@@ -1439,7 +1533,7 @@ export class Conversation {
     }
     if (puts.length === 0) return
     this.changed()
-    const job = this.incoming.then(() => this.ctx.store.commit({ put: puts }))
+    const job = this.incoming.then(() => this.commit({ put: puts }))
     this.incoming = job.catch((err) => this.report(err, 'could not store a refusal'))
   }
 
@@ -1448,7 +1542,7 @@ export class Conversation {
     const job = this.incoming.then(async () => {
       if (seq <= this.cursor) return
       this.cursor = seq
-      await this.ctx.store.commit({ put: [[keyOf.cursor(this.id), encodeCursor(seq)]] })
+      await this.commit({ put: [[keyOf.cursor(this.id), encodeCursor(seq)]] })
     })
     this.incoming = job.catch((err) => this.report(err, 'could not store the cursor'))
   }
@@ -1485,7 +1579,7 @@ export class Conversation {
     this.ctx.reportError(err)
     if (puts.length > 0) {
       this.changed()
-      void this.ctx.store.commit({ put: puts }).catch((e) => this.report(e, 'could not store failures'))
+      void this.commit({ put: puts }).catch((e) => this.report(e, 'could not store failures'))
     }
   }
 
@@ -1500,6 +1594,7 @@ export class Conversation {
    * ```
    */
   messages(): Message[] {
+    if (this.summary) return this.summary.messages
     if (this.sortedCache) return this.sortedCache
     const profiles = this.doc.getMap<{ name?: string }>(INNER_PROFILES)
     const out: Array<Message & { _h: number; _n: number }> = []
@@ -1516,6 +1611,7 @@ export class Conversation {
 
   /** One message by id. */
   message(id: string): Message | undefined {
+    if (this.summary) return this.summary.messages.find((m) => m.id === id)
     const v = this.doc.getMap<StoredMessage>(INNER_MESSAGES).get(id)
     if (!v || typeof v.t !== 'string' || this.unverified.has(id) || this.rejectedMessages.has(id)) return undefined
     const { _h, _n, ...m } = this.toMessage(id, v, this.doc.getMap(INNER_PROFILES))
@@ -1566,6 +1662,7 @@ export class Conversation {
 
   private changed(): void {
     this.sortedCache = undefined
+    if (!this.summary && !this.closed && this.provider) this.ctx.summaryDirty?.(this)
     if (this.notifyScheduled) return
     this.notifyScheduled = true
     queueMicrotask(() => {
@@ -1589,6 +1686,7 @@ export class Conversation {
    * (receivers de-duplicate it), and the conversation reconnects if the relay had refused it.
    */
   async retry(id: string): Promise<void> {
+    await this.ready()
     const state = this.own.get(id)
     if (!state) throw new PetrelError(ErrorCode.NotFound, `no message ${id} of mine`, { conversationId: this.id })
     if (!state.failure) throw new PetrelError(ErrorCode.InvalidArgument, `message ${id} has not failed`, { conversationId: this.id })
@@ -1621,19 +1719,25 @@ export class Conversation {
 
   /** Drop a failed message from this device. */
   async discard(id: string): Promise<void> {
+    await this.ready()
     const state = this.own.get(id)
     if (!state) throw new PetrelError(ErrorCode.NotFound, `no message ${id} of mine`, { conversationId: this.id })
     if (!state.failure) throw new PetrelError(ErrorCode.InvalidArgument, `message ${id} has not failed`, { conversationId: this.id })
     this.own.delete(id)
     await this.writeInner(() => this.doc.getMap(INNER_MESSAGES).delete(id))
-    await this.ctx.store.commit({ put: [[keyOf.own(this.id, id), null]] })
+    await this.commit({ put: [[keyOf.own(this.id, id), null]] })
     this.changed()
   }
 
   // ---------------------------------------------------------------- lifecycle
 
   /** Resolves when the first sync with the relay completed; rejects if the relay refused us. */
-  whenSynced(timeoutMs: number): Promise<void> {
+  async whenSynced(timeoutMs: number): Promise<void> {
+    await this.ready()
+    return this.waitSynced(timeoutMs)
+  }
+
+  private waitSynced(timeoutMs: number): Promise<void> {
     if (this.provider?.synced) return Promise.resolve()
     if (this.denied) return Promise.reject(this.denied)
     return new Promise((resolve, reject) => {
@@ -1687,6 +1791,11 @@ export class Conversation {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
+    // Never loaded: nothing was opened, nothing to flush.
+    if (!this.loading) return
+    await this.loading.catch(() => undefined)
+    if (!this.provider) return
+    if (this.ctx.summaryDirty) await this.saveSummary()
     // Sends still waiting for a first key give up; they stay stored and go on the next start.
     for (const wake of this.keyWaiters.splice(0)) wake()
     clearTimeout(this.reopenTimer)
@@ -1704,6 +1813,34 @@ export class Conversation {
     this.listeners.clear()
     this.doc.destroy()
     this.outer.destroy()
+  }
+
+  /**
+   * Every write of this conversation goes through here: the first one after a summary was
+   * stored also marks it stale (in the same atomic batch), so a start after a crash never
+   * shows an old summary as if it were current — it loads the documents instead.
+   */
+  private commit(batch: Batch): Promise<void> {
+    if (!this.summaryStale) {
+      this.summaryStale = true
+      batch.put = [...(batch.put ?? []), [staleSummaryKey(this.id), STALE]]
+    }
+    return this.ctx.store.commit(batch)
+  }
+
+  /** Store what a lazy start shows before this conversation is loaded (summary.ts). */
+  async saveSummary(): Promise<void> {
+    if (this.summary || !this.provider) return
+    try {
+      // Computed and issued in one turn: a write that changes what it shows is issued after
+      // it (commits land in order) and marks it stale again.
+      this.summaryStale = false
+      const summary = encodeSummary({ title: this.title, unread: this.unreadCount(), messages: this.messages().slice(-SUMMARY_MESSAGES) })
+      await this.ctx.store.commit({ put: [[summaryKey(this.id), summary], [staleSummaryKey(this.id), null]] })
+    } catch (err) {
+      // Only a faster start is lost; the documents are the truth.
+      if (!this.closed) this.report(err, 'could not store the conversation summary')
+    }
   }
 
   /**

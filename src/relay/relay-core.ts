@@ -4,7 +4,7 @@
  * rows are opaque bytes indexed by (client, clock) and a per-room sequence number.
  */
 import { isPetrelError } from '../shared/errors.js'
-import { type Admission, AdmissionKind } from '../shared/records.js'
+import { type Admission, AdmissionKind, readRecord, readSnapshotBody, RecordKind } from '../shared/records.js'
 import {
   EMPTY_SYNC_STEP2,
   RoomMessage,
@@ -306,10 +306,11 @@ export class RelayCore {
       const recordParts = v.records.length > 0 ? new Set(v.rows.flatMap((row) => row.parts.filter((p) => p.record !== undefined))) : undefined
       // Who was a member before this update's records: only needed when it carries records.
       const membersBefore = v.records.length > 0 ? new Set(room.membership.devices.keys()) : undefined
+      let envelopesRefused = refused.length
       for (const row of v.rows) {
         for (const part of row.parts) {
           if (part.record) {
-            const verdict = await room.applyUploadedRecord(part.record, Date.now())
+            const verdict = snapshotRefusal(part.record, room, envelopesRefused) ? false : await room.applyUploadedRecord(part.record, Date.now())
             if (verdict === true) continue
             if (verdict !== false) {
               records.push(verdict)
@@ -321,6 +322,7 @@ export class RelayCore {
             // Sealed under an old (or unknown) key: a removed member may still hold it.
             refused.push({ client: row.client, clock: part.clock, len: 1, reason: Reason.StaleEpoch })
             blankPart(part)
+            envelopesRefused++
           }
         }
       }
@@ -515,7 +517,9 @@ export class RelayCore {
         room.compactedThrough = through
         this.log.info('compacted', { room: room.id, through, removed, written, ms: Math.round(performance.now() - t0) })
       } catch (err) {
+        // Tried again with the next receipt or snapshot, not in a loop.
         this.log.error('compaction failed', { room: room.id, error: (err as Error).message })
+        return
       } finally {
         room.compacting = undefined
       }
@@ -667,6 +671,28 @@ function rowHasRecords(row: Row): boolean {
     return false
   } catch {
     // Unreadable here means it cannot be reasoned about: keep it.
+    return true
+  }
+}
+
+/**
+ * A snapshot record the relay must refuse before applying it: one that claims to cover rows
+ * that do not exist yet (it would let compaction replace rows written after it), or one
+ * uploaded with envelopes that were refused (its parts ride in the same update: compacting
+ * for an incomplete snapshot would lose history for every device that later needs it).
+ */
+function snapshotRefusal(bytes: Uint8Array, room: Room, envelopesRefused: number): boolean {
+  let rec: ReturnType<typeof readRecord>
+  try {
+    rec = readRecord(bytes)
+  } catch {
+    return false
+  }
+  if (rec.kind !== RecordKind.Snapshot) return false
+  if (envelopesRefused > 0) return true
+  try {
+    return readSnapshotBody(rec.body).coversSeq > room.committedSeq
+  } catch {
     return true
   }
 }

@@ -105,6 +105,9 @@ describe('integrity and authorship', () => {
 
   it("rejects an update that reuses another device's Yjs client id", async () => {
     const { bob, aliceConv, bobConv, malConv, mallory } = await threeMembers()
+    // Alice's current client id, bound to her device at Bob's by a message.
+    await aliceConv.send('binds my client id')
+    await until(() => texts(bobConv).includes('binds my client id'))
     const before = codes(bob).length
     malConv.doc.clientID = aliceConv.doc.clientID
     malConv.doc.getMap('profiles').set(mallory.userId, { name: 'mallory again' })

@@ -1,0 +1,57 @@
+/**
+ * The second lock on a history snapshot. Snapshot parts travel in ordinary envelopes, sealed
+ * under the current epoch's key — which a 'from-join' member holds too, and a snapshot holds
+ * everything said before they joined. So the snapshot itself is sealed under a key derived
+ * from the current epoch's key and the first epoch's: only members with the full history
+ * have both (a 'from-join' member lacks the first, a removed one the current).
+ *
+ * ```
+ * key    := HKDF-SHA256(ikm = epochKey • firstEpochKey, info = context, 32)
+ * context := varString 'petrel/v1/snapshot' • varString room • varUint epoch
+ * sealed := uint8 1 • varUint8Array nonce(24) • varUint8Array ciphertext   XChaCha20-Poly1305, AAD = context
+ * ```
+ */
+import * as encoding from 'lib0/encoding'
+import { hkdf, open, randomNonce, seal } from './crypto/index.js'
+import { ErrorCode, PetrelError } from './errors.js'
+import { StrictReader } from './wire.js'
+
+const contextOf = (room: string, epoch: number) => {
+  const e = encoding.createEncoder()
+  encoding.writeVarString(e, 'petrel/v1/snapshot')
+  encoding.writeVarString(e, room)
+  encoding.writeVarUint(e, epoch)
+  return encoding.toUint8Array(e)
+}
+
+function keyOf(context: Uint8Array, epochKey: Uint8Array, firstKey: Uint8Array): Uint8Array {
+  const ikm = new Uint8Array(64)
+  ikm.set(epochKey)
+  ikm.set(firstKey, 32)
+  return hkdf(ikm, undefined, context, 32)
+}
+
+export function sealSnapshot(state: Uint8Array, room: string, epoch: number, epochKey: Uint8Array, firstKey: Uint8Array): Uint8Array {
+  const context = contextOf(room, epoch)
+  const nonce = randomNonce()
+  const e = encoding.createEncoder()
+  encoding.writeUint8(e, 1)
+  encoding.writeVarUint8Array(e, nonce)
+  encoding.writeVarUint8Array(e, seal(keyOf(context, epochKey, firstKey), nonce, state, context))
+  return encoding.toUint8Array(e)
+}
+
+/** The inner state; a PetrelError (envelope_rejected) when it does not open with these keys. */
+export function openSnapshot(sealed: Uint8Array, room: string, epoch: number, epochKey: Uint8Array, firstKey: Uint8Array): Uint8Array {
+  const context = contextOf(room, epoch)
+  const r = new StrictReader(sealed)
+  if (r.uint8() !== 1) throw new PetrelError(ErrorCode.VersionMismatch, 'unknown snapshot seal version')
+  const nonce = r.varBytes(24)
+  const ciphertext = r.varBytes(sealed.length)
+  r.end()
+  try {
+    return open(keyOf(context, epochKey, firstKey), nonce, ciphertext, context)
+  } catch (cause) {
+    throw new PetrelError(ErrorCode.EnvelopeRejected, 'snapshot does not open', { cause })
+  }
+}
