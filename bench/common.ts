@@ -128,3 +128,21 @@ export function reportResult(r: LoadResult): void {
 export const progress = (msg: string): void => {
   if (process.env.BENCH_VERBOSE) process.stderr.write(`[${process.pid}] ${msg}\n`)
 }
+
+/** `env`=file.cpuprofile: profile one benchmark's measured part only (inspector, in process). */
+export async function startProfile(env: string): Promise<(() => Promise<void>) | undefined> {
+  const file = process.env[env]
+  if (!file) return undefined
+  const { Session } = await import('node:inspector/promises')
+  const { writeFileSync } = await import('node:fs')
+  const session = new Session()
+  session.connect()
+  await session.post('Profiler.enable')
+  await session.post('Profiler.start')
+  return async () => {
+    const { profile } = await session.post('Profiler.stop')
+    writeFileSync(file, JSON.stringify(profile))
+    session.disconnect()
+  }
+}
+

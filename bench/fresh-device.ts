@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import * as Y from 'yjs'
 import { createClient } from '../src/client/index.js'
+import { startProfile } from './common.js'
 import { startServer } from './server-process.js'
 
 export interface FreshDeviceResult {
@@ -23,23 +24,6 @@ const until = async (check: () => boolean, timeoutMs: number, what: string) => {
   while (!check()) {
     if (Date.now() > deadline) throw new Error(`fresh device: timed out waiting for ${what}`)
     await new Promise((r) => setTimeout(r, 2))
-  }
-}
-
-/** BENCH_FRESH_PROF=file.cpuprofile: profile only the fresh device's open. */
-async function startProfile(): Promise<(() => Promise<void>) | undefined> {
-  const file = process.env.BENCH_FRESH_PROF
-  if (!file) return undefined
-  const { Session } = await import('node:inspector/promises')
-  const { writeFileSync } = await import('node:fs')
-  const session = new Session()
-  session.connect()
-  await session.post('Profiler.enable')
-  await session.post('Profiler.start')
-  return async () => {
-    const { profile } = await session.post('Profiler.stop')
-    writeFileSync(file, JSON.stringify(profile))
-    session.disconnect()
   }
 }
 
@@ -59,7 +43,7 @@ export async function freshDevice(messages: number): Promise<FreshDeviceResult> 
     const invite = await conv.invite()
     const last = conv.messages().slice(-50).map((m) => m.text).join('\n')
 
-    const profile = await startProfile()
+    const profile = await startProfile('BENCH_FRESH_PROF')
     const t0 = performance.now()
     const carol = await createClient({ relay: server.url, name: 'carol', storage: join(dir, 'carol.db') })
     const carolConv = await carol.join(invite)

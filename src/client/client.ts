@@ -200,9 +200,7 @@ export class PetrelClient {
     // Opened side by side: each open waits on storage and on native signature checks, which
     // run off the main thread, so one after another would mostly wait.
     try {
-      const [stored, summaries, stale] = await Promise.all([client.store.list('conv:'), client.store.list('sum:'), client.store.list('stale:')])
-      const staleIds = new Set(stale.map(([key]) => key.slice('stale:'.length)))
-      const summaryOf = new Map(summaries.filter(([key]) => !staleIds.has(key.slice('sum:'.length))).map(([key, value]) => [key.slice('sum:'.length), value]))
+      const stored = await client.store.list('conv:')
       const lazy: Conversation[] = []
       // A conversation with a summary answers from it and loads in the background; one without
       // (first start after an upgrade) loads now, so nothing shows up empty.
@@ -210,10 +208,11 @@ export class PetrelClient {
         stored.map(async ([key, value]) => {
           const id = key.slice('conv:'.length)
           const record = decodeConversationRecord(value)
-          const bytes = summaryOf.get(id)
+          // Point reads: a prefix scan would walk past every key between (outbox entries).
+          const [bytes, stale] = client.lazy ? await Promise.all([client.store.get(summaryKey(id)), client.store.get(staleSummaryKey(id))]) : []
           let summary: Summary | undefined
           try {
-            summary = bytes ? decodeSummary(bytes, id) : undefined
+            summary = bytes && !stale ? decodeSummary(bytes, id) : undefined
           } catch {
             summary = undefined
           }
