@@ -389,10 +389,14 @@ export class PetrelClient {
     this.linkAborts.add(abort)
     void (async () => {
       try {
-        const offerBytes = await mailbox.take(link.mailbox, LinkSlot.Offer, link.expiresAt, abort.signal)
-        if (!offerBytes) return
-        const plain = openLinkMessage(link, LinkSlot.Offer, offerBytes)
-        if (!plain) throw new PetrelError(ErrorCode.LinkFailed, 'a device link offer did not open with its secret (not from the new device)')
+        // The first offer that opens with the secret; anything else in the slot (someone who
+        // guessed nothing, only the mailbox id) is taken out of the way and ignored.
+        let plain: Uint8Array | undefined
+        while (!plain) {
+          const offerBytes = await mailbox.take(link.mailbox, LinkSlot.Offer, link.expiresAt, abort.signal)
+          if (!offerBytes) return
+          plain = openLinkMessage(link, LinkSlot.Offer, offerBytes)
+        }
         const offer = readOffer(plain)
         const payload = certificatePayload(this.identity.userPub, offer.devicePub, offer.agreementPub, Date.now())
         const certBytes = encodeCertificate(payload, await signWithDomain(SignatureDomain.DeviceCertificate, userSecret, payload))

@@ -9,6 +9,9 @@ import { decodeLinkPayload, encodeOffer, LinkMailbox, LinkSlot, openLinkMessage,
 import { type Identity, storeLinkedIdentity } from './identity.js'
 import type { DeviceStore } from './storage/device-store.js'
 
+/** How long a new device waits for an occupied offer slot to clear. */
+const OCCUPIED_RETRY_MS = 10_000
+
 export async function linkAsNewDevice(
   store: DeviceStore,
   relays: string[],
@@ -19,7 +22,18 @@ export async function linkAsNewDevice(
   const device = generateSigningKeyPair()
   const agreement = generateAgreementKeyPair()
   const mailbox = new LinkMailbox(relays)
-  await mailbox.put(link.mailbox, LinkSlot.Offer, sealLinkMessage(link, LinkSlot.Offer, encodeOffer(device.publicKey, agreement.publicKey)))
+  const offer = sealLinkMessage(link, LinkSlot.Offer, encodeOffer(device.publicKey, agreement.publicKey))
+  // The slot may hold junk the other device has not cleared yet: try again for a while. A link
+  // really used by another device stays taken, and that is the error then.
+  for (const giveUp = Date.now() + OCCUPIED_RETRY_MS; ; ) {
+    try {
+      await mailbox.put(link.mailbox, LinkSlot.Offer, offer)
+      break
+    } catch (err) {
+      if (!(err instanceof PetrelError && err.code === ErrorCode.LinkFailed && /already used/.test(err.message)) || Date.now() > giveUp) throw err
+      await new Promise((r) => setTimeout(r, 250))
+    }
+  }
   const answer = await mailbox.take(link.mailbox, LinkSlot.Answer, link.expiresAt)
   if (!answer) throw new PetrelError(ErrorCode.LinkFailed, 'the other device did not answer before the link expired')
   const plain = openLinkMessage(link, LinkSlot.Answer, answer)

@@ -134,6 +134,14 @@ describe('linked devices', () => {
     await expect(createClient({ relay: world.url, storage: join(world.dir, 'bad.db'), link: 'petrel-link:nonsense' })).rejects.toMatchObject({
       code: 'invalid_argument',
     })
+    // Junk in the mailbox (anyone who saw the mailbox id, not the secret) does not spoil the link.
+    const { decodeLinkPayload } = await import('../../src/client/device-link.js')
+    const payload = await alice.linkDevice()
+    const junk = await fetch(`${world.url.replace('ws://', 'http://')}/v1/link/${decodeLinkPayload(payload).mailbox}/0`, { method: 'PUT', body: new Uint8Array([1, 2, 3]) })
+    expect(junk.status).toBe(201)
+    const phone = await createClient({ relay: world.url, storage: join(world.dir, 'phone.db'), link: payload })
+    world.clients.push(phone)
+    expect(phone.userId).toBe(alice.userId)
     // An expired payload is refused before anything is sent.
     const expired = await alice.linkDevice({ expiresIn: -1 })
     await expect(createClient({ relay: world.url, storage: join(world.dir, 'late.db'), link: expired })).rejects.toMatchObject({ code: 'link_failed' })
