@@ -143,8 +143,8 @@ const ORIGIN_LOCAL_OUTER = Symbol('local-outer')
 const MAX_TEXT_BYTES = 64 * 1024
 /** A device acknowledges (✓✓, blue ✓✓) at most this often. */
 const ACK_EVERY_MS = 50
-/** Envelopes held for a sender's join record or an epoch key, at most. */
-const MAX_DEFERRED = 10_000
+/** Envelopes held for a sender's join record, an epoch key or a snapshot, at most. */
+const MAX_DEFERRED = 50_000
 /** Merge a document's stored updates into one row when it has more than this many. */
 const COMPACT_AFTER_ROWS = 500
 /** Snapshot messages verified per step, newest first: a screenful first, then larger steps. */
@@ -211,7 +211,7 @@ export class Conversation {
   /** Sends waiting for this device's first key (a conversation it was added to). */
   private keyWaiters: Array<() => void> = []
   /** Snapshot parts being gathered, by snapshot id. */
-  private readonly snapshotParts = new Map<string, { parts: Array<Uint8Array | undefined>; got: number; coversSeq: number }>()
+  private readonly snapshotParts = new Map<string, { parts: Array<Uint8Array | undefined>; got: number; coversSeq: number; sender: string; epoch: number }>()
   /** Highest row that reached us compacted (its content replaced by a snapshot): a snapshot covering it is needed. */
   private missedThrough = 0
   /** Messages that came from a snapshot: shown once their author's signature verifies, never if it fails. */
@@ -261,7 +261,11 @@ export class Conversation {
       this.connect()
       this.summary = undefined
       this.changed()
-    })()
+    })().catch((err) => {
+      // A failed load (storage trouble) is tried again by the next call, not remembered.
+      this.loading = undefined
+      throw err
+    })
     return this.loading
   }
 
@@ -420,6 +424,7 @@ export class Conversation {
         const job = this.incoming.then(() => {
           if (this.missedThrough === 0) return
           this.missedThrough = 0
+          this.holdingOverflowed = false
           this.retryDeferred()
         })
         this.incoming = job.catch((err) => this.report(err, 'could not apply held messages'))
@@ -1072,10 +1077,11 @@ export class Conversation {
     const id = toBase64Url(part.snapshotId)
     let entry = this.snapshotParts.get(id)
     if (!entry) {
-      entry = { parts: new Array(part.parts).fill(undefined), got: 0, coversSeq: part.coversSeq }
+      entry = { parts: new Array(part.parts).fill(undefined), got: 0, coversSeq: part.coversSeq, sender, epoch }
       this.snapshotParts.set(id, entry)
     }
-    if (entry.parts.length !== part.parts || entry.coversSeq !== part.coversSeq || entry.parts[part.part]) return
+    // Every part from one device, under one key: a snapshot is one author's copy.
+    if (entry.parts.length !== part.parts || entry.coversSeq !== part.coversSeq || entry.sender !== sender || entry.epoch !== epoch || entry.parts[part.part]) return
     entry.parts[part.part] = part.bytes
     entry.got++
     if (entry.got < entry.parts.length) return
@@ -1135,6 +1141,7 @@ export class Conversation {
       return
     }
     this.missedThrough = 0
+    this.holdingOverflowed = false
     for (const [k, v] of messages) {
       if (before.get(k) === v) continue
       this.unverified.add(k)
@@ -1144,6 +1151,7 @@ export class Conversation {
 
   private verificationDirty = false
   private retryDeferredSoon = false
+  private holdingOverflowed = false
 
   /**
    * While history reached us compacted and its snapshot has not been applied, updates after
@@ -1152,10 +1160,11 @@ export class Conversation {
    * half a second of a fresh device's open of 10k messages).
    */
   private holdForSnapshot(envelope: { key: string; seq: number; bytes: Uint8Array }): boolean {
-    if (this.missedThrough === 0) return false
-    if (this.deferred.length >= MAX_DEFERRED / 2) {
-      // Too much to hold: apply as it comes after all.
-      this.missedThrough = 0
+    if (this.missedThrough === 0 || this.holdingOverflowed) return false
+    if (this.deferred.length >= MAX_DEFERRED - 5_000) {
+      // Too much to hold: apply as it comes after all (slower in Yjs, nothing lost); the
+      // snapshot is still wanted when it comes.
+      this.holdingOverflowed = true
       this.retryDeferredSoon = true
       return false
     }
@@ -1262,7 +1271,8 @@ export class Conversation {
    */
   private maybeSnapshot(): void {
     const every = this.ctx.compactEvery
-    if (every <= 0 || this.snapshotting || this.closed || this.sinceSnapshot < every) return
+    // Without the first epoch's key (a 'from-join' member) this device cannot write one: leave it to others.
+    if (every <= 0 || this.snapshotting || this.closed || this.sinceSnapshot < every || !this.record.keys.has(0)) return
     this.sinceSnapshot = 0
     this.snapshotting = true
     void this.writeSnapshot()
@@ -1795,8 +1805,7 @@ export class Conversation {
     if (!this.loading) return
     await this.loading.catch(() => undefined)
     if (!this.provider) return
-    if (this.ctx.summaryDirty) await this.saveSummary()
-    // Sends still waiting for a first key give up; they stay stored and go on the next start.
+    // Sends still waiting for a first key give up: they fail (nothing of them was stored yet).
     for (const wake of this.keyWaiters.splice(0)) wake()
     clearTimeout(this.reopenTimer)
     // An acknowledgement still waiting goes out now: closing must not hold back ✓✓.
@@ -1810,6 +1819,8 @@ export class Conversation {
     this.flushPuts()
     await this.incoming
     await this.compactOnClose()
+    // Last, after every queued write: then it matches what is stored.
+    if (this.ctx.summaryDirty) await this.saveSummary()
     this.listeners.clear()
     this.doc.destroy()
     this.outer.destroy()
