@@ -983,6 +983,18 @@ export class Conversation {
             this.defer(envelopes[i]!, ErrorCode.EnvelopeRejected, `no key for epoch ${h.epoch}`)
             continue
           }
+          // The envelope names its key. Ours for this epoch may be a key that lost a race for
+          // the epoch number (we rotated at the same time as someone else) and the winner's
+          // record not folded here yet: wait for it rather than fail to decrypt for good.
+          if (!constantTimeEqual(keyCheckOf(key), h.keyCheck)) {
+            const winner = this.membership.epochs.get(h.epoch)?.keyCheck
+            // Epoch 0 has one key for everyone, and once we hold the winner's key any other is
+            // simply wrong: refused. Otherwise the winner's record is still on its way: wait.
+            if (h.epoch !== 0 && (winner === undefined || !constantTimeEqual(winner, keyCheckOf(key)))) {
+              this.defer(envelopes[i]!, ErrorCode.EnvelopeRejected, `envelope sealed under another key for epoch ${h.epoch}`)
+              continue
+            }
+          }
           if (!this.book.sealedInTime(h.epoch, envelopes[i]!.seq)) {
             this.reject(ErrorCode.EnvelopeRejected, `envelope sealed under epoch ${h.epoch} after epoch ${h.epoch + 1} began (a removed member's or stale write)`)
             continue
@@ -1325,6 +1337,8 @@ export class Conversation {
       await this.commit({ put: [[keyOf.conv(this.id), encodeConversationRecord(this.record)]] })
       this.resealWaiting()
       if (this.record.keys.size > 0) for (const wake of this.keyWaiters.splice(0)) wake()
+      // Envelopes waiting for a key (or for the winner of an epoch race) may open now.
+      if (this.deferred.length > 0) this.retryDeferred()
     }
     const snap = this.membership.snapshot
     const snapId = snap ? toBase64Url(snap.snapshotId) : undefined
