@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import * as Y from 'yjs'
 import { createClient } from '../src/client/index.js'
+import { startProfile } from './common.js'
 import { startServer } from './server-process.js'
 
 export interface CatchupResult {
@@ -42,11 +43,13 @@ export async function catchup(messages: number): Promise<CatchupResult> {
     await until(() => conv.messages().every((m) => m.status !== 'pending'), 120_000, 'alice sent everything')
     await alice.close()
 
+    const profile = await startProfile('BENCH_CATCHUP_PROF')
     const t0 = performance.now()
     bob = await createClient(bobOptions)
     const [bobConv] = await bob.conversations()
     await until(() => bobConv!.messages().length >= messages, 120_000, 'bob shows everything')
     const ms = performance.now() - t0
+    await profile?.()
     await bob.close()
 
     // Reference: the same number of plaintext message updates, applied one by one.

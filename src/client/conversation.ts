@@ -1285,6 +1285,15 @@ export class Conversation {
     const every = this.ctx.compactEvery
     // Without the first epoch's key (a 'from-join' member) this device cannot write one: leave it to others.
     if (every <= 0 || this.snapshotting || this.closed || this.sinceSnapshot < every || !this.record.keys.has(0)) return
+    // The relay compacts only once every member device holds what a snapshot covers: while
+    // one is far behind (offline), a snapshot would only cost every device a download.
+    // (Relay rows, not envelopes: each holds many. "Far behind" = missing over half of what
+    // came since the last snapshot.)
+    const since = this.membership.snapshot?.coversSeq ?? 0
+    const behind = this.cursor - Math.floor((this.cursor - since) / 2)
+    for (const device of this.membership.devices.keys()) {
+      if (device !== this.ctx.identity.deviceId && (this.receiptBook.byDevice.get(device)?.stored ?? 0) < behind) return
+    }
     this.sinceSnapshot = 0
     this.snapshotting = true
     void this.writeSnapshot()

@@ -1,7 +1,7 @@
 /** The sealed envelope: what binds it to its room, epoch, key and sender. */
 import { describe, expect, it } from 'vitest'
-import { generateSigningKeyPair, randomKey } from '../../src/shared/crypto/index.js'
-import { decryptEnvelope, readEnvelope, sealEnvelope, verifyEnvelope } from '../../src/shared/envelope.js'
+import { generateSigningKeyPair, randomKey, verifyBatch } from '../../src/shared/crypto/index.js'
+import { decryptEnvelope, readEnvelope, sealEnvelope, signedEnvelopeBytes, verifyEnvelope } from '../../src/shared/envelope.js'
 
 const sender = generateSigningKeyPair()
 const room = 'room-under-test-000001'
@@ -39,5 +39,17 @@ describe('envelope', () => {
     const nonces = new Set<string>()
     for (let i = 0; i < 200; i++) nonces.add(Buffer.from(readEnvelope(await seal(0, key)).nonce).toString('hex'))
     expect(nonces.size).toBe(200)
+  })
+})
+
+describe('signed envelope bytes', () => {
+  it('are exactly what the sender signed, across every varUint length boundary', async () => {
+    for (const size of [0, 1, 100, 111, 112, 127, 128, 16_367, 16_368, 16_383, 16_384, 70_000]) {
+      const env = await sealEnvelope({ room, epoch: 300, key: randomKey(), senderDevicePub: sender.publicKey, senderDeviceSecret: sender.secretKey, update: new Uint8Array(size) })
+      const h = readEnvelope(env)
+      const [ok] = await verifyBatch([{ publicKey: h.senderDevicePub, message: signedEnvelopeBytes(room, h), signature: h.signature }])
+      expect(ok).toBe(true)
+      expect(await verifyEnvelope(room, h)).toBe(true)
+    }
   })
 })
