@@ -9,21 +9,13 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import * as Y from 'yjs'
 import { createClient } from '../src/client/index.js'
-import { startProfile } from './common.js'
+import { startProfile, until } from './common.js'
 import { startServer } from './server-process.js'
 
 export interface CatchupResult {
   ms: number
   referenceMs: number
   messages: number
-}
-
-const until = async (check: () => boolean, timeoutMs: number, what: string) => {
-  const deadline = Date.now() + timeoutMs
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`catch-up: timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 5))
-  }
 }
 
 export async function catchup(messages: number): Promise<CatchupResult> {

@@ -146,3 +146,12 @@ export async function startProfile(env: string): Promise<(() => Promise<void>) |
   }
 }
 
+
+/** Poll `check` until it holds; `label` names the benchmark in the timeout error. */
+export const until = async (check: () => boolean, timeoutMs: number, what: string, label = 'bench') => {
+  const deadline = Date.now() + timeoutMs
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`${label}: timed out waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 2))
+  }
+}

@@ -10,21 +10,13 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import * as Y from 'yjs'
 import { createClient } from '../src/client/index.js'
-import { startProfile } from './common.js'
+import { startProfile, until } from './common.js'
 import { startServer } from './server-process.js'
 
 export interface FreshDeviceResult {
   ms: number
   referenceMs: number
   messages: number
-}
-
-const until = async (check: () => boolean, timeoutMs: number, what: string) => {
-  const deadline = Date.now() + timeoutMs
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`fresh device: timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 2))
-  }
 }
 
 export async function freshDevice(messages: number): Promise<FreshDeviceResult> {

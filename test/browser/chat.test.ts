@@ -5,26 +5,10 @@
  *
  * Needs /usr/bin/chromium (`apt-get install chromium`); skipped without it, except in CI.
  */
-import { execFileSync } from 'node:child_process'
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
-import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core'
+import type { BrowserContext, Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createRelay, type Relay } from '../../src/relay/index.js'
-
-const CHROMIUM = '/usr/bin/chromium'
-const ROOT = fileURLToPath(new URL('../..', import.meta.url))
-const ARTIFACTS = join(ROOT, 'test', 'artifacts')
-const hasChromium = existsSync(CHROMIUM)
-const inCI = process.env.CI === 'true'
-
-if (!hasChromium) {
-  const why = `${CHROMIUM} is missing (apt-get install -y chromium)`
-  if (inCI) throw new Error(`browser tests: ${why}; CI must run them`)
-  console.warn(`browser tests skipped: ${why}`)
-}
+import { type AppUnderTest, ARTIFACTS, CHROMIUM, hasChromium, startApp } from './app-harness.js'
 
 interface Person {
   name: string
@@ -34,38 +18,20 @@ interface Person {
 }
 
 describe.skipIf(!hasChromium)(hasChromium ? 'demo chat app in Chromium' : `demo chat app (skipped: no ${CHROMIUM})`, () => {
-  const dir = mkdtempSync(join(tmpdir(), 'petrel-browser-'))
-  const appDir = join(dir, 'app')
-  let relay: Relay
-  let browser: Browser
-  let base: string
+  let app: AppUnderTest
   let alice: Person
   let bob: Person
 
   beforeAll(async () => {
-    mkdirSync(ARTIFACTS, { recursive: true })
-    execFileSync(process.execPath, [join(ROOT, 'node_modules', 'vite', 'bin', 'vite.js'), 'build', 'examples/chat', '--outDir', appDir, '--emptyOutDir', '--logLevel', 'warn'], {
-      cwd: ROOT,
-      // vitest sets NODE_ENV=test, which would make a development build (no service worker).
-      env: { ...process.env, NODE_ENV: 'production' },
-      stdio: ['ignore', 'ignore', 'inherit'],
-    })
-    relay = await createRelay({ port: 0, database: join(dir, 'relay.db'), staticRoot: appDir, logLevel: 'warn', logWrite: () => {} })
-    base = relay.url.replace(/^ws/, 'http')
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-    })
+    app = await startApp('petrel-browser-')
   }, 120_000)
 
   afterAll(async () => {
-    await browser?.close()
-    await relay?.close()
-    rmSync(dir, { recursive: true, force: true })
+    await app?.stop()
   })
 
-  async function person(name: string, url = base): Promise<Person> {
-    const context = await browser.newContext({ viewport: { width: 1100, height: 720 } })
+  async function person(name: string, url = app.base): Promise<Person> {
+    const context = await app.browser.newContext({ viewport: { width: 1100, height: 720 } })
     const page = await context.newPage()
     const errors: string[] = []
     page.on('console', (msg) => {
@@ -122,7 +88,7 @@ describe.skipIf(!hasChromium)(hasChromium ? 'demo chat app in Chromium' : `demo 
     const linkBox = alice.page.getByLabel('Invite link')
     await alice.page.waitForFunction(() => (document.querySelector('.invite-link') as HTMLInputElement | null)?.value.includes('#invite='))
     const link = await linkBox.inputValue()
-    expect(link.startsWith(`${base}/#invite=petrel1.`)).toBe(true)
+    expect(link.startsWith(`${app.base}/#invite=petrel1.`)).toBe(true)
     await shot(alice, '01-alice-invite.png')
     await alice.page.getByRole('button', { name: 'Done' }).click()
 
@@ -245,7 +211,7 @@ describe.skipIf(!hasChromium)(hasChromium ? 'demo chat app in Chromium' : `demo 
       if (msg.type() === 'error') alice.errors.push(`Alice (tab 2) console: ${msg.text()}`)
     })
     second.on('pageerror', (err) => alice.errors.push(`Alice (tab 2) pageerror: ${err.message}`))
-    await second.goto(base)
+    await second.goto(app.base)
     await second.getByRole('heading', { name: 'Petrel is open in another tab' }).waitFor()
     await shot({ ...alice, page: second }, '13-second-tab.png')
     // The first tab is untouched and keeps sending.

@@ -6,26 +6,10 @@
  *
  * Needs /usr/bin/chromium (`apt-get install chromium`); skipped without it, except in CI.
  */
-import { execFileSync } from 'node:child_process'
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
-import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core'
+import type { BrowserContext, Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createRelay, type Relay } from '../../src/relay/index.js'
-
-const CHROMIUM = '/usr/bin/chromium'
-const ROOT = fileURLToPath(new URL('../..', import.meta.url))
-const ARTIFACTS = join(ROOT, 'test', 'artifacts')
-const hasChromium = existsSync(CHROMIUM)
-const inCI = process.env.CI === 'true'
-
-if (!hasChromium) {
-  const why = `${CHROMIUM} is missing (apt-get install -y chromium)`
-  if (inCI) throw new Error(`browser tests: ${why}; CI must run them`)
-  console.warn(`browser tests skipped: ${why}`)
-}
+import { type AppUnderTest, ARTIFACTS, CHROMIUM, hasChromium, startApp } from './app-harness.js'
 
 interface Device {
   label: string
@@ -35,47 +19,29 @@ interface Device {
 }
 
 describe.skipIf(!hasChromium)(hasChromium ? 'linked devices in the demo app' : `linked devices in the demo app (skipped: no ${CHROMIUM})`, () => {
-  const dir = mkdtempSync(join(tmpdir(), 'petrel-devices-'))
-  const appDir = join(dir, 'app')
-  let relay: Relay
-  let browser: Browser
-  let base: string
+  let app: AppUnderTest
   let laptop: Device
   let phone: Device
   let bob: Device
 
   beforeAll(async () => {
-    mkdirSync(ARTIFACTS, { recursive: true })
-    execFileSync(process.execPath, [join(ROOT, 'node_modules', 'vite', 'bin', 'vite.js'), 'build', 'examples/chat', '--outDir', appDir, '--emptyOutDir', '--logLevel', 'warn'], {
-      cwd: ROOT,
-      // vitest sets NODE_ENV=test, which would make a development build (no service worker).
-      env: { ...process.env, NODE_ENV: 'production' },
-      stdio: ['ignore', 'ignore', 'inherit'],
-    })
-    relay = await createRelay({ port: 0, database: join(dir, 'relay.db'), staticRoot: appDir, logLevel: 'warn', logWrite: () => {} })
-    base = relay.url.replace(/^ws/, 'http')
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-    })
+    app = await startApp('petrel-devices-')
   }, 120_000)
 
   afterAll(async () => {
-    await browser?.close()
-    await relay?.close()
-    rmSync(dir, { recursive: true, force: true })
+    await app?.stop()
   })
 
   /** A new browser profile at the first-run screen. */
   async function device(label: string): Promise<Device> {
-    const context = await browser.newContext({ viewport: { width: 1100, height: 720 } })
+    const context = await app.browser.newContext({ viewport: { width: 1100, height: 720 } })
     const page = await context.newPage()
     const errors: string[] = []
     page.on('console', (msg) => {
       if (msg.type() === 'error') errors.push(`${label} console: ${msg.text()}`)
     })
     page.on('pageerror', (err) => errors.push(`${label} pageerror: ${err.message}`))
-    await page.goto(base)
+    await page.goto(app.base)
     await page.getByLabel('Display name').waitFor()
     return { label, context, page, errors }
   }

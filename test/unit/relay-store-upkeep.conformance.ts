@@ -4,23 +4,14 @@
  * kept in its own file so neither grows past a readable size.
  */
 import { describe, expect, it } from 'vitest'
-import type { AppendBatch, NewRow, RelayStore, Row } from '../../src/relay/store/relay-store.js'
+import type { RelayStore, Row } from '../../src/relay/store/relay-store.js'
 import { expectPetrelError } from './device-store.conformance.js'
+import { batch, row, text } from './relay-store-rows.js'
 import type { RelayStoreHarness } from './relay-store.conformance.js'
 
 const bytes = (...xs: number[]): Uint8Array => new Uint8Array(xs)
-const text = (s: string): Uint8Array => new TextEncoder().encode(s)
 const GENESIS = text('genesis')
 
-const row = (room: string, client: number, clock: number, len: number, structs: Uint8Array = text(`${client}@${clock}`)): NewRow => ({
-  room,
-  client,
-  clock,
-  len,
-  count: len,
-  structs,
-})
-const batch = (parts: Partial<AppendBatch>): AppendBatch => ({ rows: [], bindings: [], records: [], ...parts })
 
 /** A row as compaction writes it; the GC bytes are spelled out (golden), not computed. */
 const gcRow = (room: string, seq: number, client: number, clock: number, len: number, structs: Uint8Array): Row => ({

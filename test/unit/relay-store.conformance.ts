@@ -4,8 +4,9 @@
  * Compaction, the membership index and the link mailbox are in relay-store-upkeep.conformance.ts.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import type { AppendBatch, NewRow, ReceiptRow, RelayStore } from '../../src/relay/store/relay-store.js'
+import type { ReceiptRow, RelayStore } from '../../src/relay/store/relay-store.js'
 import { expectPetrelError } from './device-store.conformance.js'
+import { batch, row, text } from './relay-store-rows.js'
 import { describeRelayStoreUpkeep } from './relay-store-upkeep.conformance.js'
 
 export interface RelayStoreHarness {
@@ -22,19 +23,9 @@ export interface RelayStoreHarness {
 }
 
 const bytes = (...xs: number[]): Uint8Array => new Uint8Array(xs)
-const text = (s: string): Uint8Array => new TextEncoder().encode(s)
 const asText = (b: Uint8Array): string => new TextDecoder().decode(b)
 
-const row = (room: string, client: number, clock: number, len: number, structs: Uint8Array = text(`${client}@${clock}`)): NewRow => ({
-  room,
-  client,
-  clock,
-  len,
-  count: len,
-  structs,
-})
 
-const batch = (parts: Partial<AppendBatch>): AppendBatch => ({ rows: [], bindings: [], records: [], ...parts })
 
 const receipt = (room: string, device: string, stored: number, read: number, storedAt: number, readAt: number): ReceiptRow => ({
   room,
