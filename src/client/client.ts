@@ -344,7 +344,9 @@ export class PetrelClient {
     if (!mine?.devices.has(this.identity.deviceId)) return
     let learned = false
     for (const cert of mine.devices.values()) learned = this.deviceBook.learn(cert) || learned
-    for (const id of st.removedDevices) learned = this.deviceBook.unlink(id) || learned
+    // Only an unlink this person signed counts for all their conversations (an admin's counts
+    // in that conversation alone); the first device is never unlinked this way.
+    for (const [id, by] of st.removedDevices) if (by === this.identity.userId && id !== this.deviceBook.primary) learned = this.deviceBook.unlink(id) || learned
     if (learned) void this.deviceBook.save().catch((err) => this.reportError(err))
     const missing = this.deviceBook.current().filter((c) => {
       const id = toBase64Url(c.devicePub)
@@ -540,6 +542,7 @@ export class PetrelClient {
 
   private async forget(conv: Conversation): Promise<void> {
     this.convs.delete(conv.id)
+    this.dirtySummaries.delete(conv)
     await conv.close()
     await this.store.commit({ put: [[keyOf.conv(conv.id), null], [summaryKey(conv.id), null], [staleSummaryKey(conv.id), null]] })
   }

@@ -1088,6 +1088,8 @@ export class Conversation {
     if (this.missedThrough === 0 || part.coversSeq < this.missedThrough) return
     const id = toBase64Url(part.snapshotId)
     let entry = this.snapshotParts.get(id)
+    // A few at once at most: only the latest record's snapshot is ever applied.
+    if (!entry && this.snapshotParts.size >= 4) return
     if (!entry) {
       entry = { parts: new Array(part.parts).fill(undefined), got: 0, coversSeq: part.coversSeq, sender, epoch }
       this.snapshotParts.set(id, entry)
@@ -1241,7 +1243,8 @@ export class Conversation {
     // After everything received so far is applied: the snapshot then holds every row up to the cursor.
     const job = this.outgoing.then(async () => {
       await this.incoming
-      const coversSeq = this.cursor
+      // Not past anything still held back: the snapshot must hold every row it covers.
+      const coversSeq = this.deferred.reduce((min, d) => Math.min(min, d.seq - 1), this.cursor)
       const key = this.record.keys.get(this.epoch)
       const first = this.record.keys.get(0)
       // Without the first key (a 'from-join' member) we hold only part of the history anyway.
@@ -1843,7 +1846,7 @@ export class Conversation {
     await this.incoming
     await this.compactOnClose()
     // Last, after every queued write: then it matches what is stored.
-    if (this.ctx.summaryDirty) await this.saveSummary()
+    if (this.ctx.summaryDirty) await this.saveSummary(true)
     this.listeners.clear()
     this.doc.destroy()
     this.outer.destroy()
@@ -1863,8 +1866,8 @@ export class Conversation {
   }
 
   /** Store what a lazy start shows before this conversation is loaded (summary.ts). */
-  async saveSummary(): Promise<void> {
-    if (this.summary || !this.provider) return
+  async saveSummary(final = false): Promise<void> {
+    if (this.summary || !this.provider || (this.closed && !final)) return
     try {
       // Computed and issued in one turn: a write that changes what it shows is issued after
       // it (commits land in order) and marks it stale again.

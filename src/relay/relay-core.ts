@@ -159,8 +159,13 @@ export class RelayCore {
 
   /** Re-read a room's membership records (another node admitted someone). */
   private async refreshRecords(room: Room): Promise<void> {
+    const before = new Set(room.membership.devices.keys())
     const snap = await this.store.loadRoom(room.id)
-    if (snap) await room.loadRecords(snap.records)
+    if (!snap) return
+    await room.loadRecords(snap.records)
+    // Another node removed or unlinked someone: this node stops serving them at once too.
+    this.evictNonMembers(room, before)
+    this.maybeCompact(room)
   }
 
   private loadRoom(id: string): Promise<Room | undefined> {

@@ -65,8 +65,8 @@ export interface MembershipState {
   epochs: Map<number, EpochState>
   /** Someone left or was removed since the current epoch began: the key must change. */
   rotationDue: boolean
-  /** Devices unlinked by their person (or an admin): never admitted again. */
-  removedDevices: Set<string>
+  /** Devices unlinked (device → userId of whoever signed the unlink): never admitted again. */
+  removedDevices: Map<string, string>
   /** devicePub (base64url) → key bundles given to it by add records, in record order. */
   bundles: Map<string, Uint8Array[]>
   /** The latest snapshot: rows up to `coversSeq` may be compacted away. */
@@ -85,7 +85,7 @@ export const emptyMembership = (room: string): MembershipState => ({
   epoch: 0,
   epochs: new Map(),
   rotationDue: false,
-  removedDevices: new Set(),
+  removedDevices: new Map(),
   bundles: new Map(),
   snapshot: undefined,
 })
@@ -152,6 +152,8 @@ export async function applyRecord(s: MembershipState, rec: SignedRecord, options
       if (inv.expiresAt !== 0 && at > inv.expiresAt) return { ok: false, reason: 'invite expired' }
       if (s.removedDevices.has(toBase64Url(j.joiner.devicePub))) return { ok: false, reason: 'device was unlinked' }
       const userId = toBase64Url(j.joiner.userPub)
+      const knownAs = s.everDevices.get(toBase64Url(j.joiner.devicePub))
+      if (knownAs !== undefined && knownAs !== userId) return { ok: false, reason: "another person's device" }
       const removedAt = s.removedAt.get(userId)
       if (removedAt !== undefined && inv.createdAt <= removedAt) return { ok: false, reason: 'removed member; invite predates the removal' }
       const existing = s.members.get(userId)
@@ -224,6 +226,9 @@ export async function applyRecord(s: MembershipState, rec: SignedRecord, options
       for (const d of b.devices) {
         if (!constantTimeEqual(d.certificate.userPub, b.userPub)) return { ok: false, reason: "certificate of another person's device" }
         if (s.removedDevices.has(toBase64Url(d.certificate.devicePub))) return { ok: false, reason: 'device was unlinked' }
+        // A device key belongs to one person: anyone can sign a certificate for someone else's.
+        const knownAs = s.everDevices.get(toBase64Url(d.certificate.devicePub))
+        if (knownAs !== undefined && knownAs !== userId) return { ok: false, reason: "another person's device" }
         if (!(await verifyCertificate(d.certificate))) return { ok: false, reason: 'device certificate not signed by its person' }
       }
       if (options.relay) {
@@ -254,12 +259,12 @@ export async function applyRecord(s: MembershipState, rec: SignedRecord, options
       const device = toBase64Url(b.devicePub)
       const owner = s.devices.get(device)
       const member = owner === undefined ? undefined : s.members.get(owner)
-      if (!member) return { ok: false, reason: 'not a member device' }
+      if (!member?.devices.has(device)) return { ok: false, reason: 'not a member device' }
       if (signer.userId !== member.userId && signer.role !== 'admin') return { ok: false, reason: "only the person or an admin unlinks a person's device" }
       if (member.devices.size === 1) return { ok: false, reason: "a person's last device leaves rather than unlinks" }
       member.devices.delete(device)
       s.devices.delete(device)
-      s.removedDevices.add(device)
+      s.removedDevices.set(device, signer.userId)
       s.rotationDue = true
       return { ok: true }
     }

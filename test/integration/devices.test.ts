@@ -1,6 +1,9 @@
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createClient } from '../../src/client/index.js'
+import { SignatureDomain, signWithDomain } from '../../src/shared/crypto/index.js'
+import { keyCheckOf } from '../../src/shared/envelope.js'
+import { certificatePayload, encodeAddBody, encodeCertificate, RecordKind } from '../../src/shared/records.js'
 import { type Client, pair, texts, until, World } from './harness.js'
 
 let world: World
@@ -146,6 +149,37 @@ describe('linked devices', () => {
     const expired = await alice.linkDevice({ expiresIn: -1 })
     await expect(createClient({ relay: world.url, storage: join(world.dir, 'late.db'), link: expired })).rejects.toMatchObject({ code: 'link_failed' })
   }, 30_000)
+})
+
+describe('who may add which device', () => {
+  it("a member cannot claim another person's device under their own identity (and then unlink it)", async () => {
+    world = new World()
+    const relay = await world.relay()
+    const { alice, bob, aliceConv, bobConv } = await pair(world)
+    const internals = bob as unknown as {
+      identity: { userPub: Uint8Array; userSecret: Uint8Array }
+      signRecord: (k: number, b: Uint8Array) => Promise<Uint8Array>
+    }
+    const aliceCert = aliceConv.membershipState.members.get(alice.userId)!.devices.get(alice.deviceId)!
+    // Bob certifies Alice's device key as his own and adds it to the conversation.
+    const payload = certificatePayload(internals.identity.userPub, aliceCert.devicePub, aliceCert.agreementPub, Date.now())
+    const forgedCert = encodeCertificate(payload, await signWithDomain(SignatureDomain.DeviceCertificate, internals.identity.userSecret, payload))
+    const body = encodeAddBody({
+      room: aliceConv.id,
+      userPub: internals.identity.userPub,
+      epoch: bobConv.epoch,
+      keyCheck: keyCheckOf(bobConv.keys().get(bobConv.epoch)!),
+      at: Date.now(),
+      devices: [{ certificate: forgedCert, keyBundle: new Uint8Array([1]) }],
+    })
+    await (bobConv as unknown as { writeRecords: (r: Uint8Array[]) => Promise<void> }).writeRecords([await internals.signRecord(RecordKind.Add, body)])
+    await until(() => relay.metrics.rejectedCount('record refused') >= 1, 5000, 'relay refuses')
+    expect(bobConv.membershipState.devices.get(alice.deviceId)).toBe(alice.userId)
+    await aliceConv.send('still mine')
+    await until(() => texts(bobConv).includes('still mine'))
+    expect(bobConv.messages().find((m) => m.text === 'still mine')!.author).toBe(alice.userId)
+    expect(bob.userId).not.toBe(alice.userId)
+  })
 })
 
 describe('adding people directly', () => {
