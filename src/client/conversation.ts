@@ -219,6 +219,8 @@ export class Conversation {
   private readonly rejectedMessages = new Set<string>()
   private verifying: Promise<void> | undefined
   private snapshotting = false
+  /** This device unlinked someone and the key has not changed since: it rotates, admin or not. */
+  private unlinkedHere = false
   /** Envelopes seen since the last snapshot (anyone's), for `compactEvery`. */
   private sinceSnapshot = 0
   private lastSnapshotSeen: string | undefined
@@ -792,6 +794,8 @@ export class Conversation {
     await this.ready()
     this.assertOpen()
     await this.writeRecords([await this.ctx.signRecord(RecordKind.Unlink, encodeUnlinkBody({ room: this.id, devicePub, at: Date.now() }))])
+    // From here on later folds retry the rotation if this one loses a race.
+    this.unlinkedHere = true
     if (this.membership.rotationDue && !this.rotating) {
       this.rotating = true
       try {
@@ -1363,7 +1367,9 @@ export class Conversation {
     this.changed()
     this.ctx.membershipChanged?.(this)
     // Someone left: whoever administers the conversation changes the key (the first wins).
-    if (this.membership.rotationDue && this.book.isAdmin() && !this.rotating && !this.closed) {
+    if (!this.membership.rotationDue) this.unlinkedHere = false
+    // The device that unlinked someone keeps trying too (its first new epoch may lose a race).
+    if (this.membership.rotationDue && (this.book.isAdmin() || this.unlinkedHere) && !this.rotating && !this.closed) {
       this.rotating = true
       void this.rotateKey()
         .catch((err) => this.report(err, 'could not rotate the key'))
