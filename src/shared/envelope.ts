@@ -62,7 +62,26 @@ export function keyCheckOf(key: Uint8Array): Uint8Array {
   return check
 }
 
-const aadFor = (room: string, epoch: number, keyCheck: Uint8Array, sender: Uint8Array) => {
+// The AAD is the same for every envelope of one sender in one epoch: a device catching up
+// builds it for thousands in a row, so the last one is kept (callers never mutate it).
+let lastAad: { room: string; epoch: number; keyCheck: Uint8Array; sender: Uint8Array; aad: Uint8Array } | undefined
+
+const aadFor = (room: string, epoch: number, keyCheck: Uint8Array, sender: Uint8Array): Uint8Array => {
+  const l = lastAad
+  if (l !== undefined && l.room === room && l.epoch === epoch && equalBytes(l.keyCheck, keyCheck) && equalBytes(l.sender, sender)) return l.aad
+  const aad = encodeAad(room, epoch, keyCheck, sender)
+  lastAad = { room, epoch, keyCheck: new Uint8Array(keyCheck), sender: new Uint8Array(sender), aad }
+  return aad
+}
+
+// Public values (room, epoch, key check, sender key): no constant-time compare needed.
+const equalBytes = (a: Uint8Array, b: Uint8Array) => {
+  if (a.length !== b.length) return false
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
+  return true
+}
+
+const encodeAad = (room: string, epoch: number, keyCheck: Uint8Array, sender: Uint8Array) => {
   const e = encoding.createEncoder()
   encoding.writeVarString(e, 'petrel/v1/envelope')
   encoding.writeVarString(e, room)

@@ -1,9 +1,11 @@
 import { ED25519_TORSION_SUBGROUP, ed25519 } from '@noble/curves/ed25519.js'
 import { bytesToNumberLE, concatBytes, hexToBytes, numberToBytesLE } from '@noble/curves/utils.js'
 import { sha512 } from '@noble/hashes/sha2.js'
-import { afterEach, describe, expect, it, vi } from 'vitest'
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest'
 import {
   AEAD_TAG_LENGTH,
+  aeadBackend,
+  setAeadBackend,
   SignatureDomain,
   WRAPPED_KEY_LENGTH,
   constantTimeEqual,
@@ -511,7 +513,13 @@ const expectRejected = (fn: () => unknown, code: ErrorCode = ErrorCode.EnvelopeR
   expect((caught as PetrelError).code).toBe(code)
 }
 
-describe('aead (XChaCha20-Poly1305)', () => {
+describe.each(['native', 'noble'] as const)('aead (XChaCha20-Poly1305), %s backend', (backend) => {
+  beforeAll(() => {
+    if (!setAeadBackend(backend)) throw new Error(`no ${backend} AEAD on this platform`)
+  })
+  afterAll(() => {
+    setAeadBackend('native')
+  })
   const key = randomKey()
   const nonce = randomNonce()
   const aad = enc('header')
@@ -552,6 +560,60 @@ describe('aead (XChaCha20-Poly1305)', () => {
     expect(randomNonce().length).toBe(24)
     expect(toHex(randomNonce())).not.toBe(toHex(randomNonce()))
     expect(toHex(randomKey())).not.toBe(toHex(randomKey()))
+  })
+})
+
+describe('aead backends', () => {
+  afterAll(() => {
+    setAeadBackend('native')
+  })
+  const withBackend = <T>(backend: 'native' | 'noble', fn: () => T): T => {
+    setAeadBackend(backend)
+    return fn()
+  }
+
+  it('uses the native ChaCha20-Poly1305 core on Node', () => {
+    expect(aeadBackend()).toBe('native')
+  })
+
+  it('matches the XChaCha20-Poly1305 test vector of draft-irtf-cfrg-xchacha A.3.1 on both', () => {
+    const key = fromHex('808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f')
+    const nonce = fromHex('404142434445464748494a4b4c4d4e4f5051525354555657')
+    const aad = fromHex('50515253c0c1c2c3c4c5c6c7')
+    const pt = enc("Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the future, sunscreen would be it.")
+    const expected =
+      'bd6d179d3e83d43b9576579493c0e939572a1700252bfaccbed2902c21396cbb731c7f1b0b4aa6440bf3a82f4eda7e39ae64c6708c54c216cb96b72e1213b4522f8c9ba40db5d945b11b69b982c1bb9e3f3fac2bc369488f76b2383565d3fff921f9664c97637da9768812f615c68b13b52e' +
+      'c0875924c1c7987947deafd8780acf49'
+    for (const backend of ['native', 'noble'] as const) {
+      const ct = withBackend(backend, () => seal(key, nonce, pt, aad))
+      expect(toHex(ct), backend).toBe(expected)
+      expect(withBackend(backend, () => open(key, nonce, ct, aad)), backend).toEqual(pt)
+    }
+  })
+
+  it('seals on one and opens on the other, at every length from 0 to 300 bytes', () => {
+    for (let length = 0; length <= 300; length++) {
+      const key = randomKey()
+      const nonce = randomNonce()
+      const aad = randomNonce().subarray(0, length % 40)
+      const pt = new Uint8Array(length).map((_, i) => (i * 7 + length) & 0xff)
+      const a = withBackend('native', () => seal(key, nonce, pt, aad))
+      const b = withBackend('noble', () => seal(key, nonce, pt, aad))
+      expect(toHex(a)).toBe(toHex(b))
+      expect(withBackend('noble', () => open(key, nonce, a, aad))).toEqual(pt)
+      expect(withBackend('native', () => open(key, nonce, b, aad))).toEqual(pt)
+    }
+  })
+
+  it('refuses the same tampered inputs on both, with envelope_rejected', () => {
+    const key = randomKey()
+    const nonce = randomNonce()
+    const ct = seal(key, nonce, enc('the same rule on every path'), enc('aad'))
+    for (let i = 0; i < ct.length; i++) {
+      const bad = new Uint8Array(ct)
+      bad[i]! ^= 0x80
+      for (const backend of ['native', 'noble'] as const) expectRejected(() => withBackend(backend, () => open(key, nonce, bad, enc('aad'))))
+    }
   })
 })
 

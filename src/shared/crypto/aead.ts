@@ -1,4 +1,4 @@
-import { xchacha20poly1305 } from '@noble/ciphers/chacha.js'
+import { hchacha, xchacha20poly1305 } from '@noble/ciphers/chacha.js'
 import { ErrorCode, PetrelError } from '../errors.js'
 import { assertBytes, assertBytesLength, randomBytes } from './hash.js'
 
@@ -8,6 +8,109 @@ export const AEAD_KEY_LENGTH = 32
 export const AEAD_NONCE_LENGTH = 24
 /** Poly1305 tag length in bytes; ciphertext = plaintext length + this. */
 export const AEAD_TAG_LENGTH = 16
+
+/**
+ * Two backends, one construction. XChaCha20-Poly1305 is HChaCha20(key, nonce[0..16]) as the
+ * subkey of ChaCha20-Poly1305 (RFC 8439) with the 12-byte nonce 0⁴ • nonce[16..24]
+ * (draft-irtf-cfrg-xchacha §2.3). Where the platform has ChaCha20-Poly1305 (Node's OpenSSL),
+ * noble derives the subkey and OpenSSL does the bulk: about 2–3× faster per small envelope,
+ * which is most of a device's catch-up. Browsers have no ChaCha in WebCrypto and use noble
+ * throughout. Both produce the same bytes and refuse the same inputs (tests cross-check).
+ */
+interface NodeCipher {
+  setAAD(aad: Uint8Array, options: { plaintextLength: number }): unknown
+  update(data: Uint8Array): Uint8Array
+  final(): Uint8Array
+  getAuthTag(): Uint8Array
+  setAuthTag(tag: Uint8Array): unknown
+}
+interface NodeCrypto {
+  createCipheriv(alg: string, key: Uint8Array, iv: Uint8Array, options: { authTagLength: number }): NodeCipher
+  createDecipheriv(alg: string, key: Uint8Array, iv: Uint8Array, options: { authTagLength: number }): NodeCipher
+  getCiphers(): string[]
+}
+
+// `process.getBuiltinModule` (Node ≥ 20.16) keeps this module free of a static node: import,
+// so the browser bundle never sees one.
+function loadNodeCrypto(): NodeCrypto | undefined {
+  try {
+    const proc = (globalThis as { process?: { getBuiltinModule?: (id: string) => unknown } }).process
+    const mod = proc?.getBuiltinModule?.('node:crypto') as NodeCrypto | undefined
+    return mod?.getCiphers().includes('chacha20-poly1305') ? mod : undefined
+  } catch {
+    return undefined
+  }
+}
+
+const nodeCrypto = loadNodeCrypto()
+let useNative = nodeCrypto !== undefined
+
+/** Which backend `seal`/`open` use: 'native' (Node's OpenSSL for the ChaCha20-Poly1305 core) or 'noble'. */
+export function aeadBackend(): 'native' | 'noble' {
+  return useNative ? 'native' : 'noble'
+}
+
+/**
+ * Tests only: run `seal`/`open` on one backend. Returns false when 'native' is asked for and
+ * the platform has none.
+ *
+ * @example setAeadBackend('noble'); try { … } finally { setAeadBackend('native') }
+ */
+export function setAeadBackend(backend: 'native' | 'noble'): boolean {
+  if (backend === 'native' && nodeCrypto === undefined) return false
+  useNative = backend === 'native'
+  return true
+}
+
+// "expand 32-byte k", little-endian words.
+const SIGMA = new Uint32Array([0x61707865, 0x3320646e, 0x79622d32, 0x6b206574])
+
+function words(bytes: Uint8Array, count: number): Uint32Array {
+  const w = new Uint32Array(count)
+  new Uint8Array(w.buffer).set(bytes.subarray(0, count * 4))
+  return w
+}
+
+function subkeyAndIv(key: Uint8Array, nonce: Uint8Array): { subkey: Uint8Array; iv: Uint8Array } {
+  const k = words(key, 8)
+  const out = new Uint32Array(8)
+  hchacha(SIGMA, k, words(nonce, 4), out)
+  k.fill(0)
+  const iv = new Uint8Array(12)
+  iv.set(nonce.subarray(16, 24), 4)
+  return { subkey: new Uint8Array(out.buffer), iv }
+}
+
+function nativeSeal(crypto: NodeCrypto, key: Uint8Array, nonce: Uint8Array, plaintext: Uint8Array, aad: Uint8Array): Uint8Array {
+  const { subkey, iv } = subkeyAndIv(key, nonce)
+  try {
+    const cipher = crypto.createCipheriv('chacha20-poly1305', subkey, iv, { authTagLength: AEAD_TAG_LENGTH })
+    cipher.setAAD(aad, { plaintextLength: plaintext.length })
+    const out = new Uint8Array(plaintext.length + AEAD_TAG_LENGTH)
+    out.set(cipher.update(plaintext))
+    cipher.final()
+    out.set(cipher.getAuthTag(), plaintext.length)
+    return out
+  } finally {
+    subkey.fill(0)
+  }
+}
+
+function nativeOpen(crypto: NodeCrypto, key: Uint8Array, nonce: Uint8Array, ciphertext: Uint8Array, aad: Uint8Array): Uint8Array {
+  const { subkey, iv } = subkeyAndIv(key, nonce)
+  try {
+    const length = ciphertext.length - AEAD_TAG_LENGTH
+    const decipher = crypto.createDecipheriv('chacha20-poly1305', subkey, iv, { authTagLength: AEAD_TAG_LENGTH })
+    decipher.setAAD(aad, { plaintextLength: length })
+    decipher.setAuthTag(ciphertext.subarray(length))
+    const plain = decipher.update(ciphertext.subarray(0, length))
+    // final() checks the tag and throws when it does not match: nothing is returned before.
+    decipher.final()
+    return new Uint8Array(plain.buffer, plain.byteOffset, plain.byteLength)
+  } finally {
+    subkey.fill(0)
+  }
+}
 
 /**
  * Encrypts and authenticates `plaintext`, binding `aad` (authenticated, not encrypted).
@@ -20,6 +123,7 @@ export function seal(key: Uint8Array, nonce: Uint8Array, plaintext: Uint8Array, 
   assertBytesLength(nonce, AEAD_NONCE_LENGTH, 'nonce')
   assertBytes(plaintext, 'plaintext')
   assertBytes(aad, 'aad')
+  if (useNative && nodeCrypto) return nativeSeal(nodeCrypto, key, nonce, plaintext, aad)
   return xchacha20poly1305(key, nonce, aad).encrypt(plaintext)
 }
 
@@ -40,6 +144,7 @@ export function open(key: Uint8Array, nonce: Uint8Array, ciphertext: Uint8Array,
     throw new PetrelError(ErrorCode.EnvelopeRejected, 'ciphertext is shorter than the authentication tag')
   }
   try {
+    if (useNative && nodeCrypto) return nativeOpen(nodeCrypto, key, nonce, ciphertext, aad)
     return xchacha20poly1305(key, nonce, aad).decrypt(ciphertext)
   } catch (cause) {
     throw new PetrelError(ErrorCode.EnvelopeRejected, 'ciphertext failed authentication', { cause })

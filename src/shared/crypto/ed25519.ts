@@ -92,6 +92,7 @@ function decodeStrictPublicKey(publicKey: Uint8Array): EdwardsPoint | null {
 }
 
 interface KeyEntry {
+  readonly id: string
   /** Decoded key if it satisfies rule 3, otherwise null (negative results are cached too). */
   readonly point: EdwardsPoint | null
   /** Imported WebCrypto key, once the import has finished. */
@@ -104,7 +105,17 @@ export const PUBLIC_KEY_CACHE_LIMIT = 1_024
 const keyCache = new Map<string, KeyEntry>()
 
 // LRU via Map insertion order: a hit is moved to the back, overflow evicts from the front.
+// A run of checks is nearly always for one sender: compare its bytes before building a hex key.
+let lastKey: { bytes: Uint8Array; entry: KeyEntry } | undefined
+
 function keyEntry(publicKey: Uint8Array): KeyEntry {
+  if (lastKey !== undefined && constantTimeEqual(lastKey.bytes, publicKey) && keyCache.has(lastKey.entry.id)) return lastKey.entry
+  const entry = keyEntryByHex(publicKey)
+  lastKey = { bytes: new Uint8Array(publicKey), entry }
+  return entry
+}
+
+function keyEntryByHex(publicKey: Uint8Array): KeyEntry {
   const id = toHex(publicKey)
   let entry = keyCache.get(id)
   if (entry !== undefined) {
@@ -112,7 +123,7 @@ function keyEntry(publicKey: Uint8Array): KeyEntry {
     keyCache.set(id, entry)
     return entry
   }
-  entry = { point: decodeStrictPublicKey(publicKey), native: undefined, nativePending: undefined }
+  entry = { id, point: decodeStrictPublicKey(publicKey), native: undefined, nativePending: undefined }
   keyCache.set(id, entry)
   if (keyCache.size > PUBLIC_KEY_CACHE_LIMIT) {
     const oldest = keyCache.keys().next()
