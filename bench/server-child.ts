@@ -9,6 +9,7 @@
  * after a full GC (run it with --expose-gc).
  */
 import { join } from 'node:path'
+import { getHeapSpaceStatistics, writeHeapSnapshot } from 'node:v8'
 import type { AddressInfo } from 'node:net'
 import Database from 'better-sqlite3'
 import * as wsModule from 'ws'
@@ -129,7 +130,11 @@ if (process.send) {
       const gc = (globalThis as { gc?: () => void }).gc
       gc?.()
       gc?.()
-      process.send!({ memory: process.memoryUsage(), cpu: process.cpuUsage() })
+      // BENCH_HEAP_SNAPSHOT=<dir>: a heap snapshot at every reading, to diff before and after.
+      const snapshots = process.env.BENCH_HEAP_SNAPSHOT
+      if (snapshots) writeHeapSnapshot(join(snapshots, `${kind}-${Date.now()}.heapsnapshot`))
+      const spaces = Object.fromEntries(getHeapSpaceStatistics().map((sp) => [sp.space_name, { size: sp.space_size, used: sp.space_used_size }]))
+      process.send!({ memory: process.memoryUsage(), cpu: process.cpuUsage(), spaces })
     }
   })
   process.send({ port })

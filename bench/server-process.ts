@@ -22,7 +22,7 @@ export interface ServerProcess {
 export async function startServer(kind: ServerKind): Promise<ServerProcess> {
   const dir = mkdtempSync(join(tmpdir(), `petrel-bench-${kind}-`))
   const child = fork(fileURLToPath(new URL('./server-child.js', import.meta.url)), [kind, dir], {
-    execArgv: ['--expose-gc', ...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [])],
+    execArgv: ['--expose-gc', ...(process.env.BENCH_CHILD_FLAGS ? process.env.BENCH_CHILD_FLAGS.split(' ') : []), ...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [])],
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   })
   live.add(child)
@@ -31,14 +31,18 @@ export async function startServer(kind: ServerKind): Promise<ServerProcess> {
     child.once('exit', (code) => reject(new Error(`${kind} server exited with ${code}`)))
   })
   const ask = () =>
-    new Promise<{ memory: NodeJS.MemoryUsage; cpu: NodeJS.CpuUsage }>((resolve) => {
+    new Promise<{ memory: NodeJS.MemoryUsage; cpu: NodeJS.CpuUsage; spaces: Record<string, { size: number; used: number }> }>((resolve) => {
       child.once('message', resolve)
       child.send({ cmd: 'memory' })
     })
   return {
     url: `ws://127.0.0.1:${port}`,
     pid: child.pid!,
-    memory: async () => (await ask()).memory,
+    memory: async () => {
+      const { memory, spaces } = await ask()
+      if (process.env.BENCH_MEMORY_DETAIL) console.error(kind, JSON.stringify({ rss: memory.rss, heapTotal: memory.heapTotal, heapUsed: memory.heapUsed, external: memory.external, spaces }))
+      return memory
+    },
     cpuMs: async () => {
       const { cpu } = await ask()
       return (cpu.user + cpu.system) / 1000

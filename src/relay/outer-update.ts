@@ -6,7 +6,7 @@
  * and its sender is cut off; an envelope over the size limit is refused for good and a GC
  * placeholder keeps the client's clocks contiguous.
  */
-import { toBase64Url } from '../shared/crypto/index.js'
+import { fromBase64Url } from '../shared/crypto/index.js'
 import { readEnvelope } from '../shared/envelope.js'
 import { ErrorCode, PetrelError } from '../shared/errors.js'
 import { envelopeKey, OUTER_LOG, OUTER_RECORDS } from '../shared/outer-keys.js'
@@ -72,15 +72,16 @@ export interface RoomClients {
  */
 export function validateOuterUpdate(
   bytes: Uint8Array,
-  device: Uint8Array,
+  deviceId: string,
   clients: RoomClients,
-  limits: { maxFrameBytes: number; maxEnvelopeBytes: number; remainingRoomBytes?: number },
+  limits: { maxFrameBytes: number; maxEnvelopeBytes: number },
+  remainingRoomBytes = Number.POSITIVE_INFINITY,
 ): ValidatedUpdate {
   const parsed = parseUpdate(bytes, { maxBytes: limits.maxFrameBytes })
   // The delete set is ignored, never stored: the outer log only grows, and the only deletions
   // clients hold are the GC placeholders the relay itself wrote (Yjs counts GC as deleted, so
   // every later sync step 2 carries them).
-  const deviceId = toBase64Url(device)
+  let device: Uint8Array | undefined
   const out: ValidatedUpdate = { rows: [], newClients: [], records: [], refused: [], duplicates: 0, ownDuplicates: [], bytes: 0 }
   for (const group of parsed.groups) {
     const owner = clients.get(group.client)
@@ -122,7 +123,7 @@ export function validateOuterUpdate(
       const part: RowPart = { clock: s.clock, bytes: bytes.subarray(s.start, s.end) }
       if (s.key !== envelopeKey(group.client, s.clock)) throw new PetrelError(ErrorCode.Malformed, 'outer key does not match its item id')
       if (s.parentRoot === OUTER_LOG) {
-        const full = limits.remainingRoomBytes !== undefined && out.bytes + value.length > limits.remainingRoomBytes
+        const full = out.bytes + value.length > remainingRoomBytes
         if (value.length > limits.maxEnvelopeBytes || full) {
           out.refused.push({ client: group.client, clock: s.clock, len: 1, reason: full ? Reason.QuotaExceeded : Reason.TooLarge })
           parts.push({ clock: s.clock, bytes: GC_PLACEHOLDER })
@@ -131,7 +132,8 @@ export function validateOuterUpdate(
           continue
         }
         const header = readEnvelope(value)
-        if (toBase64Url(header.senderDevicePub) !== deviceId) {
+        device ??= fromBase64Url(deviceId)
+        if (!sameBytes(header.senderDevicePub, device)) {
           throw new PetrelError(ErrorCode.Malformed, 'envelope sealed by another device')
         }
         part.epoch = header.epoch
@@ -198,4 +200,11 @@ function concat(parts: Uint8Array[]): Uint8Array {
     o += p.length
   }
   return out
+}
+
+// Public keys, compared byte by byte (nothing secret to time).
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
+  return true
 }

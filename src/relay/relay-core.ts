@@ -72,8 +72,7 @@ export class RelayCore {
     this.committer = new Committer(store, (s) => metrics.storeLatency.observe({ op: 'append' }, s))
     const tick = Math.max(10, Math.min(1000, limits.authTimeoutMs / 4, limits.heartbeatMs / 2, limits.idleTimeoutMs / 4))
     this.sweeper = setInterval(() => {
-      const now = Date.now()
-      for (const conn of this.connections) conn.tick(now)
+      for (const conn of this.connections) conn.tick()
     }, tick)
     this.sweeper.unref()
     bus.subscribe((m) => this.onBus(m))
@@ -291,7 +290,7 @@ export class RelayCore {
     await room.run(async () => {
       let v: ReturnType<typeof validateOuterUpdate>
       try {
-        v = validateOuterUpdate(update, conn.device!, room.clients, { ...this.limits, remainingRoomBytes: this.limits.maxRoomBytes - room.bytes })
+        v = validateOuterUpdate(update, conn.deviceId, room.clients, this.limits, this.limits.maxRoomBytes - room.bytes)
       } catch (err) {
         if (err instanceof UpdateRefused) {
           this.metrics.reject(err.reason === Reason.Gap ? 'gap' : 'client id taken')

@@ -4,11 +4,13 @@
  * connections that have it open. Admissions and record changes run one at a time per room,
  * so invite uses are counted atomically.
  */
-import { toBase64Url } from '../shared/crypto/index.js'
+import { sha256, toBase64Url } from '../shared/crypto/index.js'
 import { applyRecord, emptyMembership, type MembershipState, memberOfDevice } from '../shared/membership.js'
 import { type Admission, AdmissionKind, readRecord, RecordKind, readGenesisBody } from '../shared/records.js'
 import type { ReceiptEntry } from '../shared/room-messages.js'
 import { Reason } from '../shared/wire.js'
+
+const recordId = (bytes: Uint8Array): string => toBase64Url(sha256(bytes))
 
 export interface RoomMemberConn {
   /** Deliver a room message (already encoded) to this connection. */
@@ -24,7 +26,10 @@ export interface RoomPeer {
 
 export class Room {
   readonly membership: MembershipState
-  /** base64url of records already applied, to recognise resends. */
+  /**
+   * SHA-256 (base64url) of the records already applied, to recognise resends. A digest, not
+   * the record's base64 (~400 bytes each, kept for as long as the room is open).
+   */
   readonly knownRecords = new Set<string>()
   /** Highest seq this node has fanned out to its peers (all rows up to it are durable). */
   committedSeq: number
@@ -58,9 +63,9 @@ export class Room {
 
   async loadRecords(records: Uint8Array[]): Promise<void> {
     for (const bytes of records) {
-      if (this.knownRecords.has(toBase64Url(bytes))) continue
+      if (this.knownRecords.has(recordId(bytes))) continue
       const result = await applyRecord(this.membership, readRecord(bytes), { relay: true })
-      if (result.ok) this.knownRecords.add(toBase64Url(bytes))
+      if (result.ok) this.knownRecords.add(recordId(bytes))
     }
   }
 
@@ -85,7 +90,7 @@ export class Room {
       return { ok: false, reason: Reason.BadAdmission, message: 'admission must carry an invite and a join record' }
     }
     const toStore: Uint8Array[] = []
-    const inviteKey = toBase64Url(invite.bytes)
+    const inviteKey = recordId(invite.bytes)
     if (!this.knownRecords.has(inviteKey)) {
       const r = await applyRecord(this.membership, invite, { now, relay: true })
       if (!r.ok) return { ok: false, reason: Reason.BadAdmission, message: `invite refused: ${r.reason}` }
@@ -103,7 +108,7 @@ export class Room {
             : Reason.BadAdmission
       return { ok: false, reason, message: `join refused: ${r.reason}` }
     }
-    this.knownRecords.add(toBase64Url(join.bytes))
+    this.knownRecords.add(recordId(join.bytes))
     toStore.push(join.bytes)
     if (!this.isMemberDevice(devicePub)) return { ok: false, reason: Reason.BadAdmission, message: 'join record is for another device' }
     return { ok: true, records: toStore }
@@ -114,7 +119,7 @@ export class Room {
    * the bytes to persist when it is new and valid, false when it is refused. Call inside `run`.
    */
   async applyUploadedRecord(bytes: Uint8Array, now: number): Promise<Uint8Array | boolean> {
-    const id = toBase64Url(bytes)
+    const id = recordId(bytes)
     if (this.knownRecords.has(id)) return true
     let rec: ReturnType<typeof readRecord>
     try {

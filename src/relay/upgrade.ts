@@ -26,6 +26,7 @@ export function acceptWebSockets(server: Server, wss: WebSocketServer, core: Rel
     const path = (request.url ?? '/').split('?')[0]
     if (request.headers.upgrade?.toLowerCase() !== 'websocket' || path !== '/') return refuse(socket, 404, 'not found')
     const ip = request.socket.remoteAddress ?? 'unknown'
+    forgetPeerName(request.socket)
     if (!core.admitAddress(ip)) {
       core.metrics.reject('too many connections from one address')
       return refuse(socket, 429, 'too many connections from this address')
@@ -42,6 +43,16 @@ export function acceptWebSockets(server: Server, wss: WebSocketServer, core: Rel
 }
 
 const ignore = () => {}
+
+/**
+ * `remoteAddress` caches an `{ address, family, port }` object on the socket for its whole
+ * life (~100 bytes per idle connection); the relay has read what it needs. Node re-reads it
+ * on demand when the cache is empty.
+ */
+function forgetPeerName(socket: object): void {
+  const s = socket as { _peername?: unknown }
+  if (s._peername !== undefined) s._peername = undefined
+}
 
 const STATUS: Record<number, string> = { 404: 'Not Found', 429: 'Too Many Requests' }
 
