@@ -71,7 +71,8 @@ export interface ClientOptions {
    */
   tabs?: TabPolicy
   /**
-   * History compaction: after `every` relay rows (default 5,000) the device whose message
+   * History compaction: after `every` messages and other updates (default 5,000; sends made
+   * together share an envelope, so this counts what was written, not relay rows) the device whose message
    * crosses the mark seals a snapshot of the conversation, and the relay replaces the rows it
    * covers by placeholders once every member device has them — so a conversation's bytes on
    * the relay stop growing with its age, and a new device downloads one snapshot and the

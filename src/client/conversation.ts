@@ -71,6 +71,7 @@ import { checkInnerUpdate, INNER_MESSAGES, INNER_META, INNER_PROFILES } from './
 import type { Batch, DeviceStore } from './storage/device-store.js'
 import { Presence } from './presence.js'
 import { type MemberReceipt, ReceiptBook } from './receipts.js'
+import { chunkForSealing, MERGE_BYTES } from './seal-chunks.js'
 import { MembershipBook, safetyNumber } from './membership-book.js'
 import { tombstoneUpdate } from './tombstone.js'
 import { VirtualSocket } from './virtual-socket.js'
@@ -508,6 +509,7 @@ export class Conversation {
     const batch = this.sealQueue
     this.sealQueue = []
     let epochUsed = -1
+    let sealedUpdates = 0
     try {
       const { identity } = this.ctx
       // Added to the conversation but the record with our keys has not arrived yet.
@@ -516,9 +518,10 @@ export class Conversation {
       const epoch = this.epoch
       epochUsed = epoch
       const key = this.record.keys.get(epoch)!
+      const chunks = chunkForSealing(batch, Math.min(MERGE_BYTES, (this.ctx.connection.maxEnvelopeBytes - 1024) / 2))
       const envelopes = await Promise.all(
-        batch.map((item) =>
-          sealEnvelope({ room: this.id, epoch, key, senderDevicePub: identity.devicePub, senderDeviceSecret: identity.deviceSecret, update: item.update }),
+        chunks.map((chunk) =>
+          sealEnvelope({ room: this.id, epoch, key, senderDevicePub: identity.devicePub, senderDeviceSecret: identity.deviceSecret, update: chunk.update }),
         ),
       )
       const written = this.writeOuter((log) =>
@@ -529,14 +532,14 @@ export class Conversation {
         }),
       )
       const puts: Array<[string, Uint8Array]> = []
-      batch.forEach((item, i) => {
+      chunks.forEach((chunk, i) => {
         const envelopeKey = written.key[i]!
-        for (const msgId of item.tags) {
+        for (const msgId of chunk.tags) {
           const state: OwnMessageState = { envelopeKey, seq: 0, failure: '' }
           this.own.set(msgId, state)
           puts.push([keyOf.own(this.id, msgId), encodeOwn(state)])
         }
-        if (item.tags.length > 0) this.envelopeMessages.set(envelopeKey, item.tags)
+        if (chunk.tags.length > 0) this.envelopeMessages.set(envelopeKey, chunk.tags)
       })
       await this.commit({
         append: [
@@ -546,6 +549,8 @@ export class Conversation {
         put: puts,
       })
       this.appendedRows += batch.length + written.updates.length
+      // Rotation and snapshots count updates (messages), not envelopes: an envelope may hold many.
+      sealedUpdates = batch.length
     } catch (err) {
       this.localWriteFailed = true
       // Nothing of this batch is stored (commits are atomic); what was stored before is intact.
@@ -560,7 +565,7 @@ export class Conversation {
     }
     for (const item of batch) item.resolve()
     this.changed()
-    this.countEnvelopes(epochUsed, batch.length, true)
+    this.countEnvelopes(epochUsed, sealedUpdates, true)
   }
 
   /** Envelopes seen under the current epoch, and when it started, for scheduled rotation. */
@@ -943,6 +948,7 @@ export class Conversation {
     let bindingsChanged = false
     const seqPuts: Array<[string, Uint8Array]> = []
     let currentSeq = 0
+    let receivedUpdates = 0
     // Message key → row of the envelope that wrote it: a message's place in relay order.
     const keySeq = new Map<string, number>()
     const messages = this.doc.getMap<StoredMessage>(INNER_MESSAGES)
@@ -1032,6 +1038,7 @@ export class Conversation {
             continue
           }
           currentSeq = envelopes[i]!.seq
+          if (h.epoch === this.membership.epoch) receivedUpdates += Math.max(1, verdict.messageKeys.length)
           for (const k of verdict.messageKeys) if (!keySeq.has(k)) keySeq.set(k, currentSeq)
           for (const client of verdict.bind) this.bindings.set(client, deviceId)
           if (verdict.bind.length > 0) bindingsChanged = true
@@ -1075,8 +1082,7 @@ export class Conversation {
     this.changed()
     // Stored durably: now, and only now, tell the members (✓✓).
     this.scheduleAck()
-    const current = this.membership.epoch
-    this.countEnvelopes(current, headers.filter((h) => h?.epoch === current).length, false)
+    this.countEnvelopes(this.membership.epoch, receivedUpdates, false)
   }
 
 
@@ -1382,12 +1388,19 @@ export class Conversation {
   /** Re-seal own messages the relay refused as stale, once we hold the current key. */
   private resealWaiting(): void {
     if (!this.record.keys.has(this.membership.epoch)) return
-    for (const msgId of [...this.resealQueue]) {
+    // One envelope may carry several messages: each envelope is sealed again once, with all of them.
+    const byEnvelope = new Map<string, string[]>()
+    for (const msgId of this.resealQueue) {
       const state = this.own.get(msgId)
-      this.resealQueue.delete(msgId)
       if (!state) continue
-      const update = this.originalUpdate(state.envelopeKey)
-      if (update) void this.queueSeal(update, [msgId]).catch((err) => this.report(err, 'could not re-seal a message'))
+      const ids = byEnvelope.get(state.envelopeKey)
+      if (ids) ids.push(msgId)
+      else byEnvelope.set(state.envelopeKey, [msgId])
+    }
+    this.resealQueue.clear()
+    for (const [key, ids] of byEnvelope) {
+      const update = this.originalUpdate(key)
+      if (update) void this.queueSeal(update, ids).catch((err) => this.report(err, 'could not re-seal a message'))
     }
   }
 
@@ -1741,10 +1754,12 @@ export class Conversation {
     }
     const update = this.originalUpdate(state.envelopeKey)
     if (!update) throw new PetrelError(ErrorCode.NotFound, `the envelope of ${id} is gone`, { conversationId: this.id })
-    state.failure = ''
+    // The envelope may carry other failed messages sent with this one: they go again with it.
+    const ids = (this.envelopeMessages.get(state.envelopeKey) ?? [id]).filter((m) => m === id || (this.own.get(m)?.envelopeKey === state.envelopeKey && this.own.get(m)?.failure))
+    for (const m of ids) this.own.get(m)!.failure = ''
     this.denied = undefined
     this.changed()
-    await this.queueSeal(update, [id])
+    await this.queueSeal(update, ids)
     if (this.provider && !this.provider.shouldConnect) this.provider.connect()
   }
 

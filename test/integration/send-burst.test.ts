@@ -1,0 +1,54 @@
+import { afterEach, describe, expect, it } from 'vitest'
+import { pair, texts, until, World } from './harness.js'
+
+let world: World
+afterEach(async () => {
+  await world?.close()
+})
+
+describe('a burst of sends', () => {
+  it('shares envelopes: 500 sends made together take a few relay rows, and Bob shows each once, in order, by its author', async () => {
+    world = new World()
+    const relay = await world.relay()
+    const { alice, aliceConv, bobConv } = await pair(world)
+    const before = (await relay.store.readRows(aliceConv.id, 0, 100_000)).length
+    const sent = Array.from({ length: 500 }, (_, i) => `burst ${i}`)
+    const messages = await Promise.all(sent.map((t) => aliceConv.send(t)))
+    await until(() => bobConv.messages().length >= 500, 20_000, 'bob has the burst')
+    expect(texts(bobConv)).toEqual(sent)
+    expect(bobConv.messages().every((m) => m.author === alice.userId && m.authorName === 'alice')).toBe(true)
+    const rows = (await relay.store.readRows(aliceConv.id, 0, 100_000)).length - before
+    expect(rows).toBeGreaterThan(0)
+    expect(rows).toBeLessThan(25)
+    // Each message keeps its own ticks: delivered once Bob's device has stored them.
+    await until(() => messages.every((m) => aliceConv.message(m.id)?.status === 'delivered' || aliceConv.message(m.id)?.status === 'read'), 10_000, 'all delivered')
+  })
+
+  it('envelopes refused for a new epoch are sealed again together, and every message arrives once', async () => {
+    world = new World()
+    const relay = await world.relay()
+    const { alice, aliceConv, invite } = await pair(world)
+    const carol = await world.client('carol')
+    const carolConv = await carol.join(invite)
+    await until(() => carolConv.members().length === 3, 10_000, 'carol in')
+    carol.disconnect()
+    await until(() => carol.connection === 'offline')
+    const offline = Array.from({ length: 30 }, (_, i) => `carol offline ${i}`)
+    await Promise.all(offline.map((t) => carolConv.send(t)))
+    await aliceConv.rotateKey()
+    const last = await aliceConv.send('after rotation')
+    await until(() => aliceConv.message(last.id)?.status !== 'pending', 10_000, 'stored by the relay')
+    const rowsBefore = (await relay.store.readRows(aliceConv.id, 0, 100_000)).length
+    carol.connect()
+    await until(() => offline.every((t) => texts(aliceConv).includes(t)), 15_000, 'carol re-sealed and delivered')
+    await new Promise((r) => setTimeout(r, 300))
+    for (const t of offline) expect(texts(aliceConv).filter((x) => x === t)).toHaveLength(1)
+    // The refused envelopes became placeholders; what carol sealed again went out together,
+    // as one envelope (per message, it would have been one row each).
+    const added = (await relay.store.readRows(aliceConv.id, 0, 100_000)).slice(rowsBefore)
+    const envelopes = added.filter((r) => r.structs.length > 64)
+    expect(envelopes).toHaveLength(1)
+    expect(added.length - envelopes.length).toBeGreaterThan(0)
+    expect(world.errors.get(alice)!.filter((e) => e.code === 'envelope_rejected')).toEqual([])
+  })
+})
