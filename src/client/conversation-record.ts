@@ -40,8 +40,12 @@ export const keyOf = {
   cursor: (id: string) => `cursor:${id}`,
   readCursor: (id: string) => `read:${id}`,
   receipts: (id: string) => `rcpt:${id}`,
+  /** Format 1 (one row per message): still read, no longer written. */
   messageSeq: (id: string, msgId: string) => `mseq:${id}:${msgId}`,
   messageSeqPrefix: (id: string) => `mseq:${id}:`,
+  /** Format 2: one row per received batch (`encodeMessageSeqs`). */
+  messageSeqs: (id: string, tag: string) => `mseqs:${id}:${tag}`,
+  messageSeqsPrefix: (id: string) => `mseqs:${id}:`,
   recordSeqs: (id: string) => `rseq:${id}`,
   deferred: (id: string) => `defer:${id}`,
   verification: (id: string) => `verify:${id}`,
@@ -117,6 +121,37 @@ export function encodeCursor(seq: number): Uint8Array {
   encoding.writeUint8(e, 1)
   encoding.writeVarUint(e, seq)
   return encoding.toUint8Array(e)
+}
+
+/**
+ * Relay positions of the messages one received batch wrote: a row per batch, not per message
+ * (10,000 rows of a catch-up were a sixth of its time).
+ *
+ * ```
+ * messageSeqs := uint8 version(1) • varUint count • count × (varString messageKey • varUint seq)
+ * ```
+ */
+export function encodeMessageSeqs(entries: ReadonlyArray<readonly [string, number]>): Uint8Array {
+  const e = encoding.createEncoder()
+  encoding.writeUint8(e, 1)
+  encoding.writeVarUint(e, entries.length)
+  for (const [key, seq] of entries) {
+    encoding.writeVarString(e, key)
+    encoding.writeVarUint(e, seq)
+  }
+  return encoding.toUint8Array(e)
+}
+
+export function decodeMessageSeqs(bytes: Uint8Array, into: Map<string, number>): void {
+  const r = new StrictReader(bytes)
+  readVersion(r, 'message positions')
+  const count = r.varUint()
+  for (let i = 0; i < count; i++) {
+    const key = r.varString(1024)
+    const seq = r.varUint()
+    if (!into.has(key)) into.set(key, seq)
+  }
+  r.end()
 }
 
 export function decodeCursor(bytes: Uint8Array): number {

@@ -51,6 +51,8 @@ import {
   type ConversationRecord,
   decodeBindings,
   decodeCursor,
+  decodeMessageSeqs,
+  encodeMessageSeqs,
   decodeOwn,
   decodeReceipts,
   encodeConversationRecord,
@@ -121,6 +123,15 @@ export interface InviteOptions {
   history?: 'full' | 'from-join'
 }
 
+/** One page of received rows, parsed and with its signature checks under way. */
+interface IncomingPage {
+  envelopes: Array<{ key: string; seq: number; bytes: Uint8Array }>
+  outerUpdate: Uint8Array | undefined
+  maxSeq: number
+  seqsChanged: boolean
+  checked: Promise<CheckedEnvelopes>
+}
+
 interface CheckedEnvelopes {
   headers: Array<EnvelopeHeader | undefined>
   verdicts: boolean[]
@@ -151,6 +162,8 @@ const COMPACT_AFTER_ROWS = 500
 /** Snapshot messages verified per step, newest first: a screenful first, then larger steps. */
 const VERIFY_FIRST_PAGE = 100
 const VERIFY_PAGE = 1000
+/** Envelope bytes one pass over received pages takes at most (it blocks the thread while it runs). */
+const MERGE_PAGES_BYTES = 1024 * 1024
 
 export class Conversation {
   readonly doc = new Y.Doc({ guid: localGuid() })
@@ -194,6 +207,8 @@ export class Conversation {
   private outgoing: Promise<void> = Promise.resolve()
   private sealQueue: Array<{ update: Uint8Array; tags: string[]; resolve: () => void; reject: (err: unknown) => void }> = []
   private incoming: Promise<void> = Promise.resolve()
+  /** The queued pass over received pages that later pages may still join. */
+  private openPages: { pages: IncomingPage[]; bytes: number } | undefined
   private tagging: string[] | undefined
   private capturedOuter: Uint8Array[] = []
   private readonly listeners = new Set<() => void>()
@@ -311,7 +326,7 @@ export class Conversation {
     }
     const verification = await store.get(keyOf.verification(this.id))
     if (verification) decodeVerification(verification, this.unverified, this.rejectedMessages)
-    const [outerRows, innerRows, ownRows, bindings, cursor, readCursor, receipts, seqs] = await Promise.all([
+    const [outerRows, innerRows, ownRows, bindings, cursor, readCursor, receipts, seqs, seqBatches] = await Promise.all([
       store.loadLog(this.id, 'outer'),
       store.loadLog(this.id, 'inner'),
       store.list(keyOf.ownPrefix(this.id)),
@@ -320,6 +335,7 @@ export class Conversation {
       store.get(keyOf.readCursor(this.id)),
       store.get(keyOf.receipts(this.id)),
       store.list(keyOf.messageSeqPrefix(this.id)),
+      store.list(keyOf.messageSeqsPrefix(this.id)),
     ])
     const compact: Batch = { compact: [] }
     for (const [doc, rows, name] of [
@@ -352,6 +368,17 @@ export class Conversation {
     if (receipts) this.receiptBook.merge(decodeReceipts(receipts))
     const seqPrefix = keyOf.messageSeqPrefix(this.id).length
     for (const [key, value] of seqs) this.messageSeq.set(key.slice(seqPrefix), decodeCursor(value))
+    for (const [, value] of seqBatches) decodeMessageSeqs(value, this.messageSeq)
+    // Many small rows (one per received batch) become one, as the log's rows do.
+    if (seqBatches.length + seqs.length > COMPACT_AFTER_ROWS) {
+      await store.commit({
+        put: [
+          ...seqs.map(([key]) => [key, null] as [string, null]),
+          ...seqBatches.map(([key]) => [key, null] as [string, null]),
+          [keyOf.messageSeqs(this.id, batchTag()), encodeMessageSeqs([...this.messageSeq])],
+        ],
+      })
+    }
     await this.foldRecords()
     if (deferred) {
       const log = this.outer.getMap<Uint8Array>(OUTER_LOG)
@@ -424,7 +451,7 @@ export class Conversation {
       // Caught up without a snapshot we could use (none written, or one we cannot read, as a
       // 'from-join' member): stop holding what came after the compacted part.
       if (this.missedThrough > 0) {
-        const job = this.incoming.then(() => {
+        const job = this.incomingTail.then(() => {
           if (this.missedThrough === 0) return
           this.missedThrough = 0
           this.holdingOverflowed = false
@@ -919,17 +946,58 @@ export class Conversation {
     // Signatures are checked now, off the main thread, while earlier batches are still applied.
     const checked = this.checkEnvelopes(envelopes)
     checked.catch(() => {}) // awaited in order below; a failure surfaces there
-    const job = this.incoming.then(() => this.processIncoming(records, envelopes, outerUpdate, maxSeq, seqsChanged, checked))
+    const page: IncomingPage = { envelopes, outerUpdate, maxSeq, seqsChanged, checked }
+    // While processing lags (a catch-up arrives faster than it is applied), record-free pages
+    // join the pass already queued: one inner transaction and one durable commit for several.
+    let bytes = 0
+    for (const e of envelopes) bytes += e.bytes.length
+    const open = this.openPages
+    if (records.length === 0 && open && open.bytes + bytes <= MERGE_PAGES_BYTES) {
+      open.pages.push(page)
+      open.bytes += bytes
+      return
+    }
+    const queued = { pages: [page], bytes }
+    this.openPages = records.length === 0 ? queued : undefined
+    const job = this.incoming.then(() => {
+      if (this.openPages === queued) this.openPages = undefined
+      return this.processPages(records, queued.pages)
+    })
     this.incoming = job.catch((err) => {
       this.localWriteFailed = true
       this.report(err, 'could not store received messages')
     })
   }
 
+  /** The incoming chain, for a job that must run after every page received so far (and before later ones). */
+  private get incomingTail(): Promise<void> {
+    this.openPages = undefined
+    return this.incoming
+  }
+
+  private processPages(records: Uint8Array[], pages: IncomingPage[]): Promise<void> {
+    if (pages.length === 1) {
+      const p = pages[0]!
+      return this.processIncoming(records, p.envelopes, p.outerUpdate ? [p.outerUpdate] : [], p.maxSeq, p.seqsChanged, p.checked)
+    }
+    const checked = Promise.all(pages.map((p) => p.checked)).then((all) => ({
+      headers: all.flatMap((c) => c.headers),
+      verdicts: all.flatMap((c) => c.verdicts),
+    }))
+    return this.processIncoming(
+      records,
+      pages.flatMap((p) => p.envelopes),
+      pages.flatMap((p) => (p.outerUpdate ? [p.outerUpdate] : [])),
+      Math.max(...pages.map((p) => p.maxSeq)),
+      pages.some((p) => p.seqsChanged),
+      checked,
+    )
+  }
+
   private async processIncoming(
     records: Uint8Array[],
     incoming: Array<{ key: string; seq: number; bytes: Uint8Array }>,
-    outerUpdate: Uint8Array | undefined,
+    outerUpdates: Uint8Array[],
     maxSeq: number,
     seqsChanged = false,
     checked?: Promise<CheckedEnvelopes>,
@@ -946,7 +1014,7 @@ export class Conversation {
       if (origin === ORIGIN_REMOTE) innerUpdates.push(update)
     }
     let bindingsChanged = false
-    const seqPuts: Array<[string, Uint8Array]> = []
+    const seqEntries: Array<[string, number]> = []
     let currentSeq = 0
     let receivedUpdates = 0
     // Message key → row of the envelope that wrote it: a message's place in relay order.
@@ -960,7 +1028,7 @@ export class Conversation {
         // An entry that waited in Yjs for an earlier update takes the row that completed it.
         const seq = keySeq.get(key) ?? currentSeq
         this.messageSeq.set(key, seq)
-        seqPuts.push([keyOf.messageSeq(this.id, key), encodeCursor(seq)])
+        seqEntries.push([key, seq])
       }
     }
     messages.observe(noteSeq)
@@ -1059,10 +1127,10 @@ export class Conversation {
     }
     const batch: Batch = {
       append: [
-        ...(outerUpdate ? [{ convId: this.id, doc: 'outer' as const, bytes: outerUpdate }] : []),
+        ...outerUpdates.map((bytes) => ({ convId: this.id, doc: 'outer' as const, bytes })),
         ...innerUpdates.map((bytes) => ({ convId: this.id, doc: 'inner' as const, bytes })),
       ],
-      put: seqPuts,
+      put: seqEntries.length > 0 ? [[keyOf.messageSeqs(this.id, batchTag()), encodeMessageSeqs(seqEntries)]] : [],
     }
     if (bindingsChanged) batch.put!.push([keyOf.bindings(this.id), encodeBindings(this.bindings)])
     if (seqsChanged) batch.put!.push([keyOf.recordSeqs(this.id), this.book.encodeSeqs()])
@@ -1199,7 +1267,7 @@ export class Conversation {
   /** Process held envelopes again (after their snapshot, or once it is clear none comes). */
   private retryDeferred(): void {
     this.retryDeferredSoon = true
-    const job = this.incoming.then(() => this.processIncoming([], [], undefined, 0))
+    const job = this.incomingTail.then(() => this.processIncoming([], [], [], 0))
     this.incoming = job.catch((err) => this.report(err, 'could not apply held messages'))
   }
 
@@ -1415,7 +1483,7 @@ export class Conversation {
       }
     if (recordsMoved) {
       puts.push([keyOf.recordSeqs(this.id), this.book.encodeSeqs()])
-      const job = this.incoming.then(() => this.foldRecords())
+      const job = this.incomingTail.then(() => this.foldRecords())
       this.incoming = job.catch((err) => this.report(err, 'could not fold records'))
     }
     for (const range of msg.ranges) {
@@ -1459,7 +1527,7 @@ export class Conversation {
     if (this.pendingPuts.size === 0) return
     const batch = [...this.pendingPuts]
     this.pendingPuts = new Map()
-    const job = this.incoming.then(() => this.commit({ put: batch }))
+    const job = this.incomingTail.then(() => this.commit({ put: batch }))
     this.incoming = job.catch((err) => this.report(err, 'could not store acknowledgements'))
   }
 
@@ -1554,7 +1622,7 @@ export class Conversation {
         }
       }
     if (refusedRecords) {
-      const job = this.incoming.then(async () => {
+      const job = this.incomingTail.then(async () => {
         await this.commit({ put: [[keyOf.recordSeqs(this.id), this.book.encodeSeqs()]] })
         await this.foldRecords()
       })
@@ -1588,13 +1656,13 @@ export class Conversation {
     }
     if (puts.length === 0) return
     this.changed()
-    const job = this.incoming.then(() => this.commit({ put: puts }))
+    const job = this.incomingTail.then(() => this.commit({ put: puts }))
     this.incoming = job.catch((err) => this.report(err, 'could not store a refusal'))
   }
 
   private onCursor(seq: number): void {
     if (seq <= this.cursor) return
-    const job = this.incoming.then(async () => {
+    const job = this.incomingTail.then(async () => {
       if (seq <= this.cursor) return
       this.cursor = seq
       await this.commit({ put: [[keyOf.cursor(this.id), encodeCursor(seq)]] })
@@ -1817,7 +1885,7 @@ export class Conversation {
     // shows the title and the history.
     const waiters = [...this.syncWaiters]
     this.syncWaiters.clear()
-    void this.incoming.then(() => {
+    void this.incomingTail.then(() => {
       for (const w of waiters) w()
     })
   }
@@ -1978,6 +2046,10 @@ function seqOfKey(key: string, index: RowIndexEntry[]): number | undefined {
  * 0.07 ms each — 14% of opening 1,000 conversations.
  */
 let guids = 0
+let batchTags = 0
+/** A key suffix no other batch of this device has: time, then a counter for the same millisecond. */
+const batchTag = (): string => `${Date.now().toString(36).padStart(9, '0')}.${(++batchTags).toString(36)}`
+
 const localGuid = (): string => `petrel-${++guids}`
 
 /** A nonce as a map key: its bytes as char codes (no base64 work on the receive path). */

@@ -95,18 +95,26 @@ export class Connection implements RoomMemberConn {
   /** Send a frame; writes within one event-loop turn are coalesced into one syscall. */
   send(bytes: Uint8Array): void {
     if (this.closed || this.ws.readyState !== this.ws.OPEN) return
-    const socket = (this.ws as unknown as { _socket?: { cork(): void; uncork(): void } })._socket
+    const socket = this.socket
     if (socket && !this.corked) {
       this.corked = true
       socket.cork()
-      process.nextTick(() => {
-        this.corked = false
-        socket.uncork()
-      })
+      process.nextTick(() => this.flush())
     }
     this.core.metrics.framesOut++
     this.core.metrics.bytesOut += bytes.length
     this.ws.send(bytes, { binary: true })
+  }
+
+  /** Write out what is corked now rather than at the end of this turn. */
+  flush(): void {
+    if (!this.corked) return
+    this.corked = false
+    this.socket?.uncork()
+  }
+
+  private get socket(): { cork(): void; uncork(): void } | undefined {
+    return (this.ws as unknown as { _socket?: { cork(): void; uncork(): void } })._socket
   }
 
   deliver(room: string, message: Uint8Array): void {

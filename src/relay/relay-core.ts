@@ -593,6 +593,8 @@ export class RelayCore {
       const missing = rows.filter((row) => row.clock + row.len > (sv.get(row.client) ?? 0))
       for (const page of pageRows(missing, CATCH_UP_MESSAGE_BYTES)) {
         conn.deliver(room.id, writeRows(page.map((row) => ({ seq: row.seq, client: row.client, clock: row.clock, len: row.len })), encodePage(page)))
+        // On the wire now, not after the last page: the device applies one while the next is built.
+        conn.flush()
       }
     }
     if (!room.peers.has(conn)) return

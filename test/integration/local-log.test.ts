@@ -5,7 +5,8 @@
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { openSqliteStore } from '../../src/client/storage/sqlite-store.js'
-import { texts, World } from './harness.js'
+import { decodeMessageSeqs, encodeCursor, keyOf } from '../../src/client/conversation-record.js'
+import { pair, texts, until, World } from './harness.js'
 
 let world: World
 afterEach(async () => {
@@ -47,6 +48,47 @@ describe('local log', () => {
     await client.close()
     const store = await openSqliteStore(storage)
     expect((await store.loadLog(conv.id, 'inner')).length).toBeGreaterThan(1)
+    await store.close()
+  })
+
+  it('keeps received messages’ relay positions across restarts, one row per batch, and reads the older one-row-per-message form', async () => {
+    world = new World()
+    await world.relay()
+    const storage = join(world.dir, 'reader.db')
+    const { aliceConv, invite } = await pair(world)
+    const reader = await world.client('reader', { storage })
+    const conv = await reader.join(invite)
+    const sent = Array.from({ length: 600 }, (_, i) => `burst ${i}`)
+    for (let i = 0; i < sent.length; i += 200) await Promise.all(sent.slice(i, i + 200).map((t) => aliceConv.send(t)))
+    await until(() => conv.messages().length >= 600, 20_000, 'reader has all')
+    await until(() => conv.unreadCount() === 600, 5000, 'all unread')
+    await reader.close()
+
+    // Unread counts come from the positions: lost positions would count nothing as unread.
+    let store = await openSqliteStore(storage)
+    const batches = await store.list(keyOf.messageSeqsPrefix(conv.id))
+    expect(batches.length).toBeGreaterThan(0)
+    expect(batches.length).toBeLessThan(50)
+    expect(await store.list(keyOf.messageSeqPrefix(conv.id))).toEqual([])
+    // Rewrite them as an older build stored them: one row per message.
+    const positions = new Map<string, number>()
+    for (const [, value] of batches) decodeMessageSeqs(value, positions)
+    await store.commit({
+      put: [
+        ...batches.map(([key]) => [key, null] as [string, null]),
+        ...[...positions].map(([msgId, seq]) => [keyOf.messageSeq(conv.id, msgId), encodeCursor(seq)] as [string, Uint8Array]),
+      ],
+    })
+    await store.close()
+
+    const again = await world.client('reader-again', { storage })
+    const [reopened] = await again.conversations()
+    expect(reopened!.unreadCount()).toBe(600)
+    await again.close()
+    // Read once, then folded into one row of the current form.
+    store = await openSqliteStore(storage)
+    expect(await store.list(keyOf.messageSeqPrefix(conv.id))).toEqual([])
+    expect(await store.list(keyOf.messageSeqsPrefix(conv.id))).toHaveLength(1)
     await store.close()
   })
 })

@@ -190,7 +190,7 @@ export function openSqliteRelayStore(path: string): RelayStore {
       }),
     append: (batch) => guard(() => appendTx(batch)),
     readRows: (room, afterSeq, limit) =>
-      guard(() => q.readRows.all(room, afterSeq, limit).map((r) => ({ ...r, room, structs: new Uint8Array(r.structs) }))),
+      guard(() => q.readRows.all(room, afterSeq, limit).map((r) => ({ ...r, room, structs: ownBytes(r.structs) }))),
     firstRowEndingAfter: (room, client, clock) => guard(() => q.firstEnding.get(room, client, clock)?.seq ?? undefined),
     rowsCovering: (room, client, from, to) => guard(() => q.covering.all(room, client, to, from)),
     rowsOfClientsAfter: (room, clients, afterSeq, limit) =>
@@ -238,4 +238,12 @@ export function openSqliteRelayStore(path: string): RelayStore {
       db.close()
     },
   }
+}
+
+/**
+ * better-sqlite3 returns each blob in a Buffer of its own (not a slice of a pool): a plain view
+ * of it needs no copy. A copy is made only if that ever changes, so a row never pins a pool.
+ */
+function ownBytes(b: Buffer): Uint8Array {
+  return b.byteOffset === 0 && b.byteLength === b.buffer.byteLength ? new Uint8Array(b.buffer, 0, b.byteLength) : new Uint8Array(b)
 }
