@@ -18,7 +18,13 @@ export interface CatchupResult {
   messages: number
 }
 
-export async function catchup(messages: number): Promise<CatchupResult> {
+/**
+ * `burst`: how many sends Alice makes at once. Sends made together share envelopes (about 60
+ * short messages each, `seal-chunks.ts`), so 500 at a time is a device draining its outbox or
+ * a busy group; 1 (each send awaited) gives every message an envelope of its own — one
+ * signature to check per message, the worst case.
+ */
+export async function catchup(messages: number, burst = 500): Promise<CatchupResult> {
   const server = await startServer('petrel')
   const dir = mkdtempSync(join(tmpdir(), 'petrel-bench-catchup-'))
   try {
@@ -31,7 +37,7 @@ export async function catchup(messages: number): Promise<CatchupResult> {
     await bob.close()
     const texts: string[] = []
     for (let i = 0; i < messages; i++) texts.push(`message ${i} ${'x'.repeat(80)}`)
-    for (let i = 0; i < messages; i += 500) await Promise.all(texts.slice(i, i + 500).map((t) => conv.send(t)))
+    for (let i = 0; i < messages; i += burst) await Promise.all(texts.slice(i, i + burst).map((t) => conv.send(t)))
     await until(() => conv.messages().every((m) => m.status !== 'pending'), 120_000, 'alice sent everything')
     await alice.close()
 
