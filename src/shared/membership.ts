@@ -73,20 +73,51 @@ export interface MembershipState {
   snapshot: { coversSeq: number; snapshotId: Uint8Array; parts: number; by: string } | undefined
 }
 
+/**
+ * Shared by every state until its first entry. Most conversations never revoke an invite,
+ * remove anyone, unlink a device or add one by record, and an empty Map or Set costs ~190
+ * bytes: the relay keeps a state per open room. `writable()` swaps in a real one before the
+ * first write; a write that skips it throws rather than leaking into every other state.
+ */
+class SharedEmptyMap<K, V> extends Map<K, V> {
+  override set(): this {
+    throw new Error('membership: a shared empty map was written; use writable()')
+  }
+}
+class SharedEmptySet<T> extends Set<T> {
+  override add(): this {
+    throw new Error('membership: a shared empty set was written; use writable()')
+  }
+}
+const EMPTY_MAP: Map<never, never> = new SharedEmptyMap()
+const EMPTY_SET: Set<never> = new SharedEmptySet()
+
+type LazyMapField = 'invites' | 'removedAt' | 'removedDevices' | 'bundles'
+
+function writable<F extends LazyMapField>(s: MembershipState, field: F): MembershipState[F] {
+  if ((s[field] as Map<unknown, unknown>) === EMPTY_MAP) s[field] = new Map() as MembershipState[F]
+  return s[field]
+}
+
+function writableRevoked(s: MembershipState): Set<string> {
+  if (s.revoked === EMPTY_SET) s.revoked = new Set()
+  return s.revoked
+}
+
 export const emptyMembership = (room: string): MembershipState => ({
   room,
   creator: undefined,
   members: new Map(),
-  invites: new Map(),
+  invites: EMPTY_MAP,
   devices: new Map(),
   everDevices: new Map(),
-  revoked: new Set(),
-  removedAt: new Map(),
+  revoked: EMPTY_SET,
+  removedAt: EMPTY_MAP,
   epoch: 0,
   epochs: new Map(),
   rotationDue: false,
-  removedDevices: new Map(),
-  bundles: new Map(),
+  removedDevices: EMPTY_MAP,
+  bundles: EMPTY_MAP,
   snapshot: undefined,
 })
 
@@ -139,7 +170,7 @@ export async function applyRecord(s: MembershipState, rec: SignedRecord, options
       if (s.members.get(issuer)?.role !== 'admin') return { ok: false, reason: 'invite not issued by an admin' }
       if (s.devices.get(toBase64Url(rec.signer!.devicePub)) !== issuer) return { ok: false, reason: 'invite signed by an unknown device' }
       const key = toBase64Url(inv.invitePub)
-      if (!s.invites.has(key)) s.invites.set(key, { ...inv, issuer, uses: 0 })
+      if (!s.invites.has(key)) writable(s, 'invites').set(key, { ...inv, issuer, uses: 0 })
       return { ok: true }
     }
     case RecordKind.Join: {
@@ -190,7 +221,7 @@ export async function applyRecord(s: MembershipState, rec: SignedRecord, options
       }
       s.members.delete(target)
       for (const device of member.devices.keys()) s.devices.delete(device)
-      s.removedAt.set(target, Math.max(b.at, s.removedAt.get(target) ?? 0))
+      writable(s, 'removedAt').set(target, Math.max(b.at, s.removedAt.get(target) ?? 0))
       s.rotationDue = true
       return { ok: true }
     }
@@ -198,7 +229,7 @@ export async function applyRecord(s: MembershipState, rec: SignedRecord, options
       const b = readRevokeBody(rec.body)
       if (b.room !== s.room) return { ok: false, reason: 'record for another room' }
       if (signerMember(s, rec)?.role !== 'admin') return { ok: false, reason: 'only admins revoke invites' }
-      s.revoked.add(toBase64Url(b.invitePub))
+      writableRevoked(s).add(toBase64Url(b.invitePub))
       return { ok: true }
     }
     case RecordKind.Epoch: {
@@ -247,7 +278,7 @@ export async function applyRecord(s: MembershipState, rec: SignedRecord, options
         const id = toBase64Url(d.certificate.devicePub)
         const list = s.bundles.get(id)
         if (list) list.push(d.keyBundle)
-        else s.bundles.set(id, [d.keyBundle])
+        else writable(s, 'bundles').set(id, [d.keyBundle])
       }
       return { ok: true }
     }
@@ -264,7 +295,7 @@ export async function applyRecord(s: MembershipState, rec: SignedRecord, options
       if (member.devices.size === 1) return { ok: false, reason: "a person's last device leaves rather than unlinks" }
       member.devices.delete(device)
       s.devices.delete(device)
-      s.removedDevices.set(device, signer.userId)
+      writable(s, 'removedDevices').set(device, signer.userId)
       s.rotationDue = true
       return { ok: true }
     }
