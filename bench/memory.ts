@@ -44,6 +44,38 @@ export async function memoryRaw(connections: number): Promise<MemoryResult> {
   }
 }
 
+/**
+ * The raw server again, its connections having carried Petrel's handshake frames (one
+ * 200-byte frame up, three small ones down): what traffic alone leaves behind in a connection.
+ */
+export async function memoryRawHandshake(connections: number): Promise<MemoryResult> {
+  const server = await startServer('raw-handshake')
+  const sockets: WebSocket[] = []
+  try {
+    return await perConnection(server, connections, 0, async () => {
+      sockets.push(...(await openSockets(server.url, connections, 200)))
+      const auth = Buffer.alloc(200, 4)
+      for (let i = 0; i < sockets.length; i += 200) {
+        await Promise.all(
+          sockets.slice(i, i + 200).map(
+            (ws) =>
+              new Promise<void>((resolve) => {
+                let n = 0
+                ws.on('message', () => {
+                  if (++n === 2) resolve()
+                })
+                ws.send(auth)
+              }),
+          ),
+        )
+      }
+    })
+  } finally {
+    for (const ws of sockets) ws.terminate()
+    await server.stop()
+  }
+}
+
 /** The server's growth (after a full GC, before and after `open`), per connection. */
 async function perConnection(server: ServerProcess, connections: number, rooms: number, open: () => Promise<void>): Promise<MemoryResult> {
   const before = await server.memory()

@@ -21,7 +21,7 @@ import { freshDevice } from './fresh-device.js'
 import { fanoutPetrel, fanoutRaw } from './fanout.js'
 import { killChildren } from './ingest.js'
 import { latencyPetrel, latencyRaw } from './latency.js'
-import { memoryPetrel, memoryRaw } from './memory.js'
+import { memoryPetrel, memoryRaw, memoryRawHandshake } from './memory.js'
 import { type IngestSystem, ingestRound } from './relay-ingest.js'
 import { killServers } from './server-process.js'
 
@@ -155,8 +155,19 @@ async function memory(): Promise<void> {
   console.log(`\n## 7. relay memory: ${fmt(conns)} idle authenticated connections, ${fmt(rooms)} conversations open`)
   const raw = await memoryRaw(conns)
   const petrel = await memoryPetrel(conns, rooms)
+  const traffic = await memoryRawHandshake(conns)
   console.log(`petrel ${fmt(petrel.bytesPerConn)} B per connection (heap ${fmt(petrel.heapBytesPerConn)} B); raw ws ${fmt(raw.bytesPerConn)} B (heap ${fmt(raw.heapBytesPerConn)} B)`)
-  summary.memory = { bytesPerConn: r2(petrel.bytesPerConn), rawBytesPerConn: r2(raw.bytesPerConn), ratioPerConnVsRaw: r2(petrel.bytesPerConn / raw.bytesPerConn) }
+  console.log(`raw ws whose connections carried Petrel's handshake frames: ${fmt(traffic.bytesPerConn)} B (heap ${fmt(traffic.heapBytesPerConn)} B); Petrel ÷ it ${(petrel.bytesPerConn / traffic.bytesPerConn).toFixed(2)}`)
+  summary.memory = {
+    bytesPerConn: r2(petrel.bytesPerConn),
+    rawBytesPerConn: r2(raw.bytesPerConn),
+    ratioPerConnVsRaw: r2(petrel.bytesPerConn / raw.bytesPerConn),
+    heapBytesPerConn: r2(petrel.heapBytesPerConn),
+    rawHeapBytesPerConn: r2(raw.heapBytesPerConn),
+    heapRatioPerConnVsRaw: r2(petrel.heapBytesPerConn / raw.heapBytesPerConn),
+    rawHandshakeBytesPerConn: r2(traffic.bytesPerConn),
+    ratioPerConnVsRawHandshake: r2(petrel.bytesPerConn / traffic.bytesPerConn),
+  }
 }
 
 /**

@@ -3,7 +3,7 @@
  * the parent does not share its core and its memory can be read on its own.
  *
  *   node server-child.js <kind> <dir>
- *   kind: petrel | raw-sqlite-ack | raw-broadcast | raw-idle | y-websocket | hocuspocus
+ *   kind: petrel | raw-sqlite-ack | raw-broadcast | raw-idle | raw-handshake | y-websocket | hocuspocus
  *
  * It sends `{ port }` once listening and answers `{ cmd: 'memory' }` with process.memoryUsage()
  * after a full GC (run it with --expose-gc).
@@ -89,6 +89,26 @@ async function rawIdle(): Promise<number> {
   return listen(wss)
 }
 
+/**
+ * The idle reference with Petrel's handshake traffic: a 41-byte hello on connect, then a
+ * 2-byte and a 26-byte frame in answer to the client's first message (Petrel's ready and
+ * rooms frames), so both servers' connections have carried the same frames.
+ */
+async function rawHandshake(): Promise<number> {
+  const hello = Buffer.alloc(41, 1)
+  const ready = Buffer.alloc(2, 2)
+  const rooms = Buffer.alloc(26, 3)
+  const wss = new WebSocketServer({ port: 0, host: '127.0.0.1', perMessageDeflate: false })
+  wss.on('connection', (ws) => {
+    ws.send(hello)
+    ws.on('message', () => {
+      ws.send(ready)
+      ws.send(rooms)
+    })
+  })
+  return listen(wss)
+}
+
 async function yWebsocket(): Promise<number> {
   const { setPersistence, setupWSConnection } = await import('@y/websocket-server/utils')
   setPersistence(null)
@@ -114,6 +134,7 @@ const starters: Record<string, () => Promise<number>> = {
   'raw-sqlite-ack': rawSqliteAck,
   'raw-broadcast': rawBroadcast,
   'raw-idle': rawIdle,
+  'raw-handshake': rawHandshake,
   'y-websocket': yWebsocket,
   hocuspocus,
 }

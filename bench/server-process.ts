@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
-export type ServerKind = 'petrel' | 'raw-sqlite-ack' | 'raw-broadcast' | 'raw-idle' | 'y-websocket' | 'hocuspocus'
+export type ServerKind = 'petrel' | 'raw-sqlite-ack' | 'raw-broadcast' | 'raw-idle' | 'raw-handshake' | 'y-websocket' | 'hocuspocus'
 
 const live = new Set<ChildProcess>()
 
