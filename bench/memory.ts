@@ -76,11 +76,22 @@ export async function memoryRawHandshake(connections: number): Promise<MemoryRes
   }
 }
 
-/** The server's growth (after a full GC, before and after `open`), per connection. */
+/**
+ * V8 gives back young-generation and spare old-space pages only after a few idle seconds
+ * (its memory reducer): read half a second after the connections opened, every server's
+ * figure carried ~3 KB per connection of pages it was about to release, which made them all
+ * look alike. Both readings are taken once the process has been idle this long.
+ */
+const SETTLE_MS = Number(process.env.BENCH_MEMORY_SETTLE_MS ?? 8000)
+
+/** The server's growth (after a full GC, each reading after SETTLE_MS idle), per connection. */
 async function perConnection(server: ServerProcess, connections: number, rooms: number, open: () => Promise<void>): Promise<MemoryResult> {
+  await server.memory()
+  await new Promise((r) => setTimeout(r, SETTLE_MS))
   const before = await server.memory()
   await open()
-  await new Promise((r) => setTimeout(r, 500))
+  await server.memory()
+  await new Promise((r) => setTimeout(r, SETTLE_MS))
   const after = await server.memory()
   return {
     bytesPerConn: (after.rss - before.rss) / connections,
