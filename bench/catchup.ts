@@ -41,7 +41,7 @@ export async function catchup(messages: number, burst = 500): Promise<CatchupRes
     await until(() => conv.messages().every((m) => m.status !== 'pending'), 120_000, 'alice sent everything')
     await alice.close()
 
-    const profile = await startProfile('BENCH_CATCHUP_PROF')
+    const profile = await startProfile('BENCH_CATCHUP_PROF', burst === 1 ? '.one-by-one.cpuprofile' : '')
     const t0 = performance.now()
     bob = await createClient(bobOptions)
     const [bobConv] = await bob.conversations()

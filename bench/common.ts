@@ -130,8 +130,8 @@ export const progress = (msg: string): void => {
 }
 
 /** `env`=file.cpuprofile: profile one benchmark's measured part only (inspector, in process). */
-export async function startProfile(env: string): Promise<(() => Promise<void>) | undefined> {
-  const file = process.env[env]
+export async function startProfile(env: string, suffix = ''): Promise<(() => Promise<void>) | undefined> {
+  const file = process.env[env] ? `${process.env[env]}${suffix}` : undefined
   if (!file) return undefined
   const { Session } = await import('node:inspector/promises')
   const { writeFileSync } = await import('node:fs')
