@@ -12,7 +12,7 @@
  */
 import { WebsocketProvider } from 'y-websocket'
 import * as Y from 'yjs'
-import { constantTimeEqual, fromBase64Url, generateSigningKeyPair, randomBytes, toBase64Url, verifyBatch } from '../shared/crypto/index.js'
+import { constantTimeEqual, fromBase64Url, generateSigningKeyPair, randomBytes, toBase64Url, toHex, verifyBatch } from '../shared/crypto/index.js'
 import { decryptEnvelope, type EnvelopeHeader, keyCheckOf, type Opened, openEnvelope, readEnvelope, sealEnvelope, signedEnvelopeBytes, type SnapshotPart } from '../shared/envelope.js'
 import { ErrorCode, PetrelError } from '../shared/errors.js'
 import type { MembershipState } from '../shared/membership.js'
@@ -195,6 +195,8 @@ export class Conversation {
   private readonly own = new Map<string, OwnMessageState>()
   private readonly envelopeMessages = new Map<string, string[]>()
   private cursor = 0
+  /** The part of `cursor` whose rows are committed: what acknowledgements claim. */
+  private durableCursor = 0
   /** Highest seq this device has displayed (markRead). */
   private readCursor = 0
   /** seq of the envelope that brought each received message (for unread counts). */
@@ -364,6 +366,7 @@ export class Conversation {
     }
     if (bindings) this.bindings = decodeBindings(bindings)
     if (cursor) this.cursor = decodeCursor(cursor)
+    this.durableCursor = this.cursor
     if (readCursor) this.readCursor = decodeCursor(readCursor)
     if (receipts) this.receiptBook.merge(decodeReceipts(receipts))
     const seqPrefix = keyOf.messageSeqPrefix(this.id).length
@@ -1143,7 +1146,9 @@ export class Conversation {
     }
     if (this.verificationDirty) batch.put!.push([keyOf.verification(this.id), encodeVerification(this.unverified, this.rejectedMessages)])
     this.verificationDirty = false
+    const committedThrough = this.cursor
     await this.commit(batch)
+    this.noteDurable(committedThrough)
     this.appendedRows += batch.append!.length
     if (this.unverified.size > 0) this.verifySoon()
     if (this.retryDeferredSoon) this.retryDeferred()
@@ -1497,10 +1502,17 @@ export class Conversation {
       }
     }
     if (this.provider?.synced && msg.seq > this.cursor) {
-      this.cursor = msg.seq
-      puts.push([keyOf.cursor(this.id), encodeCursor(msg.seq)])
-      // The relay learns how far we hold also from our own rows: compaction waits for it.
-      this.scheduleAck()
+      // The relay learns how far we hold also from our own rows (compaction waits for it) —
+      // but only after every row received before this ack is applied and stored.
+      const seq = msg.seq
+      const job = this.incomingTail.then(async () => {
+        if (seq <= this.cursor) return
+        this.cursor = seq
+        await this.commit({ put: [[keyOf.cursor(this.id), encodeCursor(seq)]] })
+        this.noteDurable(seq)
+        this.scheduleAck()
+      })
+      this.incoming = job.catch((err) => this.report(err, 'could not store the cursor'))
     }
     if (puts.length === 0) return
     this.changed()
@@ -1549,7 +1561,12 @@ export class Conversation {
     this.ackScheduled = false
     const ws = this.provider?.ws
     if (!ws || !this.provider?.synced || ws.readyState !== 1) return
-    ws.send(writeDeviceAck(this.ctx.identity.deviceId, this.cursor, this.ctx.readReceipts ? this.readCursor : 0))
+    ws.send(writeDeviceAck(this.ctx.identity.deviceId, this.durableCursor, this.ctx.readReceipts ? Math.min(this.readCursor, this.durableCursor) : 0))
+  }
+
+  /** Rows up to `seq` are in a committed transaction: they may be acknowledged (✓✓). */
+  private noteDurable(seq: number): void {
+    if (seq > this.durableCursor) this.durableCursor = seq
   }
 
   /**
@@ -1666,6 +1683,7 @@ export class Conversation {
       if (seq <= this.cursor) return
       this.cursor = seq
       await this.commit({ put: [[keyOf.cursor(this.id), encodeCursor(seq)]] })
+      this.noteDurable(seq)
     })
     this.incoming = job.catch((err) => this.report(err, 'could not store the cursor'))
   }
@@ -2047,8 +2065,9 @@ function seqOfKey(key: string, index: RowIndexEntry[]): number | undefined {
  */
 let guids = 0
 let batchTags = 0
-/** A key suffix no other batch of this device has: time, then a counter for the same millisecond. */
-const batchTag = (): string => `${Date.now().toString(36).padStart(9, '0')}.${(++batchTags).toString(36)}`
+/** A key suffix no other batch of this device has: time, a counter, and a random part (clocks go back). */
+const batchTag = (): string =>
+  `${Date.now().toString(36).padStart(9, '0')}.${(++batchTags).toString(36)}.${toHex(randomBytes(4))}`
 
 const localGuid = (): string => `petrel-${++guids}`
 

@@ -21,8 +21,10 @@ export interface SealChunk {
 }
 
 /**
- * Group queued updates, in order, into chunks of at most `limit` bytes; an update over a
- * quarter of the limit goes alone (as every update did before merging).
+ * Group queued message updates, in order, into chunks of at most `limit` bytes, each chunk one
+ * unbroken clock range per client. An update over a quarter of the limit, an untagged update
+ * (an app's write to `conv.doc`) and one that does not continue the chunk go alone, as every
+ * update did before merging.
  *
  * @example const chunks = chunkForSealing(queue, MERGE_BYTES) // 500 short sends → ~10 chunks
  */
@@ -31,24 +33,35 @@ export function chunkForSealing(items: ReadonlyArray<{ update: Uint8Array; tags:
   let updates: Uint8Array[] = []
   let tags: string[] = []
   let bytes = 0
+  // Per client, the clock the open chunk ends at: the next update joins only where it begins.
+  let ends = new Map<number, number>()
   const close = () => {
     if (updates.length === 0) return
     chunks.push({ update: updates.length === 1 ? updates[0]! : Y.mergeUpdates(updates), tags })
     updates = []
     tags = []
     bytes = 0
+    ends = new Map()
   }
   for (const item of items) {
-    // A big update goes alone: if the relay's limit drops while it waits offline, only it fails.
-    if (item.update.length > limit / 4) {
-      close()
-      chunks.push({ update: item.update, tags: item.tags })
-      continue
+    // Alone: a big update (if the relay's limit drops while it waits offline, only it fails);
+    // an app's own write to the document (tagless: if receivers refuse it, no message goes
+    // down with it); and anything that does not continue the chunk's clocks — a retry or a
+    // re-seal of an older update merged with new ones would leave a skipped range inside the
+    // envelope, and a tombstone for the envelope must never cover what lies in between.
+    const meta = Y.parseUpdateMeta(item.update)
+    let continues = updates.length > 0
+    for (const [client, from] of meta.from) {
+      const end = ends.get(client)
+      if (end !== undefined && end !== from) continues = false
     }
-    if (bytes + item.update.length > limit) close()
+    const alone = item.update.length > limit / 4 || item.tags.length === 0
+    if (alone || !continues || bytes + item.update.length > limit) close()
     updates.push(item.update)
     tags = tags.length === 0 ? item.tags : [...tags, ...item.tags]
     bytes += item.update.length
+    for (const [client, to] of meta.to) ends.set(client, to)
+    if (alone) close()
   }
   close()
   return chunks

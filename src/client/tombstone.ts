@@ -5,7 +5,8 @@
  * author's later messages flow again while the failed one stays on the author's device only.
  *
  * Each item keeps its info flags, origins, parent and key, and its content becomes
- * ContentDeleted (ref 1) of the same clock length; the delete set marks every range deleted.
+ * ContentDeleted (ref 1) of the same clock length; the delete set marks each item's range
+ * deleted (never a skipped range between them).
  */
 import * as encoding from 'lib0/encoding'
 import { buildUpdate, type ParsedDeleteSet, parseUpdate, type StructRun } from '../shared/yjs-v1.js'
@@ -26,8 +27,16 @@ export function tombstoneUpdate(update: Uint8Array): Uint8Array {
       encoding.writeVarUint(e, s.len)
     }
     runs.push({ client: group.client, startClock: group.startClock, count: group.structs.length, bytes: encoding.toUint8Array(e) })
-    const last = group.structs[group.structs.length - 1]!
-    deleteSet.push({ client: group.client, ranges: [[group.startClock, last.clock + last.len - group.startClock]] })
+    // Only the items' own clocks: a skip inside the update stands for other updates, which the
+    // tombstone must not delete at receivers.
+    const ranges: Array<[number, number]> = []
+    for (const s of group.structs) {
+      if (s.kind !== 'item') continue
+      const prev = ranges[ranges.length - 1]
+      if (prev && prev[0] + prev[1] === s.clock) prev[1] += s.len
+      else ranges.push([s.clock, s.len])
+    }
+    if (ranges.length > 0) deleteSet.push({ client: group.client, ranges })
   }
   return buildUpdate(runs, deleteSet)
 }

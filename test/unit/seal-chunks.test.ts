@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
 import { chunkForSealing } from '../../src/client/seal-chunks.js'
+import { tombstoneUpdate } from '../../src/client/tombstone.js'
 
 /** One local transaction per message, as `send()` makes them. */
 function sends(texts: string[]): Array<{ update: Uint8Array; tags: string[] }> {
@@ -38,5 +39,34 @@ describe('sealing a burst of sends', () => {
     const [one] = sends(['only'])
     expect(chunkForSealing([one!], 16 * 1024)).toEqual([{ update: one!.update, tags: ['m0'] }])
     expect(chunkForSealing([], 16 * 1024)).toEqual([])
+  })
+})
+
+describe('what never shares an envelope', () => {
+  it('keeps an app’s own write to the document (no message tag) alone', () => {
+    const items = sends(['a', 'b', 'c'])
+    items[1]!.tags = []
+    expect(chunkForSealing(items, 16 * 1024).map((c) => c.tags)).toEqual([['m0'], [], ['m2']])
+  })
+
+  it('does not merge an older update (a retry, a re-seal) with newer ones: every chunk is one unbroken clock range', () => {
+    const [a, b, c] = sends(['a', 'b', 'c'])
+    // a failed and is sent again while c is new; b (between them) went out long ago.
+    const chunks = chunkForSealing([a!, c!], 16 * 1024)
+    expect(chunks.map((ch) => ch.tags)).toEqual([['m0'], ['m2']])
+    expect(chunkForSealing([a!, b!, c!], 16 * 1024).map((ch) => ch.tags)).toEqual([['m0', 'm1', 'm2']])
+  })
+})
+
+describe('tombstone of a refused update', () => {
+  it('deletes only its own items, never a range skipped inside it', () => {
+    const [a, b, c] = sends(['a', 'b', 'c'])
+    // An update holding a and c with a skip where b is (what merging a retry with a new send made).
+    const gapped = Y.mergeUpdates([a!.update, c!.update])
+    const receiver = new Y.Doc()
+    Y.applyUpdate(receiver, a!.update)
+    Y.applyUpdate(receiver, b!.update)
+    Y.applyUpdate(receiver, tombstoneUpdate(gapped))
+    expect(Object.keys(receiver.getMap('messages').toJSON())).toEqual(['m1'])
   })
 })
