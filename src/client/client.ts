@@ -39,6 +39,7 @@ import { encodeAnswer, encodeLinkPayload, LINK_TTL_MS, LinkMailbox, LinkSlot, ne
 import { hasIdentity, type Identity, loadOrCreateIdentity } from './identity.js'
 import { linkAsNewDevice } from './link-new-device.js'
 import { encodePublicIdentity } from './public-identity.js'
+import { decodeRelayLimits, encodeRelayLimits, RELAY_LIMITS_KEY } from './relay-limits.js'
 import { decodeSummary, staleSummaryKey, type Summary, summaryKey } from './summary.js'
 import { INNER_META, INNER_PROFILES } from './inner-guard.js'
 import { decodeInviteToken } from './invite-token.js'
@@ -151,6 +152,31 @@ export class PetrelClient {
     this.link.onRooms = (rooms) => void this.discover(rooms).catch((err) => this.reportError(err))
   }
 
+  /**
+   * Sends are sealed against the relay's limits (what may share an envelope, how long a message
+   * may be). Until this run's first hello they are the ones the relay last advertised, not the
+   * defaults: an outbox filled offline after a restart must fit a relay that allows less.
+   */
+  private async rememberRelayLimits(): Promise<void> {
+    const stored = await this.store.get(RELAY_LIMITS_KEY)
+    if (stored) {
+      try {
+        const limits = decodeRelayLimits(stored)
+        this.link.maxFrameBytes = limits.maxFrameBytes
+        this.link.maxEnvelopeBytes = limits.maxEnvelopeBytes
+      } catch {
+        // A damaged or newer entry: the defaults stand until the next hello rewrites it.
+      }
+    }
+    let last = stored
+    this.link.onLimits = (maxFrameBytes, maxEnvelopeBytes) => {
+      const bytes = encodeRelayLimits({ maxFrameBytes, maxEnvelopeBytes })
+      if (last && bytes.length === last.length && bytes.every((b, i) => b === last![i])) return
+      last = bytes
+      void this.store.commit({ put: [[RELAY_LIMITS_KEY, bytes]] }).catch((err) => this.reportError(err))
+    }
+  }
+
   static async create(options: ClientOptions): Promise<PetrelClient> {
     const urls = (Array.isArray(options.relay) ? options.relay : [options.relay]).filter((u) => typeof u === 'string' && u.length > 0)
     if (urls.length === 0) throw new PetrelError(ErrorCode.InvalidArgument, '`relay` must be a ws:// or wss:// URL (or a list of them)')
@@ -198,6 +224,7 @@ export class PetrelClient {
     }
     client.lock = lock
     displaced = () => void client.shutdown(true)
+    await client.rememberRelayLimits()
     // Opened side by side: each open waits on storage and on native signature checks, which
     // run off the main thread, so one after another would mostly wait.
     try {

@@ -55,6 +55,8 @@ export class DeviceConnection implements Multiplexer {
   private readonly removeWindowListeners: () => void
   /** Conversations the relay says this device is a member of (after `ready`, and on each add). */
   onRooms: ((rooms: string[]) => void) | undefined
+  /** The relay advertised its limits (every hello). */
+  onLimits: ((maxFrameBytes: number, maxEnvelopeBytes: number) => void) | undefined
 
   constructor(
     private readonly urls: string[],
@@ -225,6 +227,7 @@ export class DeviceConnection implements Multiplexer {
       case FrameType.Hello:
         this.maxFrameBytes = frame.maxFrameBytes
         this.maxEnvelopeBytes = frame.maxEnvelopeBytes
+        this.onLimits?.(frame.maxFrameBytes, frame.maxEnvelopeBytes)
         void this.authenticate(frame.challenge)
         return
       case FrameType.Ready:

@@ -1,3 +1,4 @@
+import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { pair, texts, until, World } from './harness.js'
 
@@ -50,5 +51,25 @@ describe('a burst of sends', () => {
     expect(envelopes).toHaveLength(1)
     expect(added.length - envelopes.length).toBeGreaterThan(0)
     expect(world.errors.get(alice)!.filter((e) => e.code === 'envelope_rejected')).toEqual([])
+  })
+
+  it('sealed offline after a restart, a burst fits the limit the relay last advertised (not the defaults)', async () => {
+    world = new World()
+    const relay = await world.relay({ limits: { maxEnvelopeBytes: 8192 } })
+    const { aliceConv, bobConv } = await pair(world)
+    await aliceConv.whenSynced(10_000)
+    const alice = world.clients[0]!
+    await alice.close()
+    await relay.close()
+    // Restarted with the relay away: the outbox fills before any hello of this run.
+    const again = await world.client('alice-again', { storage: join(world.dir, 'alice.db') })
+    const [conv] = await again.conversations()
+    const sent = Array.from({ length: 200 }, (_, i) => `offline burst ${i} ${'y'.repeat(60)}`)
+    const messages = await Promise.all(sent.map((t) => conv!.send(t)))
+    await world.relay({ limits: { maxEnvelopeBytes: 8192 } })
+    await until(() => messages.every((m) => conv!.message(m.id)?.status !== 'pending'), 20_000, 'all leave the outbox')
+    expect(messages.filter((m) => conv!.message(m.id)?.status === 'failed')).toEqual([])
+    await until(() => bobConv.messages().length >= 200, 20_000, 'bob has the burst')
+    expect(texts(bobConv)).toEqual(sent)
   })
 })
