@@ -145,7 +145,7 @@ export function encodeMessageSeqs(entries: ReadonlyArray<readonly [string, numbe
 export function decodeMessageSeqs(bytes: Uint8Array, into: Map<string, number>): void {
   const r = new StrictReader(bytes)
   readVersion(r, 'message positions')
-  const count = r.varUint()
+  const count = r.varUint(1 << 24)
   for (let i = 0; i < count; i++) {
     const key = r.varString(1024)
     const seq = r.varUint()
