@@ -75,8 +75,8 @@ export interface MembershipState {
 
 /**
  * Shared by every state until its first entry. Most conversations never revoke an invite,
- * remove anyone, unlink a device or add one by record, and an empty Map or Set costs ~190
- * bytes: the relay keeps a state per open room. `writable()` swaps in a real one before the
+ * remove anyone, unlink a device or add one by record, and start without key changes; an
+ * empty Map or Set costs ~190 bytes, and the relay keeps a state per open room. `writable()` swaps in a real one before the
  * first write; a write that skips it throws rather than leaking into every other state.
  */
 class SharedEmptyMap<K, V> extends Map<K, V> {
@@ -92,7 +92,7 @@ class SharedEmptySet<T> extends Set<T> {
 const EMPTY_MAP: Map<never, never> = new SharedEmptyMap()
 const EMPTY_SET: Set<never> = new SharedEmptySet()
 
-type LazyMapField = 'invites' | 'removedAt' | 'removedDevices' | 'bundles'
+type LazyMapField = 'invites' | 'removedAt' | 'removedDevices' | 'bundles' | 'epochs'
 
 function writable<F extends LazyMapField>(s: MembershipState, field: F): MembershipState[F] {
   if ((s[field] as Map<unknown, unknown>) === EMPTY_MAP) s[field] = new Map() as MembershipState[F]
@@ -114,7 +114,7 @@ export const emptyMembership = (room: string): MembershipState => ({
   revoked: EMPTY_SET,
   removedAt: EMPTY_MAP,
   epoch: 0,
-  epochs: new Map(),
+  epochs: EMPTY_MAP,
   rotationDue: false,
   removedDevices: EMPTY_MAP,
   bundles: EMPTY_MAP,
@@ -243,7 +243,7 @@ export async function applyRecord(s: MembershipState, rec: SignedRecord, options
       if (options.relay) for (const device of b.wrapped.keys()) if (!s.devices.has(device)) return { ok: false, reason: 'epoch wraps its key for a non-member' }
       s.epoch = b.epoch
       s.rotationDue = false
-      s.epochs.set(b.epoch, { epoch: b.epoch, keyCheck: b.keyCheck, by: signer.userId, wrapped: b.wrapped })
+      writable(s, 'epochs').set(b.epoch, { epoch: b.epoch, keyCheck: b.keyCheck, by: signer.userId, wrapped: b.wrapped })
       return { ok: true }
     }
     case RecordKind.Add: {
