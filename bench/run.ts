@@ -7,6 +7,8 @@
  * per connection), BENCH_FANOUT_MEMBERS (1000), BENCH_FANOUT_MESSAGES (200),
  * BENCH_LATENCY_SECONDS (3), BENCH_CATCHUP (10000), BENCH_COLD (100000), BENCH_STARTUP (1000),
  * BENCH_FRESH (10000), BENCH_MEMORY_CONNS (10000), BENCH_MEMORY_ROOMS (1000); BENCH_ONLY=ingest,fanout,… picks some;
+ * BENCH_MEMORY_SETTLE_MS (8000) idle before each memory reading; BENCH_HEAP_SNAPSHOT=dir and BENCH_MEMORY_DETAIL=1
+ * for memory diagnosis; BENCH_CHILD_FLAGS passes node flags to server processes.
  * BENCH_CPU_PROF=dir profiles the server processes. The full-client end-to-end run (bench/e2e.ts)
  * takes BENCH_PAIRS, BENCH_MESSAGES, BENCH_BATCH.
  */

@@ -29,6 +29,8 @@ export interface SealChunk {
  * @example const chunks = chunkForSealing(queue, MERGE_BYTES) // 500 short sends → ~10 chunks
  */
 export function chunkForSealing(items: ReadonlyArray<{ update: Uint8Array; tags: string[] }>, limit: number): SealChunk[] {
+  // The common case, one send: nothing to merge, nothing to parse.
+  if (items.length === 1) return [{ update: items[0]!.update, tags: items[0]!.tags }]
   const chunks: SealChunk[] = []
   let updates: Uint8Array[] = []
   let tags: string[] = []

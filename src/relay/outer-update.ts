@@ -6,7 +6,7 @@
  * and its sender is cut off; an envelope over the size limit is refused for good and a GC
  * placeholder keeps the client's clocks contiguous.
  */
-import { fromBase64Url } from '../shared/crypto/index.js'
+import { constantTimeEqual, fromBase64Url } from '../shared/crypto/index.js'
 import { readEnvelope } from '../shared/envelope.js'
 import { ErrorCode, PetrelError } from '../shared/errors.js'
 import { envelopeKey, OUTER_LOG, OUTER_RECORDS } from '../shared/outer-keys.js'
@@ -66,7 +66,7 @@ export interface RoomClients {
 }
 
 /**
- * Check an outer update from `device` against the room's client index. Throws PetrelError
+ * Check an outer update from the device `deviceId` (base64url) against the room's client index. Throws PetrelError
  * (malformed: cut the sender off) or UpdateRefused (a well-formed update the relay will not
  * store, e.g. a client id owned by another device, or a gap).
  */
@@ -133,7 +133,7 @@ export function validateOuterUpdate(
         }
         const header = readEnvelope(value)
         device ??= fromBase64Url(deviceId)
-        if (!sameBytes(header.senderDevicePub, device)) {
+        if (!constantTimeEqual(header.senderDevicePub, device)) {
           throw new PetrelError(ErrorCode.Malformed, 'envelope sealed by another device')
         }
         part.epoch = header.epoch
@@ -200,11 +200,4 @@ function concat(parts: Uint8Array[]): Uint8Array {
     o += p.length
   }
   return out
-}
-
-// Public keys, compared byte by byte (nothing secret to time).
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
-  return true
 }

@@ -23,7 +23,7 @@
  * replayed into another conversation or attributed to another device.
  */
 import * as encoding from 'lib0/encoding'
-import { hkdf, open, randomNonce, SignatureDomain, seal, signedBytes, signWithDomain, verifyWithDomain } from './crypto/index.js'
+import { constantTimeEqual, hkdf, open, randomNonce, SignatureDomain, seal, signedBytes, signWithDomain, verifyWithDomain } from './crypto/index.js'
 import { ErrorCode, PetrelError } from './errors.js'
 import { StrictReader } from './wire.js'
 
@@ -68,17 +68,10 @@ let lastAad: { room: string; epoch: number; keyCheck: Uint8Array; sender: Uint8A
 
 const aadFor = (room: string, epoch: number, keyCheck: Uint8Array, sender: Uint8Array): Uint8Array => {
   const l = lastAad
-  if (l !== undefined && l.room === room && l.epoch === epoch && equalBytes(l.keyCheck, keyCheck) && equalBytes(l.sender, sender)) return l.aad
+  if (l !== undefined && l.room === room && l.epoch === epoch && constantTimeEqual(l.keyCheck, keyCheck) && constantTimeEqual(l.sender, sender)) return l.aad
   const aad = encodeAad(room, epoch, keyCheck, sender)
   lastAad = { room, epoch, keyCheck: new Uint8Array(keyCheck), sender: new Uint8Array(sender), aad }
   return aad
-}
-
-// Public values (room, epoch, key check, sender key): no constant-time compare needed.
-const equalBytes = (a: Uint8Array, b: Uint8Array) => {
-  if (a.length !== b.length) return false
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
-  return true
 }
 
 const encodeAad = (room: string, epoch: number, keyCheck: Uint8Array, sender: Uint8Array) => {
