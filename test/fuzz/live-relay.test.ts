@@ -127,12 +127,13 @@ describe('live relay under a mutation fuzzer', () => {
       `live fuzz: ${frames} frames over ${connections} attacker connections, ${rejected} rejected, ${sent} honest messages delivered, relay event loop max ${maxStallMs.toFixed(1)} ms, p99 ${(gauge('petrel_event_loop_delay_p99_seconds') * 1000).toFixed(1)} ms`,
     )
     expect(relayProcess.exitCode).toBeNull()
-    // No stall: the loop's p99 delay stays small under the flood. Its single worst sample also
-    // counts time the relay process was not scheduled at all — on a 2-core runner the suite's
-    // other workers and the four attackers share the cores — and measured 43–157 ms over five
-    // runs here, so it is held to a bound only a real stall (seconds of blocking work) breaks.
-    expect(gauge('petrel_event_loop_delay_p99_seconds') * 1000).toBeLessThan(100)
-    expect(maxStallMs).toBeLessThan(500)
+    // No stall. Both figures also count time the relay process was not scheduled at all — on
+    // a 2-core runner the suite's other workers (the scale-out tests under CI) and the four
+    // attackers share the cores. Measured over eight runs here: p99 19–45 ms alone or in the
+    // local suite, up to 70 ms under CI; worst sample 31–272 ms. The bounds are what only real
+    // blocking work (tens of ms per frame, or seconds at once) breaks.
+    expect(gauge('petrel_event_loop_delay_p99_seconds') * 1000).toBeLessThan(150)
+    expect(maxStallMs).toBeLessThan(750)
     expect(rejected).toBeGreaterThan(0)
   }, Math.max(300_000, FRAMES * 3))
 
