@@ -77,6 +77,7 @@ import { chunkForSealing, MERGE_BYTES } from './seal-chunks.js'
 import { MembershipBook, safetyNumber } from './membership-book.js'
 import { tombstoneUpdate } from './tombstone.js'
 import { VirtualSocket } from './virtual-socket.js'
+import { transactWithoutUpdate } from './quiet-transact.js'
 import { openSnapshot, sealSnapshot } from '../shared/snapshot-seal.js'
 import { encodeSummary, STALE, staleSummaryKey, type Summary, SUMMARY_MESSAGES, summaryKey } from './summary.js'
 
@@ -391,7 +392,7 @@ export class Conversation {
       }
     }
     for (const v of this.doc.getMap<StoredMessage>(INNER_MESSAGES).values()) if (v && v.h > this.hlc) this.hlc = v.h
-    this.doc.on('update', (update: Uint8Array, origin: unknown) => this.onInnerUpdate(update, origin))
+    this.doc.on('update', this.innerListener)
     this.outer.on('update', (update: Uint8Array, origin: unknown) => {
       if (origin === ORIGIN_LOCAL_OUTER) this.capturedOuter.push(update)
     })
@@ -513,6 +514,8 @@ export class Conversation {
     }
     return job ?? Promise.resolve()
   }
+
+  private readonly innerListener = (update: Uint8Array, origin: unknown) => this.onInnerUpdate(update, origin)
 
   private onInnerUpdate(update: Uint8Array, origin: unknown): void {
     if (origin === ORIGIN_REMOTE || origin === ORIGIN_LOAD || this.tagging !== undefined) return
@@ -1036,12 +1039,17 @@ export class Conversation {
     }
     messages.observe(noteSeq)
     this.doc.on('update', capture)
+    // What this batch applied, as received: stored as it is, so Yjs need not encode the
+    // transaction's update again — unless an apply failed part-way, when only Yjs knows what
+    // went in.
+    const applied = { updates: [] as Uint8Array[], whole: true }
+    this.applied = applied
+    let quiet = false
     try {
-      // One transaction for the whole batch: observers run once, and one merged update is
-      // stored instead of one row per envelope. Each update is still checked against the
-      // document as it stands after the ones before it (Yjs integrates immediately).
+      // One transaction for the whole batch: observers run once. Each update is still checked
+      // against the document as it stands after the ones before it (Yjs integrates immediately).
       this.heldErrors = []
-      this.doc.transact(() => {
+      quiet = transactWithoutUpdate(this.doc, ORIGIN_REMOTE, new Set([this.innerListener, capture]), () => applied.whole, () => {
         // Its record may come a page after its last part.
         this.applyReadySnapshot(messages)
         for (let i = 0; i < envelopes.length; i++) {
@@ -1115,12 +1123,15 @@ export class Conversation {
           if (verdict.bind.length > 0) bindingsChanged = true
           try {
             Y.applyUpdate(this.doc, update, ORIGIN_REMOTE)
+            applied.updates.push(update)
           } catch (err) {
+            applied.whole = false
             this.reject(ErrorCode.Malformed, `inner update failed to apply: ${(err as Error).message}`)
           }
         }
-      }, ORIGIN_REMOTE)
+      })
     } finally {
+      this.applied = undefined
       this.doc.off('update', capture)
       messages.unobserve(noteSeq)
       for (const e of incoming) this.queued.delete(e.key)
@@ -1131,7 +1142,7 @@ export class Conversation {
     const batch: Batch = {
       append: [
         ...outerUpdates.map((bytes) => ({ convId: this.id, doc: 'outer' as const, bytes })),
-        ...innerUpdates.map((bytes) => ({ convId: this.id, doc: 'inner' as const, bytes })),
+        ...(quiet ? applied.updates : innerUpdates).map((bytes) => ({ convId: this.id, doc: 'inner' as const, bytes })),
       ],
       put: seqEntries.length > 0 ? [[keyOf.messageSeqs(this.id, batchTag()), encodeMessageSeqs(seqEntries)]] : [],
     }
@@ -1232,8 +1243,15 @@ export class Conversation {
     for (const [k, v] of messages) before.set(k, v)
     try {
       parseUpdate(state, { maxBytes: state.length })
-      Y.applyUpdate(this.doc, state, ORIGIN_REMOTE)
     } catch (err) {
+      this.reject(ErrorCode.Malformed, `snapshot failed to apply: ${(err as Error).message}`)
+      return
+    }
+    try {
+      Y.applyUpdate(this.doc, state, ORIGIN_REMOTE)
+      this.applied?.updates.push(state)
+    } catch (err) {
+      if (this.applied) this.applied.whole = false
       this.reject(ErrorCode.Malformed, `snapshot failed to apply: ${(err as Error).message}`)
       return
     }
@@ -1248,6 +1266,8 @@ export class Conversation {
 
   private verificationDirty = false
   private retryDeferredSoon = false
+  /** The updates the receive transaction in progress has applied, as received. */
+  private applied: { updates: Uint8Array[]; whole: boolean } | undefined
   private holdingOverflowed = false
 
   /**

@@ -4,6 +4,7 @@
  */
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
+import * as Y from 'yjs'
 import { openSqliteStore } from '../../src/client/storage/sqlite-store.js'
 import { decodeMessageSeqs, encodeCursor, keyOf } from '../../src/client/conversation-record.js'
 import { pair, texts, until, World } from './harness.js'
@@ -90,5 +91,34 @@ describe('local log', () => {
     expect(await store.list(keyOf.messageSeqPrefix(conv.id))).toEqual([])
     expect(await store.list(keyOf.messageSeqsPrefix(conv.id))).toHaveLength(1)
     await store.close()
+  })
+
+  it('rebuilds received messages from the stored received updates alone, and an app listening to conv.doc still gets each remote change', async () => {
+    world = new World()
+    await world.relay()
+    const storage = join(world.dir, 'listener.db')
+    const { aliceConv, invite } = await pair(world)
+    const reader = await world.client('listener', { storage })
+    const conv = await reader.join(invite)
+    const sent = Array.from({ length: 300 }, (_, i) => `said ${i}`)
+    await Promise.all(sent.slice(0, 150).map((t) => aliceConv.send(t)))
+    await until(() => conv.messages().length >= 150, 20_000, 'first half')
+    // From here on the app listens: Yjs must encode remote updates for it again.
+    const heard = new Y.Doc()
+    Y.applyUpdate(heard, Y.encodeStateAsUpdate(conv.doc))
+    const onUpdate = (update: Uint8Array) => Y.applyUpdate(heard, update)
+    conv.doc.on('update', onUpdate)
+    await Promise.all(sent.slice(150).map((t) => aliceConv.send(t)))
+    await until(() => conv.messages().length >= 300, 20_000, 'second half')
+    conv.doc.off('update', onUpdate)
+    const said = (doc: Y.Doc) => [...doc.getMap<{ t: string }>('messages').values()].map((m) => m.t).sort()
+    expect(said(heard)).toEqual(sent.slice().sort())
+    await reader.close()
+
+    // Offline, from the device's log only.
+    const again = await world.client('listener-again', { storage, relay: 'ws://127.0.0.1:9' })
+    const [reopened] = await again.conversations()
+    expect(reopened!.messages().map((m) => m.text)).toEqual(aliceConv.messages().map((m) => m.text))
+    expect(reopened!.messages().map((m) => m.text).sort()).toEqual(sent.slice().sort())
   })
 })
