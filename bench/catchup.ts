@@ -4,18 +4,21 @@
  * N are shown. Reference: `Y.applyUpdate` of N plaintext updates of the same shape into a
  * fresh document — what a client with no encryption, signatures or storage would do.
  */
-import { mkdtempSync, rmSync } from 'node:fs'
+import { copyFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import * as Y from 'yjs'
 import { createClient } from '../src/client/index.js'
-import { startProfile, until } from './common.js'
+import { median, startProfile, until } from './common.js'
 import { startServer } from './server-process.js'
 
 export interface CatchupResult {
+  /** Medians over the rounds. */
   ms: number
   referenceMs: number
   messages: number
+  /** Each round's figures, in order. */
+  rounds: Array<{ ms: number; referenceMs: number }>
 }
 
 /**
@@ -24,11 +27,13 @@ export interface CatchupResult {
  * a busy group; 1 (each send awaited) gives every message an envelope of its own — one
  * signature to check per message, the worst case.
  */
-export async function catchup(messages: number, burst = 500): Promise<CatchupResult> {
-  const server = await startServer('petrel')
+export async function catchup(messages: number, burst = 500, rounds = 3): Promise<CatchupResult> {
+  let server: Awaited<ReturnType<typeof startServer>> | undefined = await startServer('petrel')
+  let relayData: string | undefined
   const dir = mkdtempSync(join(tmpdir(), 'petrel-bench-catchup-'))
   try {
-    const alice = await createClient({ relay: server.url, name: 'alice', storage: join(dir, 'alice.db'), keyRotation: { messages: 1e9 } })
+    const aliceOptions = { relay: server.url, name: 'alice', storage: join(dir, 'alice.db'), keyRotation: { messages: 1e9 } }
+    const alice = await createClient(aliceOptions)
     const conv = await alice.createConversation({ title: 'catch-up' })
     await conv.whenSynced(30_000)
     const bobOptions = { relay: server.url, name: 'bob', storage: join(dir, 'bob.db') }
@@ -41,29 +46,56 @@ export async function catchup(messages: number, burst = 500): Promise<CatchupRes
     await until(() => conv.messages().every((m) => m.status !== 'pending'), 120_000, 'alice sent everything')
     await alice.close()
 
-    const profile = await startProfile('BENCH_CATCHUP_PROF', burst === 1 ? '.one-by-one.cpuprofile' : '')
-    const t0 = performance.now()
-    bob = await createClient(bobOptions)
-    const [bobConv] = await bob.conversations()
-    await until(() => bobConv!.messages().length >= messages, 120_000, 'bob shows everything')
-    const ms = performance.now() - t0
-    await profile?.()
-    await bob.close()
-
     // Reference: the same number of plaintext message updates, applied one by one.
     const source = new Y.Doc()
     const updates: Uint8Array[] = []
     source.on('update', (u: Uint8Array) => updates.push(u))
     const map = source.getMap('messages')
     for (let i = 0; i < messages; i++) map.set(`user.${i.toString(36)}`, { t: texts[i]!, at: Date.now(), h: i, n: 0, d: 'device' })
-    const r0 = performance.now()
-    const fresh = new Y.Doc()
-    for (const u of updates) Y.applyUpdate(fresh, u)
-    const referenceMs = performance.now() - r0
-    if (fresh.getMap('messages').size !== messages) throw new Error('reference did not apply')
-    return { ms, referenceMs, messages }
+
+    // Bob's device and the relay as they were before Bob caught up, so every round starts from
+    // the same state: once Bob holds everything, the relay may compact behind Alice's snapshots.
+    await server.stop({ keepData: true })
+    relayData = server.dir
+    server = undefined
+    const seed = join(dir, 'bob-offline.db')
+    copyFileSync(bobOptions.storage, seed)
+    for (const suffix of ['-wal', '-shm']) if (existsSync(bobOptions.storage + suffix)) throw new Error('bob.db was not checkpointed on close')
+    const results: Array<{ ms: number; referenceMs: number }> = []
+    for (let round = 0; round < rounds; round++) {
+      const storage = join(dir, `bob-${round}.db`)
+      copyFileSync(seed, storage)
+      server = await startServer('petrel', { from: relayData })
+      // As Alice has just sent, the relay has the room loaded and its code warm.
+      const warm = await createClient({ ...aliceOptions, relay: server.url })
+      await (await warm.conversations())[0]!.whenSynced(30_000)
+      await warm.close()
+      const profile = round === rounds - 1 ? await startProfile('BENCH_CATCHUP_PROF', burst === 1 ? '.one-by-one.cpuprofile' : '') : undefined
+      const t0 = performance.now()
+      bob = await createClient({ ...bobOptions, relay: server.url, storage })
+      const [bobConv] = await bob.conversations()
+      await until(() => bobConv!.messages().length >= messages, 120_000, 'bob shows everything')
+      const ms = performance.now() - t0
+      await profile?.()
+      await bob.close()
+      await server.stop()
+      server = undefined
+
+      // The reference is short and swings with whatever the collector does: three runs a round.
+      const refs: number[] = []
+      for (let k = 0; k < 3; k++) {
+        const r0 = performance.now()
+        const fresh = new Y.Doc()
+        for (const u of updates) Y.applyUpdate(fresh, u)
+        refs.push(performance.now() - r0)
+        if (fresh.getMap('messages').size !== messages) throw new Error('reference did not apply')
+      }
+      results.push({ ms, referenceMs: median(refs) })
+    }
+    return { ms: median(results.map((r) => r.ms)), referenceMs: median(results.map((r) => r.referenceMs)), messages, rounds: results }
   } finally {
-    await server.stop()
+    await server?.stop()
+    if (relayData) rmSync(relayData, { recursive: true, force: true })
     rmSync(dir, { recursive: true, force: true })
   }
 }

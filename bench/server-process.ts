@@ -1,6 +1,6 @@
 /** Start a server of bench/server-child.ts in its own process and talk to it over IPC. */
 import { type ChildProcess, fork } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { cpSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -11,16 +11,20 @@ const live = new Set<ChildProcess>()
 
 export interface ServerProcess {
   url: string
+  /** The server's data directory (removed by `stop` unless asked to keep it). */
+  dir: string
   pid: number
   /** After a full GC in the child. */
   memory(): Promise<{ rss: number; heapUsed: number; external: number; arrayBuffers: number }>
   /** CPU time the child has used so far, in ms (user + system). */
   cpuMs(): Promise<number>
-  stop(): Promise<void>
+  stop(options?: { keepData?: boolean }): Promise<void>
 }
 
-export async function startServer(kind: ServerKind): Promise<ServerProcess> {
+/** `from`: a stopped server's data directory to start from a copy of (its database as it was). */
+export async function startServer(kind: ServerKind, options: { from?: string } = {}): Promise<ServerProcess> {
   const dir = mkdtempSync(join(tmpdir(), `petrel-bench-${kind}-`))
+  if (options.from) cpSync(options.from, dir, { recursive: true })
   const child = fork(fileURLToPath(new URL('./server-child.js', import.meta.url)), [kind, dir], {
     execArgv: ['--expose-gc', ...(process.env.BENCH_CHILD_FLAGS ? process.env.BENCH_CHILD_FLAGS.split(' ') : []), ...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [])],
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
@@ -37,6 +41,7 @@ export async function startServer(kind: ServerKind): Promise<ServerProcess> {
     })
   return {
     url: `ws://127.0.0.1:${port}`,
+    dir,
     pid: child.pid!,
     memory: async () => {
       const { memory, spaces } = await ask()
@@ -47,13 +52,13 @@ export async function startServer(kind: ServerKind): Promise<ServerProcess> {
       const { cpu } = await ask()
       return (cpu.user + cpu.system) / 1000
     },
-    stop: async () => {
+    stop: async (stopOptions = {}) => {
       const exited = new Promise((r) => child.once('exit', r))
       child.kill('SIGTERM')
       await Promise.race([exited, new Promise((r) => setTimeout(r, 3000))])
       child.kill('SIGKILL')
       live.delete(child)
-      rmSync(dir, { recursive: true, force: true })
+      if (!stopOptions.keepData) rmSync(dir, { recursive: true, force: true })
     },
   }
 }

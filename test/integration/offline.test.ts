@@ -1,3 +1,4 @@
+import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { atLeastSent, pair, texts, until, World } from './harness.js'
 
@@ -79,6 +80,37 @@ describe('concurrent offline writers', () => {
     // Each author's messages keep their send order.
     expect(texts(aliceConv).filter((t) => t.startsWith('a'))).toEqual(Array.from({ length: 20 }, (_, i) => `a${i}`))
     expect(texts(aliceConv).filter((t) => t.startsWith('b'))).toEqual(Array.from({ length: 20 }, (_, i) => `b${i}`))
+  })
+})
+
+describe('the shown list', () => {
+  it('places messages that arrive late by their send time, as a list built from scratch does, and keeps unchanged messages as the same objects', async () => {
+    world = new World()
+    await world.relay()
+    const { alice, bob, aliceConv, bobConv } = await pair(world)
+    bob.disconnect()
+    await until(() => bob.connection === 'offline', 5000, 'bob offline')
+    for (let i = 0; i < 20; i++) await bobConv.send(`b${i}`)
+    // Alice's list is built and kept while her own, later messages arrive.
+    for (let i = 0; i < 20; i++) {
+      await aliceConv.send(`a${i}`)
+      expect(texts(aliceConv)).toHaveLength(i + 1)
+    }
+    bob.connect()
+    await until(() => texts(aliceConv).length === 40, 10_000, 'alice has 40')
+    const expected = [...Array.from({ length: 20 }, (_, i) => `b${i}`), ...Array.from({ length: 20 }, (_, i) => `a${i}`)]
+    expect(texts(aliceConv)).toEqual(expected)
+    const first = aliceConv.messages()[0]!
+    expect(first.mine).toBe(false)
+    await aliceConv.send('a20')
+    await until(() => texts(bobConv).length === 41, 10_000, 'bob has 41')
+    expect(aliceConv.messages()[0]).toBe(first)
+    // Built from scratch on a restart: the same list.
+    const storage = join(world.dir, 'alice.db')
+    await alice.close()
+    const again = await world.client('alice-again', { storage, relay: 'ws://127.0.0.1:9' })
+    const [reopened] = await again.conversations()
+    expect(texts(reopened!)).toEqual([...expected, 'a20'])
   })
 })
 
