@@ -44,12 +44,13 @@ describe('a burst of sends', () => {
     await until(() => offline.every((t) => texts(aliceConv).includes(t)), 15_000, 'carol re-sealed and delivered')
     await new Promise((r) => setTimeout(r, 300))
     for (const t of offline) expect(texts(aliceConv).filter((x) => x === t)).toHaveLength(1)
-    // The refused envelopes became placeholders; what carol sealed again went out together,
-    // as one envelope (per message, it would have been one row each).
+    // What carol sealed again went out together, as one envelope (per message, it would have
+    // been one row each). Usually her stale envelope reached the relay first and was refused
+    // (a placeholder row); under load she may fold the new epoch before uploading, and send
+    // only the re-sealed one.
     const added = (await relay.store.readRows(aliceConv.id, 0, 100_000)).slice(rowsBefore)
     const envelopes = added.filter((r) => r.structs.length > 64)
     expect(envelopes).toHaveLength(1)
-    expect(added.length - envelopes.length).toBeGreaterThan(0)
     expect(world.errors.get(alice)!.filter((e) => e.code === 'envelope_rejected')).toEqual([])
   })
 
