@@ -398,9 +398,7 @@ export class Conversation {
     }
     for (const v of this.doc.getMap<StoredMessage>(INNER_MESSAGES).values()) if (v && v.h > this.hlc) this.hlc = v.h
     this.doc.on('update', this.innerListener)
-    this.outer.on('update', (update: Uint8Array, origin: unknown) => {
-      if (origin === ORIGIN_LOCAL_OUTER) this.capturedOuter.push(update)
-    })
+    this.outer.on('update', this.outerListener)
     this.doc.getMap(INNER_MESSAGES).observe((event) => this.changed(event.keysChanged))
     this.doc.getMap(INNER_PROFILES).observe(() => this.changed())
     if (this.unverified.size > 0) this.verifySoon()
@@ -521,6 +519,9 @@ export class Conversation {
   }
 
   private readonly innerListener = (update: Uint8Array, origin: unknown) => this.onInnerUpdate(update, origin)
+  private readonly outerListener = (update: Uint8Array, origin: unknown) => {
+    if (origin === ORIGIN_LOCAL_OUTER) this.capturedOuter.push(update)
+  }
 
   private onInnerUpdate(update: Uint8Array, origin: unknown): void {
     if (origin === ORIGIN_REMOTE || origin === ORIGIN_LOAD || this.tagging !== undefined) return
@@ -925,9 +926,14 @@ export class Conversation {
       if (origin === this.provider) applied = update
     }
     this.outer.on('update', capture)
+    let quiet = false
+    const before = parsed.groups.map((g) => Y.getState(this.outer.store, g.client))
     try {
-      // Origin = the provider, so y-websocket does not echo the rows back to the relay.
-      Y.applyUpdate(this.outer, msg.update, this.provider)
+      // Origin = the provider, so y-websocket does not echo the rows back to the relay. The
+      // rows are stored as received, so Yjs need not encode what they added (see quiet-transact).
+      const provider = this.provider as unknown as { _updateHandler?: unknown } | undefined
+      const ours = new Set([this.outerListener, capture, provider?._updateHandler])
+      quiet = transactWithoutUpdate(this.outer, this.provider, ours, () => true, () => Y.applyUpdate(this.outer, msg.update, this.provider), false)
     } finally {
       this.outer.off('update', capture)
       rec.unobserve(onRec)
@@ -953,7 +959,10 @@ export class Conversation {
     }
     envelopes.sort((a, b) => a.seq - b.seq)
     for (const e of envelopes) this.queued.add(e.key)
-    const outerUpdate = applied
+    // Rows that added nothing (all held already) are not stored again; rows waiting in Yjs for
+    // predecessors are, since they will not be encoded when they integrate.
+    const added = parsed.groups.some((g, i) => Y.getState(this.outer.store, g.client) !== before[i]) || this.outer.store.pendingStructs !== null
+    const outerUpdate = quiet ? (added ? msg.update : undefined) : applied
     // Signatures are checked now, off the main thread, while earlier batches are still applied.
     const checked = this.checkEnvelopes(envelopes)
     checked.catch(() => {}) // awaited in order below; a failure surfaces there

@@ -24,6 +24,17 @@ export type GuardResult = { ok: true; bind: number[]; messageKeys: string[] } | 
 /** The owner (userId) of a key in a protected root map. */
 export const ownerOfKey = (root: string, key: string): string => (root === INNER_PROFILES ? key : key.slice(0, key.indexOf('.')))
 
+/**
+ * `ownerOfKey(root, key) === userId` exactly, without a substring per message. A userId
+ * (base64url) has no '.', so a key of `userId.` + anything is theirs; a key with no '.' at all
+ * is owned by all of it but its last character, as `slice(0, -1)` has always said.
+ */
+export const ownedBy = (root: string, key: string, userId: string): boolean => {
+  if (root === INNER_PROFILES) return key === userId
+  if (key.charCodeAt(userId.length) === 46) return key.startsWith(userId)
+  return key.length === userId.length + 1 && key.indexOf('.') === -1 && key.startsWith(userId)
+}
+
 export function checkInnerUpdate(
   doc: Y.Doc,
   update: Uint8Array,
@@ -39,8 +50,11 @@ export function checkInnerUpdate(
   const bind: number[] = []
   const messageKeys: string[] = []
   const protectedRoots = new Set([INNER_MESSAGES, INNER_PROFILES])
-  // Items of this update by id, to resolve origins that point inside the update itself.
-  const local = new Map<string, { root?: string; key?: string }>()
+  // Items of this update by client and clock, to resolve origins that point inside the update
+  // itself. Only an item without a parent of its own needs that; most updates have none.
+  let needLocal = false
+  for (const group of parsed.groups) for (const s of group.structs) if (s.kind === 'item' && s.parentRoot === undefined) needLocal = true
+  const local = new Map<number, Map<number, { root?: string; key?: string }>>()
   for (const group of parsed.groups) {
     const owner = bindings.get(group.client)
     if (owner !== undefined && owner !== sender.deviceId) return { ok: false, reason: `client id ${group.client} belongs to another device` }
@@ -56,16 +70,24 @@ export function checkInnerUpdate(
       let key = s.key
       const ref = s.origin ?? s.rightOrigin
       if (ref && root === undefined) {
-        const inside = local.get(`${ref.client}:${ref.clock}`)
+        const inside = local.get(ref.client)?.get(ref.clock)
         if (inside) ({ root, key } = inside)
         else {
           const found = findItem(doc, ref.client, ref.clock)
           if (found) ({ root, key } = found)
         }
       }
-      for (let i = 0; i < s.len; i++) local.set(`${group.client}:${s.clock + i}`, { root, key })
+      if (needLocal) {
+        let clocks = local.get(group.client)
+        if (!clocks) {
+          clocks = new Map()
+          local.set(group.client, clocks)
+        }
+        const at = { root, key }
+        for (let i = 0; i < s.len; i++) clocks.set(s.clock + i, at)
+      }
       if (root !== undefined && protectedRoots.has(root)) {
-        if (key === undefined || ownerOfKey(root, key) !== sender.userId) {
+        if (key === undefined || !ownedBy(root, key, sender.userId)) {
           return { ok: false, reason: `writes ${root} entry owned by another member` }
         }
         if (root === INNER_MESSAGES) messageKeys.push(key)
@@ -81,7 +103,7 @@ export function checkInnerUpdate(
         const found = findItem(doc, ds.client, c)
         if (!found) break
         if (found.root !== undefined && protectedRoots.has(found.root) && found.key !== undefined) {
-          if (ownerOfKey(found.root, found.key) !== sender.userId) return { ok: false, reason: `deletes ${found.root} entry owned by another member` }
+          if (!ownedBy(found.root, found.key, sender.userId)) return { ok: false, reason: `deletes ${found.root} entry owned by another member` }
         }
         c = found.end
       }

@@ -17,7 +17,7 @@
  * does; where that is missing it falls back to a plain transaction (and says so by returning
  * false). `test/unit/quiet-transact.test.ts` fails if yjs stops honouring it.
  */
-import type * as Y from 'yjs'
+import * as Y from 'yjs'
 
 type Observers = Map<string, Set<unknown>>
 
@@ -34,10 +34,18 @@ type Observers = Map<string, Set<unknown>>
  * store(quiet ? applied : capturedFromUpdateEvent)
  * ```
  */
-export function transactWithoutUpdate(doc: Y.Doc, origin: unknown, ours: ReadonlySet<unknown>, skip: () => boolean, fn: () => void): boolean {
+export function transactWithoutUpdate(
+  doc: Y.Doc,
+  origin: unknown,
+  ours: ReadonlySet<unknown>,
+  skip: () => boolean,
+  fn: () => void,
+  /** false for changes from elsewhere, as `Y.applyUpdate` marks them (Yjs then checks for a clashing client id). */
+  local = true,
+): boolean {
   const observers = (doc as unknown as { _observers?: unknown })._observers
   if (!(observers instanceof Map)) {
-    doc.transact(fn, origin)
+    Y.transact(doc, fn, origin, local)
     return false
   }
   const map = observers as Observers
@@ -73,10 +81,15 @@ export function transactWithoutUpdate(doc: Y.Doc, origin: unknown, ours: Readonl
   doc.on('beforeObserverCalls', restore)
   doc.on('afterAllTransactions', restore)
   try {
-    doc.transact(() => {
-      opening = false
-      fn()
-    }, origin)
+    Y.transact(
+      doc,
+      () => {
+        opening = false
+        fn()
+      },
+      origin,
+      local,
+    )
   } finally {
     restore()
     doc.off('beforeTransaction', onBegin)
