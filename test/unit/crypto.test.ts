@@ -700,6 +700,14 @@ describe('hash and encoding helpers', () => {
     expect(Array.from(fromBase64Url('-_8'))).toEqual([0xfb, 0xff])
   })
 
+  it('hex agrees with Buffer on every short length and across the chunk boundary of long inputs', () => {
+    for (const n of [0, 1, 2, 31, 32, 33, 8191, 8192, 8193, 20_000]) {
+      const b = crypto.getRandomValues(new Uint8Array(n))
+      expect(toHex(b)).toBe(Buffer.from(b).toString('hex'))
+      expect(fromHex(toHex(b))).toEqual(b)
+    }
+  })
+
   it('base64url round-trips every length and agrees with Buffer', () => {
     for (let n = 0; n < 70; n++) {
       const b = crypto.getRandomValues(new Uint8Array(n))

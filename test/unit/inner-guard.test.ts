@@ -9,7 +9,7 @@ const bob = 'B'.repeat(43)
 function updateOf(client: number, write: (doc: Y.Doc) => void): Uint8Array {
   const doc = new Y.Doc()
   doc.clientID = client
-  let out = new Uint8Array()
+  let out: Uint8Array = new Uint8Array()
   doc.on('update', (u: Uint8Array) => {
     out = u
   })
