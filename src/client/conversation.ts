@@ -1172,16 +1172,40 @@ export class Conversation {
     if (this.verificationDirty) batch.put!.push([keyOf.verification(this.id), encodeVerification(this.unverified, this.rejectedMessages)])
     this.verificationDirty = false
     const committedThrough = this.cursor
-    await this.commit(batch)
-    this.noteDurable(committedThrough)
+    // The next batch need not wait for this one's commit (it runs on the writer thread, and
+    // commits land in the order issued); what depends on it being durable waits below.
+    const stored = this.commit(batch).then(
+      () => {
+        this.noteDurable(committedThrough)
+        // Listeners hear of the batch again now it is stored; what it showed changed in its transaction.
+        this.changed([])
+        // Stored durably: now, and only now, tell the members (✓✓).
+        this.scheduleAck()
+      },
+      (err) => {
+        this.localWriteFailed = true
+        this.report(err, 'could not store received messages')
+      },
+    )
+    this.storing = this.storing.then(() => stored)
     this.appendedRows += batch.append!.length
     if (this.unverified.size > 0) this.verifySoon()
     if (this.retryDeferredSoon) this.retryDeferred()
-    // Listeners hear of the batch again now it is stored; what it showed changed in its transaction.
-    this.changed([])
-    // Stored durably: now, and only now, tell the members (✓✓).
-    this.scheduleAck()
     this.countEnvelopes(this.membership.epoch, receivedUpdates, false)
+  }
+
+  /** Received batches whose commit is still being written (see processIncoming). */
+  private storing: Promise<void> = Promise.resolve()
+
+  /** Every queued receive job done and its batch stored. */
+  private async incomingSettled(): Promise<void> {
+    for (;;) {
+      const incoming = this.incoming
+      const storing = this.storing
+      await incoming
+      await storing
+      if (incoming === this.incoming && storing === this.storing) return
+    }
   }
 
 
@@ -1616,7 +1640,8 @@ export class Conversation {
   async markRead(): Promise<void> {
     await this.ready()
     this.assertOpen()
-    await this.incoming
+    // Read no further than is stored: a read receipt never runs ahead of the delivery one.
+    await this.incomingSettled()
     if (this.cursor <= this.readCursor) return
     this.readCursor = this.cursor
     await this.commit({ put: [[keyOf.readCursor(this.id), encodeCursor(this.readCursor)]] })
@@ -1992,7 +2017,9 @@ export class Conversation {
   }
 
   private waitSynced(timeoutMs: number): Promise<void> {
-    if (this.provider?.synced) return Promise.resolve()
+    // Synced already (the sync came while the caller was busy): the rows it brought may still be
+    // being applied. As settleSyncWaiters does, resolve once they are in the inner doc.
+    if (this.provider?.synced) return this.incomingTail.then(() => undefined)
     if (this.denied) return Promise.reject(this.denied)
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -2053,7 +2080,7 @@ export class Conversation {
     for (const wake of this.keyWaiters.splice(0)) wake()
     clearTimeout(this.reopenTimer)
     // An acknowledgement still waiting goes out now: closing must not hold back ✓✓.
-    await this.incoming
+    await this.incomingSettled()
     this.sendAck()
     this.presence?.destroy()
     this.provider?.destroy()
@@ -2061,7 +2088,7 @@ export class Conversation {
     await this.outgoing
     // Receipts and cursors waiting for their timer are stored now, not lost with the session.
     this.flushPuts()
-    await this.incoming
+    await this.incomingSettled()
     await this.compactOnClose()
     // Last, after every queued write: then it matches what is stored.
     if (this.ctx.summaryDirty) await this.saveSummary(true)

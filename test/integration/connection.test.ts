@@ -30,6 +30,8 @@ describe('one socket per device', () => {
       }
       for (const [a, b] of convs) await a.send(`hello ${a.title}`).then(() => until(() => texts(b).length === 1))
       expect(relay.metrics.connections).toBe(2)
+      // Acknowledgements wait up to 50 ms after a batch is stored; let those in flight go out.
+      await new Promise((r) => setTimeout(r, 300))
       // 2 clients × 50 conversations: no timers per conversation (a handful of slack for in-flight work).
       expect(timeouts() - timersBefore).toBeLessThan(10)
       await new Promise((r) => setTimeout(r, 50))

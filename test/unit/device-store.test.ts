@@ -32,14 +32,16 @@ function harness(open: () => Promise<DeviceStore>, remove: () => Promise<void>):
   }))
 }
 
-runDeviceStoreConformance('SqliteStore', async () => {
-  const dir = await tempDir()
-  const file = join(dir, 'store.db')
-  return harness(
-    () => openSqliteStore(file),
-    () => rm(dir, { recursive: true, force: true }),
-  )
-})
+for (const writer of ['thread', 'inline'] as const) {
+  runDeviceStoreConformance(`SqliteStore (commits ${writer === 'thread' ? 'on the writer thread' : 'inline'})`, async () => {
+    const dir = await tempDir()
+    const file = join(dir, 'store.db')
+    return harness(
+      () => openSqliteStore(file, { writer }),
+      () => rm(dir, { recursive: true, force: true }),
+    )
+  })
+}
 
 runDeviceStoreConformance('IndexedDbStore (fake-indexeddb)', async () => {
   const idb = new IDBFactory()
@@ -94,9 +96,25 @@ describe('openSqliteStore', () => {
     await expectPetrelError(openSqliteStore(join(d, 'plain-file', 'store.db')), 'storage_failed')
   })
 
-  it('reports a full database as storage_failed and keeps earlier commits', async () => {
+  it('commits on the writer thread while the event loop keeps running (inline, the loop stops)', async () => {
+    const ticksDuring = async (writer: 'thread' | 'inline') => {
+      const store = await openSqliteStore(join(await dir(), `${writer}.db`), { writer })
+      const rows = Array.from({ length: 400 }, (_, i) => ({ convId: 'A', doc: 'inner' as const, bytes: new Uint8Array(100_000).fill(i) }))
+      let ticks = 0
+      const timer = setInterval(() => ticks++, 1)
+      await store.commit({ append: rows })
+      clearInterval(timer)
+      expect((await store.loadLog('A', 'inner')).length).toBe(400)
+      await store.close()
+      return ticks
+    }
+    expect(await ticksDuring('inline')).toBe(0)
+    expect(await ticksDuring('thread')).toBeGreaterThan(0)
+  })
+
+  it.each(['thread', 'inline'] as const)('reports a full database as storage_failed and keeps earlier commits (commits %s)', async (writer) => {
     const file = join(await dir(), 'small.db')
-    const store = await openSqliteStore(file, { maxSizeBytes: 64 * 1024 })
+    const store = await openSqliteStore(file, { maxSizeBytes: 64 * 1024, writer })
     await store.commit({ put: [['keep', text('kept')]], append: [{ convId: 'A', doc: 'outer', bytes: text('a1') }] })
 
     const err = await expectPetrelError(

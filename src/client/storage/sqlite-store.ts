@@ -1,12 +1,15 @@
 /**
- * DeviceStore on SQLite (Node). better-sqlite3 is synchronous, so a commit blocks the event loop
- * for one fsync; grouping same-tick commits keeps that to one fsync per tick instead of one per
- * message.
+ * DeviceStore on SQLite (Node). Reads run on this thread's connection; commits run on the
+ * writer thread (sqlite-writer.ts), so writing a large batch no longer stops the event loop.
+ * Commits issued while one is being written are grouped into the next transaction: one fsync
+ * per group instead of one per message. An in-memory database (one connection only) and
+ * `writer: 'inline'` commit on this thread instead.
  */
 import type BetterSqlite3 from 'better-sqlite3'
 import { ErrorCode, PetrelError } from '../../shared/errors.js'
 import { createCommitGroup, nothingToCompact, validateBatch } from './commit-group.js'
 import type { Batch, DeviceStore, DocName, LogRow } from './device-store.js'
+import { openSqliteWriter, type SqliteWriter } from './sqlite-writer.js'
 
 type Db = BetterSqlite3.Database
 
@@ -43,6 +46,11 @@ export interface SqliteStoreOptions {
    * browser quota. Unlimited when absent.
    */
   maxSizeBytes?: number
+  /**
+   * Where commits run: `'thread'` (default for a file) on the process's SQLite writer thread,
+   * `'inline'` on this thread (the only choice for `:memory:`).
+   */
+  writer?: 'thread' | 'inline'
 }
 
 const storageFailed = (what: string, err: unknown): PetrelError => {
@@ -91,8 +99,8 @@ function migrate(db: Db): void {
  */
 export async function openSqliteStore(path: string, options: SqliteStoreOptions = {}): Promise<DeviceStore> {
   let db: Db
+  const inMemory = path === '' || path === ':memory:'
   try {
-    const inMemory = path === '' || path === ':memory:'
     if (!inMemory) {
       const [{ mkdirSync }, { dirname }] = await Promise.all([import('node:fs'), import('node:path')])
       mkdirSync(dirname(path), { recursive: true })
@@ -103,18 +111,30 @@ export async function openSqliteStore(path: string, options: SqliteStoreOptions 
     throw storageFailed(`open of ${JSON.stringify(path)}`, err)
   }
 
+  let maxPages: number | undefined
   try {
     db.pragma('journal_mode = WAL')
     db.pragma('synchronous = FULL')
     db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`)
     if (options.maxSizeBytes !== undefined) {
       const pageSize = db.pragma('page_size', { simple: true }) as number
-      db.pragma(`max_page_count = ${Math.max(1, Math.floor(options.maxSizeBytes / pageSize))}`)
+      maxPages = Math.max(1, Math.floor(options.maxSizeBytes / pageSize))
+      db.pragma(`max_page_count = ${maxPages}`)
     }
     migrate(db)
   } catch (err) {
     db.close()
     throw storageFailed(`setup of ${JSON.stringify(path)}`, err)
+  }
+
+  let writer: SqliteWriter | undefined
+  if (!inMemory && options.writer !== 'inline') {
+    try {
+      writer = await openSqliteWriter(path, maxPages)
+    } catch (err) {
+      db.close()
+      throw storageFailed(`setup of ${JSON.stringify(path)}`, err)
+    }
   }
 
   const stmt = {
@@ -154,6 +174,7 @@ export async function openSqliteStore(path: string, options: SqliteStoreOptions 
     for (const batch of batches) apply(batch)
   })
   const group = createCommitGroup((batches) => {
+    if (writer) return writer.commit(batches)
     try {
       writeAll(batches)
     } catch (err) {
@@ -205,6 +226,7 @@ export async function openSqliteStore(path: string, options: SqliteStoreOptions 
         // Commits accepted before close still land; only later calls see `closed`.
         await group.drain()
         try {
+          await writer?.close()
           db.close()
         } catch (err) {
           throw storageFailed('close', err)
