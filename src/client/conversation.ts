@@ -1342,6 +1342,10 @@ export class Conversation {
         const messages = this.doc.getMap<StoredMessage>(INNER_MESSAGES)
         let size = VERIFY_FIRST_PAGE
         while (this.unverified.size > 0 && !this.closed) {
+          // Received rows go first: they show the newest messages at once, while this works
+          // through a snapshot's older ones (each page is ~70 ms of this thread's time).
+          await this.incomingTail
+          if (this.unverified.size === 0 || this.closed) break
           const page = [...this.unverified]
             .map((id) => ({ id, value: messages.get(id) }))
             .sort((a, b) => (b.value?.h ?? 0) - (a.value?.h ?? 0))
@@ -1363,8 +1367,14 @@ export class Conversation {
               new PetrelError(ErrorCode.EnvelopeRejected, `${bad} message(s) in a history snapshot do not carry their author's signature: not shown`, { conversationId: this.id }),
             )
           }
-          await this.commit({ put: [[keyOf.verification(this.id), encodeVerification(this.unverified, this.rejectedMessages)]] })
+          this.verificationDirty = true
           this.changed()
+        }
+        // Stored once at the end (and with any received batch before it): rewriting every id
+        // still unverified after each page was quadratic, and a restart merely checks again.
+        if (this.verificationDirty && !this.closed) {
+          this.verificationDirty = false
+          await this.commit({ put: [[keyOf.verification(this.id), encodeVerification(this.unverified, this.rejectedMessages)]] })
         }
       } catch (err) {
         this.report(err, 'could not verify snapshot messages')
