@@ -156,7 +156,8 @@ export function encodeMessageSeqs(entries: ReadonlyArray<readonly [string, numbe
     }
     varUint(seq)
   }
-  return out.subarray(0, p)
+  // A copy of its own: a view would carry the spare capacity into IndexedDB's clone.
+  return out.slice(0, p)
 }
 
 function encodeMessageSeqsAnyText(entries: ReadonlyArray<readonly [string, number]>): Uint8Array {

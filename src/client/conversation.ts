@@ -77,7 +77,7 @@ import { chunkForSealing, MERGE_BYTES } from './seal-chunks.js'
 import { MembershipBook, safetyNumber } from './membership-book.js'
 import { tombstoneUpdate } from './tombstone.js'
 import { VirtualSocket } from './virtual-socket.js'
-import { transactWithoutUpdate } from './quiet-transact.js'
+import { rowsToStore, transactWithoutUpdate } from './quiet-transact.js'
 import { openSnapshot, sealSnapshot } from '../shared/snapshot-seal.js'
 import { encodeSummary, STALE, staleSummaryKey, type Summary, SUMMARY_MESSAGES, summaryKey } from './summary.js'
 
@@ -962,7 +962,10 @@ export class Conversation {
     // Rows that added nothing (all held already) are not stored again; rows waiting in Yjs for
     // predecessors are, since they will not be encoded when they integrate.
     const added = parsed.groups.some((g, i) => Y.getState(this.outer.store, g.client) !== before[i]) || this.outer.store.pendingStructs !== null
-    const outerUpdate = quiet ? (added ? msg.update : undefined) : applied
+    // Yjs's encoding (the fallback) holds only what integrated: with rows left waiting, the
+    // rows as received go too, or a later quiet batch that integrates them would store nothing of them.
+    const rows = quiet && !added ? [] : rowsToStore(quiet, [msg.update], applied ? [applied] : [], this.outer)
+    const outerUpdate = rows.length === 0 ? undefined : rows.length === 1 ? rows[0] : Y.mergeUpdates(rows)
     // Signatures are checked now, off the main thread, while earlier batches are still applied.
     const checked = this.checkEnvelopes(envelopes)
     checked.catch(() => {}) // awaited in order below; a failure surfaces there
@@ -1156,7 +1159,7 @@ export class Conversation {
     const batch: Batch = {
       append: [
         ...outerUpdates.map((bytes) => ({ convId: this.id, doc: 'outer' as const, bytes })),
-        ...(quiet ? applied.updates : innerUpdates).map((bytes) => ({ convId: this.id, doc: 'inner' as const, bytes })),
+        ...rowsToStore(quiet, applied.updates, innerUpdates, this.doc).map((bytes) => ({ convId: this.id, doc: 'inner' as const, bytes })),
       ],
       put: seqEntries.length > 0 ? [[keyOf.messageSeqs(this.id, batchTag()), encodeMessageSeqs(seqEntries)]] : [],
     }
@@ -1171,6 +1174,9 @@ export class Conversation {
     }
     if (this.verificationDirty) batch.put!.push([keyOf.verification(this.id), encodeVerification(this.unverified, this.rejectedMessages)])
     this.verificationDirty = false
+    // A listed message from another of our devices takes its ticks from its position, which
+    // this batch may have just set: rebuild the list rather than keep its row.
+    if (this.sortedIds && seqEntries.some(([key]) => this.sortedIds!.has(key))) this.changed()
     const committedThrough = this.cursor
     // The next batch need not wait for this one's commit (it runs on the writer thread, and
     // commits land in the order issued); what depends on it being durable waits below.
@@ -1199,13 +1205,9 @@ export class Conversation {
 
   /** Every queued receive job done and its batch stored. */
   private async incomingSettled(): Promise<void> {
-    for (;;) {
-      const incoming = this.incoming
-      const storing = this.storing
-      await incoming
-      await storing
-      if (incoming === this.incoming && storing === this.storing) return
-    }
+    // The jobs queued now, and the commits they issue; not those a busy stream adds meanwhile.
+    await this.incoming
+    await this.storing
   }
 
 
@@ -1394,7 +1396,7 @@ export class Conversation {
     this.assertOpen()
     // After everything received so far is applied: the snapshot then holds every row up to the cursor.
     const job = this.outgoing.then(async () => {
-      await this.incoming
+      await this.incomingSettled()
       // Not past anything still held back: the snapshot must hold every row it covers.
       const coversSeq = this.deferred.reduce((min, d) => Math.min(min, d.seq - 1), this.cursor)
       const key = this.record.keys.get(this.epoch)
@@ -2062,7 +2064,7 @@ export class Conversation {
 
   /** Highest relay sequence number this device durably holds. */
   get storedCursor(): number {
-    return this.cursor
+    return this.durableCursor
   }
 
   /** Member userIds, from verified records. */

@@ -64,7 +64,11 @@ export function transactWithoutUpdate(
     restore()
     if (tr !== mine || !skip()) return
     const listeners = map.get('update')
-    if (!listeners) return
+    // No listener at all: Yjs encodes nothing either, and the caller keeps what it applied.
+    if (!listeners) {
+      skipped = true
+      return
+    }
     for (const f of listeners) if (!ours.has(f)) return
     stashed = listeners
     map.delete('update')
@@ -98,4 +102,22 @@ export function transactWithoutUpdate(
     doc.off('afterAllTransactions', restore)
   }
   return skipped
+}
+
+/**
+ * The log rows a receive batch stores: the updates as received when Yjs did not encode the
+ * transaction (`quiet`); otherwise Yjs's encoding, plus the received updates when some of them
+ * still wait in Yjs for predecessors. The encoding leaves waiting parts out, and the quiet
+ * batch that later integrates them stores only its own updates: without the received ones
+ * here, those parts would never reach the log.
+ *
+ * @example
+ * ```ts
+ * store(rowsToStore(quiet, receivedUpdates, capturedFromUpdateEvent, doc))
+ * ```
+ */
+export function rowsToStore(quiet: boolean, received: Uint8Array[], encoded: Uint8Array[], doc: Y.Doc): Uint8Array[] {
+  if (quiet) return received
+  if (doc.store.pendingStructs !== null || doc.store.pendingDs !== null) return [...encoded, ...received]
+  return encoded
 }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
-import { transactWithoutUpdate } from '../../src/client/quiet-transact.js'
+import { rowsToStore, transactWithoutUpdate } from '../../src/client/quiet-transact.js'
 
 const REMOTE = Symbol('remote')
 
@@ -91,5 +91,28 @@ describe('a receive transaction without re-encoding', () => {
     }, 'outer')
     expect(quiet).toBe(false)
     expect(events).toEqual(['outer'])
+  })
+
+  it('keeps in the log what waited in Yjs under an encoded batch and integrated under a quiet one', () => {
+    const [first, second] = received(2)
+    const doc = new Y.Doc()
+    const log: Uint8Array[] = []
+    const app: Uint8Array[] = []
+    const appListener = (u: Uint8Array) => app.push(u)
+    // An app listens: Yjs encodes this batch, and the second update waits for the first.
+    doc.on('update', appListener)
+    const ours = new Set<unknown>()
+    const loud = transactWithoutUpdate(doc, REMOTE, ours, () => true, () => Y.applyUpdate(doc, second!, REMOTE))
+    expect(loud).toBe(false)
+    log.push(...rowsToStore(loud, [second!], app.splice(0), doc))
+    doc.off('update', appListener)
+    // The next batch is quiet and integrates both.
+    const quiet = transactWithoutUpdate(doc, REMOTE, ours, () => true, () => Y.applyUpdate(doc, first!, REMOTE))
+    expect(quiet).toBe(true)
+    log.push(...rowsToStore(quiet, [first!], [], doc))
+    expect(doc.getMap('messages').size).toBe(2)
+    const reloaded = new Y.Doc()
+    for (const row of log) Y.applyUpdate(reloaded, row)
+    expect(reloaded.getMap('messages').toJSON()).toEqual(doc.getMap('messages').toJSON())
   })
 })

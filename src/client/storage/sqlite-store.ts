@@ -227,9 +227,10 @@ export async function openSqliteStore(path: string, options: SqliteStoreOptions 
         await group.drain()
         try {
           await writer?.close()
-          db.close()
         } catch (err) {
           throw storageFailed('close', err)
+        } finally {
+          db.close()
         }
       })()),
   }

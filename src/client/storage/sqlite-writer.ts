@@ -139,10 +139,17 @@ class WriterThread {
   request(message: { op: string; id: number; seq?: number } & Record<string, unknown>, transfer: ArrayBuffer[] = []): Promise<void> {
     if (this.failure) return Promise.reject(this.failure)
     return new Promise((resolve, reject) => {
-      this.waiting.set(`${message.id}:${message.seq ?? ''}`, { resolve, reject })
+      const key = `${message.id}:${message.seq ?? ''}`
+      this.waiting.set(key, { resolve, reject })
       // Kept alive while anything is in flight: a commit must land before the process exits.
       this.worker.ref()
-      this.worker.postMessage(message, transfer)
+      try {
+        this.worker.postMessage(message, transfer)
+      } catch (err) {
+        this.waiting.delete(key)
+        if (this.waiting.size === 0) this.worker.unref()
+        reject({ message: `could not hand the request to the writer thread: ${err instanceof Error ? err.message : String(err)}` })
+      }
     })
   }
 }
@@ -181,7 +188,9 @@ export async function openSqliteWriter(path: string, maxPages?: number): Promise
       // larger buffer would be cloned whole, and the caller's arrays stay the caller's.
       const transfer: ArrayBuffer[] = []
       const own = (bytes: Uint8Array): Uint8Array => {
-        const copy = bytes.slice()
+        // Uint8Array's slice copies; a Node Buffer's would share memory, and transferring it
+        // would empty the caller's Buffer.
+        const copy = Uint8Array.prototype.slice.call(bytes)
         transfer.push(copy.buffer as ArrayBuffer)
         return copy
       }
