@@ -1821,12 +1821,12 @@ export class Conversation {
 
   private buildRows(): ShownRow[] {
     const messages = this.doc.getMap<StoredMessage>(INNER_MESSAGES)
-    const profiles = this.doc.getMap<{ name?: string }>(INNER_PROFILES)
+    const authors = new Authors(this.doc.getMap<{ name?: string }>(INNER_PROFILES))
     const rows: ShownRow[] = []
     const ids = new Set<string>()
     // forEach, not the entries iterator: it allocates nothing per entry.
     messages.forEach((v, id) => {
-      const row = this.shownRow(id, v, profiles)
+      const row = this.shownRow(id, v, authors)
       if (!row) return
       rows.push(row)
       ids.add(id)
@@ -1840,11 +1840,11 @@ export class Conversation {
 
   private mergeAdded(rows: ShownRow[], ids: Set<string>): ShownRow[] {
     const messages = this.doc.getMap<StoredMessage>(INNER_MESSAGES)
-    const profiles = this.doc.getMap<{ name?: string }>(INNER_PROFILES)
+    const authors = new Authors(this.doc.getMap<{ name?: string }>(INNER_PROFILES))
     const added: ShownRow[] = []
     for (const id of this.addedKeys) {
       if (ids.has(id)) continue
-      const row = this.shownRow(id, messages.get(id), profiles)
+      const row = this.shownRow(id, messages.get(id), authors)
       if (!row) continue
       added.push(row)
       ids.add(id)
@@ -1865,10 +1865,10 @@ export class Conversation {
   }
 
   /** The row of a stored message that is shown, or undefined (not a message, or held back). */
-  private shownRow(id: string, v: StoredMessage | undefined, profiles: Y.Map<{ name?: string }>): ShownRow | undefined {
+  private shownRow(id: string, v: StoredMessage | undefined, authors: Authors): ShownRow | undefined {
     if (!v || typeof v.t !== 'string') return undefined
     if ((this.unverified.size > 0 || this.rejectedMessages.size > 0) && (this.unverified.has(id) || this.rejectedMessages.has(id))) return undefined
-    return { m: this.toMessage(id, v, profiles), h: v.h, n: v.n }
+    return { m: this.toMessage(id, v, authors), h: v.h, n: v.n }
   }
 
   /** One message by id. */
@@ -1876,7 +1876,7 @@ export class Conversation {
     if (this.summary) return this.summary.messages.find((m) => m.id === id)
     const v = this.doc.getMap<StoredMessage>(INNER_MESSAGES).get(id)
     if (!v || typeof v.t !== 'string' || this.unverified.has(id) || this.rejectedMessages.has(id)) return undefined
-    return this.toMessage(id, v, this.doc.getMap(INNER_PROFILES))
+    return this.toMessage(id, v, new Authors(this.doc.getMap(INNER_PROFILES)))
   }
 
   /**
@@ -1884,10 +1884,9 @@ export class Conversation {
    * (keyed by the stored value, which Yjs keeps while the entry stands), so a UI can skip
    * re-rendering it and a list of 10,000 is not rebuilt from scratch on every change.
    */
-  private toMessage(id: string, v: StoredMessage, profiles: Y.Map<{ name?: string }>): Message {
+  private toMessage(id: string, v: StoredMessage, authors: Authors): Message {
     const last = this.shown.get(v)
-    // The last object's author string is flat and hashed already; a fresh slice is neither.
-    const author = last && last.id === id ? last.author : id.slice(0, id.indexOf('.'))
+    const author = last && last.id === id ? last.author : authors.of(id)
     const mine = author === this.ctx.identity.userId
     const own = this.own.get(id)
     let status: Message['status'] = 'sent'
@@ -1903,8 +1902,7 @@ export class Conversation {
       } else if (own.seq === 0) status = 'pending'
       else status = this.receiptBook.status(this.membership, author, v.at, own.seq, this.ctx.readReceipts)
     }
-    const name = profiles.get(author)?.name
-    const authorName = typeof name === 'string' ? name : undefined
+    const authorName = authors.name(author)
     if (last && last.id === id && last.status === status && last.error === error && last.authorName === authorName) return last
     const m: Message = { id, conversationId: this.id, author, text: v.t, sentAt: v.at, mine, status }
     if (authorName !== undefined) m.authorName = authorName
@@ -2231,6 +2229,38 @@ function deviceIdOf(pub: Uint8Array): string {
   const id = toBase64Url(pub)
   lastDevice = { pub: pub.slice(), id }
   return id
+}
+
+/**
+ * Authors and their names for one pass over the list. Runs of messages mostly share an author:
+ * the previous author's string is reused (flat, its hash cached) and its name looked up once,
+ * where a fresh slice per message had to be hashed for every profile lookup.
+ */
+class Authors {
+  private last = ''
+  private lastName: string | undefined
+  private named = false
+
+  constructor(private readonly profiles: Y.Map<{ name?: string }>) {}
+
+  /** The author part of a message id (up to its first '.'). */
+  of(id: string): string {
+    const last = this.last
+    if (last !== '' && id.charCodeAt(last.length) === 46 && id.startsWith(last)) return last
+    this.last = id.slice(0, id.indexOf('.'))
+    this.named = false
+    return this.last
+  }
+
+  name(author: string): string | undefined {
+    if (author !== this.last || !this.named) {
+      const name = this.profiles.get(author)?.name
+      this.lastName = typeof name === 'string' ? name : undefined
+      this.last = author
+      this.named = true
+    }
+    return this.lastName
+  }
 }
 
 /** A shown message with its place in the order: hybrid clock, author, author's counter, id. */
