@@ -7,8 +7,9 @@
  */
 import type BetterSqlite3 from 'better-sqlite3'
 import { ErrorCode, PetrelError } from '../../shared/errors.js'
-import { createCommitGroup, nothingToCompact, validateBatch } from './commit-group.js'
-import type { Batch, DeviceStore, DocName, LogRow } from './device-store.js'
+import { createCommitGroup, validateBatch } from './commit-group.js'
+import type { DeviceStore, DocName, LogRow } from './device-store.js'
+import { prepareBatchWrites, sqliteFailure } from './sqlite-batch-writes.js'
 import { openSqliteWriter, type SqliteWriter } from './sqlite-writer.js'
 
 type Db = BetterSqlite3.Database
@@ -53,16 +54,6 @@ export interface SqliteStoreOptions {
   writer?: 'thread' | 'inline'
 }
 
-const storageFailed = (what: string, err: unknown): PetrelError => {
-  if (err instanceof PetrelError) return err
-  const code = (err as { code?: unknown } | null)?.code
-  const detail = err instanceof Error ? err.message : String(err)
-  return new PetrelError(
-    ErrorCode.StorageFailed,
-    `SQLite ${what} failed${typeof code === 'string' ? ` (${code})` : ''}: ${detail}`,
-    { cause: err },
-  )
-}
 
 const closedError = (): PetrelError => new PetrelError(ErrorCode.Closed, 'device store is closed')
 
@@ -108,7 +99,7 @@ export async function openSqliteStore(path: string, options: SqliteStoreOptions 
     const { default: Database } = await import('better-sqlite3')
     db = new Database(path)
   } catch (err) {
-    throw storageFailed(`open of ${JSON.stringify(path)}`, err)
+    throw sqliteFailure(`open of ${JSON.stringify(path)}`, err)
   }
 
   let maxPages: number | undefined
@@ -124,7 +115,7 @@ export async function openSqliteStore(path: string, options: SqliteStoreOptions 
     migrate(db)
   } catch (err) {
     db.close()
-    throw storageFailed(`setup of ${JSON.stringify(path)}`, err)
+    throw sqliteFailure(`setup of ${JSON.stringify(path)}`, err)
   }
 
   let writer: SqliteWriter | undefined
@@ -133,7 +124,7 @@ export async function openSqliteStore(path: string, options: SqliteStoreOptions 
       writer = await openSqliteWriter(path, maxPages)
     } catch (err) {
       db.close()
-      throw storageFailed(`setup of ${JSON.stringify(path)}`, err)
+      throw sqliteFailure(`setup of ${JSON.stringify(path)}`, err)
     }
   }
 
@@ -142,43 +133,17 @@ export async function openSqliteStore(path: string, options: SqliteStoreOptions 
     listFrom: db.prepare<[string], { key: string; value: Uint8Array }>(
       'SELECT key, value FROM kv WHERE key >= ? ORDER BY key',
     ),
-    put: db.prepare<[string, Uint8Array]>('INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)'),
-    del: db.prepare<[string]>('DELETE FROM kv WHERE key = ?'),
     loadLog: db.prepare<[string, string], LogRow>('SELECT id, bytes FROM log WHERE conv = ? AND doc = ? ORDER BY id'),
-    append: db.prepare<[string, string, Uint8Array]>('INSERT INTO log (conv, doc, bytes) VALUES (?, ?, ?)'),
-    maxThrough: db.prepare<[string, string, number], { id: number | null }>(
-      'SELECT max(id) AS id FROM log WHERE conv = ? AND doc = ? AND id <= ?',
-    ),
-    deleteThrough: db.prepare<[string, string, number]>('DELETE FROM log WHERE conv = ? AND doc = ? AND id <= ?'),
-    insertAt: db.prepare<[number, string, string, Uint8Array]>(
-      'INSERT INTO log (id, conv, doc, bytes) VALUES (?, ?, ?, ?)',
-    ),
   }
 
-  const apply = (batch: Batch): void => {
-    for (const [key, value] of batch.put ?? []) {
-      if (value === null) stmt.del.run(key)
-      else stmt.put.run(key, value)
-    }
-    for (const op of batch.append ?? []) stmt.append.run(op.convId, op.doc, op.bytes)
-    for (const op of batch.compact ?? []) {
-      // The merged row takes the newest replaced id: that id is free once its row is deleted and
-      // sorts before every later row of the document, so log order survives compaction.
-      const id = stmt.maxThrough.get(op.convId, op.doc, op.throughId)?.id
-      if (id == null) throw nothingToCompact(op.convId, op.doc, op.throughId)
-      stmt.deleteThrough.run(op.convId, op.doc, op.throughId)
-      stmt.insertAt.run(id, op.convId, op.doc, op.merged)
-    }
-  }
-  const writeAll = db.transaction((batches: readonly Batch[]) => {
-    for (const batch of batches) apply(batch)
-  })
+  // Inline: the same writes as the writer thread's, on this connection.
+  const writeAll = writer ? undefined : prepareBatchWrites(db)
   const group = createCommitGroup((batches) => {
     if (writer) return writer.commit(batches)
     try {
-      writeAll(batches)
+      writeAll!(batches)
     } catch (err) {
-      throw storageFailed('commit', err)
+      throw sqliteFailure('commit', err)
     }
   })
 
@@ -190,7 +155,7 @@ export async function openSqliteStore(path: string, options: SqliteStoreOptions 
     try {
       return fn()
     } catch (err) {
-      throw storageFailed(what, err)
+      throw sqliteFailure(what, err)
     }
   }
 
@@ -228,7 +193,7 @@ export async function openSqliteStore(path: string, options: SqliteStoreOptions 
         try {
           await writer?.close()
         } catch (err) {
-          throw storageFailed('close', err)
+          throw sqliteFailure('close', err)
         } finally {
           db.close()
         }

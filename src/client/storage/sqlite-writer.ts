@@ -7,9 +7,10 @@
  * Durability is unchanged: a commit resolves after the worker's transaction returned from a
  * `synchronous = FULL` commit, and commits run in the order they were issued.
  *
- * The worker's code is `writerMain` below, sent as source: a worker needs a JavaScript file,
- * and this way the same code runs from the TypeScript sources (tests) and from the build.
- * `writerMain` therefore uses nothing from outside its own body.
+ * The worker's code is `writerMain` below and the writes it runs, `prepareBatchWrites`
+ * (sqlite-batch-writes.ts, which an inline store runs too), sent as source: a worker needs a
+ * JavaScript file, and this way the same code runs from the TypeScript sources (tests) and
+ * from the build. Both therefore use nothing from outside their own bodies.
  *
  * Messages (structured clone, never shared memory):
  * ```
@@ -19,36 +20,30 @@
  */
 import { createRequire } from 'node:module'
 import { Worker } from 'node:worker_threads'
-import { ErrorCode, PetrelError } from '../../shared/errors.js'
-import { nothingToCompact } from './commit-group.js'
+import type BetterSqlite3 from 'better-sqlite3'
 import type { Batch } from './device-store.js'
+import { type NothingToCompact, prepareBatchWrites, sqliteFailure } from './sqlite-batch-writes.js'
 
 /** What the worker reports of a failed request. */
 interface WriterError {
   message: string
   code?: string
   /** A compaction with no rows to replace (a caller bug, kept distinct from storage failures). */
-  compact?: { convId: string; doc: string; throughId: number }
+  compact?: NothingToCompact
 }
 
 type Reply = { id: number; seq?: number; ok: true } | { id: number; seq?: number; ok: false; error: WriterError }
 
 /* c8 ignore start -- runs inside the worker, from its source text */
-function writerMain(require: (id: string) => unknown, sqlitePath: string): void {
-  type Stmt = { run(...args: unknown[]): unknown; get(...args: unknown[]): { id: number | null } | undefined }
-  type Db = {
-    pragma(s: string, o?: { simple: boolean }): unknown
-    prepare(s: string): Stmt
-    transaction(fn: (b: unknown) => void): (b: unknown) => void
-    close(): void
-  }
+function writerMain(require: (id: string) => unknown, sqlitePath: string, prepare: typeof prepareBatchWrites): void {
+  type Db = BetterSqlite3.Database
   type Msg =
     | { op: 'open'; id: number; path: string; maxPages?: number }
     | { op: 'commit'; id: number; seq: number; batches: Batch[] }
     | { op: 'close'; id: number }
   const { parentPort } = require('node:worker_threads') as { parentPort: { on(e: 'message', f: (m: Msg) => void): void; postMessage(m: unknown): void } }
-  const Database = require(sqlitePath) as new (path: string) => Db
-  const stores = new Map<number, { db: Db; write: (batches: unknown) => void }>()
+  const Database = require(sqlitePath) as typeof BetterSqlite3
+  const stores = new Map<number, { db: Db; write: (batches: readonly Batch[]) => void }>()
   const fail = (err: unknown) => {
     const e = err as { message?: unknown; code?: unknown; compact?: WriterError['compact'] }
     return { message: String(e?.message ?? err), code: typeof e?.code === 'string' ? e.code : undefined, compact: e?.compact }
@@ -59,31 +54,7 @@ function writerMain(require: (id: string) => unknown, sqlitePath: string): void 
     db.pragma('synchronous = FULL')
     db.pragma('busy_timeout = 5000')
     if (maxPages !== undefined) db.pragma(`max_page_count = ${maxPages}`)
-    const stmt = {
-      put: db.prepare('INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)'),
-      del: db.prepare('DELETE FROM kv WHERE key = ?'),
-      append: db.prepare('INSERT INTO log (conv, doc, bytes) VALUES (?, ?, ?)'),
-      maxThrough: db.prepare('SELECT max(id) AS id FROM log WHERE conv = ? AND doc = ? AND id <= ?'),
-      deleteThrough: db.prepare('DELETE FROM log WHERE conv = ? AND doc = ? AND id <= ?'),
-      insertAt: db.prepare('INSERT INTO log (id, conv, doc, bytes) VALUES (?, ?, ?, ?)'),
-    }
-    const write = db.transaction((batches) => {
-      for (const batch of batches as Batch[]) {
-        for (const [key, value] of batch.put ?? []) {
-          if (value === null) stmt.del.run(key)
-          else stmt.put.run(key, value)
-        }
-        for (const op of batch.append ?? []) stmt.append.run(op.convId, op.doc, op.bytes)
-        for (const op of batch.compact ?? []) {
-          // The merged row takes the newest replaced id (see sqlite-store.ts).
-          const id = stmt.maxThrough.get(op.convId, op.doc, op.throughId)?.id
-          if (id == null) throw Object.assign(new Error('nothing to compact'), { compact: { convId: op.convId, doc: op.doc, throughId: op.throughId } })
-          stmt.deleteThrough.run(op.convId, op.doc, op.throughId)
-          stmt.insertAt.run(id, op.convId, op.doc, op.merged)
-        }
-      }
-    })
-    return { db, write }
+    return { db, write: prepare(db) }
   }
   parentPort.on('message', (m) => {
     const seq = m.op === 'commit' ? m.seq : undefined
@@ -115,7 +86,7 @@ class WriterThread {
     const sqlitePath = createRequire(import.meta.url).resolve('better-sqlite3')
     // esbuild with keepNames (tsx, some test runners) wraps functions in `__name(...)` calls,
     // which would come along in the source text: give them the helper they expect.
-    const source = `var __name = (f) => f;\n(${writerMain.toString()})(require, ${JSON.stringify(sqlitePath)})`
+    const source = `var __name = (f) => f;\n(${writerMain.toString()})(require, ${JSON.stringify(sqlitePath)}, ${prepareBatchWrites.toString()})`
     this.worker = new Worker(source, { eval: true })
     this.worker.unref()
     this.worker.on('message', (reply: Reply) => {
@@ -180,7 +151,7 @@ export async function openSqliteWriter(path: string, maxPages?: number): Promise
   const id = ++stores
   let seq = 0
   await t.request({ op: 'open', id, path, maxPages }).catch((e: WriterError) => {
-    throw toStorageError('open of the writer', e)
+    throw sqliteFailure('open of the writer', e)
   })
   return {
     commit: (batches) => {
@@ -200,15 +171,12 @@ export async function openSqliteWriter(path: string, maxPages?: number): Promise
         compact: b.compact?.map((op) => ({ convId: op.convId, doc: op.doc, throughId: op.throughId, merged: own(op.merged) })),
       }))
       return t.request({ op: 'commit', id, seq: ++seq, batches: plain }, transfer).catch((e: WriterError) => {
-        throw e.compact ? nothingToCompact(e.compact.convId, e.compact.doc, e.compact.throughId) : toStorageError('commit', e)
+        throw sqliteFailure('commit', e)
       })
     },
     close: () =>
       t.request({ op: 'close', id }).catch((e: WriterError) => {
-        throw toStorageError('close', e)
+        throw sqliteFailure('close', e)
       }),
   }
 }
-
-const toStorageError = (what: string, e: WriterError): PetrelError =>
-  new PetrelError(ErrorCode.StorageFailed, `SQLite ${what} failed${e.code ? ` (${e.code})` : ''}: ${e.message}`)
