@@ -21,13 +21,12 @@ const MAX_CLOCK_AHEAD = 1_000_000
 /** `bind`: client ids this update binds to the sender; `messageKeys`: `messages` entries it writes. */
 export type GuardResult = { ok: true; bind: number[]; messageKeys: string[] } | { ok: false; reason: string }
 
-/** The owner (userId) of a key in a protected root map. */
-export const ownerOfKey = (root: string, key: string): string => (root === INNER_PROFILES ? key : key.slice(0, key.indexOf('.')))
-
 /**
- * `ownerOfKey(root, key) === userId` exactly, without a substring per message. A userId
- * (base64url) has no '.', so a key of `userId.` + anything is theirs; a key with no '.' at all
- * is owned by all of it but its last character, as `slice(0, -1)` has always said.
+ * Whether `userId` owns `key` of a protected root map: a profile key is its owner's userId; a
+ * message key is owned by what precedes its first '.' (`key.slice(0, key.indexOf('.'))`, the
+ * rule every receiver applies), checked without a substring per message. A userId (base64url)
+ * has no '.', so a key of `userId.` + anything is theirs; a key with no '.' at all is owned by
+ * all of it but its last character, as `slice(0, -1)` has always said.
  */
 export const ownedBy = (root: string, key: string, userId: string): boolean => {
   if (root === INNER_PROFILES) return key === userId
