@@ -127,7 +127,8 @@ export interface InviteOptions {
 /** One page of received rows, parsed and with its signature checks under way. */
 interface IncomingPage {
   envelopes: Array<{ key: string; seq: number; bytes: Uint8Array }>
-  outerUpdate: Uint8Array | undefined
+  /** The outer log rows to store for it (see rowsToStore). */
+  outerRows: Uint8Array[]
   maxSeq: number
   seqsChanged: boolean
   checked: Promise<CheckedEnvelopes>
@@ -964,12 +965,11 @@ export class Conversation {
     const added = parsed.groups.some((g, i) => Y.getState(this.outer.store, g.client) !== before[i]) || this.outer.store.pendingStructs !== null
     // Yjs's encoding (the fallback) holds only what integrated: with rows left waiting, the
     // rows as received go too, or a later quiet batch that integrates them would store nothing of them.
-    const rows = quiet && !added ? [] : rowsToStore(quiet, [msg.update], applied ? [applied] : [], this.outer)
-    const outerUpdate = rows.length === 0 ? undefined : rows.length === 1 ? rows[0] : Y.mergeUpdates(rows)
+    const outerRows = quiet && !added ? [] : rowsToStore(quiet, [msg.update], applied ? [applied] : [], this.outer)
     // Signatures are checked now, off the main thread, while earlier batches are still applied.
     const checked = this.checkEnvelopes(envelopes)
     checked.catch(() => {}) // awaited in order below; a failure surfaces there
-    const page: IncomingPage = { envelopes, outerUpdate, maxSeq, seqsChanged, checked }
+    const page: IncomingPage = { envelopes, outerRows, maxSeq, seqsChanged, checked }
     // While processing lags (a catch-up arrives faster than it is applied), record-free pages
     // join the pass already queued: one inner transaction and one durable commit for several.
     let bytes = 0
@@ -1001,7 +1001,7 @@ export class Conversation {
   private processPages(records: Uint8Array[], pages: IncomingPage[]): Promise<void> {
     if (pages.length === 1) {
       const p = pages[0]!
-      return this.processIncoming(records, p.envelopes, p.outerUpdate ? [p.outerUpdate] : [], p.maxSeq, p.seqsChanged, p.checked)
+      return this.processIncoming(records, p.envelopes, p.outerRows, p.maxSeq, p.seqsChanged, p.checked)
     }
     const checked = Promise.all(pages.map((p) => p.checked)).then((all) => ({
       headers: all.flatMap((c) => c.headers),
@@ -1010,7 +1010,7 @@ export class Conversation {
     return this.processIncoming(
       records,
       pages.flatMap((p) => p.envelopes),
-      pages.flatMap((p) => (p.outerUpdate ? [p.outerUpdate] : [])),
+      pages.flatMap((p) => p.outerRows),
       Math.max(...pages.map((p) => p.maxSeq)),
       pages.some((p) => p.seqsChanged),
       checked,
