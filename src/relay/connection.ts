@@ -209,6 +209,18 @@ const owners = new WeakMap<WebSocket, Connection>()
 
 function onSocketMessage(this: WebSocket, data: Buffer, isBinary: boolean): void {
   owners.get(this)?.onMessage(data, isBinary)
+  releaseReceiveQueue(this)
+}
+
+/**
+ * ws's receiver queues socket chunks in an array that keeps its grown capacity (~150 bytes)
+ * for the socket's life, so a connection that has received any frame costs that much more
+ * idle than one that never did. Once a frame leaves it empty, a fresh array costs nothing
+ * until the next chunk arrives. A private field of ws: if it ever moves, this does nothing.
+ */
+function releaseReceiveQueue(ws: WebSocket): void {
+  const receiver = (ws as unknown as { _receiver?: { _buffers?: unknown[] } })._receiver
+  if (receiver?._buffers?.length === 0) receiver._buffers = []
 }
 
 function onSocketClose(this: WebSocket): void {

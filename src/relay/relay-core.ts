@@ -52,7 +52,11 @@ const MAX_BUFFERED = 50_000
 export class RelayCore {
   readonly connections = new Set<Connection>()
   /** Open connections per remote address, for the per-address limit. */
-  private readonly perAddress = new Map<string, number>()
+  /**
+   * Connections per address. The entry also holds the address string every connection from it
+   * shares: each upgrade reads its own copy from the socket, 32 bytes per idle connection.
+   */
+  private readonly perAddress = new Map<string, { ip: string; n: number }>()
   private readonly rooms = new Map<string, Promise<Room | undefined>>()
   private readonly committer: Committer
   /**
@@ -82,19 +86,25 @@ export class RelayCore {
     })
   }
 
-  /** May another connection from `ip` be accepted? Counts it when it may. */
-  admitAddress(ip: string): boolean {
-    const n = this.perAddress.get(ip) ?? 0
-    if (n >= this.limits.maxConnectionsPerIp) return false
-    this.perAddress.set(ip, n + 1)
-    return true
+  /**
+   * May another connection from `ip` be accepted? Counts it when it may, and returns the
+   * address string for the connection to keep (one shared copy per address).
+   */
+  admitAddress(ip: string): string | undefined {
+    const entry = this.perAddress.get(ip)
+    if ((entry?.n ?? 0) >= this.limits.maxConnectionsPerIp) return undefined
+    if (entry) {
+      entry.n++
+      return entry.ip
+    }
+    this.perAddress.set(ip, { ip, n: 1 })
+    return ip
   }
 
   /** Give back an address's slot (a connection closed, or its upgrade failed). */
   releaseAddress(ip: string): void {
-    const n = (this.perAddress.get(ip) ?? 1) - 1
-    if (n > 0) this.perAddress.set(ip, n)
-    else this.perAddress.delete(ip)
+    const entry = this.perAddress.get(ip)
+    if (entry && --entry.n <= 0) this.perAddress.delete(ip)
   }
 
   connectionClosed(conn: Connection): void {

@@ -25,9 +25,9 @@ export function acceptWebSockets(server: Server, wss: WebSocketServer, core: Rel
     socket.on('error', ignore)
     const path = (request.url ?? '/').split('?')[0]
     if (request.headers.upgrade?.toLowerCase() !== 'websocket' || path !== '/') return refuse(socket, 404, 'not found')
-    const ip = request.socket.remoteAddress ?? 'unknown'
+    const ip = core.admitAddress(request.socket.remoteAddress ?? 'unknown')
     forgetPeerName(request.socket)
-    if (!core.admitAddress(ip)) {
+    if (ip === undefined) {
       core.metrics.reject('too many connections from one address')
       return refuse(socket, 429, 'too many connections from this address')
     }
