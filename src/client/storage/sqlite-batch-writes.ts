@@ -20,16 +20,16 @@ export interface NothingToCompact {
 }
 
 /**
- * Prepares the write statements on `db` and returns the function that applies batches in one
- * transaction (all of them, or none).
+ * Prepares the write statements on `db`; `write` applies batches in one transaction (all of
+ * them, or none).
  *
  * @example
  * ```ts
- * const write = prepareBatchWrites(db)
+ * const { write } = prepareBatchWrites(db)
  * write([{ put: [['k', new Uint8Array([1])]] }])
  * ```
  */
-export function prepareBatchWrites(db: BetterSqlite3.Database): (batches: readonly Batch[]) => void {
+export function prepareBatchWrites(db: BetterSqlite3.Database): { write: (batches: readonly Batch[]) => void } {
   const stmt = {
     put: db.prepare<[string, Uint8Array]>('INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)'),
     del: db.prepare<[string]>('DELETE FROM kv WHERE key = ?'),
@@ -38,7 +38,7 @@ export function prepareBatchWrites(db: BetterSqlite3.Database): (batches: readon
     deleteThrough: db.prepare<[string, string, number]>('DELETE FROM log WHERE conv = ? AND doc = ? AND id <= ?'),
     insertAt: db.prepare<[number, string, string, Uint8Array]>('INSERT INTO log (id, conv, doc, bytes) VALUES (?, ?, ?, ?)'),
   }
-  return db.transaction((batches: readonly Batch[]) => {
+  const write = db.transaction((batches: readonly Batch[]) => {
     for (const batch of batches) {
       for (const [key, value] of batch.put ?? []) {
         if (value === null) stmt.del.run(key)
@@ -58,6 +58,7 @@ export function prepareBatchWrites(db: BetterSqlite3.Database): (batches: readon
       }
     }
   })
+  return { write }
 }
 
 /**

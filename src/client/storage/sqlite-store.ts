@@ -137,7 +137,7 @@ export async function openSqliteStore(path: string, options: SqliteStoreOptions 
   }
 
   // Inline: the same writes as the writer thread's, on this connection.
-  const writeAll = writer ? undefined : prepareBatchWrites(db)
+  const writeAll = writer ? undefined : prepareBatchWrites(db).write
   const group = createCommitGroup((batches) => {
     if (writer) return writer.commit(batches)
     try {
