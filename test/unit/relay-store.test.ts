@@ -8,6 +8,7 @@ import { Client, escapeIdentifier } from 'pg'
 import { afterEach, describe, expect, it } from 'vitest'
 import { openPostgresRelayStore, POSTGRES_SCHEMA_VERSION } from '../../src/relay/store/postgres-store.js'
 import type { AppendBatch, NewRow, RelayStore } from '../../src/relay/store/relay-store.js'
+import { prepareRelayWrites } from '../../src/relay/store/sqlite-relay-writes.js'
 import { openSqliteRelayStore } from '../../src/relay/store/sqlite-store.js'
 import { expectPetrelError } from './device-store.conformance.js'
 import { type RelayStoreHarness, runRelayStoreConformance } from './relay-store.conformance.js'
@@ -35,11 +36,12 @@ async function harness(
   }
 }
 
-runRelayStoreConformance('SQLite relay store', async () => {
+for (const writer of ['thread', 'inline'] as const) {
+runRelayStoreConformance(`SQLite relay store (writes ${writer === 'thread' ? 'on the writer thread' : 'inline'})`, async () => {
   const dir = await mkdtemp(join(tmpdir(), 'petrel-relay-store-'))
   const file = join(dir, 'relay.db')
   return harness(
-    async () => openSqliteRelayStore(file),
+    async () => openSqliteRelayStore(file, { writer }),
     () => rm(dir, { recursive: true, force: true }),
     async (room, lastSeq) => {
       const db = new Database(file)
@@ -50,6 +52,44 @@ runRelayStoreConformance('SQLite relay store', async () => {
       }
     },
   )
+})
+}
+
+describe('SQLite relay store: writes', () => {
+  it('applies a planned compaction only to the rows it read: a row changed since leaves everything as it was', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'petrel-relay-store-'))
+    const file = join(dir, 'relay.db')
+    const room = 'room-compaction-race-0001'
+    const store = openSqliteRelayStore(file)
+    try {
+      await store.createRoom(room, new Uint8Array([1]), Date.now())
+      const row = (clock: number): NewRow => ({ room, client: 7, clock, len: 1, count: 1, structs: Uint8Array.of(8, clock) })
+      await store.append({ rows: [row(0), row(1), row(2)], bindings: [{ room, client: 7, device: 'd' }], records: [] })
+      await store.close()
+
+      const db = new Database(file)
+      try {
+        const writes = prepareRelayWrites(db)
+        const rows = () => db.prepare('SELECT seq, clock, len, count FROM rows WHERE room = ? ORDER BY seq').all(room)
+        const before = rows()
+        // Planned when row 2 covered clock 1 with len 1; it has since become something else.
+        db.prepare('UPDATE rows SET len = 2 WHERE room = ? AND seq = 2').run(room)
+        const changed = rows()
+        const stale = { remove: [[1, 7, 0, 1], [2, 7, 1, 1], [3, 7, 2, 1]] as Array<[number, number, number, number]>, write: [{ seq: 1, client: 7, clock: 0, len: 3, count: 1, structs: Uint8Array.of(0, 3) }] }
+        expect(() => writes.applyCompaction(room, stale)).toThrow(/row 2 changed since it was planned/)
+        expect(rows()).toEqual(changed)
+        expect(changed).not.toEqual(before)
+        // The same plan against the rows as read applies.
+        db.prepare('UPDATE rows SET len = 1 WHERE room = ? AND seq = 2').run(room)
+        expect(writes.applyCompaction(room, stale)).toEqual({ removed: 3, written: 1 })
+        expect(rows()).toEqual([{ seq: 1, clock: 0, len: 3, count: 1 }])
+      } finally {
+        db.close()
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
 })
 
 describe('SQLite relay store: WAL checkpoints', () => {

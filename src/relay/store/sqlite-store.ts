@@ -14,7 +14,9 @@ import Database from 'better-sqlite3'
 import { startCheckpointer } from './sqlite-checkpointer.js'
 import { ErrorCode, PetrelError } from '../../shared/errors.js'
 import { MAX_GC_BYTES, planCompaction, type RowMeta } from './compaction.js'
-import { type AppendBatch, assertLinkSlot, type RelayStore, type RoomSnapshot, type Row } from './relay-store.js'
+import { packAppend, prepareRelayWrites, type RelayWrites } from './sqlite-relay-writes.js'
+import { openOnWriterThread, ownCopy } from '../../shared/sqlite-thread.js'
+import { assertLinkSlot, type RelayStore, type RoomSnapshot, type Row } from './relay-store.js'
 
 /** Schema versions, applied in order at start; `user_version` records the last applied. */
 const MIGRATIONS: string[] = [
@@ -35,7 +37,26 @@ const MIGRATIONS: string[] = [
    CREATE INDEX link_mailbox_by_expiry ON link_mailbox (expires_at);`,
 ]
 
-export function openSqliteRelayStore(path: string): RelayStore {
+/** Options of {@link openSqliteRelayStore}. */
+export interface SqliteRelayStoreOptions {
+  /**
+   * Where writes run: `'thread'` (default for a file) on the process's SQLite writer thread, so
+   * a commit never stops the event loop; `'inline'` on this thread. `:memory:` is always inline
+   * (a second connection would see another database).
+   */
+  writer?: 'thread' | 'inline'
+}
+
+/**
+ * Opens (creating and migrating) the relay's SQLite database.
+ *
+ * @example
+ * ```ts
+ * const store = openSqliteRelayStore('./data/relay.db')
+ * await store.createRoom(room, genesis, Date.now())
+ * ```
+ */
+export function openSqliteRelayStore(path: string, options: SqliteRelayStoreOptions = {}): RelayStore {
   if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true })
   const db = new Database(path)
   db.pragma('journal_mode = WAL')
@@ -63,29 +84,10 @@ export function openSqliteRelayStore(path: string): RelayStore {
          SELECT client, MAX(clock + len) AS next FROM rows WHERE room = ? GROUP BY client
          UNION ALL SELECT client, next FROM client_floor WHERE room = ?) GROUP BY client`,
     ),
-    raiseFloor: db.prepare<[string, number]>(
-      `INSERT INTO client_floor (room, client, next)
-         SELECT room, client, MAX(clock + len) FROM rows WHERE room = ? AND seq < ? GROUP BY client
-       ON CONFLICT (room, client) DO UPDATE SET next = MAX(next, excluded.next)`,
-    ),
-    trim: db.prepare<[string, number]>('DELETE FROM rows WHERE room = ? AND seq < ?'),
     receipts: db.prepare<[string], { device: string; stored: number; read: number; stored_at: number; read_at: number }>(
       'SELECT device, stored, read, stored_at, read_at FROM receipts WHERE room = ?',
     ),
-    upsertReceipt: db.prepare(
-      `INSERT INTO receipts (room, device, stored, read, stored_at, read_at) VALUES (?, ?, ?, ?, ?, ?)
-       ON CONFLICT (room, device) DO UPDATE SET
-         stored_at = CASE WHEN excluded.stored > stored THEN excluded.stored_at ELSE stored_at END,
-         read_at = CASE WHEN excluded.read > read THEN excluded.read_at ELSE read_at END,
-         stored = MAX(stored, excluded.stored), read = MAX(read, excluded.read)`,
-    ),
     maxSeq: db.prepare<[string], { m: number | null }>('SELECT next_seq AS m FROM rooms WHERE room = ?'),
-    takeSeqs: db.prepare<[number, string], { next_seq: number }>('UPDATE rooms SET next_seq = next_seq + ? WHERE room = ? RETURNING next_seq'),
-    createRoom: db.prepare('INSERT INTO rooms (room, created_at) VALUES (?, ?)'),
-    nextRecordIdx: db.prepare<[string], { n: number }>('SELECT COUNT(*) AS n FROM records WHERE room = ?'),
-    insertRecord: db.prepare('INSERT INTO records (room, idx, bytes) VALUES (?, ?, ?)'),
-    insertClient: db.prepare('INSERT OR IGNORE INTO clients (room, client, device) VALUES (?, ?, ?)'),
-    insertRow: db.prepare('INSERT INTO rows (room, seq, client, clock, len, count, structs) VALUES (?, ?, ?, ?, ?, ?, ?)'),
     readRows: db.prepare<[string, number, number], Omit<Row, 'room' | 'structs'> & { structs: Buffer }>(
       'SELECT seq, client, clock, len, count, structs FROM rows WHERE room = ? AND seq > ? ORDER BY seq LIMIT ?',
     ),
@@ -99,62 +101,32 @@ export function openSqliteRelayStore(path: string): RelayStore {
       `SELECT seq, client, clock, len, count, CASE WHEN count = 1 AND LENGTH(structs) <= ${MAX_GC_BYTES} THEN structs END AS small
        FROM rows WHERE room = ? AND seq <= ?`,
     ),
-    deleteRow: db.prepare<[string, number]>('DELETE FROM rows WHERE room = ? AND seq = ?'),
-    addDevice: db.prepare<[string, string]>('INSERT OR IGNORE INTO device_rooms (device, room) VALUES (?, ?)'),
-    removeDevice: db.prepare<[string, string]>('DELETE FROM device_rooms WHERE device = ? AND room = ?'),
     roomsOfDevice: db.prepare<[string], { room: string }>('SELECT room FROM device_rooms WHERE device = ? ORDER BY room'),
-    putLink: db.prepare<[string, number, Uint8Array, number]>(
-      'INSERT INTO link_mailbox (id, slot, bytes, expires_at) VALUES (?, ?, ?, ?) ON CONFLICT (id, slot) DO NOTHING',
-    ),
-    takeLink: db.prepare<[string, number], { bytes: Buffer; expires_at: number }>(
-      'DELETE FROM link_mailbox WHERE id = ? AND slot = ? RETURNING bytes, expires_at',
-    ),
-    purgeLinks: db.prepare<[number]>('DELETE FROM link_mailbox WHERE expires_at <= ?'),
     bytes: db.prepare<[string, string], { b: number | null }>(
       'SELECT (SELECT COALESCE(SUM(LENGTH(structs)), 0) FROM rows WHERE room = ?) + (SELECT COALESCE(SUM(LENGTH(bytes)), 0) FROM records WHERE room = ?) AS b',
     ),
   }
 
-  const appendTx = db.transaction((batch: AppendBatch): number[] => {
-    for (const r of batch.records) q.insertRecord.run(r.room, q.nextRecordIdx.get(r.room)!.n, r.bytes)
-    for (const b of batch.bindings) q.insertClient.run(b.room, b.client, b.device)
-    // Take each room's block of sequence numbers once per batch.
-    const perRoom = new Map<string, number>()
-    for (const r of batch.rows) perRoom.set(r.room, (perRoom.get(r.room) ?? 0) + 1)
-    const nextOf = new Map<string, number>()
-    for (const [room, n] of perRoom) {
-      const taken = q.takeSeqs.get(n, room)
-      if (!taken) throw new Error(`append to unknown room ${room}`)
-      nextOf.set(room, taken.next_seq - n)
-    }
-    const seqs = batch.rows.map((r) => {
-      const seq = nextOf.get(r.room)! + 1
-      nextOf.set(r.room, seq)
-      q.insertRow.run(r.room, seq, r.client, r.clock, r.len, r.count, r.structs)
-      return seq
-    })
-    for (const r of batch.receipts ?? []) q.upsertReceipt.run(r.room, r.device, r.stored, r.read, r.storedAt, r.readAt)
-    for (const d of batch.devices ?? []) (d.member ? q.addDevice : q.removeDevice).run(d.device, d.room)
-    return seqs
-  })
-
-  const compactTx = db.transaction((room: string, throughSeq: number, keep: ReadonlySet<number>) => {
-    const metas = q.compactable.all(room, throughSeq).map((r) => ({ ...r, small: r.small && new Uint8Array(r.small) }))
-    const plan = planCompaction(metas, keep)
-    for (const seq of plan.remove) q.deleteRow.run(room, seq)
-    for (const w of plan.write) q.insertRow.run(room, w.seq, w.client, w.clock, w.len, w.count, w.structs)
-    return { removed: plan.remove.length, written: plan.write.length }
-  })
-
   let closed = false
+  const failure = (cause: unknown): PetrelError =>
+    cause instanceof PetrelError ? cause : new PetrelError(ErrorCode.StorageFailed, `relay store: ${(cause as { message?: string }).message ?? String(cause)}`, { cause })
   const guard = <T>(fn: () => T): Promise<T> => {
     if (closed) return Promise.reject(new PetrelError(ErrorCode.Closed, 'relay store is closed'))
     try {
       return Promise.resolve(fn())
     } catch (cause) {
-      if (cause instanceof PetrelError) return Promise.reject(cause)
-      return Promise.reject(new PetrelError(ErrorCode.StorageFailed, `relay store: ${(cause as Error).message}`, { cause }))
+      return Promise.reject(failure(cause))
     }
+  }
+
+  // Every write runs on one connection: the writer thread's, or this one (see sqlite-relay-writes.ts).
+  const pragmas = ['journal_mode = WAL', 'synchronous = FULL', 'busy_timeout = 5000', ...(checkpointer ? ['wal_autocheckpoint = 0'] : [])]
+  const thread = path !== ':memory:' && options.writer === 'thread' ? openOnWriterThread(path, pragmas, prepareRelayWrites) : undefined
+  const inline = thread ? undefined : prepareRelayWrites(db)
+  const write = <K extends keyof RelayWrites & string>(name: K, args: Parameters<RelayWrites[K]>, transfer?: ArrayBuffer[]): Promise<ReturnType<RelayWrites[K]>> => {
+    if (closed) return Promise.reject(new PetrelError(ErrorCode.Closed, 'relay store is closed'))
+    if (thread) return thread.call(name, args, transfer).catch((cause: unknown) => Promise.reject(failure(cause)))
+    return guard(() => (inline![name] as unknown as (...a: Parameters<RelayWrites[K]>) => ReturnType<RelayWrites[K]>)(...args))
   }
 
   return {
@@ -181,14 +153,12 @@ export function openSqliteRelayStore(path: string): RelayStore {
           })),
         }
       }),
-    createRoom: (room, genesis, createdAt) =>
-      guard(() => {
-        db.transaction(() => {
-          q.createRoom.run(room, createdAt)
-          q.insertRecord.run(room, 0, genesis)
-        })()
-      }),
-    append: (batch) => guard(() => appendTx(batch)),
+    createRoom: (room, genesis, createdAt) => write('createRoom', [room, thread ? ownCopy(genesis, []) : genesis, createdAt]),
+    append: (batch) => {
+      if (!thread) return write('append', [batch])
+      const transfer: ArrayBuffer[] = []
+      return write('appendPacked', [packAppend(batch, transfer)], transfer)
+    },
     readRows: (room, afterSeq, limit) =>
       guard(() => q.readRows.all(room, afterSeq, limit).map((r) => ({ ...r, room, structs: ownBytes(r.structs) }))),
     firstRowEndingAfter: (room, client, clock) => guard(() => q.firstEnding.get(room, client, clock)?.seq ?? undefined),
@@ -203,31 +173,36 @@ export function openSqliteRelayStore(path: string): RelayStore {
           )
           .all(room, ...clients, afterSeq, limit)
       }),
-    trimRows: (room, beforeSeq) =>
-      guard(() =>
-        db.transaction(() => {
-          q.raiseFloor.run(room, beforeSeq)
-          return q.trim.run(room, beforeSeq).changes
-        })(),
-      ),
-    compactRows: (room, throughSeq, keep) => guard(() => compactTx(room, throughSeq, keep)),
+    trimRows: (room, beforeSeq) => write('trimRows', [room, beforeSeq]),
+    compactRows: async (room, throughSeq, keep) => {
+      // Planned on a read here, applied by the writer, which checks each removed row is still the row read.
+      const metas = await guard(() => q.compactable.all(room, throughSeq).map((r) => ({ ...r, small: r.small && new Uint8Array(r.small) })))
+      const plan = planCompaction(metas, keep)
+      if (plan.remove.length === 0) return { removed: 0, written: 0 }
+      const bySeq = new Map(metas.map((m) => [m.seq, m]))
+      const remove = plan.remove.map((seq): [number, number, number, number] => {
+        const m = bySeq.get(seq)!
+        return [seq, m.client, m.clock, m.len]
+      })
+      return write('applyCompaction', [room, { remove, write: plan.write }])
+    },
     roomsOfDevice: (device) => guard(() => q.roomsOfDevice.all(device).map((r) => r.room)),
-    putLink: (id, slot, bytes, expiresAt) =>
-      guard(() => {
-        assertLinkSlot(slot)
-        return q.putLink.run(id, slot, bytes, expiresAt).changes === 1
-      }),
-    takeLink: (id, slot, now) =>
-      guard(() => {
-        assertLinkSlot(slot)
-        const taken = q.takeLink.get(id, slot)
-        return taken && taken.expires_at > now ? new Uint8Array(taken.bytes) : undefined
-      }),
-    purgeLinks: (now) => guard(() => q.purgeLinks.run(now).changes),
+    putLink: async (id, slot, bytes, expiresAt) => {
+      await guard(() => assertLinkSlot(slot))
+      return write('putLink', [id, slot, thread ? ownCopy(bytes, []) : bytes, expiresAt])
+    },
+    takeLink: async (id, slot, now) => {
+      await guard(() => assertLinkSlot(slot))
+      const taken = await write('takeLink', [id, slot])
+      return taken && taken.expiresAt > now ? new Uint8Array(taken.bytes) : undefined
+    },
+    purgeLinks: (now) => write('purgeLinks', [now]),
     roomBytes: (room) => guard(() => q.bytes.get(room, room)?.b ?? 0),
     close: async () => {
       if (closed) return
       closed = true
+      // After every write already issued: the writer runs them in order.
+      await thread?.close().catch(() => {})
       await checkpointer?.stop()
       // One last checkpoint, so a clean shutdown leaves a short WAL behind.
       try {
