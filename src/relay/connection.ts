@@ -7,7 +7,7 @@ import type { WebSocket } from 'ws'
 import { fromBase64Url, randomBytes, SignatureDomain, toBase64Url, verifyWithDomain } from '../shared/crypto/index.js'
 import { isPetrelError } from '../shared/errors.js'
 import { readAdmission, readCertificate, verifyCertificate } from '../shared/records.js'
-import { CloseCode, type Frame, FrameType, readFrame, writeFrame, writeRoomFrame } from '../shared/wire.js'
+import { CloseCode, type Frame, FrameType, readFrame, writeFrame, roomFrameHeader } from '../shared/wire.js'
 import type { RelayCore } from './relay-core.js'
 import type { RoomMemberConn } from './room.js'
 
@@ -118,7 +118,13 @@ export class Connection implements RoomMemberConn {
   }
 
   deliver(room: string, message: Uint8Array): void {
-    this.send(writeRoomFrame(room, message))
+    // Framed into a Buffer, which ws sends as it is: a plain small Uint8Array lives inside V8's
+    // heap, and ws asking for its ArrayBuffer moved it out to a backing store of its own.
+    const header = roomFrameHeader(room)
+    const frame = Buffer.allocUnsafe(header.length + message.length)
+    frame.set(header)
+    frame.set(message, header.length)
+    this.send(frame)
   }
 
   close(code: number, reason: string): void {

@@ -6,7 +6,7 @@
  * and its sender is cut off; an envelope over the size limit is refused for good and a GC
  * placeholder keeps the client's clocks contiguous.
  */
-import { constantTimeEqual, fromBase64Url } from '../shared/crypto/index.js'
+import { matchesBase64Url } from '../shared/crypto/index.js'
 import { readEnvelope } from '../shared/envelope.js'
 import { ErrorCode, PetrelError } from '../shared/errors.js'
 import { envelopeKey, OUTER_LOG, OUTER_RECORDS } from '../shared/outer-keys.js'
@@ -81,7 +81,6 @@ export function validateOuterUpdate(
   // The delete set is ignored, never stored: the outer log only grows, and the only deletions
   // clients hold are the GC placeholders the relay itself wrote (Yjs counts GC as deleted, so
   // every later sync step 2 carries them).
-  let device: Uint8Array | undefined
   const out: ValidatedUpdate = { rows: [], newClients: [], records: [], refused: [], duplicates: 0, ownDuplicates: [], bytes: 0 }
   for (const group of parsed.groups) {
     const owner = clients.get(group.client)
@@ -132,8 +131,7 @@ export function validateOuterUpdate(
           continue
         }
         const header = readEnvelope(value)
-        device ??= fromBase64Url(deviceId)
-        if (!constantTimeEqual(header.senderDevicePub, device)) {
+        if (!matchesBase64Url(header.senderDevicePub, deviceId)) {
           throw new PetrelError(ErrorCode.Malformed, 'envelope sealed by another device')
         }
         part.epoch = header.epoch

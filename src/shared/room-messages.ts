@@ -27,6 +27,7 @@
  * ```
  */
 import * as encoding from 'lib0/encoding'
+import { encodeSmall } from './scratch-encoder.js'
 import type { StrictReader } from './wire.js'
 
 export const RoomMessage = {
@@ -66,11 +67,11 @@ const readRanges = (r: StrictReader): ClockRange[] => {
 }
 
 export function writeAck(seq: number, ranges: ClockRange[]): Uint8Array {
-  const e = encoding.createEncoder()
-  encoding.writeVarUint(e, RoomMessage.Ack)
-  encoding.writeVarUint(e, seq)
-  writeRanges(e, ranges)
-  return encoding.toUint8Array(e)
+  return encodeSmall((e) => {
+    encoding.writeVarUint(e, RoomMessage.Ack)
+    encoding.writeVarUint(e, seq)
+    writeRanges(e, ranges)
+  })
 }
 
 export function writeRefused(reason: number, message: string, ranges: ClockRange[]): Uint8Array {
@@ -83,10 +84,10 @@ export function writeRefused(reason: number, message: string, ranges: ClockRange
 }
 
 export function writeCursor(seq: number): Uint8Array {
-  const e = encoding.createEncoder()
-  encoding.writeVarUint(e, RoomMessage.Cursor)
-  encoding.writeVarUint(e, seq)
-  return encoding.toUint8Array(e)
+  return encodeSmall((e) => {
+    encoding.writeVarUint(e, RoomMessage.Cursor)
+    encoding.writeVarUint(e, seq)
+  })
 }
 
 export const KEEPALIVE_MESSAGE = Uint8Array.of(RoomMessage.Keepalive)
@@ -115,17 +116,17 @@ export interface RowIndexEntry extends ClockRange {
 }
 
 export function writeRows(index: RowIndexEntry[], update: Uint8Array): Uint8Array {
-  const e = encoding.createEncoder()
-  encoding.writeVarUint(e, RoomMessage.Rows)
-  encoding.writeVarUint(e, index.length)
-  for (const r of index) {
-    encoding.writeVarUint(e, r.seq)
-    encoding.writeVarUint(e, r.client)
-    encoding.writeVarUint(e, r.clock)
-    encoding.writeVarUint(e, r.len)
-  }
-  encoding.writeVarUint8Array(e, update)
-  return encoding.toUint8Array(e)
+  return encodeSmall((e) => {
+    encoding.writeVarUint(e, RoomMessage.Rows)
+    encoding.writeVarUint(e, index.length)
+    for (const r of index) {
+      encoding.writeVarUint(e, r.seq)
+      encoding.writeVarUint(e, r.client)
+      encoding.writeVarUint(e, r.clock)
+      encoding.writeVarUint(e, r.len)
+    }
+    encoding.writeVarUint8Array(e, update)
+  })
 }
 
 export const readRows = (r: StrictReader) => {
@@ -165,12 +166,12 @@ export const readReceipts = (r: StrictReader): ReceiptEntry[] => {
 }
 
 export function writeDeviceAck(device: string, stored: number, read: number): Uint8Array {
-  const e = encoding.createEncoder()
-  encoding.writeVarUint(e, RoomMessage.DeviceAck)
-  encoding.writeVarString(e, device)
-  encoding.writeVarUint(e, stored)
-  encoding.writeVarUint(e, read)
-  return encoding.toUint8Array(e)
+  return encodeSmall((e) => {
+    encoding.writeVarUint(e, RoomMessage.DeviceAck)
+    encoding.writeVarString(e, device)
+    encoding.writeVarUint(e, stored)
+    encoding.writeVarUint(e, read)
+  })
 }
 
 export const readDeviceAck = (r: StrictReader) => ({ device: r.varString(64), stored: r.varUint(), read: r.varUint() })

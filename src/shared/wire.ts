@@ -163,6 +163,15 @@ const ROOM_HEADER_CACHE = 4096
 
 /** Encode a room frame around an already-encoded y-websocket message: one allocation, one copy. */
 export function writeRoomFrame(room: string, message: Uint8Array): Uint8Array {
+  const header = roomFrameHeader(room)
+  const out = new Uint8Array(header.length + message.length)
+  out.set(header)
+  out.set(message, header.length)
+  return out
+}
+
+/** The bytes of a room frame before its message (version, type, room), cached per room. */
+export function roomFrameHeader(room: string): Uint8Array {
   let header = roomHeaders.get(room)
   if (!header) {
     const e = encoding.createEncoder()
@@ -173,10 +182,7 @@ export function writeRoomFrame(room: string, message: Uint8Array): Uint8Array {
     if (roomHeaders.size >= ROOM_HEADER_CACHE) roomHeaders.clear()
     roomHeaders.set(room, header)
   }
-  const out = new Uint8Array(header.length + message.length)
-  out.set(header)
-  out.set(message, header.length)
-  return out
+  return header
 }
 
 /**

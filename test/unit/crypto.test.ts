@@ -10,6 +10,7 @@ import {
   WRAPPED_KEY_LENGTH,
   constantTimeEqual,
   fromBase64Url,
+  matchesBase64Url,
   fromHex,
   generateAgreementKeyPair,
   generateSigningKeyPair,
@@ -734,6 +735,28 @@ describe('hash and encoding helpers', () => {
     ]
     for (const s of bad) expectRejected(() => fromBase64Url(s), ErrorCode.Malformed)
     expect(() => fromBase64Url(undefined as unknown as string)).toThrow(TypeError)
+  })
+
+  it('matchesBase64Url accepts exactly the canonical encoding of the bytes, for every length', () => {
+    for (let n = 0; n < 70; n++) {
+      const b = crypto.getRandomValues(new Uint8Array(n))
+      const s = toBase64Url(b)
+      expect(matchesBase64Url(b, s)).toBe(true)
+      // Every single-character change is refused, and so is every other length.
+      for (let i = 0; i < s.length; i++) {
+        const other = s.slice(0, i) + (s[i] === 'A' ? 'B' : 'A') + s.slice(i + 1)
+        expect(matchesBase64Url(b, other)).toBe(false)
+      }
+      expect(matchesBase64Url(b, `${s}A`)).toBe(false)
+      if (n > 0) expect(matchesBase64Url(b.subarray(1), s)).toBe(false)
+    }
+    // The strict decoder's rejects are rejected here too, for the bytes they would alias.
+    const f = new TextEncoder().encode('f')
+    const fo = new TextEncoder().encode('fo')
+    expect(matchesBase64Url(f, 'Zg')).toBe(true)
+    for (const s of ['Zh', 'Zg=', 'Z+', ' g', 'Z\u00e9']) expect(matchesBase64Url(f, s)).toBe(false)
+    expect(matchesBase64Url(fo, 'Zm8')).toBe(true)
+    expect(matchesBase64Url(fo, 'Zm9')).toBe(false)
   })
 
   it('hex is lowercase and strict', () => {

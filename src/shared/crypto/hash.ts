@@ -164,6 +164,51 @@ export function toBase64Url(bytes: Uint8Array): string {
 }
 
 /**
+ * Whether `text` is the canonical unpadded base64url encoding of `bytes`, without decoding it
+ * into a new array (the relay checks every envelope's sender against the connection's device
+ * id). Runs through the whole string whatever it finds, like {@link constantTimeEqual}.
+ *
+ * @example matchesBase64Url(Uint8Array.of(0xfb, 0xff), '-_8') // true
+ */
+export function matchesBase64Url(bytes: Uint8Array, text: string): boolean {
+  const rest = bytes.length % 3
+  if (text.length !== ((bytes.length - rest) / 3) * 4 + (rest === 0 ? 0 : rest + 1)) return false
+  let diff = 0
+  let o = 0
+  let i = 0
+  for (; i + 3 < text.length; i += 4, o += 3) {
+    const a = sextetAt(text, i)
+    const b = sextetAt(text, i + 1)
+    const c = sextetAt(text, i + 2)
+    const d = sextetAt(text, i + 3)
+    diff |= (a | b | c | d) & 0x80
+    const n = (a << 18) | (b << 12) | (c << 6) | d
+    diff |= ((n >> 16) & 0xff) ^ bytes[o]!
+    diff |= ((n >> 8) & 0xff) ^ bytes[o + 1]!
+    diff |= (n & 0xff) ^ bytes[o + 2]!
+  }
+  if (rest > 0) {
+    const a = sextetAt(text, i)
+    const b = sextetAt(text, i + 1)
+    const c = rest === 2 ? sextetAt(text, i + 2) : 0
+    diff |= (a | b | c) & 0x80
+    const n = (a << 18) | (b << 12) | (c << 6)
+    diff |= ((n >> 16) & 0xff) ^ bytes[o]!
+    // Canonical: the bits after the last byte are zero.
+    if (rest === 1) diff |= (n >> 8) & 0xff
+    else diff |= (((n >> 8) & 0xff) ^ bytes[o + 1]!) | (n & 0xff)
+  }
+  return diff === 0
+}
+
+/** The sextet of the character at `i`, or 0x80 for a character outside base64url. */
+function sextetAt(text: string, i: number): number {
+  const c = text.charCodeAt(i)
+  const v = c < 128 ? B64URL_DECODE[c]! : -1
+  return v < 0 ? 0x80 : v
+}
+
+/**
  * Strict unpadded base64url decoding. Rejects padding, whitespace, the standard-alphabet `+`/`/`,
  * impossible lengths and non-zero trailing bits, so each byte string has exactly one accepted
  * encoding (tokens and ids compared as strings can't be aliased).
