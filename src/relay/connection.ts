@@ -118,18 +118,14 @@ export class Connection implements RoomMemberConn {
   }
 
   deliver(room: string, message: Uint8Array): void {
-    // Framed into a Buffer, which ws sends as it is: a plain small Uint8Array lives inside V8's
-    // heap, and ws asking for its ArrayBuffer moved it out to a backing store of its own.
-    const header = roomFrameHeader(room)
-    const frame = Buffer.allocUnsafe(header.length + message.length)
-    frame.set(header)
-    frame.set(message, header.length)
-    this.send(frame)
+    this.send(roomFrame(room, message))
   }
+
 
   close(code: number, reason: string): void {
     if (this.closed) return
     this.ws.close(code, reason)
+    if (this.ws.readyState !== this.ws.CLOSED) this.core.closingSockets.add(this.ws)
     this.onClose()
   }
 
@@ -213,6 +209,30 @@ export class Connection implements RoomMemberConn {
 const HEARTBEAT = writeFrame({ type: FrameType.Heartbeat })
 const owners = new WeakMap<WebSocket, Connection>()
 
+/**
+ * The last frame built, and what from: a fan-out delivers one message to every peer in a row.
+ * (Room messages are never modified once delivered.)
+ */
+let lastFrame: { room: string; message: Uint8Array; frame: Buffer } | undefined
+const KEPT_FRAME_BYTES = 16 * 1024
+
+/**
+ * A room frame as a Buffer, which ws sends as it is: a plain small Uint8Array lives inside
+ * V8's heap, and ws asking for its ArrayBuffer moved it out to a backing store of its own. Not
+ * from Node's shared pool: a frame waiting behind a slow peer would keep 8 KB alive. ws does
+ * not modify what a server sends (no masking), so peers share one frame.
+ */
+function roomFrame(room: string, message: Uint8Array): Buffer {
+  if (lastFrame?.message === message && lastFrame.room === room) return lastFrame.frame
+  const header = roomFrameHeader(room)
+  const frame = Buffer.allocUnsafeSlow(header.length + message.length)
+  frame.set(header)
+  frame.set(message, header.length)
+  // A large one (a catch-up page) goes to one peer: not kept after it is sent.
+  lastFrame = frame.length <= KEPT_FRAME_BYTES ? { room, message, frame } : undefined
+  return frame
+}
+
 function onSocketMessage(this: WebSocket, data: Buffer, isBinary: boolean): void {
   owners.get(this)?.onMessage(data, isBinary)
   releaseReceiveQueue(this)
@@ -230,7 +250,9 @@ function releaseReceiveQueue(ws: WebSocket): void {
 }
 
 function onSocketClose(this: WebSocket): void {
-  owners.get(this)?.onClose()
+  const conn = owners.get(this)
+  conn?.core.closingSockets.delete(this)
+  conn?.onClose()
 }
 // Monotonic, and a small integer for the first ~24 days of a process (boxed after, still right).
 const sinceStart = () => Math.floor(performance.now())

@@ -3,6 +3,7 @@
  * catch-up from the store, and fan-out. It holds no Y.Doc and never decodes Yjs content:
  * rows are opaque bytes indexed by (client, clock) and a per-room sequence number.
  */
+import type { WebSocket } from 'ws'
 import { isPetrelError } from '../shared/errors.js'
 import { type Admission, AdmissionKind, readRecord, readSnapshotBody, RecordKind } from '../shared/records.js'
 import {
@@ -51,6 +52,11 @@ const MAX_BUFFERED = 50_000
 
 export class RelayCore {
   readonly connections = new Set<Connection>()
+  /**
+   * Sockets of connections the relay closed whose peer has not answered the close yet (ws
+   * waits up to 30 s). They are no longer connections, but shutdown must still end them.
+   */
+  readonly closingSockets = new Set<WebSocket>()
   /** Open connections per remote address, for the per-address limit. */
   /**
    * Connections per address. The entry also holds the address string every connection from it

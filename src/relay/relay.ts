@@ -108,9 +108,9 @@ export async function createRelay(options: RelayOptions = {}): Promise<Relay> {
       closing ??= (async () => {
         await new Promise<void>((resolve) => {
           server.close(() => resolve())
-          const open = [...core.connections]
-          for (const conn of open) conn.close(CloseCode.Restarting, 'relay restarting')
-          for (const conn of open) conn.ws.terminate()
+          for (const conn of [...core.connections]) conn.close(CloseCode.Restarting, 'relay restarting')
+          // Every socket still open is one whose close the peer has not answered (ws would wait 30 s).
+          for (const ws of [...core.closingSockets]) ws.terminate()
           ;(server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.()
         })
         await core.close()

@@ -78,6 +78,21 @@ describe('abuse limits', () => {
     expect(closedAfter).toBeLessThan(3000)
   })
 
+  it('shuts down at once when a peer it closed never answers the close (ws would wait 30 s)', { timeout: 40_000 }, async () => {
+    world = new World()
+    const relay = await world.relay({ limits: { authTimeoutMs: 200 } })
+    const ws = new WebSocket(world.url)
+    ws.on('error', () => {})
+    await new Promise((resolve) => ws.once('open', resolve))
+    // The peer stops reading: it never sees the relay's close frame, so it never answers it.
+    ;(ws as unknown as { _socket: { pause(): void } })._socket.pause()
+    await until(() => relay.metrics.connections === 0, 3000, 'closed for not authenticating')
+    const t0 = Date.now()
+    await relay.close()
+    expect(Date.now() - t0).toBeLessThan(3000)
+    ws.terminate()
+  })
+
   it('closes an authenticated connection that goes silent (half-open)', async () => {
     world = new World()
     await world.relay({ limits: { heartbeatMs: 100, idleTimeoutMs: 400 } })
