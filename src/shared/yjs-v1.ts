@@ -257,6 +257,41 @@ function readId(d: StrictDecoder, lim: Limits): ParsedId {
   return { client, clock }
 }
 
+/**
+ * Every struct has every field, set in one order: one hidden class for all of them, with its
+ * fields inside the object. Fields added only when present made a chain of shapes and spilled
+ * into a separate property array (a second allocation per struct, on every update parsed).
+ */
+function struct(
+  kind: ParsedStruct['kind'],
+  start: number,
+  end: number,
+  clock: number,
+  len: number,
+  info: number,
+  contentRef: number,
+  contentStart: number,
+  contentEnd: number,
+): ParsedStruct {
+  return {
+    kind,
+    start,
+    end,
+    clock,
+    len,
+    info,
+    contentRef,
+    origin: undefined,
+    rightOrigin: undefined,
+    parentRoot: undefined,
+    parentId: undefined,
+    key: undefined,
+    contentStart,
+    contentEnd,
+    binary: undefined,
+  }
+}
+
 function readStruct(d: StrictDecoder, clock: number, lim: Limits): ParsedStruct {
   const start = d.pos
   const info = d.readUint8()
@@ -269,10 +304,10 @@ function readStruct(d: StrictDecoder, clock: number, lim: Limits): ParsedStruct 
     const len = d.readVarUint()
     checkClockRange(clock, len, lim, start, 'struct')
     const kind = ref === REF_GC ? 'gc' : 'skip'
-    return { kind, start, end: d.pos, clock, len, info, contentRef: ref, contentStart, contentEnd: d.pos }
+    return struct(kind, start, d.pos, clock, len, info, ref, contentStart, d.pos)
   }
   if (ref > 9) malformed(`struct at byte ${start} has unknown content ref ${ref}`)
-  const s: ParsedStruct = { kind: 'item', start, end: 0, clock, len: 0, info, contentRef: ref, contentStart: 0, contentEnd: 0 }
+  const s = struct('item', start, 0, clock, 0, info, ref, 0, 0)
   if (info & INFO_ORIGIN) s.origin = readId(d, lim)
   if (info & INFO_RIGHT_ORIGIN) s.rightOrigin = readId(d, lim)
   // With an origin, parent and key are inherited and NOT on the wire, even when 0x20 is set.
