@@ -14,7 +14,7 @@ import type { AddressInfo } from 'node:net'
 import Database from 'better-sqlite3'
 import * as wsModule from 'ws'
 import { type WebSocket, WebSocketServer } from 'ws'
-import { createRelay } from '../src/relay/index.js'
+import { createRelay, openSqliteRelayStore } from '../src/relay/index.js'
 
 const [kind, dir] = process.argv.slice(2) as [string, string]
 
@@ -125,7 +125,10 @@ async function hocuspocus(): Promise<number> {
 }
 
 async function petrel(): Promise<number> {
-  const relay = await createRelay({ port: 0, host: '127.0.0.1', database: join(dir, 'relay.db'), logLevel: 'warn', limits: benchLimits })
+  // BENCH_RELAY_WRITER=thread: the relay's SQLite writes on the writer thread (inline by default).
+  const file = join(dir, 'relay.db')
+  const database = process.env.BENCH_RELAY_WRITER === 'thread' ? openSqliteRelayStore(file, { writer: 'thread' }) : file
+  const relay = await createRelay({ port: 0, host: '127.0.0.1', database, logLevel: 'warn', limits: benchLimits })
   return relay.port
 }
 
