@@ -18,6 +18,7 @@
  */
 import type BetterSqlite3 from 'better-sqlite3'
 import type { AppendBatch, NewRow } from './relay-store.js'
+import { ownCopy } from '../../shared/sqlite-thread.js'
 
 /** An append batch with its rows in columns (see the file comment). */
 export interface PackedAppend {
@@ -58,8 +59,8 @@ export function packAppend(batch: AppendBatch, transfer: ArrayBuffer[]): PackedA
     blob.set(r.structs, at)
     at += r.structs.length
   }
-  const records = batch.records.map((r) => ({ room: r.room, bytes: Uint8Array.prototype.slice.call(r.bytes) }))
-  transfer.push(nums.buffer, blob.buffer, ...records.map((r) => r.bytes.buffer as ArrayBuffer))
+  transfer.push(nums.buffer, blob.buffer)
+  const records = batch.records.map((r) => ({ room: r.room, bytes: ownCopy(r.bytes, transfer) }))
   return { rooms, nums, blob, bindings: batch.bindings, records, receipts: batch.receipts, devices: batch.devices }
 }
 

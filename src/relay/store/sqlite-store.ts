@@ -154,7 +154,10 @@ export function openSqliteRelayStore(path: string, options: SqliteRelayStoreOpti
           })),
         }
       }),
-    createRoom: (room, genesis, createdAt) => write('createRoom', [room, thread ? ownCopy(genesis, []) : genesis, createdAt]),
+    createRoom: (room, genesis, createdAt) => {
+      const transfer: ArrayBuffer[] = []
+      return write('createRoom', [room, thread ? ownCopy(genesis, transfer) : genesis, createdAt], transfer)
+    },
     append: (batch) => {
       if (!thread) return write('append', [batch])
       const transfer: ArrayBuffer[] = []
@@ -190,7 +193,8 @@ export function openSqliteRelayStore(path: string, options: SqliteRelayStoreOpti
     roomsOfDevice: (device) => guard(() => q.roomsOfDevice.all(device).map((r) => r.room)),
     putLink: async (id, slot, bytes, expiresAt) => {
       await guard(() => assertLinkSlot(slot))
-      return write('putLink', [id, slot, thread ? ownCopy(bytes, []) : bytes, expiresAt])
+      const transfer: ArrayBuffer[] = []
+      return write('putLink', [id, slot, thread ? ownCopy(bytes, transfer) : bytes, expiresAt], transfer)
     },
     takeLink: async (id, slot, now) => {
       await guard(() => assertLinkSlot(slot))
