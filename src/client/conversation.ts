@@ -223,6 +223,8 @@ export class Conversation {
   private sortedIds: Set<string> | undefined
   /** Message keys written since `sortedRows` was built, none of them in it. */
   private addedKeys: string[] = []
+  /** Only statuses changed since `sortedRows` was built: its own rows are re-read, the rest kept. */
+  private restatus = false
   private denied: PetrelError | undefined
   private unknownRoomRetries = 0
   private reopenTimer: ReturnType<typeof setTimeout> | undefined
@@ -599,12 +601,12 @@ export class Conversation {
       for (const item of batch)
         for (const msgId of item.tags) this.own.set(msgId, { envelopeKey: '', seq: 0, failure: `storage failed: ${reason.message}` })
       this.ctx.reportError(reason)
-      this.changed()
+      this.statusesChanged()
       for (const item of batch) item.reject(reason)
       return
     }
     for (const item of batch) item.resolve()
-    this.changed()
+    this.statusesChanged()
     this.countEnvelopes(epochUsed, sealedUpdates, true)
   }
 
@@ -1176,7 +1178,7 @@ export class Conversation {
     this.verificationDirty = false
     // A listed message from another of our devices takes its ticks from its position, which
     // this batch may have just set: rebuild the list rather than keep its row.
-    if (this.sortedIds && seqEntries.some(([key]) => this.sortedIds!.has(key))) this.changed()
+    if (this.sortedIds && seqEntries.some(([key]) => this.sortedIds!.has(key))) this.statusesChanged()
     const committedThrough = this.cursor
     // The next batch need not wait for this one's commit (it runs on the writer thread, and
     // commits land in the order issued); what depends on it being durable waits below.
@@ -1586,13 +1588,13 @@ export class Conversation {
       this.incoming = job.catch((err) => this.report(err, 'could not store the cursor'))
     }
     if (puts.length === 0) return
-    this.changed()
+    this.statusesChanged()
     this.storeSoon(puts)
   }
 
   private onReceipts(entries: ReceiptEntry[]): void {
     if (!this.receiptBook.merge(entries)) return
-    this.changed()
+    this.statusesChanged()
     this.storeSoon([[keyOf.receipts(this.id), encodeReceipts([...this.receiptBook.byDevice.values()])]])
   }
 
@@ -1657,7 +1659,7 @@ export class Conversation {
     if (this.cursor <= this.readCursor) return
     this.readCursor = this.cursor
     await this.commit({ put: [[keyOf.readCursor(this.id), encodeCursor(this.readCursor)]] })
-    this.changed()
+    this.statusesChanged()
     this.scheduleAck()
   }
 
@@ -1744,7 +1746,7 @@ export class Conversation {
       if (update) void this.queueSeal(tombstoneUpdate(update), []).catch((err) => this.report(err, 'could not send a tombstone'))
     }
     if (puts.length === 0) return
-    this.changed()
+    this.statusesChanged()
     const job = this.incomingTail.then(() => this.commit({ put: puts }))
     this.incoming = job.catch((err) => this.report(err, 'could not store a refusal'))
   }
@@ -1791,7 +1793,7 @@ export class Conversation {
     }
     this.ctx.reportError(err)
     if (puts.length > 0) {
-      this.changed()
+      this.statusesChanged()
       void this.commit({ put: puts }).catch((e) => this.report(e, 'could not store failures'))
     }
   }
@@ -1812,7 +1814,8 @@ export class Conversation {
     if (this.sortedCache) return this.sortedCache
     // Only messages added since the last list: sort those and merge them in. A catch-up of
     // 10,000 messages rebuilt the whole list after every batch, 3.5 ms each time.
-    const rows = this.sortedRows && this.sortedIds ? this.mergeAdded(this.sortedRows, this.sortedIds) : this.buildRows()
+    let rows = this.sortedRows && this.sortedIds ? this.mergeAdded(this.sortedRows, this.sortedIds) : this.buildRows()
+    if (this.restatus) rows = this.restatusRows(rows)
     const out = new Array<Message>(rows.length)
     for (let i = 0; i < rows.length; i++) out[i] = rows[i]!.m
     this.sortedCache = out
@@ -1835,6 +1838,25 @@ export class Conversation {
     this.sortedRows = rows
     this.sortedIds = ids
     this.addedKeys = []
+    this.restatus = false
+    return rows
+  }
+
+  /**
+   * Ticks and failures belong to this user's messages only (another member's message is always
+   * 'sent'), and they never move a message in the list: re-read those rows, keep the rest. A
+   * catch-up's receipts rebuilt all 10,000 rows mid-stream; acks did so once per send.
+   */
+  private restatusRows(rows: ShownRow[]): ShownRow[] {
+    this.restatus = false
+    const messages = this.doc.getMap<StoredMessage>(INNER_MESSAGES)
+    const authors = new Authors(this.doc.getMap<{ name?: string }>(INNER_PROFILES))
+    for (const row of rows) {
+      if (!row.m.mine) continue
+      const v = messages.get(row.m.id)
+      // Gone or no longer text: the map's observer has already asked for a rebuild.
+      if (v && typeof v.t === 'string') row.m = this.toMessage(row.m.id, v, authors)
+    }
     return rows
   }
 
@@ -1928,6 +1950,18 @@ export class Conversation {
    * an entry already listed (overwritten or deleted) rebuilds it.
    */
   private changed(keys?: Iterable<string>): void {
+    this.changedRows(keys)
+    this.notify()
+  }
+
+  /** Only the statuses of this user's messages changed (acks, receipts, failures, reads). */
+  private statusesChanged(): void {
+    this.restatus = true
+    this.sortedCache = undefined
+    this.notify()
+  }
+
+  private changedRows(keys?: Iterable<string>): void {
     this.sortedCache = undefined
     const ids = this.sortedIds
     if (keys && ids) {
@@ -1949,6 +1983,10 @@ export class Conversation {
       this.sortedRows = undefined
       this.sortedIds = undefined
     }
+  }
+
+  /** Tell listeners (once per microtask) and the summary keeper that something shown changed. */
+  private notify(): void {
     if (!this.summary && !this.closed && this.provider) this.ctx.summaryDirty?.(this)
     if (this.notifyScheduled) return
     this.notifyScheduled = true
@@ -1990,7 +2028,7 @@ export class Conversation {
     const ids = (this.envelopeMessages.get(state.envelopeKey) ?? [id]).filter((m) => m === id || (this.own.get(m)?.envelopeKey === state.envelopeKey && this.own.get(m)?.failure))
     for (const m of ids) this.own.get(m)!.failure = ''
     this.denied = undefined
-    this.changed()
+    this.statusesChanged()
     await this.queueSeal(update, ids)
     if (this.provider && !this.provider.shouldConnect) this.provider.connect()
   }

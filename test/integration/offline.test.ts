@@ -91,6 +91,9 @@ describe('the shown list', () => {
     bob.disconnect()
     await until(() => bob.connection === 'offline', 5000, 'bob offline')
     for (let i = 0; i < 20; i++) await bobConv.send(`b${i}`)
+    // The order is the hybrid clock's, which runs up to 1 ms per send ahead of the wall clock
+    // when sends come faster: let the wall clock pass Bob's, so Alice's later sends are later.
+    await new Promise((r) => setTimeout(r, 25))
     // Alice's list is built and kept while her own, later messages arrive.
     for (let i = 0; i < 20; i++) {
       await aliceConv.send(`a${i}`)

@@ -40,6 +40,32 @@ describe('receipts', () => {
     expect(info[0]!.readAt).toBeGreaterThanOrEqual(info[0]!.deliveredAt!)
   })
 
+  it('moves the ticks of a list already shown, keeping its order and the messages of others as the same objects', async () => {
+    world = new World()
+    await world.relay()
+    const { aliceConv, bobConv } = await pair(world)
+    await bobConv.send('from bob')
+    await until(() => texts(aliceConv).includes('from bob'))
+    const listed = (id: string) => aliceConv.messages().find((m) => m.id === id)?.status
+    const seen: string[] = []
+    const mine = await aliceConv.send('mine')
+    // The app reads the list on every change, as a UI does; acks and receipts change only ticks.
+    aliceConv.subscribe(() => {
+      const s = listed(mine.id)!
+      if (seen.at(-1) !== s) seen.push(s)
+    })
+    const bobsMessage = aliceConv.messages()[0]!
+    await until(() => listed(mine.id) === 'delivered', 5000, 'delivered in the list')
+    await bobConv.markRead()
+    await until(() => listed(mine.id) === 'read', 5000, 'read in the list')
+    expect(seen.at(-1)).toBe('read')
+    const order = ['pending', 'sent', 'delivered', 'read']
+    expect(seen).toEqual(order.slice(order.indexOf(seen[0]!)))
+    expect(texts(aliceConv)).toEqual(['from bob', 'mine'])
+    expect(aliceConv.messages()[0]).toBe(bobsMessage)
+    expect(aliceConv.messages()[1]!.status).toBe(statusOf(aliceConv, mine.id))
+  })
+
   it('shows read to a sender who was offline while Bob read, after Bob left', async () => {
     world = new World()
     await world.relay()
