@@ -91,6 +91,12 @@ export function payload(pair: number, i: number, bytes: number): string {
   return head.length >= bytes ? head.slice(0, bytes) : head + 'x'.repeat(bytes - head.length)
 }
 
+/** The p-th percentile (nearest rank) of `xs`. */
+export const percentile = (xs: number[], p: number): number => {
+  const s = [...xs].sort((a, b) => a - b)
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!
+}
+
 export const median = (xs: number[]): number => {
   if (xs.length === 0) return Number.NaN
   const s = [...xs].sort((a, b) => a - b)

@@ -7,7 +7,7 @@
  */
 import type { WebSocket } from 'ws'
 import { randomBytes } from '../src/shared/crypto/index.js'
-import { openSockets } from './common.js'
+import { openSockets, percentile } from './common.js'
 import { roomWithMembers } from './room-members.js'
 import { startServer } from './server-process.js'
 
@@ -18,10 +18,6 @@ export interface LatencyResult {
   messages: number
 }
 
-const percentile = (xs: number[], p: number): number => {
-  const s = [...xs].sort((a, b) => a - b)
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!
-}
 
 /**
  * Send `frames` at `rate` per second through `send`; `arrivals` is filled by the receiver in

@@ -23,6 +23,7 @@ import { freshDevice } from './fresh-device.js'
 import { fanoutPetrel, fanoutRaw } from './fanout.js'
 import { killChildren } from './ingest.js'
 import { latencyPetrel, latencyRaw } from './latency.js'
+import { latencyClients } from './latency-clients.js'
 import { memoryPetrel, memoryRaw, memoryRawHandshake } from './memory.js'
 import { type IngestSystem, ingestRound } from './relay-ingest.js'
 import { killServers } from './server-process.js'
@@ -103,6 +104,15 @@ async function latency(): Promise<void> {
     out[`p50MsAt${k}`] = r2(petrel.p50Ms)
     out[`p99MsAt${k}`] = r2(petrel.p99Ms)
     out[`rawP99MsAt${k}`] = r2(raw.p99Ms)
+  }
+  // The issue's wording: one device's send() → the other device's subscribe callback.
+  console.log(`full clients, send() → the other device's subscribe callback, paced for ${seconds} s after 1 s of warm-up:`)
+  for (const rate of [1000, 10_000]) {
+    const res = await latencyClients(rate, seconds)
+    console.log(`${fmt(rate)} msgs/s: petrel p50 ${res.p50Ms.toFixed(2)} ms, p99 ${res.p99Ms.toFixed(2)} ms, max ${res.maxMs.toFixed(1)} ms`)
+    const k = rate === 1000 ? '1k' : '10k'
+    out[`clientP50MsAt${k}`] = r2(res.p50Ms)
+    out[`clientP99MsAt${k}`] = r2(res.p99Ms)
   }
   summary.latency = out
 }

@@ -498,11 +498,22 @@ export class Conversation {
     const id = `${this.ctx.identity.userId}.${toBase64Url(randomBytes(9))}`
     this.hlc = Math.max(Date.now(), this.hlc + 1)
     const value: StoredMessage = { t: text, at: Date.now(), h: this.hlc, n: this.counter++, d: this.ctx.identity.deviceId }
-    value.s = await signMessage(this.id, id, value, this.ctx.identity.deviceSecret)
+    // Signatures finish in any order (they run on a thread pool); messages enter the document,
+    // and so the outbox and the relay, in the order send() was called.
+    const signed = signMessage(this.id, id, value, this.ctx.identity.deviceSecret)
+    const turn = this.sendTurn.then(() => signed)
+    this.sendTurn = turn.then(
+      () => undefined,
+      () => undefined,
+    )
+    value.s = await turn
     const done = this.writeInner(() => this.doc.getMap<StoredMessage>(INNER_MESSAGES).set(id, value), [id])
     await done
     return this.message(id)!
   }
+
+  /** Settles when the last send() so far has written its message (see send). */
+  private sendTurn: Promise<void> = Promise.resolve()
 
   /** Run a local inner change and return when its envelope is durable locally. */
   private writeInner(change: () => void, tags: string[] = []): Promise<void> {

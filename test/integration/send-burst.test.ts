@@ -25,6 +25,20 @@ describe('a burst of sends', () => {
     await until(() => messages.every((m) => aliceConv.message(m.id)?.status === 'delivered' || aliceConv.message(m.id)?.status === 'read'), 10_000, 'all delivered')
   })
 
+  it('writes messages in the order send() was called, though their signatures finish in any order', async () => {
+    world = new World()
+    await world.relay()
+    const { aliceConv } = await pair(world)
+    // A long text takes longer to sign than a short one: unordered, the short ones go first.
+    const sent = Array.from({ length: 200 }, (_, i) => (i % 2 === 0 ? `long ${i} ${'x'.repeat(60_000)}` : `short ${i}`))
+    const messages = await Promise.all(sent.map((t) => aliceConv.send(t)))
+    // The order Yjs wrote them in (one client, rising clocks) is the order the outbox and the
+    // relay carry them in.
+    const map = aliceConv.doc.getMap('messages') as unknown as { _map: Map<string, { id: { clock: number } }> }
+    const clocks = messages.map((m) => map._map.get(m.id)!.id.clock)
+    expect(clocks).toEqual([...clocks].sort((a, b) => a - b))
+  })
+
   it('envelopes refused for a new epoch are sealed again together, and every message arrives once', async () => {
     world = new World()
     const relay = await world.relay()
