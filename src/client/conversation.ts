@@ -76,6 +76,7 @@ import { type MemberReceipt, ReceiptBook } from './receipts.js'
 import { chunkForSealing, MERGE_BYTES } from './seal-chunks.js'
 import { MembershipBook, safetyNumber } from './membership-book.js'
 import { tombstoneUpdate } from './tombstone.js'
+import { lostClocksFiller } from './lost-history.js'
 import { VirtualSocket } from './virtual-socket.js'
 import { rowsToStore, transactWithoutUpdate } from './quiet-transact.js'
 import { openSnapshot, sealSnapshot } from '../shared/snapshot-seal.js'
@@ -467,6 +468,11 @@ export class Conversation {
           this.holdingOverflowed = false
           this.retryDeferred()
         })
+        this.incoming = job.catch((err) => this.report(err, 'could not apply held messages'))
+      }
+      // Caught up: what still waits in Yjs may wait for history this device cannot read.
+      else if (this.doc.store.pendingStructs !== null) {
+        const job = this.incomingTail.then(() => (this.mayFillLostClocks() ? this.processIncoming([], [], [], 0) : undefined))
         this.incoming = job.catch((err) => this.report(err, 'could not apply held messages'))
       }
       this.unknownRoomRetries = 0
@@ -1159,6 +1165,19 @@ export class Conversation {
             this.reject(ErrorCode.Malformed, `inner update failed to apply: ${(err as Error).message}`)
           }
         }
+        // Changes that continue a client whose start this device can never read: they go in now.
+        let fillers: Uint8Array[] = []
+        try {
+          fillers = this.mayFillLostClocks() ? lostClocksFiller(this.doc) : []
+        } catch (err) {
+          this.report(err, 'could not fill history this device cannot read')
+        }
+        // What completes takes the row that completed it, as any entry that waited in Yjs.
+        if (fillers.length > 0 && currentSeq === 0) currentSeq = this.cursor
+        for (const filler of fillers) {
+          Y.applyUpdate(this.doc, filler, ORIGIN_REMOTE)
+          applied.updates.push(filler)
+        }
       })
     } finally {
       this.applied = undefined
@@ -1342,6 +1361,36 @@ export class Conversation {
     if (!this.deferred.some((d) => d.key === envelope.key)) this.deferred.push(envelope)
     return true
   }
+
+  /**
+   * Whether what this device's inner document still waits for can only be history it will
+   * never read (see lost-history.ts): it holds no key of the first epoch (a 'from-join'
+   * member's device: the start of the conversation is sealed from it, in envelopes or in a
+   * snapshot), it has caught up, no row waits for predecessors, no snapshot is awaited, and
+   * nothing held back could still open (only envelopes sealed under an epoch before its first).
+   */
+  private mayFillLostClocks(): boolean {
+    if (this.doc.store.pendingStructs === null) return false
+    const keys = this.record.keys
+    if (keys.size === 0 || keys.has(0)) return false
+    if (!this.provider?.synced || this.unresolvedRows.length > 0 || this.missedThrough > 0) return false
+    const first = Math.min(...keys.keys())
+    return this.deferred.every((d) => {
+      let epoch = this.deferredEpochs.get(d.bytes)
+      if (epoch === undefined) {
+        try {
+          epoch = readEnvelope(d.bytes).epoch
+        } catch {
+          epoch = -1
+        }
+        this.deferredEpochs.set(d.bytes, epoch)
+      }
+      return epoch < first
+    })
+  }
+
+  /** Epochs of held envelopes, read once (a 'from-join' member may hold many it can never open). */
+  private readonly deferredEpochs = new WeakMap<Uint8Array, number>()
 
   /** Process held envelopes again (after their snapshot, or once it is clear none comes). */
   private retryDeferred(): void {
