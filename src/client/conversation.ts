@@ -77,24 +77,13 @@ import { chunkForSealing, MERGE_BYTES } from './seal-chunks.js'
 import { MembershipBook, safetyNumber } from './membership-book.js'
 import { tombstoneUpdate } from './tombstone.js'
 import { lostClocksFiller } from './lost-history.js'
+import { type Message, ShownList, type StoredMessage } from './shown-list.js'
 import { VirtualSocket } from './virtual-socket.js'
 import { rowsToStore, transactWithoutUpdate } from './quiet-transact.js'
 import { openSnapshot, sealSnapshot } from '../shared/snapshot-seal.js'
 import { encodeSummary, STALE, staleSummaryKey, type Summary, SUMMARY_MESSAGES, summaryKey } from './summary.js'
 
-/** A message as the app sees it. */
-export interface Message {
-  id: string
-  conversationId: string
-  /** userId of the author, from the verified signer. */
-  author: string
-  authorName?: string
-  text: string
-  sentAt: number
-  mine: boolean
-  status: 'pending' | 'sent' | 'delivered' | 'read' | 'failed'
-  error?: string
-}
+export type { Message } from './shown-list.js'
 
 export interface ClientContext {
   identity: Identity
@@ -138,17 +127,6 @@ interface IncomingPage {
 interface CheckedEnvelopes {
   headers: Array<EnvelopeHeader | undefined>
   verdicts: boolean[]
-}
-
-/** Stored shape of a message in the inner doc's `messages` map (a plain, immutable value). */
-interface StoredMessage {
-  t: string
-  at: number
-  h: number
-  n: number
-  d: string
-  /** The author device's signature (message-signature.ts), checked when shown from a snapshot. */
-  s?: Uint8Array
 }
 
 const ORIGIN_LOAD = Symbol('load')
@@ -218,14 +196,6 @@ export class Conversation {
   private capturedOuter: Uint8Array[] = []
   private readonly listeners = new Set<() => void>()
   private notifyScheduled = false
-  private sortedCache: Message[] | undefined
-  /** The shown messages in order, kept across changes that only add messages (see `messages`). */
-  private sortedRows: ShownRow[] | undefined
-  private sortedIds: Set<string> | undefined
-  /** Message keys written since `sortedRows` was built, none of them in it. */
-  private addedKeys: string[] = []
-  /** Only statuses changed since `sortedRows` was built: its own rows are re-read, the rest kept. */
-  private restatus = false
   private denied: PetrelError | undefined
   private unknownRoomRetries = 0
   private reopenTimer: ReturnType<typeof setTimeout> | undefined
@@ -259,6 +229,14 @@ export class Conversation {
     private readonly ctx: ClientContext,
   ) {
     this.book = new MembershipBook(id, ctx.identity)
+    this.shown = new ShownList({
+      conversationId: id,
+      userId: ctx.identity.userId,
+      messages: this.doc.getMap<StoredMessage>(INNER_MESSAGES),
+      profiles: this.doc.getMap<{ name?: string }>(INNER_PROFILES),
+      hidden: (msgId) => (this.unverified.size > 0 || this.rejectedMessages.size > 0) && (this.unverified.has(msgId) || this.rejectedMessages.has(msgId)),
+      statusOf: (msgId, author, v) => this.statusOf(msgId, author, v),
+    })
   }
 
   /** Open a conversation from local storage (it may be brand new and empty). */
@@ -1208,7 +1186,7 @@ export class Conversation {
     this.verificationDirty = false
     // A listed message from another of our devices takes its ticks from its position, which
     // this batch may have just set: rebuild the list rather than keep its row.
-    if (this.sortedIds && seqEntries.some(([key]) => this.sortedIds!.has(key))) this.statusesChanged()
+    if (seqEntries.some(([key]) => this.shown.listed(key))) this.statusesChanged()
     const committedThrough = this.cursor
     // The next batch need not wait for this one's commit (it runs on the writer thread, and
     // commits land in the order issued); what depends on it being durable waits below.
@@ -1871,130 +1849,29 @@ export class Conversation {
    */
   messages(): Message[] {
     if (this.summary) return this.summary.messages
-    if (this.sortedCache) return this.sortedCache
-    // Only messages added since the last list: sort those and merge them in. A catch-up of
-    // 10,000 messages rebuilt the whole list after every batch, 3.5 ms each time.
-    let rows = this.sortedRows && this.sortedIds ? this.mergeAdded(this.sortedRows, this.sortedIds) : this.buildRows()
-    if (this.restatus) rows = this.restatusRows(rows)
-    const out = new Array<Message>(rows.length)
-    for (let i = 0; i < rows.length; i++) out[i] = rows[i]!.m
-    this.sortedCache = out
-    return out
-  }
-
-  private buildRows(): ShownRow[] {
-    const messages = this.doc.getMap<StoredMessage>(INNER_MESSAGES)
-    const authors = new Authors(this.doc.getMap<{ name?: string }>(INNER_PROFILES))
-    const rows: ShownRow[] = []
-    const ids = new Set<string>()
-    // forEach, not the entries iterator: it allocates nothing per entry.
-    messages.forEach((v, id) => {
-      const row = this.shownRow(id, v, authors)
-      if (!row) return
-      rows.push(row)
-      ids.add(id)
-    })
-    rows.sort(byShownOrder)
-    this.sortedRows = rows
-    this.sortedIds = ids
-    this.addedKeys = []
-    this.restatus = false
-    return rows
-  }
-
-  /**
-   * Ticks and failures belong to this user's messages only (another member's message is always
-   * 'sent'), and they never move a message in the list: re-read those rows, keep the rest. A
-   * catch-up's receipts rebuilt all 10,000 rows mid-stream; acks did so once per send.
-   */
-  private restatusRows(rows: ShownRow[]): ShownRow[] {
-    this.restatus = false
-    const messages = this.doc.getMap<StoredMessage>(INNER_MESSAGES)
-    const authors = new Authors(this.doc.getMap<{ name?: string }>(INNER_PROFILES))
-    for (const row of rows) {
-      if (!row.m.mine) continue
-      const v = messages.get(row.m.id)
-      // Gone or no longer text: the map's observer has already asked for a rebuild.
-      if (v && typeof v.t === 'string') row.m = this.toMessage(row.m.id, v, authors)
-    }
-    return rows
-  }
-
-  private mergeAdded(rows: ShownRow[], ids: Set<string>): ShownRow[] {
-    const messages = this.doc.getMap<StoredMessage>(INNER_MESSAGES)
-    const authors = new Authors(this.doc.getMap<{ name?: string }>(INNER_PROFILES))
-    const added: ShownRow[] = []
-    for (const id of this.addedKeys) {
-      if (ids.has(id)) continue
-      const row = this.shownRow(id, messages.get(id), authors)
-      if (!row) continue
-      added.push(row)
-      ids.add(id)
-    }
-    this.addedKeys = []
-    if (added.length === 0) return rows
-    added.sort(byShownOrder)
-    let merged: ShownRow[]
-    if (rows.length === 0 || byShownOrder(rows[rows.length - 1]!, added[0]!) < 0) merged = rows.concat(added)
-    else {
-      merged = new Array<ShownRow>(rows.length + added.length)
-      let i = 0
-      let j = 0
-      for (let k = 0; k < merged.length; k++) merged[k] = j >= added.length || (i < rows.length && byShownOrder(rows[i]!, added[j]!) <= 0) ? rows[i++]! : added[j++]!
-    }
-    this.sortedRows = merged
-    return merged
-  }
-
-  /** The row of a stored message that is shown, or undefined (not a message, or held back). */
-  private shownRow(id: string, v: StoredMessage | undefined, authors: Authors): ShownRow | undefined {
-    if (!v || typeof v.t !== 'string') return undefined
-    if ((this.unverified.size > 0 || this.rejectedMessages.size > 0) && (this.unverified.has(id) || this.rejectedMessages.has(id))) return undefined
-    return { m: this.toMessage(id, v, authors), h: v.h, n: v.n }
+    return this.shown.messages()
   }
 
   /** One message by id. */
   message(id: string): Message | undefined {
     if (this.summary) return this.summary.messages.find((m) => m.id === id)
-    const v = this.doc.getMap<StoredMessage>(INNER_MESSAGES).get(id)
-    if (!v || typeof v.t !== 'string' || this.unverified.has(id) || this.rejectedMessages.has(id)) return undefined
-    return this.toMessage(id, v, new Authors(this.doc.getMap(INNER_PROFILES)))
+    return this.shown.message(id)
   }
 
-  /**
-   * The app's view of a stored message. An unchanged message is the same object as last time
-   * (keyed by the stored value, which Yjs keeps while the entry stands), so a UI can skip
-   * re-rendering it and a list of 10,000 is not rebuilt from scratch on every change.
-   */
-  private toMessage(id: string, v: StoredMessage, authors: Authors): Message {
-    const last = this.shown.get(v)
-    const author = last && last.id === id ? last.author : authors.of(id)
-    const mine = author === this.ctx.identity.userId
+  /** The list as shown (shown-list.ts), reading this conversation's state. */
+  private readonly shown: ShownList
+
+  /** Ticks of a message of this user, from its own record here or, sent from another of our devices, its row. */
+  private statusOf(id: string, author: string, v: StoredMessage): { status: Message['status']; error?: string } {
     const own = this.own.get(id)
-    let status: Message['status'] = 'sent'
-    let error: string | undefined
-    const siblingSeq = !own && mine ? this.messageSeq.get(id) : undefined
-    if (siblingSeq !== undefined) {
-      // Sent from another of our devices: its ticks are the same facts about the same row.
-      status = this.receiptBook.status(this.membership, author, v.at, siblingSeq, this.ctx.readReceipts)
-    } else if (own) {
-      if (own.failure) {
-        status = 'failed'
-        error = own.failure
-      } else if (own.seq === 0) status = 'pending'
-      else status = this.receiptBook.status(this.membership, author, v.at, own.seq, this.ctx.readReceipts)
-    }
-    const authorName = authors.name(author)
-    if (last && last.id === id && last.status === status && last.error === error && last.authorName === authorName) return last
-    const m: Message = { id, conversationId: this.id, author, text: v.t, sentAt: v.at, mine, status }
-    if (authorName !== undefined) m.authorName = authorName
-    if (error !== undefined) m.error = error
-    this.shown.set(v, m)
-    return m
+    const siblingSeq = own ? undefined : this.messageSeq.get(id)
+    // Sent from another of our devices: its ticks are the same facts about the same row.
+    if (siblingSeq !== undefined) return { status: this.receiptBook.status(this.membership, author, v.at, siblingSeq, this.ctx.readReceipts) }
+    if (!own) return { status: 'sent' }
+    if (own.failure) return { status: 'failed', error: own.failure }
+    if (own.seq === 0) return { status: 'pending' }
+    return { status: this.receiptBook.status(this.membership, author, v.at, own.seq, this.ctx.readReceipts) }
   }
-
-  /** The message object last handed out for each stored value (see `toMessage`). */
-  private readonly shown = new WeakMap<StoredMessage, Message>()
 
   /** Be told of any change of messages or statuses; returns unsubscribe. */
   subscribe(listener: () => void): () => void {
@@ -2005,44 +1882,18 @@ export class Conversation {
   }
 
   /**
-   * Something shown changed: the list is rebuilt on the next `messages()`. `keys`: only these
-   * message entries were written; those not listed yet are merged into the list instead, and
-   * an entry already listed (overwritten or deleted) rebuilds it.
+   * Something shown changed (see ShownList.changed): listeners hear of it. `keys`: only these
+   * message entries were written.
    */
   private changed(keys?: Iterable<string>): void {
-    this.changedRows(keys)
+    this.shown.changed(keys)
     this.notify()
   }
 
   /** Only the statuses of this user's messages changed (acks, receipts, failures, reads). */
   private statusesChanged(): void {
-    this.restatus = true
-    this.sortedCache = undefined
+    this.shown.statusesChanged()
     this.notify()
-  }
-
-  private changedRows(keys?: Iterable<string>): void {
-    this.sortedCache = undefined
-    const ids = this.sortedIds
-    if (keys && ids) {
-      for (const k of keys) {
-        if (ids.has(k)) {
-          this.sortedRows = undefined
-          this.sortedIds = undefined
-          break
-        }
-        this.addedKeys.push(k)
-      }
-      // Never asked for the list while a flood arrived: cheaper to rebuild it than to hold this.
-      if (this.addedKeys.length > 100_000) {
-        this.sortedRows = undefined
-        this.sortedIds = undefined
-        this.addedKeys = []
-      }
-    } else {
-      this.sortedRows = undefined
-      this.sortedIds = undefined
-    }
   }
 
   /** Tell listeners (once per microtask) and the summary keeper that something shown changed. */
@@ -2328,48 +2179,6 @@ function deviceIdOf(pub: Uint8Array): string {
   lastDevice = { pub: pub.slice(), id }
   return id
 }
-
-/**
- * Authors and their names for one pass over the list. Runs of messages mostly share an author:
- * the previous author's string is reused (flat, its hash cached) and its name looked up once,
- * where a fresh slice per message had to be hashed for every profile lookup.
- */
-class Authors {
-  private last = ''
-  private lastName: string | undefined
-  private named = false
-
-  constructor(private readonly profiles: Y.Map<{ name?: string }>) {}
-
-  /** The author part of a message id (up to its first '.'). */
-  of(id: string): string {
-    const last = this.last
-    if (last !== '' && id.charCodeAt(last.length) === 46 && id.startsWith(last)) return last
-    this.last = id.slice(0, id.indexOf('.'))
-    this.named = false
-    return this.last
-  }
-
-  name(author: string): string | undefined {
-    if (author !== this.last || !this.named) {
-      const name = this.profiles.get(author)?.name
-      this.lastName = typeof name === 'string' ? name : undefined
-      this.last = author
-      this.named = true
-    }
-    return this.lastName
-  }
-}
-
-/** A shown message with its place in the order: hybrid clock, author, author's counter, id. */
-interface ShownRow {
-  m: Message
-  h: number
-  n: number
-}
-
-const byShownOrder = (a: ShownRow, b: ShownRow): number =>
-  a.h - b.h || (a.m.author < b.m.author ? -1 : a.m.author > b.m.author ? 1 : a.n - b.n || (a.m.id < b.m.id ? -1 : 1))
 
 /** A fresh Yjs client id (uint32), as Yjs makes them. */
 function randomClientId(): number {

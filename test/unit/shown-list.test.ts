@@ -1,0 +1,101 @@
+import * as Y from 'yjs'
+import { describe, expect, it } from 'vitest'
+import { type Message, ShownList, type ShownSource, type StoredMessage } from '../../src/client/shown-list.js'
+
+/** A conversation's state as the list reads it: a real Yjs document, statuses and holds as plain maps. */
+function world(userId = 'me') {
+  const doc = new Y.Doc()
+  const statuses = new Map<string, Message['status']>()
+  const hidden = new Set<string>()
+  const source: ShownSource = {
+    conversationId: 'c',
+    userId,
+    messages: doc.getMap<StoredMessage>('messages'),
+    profiles: doc.getMap<{ name?: string }>('profiles'),
+    hidden: (id) => hidden.has(id),
+    statusOf: (id) => ({ status: statuses.get(id) ?? 'pending' }),
+  }
+  const list = new ShownList(source)
+  // Every write tells the list what it wrote, as the conversation's observer does.
+  source.messages.observe((e) => list.changed(e.keysChanged))
+  source.profiles.observe(() => list.changed())
+  let n = 0
+  const put = (author: string, h: number, text = `${author}${h}`) => {
+    const id = `${author}.${(n++).toString(36)}`
+    source.messages.set(id, { t: text, at: h, h, n, d: 'dev' })
+    return id
+  }
+  const fresh = () => new ShownList(source).messages()
+  return { doc, source, list, statuses, hidden, put, fresh }
+}
+
+const view = (ms: Message[]) => ms.map((m) => `${m.text}:${m.status}`)
+
+describe('shown list', () => {
+  it('orders by hybrid clock, then author, then counter, wherever a message arrives', () => {
+    const w = world()
+    w.put('bob', 20)
+    w.put('me', 10)
+    expect(w.list.messages().map((m) => m.text)).toEqual(['me10', 'bob20'])
+    w.put('alice', 15)
+    w.put('alice', 20)
+    expect(w.list.messages().map((m) => m.text)).toEqual(['me10', 'alice15', 'alice20', 'bob20'])
+  })
+
+  it('stays equal to a list built from scratch through random writes, status changes and holds', () => {
+    const w = world()
+    let seed = 7
+    const rand = (k: number) => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31
+      return seed % k
+    }
+    const ids: string[] = []
+    for (let step = 0; step < 400; step++) {
+      const op = rand(10)
+      if (op < 5) ids.push(w.put(['me', 'alice', 'bob'][rand(3)]!, rand(50)))
+      else if (op === 5 && ids.length > 0) {
+        const id = ids[rand(ids.length)]!
+        w.statuses.set(id, (['sent', 'delivered', 'read', 'failed'] as const)[rand(4)])
+        w.list.statusesChanged()
+      } else if (op === 6 && ids.length > 0) {
+        // Overwritten with another clock: the entry moves.
+        const id = ids[rand(ids.length)]!
+        w.source.messages.set(id, { t: `moved ${id}`, at: 0, h: rand(50), n: 0, d: 'dev' })
+      } else if (op === 7 && ids.length > 0) {
+        const id = ids[rand(ids.length)]!
+        w.hidden.add(id)
+        w.list.changed()
+      } else if (op === 8) w.source.profiles.set('alice', { name: `Alice ${step}` })
+      if (rand(3) === 0) expect(view(w.list.messages()), `step ${step}`).toEqual(view(w.fresh()))
+    }
+    expect(view(w.list.messages())).toEqual(view(w.fresh()))
+  })
+
+  it("re-reads only this user's rows when ticks move, and keeps every unchanged message the same object", () => {
+    const w = world()
+    const mine = w.put('me', 1)
+    w.put('alice', 2)
+    const before = w.list.messages()
+    expect(before[0]!.status).toBe('pending')
+    w.statuses.set(mine, 'delivered')
+    w.list.statusesChanged()
+    const after = w.list.messages()
+    expect(after).not.toBe(before)
+    expect(after[0]!.status).toBe('delivered')
+    expect(after[1]).toBe(before[1])
+    // Nothing changed: the same list.
+    expect(w.list.messages()).toBe(after)
+  })
+
+  it('shows no held-back message, and shows it once it is released', () => {
+    const w = world()
+    const id = w.put('alice', 1)
+    w.hidden.add(id)
+    w.list.changed()
+    expect(w.list.messages()).toEqual([])
+    expect(w.list.message(id)).toBeUndefined()
+    w.hidden.delete(id)
+    w.list.changed()
+    expect(w.list.messages().map((m) => m.id)).toEqual([id])
+  })
+})
