@@ -174,7 +174,25 @@ const tooLarge = (message: string): never => {
 
 const isCount = (n: unknown): n is number => typeof n === 'number' && (Number.isSafeInteger(n) || n === Infinity) && n >= 0
 
+/** The defaults, resolved (maxNesting present, maxClockLen clamped). */
+const defaultLimits: Limits = Object.freeze({
+  ...defaultUpdateLimits,
+  maxNesting: defaultUpdateLimits.maxNesting ?? 32,
+  maxClockLen: Math.min(defaultUpdateLimits.maxClockLen, Number.MAX_SAFE_INTEGER),
+})
+
 function resolveLimits(partial: Partial<UpdateLimits> | undefined): Limits {
+  // The usual call passes only `maxBytes` (every parse on the relay and the clients): the
+  // defaults with that one field, without the general walk (0.45 µs a message on the relay).
+  if (partial === undefined) return defaultLimits
+  let onlyMaxBytes = true
+  for (const k in partial) if (k !== 'maxBytes') onlyMaxBytes = false
+  if (onlyMaxBytes) {
+    const max = partial.maxBytes
+    if (max === undefined) return defaultLimits
+    if (!isCount(max)) invalidArgument('limit maxBytes must be a non-negative integer or Infinity')
+    return { ...defaultLimits, maxBytes: max }
+  }
   const l: Record<string, number> = { ...defaultUpdateLimits }
   for (const [k, v] of Object.entries(partial ?? {})) {
     // An explicit `undefined` (common when spreading options) means "use the default".

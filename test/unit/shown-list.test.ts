@@ -55,7 +55,7 @@ describe('shown list', () => {
       if (op < 5) ids.push(w.put(['me', 'alice', 'bob'][rand(3)]!, rand(50)))
       else if (op === 5 && ids.length > 0) {
         const id = ids[rand(ids.length)]!
-        w.statuses.set(id, (['sent', 'delivered', 'read', 'failed'] as const)[rand(4)])
+        w.statuses.set(id, (['sent', 'delivered', 'read', 'failed'] as const)[rand(4)]!)
         w.list.statusesChanged()
       } else if (op === 6 && ids.length > 0) {
         // Overwritten with another clock: the entry moves.
