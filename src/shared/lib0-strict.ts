@@ -151,6 +151,27 @@ export class StrictDecoder {
     return s
   }
 
+  /**
+   * `readVarString` for a string that mostly repeats (root type names): the same bytes as the
+   * last call with this `cache` give the same string, without building it again.
+   */
+  readRepeatedString(maxBytes: number, what: string, cache: { bytes: Uint8Array; value: string }): string {
+    const at = this.pos
+    const start = this.readLength(maxBytes, what)
+    const n = this.pos - start
+    const last = cache.bytes
+    if (last.length === n) {
+      let same = true
+      for (let i = 0; i < n; i++) if (last[i] !== this.bytes[start + i]) same = false
+      if (same) return cache.value
+    }
+    this.pos = at
+    const value = this.readVarString(maxBytes, what)
+    cache.bytes = this.bytes.slice(start, this.pos)
+    cache.value = value
+    return value
+  }
+
   /** Validates a varString without keeping it; returns its length in UTF-16 code units. */
   skipVarString(maxBytes = MAX_SAFE, what = 'string'): number {
     const start = this.readLength(maxBytes, what)
@@ -207,7 +228,7 @@ export class StrictDecoder {
         return
       }
       case 0x74:
-        this.readVarUint8Array(MAX_SAFE, 'Any byte array')
+        this.readLength(MAX_SAFE, 'Any byte array')
         return
       default:
         this.pos--

@@ -310,6 +310,9 @@ function struct(
   }
 }
 
+/** The last root name read: an update's items nearly all sit under one or two roots. */
+const rootNames = { bytes: new Uint8Array(0), value: '' }
+
 function readStruct(d: StrictDecoder, clock: number, lim: Limits): ParsedStruct {
   const start = d.pos
   const info = d.readUint8()
@@ -333,7 +336,7 @@ function readStruct(d: StrictDecoder, clock: number, lim: Limits): ParsedStruct 
     const at = d.pos
     const parentInfo = d.readVarUint()
     // Yjs reads anything ≠ 1 as "parent ID follows"; only 0 is ever written.
-    if (parentInfo === 1) s.parentRoot = d.readVarString(lim.maxRootNameBytes, 'root type name')
+    if (parentInfo === 1) s.parentRoot = d.readRepeatedString(lim.maxRootNameBytes, 'root type name', rootNames)
     else if (parentInfo === 0) s.parentId = readId(d, lim)
     else malformed(`parentInfo ${parentInfo} at byte ${at} (must be 0 or 1)`)
     if (info & INFO_PARENT_SUB) s.key = d.readVarString(lim.maxKeyBytes, 'map key')
