@@ -2080,7 +2080,8 @@ export class Conversation {
       await this.ctx.store.commit({ put: [[summaryKey(this.id), summary], [staleSummaryKey(this.id), null]] })
     } catch (err) {
       // Only a faster start is lost; the documents are the truth.
-      if (!this.closed) this.report(err, 'could not store the conversation summary')
+      // The final one is reported too: without it the next lazy start loads the documents.
+      if (!this.closed || final) this.report(err, 'could not store the conversation summary')
     }
   }
 
