@@ -106,19 +106,7 @@ describe('history compaction', () => {
   }, 30_000)
 
   it("a snapshot tells a 'from-join' member nothing said before they joined, also on a device they link later", async () => {
-    world = new World()
-    await world.relay()
-    const alice = await world.client('alice', { compaction: false })
-    const dave = await world.client('dave', { compaction: false })
-    await until(() => alice.connection === 'online' && dave.connection === 'online')
-    const aliceConv = await alice.createConversation({ title: 'Before Dave' })
-    await aliceConv.send('said before dave came')
-    const daveConv = await dave.join(await aliceConv.invite({ history: 'from-join' }))
-    await aliceConv.send('welcome dave')
-    await until(() => texts(daveConv).includes('welcome dave'))
-    // Sealed under an epoch Dave holds; its content needs the first epoch's key too.
-    await snapshotOf(aliceConv)()
-    await until(() => compacted(world) > 0, 10_000, 'relay compacted')
+    const { aliceConv, dave, daveConv } = await daveJoinedFromJoinThenCompacted()
     const payload = await dave.linkDevice()
     const { createClient } = await import('../../src/client/index.js')
     const laptop = await createClient({ relay: world.url, storage: `${world.dir}/dave-laptop.db`, link: payload })
@@ -133,18 +121,7 @@ describe('history compaction', () => {
   }, 30_000)
 
   it("a device linked while a member was offline reads what that member wrote offline, though it cannot read the compacted history before", async () => {
-    world = new World()
-    await world.relay()
-    const alice = await world.client('alice', { compaction: false })
-    const dave = await world.client('dave', { compaction: false })
-    await until(() => alice.connection === 'online' && dave.connection === 'online')
-    const aliceConv = await alice.createConversation({ title: 'Before Dave' })
-    await aliceConv.send('said before dave came')
-    const daveConv = await dave.join(await aliceConv.invite({ history: 'from-join' }))
-    await aliceConv.send('welcome dave')
-    await until(() => texts(daveConv).includes('welcome dave'))
-    await snapshotOf(aliceConv)()
-    await until(() => compacted(world) > 0, 10_000, 'relay compacted')
+    const { alice, aliceConv, dave, daveConv } = await daveJoinedFromJoinThenCompacted()
     // Alice does not hear of the new device before she writes: her change continues the Yjs
     // client of 'welcome dave', which the laptop only has inside the snapshot it cannot open.
     alice.disconnect()
@@ -168,3 +145,23 @@ describe('history compaction', () => {
     expect(texts((await again.conversations())[0]!)).toEqual(['written offline', 'written online'])
   }, 30_000)
 })
+
+/**
+ * Alice says something, adds Dave 'from-join', welcomes him, and snapshots; the relay compacts.
+ * The snapshot is sealed under an epoch Dave holds, but its content needs the first epoch's key.
+ */
+async function daveJoinedFromJoinThenCompacted() {
+  world = new World()
+  await world.relay()
+  const alice = await world.client('alice', { compaction: false })
+  const dave = await world.client('dave', { compaction: false })
+  await until(() => alice.connection === 'online' && dave.connection === 'online')
+  const aliceConv = await alice.createConversation({ title: 'Before Dave' })
+  await aliceConv.send('said before dave came')
+  const daveConv = await dave.join(await aliceConv.invite({ history: 'from-join' }))
+  await aliceConv.send('welcome dave')
+  await until(() => texts(daveConv).includes('welcome dave'))
+  await snapshotOf(aliceConv)()
+  await until(() => compacted(world) > 0, 10_000, 'relay compacted')
+  return { alice, aliceConv, dave, daveConv }
+}
