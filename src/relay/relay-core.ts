@@ -28,7 +28,7 @@ import type { Connection } from './connection.js'
 import type { RelayLimits } from './limits.js'
 import type { Logger } from './log.js'
 import type { RelayMetrics } from './metrics.js'
-import { blankPart, rowStructs, splitAtRecords, UpdateRefused, validateOuterUpdate } from './outer-update.js'
+import { blankPart, type RowPart, rowStructs, splitAtRecords, UpdateRefused, type ValidatedUpdate, validateOuterUpdate } from './outer-update.js'
 import { checkGenesis, Room, type RoomMemberConn } from './room.js'
 import { encodePage, pageRows } from './rows.js'
 import type { NewRow, RelayStore, Row } from './store/relay-store.js'
@@ -198,8 +198,10 @@ export class RelayCore {
         return room
       })()
       this.rooms.set(id, p)
+      const loading = p
       p.then(
         (room) => {
+          if (room) this.loadedRooms.set(loading, room)
           if (!room && this.rooms.get(id) === p) this.rooms.delete(id)
         },
         () => this.rooms.delete(id),
@@ -270,9 +272,25 @@ export class RelayCore {
     })
   }
 
-  async onRoomMessage(conn: Connection, id: string, message: Uint8Array): Promise<void> {
-    const room = await this.rooms.get(id)
-    if (!room?.peers.has(conn)) return
+  /**
+   * Rooms whose load has finished, by the promise `rooms` holds for them: a room message for a
+   * loaded room is handled without waiting a turn, and a room dropped from `rooms` is no longer
+   * found here either.
+   */
+  private readonly loadedRooms = new WeakMap<Promise<Room | undefined>, Room>()
+
+  /** A room message from a member's connection; a promise only when part of it has to wait. */
+  onRoomMessage(conn: Connection, id: string, message: Uint8Array): Promise<void> | undefined {
+    const p = this.rooms.get(id)
+    if (p === undefined) return undefined
+    const room = this.loadedRooms.get(p)
+    if (room === undefined) return p.then((r) => (r ? this.roomMessage(conn, r, message) : undefined))
+    return this.roomMessage(conn, room, message)
+  }
+
+  private roomMessage(conn: Connection, room: Room, message: Uint8Array): Promise<void> | undefined {
+    if (!room.peers.has(conn)) return undefined
+    const id = room.id
     const r = new StrictReader(message)
     const type = r.varUint(255)
     switch (type) {
@@ -295,99 +313,140 @@ export class RelayCore {
       case RoomMessage.DeviceAck: {
         const ack = readDeviceAck(r)
         r.end()
-        return this.onDeviceAck(conn, room, ack)
+        this.onDeviceAck(conn, room, ack)
+        return undefined
       }
       default:
         conn.violation('unknown room message', `room message type ${type}`)
+        return undefined
     }
   }
 
-  private async ingest(conn: Connection, room: Room, update: Uint8Array): Promise<void> {
-    await room.run(async () => {
-      let v: ReturnType<typeof validateOuterUpdate>
-      try {
-        v = validateOuterUpdate(update, conn.deviceId, room.clients, this.limits, this.limits.maxRoomBytes - room.bytes)
-      } catch (err) {
-        if (err instanceof UpdateRefused) {
-          this.metrics.reject(err.reason === Reason.Gap ? 'gap' : 'client id taken')
-          conn.deliver(room.id, writeRefused(err.reason, err.message, []))
-          // After a gap the client resends from what the relay has: ask for it.
-          if (err.reason === Reason.Gap) conn.deliver(room.id, writeSyncMessage(SyncStep.Step1, encodeStateVector(room.stateVector())))
-          return
-        }
-        throw err
+  /**
+   * An update from a member. With nothing queued on the room and no record in it (the usual
+   * update: envelopes only), it is checked and handed to the committer now; an update with
+   * records waits its turn in the room's queue, since applying a record is asynchronous and
+   * the envelopes after it may depend on it.
+   */
+  private ingest(conn: Connection, room: Room, update: Uint8Array): Promise<void> | undefined {
+    if (room.busy === 0) {
+      const v = this.validated(conn, room, update)
+      if (v === undefined) return undefined
+      if (v.records.length === 0) {
+        if (v.ownDuplicates.length > 0) void this.reacknowledge(conn, room, v.ownDuplicates)
+        for (const row of v.rows) for (const part of row.parts) this.refuseIfStale(room, row, part, v.refused)
+        this.commitUpdate(conn, room, v, [], undefined, NO_CHANGES)
+        return undefined
       }
-      if (v.ownDuplicates.length > 0) void this.reacknowledge(conn, room, v.ownDuplicates)
-      // Records and envelope epochs are decided struct by struct, in order: a record may start
-      // the epoch the envelopes after it are sealed under. A refused one is blanked (GC
-      // placeholder) and reported, so the device's clocks stay contiguous.
-      const records: Uint8Array[] = []
-      const refused = v.refused
-      const recordParts = v.records.length > 0 ? new Set(v.rows.flatMap((row) => row.parts.filter((p) => p.record !== undefined))) : undefined
-      // Who was a member before this update's records: only needed when it carries records.
-      const membersBefore = v.records.length > 0 ? new Set(room.membership.devices.keys()) : undefined
-      let envelopesRefused = refused.length
-      for (const row of v.rows) {
-        for (const part of row.parts) {
-          if (part.record) {
-            const verdict = snapshotRefusal(part.record, room, envelopesRefused) ? false : await room.applyUploadedRecord(part.record, Date.now())
-            if (verdict === true) continue
-            if (verdict !== false) {
-              records.push(verdict)
-              continue
-            }
-            refused.push({ client: row.client, clock: part.clock, len: 1, reason: Reason.Forbidden })
-            blankPart(part)
-          } else if (part.epoch !== undefined && !isCurrentKey(room, part.epoch, part.keyCheck!)) {
-            // Sealed under an old (or unknown) key: a removed member may still hold it.
-            refused.push({ client: row.client, clock: part.clock, len: 1, reason: Reason.StaleEpoch })
-            blankPart(part)
-            envelopesRefused++
-          }
-        }
+    }
+    return room.run(() => this.ingestInTurn(conn, room, update))
+  }
+
+  /** The update checked against the room, or undefined when it is refused (and the sender told). */
+  private validated(conn: Connection, room: Room, update: Uint8Array): ValidatedUpdate | undefined {
+    try {
+      return validateOuterUpdate(update, conn.deviceId, room.clients, this.limits, this.limits.maxRoomBytes - room.bytes)
+    } catch (err) {
+      if (err instanceof UpdateRefused) {
+        this.metrics.reject(err.reason === Reason.Gap ? 'gap' : 'client id taken')
+        conn.deliver(room.id, writeRefused(err.reason, err.message, []))
+        // After a gap the client resends from what the relay has: ask for it.
+        if (err.reason === Reason.Gap) conn.deliver(room.id, writeSyncMessage(SyncStep.Step1, encodeStateVector(room.stateVector())))
+        return undefined
       }
-      const devices = records.length > 0 && membersBefore ? this.memberChanges(room, membersBefore) : NO_CHANGES
-      if (records.length > 0 && membersBefore) this.evictNonMembers(room, membersBefore)
-      if (v.rows.length === 0 && v.refused.length === 0) return
-      const cut = recordParts ? v.rows.flatMap((row) => splitAtRecords(row, (p) => recordParts.has(p))) : v.rows
-      const rows: NewRow[] = cut.map((row) => ({
-        room: room.id,
-        client: row.client,
-        clock: row.clock,
-        len: row.len,
-        count: row.count,
-        structs: rowStructs(row),
-      }))
-      const bindings = v.newClients.map((client) => ({ room: room.id, client, device: conn.deviceId }))
-      // Claim the clocks now, so the next update from this device validates against them.
-      for (const b of bindings) room.clients.set(b.client, { device: conn.deviceId, next: 0 })
-      for (const row of rows) room.clients.get(row.client)!.next = row.clock + row.len
-      room.bytes += v.bytes
-      this.committer.add(
-        { rows, bindings, records: records.map((bytes) => ({ room: room.id, bytes })), devices },
-        (seqs) => {
-          this.metrics.rowsStored += rows.length
-          // The rows become stored rows in place (no copies on this hot path).
-          const stored = rows as Row[]
-          for (let i = 0; i < stored.length; i++) stored[i]!.seq = seqs[i]!
-          // ✓ for the author: durable now — except what was refused (a placeholder stands there).
-          const blanked = refused.length === 0 ? NOTHING_BLANKED : new Set(refused.map((r) => `${r.client}:${r.clock}`))
-          for (const row of stored) conn.deliver(room.id, writeAck(row.seq, ackRanges(row, blanked)))
-          for (const reason of refused.length === 0 ? [] : new Set(refused.map((r) => r.reason))) {
-            const [metric, message] = REFUSAL_TEXT[reason] ?? ['refused', 'refused']
-            this.metrics.reject(metric)
-            const ranges = refused.filter((r) => r.reason === reason).map(({ client, clock, len }) => ({ client, clock, len }))
-            conn.deliver(room.id, writeRefused(reason, message, ranges))
+      throw err
+    }
+  }
+
+  /** An envelope sealed under an old (or unknown) key is refused and blanked: a removed member may still hold the key. */
+  private refuseIfStale(room: Room, row: { client: number }, part: RowPart, refused: ValidatedUpdate['refused']): boolean {
+    if (part.record !== undefined || part.epoch === undefined || isCurrentKey(room, part.epoch, part.keyCheck!)) return false
+    refused.push({ client: row.client, clock: part.clock, len: 1, reason: Reason.StaleEpoch })
+    blankPart(part)
+    return true
+  }
+
+  private async ingestInTurn(conn: Connection, room: Room, update: Uint8Array): Promise<void> {
+    const v = this.validated(conn, room, update)
+    if (v === undefined) return
+    if (v.ownDuplicates.length > 0) void this.reacknowledge(conn, room, v.ownDuplicates)
+    // Records and envelope epochs are decided struct by struct, in order: a record may start
+    // the epoch the envelopes after it are sealed under. A refused one is blanked (GC
+    // placeholder) and reported, so the device's clocks stay contiguous.
+    const records: Uint8Array[] = []
+    const refused = v.refused
+    const recordParts = v.records.length > 0 ? new Set(v.rows.flatMap((row) => row.parts.filter((p) => p.record !== undefined))) : undefined
+    // Who was a member before this update's records: only needed when it carries records.
+    const membersBefore = v.records.length > 0 ? new Set(room.membership.devices.keys()) : undefined
+    let envelopesRefused = refused.length
+    for (const row of v.rows) {
+      for (const part of row.parts) {
+        if (part.record) {
+          const verdict = snapshotRefusal(part.record, room, envelopesRefused) ? false : await room.applyUploadedRecord(part.record, Date.now())
+          if (verdict === true) continue
+          if (verdict !== false) {
+            records.push(verdict)
+            continue
           }
-          this.advance(room, stored)
-          if (stored.length > 0) void this.bus.publish({ kind: 'rows', room: room.id, node: this.node, seq: stored[stored.length - 1]!.seq })
-          if (records.length > 0) void this.bus.publish({ kind: 'records', room: room.id, node: this.node })
-          this.announce(devices)
-          if (records.length > 0) this.maybeCompact(room)
-        },
-        (err) => this.storeFailed(room, err),
-      )
-    })
+          refused.push({ client: row.client, clock: part.clock, len: 1, reason: Reason.Forbidden })
+          blankPart(part)
+        } else if (this.refuseIfStale(room, row, part, refused)) envelopesRefused++
+      }
+    }
+    const devices = records.length > 0 && membersBefore ? this.memberChanges(room, membersBefore) : NO_CHANGES
+    if (records.length > 0 && membersBefore) this.evictNonMembers(room, membersBefore)
+    this.commitUpdate(conn, room, v, records, recordParts, devices)
+  }
+
+  /** Claims the update's clocks and hands its rows to the committer; ✓ (or a refusal) goes back once they are durable. */
+  private commitUpdate(
+    conn: Connection,
+    room: Room,
+    v: ValidatedUpdate,
+    records: Uint8Array[],
+    recordParts: Set<RowPart> | undefined,
+    devices: DeviceChange[],
+  ): void {
+    const refused = v.refused
+    if (v.rows.length === 0 && v.refused.length === 0) return
+    const cut = recordParts ? v.rows.flatMap((row) => splitAtRecords(row, (p) => recordParts.has(p))) : v.rows
+    const rows: NewRow[] = cut.map((row) => ({
+      room: room.id,
+      client: row.client,
+      clock: row.clock,
+      len: row.len,
+      count: row.count,
+      structs: rowStructs(row),
+    }))
+    const bindings = v.newClients.map((client) => ({ room: room.id, client, device: conn.deviceId }))
+    // Claim the clocks now, so the next update from this device validates against them.
+    for (const b of bindings) room.clients.set(b.client, { device: conn.deviceId, next: 0 })
+    for (const row of rows) room.clients.get(row.client)!.next = row.clock + row.len
+    room.bytes += v.bytes
+    this.committer.add(
+      { rows, bindings, records: records.map((bytes) => ({ room: room.id, bytes })), devices },
+      (seqs) => {
+        this.metrics.rowsStored += rows.length
+        // The rows become stored rows in place (no copies on this hot path).
+        const stored = rows as Row[]
+        for (let i = 0; i < stored.length; i++) stored[i]!.seq = seqs[i]!
+        // ✓ for the author: durable now — except what was refused (a placeholder stands there).
+        const blanked = refused.length === 0 ? NOTHING_BLANKED : new Set(refused.map((r) => `${r.client}:${r.clock}`))
+        for (const row of stored) conn.deliver(room.id, writeAck(row.seq, ackRanges(row, blanked)))
+        for (const reason of refused.length === 0 ? [] : new Set(refused.map((r) => r.reason))) {
+          const [metric, message] = REFUSAL_TEXT[reason] ?? ['refused', 'refused']
+          this.metrics.reject(metric)
+          const ranges = refused.filter((r) => r.reason === reason).map(({ client, clock, len }) => ({ client, clock, len }))
+          conn.deliver(room.id, writeRefused(reason, message, ranges))
+        }
+        this.advance(room, stored)
+        if (stored.length > 0) void this.bus.publish({ kind: 'rows', room: room.id, node: this.node, seq: stored[stored.length - 1]!.seq })
+        if (records.length > 0) void this.bus.publish({ kind: 'records', room: room.id, node: this.node })
+        this.announce(devices)
+        if (records.length > 0) this.maybeCompact(room)
+      },
+      (err) => this.storeFailed(room, err),
+    )
   }
 
   /**

@@ -54,10 +54,17 @@ export class Room {
     this.committedSeq = maxSeq
   }
 
+  /** Operations queued with `run` and not finished yet. */
+  busy = 0
+
   /** Run `fn` after every earlier operation on this room. */
   run<T>(fn: () => Promise<T> | T): Promise<T> {
+    this.busy++
     const next = this.chain.then(fn, fn)
-    this.chain = next.catch(() => undefined)
+    const done = () => {
+      this.busy--
+    }
+    this.chain = next.then(done, done)
     return next
   }
 
