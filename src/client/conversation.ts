@@ -129,6 +129,9 @@ interface CheckedEnvelopes {
   verdicts: boolean[]
 }
 
+/** How long changes wait for history before they count as continuing history this device cannot read. */
+const LOST_HISTORY_GRACE_MS = 3_000
+
 const ORIGIN_LOAD = Symbol('load')
 const ORIGIN_REMOTE = Symbol('remote')
 const ORIGIN_LOCAL_OUTER = Symbol('local-outer')
@@ -449,10 +452,7 @@ export class Conversation {
         this.incoming = job.catch((err) => this.report(err, 'could not apply held messages'))
       }
       // Caught up: what still waits in Yjs may wait for history this device cannot read.
-      else if (this.doc.store.pendingStructs !== null) {
-        const job = this.incomingTail.then(() => (this.mayFillLostClocks() ? this.processIncoming([], [], [], 0) : undefined))
-        this.incoming = job.catch((err) => this.report(err, 'could not apply held messages'))
-      }
+      else if (this.doc.store.pendingStructs !== null) this.fillLostClocksSoon()
       this.unknownRoomRetries = 0
       this.settleSyncWaiters()
       this.scheduleAck()
@@ -496,7 +496,11 @@ export class Conversation {
     return this.message(id)!
   }
 
-  /** Settles when the last send() so far has written its message (see send). */
+  /**
+   * Settles once the last send() so far has its signature. That send's continuation (which
+   * writes the message, with no await before it) was queued first, so it runs before the next
+   * send's: keep it free of awaits, or the order breaks.
+   */
   private sendTurn: Promise<void> = Promise.resolve()
 
   /** Run a local inner change and return when its envelope is durable locally. */
@@ -1143,10 +1147,11 @@ export class Conversation {
             this.reject(ErrorCode.Malformed, `inner update failed to apply: ${(err as Error).message}`)
           }
         }
-        // Changes that continue a client whose start this device can never read: they go in now.
+        // Changes that continue a client whose start this device can never read: they go in now
+        // (only on the pass fillLostClocksSoon runs, once they have waited a while).
         let fillers: Uint8Array[] = []
         try {
-          fillers = this.mayFillLostClocks() ? lostClocksFiller(this.doc) : []
+          fillers = this.fillingLostClocks && this.mayFillLostClocks() ? lostClocksFiller(this.doc) : []
         } catch (err) {
           this.report(err, 'could not fill history this device cannot read')
         }
@@ -1166,6 +1171,7 @@ export class Conversation {
       this.heldErrors = undefined
       for (const err of held) this.ctx.reportError(err)
     }
+    if (this.doc.store.pendingStructs !== null) this.fillLostClocksSoon()
     const batch: Batch = {
       append: [
         ...outerUpdates.map((bytes) => ({ convId: this.id, doc: 'outer' as const, bytes })),
@@ -1369,6 +1375,32 @@ export class Conversation {
 
   /** Epochs of held envelopes, read once (a 'from-join' member may hold many it can never open). */
   private readonly deferredEpochs = new WeakMap<Uint8Array, number>()
+
+  private fillTimer: ReturnType<typeof setTimeout> | undefined
+  private fillingLostClocks = false
+
+  /**
+   * Fill what waits for unreadable history (lost-history.ts), if it still waits after
+   * LOST_HISTORY_GRACE_MS. The wait is for a change the relay refused under an old key while a
+   * later one of the same client went through: its author re-seals it within a round trip, and
+   * a fill before it arrives would make this device drop it for good.
+   */
+  private fillLostClocksSoon(): void {
+    if (this.fillTimer !== undefined || this.closed || this.record.keys.has(0)) return
+    this.fillTimer = setTimeout(() => {
+      this.fillTimer = undefined
+      if (this.closed || !this.mayFillLostClocks()) return
+      const job = this.incomingTail.then(async () => {
+        this.fillingLostClocks = true
+        try {
+          await this.processIncoming([], [], [], 0)
+        } finally {
+          this.fillingLostClocks = false
+        }
+      })
+      this.incoming = job.catch((err) => this.report(err, 'could not apply held messages'))
+    }, LOST_HISTORY_GRACE_MS)
+  }
 
   /** Process held envelopes again (after their snapshot, or once it is clear none comes). */
   private retryDeferred(): void {
@@ -2031,6 +2063,7 @@ export class Conversation {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
+    clearTimeout(this.fillTimer)
     // Never loaded: nothing was opened, nothing to flush.
     if (!this.loading) return
     await this.loading.catch(() => undefined)
