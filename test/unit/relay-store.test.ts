@@ -9,7 +9,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { openPostgresRelayStore, POSTGRES_SCHEMA_VERSION } from '../../src/relay/store/postgres-store.js'
 import type { AppendBatch, NewRow, RelayStore } from '../../src/relay/store/relay-store.js'
 import { prepareRelayWrites } from '../../src/relay/store/sqlite-relay-writes.js'
-import { openSqliteRelayStore } from '../../src/relay/store/sqlite-store.js'
+import { openSqliteRelayStore, ROOM_ID, SQLITE_RELAY_MIGRATIONS } from '../../src/relay/store/sqlite-store.js'
 import { expectPetrelError } from './device-store.conformance.js'
 import { type RelayStoreHarness, runRelayStoreConformance } from './relay-store.conformance.js'
 
@@ -70,22 +70,69 @@ describe('SQLite relay store: writes', () => {
       const db = new Database(file)
       try {
         const writes = prepareRelayWrites(db)
-        const rows = () => db.prepare('SELECT seq, clock, len, count FROM rows WHERE room = ? ORDER BY seq').all(room)
+        const rows = () => db.prepare(`SELECT seq, clock, len, count FROM rows WHERE room_id = ${ROOM_ID} ORDER BY seq`).all(room)
         const before = rows()
         // Planned when row 2 covered clock 1 with len 1; it has since become something else.
-        db.prepare('UPDATE rows SET len = 2 WHERE room = ? AND seq = 2').run(room)
+        db.prepare(`UPDATE rows SET len = 2 WHERE room_id = ${ROOM_ID} AND seq = 2`).run(room)
         const changed = rows()
         const stale = { remove: [[1, 7, 0, 1], [2, 7, 1, 1], [3, 7, 2, 1]] as Array<[number, number, number, number]>, write: [{ seq: 1, client: 7, clock: 0, len: 3, count: 1, structs: Uint8Array.of(0, 3) }] }
         expect(() => writes.applyCompaction(room, stale)).toThrow(/row 2 changed since it was planned/)
         expect(rows()).toEqual(changed)
         expect(changed).not.toEqual(before)
         // The same plan against the rows as read applies.
-        db.prepare('UPDATE rows SET len = 1 WHERE room = ? AND seq = 2').run(room)
+        db.prepare(`UPDATE rows SET len = 1 WHERE room_id = ${ROOM_ID} AND seq = 2`).run(room)
         expect(writes.applyCompaction(room, stale)).toEqual({ removed: 3, written: 1 })
         expect(rows()).toEqual([{ seq: 1, clock: 0, len: 3, count: 1 }])
       } finally {
         db.close()
       }
+    } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+})
+
+describe('SQLite relay store: schema', () => {
+  it('migrates a version 5 database (rows keyed by room text) without losing a row, a floor or a sequence number', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'petrel-relay-store-'))
+    const file = join(dir, 'relay.db')
+    try {
+      const old = new Database(file)
+      old.exec(SQLITE_RELAY_MIGRATIONS.slice(0, 5).join('\n'))
+      old.pragma('user_version = 5')
+      const rooms = ['room-migrate-a', 'room-migrate-b']
+      for (const [i, room] of rooms.entries()) {
+        old.prepare('INSERT INTO rooms (room, created_at, next_seq) VALUES (?, ?, ?)').run(room, 100 + i, 4)
+        old.prepare('INSERT INTO records (room, idx, bytes) VALUES (?, 0, ?)').run(room, Buffer.of(i))
+        old.prepare('INSERT INTO clients (room, client, device) VALUES (?, 7, ?)').run(room, `device-${i}`)
+        old.prepare('INSERT INTO client_floor (room, client, next) VALUES (?, 7, 2)').run(room)
+        // Rows 1 and 2 were trimmed (the floor keeps clock 2); 3 and 4 remain.
+        for (const seq of [3, 4]) old.prepare('INSERT INTO rows (room, seq, client, clock, len, count, structs) VALUES (?, ?, 7, ?, 1, 1, ?)').run(room, seq, seq - 1, Buffer.of(i, seq))
+      }
+      old.close()
+
+      const store = openSqliteRelayStore(file)
+      try {
+        for (const [i, room] of rooms.entries()) {
+          const loaded = await store.loadRoom(room)
+          expect(loaded?.maxSeq).toBe(4)
+          expect(loaded?.clients.get(7)).toEqual({ device: `device-${i}`, next: 4 })
+          expect((await store.readRows(room, 0, 10)).map((r) => [r.seq, r.clock, [...r.structs]])).toEqual([
+            [3, 2, [i, 3]],
+            [4, 3, [i, 4]],
+          ])
+        }
+        // Numbering carries on where it stopped, in the right room.
+        const seqs = await store.append({ rows: [{ room: rooms[1]!, client: 7, clock: 4, len: 1, count: 1, structs: Uint8Array.of(9) }], bindings: [], records: [] })
+        expect(seqs).toEqual([5])
+        expect((await store.readRows(rooms[0]!, 0, 10)).map((r) => r.seq)).toEqual([3, 4])
+        expect((await store.readRows(rooms[1]!, 0, 10)).map((r) => r.seq)).toEqual([3, 4, 5])
+      } finally {
+        await store.close()
+      }
+      const check = new Database(file)
+      expect(check.pragma('user_version', { simple: true })).toBe(SQLITE_RELAY_MIGRATIONS.length)
+      check.close()
     } finally {
       await rm(dir, { recursive: true, force: true })
     }

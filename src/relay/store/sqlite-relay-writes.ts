@@ -75,12 +75,13 @@ export function packAppend(batch: AppendBatch, transfer: ArrayBuffer[]): PackedA
  */
 export function prepareRelayWrites(db: BetterSqlite3.Database): RelayWrites {
   const q = {
-    takeSeqs: db.prepare<[number, string], { next_seq: number }>('UPDATE rooms SET next_seq = next_seq + ? WHERE room = ? RETURNING next_seq'),
+    takeSeqs: db.prepare<[number, string], { next_seq: number; id: number }>('UPDATE rooms SET next_seq = next_seq + ? WHERE room = ? RETURNING next_seq, id'),
+    roomId: db.prepare<[string], { id: number }>('SELECT id FROM rooms WHERE room = ?'),
     createRoom: db.prepare('INSERT INTO rooms (room, created_at) VALUES (?, ?)'),
     nextRecordIdx: db.prepare<[string], { n: number }>('SELECT COUNT(*) AS n FROM records WHERE room = ?'),
     insertRecord: db.prepare('INSERT INTO records (room, idx, bytes) VALUES (?, ?, ?)'),
     insertClient: db.prepare('INSERT OR IGNORE INTO clients (room, client, device) VALUES (?, ?, ?)'),
-    insertRow: db.prepare('INSERT INTO rows (room, seq, client, clock, len, count, structs) VALUES (?, ?, ?, ?, ?, ?, ?)'),
+    insertRow: db.prepare('INSERT INTO rows (room_id, seq, client, clock, len, count, structs) VALUES (?, ?, ?, ?, ?, ?, ?)'),
     upsertReceipt: db.prepare(
       `INSERT INTO receipts (room, device, stored, read, stored_at, read_at) VALUES (?, ?, ?, ?, ?, ?)
        ON CONFLICT (room, device) DO UPDATE SET
@@ -92,11 +93,11 @@ export function prepareRelayWrites(db: BetterSqlite3.Database): RelayWrites {
     removeDevice: db.prepare<[string, string]>('DELETE FROM device_rooms WHERE device = ? AND room = ?'),
     raiseFloor: db.prepare<[string, number]>(
       `INSERT INTO client_floor (room, client, next)
-         SELECT room, client, MAX(clock + len) FROM rows WHERE room = ? AND seq < ? GROUP BY client
+         SELECT rooms.room, client, MAX(clock + len) FROM rows JOIN rooms ON rooms.id = rows.room_id WHERE rooms.room = ? AND seq < ? GROUP BY client
        ON CONFLICT (room, client) DO UPDATE SET next = MAX(next, excluded.next)`,
     ),
-    trim: db.prepare<[string, number]>('DELETE FROM rows WHERE room = ? AND seq < ?'),
-    deleteExactRow: db.prepare<[string, number, number, number, number]>('DELETE FROM rows WHERE room = ? AND seq = ? AND client = ? AND clock = ? AND len = ?'),
+    trim: db.prepare<[string, number]>('DELETE FROM rows WHERE room_id = (SELECT id FROM rooms WHERE room = ?) AND seq < ?'),
+    deleteExactRow: db.prepare<[number, number, number, number, number]>('DELETE FROM rows WHERE room_id = ? AND seq = ? AND client = ? AND clock = ? AND len = ?'),
     putLink: db.prepare<[string, number, Uint8Array, number]>(
       'INSERT INTO link_mailbox (id, slot, bytes, expires_at) VALUES (?, ?, ?, ?) ON CONFLICT (id, slot) DO NOTHING',
     ),
@@ -110,16 +111,16 @@ export function prepareRelayWrites(db: BetterSqlite3.Database): RelayWrites {
     // Take each room's block of sequence numbers once per batch.
     const perRoom = new Map<string, number>()
     for (const r of batch.rows) perRoom.set(r.room, (perRoom.get(r.room) ?? 0) + 1)
-    const nextOf = new Map<string, number>()
+    const nextOf = new Map<string, { id: number; seq: number }>()
     for (const [room, n] of perRoom) {
       const taken = q.takeSeqs.get(n, room)
       if (!taken) throw new Error(`append to unknown room ${room}`)
-      nextOf.set(room, taken.next_seq - n)
+      nextOf.set(room, { id: taken.id, seq: taken.next_seq - n })
     }
     const seqs = batch.rows.map((r) => {
-      const seq = nextOf.get(r.room)! + 1
-      nextOf.set(r.room, seq)
-      q.insertRow.run(r.room, seq, r.client, r.clock, r.len, r.count, r.structs)
+      const next = nextOf.get(r.room)!
+      const seq = ++next.seq
+      q.insertRow.run(next.id, seq, r.client, r.clock, r.len, r.count, r.structs)
       return seq
     })
     for (const r of batch.receipts ?? []) q.upsertReceipt.run(r.room, r.device, r.stored, r.read, r.storedAt, r.readAt)
@@ -154,10 +155,12 @@ export function prepareRelayWrites(db: BetterSqlite3.Database): RelayWrites {
       return q.trim.run(room, beforeSeq).changes
     }),
     applyCompaction: db.transaction((room: string, plan: CheckedCompaction): { removed: number; written: number } => {
+      const id = q.roomId.get(room)?.id
+      if (id === undefined) throw new Error(`compaction of unknown room ${room}`)
       for (const [seq, client, clock, len] of plan.remove) {
-        if (q.deleteExactRow.run(room, seq, client, clock, len).changes !== 1) throw new Error(`compaction of ${room}: row ${seq} changed since it was planned`)
+        if (q.deleteExactRow.run(id, seq, client, clock, len).changes !== 1) throw new Error(`compaction of ${room}: row ${seq} changed since it was planned`)
       }
-      for (const w of plan.write) q.insertRow.run(room, w.seq, w.client, w.clock, w.len, w.count, w.structs)
+      for (const w of plan.write) q.insertRow.run(id, w.seq, w.client, w.clock, w.len, w.count, w.structs)
       return { removed: plan.remove.length, written: plan.write.length }
     }),
     putLink: (id: string, slot: number, bytes: Uint8Array, expiresAt: number): boolean => q.putLink.run(id, slot, bytes, expiresAt).changes === 1,
