@@ -9,6 +9,8 @@ import type { AppendBatch, RelayStore } from './store/relay-store.js'
 
 interface Pending {
   batch: AppendBatch
+  /** Runs when the batch is taken for a commit: after it, the batch may no longer change. */
+  taken?: () => void
   /** Runs once durable, with the sequence numbers the store gave `batch.rows`. */
   done: (seqs: number[]) => void
   failed: (err: unknown) => void
@@ -25,9 +27,12 @@ export class Committer {
     private readonly observe: (seconds: number) => void = () => {},
   ) {}
 
-  /** Queue a batch; `done` runs after it is durable, in enqueue order. */
-  add(batch: AppendBatch, done: (seqs: number[]) => void, failed: (err: unknown) => void): void {
-    this.queue.push({ batch, done, failed })
+  /**
+   * Queue a batch; `done` runs after it is durable, in enqueue order. Until `taken` runs (the
+   * batch goes into a commit), its caller may still grow it.
+   */
+  add(batch: AppendBatch, done: (seqs: number[]) => void, failed: (err: unknown) => void, taken?: () => void): void {
+    this.queue.push({ batch, done, failed, taken })
     if (!this.scheduled) {
       this.scheduled = true
       setImmediate(() => this.flush())
@@ -49,6 +54,7 @@ export class Committer {
     if (items.length === 0) return
     const merged: AppendBatch = { rows: [], bindings: [], records: [] }
     for (const p of items) {
+      p.taken?.()
       merged.records.push(...p.batch.records)
       merged.bindings.push(...p.batch.bindings)
       merged.rows.push(...p.batch.rows)

@@ -28,8 +28,8 @@ import type { Connection } from './connection.js'
 import type { RelayLimits } from './limits.js'
 import type { Logger } from './log.js'
 import type { RelayMetrics } from './metrics.js'
-import { blankPart, type RowPart, rowStructs, splitAtRecords, UpdateRefused, type ValidatedUpdate, validateOuterUpdate } from './outer-update.js'
-import { checkGenesis, Room, type RoomMemberConn } from './room.js'
+import { blankPart, type RowPart, rowStructs, splitAtRecords, UpdateRefused, type ValidatedRow, type ValidatedUpdate, validateOuterUpdate } from './outer-update.js'
+import { checkGenesis, type OpenRow, Room, type RoomMemberConn } from './room.js'
 import { encodePage, pageRows } from './rows.js'
 import type { NewRow, RelayStore, Row } from './store/relay-store.js'
 import type { BusMessage, FanoutBus } from './bus/fanout-bus.js'
@@ -409,6 +409,7 @@ export class RelayCore {
   ): void {
     const refused = v.refused
     if (v.rows.length === 0 && v.refused.length === 0) return
+    if (this.appendToOpenRow(conn, room, v, records, devices)) return
     const cut = recordParts ? v.rows.flatMap((row) => splitAtRecords(row, (p) => recordParts.has(p))) : v.rows
     const rows: NewRow[] = cut.map((row) => ({
       room: room.id,
@@ -423,6 +424,7 @@ export class RelayCore {
     for (const b of bindings) room.clients.set(b.client, { device: conn.deviceId, next: 0 })
     for (const row of rows) room.clients.get(row.client)!.next = row.clock + row.len
     room.bytes += v.bytes
+    const open = this.openRowFor(conn, room, v, records, devices, rows, cut)
     this.committer.add(
       { rows, bindings, records: records.map((bytes) => ({ room: room.id, bytes })), devices },
       (seqs) => {
@@ -446,7 +448,48 @@ export class RelayCore {
         if (records.length > 0) this.maybeCompact(room)
       },
       (err) => this.storeFailed(room, err),
+      open && (() => this.closeOpenRow(room, open)),
     )
+  }
+
+  /**
+   * A pipelining device sends one update per message, and a commit takes everything that
+   * arrived meanwhile (thousands of updates at full load). Consecutive updates of one
+   * connection and client, contiguous in clock, become one row — as if the device had sent
+   * them as one update — so the commit writes one row, and the device gets one ✓, per run
+   * rather than per message. Only plain updates take part (one row of envelopes, nothing
+   * refused, no records, no new client): anything else keeps a row of its own.
+   */
+  private appendToOpenRow(conn: Connection, room: Room, v: ValidatedUpdate, records: Uint8Array[], devices: DeviceChange[]): boolean {
+    const open = room.openRow
+    if (!open || open.conn !== conn || !isPlainUpdate(v, records, devices)) return false
+    const row = v.rows[0]!
+    const bytes = v.bytes
+    if (open.row.client !== row.client || open.row.clock + open.row.len !== row.clock || open.bytes + bytes > OPEN_ROW_MAX_BYTES) return false
+    for (const part of row.parts) open.parts.push(part.bytes)
+    open.row.len += row.len
+    open.row.count += row.count
+    open.bytes += bytes
+    room.clients.get(row.client)!.next = row.clock + row.len
+    room.bytes += bytes
+    return true
+  }
+
+  /**
+   * The row of a plain update stays open for the next ones until its commit takes it. Any
+   * other row of the room closes it, so rows keep the order their updates arrived in.
+   */
+  private openRowFor(conn: Connection, room: Room, v: ValidatedUpdate, records: Uint8Array[], devices: DeviceChange[], rows: NewRow[], cut: ValidatedRow[]): OpenRow | undefined {
+    room.openRow = undefined
+    if (!isPlainUpdate(v, records, devices) || rows.length !== 1) return undefined
+    const parts = cut[0]!.parts.map((p) => p.bytes)
+    room.openRow = { conn, row: rows[0]!, parts, ownParts: parts.length, bytes: v.bytes }
+    return room.openRow
+  }
+
+  private closeOpenRow(room: Room, open: OpenRow): void {
+    if (room.openRow === open) room.openRow = undefined
+    if (open.parts.length > open.ownParts) open.row.structs = concatBytes(open.parts)
   }
 
   /**
@@ -730,6 +773,26 @@ function isCurrentKey(room: Room, epoch: number, keyCheck: Uint8Array): boolean 
 
 /** A row's clock range without the clocks that were refused (blanked) in it. */
 const NOTHING_BLANKED: ReadonlySet<string> = new Set()
+
+/** An open row takes updates up to this many struct bytes (a catch-up page holds 256 KiB). */
+const OPEN_ROW_MAX_BYTES = 64 * 1024
+
+/** One row of envelopes only, nothing refused, no records, no membership change, no new client. */
+function isPlainUpdate(v: ValidatedUpdate, records: Uint8Array[], devices: DeviceChange[]): boolean {
+  return v.rows.length === 1 && v.refused.length === 0 && v.newClients.length === 0 && records.length === 0 && devices.length === 0 && v.records.length === 0
+}
+
+function concatBytes(parts: Uint8Array[]): Uint8Array {
+  let n = 0
+  for (const p of parts) n += p.length
+  const out = new Uint8Array(n)
+  let o = 0
+  for (const p of parts) {
+    out.set(p, o)
+    o += p.length
+  }
+  return out
+}
 
 function ackRanges(row: Row, blanked: ReadonlySet<string>): Array<{ client: number; clock: number; len: number }> {
   if (blanked.size === 0) return [{ client: row.client, clock: row.clock, len: row.len }]

@@ -8,6 +8,7 @@ import { sha256, toBase64Url } from '../shared/crypto/index.js'
 import { applyRecord, emptyMembership, type MembershipState, memberOfDevice } from '../shared/membership.js'
 import { type Admission, AdmissionKind, readRecord, RecordKind, readGenesisBody } from '../shared/records.js'
 import type { ReceiptEntry } from '../shared/room-messages.js'
+import type { NewRow } from './store/relay-store.js'
 import { Reason } from '../shared/wire.js'
 
 const recordId = (bytes: Uint8Array): string => toBase64Url(sha256(bytes))
@@ -22,6 +23,16 @@ export interface RoomPeer {
   /** 'catching-up' buffers deliveries until the catch-up read has been sent. */
   state: 'catching-up' | 'live'
   buffer: Array<{ message: Uint8Array; seq: number }>
+}
+
+/** A row not yet taken for a commit: its struct bytes stay in parts until then. */
+export interface OpenRow {
+  conn: RoomMemberConn
+  row: NewRow
+  parts: Uint8Array[]
+  /** Parts of the update that opened the row: `row.structs` already holds them. */
+  ownParts: number
+  bytes: number
 }
 
 export class Room {
@@ -56,6 +67,12 @@ export class Room {
 
   /** Operations queued with `run` and not finished yet. */
   busy = 0
+
+  /**
+   * The newest row waiting for the committer, while a following update of the same
+   * connection and client may still be appended to it (see `RelayCore.commitUpdate`).
+   */
+  openRow: OpenRow | undefined = undefined
 
   /** Run `fn` after every earlier operation on this room. */
   run<T>(fn: () => Promise<T> | T): Promise<T> {

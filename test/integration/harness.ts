@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { type ClientOptions, createClient, type Conversation, type Message, type PetrelError } from '../../src/client/index.js'
 import { createRelay, type Relay, type RelayOptions } from '../../src/relay/index.js'
-import { generateAgreementKeyPair, generateSigningKeyPair, SignatureDomain, signWithDomain } from '../../src/shared/crypto/index.js'
+import { generateAgreementKeyPair, generateSigningKeyPair, SignatureDomain, type SigningKeyPair, signWithDomain } from '../../src/shared/crypto/index.js'
 import { certificatePayload, encodeCertificate } from '../../src/shared/records.js'
 import { type Frame, FrameType, readFrame, writeFrame } from '../../src/shared/wire.js'
 import { WebSocket } from 'ws'
@@ -85,11 +85,11 @@ export async function pair(world: World, a = 'alice', b = 'bob') {
 export const atLeastSent = (status: string | undefined): boolean => status === 'sent' || status === 'delivered' || status === 'read'
 
 /** A device speaking the wire protocol by hand (for access, limit and fuzz tests), authenticated. */
-export async function rawDevice(url: string) {
-  const user = generateSigningKeyPair()
-  const device = generateSigningKeyPair()
+export async function rawDevice(url: string, as?: { user: SigningKeyPair; device: SigningKeyPair; certificate: Uint8Array }) {
+  const user = as?.user ?? generateSigningKeyPair()
+  const device = as?.device ?? generateSigningKeyPair()
   const payload = certificatePayload(user.publicKey, device.publicKey, generateAgreementKeyPair().publicKey, Date.now())
-  const certificate = encodeCertificate(payload, await signWithDomain(SignatureDomain.DeviceCertificate, user.secretKey, payload))
+  const certificate = as?.certificate ?? encodeCertificate(payload, await signWithDomain(SignatureDomain.DeviceCertificate, user.secretKey, payload))
   const ws = new WebSocket(url)
   ws.binaryType = 'nodebuffer'
   const frames: Frame[] = []
