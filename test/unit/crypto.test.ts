@@ -12,6 +12,7 @@ import {
   fromBase64Url,
   matchesBase64Url,
   fromHex,
+  randomBytes,
   generateAgreementKeyPair,
   generateSigningKeyPair,
   isValidSigningPublicKey,
@@ -22,6 +23,7 @@ import {
   randomNonce,
   seal,
   sign,
+  signBackend,
   signWithDomain,
   signedBytes,
   toBase64Url,
@@ -265,6 +267,22 @@ describe('ed25519 acceptance rule', () => {
       expect(isValidSigningPublicKey(pk)).toBe(true)
     })
   }
+
+  it("signs with Node's own crypto under Node, synchronously, to the bytes noble makes", async () => {
+    expect(signBackend()).toBe('node')
+    const { secretKey } = generateSigningKeyPair()
+    const msg = randomBytes(123)
+    let settled = false
+    const pending = sign(secretKey, msg).then((s) => {
+      settled = true
+      return s
+    })
+    // Nothing waits on a thread pool: the signature is ready by the next microtask.
+    await Promise.resolve()
+    await Promise.resolve()
+    expect(settled).toBe(true)
+    expect(toHex(await pending)).toBe(toHex(ed25519.sign(msg, secretKey)))
+  })
 
   it('signs with native and noble to identical bytes for random keys and messages', async () => {
     for (let i = 0; i < 20; i++) {
