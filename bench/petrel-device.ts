@@ -30,8 +30,8 @@ import { FrameType, readFrame, StrictReader, writeFrame } from '../src/shared/wi
 export interface RoomHandlers {
   /** Clock units the relay acknowledged (✓) in this room. */
   onAck?: (clocks: number) => void
-  /** Rows delivered to this device (other devices' updates). */
-  onRows?: (rows: number) => void
+  /** Messages (envelopes: clocks of rows) delivered to this device from other devices. */
+  onRows?: (messages: number) => void
 }
 
 export class PetrelDevice {
@@ -85,9 +85,19 @@ export class PetrelDevice {
       }
       h.onAck(clocks)
     } else if (message[0] === RoomMessage.Rows && h.onRows) {
+      // A row may hold several updates (the relay merges a pipelined run): count clocks, one
+      // envelope — one message — each.
       const r = new StrictReader(message)
       r.pos = 1
-      h.onRows(r.varUint())
+      const n = r.varUint()
+      let clocks = 0
+      for (let i = 0; i < n; i++) {
+        r.varUint()
+        r.varUint()
+        r.varUint()
+        clocks += r.varUint()
+      }
+      h.onRows(clocks)
     }
   }
 
