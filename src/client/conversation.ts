@@ -1548,6 +1548,7 @@ export class Conversation {
           ? { publicKey: h.senderDevicePub, message: signedEnvelopeBytes(this.id, h), signature: h.signature }
           : { publicKey: new Uint8Array(32), message: new Uint8Array(0), signature: new Uint8Array(64) },
       ),
+      { handOverMessages: true },
     )
     return { headers, verdicts }
   }

@@ -430,6 +430,8 @@ describe('ed25519 acceptance rule', () => {
     items.push(edgeVectors.map((v) => ({ publicKey: v.pk, message: v.msg, signature: v.sig }))[0]!)
     expected.push(false)
     expect(await verifyBatch(items)).toEqual(expected)
+    // Handed-over messages (not copied first) are judged the same, item by item.
+    expect(await verifyBatch(items.map((it) => ({ ...it, message: it.message.slice() })), { handOverMessages: true })).toEqual(expected)
     expect(await verifyBatch([])).toEqual([])
     await expect(verifyBatch('nope' as unknown as [])).rejects.toThrow(TypeError)
   })

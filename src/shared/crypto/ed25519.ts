@@ -338,6 +338,16 @@ export interface VerifyItem {
   signature: Uint8Array
 }
 
+/** Options of {@link verifyBatch}. */
+export interface VerifyBatchOptions {
+  /**
+   * The messages are handed over: built for this call, never changed or reused by the caller
+   * afterwards. They are then not copied first — on a catch-up every envelope's signed bytes
+   * (up to ~40 KB each) were copied twice, ~10 % of the client's time.
+   */
+  handOverMessages?: boolean
+}
+
 /**
  * Verifies many signatures, running native verifications concurrently (roughly twice the throughput
  * of awaiting them one by one). Results are in input order; one bad item does not affect the others.
@@ -345,7 +355,7 @@ export interface VerifyItem {
  * @example const results = await verifyBatch(updates.map((u) => ({ publicKey: u.key, message: u.body, signature: u.sig })))
  * @throws TypeError when `items` is not an array or an item field is not a Uint8Array.
  */
-export async function verifyBatch(items: readonly VerifyItem[]): Promise<boolean[]> {
+export async function verifyBatch(items: readonly VerifyItem[], options: VerifyBatchOptions = {}): Promise<boolean[]> {
   if (!Array.isArray(items)) throw new TypeError('items must be an array')
   // Validate and snapshot everything synchronously so a TypeError is thrown before any work starts.
   const owned = items.map((item, i) => {
@@ -353,7 +363,8 @@ export async function verifyBatch(items: readonly VerifyItem[]): Promise<boolean
     assertBytes(item.publicKey, `items[${i}].publicKey`)
     assertBytes(item.message, `items[${i}].message`)
     assertBytes(item.signature, `items[${i}].signature`)
-    return [ownCopy(item.publicKey), ownCopy(item.message), ownCopy(item.signature)] as const
+    const message = options.handOverMessages && item.message.buffer instanceof ArrayBuffer ? (item.message as Uint8Array<ArrayBuffer>) : ownCopy(item.message)
+    return [ownCopy(item.publicKey), message, ownCopy(item.signature)] as const
   })
   return Promise.all(owned.map(([pk, msg, sig]) => verifyOwned(pk, msg, sig)))
 }
