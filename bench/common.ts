@@ -143,6 +143,15 @@ export async function startProfile(env: string, suffix = ''): Promise<(() => Pro
   const { writeFileSync } = await import('node:fs')
   const session = new Session()
   session.connect()
+  if (process.env.BENCH_PROFILE_KIND === 'heap') {
+    // Allocation sampling instead (a .heapprofile for DevTools' Memory tab): who allocates, not who runs.
+    await session.post('HeapProfiler.startSampling', { samplingInterval: 4096, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true })
+    return async () => {
+      const { profile } = await session.post('HeapProfiler.stopSampling')
+      writeFileSync(file, JSON.stringify(profile))
+      session.disconnect()
+    }
+  }
   await session.post('Profiler.enable')
   await session.post('Profiler.start')
   return async () => {
