@@ -23,6 +23,8 @@ export interface RoomPeer {
   /** 'catching-up' buffers deliveries until the catch-up read has been sent. */
   state: 'catching-up' | 'live'
   buffer: Array<{ message: Uint8Array; seq: number }>
+  /** Bytes of the messages in `buffer`. */
+  bufferedBytes: number
 }
 
 /** A row not yet taken for a commit: its struct bytes stay in parts until then. */
