@@ -84,6 +84,14 @@ export class Committer {
       }
     } catch (err) {
       for (const p of items) p.failed(err)
+      // What queued behind the failed commit for the same rooms was checked against clocks
+      // the failed batch claimed: stored, it would leave a gap the clients' resends could
+      // never fill (the relay would count them as duplicates). Refused with it instead; the
+      // clients still hold everything unacknowledged and resend it.
+      const rooms = roomsOf(merged)
+      const later = this.queue
+      this.queue = later.filter((p) => !touches(p.batch, rooms))
+      for (const p of later) if (touches(p.batch, rooms)) p.failed(err)
       return
     }
     let at = 0
@@ -92,4 +100,19 @@ export class Committer {
       at += p.batch.rows.length
     }
   }
+}
+
+function roomsOf(batch: AppendBatch): Set<string> {
+  const rooms = new Set<string>()
+  for (const r of batch.rows) rooms.add(r.room)
+  for (const b of batch.bindings) rooms.add(b.room)
+  for (const r of batch.records) rooms.add(r.room)
+  for (const r of batch.receipts ?? []) rooms.add(r.room)
+  for (const d of batch.devices ?? []) rooms.add(d.room)
+  return rooms
+}
+
+function touches(batch: AppendBatch, rooms: Set<string>): boolean {
+  for (const room of roomsOf(batch)) if (rooms.has(room)) return true
+  return false
 }

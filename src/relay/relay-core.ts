@@ -412,7 +412,7 @@ export class RelayCore {
     devices: DeviceChange[],
   ): void {
     const refused = v.refused
-    if (v.rows.length === 0 && v.refused.length === 0) return
+    if (room.failed || (v.rows.length === 0 && v.refused.length === 0)) return
     if (this.appendToOpenRow(conn, room, v, records, devices)) return
     const cut = recordParts ? v.rows.flatMap((row) => splitAtRecords(row, (p) => recordParts.has(p))) : v.rows
     const rows: NewRow[] = cut.map((row) => ({
@@ -740,6 +740,10 @@ export class RelayCore {
     // In-memory seqs and clocks ran ahead of the store: drop the room so it reloads from disk,
     // and make its clients resync (their unacknowledged updates are still in their outbox).
     this.rooms.delete(room.id)
+    // Updates already queued on this room object were checked against the clocks it claimed:
+    // none of them may be stored now (see commitUpdate).
+    room.failed = true
+    room.openRow = undefined
     for (const peer of room.peers.keys()) peer.close(CloseCode.TryAgain, 'relay storage failed; retry')
   }
 

@@ -76,6 +76,9 @@ export class Room {
    */
   openRow: OpenRow | undefined = undefined
 
+  /** A commit of this room failed: the room was dropped (to reload from the store) and stores nothing more. */
+  failed = false
+
   /** Run `fn` after every earlier operation on this room. */
   run<T>(fn: () => Promise<T> | T): Promise<T> {
     this.busy++
