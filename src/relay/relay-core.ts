@@ -20,6 +20,7 @@ import {
   writeSyncMessage,
 } from '../shared/room-messages.js'
 import { constantTimeEqual } from '../shared/crypto/index.js'
+import { concatBytes } from '../shared/crypto/hash.js'
 import { CloseCode, FrameType, MAX_ROOMS_LISTED, Reason, StrictReader, writeFrame } from '../shared/wire.js'
 import { encodeStateVector, parseStateVector, parseUpdate } from '../shared/yjs-v1.js'
 import { OUTER_RECORDS } from '../shared/outer-keys.js'
@@ -493,7 +494,7 @@ export class RelayCore {
 
   private closeOpenRow(room: Room, open: OpenRow): void {
     if (room.openRow === open) room.openRow = undefined
-    if (open.parts.length > open.ownParts) open.row.structs = concatBytes(open.parts)
+    if (open.parts.length > open.ownParts) open.row.structs = concatBytes(...open.parts)
   }
 
   /**
@@ -796,17 +797,6 @@ function isPlainUpdate(v: ValidatedUpdate, records: Uint8Array[], devices: Devic
   return v.rows.length === 1 && v.refused.length === 0 && v.newClients.length === 0 && records.length === 0 && devices.length === 0 && v.records.length === 0
 }
 
-function concatBytes(parts: Uint8Array[]): Uint8Array {
-  let n = 0
-  for (const p of parts) n += p.length
-  const out = new Uint8Array(n)
-  let o = 0
-  for (const p of parts) {
-    out.set(p, o)
-    o += p.length
-  }
-  return out
-}
 
 function ackRanges(row: Row, blanked: ReadonlySet<string>): Array<{ client: number; clock: number; len: number }> {
   if (blanked.size === 0) return [{ client: row.client, clock: row.clock, len: row.len }]

@@ -6,10 +6,9 @@
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 import { afterEach, describe, expect, it } from 'vitest'
-import { PUBLIC_KEY_CACHE_LIMIT, randomBytes, SignatureDomain, signWithDomain } from '../../src/shared/crypto/index.js'
-import { AdmissionKind, encodeAdmission, encodeGenesisBody, encodeRecord, RecordKind, recordSigningPayload, roomIdFor } from '../../src/shared/records.js'
+import { PUBLIC_KEY_CACHE_LIMIT } from '../../src/shared/crypto/index.js'
 import { FrameType, writeFrame } from '../../src/shared/wire.js'
-import { rawDevice, until, World } from '../integration/harness.js'
+import { openNewRoom, rawDevice, until, World } from '../integration/harness.js'
 
 const CONNECTIONS = Number(process.env.PETREL_CYCLES ?? 2_000)
 const ROOMS = Number(process.env.PETREL_ROOM_CYCLES ?? 500)
@@ -47,13 +46,7 @@ describe('resource cycles', () => {
     await until(() => relay.metrics.connections === 0, 10_000, 'all connections gone')
     const dev = await rawDevice(world.url)
     for (let i = 0; i < ROOMS; i++) {
-      const nonce = randomBytes(16)
-      const room = roomIdFor(nonce, dev.user.publicKey)
-      const body = encodeGenesisBody({ room, nonce, createdAt: Date.now() })
-      const sig = await signWithDomain(SignatureDomain.Genesis, dev.device.secretKey, recordSigningPayload(RecordKind.Genesis, body))
-      const genesis = encodeRecord(RecordKind.Genesis, body, dev.certificate, sig)
-      dev.ws.send(writeFrame({ type: FrameType.Open, room, admission: encodeAdmission({ kind: AdmissionKind.Genesis, genesis }) }))
-      await until(() => dev.frames.some((f) => f.type === FrameType.Opened && f.room === room))
+      const room = await openNewRoom(dev)
       dev.ws.send(writeFrame({ type: FrameType.Close, room }))
     }
     await until(() => relay.metrics.roomsOpen === 0, 10_000, 'rooms released')

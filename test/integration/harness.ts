@@ -4,8 +4,18 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { type ClientOptions, createClient, type Conversation, type Message, type PetrelError } from '../../src/client/index.js'
 import { createRelay, type Relay, type RelayOptions } from '../../src/relay/index.js'
-import { generateAgreementKeyPair, generateSigningKeyPair, SignatureDomain, type SigningKeyPair, signWithDomain } from '../../src/shared/crypto/index.js'
-import { certificatePayload, encodeCertificate } from '../../src/shared/records.js'
+import { generateAgreementKeyPair, generateSigningKeyPair, randomBytes, SignatureDomain, type SigningKeyPair, signWithDomain } from '../../src/shared/crypto/index.js'
+import {
+  AdmissionKind,
+  certificatePayload,
+  encodeAdmission,
+  encodeCertificate,
+  encodeGenesisBody,
+  encodeRecord,
+  RecordKind,
+  recordSigningPayload,
+  roomIdFor,
+} from '../../src/shared/records.js'
 import { type Frame, FrameType, readFrame, writeFrame } from '../../src/shared/wire.js'
 import { WebSocket } from 'ws'
 
@@ -111,4 +121,16 @@ export async function rawDevice(url: string, as?: { user: SigningKeyPair; device
   ws.send(writeFrame({ type: FrameType.Auth, certificate, signature: await signWithDomain(SignatureDomain.ConnectChallenge, device.secretKey, hello.challenge) }))
   await until(() => frames.some((f) => f.type === FrameType.Ready))
   return { ws, frames, closed: () => closed, user, device, certificate }
+}
+
+/** A genesis for a new room of `dev`'s, sent as `open`; resolves with the room id once opened. */
+export async function openNewRoom(dev: Awaited<ReturnType<typeof rawDevice>>): Promise<string> {
+  const nonce = randomBytes(16)
+  const room = roomIdFor(nonce, dev.user.publicKey)
+  const body = encodeGenesisBody({ room, nonce, createdAt: Date.now() })
+  const sig = await signWithDomain(SignatureDomain.Genesis, dev.device.secretKey, recordSigningPayload(RecordKind.Genesis, body))
+  const genesis = encodeRecord(RecordKind.Genesis, body, dev.certificate, sig)
+  dev.ws.send(writeFrame({ type: FrameType.Open, room, admission: encodeAdmission({ kind: AdmissionKind.Genesis, genesis }) }))
+  await until(() => dev.frames.some((f) => f.type === FrameType.Opened && f.room === room))
+  return room
 }

@@ -5,13 +5,12 @@
  */
 import * as Y from 'yjs'
 import { afterEach, describe, expect, it } from 'vitest'
-import { randomBytes, randomKey, SignatureDomain, signWithDomain } from '../../src/shared/crypto/index.js'
+import { randomBytes, randomKey } from '../../src/shared/crypto/index.js'
 import { sealEnvelope } from '../../src/shared/envelope.js'
 import { envelopeKey, OUTER_LOG } from '../../src/shared/outer-keys.js'
-import { AdmissionKind, encodeAdmission, encodeGenesisBody, encodeRecord, RecordKind, recordSigningPayload, roomIdFor } from '../../src/shared/records.js'
 import { readAck, readRows, RoomMessage, SyncStep, writeSyncMessage } from '../../src/shared/room-messages.js'
 import { type Frame, FrameType, StrictReader, writeFrame } from '../../src/shared/wire.js'
-import { rawDevice, until, World } from './harness.js'
+import { openNewRoom, rawDevice, until, World } from './harness.js'
 
 let world: World
 afterEach(async () => {
@@ -19,17 +18,6 @@ afterEach(async () => {
 })
 
 type RawDevice = Awaited<ReturnType<typeof rawDevice>>
-
-async function openNewRoom(dev: RawDevice): Promise<string> {
-  const nonce = randomBytes(16)
-  const room = roomIdFor(nonce, dev.user.publicKey)
-  const body = encodeGenesisBody({ room, nonce, createdAt: Date.now() })
-  const sig = await signWithDomain(SignatureDomain.Genesis, dev.device.secretKey, recordSigningPayload(RecordKind.Genesis, body))
-  const genesis = encodeRecord(RecordKind.Genesis, body, dev.certificate, sig)
-  dev.ws.send(writeFrame({ type: FrameType.Open, room, admission: encodeAdmission({ kind: AdmissionKind.Genesis, genesis }) }))
-  await until(() => dev.frames.some((f) => f.type === FrameType.Opened))
-  return room
-}
 
 /** One outer update per envelope, as a device that sends each message on its own would. */
 async function envelopeUpdates(dev: RawDevice, room: string, count: number): Promise<{ updates: Uint8Array[]; envelopes: Uint8Array[]; client: number }> {
