@@ -16,7 +16,6 @@ import {
   type ReceiptEntry,
   writeReceipts,
   writeRefused,
-  writeRows,
   writeSyncMessage,
 } from '../shared/room-messages.js'
 import { constantTimeEqual } from '../shared/crypto/index.js'
@@ -31,7 +30,7 @@ import type { Logger } from './log.js'
 import type { RelayMetrics } from './metrics.js'
 import { blankPart, type RowPart, rowStructs, splitAtRecords, UpdateRefused, type ValidatedRow, type ValidatedUpdate, validateOuterUpdate } from './outer-update.js'
 import { checkGenesis, type OpenRow, Room, type RoomMemberConn, type RoomPeer } from './room.js'
-import { encodePage, pageRows } from './rows.js'
+import { encodePage, pageRows, rowsMessage } from './rows.js'
 import type { NewRow, RelayStore, Row } from './store/relay-store.js'
 import type { BusMessage, FanoutBus } from './bus/fanout-bus.js'
 
@@ -537,7 +536,7 @@ export class RelayCore {
     for (const [peer, state] of room.peers) {
       // The author's device already has the row (and its node sent the ack).
       if ((peer as Connection).deviceId === owner) continue
-      message ??= writeRows([{ seq: row.seq, client: row.client, clock: row.clock, len: row.len }], encodePage([row]))
+      message ??= rowsMessage([row])
       this.deliver(room, peer, state, message, row.seq)
     }
   }
@@ -716,7 +715,7 @@ export class RelayCore {
       after = rows[rows.length - 1]!.seq
       const missing = rows.filter((row) => row.clock + row.len > (sv.get(row.client) ?? 0))
       for (const page of pageRows(missing, CATCH_UP_MESSAGE_BYTES)) {
-        conn.deliver(room.id, writeRows(page.map((row) => ({ seq: row.seq, client: row.client, clock: row.clock, len: row.len })), encodePage(page)))
+        conn.deliver(room.id, rowsMessage(page))
         // On the wire now, not after the last page: the device applies one while the next is built.
         conn.flush()
       }

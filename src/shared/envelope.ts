@@ -25,6 +25,7 @@
 import * as encoding from 'lib0/encoding'
 import { constantTimeEqual, hkdf, open, randomNonce, SignatureDomain, seal, signedBytes, signWithDomain, verifyWithDomain } from './crypto/index.js'
 import { ErrorCode, PetrelError } from './errors.js'
+import { putVarUint, varUintLength } from './lib0-strict.js'
 import { StrictReader } from './wire.js'
 
 export const ENVELOPE_VERSION = 1
@@ -190,23 +191,6 @@ export function openEnvelope(room: string, h: EnvelopeHeader, key: Uint8Array): 
 /** `utf8('petrel/v1/envelope') • 0x00`: the domain prefix `signedBytes` puts before every envelope's signed part. */
 const ENVELOPE_PREFIX = signedBytes(SignatureDomain.Envelope, new Uint8Array(0))
 
-const varUintLength = (n: number) => {
-  let len = 1
-  while (n >= 0x80) {
-    n = Math.floor(n / 0x80)
-    len++
-  }
-  return len
-}
-
-const putVarUint = (out: Uint8Array, at: number, n: number): number => {
-  while (n >= 0x80) {
-    out[at++] = (n & 0x7f) | 0x80
-    n = Math.floor(n / 0x80)
-  }
-  out[at++] = n
-  return at
-}
 
 /**
  * The exact bytes the envelope signature covers, domain prefix included (for batch

@@ -247,6 +247,16 @@ export function varUintLength(n: number): number {
   return len
 }
 
+/** Writes `n` as a lib0 varUint at `at` in `out` (which must have room); returns the position after it. */
+export function putVarUint(out: Uint8Array, at: number, n: number): number {
+  while (n >= 0x80) {
+    out[at++] = (n & 0x7f) | 0x80
+    n = Math.floor(n / 0x80)
+  }
+  out[at++] = n
+  return at
+}
+
 /** Append-only byte builder; sizes are small and known, so chunks are joined once at the end. */
 export class ByteWriter {
   private readonly chunks: Uint8Array[] = []

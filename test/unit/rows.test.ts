@@ -1,0 +1,31 @@
+import { describe, expect, it } from 'vitest'
+import { randomBytes } from '../../src/shared/crypto/index.js'
+import { writeRows } from '../../src/shared/room-messages.js'
+import { encodePage, pageRows, rowsMessage } from '../../src/relay/rows.js'
+import type { Row } from '../../src/relay/store/relay-store.js'
+
+/** Rows of a few clients, contiguous per client, in seq order, with numbers of every varUint width. */
+function someRows(n: number, seed: number): Row[] {
+  const clients = [7, 300, 70_000, 2 ** 31 + seed]
+  const next = new Map(clients.map((c, i) => [c, i === 2 ? 20_000 : 0]))
+  const rows: Row[] = []
+  for (let i = 0; i < n; i++) {
+    const client = clients[(i * 7 + seed) % clients.length]!
+    const clock = next.get(client)!
+    const len = 1 + ((i + seed) % 5)
+    next.set(client, clock + len)
+    rows.push({ room: 'r', seq: 1 + i * (seed + 1) * 97, client, clock, len, count: len, structs: randomBytes(1 + ((i * 31) % 300)) })
+  }
+  return rows
+}
+
+describe('rows message', () => {
+  it('is byte for byte the rows message of the page encoded as one update', () => {
+    for (let seed = 0; seed < 20; seed++) {
+      for (const page of pageRows(someRows(60 + seed * 7, seed), 4096)) {
+        const index = page.map((r) => ({ seq: r.seq, client: r.client, clock: r.clock, len: r.len }))
+        expect(rowsMessage(page)).toEqual(writeRows(index, encodePage(page)))
+      }
+    }
+  })
+})
