@@ -83,4 +83,28 @@ describe('relay rows', () => {
     dev.ws.close()
     reader.ws.close()
   })
+
+  it('keeps arrival order: an update of another client closes the open row, so later ones get later rows', async () => {
+    world = new World()
+    await world.relay()
+    const dev = await rawDevice(world.url)
+    const room = await openNewRoom(dev)
+    const x = await envelopeUpdates(dev, room, 4)
+    const y = await envelopeUpdates(dev, room, 1)
+    // One socket, so this is the order the relay reads them in: x0 x1 y0 x2 x3.
+    for (const u of [x.updates[0]!, x.updates[1]!, y.updates[0]!, x.updates[2]!, x.updates[3]!]) {
+      dev.ws.send(writeFrame({ type: FrameType.Room, room, message: writeSyncMessage(SyncStep.Update, u) }))
+    }
+    const acked = () => roomMessages(dev.frames, RoomMessage.Ack).map((m) => readAck(body(m)))
+    await until(() => acked().reduce((n, a) => n + a.ranges.reduce((k, r) => k + r.len, 0), 0) >= 5, 10_000, 'every clock acknowledged')
+    const rowOf = (client: number, clock: number) =>
+      acked().find((a) => a.ranges.some((r) => r.client === client && r.clock <= clock && clock < r.clock + r.len))!.seq
+    // x0 and y0 bind their clients (rows of their own); x1 opens a row.
+    expect(rowOf(x.client, 1)).toBeGreaterThan(rowOf(x.client, 0))
+    expect(rowOf(y.client, 0)).toBeGreaterThan(rowOf(x.client, 1))
+    // x2 came after y0: it may not join x1's row, which comes before y0's.
+    expect(rowOf(x.client, 2)).toBeGreaterThan(rowOf(y.client, 0))
+    expect(rowOf(x.client, 3)).toBe(rowOf(x.client, 2))
+    dev.ws.close()
+  })
 })
