@@ -90,8 +90,11 @@ export class Committer {
       // clients still hold everything unacknowledged and resend it.
       const rooms = roomsOf(merged)
       const later = this.queue
-      this.queue = later.filter((p) => !touches(p.batch, rooms))
-      for (const p of later) if (touches(p.batch, rooms)) p.failed(err)
+      this.queue = []
+      for (const p of later) {
+        if ([...roomsOf(p.batch)].some((room) => rooms.has(room))) p.failed(err)
+        else this.queue.push(p)
+      }
       return
     }
     let at = 0
@@ -110,9 +113,4 @@ function roomsOf(batch: AppendBatch): Set<string> {
   for (const r of batch.receipts ?? []) rooms.add(r.room)
   for (const d of batch.devices ?? []) rooms.add(d.room)
   return rooms
-}
-
-function touches(batch: AppendBatch, rooms: Set<string>): boolean {
-  for (const room of roomsOf(batch)) if (rooms.has(room)) return true
-  return false
 }

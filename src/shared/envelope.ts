@@ -191,7 +191,6 @@ export function openEnvelope(room: string, h: EnvelopeHeader, key: Uint8Array): 
 /** `utf8('petrel/v1/envelope') • 0x00`: the domain prefix `signedBytes` puts before every envelope's signed part. */
 const ENVELOPE_PREFIX = signedBytes(SignatureDomain.Envelope, new Uint8Array(0))
 
-
 /**
  * The exact bytes the envelope signature covers, domain prefix included (for batch
  * verification): the same bytes as `signedBytes(Envelope, signedPart(aad, nonce, ciphertext))`,

@@ -1,3 +1,4 @@
+import * as encoding from 'lib0/encoding'
 import { describe, expect, it } from 'vitest'
 import { randomBytes } from '../../src/shared/crypto/index.js'
 import { writeRows } from '../../src/shared/room-messages.js'
@@ -19,11 +20,30 @@ function someRows(n: number, seed: number): Row[] {
   return rows
 }
 
+/** The V1 update of a page written with lib0's encoder, as a reference: one group per client, descending. */
+function referenceUpdate(page: Row[]): Uint8Array {
+  const byClient = new Map<number, Row[]>()
+  for (const r of page) byClient.set(r.client, [...(byClient.get(r.client) ?? []), r])
+  const e = encoding.createEncoder()
+  const clients = [...byClient.keys()].sort((a, b) => b - a)
+  encoding.writeVarUint(e, clients.length)
+  for (const client of clients) {
+    const rows = byClient.get(client)!
+    encoding.writeVarUint(e, rows.reduce((n, r) => n + r.count, 0))
+    encoding.writeVarUint(e, client)
+    encoding.writeVarUint(e, rows[0]!.clock)
+    for (const r of rows) encoding.writeUint8Array(e, r.structs)
+  }
+  encoding.writeVarUint(e, 0)
+  return encoding.toUint8Array(e)
+}
+
 describe('rows message', () => {
   it('is byte for byte the rows message of the page encoded as one update', () => {
     for (let seed = 0; seed < 20; seed++) {
       for (const page of pageRows(someRows(60 + seed * 7, seed), 4096)) {
         const index = page.map((r) => ({ seq: r.seq, client: r.client, clock: r.clock, len: r.len }))
+        expect(encodePage(page)).toEqual(referenceUpdate(page))
         expect(rowsMessage(page)).toEqual(writeRows(index, encodePage(page)))
       }
     }

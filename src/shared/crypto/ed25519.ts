@@ -386,10 +386,16 @@ async function nativeSignCached(subtle: Subtle, callerKey: Uint8Array, secretKey
   return new Uint8Array(await subtle.sign(ED25519_ALG, await key, message))
 }
 
-async function importSigningKey(subtle: Subtle, secretKey: Uint8Array): Promise<CryptoKey> {
+/** The seed as a PKCS#8 DER private key, for the native APIs; the caller zeroes it after use. */
+function pkcs8(secretKey: Uint8Array): Uint8Array<ArrayBuffer> {
   const der = new Uint8Array(PKCS8_ED25519_PREFIX.length + secretKey.length)
   der.set(PKCS8_ED25519_PREFIX)
   der.set(secretKey, PKCS8_ED25519_PREFIX.length)
+  return der
+}
+
+async function importSigningKey(subtle: Subtle, secretKey: Uint8Array): Promise<CryptoKey> {
+  const der = pkcs8(secretKey)
   try {
     return await subtle.importKey('pkcs8', der, ED25519_ALG, false, ['sign'])
   } finally {
@@ -398,16 +404,7 @@ async function importSigningKey(subtle: Subtle, secretKey: Uint8Array): Promise<
 }
 
 async function nativeSignRaw(subtle: Subtle, secretKey: Uint8Array, message: Uint8Array<ArrayBuffer>): Promise<Uint8Array> {
-  const der = new Uint8Array(PKCS8_ED25519_PREFIX.length + secretKey.length)
-  der.set(PKCS8_ED25519_PREFIX)
-  der.set(secretKey, PKCS8_ED25519_PREFIX.length)
-  let key: CryptoKey
-  try {
-    key = await subtle.importKey('pkcs8', der, ED25519_ALG, false, ['sign'])
-  } finally {
-    der.fill(0)
-  }
-  return new Uint8Array(await subtle.sign(ED25519_ALG, key, message))
+  return new Uint8Array(await subtle.sign(ED25519_ALG, await importSigningKey(subtle, secretKey), message))
 }
 
 async function probeNativeSign(): Promise<boolean> {
@@ -457,9 +454,7 @@ const nodeSigning: NodeSigning | undefined = (() => {
 })()
 
 function nodePrivateKey(mod: NodeSigning, secretKey: Uint8Array): NodeKeyObject {
-  const der = new Uint8Array(PKCS8_ED25519_PREFIX.length + secretKey.length)
-  der.set(PKCS8_ED25519_PREFIX)
-  der.set(secretKey, PKCS8_ED25519_PREFIX.length)
+  const der = pkcs8(secretKey)
   try {
     return mod.createPrivateKey({ key: der, format: 'der', type: 'pkcs8' })
   } finally {
