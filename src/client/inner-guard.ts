@@ -2,8 +2,8 @@
  * Authorship rules for inner updates, applied by every receiver alike and in relay order, so
  * devices never diverge. A member's validly signed update is still rejected when it
  *   - uses an inner Yjs client id already bound to another device (first use in relay order wins),
- *   - writes or overwrites a key of `messages` or `profiles` owned by another user
- *     (message ids start with their author's userId; profile keys are userIds),
+ *   - writes or overwrites a key of `messages`, `messageBatches` or `profiles` owned by another
+ *     user (message and batch keys start with their author's userId; profile keys are userIds),
  *   - deletes such an entry, or deletes clocks the receiver has never seen.
  * Our strict V1 parser runs first, so crafted updates (huge clocks, duplicate groups) are
  * refused before Yjs sees them: the memory budget. Sizes are bounded by the envelope limit.
@@ -14,6 +14,8 @@ import { parseUpdate } from '../shared/yjs-v1.js'
 export const INNER_MESSAGES = 'messages'
 export const INNER_PROFILES = 'profiles'
 export const INNER_META = 'meta'
+/** Batch signatures of messages sent together (message-signature.ts), keyed like messages. */
+export const INNER_MESSAGE_BATCHES = 'messageBatches'
 
 /** Clock budget: an update may not claim more than this many clocks past what we hold. */
 const MAX_CLOCK_AHEAD = 1_000_000
@@ -48,7 +50,7 @@ export function checkInnerUpdate(
   }
   const bind: number[] = []
   const messageKeys: string[] = []
-  const protectedRoots = new Set([INNER_MESSAGES, INNER_PROFILES])
+  const protectedRoots = new Set([INNER_MESSAGES, INNER_MESSAGE_BATCHES, INNER_PROFILES])
   // Items of this update by client and clock, to resolve origins that point inside the update
   // itself. Only an item without a parent of its own needs that; most updates have none.
   let needLocal = false

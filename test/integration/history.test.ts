@@ -105,6 +105,34 @@ describe('history compaction', () => {
     expect(texts(bobConv)).toContain('I owe Bob 5 euros')
   }, 30_000)
 
+  it('a snapshot that alters one message of a batch signed together hides only that message', async () => {
+    world = new World()
+    await world.relay()
+    const alice = await world.client('alice', { compaction: false })
+    const bob = await world.client('bob', { compaction: false })
+    await until(() => alice.connection === 'online' && bob.connection === 'online')
+    const aliceConv = await alice.createConversation({ title: 'Trust' })
+    const bobConv = await bob.join(await aliceConv.invite())
+    const said = ['first', 'I owe Bob 5 euros', 'last']
+    const sent = await Promise.all(said.map((t) => aliceConv.send(t)))
+    await until(() => said.every((t) => texts(bobConv).includes(t)))
+    const stored = bobConv.doc.getMap<Record<string, unknown>>('messages')
+    expect(new Set(sent.map((m) => stored.get(m.id)!.b)).size).toBe(1)
+
+    const forged = new Y.Doc()
+    Y.applyUpdate(forged, Y.encodeStateAsUpdate(bobConv.doc))
+    const messages = forged.getMap<Record<string, unknown>>('messages')
+    messages.set(sent[1]!.id, { ...messages.get(sent[1]!.id)!, t: 'I owe Bob 500 euros' })
+    await snapshotOf(bobConv)(Y.encodeStateAsUpdate(forged))
+    await until(() => compacted(world) > 0, 10_000, 'relay compacted under the forged snapshot')
+
+    const carol = await world.client('carol')
+    const carolConv = await carol.join(await aliceConv.invite())
+    await until(() => texts(carolConv).includes('last'), 10_000, "carol shows Alice's genuine messages")
+    await until(() => world.errors.get(carol)!.some((e) => /snapshot/.test(e.message)), 5000, 'carol told')
+    expect(texts(carolConv)).toEqual(['first', 'last'])
+  }, 30_000)
+
   it("a snapshot tells a 'from-join' member nothing said before they joined, also on a device they link later", async () => {
     const { aliceConv, dave, daveConv } = await daveJoinedFromJoinThenCompacted()
     const payload = await dave.linkDevice()

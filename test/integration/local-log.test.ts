@@ -21,8 +21,9 @@ describe('local log', () => {
     const writer = await world.client('writer', { relay: 'ws://127.0.0.1:9', storage })
     writer.disconnect()
     const conv = await writer.createConversation({ title: 'busy' })
-    const sent = Array.from({ length: 700 }, (_, i) => `offline ${i}`)
-    for (let i = 0; i < sent.length; i += 100) await Promise.all(sent.slice(i, i + 100).map((t) => conv.send(t)))
+    // Each awaited alone: an inner and an outer row each (sends made together share rows).
+    const sent = Array.from({ length: 300 }, (_, i) => `offline ${i}`)
+    for (const t of sent) await conv.send(t)
     await writer.close()
 
     const store = await openSqliteStore(storage)

@@ -25,11 +25,42 @@ describe('a burst of sends', () => {
     await until(() => messages.every((m) => aliceConv.message(m.id)?.status === 'delivered' || aliceConv.message(m.id)?.status === 'read'), 10_000, 'all delivered')
   })
 
-  it('writes messages in the order send() was called, though their signatures finish in any order', async () => {
+  it('signs sends made together once: each message names its batch entry and place, Bob holds the entries, a lone send is signed alone', async () => {
+    world = new World()
+    await world.relay()
+    const { alice, aliceConv, bobConv } = await pair(world)
+    const sent = Array.from({ length: 100 }, (_, i) => `together ${i}`)
+    const messages = await Promise.all(sent.map((t) => aliceConv.send(t)))
+    const lone = await aliceConv.send('alone')
+    await until(() => bobConv.messages().length >= 101, 10_000, 'bob has them')
+    const stored = bobConv.doc.getMap<Record<string, unknown>>('messages')
+    const entries = bobConv.doc.getMap<{ s: Uint8Array; d: string; h: Uint8Array }>('messageBatches')
+    const places = new Map<string, number[]>()
+    for (const m of messages) {
+      const v = stored.get(m.id)!
+      expect(v.s).toBeUndefined()
+      expect(typeof v.b).toBe('string')
+      expect((v.b as string).startsWith(`${alice.userId}.`)).toBe(true)
+      places.set(v.b as string, [...(places.get(v.b as string) ?? []), v.i as number])
+    }
+    // A few batches, each as big as an envelope allows; places 0..k-1 in send order.
+    expect(places.size).toBeGreaterThan(1)
+    expect(places.size).toBeLessThan(20)
+    for (const [key, at] of places) {
+      expect(at).toEqual(at.map((_, i) => i))
+      expect(entries.get(key)!.h.length).toBe(32 * at.length)
+      expect(entries.get(key)!.s.length).toBe(64)
+    }
+    expect(stored.get(lone.id)!.s).toBeInstanceOf(Uint8Array)
+    expect(stored.get(lone.id)!.b).toBeUndefined()
+    expect(texts(bobConv)).toEqual([...sent, 'alone'])
+  })
+
+  it('writes messages in the order send() was called, across batches of every size', async () => {
     world = new World()
     await world.relay()
     const { aliceConv } = await pair(world)
-    // A long text takes longer to sign than a short one: unordered, the short ones go first.
+    // Long texts fill a batch alone, short ones share: batches of one and of many alternate.
     const sent = Array.from({ length: 200 }, (_, i) => (i % 2 === 0 ? `long ${i} ${'x'.repeat(60_000)}` : `short ${i}`))
     const messages = await Promise.all(sent.map((t) => aliceConv.send(t)))
     // The order Yjs wrote them in (one client, rising clocks) is the order the outbox and the

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
-import { checkInnerUpdate, INNER_MESSAGES, INNER_PROFILES, ownedBy } from '../../src/client/inner-guard.js'
+import { checkInnerUpdate, INNER_MESSAGE_BATCHES, INNER_MESSAGES, INNER_PROFILES, ownedBy } from '../../src/client/inner-guard.js'
 
 /** The ownership rule as receivers have always applied it, by substring. */
 const ownerOfKey = (root: string, key: string): string => (root === INNER_PROFILES ? key : key.slice(0, key.indexOf('.')))
@@ -53,6 +53,20 @@ describe('inner authorship guard', () => {
     expect(checkInnerUpdate(doc, forged, { deviceId: 'alice-device', userId: alice }, new Map())).toEqual({
       ok: false,
       reason: 'writes messages entry owned by another member',
+    })
+  })
+
+  it("refuses a batch signature entry written under another member's id, and accepts the member's own", () => {
+    const doc = new Y.Doc()
+    const own = updateOf(9, (d) => {
+      d.getMap(INNER_MESSAGE_BATCHES).set(`${alice}.b1`, { s: new Uint8Array(64), d: 'alice-device', h: new Uint8Array(64) })
+      d.getMap(INNER_MESSAGES).set(`${alice}.1`, { t: 'hi', b: `${alice}.b1`, i: 0 })
+    })
+    expect(checkInnerUpdate(doc, own, { deviceId: 'alice-device', userId: alice }, new Map())).toEqual({ ok: true, bind: [9], messageKeys: [`${alice}.1`] })
+    const forged = updateOf(10, (d) => d.getMap(INNER_MESSAGE_BATCHES).set(`${bob}.b1`, { s: new Uint8Array(64), d: 'alice-device', h: new Uint8Array(32) }))
+    expect(checkInnerUpdate(doc, forged, { deviceId: 'alice-device', userId: alice }, new Map())).toEqual({
+      ok: false,
+      reason: 'writes messageBatches entry owned by another member',
     })
   })
 })

@@ -558,6 +558,7 @@ export const SignatureDomain = {
   Epoch: 'epoch',
   Membership: 'membership',
   Message: 'message',
+  MessageBatch: 'message-batch',
   Snapshot: 'snapshot',
   Link: 'link',
 } as const
