@@ -27,6 +27,7 @@ import {
   signWithDomain,
   signedBytes,
   toBase64Url,
+  sha256,
   toHex,
   unwrapKey,
   verify,
@@ -36,6 +37,7 @@ import {
   verifyWithNoble,
   wrapKey,
 } from '../../src/shared/crypto/index.js'
+import { sha256Backend, sha256Noble } from '../../src/shared/crypto/hash.js'
 import { ErrorCode, PetrelError } from '../../src/shared/errors.js'
 
 const Point = ed25519.Point
@@ -719,6 +721,21 @@ describe('hash and encoding helpers', () => {
     }
     expect(toBase64Url(Uint8Array.of(0xfb, 0xff))).toBe('-_8')
     expect(Array.from(fromBase64Url('-_8'))).toEqual([0xfb, 0xff])
+  })
+
+  it('sha256 gives the FIPS 180-4 vectors and the same digest as noble (the browsers\' path) for every length', () => {
+    expect(toHex(sha256(enc('abc')))).toBe('ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad')
+    expect(toHex(sha256(enc('')))).toBe('e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855')
+    for (const n of [0, 1, 55, 56, 63, 64, 65, 1000, 70_000]) {
+      const b = crypto.getRandomValues(new Uint8Array(Math.min(n, 65_536)))
+      const digest = sha256(b)
+      expect(digest).toEqual(sha256Noble(b))
+      // Its own buffer: not a view of a pool another digest writes into.
+      expect(digest.buffer.byteLength).toBe(32)
+    }
+    expect(() => sha256('abc' as unknown as Uint8Array)).toThrow(TypeError)
+    // On Node, OpenSSL's: a silent fall back to noble would cost every batch its hashing time.
+    expect(sha256Backend()).toBe('node')
   })
 
   it('hex agrees with Buffer on every short length and across the chunk boundary of long inputs', () => {
