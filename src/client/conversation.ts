@@ -149,7 +149,7 @@ const VERIFY_PAGE = 1000
 /** Envelope bytes one pass over received pages takes at most (it blocks the thread while it runs). */
 const MERGE_PAGES_BYTES = 1024 * 1024
 /** A message's bytes in its inner update besides its text (id, device, batch key, times, hash). */
-const BATCH_MESSAGE_OVERHEAD = 256
+const BATCH_MESSAGE_OVERHEAD = 320
 
 export class Conversation {
   readonly doc = new Y.Doc({ guid: localGuid() })
@@ -488,7 +488,7 @@ export class Conversation {
       this.pendingSends.push({ id, value, bytes, resolve, reject })
       // The first of the sends made together: every other one made in the same turn resumes
       // from `ready()` before this runs, so they are signed and written as one batch.
-      if (this.pendingSends.length === 1) this.sendTurn = this.sendTurn.then(() => this.writeSends())
+      if (this.pendingSends.length === 1) this.scheduleSends()
     })
     return this.message(id)!
   }
@@ -497,6 +497,10 @@ export class Conversation {
   private pendingSends: Array<{ id: string; value: StoredMessage; bytes: number; resolve: () => void; reject: (err: unknown) => void }> = []
   /** Settles once the last batch of sends so far is in the document: batches enter it in order. */
   private sendTurn: Promise<void> = Promise.resolve()
+
+  private scheduleSends(): void {
+    this.sendTurn = this.sendTurn.then(() => this.writeSends()).catch((err) => this.report(err, 'could not write sends'))
+  }
 
   /**
    * Sign the waiting sends and write them into the document, in one transaction. One send is
@@ -516,7 +520,7 @@ export class Conversation {
       take++
     }
     const batch = this.pendingSends.splice(0, take)
-    if (this.pendingSends.length > 0) this.sendTurn = this.sendTurn.then(() => this.writeSends())
+    if (this.pendingSends.length > 0) this.scheduleSends()
     let written: Promise<void>
     try {
       const { identity } = this.ctx
@@ -2048,7 +2052,16 @@ export class Conversation {
     if (!state) throw new PetrelError(ErrorCode.NotFound, `no message ${id} of mine`, { conversationId: this.id })
     if (!state.failure) throw new PetrelError(ErrorCode.InvalidArgument, `message ${id} has not failed`, { conversationId: this.id })
     this.own.delete(id)
-    await this.writeInner(() => this.doc.getMap(INNER_MESSAGES).delete(id))
+    const messages = this.doc.getMap<StoredMessage>(INNER_MESSAGES)
+    const batchKey = messages.get(id)?.b
+    await this.writeInner(() => {
+      messages.delete(id)
+      // Its batch's entry keeps its hash, enough to test guesses at a short text: once no
+      // message names the entry, it goes too. (A refused batch never left this device.)
+      if (batchKey === undefined) return
+      for (const v of messages.values()) if (v?.b === batchKey) return
+      this.doc.getMap(INNER_MESSAGE_BATCHES).delete(batchKey)
+    })
     await this.commit({ put: [[keyOf.own(this.id, id), null]] })
     this.changed()
   }
@@ -2131,6 +2144,12 @@ export class Conversation {
     this.presence?.destroy()
     this.provider?.destroy()
     this.ctx.connection.unregister(this.id)
+    // Sends accepted before closing are signed, written and stored before the store closes;
+    // a batch may queue the next one, so wait until the chain stops growing.
+    for (let turn = this.sendTurn; ; turn = this.sendTurn) {
+      await turn
+      if (turn === this.sendTurn) break
+    }
     await this.outgoing
     // Receipts and cursors waiting for their timer are stored now, not lost with the session.
     this.flushPuts()

@@ -35,6 +35,26 @@ describe('a message the relay refuses for good', () => {
     expect(relay2.metrics.rejectedCount('malformed payload')).toBe(0)
   })
 
+  it('discarding the failed messages of a batch removes its signature entry with the last of them', async () => {
+    world = new World()
+    const relay = await world.relay()
+    const { aliceConv } = await pair(world)
+    await relay.close()
+    // Sent together offline: one batch, one envelope, which the restarted relay finds too large.
+    const [a, b] = await Promise.all([aliceConv.send('y'.repeat(3000)), aliceConv.send('z'.repeat(3000))])
+    const messages = aliceConv.doc.getMap<{ b?: string }>('messages')
+    const entries = aliceConv.doc.getMap('messageBatches')
+    const key = messages.get(a!.id)!.b!
+    expect(messages.get(b!.id)!.b).toBe(key)
+    await world.relay({ limits: { maxEnvelopeBytes: 4096 } })
+    await until(() => aliceConv.message(a!.id)?.status === 'failed' && aliceConv.message(b!.id)?.status === 'failed', 10_000, 'both fail')
+    await aliceConv.discard(a!.id)
+    // Still named by the other message: it stays, or that message could not be checked.
+    expect(entries.has(key)).toBe(true)
+    await aliceConv.discard(b!.id)
+    expect(entries.has(key)).toBe(false)
+  })
+
   it('refuses a message over the relay’s advertised limit at send time, with nothing written', async () => {
     world = new World()
     await world.relay({ limits: { maxEnvelopeBytes: 4096 } })

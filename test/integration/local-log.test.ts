@@ -7,6 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
 import { openSqliteStore } from '../../src/client/storage/sqlite-store.js'
 import { decodeMessageSeqs, encodeCursor, keyOf } from '../../src/client/conversation-record.js'
+import { setNodeSigning } from '../../src/shared/crypto/index.js'
 import { pair, texts, until, World } from './harness.js'
 
 let world: World
@@ -37,6 +38,31 @@ describe('local log', () => {
     const [reopened] = await again.conversations()
     expect(texts(reopened!)).toEqual(sent)
     expect(reopened!.messages().every((m) => m.status === 'pending')).toBe(true)
+  })
+
+  it('stores every send accepted before close(), though their batches were not yet written', async () => {
+    world = new World()
+    const storage = join(world.dir, 'closing.db')
+    const writer = await world.client('closing', { relay: 'ws://127.0.0.1:9', storage })
+    writer.disconnect()
+    const conv = await writer.createConversation({ title: 'closing' })
+    const sent = Array.from({ length: 400 }, (_, i) => `closing ${i}`)
+    // Signed as in a browser (asynchronously): the batches are written one signature at a time.
+    setNodeSigning(false)
+    let settled: PromiseSettledResult<unknown>[]
+    try {
+      const sends = sent.map((t) => conv.send(t))
+      // Accepted (past send()'s checks), the first batch being signed, the rest waiting.
+      await new Promise((r) => setImmediate(r))
+      await writer.close()
+      settled = await Promise.allSettled(sends)
+    } finally {
+      setNodeSigning(true)
+    }
+    expect(settled.filter((r) => r.status === 'rejected')).toEqual([])
+    const again = await world.client('closing-again', { relay: 'ws://127.0.0.1:9', storage })
+    const [reopened] = await again.conversations()
+    expect(texts(reopened!)).toEqual(sent)
   })
 
   it('is left alone after a quiet session', async () => {

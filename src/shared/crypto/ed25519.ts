@@ -469,8 +469,22 @@ function nodePrivateKey(mod: NodeSigning, secretKey: Uint8Array): NodeKeyObject 
  * @example console.log(signBackend()) // 'node' under Node ≥ 20.16
  */
 export function signBackend(): 'node' | 'webcrypto' | 'noble' {
-  if (nodeSigning !== undefined) return 'node'
+  if (useNodeSigning) return 'node'
   return nativeSignState === false || getSubtle() === undefined ? 'noble' : 'webcrypto'
+}
+
+let useNodeSigning = nodeSigning !== undefined
+
+/**
+ * Tests only: sign as a browser does (WebCrypto, asynchronous) with `false`; `true` goes back
+ * to Node's synchronous signing. Returns false when Node signing is asked for and there is none.
+ *
+ * @example setNodeSigning(false); try { … } finally { setNodeSigning(true) }
+ */
+export function setNodeSigning(enabled: boolean): boolean {
+  if (enabled && nodeSigning === undefined) return false
+  useNodeSigning = enabled
+  return true
 }
 
 /** Node key objects per caller-owned secret array, as {@link signKeyCache}. */
@@ -500,7 +514,7 @@ export async function sign(secretKey: Uint8Array, message: Uint8Array): Promise<
   const sk = ownCopy(secretKey)
   const msg = ownCopy(message)
   try {
-    if (nodeSigning !== undefined) {
+    if (nodeSigning !== undefined && useNodeSigning) {
       try {
         return nodeSign(nodeSigning, secretKey, sk, msg)
       } catch {
