@@ -530,10 +530,11 @@ export class Conversation {
         value.s = await signMessage(this.id, id, value, identity.deviceSecret)
         written = this.writeInner(() => messages.set(id, value), [id])
       } else {
-        const key = `${identity.userId}.${toBase64Url(randomBytes(9))}`
+        const nonce = toBase64Url(randomBytes(9))
+        const key = `${identity.userId}.${nonce}`
         const entry = await signMessageBatch(this.id, key, batch.map(({ id, value }) => ({ id, m: value })), identity.deviceSecret)
         batch.forEach(({ value }, i) => {
-          value.b = key
+          value.b = nonce
           value.i = i
         })
         written = this.writeInner(
@@ -647,7 +648,8 @@ export class Conversation {
       })
       this.appendedRows += batch.length + written.updates.length
       // Rotation and snapshots count updates (messages), not envelopes: an envelope may hold many.
-      sealedUpdates = batch.length
+      // A batch of sends is one update with a tag per message.
+      for (const item of batch) sealedUpdates += Math.max(1, item.tags.length)
     } catch (err) {
       this.localWriteFailed = true
       // Nothing of this batch is stored (commits are atomic); what was stored before is intact.
@@ -2053,14 +2055,14 @@ export class Conversation {
     if (!state.failure) throw new PetrelError(ErrorCode.InvalidArgument, `message ${id} has not failed`, { conversationId: this.id })
     this.own.delete(id)
     const messages = this.doc.getMap<StoredMessage>(INNER_MESSAGES)
-    const batchKey = messages.get(id)?.b
+    const nonce = messages.get(id)?.b
     await this.writeInner(() => {
       messages.delete(id)
       // Its batch's entry keeps its hash, enough to test guesses at a short text: once no
       // message names the entry, it goes too. (A refused batch never left this device.)
-      if (batchKey === undefined) return
-      for (const v of messages.values()) if (v?.b === batchKey) return
-      this.doc.getMap(INNER_MESSAGE_BATCHES).delete(batchKey)
+      if (nonce === undefined) return
+      for (const [key, v] of messages) if (v?.b === nonce && key.startsWith(`${this.ctx.identity.userId}.`)) return
+      this.doc.getMap(INNER_MESSAGE_BATCHES).delete(`${this.ctx.identity.userId}.${nonce}`)
     })
     await this.commit({ put: [[keyOf.own(this.id, id), null]] })
     this.changed()

@@ -18,11 +18,13 @@
  * its place in it (`i`):
  *
  * ```
- * entry      := { s: signature(64), d: deviceId, h: k × sha256(signed_i) }   key: userId • "." • random
+ * entry      := { s: signature(64), d: deviceId, h: k × sha256(signed_i) }   key: userId • "." • b
  * batchBytes := varString room • varString entryKey • varString deviceId • varUint8Array(h)
  *               domain 'message-batch', by device d
- * message    := { t, at, h, n, d, b: entryKey, i: index }
+ * message    := { t, at, h, n, d, b: base64url(9 random bytes), i: index }
  * ```
+ * A message names its entry by the part after its author's userId and '.' only: the full
+ * key would repeat 44 characters per message that the message id already carries.
  * A reader checks one signature per batch and one hash per message, so a snapshot of 10,000
  * messages sent in bursts costs a fresh device tens of signature checks, not 10,000.
  */
@@ -75,12 +77,12 @@ export function signMessage(room: string, id: string, m: SignableMessage, device
 
 /**
  * One signature for several messages of device `m.d` (all the same device): the entry to store
- * under `entryKey`, which must start with the author's userId and a '.'.
+ * under `entryKey` = the author's userId • '.' • a nonce; each message stores the nonce as `b`.
  *
  * @example
  * ```ts
  * const entry = await signMessageBatch(room, `${userId}.${nonce}`, [{ id, m }, { id: id2, m: m2 }], deviceSecret)
- * doc.transact(() => { batches.set(key, entry); messages.set(id, { ...m, b: key, i: 0 }); … })
+ * doc.transact(() => { batches.set(`${userId}.${nonce}`, entry); messages.set(id, { ...m, b: nonce, i: 0 }); … })
  * ```
  */
 export async function signMessageBatch(
@@ -131,8 +133,9 @@ export async function verifyMessages(
     if (m.s instanceof Uint8Array && m.s.length === 64) {
       return { kind: 'single', item: { publicKey, message: signedBytes(SignatureDomain.Message, payload(room, id, m as SignableMessage)), signature: m.s } }
     }
-    const { b: entryKey, i: index } = m
-    if (typeof entryKey !== 'string' || entryKey.slice(0, entryKey.indexOf('.')) !== author || !Number.isSafeInteger(index) || (index as number) < 0) return undefined
+    const { b: nonce, i: index } = m
+    if (typeof nonce !== 'string' || !Number.isSafeInteger(index) || (index as number) < 0) return undefined
+    const entryKey = `${author}.${nonce}`
     const entry = batchEntry(entryKey) as Partial<MessageBatchEntry> | undefined
     if (!entry || entry.d !== m.d || !(entry.s instanceof Uint8Array) || entry.s.length !== 64) return undefined
     if (!(entry.h instanceof Uint8Array) || entry.h.length % HASH_BYTES !== 0) return undefined

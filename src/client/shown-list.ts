@@ -33,7 +33,7 @@ export interface StoredMessage {
   d: string
   /** The author device's signature (message-signature.ts), checked when shown from a snapshot. */
   s?: Uint8Array
-  /** Or: the key of the batch signature covering it in `messageBatches`, and its place there. */
+  /** Or: its batch signature's entry, `messageBatches[author • '.' • b]`, and its place there. */
   b?: string
   i?: number
 }

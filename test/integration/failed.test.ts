@@ -38,14 +38,16 @@ describe('a message the relay refuses for good', () => {
   it('discarding the failed messages of a batch removes its signature entry with the last of them', async () => {
     world = new World()
     const relay = await world.relay()
-    const { aliceConv } = await pair(world)
+    const { alice, aliceConv } = await pair(world)
     await relay.close()
     // Sent together offline: one batch, one envelope, which the restarted relay finds too large.
     const [a, b] = await Promise.all([aliceConv.send('y'.repeat(3000)), aliceConv.send('z'.repeat(3000))])
     const messages = aliceConv.doc.getMap<{ b?: string }>('messages')
     const entries = aliceConv.doc.getMap('messageBatches')
-    const key = messages.get(a!.id)!.b!
-    expect(messages.get(b!.id)!.b).toBe(key)
+    const nonce = messages.get(a!.id)!.b!
+    expect(messages.get(b!.id)!.b).toBe(nonce)
+    const key = `${alice.userId}.${nonce}`
+    expect(entries.has(key)).toBe(true)
     await world.relay({ limits: { maxEnvelopeBytes: 4096 } })
     await until(() => aliceConv.message(a!.id)?.status === 'failed' && aliceConv.message(b!.id)?.status === 'failed', 10_000, 'both fail')
     await aliceConv.discard(a!.id)

@@ -167,6 +167,17 @@ describe('scheduled key rotation', () => {
     expect([...b2.keys().keys()].sort()).toEqual(expect.arrayContaining([0, 1, 2]))
   })
 
+  it('counts messages sent together one by one, not as one batch', async () => {
+    world = new World()
+    await world.relay()
+    const alice = await world.client('alice', { keyRotation: { messages: 10 } })
+    await until(() => alice.connection === 'online')
+    const a = await alice.createConversation({ title: 'rotating together' })
+    // One batch (one update, one envelope) of 25 messages: past the threshold of 10.
+    await Promise.all(Array.from({ length: 25 }, (_, i) => a.send(`t${i}`)))
+    await until(() => a.epoch >= 1, 10_000, 'rotated after a batch of 25')
+  })
+
   it('changes the key when a member leaves', async () => {
     world = new World()
     await world.relay()

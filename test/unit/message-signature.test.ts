@@ -18,7 +18,7 @@ async function aliceBatch() {
   const key = `${alice}.batch1`
   const items = [0, 1, 2].map((i) => ({ id: `${alice}.m${i}`, m: message(i) }))
   const entry = await signMessageBatch(room, key, items, aliceDevice.secretKey)
-  const stored = items.map(({ id, m }, i) => ({ id, value: { ...m, b: key, i } as Record<string, unknown> }))
+  const stored = items.map(({ id, m }, i) => ({ id, value: { ...m, b: 'batch1', i } as Record<string, unknown> }))
   const entries = new Map<string, unknown>([[key, entry]])
   return { key, entry, stored, entries }
 }
@@ -61,10 +61,16 @@ describe('message signatures', () => {
     // An entry that names Bob's device cannot cover Alice's messages, even validly signed by Bob.
     const bobsItems = [0, 1, 2].map((i) => ({ id: stored[i]!.id, m: message(i, bobDeviceId) }))
     const bobsEntry = await signMessageBatch(room, key, bobsItems, bobDevice.secretKey)
-    expect(await check(bobsEntry, bobsItems.map(({ id, m }, i) => ({ id, value: { ...m, b: key, i } })))).toEqual([false, false, false])
-    // Alice's messages naming an entry under Bob's key are refused before any signature check.
-    const underBob = stored.map((s) => ({ ...s, value: { ...s.value, b: `${bob}.batch1` } }))
-    expect(await verifyMessages(room, underBob, owner, () => entry)).toEqual([false, false, false])
+    expect(await check(bobsEntry, bobsItems.map(({ id, m }, i) => ({ id, value: { ...m, b: 'batch1', i } })))).toEqual([false, false, false])
+    // A message's entry is looked up under its author's userId only: Alice's entry stored
+    // under Bob's key covers nothing of Alice's.
+    const asked: string[] = []
+    const underBob = (k: string) => {
+      asked.push(k)
+      return k === `${bob}.batch1` ? entry : undefined
+    }
+    expect(await verifyMessages(room, stored, owner, underBob)).toEqual([false, false, false])
+    expect(new Set(asked)).toEqual(new Set([key]))
     // The same entry in another room does not hold.
     expect(await verifyMessages('room-2', stored, owner, () => entry)).toEqual([false, false, false])
   })
@@ -74,7 +80,7 @@ describe('message signatures', () => {
     for (const bad of [null, 1, 'x', {}, { s: new Uint8Array(64), d: aliceDeviceId, h: new Uint8Array(33) }, { s: new Uint8Array(63), d: aliceDeviceId, h: new Uint8Array(96) }]) {
       expect(await verifyMessages(room, stored, owner, (k) => (k === key ? bad : undefined))).toEqual([false, false, false])
     }
-    for (const ref of [{ b: 1, i: 0 }, { b: key, i: -1 }, { b: key, i: 0.5 }, { b: key }, {}]) {
+    for (const ref of [{ b: 1, i: 0 }, { b: 'batch1', i: -1 }, { b: 'batch1', i: 0.5 }, { b: 'batch1' }, {}]) {
       const { b: _b, i: _i, ...plain } = stored[0]!.value
       expect(await verifyMessages(room, [{ id: stored[0]!.id, value: { ...plain, ...ref } }], owner, () => undefined)).toEqual([false])
     }
