@@ -134,9 +134,10 @@ export class StrictDecoder {
     return this.bytes.subarray(start, this.pos)
   }
 
-  // The string readers work in place: a subarray or TextDecoder call per string would make an
-  // update of 500k one-byte strings cost hundreds of milliseconds. Short ASCII strings (keys,
-  // names) are built directly; anything else goes through the fatal decoder.
+  // The string readers work in place for short strings: a subarray and TextDecoder call per
+  // string would make an update of 500k one-byte strings cost hundreds of milliseconds. ASCII
+  // strings under 13 bytes (short keys, names) are built directly; anything else goes through
+  // the fatal decoder.
 
   readVarString(maxBytes = MAX_SAFE, what = 'string'): string {
     const start = this.readLength(maxBytes, what)
