@@ -15,13 +15,19 @@ afterEach(async () => {
   await world?.close()
 })
 
+/** A client of its own store with no relay to reach, and one conversation. */
+async function offlineClient(name: string, title: string) {
+  world = new World()
+  const storage = join(world.dir, `${name}.db`)
+  const client = await world.client(name, { relay: 'ws://127.0.0.1:9', storage })
+  client.disconnect()
+  const conv = await client.createConversation({ title })
+  return { storage, client, conv }
+}
+
 describe('local log', () => {
   it('is compacted to one row per document when a busy conversation closes, and nothing is lost', async () => {
-    world = new World()
-    const storage = join(world.dir, 'writer.db')
-    const writer = await world.client('writer', { relay: 'ws://127.0.0.1:9', storage })
-    writer.disconnect()
-    const conv = await writer.createConversation({ title: 'busy' })
+    const { storage, client: writer, conv } = await offlineClient('writer', 'busy')
     // Each awaited alone: an inner and an outer row each (sends made together share rows).
     const sent = Array.from({ length: 300 }, (_, i) => `offline ${i}`)
     for (const t of sent) await conv.send(t)
@@ -41,11 +47,7 @@ describe('local log', () => {
   })
 
   it('stores every send accepted before close(), though their batches were not yet written', async () => {
-    world = new World()
-    const storage = join(world.dir, 'closing.db')
-    const writer = await world.client('closing', { relay: 'ws://127.0.0.1:9', storage })
-    writer.disconnect()
-    const conv = await writer.createConversation({ title: 'closing' })
+    const { storage, client: writer, conv } = await offlineClient('closing', 'closing')
     const sent = Array.from({ length: 400 }, (_, i) => `closing ${i}`)
     // Signed as in a browser (asynchronously): the batches are written one signature at a time.
     setNodeSigning(false)
@@ -66,11 +68,7 @@ describe('local log', () => {
   })
 
   it('is left alone after a quiet session', async () => {
-    world = new World()
-    const storage = join(world.dir, 'quiet.db')
-    const client = await world.client('quiet', { relay: 'ws://127.0.0.1:9', storage })
-    client.disconnect()
-    const conv = await client.createConversation({ title: 'quiet' })
+    const { storage, client, conv } = await offlineClient('quiet', 'quiet')
     await conv.send('one')
     await conv.send('two')
     await client.close()
