@@ -141,6 +141,35 @@ describe('history compaction', () => {
     expect(texts(carolConv)).toEqual(['first', 'last'])
   }, 30_000)
 
+  it('a snapshot being written does not hold up sends made meanwhile', async () => {
+    const { aliceConv, bobConv } = await aliceAndBob()
+    await sendMany(aliceConv, 500, 'before')
+    await until(() => bobConv.messages().length === 500, 10_000, 'bob has them')
+    const order: string[] = []
+    const snapshot = snapshotOf(aliceConv)().then(() => order.push('snapshot stored'))
+    const sent = aliceConv.send('during the snapshot').then(() => order.push('send stored'))
+    await Promise.all([snapshot, sent])
+    // It held the send queue while it sealed, stored and folded its record: the send came after.
+    expect(order).toEqual(['send stored', 'snapshot stored'])
+    await until(() => texts(bobConv).includes('during the snapshot'), 10_000, 'bob has the send')
+  })
+
+  it('closing while a snapshot is written neither hangs nor loses a message', async () => {
+    const { alice, aliceConv } = await aliceAndBob()
+    await sendMany(aliceConv, 500, 'before')
+    const snapshot = snapshotOf(aliceConv)().then(
+      () => 'stored',
+      (err: { code?: string }) => err.code,
+    )
+    await alice.close()
+    // Stored before the store closed, or given up as closed while it was sealed: nothing else.
+    expect(['stored', 'closed']).toContain(await snapshot)
+    expect(world.errors.get(alice)!.filter((e) => /snapshot/.test(e.message))).toEqual([])
+    const again = await world.client('alice-again', { storage: `${world.dir}/alice.db`, compaction: false })
+    const [reopened] = await again.conversations()
+    expect(texts(reopened!).filter((t) => t.startsWith('before'))).toHaveLength(500)
+  })
+
   it("a snapshot tells a 'from-join' member nothing said before they joined, also on a device they link later", async () => {
     const { aliceConv, dave, daveConv } = await daveJoinedFromJoinThenCompacted()
     const payload = await dave.linkDevice()
