@@ -1525,61 +1525,44 @@ export class Conversation {
   async writeSnapshot(state?: Uint8Array): Promise<void> {
     await this.ready()
     this.assertOpen()
-    const job = this.sealAndWriteSnapshot(state)
-    this.snapshotWrite = job.catch(() => undefined)
-    return job
-  }
-
-  /** The snapshot being written, if any: close() lets it finish storing. */
-  private snapshotWrite: Promise<void> = Promise.resolve()
-
-  private async sealAndWriteSnapshot(state?: Uint8Array): Promise<void> {
-    // After everything received so far is applied: the snapshot then holds every row up to the
-    // cursor. Encoding, sealing and storing it (a few hundred ms for 20,000 messages) happen
-    // outside the send queue, which it held before: sends made meanwhile waited for all of it
-    // (p99 at 5,000 msgs/s ~400 ms). It enters the queue only to write its envelopes.
-    await this.incomingSettled()
-    // Not past anything still held back: the snapshot must hold every row it covers.
-    const coversSeq = this.deferred.reduce((min, d) => Math.min(min, d.seq - 1), this.cursor)
-    const epoch = this.epoch
-    const key = this.record.keys.get(epoch)
-    const first = this.record.keys.get(0)
-    // Without the first key (a 'from-join' member) we hold only part of the history anyway.
-    if (!key || !first || coversSeq === 0) return
-    const plain = sealSnapshot(state ?? Y.encodeStateAsUpdate(this.doc), this.id, epoch, key, first)
-    const snapshotId = randomBytes(16)
-    const partBytes = Math.max(16 * 1024, this.ctx.connection.maxEnvelopeBytes - 4096)
-    const parts = Math.max(1, Math.ceil(plain.length / partBytes))
-    const { identity } = this.ctx
-    const envelopes = await Promise.all(
-      Array.from({ length: parts }, (_, part) =>
-        sealEnvelope({
-          room: this.id,
-          epoch,
-          key,
-          senderDevicePub: identity.devicePub,
-          senderDeviceSecret: identity.deviceSecret,
-          update: plain.subarray(part * partBytes, (part + 1) * partBytes),
-          snapshot: { snapshotId, coversSeq, part, parts },
-        }),
-      ),
-    )
-    const record = await this.ctx.signRecord(RecordKind.Snapshot, encodeSnapshotBody({ room: this.id, coversSeq, snapshotId, parts, at: Date.now() }))
-    const job = this.outgoing.then(() => {
-      this.assertOpen()
-      return this.writeOuter((log, rec) => {
+    // After everything received so far is applied: the snapshot then holds every row up to the cursor.
+    const job = this.outgoing.then(async () => {
+      await this.incomingSettled()
+      // Not past anything still held back: the snapshot must hold every row it covers.
+      const coversSeq = this.deferred.reduce((min, d) => Math.min(min, d.seq - 1), this.cursor)
+      const key = this.record.keys.get(this.epoch)
+      const first = this.record.keys.get(0)
+      // Without the first key (a 'from-join' member) we hold only part of the history anyway.
+      if (!key || !first || coversSeq === 0) return
+      const plain = sealSnapshot(state ?? Y.encodeStateAsUpdate(this.doc), this.id, this.epoch, key, first)
+      const snapshotId = randomBytes(16)
+      const partBytes = Math.max(16 * 1024, this.ctx.connection.maxEnvelopeBytes - 4096)
+      const parts = Math.max(1, Math.ceil(plain.length / partBytes))
+      const { identity } = this.ctx
+      const envelopes = await Promise.all(
+        Array.from({ length: parts }, (_, part) =>
+          sealEnvelope({
+            room: this.id,
+            epoch: this.epoch,
+            key,
+            senderDevicePub: identity.devicePub,
+            senderDeviceSecret: identity.deviceSecret,
+            update: plain.subarray(part * partBytes, (part + 1) * partBytes),
+            snapshot: { snapshotId, coversSeq, part, parts },
+          }),
+        ),
+      )
+      const record = await this.ctx.signRecord(RecordKind.Snapshot, encodeSnapshotBody({ room: this.id, coversSeq, snapshotId, parts, at: Date.now() }))
+      const written = this.writeOuter((log, rec) => {
         for (const envelope of envelopes) log.set(envelopeKey(this.outer.clientID, Y.getState(this.outer.store, this.outer.clientID)), envelope)
         rec.set(envelopeKey(this.outer.clientID, Y.getState(this.outer.store, this.outer.clientID)), record)
       })
+      await this.commit({ append: written.updates.map((bytes) => ({ convId: this.id, doc: 'outer' as const, bytes })) })
+      this.appendedRows += written.updates.length
+      await this.foldRecords()
     })
-    this.outgoing = job.then(
-      () => undefined,
-      () => undefined,
-    )
-    const written = await job
-    await this.commit({ append: written.updates.map((bytes) => ({ convId: this.id, doc: 'outer' as const, bytes })) })
-    this.appendedRows += written.updates.length
-    await this.foldRecords()
+    this.outgoing = job.catch(() => undefined)
+    return job
   }
 
   /**
@@ -1602,8 +1585,7 @@ export class Conversation {
     this.sinceSnapshot = 0
     this.snapshotting = true
     void this.writeSnapshot()
-      // Closing while it was sealed: the next session writes one when its count is reached.
-      .catch((err) => this.closed || this.report(err, 'could not write a history snapshot'))
+      .catch((err) => this.report(err, 'could not write a history snapshot'))
       .finally(() => {
         this.snapshotting = false
       })
@@ -2164,8 +2146,6 @@ export class Conversation {
     this.presence?.destroy()
     this.provider?.destroy()
     this.ctx.connection.unregister(this.id)
-    // A snapshot whose envelopes are written is stored too (one still sealing gives up).
-    await this.snapshotWrite
     // Sends accepted before closing are signed, written and stored before the store closes;
     // a batch may queue the next one, so wait until the chain stops growing.
     for (let turn = this.sendTurn; ; turn = this.sendTurn) {
