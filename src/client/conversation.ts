@@ -1294,7 +1294,10 @@ export class Conversation {
    * messages can add nothing it lacks, and must not replace what it verified itself.
    */
   private gatherSnapshot(part: SnapshotPart & { bytes: Uint8Array }, epoch: number, sender: string): void {
-    if (this.missedThrough === 0 || part.coversSeq < this.missedThrough) return
+    // Any snapshot while history is missing, not only one covering the last placeholder seen:
+    // the relay also blanks refused writes (a snapshot sealed under a stale key), and those
+    // blanks can lie past the compacted part. Which one applies is the latest record's.
+    if (this.missedThrough === 0) return
     const id = toBase64Url(part.snapshotId)
     let entry = this.snapshotParts.get(id)
     // A few at once at most: only the latest record's snapshot is ever applied.

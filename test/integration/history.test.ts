@@ -141,6 +141,35 @@ describe('history compaction', () => {
     expect(texts(carolConv)).toEqual(['first', 'last'])
   }, 30_000)
 
+  it('a fresh device still takes its history from the snapshot when a later snapshot was refused as stale', async () => {
+    const [alice, bob] = await twoOnline('alice', 'bob')
+    const aliceConv = await alice.createConversation({ title: 'Stale' })
+    const bobConv = await bob.join(await aliceConv.invite())
+    await Promise.all(Array.from({ length: 50 }, (_, i) => aliceConv.send(`a${i}`)))
+    await Promise.all(Array.from({ length: 50 }, (_, i) => bobConv.send(`b${i}`)))
+    await until(() => texts(aliceConv).length === 100 && texts(bobConv).length === 100, 10_000, 'both have 100')
+    await snapshotOf(aliceConv)()
+    await until(() => compacted(world) > 0, 10_000, 'relay compacted under Alice’s snapshot')
+    // Bob, offline, snapshots under the key he knows; Alice has started a new one meanwhile.
+    bob.disconnect()
+    await until(() => bob.connection === 'offline')
+    await aliceConv.rotateKey()
+    await snapshotOf(bobConv)()
+    await Promise.all(Array.from({ length: 20 }, (_, i) => aliceConv.send(`a-later${i}`)))
+    bob.connect()
+    await until(() => texts(bobConv).length === 120, 10_000, 'bob back')
+    await Promise.all(Array.from({ length: 20 }, (_, i) => bobConv.send(`b-later${i}`)))
+    await until(() => texts(aliceConv).length === 140, 10_000, 'alice has all')
+    // The relay refused Bob's snapshot and stored blanks for it, past the compacted part.
+    expect(world.errors.get(bob)!.map((e) => e.message)).toContain('relay refused: forbidden: record not valid here')
+    const carol = await world.client('carol')
+    const carolConv = await carol.join(await aliceConv.invite())
+    // The blanks looked like more compacted history, and Alice's snapshot too short for it:
+    // Carol showed the 40 later messages only.
+    await until(() => texts(carolConv).length === 140, 15_000, 'carol has all')
+    expect([...texts(carolConv)].sort()).toEqual([...texts(aliceConv)].sort())
+  }, 60_000)
+
   it('closing while a snapshot is written neither hangs nor loses a message', async () => {
     const { alice, aliceConv } = await aliceAndBob()
     await sendMany(aliceConv, 500, 'before')
