@@ -2,6 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
 import type { Conversation } from '../../src/client/index.js'
 import type { Relay } from '../../src/relay/index.js'
+import { RecordKind } from '../../src/shared/records.js'
 import { texts, until, World } from './harness.js'
 
 let world: World
@@ -169,6 +170,43 @@ describe('history compaction', () => {
     await until(() => texts(carolConv).length === 140, 15_000, 'carol has all')
     expect([...texts(carolConv)].sort()).toEqual([...texts(aliceConv)].sort())
   }, 60_000)
+
+  it('a snapshot being written does not hold up sends made meanwhile', async () => {
+    const { aliceConv, bobConv } = await aliceAndBob()
+    await sendMany(aliceConv, 500, 'before')
+    await until(() => bobConv.messages().length === 500, 10_000, 'bob has them')
+    const order: string[] = []
+    const snapshot = snapshotOf(aliceConv)().then(() => order.push('snapshot stored'))
+    const sent = aliceConv.send('during the snapshot').then(() => order.push('send stored'))
+    await Promise.all([snapshot, sent])
+    // It held the send queue while it sealed, stored and folded its record: the send came after.
+    expect(order).toEqual(['send stored', 'snapshot stored'])
+    await until(() => texts(bobConv).includes('during the snapshot'), 10_000, 'bob has the send')
+  })
+
+  it('a key change while a snapshot is sealed gives the snapshot up quietly (the relay would refuse it as stale)', async () => {
+    const { alice, aliceConv, bobConv } = await aliceAndBob()
+    await sendMany(aliceConv, 500, 'before')
+    await until(() => bobConv.messages().length === 500, 10_000, 'bob has them')
+    // Signing the snapshot's record is held back until the rotation's record is written: the
+    // interleaving two busy devices hit by chance (the relay refused such snapshots as stale).
+    const ctx = (aliceConv as unknown as { ctx: { signRecord: (kind: number, body: Uint8Array) => Promise<Uint8Array> } }).ctx
+    const sign = ctx.signRecord.bind(ctx)
+    let rotated: Promise<void> | undefined
+    ctx.signRecord = async (kind, body) => {
+      if (kind === RecordKind.Snapshot && !rotated) {
+        rotated = aliceConv.rotateKey()
+        await rotated
+      }
+      return sign(kind, body)
+    }
+    await snapshotOf(aliceConv)()
+    expect(aliceConv.epoch).toBe(1)
+    await aliceConv.send('after the rotation')
+    await until(() => texts(bobConv).includes('after the rotation'), 10_000, 'bob reads on')
+    expect(compacted(world)).toBe(0)
+    expect(world.errors.get(alice)).toEqual([])
+  })
 
   it('closing while a snapshot is written neither hangs nor loses a message', async () => {
     const { alice, aliceConv } = await aliceAndBob()
