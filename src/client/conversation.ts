@@ -1542,9 +1542,9 @@ export class Conversation {
 
   private async sealAndWriteSnapshot(state?: Uint8Array): Promise<void> {
     // After everything received so far is applied: the snapshot then holds every row up to the
-    // cursor. Encoding, sealing and storing it (a few hundred ms for 20,000 messages) happen
-    // outside the send queue, which it held before: sends made meanwhile waited for all of it
-    // (p99 at 5,000 msgs/s ~400 ms). It enters the queue only to write its envelopes.
+    // cursor. Encoding, sealing and storing it (a few hundred ms at 20,000 messages) happen
+    // outside the send queue, so sends made meanwhile do not wait for them; it enters the
+    // queue only to write its envelopes.
     await this.incomingSettled()
     // Not past anything still held back: the snapshot must hold every row it covers.
     const coversSeq = this.deferred.reduce((min, d) => Math.min(min, d.seq - 1), this.cursor)

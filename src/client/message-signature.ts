@@ -116,7 +116,7 @@ export async function verifyMessages(
   batchEntry: (entryKey: string) => unknown = () => undefined,
 ): Promise<boolean[]> {
   // A batch's signature is checked once, however many of its messages are on the page.
-  const batches = new Map<string, VerifyItem | undefined>()
+  const batches = new Map<string, VerifyItem>()
   const checks: Check[] = items.map(({ id, value }) => {
     const m = value as Partial<SignableMessage> & { s?: unknown; b?: unknown; i?: unknown }
     if (!m || typeof m.t !== 'string' || typeof m.d !== 'string') return undefined
@@ -149,7 +149,7 @@ export async function verifyMessages(
   const present: VerifyItem[] = []
   for (const c of checks) if (c?.kind === 'single') present.push(c.item)
   const batchKeys = [...batches.keys()]
-  for (const key of batchKeys) present.push(batches.get(key)!)
+  present.push(...batches.values())
   const verdicts = await verifyBatch(present, { handOverMessages: true })
   const batchOk = new Map<string, boolean>()
   const first = present.length - batchKeys.length
