@@ -1,5 +1,7 @@
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
+import type { DeviceStore } from '../../src/client/index.js'
+import { openDeviceStore } from '../../src/client/storage/open-store.js'
 import { pair, texts, until, World } from './harness.js'
 
 let world: World
@@ -54,6 +56,44 @@ describe('a burst of sends', () => {
     expect(stored.get(lone.id)!.s).toBeInstanceOf(Uint8Array)
     expect(stored.get(lone.id)!.b).toBeUndefined()
     expect(texts(bobConv)).toEqual([...sent, 'alone'])
+  })
+
+  it('sends made one at a time while the last batch is stored wait for it and go out as one batch', async () => {
+    world = new World()
+    await world.relay()
+    // A slow disk (the outside world): every commit takes 40 ms.
+    const disk = await openDeviceStore({ storage: join(world.dir, 'slow.db') })
+    const slow: DeviceStore = {
+      kind: disk.kind,
+      get: (key) => disk.get(key),
+      list: (prefix) => disk.list(prefix),
+      loadLog: (convId, doc) => disk.loadLog(convId, doc),
+      close: () => disk.close(),
+      commit: async (batch) => {
+        await new Promise((r) => setTimeout(r, 40))
+        return disk.commit(batch)
+      },
+    }
+    const alice = await world.client('alice', { storage: slow })
+    const bob = await world.client('bob')
+    const aliceConv = await alice.createConversation({ title: 'slow disk' })
+    const bobConv = await bob.join(await aliceConv.invite())
+    const first = aliceConv.send('first')
+    // One send per turn (as a UI's taps come), all while 'first' is sealed and stored.
+    const later: Array<Promise<{ id: string }>> = []
+    for (let i = 0; i < 20; i++) {
+      await new Promise((r) => setImmediate(r))
+      later.push(aliceConv.send(`later ${i}`))
+    }
+    const sent = await Promise.all(later)
+    await first
+    const stored = aliceConv.doc.getMap<{ b?: string; i?: number; s?: Uint8Array }>('messages')
+    // Not twenty signatures and twenty envelopes: one batch, in send order.
+    expect(sent.every((m) => typeof stored.get(m.id)!.b === 'string')).toBe(true)
+    expect(new Set(sent.map((m) => stored.get(m.id)!.b)).size).toBe(1)
+    expect(sent.map((m) => stored.get(m.id)!.i)).toEqual(sent.map((_, i) => i))
+    await until(() => bobConv.messages().length === 21, 10_000, 'bob has them')
+    expect(texts(bobConv)).toEqual(['first', ...Array.from({ length: 20 }, (_, i) => `later ${i}`)])
   })
 
   it('writes messages in the order send() was called, across batches of every size', async () => {
