@@ -1,4 +1,4 @@
-import { ED25519_TORSION_SUBGROUP, ed25519 } from '@noble/curves/ed25519.js'
+import { ED25519_TORSION_SUBGROUP, ed25519, x25519 } from '@noble/curves/ed25519.js'
 import { bytesToNumberLE, concatBytes, hexToBytes, numberToBytesLE } from '@noble/curves/utils.js'
 import { sha512 } from '@noble/hashes/sha2.js'
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest'
@@ -14,6 +14,10 @@ import {
   fromHex,
   randomBytes,
   generateAgreementKeyPair,
+  agreementPublicKeyFromSecret,
+  sharedSecret,
+  sharedSecretNoble,
+  x25519Backend,
   generateSigningKeyPair,
   isValidSigningPublicKey,
   nativeVerifyAvailable,
@@ -701,6 +705,47 @@ describe('key wrapping (X25519 + HKDF + XChaCha20-Poly1305)', () => {
     expect(() => wrapKey(key, recipient.publicKey.subarray(1), context)).toThrow(RangeError)
     expect(() => wrapKey(key, recipient.publicKey, 'ctx' as unknown as Uint8Array)).toThrow(TypeError)
     expect(() => unwrapKey(new Uint8Array(105), new Uint8Array(31), context)).toThrow(RangeError)
+  })
+})
+
+describe('x25519 backends', () => {
+  it('uses Node\'s OpenSSL here and agrees with noble (the browsers\' path) on every input, low-order and non-canonical ones too', () => {
+    expect(x25519Backend()).toBe('node')
+    const outcome = (f: () => Uint8Array): string => {
+      try {
+        return toHex(f())
+      } catch (err) {
+        return `refused: ${(err as PetrelError).code ?? 'other'}`
+      }
+    }
+    const P25519 = 2n ** 255n - 19n
+    const peers: Uint8Array[] = [
+      ...Array.from({ length: 50 }, () => generateAgreementKeyPair().publicKey),
+      // The top bit set (ignored by RFC 7748), values past p (reduced), and low-order points.
+      ...Array.from({ length: 20 }, () => {
+        const k = generateAgreementKeyPair().publicKey
+        k[31]! |= 0x80
+        return k
+      }),
+      ...[0n, 1n, P25519 - 1n, P25519, P25519 + 1n, P25519 + 9n, 2n ** 255n - 1n].map((u) => numberToBytesLE(u, 32)),
+      ...Array.from({ length: 20 }, () => randomBytes(32)),
+    ]
+    for (let i = 0; i < 20; i++) {
+      const mine = generateAgreementKeyPair()
+      // A secret made elsewhere (noble's path) and one of ours give the same public key.
+      expect(toHex(agreementPublicKeyFromSecret(mine.secretKey))).toBe(toHex(x25519.getPublicKey(mine.secretKey)))
+      const raw = randomBytes(32)
+      expect(toHex(agreementPublicKeyFromSecret(raw))).toBe(toHex(x25519.getPublicKey(raw)))
+      for (const peer of peers) {
+        const native = outcome(() => sharedSecret(mine.secretKey, peer))
+        const noble = outcome(() => {
+          const s = sharedSecretNoble(mine.secretKey, peer)
+          if (s.every((b) => b === 0)) throw new PetrelError(ErrorCode.EnvelopeRejected, 'zero')
+          return s
+        })
+        expect(native.startsWith('refused') ? 'refused' : native).toBe(noble.startsWith('refused') ? 'refused' : noble)
+      }
+    }
   })
 })
 
