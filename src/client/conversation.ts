@@ -81,6 +81,7 @@ import { type Message, ShownList, type StoredMessage } from './shown-list.js'
 import { VirtualSocket } from './virtual-socket.js'
 import { rowsToStore, transactWithoutUpdate } from './quiet-transact.js'
 import { openSnapshot, sealSnapshot } from '../shared/snapshot-seal.js'
+import { type HistoryReplica, openHistoryReplica } from './history-replica.js'
 import { encodeSummary, STALE, staleSummaryKey, type Summary, SUMMARY_MESSAGES, summaryKey } from './summary.js'
 
 export type { Message } from './shown-list.js'
@@ -226,6 +227,13 @@ export class Conversation {
   private unlinkedHere = false
   /** Envelopes seen since the last snapshot (anyone's), for `compactEvery`. */
   private sinceSnapshot = 0
+  /**
+   * The inner document's copy on the replica thread (history-replica.ts), which snapshots are
+   * encoded from; started once this device sends here and half the way to a snapshot.
+   */
+  private replica: { copy: HistoryReplica; seeded: Promise<void> } | 'off' | undefined
+  /** @internal Where the last snapshot was encoded (tests): on the replica thread, or here. */
+  snapshotEncodedOn: 'thread' | 'here' | undefined
   private lastSnapshotSeen: string | undefined
 
   private constructor(
@@ -694,6 +702,7 @@ export class Conversation {
 
   private countEnvelopes(epoch: number, n: number, sending: boolean): void {
     this.sinceSnapshot += n
+    if (sending && this.replica === undefined && this.ctx.compactEvery > 0 && this.sinceSnapshot >= this.ctx.compactEvery / 2) this.startReplica()
     if (sending) this.maybeSnapshot()
     if (epoch !== this.epochUse.epoch) this.epochUse = { epoch, envelopes: 0, since: Date.now() }
     this.epochUse.envelopes += n
@@ -1574,7 +1583,7 @@ export class Conversation {
     const first = this.record.keys.get(0)
     // Without the first key (a 'from-join' member) we hold only part of the history anyway.
     if (!key || !first || coversSeq === 0) return
-    const plain = sealSnapshot(state ?? Y.encodeStateAsUpdate(this.doc), this.id, epoch, key, first)
+    const plain = sealSnapshot(state ?? (await this.encodeHistory()), this.id, epoch, key, first)
     const snapshotId = randomBytes(16)
     const partBytes = Math.max(16 * 1024, this.ctx.connection.maxEnvelopeBytes - 4096)
     const parts = Math.max(1, Math.ceil(plain.length / partBytes))
@@ -1616,6 +1625,65 @@ export class Conversation {
     await this.commit({ append: written.updates.map((bytes) => ({ convId: this.id, doc: 'outer' as const, bytes })) })
     this.appendedRows += written.updates.length
     await this.foldRecords()
+  }
+
+  /**
+   * Start the document's copy on the replica thread: from now on every inner update this
+   * conversation stores is fed to it (commit), and it is seeded with what is stored already,
+   * read once every write issued before has landed (commits land in the order issued). Fed
+   * before it is seeded is fine: Yjs updates are idempotent and wait for what they build on.
+   */
+  private startReplica(): void {
+    const copy = openHistoryReplica()
+    if (!copy) {
+      this.replica = 'off'
+      return
+    }
+    const seeded = (async () => {
+      await this.ctx.store.commit({})
+      const rows = await this.ctx.store.loadLog(this.id, 'inner')
+      copy.apply(rows.map((r) => r.bytes))
+    })()
+    this.replica = { copy, seeded }
+    seeded.catch(() => this.dropReplica())
+  }
+
+  private dropReplica(): void {
+    if (typeof this.replica === 'object') this.replica.copy.close()
+    // Not started again in this session: snapshots are encoded here, as in a browser.
+    this.replica = 'off'
+  }
+
+  /**
+   * The inner document as one update, for a snapshot: from the replica thread where there is
+   * one, checked to hold at least everything the document held when asked (its state vector
+   * covers the document's); else, or if the copy fails that check, encoded here.
+   */
+  private async encodeHistory(): Promise<Uint8Array> {
+    const replica = this.replica
+    if (typeof replica === 'object') {
+      // Local changes already in the document reach the copy when their seal is stored.
+      const asked = Y.decodeStateVector(Y.encodeStateVector(this.doc))
+      const stored = this.outgoing
+      try {
+        await replica.seeded
+        await stored
+        const { state, stateVector } = await replica.copy.encode()
+        const held = Y.decodeStateVector(stateVector)
+        let covers = true
+        for (const [client, clock] of asked) if ((held.get(client) ?? 0) < clock) covers = false
+        if (covers) {
+          this.snapshotEncodedOn = 'thread'
+          return state
+        }
+      } catch {
+        // The thread stopped or the copy failed to apply an update: nothing is lost, the
+        // document itself is encoded below (and the app has nothing to act on).
+      }
+      this.dropReplica()
+    }
+    this.snapshotEncodedOn = 'here'
+    return Y.encodeStateAsUpdate(this.doc)
   }
 
   /**
@@ -2217,6 +2285,8 @@ export class Conversation {
     this.flushPuts()
     await this.incomingSettled()
     await this.compactOnClose()
+    if (typeof this.replica === 'object') this.replica.copy.close()
+    this.replica = 'off'
     // Last, after every queued write: then it matches what is stored.
     if (this.ctx.summaryDirty) await this.saveSummary(true)
     this.listeners.clear()
@@ -2230,6 +2300,12 @@ export class Conversation {
    * shows an old summary as if it were current — it loads the documents instead.
    */
   private commit(batch: Batch): Promise<void> {
+    const replica = this.replica
+    if (typeof replica === 'object' && batch.append) {
+      const inner: Uint8Array[] = []
+      for (const a of batch.append) if (a.doc === 'inner') inner.push(a.bytes)
+      replica.copy.apply(inner)
+    }
     if (!this.summaryStale) {
       this.summaryStale = true
       batch.put = [...(batch.put ?? []), [staleSummaryKey(this.id), STALE]]

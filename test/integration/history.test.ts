@@ -2,6 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
 import type { Conversation } from '../../src/client/index.js'
 import type { Relay } from '../../src/relay/index.js'
+import { crashHistoryReplicaThread } from '../../src/client/history-replica.js'
 import { RecordKind } from '../../src/shared/records.js'
 import { texts, until, World } from './harness.js'
 
@@ -12,6 +13,7 @@ afterEach(async () => {
 
 const snapshotOf = (conv: Conversation) => (conv as unknown as { writeSnapshot: (state?: Uint8Array) => Promise<void> }).writeSnapshot.bind(conv)
 const compacted = (w: World) => w.logLines.filter((l) => l.includes('"compacted"')).length
+const encodedOn = (conv: Conversation) => (conv as unknown as { snapshotEncodedOn?: string }).snapshotEncodedOn
 
 /** Two clients online on a fresh relay, neither writing snapshots of its own. */
 async function twoOnline(first: string, second: string) {
@@ -86,6 +88,11 @@ describe('history compaction', () => {
       throw e
     })
     await until(() => compacted(world) >= 1, 20_000, "relay compacted").catch((e) => { console.log(world.logLines.filter((l) => /compact|refus|error|warn/.test(l)).slice(0, 20).join("\n"), [...world.errors.values()].flat().map((e) => e.message).slice(0, 10)); throw e })
+    // Encoded on the replica thread, from the copy fed what its writer stored (Alice's, or
+    // Bob's when Bob was far behind whenever Alice crossed the mark).
+    const writers = [encodedOn(aliceConv), encodedOn(bobConv)].filter((on) => on !== undefined)
+    expect(writers.length).toBeGreaterThan(0)
+    expect(writers.every((on) => on === 'thread')).toBe(true)
     const through = (aliceConv as unknown as { membership: { snapshot?: { coversSeq: number } } }).membership.snapshot!.coversSeq
     await until(async () => compacted(world) > 0 && (await relayBytes(relay, aliceConv.id, through)).total > 0, 5000)
     await new Promise((r) => setTimeout(r, 200))
@@ -170,6 +177,35 @@ describe('history compaction', () => {
     await until(() => texts(carolConv).length === 140, 15_000, 'carol has all')
     expect([...texts(carolConv)].sort()).toEqual([...texts(aliceConv)].sort())
   }, 60_000)
+
+  it('with the replica thread gone, a snapshot is encoded on this thread and a fresh device still gets every message', async () => {
+    world = new World()
+    await world.relay()
+    const alice = await world.client('alice', { compaction: { every: 400 } })
+    const bob = await world.client('bob', { compaction: false })
+    await until(() => alice.connection === 'online' && bob.connection === 'online')
+    const aliceConv = await alice.createConversation({ title: 'Crash' })
+    const bobConv = await bob.join(await aliceConv.invite())
+    // Past half the mark: Alice's copy on the replica thread has started.
+    await sendMany(aliceConv, 250, 'first')
+    expect(typeof (aliceConv as unknown as { replica?: unknown }).replica).toBe('object')
+    await crashHistoryReplicaThread()
+    await sendMany(aliceConv, 250, 'then')
+    await until(() => bobConv.messages().length === 500, 10_000, 'bob has them')
+    // Alice snapshots when a send of hers crosses the mark and Bob is not far behind; had he
+    // been behind then, her next send writes it.
+    for (let i = 0; compacted(world) === 0 && i < 50; i++) {
+      await aliceConv.send(`nudge ${i}`)
+      await new Promise((r) => setTimeout(r, 100))
+    }
+    await until(() => compacted(world) > 0, 10_000, 'relay compacted')
+    expect(encodedOn(aliceConv)).toBe('here')
+    expect(world.errors.get(alice)).toEqual([])
+    const carol = await world.client('carol')
+    const carolConv = await carol.join(await aliceConv.invite())
+    await until(() => carolConv.messages().length === aliceConv.messages().length, 10_000, 'carol has every message')
+    expect(texts(carolConv)).toEqual(texts(aliceConv))
+  })
 
   it('a snapshot being written does not hold up sends made meanwhile', async () => {
     const { aliceConv, bobConv } = await aliceAndBob()

@@ -1,0 +1,231 @@
+/**
+ * A copy of a conversation's inner document on a worker thread, kept up to date with every
+ * update this device stores, so a history snapshot is encoded there and not on the thread the
+ * app runs on. `Y.encodeStateAsUpdate` of 20,000 messages took ~60 ms and of 40,000 ~120 ms of
+ * the main thread, every 5,000 messages: at 10,000 sends a second that stall set the tail.
+ *
+ * The copy is fed what the conversation commits to its local log (every inner update it applies
+ * reaches the log; the log is what the document is rebuilt from on the next start), so it holds
+ * what the document holds. Yjs updates are idempotent and commute: the copy may be fed an
+ * update twice, or get one before those it depends on, and still converge. A snapshot taken from
+ * it is checked against the document's state vector before it is used (conversation.ts).
+ *
+ * Node only (worker_threads, reached through `process.getBuiltinModule` so a browser bundle
+ * imports nothing of Node's): elsewhere `openHistoryReplica` returns undefined and snapshots
+ * are encoded in place, as before. One thread per process, started on first use; it never
+ * keeps the process alive while nothing is asked of it.
+ *
+ * Messages (structured clone; byte arrays are copies of their own, transferred):
+ * ```
+ * main → worker  { kind: 'open', id } | { kind: 'apply', id, updates: Uint8Array[] } | { kind: 'encode', id, seq } | { kind: 'close', id }
+ * worker → main  { seq, ok: true, state, stateVector } | { seq, ok: false, error: string }
+ * ```
+ * A failed apply poisons that copy: its next encode answers with the failure.
+ */
+
+/** A copy of one inner document on the replica thread. */
+export interface HistoryReplica {
+  /** Updates applied to (or stored for) the document, in any order; copied, the caller keeps them. */
+  apply(updates: readonly Uint8Array[]): void
+  /** The copy's whole state as one update (as `Y.encodeStateAsUpdate`) and its state vector. */
+  encode(): Promise<{ state: Uint8Array; stateVector: Uint8Array }>
+  /** Drops the copy. */
+  close(): void
+}
+
+type Request =
+  | { kind: 'open'; id: number }
+  | { kind: 'apply'; id: number; updates: Uint8Array[] }
+  | { kind: 'encode'; id: number; seq: number }
+  | { kind: 'close'; id: number }
+type Reply = { seq: number; ok: true; state: Uint8Array; stateVector: Uint8Array } | { seq: number; ok: false; error: string }
+
+interface WorkerLike {
+  postMessage(message: unknown, transfer?: ArrayBuffer[]): void
+  on(event: 'message', f: (reply: Reply) => void): void
+  on(event: 'error' | 'exit', f: (arg: unknown) => void): void
+  ref(): void
+  unref(): void
+  terminate(): Promise<number>
+}
+interface NodeBuiltins {
+  Worker: new (source: string, options: { eval: true }) => WorkerLike
+  createRequire(url: string): { resolve(id: string): string }
+}
+
+/* c8 ignore start -- runs inside the worker, from its source text */
+function replicaMain(require: (id: string) => unknown, yjsPath: string): void {
+  type Doc = { transact(f: () => void): void; destroy(): void }
+  const Y = require(yjsPath) as {
+    Doc: new () => Doc
+    applyUpdate(doc: Doc, update: Uint8Array): void
+    encodeStateAsUpdate(doc: Doc): Uint8Array
+    encodeStateVector(doc: Doc): Uint8Array
+  }
+  const { parentPort } = require('node:worker_threads') as { parentPort: { on(e: 'message', f: (m: Request) => void): void; postMessage(m: unknown, t?: ArrayBuffer[]): void } }
+  const docs = new Map<number, Doc>()
+  const broken = new Map<number, string>()
+  const own = (bytes: Uint8Array) => (bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? bytes : bytes.slice())
+  parentPort.on('message', (m) => {
+    if (m.kind === 'open') docs.set(m.id, new Y.Doc())
+    else if (m.kind === 'close') {
+      docs.get(m.id)?.destroy()
+      docs.delete(m.id)
+      broken.delete(m.id)
+    } else if (m.kind === 'apply') {
+      const doc = docs.get(m.id)
+      if (!doc || broken.has(m.id)) return
+      try {
+        doc.transact(() => {
+          for (const u of m.updates) Y.applyUpdate(doc, u)
+        })
+      } catch (err) {
+        broken.set(m.id, String((err as { message?: unknown })?.message ?? err))
+      }
+    } else {
+      const doc = docs.get(m.id)
+      const failure = broken.get(m.id) ?? (doc ? undefined : 'no such copy')
+      if (failure !== undefined || !doc) {
+        parentPort.postMessage({ seq: m.seq, ok: false, error: failure })
+        return
+      }
+      try {
+        const state = own(Y.encodeStateAsUpdate(doc))
+        const stateVector = own(Y.encodeStateVector(doc))
+        parentPort.postMessage({ seq: m.seq, ok: true, state, stateVector }, [state.buffer as ArrayBuffer, stateVector.buffer as ArrayBuffer])
+      } catch (err) {
+        parentPort.postMessage({ seq: m.seq, ok: false, error: String((err as { message?: unknown })?.message ?? err) })
+      }
+    }
+  })
+}
+/* c8 ignore stop */
+
+const builtins = ((): NodeBuiltins | undefined => {
+  try {
+    const proc = (globalThis as { process?: { getBuiltinModule?: (id: string) => unknown } }).process
+    const threads = proc?.getBuiltinModule?.('node:worker_threads') as { Worker?: NodeBuiltins['Worker'] } | undefined
+    const mod = proc?.getBuiltinModule?.('node:module') as { createRequire?: NodeBuiltins['createRequire'] } | undefined
+    if (!threads?.Worker || !mod?.createRequire) return undefined
+    return { Worker: threads.Worker, createRequire: mod.createRequire }
+  } catch {
+    return undefined
+  }
+})()
+
+class ReplicaThread {
+  private readonly worker: WorkerLike
+  private readonly waiting = new Map<number, { resolve: (r: { state: Uint8Array; stateVector: Uint8Array }) => void; reject: (e: Error) => void }>()
+  failure: Error | undefined
+  private seq = 0
+  private opened = 0
+
+  constructor(node: NodeBuiltins) {
+    const yjsPath = node.createRequire(import.meta.url).resolve('yjs')
+    const source = `var __name = (f) => f;\n(${replicaMain.toString()})(require, ${JSON.stringify(yjsPath)})`
+    this.worker = new node.Worker(source, { eval: true })
+    this.worker.unref()
+    this.worker.on('message', (reply: Reply) => {
+      const w = this.waiting.get(reply.seq)
+      this.waiting.delete(reply.seq)
+      if (this.waiting.size === 0) this.worker.unref()
+      if (reply.ok) w?.resolve({ state: reply.state, stateVector: reply.stateVector })
+      else w?.reject(new Error(reply.error))
+    })
+    const died = (err: unknown) => {
+      this.failure = new Error(`history replica thread stopped: ${err instanceof Error ? err.message : String(err)}`)
+      if (thread === this) thread = undefined
+      for (const w of this.waiting.values()) w.reject(this.failure)
+      this.waiting.clear()
+    }
+    this.worker.on('error', died)
+    this.worker.on('exit', (code) => died(new Error(`exit code ${String(code)}`)))
+  }
+
+  open(): HistoryReplica {
+    const id = ++this.opened
+    this.post({ kind: 'open', id })
+    return {
+      apply: (updates) => {
+        if (updates.length === 0) return
+        const transfer: ArrayBuffer[] = []
+        const copies = updates.map((u) => {
+          const copy = Uint8Array.prototype.slice.call(u)
+          transfer.push(copy.buffer as ArrayBuffer)
+          return copy
+        })
+        this.post({ kind: 'apply', id, updates: copies }, transfer)
+      },
+      encode: () => this.request(id),
+      close: () => this.post({ kind: 'close', id }),
+    }
+  }
+
+  /** Stops the thread (tests: what a crashed thread leaves behind). */
+  terminate(): Promise<number> {
+    return this.worker.terminate()
+  }
+
+  private post(message: Request, transfer: ArrayBuffer[] = []): void {
+    if (this.failure) return
+    try {
+      this.worker.postMessage(message, transfer)
+    } catch (err) {
+      this.failure = err instanceof Error ? err : new Error(String(err))
+    }
+  }
+
+  private request(id: number): Promise<{ state: Uint8Array; stateVector: Uint8Array }> {
+    if (this.failure) return Promise.reject(this.failure)
+    const seq = ++this.seq
+    return new Promise((resolve, reject) => {
+      this.waiting.set(seq, { resolve, reject })
+      // Kept alive while an answer is awaited.
+      this.worker.ref()
+      this.post({ kind: 'encode', id, seq })
+      if (this.failure) {
+        this.waiting.delete(seq)
+        reject(this.failure)
+      }
+    })
+  }
+}
+
+let thread: ReplicaThread | undefined
+let disabled = false
+
+/**
+ * A new copy of an inner document on the process's replica thread, or undefined where there is
+ * no such thread (browsers) or it could not start.
+ *
+ * @example
+ * ```ts
+ * const replica = openHistoryReplica()
+ * replica?.apply([update])                    // every update the document gets, in any order
+ * const { state } = await replica!.encode()   // as Y.encodeStateAsUpdate(doc), off this thread
+ * ```
+ */
+export function openHistoryReplica(): HistoryReplica | undefined {
+  if (!builtins || disabled) return undefined
+  try {
+    thread ??= new ReplicaThread(builtins)
+    return thread.open()
+  } catch {
+    return undefined
+  }
+}
+
+/** Where snapshots are encoded: 'thread' (Node) or 'inline' (browsers, or turned off). */
+export const historyEncoder = (): 'thread' | 'inline' => (builtins && !disabled ? 'thread' : 'inline')
+
+/** @internal Tests only: turn the replica thread off (false) or on again, as in a browser. */
+export function setHistoryReplicas(on: boolean): void {
+  disabled = !on
+}
+
+/** @internal Tests only: stop the replica thread as a crash would. */
+export async function crashHistoryReplicaThread(): Promise<void> {
+  const t = thread
+  if (!t) return
+  await t.terminate()
+}

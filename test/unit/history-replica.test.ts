@@ -1,0 +1,94 @@
+import { afterEach, describe, expect, it } from 'vitest'
+import * as Y from 'yjs'
+import { crashHistoryReplicaThread, historyEncoder, openHistoryReplica } from '../../src/client/history-replica.js'
+
+/** A document changed in many small transactions, with every update it made. */
+function busyDoc(): { doc: Y.Doc; updates: Uint8Array[] } {
+  const doc = new Y.Doc()
+  const updates: Uint8Array[] = []
+  doc.on('update', (u: Uint8Array) => updates.push(u))
+  const messages = doc.getMap<{ t: string; n: number }>('messages')
+  for (let i = 0; i < 300; i++) {
+    doc.transact(() => {
+      messages.set(`m${i}`, { t: `text ${i}`, n: i })
+      // Deletions too: the copy must drop what the document dropped.
+      if (i % 7 === 0 && i > 0) messages.delete(`m${i - 7}`)
+    })
+    // A new client id now and then, as a key rotation makes.
+    if (i % 100 === 99) doc.clientID = Math.floor(Math.random() * 2 ** 31)
+  }
+  return { doc, updates }
+}
+
+const contentOf = (state: Uint8Array) => {
+  const d = new Y.Doc()
+  Y.applyUpdate(d, state)
+  return d.getMap('messages').toJSON()
+}
+
+let opened: Array<{ close(): void }> = []
+afterEach(() => {
+  for (const r of opened) r.close()
+  opened = []
+})
+
+describe('history replica', () => {
+  it('runs on a thread of its own in Node', () => {
+    expect(historyEncoder()).toBe('thread')
+  })
+
+  it('encodes what the document holds, though fed out of order and some updates twice', async () => {
+    const { doc, updates } = busyDoc()
+    const replica = openHistoryReplica()!
+    opened.push(replica)
+    const shuffled = [...updates].reverse()
+    replica.apply(shuffled.slice(0, 100))
+    replica.apply(shuffled)
+    replica.apply(updates.slice(50, 80))
+    const { state, stateVector } = await replica.encode()
+    expect(contentOf(state)).toEqual(doc.getMap('messages').toJSON())
+    expect(Y.decodeStateVector(stateVector)).toEqual(Y.decodeStateVector(Y.encodeStateVector(doc)))
+    // Deleted messages' texts are not in it (Yjs collected them, as in the document).
+    expect(new TextDecoder().decode(state)).not.toContain('text 0')
+    expect(new TextDecoder().decode(state)).toContain('text 1')
+    expect(state.length).toBe(Y.encodeStateAsUpdate(doc).length)
+  })
+
+  it('keeps copies apart, and takes updates made while an encode is on its way', async () => {
+    const a = busyDoc()
+    const b = busyDoc()
+    const ra = openHistoryReplica()!
+    const rb = openHistoryReplica()!
+    opened.push(ra, rb)
+    ra.apply(a.updates)
+    rb.apply(b.updates)
+    const first = ra.encode()
+    a.doc.getMap('messages').set('late', { t: 'late', n: 1 })
+    ra.apply([a.updates[a.updates.length - 1]!])
+    expect(contentOf((await first).state)).not.toHaveProperty('late')
+    expect(contentOf((await ra.encode()).state)).toHaveProperty('late')
+    expect(contentOf((await rb.encode()).state)).toEqual(b.doc.getMap('messages').toJSON())
+  })
+
+  it('answers an encode with the failure once it was fed bytes that are not a Yjs update', async () => {
+    const { updates } = busyDoc()
+    const replica = openHistoryReplica()!
+    opened.push(replica)
+    replica.apply(updates.slice(0, 10))
+    replica.apply([Uint8Array.of(0xff, 0xff, 0xff, 0xff, 0x0f, 1, 2, 3)])
+    await expect(replica.encode()).rejects.toThrow()
+  })
+
+  it('rejects encodes once its thread stopped; a copy opened after starts a new thread', async () => {
+    const { doc, updates } = busyDoc()
+    const before = openHistoryReplica()!
+    opened.push(before)
+    before.apply(updates)
+    await crashHistoryReplicaThread()
+    await expect(before.encode()).rejects.toThrow(/stopped/)
+    const after = openHistoryReplica()!
+    opened.push(after)
+    after.apply(updates)
+    expect(contentOf((await after.encode()).state)).toEqual(doc.getMap('messages').toJSON())
+  })
+})
