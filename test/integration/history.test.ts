@@ -93,7 +93,10 @@ describe('history compaction', () => {
     const writers = [encodedOn(aliceConv), encodedOn(bobConv)].filter((on) => on !== undefined)
     expect(writers.length).toBeGreaterThan(0)
     expect(writers.every((on) => on === 'thread')).toBe(true)
-    const through = (aliceConv as unknown as { membership: { snapshot?: { coversSeq: number } } }).membership.snapshot!.coversSeq
+    // Written by Bob, the snapshot's record reaches Alice a moment after the relay compacted.
+    const snapshotRecord = () => (aliceConv as unknown as { membership: { snapshot?: { coversSeq: number } } }).membership.snapshot
+    await until(() => snapshotRecord() !== undefined, 10_000, 'alice has the snapshot record')
+    const through = snapshotRecord()!.coversSeq
     await until(async () => compacted(world) > 0 && (await relayBytes(relay, aliceConv.id, through)).total > 0, 5000)
     await new Promise((r) => setTimeout(r, 200))
     const { total, after } = await relayBytes(relay, aliceConv.id, through)
