@@ -27,6 +27,8 @@ import {
 import { RoomMessage, SyncStep, writeSyncMessage } from '../src/shared/room-messages.js'
 import { FrameType, readFrame, StrictReader, writeFrame } from '../src/shared/wire.js'
 
+class HandshakeTimeout extends Error {}
+
 export interface RoomHandlers {
   /** Clock units the relay acknowledged (✓) in this room. */
   onAck?: (clocks: number) => void
@@ -45,13 +47,33 @@ export class PetrelDevice {
   /** Outer client id per room, and the next clock. */
   private readonly clients = new Map<string, { doc: Y.Doc; next: number }>()
 
-  static async connect(url: string): Promise<PetrelDevice> {
+  /**
+   * Connects and authenticates; a handshake that has not finished after `timeoutMs` is tried
+   * once more on a new socket and said so on stderr (one of 10,000 once hung a whole run), and
+   * fails the run if it hangs again.
+   */
+  static async connect(url: string, timeoutMs = 20_000): Promise<PetrelDevice> {
+    try {
+      return await PetrelDevice.connectOnce(url, timeoutMs)
+    } catch (err) {
+      if (!(err instanceof HandshakeTimeout)) throw err
+      console.error(`petrel-device: ${err.message}; trying once more`)
+      return PetrelDevice.connectOnce(url, timeoutMs)
+    }
+  }
+
+  private static async connectOnce(url: string, timeoutMs: number): Promise<PetrelDevice> {
     const d = new PetrelDevice()
     const payload = certificatePayload(d.user.publicKey, d.device.publicKey, d.agreement.publicKey, Date.now())
     d.certificate = encodeCertificate(payload, await signWithDomain(SignatureDomain.DeviceCertificate, d.user.secretKey, payload))
     d.ws = new WebSocket(url, { perMessageDeflate: false })
     d.ws.binaryType = 'nodebuffer'
+    let timer: ReturnType<typeof setTimeout> | undefined
     await new Promise<void>((resolve, reject) => {
+      timer = setTimeout(() => {
+        d.ws.terminate()
+        reject(new HandshakeTimeout(`no Ready from the relay ${timeoutMs} ms after connecting (state ${d.ws.readyState})`))
+      }, timeoutMs)
       d.ws.once('error', reject)
       d.ws.on('close', (code, reason) => reject(new Error(`closed ${code} ${reason.toString()}`)))
       d.ws.on('message', (data: Buffer) => {
@@ -65,7 +87,7 @@ export class PetrelDevice {
         else if (frame.type === FrameType.Denied) d.opened.get(frame.room)?.reject(new Error(`denied ${frame.room}: ${frame.message}`))
         else if (frame.type === FrameType.Room) d.onRoomMessage(frame.room, frame.message)
       })
-    })
+    }).finally(() => clearTimeout(timer))
     return d
   }
 

@@ -29,7 +29,8 @@
  * messages sent in bursts costs a fresh device tens of signature checks, not 10,000.
  */
 import * as encoding from 'lib0/encoding'
-import { fromBase64Url, SignatureDomain, sha256, signedBytes, signWithDomain, type VerifyItem, verifyBatch } from '../shared/crypto/index.js'
+import { fromBase64Url, SignatureDomain, sha256Into, signedBytes, signWithDomain, type VerifyItem, verifyBatch } from '../shared/crypto/index.js'
+import { viewSmall } from '../shared/scratch-encoder.js'
 
 export interface SignableMessage {
   t: string
@@ -50,8 +51,7 @@ export interface MessageBatchEntry {
 
 const HASH_BYTES = 32
 
-function payload(room: string, id: string, m: SignableMessage): Uint8Array {
-  const e = encoding.createEncoder()
+function writePayload(e: encoding.Encoder, room: string, id: string, m: SignableMessage): void {
   encoding.writeVarString(e, room)
   encoding.writeVarString(e, id)
   encoding.writeVarString(e, m.t)
@@ -59,7 +59,20 @@ function payload(room: string, id: string, m: SignableMessage): Uint8Array {
   encoding.writeVarUint(e, m.h)
   encoding.writeVarUint(e, m.n)
   encoding.writeVarString(e, m.d)
+}
+
+function payload(room: string, id: string, m: SignableMessage): Uint8Array {
+  const e = encoding.createEncoder()
+  writePayload(e, room, id, m)
   return encoding.toUint8Array(e)
+}
+
+/** SHA-256 of a message's signed bytes into `out` at `at`, without an array for the bytes or the digest. */
+function hashPayloadInto(room: string, id: string, m: SignableMessage, out: Uint8Array, at: number): void {
+  viewSmall(
+    (e) => writePayload(e, room, id, m),
+    (bytes) => sha256Into(bytes, out, at),
+  )
 }
 
 function batchPayload(room: string, entryKey: string, deviceId: string, hashes: Uint8Array): Uint8Array {
@@ -95,7 +108,7 @@ export async function signMessageBatch(
   const h = new Uint8Array(items.length * HASH_BYTES)
   items.forEach(({ id, m }, i) => {
     if (m.d !== deviceId) throw new TypeError('a message batch is signed by one device')
-    h.set(sha256(payload(room, id, m)), i * HASH_BYTES)
+    hashPayloadInto(room, id, m, h, i * HASH_BYTES)
   })
   const s = await signWithDomain(SignatureDomain.MessageBatch, deviceSecret, batchPayload(room, entryKey, deviceId, h))
   return { s, d: deviceId, h }
@@ -117,6 +130,7 @@ export async function verifyMessages(
 ): Promise<boolean[]> {
   // A batch's signature is checked once, however many of its messages are on the page.
   const batches = new Map<string, VerifyItem>()
+  const digest = new Uint8Array(HASH_BYTES)
   const checks: Check[] = items.map(({ id, value }) => {
     const m = value as Partial<SignableMessage> & { s?: unknown; b?: unknown; i?: unknown }
     if (!m || typeof m.t !== 'string' || typeof m.d !== 'string') return undefined
@@ -140,7 +154,9 @@ export async function verifyMessages(
     if (!entry || entry.d !== m.d || !(entry.s instanceof Uint8Array) || entry.s.length !== 64) return undefined
     if (!(entry.h instanceof Uint8Array) || entry.h.length % HASH_BYTES !== 0) return undefined
     const at = (index as number) * HASH_BYTES
-    if (at + HASH_BYTES > entry.h.length || !sameBytes(sha256(payload(room, id, m as SignableMessage)), entry.h, at)) return undefined
+    if (at + HASH_BYTES > entry.h.length) return undefined
+    hashPayloadInto(room, id, m as SignableMessage, digest, 0)
+    if (!sameBytes(digest, entry.h, at)) return undefined
     if (!batches.has(entryKey)) {
       batches.set(entryKey, { publicKey, message: signedBytes(SignatureDomain.MessageBatch, batchPayload(room, entryKey, m.d, entry.h)), signature: entry.s })
     }

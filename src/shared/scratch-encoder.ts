@@ -38,3 +38,31 @@ export function encodeSmall(write: (e: encoding.Encoder) => void): Uint8Array {
     scratch.bufs = []
   }
 }
+
+/**
+ * Runs `write` on the shared encoder and hands what it wrote to `use` without copying it when
+ * it fit the encoder's buffer: the view is valid only during `use` (hash it, do not keep it).
+ *
+ * @example
+ * ```ts
+ * sha256Into(viewSmall((e) => encoding.writeVarString(e, id), (bytes) => sha256(bytes)), …)
+ * ```
+ */
+export function viewSmall<T>(write: (e: encoding.Encoder) => void, use: (bytes: Uint8Array) => T): T {
+  if (inUse) {
+    const e = encoding.createEncoder()
+    write(e)
+    return use(encoding.toUint8Array(e))
+  }
+  inUse = true
+  try {
+    scratch.cpos = 0
+    scratch.bufs = []
+    write(scratch)
+    return use(scratch.bufs.length === 0 ? scratch.cbuf.subarray(0, scratch.cpos) : encoding.toUint8Array(scratch))
+  } finally {
+    inUse = false
+    if (scratch.cbuf.length > KEPT_BYTES) scratch.cbuf = new Uint8Array(KEPT_BYTES)
+    scratch.bufs = []
+  }
+}

@@ -35,6 +35,8 @@ export const utf8 = (s: string): Uint8Array => encoder.encode(s)
 
 interface NodeHashing {
   createHash(alg: 'sha256'): { update(data: Uint8Array): { digest(): Uint8Array } }
+  /** One-shot (Node 20.12+): no hash object per call. */
+  hash?(alg: 'sha256', data: Uint8Array, encoding: 'buffer'): Uint8Array
 }
 
 /**
@@ -66,9 +68,23 @@ const nodeHash = ((): NodeHashing | undefined => {
 export function sha256(data: Uint8Array): Uint8Array {
   assertBytes(data, 'data')
   if (nodeHash === undefined) return nobleSha256(data)
-  const d = nodeHash.createHash('sha256').update(data).digest()
+  const d = nodeDigest(nodeHash, data)
   // A Buffer may be a view of Node's shared pool: give back a plain array of its own.
   return new Uint8Array(d.buffer.slice(d.byteOffset, d.byteOffset + d.length))
+}
+
+const nodeDigest = (node: NodeHashing, data: Uint8Array): Uint8Array => (node.hash ? node.hash('sha256', data, 'buffer') : node.createHash('sha256').update(data).digest())
+
+/**
+ * SHA-256 of `data` written into `out` at `at` (32 bytes): no array of its own for the digest,
+ * for callers that gather many (a batch of messages' hashes).
+ *
+ * @example sha256Into(signedBytes, hashes, i * 32)
+ */
+export function sha256Into(data: Uint8Array, out: Uint8Array, at: number): void {
+  assertBytes(data, 'data')
+  if (at < 0 || at + 32 > out.length) throw new RangeError(`no room for a digest at ${at} in ${out.length} bytes`)
+  out.set(nodeHash === undefined ? nobleSha256(data) : nodeDigest(nodeHash, data), at)
 }
 
 /** Which SHA-256 `sha256` uses: 'node' (OpenSSL) or 'noble' (browsers, or a Node without it). */

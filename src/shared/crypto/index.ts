@@ -1,5 +1,5 @@
 export * from './aead.js'
 export * from './ed25519.js'
-export { constantTimeEqual, fromBase64Url, matchesBase64Url, fromHex, hkdf, randomBytes, sha256, toBase64Url, toHex } from './hash.js'
+export { constantTimeEqual, fromBase64Url, matchesBase64Url, fromHex, hkdf, randomBytes, sha256, sha256Into, toBase64Url, toHex } from './hash.js'
 export * from './wrap.js'
 export * from './x25519.js'
