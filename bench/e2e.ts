@@ -68,7 +68,8 @@ export async function e2e(): Promise<{ petrel: number; yWebsocket: number; ratio
   console.log('')
   for (const l of lines) console.log(`| ${l.join(' | ')} |`)
   console.log('')
-  console.log(`ratio Petrel / y-websocket: ${Number.isFinite(ratio) ? ratio.toFixed(3) : 'n/a'} (Petrel ${Number.isFinite(ratio) ? (1 / ratio).toFixed(1) : 'n/a'}× slower)`)
+  const how = !Number.isFinite(ratio) ? 'n/a' : ratio >= 1 ? `${ratio.toFixed(2)}× as fast` : `${(1 / ratio).toFixed(2)}× slower`
+  console.log(`ratio Petrel / y-websocket: ${Number.isFinite(ratio) ? ratio.toFixed(3) : 'n/a'} (Petrel ${how})`)
   console.log(`load average at end ${loadavg()[0]!.toFixed(2)} (other work on the machine skews both systems)`)
   for (const f of failures) console.log(`failure: ${f}`)
 
