@@ -51,19 +51,24 @@ export function chunkForSealing(items: ReadonlyArray<{ update: Uint8Array; tags:
     // down with it); and anything that does not continue the chunk's clocks — a retry or a
     // re-seal of an older update merged with new ones would leave a skipped range inside the
     // envelope, and a tombstone for the envelope must never cover what lies in between.
+    if (item.update.length > limit / 4 || item.tags.length === 0) {
+      // Not parsed: a batch of sends that filled its share of the limit is most of a busy
+      // queue, and Y.parseUpdateMeta reads every struct of it (~75 MB of garbage a 40,000-message run).
+      close()
+      chunks.push({ update: item.update, tags: item.tags })
+      continue
+    }
     const meta = Y.parseUpdateMeta(item.update)
     let continues = updates.length > 0
     for (const [client, from] of meta.from) {
       const end = ends.get(client)
       if (end !== undefined && end !== from) continues = false
     }
-    const alone = item.update.length > limit / 4 || item.tags.length === 0
-    if (alone || !continues || bytes + item.update.length > limit) close()
+    if (!continues || bytes + item.update.length > limit) close()
     updates.push(item.update)
     tags = tags.length === 0 ? item.tags : [...tags, ...item.tags]
     bytes += item.update.length
     for (const [client, to] of meta.to) ends.set(client, to)
-    if (alone) close()
   }
   close()
   return chunks
