@@ -82,6 +82,7 @@ import { VirtualSocket } from './virtual-socket.js'
 import { rowsToStore, transactWithoutUpdate } from './quiet-transact.js'
 import { openSnapshot, sealSnapshot } from '../shared/snapshot-seal.js'
 import { type HistoryReplica, openHistoryReplica } from './history-replica.js'
+import { utf8Length } from '../shared/utf8-length.js'
 import { encodeSummary, STALE, staleSummaryKey, type Summary, SUMMARY_MESSAGES, summaryKey } from './summary.js'
 
 export type { Message } from './shown-list.js'
@@ -485,7 +486,7 @@ export class Conversation {
   async send(text: string): Promise<Message> {
     await this.ready()
     if (typeof text !== 'string') throw new PetrelError(ErrorCode.InvalidArgument, 'text must be a string')
-    const bytes = new TextEncoder().encode(text).length
+    const bytes = utf8Length(text)
     const limit = Math.min(MAX_TEXT_BYTES, this.ctx.connection.maxEnvelopeBytes - 1024)
     if (bytes > limit) throw new PetrelError(ErrorCode.TooLarge, `message is ${bytes} bytes; the limit is ${limit}`, { conversationId: this.id })
     this.assertOpen()
