@@ -3,6 +3,7 @@ import * as Y from 'yjs'
 import type { Conversation } from '../../src/client/index.js'
 import type { Relay } from '../../src/relay/index.js'
 import { crashHistoryReplicaThread } from '../../src/client/history-replica.js'
+import { OUTER_LOG, OUTER_RECORDS } from '../../src/shared/outer-keys.js'
 import { RecordKind } from '../../src/shared/records.js'
 import { texts, until, World } from './harness.js'
 
@@ -207,6 +208,44 @@ describe('history compaction', () => {
     const carol = await world.client('carol')
     const carolConv = await carol.join(await aliceConv.invite())
     await until(() => carolConv.messages().length === aliceConv.messages().length, 10_000, 'carol has every message')
+    expect(texts(carolConv)).toEqual(texts(aliceConv))
+  })
+
+  it('a snapshot of many parts is written a part per outer update, its record with the last, and a fresh device gets every message', async () => {
+    world = new World()
+    await world.relay({ limits: { maxEnvelopeBytes: 20 * 1024 } })
+    const alice = await world.client('alice', { compaction: false })
+    const bob = await world.client('bob', { compaction: false })
+    await until(() => alice.connection === 'online' && bob.connection === 'online')
+    const aliceConv = await alice.createConversation({ title: 'Parts' })
+    const bobConv = await bob.join(await aliceConv.invite())
+    await sendMany(aliceConv, 1500, 'long history')
+    await until(() => bobConv.messages().length === 1500, 10_000, 'bob has them')
+    // Each outer update the snapshot makes: how many envelopes it holds, and whether a record.
+    const updates: Array<{ envelopes: number; records: number }> = []
+    const outer = (aliceConv as unknown as { outer: Y.Doc }).outer
+    const log: unknown = outer.getMap(OUTER_LOG)
+    const records: unknown = outer.getMap(OUTER_RECORDS)
+    const onUpdate = (_u: Uint8Array, _o: unknown, _d: unknown, tr: Y.Transaction) => {
+      let envelopes = 0
+      let recs = 0
+      for (const [type, keys] of tr.changed) {
+        if (type === log) envelopes += keys.size
+        if (type === records) recs += keys.size
+      }
+      updates.push({ envelopes, records: recs })
+    }
+    outer.on('update', onUpdate)
+    await snapshotOf(aliceConv)()
+    outer.off('update', onUpdate)
+    const parts = updates.filter((u) => u.envelopes > 0 || u.records > 0)
+    expect(parts.length).toBeGreaterThan(3)
+    expect(parts.every((u) => u.envelopes === 1)).toBe(true)
+    expect(parts.map((u) => u.records)).toEqual([...parts.slice(1).map(() => 0), 1])
+    await until(() => compacted(world) > 0, 10_000, 'relay compacted')
+    const carol = await world.client('carol')
+    const carolConv = await carol.join(await aliceConv.invite())
+    await until(() => carolConv.messages().length === 1500, 10_000, 'carol has every message')
     expect(texts(carolConv)).toEqual(texts(aliceConv))
   })
 
