@@ -1584,7 +1584,7 @@ export class Conversation {
     const first = this.record.keys.get(0)
     // Without the first key (a 'from-join' member) we hold only part of the history anyway.
     if (!key || !first || coversSeq === 0) return
-    const plain = sealSnapshot(state ?? (await this.encodeHistory()), this.id, epoch, key, first)
+    const plain = await sealSnapshot(state ?? (await this.encodeHistory()), this.id, epoch, key, first)
     const snapshotId = randomBytes(16)
     const partBytes = Math.max(16 * 1024, this.ctx.connection.maxEnvelopeBytes - 4096)
     const parts = Math.max(1, Math.ceil(plain.length / partBytes))

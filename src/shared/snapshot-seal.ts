@@ -12,7 +12,7 @@
  * ```
  */
 import * as encoding from 'lib0/encoding'
-import { hkdf, open, randomNonce, seal } from './crypto/index.js'
+import { AEAD_TAG_LENGTH, hkdf, open, randomNonce, sealInSteps } from './crypto/index.js'
 import { ErrorCode, PetrelError } from './errors.js'
 import { StrictReader } from './wire.js'
 
@@ -31,14 +31,25 @@ function keyOf(context: Uint8Array, epochKey: Uint8Array, firstKey: Uint8Array):
   return hkdf(ikm, undefined, context, 32)
 }
 
-export function sealSnapshot(state: Uint8Array, room: string, epoch: number, epochKey: Uint8Array, firstKey: Uint8Array): Uint8Array {
+/**
+ * Seal a snapshot's inner state as above, encrypting a step (256 KiB) per turn where the
+ * platform's cipher streams (sealing 5 MB at once held the thread ~40 ms), straight into the
+ * sealed layout (no second copy of the ciphertext).
+ *
+ * @example const sealed = await sealSnapshot(state, room, epoch, epochKey, firstKey)
+ */
+export async function sealSnapshot(state: Uint8Array, room: string, epoch: number, epochKey: Uint8Array, firstKey: Uint8Array): Promise<Uint8Array> {
   const context = contextOf(room, epoch)
   const nonce = randomNonce()
   const e = encoding.createEncoder()
   encoding.writeUint8(e, 1)
   encoding.writeVarUint8Array(e, nonce)
-  encoding.writeVarUint8Array(e, seal(keyOf(context, epochKey, firstKey), nonce, state, context))
-  return encoding.toUint8Array(e)
+  encoding.writeVarUint(e, state.length + AEAD_TAG_LENGTH)
+  const head = encoding.toUint8Array(e)
+  const sealed = new Uint8Array(head.length + state.length + AEAD_TAG_LENGTH)
+  sealed.set(head)
+  await sealInSteps(keyOf(context, epochKey, firstKey), nonce, state, context, sealed, head.length)
+  return sealed
 }
 
 /** The inner state; a PetrelError (envelope_rejected) when it does not open with these keys. */

@@ -26,6 +26,7 @@ import {
   randomKey,
   randomNonce,
   seal,
+  sealInSteps,
   sign,
   signBackend,
   signWithDomain,
@@ -616,6 +617,28 @@ describe('aead backends', () => {
       expect(toHex(ct), backend).toBe(expected)
       expect(withBackend(backend, () => open(key, nonce, ct, aad)), backend).toEqual(pt)
     }
+  })
+
+  it('seals a step at a time to the same bytes as in one call, on both, at lengths around the step, pausing between steps', async () => {
+    for (const backend of ['native', 'noble'] as const) {
+      setAeadBackend(backend)
+      for (const length of [0, 1, 63, 64, 65, 1000, 4096, 4097, 10_000]) {
+        const key = randomKey()
+        const nonce = randomNonce()
+        const aad = randomBytes(13)
+        const plain = randomBytes(length)
+        const out = new Uint8Array(length + AEAD_TAG_LENGTH + 7)
+        let pauses = 0
+        await sealInSteps(key, nonce, plain, aad, out, 3, 1000, async () => {
+          pauses++
+        })
+        expect(toHex(out.subarray(3, 3 + length + AEAD_TAG_LENGTH)), `${backend} ${length}`).toBe(toHex(seal(key, nonce, plain, aad)))
+        expect(out.subarray(0, 3)).toEqual(new Uint8Array(3))
+        if (backend === 'native') expect(pauses).toBe(Math.max(0, Math.ceil(length / 1000) - 1))
+      }
+      await expect(sealInSteps(randomKey(), randomNonce(), new Uint8Array(10), new Uint8Array(0), new Uint8Array(25), 0)).rejects.toThrow(RangeError)
+    }
+    setAeadBackend('native')
   })
 
   it('seals on one and opens on the other, at every length from 0 to 300 bytes', () => {
