@@ -633,11 +633,26 @@ export class Conversation {
     })
   }
 
+  /** The last flush's commit and what follows it: each flush waits for the one before its own. */
+  private flushStored: Promise<void> = Promise.resolve()
+
   private async flushSeals(): Promise<void> {
     const batch = this.sealQueue
     this.sealQueue = []
     let epochUsed = -1
-    let sealedUpdates = 0
+    const failed = (err: unknown) => {
+      this.localWriteFailed = true
+      // Nothing of this batch is stored (commits are atomic); what was stored before is intact.
+      // The messages stay visible here as failed, with the reason, and the app hears of it.
+      const reason = err instanceof PetrelError ? err : new PetrelError(ErrorCode.StorageFailed, String(err), { cause: err, conversationId: this.id })
+      for (const item of batch)
+        for (const msgId of item.tags) this.own.set(msgId, { envelopeKey: '', seq: 0, failure: `storage failed: ${reason.message}` })
+      this.ctx.reportError(reason)
+      this.statusesChanged()
+      for (const item of batch) item.reject(reason)
+    }
+    let committed: Promise<void>
+    let rows = 0
     try {
       const { identity } = this.ctx
       // Added to the conversation but the record with our keys has not arrived yet.
@@ -669,32 +684,38 @@ export class Conversation {
         }
         if (chunk.tags.length > 0) this.envelopeMessages.set(envelopeKey, chunk.tags)
       })
-      await this.commit({
+      committed = this.commit({
         append: [
           ...batch.map((item) => ({ convId: this.id, doc: 'inner' as const, bytes: item.update })),
           ...written.updates.map((bytes) => ({ convId: this.id, doc: 'outer' as const, bytes })),
         ],
         put: puts,
       })
-      this.appendedRows += batch.length + written.updates.length
-      // Rotation and snapshots count updates (messages), not envelopes: an envelope may hold many.
-      // A batch of sends is one update with a tag per message.
-      for (const item of batch) sealedUpdates += Math.max(1, item.tags.length)
+      rows = batch.length + written.updates.length
     } catch (err) {
-      this.localWriteFailed = true
-      // Nothing of this batch is stored (commits are atomic); what was stored before is intact.
-      // The messages stay visible here as failed, with the reason, and the app hears of it.
-      const reason = err instanceof PetrelError ? err : new PetrelError(ErrorCode.StorageFailed, String(err), { cause: err, conversationId: this.id })
-      for (const item of batch)
-        for (const msgId of item.tags) this.own.set(msgId, { envelopeKey: '', seq: 0, failure: `storage failed: ${reason.message}` })
-      this.ctx.reportError(reason)
-      this.statusesChanged()
-      for (const item of batch) item.reject(reason)
+      failed(err)
       return
     }
-    for (const item of batch) item.resolve()
-    this.statusesChanged()
-    this.countEnvelopes(epochUsed, sealedUpdates, true)
+    this.appendedRows += rows
+    // Rotation and snapshots count updates (messages), not envelopes: an envelope may hold many.
+    // A batch of sends is one update with a tag per message.
+    let sealedUpdates = 0
+    for (const item of batch) sealedUpdates += Math.max(1, item.tags.length)
+    // Pipelined one deep: the next batch is sealed and sent while this one's commit is on its
+    // way to disk. A commit took 5 ms at the median and 30 ms at p99 on this VM at 10,000
+    // sends a second, and each flush waited for its own: most of a message's time on the
+    // sender. Commits land in the order issued, so batches still settle (send() resolves,
+    // durable) in order, and sends made meanwhile still wait to share the next batch.
+    const previous = this.flushStored
+    this.flushStored = committed.then(
+      () => {
+        for (const item of batch) item.resolve()
+        this.statusesChanged()
+        this.countEnvelopes(epochUsed, sealedUpdates, true)
+      },
+      (err: unknown) => failed(err),
+    )
+    await previous
   }
 
   /** Envelopes seen under the current epoch, and when it started, for scheduled rotation. */
@@ -2306,6 +2327,7 @@ export class Conversation {
       if (turn === this.sendTurn) break
     }
     await this.outgoing
+    await this.flushStored
     // Receipts and cursors waiting for their timer are stored now, not lost with the session.
     this.flushPuts()
     await this.incomingSettled()
