@@ -1,6 +1,7 @@
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { DeviceStore } from '../../src/client/index.js'
+import { setFlushWait } from '../../src/client/conversation.js'
 import { openDeviceStore } from '../../src/client/storage/open-store.js'
 import { pair, texts, until, World } from './harness.js'
 
@@ -23,6 +24,7 @@ async function slowDisk(path: string, ms: number): Promise<DeviceStore> {
 
 let world: World
 afterEach(async () => {
+  setFlushWait()
   await world?.close()
 })
 
@@ -78,8 +80,11 @@ describe('a burst of sends', () => {
   it('sends made one at a time while earlier batches are stored wait for them and share a batch', async () => {
     world = new World()
     await world.relay()
-    // A slow disk (the outside world): every commit takes 40 ms.
+    // A slow disk (the outside world): every commit takes 40 ms. A flush waits for the commit
+    // before its own at most a few milliseconds; here as long as it takes, so the batches do
+    // not depend on how fast this machine turns the event loop.
     const slow = await slowDisk(join(world.dir, 'slow.db'), 40)
+    setFlushWait(60_000)
     const alice = await world.client('alice', { storage: slow })
     const bob = await world.client('bob')
     const aliceConv = await alice.createConversation({ title: 'slow disk' })
@@ -108,7 +113,7 @@ describe('a burst of sends', () => {
     expect(texts(bobConv)).toEqual(['first', ...Array.from({ length: 20 }, (_, i) => `later ${i}`)])
   })
 
-  it('a batch goes to the relay while the one before it is still being written to disk, and send() resolves in order once durable', async () => {
+  it('batches go to the relay while the ones before them are still being written to disk, and send() resolves in order once durable', async () => {
     world = new World()
     await world.relay()
     const alice = await world.client('alice', { storage: await slowDisk(join(world.dir, 'slow.db'), 400) })
@@ -119,11 +124,15 @@ describe('a burst of sends', () => {
     const first = aliceConv.send('first').then(() => settled.push('first'))
     await new Promise((r) => setImmediate(r))
     const second = aliceConv.send('second').then(() => settled.push('second'))
-    // Bob has the second while the first's commit is still on its way to disk.
-    await until(() => texts(bobConv).includes('second'), 5000, 'bob has the second')
+    await new Promise((r) => setTimeout(r, 20))
+    const third = aliceConv.send('third').then(() => settled.push('third'))
+    // Bob has the second and the third while the first's commit is still on its way to disk:
+    // a flush waits a few milliseconds at most for the commit before its own.
+    await until(() => texts(bobConv).includes('third'), 5000, 'bob has the third')
+    expect(texts(bobConv)).toEqual(['first', 'second', 'third'])
     expect(settled).toEqual([])
-    await Promise.all([first, second])
-    expect(settled).toEqual(['first', 'second'])
+    await Promise.all([first, second, third])
+    expect(settled).toEqual(['first', 'second', 'third'])
   })
 
   it('writes messages in the order send() was called, across batches of every size', async () => {
