@@ -2134,6 +2134,22 @@ export class Conversation {
     return this.shown.messages()
   }
 
+  /**
+   * The newest `count` messages, oldest first, as `messages().slice(-count)` — without building
+   * the whole list: what a chat screen or a virtualized list's end needs on every change. The
+   * list and its objects are read-only; a message that has not changed is the same object.
+   *
+   * @example
+   * ```ts
+   * conv.subscribe(() => render(conv.lastMessages(50)))
+   * ```
+   */
+  lastMessages(count: number): Message[] {
+    if (!Number.isSafeInteger(count) || count < 0) throw new PetrelError(ErrorCode.InvalidArgument, 'count must be a whole number ≥ 0')
+    if (this.summary) return this.summary.messages.slice(Math.max(0, this.summary.messages.length - count))
+    return this.shown.last(count)
+  }
+
   /** One message by id. */
   message(id: string): Message | undefined {
     if (this.summary) return this.summary.messages.find((m) => m.id === id)

@@ -26,6 +26,8 @@ describe("open: 'lazy'", () => {
     expect(reopened!.title).toBe('Long one')
     expect(texts(reopened!)).toEqual(sent.slice(-50))
     expect(reopened!.messages().every((m) => m.status === 'pending' && m.mine)).toBe(true)
+    // The newest few, from the summary too.
+    expect(reopened!.lastMessages(3).map((m) => m.text)).toEqual(sent.slice(-3))
     let heard = 0
     reopened!.subscribe(() => heard++)
     await reopened!.ready()
@@ -35,6 +37,9 @@ describe("open: 'lazy'", () => {
     // Writing waits for the documents by itself.
     await reopened!.send('after the lazy start')
     expect(texts(reopened!).at(-1)).toBe('after the lazy start')
+    expect(reopened!.lastMessages(2).map((m) => m.text)).toEqual([sent.at(-1), 'after the lazy start'])
+    expect(reopened!.lastMessages(0)).toEqual([])
+    expect(() => reopened!.lastMessages(-1)).toThrow(expect.objectContaining({ code: 'invalid_argument' }))
   })
 
   it('never shows a summary older than what is stored: a write after it makes that conversation load at start', async () => {

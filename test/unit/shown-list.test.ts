@@ -67,8 +67,30 @@ describe('shown list', () => {
         w.list.changed()
       } else if (op === 8) w.source.profiles.set('alice', { name: `Alice ${step}` })
       if (rand(3) === 0) expect(view(w.list.messages()), `step ${step}`).toEqual(view(w.fresh()))
+      // The newest few, with and without the whole list built since the last change.
+      else if (rand(2) === 0) {
+        const k = rand(12)
+        expect(view(w.list.last(k)), `step ${step} last ${k}`).toEqual(view(w.fresh().slice(Math.max(0, w.fresh().length - k))))
+      }
     }
     expect(view(w.list.messages())).toEqual(view(w.fresh()))
+  })
+
+  it('hands out a new array after each change and never alters one it handed out', () => {
+    const w = world()
+    w.put('alice', 1)
+    const before = w.list.messages()
+    const tail = w.list.last(5)
+    w.put('alice', 2)
+    w.put('bob', 3)
+    const after = w.list.messages()
+    expect(after).not.toBe(before)
+    expect(before.map((m) => m.text)).toEqual(['alice1'])
+    expect(tail.map((m) => m.text)).toEqual(['alice1'])
+    expect(after.map((m) => m.text)).toEqual(['alice1', 'alice2', 'bob3'])
+    expect(w.list.last(2).map((m) => m.text)).toEqual(['alice2', 'bob3'])
+    expect(w.list.last(0)).toEqual([])
+    expect(after[0]).toBe(before[0])
   })
 
   it("re-reads only this user's rows when ticks move, and keeps every unchanged message the same object", () => {
