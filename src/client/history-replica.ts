@@ -17,10 +17,13 @@
  *
  * Messages (structured clone; byte arrays are copies of their own, transferred):
  * ```
- * main → worker  { kind: 'open', id } | { kind: 'apply', id, updates: Uint8Array[] } | { kind: 'encode', id, seq } | { kind: 'close', id }
+ * main → worker  { kind: 'open', id } | { kind: 'apply', id, bytes: Uint8Array, lengths: number[] } | { kind: 'encode', id, seq } | { kind: 'close', id }
  * worker → main  { seq, ok: true, state, stateVector } | { seq, ok: false, error: string }
  * ```
- * A failed apply poisons that copy: its next encode answers with the failure.
+ * `apply` carries updates end to end in one transferred buffer, `lengths` saying where each
+ * ends. Updates are gathered on this side and posted every 50 ms, at 1 MB, or before an
+ * encode: a message per commit was ~40 µs of `postMessage` each (5 µs a message sent at
+ * 10,000 a second). A failed apply poisons that copy: its next encode answers with the failure.
  */
 
 /** A copy of one inner document on the replica thread. */
@@ -35,7 +38,7 @@ export interface HistoryReplica {
 
 type Request =
   | { kind: 'open'; id: number }
-  | { kind: 'apply'; id: number; updates: Uint8Array[] }
+  | { kind: 'apply'; id: number; bytes: Uint8Array; lengths: number[] }
   | { kind: 'encode'; id: number; seq: number }
   | { kind: 'close'; id: number }
 type Reply = { seq: number; ok: true; state: Uint8Array; stateVector: Uint8Array } | { seq: number; ok: false; error: string }
@@ -77,7 +80,11 @@ function replicaMain(require: (id: string) => unknown, yjsPath: string): void {
       if (!doc || broken.has(m.id)) return
       try {
         doc.transact(() => {
-          for (const u of m.updates) Y.applyUpdate(doc, u)
+          let at = 0
+          for (const length of m.lengths) {
+            Y.applyUpdate(doc, m.bytes.subarray(at, at + length))
+            at += length
+          }
         })
       } catch (err) {
         broken.set(m.id, String((err as { message?: unknown })?.message ?? err))
@@ -145,19 +152,48 @@ class ReplicaThread {
   open(): HistoryReplica {
     const id = ++this.opened
     this.post({ kind: 'open', id })
+    let pending: Uint8Array[] = []
+    let pendingBytes = 0
+    let timer: ReturnType<typeof setTimeout> | undefined
+    const flush = () => {
+      clearTimeout(timer)
+      timer = undefined
+      if (pending.length === 0) return
+      const bytes = new Uint8Array(pendingBytes)
+      const lengths = new Array<number>(pending.length)
+      let at = 0
+      pending.forEach((u, i) => {
+        bytes.set(u, at)
+        at += u.length
+        lengths[i] = u.length
+      })
+      pending = []
+      pendingBytes = 0
+      this.post({ kind: 'apply', id, bytes, lengths }, [bytes.buffer])
+    }
     return {
       apply: (updates) => {
         if (updates.length === 0) return
-        const transfer: ArrayBuffer[] = []
-        const copies = updates.map((u) => {
-          const copy = Uint8Array.prototype.slice.call(u)
-          transfer.push(copy.buffer as ArrayBuffer)
-          return copy
-        })
-        this.post({ kind: 'apply', id, updates: copies }, transfer)
+        // Held by reference until posted: the caller's arrays are not changed after a commit.
+        for (const u of updates) {
+          pending.push(u)
+          pendingBytes += u.length
+        }
+        if (pendingBytes >= FLUSH_BYTES) flush()
+        else if (timer === undefined) {
+          timer = setTimeout(flush, FLUSH_MS)
+          // Never what keeps a process alive.
+          ;(timer as { unref?: () => void }).unref?.()
+        }
       },
-      encode: () => this.request(id),
-      close: () => this.post({ kind: 'close', id }),
+      encode: () => {
+        flush()
+        return this.request(id)
+      },
+      close: () => {
+        flush()
+        this.post({ kind: 'close', id })
+      },
     }
   }
 
@@ -192,6 +228,10 @@ class ReplicaThread {
 }
 
 let thread: ReplicaThread | undefined
+/** Updates are posted to the thread at most this long after they were stored… */
+const FLUSH_MS = 50
+/** …or once this many bytes wait. */
+const FLUSH_BYTES = 1024 * 1024
 let disabled = false
 
 /**
