@@ -529,9 +529,9 @@ export class Conversation {
   }
 
   /**
-   * Settles once what was queued for sealing before is sealed and stored locally. Sends made
-   * meanwhile wait for it and then share one batch: one signature, one transaction, one
-   * envelope. Under load the batches grow with the load instead of staying one turn's worth:
+   * Settles once what was queued for sealing before is sealed and sent, and the commit before
+   * its own is stored (or 4 ms went by: see flushSeals). Sends made meanwhile wait for it and
+   * then share one batch: one signature, one transaction, one envelope. Under load the batches grow with the load instead of staying one turn's worth:
    * at 10,000 sends a second, two signatures per few messages were a fifth of the sender's
    * time. Not while the conversation key has not arrived: the messages are then written (and
    * shown, pending) at once, and sealed when it comes.
@@ -1726,7 +1726,8 @@ export class Conversation {
   private async encodeHistory(): Promise<Uint8Array> {
     const replica = this.replica
     if (typeof replica === 'object') {
-      // Local changes already in the document reach the copy when their seal is stored.
+      // Local changes already in the document reach the copy when their flush issues its
+      // commit (commit() feeds the copy): the queue as it stands now is waited for.
       const asked = Y.decodeStateVector(Y.encodeStateVector(this.doc))
       const stored = this.outgoing
       try {
