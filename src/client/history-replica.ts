@@ -28,7 +28,7 @@
 
 /** A copy of one inner document on the replica thread. */
 export interface HistoryReplica {
-  /** Updates applied to (or stored for) the document, in any order; copied, the caller keeps them. */
+  /** Updates applied to (or stored for) the document, in any order; held until posted (50 ms at most), so the caller must not change them. */
   apply(updates: readonly Uint8Array[]): void
   /** The copy's whole state as one update (as `Y.encodeStateAsUpdate`) and its state vector. */
   encode(): Promise<{ state: Uint8Array; stateVector: Uint8Array }>
