@@ -2,7 +2,8 @@
  * Small messages encoded with one reused lib0 encoder. `createEncoder()` starts every encoder
  * with a 100-byte buffer, which is above V8's limit for arrays kept inside the heap: each one
  * is a separately allocated (and later swept) backing store, 1.5 µs of every acknowledged
- * message on the relay's ingest path. The result is always a fresh copy.
+ * message on the relay's ingest path. `encodeSmall` returns a fresh copy; `viewSmall` lends a
+ * view for as long as its callback runs.
  */
 import * as encoding from 'lib0/encoding'
 
@@ -20,23 +21,7 @@ let inUse = false
  * ```
  */
 export function encodeSmall(write: (e: encoding.Encoder) => void): Uint8Array {
-  if (inUse) {
-    const e = encoding.createEncoder()
-    write(e)
-    return encoding.toUint8Array(e)
-  }
-  inUse = true
-  try {
-    scratch.cpos = 0
-    scratch.bufs = []
-    write(scratch)
-    return encoding.toUint8Array(scratch)
-  } finally {
-    inUse = false
-    // A large message grew the buffer; it is not kept for the life of the process.
-    if (scratch.cbuf.length > KEPT_BYTES) scratch.cbuf = new Uint8Array(KEPT_BYTES)
-    scratch.bufs = []
-  }
+  return viewSmall(write, (bytes) => bytes.slice())
 }
 
 /**
@@ -45,7 +30,7 @@ export function encodeSmall(write: (e: encoding.Encoder) => void): Uint8Array {
  *
  * @example
  * ```ts
- * sha256Into(viewSmall((e) => encoding.writeVarString(e, id), (bytes) => sha256(bytes)), …)
+ * viewSmall((e) => encoding.writeVarString(e, id), (bytes) => sha256Into(bytes, hashes, i * 32))
  * ```
  */
 export function viewSmall<T>(write: (e: encoding.Encoder) => void, use: (bytes: Uint8Array) => T): T {

@@ -1,6 +1,6 @@
 import { x25519 } from '@noble/curves/ed25519.js'
 import { ErrorCode, PetrelError } from '../errors.js'
-import { assertBytesLength, randomBytes } from './hash.js'
+import { assertBytesLength, fromBase64Url, fromHex, randomBytes, toBase64Url } from './hash.js'
 
 /** X25519 public and secret key length in bytes. */
 export const X25519_KEY_LENGTH = 32
@@ -33,13 +33,6 @@ const PKCS8_PREFIX = Uint8Array.of(0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x0
  */
 const keyObjects = new WeakMap<Uint8Array, NodeKeyObject>()
 
-const b64url = (b: Uint8Array): string => {
-  let s = ''
-  for (let i = 0; i < b.length; i++) s += String.fromCharCode(b[i]!)
-  return btoa(s).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '')
-}
-const fromB64url = (s: string): Uint8Array => Uint8Array.from(atob(s.replace(/-/g, '+').replace(/_/g, '/')), (c) => c.charCodeAt(0))
-
 function nativeSecret(node: NodeX25519, secretKey: Uint8Array): NodeKeyObject {
   let key = keyObjects.get(secretKey)
   if (!key) {
@@ -55,8 +48,8 @@ function nativeSecret(node: NodeX25519, secretKey: Uint8Array): NodeKeyObject {
   }
   return key
 }
-const nativePublic = (node: NodeX25519, publicKey: Uint8Array) => node.createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: b64url(publicKey) }, format: 'jwk' })
-const nativePublicOf = (node: NodeX25519, secretKey: Uint8Array) => fromB64url(node.createPublicKey(nativeSecret(node, secretKey)).export({ format: 'jwk' }).x!)
+const nativePublic = (node: NodeX25519, publicKey: Uint8Array) => node.createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: toBase64Url(publicKey) }, format: 'jwk' })
+const nativePublicOf = (node: NodeX25519, secretKey: Uint8Array) => fromBase64Url(node.createPublicKey(nativeSecret(node, secretKey)).export({ format: 'jwk' }).x!)
 
 /**
  * Node's OpenSSL X25519 where there is one: noble's took ~1 ms an operation, and a key
@@ -72,11 +65,10 @@ const nodeX25519 = ((): NodeX25519 | undefined => {
     const proc = (globalThis as { process?: { getBuiltinModule?: (id: string) => unknown } }).process
     const node = proc?.getBuiltinModule?.('node:crypto') as NodeX25519 | undefined
     if (!node?.diffieHellman || !node.generateKeyPairSync) return undefined
-    const hex = (h: string) => Uint8Array.from(h.match(/../g)!, (b) => Number.parseInt(b, 16))
-    const alice = hex('77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a')
-    const alicePub = hex('8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a')
-    const bobPub = hex('de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f')
-    const shared = hex('4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742')
+    const alice = fromHex('77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a')
+    const alicePub = fromHex('8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a')
+    const bobPub = fromHex('de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f')
+    const shared = fromHex('4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742')
     const ours = node.diffieHellman({ privateKey: nativeSecret(node, alice), publicKey: nativePublic(node, bobPub) })
     const same = (a: Uint8Array, b: Uint8Array) => a.length === b.length && a.every((x, i) => x === b[i])
     return same(nativePublicOf(node, alice), alicePub) && same(ours, shared) ? node : undefined
@@ -100,9 +92,9 @@ export function generateAgreementKeyPair(): AgreementKeyPair {
   if (nodeX25519 !== undefined) {
     const { privateKey } = nodeX25519.generateKeyPairSync('x25519')
     const jwk = privateKey.export({ format: 'jwk' })
-    const secretKey = fromB64url(jwk.d!)
+    const secretKey = fromBase64Url(jwk.d!)
     keyObjects.set(secretKey, privateKey)
-    return { secretKey, publicKey: fromB64url(jwk.x!) }
+    return { secretKey, publicKey: fromBase64Url(jwk.x!) }
   }
   const secretKey = randomBytes(X25519_KEY_LENGTH)
   return { secretKey, publicKey: x25519.getPublicKey(secretKey) }
