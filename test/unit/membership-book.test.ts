@@ -1,0 +1,65 @@
+/**
+ * The membership book folds a conversation's records (genesis, epochs, …) in relay order.
+ * Each fold replays every record; signatures that verified before, over the same bytes, are
+ * not checked again — any other bytes under a known key are.
+ */
+import { describe, expect, it } from 'vitest'
+import * as Y from 'yjs'
+import { loadOrCreateIdentity } from '../../src/client/identity.js'
+import { MembershipBook } from '../../src/client/membership-book.js'
+import { openSqliteStore } from '../../src/client/storage/sqlite-store.js'
+import { randomBytes, signWithDomain } from '../../src/shared/crypto/index.js'
+import { domainOf, encodeGenesisBody, encodeRecord, RecordKind, recordSigningPayload, roomIdFor } from '../../src/shared/records.js'
+
+async function conversation() {
+  const store = await openSqliteStore(':memory:')
+  const identity = await loadOrCreateIdentity(store)
+  await store.close()
+  const nonce = randomBytes(16)
+  const room = roomIdFor(nonce, identity.userPub)
+  const sign = async (kind: RecordKind, body: Uint8Array) =>
+    encodeRecord(kind, body, identity.certificate.bytes, await signWithDomain(domainOf(kind), identity.deviceSecret, recordSigningPayload(kind, body)))
+  const doc = new Y.Doc()
+  const records = doc.getMap<Uint8Array>('records')
+  records.set('1.0', await sign(RecordKind.Genesis, encodeGenesisBody({ room, nonce, createdAt: Date.now() })))
+  const book = new MembershipBook(room, identity)
+  return { identity, book, records, sign }
+}
+
+describe('membership book', () => {
+  it('folds the same records to the same membership when it folds them again', async () => {
+    const { identity, book, records, sign } = await conversation()
+    expect(await book.fold(records)).toBe(0)
+    for (let i = 0; i < 5; i++) {
+      const next = book.newEpoch()
+      records.set(`1.${i + 1}`, await sign(RecordKind.Epoch, next.body))
+      book.noteSeq(`1.${i + 1}`, i + 2)
+      expect(await book.fold(records)).toBe(0)
+    }
+    expect(book.state.epoch).toBe(5)
+    expect(book.isAdmin(identity.userId)).toBe(true)
+    expect(await book.fold(records)).toBe(0)
+    expect(book.state.epoch).toBe(5)
+  })
+
+  it('checks the signature again when other bytes stand under a key whose record verified, and folds without them', async () => {
+    const { book, records, sign } = await conversation()
+    await book.fold(records)
+    const next = book.newEpoch()
+    const good = await sign(RecordKind.Epoch, next.body)
+    records.set('1.1', good)
+    book.noteSeq('1.1', 2)
+    expect(await book.fold(records)).toBe(0)
+    expect(book.state.epoch).toBe(1)
+    // The same record with its last signature byte flipped, under the same key.
+    const forged = good.slice()
+    forged[forged.length - 1]! ^= 1
+    records.set('1.1', forged)
+    expect(await book.fold(records)).toBe(1)
+    expect(book.state.epoch).toBe(0)
+    // And the genuine bytes fold again.
+    records.set('1.1', good)
+    expect(await book.fold(records)).toBe(0)
+    expect(book.state.epoch).toBe(1)
+  })
+})
