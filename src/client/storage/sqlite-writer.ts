@@ -5,9 +5,9 @@
  * connection. The writes themselves are `prepareBatchWrites` (sqlite-batch-writes.ts), which an
  * inline store runs too.
  */
-import type { Batch } from './device-store.js'
-import { prepareBatchWrites, sqliteFailure } from './sqlite-batch-writes.js'
-import { openOnWriterThread, ownCopy, type ThreadError } from '../../shared/sqlite-thread.js'
+import type { Batch, DocName } from './device-store.js'
+import { type PackedBatch, prepareBatchWrites, sqliteFailure } from './sqlite-batch-writes.js'
+import { openOnWriterThread, type ThreadError } from '../../shared/sqlite-thread.js'
 
 /** One store's writes, on the process's writer thread. */
 export interface SqliteWriter {
@@ -35,14 +35,28 @@ export async function openSqliteWriter(path: string, maxPages?: number): Promise
   })
   return {
     commit: (batches) => {
-      const transfer: ArrayBuffer[] = []
-      const own = (bytes: Uint8Array) => ownCopy(bytes, transfer)
-      const plain = batches.map((b) => ({
-        put: b.put?.map(([k, v]): [string, Uint8Array | null] => [k, v === null ? null : own(v)]),
-        append: b.append?.map((op) => ({ convId: op.convId, doc: op.doc, bytes: own(op.bytes) })),
-        compact: b.compact?.map((op) => ({ convId: op.convId, doc: op.doc, throughId: op.throughId, merged: own(op.merged) })),
-      }))
-      return conn.call('write', [plain], transfer).catch((e: ThreadError) => {
+      let total = 0
+      for (const b of batches) {
+        for (const [, v] of b.put ?? []) total += v?.length ?? 0
+        for (const op of b.append ?? []) total += op.bytes.length
+        for (const op of b.compact ?? []) total += op.merged.length
+      }
+      // One buffer for the whole commit, transferred: see PackedBatch.
+      const bytes = new Uint8Array(total)
+      let end = 0
+      const place = (v: Uint8Array): number => {
+        bytes.set(v, end)
+        end += v.length
+        return end - v.length
+      }
+      const packed = batches.map(
+        (b): PackedBatch => ({
+          put: b.put?.map(([k, v]): [string, number, number] => (v === null ? [k, 0, -1] : [k, place(v), v.length])),
+          append: b.append?.map((op): [string, DocName, number, number] => [op.convId, op.doc, place(op.bytes), op.bytes.length]),
+          compact: b.compact?.map((op): [string, DocName, number, number, number] => [op.convId, op.doc, op.throughId, place(op.merged), op.merged.length]),
+        }),
+      )
+      return conn.call('writePacked', [packed, bytes], [bytes.buffer as ArrayBuffer]).catch((e: ThreadError) => {
         throw sqliteFailure('commit', e)
       })
     },
