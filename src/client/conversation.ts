@@ -77,7 +77,7 @@ import { chunkForSealing, MERGE_BYTES } from './seal-chunks.js'
 import { MembershipBook, safetyNumber } from './membership-book.js'
 import { tombstoneUpdate } from './tombstone.js'
 import { lostClocksFiller } from './lost-history.js'
-import { type Message, ShownList, type StoredMessage } from './shown-list.js'
+import { type Message, ShownList, type StatusChange, type StoredMessage } from './shown-list.js'
 import { VirtualSocket } from './virtual-socket.js'
 import { rowsToStore, transactWithoutUpdate } from './quiet-transact.js'
 import { openSnapshot, sealSnapshot } from '../shared/snapshot-seal.js'
@@ -263,6 +263,7 @@ export class Conversation {
       profiles: this.doc.getMap<{ name?: string }>(INNER_PROFILES),
       hidden: (msgId) => (this.unverified.size > 0 || this.rejectedMessages.size > 0) && (this.unverified.has(msgId) || this.rejectedMessages.has(msgId)),
       statusOf: (msgId, author, v) => this.statusOf(msgId, author, v),
+      seqOf: (msgId) => this.own.get(msgId)?.seq || this.messageSeq.get(msgId),
     })
   }
 
@@ -661,7 +662,7 @@ export class Conversation {
       for (const item of batch)
         for (const msgId of item.tags) this.own.set(msgId, { envelopeKey: '', seq: 0, failure: `storage failed: ${reason.message}` })
       this.ctx.reportError(reason)
-      this.statusesChanged()
+      this.statusesChanged({ ids: batch.flatMap((item) => item.tags) })
       for (const item of batch) item.reject(reason)
     }
     let committed: Promise<void>
@@ -723,7 +724,7 @@ export class Conversation {
     this.flushStored = committed.then(
       () => {
         for (const item of batch) item.resolve()
-        this.statusesChanged()
+        this.statusesChanged({ ids: batch.flatMap((item) => item.tags) })
         this.countEnvelopes(epochUsed, sealedUpdates, true)
       },
       (err: unknown) => failed(err),
@@ -1321,8 +1322,9 @@ export class Conversation {
     if (this.verificationDirty) batch.put!.push([keyOf.verification(this.id), encodeVerification(this.unverified, this.rejectedMessages)])
     this.verificationDirty = false
     // A listed message from another of our devices takes its ticks from its position, which
-    // this batch may have just set: rebuild the list rather than keep its row.
-    if (seqEntries.some(([key]) => this.shown.listed(key))) this.statusesChanged()
+    // this batch may have just set: its row is read again.
+    const siblings = seqEntries.filter(([key]) => this.shown.listed(key))
+    if (siblings.length > 0) this.statusesChanged({ ids: siblings.map(([key]) => key) })
     const committedThrough = this.cursor
     // The next batch need not wait for this one's commit (it runs on the writer thread, and
     // commits land in the order issued); what depends on it being durable waits below.
@@ -1885,6 +1887,7 @@ export class Conversation {
       const job = this.incomingTail.then(() => this.foldRecords())
       this.incoming = job.catch((err) => this.report(err, 'could not fold records'))
     }
+    const acked: string[] = []
     for (const range of msg.ranges) {
       for (let i = 0; i < range.len; i++) {
         for (const msgId of this.envelopeMessages.get(envelopeKey(range.client, range.clock + i)) ?? []) {
@@ -1892,6 +1895,7 @@ export class Conversation {
           if (state?.seq !== 0) continue
           state.seq = msg.seq
           puts.push([keyOf.own(this.id, msgId), encodeOwn(state)])
+          acked.push(msgId)
         }
       }
     }
@@ -1909,13 +1913,14 @@ export class Conversation {
       this.incoming = job.catch((err) => this.report(err, 'could not store the cursor'))
     }
     if (puts.length === 0) return
-    this.statusesChanged()
+    this.statusesChanged({ ids: acked })
     this.storeSoon(puts)
   }
 
   private onReceipts(entries: ReceiptEntry[]): void {
-    if (!this.receiptBook.merge(entries)) return
-    this.statusesChanged()
+    const moved = this.receiptBook.merge(entries)
+    if (!moved) return
+    this.statusesChanged({ seqs: moved })
     this.storeSoon([[keyOf.receipts(this.id), encodeReceipts([...this.receiptBook.byDevice.values()])]])
   }
 
@@ -2189,9 +2194,9 @@ export class Conversation {
     this.notify()
   }
 
-  /** Only the statuses of this user's messages changed (acks, receipts, failures, reads). */
-  private statusesChanged(): void {
-    this.shown.statusesChanged()
+  /** Only the statuses of this user's messages changed (acks, receipts, failures, reads): all, or those `change` names. */
+  private statusesChanged(change?: StatusChange): void {
+    this.shown.statusesChanged(change)
     this.notify()
   }
 
@@ -2238,7 +2243,7 @@ export class Conversation {
     const ids = (this.envelopeMessages.get(state.envelopeKey) ?? [id]).filter((m) => m === id || (this.own.get(m)?.envelopeKey === state.envelopeKey && this.own.get(m)?.failure))
     for (const m of ids) this.own.get(m)!.failure = ''
     this.denied = undefined
-    this.statusesChanged()
+    this.statusesChanged({ ids })
     await this.queueSeal(update, ids)
     if (this.provider && !this.provider.shouldConnect) this.provider.connect()
   }

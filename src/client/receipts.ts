@@ -20,22 +20,36 @@ export type ReceiptStatus = 'sent' | 'delivered' | 'read'
 export class ReceiptBook {
   readonly byDevice = new Map<string, ReceiptEntry>()
 
-  /** Merge entries from the relay; returns true if anything moved forward. */
-  merge(entries: ReceiptEntry[]): boolean {
-    let moved = false
+  /**
+   * Merge entries from the relay. Returns the positions whose ticks may have moved, `(after,
+   * through]` (a message's ticks change only when some device's cursor passes its position),
+   * or undefined when nothing moved forward.
+   */
+  merge(entries: ReceiptEntry[]): { after: number; through: number } | undefined {
+    let after = Number.MAX_SAFE_INTEGER
+    let through = 0
     for (const e of entries) {
       const prev = this.byDevice.get(e.device)
-      if (prev && e.stored <= prev.stored && e.read <= prev.read) continue
+      const stored = prev?.stored ?? 0
+      const read = prev?.read ?? 0
+      if (e.stored <= stored && e.read <= read) continue
+      if (e.stored > stored) {
+        after = Math.min(after, stored)
+        through = Math.max(through, e.stored)
+      }
+      if (e.read > read) {
+        after = Math.min(after, read)
+        through = Math.max(through, e.read)
+      }
       this.byDevice.set(e.device, {
         device: e.device,
-        stored: Math.max(e.stored, prev?.stored ?? 0),
-        read: Math.max(e.read, prev?.read ?? 0),
-        storedAt: e.stored > (prev?.stored ?? 0) ? e.storedAt : (prev?.storedAt ?? 0),
-        readAt: e.read > (prev?.read ?? 0) ? e.readAt : (prev?.readAt ?? 0),
+        stored: Math.max(e.stored, stored),
+        read: Math.max(e.read, read),
+        storedAt: e.stored > stored ? e.storedAt : (prev?.storedAt ?? 0),
+        readAt: e.read > read ? e.readAt : (prev?.readAt ?? 0),
       })
-      moved = true
     }
-    return moved
+    return through > 0 ? { after, through } : undefined
   }
 
   /** Members other than the author who were members when the message was sent. */
