@@ -1,7 +1,8 @@
 /**
  * Benchmark 3 as the issue words it: Alice's `send()` → Bob's `subscribe` callback, both full
  * clients (signing, sealing, the outbox, the relay's durable commit, decryption, the checks,
- * Yjs, storage, the shown list), paced at a fixed rate. Alice runs here, Bob on a worker
+ * Yjs, storage, the shown list), paced at a fixed rate. Both apps render: each reads its
+ * newest messages on every change (`lastMessages`), Alice's with their ticks moving. Alice runs here, Bob on a worker
  * thread of this process (latency-receiver.ts), the relay in a process of its own: three
  * devices' worth of work on this machine's two cores. Both clients read one clock
  * (`performance.timeOrigin + now()`). The first second is warm-up and is not counted. Latency is
@@ -33,6 +34,12 @@ export async function latencyClients(rate: number, seconds: number): Promise<Cli
   try {
     const alice = await createClient({ relay: server.url, name: 'alice', storage: join(dir, 'alice.db') })
     const conv = await alice.createConversation({ title: 'latency' })
+    // Alice's app shows her list as it changes, ticks and all, as a chat screen does: each
+    // ack and receipt re-renders her newest messages.
+    let shown = 0
+    conv.subscribe(() => {
+      shown += conv.lastMessages(50).length
+    })
     await conv.send('hello')
     const total = Math.round(rate * (seconds + 1))
     const data: ReceiverData = { url: server.url, storage: join(dir, 'bob.db'), invite: await conv.invite(), total }
@@ -78,6 +85,7 @@ export async function latencyClients(rate: number, seconds: number): Promise<Cli
     const lat: number[] = []
     for (let i = Math.min(rate, total - 1); i < total; i++) lat.push(done.arrivedAt[i]! - sentAt[i]!)
     await alice.close()
+    if (shown === 0) throw new Error('latency: the sending device never showed its list')
     return { p50Ms: percentile(lat, 50), p99Ms: percentile(lat, 99), maxMs: Math.max(...lat), messages: lat.length }
   } finally {
     await bob?.terminate()
