@@ -77,7 +77,8 @@ import { chunkForSealing, MERGE_BYTES } from './seal-chunks.js'
 import { MembershipBook, safetyNumber } from './membership-book.js'
 import { tombstoneUpdate } from './tombstone.js'
 import { lostClocksFiller } from './lost-history.js'
-import { type Message, ShownList, type StatusChange, type StoredMessage } from './shown-list.js'
+import { PositionIndex } from './position-index.js'
+import { type Message, ShownList, type StoredMessage } from './shown-list.js'
 import { VirtualSocket } from './virtual-socket.js'
 import { rowsToStore, transactWithoutUpdate } from './quiet-transact.js'
 import { openSnapshot, sealSnapshot } from '../shared/snapshot-seal.js'
@@ -263,7 +264,6 @@ export class Conversation {
       profiles: this.doc.getMap<{ name?: string }>(INNER_PROFILES),
       hidden: (msgId) => (this.unverified.size > 0 || this.rejectedMessages.size > 0) && (this.unverified.has(msgId) || this.rejectedMessages.has(msgId)),
       statusOf: (msgId, author, v) => this.statusOf(msgId, author, v),
-      seqOf: (msgId) => this.own.get(msgId)?.seq || this.messageSeq.get(msgId),
     })
   }
 
@@ -388,6 +388,11 @@ export class Conversation {
     const seqPrefix = keyOf.messageSeqPrefix(this.id).length
     for (const [key, value] of seqs) this.messageSeq.set(key.slice(seqPrefix), decodeCursor(value))
     for (const [, value] of seqBatches) decodeMessageSeqs(value, this.messageSeq)
+    const positions: Array<[number, string]> = []
+    for (const [msgId, state] of this.own) if (state.seq > 0) positions.push([state.seq, msgId])
+    const minePrefix = `${this.ctx.identity.userId}.`
+    for (const [msgId, seq] of this.messageSeq) if (msgId.startsWith(minePrefix) && !this.own.has(msgId)) positions.push([seq, msgId])
+    this.ownBySeq.addAll(positions)
     // Many small rows (one per received batch) become one, as the log's rows do.
     if (seqBatches.length + seqs.length > COMPACT_AFTER_ROWS) {
       await store.commit({
@@ -662,7 +667,7 @@ export class Conversation {
       for (const item of batch)
         for (const msgId of item.tags) this.own.set(msgId, { envelopeKey: '', seq: 0, failure: `storage failed: ${reason.message}` })
       this.ctx.reportError(reason)
-      this.statusesChanged({ ids: batch.flatMap((item) => item.tags) })
+      this.statusesChanged(batch.flatMap((item) => item.tags))
       for (const item of batch) item.reject(reason)
     }
     let committed: Promise<void>
@@ -724,7 +729,7 @@ export class Conversation {
     this.flushStored = committed.then(
       () => {
         for (const item of batch) item.resolve()
-        this.statusesChanged({ ids: batch.flatMap((item) => item.tags) })
+        this.statusesChanged(batch.flatMap((item) => item.tags))
         this.countEnvelopes(epochUsed, sealedUpdates, true)
       },
       (err: unknown) => failed(err),
@@ -1175,6 +1180,7 @@ export class Conversation {
     // Message key → row of the envelope that wrote it: a message's place in relay order.
     const keySeq = new Map<string, number>()
     const messages = this.doc.getMap<StoredMessage>(INNER_MESSAGES)
+    const minePrefix = `${this.ctx.identity.userId}.`
     const noteSeq = (event: Y.YMapEvent<StoredMessage>) => {
       for (const key of event.keysChanged) {
         const h = messages.get(key)?.h
@@ -1184,6 +1190,8 @@ export class Conversation {
         const seq = keySeq.get(key) ?? currentSeq
         this.messageSeq.set(key, seq)
         seqEntries.push([key, seq])
+        // Sent by another of this user's devices: its ticks are this user's too.
+        if (key.startsWith(minePrefix)) this.ownBySeq.add(seq, key)
       }
     }
     messages.observe(noteSeq)
@@ -1324,7 +1332,7 @@ export class Conversation {
     // A listed message from another of our devices takes its ticks from its position, which
     // this batch may have just set: its row is read again.
     const siblings = seqEntries.filter(([key]) => this.shown.listed(key))
-    if (siblings.length > 0) this.statusesChanged({ ids: siblings.map(([key]) => key) })
+    if (siblings.length > 0) this.statusesChanged(siblings.map(([key]) => key))
     const committedThrough = this.cursor
     // The next batch need not wait for this one's commit (it runs on the writer thread, and
     // commits land in the order issued); what depends on it being durable waits below.
@@ -1896,6 +1904,7 @@ export class Conversation {
           state.seq = msg.seq
           puts.push([keyOf.own(this.id, msgId), encodeOwn(state)])
           acked.push(msgId)
+          this.ownBySeq.add(msg.seq, msgId)
         }
       }
     }
@@ -1913,14 +1922,14 @@ export class Conversation {
       this.incoming = job.catch((err) => this.report(err, 'could not store the cursor'))
     }
     if (puts.length === 0) return
-    this.statusesChanged({ ids: acked })
+    this.statusesChanged(acked)
     this.storeSoon(puts)
   }
 
   private onReceipts(entries: ReceiptEntry[]): void {
     const moved = this.receiptBook.merge(entries)
     if (!moved) return
-    this.statusesChanged({ seqs: moved })
+    this.statusesChanged(this.ownBySeq.between(moved.after, moved.through))
     this.storeSoon([[keyOf.receipts(this.id), encodeReceipts([...this.receiptBook.byDevice.values()])]])
   }
 
@@ -2194,11 +2203,14 @@ export class Conversation {
     this.notify()
   }
 
-  /** Only the statuses of this user's messages changed (acks, receipts, failures, reads): all, or those `change` names. */
-  private statusesChanged(change?: StatusChange): void {
-    this.shown.statusesChanged(change)
+  /** Only the statuses of this user's messages changed (acks, receipts, failures, reads): all, or those of `ids`. */
+  private statusesChanged(ids?: Iterable<string>): void {
+    this.shown.statusesChanged(ids)
     this.notify()
   }
+
+  /** This user's messages by the position that stored them (position-index.ts). */
+  private readonly ownBySeq = new PositionIndex()
 
   /** Tell listeners (once per microtask) and the summary keeper that something shown changed. */
   private notify(): void {
@@ -2243,7 +2255,7 @@ export class Conversation {
     const ids = (this.envelopeMessages.get(state.envelopeKey) ?? [id]).filter((m) => m === id || (this.own.get(m)?.envelopeKey === state.envelopeKey && this.own.get(m)?.failure))
     for (const m of ids) this.own.get(m)!.failure = ''
     this.denied = undefined
-    this.statusesChanged({ ids })
+    this.statusesChanged(ids)
     await this.queueSeal(update, ids)
     if (this.provider && !this.provider.shouldConnect) this.provider.connect()
   }

@@ -49,18 +49,6 @@ export interface ShownSource {
   hidden(id: string): boolean
   /** Ticks (and the failure, if any) of a message of this user. */
   statusOf(id: string, author: string, v: StoredMessage): { status: Message['status']; error?: string }
-  /** The relay position (row seq) of a message of this user, once it has one. */
-  seqOf(id: string): number | undefined
-}
-
-/**
- * Whose ticks may have moved (see {@link ShownList.statusesChanged}): these messages, and/or this
- * user's messages stored at a position in `(seqs.after, seqs.through]` (receipts move cursors
- * forward, so a message's ticks change only when a cursor passes its position).
- */
-export interface StatusChange {
-  ids?: Iterable<string>
-  seqs?: { after: number; through: number }
 }
 
 /** A shown message with its place in the order: hybrid clock, author, author's counter, id. */
@@ -96,7 +84,7 @@ export class ShownList {
    * positions. One ack used to re-read every row of this user's: on a device that sends 10,000
    * messages a second and shows them, that was 40,000 rows per ack after four seconds.
    */
-  private restatus: { all: boolean; ids: Set<string>; after: number; through: number } = { all: false, ids: new Set(), after: 0, through: 0 }
+  private restatus: { all: boolean; ids: Set<string> } = { all: false, ids: new Set() }
   /** The message object last handed out for each stored value (see `toMessage`). */
   private readonly shown = new WeakMap<StoredMessage, Message>()
 
@@ -132,7 +120,7 @@ export class ShownList {
     // 10,000 messages rebuilt the whole list after every batch, 3.5 ms each time.
     let rows = this.rows && this.ids ? this.mergeAdded(this.rows, this.ids) : this.build()
     const r = this.restatus
-    if (r.all || r.ids.size > 0 || r.through > r.after) rows = this.restatusRows(rows)
+    if (r.all || r.ids.size > 0) rows = this.restatusRows(rows)
     return rows
   }
 
@@ -169,27 +157,13 @@ export class ShownList {
 
   /**
    * Only the ticks or failures of this user's messages changed: all of them, or only those
-   * `change` names.
+   * of `ids`.
    */
-  statusesChanged(change?: StatusChange): void {
+  statusesChanged(ids?: Iterable<string>): void {
     this.cache = undefined
     const r = this.restatus
-    if (!change) {
-      r.all = true
-      return
-    }
-    if (r.all) return
-    for (const id of change.ids ?? []) r.ids.add(id)
-    const seqs = change.seqs
-    if (seqs && seqs.through > seqs.after) {
-      if (r.through > r.after) {
-        r.after = Math.min(r.after, seqs.after)
-        r.through = Math.max(r.through, seqs.through)
-      } else {
-        r.after = seqs.after
-        r.through = seqs.through
-      }
-    }
+    if (!ids) r.all = true
+    else if (!r.all) for (const id of ids) r.ids.add(id)
   }
 
   private forget(): void {
@@ -218,31 +192,21 @@ export class ShownList {
   }
 
   private clearRestatus(): void {
-    const r = this.restatus
-    r.all = false
-    r.ids.clear()
-    r.after = 0
-    r.through = 0
+    this.restatus.all = false
+    this.restatus.ids.clear()
   }
 
   /** Re-reads this user's rows whose ticks may have moved (a catch-up's receipts rebuilt all 10,000 rows mid-stream). */
   private restatusRows(rows: ShownRow[]): ShownRow[] {
-    const { all, ids, after, through } = this.restatus
+    const { all, ids } = this.restatus
     const authors = new Authors(this.source.profiles)
     const reread = (row: ShownRow) => {
       const v = this.source.messages.get(row.m.id)
       // Gone or no longer text: the map's observer has already asked for a rebuild.
       if (v && typeof v.t === 'string') row.m = this.toMessage(row.m.id, v, authors)
     }
-    if (all || through > after) {
-      for (const row of rows) {
-        if (!row.m.mine) continue
-        if (all || ids.has(row.m.id)) reread(row)
-        else {
-          const seq = this.source.seqOf(row.m.id)
-          if (seq !== undefined && seq > after && seq <= through) reread(row)
-        }
-      }
+    if (all) {
+      for (const row of rows) if (row.m.mine) reread(row)
     } else {
       for (const id of ids) {
         const row = this.ids?.get(id)

@@ -148,8 +148,12 @@ describe('receipts', () => {
     const alice3 = await world.client('alice')
     const a3 = (await alice3.conversations()).find((c) => c.id === convId)!
     expect(statusOf(a3, m.id)).toBe('sent')
+    // The list, shown before the receipts come back, moves its ticks too (its positions came from storage).
+    const listed = () => a3.messages().find((x) => x.id === m.id)?.status
+    expect(listed()).toBe('sent')
     await world.relay()
     await until(() => statusOf(a3, m.id) === 'read', 5000, 'read again from the relay')
+    await until(() => listed() === 'read', 1000, 'read in the list after the reload')
     const bob2 = await world.client('bob')
     const b2 = (await bob2.conversations()).find((c) => c.id === convId)!
     expect(b2.unreadCount()).toBe(0)

@@ -7,7 +7,6 @@ function world(userId = 'me') {
   const doc = new Y.Doc()
   const statuses = new Map<string, Message['status']>()
   const hidden = new Set<string>()
-  const seqs = new Map<string, number>()
   const source: ShownSource = {
     conversationId: 'c',
     userId,
@@ -15,7 +14,6 @@ function world(userId = 'me') {
     profiles: doc.getMap<{ name?: string }>('profiles'),
     hidden: (id) => hidden.has(id),
     statusOf: (id) => ({ status: statuses.get(id) ?? 'pending' }),
-    seqOf: (id) => seqs.get(id),
   }
   const list = new ShownList(source)
   // Every write tells the list what it wrote, as the conversation's observer does.
@@ -28,7 +26,7 @@ function world(userId = 'me') {
     return id
   }
   const fresh = () => new ShownList(source).messages()
-  return { doc, source, list, statuses, hidden, seqs, put, fresh }
+  return { doc, source, list, statuses, hidden, put, fresh }
 }
 
 const view = (ms: Message[]) => ms.map((m) => `${m.text}:${m.status}`)
@@ -56,17 +54,11 @@ describe('shown list', () => {
       const op = rand(10)
       if (op < 5) ids.push(w.put(['me', 'alice', 'bob'][rand(3)]!, rand(50)))
       else if (op === 5 && ids.length > 0) {
-        // Told of it as the conversation tells it: all rows, by id (acks), or by position (receipts).
+        // Told of it as the conversation tells it: all rows, or the ones whose ticks moved.
         const id = ids[rand(ids.length)]!
         w.statuses.set(id, (['sent', 'delivered', 'read', 'failed'] as const)[rand(4)]!)
-        const how = rand(3)
-        if (how === 0) w.list.statusesChanged()
-        else if (how === 1) w.list.statusesChanged({ ids: [id] })
-        else {
-          const seq = 1 + rand(100)
-          w.seqs.set(id, seq)
-          w.list.statusesChanged({ seqs: { after: seq - 1 - rand(3), through: seq + rand(3) } })
-        }
+        if (rand(2) === 0) w.list.statusesChanged()
+        else w.list.statusesChanged([id, ids[rand(ids.length)]!])
       } else if (op === 6 && ids.length > 0) {
         // Overwritten with another clock: the entry moves.
         const id = ids[rand(ids.length)]!
@@ -119,24 +111,19 @@ describe('shown list', () => {
     expect(w.list.messages()).toBe(after)
   })
 
-  it('re-reads only the rows named, by id or by position, when told which ticks moved', () => {
+  it('re-reads only the rows named when told whose ticks moved, and every row of this user when not', () => {
     const w = world()
     const [a, b, c] = [w.put('me', 1), w.put('me', 2), w.put('me', 3)]
-    w.seqs.set(a, 10)
-    w.seqs.set(b, 20)
-    w.seqs.set(c, 30)
     expect(view(w.list.messages())).toEqual(['me1:pending', 'me2:pending', 'me3:pending'])
     for (const id of [a, b, c]) w.statuses.set(id, 'sent')
     // An ack of b alone: only b is read again (a and c moved in the source, unannounced).
-    w.list.statusesChanged({ ids: [b] })
+    w.list.statusesChanged([b])
     expect(view(w.list.messages())).toEqual(['me1:pending', 'me2:sent', 'me3:pending'])
-    // Receipts that moved cursors over positions 11–30: b and c.
-    for (const id of [a, b, c]) w.statuses.set(id, 'delivered')
-    w.list.statusesChanged({ seqs: { after: 10, through: 30 } })
-    expect(view(w.list.messages())).toEqual(['me1:pending', 'me2:delivered', 'me3:delivered'])
+    w.list.statusesChanged([a, 'not.listed'])
+    expect(view(w.list.messages())).toEqual(['me1:sent', 'me2:sent', 'me3:pending'])
     // Told nothing specific: every row of this user's.
     w.list.statusesChanged()
-    expect(view(w.list.messages())).toEqual(['me1:delivered', 'me2:delivered', 'me3:delivered'])
+    expect(view(w.list.messages())).toEqual(['me1:sent', 'me2:sent', 'me3:sent'])
   })
 
   it('shows no held-back message, and shows it once it is released', () => {
