@@ -124,6 +124,30 @@ describe('receipts', () => {
     await until(() => statusOf(aliceConv, m.id) === 'read', 5000, 'read by both')
   })
 
+  it('moves the ticks of a shown message when the member it waited for is removed, and not when the key only rotates', async () => {
+    world = new World()
+    await world.relay()
+    const { aliceConv, bobConv, invite } = await pair(world)
+    const carol = await world.client('carol')
+    await carol.join(invite)
+    await until(() => aliceConv.members().length === 3, 5000, 'carol in')
+    const carolId = carol.userId
+    await carol.close()
+    const m = await aliceConv.send('waiting for carol')
+    await until(() => texts(bobConv).includes('waiting for carol'))
+    const listed = () => aliceConv.messages().find((x) => x.id === m.id)?.status
+    await until(() => aliceConv.receipts(m.id).some((r) => r.deliveredAt !== undefined), 5000, 'bob has it')
+    expect(listed()).toBe('sent')
+    // A rotation changes no one's membership: the list's ticks stand.
+    const before = aliceConv.messages()
+    await aliceConv.rotateKey()
+    await until(() => aliceConv.membershipState.epoch >= 1, 5000, 'rotated')
+    expect(aliceConv.messages()[1]).toBe(before[1])
+    // Carol removed: Bob is the only one it waited for, and he has it.
+    await aliceConv.removeMember(carolId)
+    await until(() => listed() === 'delivered', 5000, 'delivered in the list once carol is gone')
+  })
+
   it('survives a relay restart and a reload of every client', async () => {
     world = new World()
     await world.relay()
