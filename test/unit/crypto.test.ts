@@ -1,6 +1,7 @@
 import { ED25519_TORSION_SUBGROUP, ed25519, x25519 } from '@noble/curves/ed25519.js'
 import { bytesToNumberLE, concatBytes, hexToBytes, numberToBytesLE } from '@noble/curves/utils.js'
 import { sha512 } from '@noble/hashes/sha2.js'
+import { spawn } from 'node:child_process'
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest'
 import {
   AEAD_TAG_LENGTH,
@@ -732,6 +733,26 @@ describe('key wrapping (X25519 + HKDF + XChaCha20-Poly1305)', () => {
 })
 
 describe('x25519 backends', () => {
+  it('makes key pairs under garbage-collection pressure without hanging (Node 20 deadlocked exporting a generated key while a finished generation job was collected)', async () => {
+    // In a process of its own: a deadlocked thread cannot time itself out. 20,000 pairs with
+    // garbage between them; generateKeyPairSync + a JWK export hung within the first few thousand.
+    const script = [
+      "import { generateAgreementKeyPair } from './src/shared/crypto/index.ts'",
+      'const keep = []',
+      'for (let i = 0; i < 20000; i++) { keep.push(generateAgreementKeyPair(), new Array(64).fill(i)); if (keep.length > 2000) keep.length = 0 }',
+      "console.log('made 20000')",
+    ].join('\n')
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: process.cwd(), stdio: ['ignore', 'pipe', 'pipe'] })
+    let out = ''
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()))
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()))
+    const timer = setTimeout(() => child.kill('SIGKILL'), 45_000)
+    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve))
+    clearTimeout(timer)
+    expect(out.trim(), 'the child hung (killed after 45 s) or failed').toBe('made 20000')
+    expect(code).toBe(0)
+  }, 60_000)
+
   it('uses Node\'s OpenSSL here and agrees with noble (the browsers\' path) on every input, low-order and non-canonical ones too', () => {
     expect(x25519Backend()).toBe('node')
     const outcome = (f: () => Uint8Array): string => {

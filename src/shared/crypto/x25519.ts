@@ -1,6 +1,6 @@
 import { x25519 } from '@noble/curves/ed25519.js'
 import { ErrorCode, PetrelError } from '../errors.js'
-import { assertBytesLength, fromBase64Url, fromHex, randomBytes, toBase64Url } from './hash.js'
+import { assertBytesLength, fromHex, randomBytes, toBase64Url } from './hash.js'
 
 /** X25519 public and secret key length in bytes. */
 export const X25519_KEY_LENGTH = 32
@@ -13,13 +13,11 @@ export interface AgreementKeyPair {
   publicKey: Uint8Array
 }
 
-interface NodeKeyObject {
-  export(options: { format: 'jwk' }): { d?: string; x?: string }
-}
+/** Node's KeyObject, opaque here: nothing is exported from one (see generateAgreementKeyPair). */
+type NodeKeyObject = object
 interface NodeX25519 {
   createPrivateKey(key: { key: Uint8Array; format: 'der'; type: 'pkcs8' }): NodeKeyObject
   createPublicKey(key: NodeKeyObject | { key: { kty: 'OKP'; crv: 'X25519'; x: string }; format: 'jwk' }): NodeKeyObject
-  generateKeyPairSync(type: 'x25519'): { privateKey: NodeKeyObject }
   diffieHellman(options: { privateKey: NodeKeyObject; publicKey: NodeKeyObject }): Uint8Array
 }
 
@@ -49,7 +47,13 @@ function nativeSecret(node: NodeX25519, secretKey: Uint8Array): NodeKeyObject {
   return key
 }
 const nativePublic = (node: NodeX25519, publicKey: Uint8Array) => node.createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: toBase64Url(publicKey) }, format: 'jwk' })
-const nativePublicOf = (node: NodeX25519, secretKey: Uint8Array) => fromBase64Url(node.createPublicKey(nativeSecret(node, secretKey)).export({ format: 'jwk' }).x!)
+/** u = 9, the X25519 base point: a secret's public key is its agreement with it. */
+const BASE_POINT = Uint8Array.of(9, ...new Array<number>(31).fill(0))
+let basePoint: NodeKeyObject | undefined
+function nativePublicOf(node: NodeX25519, secretKey: Uint8Array): Uint8Array {
+  basePoint ??= nativePublic(node, BASE_POINT)
+  return new Uint8Array(node.diffieHellman({ privateKey: nativeSecret(node, secretKey), publicKey: basePoint }))
+}
 
 /**
  * Node's OpenSSL X25519 where there is one: noble's took ~1 ms an operation, and a key
@@ -64,7 +68,7 @@ const nodeX25519 = ((): NodeX25519 | undefined => {
   try {
     const proc = (globalThis as { process?: { getBuiltinModule?: (id: string) => unknown } }).process
     const node = proc?.getBuiltinModule?.('node:crypto') as NodeX25519 | undefined
-    if (!node?.diffieHellman || !node.generateKeyPairSync) return undefined
+    if (!node?.diffieHellman || !node.createPrivateKey || !node.createPublicKey) return undefined
     const alice = fromHex('77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a')
     const alicePub = fromHex('8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a')
     const bobPub = fromHex('de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f')
@@ -89,15 +93,14 @@ export const sharedSecretNoble = (secretKey: Uint8Array, peerPublicKey: Uint8Arr
  * @example const { secretKey, publicKey } = generateAgreementKeyPair()
  */
 export function generateAgreementKeyPair(): AgreementKeyPair {
-  if (nodeX25519 !== undefined) {
-    const { privateKey } = nodeX25519.generateKeyPairSync('x25519')
-    const jwk = privateKey.export({ format: 'jwk' })
-    const secretKey = fromBase64Url(jwk.d!)
-    keyObjects.set(secretKey, privateKey)
-    return { secretKey, publicKey: fromBase64Url(jwk.x!) }
-  }
+  // Any 32 random bytes are an X25519 secret (RFC 7748 clamps them when used), and its public
+  // key is its agreement with the base point. Not Node's generateKeyPairSync and a JWK export:
+  // on Node 20 that deadlocks the thread now and then (the export holds the key's mutex while
+  // it allocates, the GC that triggers destroys the finished key-generation job, and the job's
+  // destructor takes the same mutex). A loop of generate-and-export hung within its first few
+  // thousand pairs; the relay memory benchmark's 10,000 bench devices hung at ~2,600.
   const secretKey = randomBytes(X25519_KEY_LENGTH)
-  return { secretKey, publicKey: x25519.getPublicKey(secretKey) }
+  return { secretKey, publicKey: agreementPublicKeyFromSecret(secretKey) }
 }
 
 /**
