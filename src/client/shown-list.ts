@@ -94,11 +94,28 @@ export class ShownList {
   messages(): Message[] {
     if (this.cache) return this.cache
     const rows = this.current()
-    const out = new Array<Message>(rows.length)
-    for (let i = 0; i < rows.length; i++) out[i] = rows[i]!.m
+    const last = this.handed
+    let out: Message[]
+    if (last && last.rows === rows && last.out.length <= rows.length) {
+      // Only rows appended since the last array: it plus them, copied in one go (an app that
+      // reads the list per change, 10,000 rows long, spent a tenth of a catch-up copying it).
+      const added = new Array<Message>(rows.length - last.out.length)
+      for (let i = 0; i < added.length; i++) added[i] = rows[last.out.length + i]!.m
+      out = last.out.concat(added)
+    } else {
+      out = new Array<Message>(rows.length)
+      for (let i = 0; i < rows.length; i++) out[i] = rows[i]!.m
+    }
+    this.handed = { rows, out }
     this.cache = out
     return out
   }
+
+  /**
+   * The last array `messages()` handed out and the rows it was made from: while rows are only
+   * appended to that same array (and no row's message is replaced), the next is it plus them.
+   */
+  private handed: { rows: ShownRow[]; out: Message[] } | undefined
 
   /**
    * The newest `count` shown messages, oldest first: what a chat screen shows, without an array
@@ -203,7 +220,11 @@ export class ShownList {
     const reread = (row: ShownRow) => {
       const v = this.source.messages.get(row.m.id)
       // Gone or no longer text: the map's observer has already asked for a rebuild.
-      if (v && typeof v.t === 'string') row.m = this.toMessage(row.m.id, v, authors)
+      if (!v || typeof v.t !== 'string') return
+      const m = this.toMessage(row.m.id, v, authors)
+      if (m === row.m) return
+      row.m = m
+      this.handed = undefined
     }
     if (all) {
       for (const row of rows) if (row.m.mine) reread(row)
