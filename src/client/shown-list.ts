@@ -80,9 +80,9 @@ export class ShownList {
   /** Keys written since `rows` was built, none of them in it. */
   private added: string[] = []
   /**
-   * Ticks that moved since `rows` was built: every row of this user's (`all`), or these ids and
-   * positions. One ack used to re-read every row of this user's: on a device that sends 10,000
-   * messages a second and shows them, that was 40,000 rows per ack after four seconds.
+   * Ticks that moved since `rows` was built: every row of this user's (`all`), or these ids'.
+   * One ack used to re-read every row of this user's: on a device that sends 10,000 messages a
+   * second and shows them, that was 40,000 rows per ack after four seconds.
    */
   private restatus: { all: boolean; ids: Set<string> } = { all: false, ids: new Set() }
   /** The message object last handed out for each stored value (see `toMessage`). */
@@ -97,8 +97,9 @@ export class ShownList {
     const last = this.handed
     let out: Message[]
     if (last && last.rows === rows && last.out.length <= rows.length) {
-      // Only rows appended since the last array: it plus them, copied in one go (an app that
-      // reads the list per change, 10,000 rows long, spent a tenth of a catch-up copying it).
+      // Only rows appended since the last array: it plus them, copied in one go rather than
+      // row by row (copying every row per call was 28 ms of a 255-ms catch-up profile, whose
+      // app polls messages().length).
       const added = new Array<Message>(rows.length - last.out.length)
       for (let i = 0; i < added.length; i++) added[i] = rows[last.out.length + i]!.m
       out = last.out.concat(added)
