@@ -411,7 +411,7 @@ export class Conversation {
         if (bytes instanceof Uint8Array) this.deferred.push({ key, seq, bytes })
       }
     }
-    for (const v of this.doc.getMap<StoredMessage>(INNER_MESSAGES).values()) if (v && v.h > this.hlc) this.hlc = v.h
+    for (const v of this.doc.getMap<StoredMessage>(INNER_MESSAGES).values()) if (v && isClock(v.h) && v.h > this.hlc) this.hlc = v.h
     this.doc.on('update', this.innerListener)
     this.outer.on('update', this.outerListener)
     this.doc.getMap(INNER_MESSAGES).observe((event) => this.changed(event.keysChanged))
@@ -1184,7 +1184,7 @@ export class Conversation {
     const noteSeq = (event: Y.YMapEvent<StoredMessage>) => {
       for (const key of event.keysChanged) {
         const h = messages.get(key)?.h
-        if (typeof h === 'number' && h > this.hlc) this.hlc = h
+        if (isClock(h) && h > this.hlc) this.hlc = h
         if (!messages.has(key) || this.messageSeq.has(key)) continue
         // An entry that waited in Yjs for an earlier update takes the row that completed it.
         const seq = keySeq.get(key) ?? currentSeq
@@ -2000,7 +2000,10 @@ export class Conversation {
     if (this.cursor <= this.readCursor) return
     this.readCursor = this.cursor
     await this.commit({ put: [[keyOf.readCursor(this.id), encodeCursor(this.readCursor)]] })
-    this.statusesChanged()
+    // What this device read moves no ticks of this user's (their recipients are the others):
+    // listeners hear of the unread count. Re-reading every own row here ran per batch in apps
+    // that mark read on each change.
+    this.notify()
     this.scheduleAck()
   }
 
@@ -2061,6 +2064,7 @@ export class Conversation {
       this.incoming = job.catch((err) => this.report(err, 'could not store a refused record'))
     }
     const tombstones = new Set<string>()
+    const failed: string[] = []
     for (const range of msg.ranges)
       for (let i = 0; i < range.len; i++)
         for (const msgId of this.envelopeMessages.get(envelopeKey(range.client, range.clock + i)) ?? []) {
@@ -2073,6 +2077,7 @@ export class Conversation {
           }
           state.failure = `${reasonName(msg.reason)}: ${msg.message}`
           puts.push([keyOf.own(this.id, msgId), encodeOwn(state)])
+          failed.push(msgId)
           tombstones.add(state.envelopeKey)
         }
     // A gap is transient (a live update overtook the sync that carries its predecessors): the
@@ -2087,7 +2092,7 @@ export class Conversation {
       if (update) void this.queueSeal(tombstoneUpdate(update), []).catch((err) => this.report(err, 'could not send a tombstone'))
     }
     if (puts.length === 0) return
-    this.statusesChanged()
+    this.statusesChanged(failed)
     const job = this.incomingTail.then(() => this.commit({ put: puts }))
     this.incoming = job.catch((err) => this.report(err, 'could not store a refusal'))
   }
@@ -2528,6 +2533,13 @@ let guids = 0
 export function messageIdFor(userId: string, hlc: number): string {
   return `${userId}.${hlc.toString(36).padStart(9, '0')}${toBase64Url(randomBytes(6))}`
 }
+
+/**
+ * A hybrid clock this device may take over from a received message: a whole number of
+ * milliseconds that fits the 9 base-36 digits of a message id (until the year 5138). Any other
+ * value another member wrote would give this device's ids another shape and order.
+ */
+const isClock = (h: unknown): h is number => Number.isSafeInteger(h) && (h as number) >= 0 && (h as number) < 36 ** 9
 
 /** Members, since when, and their devices: all that ticks read of a membership (receipts.ts). */
 function ticksShape(m: MembershipState): string {

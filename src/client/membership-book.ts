@@ -93,6 +93,7 @@ export class MembershipBook {
       const known = this.signatureChecked.get(key)
       const r = await applyRecord(next, rec, { signatureChecked: known !== undefined && (known === bytes || constantTimeEqual(known, bytes)) })
       if (!r.ok && r.reason === 'bad signature') badSignatures++
+      // Any other outcome comes after applyRecord's signature check: these bytes verified.
       else this.signatureChecked.set(key, bytes)
       if (r.ok && next.epoch !== epochBefore && seq !== Number.MAX_SAFE_INTEGER) starts.set(next.epoch, seq)
     }

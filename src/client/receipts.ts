@@ -22,17 +22,18 @@ export class ReceiptBook {
 
   /**
    * Merge entries from the relay. Returns the positions whose ticks may have moved, `(after,
-   * through]` (a message's ticks change only when some device's cursor passes its position),
-   * or undefined when nothing moved forward.
+   * through]` (a message's ticks change only when some device's cursor passes its position; a
+   * device heard of for the first time counts from -1, as its entry alone can deliver a message
+   * at position 0), or undefined when nothing moved forward.
    */
   merge(entries: ReceiptEntry[]): { after: number; through: number } | undefined {
     let after = Number.MAX_SAFE_INTEGER
-    let through = 0
+    let through = -1
     for (const e of entries) {
       const prev = this.byDevice.get(e.device)
-      const stored = prev?.stored ?? 0
-      const read = prev?.read ?? 0
-      if (e.stored <= stored && e.read <= read) continue
+      if (prev && e.stored <= prev.stored && e.read <= prev.read) continue
+      const stored = prev?.stored ?? -1
+      const read = prev?.read ?? -1
       if (e.stored > stored) {
         after = Math.min(after, stored)
         through = Math.max(through, e.stored)
@@ -43,13 +44,13 @@ export class ReceiptBook {
       }
       this.byDevice.set(e.device, {
         device: e.device,
-        stored: Math.max(e.stored, stored),
-        read: Math.max(e.read, read),
-        storedAt: e.stored > stored ? e.storedAt : (prev?.storedAt ?? 0),
-        readAt: e.read > read ? e.readAt : (prev?.readAt ?? 0),
+        stored: Math.max(e.stored, prev?.stored ?? 0),
+        read: Math.max(e.read, prev?.read ?? 0),
+        storedAt: e.stored > (prev?.stored ?? 0) ? e.storedAt : (prev?.storedAt ?? 0),
+        readAt: e.read > (prev?.read ?? 0) ? e.readAt : (prev?.readAt ?? 0),
       })
     }
-    return through > 0 ? { after, through } : undefined
+    return through > after ? { after, through } : undefined
   }
 
   /** Members other than the author who were members when the message was sent. */

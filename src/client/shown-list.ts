@@ -3,8 +3,9 @@
  * clock, author, the author's counter, id), and each as the object the app renders.
  *
  * Built once, then kept: messages added since are sorted among themselves and merged in; when
- * only ticks move (acks, receipts, failures, reads) only this user's rows are read again, since
- * another member's message is always 'sent' and ticks never move a message; anything else (an
+ * only ticks move (acks, receipts, failures) only the rows of this user's named are read again
+ * (all of this user's when none are named), since another member's message is always 'sent'
+ * and ticks never move a message; anything else (an
  * entry overwritten or deleted, a name changed, a message verified) rebuilds it. A message that
  * has not changed is the same object as last time, so a UI can skip re-rendering it.
  */
@@ -63,6 +64,8 @@ const byShownOrder = (a: ShownRow, b: ShownRow): number =>
 
 /** Over this many added keys never asked for, a rebuild is cheaper than holding them. */
 const MAX_ADDED = 100_000
+/** Over this many ids whose ticks moved, unread, re-reading all of this user's rows is cheaper than holding them. */
+const MAX_RESTATUS_IDS = 10_000
 
 /**
  * @example
@@ -96,7 +99,10 @@ export class ShownList {
     const rows = this.current()
     const last = this.handed
     let out: Message[]
-    if (last && last.rows === rows && last.out.length <= rows.length) {
+    if (last && last.rows === rows && last.out.length === rows.length) {
+      // Nothing appended and no row replaced: the same messages, the same array.
+      out = last.out
+    } else if (last && last.rows === rows && last.out.length < rows.length) {
       // Only rows appended since the last array: it plus them, copied in one go rather than
       // row by row (copying every row per call was 28 ms of a 255-ms catch-up profile, whose
       // app polls messages().length).
@@ -178,10 +184,23 @@ export class ShownList {
    * of `ids`.
    */
   statusesChanged(ids?: Iterable<string>): void {
-    this.cache = undefined
     const r = this.restatus
-    if (!ids) r.all = true
-    else if (!r.all) for (const id of ids) r.ids.add(id)
+    if (!ids) {
+      r.all = true
+      this.cache = undefined
+      return
+    }
+    // Not built yet (an app that has not read the list): building reads every row afresh.
+    if (!this.rows || r.all) return
+    for (const id of ids) {
+      r.ids.add(id)
+      this.cache = undefined
+    }
+    // A list nobody reads for a long while: one pass over this user's rows beats holding them all.
+    if (r.ids.size > MAX_RESTATUS_IDS) {
+      r.all = true
+      r.ids.clear()
+    }
   }
 
   private forget(): void {

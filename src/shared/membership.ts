@@ -154,6 +154,8 @@ export interface ApplyOptions {
 export async function applyRecord(s: MembershipState, rec: SignedRecord, options: ApplyOptions = {}): Promise<ApplyResult> {
   const now = options.now
   const countUses = options.relay ?? false
+  // First, before any other rule: any outcome but 'bad signature' means the signature verified
+  // (MembershipBook trusts those bytes again on its next fold). Keep it first.
   if (!options.signatureChecked && !(await verifyRecordSignature(rec))) return { ok: false, reason: 'bad signature' }
   switch (rec.kind) {
     case RecordKind.Genesis: {
