@@ -2518,6 +2518,10 @@ function seqOfKey(key: string, index: RowIndexEntry[]): number | undefined {
  * 0.07 ms each — 14% of opening 1,000 conversations.
  */
 let guids = 0
+
+/** Base-36 digits of the clock in a message id: ids sort by clock while it fits them. */
+const ID_CLOCK_DIGITS = 9
+
 /**
  * A new message's id: `userId • "." • base36(hlc, 9 digits) • base64url(6 random bytes)`. The
  * hybrid clock rises with every send of a conversation, so this device's ids for it sort (byte
@@ -2531,7 +2535,7 @@ let guids = 0
  * @example messageIdFor('u1', 1764400000000) // 'u1.0mijy7d34' + 8 random base64url characters
  */
 export function messageIdFor(userId: string, hlc: number): string {
-  return `${userId}.${hlc.toString(36).padStart(9, '0')}${toBase64Url(randomBytes(6))}`
+  return `${userId}.${hlc.toString(36).padStart(ID_CLOCK_DIGITS, '0')}${toBase64Url(randomBytes(6))}`
 }
 
 /**
@@ -2539,7 +2543,7 @@ export function messageIdFor(userId: string, hlc: number): string {
  * milliseconds that fits the 9 base-36 digits of a message id (until the year 5138). Any other
  * value another member wrote would give this device's ids another shape and order.
  */
-const isClock = (h: unknown): h is number => Number.isSafeInteger(h) && (h as number) >= 0 && (h as number) < 36 ** 9
+const isClock = (h: unknown): h is number => Number.isSafeInteger(h) && (h as number) >= 0 && (h as number) < 36 ** ID_CLOCK_DIGITS
 
 /** Members, since when, and their devices: all that ticks read of a membership (receipts.ts). */
 function ticksShape(m: MembershipState): string {
