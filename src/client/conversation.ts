@@ -82,6 +82,7 @@ import { type Message, ShownList, type StoredMessage } from './shown-list.js'
 import { VirtualSocket } from './virtual-socket.js'
 import { rowsToStore, transactWithoutUpdate } from './quiet-transact.js'
 import { openSnapshot, sealSnapshot } from '../shared/snapshot-seal.js'
+import { SnapshotSchedule } from './snapshot-schedule.js'
 import { type HistoryReplica, openHistoryReplica } from './history-replica.js'
 import { utf8Length } from '../shared/utf8-length.js'
 import { encodeSummary, STALE, staleSummaryKey, type Summary, SUMMARY_MESSAGES, summaryKey } from './summary.js'
@@ -242,6 +243,8 @@ export class Conversation {
   private unlinkedHere = false
   /** Envelopes seen since the last snapshot (anyone's), for `compactEvery`. */
   private sinceSnapshot = 0
+  /** When this device writes the next snapshot (snapshot-schedule.ts). */
+  private readonly snapshotSchedule: SnapshotSchedule
   /**
    * The inner document's copy on the replica thread (history-replica.ts), which snapshots are
    * encoded from; started once this device sends here and half the way to a snapshot.
@@ -257,6 +260,7 @@ export class Conversation {
     private readonly ctx: ClientContext,
   ) {
     this.book = new MembershipBook(id, ctx.identity)
+    this.snapshotSchedule = new SnapshotSchedule({ every: ctx.compactEvery })
     this.shown = new ShownList({
       conversationId: id,
       userId: ctx.identity.userId,
@@ -1633,16 +1637,20 @@ export class Conversation {
     const first = this.record.keys.get(0)
     // Without the first key (a 'from-join' member) we hold only part of the history anyway.
     if (!key || !first || coversSeq === 0) return
-    const plain = await sealSnapshot(state ?? (await this.encodeHistory()), this.id, epoch, key, first)
+    const encoded = state ?? (await this.encodeHistory())
+    // Each step of what follows is paced to the snapshot's share of the time (snapshot-schedule.ts).
+    const pause = () => this.snapshotSchedule.pause()
+    this.snapshotSchedule.stepping()
+    const plain = await sealSnapshot(encoded, this.id, epoch, key, first, pause)
     const snapshotId = randomBytes(16)
     const partBytes = Math.max(16 * 1024, this.ctx.connection.maxEnvelopeBytes - 4096)
     const parts = Math.max(1, Math.ceil(plain.length / partBytes))
     const { identity } = this.ctx
     const envelopes: Uint8Array[] = []
     for (let part = 0; part < parts; part++) {
-      // A part per turn: sealing and signing all of a 5 MB snapshot at once held this thread
+      // A part per step: sealing and signing all of a 5 MB snapshot at once held this thread
       // ~40 ms (sends and received rows waited); a part is ~2 ms.
-      if (part > 0) await new Promise((r) => setTimeout(r, 0))
+      await pause()
       envelopes.push(
         await sealEnvelope({
           room: this.id,
@@ -1657,7 +1665,7 @@ export class Conversation {
     }
     const record = await this.ctx.signRecord(RecordKind.Snapshot, encodeSnapshotBody({ room: this.id, coversSeq, snapshotId, parts, at: Date.now() }))
     this.ownSnapshotIds.add(toBase64Url(snapshotId))
-    // Each part goes in an outer transaction of its own, a turn apart, the record with the
+    // Each part goes in an outer transaction of its own, a paced step apart, the record with the
     // last: one transaction of a 5 MB snapshot held this thread 60-130 ms (Yjs, the provider
     // and the frames each copy it). The relay sees what it saw before: an update over its frame
     // limit was split into pieces anyway, and the record still rides with the last part, so a
@@ -1666,7 +1674,7 @@ export class Conversation {
     let givenUp = false
     try {
       for (let i = 0; i < envelopes.length && !givenUp; i++) {
-        if (i > 0) await new Promise((r) => setTimeout(r, 0))
+        await pause()
         const last = i === envelopes.length - 1
         const job = this.outgoing.then(() => {
           this.assertOpen()
@@ -1762,29 +1770,33 @@ export class Conversation {
   }
 
   /**
-   * Snapshot once `compactEvery` envelopes went by since the last snapshot; the device whose
+   * Snapshot once `compactEvery` updates went by since the last snapshot, spaced with the
+   * history's size and kept to a share of the time (snapshot-schedule.ts); the device whose
    * send crosses the mark does it (fewer races than every device at once).
    */
   private maybeSnapshot(): void {
-    const every = this.ctx.compactEvery
+    const since = this.membership.snapshot?.coversSeq ?? 0
+    const now = Date.now()
     // Without the first epoch's key (a 'from-join' member) this device cannot write one: leave it to others.
-    if (every <= 0 || this.snapshotting || this.closed || this.sinceSnapshot < every || !this.record.keys.has(0)) return
+    if (this.snapshotting || this.closed || !this.record.keys.has(0)) return
+    if (!this.snapshotSchedule.due({ since: this.sinceSnapshot, cursor: this.cursor, coveredSeq: since, now })) return
     // The relay compacts only once every member device holds what a snapshot covers: while
     // one is far behind (offline), a snapshot would only cost every device a download.
     // (Relay rows, not envelopes: each holds many. "Far behind" = missing over half of what
     // came since the last snapshot.)
-    const since = this.membership.snapshot?.coversSeq ?? 0
     const behind = this.cursor - Math.floor((this.cursor - since) / 2)
     for (const device of this.membership.devices.keys()) {
       if (device !== this.ctx.identity.deviceId && (this.receiptBook.byDevice.get(device)?.stored ?? 0) < behind) return
     }
     this.sinceSnapshot = 0
     this.snapshotting = true
+    this.snapshotSchedule.started(now)
     void this.writeSnapshot()
       // Closing while it was sealed: the next session writes one when its count is reached.
       .catch((err) => (this.closed && err instanceof PetrelError && err.code === ErrorCode.Closed) || this.report(err, 'could not write a history snapshot'))
       .finally(() => {
         this.snapshotting = false
+        this.snapshotSchedule.finished(Date.now())
       })
   }
 

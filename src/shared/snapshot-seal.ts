@@ -34,11 +34,19 @@ function keyOf(context: Uint8Array, epochKey: Uint8Array, firstKey: Uint8Array):
 /**
  * Seal a snapshot's inner state as above, encrypting a step (256 KiB) per turn where the
  * platform's cipher streams (sealing 5 MB at once held the thread ~40 ms), straight into the
- * sealed layout (no second copy of the ciphertext).
+ * sealed layout (no second copy of the ciphertext). `pause` runs between steps (default: a
+ * turn of the event loop).
  *
  * @example const sealed = await sealSnapshot(state, room, epoch, epochKey, firstKey)
  */
-export async function sealSnapshot(state: Uint8Array, room: string, epoch: number, epochKey: Uint8Array, firstKey: Uint8Array): Promise<Uint8Array> {
+export async function sealSnapshot(
+  state: Uint8Array,
+  room: string,
+  epoch: number,
+  epochKey: Uint8Array,
+  firstKey: Uint8Array,
+  pause?: () => Promise<unknown>,
+): Promise<Uint8Array> {
   const context = contextOf(room, epoch)
   const nonce = randomNonce()
   const e = encoding.createEncoder()
@@ -48,7 +56,7 @@ export async function sealSnapshot(state: Uint8Array, room: string, epoch: numbe
   const head = encoding.toUint8Array(e)
   const sealed = new Uint8Array(head.length + state.length + AEAD_TAG_LENGTH)
   sealed.set(head)
-  await sealInSteps(keyOf(context, epochKey, firstKey), nonce, state, context, sealed, head.length)
+  await sealInSteps(keyOf(context, epochKey, firstKey), nonce, state, context, sealed, head.length, undefined, pause)
   return sealed
 }
 
