@@ -77,7 +77,8 @@ export interface ClientOptions {
    * crosses the mark seals a snapshot of the conversation, and the relay replaces the rows it
    * covers by placeholders once every member device has them — so a conversation's bytes on
    * the relay stop growing with its age, and a new device downloads one snapshot and the
-   * tail. `false` turns it off on this device.
+   * tail. Later snapshots wait until the history grew by half since the last, and take at
+   * most a fifth of the time (snapshot-schedule.ts). `false` turns it off on this device.
    */
   compaction?: { every?: number } | false
   /**
