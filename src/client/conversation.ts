@@ -1637,10 +1637,11 @@ export class Conversation {
     const first = this.record.keys.get(0)
     // Without the first key (a 'from-join' member) we hold only part of the history anyway.
     if (!key || !first || coversSeq === 0) return
-    const encoded = state ?? (await this.encodeHistory())
-    // Each step of what follows is paced to the snapshot's share of the time (snapshot-schedule.ts).
+    // The work starts here, and each of its steps is paced to the snapshot's share of the
+    // time (snapshot-schedule.ts).
+    this.snapshotSchedule.working(Date.now())
     const pause = () => this.snapshotSchedule.pause()
-    this.snapshotSchedule.stepping()
+    const encoded = state ?? (await this.encodeHistory())
     const plain = await sealSnapshot(encoded, this.id, epoch, key, first, pause)
     const snapshotId = randomBytes(16)
     const partBytes = Math.max(16 * 1024, this.ctx.connection.maxEnvelopeBytes - 4096)

@@ -7,8 +7,9 @@
  *
  * - **growth**: a snapshot covers at least `growth` × the relay rows the last one covered, so
  *   sizes grow geometrically and all of them together cost a constant multiple of the last;
- * - **share**: at most `share` of the wall clock goes to writing snapshots; after one that took
- *   d ms, the next waits (1/share − 1) × d from its end. Within one, each step (sealing a part,
+ * - **share**: at most `share` of the wall clock goes to writing snapshots; after one whose
+ *   work took d ms (from when it stopped waiting for incoming rows, its own pauses not
+ *   counted), the next waits (1/share − 1) × d from its end. Within one, each step (sealing a part,
  *   writing one) is followed by a pause in the same proportion (`pause`): done in a burst, a
  *   snapshot of 5,000 messages held sends on a busy device for 300 ms (p99 of a 2,000/s run
  *   85–320 ms; paced, 60–90 ms).
@@ -50,7 +51,10 @@ export class SnapshotSchedule {
   private readonly share: number
   private notBefore = 0
   private startedAt: number | undefined
+  private workFrom: number | undefined
   private stepFrom: number | undefined
+  /** Time spent in `pause` since the work began: the share counts only the rest. */
+  private pausedMs = 0
 
   constructor(options: SnapshotScheduleOptions) {
     this.every = options.every
@@ -69,9 +73,21 @@ export class SnapshotSchedule {
     return at.now >= this.notBefore
   }
 
-  /** A snapshot began (this device's). */
+  /** A snapshot began (this device's): it may first wait for incoming rows to settle. */
   started(now: number): void {
     this.startedAt = now
+    this.workFrom = undefined
+  }
+
+  /**
+   * Its work begins (encoding, sealing, writing): the share counts from here, not from
+   * `started`. Under steady traffic the wait for incoming rows to settle took 3 s of a 4-s
+   * snapshot, and counted as work it held the next one back four times that long.
+   */
+  working(now: number): void {
+    this.workFrom = now
+    this.stepFrom = performance.now()
+    this.pausedMs = 0
   }
 
   /**
@@ -83,17 +99,16 @@ export class SnapshotSchedule {
     const took = now - (this.stepFrom ?? now)
     await new Promise((r) => setTimeout(r, Math.min(MAX_PAUSE_MS, took * (1 / this.share - 1))))
     this.stepFrom = performance.now()
+    this.pausedMs += this.stepFrom - now
   }
 
-  /** The first step of a snapshot's writing starts (see `pause`). */
-  stepping(): void {
-    this.stepFrom = performance.now()
-  }
 
   /** It ended, written or given up: the next waits so snapshots keep to their share of the time. */
   finished(now: number): void {
-    const took = Math.max(0, now - (this.startedAt ?? now))
+    const took = Math.max(0, now - (this.workFrom ?? this.startedAt ?? now) - this.pausedMs)
+    this.pausedMs = 0
     this.startedAt = undefined
+    this.workFrom = undefined
     this.notBefore = now + took * (1 / this.share - 1)
   }
 }

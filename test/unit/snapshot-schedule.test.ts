@@ -62,6 +62,33 @@ describe('snapshot schedule', () => {
     expect(schedule.due({ since: 500, cursor: 1500, coveredSeq: 1000, now: 0 })).toBe(true)
   })
 
+  it('counts the time from when its work began, not the wait for incoming rows before it', () => {
+    const schedule = new SnapshotSchedule({ every: 10 })
+    schedule.started(0)
+    schedule.working(3000)
+    schedule.finished(3300)
+    const at = (now: number) => schedule.due({ since: 100, cursor: 100, coveredSeq: 0, now })
+    expect(at(4499)).toBe(false)
+    expect(at(4500)).toBe(true)
+  })
+
+  it('does not count its own pauses as work', async () => {
+    const schedule = new SnapshotSchedule({ every: 10 })
+    const t0 = Date.now()
+    schedule.started(t0)
+    schedule.working(t0)
+    // A step of ~10 ms, then a pause of ~40 ms.
+    const until = performance.now() + 10
+    while (performance.now() < until) {}
+    await schedule.pause()
+    const end = Date.now()
+    expect(end - t0).toBeGreaterThanOrEqual(45)
+    schedule.finished(end)
+    // Had the pause (≥ 40 ms) counted as work, the next would wait 4 × (end − t0); it waits
+    // 4 × the step alone, at least 160 ms less.
+    expect(schedule.due({ since: 100, cursor: 100, coveredSeq: 0, now: end + 4 * (end - t0) - 100 })).toBe(true)
+  })
+
   it('keeps snapshots to a fifth of the time: after one of 300 ms, the next waits 1,200 ms', () => {
     const schedule = new SnapshotSchedule({ every: 10 })
     schedule.started(1000)
