@@ -135,6 +135,35 @@ describe('a burst of sends', () => {
     expect(settled).toEqual(['first', 'second', 'third'])
   })
 
+  it("a device sending many batches on a slow disk still shows others' messages at once: acks queue no commits ahead of them", async () => {
+    world = new World()
+    await world.relay()
+    // Every commit takes 200 ms (a slow disk: the outside world). Each of Alice's batches is
+    // acknowledged by the relay, and each ack moves her stored cursor: were each write awaited
+    // in her incoming chain, twenty acks would hold what Bob sends behind ≥ 4 s of commits.
+    const alice = await world.client('alice', { storage: await slowDisk(join(world.dir, 'slow.db'), 200) })
+    const bob = await world.client('bob')
+    const aliceConv = await alice.createConversation({ title: 'busy' })
+    const bobConv = await bob.join(await aliceConv.invite())
+    await until(() => bobConv.messages().length === 0 && bob.connection === 'online')
+    const sends: Array<Promise<unknown>> = []
+    for (let i = 0; i < 20; i++) {
+      sends.push(aliceConv.send(`batch ${i}`))
+      await new Promise((r) => setTimeout(r, 15))
+    }
+    await until(() => texts(bobConv).length === 20, 10_000, 'bob has her twenty')
+    const started = performance.now()
+    await bobConv.send('hi alice')
+    await until(() => texts(aliceConv).includes('hi alice'), 10_000, 'alice shows it')
+    const ms = performance.now() - started
+    // Bob's own commit (his disk is not slow), the relay, Alice applying it: well under 2 s.
+    expect(ms).toBeLessThan(2000)
+    console.log(`busy sender on a slow disk: Bob's message shown at Alice ${Math.round(ms)} ms after his send`)
+    await Promise.all(sends)
+    // Her cursor reached the relay all the same (compaction and ✓✓ depend on it).
+    await until(() => aliceConv.messages().every((m) => m.status !== 'pending'), 10_000, 'alice has her ✓')
+  })
+
   it('writes messages in the order send() was called, across batches of every size', async () => {
     world = new World()
     await world.relay()
