@@ -1639,7 +1639,7 @@ export class Conversation {
     if (!key || !first || coversSeq === 0) return
     // The work starts here, and each of its steps is paced to the snapshot's share of the
     // time (snapshot-schedule.ts).
-    this.snapshotSchedule.working(Date.now())
+    this.snapshotSchedule.working(performance.now())
     const pause = () => this.snapshotSchedule.pause()
     const encoded = state ?? (await this.encodeHistory())
     const plain = await sealSnapshot(encoded, this.id, epoch, key, first, pause)
@@ -1777,7 +1777,8 @@ export class Conversation {
    */
   private maybeSnapshot(): void {
     const since = this.membership.snapshot?.coversSeq ?? 0
-    const now = Date.now()
+    // One monotonic clock for the schedule (its pauses measure with it too).
+    const now = performance.now()
     // Without the first epoch's key (a 'from-join' member) this device cannot write one: leave it to others.
     if (this.snapshotting || this.closed || !this.record.keys.has(0)) return
     if (!this.snapshotSchedule.due({ since: this.sinceSnapshot, cursor: this.cursor, coveredSeq: since, now })) return
@@ -1797,7 +1798,7 @@ export class Conversation {
       .catch((err) => (this.closed && err instanceof PetrelError && err.code === ErrorCode.Closed) || this.report(err, 'could not write a history snapshot'))
       .finally(() => {
         this.snapshotting = false
-        this.snapshotSchedule.finished(Date.now())
+        this.snapshotSchedule.finished(performance.now())
       })
   }
 
@@ -1927,7 +1928,7 @@ export class Conversation {
         }
       }
     }
-    if (this.provider?.synced && msg.seq > this.cursor) this.advanceCursorSoon(msg.seq)
+    if (this.provider?.synced && msg.seq > this.cursor) this.advanceCursor(msg.seq)
     if (puts.length === 0) return
     this.statusesChanged(acked)
     this.storeSoon(puts)
@@ -1958,29 +1959,22 @@ export class Conversation {
     this.incoming = job.catch((err) => this.report(err, 'could not store acknowledgements'))
   }
 
-  /** Highest own row acknowledged whose cursor write is queued in the incoming chain (0: none). */
-  private queuedCursor = 0
-
   /**
    * The relay learns how far this device holds also from its own rows (compaction waits for
    * it), but only once every row received before the ack is applied and stored: the cursor's
-   * write is issued from the incoming chain, behind them. One job for however many acks come
-   * before it runs, and the chain does not wait for the write to land (commits land in the
-   * order issued). Awaited there, a device sending 2,000 messages a second queued two commits
-   * per ack one after another, and its incoming chain fell behind by seconds (6.6 s after
-   * 20,000 messages): what others sent it waited as long.
+   * write is issued from the incoming chain, in the ack's place, behind them (commits land in
+   * the order issued). The chain does not wait for the write to land: awaited there, a device
+   * sending 2,000 messages a second queued two commits per ack one after another, and its
+   * incoming chain fell behind by seconds (6.6 s after 20,000 messages); what others sent it
+   * waited as long. (Acks are not merged into one job: a job that took a later ack's value
+   * could write a cursor past rows queued between the two, not yet stored.)
    */
-  private advanceCursorSoon(seq: number): void {
-    const queued = this.queuedCursor > 0
-    if (seq > this.queuedCursor) this.queuedCursor = seq
-    if (queued) return
+  private advanceCursor(seq: number): void {
     const job = this.incomingTail.then(() => {
-      const through = this.queuedCursor
-      this.queuedCursor = 0
-      if (through <= this.cursor) return
-      this.cursor = through
-      this.landing(this.commit({ put: [[keyOf.cursor(this.id), encodeCursor(through)]] }), 'could not store the cursor', () => {
-        this.noteDurable(through)
+      if (seq <= this.cursor) return
+      this.cursor = seq
+      this.landing(this.commit({ put: [[keyOf.cursor(this.id), encodeCursor(seq)]] }), 'could not store the cursor', () => {
+        this.noteDurable(seq)
         this.scheduleAck()
       })
     })

@@ -21,6 +21,8 @@
 
 /** The longest pause between two steps of a snapshot: a step that waited long in a queue is not all work. */
 const MAX_PAUSE_MS = 50
+/** The most one snapshot's work counts for (see `finished`). */
+const MAX_WORK_MS = 60_000
 
 export interface SnapshotScheduleOptions {
   /** Messages and other updates since the last snapshot before the next (0: never). */
@@ -105,7 +107,9 @@ export class SnapshotSchedule {
 
   /** It ended, written or given up: the next waits so snapshots keep to their share of the time. */
   finished(now: number): void {
-    const took = Math.max(0, now - (this.workFrom ?? this.startedAt ?? now) - this.pausedMs)
+    // No work (it stopped before any, e.g. nothing to cover): nothing to make up for. A clock
+    // that jumped, or a device asleep mid-snapshot, counts for a minute at most.
+    const took = this.workFrom === undefined ? 0 : Math.min(MAX_WORK_MS, Math.max(0, now - this.workFrom - this.pausedMs))
     this.pausedMs = 0
     this.startedAt = undefined
     this.workFrom = undefined

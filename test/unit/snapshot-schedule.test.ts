@@ -27,6 +27,7 @@ function simulate(schedule: SnapshotSchedule, messages: number, perRow: number, 
     since += perRow
     if (!schedule.due({ since, cursor: row, coveredSeq, now })) continue
     schedule.started(now)
+    schedule.working(now)
     since = 0
     coveredSeq = row
     running = { rows: row, start: now, end: now + row * msPerRow }
@@ -72,6 +73,23 @@ describe('snapshot schedule', () => {
     expect(at(4500)).toBe(true)
   })
 
+  it('holds nothing back after a snapshot that stopped before any work (nothing to cover)', () => {
+    const schedule = new SnapshotSchedule({ every: 10 })
+    schedule.started(0)
+    // Waited 5 s for incoming rows, then had nothing to write.
+    schedule.finished(5000)
+    expect(schedule.due({ since: 100, cursor: 100, coveredSeq: 0, now: 5000 })).toBe(true)
+  })
+
+  it('counts a snapshot that spanned a sleeping device or a clock jump as a minute of work at most', () => {
+    const schedule = new SnapshotSchedule({ every: 10 })
+    schedule.started(0)
+    schedule.working(0)
+    const hours = 10 * 3_600_000
+    schedule.finished(hours)
+    expect(schedule.due({ since: 100, cursor: 100, coveredSeq: 0, now: hours + 4 * 60_000 })).toBe(true)
+  })
+
   it('does not count its own pauses as work', async () => {
     const schedule = new SnapshotSchedule({ every: 10 })
     const t0 = Date.now()
@@ -92,6 +110,7 @@ describe('snapshot schedule', () => {
   it('keeps snapshots to a fifth of the time: after one of 300 ms, the next waits 1,200 ms', () => {
     const schedule = new SnapshotSchedule({ every: 10 })
     schedule.started(1000)
+    schedule.working(1000)
     schedule.finished(1300)
     const at = (now: number) => schedule.due({ since: 100, cursor: 100, coveredSeq: 0, now })
     expect(at(2499)).toBe(false)
