@@ -46,7 +46,11 @@ export interface DeviceStore {
   list(prefix: string): Promise<Array<[string, Uint8Array]>>
   /** The log rows of one document of one conversation, in append order. */
   loadLog(convId: string, doc: DocName): Promise<LogRow[]>
-  /** Atomic and durable before it resolves. */
+  /**
+   * Atomic and durable before it resolves. Commits land in the order they were called (a
+   * later one never becomes durable before an earlier one): conversations issue the stored
+   * cursor's write after the rows it covers without waiting for those to land.
+   */
   commit(batch: Batch): Promise<void>
   close(): Promise<void>
 }
