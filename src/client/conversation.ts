@@ -190,6 +190,8 @@ export class Conversation {
   /** Log rows appended since load, and whether a local write failed: see compactOnClose. */
   private appendedRows = 0
   private localWriteFailed = false
+  /** A commit of received rows failed in this session (see noteDurable). */
+  private receiveWriteFailed = false
   /** Log keys received but not processed yet (processing is queued behind earlier batches). */
   private readonly queued = new Set<string>()
   /** Our keys that lost a race for their epoch number: only to re-seal what we sealed with them. */
@@ -1129,6 +1131,7 @@ export class Conversation {
     })
     this.incoming = job.catch((err) => {
       this.localWriteFailed = true
+      this.receiveWriteFailed = true
       this.report(err, 'could not store received messages')
     })
   }
@@ -1350,6 +1353,7 @@ export class Conversation {
       },
       (err) => {
         this.localWriteFailed = true
+        this.receiveWriteFailed = true
         this.report(err, 'could not store received messages')
       },
     )
@@ -2013,6 +2017,11 @@ export class Conversation {
 
   /** Rows up to `seq` are in a committed transaction: they may be acknowledged (✓✓). */
   private noteDurable(seq: number): void {
+    // Received rows that failed to store (a full disk) sit below any later row: from then on
+    // this session claims nothing more as stored. A later write that fits (the cursor after an
+    // ack of our own) would otherwise tell the senders ✓✓ for messages this device does not
+    // hold. The next session fetches what is missing (its state vector says so) and goes on.
+    if (this.receiveWriteFailed) return
     if (seq > this.durableCursor) this.durableCursor = seq
   }
 

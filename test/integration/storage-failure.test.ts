@@ -1,7 +1,9 @@
+import { join } from 'node:path'
 import { IDBFactory, IDBObjectStore } from 'fake-indexeddb'
 import { afterEach, describe, expect, it, vi } from 'vitest'
-import { createClient, type PetrelError } from '../../src/client/index.js'
+import { createClient, type DeviceStore, type PetrelError } from '../../src/client/index.js'
 import { openIndexedDbStore } from '../../src/client/storage/indexeddb-store.js'
+import { openDeviceStore } from '../../src/client/storage/open-store.js'
 import { texts, until, World } from './harness.js'
 
 let world: World
@@ -45,5 +47,56 @@ describe('local storage failing', () => {
     world.clients.push(again)
     const reopened = (await again.conversations())[0]!
     expect(texts(reopened)).toEqual(['stored before the disk filled'])
+  })
+
+  it("never tells a sender ✓✓ for a message this device failed to store, though a later small write fits; the next session stores it and does", async () => {
+    world = new World()
+    await world.relay()
+    const path = join(world.dir, 'alice-disk.db')
+    const disk = await openDeviceStore({ storage: path })
+    // A nearly full disk (the outside world): while `full`, a received batch (rows and the
+    // cursor past them) does not fit; smaller writes still do.
+    let full = false
+    const nearlyFull: DeviceStore = {
+      kind: disk.kind,
+      get: (key) => disk.get(key),
+      list: (prefix) => disk.list(prefix),
+      loadLog: (convId, doc) => disk.loadLog(convId, doc),
+      close: () => disk.close(),
+      commit: async (batch) => {
+        if (full && (batch.append?.length ?? 0) > 0 && batch.put?.some(([key]) => key.startsWith('cursor:'))) throw new Error('SQLITE_FULL: database or disk is full')
+        return disk.commit(batch)
+      },
+    }
+    const alice = await world.client('alice', { storage: nearlyFull })
+    const bob = await world.client('bob')
+    const aliceConv = await alice.createConversation({ title: 'nearly full' })
+    const bobConv = await bob.join(await aliceConv.invite())
+    const statusOf = (text: string) => bobConv.messages().find((m) => m.text === text)?.status
+    await bobConv.send('before')
+    await until(() => statusOf('before') === 'delivered' || statusOf('before') === 'read', 10_000, '✓✓ for what she stored')
+
+    full = true
+    await bobConv.send('while full')
+    // Shown on her screen (applied), but not stored: she is told, and so is her app.
+    await until(() => texts(aliceConv).includes('while full'), 10_000, 'alice shows it')
+    await until(() => world.errors.get(alice)!.some((e) => e.code === 'storage_failed' || /could not store received/.test(e.message)), 10_000, 'alice told')
+    // Her own send is acknowledged by the relay, and that moves her stored cursor with a small
+    // write that fits: it must not carry a ✓✓ for Bob's message.
+    await aliceConv.send('mine')
+    await until(() => aliceConv.messages().find((m) => m.text === 'mine')?.status !== 'pending', 10_000, 'her ✓')
+    await bobConv.send('after')
+    await until(() => texts(aliceConv).includes('after'), 10_000, 'alice shows the next')
+    await new Promise((r) => setTimeout(r, 500))
+    expect(statusOf('while full')).toBe('sent')
+    expect(statusOf('after')).toBe('sent')
+
+    // Space frees up; her next session fetches what it lacks, stores it, and says so.
+    await alice.close()
+    full = false
+    const again = await world.client('alice', { storage: path })
+    const reopened = await until(async () => (await again.conversations())[0])
+    await until(() => texts(reopened).includes('while full') && texts(reopened).includes('after'), 10_000, 'the next session has them')
+    await until(() => statusOf('while full') === 'delivered' || statusOf('while full') === 'read', 10_000, '✓✓ once stored')
   })
 })
