@@ -2,7 +2,7 @@
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { type ClientOptions, createClient, type Conversation, type Message, type PetrelError } from '../../src/client/index.js'
+import { type ClientOptions, createClient, type Conversation, type DeviceStore, type Message, type PetrelError } from '../../src/client/index.js'
 import { createRelay, type Relay, type RelayOptions } from '../../src/relay/index.js'
 import { generateAgreementKeyPair, generateSigningKeyPair, randomBytes, SignatureDomain, type SigningKeyPair, signWithDomain } from '../../src/shared/crypto/index.js'
 import {
@@ -68,6 +68,21 @@ export class World {
 }
 
 /** Poll until `fn` returns truthy (events drive the engine; this only observes). */
+/**
+ * A device store on a disk of the outside world (slow, nearly full): reads go to `disk`,
+ * commits through `commit`, which decides when and whether to pass them on.
+ */
+export function onDisk(disk: DeviceStore, commit: DeviceStore['commit']): DeviceStore {
+  return {
+    kind: disk.kind,
+    get: (key) => disk.get(key),
+    list: (prefix) => disk.list(prefix),
+    loadLog: (convId, doc) => disk.loadLog(convId, doc),
+    close: () => disk.close(),
+    commit,
+  }
+}
+
 export async function until<T>(fn: () => T | Promise<T>, timeoutMs = 10_000, what = 'condition'): Promise<NonNullable<T>> {
   const start = Date.now()
   for (;;) {

@@ -3,23 +3,16 @@ import { afterEach, describe, expect, it } from 'vitest'
 import type { DeviceStore } from '../../src/client/index.js'
 import { setFlushWait } from '../../src/client/conversation.js'
 import { openDeviceStore } from '../../src/client/storage/open-store.js'
-import { pair, texts, until, World } from './harness.js'
+import { onDisk, pair, texts, until, World } from './harness.js'
 
 
 /** A SQLite store on a slow disk (the outside world): every commit takes `ms` longer. */
 async function slowDisk(path: string, ms: number): Promise<DeviceStore> {
   const disk = await openDeviceStore({ storage: path })
-  return {
-    kind: disk.kind,
-    get: (key) => disk.get(key),
-    list: (prefix) => disk.list(prefix),
-    loadLog: (convId, doc) => disk.loadLog(convId, doc),
-    close: () => disk.close(),
-    commit: async (batch) => {
-      await new Promise((r) => setTimeout(r, ms))
-      return disk.commit(batch)
-    },
-  }
+  return onDisk(disk, async (batch) => {
+    await new Promise((r) => setTimeout(r, ms))
+    return disk.commit(batch)
+  })
 }
 
 let world: World

@@ -1,10 +1,10 @@
 import { join } from 'node:path'
 import { IDBFactory, IDBObjectStore } from 'fake-indexeddb'
 import { afterEach, describe, expect, it, vi } from 'vitest'
-import { createClient, type DeviceStore, type PetrelError } from '../../src/client/index.js'
+import { createClient, type PetrelError } from '../../src/client/index.js'
 import { openIndexedDbStore } from '../../src/client/storage/indexeddb-store.js'
 import { openDeviceStore } from '../../src/client/storage/open-store.js'
-import { texts, until, World } from './harness.js'
+import { onDisk, texts, until, World } from './harness.js'
 
 let world: World
 afterEach(async () => {
@@ -57,17 +57,10 @@ describe('local storage failing', () => {
     // A nearly full disk (the outside world): while `full`, a received batch (rows and the
     // cursor past them) does not fit; smaller writes still do.
     let full = false
-    const nearlyFull: DeviceStore = {
-      kind: disk.kind,
-      get: (key) => disk.get(key),
-      list: (prefix) => disk.list(prefix),
-      loadLog: (convId, doc) => disk.loadLog(convId, doc),
-      close: () => disk.close(),
-      commit: async (batch) => {
-        if (full && (batch.append?.length ?? 0) > 0 && batch.put?.some(([key]) => key.startsWith('cursor:'))) throw new Error('SQLITE_FULL: database or disk is full')
-        return disk.commit(batch)
-      },
-    }
+    const nearlyFull = onDisk(disk, async (batch) => {
+      if (full && (batch.append?.length ?? 0) > 0 && batch.put?.some(([key]) => key.startsWith('cursor:'))) throw new Error('SQLITE_FULL: database or disk is full')
+      return disk.commit(batch)
+    })
     const alice = await world.client('alice', { storage: nearlyFull })
     const bob = await world.client('bob')
     const aliceConv = await alice.createConversation({ title: 'nearly full' })

@@ -38,6 +38,15 @@ function simulate(schedule: SnapshotSchedule, messages: number, perRow: number, 
 
 const rowsOf = (written: Written[]) => written.map((w) => w.rows)
 
+/** A schedule after one snapshot (it started, its work began, it finished): is the next due at `now`? */
+function afterOne(started: number, working: number | undefined, finished: number): (now: number) => boolean {
+  const schedule = new SnapshotSchedule({ every: 10 })
+  schedule.started(started)
+  if (working !== undefined) schedule.working(working)
+  schedule.finished(finished)
+  return (now) => schedule.due({ since: 100, cursor: 100, coveredSeq: 0, now })
+}
+
 describe('snapshot schedule', () => {
   it('writes the first snapshot after `every` updates, whatever the rows', () => {
     const schedule = new SnapshotSchedule({ every: 5000 })
@@ -64,30 +73,19 @@ describe('snapshot schedule', () => {
   })
 
   it('counts the time from when its work began, not the wait for incoming rows before it', () => {
-    const schedule = new SnapshotSchedule({ every: 10 })
-    schedule.started(0)
-    schedule.working(3000)
-    schedule.finished(3300)
-    const at = (now: number) => schedule.due({ since: 100, cursor: 100, coveredSeq: 0, now })
-    expect(at(4499)).toBe(false)
-    expect(at(4500)).toBe(true)
+    const next = afterOne(0, 3000, 3300)
+    expect(next(4499)).toBe(false)
+    expect(next(4500)).toBe(true)
   })
 
   it('holds nothing back after a snapshot that stopped before any work (nothing to cover)', () => {
-    const schedule = new SnapshotSchedule({ every: 10 })
-    schedule.started(0)
     // Waited 5 s for incoming rows, then had nothing to write.
-    schedule.finished(5000)
-    expect(schedule.due({ since: 100, cursor: 100, coveredSeq: 0, now: 5000 })).toBe(true)
+    expect(afterOne(0, undefined, 5000)(5000)).toBe(true)
   })
 
   it('counts a snapshot that spanned a sleeping device or a clock jump as a minute of work at most', () => {
-    const schedule = new SnapshotSchedule({ every: 10 })
-    schedule.started(0)
-    schedule.working(0)
     const hours = 10 * 3_600_000
-    schedule.finished(hours)
-    expect(schedule.due({ since: 100, cursor: 100, coveredSeq: 0, now: hours + 4 * 60_000 })).toBe(true)
+    expect(afterOne(0, 0, hours)(hours + 4 * 60_000)).toBe(true)
   })
 
   it('does not count its own pauses as work', async () => {
@@ -108,13 +106,9 @@ describe('snapshot schedule', () => {
   })
 
   it('keeps snapshots to a fifth of the time: after one of 300 ms, the next waits 1,200 ms', () => {
-    const schedule = new SnapshotSchedule({ every: 10 })
-    schedule.started(1000)
-    schedule.working(1000)
-    schedule.finished(1300)
-    const at = (now: number) => schedule.due({ since: 100, cursor: 100, coveredSeq: 0, now })
-    expect(at(2499)).toBe(false)
-    expect(at(2500)).toBe(true)
+    const next = afterOne(1000, 1000, 1300)
+    expect(next(2499)).toBe(false)
+    expect(next(2500)).toBe(true)
   })
 
   it('writes O(log n) snapshots over a long conversation, not one per `every` messages', () => {
