@@ -22,7 +22,7 @@ async function twoOnline(first: string, second: string) {
   await world.relay()
   const a = await world.client(first, { compaction: false })
   const b = await world.client(second, { compaction: false })
-  await until(() => a.connection === 'online' && b.connection === 'online')
+  await until(() => a.connection === 'online' && b.connection === 'online', 10_000, 'both online')
   return [a, b] as const
 }
 
@@ -73,7 +73,7 @@ describe('history compaction', () => {
     const relay = await world.relay()
     const alice = await world.client('alice', { compaction: { every: 3000 } })
     const bob = await world.client('bob', { compaction: { every: 3000 } })
-    await until(() => alice.connection === 'online' && bob.connection === 'online')
+    await until(() => alice.connection === 'online' && bob.connection === 'online', 10_000, 'both online')
     const aliceConv = await alice.createConversation({ title: 'Long' })
     const bobConv = await bob.join(await aliceConv.invite())
     await sendMany(aliceConv, 5000, 'alice')
@@ -98,7 +98,7 @@ describe('history compaction', () => {
     const snapshotRecord = () => (aliceConv as unknown as { membership: { snapshot?: { coversSeq: number } } }).membership.snapshot
     await until(() => snapshotRecord() !== undefined, 10_000, 'alice has the snapshot record')
     const through = snapshotRecord()!.coversSeq
-    await until(async () => compacted(world) > 0 && (await relayBytes(relay, aliceConv.id, through)).total > 0, 5000)
+    await until(async () => compacted(world) > 0 && (await relayBytes(relay, aliceConv.id, through)).total > 0, 5000, 'relay bytes under the snapshot')
     await new Promise((r) => setTimeout(r, 200))
     const { total, after } = await relayBytes(relay, aliceConv.id, through)
     // `after` is the last snapshot and the live tail: what the relay keeps is at most twice that.
@@ -122,7 +122,7 @@ describe('history compaction', () => {
     const { alice, aliceConv, bobConv } = await aliceAndBob()
     const original = await aliceConv.send('I owe Bob 5 euros')
     await bobConv.send('noted')
-    await until(() => texts(bobConv).includes('I owe Bob 5 euros') && texts(aliceConv).includes('noted'))
+    await until(() => texts(bobConv).includes('I owe Bob 5 euros') && texts(aliceConv).includes('noted'), 10_000, 'both have the exchange')
 
     // Bob (a member) writes a snapshot in which Alice owes him 500, and a message in Alice's
     // name she never wrote; Carol joins after the relay compacted under it.
@@ -142,7 +142,7 @@ describe('history compaction', () => {
     const { aliceConv, bobConv } = await aliceAndBob()
     const said = ['first', 'I owe Bob 5 euros', 'last']
     const sent = await Promise.all(said.map((t) => aliceConv.send(t)))
-    await until(() => said.every((t) => texts(bobConv).includes(t)))
+    await until(() => said.every((t) => texts(bobConv).includes(t)), 10_000, 'bob has the batch')
     const stored = bobConv.doc.getMap<Record<string, unknown>>('messages')
     expect(new Set(sent.map((m) => stored.get(m.id)!.b)).size).toBe(1)
 
@@ -164,7 +164,7 @@ describe('history compaction', () => {
     await until(() => compacted(world) > 0, 10_000, 'relay compacted under Alice’s snapshot')
     // Bob, offline, snapshots under the key he knows; Alice has started a new one meanwhile.
     bob.disconnect()
-    await until(() => bob.connection === 'offline')
+    await until(() => bob.connection === 'offline', 10_000, 'bob offline')
     await aliceConv.rotateKey()
     await snapshotOf(bobConv)()
     await Promise.all(Array.from({ length: 20 }, (_, i) => aliceConv.send(`a-later${i}`)))
@@ -187,7 +187,7 @@ describe('history compaction', () => {
     await world.relay()
     const alice = await world.client('alice', { compaction: { every: 400 } })
     const bob = await world.client('bob', { compaction: false })
-    await until(() => alice.connection === 'online' && bob.connection === 'online')
+    await until(() => alice.connection === 'online' && bob.connection === 'online', 10_000, 'both online')
     const aliceConv = await alice.createConversation({ title: 'Crash' })
     const bobConv = await bob.join(await aliceConv.invite())
     // Past half the mark: Alice's copy on the replica thread has started.
@@ -216,7 +216,7 @@ describe('history compaction', () => {
     await world.relay({ limits: { maxEnvelopeBytes: 20 * 1024 } })
     const alice = await world.client('alice', { compaction: false })
     const bob = await world.client('bob', { compaction: false })
-    await until(() => alice.connection === 'online' && bob.connection === 'online')
+    await until(() => alice.connection === 'online' && bob.connection === 'online', 10_000, 'both online')
     const aliceConv = await alice.createConversation({ title: 'Parts' })
     const bobConv = await bob.join(await aliceConv.invite())
     await sendMany(aliceConv, 1500, 'long history')
@@ -356,7 +356,7 @@ async function daveJoinedFromJoinThenCompacted() {
   await aliceConv.send('said before dave came')
   const daveConv = await dave.join(await aliceConv.invite({ history: 'from-join' }))
   await aliceConv.send('welcome dave')
-  await until(() => texts(daveConv).includes('welcome dave'))
+  await until(() => texts(daveConv).includes('welcome dave'), 10_000, 'dave has his welcome')
   await snapshotOf(aliceConv)()
   await until(() => compacted(world) > 0, 10_000, 'relay compacted')
   return { alice, aliceConv, dave, daveConv }
