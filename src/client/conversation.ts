@@ -103,7 +103,7 @@ export interface ClientContext {
   keyRotation: { messages: number; ms: number }
   /** After every refold of a conversation's records (the client keeps a person's devices in step). */
   membershipChanged?(conv: Conversation): void
-  /** Snapshot the history after this many relay rows since the last snapshot (0: never). */
+  /** Snapshot the history after this many updates since the last snapshot (0: never; see snapshot-schedule.ts). */
   compactEvery: number
   /** Keep a summary for a lazy start (`open: 'lazy'`): this conversation changed. */
   summaryDirty?(conv: Conversation): void

@@ -9,10 +9,10 @@
  *   sizes grow geometrically and all of them together cost a constant multiple of the last;
  * - **share**: at most `share` of the wall clock goes to writing snapshots; after one whose
  *   work took d ms (from when it stopped waiting for incoming rows, its own pauses not
- *   counted), the next waits (1/share − 1) × d from its end. Within one, each step (sealing a part,
- *   writing one) is followed by a pause in the same proportion (`pause`): done in a burst, a
- *   snapshot of 5,000 messages held sends on a busy device for 300 ms (p99 of a 2,000/s run
- *   85–320 ms; paced, 60–90 ms).
+ *   counted), the next waits (1/share − 1) × d from its end. Within one, each step (sealing
+ *   a part, writing one) is followed by a pause in the same proportion (`pause`): done in a
+ *   burst, a snapshot of 5,000 messages held sends on a busy device for ~300 ms (p99 of a
+ *   2,000/s run 176–277 ms; paced, 75–130 ms).
  *
  * Neither weakens a guarantee: snapshots only spare new devices the log and the relay its rows.
  * The cost is a longer tail: a new device downloads at most (growth − 1)/growth of the rows as
@@ -40,10 +40,12 @@ export interface SnapshotScheduleOptions {
  * @example
  * ```ts
  * const schedule = new SnapshotSchedule({ every: 5000 })
- * if (schedule.due({ since: 5200, cursor: 9000, coveredSeq: 4000, now: Date.now() })) {
- *   schedule.started(Date.now())
- *   await writeSnapshot()
- *   schedule.finished(Date.now())
+ * if (schedule.due({ since: 5200, cursor: 9000, coveredSeq: 4000, now: performance.now() })) {
+ *   schedule.started(performance.now())
+ *   await incomingSettled()
+ *   schedule.working(performance.now())
+ *   for (const part of parts) { await schedule.pause(); await write(part) }
+ *   schedule.finished(performance.now())
  * }
  * ```
  */
@@ -103,7 +105,6 @@ export class SnapshotSchedule {
     this.stepFrom = performance.now()
     this.pausedMs += this.stepFrom - now
   }
-
 
   /** It ended, written or given up: the next waits so snapshots keep to their share of the time. */
   finished(now: number): void {
