@@ -2,7 +2,8 @@
  * A copy of a conversation's inner document on a worker thread, kept up to date with every
  * update this device stores, so a history snapshot is encoded there and not on the thread the
  * app runs on. `Y.encodeStateAsUpdate` of 20,000 messages took ~60 ms and of 40,000 ~120 ms of
- * the main thread, every 5,000 messages: at 10,000 sends a second that stall set the tail.
+ * the main thread at each snapshot (then every 5,000 messages): at 10,000 sends a second that
+ * stall set the tail.
  *
  * The copy is fed what the conversation commits to its local log (every inner update it applies
  * reaches the log; the log is what the document is rebuilt from on the next start), so it holds
