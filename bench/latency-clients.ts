@@ -5,8 +5,9 @@
  * newest messages on every change (`lastMessages`), Alice's with their ticks moving. Alice runs here, Bob on a worker
  * thread of this process (latency-receiver.ts), the relay in a process of its own: three
  * devices' worth of work on this machine's two cores. Both clients read one clock
- * (`performance.timeOrigin + now()`). The first second is warm-up and is not counted. Latency is
- * from the `send()` call to the first callback after which Bob's list holds the message.
+ * (`performance.timeOrigin + now()`). The first `warmupSeconds` are warm-up and are not counted
+ * (see {@link CLIENT_WARMUP_SECONDS}). Latency is from the `send()` call to the first callback
+ * after which Bob's list holds the message.
  * Reference: the raw `ws` echo of `latency.ts`, measured in the same run.
  */
 import { mkdtempSync, rmSync } from 'node:fs'
@@ -25,9 +26,19 @@ export interface ClientLatencyResult {
   messages: number
 }
 
+/**
+ * Warm-up before the full clients' latency is counted. Three isolates (Alice, Bob's worker, the
+ * replica thread) compile the client's code while they run: at 10,000/s V8 completed 283
+ * optimizations in the first second, 88 in the second and 17–51 a second from the third on
+ * (`--trace-opt`), and the compiler threads took a core's share meanwhile. With one second of
+ * warm-up the backlog of that phase was most of what the counted seconds measured (p50
+ * 376–654 ms at 10,000/s against 20–70 ms after five seconds, alternating runs).
+ */
+export const CLIENT_WARMUP_SECONDS = 5
+
 type ReceiverReply = { kind: 'ready' } | { kind: 'done'; arrivedAt: Float64Array } | { kind: 'failed'; message: string }
 
-export async function latencyClients(rate: number, seconds: number): Promise<ClientLatencyResult> {
+export async function latencyClients(rate: number, seconds: number, warmupSeconds = CLIENT_WARMUP_SECONDS): Promise<ClientLatencyResult> {
   const server = await startServer('petrel')
   const dir = mkdtempSync(join(tmpdir(), 'petrel-bench-latency-'))
   let bob: Worker | undefined
@@ -41,7 +52,7 @@ export async function latencyClients(rate: number, seconds: number): Promise<Cli
       shown += conv.lastMessages(50).length
     })
     await conv.send('hello')
-    const total = Math.round(rate * (seconds + 1))
+    const total = Math.round(rate * (seconds + warmupSeconds))
     const data: ReceiverData = { url: server.url, storage: join(dir, 'bob.db'), invite: await conv.invite(), total }
     bob = new Worker(new URL('./latency-receiver.js', import.meta.url), { workerData: data })
     const replies: ReceiverReply[] = []
@@ -83,7 +94,7 @@ export async function latencyClients(rate: number, seconds: number): Promise<Cli
     if (failures.length > 0) throw failures[0]
     if (done.kind !== 'done') throw new Error('latency: the receiving device did not finish')
     const lat: number[] = []
-    for (let i = Math.min(rate, total - 1); i < total; i++) lat.push(done.arrivedAt[i]! - sentAt[i]!)
+    for (let i = Math.min(Math.round(rate * warmupSeconds), total - 1); i < total; i++) lat.push(done.arrivedAt[i]! - sentAt[i]!)
     await alice.close()
     if (shown === 0) throw new Error('latency: the sending device never showed its list')
     return { p50Ms: percentile(lat, 50), p99Ms: percentile(lat, 99), maxMs: Math.max(...lat), messages: lat.length }

@@ -5,7 +5,7 @@
  *
  * Sizes (environment): BENCH_ROUNDS (3), BENCH_INGEST_CONNS (100), BENCH_INGEST_MESSAGES (500
  * per connection), BENCH_FANOUT_MEMBERS (1000), BENCH_FANOUT_MESSAGES (200),
- * BENCH_LATENCY_SECONDS (3), BENCH_CATCHUP (10000), BENCH_COLD (100000), BENCH_STARTUP (1000),
+ * BENCH_LATENCY_SECONDS (3), BENCH_CLIENT_WARMUP (5 s before full clients' latency counts), BENCH_CATCHUP (10000), BENCH_COLD (100000), BENCH_STARTUP (1000),
  * BENCH_FRESH (10000), BENCH_MEMORY_CONNS (10000), BENCH_MEMORY_ROOMS (1000); BENCH_ONLY=ingest,fanout,… picks some;
  * BENCH_MEMORY_ROUNDS (3), BENCH_MEMORY_SETTLE_MS (8000) idle before each memory reading; BENCH_HEAP_SNAPSHOT=dir and BENCH_MEMORY_DETAIL=1
  * for memory diagnosis; BENCH_CHILD_FLAGS passes node flags to server processes.
@@ -23,7 +23,7 @@ import { freshDevice } from './fresh-device.js'
 import { fanoutPetrel, fanoutRaw } from './fanout.js'
 import { killChildren } from './ingest.js'
 import { latencyPetrel, latencyRaw } from './latency.js'
-import { latencyClients } from './latency-clients.js'
+import { CLIENT_WARMUP_SECONDS, latencyClients } from './latency-clients.js'
 import { type MemoryResult, memoryPetrel, memoryRaw, memoryRawHandshake } from './memory.js'
 import { type IngestSystem, ingestRound } from './relay-ingest.js'
 import { killServers } from './server-process.js'
@@ -106,9 +106,10 @@ async function latency(): Promise<void> {
     out[`rawP99MsAt${k}`] = r2(raw.p99Ms)
   }
   // The issue's wording: one device's send() → the other device's subscribe callback.
-  console.log(`full clients, send() → the other device's subscribe callback, paced for ${seconds} s after 1 s of warm-up:`)
+  const warmup = envInt('BENCH_CLIENT_WARMUP', CLIENT_WARMUP_SECONDS)
+  console.log(`full clients, send() → the other device's subscribe callback, paced for ${seconds} s after ${warmup} s of warm-up:`)
   for (const rate of [1000, 10_000]) {
-    const res = await latencyClients(rate, seconds)
+    const res = await latencyClients(rate, seconds, warmup)
     console.log(`${fmt(rate)} msgs/s: petrel p50 ${res.p50Ms.toFixed(2)} ms, p99 ${res.p99Ms.toFixed(2)} ms, max ${res.maxMs.toFixed(1)} ms`)
     const k = rate === 1000 ? '1k' : '10k'
     out[`clientP50MsAt${k}`] = r2(res.p50Ms)
