@@ -156,6 +156,11 @@ let flushWaitMs = 4
 export function setFlushWait(ms = 4): void {
   flushWaitMs = ms
 }
+/**
+ * Own rows acknowledged ahead of the cursor that are remembered, at most: past it (rows before
+ * them never arrive), later ones move the cursor only when rows received do.
+ */
+const MAX_ACKED_AHEAD = 65_536
 /** Envelopes held for a sender's join record, an epoch key or a snapshot, at most. */
 const MAX_DEFERRED = 50_000
 /** Merge a document's stored updates into one row when it has more than this many. */
@@ -179,6 +184,13 @@ export class Conversation {
   private deferred: Array<{ key: string; seq: number; bytes: Uint8Array }> = []
   /** Rows received before their predecessors (Yjs holds them back until the gap fills). */
   private unresolvedRows: RowIndexEntry[] = []
+  /**
+   * Positions of this device's own rows that the relay acknowledged above the cursor while rows
+   * before them had not arrived (or had not resolved): a ✓ can overtake rows the relay stored
+   * earlier (a relay node delivers other nodes' rows after reading them back). They join the
+   * cursor once everything below them is held (see heldThrough).
+   */
+  private readonly ackedAhead = new Set<number>()
   /**
    * Nonce → signature of every envelope this device has opened (built lazily from the log):
    * the same nonce with another signature is a sender reusing a nonce under one key, which
@@ -1330,9 +1342,10 @@ export class Conversation {
     if (this.deferred.length !== deferredBefore || retry.length > 0) {
       batch.put!.push([keyOf.deferred(this.id), encodeDeferred(this.deferred.map((d) => [d.key, d.seq]))])
     }
-    if (maxSeq > this.cursor) {
-      this.cursor = maxSeq
-      batch.put!.push([keyOf.cursor(this.id), encodeCursor(maxSeq)])
+    const through = maxSeq > this.cursor ? this.heldThrough(maxSeq) : this.cursor
+    if (through > this.cursor) {
+      this.cursor = through
+      batch.put!.push([keyOf.cursor(this.id), encodeCursor(through)])
     }
     if (this.verificationDirty) batch.put!.push([keyOf.verification(this.id), encodeVerification(this.unverified, this.rejectedMessages)])
     this.verificationDirty = false
@@ -1976,13 +1989,33 @@ export class Conversation {
   private advanceCursor(seq: number): void {
     const job = this.incomingTail.then(() => {
       if (seq <= this.cursor) return
-      this.cursor = seq
-      this.landing(this.commit({ put: [[keyOf.cursor(this.id), encodeCursor(seq)]] }), 'could not store the cursor', () => {
-        this.noteDurable(seq)
+      // Our own row says nothing of the rows before it: only right after the cursor does it
+      // move it. A ✓ that overtook rows stored earlier (or rows still waiting for their
+      // predecessors) waits for them, or this device would tell their senders ✓✓ for
+      // messages it cannot show yet.
+      if (seq !== this.cursor + 1) {
+        if (this.ackedAhead.size < MAX_ACKED_AHEAD) this.ackedAhead.add(seq)
+        return
+      }
+      const through = this.heldThrough(seq)
+      this.cursor = through
+      this.landing(this.commit({ put: [[keyOf.cursor(this.id), encodeCursor(through)]] }), 'could not store the cursor', () => {
+        this.noteDurable(through)
         this.scheduleAck()
       })
     })
     this.incoming = job.catch((err) => this.report(err, 'could not store the cursor'))
+  }
+
+  /**
+   * Every row through `seq` is held: how far that reaches with our own rows acknowledged just
+   * above it ({@link ackedAhead}), which it releases.
+   */
+  private heldThrough(seq: number): number {
+    let through = seq
+    while (this.ackedAhead.delete(through + 1)) through++
+    for (const s of this.ackedAhead) if (s <= through) this.ackedAhead.delete(s)
+    return through
   }
 
   /**
@@ -2143,9 +2176,10 @@ export class Conversation {
     if (seq <= this.cursor) return
     const job = this.incomingTail.then(async () => {
       if (seq <= this.cursor) return
-      this.cursor = seq
-      await this.commit({ put: [[keyOf.cursor(this.id), encodeCursor(seq)]] })
-      this.noteDurable(seq)
+      const through = this.heldThrough(seq)
+      this.cursor = through
+      await this.commit({ put: [[keyOf.cursor(this.id), encodeCursor(through)]] })
+      this.noteDurable(through)
     })
     this.incoming = job.catch((err) => this.report(err, 'could not store the cursor'))
   }

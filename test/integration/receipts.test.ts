@@ -4,6 +4,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { openSqliteStore } from '../../src/client/storage/sqlite-store.js'
 import { writeDeviceAck } from '../../src/shared/room-messages.js'
 import { pair, texts, until, World } from './harness.js'
+import { HoldProxy } from './hold-proxy.js'
 
 let world: World
 afterEach(async () => {
@@ -95,6 +96,55 @@ describe('receipts', () => {
     const conv = (await bob2.conversations()).find((c) => c.id === convId)!
     await until(() => texts(conv).includes('while you were away'))
     await until(() => statusOf(aliceConv, m.id) === 'delivered', 5000, 'delivered')
+  })
+
+  /**
+   * Alice's message is stored before Bob's, but its row reaches Bob after the ✓ for his own:
+   * what a relay node does with rows another node stored (scale-out). Bob's device must not
+   * count Alice's row as held because a later position of its own was acknowledged.
+   */
+  async function ownAckOvertakesRow() {
+    world = new World()
+    await world.relay()
+    const proxy = await HoldProxy.start(world.url)
+    const alice = await world.client('alice')
+    const bob = await world.client('bob', { relay: proxy.url })
+    await until(() => alice.connection === 'online' && bob.connection === 'online', 10_000, 'clients online')
+    const aliceConv = await alice.createConversation({ title: 'Held' })
+    const bobConv = await bob.join(await aliceConv.invite())
+    const hello = await bobConv.send('hello')
+    await until(() => statusOf(bobConv, hello.id) === 'delivered', 5000, "bob's hello delivered to alice")
+    proxy.holdRows()
+    const held = await aliceConv.send('held on the way')
+    await until(() => statusOf(aliceConv, held.id) === 'sent' && proxy.heldRows > 0, 5000, "alice's row stored and held")
+    const own = await bobConv.send('mine came back first')
+    await until(() => statusOf(bobConv, own.id) !== 'pending', 5000, "bob's ✓")
+    return { proxy, alice, bob, aliceConv, bobConv, held }
+  }
+
+  it('is not delivered by a device whose own ✓ overtook the row, until the row arrives', async () => {
+    const { proxy, aliceConv, bobConv, held } = await ownAckOvertakesRow()
+    // Bob acknowledges at most every 50 ms; a false ✓✓ reached Alice well within this.
+    await new Promise((r) => setTimeout(r, 600))
+    expect(texts(bobConv)).not.toContain('held on the way')
+    expect(statusOf(aliceConv, held.id)).toBe('sent')
+    proxy.release()
+    await until(() => texts(bobConv).includes('held on the way'), 5000, 'bob holds the row')
+    await until(() => statusOf(aliceConv, held.id) === 'delivered', 5000, 'delivered once bob stores it')
+    await proxy.close()
+  })
+
+  it('still fetches such a row after a restart while it was held', async () => {
+    const { proxy, bob, aliceConv, bobConv, held } = await ownAckOvertakesRow()
+    const convId = bobConv.id
+    await new Promise((r) => setTimeout(r, 300))
+    await bob.close()
+    await proxy.close()
+    // Straight to the relay this time: the row is only at the relay.
+    const bob2 = await world.client('bob')
+    const conv = (await bob2.conversations()).find((c) => c.id === convId)!
+    await until(() => texts(conv).includes('held on the way'), 5000, 'bob fetches the held row after restarting')
+    await until(() => statusOf(aliceConv, held.id) === 'delivered', 5000, 'delivered')
   })
 
   it('in a group of three, is delivered only when both others have it, with per-member times', async () => {
