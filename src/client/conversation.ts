@@ -157,8 +157,8 @@ export function setFlushWait(ms = 4): void {
   flushWaitMs = ms
 }
 /**
- * Own rows acknowledged ahead of the cursor that are remembered, at most: past it (rows before
- * them never arrive), later ones move the cursor only when rows received do.
+ * At most this many own rows acknowledged ahead of the cursor are remembered. Past that (rows
+ * before them never arrive), further acks are dropped and rows received move the cursor.
  */
 const MAX_ACKED_AHEAD = 65_536
 /** Envelopes held for a sender's join record, an epoch key or a snapshot, at most. */
