@@ -69,8 +69,28 @@ async function sendMany(conv: Conversation, n: number, prefix: string): Promise<
 
 /** Where a device holds the relay's rows through, for a timed-out compaction (it waits for every device). */
 const cursors = (c: Conversation) => {
-  const x = c as unknown as { cursor: number; durableCursor: number; ackedAhead: Set<number>; unresolvedRows: unknown[] }
-  return JSON.stringify({ cursor: x.cursor, durable: x.durableCursor, ackedAhead: [...x.ackedAhead].slice(0, 10), unresolved: x.unresolvedRows.length })
+  const x = c as unknown as {
+    cursor: number
+    durableCursor: number
+    ackedAhead: Set<number>
+    unresolvedRows: unknown[]
+    sinceSnapshot: number
+    snapshotting: boolean
+    snapshotSchedule: object
+    membership: { snapshot?: { coversSeq: number } }
+    receiptBook: { byDevice: Map<string, { stored: number }> }
+  }
+  return JSON.stringify({
+    cursor: x.cursor,
+    durable: x.durableCursor,
+    ackedAhead: [...x.ackedAhead].slice(0, 10),
+    unresolved: x.unresolvedRows.length,
+    sinceSnapshot: x.sinceSnapshot,
+    snapshotting: x.snapshotting,
+    covers: x.membership.snapshot?.coversSeq,
+    schedule: x.snapshotSchedule,
+    peersStored: [...x.receiptBook.byDevice.values()].map((r) => r.stored),
+  })
 }
 
 describe('history compaction', () => {
