@@ -139,7 +139,11 @@ describe('history compaction', () => {
     // Speed is the benchmark's to report (bench/fresh-device.ts, BENCHMARKS.md); this only
     // catches a fresh device that downloads and applies the whole log again.
     expect(ms).toBeLessThan(10_000)
-    await until(() => carolConv.messages().length === 10_000, 20_000, 'fresh device has all history')
+    await until(() => carolConv.messages().length === 10_000, 20_000, 'fresh device has all history').catch((e) => {
+      const x = carolConv as unknown as { deferred: unknown[]; unverified: Set<string>; rejectedMessages: Set<string>; missedThrough: number }
+      console.log('DIAG carol', carolConv.messages().length, carolConv.doc.getMap('messages').size, JSON.stringify({ deferred: x.deferred.length, unverified: x.unverified.size, rejected: x.rejectedMessages.size, missed: x.missedThrough }), cursors(carolConv), cursors(aliceConv), world.logLines.filter((l) => /compact|refus|error|warn/.test(l)).slice(0, 10))
+      throw e
+    })
     expect(texts(carolConv)).toEqual(texts(aliceConv))
     console.log(`history: relay keeps ${total} B (${after} B snapshot + tail); fresh device showed the last 50 in ${Math.round(ms)} ms`)
   }, 120_000)

@@ -75,7 +75,12 @@ describe('concurrent offline writers', () => {
     }
     alice.connect()
     bob.connect()
-    await until(() => texts(aliceConv).length === 40 && texts(bobConv).length === 40, 10_000, 'both have 40')
+    await until(() => texts(aliceConv).length === 40 && texts(bobConv).length === 40, 10_000, 'both have 40').catch((e) => {
+      // A rare timeout under CI load: where each side stood.
+      const side = (c: typeof alice, conv: typeof aliceConv) => ({ connection: c.connection, shown: texts(conv).length, pending: conv.messages().filter((m) => m.status === 'pending').length })
+      console.log('DIAG', JSON.stringify({ alice: side(alice, aliceConv), bob: side(bob, bobConv) }), world.logLines.filter((l) => /warn|error|refus/.test(l)).slice(0, 10))
+      throw e
+    })
     expect(texts(aliceConv)).toEqual(texts(bobConv))
     // Each author's messages keep their send order.
     expect(texts(aliceConv).filter((t) => t.startsWith('a'))).toEqual(Array.from({ length: 20 }, (_, i) => `a${i}`))
