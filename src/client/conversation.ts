@@ -161,8 +161,6 @@ export function setFlushWait(ms = 4): void {
  * before them never arrive), further acks are dropped and rows received move the cursor.
  */
 const MAX_ACKED_AHEAD = 65_536
-/** A snapshot given up is tried again this long after the schedule allows it (see retrySnapshot). */
-const SNAPSHOT_RETRY_MARGIN_MS = 100
 /** Envelopes held for a sender's join record, an epoch key or a snapshot, at most. */
 const MAX_DEFERRED = 50_000
 /** Merge a document's stored updates into one row when it has more than this many. */
@@ -1699,8 +1697,8 @@ export class Conversation {
         const job = this.outgoing.then(() => {
           this.assertOpen()
           // The key changed while it was sealed (a member left, another device rotated): the
-          // relay would refuse it. Given up; a scheduled one is tried again under the new key
-          // (retrySnapshot; parts already written are covered and compacted by a later snapshot).
+          // relay would refuse it. Given up; the next send past the mark writes one under the
+          // new key (parts already written are covered and compacted by a later snapshot).
           if (this.epoch !== epoch) return undefined
           return this.writeOuter((log, rec) => {
             log.set(envelopeKey(this.outer.clientID, Y.getState(this.outer.store, this.outer.clientID)), envelopes[i]!)
@@ -1724,7 +1722,6 @@ export class Conversation {
     }
     if (givenUp) {
       this.sinceSnapshot = Math.max(this.sinceSnapshot, this.ctx.compactEvery)
-      this.snapshotGivenUp = true
       return
     }
     await this.foldRecords()
@@ -1801,27 +1798,17 @@ export class Conversation {
     const now = performance.now()
     // Without the first epoch's key (a 'from-join' member) this device cannot write one: leave it to others.
     if (this.snapshotting || this.closed || !this.record.keys.has(0)) return
-    const at = { since: this.sinceSnapshot, cursor: this.cursor, coveredSeq: since, now }
-    if (!this.snapshotSchedule.due(at)) {
-      // Held back only by its share of the time: tried again when that is over, send or not.
-      if (this.snapshotSchedule.due({ ...at, now: Number.POSITIVE_INFINITY })) this.retrySnapshot()
-      return
-    }
+    if (!this.snapshotSchedule.due({ since: this.sinceSnapshot, cursor: this.cursor, coveredSeq: since, now })) return
     // The relay compacts only once every member device holds what a snapshot covers: while
     // one is far behind (offline), a snapshot would only cost every device a download.
     // (Relay rows, not envelopes: each holds many. "Far behind" = missing over half of what
-    // came since the last snapshot.) Their next receipts ask again (onReceipts).
+    // came since the last snapshot.)
     const behind = this.cursor - Math.floor((this.cursor - since) / 2)
     for (const device of this.membership.devices.keys()) {
-      if (device !== this.ctx.identity.deviceId && (this.receiptBook.byDevice.get(device)?.stored ?? 0) < behind) {
-        this.snapshotAwaitsReceipts = true
-        return
-      }
+      if (device !== this.ctx.identity.deviceId && (this.receiptBook.byDevice.get(device)?.stored ?? 0) < behind) return
     }
-    this.snapshotAwaitsReceipts = false
     this.sinceSnapshot = 0
     this.snapshotting = true
-    this.snapshotGivenUp = false
     this.snapshotSchedule.started(now)
     void this.writeSnapshot()
       // Closing while it was sealed: the next session writes one when its count is reached.
@@ -1829,36 +1816,7 @@ export class Conversation {
       .finally(() => {
         this.snapshotting = false
         this.snapshotSchedule.finished(performance.now())
-        if (this.snapshotGivenUp) this.retrySnapshot()
       })
-  }
-
-  /** The last snapshot was given up (the key changed while it was sealed): see retrySnapshot. */
-  private snapshotGivenUp = false
-  /** A snapshot is due but waits for other devices to hold more (their receipts): see onReceipts. */
-  private snapshotAwaitsReceipts = false
-  private snapshotRetryTimer: ReturnType<typeof setTimeout> | undefined
-
-  /**
-   * Try again once the schedule allows, without waiting for a send: after a snapshot given up
-   * (it is sealed over many paced steps, so a key rotation, every 1,000 messages by any member,
-   * often lands in it) or held back by its share of the time. When the burst that crossed the
-   * mark was over by then, no send came to try again, and the relay kept the whole history
-   * until the conversation's next message.
-   */
-  private retrySnapshot(): void {
-    this.snapshotGivenUp = false
-    if (this.snapshotRetryTimer !== undefined || this.closed) return
-    const timer = setTimeout(
-      () => {
-        this.snapshotRetryTimer = undefined
-        this.maybeSnapshot()
-      },
-      this.snapshotSchedule.waitMs(performance.now()) + SNAPSHOT_RETRY_MARGIN_MS,
-    )
-    // Never what keeps a process alive.
-    ;(timer as { unref?: () => void }).unref?.()
-    this.snapshotRetryTimer = timer
   }
 
   /** Parse envelope headers and verify their signatures (natively, as one batch). */
@@ -1998,8 +1956,6 @@ export class Conversation {
     if (!moved) return
     this.statusesChanged(this.ownBySeq.between(moved.after, moved.through))
     this.storeSoon([[keyOf.receipts(this.id), encodeReceipts([...this.receiptBook.byDevice.values()])]])
-    // A snapshot this device's send made due waited for the others to catch up: maybe now.
-    if (this.snapshotAwaitsReceipts) this.maybeSnapshot()
   }
 
   /** Bookkeeping writes (acks, receipts) of one event-loop turn share one commit. */
@@ -2490,7 +2446,6 @@ export class Conversation {
     if (this.closed) return
     this.closed = true
     clearTimeout(this.fillTimer)
-    clearTimeout(this.snapshotRetryTimer)
     // Never loaded: nothing was opened, nothing to flush.
     if (!this.loading) return
     await this.loading.catch(() => undefined)
