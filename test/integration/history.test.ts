@@ -67,7 +67,13 @@ async function sendMany(conv: Conversation, n: number, prefix: string): Promise<
   for (let i = 0; i < n; i += 500) await Promise.all(Array.from({ length: Math.min(500, n - i) }, (_, j) => conv.send(`${prefix} ${i + j}`)))
 }
 
-/** Where a device holds the relay's rows through, for a timed-out compaction (it waits for every device). */
+/** What a device holds back from its list, for a timed-out wait for messages. */
+const internals = (c: Conversation) => {
+  const x = c as unknown as { deferred: unknown[]; unverified: Set<string>; rejectedMessages: Set<string>; missedThrough: number }
+  return { deferred: x.deferred.length, unverified: x.unverified.size, rejected: x.rejectedMessages.size, missed: x.missedThrough, docSize: c.doc.getMap('messages').size }
+}
+
+/** Where a device holds the relay's rows through, and its snapshot state, for a timed-out wait (compaction waits for every device). */
 const cursors = (c: Conversation) => {
   const x = c as unknown as {
     cursor: number
@@ -106,10 +112,6 @@ describe('history compaction', () => {
     await sendMany(bobConv, 5000, 'bob')
     await until(() => aliceConv.messages().length === 10_000 && bobConv.messages().length === 10_000, 30_000, 'all delivered').catch((e) => {
       const bobTexts = new Set(texts(bobConv))
-      const internals = (c: Conversation) => {
-        const x = c as unknown as { deferred: unknown[]; unverified: Set<string>; rejectedMessages: Set<string>; missedThrough: number }
-        return { deferred: x.deferred.length, unverified: x.unverified.size, rejected: x.rejectedMessages.size, missed: x.missedThrough, docSize: c.doc.getMap('messages').size }
-      }
       console.log('DIAG missing at bob', texts(aliceConv).filter((t) => !bobTexts.has(t)), internals(bobConv), internals(aliceConv))
       console.log('DIAG', aliceConv.messages().length, bobConv.messages().length, [...world.errors.values()].flat().map((x) => x.message).slice(0, 8), world.logLines.filter((l) => /warn|error|compacted/.test(l)).slice(0, 8))
       throw e
@@ -134,16 +136,16 @@ describe('history compaction', () => {
     const started = performance.now()
     const carolConv = await carol.join(await aliceConv.invite())
     const last = aliceConv.messages().slice(-50).map((m) => m.text)
-    await until(() => texts(carolConv).slice(-50).join('\n') === last.join('\n'), 10_000, 'fresh device shows the last 50')
+    const carolStood = (e: unknown) => {
+      console.log('DIAG carol', carolConv.messages().length, JSON.stringify(internals(carolConv)), cursors(carolConv), cursors(aliceConv), world.logLines.filter((l) => /compact|refus|error|warn/.test(l)).slice(0, 10))
+      throw e
+    }
+    await until(() => texts(carolConv).slice(-50).join('\n') === last.join('\n'), 10_000, 'fresh device shows the last 50').catch(carolStood)
     const ms = performance.now() - started
     // Speed is the benchmark's to report (bench/fresh-device.ts, BENCHMARKS.md); this only
     // catches a fresh device that downloads and applies the whole log again.
     expect(ms).toBeLessThan(10_000)
-    await until(() => carolConv.messages().length === 10_000, 20_000, 'fresh device has all history').catch((e) => {
-      const x = carolConv as unknown as { deferred: unknown[]; unverified: Set<string>; rejectedMessages: Set<string>; missedThrough: number }
-      console.log('DIAG carol', carolConv.messages().length, carolConv.doc.getMap('messages').size, JSON.stringify({ deferred: x.deferred.length, unverified: x.unverified.size, rejected: x.rejectedMessages.size, missed: x.missedThrough }), cursors(carolConv), cursors(aliceConv), world.logLines.filter((l) => /compact|refus|error|warn/.test(l)).slice(0, 10))
-      throw e
-    })
+    await until(() => carolConv.messages().length === 10_000, 20_000, 'fresh device has all history').catch(carolStood)
     expect(texts(carolConv)).toEqual(texts(aliceConv))
     console.log(`history: relay keeps ${total} B (${after} B snapshot + tail); fresh device showed the last 50 in ${Math.round(ms)} ms`)
   }, 120_000)
