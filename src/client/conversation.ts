@@ -161,6 +161,8 @@ export function setFlushWait(ms = 4): void {
  * before them never arrive), further acks are dropped and rows received move the cursor.
  */
 const MAX_ACKED_AHEAD = 65_536
+/** A snapshot given up is tried again this long after the schedule allows it (see retrySnapshot). */
+const SNAPSHOT_RETRY_MARGIN_MS = 100
 /** Envelopes held for a sender's join record, an epoch key or a snapshot, at most. */
 const MAX_DEFERRED = 50_000
 /** Merge a document's stored updates into one row when it has more than this many. */
@@ -246,8 +248,19 @@ export class Conversation {
   private keyWaiters: Array<() => void> = []
   /** Snapshot parts being gathered, by snapshot id. */
   private readonly snapshotParts = new Map<string, { parts: Array<Uint8Array | undefined>; got: number; coversSeq: number; sender: string; epoch: number }>()
-  /** Highest row that reached us compacted (its content replaced by a snapshot): a snapshot covering it is needed. */
+  /**
+   * Highest row that reached us compacted (its content replaced by a snapshot): a snapshot
+   * covering it is needed, and updates after it are held for it while catching up.
+   */
   private missedThrough = 0
+  /**
+   * The compacted history this device stopped holding for at the end of its catch-up, still
+   * without a snapshot covering it: one that arrives later is taken all the same. A member
+   * writes a snapshot in parts a paced step apart, the record with the last: a device whose
+   * catch-up ends between two parts gets the rest live, after it stopped holding (and its
+   * older snapshot, no longer the latest record's by then, is not used).
+   */
+  private stillMissingThrough = 0
   /** Messages that came from a snapshot: shown once their author's signature verifies, never if it fails. */
   private readonly unverified = new Set<string>()
   private readonly rejectedMessages = new Set<string>()
@@ -493,6 +506,7 @@ export class Conversation {
       if (this.missedThrough > 0) {
         const job = this.incomingTail.then(() => {
           if (this.missedThrough === 0) return
+          this.stillMissingThrough = Math.max(this.stillMissingThrough, this.missedThrough)
           this.missedThrough = 0
           this.holdingOverflowed = false
           this.retryDeferred()
@@ -1400,7 +1414,9 @@ export class Conversation {
     // Any snapshot while history is missing, not only one covering the last placeholder seen:
     // the relay also blanks refused writes (a snapshot sealed under a stale key), and those
     // blanks can lie past the compacted part. Which one applies is the latest record's.
-    if (this.missedThrough === 0) return
+    // After the catch-up, only one that covers what is still missing: a device whose history is
+    // whole takes no member's copy of it.
+    if (this.missedThrough === 0 && (this.stillMissingThrough === 0 || part.coversSeq < this.stillMissingThrough)) return
     const id = toBase64Url(part.snapshotId)
     let entry = this.snapshotParts.get(id)
     // A few at once at most: only the latest record's snapshot is ever applied.
@@ -1447,7 +1463,7 @@ export class Conversation {
       this.reject(ErrorCode.EnvelopeRejected, `history snapshot refused: ${(err as Error).message}`)
       return false
     }
-    this.applySnapshot(state, messages)
+    this.applySnapshot(state, messages, latest.coversSeq)
     // What was held for it goes next, on top of it.
     if (this.deferred.length > 0) this.retryDeferredSoon = true
     return true
@@ -1459,7 +1475,7 @@ export class Conversation {
    * Apply a snapshot's inner state (inside the batch's transaction). Its messages are held
    * back until their authors' signatures verify; nothing of it bypasses that check.
    */
-  private applySnapshot(state: Uint8Array, messages: Y.Map<StoredMessage>): void {
+  private applySnapshot(state: Uint8Array, messages: Y.Map<StoredMessage>, coversSeq: number): void {
     const before = new Map<string, StoredMessage>()
     for (const [k, v] of messages) before.set(k, v)
     try {
@@ -1476,8 +1492,13 @@ export class Conversation {
       this.reject(ErrorCode.Malformed, `snapshot failed to apply: ${(err as Error).message}`)
       return
     }
-    this.missedThrough = 0
-    this.holdingOverflowed = false
+    // Only history it covers: placeholders of a page received after this snapshot's (the relay
+    // compacted again meanwhile) still want the newer snapshot, and updates still wait for it.
+    if (coversSeq >= this.missedThrough) {
+      this.missedThrough = 0
+      this.holdingOverflowed = false
+    }
+    if (coversSeq >= this.stillMissingThrough) this.stillMissingThrough = 0
     for (const [k, v] of messages) {
       if (before.get(k) === v) continue
       this.unverified.add(k)
@@ -1697,8 +1718,8 @@ export class Conversation {
         const job = this.outgoing.then(() => {
           this.assertOpen()
           // The key changed while it was sealed (a member left, another device rotated): the
-          // relay would refuse it. Given up; the next send past the mark writes one under the
-          // new key (parts already written are covered and compacted by a later snapshot).
+          // relay would refuse it. Given up; a scheduled one is tried again under the new key
+          // (retrySnapshot; parts already written are covered and compacted by a later snapshot).
           if (this.epoch !== epoch) return undefined
           return this.writeOuter((log, rec) => {
             log.set(envelopeKey(this.outer.clientID, Y.getState(this.outer.store, this.outer.clientID)), envelopes[i]!)
@@ -1722,6 +1743,7 @@ export class Conversation {
     }
     if (givenUp) {
       this.sinceSnapshot = Math.max(this.sinceSnapshot, this.ctx.compactEvery)
+      this.snapshotGivenUp = true
       return
     }
     await this.foldRecords()
@@ -1798,17 +1820,27 @@ export class Conversation {
     const now = performance.now()
     // Without the first epoch's key (a 'from-join' member) this device cannot write one: leave it to others.
     if (this.snapshotting || this.closed || !this.record.keys.has(0)) return
-    if (!this.snapshotSchedule.due({ since: this.sinceSnapshot, cursor: this.cursor, coveredSeq: since, now })) return
+    const at = { since: this.sinceSnapshot, cursor: this.cursor, coveredSeq: since, now }
+    if (!this.snapshotSchedule.due(at)) {
+      // Held back only by its share of the time: tried again when that is over, send or not.
+      if (this.snapshotSchedule.due({ ...at, now: Number.POSITIVE_INFINITY })) this.retrySnapshot()
+      return
+    }
     // The relay compacts only once every member device holds what a snapshot covers: while
     // one is far behind (offline), a snapshot would only cost every device a download.
     // (Relay rows, not envelopes: each holds many. "Far behind" = missing over half of what
-    // came since the last snapshot.)
+    // came since the last snapshot.) Their next receipts ask again (onReceipts).
     const behind = this.cursor - Math.floor((this.cursor - since) / 2)
     for (const device of this.membership.devices.keys()) {
-      if (device !== this.ctx.identity.deviceId && (this.receiptBook.byDevice.get(device)?.stored ?? 0) < behind) return
+      if (device !== this.ctx.identity.deviceId && (this.receiptBook.byDevice.get(device)?.stored ?? 0) < behind) {
+        this.snapshotAwaitsReceipts = true
+        return
+      }
     }
+    this.snapshotAwaitsReceipts = false
     this.sinceSnapshot = 0
     this.snapshotting = true
+    this.snapshotGivenUp = false
     this.snapshotSchedule.started(now)
     void this.writeSnapshot()
       // Closing while it was sealed: the next session writes one when its count is reached.
@@ -1816,7 +1848,36 @@ export class Conversation {
       .finally(() => {
         this.snapshotting = false
         this.snapshotSchedule.finished(performance.now())
+        if (this.snapshotGivenUp) this.retrySnapshot()
       })
+  }
+
+  /** The last snapshot was given up (the key changed while it was sealed): see retrySnapshot. */
+  private snapshotGivenUp = false
+  /** A snapshot is due but waits for other devices to hold more (their receipts): see onReceipts. */
+  private snapshotAwaitsReceipts = false
+  private snapshotRetryTimer: ReturnType<typeof setTimeout> | undefined
+
+  /**
+   * Try again once the schedule allows, without waiting for a send: after a snapshot given up
+   * (it is sealed over many paced steps, so a key rotation, every 1,000 messages by any member,
+   * often lands in it) or held back by its share of the time. When the burst that crossed the
+   * mark was over by then, no send came to try again, and the relay kept the whole history
+   * until the conversation's next message.
+   */
+  private retrySnapshot(): void {
+    this.snapshotGivenUp = false
+    if (this.snapshotRetryTimer !== undefined || this.closed) return
+    const timer = setTimeout(
+      () => {
+        this.snapshotRetryTimer = undefined
+        this.maybeSnapshot()
+      },
+      this.snapshotSchedule.waitMs(performance.now()) + SNAPSHOT_RETRY_MARGIN_MS,
+    )
+    // Never what keeps a process alive.
+    ;(timer as { unref?: () => void }).unref?.()
+    this.snapshotRetryTimer = timer
   }
 
   /** Parse envelope headers and verify their signatures (natively, as one batch). */
@@ -1956,6 +2017,8 @@ export class Conversation {
     if (!moved) return
     this.statusesChanged(this.ownBySeq.between(moved.after, moved.through))
     this.storeSoon([[keyOf.receipts(this.id), encodeReceipts([...this.receiptBook.byDevice.values()])]])
+    // A snapshot this device's send made due waited for the others to catch up: maybe now.
+    if (this.snapshotAwaitsReceipts) this.maybeSnapshot()
   }
 
   /** Bookkeeping writes (acks, receipts) of one event-loop turn share one commit. */
@@ -2446,6 +2509,7 @@ export class Conversation {
     if (this.closed) return
     this.closed = true
     clearTimeout(this.fillTimer)
+    clearTimeout(this.snapshotRetryTimer)
     // Never loaded: nothing was opened, nothing to flush.
     if (!this.loading) return
     await this.loading.catch(() => undefined)

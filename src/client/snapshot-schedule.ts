@@ -77,6 +77,11 @@ export class SnapshotSchedule {
     return at.now >= this.notBefore
   }
 
+  /** How long until a snapshot may start again (0: now), by the share of the time alone. */
+  waitMs(now: number): number {
+    return Math.max(0, this.notBefore - now)
+  }
+
   /** A snapshot began (this device's): it may first wait for incoming rows to settle. */
   started(now: number): void {
     this.startedAt = now

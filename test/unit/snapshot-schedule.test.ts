@@ -111,6 +111,17 @@ describe('snapshot schedule', () => {
     expect(next(2500)).toBe(true)
   })
 
+  it('says how long until that wait is over (a snapshot given up is tried again then)', () => {
+    const schedule = new SnapshotSchedule({ every: 10 })
+    expect(schedule.waitMs(0)).toBe(0)
+    schedule.started(1000)
+    schedule.working(1000)
+    schedule.finished(1300)
+    expect(schedule.waitMs(1300)).toBe(1200)
+    expect(schedule.waitMs(2000)).toBe(500)
+    expect(schedule.waitMs(9000)).toBe(0)
+  })
+
   it('writes O(log n) snapshots over a long conversation, not one per `every` messages', () => {
     // One million messages, ten to a row: a fixed spacing of 5,000 wrote 200 snapshots, the
     // last ones of all 100,000 rows (20 million rows written in snapshots in all).
