@@ -81,7 +81,7 @@ import { PositionIndex } from './position-index.js'
 import { type Message, ShownList, type StoredMessage } from './shown-list.js'
 import { VirtualSocket } from './virtual-socket.js'
 import { rowsToStore, transactWithoutUpdate } from './quiet-transact.js'
-import { openSnapshot, sealSnapshot } from '../shared/snapshot-seal.js'
+import { inflateSnapshot, type OpenedSnapshot, openSnapshot, sealSnapshot } from '../shared/snapshot-seal.js'
 import { SnapshotSchedule } from './snapshot-schedule.js'
 import { type HistoryReplica, openHistoryReplica } from './history-replica.js'
 import { utf8Length } from '../shared/utf8-length.js'
@@ -504,7 +504,12 @@ export class Conversation {
       // Caught up without a snapshot we could use (none written, or one we cannot read, as a
       // 'from-join' member): stop holding what came after the compacted part.
       if (this.missedThrough > 0) {
-        const job = this.incomingTail.then(() => {
+        const job = this.incomingTail.then(async () => {
+          // A snapshot still inflating is what the held updates wait for: it goes first.
+          if (this.inflating) {
+            await this.inflating
+            await this.processIncoming([], [], [], 0)
+          }
           if (this.missedThrough === 0) return
           this.stillMissingThrough = Math.max(this.stillMissingThrough, this.missedThrough)
           this.missedThrough = 0
@@ -1240,8 +1245,9 @@ export class Conversation {
       // against the document as it stands after the ones before it (Yjs integrates immediately).
       this.heldErrors = []
       quiet = transactWithoutUpdate(this.doc, ORIGIN_REMOTE, new Set([this.innerListener, capture]), () => applied.whole, () => {
-        // Its record may come a page after its last part.
-        this.applyReadySnapshot(messages)
+        // Its record may come a page after its last part, or it was inflated since.
+        const readyAt = this.applyReadySnapshot(messages)
+        if (readyAt !== undefined) currentSeq = readyAt
         for (let i = 0; i < envelopes.length; i++) {
           const h = headers[i]
           if (!h) continue
@@ -1296,8 +1302,9 @@ export class Conversation {
           if (opened.kind === 'update' && this.holdForSnapshot(envelopes[i]!)) continue
           nonces.set(nonce, h.signature)
           if (opened.kind === 'snapshot') {
-            this.gatherSnapshot(opened, h.epoch, deviceId)
-            if (this.applyReadySnapshot(messages)) currentSeq = envelopes[i]!.seq
+            this.gatherSnapshot(opened, h.epoch, deviceId, envelopes[i]!.seq)
+            const at = this.applyReadySnapshot(messages)
+            if (at !== undefined) currentSeq = at
             continue
           }
           const update = opened.update
@@ -1410,7 +1417,7 @@ export class Conversation {
    * received that history as envelopes ignores snapshots: a member's copy of others'
    * messages can add nothing it lacks, and must not replace what it verified itself.
    */
-  private gatherSnapshot(part: SnapshotPart & { bytes: Uint8Array }, epoch: number, sender: string): void {
+  private gatherSnapshot(part: SnapshotPart & { bytes: Uint8Array }, epoch: number, sender: string, seq: number): void {
     // Any snapshot while history is missing, not only one covering the last placeholder seen:
     // the relay also blanks refused writes (a snapshot sealed under a stale key), and those
     // blanks can lie past the compacted part. Which one applies is the latest record's.
@@ -1438,38 +1445,64 @@ export class Conversation {
       sealed.set(p!, at)
       at += p!.length
     }
-    this.readySnapshot = { id, sealed, epoch, sender }
+    this.readySnapshot = { id, sealed, epoch, sender, seq }
   }
 
   /**
    * Apply the gathered snapshot once its record is folded: only the snapshot the relay
    * compacted for (the latest record's), from a device of the member who signed that record.
-   * Returns whether one was applied.
+   * A compressed one (snapshot-seal.ts, version 2) is inflated off this path first, and the
+   * pass that inflating queues applies it. Returns the seq of the part that completed the
+   * snapshot applied, if one was.
    */
-  private applyReadySnapshot(messages: Y.Map<StoredMessage>): boolean {
+  private applyReadySnapshot(messages: Y.Map<StoredMessage>): number | undefined {
+    const inflated = this.inflatedSnapshot
+    if (inflated) {
+      this.inflatedSnapshot = undefined
+      this.applySnapshot(inflated.state, messages, inflated.coversSeq)
+      // What was held for it goes next, on top of it.
+      if (this.deferred.length > 0) this.retryDeferredSoon = true
+      return inflated.seq
+    }
     const ready = this.readySnapshot
     const latest = this.membership.snapshot
-    if (!ready || !latest || toBase64Url(latest.snapshotId) !== ready.id) return false
+    if (!ready || !latest || toBase64Url(latest.snapshotId) !== ready.id) return undefined
     this.readySnapshot = undefined
-    if (this.membership.everDevices.get(ready.sender) !== latest.by) return false
+    if (this.membership.everDevices.get(ready.sender) !== latest.by) return undefined
     const key = this.record.keys.get(ready.epoch)
     const first = this.record.keys.get(0)
     // A 'from-join' member cannot open it, by design: it holds what was said before they came.
-    if (!key || !first) return false
-    let state: Uint8Array
+    if (!key || !first) return undefined
+    let opened: OpenedSnapshot
     try {
-      state = openSnapshot(ready.sealed, this.id, ready.epoch, key, first)
+      opened = openSnapshot(ready.sealed, this.id, ready.epoch, key, first)
     } catch (err) {
       this.reject(ErrorCode.EnvelopeRejected, `history snapshot refused: ${(err as Error).message}`)
-      return false
+      return undefined
     }
-    this.applySnapshot(state, messages, latest.coversSeq)
-    // What was held for it goes next, on top of it.
-    if (this.deferred.length > 0) this.retryDeferredSoon = true
-    return true
+    if ('state' in opened) {
+      this.applySnapshot(opened.state, messages, latest.coversSeq)
+      if (this.deferred.length > 0) this.retryDeferredSoon = true
+      return ready.seq
+    }
+    const coversSeq = latest.coversSeq
+    const inflating = inflateSnapshot(opened).then(
+      (state) => {
+        this.inflatedSnapshot = { state, coversSeq, seq: ready.seq }
+      },
+      (err) => this.reject(ErrorCode.Malformed, `history snapshot refused: ${(err as Error).message}`),
+    )
+    this.inflating = inflating.finally(() => {
+      if (this.inflating === inflating) this.inflating = undefined
+      if (!this.closed) this.retryDeferred()
+    })
+    return undefined
   }
 
-  private readySnapshot: { id: string; sealed: Uint8Array; epoch: number; sender: string } | undefined
+  private readySnapshot: { id: string; sealed: Uint8Array; epoch: number; sender: string; seq: number } | undefined
+  /** A compressed snapshot being inflated, and then its state, waiting for the next receive pass. */
+  private inflating: Promise<void> | undefined
+  private inflatedSnapshot: { state: Uint8Array; coversSeq: number; seq: number } | undefined
 
   /**
    * Apply a snapshot's inner state (inside the batch's transaction). Its messages are held

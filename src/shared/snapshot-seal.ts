@@ -6,14 +6,20 @@
  * have both (a 'from-join' member lacks the first, a removed one the current).
  *
  * ```
- * key    := HKDF-SHA256(ikm = epochKey • firstEpochKey, info = context, 32)
+ * key     := HKDF-SHA256(ikm = epochKey • firstEpochKey, info = context, 32)
  * context := varString 'petrel/v1/snapshot' • varString room • varUint epoch
- * sealed := uint8 1 • varUint8Array nonce(24) • varUint8Array ciphertext   XChaCha20-Poly1305, AAD = context
+ * sealed  := uint8 version • varUint8Array nonce(24) • varUint8Array ciphertext   XChaCha20-Poly1305
+ * version 1: ciphertext of the state;                                AAD = context
+ * version 2: ciphertext of varUint stateLength • deflateRaw(state);  AAD = context • uint8 2
  * ```
+ * Version 2 (since the fourteenth session) is written wherever the platform compresses
+ * (snapshot-deflate.ts), version 1 elsewhere; both are read. Version 2's byte is in its AAD,
+ * so a sealed snapshot cannot be passed off as the other version.
  */
 import * as encoding from 'lib0/encoding'
 import { AEAD_TAG_LENGTH, hkdf, open, randomNonce, sealInSteps } from './crypto/index.js'
 import { ErrorCode, PetrelError } from './errors.js'
+import { canDeflate, deflateState, inflateState } from './snapshot-deflate.js'
 import { StrictReader } from './wire.js'
 
 const contextOf = (room: string, epoch: number) => {
@@ -32,10 +38,10 @@ function keyOf(context: Uint8Array, epochKey: Uint8Array, firstKey: Uint8Array):
 }
 
 /**
- * Seal a snapshot's inner state as above, encrypting a step (256 KiB) per turn where the
- * platform's cipher streams (sealing 5 MB at once held the thread ~40 ms), straight into the
- * sealed layout (no second copy of the ciphertext). `pause` runs between steps (default: a
- * turn of the event loop).
+ * Seal a snapshot's inner state as above (compressed where the platform can), encrypting a
+ * step (256 KiB) per turn where the platform's cipher streams (sealing 5 MB at once held the
+ * thread ~40 ms), straight into the sealed layout (no second copy of the ciphertext). `pause`
+ * runs between steps (default: a turn of the event loop).
  *
  * @example const sealed = await sealSnapshot(state, room, epoch, epochKey, firstKey)
  */
@@ -46,31 +52,65 @@ export async function sealSnapshot(
   epochKey: Uint8Array,
   firstKey: Uint8Array,
   pause?: () => Promise<unknown>,
+  compress = canDeflate,
 ): Promise<Uint8Array> {
   const context = contextOf(room, epoch)
+  let plain = state
+  let aad = context
+  if (compress) {
+    const deflated = await deflateState(state)
+    const e = encoding.createEncoder()
+    encoding.writeVarUint(e, state.length)
+    const head = encoding.toUint8Array(e)
+    plain = new Uint8Array(head.length + deflated.length)
+    plain.set(head)
+    plain.set(deflated, head.length)
+    aad = versionedContext(context, 2)
+  }
   const nonce = randomNonce()
   const e = encoding.createEncoder()
-  encoding.writeUint8(e, 1)
+  encoding.writeUint8(e, compress ? 2 : 1)
   encoding.writeVarUint8Array(e, nonce)
-  encoding.writeVarUint(e, state.length + AEAD_TAG_LENGTH)
+  encoding.writeVarUint(e, plain.length + AEAD_TAG_LENGTH)
   const head = encoding.toUint8Array(e)
-  const sealed = new Uint8Array(head.length + state.length + AEAD_TAG_LENGTH)
+  const sealed = new Uint8Array(head.length + plain.length + AEAD_TAG_LENGTH)
   sealed.set(head)
-  await sealInSteps(keyOf(context, epochKey, firstKey), nonce, state, context, sealed, head.length, undefined, pause)
+  await sealInSteps(keyOf(context, epochKey, firstKey), nonce, plain, aad, sealed, head.length, undefined, pause)
   return sealed
 }
 
-/** The inner state; a PetrelError (envelope_rejected) when it does not open with these keys. */
-export function openSnapshot(sealed: Uint8Array, room: string, epoch: number, epochKey: Uint8Array, firstKey: Uint8Array): Uint8Array {
+const versionedContext = (context: Uint8Array, version: number) => {
+  const aad = new Uint8Array(context.length + 1)
+  aad.set(context)
+  aad[context.length] = version
+  return aad
+}
+
+/** A snapshot opened with its keys: the state (version 1), or the state still deflated (version 2; {@link inflateSnapshot}). */
+export type OpenedSnapshot = { state: Uint8Array } | { deflated: Uint8Array; length: number }
+
+/** Decrypt a sealed snapshot; a PetrelError (envelope_rejected) when it does not open with these keys. */
+export function openSnapshot(sealed: Uint8Array, room: string, epoch: number, epochKey: Uint8Array, firstKey: Uint8Array): OpenedSnapshot {
   const context = contextOf(room, epoch)
   const r = new StrictReader(sealed)
-  if (r.uint8() !== 1) throw new PetrelError(ErrorCode.VersionMismatch, 'unknown snapshot seal version')
+  const version = r.uint8()
+  if (version !== 1 && version !== 2) throw new PetrelError(ErrorCode.VersionMismatch, `unknown snapshot seal version ${version}`)
   const nonce = r.varBytes(24)
   const ciphertext = r.varBytes(sealed.length)
   r.end()
+  let plain: Uint8Array
   try {
-    return open(keyOf(context, epochKey, firstKey), nonce, ciphertext, context)
+    plain = open(keyOf(context, epochKey, firstKey), nonce, ciphertext, version === 2 ? versionedContext(context, 2) : context)
   } catch (cause) {
     throw new PetrelError(ErrorCode.EnvelopeRejected, 'snapshot does not open', { cause })
   }
+  if (version === 1) return { state: plain }
+  const p = new StrictReader(plain)
+  const length = p.varUint()
+  return { deflated: p.rest(), length }
+}
+
+/** The state of an opened snapshot, inflated (bounded by its declared length) if need be. */
+export async function inflateSnapshot(opened: OpenedSnapshot): Promise<Uint8Array> {
+  return 'state' in opened ? opened.state : inflateState(opened.deflated, opened.length)
 }

@@ -6,6 +6,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest'
 import type { Conversation } from '../../src/client/index.js'
+import { randomBytes, toBase64Url } from '../../src/shared/crypto/index.js'
 import { RoomMessage } from '../../src/shared/room-messages.js'
 import { FrameType, readFrame } from '../../src/shared/wire.js'
 import { FrameProxy } from './frame-proxy.js'
@@ -32,8 +33,10 @@ function frameKind(data: Buffer): 'rows' | 'synced' | 'other' {
   return m[0] === RoomMessage.Rows ? 'rows' : 'other'
 }
 
+/** `n` messages of random text: snapshots compress, and this one must stay larger than a rows message. */
 async function sendMany(conv: Conversation, n: number, prefix: string): Promise<void> {
-  for (let i = 0; i < n; i += 500) await Promise.all(Array.from({ length: Math.min(500, n - i) }, (_, j) => conv.send(`${prefix} ${i + j}`)))
+  const noise = () => toBase64Url(randomBytes(90))
+  for (let i = 0; i < n; i += 500) await Promise.all(Array.from({ length: Math.min(500, n - i) }, (_, j) => conv.send(`${prefix} ${i + j} ${noise()}`)))
 }
 
 /** Alice and Bob with `n` messages, past the key rotation at 1,000, nobody writing snapshots on their own. */
