@@ -95,6 +95,17 @@ export async function latencyClients(rate: number, seconds: number, warmupSecond
     if (done.kind !== 'done') throw new Error('latency: the receiving device did not finish')
     const lat: number[] = []
     for (let i = Math.min(Math.round(rate * warmupSeconds), total - 1); i < total; i++) lat.push(done.arrivedAt[i]! - sentAt[i]!)
+    if (process.env.BENCH_SERIES) {
+      const from = Math.min(Math.round(rate * warmupSeconds), total - 1)
+      const per = Math.max(1, Math.round(rate / 10))
+      const series: string[] = []
+      for (let i = from; i < total; i += per) {
+        let worst = 0
+        for (let j = i; j < Math.min(total, i + per); j++) worst = Math.max(worst, done.arrivedAt[j]! - sentAt[j]!)
+        series.push(`${i / 1000}k:${worst.toFixed(0)}`)
+      }
+      console.log('SERIES', series.join(' '))
+    }
     await alice.close()
     if (shown === 0) throw new Error('latency: the sending device never showed its list')
     return { p50Ms: percentile(lat, 50), p99Ms: percentile(lat, 99), maxMs: Math.max(...lat), messages: lat.length }
