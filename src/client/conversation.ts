@@ -1488,7 +1488,8 @@ export class Conversation {
     const coversSeq = latest.coversSeq
     const inflating = inflateSnapshot(opened).then(
       (state) => {
-        this.inflatedSnapshot = { state, coversSeq, seq: ready.seq }
+        // Two may inflate at once (a newer one completed meanwhile): the one covering more wins.
+        if (!this.inflatedSnapshot || this.inflatedSnapshot.coversSeq <= coversSeq) this.inflatedSnapshot = { state, coversSeq, seq: ready.seq }
       },
       (err) => this.reject(ErrorCode.Malformed, `history snapshot refused: ${(err as Error).message}`),
     )
