@@ -19,6 +19,7 @@
  * timer: only PUT adds data, so storage stays bounded, and there is no timer to outlive the
  * server or to run against a closed store. takeLink never returns an expired message anyway.
  */
+import { readCapped } from '../shared/read-capped.js'
 import type { Hono } from 'hono'
 import { cors } from 'hono/cors'
 import type { RelayStore } from './store/relay-store.js'
@@ -48,34 +49,6 @@ const pause = (ms: number, signal: AbortSignal): Promise<void> =>
     const timer = setTimeout(done, ms)
     signal.addEventListener('abort', done, { once: true })
   })
-
-/**
- * Reads a body of at most `max` bytes, stopping as soon as it is larger, so an oversized or
- * endless upload costs at most `max` bytes of memory.
- */
-async function readCapped(body: ReadableStream<Uint8Array> | null, max: number): Promise<Uint8Array | 'too-large'> {
-  if (!body) return new Uint8Array()
-  const reader = body.getReader()
-  const chunks: Uint8Array[] = []
-  let size = 0
-  for (;;) {
-    const { done, value } = await reader.read()
-    if (done) break
-    size += value.byteLength
-    if (size > max) {
-      await reader.cancel().catch(() => undefined)
-      return 'too-large'
-    }
-    chunks.push(value)
-  }
-  const out = new Uint8Array(size)
-  let at = 0
-  for (const chunk of chunks) {
-    out.set(chunk, at)
-    at += chunk.byteLength
-  }
-  return out
-}
 
 /**
  * @example

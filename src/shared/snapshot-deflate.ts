@@ -14,6 +14,7 @@
  * (or short of it) is refused, so a member's "zip bomb" costs at most that many bytes.
  */
 import { ErrorCode, PetrelError } from './errors.js'
+import { readCapped } from './read-capped.js'
 
 /** The largest inner state a snapshot may declare (1 GiB): a bound on what inflating allocates. */
 export const MAX_SNAPSHOT_STATE_BYTES = 2 ** 30
@@ -92,25 +93,7 @@ async function drain(input: Uint8Array, stream: TransformStream<Uint8Array, Uint
   // Errors surface on the readable side; these promises only settle with it.
   writer.write(input).catch(() => {})
   writer.close().catch(() => {})
-  const reader = stream.readable.getReader()
-  const chunks: Uint8Array[] = []
-  let total = 0
-  for (;;) {
-    const { done, value } = await reader.read()
-    if (done) break
-    total += value.length
-    if (total > max) {
-      await reader.cancel().catch(() => {})
-      throw new PetrelError(ErrorCode.Malformed, `snapshot inflates past the ${max} bytes it declares`)
-    }
-    chunks.push(value)
-  }
-  if (chunks.length === 1) return chunks[0]!
-  const out = new Uint8Array(total)
-  let at = 0
-  for (const c of chunks) {
-    out.set(c, at)
-    at += c.length
-  }
+  const out = await readCapped(stream.readable, max)
+  if (out === 'too-large') throw new PetrelError(ErrorCode.Malformed, `snapshot inflates past the ${max} bytes it declares`)
   return out
 }
