@@ -15,71 +15,21 @@ import 'fake-indexeddb/auto'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import * as Y from 'yjs'
 import { createClient } from '../src/client/index.js'
+import { NOWHERE, openHistory, type OpenTimes, plaintextReference, writeHistory } from './cold-open-phases.js'
 import { startProfile } from './common.js'
 
-/** Nobody listens here: the device stays offline. */
-const NOWHERE = 'ws://127.0.0.1:9'
-
-export interface ColdOpenResult {
-  ms: number
+export interface ColdOpenResult extends OpenTimes {
   referenceMs: number
   messages: number
   writeMs: number
-  /** Lazy start until the documents are loaded too. */
-  loadedMs: number
-  /** The default start (`open: 'all'`) until the last 50 show. */
-  allMs: number
 }
 
 export async function coldOpen(messages: number): Promise<ColdOpenResult> {
   const storageKey = `bench-cold-${Date.now()}`
-  const w0 = performance.now()
-  const writer = await createClient({ relay: NOWHERE, name: 'writer', storageKey, open: 'lazy' })
-  writer.disconnect()
-  const conv = await writer.createConversation({ title: 'long' })
-  const texts: string[] = []
-  for (let i = 0; i < messages; i++) texts.push(`message ${i} ${'x'.repeat(80)}`)
-  for (let i = 0; i < messages; i += 1000) await Promise.all(texts.slice(i, i + 1000).map((t) => conv.send(t)))
-  await writer.close()
-  const writeMs = performance.now() - w0
-
-  const profile = await startProfile('BENCH_COLD_PROF')
-  const t0 = performance.now()
-  const reader = await createClient({ relay: NOWHERE, name: 'writer', storageKey, open: 'lazy' })
-  reader.disconnect()
-  const [opened] = await reader.conversations()
-  const last = opened!.messages().slice(-50)
-  const ms = performance.now() - t0
-  await profile?.()
-  if (last.length !== 50 || last[49]!.text !== texts[messages - 1]) throw new Error('cold open: wrong last messages')
-  await opened!.ready()
-  const loadedMs = performance.now() - t0
-  if (opened!.messages().length !== messages) throw new Error('cold open: not everything loaded')
-  await reader.close()
-
-  const a0 = performance.now()
-  const eager = await createClient({ relay: NOWHERE, name: 'writer', storageKey })
-  eager.disconnect()
-  const [full] = await eager.conversations()
-  if (full!.messages().slice(-1)[0]!.text !== texts[messages - 1]) throw new Error('cold open: wrong last message')
-  const allMs = performance.now() - a0
-  await eager.close()
-
-  const source = new Y.Doc()
-  const map = source.getMap('messages')
-  source.transact(() => {
-    for (let i = 0; i < messages; i++) map.set(`user.${i.toString(36)}`, { t: texts[i]!, at: i, h: i, n: 0, d: 'device' })
-  })
-  const state = Y.encodeStateAsUpdate(source)
-  const r0 = performance.now()
-  const fresh = new Y.Doc()
-  Y.applyUpdate(fresh, state)
-  const all = [...fresh.getMap<{ h: number; t: string }>('messages').values()].sort((a, b) => a.h - b.h).slice(-50)
-  const referenceMs = performance.now() - r0
-  if (all.length !== 50) throw new Error('reference failed')
-  return { ms, referenceMs, messages, writeMs, loadedMs, allMs }
+  const { writeMs } = await writeHistory(messages, storageKey)
+  const times = await openHistory(messages, storageKey, () => startProfile('BENCH_COLD_PROF'))
+  return { ...times, ...plaintextReference(messages), messages, writeMs }
 }
 
 export interface StartupResult {

@@ -10,13 +10,15 @@
  * BENCH_MEMORY_ROUNDS (3), BENCH_MEMORY_SETTLE_MS (8000) idle before each memory reading; BENCH_HEAP_SNAPSHOT=dir and BENCH_MEMORY_DETAIL=1
  * for memory diagnosis; BENCH_CHILD_FLAGS passes node flags to server processes.
  * BENCH_CPU_PROF=dir profiles the server processes; BENCH_SERIES=1 prints the full clients' worst latency per 100 ms. The full-client end-to-end run (bench/e2e.ts)
- * takes BENCH_PAIRS, BENCH_MESSAGES, BENCH_BATCH.
+ * takes BENCH_PAIRS, BENCH_MESSAGES, BENCH_BATCH. `coldOpenChromium` (5 in Chromium, BENCH_COLD messages) needs
+ * /usr/bin/chromium and says it skipped without it.
  */
 import { spawn } from 'node:child_process'
 import { cpus, loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { type CatchupResult, catchup } from './catchup.js'
 import { coldOpen, startup } from './cold-open.js'
+import { CHROMIUM, coldOpenChromium } from './cold-open-chromium.js'
 import { envInt, median } from './common.js'
 import { e2e } from './e2e.js'
 import { freshDevice } from './fresh-device.js'
@@ -158,6 +160,20 @@ async function cold(): Promise<void> {
   summary.coldOpen = { ms: r2(r.ms), loadedMs: r2(r.loadedMs), allMs: r2(r.allMs), referenceMs: r2(r.referenceMs), messages: n }
 }
 
+async function coldChromium(): Promise<void> {
+  const n = envInt('BENCH_COLD', 100_000)
+  console.log(`\n## 5 in Chromium: ${fmt(n)} messages in the browser's IndexedDB, the page reloaded after writing, until the last 50 show`)
+  const r = await coldOpenChromium(n)
+  if (!r) {
+    console.log(`skipped: ${CHROMIUM} is missing (apt-get install -y chromium)`)
+    return
+  }
+  console.log(
+    `${r.browser}: petrel open: 'lazy' ${fmt(r.ms)} ms (documents loaded after ${fmt(r.loadedMs)} ms); open: 'all' ${fmt(r.allMs)} ms; writing them offline took ${fmt(r.writeMs)} ms; plaintext Yjs doc ${fmt(r.referenceMs)} ms`,
+  )
+  summary.coldOpenChromium = { ms: r2(r.ms), loadedMs: r2(r.loadedMs), allMs: r2(r.allMs), referenceMs: r2(r.referenceMs), messages: n }
+}
+
 async function start(): Promise<void> {
   const n = envInt('BENCH_STARTUP', 1000)
   console.log(`\n## 6. start-up: ${fmt(n)} conversations (SQLite) until conversations() resolves`)
@@ -233,6 +249,7 @@ async function main(): Promise<void> {
     ['catchup', catchUp],
     ['freshDevice', fresh],
     ['coldOpen', cold],
+    ['coldOpenChromium', coldChromium],
     ['startup', start],
     ['memory', memory],
     ['e2e', fullClient],

@@ -18,7 +18,7 @@ export default defineConfig({
 })
 
 /** Browsers store in IndexedDB: keep the engine's Node-only SQLite store out of the bundle. */
-function browserOnly(): Plugin {
+export function browserOnly(): Plugin {
   const stub = '\0petrel-chat:no-sqlite'
   return {
     name: 'petrel-chat-browser-only',
