@@ -3,8 +3,10 @@
  * pipelined; the server stores them and acknowledges. The load generator (this process)
  * builds every frame before the clock starts, so the server, alone on the other core, is
  * what is measured. Petrel acknowledges after fsync (✓ = durable); the raw reference also
- * commits to SQLite before it acks; @y/websocket-server and Hocuspocus keep documents in
- * memory (the y-websocket barrier is a sync step 2 reply, Hocuspocus's a SyncStatus ack).
+ * commits to SQLite before it acks; @y/websocket-server and Hocuspocus run in memory and with
+ * their own persistence (the y-websocket barrier is a sync step 2 reply, Hocuspocus's a
+ * SyncStatus ack; both answer before they store, so with persistence the time until all is
+ * stored is measured too: bench/server-child.ts).
  */
 import * as encoding from 'lib0/encoding'
 import * as Y from 'yjs'
@@ -13,12 +15,16 @@ import { openSocket as connect } from './common.js'
 import { PetrelDevice } from './petrel-device.js'
 import { type ServerKind, startServer } from './server-process.js'
 
-export type IngestSystem = 'petrel' | 'raw-sqlite-ack' | 'y-websocket' | 'hocuspocus'
+export type IngestSystem = 'petrel' | 'raw-sqlite-ack' | 'y-websocket' | 'y-websocket-leveldb' | 'hocuspocus' | 'hocuspocus-sqlite'
 
 export interface IngestResult {
+  /** Acknowledged (the system's own barrier) per second. */
   msgsPerSec: number
   elapsedMs: number
   messages: number
+  /** For peers that store after acknowledging: stored per second, from the first send until all was stored. */
+  durableMsgsPerSec?: number
+  durableMs?: number
 }
 
 /** Plaintext Yjs updates of `bytes` bytes each, as a y-websocket / Hocuspocus client makes them. */
@@ -158,7 +164,9 @@ const preparers: Record<IngestSystem, typeof preparePetrel> = {
   petrel: preparePetrel,
   'raw-sqlite-ack': prepareRaw,
   'y-websocket': prepareYWebsocket,
+  'y-websocket-leveldb': prepareYWebsocket,
   hocuspocus: prepareHocuspocus,
+  'hocuspocus-sqlite': prepareHocuspocus,
 }
 
 /** One round: a fresh server process, prepared load, then the timed run. */
@@ -177,7 +185,10 @@ export async function ingestRound(system: IngestSystem, conns: number, perConn: 
       ]).finally(() => clearTimeout(timer))
       const elapsedMs = performance.now() - t0
       const messages = conns * perConn
-      return { msgsPerSec: (messages / elapsedMs) * 1000, elapsedMs, messages }
+      const durableAt = await server.durableAt()
+      if (durableAt === null) return { msgsPerSec: (messages / elapsedMs) * 1000, elapsedMs, messages }
+      const durableMs = durableAt - (performance.timeOrigin + t0)
+      return { msgsPerSec: (messages / elapsedMs) * 1000, elapsedMs, messages, durableMs, durableMsgsPerSec: (messages / durableMs) * 1000 }
     } finally {
       load.close()
     }

@@ -3,10 +3,13 @@
  * the parent does not share its core and its memory can be read on its own.
  *
  *   node server-child.js <kind> <dir>
- *   kind: petrel | raw-sqlite-ack | raw-broadcast | raw-idle | raw-handshake | y-websocket | hocuspocus
+ *   kind: petrel | raw-sqlite-ack | raw-broadcast | raw-idle | raw-handshake | y-websocket |
+ *         y-websocket-leveldb | hocuspocus | hocuspocus-sqlite
  *
- * It sends `{ port }` once listening and answers `{ cmd: 'memory' }` with process.memoryUsage()
- * after a full GC (run it with --expose-gc).
+ * It sends `{ port }` once listening, answers `{ cmd: 'memory' }` with process.memoryUsage()
+ * after a full GC (run it with --expose-gc), and `{ cmd: 'durable' }` with `{ durableAt }`: when
+ * what it received so far was stored, for the peers that store after acknowledging (null for
+ * the others).
  */
 import { join } from 'node:path'
 import { getHeapSpaceStatistics, writeHeapSnapshot } from 'node:v8'
@@ -109,6 +112,14 @@ async function rawHandshake(): Promise<number> {
   return listen(wss)
 }
 
+/**
+ * Resolves with the wall-clock time (ms since the epoch) at which everything the server has
+ * received so far was stored, for the servers that store after they acknowledge (answers
+ * `{ cmd: 'durable' }`); unset for the others.
+ */
+let durable: (() => Promise<number>) | undefined
+const wallNow = () => performance.timeOrigin + performance.now()
+
 async function yWebsocket(): Promise<number> {
   const { setPersistence, setupWSConnection } = await import('@y/websocket-server/utils')
   setPersistence(null)
@@ -117,9 +128,84 @@ async function yWebsocket(): Promise<number> {
   return listen(wss)
 }
 
+/**
+ * @y/websocket-server with its own persistence: YPERSISTENCE makes it store every update in
+ * LevelDB (y-leveldb), after its sync step 2 answer. y-leveldb chains every write on one
+ * promise (`tr`): once it settles, all updates received before are written (LevelDB's default
+ * writes: not fsync'd).
+ */
+async function yWebsocketLeveldb(): Promise<number> {
+  process.env.YPERSISTENCE = join(dir, 'leveldb')
+  const { getPersistence, setupWSConnection } = await import('@y/websocket-server/utils')
+  const ldb = (getPersistence() as { provider: { tr: Promise<unknown> } } | null)?.provider
+  if (!ldb) throw new Error('y-websocket persistence did not start')
+  durable = async () => {
+    for (let tr = ldb.tr; ; tr = ldb.tr) {
+      await tr
+      if (tr === ldb.tr) return wallNow()
+    }
+  }
+  const wss = new WebSocketServer({ port: 0, host: '127.0.0.1', perMessageDeflate: false })
+  wss.on('connection', (ws, req) => setupWSConnection(ws, req))
+  return listen(wss)
+}
+
 async function hocuspocus(): Promise<number> {
   const { Server } = await import('@hocuspocus/server')
   const server = new Server({ port: 0, address: '127.0.0.1', quiet: true, stopOnSignals: false })
+  await server.listen()
+  return server.address.port
+}
+
+/**
+ * Hocuspocus storing in SQLite as its SQLite extension does (@hocuspocus/extension-sqlite: the
+ * Database extension, one row per document holding its whole state, upserted on each store),
+ * here over better-sqlite3 (the extension's sqlite3 needs a native build this machine cannot
+ * download). Stores are debounced as Hocuspocus configures them by default (2 s after the last
+ * change, 10 s at most): a document is stored once a store that began after its last change
+ * has finished.
+ */
+async function hocuspocusSqlite(): Promise<number> {
+  const { Server } = await import('@hocuspocus/server')
+  const { Database: DatabaseExtension } = await import('@hocuspocus/extension-database')
+  const db = new Database(join(dir, 'hocuspocus.db'))
+  db.exec('CREATE TABLE IF NOT EXISTS "documents" ("name" varchar(255) NOT NULL, "data" blob NOT NULL, UNIQUE(name))')
+  const select = db.prepare('SELECT data FROM "documents" WHERE name = ? ORDER BY rowid DESC')
+  const upsert = db.prepare('INSERT INTO "documents" ("name", "data") VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET data = excluded.data')
+  const changedAt = new Map<string, number>()
+  const stored = new Map<string, { began: number; at: number }>()
+  const server = new Server({
+    port: 0,
+    address: '127.0.0.1',
+    quiet: true,
+    stopOnSignals: false,
+    async onChange({ documentName }) {
+      changedAt.set(documentName, performance.now())
+    },
+    extensions: [
+      new DatabaseExtension({
+        fetch: async ({ documentName }) => (select.get(documentName) as { data: Uint8Array } | undefined)?.data ?? null,
+        store: async ({ documentName, state }) => {
+          const began = performance.now()
+          upsert.run(documentName, state)
+          stored.set(documentName, { began, at: wallNow() })
+        },
+      }),
+    ],
+  })
+  durable = async () => {
+    for (;;) {
+      let last = 0
+      let all = true
+      for (const [name, changed] of changedAt) {
+        const s = stored.get(name)
+        if (!s || s.began < changed) all = false
+        else last = Math.max(last, s.at)
+      }
+      if (all) return last
+      await new Promise((r) => setTimeout(r, 5))
+    }
+  }
   await server.listen()
   return server.address.port
 }
@@ -139,7 +225,9 @@ const starters: Record<string, () => Promise<number>> = {
   'raw-idle': rawIdle,
   'raw-handshake': rawHandshake,
   'y-websocket': yWebsocket,
+  'y-websocket-leveldb': yWebsocketLeveldb,
   hocuspocus,
+  'hocuspocus-sqlite': hocuspocusSqlite,
 }
 
 // A clean exit, so --cpu-prof (BENCH_CPU_PROF) gets to write its profile.
@@ -159,6 +247,10 @@ if (process.send) {
       if (snapshots) writeHeapSnapshot(join(snapshots, `${kind}-${Date.now()}.heapsnapshot`))
       const spaces = Object.fromEntries(getHeapSpaceStatistics().map((sp) => [sp.space_name, { size: sp.space_size, used: sp.space_used_size }]))
       process.send!({ memory: process.memoryUsage(), cpu: process.cpuUsage(), spaces })
+    }
+    if (msg.cmd === 'durable') {
+      if (!durable) process.send!({ durableAt: null })
+      else void durable().then((durableAt) => process.send!({ durableAt }))
     }
   })
   process.send({ port })

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
-export type ServerKind = 'petrel' | 'raw-sqlite-ack' | 'raw-broadcast' | 'raw-idle' | 'raw-handshake' | 'y-websocket' | 'hocuspocus'
+export type ServerKind = 'petrel' | 'raw-sqlite-ack' | 'raw-broadcast' | 'raw-idle' | 'raw-handshake' | 'y-websocket' | 'y-websocket-leveldb' | 'hocuspocus' | 'hocuspocus-sqlite'
 
 const live = new Set<ChildProcess>()
 
@@ -18,6 +18,8 @@ export interface ServerProcess {
   memory(): Promise<{ rss: number; heapUsed: number; external: number; arrayBuffers: number }>
   /** CPU time the child has used so far, in ms (user + system). */
   cpuMs(): Promise<number>
+  /** Wall-clock time (ms since the epoch) at which all it received so far was stored; null for servers that store before acknowledging. */
+  durableAt(): Promise<number | null>
   stop(options?: { keepData?: boolean }): Promise<void>
 }
 
@@ -48,6 +50,11 @@ export async function startServer(kind: ServerKind, options: { from?: string } =
       if (process.env.BENCH_MEMORY_DETAIL) console.error(kind, JSON.stringify({ rss: memory.rss, heapTotal: memory.heapTotal, heapUsed: memory.heapUsed, external: memory.external, spaces }))
       return memory
     },
+    durableAt: () =>
+      new Promise<number | null>((resolve) => {
+        child.once('message', (m: { durableAt: number | null }) => resolve(m.durableAt))
+        child.send({ cmd: 'durable' })
+      }),
     cpuMs: async () => {
       const { cpu } = await ask()
       return (cpu.user + cpu.system) / 1000
