@@ -1493,10 +1493,11 @@ export class Conversation {
       },
       (err) => this.reject(ErrorCode.Malformed, `history snapshot refused: ${(err as Error).message}`),
     )
-    this.inflating = inflating.finally(() => {
-      if (this.inflating === inflating) this.inflating = undefined
+    const settled: Promise<void> = inflating.finally(() => {
+      if (this.inflating === settled) this.inflating = undefined
       if (!this.closed) this.retryDeferred()
     })
+    this.inflating = settled
     return undefined
   }
 

@@ -28,7 +28,24 @@ describe('one socket per device', () => {
         const conv = await alice.createConversation({ title: `c${i}` })
         convs.push([conv, await bob.join(await conv.invite())] as const)
       }
-      for (const [a, b] of convs) await a.send(`hello ${a.title}`).then(() => until(() => texts(b).length === 1))
+      for (const [a, b] of convs) {
+        const sent = await a.send(`hello ${a.title}`)
+        await until(() => texts(b).length === 1).catch((e) => {
+          // A rare timeout under CI load: where the message and Bob's copy stood.
+          const x = b as unknown as { provider?: { synced: boolean; wsconnected: boolean }; cursor: number; deferred: unknown[]; unresolvedRows: unknown[] }
+          console.log(
+            'DIAG',
+            JSON.stringify({
+              conv: a.title,
+              status: a.message(sent.id)?.status,
+              bob: { synced: x.provider?.synced, wsconnected: x.provider?.wsconnected, cursor: x.cursor, deferred: x.deferred.length, unresolved: x.unresolvedRows.length, connection: bob.connection },
+              errors: [...world.errors.values()].flat().map((err) => err.message).slice(0, 5),
+            }),
+            world.logLines.filter((l) => /warn|error/.test(l)).slice(0, 5),
+          )
+          throw e
+        })
+      }
       expect(relay.metrics.connections).toBe(2)
       // Acknowledgements wait up to 50 ms after a batch is stored; let those in flight go out.
       await new Promise((r) => setTimeout(r, 300))

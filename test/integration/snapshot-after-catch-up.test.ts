@@ -97,5 +97,7 @@ describe('a snapshot that reaches a fresh device after its catch-up', () => {
       throw e
     })
     expect(texts(carolConv)).toEqual(texts(aliceConv))
+    // Inflated (seal version 2) and applied: nothing left waiting for it.
+    expect((carolConv as unknown as { inflating?: Promise<void> }).inflating).toBeUndefined()
   }, 60_000)
 })
