@@ -1459,10 +1459,7 @@ export class Conversation {
     const inflated = this.inflatedSnapshot
     if (inflated) {
       this.inflatedSnapshot = undefined
-      this.applySnapshot(inflated.state, messages, inflated.coversSeq)
-      // What was held for it goes next, on top of it.
-      if (this.deferred.length > 0) this.retryDeferredSoon = true
-      return inflated.seq
+      return this.applySnapshot(inflated.state, messages, inflated.coversSeq, inflated.seq)
     }
     const ready = this.readySnapshot
     const latest = this.membership.snapshot
@@ -1480,11 +1477,7 @@ export class Conversation {
       this.reject(ErrorCode.EnvelopeRejected, `history snapshot refused: ${(err as Error).message}`)
       return undefined
     }
-    if ('state' in opened) {
-      this.applySnapshot(opened.state, messages, latest.coversSeq)
-      if (this.deferred.length > 0) this.retryDeferredSoon = true
-      return ready.seq
-    }
+    if ('state' in opened) return this.applySnapshot(opened.state, messages, latest.coversSeq, ready.seq)
     const coversSeq = latest.coversSeq
     const inflating = inflateSnapshot(opened).then(
       (state) => {
@@ -1508,9 +1501,11 @@ export class Conversation {
 
   /**
    * Apply a snapshot's inner state (inside the batch's transaction). Its messages are held
-   * back until their authors' signatures verify; nothing of it bypasses that check.
+   * back until their authors' signatures verify; nothing of it bypasses that check. What was
+   * held for it goes next, on top of it. Returns `seq` (its last part's row) once applied.
    */
-  private applySnapshot(state: Uint8Array, messages: Y.Map<StoredMessage>, coversSeq: number): void {
+  private applySnapshot(state: Uint8Array, messages: Y.Map<StoredMessage>, coversSeq: number, seq: number): number | undefined {
+    if (this.deferred.length > 0) this.retryDeferredSoon = true
     const before = new Map<string, StoredMessage>()
     for (const [k, v] of messages) before.set(k, v)
     try {
@@ -1539,6 +1534,7 @@ export class Conversation {
       this.unverified.add(k)
       this.verificationDirty = true
     }
+    return seq
   }
 
   private verificationDirty = false
