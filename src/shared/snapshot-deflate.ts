@@ -50,13 +50,13 @@ export const canDeflate = zlib !== undefined || (streams.CompressionStream !== u
  *
  * @example const deflated = await deflateState(Y.encodeStateAsUpdate(doc))
  */
-export async function deflateState(state: Uint8Array, via: Via = zlib ? 'zlib' : 'streams'): Promise<Uint8Array> {
+export async function deflateState(state: Uint8Array, via: Via = zlib ? 'zlib' : 'streams', pause?: () => Promise<unknown>): Promise<Uint8Array> {
   if (via === 'zlib' && zlib) {
     const out = await new Promise<Uint8Array>((resolve, reject) => zlib.deflateRaw(state, { level: 1 }, (err, out) => (err ? reject(err) : resolve(out))))
     return new Uint8Array(out.buffer, out.byteOffset, out.byteLength)
   }
   if (!streams.CompressionStream) throw new PetrelError(ErrorCode.VersionMismatch, 'this platform cannot compress')
-  return drain(state, new streams.CompressionStream('deflate-raw'), Number.POSITIVE_INFINITY)
+  return drain(state, new streams.CompressionStream('deflate-raw'), Number.POSITIVE_INFINITY, pause)
 }
 
 /**
@@ -87,12 +87,25 @@ export async function inflateState(deflated: Uint8Array, length: number, via: Vi
   return out
 }
 
-/** Push `input` through a (de)compression stream; more than `max` bytes out stops it with an error. */
-async function drain(input: Uint8Array, stream: TransformStream<Uint8Array, Uint8Array>, max: number): Promise<Uint8Array> {
+/** Input is fed a step at a time, with `pause` between steps where one is given. */
+const STEP_BYTES = 256 * 1024
+
+/**
+ * Push `input` through a (de)compression stream; more than `max` bytes out stops it with an
+ * error. Fed in steps: a browser compresses on the thread it is fed from, so one 20 MB write
+ * would hold the app's thread for its whole length; `pause` (the snapshot's pacing) runs
+ * between steps.
+ */
+async function drain(input: Uint8Array, stream: TransformStream<Uint8Array, Uint8Array>, max: number, pause?: () => Promise<unknown>): Promise<Uint8Array> {
   const writer = stream.writable.getWriter()
-  // Errors surface on the readable side; these promises only settle with it.
-  writer.write(input).catch(() => {})
-  writer.close().catch(() => {})
+  // Errors surface on the readable side; the writing side only stops with it.
+  void (async () => {
+    for (let at = 0; at < input.length; at += STEP_BYTES) {
+      if (at > 0 && pause) await pause()
+      await writer.write(input.subarray(at, at + STEP_BYTES))
+    }
+    await writer.close()
+  })().catch(() => {})
   const out = await readCapped(stream.readable, max)
   if (out === 'too-large') throw new PetrelError(ErrorCode.Malformed, `snapshot inflates past the ${max} bytes it declares`)
   return out

@@ -58,7 +58,7 @@ export async function sealSnapshot(
   let plain = state
   let aad = context
   if (compress) {
-    const deflated = await deflateState(state)
+    const deflated = await deflateState(state, undefined, pause)
     const e = encoding.createEncoder()
     encoding.writeVarUint(e, state.length)
     const head = encoding.toUint8Array(e)

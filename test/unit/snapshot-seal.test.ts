@@ -70,6 +70,19 @@ describe('snapshot seal', () => {
   })
 })
 
+describe('snapshot deflating with compression streams (browsers)', () => {
+  it('feeds the stream a 256 KiB step at a time, pausing between steps, and round-trips', async () => {
+    const state = stateOf(8000)
+    let pauses = 0
+    const deflated = await deflateState(state, 'streams', async () => {
+      pauses++
+    })
+    expect(pauses).toBe(Math.ceil(state.length / (256 * 1024)) - 1)
+    expect(pauses).toBeGreaterThan(0)
+    expect(await inflateState(deflated, state.length, 'zlib')).toEqual(state)
+  })
+})
+
 describe.each<Via>(['zlib', 'streams'])('snapshot inflating (%s)', (via) => {
   it('round-trips a state', async () => {
     const state = stateOf(500)
