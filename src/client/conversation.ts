@@ -81,7 +81,7 @@ import { PositionIndex } from './position-index.js'
 import { type Message, ShownList, type StoredMessage } from './shown-list.js'
 import { VirtualSocket } from './virtual-socket.js'
 import { rowsToStore, transactWithoutUpdate } from './quiet-transact.js'
-import { inflateSnapshot, type OpenedSnapshot, openSnapshot, sealSnapshot } from '../shared/snapshot-seal.js'
+import { inflateSnapshot, type OpenedSnapshot, openSnapshot, sealSnapshot, snapshotStateNow } from '../shared/snapshot-seal.js'
 import { SnapshotSchedule } from './snapshot-schedule.js'
 import { type HistoryReplica, openHistoryReplica } from './history-replica.js'
 import { utf8Length } from '../shared/utf8-length.js'
@@ -1451,9 +1451,9 @@ export class Conversation {
   /**
    * Apply the gathered snapshot once its record is folded: only the snapshot the relay
    * compacted for (the latest record's), from a device of the member who signed that record.
-   * A compressed one (snapshot-seal.ts, version 2) is inflated off this path first, and the
-   * pass that inflating queues applies it. Returns the seq of the part that completed the
-   * snapshot applied, if one was.
+   * A compressed one (snapshot-seal.ts, version 2) is inflated at once where the platform can
+   * (Node); elsewhere off this path first, and the pass that inflating queues applies it.
+   * Returns the seq of the part that completed the snapshot applied, if one was.
    */
   private applyReadySnapshot(messages: Y.Map<StoredMessage>): number | undefined {
     const inflated = this.inflatedSnapshot
@@ -1477,7 +1477,15 @@ export class Conversation {
       this.reject(ErrorCode.EnvelopeRejected, `history snapshot refused: ${(err as Error).message}`)
       return undefined
     }
-    if ('state' in opened) return this.applySnapshot(opened.state, messages, latest.coversSeq, ready.seq)
+    let now: Uint8Array | undefined
+    try {
+      now = snapshotStateNow(opened)
+    } catch (err) {
+      this.reject(ErrorCode.Malformed, `history snapshot refused: ${(err as Error).message}`)
+      return undefined
+    }
+    if (now) return this.applySnapshot(now, messages, latest.coversSeq, ready.seq)
+    // Compressed, and this platform inflates only asynchronously (a browser).
     const coversSeq = latest.coversSeq
     const inflating = inflateSnapshot(opened).then(
       (state) => {

@@ -19,7 +19,7 @@
 import * as encoding from 'lib0/encoding'
 import { AEAD_TAG_LENGTH, hkdf, open, randomNonce, sealInSteps } from './crypto/index.js'
 import { ErrorCode, PetrelError } from './errors.js'
-import { canDeflate, deflateState, inflateState } from './snapshot-deflate.js'
+import { canDeflate, deflateState, inflateState, inflateStateSync } from './snapshot-deflate.js'
 import { StrictReader } from './wire.js'
 
 const contextOf = (room: string, epoch: number) => {
@@ -113,4 +113,9 @@ export function openSnapshot(sealed: Uint8Array, room: string, epoch: number, ep
 /** The state of an opened snapshot, inflated (bounded by its declared length) if need be. */
 export async function inflateSnapshot(opened: OpenedSnapshot): Promise<Uint8Array> {
   return 'state' in opened ? opened.state : inflateState(opened.deflated, opened.length)
+}
+
+/** The state of an opened snapshot now, where that needs no inflating or the platform inflates synchronously; else undefined ({@link inflateSnapshot}). */
+export function snapshotStateNow(opened: OpenedSnapshot): Uint8Array | undefined {
+  return 'state' in opened ? opened.state : inflateStateSync(opened.deflated, opened.length)
 }

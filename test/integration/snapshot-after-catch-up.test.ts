@@ -4,10 +4,11 @@
  * that joins meanwhile reads placeholders for the compacted history and gets the rest of the
  * snapshot live, after it stopped holding for one.
  */
-import { afterEach, describe, expect, it } from 'vitest'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { Conversation } from '../../src/client/index.js'
 import { randomBytes, toBase64Url } from '../../src/shared/crypto/index.js'
 import { RoomMessage } from '../../src/shared/room-messages.js'
+import { setSyncInflate } from '../../src/shared/snapshot-deflate.js'
 import { FrameType, readFrame } from '../../src/shared/wire.js'
 import { FrameProxy } from './frame-proxy.js'
 import { texts, until, World } from './harness.js'
@@ -54,7 +55,13 @@ async function history(n: number, relayOptions: Parameters<World['relay']>[0] = 
   return { aliceConv, bobConv }
 }
 
-describe('a snapshot that reaches a fresh device after its catch-up', () => {
+describe.each([
+  ['inflated at once (Node)', true],
+  ['inflated asynchronously (as in a browser)', false],
+])('a snapshot that reaches a fresh device after its catch-up, %s', (_, sync) => {
+  beforeEach(() => setSyncInflate(sync))
+  afterEach(() => setSyncInflate(true))
+
   it('is still taken: the device shows the compacted history and the tail', async () => {
     // Small envelopes: the snapshot is many parts over several rows messages, so the catch-up's
     // first message holds the placeholders and only some parts.

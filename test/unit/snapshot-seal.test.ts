@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
 import { randomBytes } from '../../src/shared/crypto/index.js'
 import { ErrorCode, PetrelError } from '../../src/shared/errors.js'
-import { deflateState, inflateState, MAX_SNAPSHOT_STATE_BYTES, type Via } from '../../src/shared/snapshot-deflate.js'
+import { deflateState, inflateState, inflateStateSync, MAX_SNAPSHOT_STATE_BYTES, type Via } from '../../src/shared/snapshot-deflate.js'
 import { inflateSnapshot, openSnapshot, sealSnapshot } from '../../src/shared/snapshot-seal.js'
 
 const epochKey = randomBytes(32)
@@ -83,23 +83,28 @@ describe('snapshot deflating with compression streams (browsers)', () => {
   })
 })
 
-describe.each<Via>(['zlib', 'streams'])('snapshot inflating (%s)', (via) => {
+type Inflate = (deflated: Uint8Array, length: number) => Promise<Uint8Array>
+describe.each<[string, Via, Inflate]>([
+  ['zlib', 'zlib', (d, l) => inflateState(d, l, 'zlib')],
+  ['compression streams', 'streams', (d, l) => inflateState(d, l, 'streams')],
+  ['zlib, synchronously', 'zlib', async (d, l) => inflateStateSync(d, l)!],
+])('snapshot inflating (%s)', (_, via, inflate) => {
   it('round-trips a state', async () => {
     const state = stateOf(500)
     const deflated = await deflateState(state, via)
-    expect(await inflateState(deflated, state.length, via)).toEqual(state)
+    expect(await inflate(deflated, state.length)).toEqual(state)
   })
 
   it('refuses output past the declared length (a member\'s "zip bomb") without inflating past it', async () => {
     // 64 MiB of zeros deflate to ~64 KB; declared as 1 MiB.
     const bomb = deflateRawSync(new Uint8Array(64 * 1024 * 1024))
-    const err = await rejection(inflateState(bomb, 1024 * 1024, via))
+    const err = await rejection(inflate(bomb, 1024 * 1024))
     expect(err.code).toBe(ErrorCode.Malformed)
   })
 
   it('refuses output short of the declared length', async () => {
     const state = stateOf(50)
-    const err = await rejection(inflateState(await deflateState(state, via), state.length + 1, via))
+    const err = await rejection(inflate(await deflateState(state, via), state.length + 1))
     expect(err.code).toBe(ErrorCode.Malformed)
     expect(err.message).toMatch(/not the .* it declares/)
   })
@@ -107,7 +112,7 @@ describe.each<Via>(['zlib', 'streams'])('snapshot inflating (%s)', (via) => {
   it('refuses a length no DEFLATE stream of that size reaches, or over the cap, before inflating', async () => {
     const tiny = deflateRawSync(new Uint8Array(10))
     for (const length of [0, -1, 1.5, tiny.length * 1032 + 1, MAX_SNAPSHOT_STATE_BYTES + 1]) {
-      const err = await rejection(inflateState(tiny, length, via))
+      const err = await rejection(inflate(tiny, length))
       expect(err.code).toBe(ErrorCode.Malformed)
     }
   })
@@ -116,7 +121,7 @@ describe.each<Via>(['zlib', 'streams'])('snapshot inflating (%s)', (via) => {
     const state = stateOf(200)
     const deflated = await deflateState(state, via)
     for (const bytes of [randomBytes(1000), deflated.subarray(0, deflated.length >> 1), new Uint8Array(0)]) {
-      const err = await rejection(inflateState(bytes, state.length, via))
+      const err = await rejection(inflate(bytes, state.length))
       expect(err.code).toBe(ErrorCode.Malformed)
     }
   })
