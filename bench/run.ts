@@ -10,7 +10,8 @@
  * BENCH_MEMORY_ROUNDS (3), BENCH_MEMORY_SETTLE_MS (8000) idle before each memory reading; BENCH_HEAP_SNAPSHOT=dir and BENCH_MEMORY_DETAIL=1
  * for memory diagnosis; BENCH_CHILD_FLAGS passes node flags to server processes.
  * BENCH_CPU_PROF=dir profiles the server processes; BENCH_SERIES=1 prints the full clients' worst latency per 100 ms. The full-client end-to-end run (bench/e2e.ts)
- * takes BENCH_PAIRS, BENCH_MESSAGES, BENCH_BATCH. `coldOpenChromium` (5 in Chromium, BENCH_COLD messages) needs
+ * takes BENCH_PAIRS, BENCH_MESSAGES, BENCH_BATCH. BENCH_HOCUSPOCUS_DEBOUNCE sets the debounce (ms) of
+ * Hocuspocus + SQLite in 1 (its default, 2,000, if unset). `coldOpenChromium` (5 in Chromium, BENCH_COLD messages) needs
  * /usr/bin/chromium and says it skipped without it.
  */
 import { spawn } from 'node:child_process'
@@ -64,7 +65,10 @@ async function ingest(): Promise<void> {
     'y-websocket': 'nothing; barrier = sync step 2 reply (in memory, never stored)',
     'y-websocket-leveldb': 'nothing; barrier = sync step 2 reply; stores each update in LevelDB after it (not fsync’d)',
     hocuspocus: 'SyncStatus per update (in memory, never stored)',
-    'hocuspocus-sqlite': 'SyncStatus per update, before storing; stores the document in SQLite 2 s after its last change (default debounce)',
+    'hocuspocus-sqlite':
+      process.env.BENCH_HOCUSPOCUS_DEBOUNCE === undefined
+        ? 'SyncStatus per update, before storing; stores the document in SQLite 2 s after its last change (default debounce)'
+        : `SyncStatus per update, before storing; stores the document in SQLite ${process.env.BENCH_HOCUSPOCUS_DEBOUNCE} ms after its last change (BENCH_HOCUSPOCUS_DEBOUNCE)`,
   }
   for (const s of systems) {
     const storedRate = s === 'petrel' || s === 'raw-sqlite-ack' ? m[s] : d[s]

@@ -174,11 +174,14 @@ async function hocuspocusSqlite(): Promise<number> {
   const upsert = db.prepare('INSERT INTO "documents" ("name", "data") VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET data = excluded.data')
   const changedAt = new Map<string, number>()
   const stored = new Map<string, { began: number; at: number }>()
+  // BENCH_HOCUSPOCUS_DEBOUNCE=0: store on every change (Hocuspocus's default is 2,000 ms).
+  const debounce = process.env.BENCH_HOCUSPOCUS_DEBOUNCE === undefined ? {} : { debounce: Number(process.env.BENCH_HOCUSPOCUS_DEBOUNCE) }
   const server = new Server({
     port: 0,
     address: '127.0.0.1',
     quiet: true,
     stopOnSignals: false,
+    ...debounce,
     async onChange({ documentName }) {
       changedAt.set(documentName, performance.now())
     },
