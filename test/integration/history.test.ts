@@ -34,6 +34,18 @@ async function aliceAndBob() {
   return { alice, aliceConv, bobConv }
 }
 
+/** Alice writes a snapshot every `every` updates, Bob never: both online, in one conversation. */
+async function aliceSnapshotsEvery(every: number, title: string) {
+  world = new World()
+  await world.relay()
+  const alice = await world.client('alice', { compaction: { every } })
+  const bob = await world.client('bob', { compaction: false })
+  await until(() => alice.connection === 'online' && bob.connection === 'online', 10_000, 'both online')
+  const aliceConv = await alice.createConversation({ title })
+  const bobConv = await bob.join(await aliceConv.invite())
+  return { alice, bob, aliceConv, bobConv }
+}
+
 /**
  * Bob writes a snapshot of his copy changed by `forge`, the relay compacts under it, and a
  * fresh member, Carol, joins; resolves once Carol was told of messages she does not show.
@@ -215,13 +227,7 @@ describe('history compaction', () => {
   }, 60_000)
 
   it('with the replica thread gone, a snapshot is encoded on this thread and a fresh device still gets every message', async () => {
-    world = new World()
-    await world.relay()
-    const alice = await world.client('alice', { compaction: { every: 400 } })
-    const bob = await world.client('bob', { compaction: false })
-    await until(() => alice.connection === 'online' && bob.connection === 'online', 10_000, 'both online')
-    const aliceConv = await alice.createConversation({ title: 'Crash' })
-    const bobConv = await bob.join(await aliceConv.invite())
+    const { alice, aliceConv, bobConv } = await aliceSnapshotsEvery(400, 'Crash')
     // Past half the mark: Alice's copy on the replica thread has started.
     await sendMany(aliceConv, 250, 'first')
     expect(typeof (aliceConv as unknown as { replica?: unknown }).replica).toBe('object')
@@ -322,13 +328,7 @@ describe('history compaction', () => {
   })
 
   it('a scheduled snapshot given up for a key change is written again without another send', async () => {
-    world = new World()
-    await world.relay()
-    const alice = await world.client('alice', { compaction: { every: 300 } })
-    const bob = await world.client('bob', { compaction: false })
-    await until(() => alice.connection === 'online' && bob.connection === 'online', 10_000, 'both online')
-    const aliceConv = await alice.createConversation({ title: 'Quiet after a burst' })
-    const bobConv = await bob.join(await aliceConv.invite())
+    const { alice, aliceConv, bobConv } = await aliceSnapshotsEvery(300, 'Quiet after a burst')
     // The scheduled snapshot's record waits until the burst is over, then a rotation lands
     // in it: it is given up when no send is left to try again.
     const ctx = (aliceConv as unknown as { ctx: { signRecord: (kind: number, body: Uint8Array) => Promise<Uint8Array> } }).ctx
@@ -355,13 +355,8 @@ describe('history compaction', () => {
   })
 
   it('a snapshot that waited for a member offline during the burst is written once their device catches up', async () => {
-    world = new World()
-    await world.relay()
-    const alice = await world.client('alice', { compaction: { every: 50 } })
-    const bob = await world.client('bob', { compaction: false })
-    await until(() => alice.connection === 'online' && bob.connection === 'online', 10_000, 'both online')
-    const aliceConv = await alice.createConversation({ title: 'Back later' })
-    const convId = (await bob.join(await aliceConv.invite())).id
+    const { alice, bob, aliceConv, bobConv: bobFirst } = await aliceSnapshotsEvery(50, 'Back later')
+    const convId = bobFirst.id
     await bob.close()
     // Past the mark while Bob's device holds none of it (a row each: sent one at a time), so a
     // snapshot now would only cost him a download.
