@@ -1951,7 +1951,8 @@ export class Conversation {
     const bad = await this.book.fold(this.outer.getMap<Uint8Array>(OUTER_RECORDS))
     // A device that came in may read only part of the history (a 'from-join' member's, or one
     // that gets the history compacted into a snapshot it cannot open): the same fresh start.
-    const newDevice = devicesBefore.size > 0 && [...this.membership.devices.keys()].some((d) => !devicesBefore.has(d))
+    const added = [...this.membership.devices.keys()].some((d) => !devicesBefore.has(d))
+    const newDevice = devicesBefore.size > 0 && added
     if (this.membership.epoch > epochBefore || newDevice) {
       // A new epoch may have new members who cannot read what came before ('from-join').
       // Yjs holds back a client's change until its earlier clocks arrive, so write from a
@@ -1959,6 +1960,8 @@ export class Conversation {
       this.doc.clientID = randomClientId()
     }
     if (bad > 0) this.ctx.reportError(new PetrelError(ErrorCode.EnvelopeRejected, `ignored ${bad} record(s) whose signature does not verify`, { conversationId: this.id }))
+    // Envelopes held for a sender's join may open now, whichever path folded it in.
+    if (added && this.deferred.length > 0) this.retryDeferred()
     if (this.book.unwrapKeys(this.record.keys, (lost) => this.lostKeys.set(toBase64Url(keyCheckOf(lost)), lost))) {
       await this.commit({ put: [[keyOf.conv(this.id), encodeConversationRecord(this.record)]] })
       this.resealWaiting()

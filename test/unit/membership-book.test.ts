@@ -23,7 +23,7 @@ async function conversation() {
   const records = doc.getMap<Uint8Array>('records')
   records.set('1.0', await sign(RecordKind.Genesis, encodeGenesisBody({ room, nonce, createdAt: Date.now() })))
   const book = new MembershipBook(room, identity)
-  return { identity, book, records, sign }
+  return { identity, book, records, sign, room }
 }
 
 describe('membership book', () => {
@@ -61,5 +61,30 @@ describe('membership book', () => {
     records.set('1.1', good)
     expect(await book.fold(records)).toBe(0)
     expect(book.state.epoch).toBe(1)
+  })
+
+  it('applies folds in the order they were asked for: a fold of more records is not undone by an earlier one of fewer', async () => {
+    const { identity, book, records, sign, room } = await conversation()
+    // Genesis and 30 epochs, written as a device writes them (folding after each).
+    const many = new Y.Doc().getMap<Uint8Array>('records')
+    many.set('1.0', records.get('1.0')!)
+    await book.fold(many)
+    for (let i = 0; i < 30; i++) {
+      const next = book.newEpoch()
+      many.set(`1.${i + 1}`, await sign(RecordKind.Epoch, next.body))
+      book.noteSeq(`1.${i + 1}`, i + 2)
+      await book.fold(many)
+    }
+    expect(book.state.epoch).toBe(30)
+    // A device that has checked none of them: each fold awaits its signature checks.
+    const fresh = new MembershipBook(room, identity)
+    for (let i = 0; i < 30; i++) fresh.noteSeq(`1.${i + 1}`, i + 2)
+    // The fold of all 30 is asked for first, the fold of genesis alone second: the second
+    // asked decides (without the order, the longer first fold finished last and stood).
+    await Promise.all([fresh.fold(many), fresh.fold(records)])
+    expect(fresh.state.epoch).toBe(0)
+    // And the other way round, as when records arrive: the fold of all of them, asked last, stands.
+    await Promise.all([fresh.fold(records), fresh.fold(many)])
+    expect(fresh.state.epoch).toBe(30)
   })
 })
