@@ -19,9 +19,9 @@
  * timer: only PUT adds data, so storage stays bounded, and there is no timer to outlive the
  * server or to run against a closed store. takeLink never returns an expired message anyway.
  */
-import { readCapped } from '../shared/read-capped.js'
 import type { Hono } from 'hono'
 import { cors } from 'hono/cors'
+import { readCapped } from '../shared/read-capped.js'
 import type { RelayStore } from './store/relay-store.js'
 
 export interface LinkRoutesOptions {

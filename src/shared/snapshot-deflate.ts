@@ -6,9 +6,10 @@
  * documents. At 10,000 messages a second the uncompressed parts were most of what a snapshot
  * cost (BENCHMARKS.md, fourteenth session).
  *
- * Node: its zlib, asynchronously (libuv's thread pool, not the app's thread). Elsewhere: the
- * platform's CompressionStream / DecompressionStream ('deflate-raw'). Where neither exists,
- * {@link canDeflate} is false and snapshots are sealed uncompressed (snapshot-seal.ts, version 1).
+ * Node: its zlib, deflating asynchronously (libuv's thread pool, not the app's thread) and
+ * inflating at once ({@link inflateStateSync}). Elsewhere: the platform's CompressionStream /
+ * DecompressionStream ('deflate-raw'). Where neither exists, {@link canDeflate} is false and
+ * snapshots are sealed uncompressed (snapshot-seal.ts, version 1).
  *
  * Inflating is bounded: the sealed plaintext declares the state's length, and output past it
  * (or short of it) is refused, so a member's "zip bomb" costs at most that many bytes.
@@ -54,7 +55,7 @@ export const canDeflate = zlib !== undefined || (streams.CompressionStream !== u
 export async function deflateState(state: Uint8Array, via: Via = zlib ? 'zlib' : 'streams', pause?: () => Promise<unknown>): Promise<Uint8Array> {
   if (via === 'zlib' && zlib) {
     const out = await new Promise<Uint8Array>((resolve, reject) => zlib.deflateRaw(state, { level: 1 }, (err, out) => (err ? reject(err) : resolve(out))))
-    return new Uint8Array(out.buffer, out.byteOffset, out.byteLength)
+    return plainView(out)
   }
   if (!streams.CompressionStream) throw new PetrelError(ErrorCode.VersionMismatch, 'this platform cannot compress')
   return drain(state, new streams.CompressionStream('deflate-raw'), Number.POSITIVE_INFINITY, pause)
@@ -73,7 +74,7 @@ export async function inflateState(deflated: Uint8Array, length: number, via: Vi
   try {
     if (via === 'zlib' && zlib) {
       const buf = await new Promise<Uint8Array>((resolve, reject) => zlib.inflateRaw(deflated, { maxOutputLength: length }, (err, out) => (err ? reject(err) : resolve(out))))
-      out = new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength)
+      out = plainView(buf)
     } else {
       if (!streams.DecompressionStream) throw new PetrelError(ErrorCode.VersionMismatch, 'this platform cannot inflate a compressed snapshot')
       out = await drain(deflated, new streams.DecompressionStream('deflate-raw'), length)
@@ -102,7 +103,7 @@ export function inflateStateSync(deflated: Uint8Array, length: number): Uint8Arr
   } catch (cause) {
     throw new PetrelError(ErrorCode.Malformed, `snapshot does not inflate: ${(cause as Error).message}`, { cause })
   }
-  return checkOutput(new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength), length)
+  return checkOutput(plainView(buf), length)
 }
 
 let syncInflate = true
@@ -111,6 +112,9 @@ let syncInflate = true
 export function setSyncInflate(enabled: boolean): void {
   syncInflate = enabled
 }
+
+/** A Node Buffer as a plain Uint8Array over the same bytes (no copy). */
+const plainView = (buf: Uint8Array): Uint8Array => new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength)
 
 function checkLength(deflated: Uint8Array, length: number): void {
   if (!Number.isSafeInteger(length) || length < 1 || length > MAX_SNAPSHOT_STATE_BYTES || length > deflated.length * MAX_DEFLATE_RATIO) {
