@@ -24,6 +24,8 @@ export interface ClientLatencyResult {
   p99Ms: number
   maxMs: number
   messages: number
+  /** Every counted message's latency (ms), for pooling rounds. */
+  latencies: number[]
 }
 
 /**
@@ -108,7 +110,7 @@ export async function latencyClients(rate: number, seconds: number, warmupSecond
     }
     await alice.close()
     if (shown === 0) throw new Error('latency: the sending device never showed its list')
-    return { p50Ms: percentile(lat, 50), p99Ms: percentile(lat, 99), maxMs: Math.max(...lat), messages: lat.length }
+    return { p50Ms: percentile(lat, 50), p99Ms: percentile(lat, 99), maxMs: lat.reduce((a, b) => Math.max(a, b), 0), messages: lat.length, latencies: lat }
   } finally {
     await bob?.terminate()
     await server.stop()

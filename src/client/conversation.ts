@@ -81,7 +81,8 @@ import { PositionIndex } from './position-index.js'
 import { type Message, ShownList, type StoredMessage } from './shown-list.js'
 import { VirtualSocket } from './virtual-socket.js'
 import { rowsToStore, transactWithoutUpdate } from './quiet-transact.js'
-import { inflateSnapshot, type OpenedSnapshot, openSnapshot, sealSnapshot, snapshotStateNow } from '../shared/snapshot-seal.js'
+import { type DeflatedState, inflateSnapshot, type OpenedSnapshot, openSnapshot, sealSnapshot, snapshotStateNow } from '../shared/snapshot-seal.js'
+import { canDeflate } from '../shared/snapshot-deflate.js'
 import { SnapshotSchedule } from './snapshot-schedule.js'
 import { type HistoryReplica, openHistoryReplica } from './history-replica.js'
 import { utf8Length } from '../shared/utf8-length.js'
@@ -1818,9 +1819,11 @@ export class Conversation {
   /**
    * The inner document as one update, for a snapshot: from the replica thread where there is
    * one, checked to hold at least everything the document held when asked (its state vector
-   * covers the document's); else, or if the copy fails that check, encoded here.
+   * covers the document's); else, or if the copy fails that check, encoded here. The thread
+   * deflates it too where snapshots are compressed, so this thread never holds the whole state
+   * (history-replica.ts says what that cost).
    */
-  private async encodeHistory(): Promise<Uint8Array> {
+  private async encodeHistory(): Promise<Uint8Array | DeflatedState> {
     const replica = this.replica
     if (typeof replica === 'object') {
       // Local changes already in the document reach the copy when their flush issues its
@@ -1830,13 +1833,14 @@ export class Conversation {
       try {
         await replica.seeded
         await stored
-        const { state, stateVector } = await replica.copy.encode()
+        const encoded = canDeflate ? await replica.copy.encodeDeflated() : await replica.copy.encode()
+        const { stateVector } = encoded
         const held = Y.decodeStateVector(stateVector)
         let covers = true
         for (const [client, clock] of asked) if ((held.get(client) ?? 0) < clock) covers = false
         if (covers) {
           this.snapshotEncodedOn = 'thread'
-          return state
+          return 'state' in encoded ? encoded.state : encoded
         }
       } catch {
         // The thread stopped or the copy failed to apply an update: nothing is lost, the

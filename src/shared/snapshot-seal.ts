@@ -43,10 +43,13 @@ function keyOf(context: Uint8Array, epochKey: Uint8Array, firstKey: Uint8Array):
  * thread ~40 ms), straight into the sealed layout (no second copy of the ciphertext). `pause`
  * runs between steps (default: a turn of the event loop).
  *
+ * The state may come deflated already ({@link DeflatedState}, e.g. from the history replica's
+ * thread): it is then sealed as version 2 as it is.
+ *
  * @example const sealed = await sealSnapshot(state, room, epoch, epochKey, firstKey)
  */
 export async function sealSnapshot(
-  state: Uint8Array,
+  state: Uint8Array | DeflatedState,
   room: string,
   epoch: number,
   epochKey: Uint8Array,
@@ -55,21 +58,23 @@ export async function sealSnapshot(
   compress = canDeflate,
 ): Promise<Uint8Array> {
   const context = contextOf(room, epoch)
-  let plain = state
+  let plain: Uint8Array
   let aad = context
-  if (compress) {
-    const deflated = await deflateState(state, undefined, pause)
+  let version = 1
+  if (!(state instanceof Uint8Array) || compress) {
+    const { deflated, length } = state instanceof Uint8Array ? { deflated: await deflateState(state, undefined, pause), length: state.length } : state
     const e = encoding.createEncoder()
-    encoding.writeVarUint(e, state.length)
+    encoding.writeVarUint(e, length)
     const head = encoding.toUint8Array(e)
     plain = new Uint8Array(head.length + deflated.length)
     plain.set(head)
     plain.set(deflated, head.length)
-    aad = versionedContext(context, 2)
-  }
+    version = 2
+    aad = versionedContext(context, version)
+  } else plain = state
   const nonce = randomNonce()
   const e = encoding.createEncoder()
-  encoding.writeUint8(e, compress ? 2 : 1)
+  encoding.writeUint8(e, version)
   encoding.writeVarUint8Array(e, nonce)
   encoding.writeVarUint(e, plain.length + AEAD_TAG_LENGTH)
   const head = encoding.toUint8Array(e)
@@ -84,6 +89,12 @@ const versionedContext = (context: Uint8Array, version: number) => {
   aad.set(context)
   aad[context.length] = version
   return aad
+}
+
+/** A snapshot's inner state raw-DEFLATEd (snapshot-deflate.ts's format), and the state's own length. */
+export interface DeflatedState {
+  deflated: Uint8Array
+  length: number
 }
 
 /** A snapshot opened with its keys: the state (version 1), or the state still deflated (version 2; {@link inflateSnapshot}). */

@@ -591,6 +591,14 @@ describe.each(['native', 'noble'] as const)('aead (XChaCha20-Poly1305), %s backe
     expect(toHex(randomNonce())).not.toBe(toHex(randomNonce()))
     expect(toHex(randomKey())).not.toBe(toHex(randomKey()))
   })
+
+  it('draws random bytes past getRandomValues’ 65,536-byte limit, every chunk filled', () => {
+    const big = randomBytes(200_000)
+    expect(big.length).toBe(200_000)
+    // A chunk left unfilled would be 64 KiB of zeros: no 1 KiB window of random bytes is.
+    for (let at = 0; at + 1024 <= big.length; at += 1024) expect(big.subarray(at, at + 1024).some((b) => b !== 0)).toBe(true)
+    expect(big.subarray(196_608).some((b) => b !== 0)).toBe(true)
+  })
 })
 
 describe('aead backends', () => {

@@ -1,3 +1,4 @@
+import { inflateRawSync } from 'node:zlib'
 import { afterEach, describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
 import { crashHistoryReplicaThread, historyEncoder, openHistoryReplica } from '../../src/client/history-replica.js'
@@ -54,6 +55,19 @@ describe('history replica', () => {
     expect(state.length).toBe(Y.encodeStateAsUpdate(doc).length)
   })
 
+  it('deflates the state on its thread: it inflates to exactly what encode gives, several times smaller', async () => {
+    const { doc, updates } = busyDoc()
+    const replica = openHistoryReplica()!
+    opened.push(replica)
+    replica.apply(updates)
+    const { state } = await replica.encode()
+    const { deflated, length, stateVector } = await replica.encodeDeflated()
+    expect(length).toBe(state.length)
+    expect(new Uint8Array(inflateRawSync(deflated))).toEqual(state)
+    expect(deflated.length * 2).toBeLessThan(state.length)
+    expect(Y.decodeStateVector(stateVector)).toEqual(Y.decodeStateVector(Y.encodeStateVector(doc)))
+  })
+
   it('keeps copies apart, and takes updates made while an encode is on its way', async () => {
     const a = busyDoc()
     const b = busyDoc()
@@ -77,6 +91,7 @@ describe('history replica', () => {
     replica.apply(updates.slice(0, 10))
     replica.apply([Uint8Array.of(0xff, 0xff, 0xff, 0xff, 0x0f, 1, 2, 3)])
     await expect(replica.encode()).rejects.toThrow()
+    await expect(replica.encodeDeflated()).rejects.toThrow()
   })
 
   it('rejects encodes once its thread stopped; a copy opened after starts a new thread', async () => {

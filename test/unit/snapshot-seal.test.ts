@@ -39,6 +39,19 @@ describe('snapshot seal', () => {
     expect(await inflateSnapshot(openSnapshot(sealed, 'room', 3, epochKey, firstKey))).toEqual(state)
   })
 
+  it('seals a state deflated elsewhere (the history replica’s thread) as version 2, even where asked not to compress', async () => {
+    const state = stateOf(2000)
+    const deflated = new Uint8Array(deflateRawSync(state, { level: 1 }))
+    for (const compress of [true, false]) {
+      const sealed = await sealSnapshot({ deflated, length: state.length }, 'room', 3, epochKey, firstKey, undefined, compress)
+      expect(sealed[0]).toBe(2)
+      expect(await inflateSnapshot(openSnapshot(sealed, 'room', 3, epochKey, firstKey))).toEqual(state)
+    }
+    // A wrong length travels sealed and is caught when the snapshot is inflated, never past it.
+    const lying = await sealSnapshot({ deflated, length: state.length - 1 }, 'room', 3, epochKey, firstKey)
+    expect((await rejection(inflateSnapshot(openSnapshot(lying, 'room', 3, epochKey, firstKey)))).code).toBe(ErrorCode.Malformed)
+  })
+
   it('still opens version 1 (uncompressed), as written before the fourteenth session', async () => {
     const state = stateOf(10)
     const sealed = await sealSnapshot(state, 'room', 0, epochKey, firstKey, undefined, false)

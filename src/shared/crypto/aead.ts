@@ -81,16 +81,14 @@ function subkeyAndIv(key: Uint8Array, nonce: Uint8Array): { subkey: Uint8Array; 
   return { subkey: new Uint8Array(out.buffer), iv }
 }
 
-function nativeSeal(crypto: NodeCrypto, key: Uint8Array, nonce: Uint8Array, plaintext: Uint8Array, aad: Uint8Array): Uint8Array {
+function nativeSealInto(crypto: NodeCrypto, key: Uint8Array, nonce: Uint8Array, plaintext: Uint8Array, aad: Uint8Array, out: Uint8Array, at: number): void {
   const { subkey, iv } = subkeyAndIv(key, nonce)
   try {
     const cipher = crypto.createCipheriv('chacha20-poly1305', subkey, iv, { authTagLength: AEAD_TAG_LENGTH })
     cipher.setAAD(aad, { plaintextLength: plaintext.length })
-    const out = new Uint8Array(plaintext.length + AEAD_TAG_LENGTH)
-    out.set(cipher.update(plaintext))
+    out.set(cipher.update(plaintext), at)
     cipher.final()
-    out.set(cipher.getAuthTag(), plaintext.length)
-    return out
+    out.set(cipher.getAuthTag(), at + plaintext.length)
   } finally {
     subkey.fill(0)
   }
@@ -119,12 +117,39 @@ function nativeOpen(crypto: NodeCrypto, key: Uint8Array, nonce: Uint8Array, ciph
  * @example const ct = seal(key, randomNonce(), utf8('hi'), headerBytes)
  */
 export function seal(key: Uint8Array, nonce: Uint8Array, plaintext: Uint8Array, aad: Uint8Array): Uint8Array {
+  if (useNative && nodeCrypto) {
+    assertBytes(plaintext, 'plaintext')
+    const out = new Uint8Array(plaintext.length + AEAD_TAG_LENGTH)
+    sealInto(key, nonce, plaintext, aad, out, 0)
+    return out
+  }
   assertBytesLength(key, AEAD_KEY_LENGTH, 'key')
   assertBytesLength(nonce, AEAD_NONCE_LENGTH, 'nonce')
   assertBytes(plaintext, 'plaintext')
   assertBytes(aad, 'aad')
-  if (useNative && nodeCrypto) return nativeSeal(nodeCrypto, key, nonce, plaintext, aad)
   return xchacha20poly1305(key, nonce, aad).encrypt(plaintext)
+}
+
+/**
+ * `seal`, writing ciphertext then tag into `out` at `at` (the same bytes): a caller building a
+ * larger layout around the ciphertext (an envelope) saves a copy of it — for a history
+ * snapshot's ~1 MB parts, one of the copies that made the sending thread collect garbage.
+ *
+ * @example
+ * ```ts
+ * const out = new Uint8Array(head.length + plain.length + AEAD_TAG_LENGTH)
+ * sealInto(key, nonce, plain, aad, out, head.length)
+ * ```
+ */
+export function sealInto(key: Uint8Array, nonce: Uint8Array, plaintext: Uint8Array, aad: Uint8Array, out: Uint8Array, at: number): void {
+  assertBytesLength(key, AEAD_KEY_LENGTH, 'key')
+  assertBytesLength(nonce, AEAD_NONCE_LENGTH, 'nonce')
+  assertBytes(plaintext, 'plaintext')
+  assertBytes(aad, 'aad')
+  assertBytes(out, 'out')
+  if (!Number.isSafeInteger(at) || at < 0 || at + plaintext.length + AEAD_TAG_LENGTH > out.length) throw new RangeError('no room in out for the ciphertext and its tag')
+  if (useNative && nodeCrypto) nativeSealInto(nodeCrypto, key, nonce, plaintext, aad, out, at)
+  else out.set(xchacha20poly1305(key, nonce, aad).encrypt(plaintext), at)
 }
 
 /**

@@ -512,15 +512,17 @@ export async function sign(secretKey: Uint8Array, message: Uint8Array): Promise<
   assertSecretKey(secretKey)
   assertBytes(message, 'message')
   const sk = ownCopy(secretKey)
-  const msg = ownCopy(message)
   try {
     if (nodeSigning !== undefined && useNodeSigning) {
       try {
-        return nodeSign(nodeSigning, secretKey, sk, msg)
+        // Synchronous: nothing can change `message` meanwhile, so it is not copied (a history
+        // snapshot's parts are ~1 MB each).
+        return nodeSign(nodeSigning, secretKey, sk, message)
       } catch {
         // Fall through to WebCrypto / noble, which give the same bytes.
       }
     }
+    const msg = ownCopy(message)
     if (nativeSignState ?? (await nativeSignAvailable())) {
       const subtle = getSubtle()
       if (subtle !== undefined) {

@@ -307,7 +307,12 @@ export function randomBytes(n: number): Uint8Array {
   if (c === undefined || typeof c.getRandomValues !== 'function') {
     throw new Error('No secure random source: globalThis.crypto.getRandomValues is unavailable')
   }
-  if (n > POOL_TAKE_MAX) return c.getRandomValues(new Uint8Array(n))
+  if (n > POOL_TAKE_MAX) {
+    // getRandomValues fills at most 65,536 bytes a call (a QuotaExceededError past that).
+    const out = new Uint8Array(n)
+    for (let at = 0; at < n; at += GET_RANDOM_VALUES_MAX) c.getRandomValues(out.subarray(at, at + GET_RANDOM_VALUES_MAX))
+    return out
+  }
   // Small requests (nonces, ids: several per message) come from a pool refilled 4 KiB at a
   // time: one system call instead of dozens. Every byte is handed out once and then zeroed.
   if (poolAt + n > pool.length) {
@@ -321,5 +326,6 @@ export function randomBytes(n: number): Uint8Array {
 }
 
 const POOL_TAKE_MAX = 64
+const GET_RANDOM_VALUES_MAX = 65_536
 const pool = new Uint8Array(4096)
 let poolAt = pool.length
