@@ -70,6 +70,7 @@ export async function deflateState(state: Uint8Array, via: Via = zlib ? 'zlib' :
  */
 export async function inflateState(deflated: Uint8Array, length: number, via: Via = zlib ? 'zlib' : 'streams'): Promise<Uint8Array> {
   checkLength(deflated, length)
+  if (inflateGate) await inflateGate
   let out: Uint8Array
   try {
     if (via === 'zlib' && zlib) {
@@ -107,6 +108,12 @@ export function inflateStateSync(deflated: Uint8Array, length: number): Uint8Arr
 }
 
 let syncInflate = true
+let inflateGate: Promise<unknown> | undefined
+
+/** @internal Tests: asynchronous inflating first waits for `gate` (undefined: it does not wait), so a catch-up can end while a snapshot inflates. */
+export function setInflateGate(gate: Promise<unknown> | undefined): void {
+  inflateGate = gate
+}
 
 /** @internal Tests: make Node inflate only asynchronously, as a browser does (true restores it). */
 export function setSyncInflate(enabled: boolean): void {
