@@ -6,9 +6,11 @@
  * documents. At 10,000 messages a second the uncompressed parts were most of what a snapshot
  * cost (BENCHMARKS.md, fourteenth session).
  *
- * Node: its zlib, deflating asynchronously (libuv's thread pool, not the app's thread) and
- * inflating at once ({@link inflateStateSync}). Elsewhere: the platform's CompressionStream /
- * DecompressionStream ('deflate-raw'). Where neither exists, {@link canDeflate} is false and
+ * Node: its zlib. A conversation's snapshot is deflated on the history replica's thread, where it
+ * is encoded (history-replica.ts); `deflateState` (where there is no such thread, or a state
+ * given) deflates asynchronously on libuv's thread pool. Inflating is at once
+ * ({@link inflateStateSync}). Elsewhere: the platform's CompressionStream / DecompressionStream
+ * ('deflate-raw'). Where neither exists, {@link canDeflate} is false and
  * snapshots are sealed uncompressed (snapshot-seal.ts, version 1).
  *
  * Inflating is bounded: the sealed plaintext declares the state's length, and output past it
