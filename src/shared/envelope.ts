@@ -110,7 +110,7 @@ export interface SealInput {
 export async function sealEnvelope(input: SealInput): Promise<Uint8Array> {
   const { update, snapshot } = input
   const plain = new Uint8Array(
-    1 + (snapshot ? 1 + snapshot.snapshotId.length + varUintLength(snapshot.coversSeq) + varUintLength(snapshot.part) + varUintLength(snapshot.parts) : 0) + varUintLength(update.length) + update.length,
+    1 + (snapshot ? field(snapshot.snapshotId) + varUintLength(snapshot.coversSeq) + varUintLength(snapshot.part) + varUintLength(snapshot.parts) : 0) + field(update),
   )
   let at = 0
   if (snapshot) {
@@ -125,7 +125,7 @@ export async function sealEnvelope(input: SealInput): Promise<Uint8Array> {
   const aad = aadFor(input.room, input.epoch, keyCheck, input.senderDevicePub)
   const nonce = input.nonce ?? randomNonce()
   const ciphertextLength = plain.length + AEAD_TAG_LENGTH
-  const head = 1 + varUintLength(input.epoch) + 1 + keyCheck.length + 1 + input.senderDevicePub.length + 1 + nonce.length + varUintLength(ciphertextLength)
+  const head = 1 + varUintLength(input.epoch) + field(keyCheck) + field(input.senderDevicePub) + field(nonce) + varUintLength(ciphertextLength)
   const out = new Uint8Array(head + ciphertextLength + 1 + ED25519_SIGNATURE_LENGTH)
   out[0] = ENVELOPE_VERSION
   at = putVarUint(out, 1, input.epoch)
@@ -139,6 +139,9 @@ export async function sealEnvelope(input: SealInput): Promise<Uint8Array> {
   putBytes(out, at + ciphertextLength, signature)
   return out
 }
+
+/** The size of `varUint length • bytes`. */
+const field = (bytes: Uint8Array): number => varUintLength(bytes.length) + bytes.length
 
 /** `varUint length • bytes` at `at`; returns the end. */
 const putBytes = (out: Uint8Array, at: number, bytes: Uint8Array): number => {
