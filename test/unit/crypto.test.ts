@@ -41,6 +41,8 @@ import {
   verifyBatch,
   verifyWithDomain,
   verifyWithNative,
+  verifyWithNodeSync,
+  setNodeVerifying,
   verifyWithNoble,
   wrapKey,
 } from '../../src/shared/crypto/index.js'
@@ -86,8 +88,11 @@ const nobleDefault = (pk: Uint8Array, msg: Uint8Array, signature: Uint8Array): b
   }
 }
 
+/** Noble's and WebCrypto's answers; Node's synchronous verifier must give WebCrypto's (the same OpenSSL code). */
 async function bothPaths(pk: Uint8Array, msg: Uint8Array, signature: Uint8Array): Promise<[boolean, boolean]> {
-  return [verifyWithNoble(pk, msg, signature), await verifyWithNative(pk, msg, signature)]
+  const native = await verifyWithNative(pk, msg, signature)
+  expect(verifyWithNodeSync(pk, msg, signature)).toBe(native)
+  return [verifyWithNoble(pk, msg, signature), native]
 }
 
 interface Vector {
@@ -443,6 +448,19 @@ describe('ed25519 acceptance rule', () => {
     expect(await verifyBatch(items.map((it) => ({ ...it, message: it.message.slice() })), { handOverMessages: true })).toEqual(expected)
     expect(await verifyBatch([])).toEqual([])
     await expect(verifyBatch('nope' as unknown as [])).rejects.toThrow(TypeError)
+    // Small batches (Node checks them on this thread) and with Node's verifier off (WebCrypto, as a browser): the same answers.
+    for (let at = 0; at < items.length; at += 5) expect(await verifyBatch(items.slice(at, at + 5))).toEqual(expected.slice(at, at + 5))
+    expect(setNodeVerifying(false)).toBe(true)
+    try {
+      expect(await verifyBatch(items.slice(0, 5))).toEqual(expected.slice(0, 5))
+      expect(await verifyBatch(items)).toEqual(expected)
+    } finally {
+      setNodeVerifying(true)
+    }
+  })
+
+  it('checks with Node synchronously only after the JavaScript prechecks: every edge vector as noble judges it', () => {
+    for (const v of edgeVectors) expect(verifyWithNodeSync(v.pk, v.msg, v.sig)).toBe(verifyWithNoble(v.pk, v.msg, v.sig))
   })
 })
 
@@ -454,7 +472,10 @@ describe('ed25519 backend selection', () => {
   const loadWith = async (subtle: Partial<SubtleCrypto> | undefined): Promise<Ed25519Module> => {
     vi.resetModules()
     vi.stubGlobal('crypto', { getRandomValues: realCrypto.getRandomValues.bind(realCrypto), subtle })
-    return import('../../src/shared/crypto/ed25519.js')
+    const mod = await import('../../src/shared/crypto/ed25519.js')
+    // Verify as a browser does: there, no Node verifier stands before WebCrypto and noble.
+    mod.setNodeVerifying(false)
+    return mod
   }
   const realBound = (): Partial<SubtleCrypto> => ({
     importKey: realSubtle.importKey.bind(realSubtle),
@@ -485,6 +506,22 @@ describe('ed25519 backend selection', () => {
     const mod = await loadWith({ ...realBound(), verify: async () => true })
     expect(await mod.nativeVerifyAvailable()).toBe(false)
     await expectRuleAnswers(mod)
+  })
+
+  it('verifies with Node synchronously where it can, by the same rule, whatever WebCrypto does', async () => {
+    let asked = 0
+    const mod = await loadWith({
+      ...realBound(),
+      verify: async () => {
+        asked++
+        return true
+      },
+    })
+    expect(mod.setNodeVerifying(true)).toBe(true)
+    // WebCrypto here would accept everything; Node's verifier answers instead, so nothing forged passes.
+    await expectRuleAnswers(mod)
+    expect(await mod.verifyBatch([{ publicKey: A, message: enc('m'), signature: new Uint8Array(64).fill(1) }])).toEqual([false])
+    expect(asked).toBe(0)
   })
 
   it('switches to noble for good when native key import fails after a passing self-test', async () => {

@@ -98,6 +98,8 @@ interface KeyEntry {
   /** Imported WebCrypto key, once the import has finished. */
   native: CryptoKey | undefined
   nativePending: Promise<CryptoKey> | undefined
+  /** Node's key object for synchronous verification, once made. */
+  nodeKey?: NodeKeyObject
 }
 
 /** Upper bound on cached public keys (~3 KiB each with the imported key): a device sees far fewer; a relay sees every connecting device, so the bound keeps its memory flat. */
@@ -301,9 +303,11 @@ export async function verifyWithNative(publicKey: Uint8Array, message: Uint8Arra
 }
 
 // `message` must already be a private copy (or not awaited over) — see verify().
-async function verifyOwned(publicKey: Uint8Array, message: Uint8Array<ArrayBuffer>, signature: Uint8Array<ArrayBuffer>): Promise<boolean> {
+async function verifyOwned(publicKey: Uint8Array, message: Uint8Array<ArrayBuffer>, signature: Uint8Array<ArrayBuffer>, sync = true): Promise<boolean> {
   const entry = precheck(publicKey, signature)
   if (entry === null || entry.point === null) return false
+  const now = sync ? nodeVerifyNow(entry, publicKey, message, signature) : undefined
+  if (now !== undefined) return now
   if (nativeVerifyState ?? (await nativeVerifyAvailable())) {
     try {
       return await nativeEquation(entry, publicKey, message, signature)
@@ -366,7 +370,95 @@ export async function verifyBatch(items: readonly VerifyItem[], options: VerifyB
     const message = options.handOverMessages && item.message.buffer instanceof ArrayBuffer ? (item.message as Uint8Array<ArrayBuffer>) : ownCopy(item.message)
     return [ownCopy(item.publicKey), message, ownCopy(item.signature)] as const
   })
-  return Promise.all(owned.map(([pk, msg, sig]) => verifyOwned(pk, msg, sig)))
+  // A few (live traffic) at once here; many (a catch-up) on WebCrypto's thread pool, where they
+  // run on every core: 10,000 one after another would hold this thread ~0.6 s.
+  const sync = owned.length <= SYNC_VERIFY_MAX
+  return Promise.all(owned.map(([pk, msg, sig]) => verifyOwned(pk, msg, sig, sync)))
+}
+
+/** The largest batch {@link verifyBatch} checks on the calling thread where Node can (see nodeVerifying). */
+const SYNC_VERIFY_MAX = 8
+
+/**
+ * Node's own Ed25519 verification, called synchronously (as {@link nodeSigning} signs): ~62 µs
+ * of CPU a signature against ~70 µs through WebCrypto, whose thread-pool hop also puts each
+ * received envelope's check behind a wake-up of another thread on cores that are already busy.
+ * The same OpenSSL code answers in both; it must pass the same self-test as the WebCrypto path
+ * (the RFC 8032 vector accepted, R with a torsion component refused, R = identity accepted),
+ * and the JavaScript prechecks run first on every path. Undefined in browsers or when that
+ * test fails.
+ */
+interface NodeVerifying {
+  createPublicKey(options: { key: Uint8Array; format: 'der'; type: 'spki' }): NodeKeyObject
+  verify(algorithm: null, data: Uint8Array, key: NodeKeyObject, signature: Uint8Array): boolean
+}
+const SPKI_ED25519_PREFIX = fromHex('302a300506032b6570032100')
+
+function nodePublicKey(mod: NodeVerifying, publicKey: Uint8Array): NodeKeyObject {
+  const der = new Uint8Array(SPKI_ED25519_PREFIX.length + publicKey.length)
+  der.set(SPKI_ED25519_PREFIX)
+  der.set(publicKey, SPKI_ED25519_PREFIX.length)
+  return mod.createPublicKey({ key: der, format: 'der', type: 'spki' })
+}
+
+const nodeVerifying: NodeVerifying | undefined = (() => {
+  try {
+    const proc = (globalThis as { process?: { getBuiltinModule?: (id: string) => unknown } }).process
+    const mod = proc?.getBuiltinModule?.('node:crypto') as NodeVerifying | undefined
+    if (!mod || typeof mod.verify !== 'function' || typeof mod.createPublicKey !== 'function') return undefined
+    const key = nodePublicKey(mod, PROBE_PUBLIC)
+    const empty = new Uint8Array(0)
+    const ok = mod.verify(null, empty, key, PROBE_VALID) && !mod.verify(null, empty, key, PROBE_TORSION_R) && mod.verify(null, empty, key, PROBE_IDENTITY_R)
+    return ok ? mod : undefined
+  } catch {
+    return undefined
+  }
+})()
+
+let useNodeVerifying = nodeVerifying !== undefined
+
+/** After the prechecks: Node's synchronous answer, or undefined where there is none (or it failed: the caller goes on asynchronously). */
+function nodeVerifyNow(entry: KeyEntry, publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array): boolean | undefined {
+  if (!useNodeVerifying || nodeVerifying === undefined) return undefined
+  try {
+    entry.nodeKey ??= nodePublicKey(nodeVerifying, publicKey)
+    return nodeVerifying.verify(null, message, entry.nodeKey, signature)
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * Tests only: verify as a browser does (WebCrypto, asynchronous) with `false`; `true` goes back
+ * to Node's synchronous verification. Returns false when that is asked for and there is none.
+ *
+ * @example setNodeVerifying(false); try { … } finally { setNodeVerifying(true) }
+ */
+export function setNodeVerifying(enabled: boolean): boolean {
+  if (enabled && nodeVerifying === undefined) return false
+  useNodeVerifying = enabled
+  return true
+}
+
+/**
+ * Verifies with Node's synchronous Ed25519 after the same prechecks as {@link verifyWithNoble};
+ * undefined where Node's verifier is missing or failed its self-test. For tests comparing paths.
+ *
+ * @example expect(verifyWithNodeSync(pk, msg, sig)).toBe(verifyWithNoble(pk, msg, sig))
+ */
+export function verifyWithNodeSync(publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array): boolean | undefined {
+  assertBytes(publicKey, 'publicKey')
+  assertBytes(message, 'message')
+  assertBytes(signature, 'signature')
+  if (nodeVerifying === undefined) return undefined
+  const entry = precheck(publicKey, signature)
+  if (entry === null || entry.point === null) return false
+  try {
+    entry.nodeKey ??= nodePublicKey(nodeVerifying, publicKey)
+    return nodeVerifying.verify(null, message, entry.nodeKey, signature)
+  } catch {
+    return undefined
+  }
 }
 
 /**
