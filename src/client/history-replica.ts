@@ -27,8 +27,10 @@
  * `deflate` has the thread compress the state as well (zlib level 1, snapshot-deflate.ts's
  * format), so the app's thread never holds the whole state: at 60,000 messages it was 23 MB,
  * and with the compressor's buffers and the sealed copies a snapshot allocated ~100 MB there
- * in a few hundred ms. V8 answers external memory growing that fast with a full, atomic
- * collection: 48–88 ms pauses of the sending device's thread, the worst of the 10,000/s tail.
+ * in a few hundred ms. V8 answers external memory growing that fast with full mark-compacts,
+ * whose final pauses (48–88 ms at 170–215 MB heaps) were the worst of the 10,000/s tail. This
+ * alone did not remove them (Yjs and the provider still copy each part; BENCHMARKS.md,
+ * fifteenth session), but it is ~30 MB a snapshot the app's thread no longer allocates.
  * `apply` carries updates end to end in one transferred buffer, `lengths` saying where each
  * ends. Updates are gathered on this side and posted every 50 ms, at 1 MB, or before an
  * encode: a message per commit was ~40 µs of `postMessage` each (5 µs a message sent at

@@ -17,6 +17,8 @@
  * on exactly such inputs. Checks 2–4 run in JavaScript before either backend sees the input, and
  * both backends then evaluate the same cofactorless byte comparison, so they agree everywhere.
  * A one-time self-test confirms the native backend really is cofactorless before it is trusted.
+ * In Node, OpenSSL is reached two ways: WebCrypto (asynchronous, on the thread pool: catch-ups)
+ * and `crypto.verify` (synchronous: a few signatures of live traffic); each passes the self-test.
  */
 import type { EdwardsPoint } from '@noble/curves/abstract/edwards.js'
 import { ed25519 } from '@noble/curves/ed25519.js'
@@ -419,10 +421,13 @@ let useNodeVerifying = nodeVerifying !== undefined
 
 /** After the prechecks: Node's synchronous answer, or undefined where there is none (or it failed: the caller goes on asynchronously). */
 function nodeVerifyNow(entry: KeyEntry, publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array): boolean | undefined {
-  if (!useNodeVerifying || nodeVerifying === undefined) return undefined
+  return useNodeVerifying && nodeVerifying !== undefined ? nodeEquation(nodeVerifying, entry, publicKey, message, signature) : undefined
+}
+
+function nodeEquation(mod: NodeVerifying, entry: KeyEntry, publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array): boolean | undefined {
   try {
-    entry.nodeKey ??= nodePublicKey(nodeVerifying, publicKey)
-    return nodeVerifying.verify(null, message, entry.nodeKey, signature)
+    entry.nodeKey ??= nodePublicKey(mod, publicKey)
+    return mod.verify(null, message, entry.nodeKey, signature)
   } catch {
     return undefined
   }
@@ -453,12 +458,7 @@ export function verifyWithNodeSync(publicKey: Uint8Array, message: Uint8Array, s
   if (nodeVerifying === undefined) return undefined
   const entry = precheck(publicKey, signature)
   if (entry === null || entry.point === null) return false
-  try {
-    entry.nodeKey ??= nodePublicKey(nodeVerifying, publicKey)
-    return nodeVerifying.verify(null, message, entry.nodeKey, signature)
-  } catch {
-    return undefined
-  }
+  return nodeEquation(nodeVerifying, entry, publicKey, message, signature)
 }
 
 /**
