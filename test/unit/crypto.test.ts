@@ -522,6 +522,15 @@ describe('ed25519 backend selection', () => {
     await expectRuleAnswers(mod)
     expect(await mod.verifyBatch([{ publicKey: A, message: enc('m'), signature: new Uint8Array(64).fill(1) }])).toEqual([false])
     expect(asked).toBe(0)
+    // A batch of large messages goes the asynchronous way (here WebCrypto fails its self-test: noble answers).
+    const big = new Uint8Array(100_000).fill(7)
+    const seed = hexToBytes(RFC8032[0]!.sk)
+    const signed = await mod.sign(seed, big)
+    const forged = signed.slice()
+    forged[40]! ^= 1
+    const pk = hexToBytes(RFC8032[0]!.pk)
+    expect(await mod.verifyBatch([{ publicKey: pk, message: big, signature: signed }, { publicKey: pk, message: big, signature: forged }])).toEqual([true, false])
+    expect(asked).toBeGreaterThan(0)
   })
 
   it('switches to noble for good when native key import fails after a passing self-test', async () => {

@@ -372,14 +372,19 @@ export async function verifyBatch(items: readonly VerifyItem[], options: VerifyB
     const message = options.handOverMessages && item.message.buffer instanceof ArrayBuffer ? (item.message as Uint8Array<ArrayBuffer>) : ownCopy(item.message)
     return [ownCopy(item.publicKey), message, ownCopy(item.signature)] as const
   })
-  // A few (live traffic) at once here; many (a catch-up) on WebCrypto's thread pool, where they
-  // run on every core: 10,000 one after another would hold this thread ~0.6 s.
-  const sync = owned.length <= SYNC_VERIFY_MAX
+  // A few small ones (live traffic) at once here; many (a catch-up), or large ones (a history
+  // snapshot's ~1 MB parts, each hashed whole), on WebCrypto's thread pool, where they run on
+  // every core: 10,000 one after another would hold this thread ~0.6 s.
+  let bytes = 0
+  for (const [, msg] of owned) bytes += msg.length
+  const sync = owned.length <= SYNC_VERIFY_MAX && bytes <= SYNC_VERIFY_MAX_BYTES
   return Promise.all(owned.map(([pk, msg, sig]) => verifyOwned(pk, msg, sig, sync)))
 }
 
-/** The largest batch {@link verifyBatch} checks on the calling thread where Node can (see nodeVerifying). */
+/** The largest batch {@link verifyBatch} checks on the calling thread where Node can (see nodeVerifying)… */
 const SYNC_VERIFY_MAX = 8
+/** …and the most bytes it hashes there. */
+const SYNC_VERIFY_MAX_BYTES = 64 * 1024
 
 /**
  * Node's own Ed25519 verification, called synchronously (as {@link nodeSigning} signs): ~62 µs
