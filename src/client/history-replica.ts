@@ -36,6 +36,7 @@
  * encode: a message per commit was ~40 µs of `postMessage` each (5 µs a message sent at
  * 10,000 a second). A failed apply poisons that copy: its next encode answers with the failure.
  */
+import type { DeflatedState } from '../shared/snapshot-seal.js'
 
 /** A copy of one inner document on the replica thread. */
 export interface HistoryReplica {
@@ -44,7 +45,7 @@ export interface HistoryReplica {
   /** The copy's whole state as one update (as `Y.encodeStateAsUpdate`) and its state vector. */
   encode(): Promise<{ state: Uint8Array; stateVector: Uint8Array }>
   /** As `encode`, the state raw-DEFLATEd on the thread (`length`: the state's own length). */
-  encodeDeflated(): Promise<{ deflated: Uint8Array; length: number; stateVector: Uint8Array }>
+  encodeDeflated(): Promise<DeflatedState & { stateVector: Uint8Array }>
   /** Drops the copy. */
   close(): void
 }
@@ -54,7 +55,7 @@ type Request =
   | { kind: 'apply'; id: number; bytes: Uint8Array; lengths: number[] }
   | { kind: 'encode'; id: number; seq: number; deflate: boolean }
   | { kind: 'close'; id: number }
-type Encoded = { state: Uint8Array; stateVector: Uint8Array } | { deflated: Uint8Array; length: number; stateVector: Uint8Array }
+type Encoded = { state: Uint8Array; stateVector: Uint8Array } | (DeflatedState & { stateVector: Uint8Array })
 type Reply = ({ seq: number; ok: true } & Encoded) | { seq: number; ok: false; error: string }
 
 interface WorkerLike {

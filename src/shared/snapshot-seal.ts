@@ -98,7 +98,7 @@ export interface DeflatedState {
 }
 
 /** A snapshot opened with its keys: the state (version 1), or the state still deflated (version 2; {@link inflateSnapshot}). */
-export type OpenedSnapshot = { state: Uint8Array } | { deflated: Uint8Array; length: number }
+export type OpenedSnapshot = { state: Uint8Array } | DeflatedState
 
 /** Decrypt a sealed snapshot; a PetrelError (envelope_rejected) when it does not open with these keys. */
 export function openSnapshot(sealed: Uint8Array, room: string, epoch: number, epochKey: Uint8Array, firstKey: Uint8Array): OpenedSnapshot {

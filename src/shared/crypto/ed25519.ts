@@ -305,7 +305,7 @@ export async function verifyWithNative(publicKey: Uint8Array, message: Uint8Arra
 }
 
 // `message` must already be a private copy (or not awaited over) — see verify().
-async function verifyOwned(publicKey: Uint8Array, message: Uint8Array<ArrayBuffer>, signature: Uint8Array<ArrayBuffer>, sync = true): Promise<boolean> {
+async function verifyOwned(publicKey: Uint8Array, message: Uint8Array<ArrayBuffer>, signature: Uint8Array<ArrayBuffer>, sync: boolean): Promise<boolean> {
   const entry = precheck(publicKey, signature)
   if (entry === null || entry.point === null) return false
   const now = sync ? nodeVerifyNow(entry, publicKey, message, signature) : undefined
@@ -334,7 +334,7 @@ export async function verify(publicKey: Uint8Array, message: Uint8Array, signatu
   assertBytes(publicKey, 'publicKey')
   assertBytes(message, 'message')
   assertBytes(signature, 'signature')
-  return verifyOwned(ownCopy(publicKey), ownCopy(message), ownCopy(signature))
+  return verifyOwned(ownCopy(publicKey), ownCopy(message), ownCopy(signature), message.length <= SYNC_VERIFY_MAX_BYTES)
 }
 
 /** One item for {@link verifyBatch}. */
@@ -383,7 +383,7 @@ export async function verifyBatch(items: readonly VerifyItem[], options: VerifyB
 
 /** The largest batch {@link verifyBatch} checks on the calling thread where Node can (see nodeVerifying)… */
 const SYNC_VERIFY_MAX = 8
-/** …and the most bytes it hashes there. */
+/** …and the most bytes it (and a single {@link verify}) hashes there. */
 const SYNC_VERIFY_MAX_BYTES = 64 * 1024
 
 /**
@@ -719,5 +719,5 @@ export async function verifyWithDomain(
   assertBytes(publicKey, 'publicKey')
   assertBytes(signature, 'signature')
   // signedBytes already returns a private copy of the payload.
-  return verifyOwned(ownCopy(publicKey), signedBytes(domain, payload), ownCopy(signature))
+  return verifyOwned(ownCopy(publicKey), signedBytes(domain, payload), ownCopy(signature), payload.length <= SYNC_VERIFY_MAX_BYTES)
 }
