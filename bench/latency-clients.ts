@@ -16,7 +16,7 @@ import { join } from 'node:path'
 import { Worker } from 'node:worker_threads'
 import { createClient } from '../src/client/index.js'
 import { percentile } from './common.js'
-import { type ReceiverData, wallNow } from './latency-receiver.js'
+import { clientOptions, type ReceiverData, wallNow } from './latency-receiver.js'
 import { startServer } from './server-process.js'
 
 export interface ClientLatencyResult {
@@ -45,7 +45,7 @@ export async function latencyClients(rate: number, seconds: number, warmupSecond
   const dir = mkdtempSync(join(tmpdir(), 'petrel-bench-latency-'))
   let bob: Worker | undefined
   try {
-    const alice = await createClient({ relay: server.url, name: 'alice', storage: join(dir, 'alice.db') })
+    const alice = await createClient({ relay: server.url, name: 'alice', storage: join(dir, 'alice.db'), ...clientOptions() })
     const conv = await alice.createConversation({ title: 'latency' })
     // Alice's app shows her list as it changes, ticks and all, as a chat screen does: each
     // ack and receipt re-renders her newest messages.

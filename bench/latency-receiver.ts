@@ -23,11 +23,18 @@ export interface ReceiverData {
   total: number
 }
 
+/**
+ * Extra `createClient` options for both devices, from `BENCH_CLIENT_OPTIONS` (JSON), for
+ * diagnosis: `BENCH_CLIENT_OPTIONS='{"compaction":false}'` measures without history snapshots.
+ * A figure measured so is not benchmark 3's.
+ */
+export const clientOptions = (): Record<string, unknown> => JSON.parse(process.env.BENCH_CLIENT_OPTIONS ?? '{}') as Record<string, unknown>
+
 /** One clock for every thread of this process. */
 export const wallNow = (): number => performance.timeOrigin + performance.now()
 
 async function receive({ url, storage, invite, total }: ReceiverData): Promise<void> {
-  const bob = await createClient({ relay: url, name: 'bob', storage })
+  const bob = await createClient({ relay: url, name: 'bob', storage, ...clientOptions() })
   const conv = await bob.join(invite)
   await until(() => conv.messages().length >= 1, 10_000, 'bob joined', 'latency')
   const arrivedAt = new Float64Array(total)

@@ -217,7 +217,7 @@ async function petrel(): Promise<number> {
   // BENCH_RELAY_WRITER=thread: the relay's SQLite writes on the writer thread (inline by default).
   const file = join(dir, 'relay.db')
   const database = process.env.BENCH_RELAY_WRITER === 'thread' ? openSqliteRelayStore(file, { writer: 'thread' }) : file
-  const relay = await createRelay({ port: 0, host: '127.0.0.1', database, logLevel: 'warn', limits: benchLimits })
+  const relay = await createRelay({ port: 0, host: '127.0.0.1', database, logLevel: (process.env.BENCH_RELAY_LOG as 'info' | undefined) ?? 'warn', limits: benchLimits })
   return relay.port
 }
 

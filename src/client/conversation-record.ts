@@ -16,6 +16,7 @@
  * ```
  */
 import * as encoding from 'lib0/encoding'
+import { encodeSmall } from '../shared/scratch-encoder.js'
 import { type ReceiptEntry, readReceipts, writeReceipts } from '../shared/room-messages.js'
 import { ErrorCode, PetrelError } from '../shared/errors.js'
 import { putVarUint } from '../shared/lib0-strict.js'
@@ -82,13 +83,14 @@ export function decodeConversationRecord(bytes: Uint8Array): ConversationRecord 
   return { createdAt, admission, keys }
 }
 
+/** Written twice per message sent (pending, then ✓): on the shared scratch encoder (scratch-encoder.ts). */
 export function encodeOwn(s: OwnMessageState): Uint8Array {
-  const e = encoding.createEncoder()
-  encoding.writeUint8(e, 1)
-  encoding.writeVarString(e, s.envelopeKey)
-  encoding.writeVarUint(e, s.seq)
-  encoding.writeVarString(e, s.failure)
-  return encoding.toUint8Array(e)
+  return encodeSmall((e) => {
+    encoding.writeUint8(e, 1)
+    encoding.writeVarString(e, s.envelopeKey)
+    encoding.writeVarUint(e, s.seq)
+    encoding.writeVarString(e, s.failure)
+  })
 }
 
 export function decodeOwn(bytes: Uint8Array): OwnMessageState {
