@@ -70,7 +70,7 @@ export async function catchup(messages: number, burst = 500, rounds = 3): Promis
       const warm = await createClient({ ...aliceOptions, relay: server.url })
       await (await warm.conversations())[0]!.whenSynced(30_000)
       await warm.close()
-      const profile = round === rounds - 1 ? await startProfile('BENCH_CATCHUP_PROF', burst === 1 ? '.one-by-one.cpuprofile' : '') : undefined
+      const profile = round === Number(process.env.BENCH_CATCHUP_PROF_ROUND ?? rounds - 1) ? await startProfile('BENCH_CATCHUP_PROF', burst === 1 ? '.one-by-one.cpuprofile' : '') : undefined
       const t0 = performance.now()
       bob = await createClient({ ...bobOptions, relay: server.url, storage })
       const [bobConv] = await bob.conversations()
