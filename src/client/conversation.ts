@@ -843,7 +843,7 @@ export class Conversation {
       // Compared in place: encoding every record in the log to text for each write cost
       // O(records) allocation per key rotation, so O(epochs²) over a conversation's life.
       const logged = [...this.outer.getMap<Uint8Array>(OUTER_RECORDS).values()]
-      const fresh = records.filter((v) => !logged.some((have) => sameBytes(have, v)))
+      const fresh = records.filter((v) => !logged.some((have) => constantTimeEqual(have, v)))
       if (fresh.length === 0) return undefined
       const { updates } = this.writeOuter((_log, rec) => {
         // Keys derive from the item id like envelope keys: unique, so no write ever conflicts
@@ -2788,10 +2788,4 @@ function deviceIdOf(pub: Uint8Array): string {
 function randomClientId(): number {
   const b = randomBytes(4)
   return new DataView(b.buffer, b.byteOffset, 4).getUint32(0)
-}
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
-  return true
 }

@@ -76,9 +76,9 @@ export class ReceiptBook {
 
   /**
    * Ticks of a message stored at `seq`. Asked for each of this user's messages whose ticks may
-   * have moved (every ack and receipt, and on every read of the list): it allocates nothing,
-   * where building `recipients` and `perMember` for it was 1.4 KB per message sent at 10,000 a
-   * second, the sender's largest source of garbage.
+   * have moved (every ack and receipt, and on every read of the list): it builds no arrays or
+   * records, where building `recipients` and `perMember` for it was 1.4 KB per message sent at
+   * 10,000 a second, the sender's largest source of garbage (0.3 KB now: Map iteration's).
    */
   status(membership: MembershipState, author: string, sentAt: number, seq: number, withRead: boolean): ReceiptStatus {
     let recipients = 0
