@@ -70,7 +70,7 @@ import {
 import type { Identity } from './identity.js'
 import { decodeInviteToken, encodeInviteToken } from './invite-token.js'
 import { checkInnerUpdate, INNER_MESSAGE_BATCHES, INNER_MESSAGES, INNER_META, INNER_PROFILES } from './inner-guard.js'
-import type { Batch, DeviceStore } from './storage/device-store.js'
+import type { Batch, CommitOptions, DeviceStore } from './storage/device-store.js'
 import { Presence } from './presence.js'
 import { type MemberReceipt, ReceiptBook } from './receipts.js'
 import { chunkForSealing, MERGE_BYTES } from './seal-chunks.js'
@@ -162,6 +162,8 @@ export function setFlushWait(ms = 4): void {
  * before them never arrive), further acks are dropped and rows received move the cursor.
  */
 const MAX_ACKED_AHEAD = 65_536
+/** Commits only acknowledgements wait for (see CommitOptions.soon). */
+const SOON: CommitOptions = { soon: true }
 /** Ticks without an error, one object each: the list asks for them per message on every ack and receipt. */
 const TICKS: Readonly<Record<'pending' | 'sent' | 'delivered' | 'read', { readonly status: Message['status'] }>> = {
   pending: { status: 'pending' },
@@ -1398,7 +1400,9 @@ export class Conversation {
     const committedThrough = this.cursor
     // The next batch need not wait for this one's commit (it runs on the writer thread, and
     // commits land in the order issued); what depends on it being durable waits below.
-    const stored = this.commit(batch).then(
+    // Soon, not now: only its ✓✓ waits for it, and a device receiving a busy conversation paid
+    // a transaction (an fsync) per received batch.
+    const stored = this.commit(batch, SOON).then(
       () => {
         this.noteDurable(committedThrough)
         // Listeners hear of the batch again now it is stored; what it showed changed in its transaction.
@@ -2104,7 +2108,7 @@ export class Conversation {
     if (this.pendingPuts.size === 0) return
     const batch = [...this.pendingPuts]
     this.pendingPuts = new Map()
-    const job = this.incomingTail.then(() => this.landing(this.commit({ put: batch }), 'could not store acknowledgements'))
+    const job = this.incomingTail.then(() => this.landing(this.commit({ put: batch }, SOON), 'could not store acknowledgements'))
     this.incoming = job.catch((err) => this.report(err, 'could not store acknowledgements'))
   }
 
@@ -2131,7 +2135,7 @@ export class Conversation {
       }
       const through = this.heldThrough(seq)
       this.cursor = through
-      this.landing(this.commit({ put: [[keyOf.cursor(this.id), encodeCursor(through)]] }), 'could not store the cursor', () => {
+      this.landing(this.commit({ put: [[keyOf.cursor(this.id), encodeCursor(through)]] }, SOON), 'could not store the cursor', () => {
         this.noteDurable(through)
         this.scheduleAck()
       })
@@ -2620,7 +2624,7 @@ export class Conversation {
    * stored also marks it stale (in the same atomic batch), so a start after a crash never
    * shows an old summary as if it were current — it loads the documents instead.
    */
-  private commit(batch: Batch): Promise<void> {
+  private commit(batch: Batch, options?: CommitOptions): Promise<void> {
     const replica = this.replica
     if (typeof replica === 'object' && batch.append) {
       const inner: Uint8Array[] = []
@@ -2631,7 +2635,7 @@ export class Conversation {
       this.summaryStale = true
       batch.put = [...(batch.put ?? []), [staleSummaryKey(this.id), STALE]]
     }
-    return this.ctx.store.commit(batch)
+    return this.ctx.store.commit(batch, options)
   }
 
   /** Store what a lazy start shows before this conversation is loaded (summary.ts). */

@@ -4,7 +4,7 @@ import { type ClientOptions, PetrelClient } from './client.js'
 export type { ClientOptions, DeviceInfo } from './client.js'
 export type { ConnectionState } from './connection.js'
 export type { Conversation, InviteOptions, Message } from './conversation.js'
-export type { Batch, DeviceStore, DocName, LogRow } from './storage/device-store.js'
+export type { Batch, CommitOptions, DeviceStore, DocName, LogRow } from './storage/device-store.js'
 export { ErrorCode, isPetrelError, PetrelError } from '../shared/errors.js'
 export type { PetrelClient }
 

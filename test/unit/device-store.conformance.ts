@@ -349,6 +349,30 @@ export function runDeviceStoreConformance(name: string, open: () => Promise<Stor
       })
     })
 
+    describe('commits that may wait (soon)', () => {
+      it('lands a soon commit, durable when it resolves, in call order with ordinary ones', async () => {
+        const commits = [
+          store.commit({ append: [{ convId: 'A', doc: 'outer', bytes: text('received 1') }] }, { soon: true }),
+          store.commit({ put: [['cursor', text('1')]] }, { soon: true }),
+          store.commit({ append: [{ convId: 'A', doc: 'outer', bytes: text('sent') }] }),
+          store.commit({ append: [{ convId: 'A', doc: 'outer', bytes: text('received 2') }] }, { soon: true }),
+        ]
+        await Promise.all(commits)
+        await store.close()
+        store = await harness.reopen()
+        expect(logText(await store.loadLog('A', 'outer'))).toEqual(['received 1', 'sent', 'received 2'])
+        expect(asText(await store.get('cursor'))).toBe('1')
+      })
+
+      it('still lands soon commits accepted before close, without waiting out their linger', async () => {
+        const pending = store.commit({ put: [['late', text('yes')]] }, { soon: true })
+        await store.close()
+        await pending
+        store = await harness.reopen()
+        expect(asText(await store.get('late'))).toBe('yes')
+      })
+    })
+
     describe('copies', () => {
       it('returns arrays the caller owns, and keeps none of the caller’s', async () => {
         const input = text('abc')

@@ -10,6 +10,9 @@ interface Pending {
   batch: Batch
   resolve: () => void
   reject: (err: unknown) => void
+  /** May wait for company (CommitOptions.soon), and since when. */
+  soon: boolean
+  at: number
 }
 
 /** Runs batches through `write`, folding calls that arrive together into one `write`. */
@@ -17,11 +20,16 @@ export interface CommitGroup {
   /**
    * Queues `batch`; resolves once the transaction holding it has committed. Values are read when
    * the group is written (a microtask later at the earliest), so do not mutate them before then.
+   * `soon`: while every queued batch is `soon`, the group waits until the oldest has waited
+   * `lingerMs` (an ordinary commit ends the wait at once).
    */
-  commit(batch: Batch): Promise<void>
-  /** Settles once every commit accepted so far has settled. */
+  commit(batch: Batch, soon?: boolean): Promise<void>
+  /** Settles once every commit accepted so far has settled (lingering ones go at once). */
   drain(): Promise<void>
 }
+
+/** How long a `soon` commit waits for company, by default. */
+export const COMMIT_LINGER_MS = 20
 
 /**
  * Creates a commit group. `write` must apply all batches atomically in the given order, or throw
@@ -35,14 +43,34 @@ export interface CommitGroup {
  * await Promise.all([group.commit(a), group.commit(b)]) // one transaction
  * ```
  */
-export function createCommitGroup(write: (batches: readonly Batch[]) => void | Promise<void>): CommitGroup {
+export function createCommitGroup(write: (batches: readonly Batch[]) => void | Promise<void>, lingerMs = COMMIT_LINGER_MS): CommitGroup {
   let queue: Pending[] = []
   let running: Promise<void> | undefined
+  /** Ends a linger early: an ordinary commit came, or the store drains. */
+  let wake: (() => void) | undefined
+  let draining = 0
+
+  const linger = async (): Promise<void> => {
+    for (;;) {
+      if (draining > 0 || queue.length === 0 || !queue.every((p) => p.soon)) return
+      const wait = queue[0]!.at + lingerMs - performance.now()
+      if (wait <= 0) return
+      let timer: ReturnType<typeof setTimeout> | undefined
+      // Not unref'd: a process must not exit with a commit it accepted still unwritten.
+      await new Promise<void>((r) => {
+        wake = r
+        timer = setTimeout(r, wait)
+      })
+      clearTimeout(timer)
+      wake = undefined
+    }
+  }
 
   const loop = async (): Promise<void> => {
     // One microtask lets every commit issued synchronously after the first one join its group.
     await Promise.resolve()
     while (queue.length > 0) {
+      if (lingerMs > 0) await linger()
       const group = queue
       queue = []
       try {
@@ -56,12 +84,21 @@ export function createCommitGroup(write: (batches: readonly Batch[]) => void | P
   }
 
   return {
-    commit: (batch) =>
+    commit: (batch, soon = false) =>
       new Promise<void>((resolve, reject) => {
-        queue.push({ batch, resolve, reject })
+        queue.push({ batch, resolve, reject, soon, at: performance.now() })
+        if (!soon) wake?.()
         running ??= loop()
       }),
-    drain: () => running ?? Promise.resolve(),
+    drain: async () => {
+      draining++
+      try {
+        wake?.()
+        while (running) await running
+      } finally {
+        draining--
+      }
+    },
   }
 }
 

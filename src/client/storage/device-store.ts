@@ -39,6 +39,18 @@ export interface Batch {
   compact?: CompactOp[]
 }
 
+/** How urgently a commit must land. */
+export interface CommitOptions {
+  /**
+   * It may wait a little (the store's linger, 20 ms for ours) to share one transaction, and one
+   * fsync, with later commits; an ordinary commit issued meanwhile takes it along at once, in
+   * order. For writes that only an acknowledgement waits for: received rows (their ✓✓), the
+   * stored cursor, ticks. A device receiving a busy conversation otherwise paid a transaction
+   * per received batch. A store may ignore it and commit at once.
+   */
+  soon?: boolean
+}
+
 export interface DeviceStore {
   readonly kind: 'sqlite' | 'indexeddb'
   get(key: string): Promise<Uint8Array | undefined>
@@ -51,6 +63,6 @@ export interface DeviceStore {
    * later one never becomes durable before an earlier one): conversations issue the stored
    * cursor's write after the rows it covers without waiting for those to land.
    */
-  commit(batch: Batch): Promise<void>
+  commit(batch: Batch, options?: CommitOptions): Promise<void>
   close(): Promise<void>
 }

@@ -297,10 +297,10 @@ export async function openIndexedDbStore(name: string, idb?: IDBFactory): Promis
         ])
         return (values as LogValue[]).map((v, i): LogRow => ({ id: keys[i] as number, bytes: copy(v.bytes) }))
       }),
-    commit: async (batch) => {
+    commit: async (batch, options) => {
       if (closed) throw closedError()
       validateBatch(batch)
-      return group.commit(batch)
+      return group.commit(batch, options?.soon)
     },
     close: () =>
       (closing ??= (async () => {

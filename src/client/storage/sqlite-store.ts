@@ -180,10 +180,10 @@ export async function openSqliteStore(path: string, options: SqliteStoreOptions 
       }),
     loadLog: (convId: string, doc: DocName) =>
       read('loadLog', () => stmt.loadLog.all(convId, doc).map((row) => ({ id: row.id, bytes: copy(row.bytes) }))),
-    commit: async (batch) => {
+    commit: async (batch, options) => {
       if (closed) throw closedError()
       validateBatch(batch)
-      return group.commit(batch)
+      return group.commit(batch, options?.soon)
     },
     close: () =>
       (closing ??= (async () => {
