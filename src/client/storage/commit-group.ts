@@ -70,7 +70,7 @@ export function createCommitGroup(write: (batches: readonly Batch[]) => void | P
     // One microtask lets every commit issued synchronously after the first one join its group.
     await Promise.resolve()
     while (queue.length > 0) {
-      if (lingerMs > 0) await linger()
+      await linger()
       const group = queue
       queue = []
       try {
