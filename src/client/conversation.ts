@@ -55,6 +55,7 @@ import {
   encodeMessageSeqs,
   decodeOwn,
   decodeReceipts,
+  decodeSentEnvelope,
   encodeConversationRecord,
   decodeDeferred,
   decodeVerification,
@@ -62,8 +63,8 @@ import {
   encodeVerification,
   encodeBindings,
   encodeCursor,
-  encodeOwn,
   encodeReceipts,
+  encodeSentEnvelope,
   keyOf,
   type OwnMessageState,
 } from './conversation-record.js'
@@ -224,6 +225,10 @@ export class Conversation {
   private bindings = new Map<number, string>()
   private readonly own = new Map<string, OwnMessageState>()
   private readonly envelopeMessages = new Map<string, string[]>()
+  /** Each envelope's outbox row key (keyOf.sent): fixed once written, so a rewrite replaces it. */
+  private readonly sentRows = new Map<string, string>()
+  /** Messages whose state is still in a format-1 outbox row: deleted once a row of ours lists them. */
+  private readonly legacyOwn = new Set<string>()
   private cursor = 0
   /** The part of `cursor` whose rows are committed: what acknowledgements claim. */
   private durableCursor = 0
@@ -237,7 +242,7 @@ export class Conversation {
   private hlc = 0
   private counter = 0
   private outgoing: Promise<void> = Promise.resolve()
-  private sealQueue: Array<{ update: Uint8Array; tags: string[]; resolve: () => void; reject: (err: unknown) => void }> = []
+  private sealQueue: Array<{ update: Uint8Array; tags: string[]; othersOnly?: boolean; resolve: () => void; reject: (err: unknown) => void }> = []
   private incoming: Promise<void> = Promise.resolve()
   /** The queued pass over received pages that later pages may still join. */
   private openPages: { pages: IncomingPage[]; bytes: number } | undefined
@@ -386,10 +391,11 @@ export class Conversation {
     }
     const verification = await store.get(keyOf.verification(this.id))
     if (verification) decodeVerification(verification, this.unverified, this.rejectedMessages)
-    const [outerRows, innerRows, ownRows, bindings, cursor, readCursor, receipts, seqs, seqBatches] = await Promise.all([
+    const [outerRows, innerRows, ownRows, sentRows, bindings, cursor, readCursor, receipts, seqs, seqBatches] = await Promise.all([
       store.loadLog(this.id, 'outer'),
       store.loadLog(this.id, 'inner'),
       store.list(keyOf.ownPrefix(this.id)),
+      store.list(keyOf.sentPrefix(this.id)),
       store.get(keyOf.bindings(this.id)),
       store.get(keyOf.cursor(this.id)),
       store.get(keyOf.readCursor(this.id)),
@@ -414,10 +420,25 @@ export class Conversation {
     }
     this.appendedRows = 0
     if (compact.compact!.length > 0) await store.commit(compact)
+    // A message listed twice (an envelope's row rewritten after its messages moved to a new
+    // envelope, by a commit issued earlier but landing later): the most advanced state wins,
+    // as no message goes back from ✓ to pending, or from sent again to refused.
+    const rank = (s: OwnMessageState) => (s.seq > 0 ? 2 : s.failure === '' ? 1 : 0)
+    const offer = (msgId: string, state: OwnMessageState) => {
+      const have = this.own.get(msgId)
+      if (!have || rank(state) >= rank(have)) this.own.set(msgId, state)
+    }
     for (const [key, value] of ownRows) {
       const msgId = key.slice(keyOf.ownPrefix(this.id).length)
-      const state = decodeOwn(value)
-      this.own.set(msgId, state)
+      this.legacyOwn.add(msgId)
+      offer(msgId, decodeOwn(value))
+    }
+    for (const [key, value] of sentRows) {
+      const row = decodeSentEnvelope(value)
+      this.sentRows.set(row.envelopeKey, key)
+      for (const msgId of row.msgIds) offer(msgId, { envelopeKey: row.envelopeKey, seq: row.seq, failure: row.failure })
+    }
+    for (const [msgId, state] of this.own) {
       const list = this.envelopeMessages.get(state.envelopeKey)
       if (list) list.push(msgId)
       else this.envelopeMessages.set(state.envelopeKey, [msgId])
@@ -691,9 +712,9 @@ export class Conversation {
    * outer transaction, and one durable commit covers them all (a commit per message measured
    * ~2 ms, most of it the fsync).
    */
-  private queueSeal(update: Uint8Array, tags: string[]): Promise<void> {
+  private queueSeal(update: Uint8Array, tags: string[], othersOnly = false): Promise<void> {
     return new Promise((resolve, reject) => {
-      this.sealQueue.push({ update, tags, resolve, reject })
+      this.sealQueue.push({ update, tags, othersOnly, resolve, reject })
       if (this.sealQueue.length === 1) {
         this.outgoing = this.outgoing.then(() => this.flushSeals()).catch(() => undefined)
       }
@@ -741,19 +762,31 @@ export class Conversation {
           return k
         }),
       )
-      const puts: Array<[string, Uint8Array]> = []
+      const puts: Array<[string, Uint8Array | null]> = []
+      // Messages sent again (a retry, a re-seal) leave the row of the envelope they were in.
+      const left = new Set<string>()
       chunks.forEach((chunk, i) => {
         const envelopeKey = written.key[i]!
         for (const msgId of chunk.tags) {
-          const state: OwnMessageState = { envelopeKey, seq: 0, failure: '' }
-          this.own.set(msgId, state)
-          puts.push([keyOf.own(this.id, msgId), encodeOwn(state)])
+          const before = this.own.get(msgId)?.envelopeKey
+          if (before) left.add(before)
+          this.own.set(msgId, { envelopeKey, seq: 0, failure: '' })
         }
-        if (chunk.tags.length > 0) this.envelopeMessages.set(envelopeKey, chunk.tags)
+        if (chunk.tags.length > 0) {
+          this.envelopeMessages.set(envelopeKey, chunk.tags)
+          this.sentRowPuts(envelopeKey, puts)
+        }
       })
+      for (const key of left) this.sentRowPuts(key, puts)
+      // A tombstone is for receivers only: in the local log it would delete the failed message
+      // it stands for when the log is next read (this device keeps it, with its error, to
+      // retry or discard). The replica still takes it, so a snapshot carries no content that
+      // was never delivered.
+      const othersOnly = batch.filter((item) => item.othersOnly).map((item) => item.update)
+      if (othersOnly.length > 0 && typeof this.replica === 'object') this.replica.copy.apply(othersOnly)
       committed = this.commit({
         append: [
-          ...batch.map((item) => ({ convId: this.id, doc: 'inner' as const, bytes: item.update })),
+          ...batch.filter((item) => !item.othersOnly).map((item) => ({ convId: this.id, doc: 'inner' as const, bytes: item.update })),
           ...written.updates.map((bytes) => ({ convId: this.id, doc: 'outer' as const, bytes })),
         ],
         put: puts,
@@ -2053,7 +2086,7 @@ export class Conversation {
   }
 
   private onAck(msg: { seq: number; ranges: Array<{ client: number; clock: number; len: number }> }): void {
-    const puts: Array<[string, Uint8Array]> = []
+    const puts: Array<[string, Uint8Array | null]> = []
     const rec = this.outer.getMap<Uint8Array>(OUTER_RECORDS)
     let recordsMoved = false
     for (const range of msg.ranges)
@@ -2067,18 +2100,20 @@ export class Conversation {
       this.incoming = job.catch((err) => this.report(err, 'could not fold records'))
     }
     const acked: string[] = []
+    const envelopes = new Set<string>()
     for (const range of msg.ranges) {
       for (let i = 0; i < range.len; i++) {
         for (const msgId of this.envelopeMessages.get(envelopeKey(range.client, range.clock + i)) ?? []) {
           const state = this.own.get(msgId)
           if (state?.seq !== 0) continue
           state.seq = msg.seq
-          puts.push([keyOf.own(this.id, msgId), encodeOwn(state)])
+          envelopes.add(state.envelopeKey)
           acked.push(msgId)
           this.ownBySeq.add(msg.seq, msgId)
         }
       }
     }
+    for (const key of envelopes) this.sentRowPuts(key, puts)
     if (this.provider?.synced && msg.seq > this.cursor) this.advanceCursor(msg.seq)
     if (puts.length === 0) return
     this.statusesChanged(acked)
@@ -2095,8 +2130,8 @@ export class Conversation {
   }
 
   /** Bookkeeping writes (acks, receipts) of one event-loop turn share one commit. */
-  private pendingPuts = new Map<string, Uint8Array>()
-  private storeSoon(puts: Array<[string, Uint8Array]>): void {
+  private pendingPuts = new Map<string, Uint8Array | null>()
+  private storeSoon(puts: Array<[string, Uint8Array | null]>): void {
     const first = this.pendingPuts.size === 0
     for (const [k, v] of puts) this.pendingPuts.set(k, v)
     if (!first) return
@@ -2254,7 +2289,7 @@ export class Conversation {
   }
 
   private onRefused(msg: { reason: number; message: string; ranges: Array<{ client: number; clock: number; len: number }> }): void {
-    const puts: Array<[string, Uint8Array]> = []
+    const puts: Array<[string, Uint8Array | null]> = []
     // Our own records the relay refused stop counting here too, so what they meant to do
     // (add a device, start an epoch) is seen as not done and can be done again.
     const recordMap = this.outer.getMap<Uint8Array>(OUTER_RECORDS)
@@ -2287,10 +2322,10 @@ export class Conversation {
             continue
           }
           state.failure = `${reasonName(msg.reason)}: ${msg.message}`
-          puts.push([keyOf.own(this.id, msgId), encodeOwn(state)])
           failed.push(msgId)
           tombstones.add(state.envelopeKey)
         }
+    for (const key of tombstones) this.sentRowPuts(key, puts)
     // A gap is transient (a live update overtook the sync that carries its predecessors): the
     // relay asks for a resend itself. Anything else is worth telling the app.
     if (this.resealQueue.size > 0) this.resealWaiting()
@@ -2300,7 +2335,7 @@ export class Conversation {
     // Refused for good: fill the gap at receivers so this device's later messages still flow.
     for (const key of tombstones) {
       const update = this.originalUpdate(key)
-      if (update) void this.queueSeal(tombstoneUpdate(update), []).catch((err) => this.report(err, 'could not send a tombstone'))
+      if (update) void this.queueSeal(tombstoneUpdate(update), [], true).catch((err) => this.report(err, 'could not send a tombstone'))
     }
     if (puts.length === 0) return
     this.statusesChanged(failed)
@@ -2342,13 +2377,15 @@ export class Conversation {
     for (const waiter of this.syncWaiters) waiter(err)
     this.syncWaiters.clear()
     // Not a member (any more): nothing pending can ever be delivered.
-    const puts: Array<[string, Uint8Array]> = []
-    for (const [msgId, state] of this.own) {
+    const puts: Array<[string, Uint8Array | null]> = []
+    const envelopes = new Set<string>()
+    for (const state of this.own.values()) {
       if (state.seq === 0 && state.failure === '') {
         state.failure = text
-        puts.push([keyOf.own(this.id, msgId), encodeOwn(state)])
+        envelopes.add(state.envelopeKey)
       }
     }
+    for (const key of envelopes) this.sentRowPuts(key, puts)
     this.ctx.reportError(err)
     if (puts.length > 0) {
       this.statusesChanged()
@@ -2496,6 +2533,33 @@ export class Conversation {
     return key ? decryptEnvelope(this.id, header, key) : undefined
   }
 
+  /**
+   * The outbox row of one envelope of ours as its messages' state stands now, appended to
+   * `puts`: the messages still in it (not sent again in another, not discarded), or its
+   * deletion once none is. Their format-1 rows go as this one takes their place.
+   */
+  private sentRowPuts(envelopeKey: string, puts: Array<[string, Uint8Array | null]>): void {
+    // A batch whose commit failed has no envelope (its state is only in memory).
+    if (envelopeKey === '') return
+    const ids = (this.envelopeMessages.get(envelopeKey) ?? []).filter((m) => this.own.get(m)?.envelopeKey === envelopeKey)
+    let rowKey = this.sentRows.get(envelopeKey)
+    if (ids.length === 0) {
+      if (rowKey === undefined) return
+      this.sentRows.delete(envelopeKey)
+      puts.push([rowKey, null])
+      return
+    }
+    if (rowKey === undefined) {
+      rowKey = keyOf.sent(this.id, ids[0]!, envelopeKey)
+      this.sentRows.set(envelopeKey, rowKey)
+    }
+    const { seq, failure } = this.own.get(ids[0]!)!
+    puts.push([rowKey, encodeSentEnvelope({ envelopeKey, seq, failure, msgIds: ids })])
+    if (this.legacyOwn.size === 0) return
+    for (const m of ids)
+      if (this.legacyOwn.delete(m)) puts.push([keyOf.own(this.id, m), null])
+  }
+
   /** Drop a failed message from this device. */
   async discard(id: string): Promise<void> {
     await this.ready()
@@ -2513,7 +2577,10 @@ export class Conversation {
       for (const [key, v] of messages) if (v?.b === nonce && key.startsWith(`${this.ctx.identity.userId}.`)) return
       this.doc.getMap(INNER_MESSAGE_BATCHES).delete(`${this.ctx.identity.userId}.${nonce}`)
     })
-    await this.commit({ put: [[keyOf.own(this.id, id), null]] })
+    const puts: Array<[string, Uint8Array | null]> = [[keyOf.own(this.id, id), null]]
+    this.legacyOwn.delete(id)
+    this.sentRowPuts(state.envelopeKey, puts)
+    await this.commit({ put: puts })
     this.changed()
   }
 
@@ -2738,10 +2805,10 @@ const ID_CLOCK_DIGITS = 9
 /**
  * A new message's id: `userId • "." • base36(hlc, 9 digits) • base64url(6 random bytes)`. The
  * hybrid clock rises with every send of a conversation, so this device's ids for it sort (byte
- * order) in send order: its outbox rows (`own:{conv}:{msgId}`, one per message, written when
- * sealed and again at ✓) land at the end of SQLite's key index instead of anywhere in it.
- * Random ids scattered those writes over the whole B-tree: at 10,000 sends a second the
- * sender's writer thread spent 1.3 s of CPU in a 4-second run, 0.7 s with these ids. The clock
+ * order) in send order: its outbox rows (keyed by an envelope's first message id) land at the
+ * end of SQLite's key index instead of anywhere in it. Random ids scattered those writes over
+ * the whole B-tree: at 10,000 sends a second, when the outbox still wrote a row per message,
+ * the sender's writer thread spent 1.3 s of CPU in a 4-second run, 0.7 s with these ids. The clock
  * is in the message already (`h`), so the id tells nobody more; 48 random bits keep two devices
  * of one person apart within one millisecond.
  *

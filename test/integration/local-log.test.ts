@@ -7,7 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
 import { messageIdFor } from '../../src/client/conversation.js'
 import { openSqliteStore } from '../../src/client/storage/sqlite-store.js'
-import { decodeMessageSeqs, encodeCursor, keyOf } from '../../src/client/conversation-record.js'
+import { decodeMessageSeqs, decodeSentEnvelope, encodeCursor, keyOf } from '../../src/client/conversation-record.js'
 import { setNodeSigning } from '../../src/shared/crypto/index.js'
 import { pair, texts, until, World } from './harness.js'
 
@@ -68,7 +68,7 @@ describe('local log', () => {
     expect(texts(reopened!)).toEqual(sent)
   })
 
-  it('keys the outbox by message ids that sort in send order, so its rows are appended to the index, not scattered through it', async () => {
+  it('keys the outbox rows by the first message of each envelope, so they sort in send order and are appended to the index, not scattered through it', async () => {
     const { storage, client, conv } = await offlineClient('outbox', 'ids')
     const ids: string[] = []
     for (let i = 0; i < 30; i++) ids.push((await conv.send(`one at a time ${i}`)).id)
@@ -80,9 +80,15 @@ describe('local log', () => {
     expect([...ids].sort()).toEqual(ids)
     await client.close()
     const store = await openSqliteStore(storage)
-    const prefix = keyOf.ownPrefix(conv.id)
-    expect((await store.list(prefix)).map(([key]) => key.slice(prefix.length))).toEqual(ids)
+    const prefix = keyOf.sentPrefix(conv.id)
+    const rows = (await store.list(prefix)).map(([key, value]) => ({ key: key.slice(prefix.length), row: decodeSentEnvelope(value) }))
     await store.close()
+    // A row per envelope: one per send awaited alone, a few for the 70 sent together.
+    expect(rows.length).toBeGreaterThanOrEqual(31)
+    expect(rows.length).toBeLessThan(40)
+    // In key order, the rows name every message in the order sent.
+    expect(rows.flatMap((r) => r.row.msgIds)).toEqual(ids)
+    for (const r of rows) expect(r.key.startsWith(`${r.row.msgIds[0]}/`)).toBe(true)
   })
 
   it('gives message ids that sort by their clock whatever its number of digits, and differ within one millisecond', () => {
