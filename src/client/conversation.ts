@@ -1890,6 +1890,10 @@ export class Conversation {
       try {
         await replica.seeded
         await stored
+        // Seeded from the local log, which keeps our refused messages: their tombstones again
+        // (applying one twice changes nothing).
+        const tombstones = this.refusedTombstones()
+        if (tombstones.length > 0) replica.copy.apply(tombstones)
         const encoded = canDeflate ? await replica.copy.encodeDeflated() : await replica.copy.encode()
         const { stateVector } = encoded
         const held = Y.decodeStateVector(stateVector)
@@ -1906,7 +1910,34 @@ export class Conversation {
       this.dropReplica()
     }
     this.snapshotEncodedOn = 'here'
-    return Y.encodeStateAsUpdate(this.doc)
+    const tombstones = this.refusedTombstones()
+    if (tombstones.length === 0) return Y.encodeStateAsUpdate(this.doc)
+    // A copy with them applied: the document itself keeps showing them, failed.
+    const copy = new Y.Doc({ gc: true })
+    try {
+      Y.applyUpdate(copy, Y.encodeStateAsUpdate(this.doc))
+      for (const t of tombstones) Y.applyUpdate(copy, t)
+      return Y.encodeStateAsUpdate(copy)
+    } finally {
+      copy.destroy()
+    }
+  }
+
+  /**
+   * Tombstones of our messages that failed for good (tombstone.ts). They stay on this device,
+   * failed, to be retried or discarded, but are not history: a snapshot carries their
+   * tombstones in their place, or members would read from it what the author sees as never
+   * delivered.
+   */
+  private refusedTombstones(): Uint8Array[] {
+    const envelopes = new Set<string>()
+    for (const state of this.own.values()) if (state.failure !== '' && state.envelopeKey !== '') envelopes.add(state.envelopeKey)
+    const out: Uint8Array[] = []
+    for (const key of envelopes) {
+      const update = this.originalUpdate(key)
+      if (update) out.push(tombstoneUpdate(update))
+    }
+    return out
   }
 
   /**

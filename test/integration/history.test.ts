@@ -249,6 +249,48 @@ describe('history compaction', () => {
     expect(texts(carolConv)).toEqual(texts(aliceConv))
   })
 
+  for (const on of ['thread', 'here'] as const) {
+    it(`a message refused for good stays failed on its author's device across a restart, and is not history: a fresh device does not get it from a snapshot (encoded ${on === 'here' ? 'on this thread' : 'on the replica thread'})`, async () => {
+      world = new World()
+      const relay = await world.relay()
+      const alice = await world.client('alice', { compaction: false })
+      const bob = await world.client('bob', { compaction: false })
+      await until(() => alice.connection === 'online' && bob.connection === 'online', 10_000, 'both online')
+      const aliceConv = await alice.createConversation({ title: 'Refused' })
+      const bobConv = await bob.join(await aliceConv.invite())
+      await relay.close()
+      const big = await aliceConv.send(`too big ${'x'.repeat(40_000)}`)
+      // Still room for snapshot parts (16 KB at least), not for that message.
+      await world.relay({ limits: { maxEnvelopeBytes: 32 * 1024 } })
+      await until(() => aliceConv.message(big.id)?.status === 'failed', 10_000, 'big fails')
+      await alice.close()
+
+      // Alice's device again, now writing snapshots: the failed message is still hers, failed.
+      const again = await world.client('alice', { compaction: { every: 400 } })
+      const [conv] = await again.conversations()
+      expect(conv!.message(big.id)).toMatchObject({ status: 'failed', error: expect.stringMatching(/too large/) })
+      await sendMany(conv!, 250, 'first')
+      if (on === 'here') await crashHistoryReplicaThread()
+      await sendMany(conv!, 250, 'then')
+      await until(() => bobConv.messages().length === 500, 10_000, 'bob has them')
+      for (let i = 0; compacted(world) === 0 && i < 50; i++) {
+        await conv!.send(`nudge ${i}`)
+        await new Promise((r) => setTimeout(r, 100))
+      }
+      await until(() => compacted(world) > 0, 10_000, 'relay compacted')
+      expect(encodedOn(conv!)).toBe(on)
+      expect(conv!.message(big.id)?.status).toBe('failed')
+
+      const carol = await world.client('carol')
+      const carolConv = await carol.join(await conv!.invite())
+      const delivered = texts(conv!).filter((t) => !t.startsWith('too big'))
+      await until(() => carolConv.messages().length === delivered.length, 10_000, 'carol has every delivered message')
+      expect(texts(carolConv)).toEqual(delivered)
+      expect(carolConv.message(big.id)).toBeUndefined()
+      expect(texts(bobConv).some((t) => t.startsWith('too big'))).toBe(false)
+    })
+  }
+
   it('a snapshot of many parts is written a part per outer update, its record with the last, and a fresh device gets every message', async () => {
     world = new World()
     await world.relay({ limits: { maxEnvelopeBytes: 20 * 1024 } })
