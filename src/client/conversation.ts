@@ -86,6 +86,7 @@ import { type DeflatedState, inflateSnapshot, type OpenedSnapshot, openSnapshot,
 import { canDeflate } from '../shared/snapshot-deflate.js'
 import { SnapshotSchedule } from './snapshot-schedule.js'
 import { type HistoryReplica, openHistoryReplica } from './history-replica.js'
+import { afterUnlessHidden, whenPageHides } from './page-visibility.js'
 import { utf8Length } from '../shared/utf8-length.js'
 import { encodeSummary, STALE, staleSummaryKey, type Summary, SUMMARY_MESSAGES, summaryKey } from './summary.js'
 
@@ -2236,13 +2237,18 @@ export class Conversation {
   private scheduleAck(): void {
     if (this.ackScheduled) return
     this.ackScheduled = true
-    this.ackTimer = setTimeout(() => this.sendAck(), ACK_EVERY_MS)
+    // In a background tab at once: its timers fire about once a second (page-visibility.ts).
+    this.cancelAck = afterUnlessHidden(ACK_EVERY_MS, () => this.sendAck())
   }
 
-  private ackTimer: ReturnType<typeof setTimeout> | undefined
+  private cancelAck: (() => void) | undefined
+  /** One already waiting on a timer goes when the tab is hidden, before throttling holds it. */
+  private readonly stopAckOnHide = whenPageHides(() => {
+    if (this.ackScheduled) this.sendAck()
+  })
 
   private sendAck(): void {
-    clearTimeout(this.ackTimer)
+    this.cancelAck?.()
     if (!this.ackScheduled) return
     this.ackScheduled = false
     const ws = this.provider?.ws
@@ -2679,6 +2685,7 @@ export class Conversation {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
+    this.stopAckOnHide()
     clearTimeout(this.fillTimer)
     clearTimeout(this.snapshotRetryTimer)
     // Never loaded: nothing was opened, nothing to flush.

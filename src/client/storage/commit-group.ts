@@ -26,6 +26,8 @@ export interface CommitGroup {
   commit(batch: Batch, soon?: boolean): Promise<void>
   /** Settles once every commit accepted so far has settled (lingering ones go at once). */
   drain(): Promise<void>
+  /** Ends a linger now if `mayLinger` says no more (the page was just hidden). */
+  hurry(): void
 }
 
 /** How long a `soon` commit waits for company, by default. */
@@ -43,7 +45,12 @@ export const COMMIT_LINGER_MS = 20
  * await Promise.all([group.commit(a), group.commit(b)]) // one transaction
  * ```
  */
-export function createCommitGroup(write: (batches: readonly Batch[]) => void | Promise<void>, lingerMs = COMMIT_LINGER_MS): CommitGroup {
+export function createCommitGroup(
+  write: (batches: readonly Batch[]) => void | Promise<void>,
+  lingerMs = COMMIT_LINGER_MS,
+  /** Asked before each wait: false writes `soon` commits at once (a hidden page, page-visibility.ts). */
+  mayLinger: () => boolean = () => true,
+): CommitGroup {
   let queue: Pending[] = []
   let running: Promise<void> | undefined
   /** Ends a linger early: an ordinary commit came, or the store drains. */
@@ -52,7 +59,7 @@ export function createCommitGroup(write: (batches: readonly Batch[]) => void | P
 
   const linger = async (): Promise<void> => {
     for (;;) {
-      if (draining > 0 || queue.length === 0 || !queue.every((p) => p.soon)) return
+      if (draining > 0 || queue.length === 0 || !queue.every((p) => p.soon) || !mayLinger()) return
       const wait = queue[0]!.at + lingerMs - performance.now()
       if (wait <= 0) return
       let timer: ReturnType<typeof setTimeout> | undefined
@@ -90,6 +97,7 @@ export function createCommitGroup(write: (batches: readonly Batch[]) => void | P
         if (!soon) wake?.()
         running ??= loop()
       }),
+    hurry: () => wake?.(),
     drain: async () => {
       draining++
       try {

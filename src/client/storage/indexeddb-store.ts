@@ -4,7 +4,8 @@
  * lets some browsers report completion before the data reaches disk.
  */
 import { ErrorCode, PetrelError } from '../../shared/errors.js'
-import { createCommitGroup, nothingToCompact, validateBatch } from './commit-group.js'
+import { pageHidden, whenPageHides } from '../page-visibility.js'
+import { COMMIT_LINGER_MS, createCommitGroup, nothingToCompact, validateBatch } from './commit-group.js'
 import type { Batch, CompactOp, DeviceStore, DocName, LogRow } from './device-store.js'
 
 const KV = 'kv'
@@ -244,7 +245,10 @@ export async function openIndexedDbStore(name: string, idb?: IDBFactory): Promis
         abort(err)
       }
     })
-  const group = createCommitGroup(writeAll)
+  // A hidden tab's timers fire about once a second: there, what was received is stored (and
+  // acknowledged, ✓✓) at once instead of lingering for company (page-visibility.ts).
+  const group = createCommitGroup(writeAll, COMMIT_LINGER_MS, () => !pageHidden())
+  const stopHurrying = whenPageHides(() => group.hurry())
 
   return {
     kind: 'indexeddb',
@@ -305,6 +309,7 @@ export async function openIndexedDbStore(name: string, idb?: IDBFactory): Promis
     close: () =>
       (closing ??= (async () => {
         closed = true
+        stopHurrying()
         // Commits accepted before close still land; only later calls see `closed`.
         await group.drain()
         db.close()
