@@ -6,6 +6,7 @@
  * conv:{id}        := uint8 1 • varUint createdAt • varUint8Array admission • varUint nKeys • { varUint epoch • varUint8Array key }
  * sent:{id}:{firstMsgId}/{envelopeKey}
  *                  := uint8 1 • varString envelopeKey • varUint seq (0: not acknowledged) • varString failure ('' if none)
+ *                     • uint8 refused (1: refused for good by the relay, its tombstone sent to the others; else 0)
  *                     • varString prefix • varUint n • { varString msgId without prefix }{n}
  *                     the outbox: one row per envelope of ours, naming the messages it carries
  * own:{id}:{msgId} := uint8 1 • varString envelopeKey • varUint seq (0: not acknowledged) • varString failure ('' if none)
@@ -37,6 +38,8 @@ export interface OwnMessageState {
   envelopeKey: string
   seq: number
   failure: string
+  /** Refused for good by the relay, and its tombstone sent to the others: never history (snapshots carry the tombstone). */
+  refused?: boolean
 }
 
 export const keyOf = {
@@ -133,11 +136,15 @@ export function encodeSentEnvelope(s: SentEnvelope): Uint8Array {
     while (n < prefix.length && n < id.length && prefix.charCodeAt(n) === id.charCodeAt(n)) n++
     prefix = prefix.slice(0, n)
   }
+  // Never half a surrogate pair: each part must be text of its own.
+  const last = prefix.charCodeAt(prefix.length - 1)
+  if (last >= 0xd800 && last <= 0xdbff) prefix = prefix.slice(0, -1)
   const e = encoding.createEncoder()
   encoding.writeUint8(e, 1)
   encoding.writeVarString(e, s.envelopeKey)
   encoding.writeVarUint(e, s.seq)
   encoding.writeVarString(e, s.failure)
+  encoding.writeUint8(e, s.refused ? 1 : 0)
   encoding.writeVarString(e, prefix)
   encoding.writeVarUint(e, ids.length)
   for (const id of ids) encoding.writeVarString(e, id.slice(prefix.length))
@@ -150,11 +157,13 @@ export function decodeSentEnvelope(bytes: Uint8Array): SentEnvelope {
   const envelopeKey = r.varString(64)
   const seq = r.varUint()
   const failure = r.varString(4096)
+  const refused = r.uint8()
+  if (refused > 1) throw new PetrelError(ErrorCode.Malformed, 'sent envelope: refused must be 0 or 1')
   const prefix = r.varString(256)
   const n = r.varUint(1 << 20)
   const msgIds: string[] = []
   for (let i = 0; i < n; i++) msgIds.push(prefix + r.varString(256))
-  return { envelopeKey, seq, failure, msgIds }
+  return { envelopeKey, seq, failure, refused: refused === 1, msgIds }
 }
 
 export function encodeBindings(b: ReadonlyMap<number, string>): Uint8Array {

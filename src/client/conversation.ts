@@ -243,7 +243,15 @@ export class Conversation {
   private hlc = 0
   private counter = 0
   private outgoing: Promise<void> = Promise.resolve()
-  private sealQueue: Array<{ update: Uint8Array; tags: string[]; othersOnly?: boolean; resolve: () => void; reject: (err: unknown) => void }> = []
+  private sealQueue: Array<{
+    update: Uint8Array
+    tags: string[]
+    othersOnly?: boolean
+    /** Rows to commit with this update (a refusal's, with its tombstone). */
+    puts?: Array<[string, Uint8Array | null]>
+    resolve: () => void
+    reject: (err: unknown) => void
+  }> = []
   private incoming: Promise<void> = Promise.resolve()
   /** The queued pass over received pages that later pages may still join. */
   private openPages: { pages: IncomingPage[]; bytes: number } | undefined
@@ -421,9 +429,10 @@ export class Conversation {
     }
     this.appendedRows = 0
     if (compact.compact!.length > 0) await store.commit(compact)
-    // A message listed twice (an envelope's row rewritten after its messages moved to a new
-    // envelope, by a commit issued earlier but landing later): the most advanced state wins,
-    // as no message goes back from ✓ to pending, or from sent again to refused.
+    // A message listed twice (an envelope's row computed before its messages moved to a new
+    // envelope, but issued after the move's commit: refusals and acknowledgements wait for the
+    // incoming chain): the most advanced state wins, as no message goes back from ✓ to pending,
+    // or from sent again to refused.
     const rank = (s: OwnMessageState) => (s.seq > 0 ? 2 : s.failure === '' ? 1 : 0)
     const offer = (msgId: string, state: OwnMessageState) => {
       const have = this.own.get(msgId)
@@ -434,16 +443,30 @@ export class Conversation {
       this.legacyOwn.add(msgId)
       offer(msgId, decodeOwn(value))
     }
-    for (const [key, value] of sentRows) {
-      const row = decodeSentEnvelope(value)
+    const rows = sentRows.map(([key, value]) => ({ key, row: decodeSentEnvelope(value) }))
+    for (const { key, row } of rows) {
       this.sentRows.set(row.envelopeKey, key)
-      for (const msgId of row.msgIds) offer(msgId, { envelopeKey: row.envelopeKey, seq: row.seq, failure: row.failure })
+      for (const msgId of row.msgIds) offer(msgId, { envelopeKey: row.envelopeKey, seq: row.seq, failure: row.failure, refused: row.refused })
     }
     for (const [msgId, state] of this.own) {
       const list = this.envelopeMessages.get(state.envelopeKey)
       if (list) list.push(msgId)
       else this.envelopeMessages.set(state.envelopeKey, [msgId])
     }
+    // Once, here: rows naming messages that are no longer theirs are rewritten (or deleted), and
+    // format-1 rows become rows per envelope, so the next start reads one row per envelope.
+    const tidy: Array<[string, Uint8Array | null]> = []
+    for (const { row } of rows) if (row.msgIds.some((id) => this.own.get(id)?.envelopeKey !== row.envelopeKey)) this.sentRowPuts(row.envelopeKey, tidy)
+    if (this.legacyOwn.size > 0) {
+      for (const id of [...this.legacyOwn]) {
+        const key = this.own.get(id)?.envelopeKey
+        if (key !== undefined && this.legacyOwn.has(id)) this.sentRowPuts(key, tidy)
+      }
+      // Named by a row of this format already: only the old row goes.
+      for (const id of this.legacyOwn) tidy.push([keyOf.own(this.id, id), null])
+      this.legacyOwn.clear()
+    }
+    if (tidy.length > 0) await store.commit({ put: tidy })
     if (bindings) this.bindings = decodeBindings(bindings)
     if (cursor) this.cursor = decodeCursor(cursor)
     this.durableCursor = this.cursor
@@ -713,9 +736,9 @@ export class Conversation {
    * outer transaction, and one durable commit covers them all (a commit per message measured
    * ~2 ms, most of it the fsync).
    */
-  private queueSeal(update: Uint8Array, tags: string[], othersOnly = false): Promise<void> {
+  private queueSeal(update: Uint8Array, tags: string[], othersOnly = false, puts?: Array<[string, Uint8Array | null]>): Promise<void> {
     return new Promise((resolve, reject) => {
-      this.sealQueue.push({ update, tags, othersOnly, resolve, reject })
+      this.sealQueue.push({ update, tags, othersOnly, puts, resolve, reject })
       if (this.sealQueue.length === 1) {
         this.outgoing = this.outgoing.then(() => this.flushSeals()).catch(() => undefined)
       }
@@ -779,6 +802,7 @@ export class Conversation {
         }
       })
       for (const key of left) this.sentRowPuts(key, puts)
+      for (const item of batch) if (item.puts) puts.push(...item.puts)
       // A tombstone is for receivers only: in the local log it would delete the failed message
       // it stands for when the log is next read (this device keeps it, with its error, to
       // retry or discard). The replica still takes it, so a snapshot carries no content that
@@ -1932,7 +1956,7 @@ export class Conversation {
    */
   private refusedTombstones(): Uint8Array[] {
     const envelopes = new Set<string>()
-    for (const state of this.own.values()) if (state.failure !== '' && state.envelopeKey !== '') envelopes.add(state.envelopeKey)
+    for (const state of this.own.values()) if (state.refused && state.seq === 0 && state.envelopeKey !== '') envelopes.add(state.envelopeKey)
     const out: Uint8Array[] = []
     for (const key of envelopes) {
       const update = this.originalUpdate(key)
@@ -2135,11 +2159,17 @@ export class Conversation {
     const envelopes = new Set<string>()
     for (const range of msg.ranges) {
       for (let i = 0; i < range.len; i++) {
-        for (const msgId of this.envelopeMessages.get(envelopeKey(range.client, range.clock + i)) ?? []) {
+        const key = envelopeKey(range.client, range.clock + i)
+        for (const msgId of this.envelopeMessages.get(key) ?? []) {
           const state = this.own.get(msgId)
-          if (state?.seq !== 0) continue
+          // Only messages still in that envelope: one that left it (sent again in another) is not
+          // stored by this one's ack (the relay acknowledges a resent refused range again).
+          if (state?.seq !== 0 || state.envelopeKey !== key) continue
           state.seq = msg.seq
-          envelopes.add(state.envelopeKey)
+          // Stored by the relay: whatever refused it earlier (a denial while not a member) is over.
+          state.failure = ''
+          state.refused = false
+          envelopes.add(key)
           acked.push(msgId)
           this.ownBySeq.add(msg.seq, msgId)
         }
@@ -2239,13 +2269,15 @@ export class Conversation {
     this.ackScheduled = true
     // In a background tab at once: its timers fire about once a second (page-visibility.ts).
     this.cancelAck = afterUnlessHidden(ACK_EVERY_MS, () => this.sendAck())
+    if (!this.closed)
+      this.stopAckOnHide ??= whenPageHides(() => {
+        if (this.ackScheduled) this.sendAck()
+      })
   }
 
   private cancelAck: (() => void) | undefined
-  /** One already waiting on a timer goes when the tab is hidden, before throttling holds it. */
-  private readonly stopAckOnHide = whenPageHides(() => {
-    if (this.ackScheduled) this.sendAck()
-  })
+  /** Listening for the tab being hidden (from the first ack on): one already waiting on a timer goes then. */
+  private stopAckOnHide: (() => void) | undefined
 
   private sendAck(): void {
     this.cancelAck?.()
@@ -2349,19 +2381,22 @@ export class Conversation {
     const tombstones = new Set<string>()
     const failed: string[] = []
     for (const range of msg.ranges)
-      for (let i = 0; i < range.len; i++)
-        for (const msgId of this.envelopeMessages.get(envelopeKey(range.client, range.clock + i)) ?? []) {
+      for (let i = 0; i < range.len; i++) {
+        const key = envelopeKey(range.client, range.clock + i)
+        for (const msgId of this.envelopeMessages.get(key) ?? []) {
           const state = this.own.get(msgId)
-          if (!state) continue
+          if (!state || state.envelopeKey !== key) continue
           if (msg.reason === Reason.StaleEpoch) {
             // Not a failure: sealed before we knew of a new key. It goes again under the new one.
             this.resealQueue.add(msgId)
             continue
           }
           state.failure = `${reasonName(msg.reason)}: ${msg.message}`
+          state.refused = true
           failed.push(msgId)
-          tombstones.add(state.envelopeKey)
+          tombstones.add(key)
         }
+      }
     for (const key of tombstones) this.sentRowPuts(key, puts)
     // A gap is transient (a live update overtook the sync that carries its predecessors): the
     // relay asks for a resend itself. Anything else is worth telling the app.
@@ -2369,13 +2404,19 @@ export class Conversation {
     if (msg.reason !== Reason.Gap && msg.reason !== Reason.StaleEpoch) {
       this.ctx.reportError(new PetrelError(ErrorCode.Refused, `relay refused: ${reasonName(msg.reason)}: ${msg.message}`, { conversationId: this.id }))
     }
+    if (puts.length > 0) this.statusesChanged(failed)
     // Refused for good: fill the gap at receivers so this device's later messages still flow.
+    // The failure rows are stored with the first tombstone: a crash between the two would
+    // leave the message pending for good (the relay never refuses that range again).
+    let rowsQueued = false
     for (const key of tombstones) {
       const update = this.originalUpdate(key)
-      if (update) void this.queueSeal(tombstoneUpdate(update), [], true).catch((err) => this.report(err, 'could not send a tombstone'))
+      if (!update) continue
+      const withRows = rowsQueued ? undefined : puts
+      rowsQueued = true
+      void this.queueSeal(tombstoneUpdate(update), [], true, withRows).catch((err) => this.report(err, 'could not send a tombstone'))
     }
-    if (puts.length === 0) return
-    this.statusesChanged(failed)
+    if (puts.length === 0 || rowsQueued) return
     const job = this.incomingTail.then(() => this.commit({ put: puts }))
     this.incoming = job.catch((err) => this.report(err, 'could not store a refusal'))
   }
@@ -2552,7 +2593,10 @@ export class Conversation {
     if (!update) throw new PetrelError(ErrorCode.NotFound, `the envelope of ${id} is gone`, { conversationId: this.id })
     // The envelope may carry other failed messages sent with this one: they go again with it.
     const ids = (this.envelopeMessages.get(state.envelopeKey) ?? [id]).filter((m) => m === id || (this.own.get(m)?.envelopeKey === state.envelopeKey && this.own.get(m)?.failure))
-    for (const m of ids) this.own.get(m)!.failure = ''
+    for (const m of ids) {
+      this.own.get(m)!.failure = ''
+      this.own.get(m)!.refused = false
+    }
     this.denied = undefined
     this.statusesChanged(ids)
     await this.queueSeal(update, ids)
@@ -2590,8 +2634,8 @@ export class Conversation {
       rowKey = keyOf.sent(this.id, ids[0]!, envelopeKey)
       this.sentRows.set(envelopeKey, rowKey)
     }
-    const { seq, failure } = this.own.get(ids[0]!)!
-    puts.push([rowKey, encodeSentEnvelope({ envelopeKey, seq, failure, msgIds: ids })])
+    const { seq, failure, refused } = this.own.get(ids[0]!)!
+    puts.push([rowKey, encodeSentEnvelope({ envelopeKey, seq, failure, refused, msgIds: ids })])
     if (this.legacyOwn.size === 0) return
     for (const m of ids)
       if (this.legacyOwn.delete(m)) puts.push([keyOf.own(this.id, m), null])
@@ -2685,7 +2729,7 @@ export class Conversation {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
-    this.stopAckOnHide()
+    this.stopAckOnHide?.()
     clearTimeout(this.fillTimer)
     clearTimeout(this.snapshotRetryTimer)
     // Never loaded: nothing was opened, nothing to flush.

@@ -44,7 +44,7 @@ describe('outbox rows', () => {
     const { sent, own } = await storedOutbox(world, 'alice', aliceConv.id)
     expect(own).toEqual([])
     expect(sent.map((s) => s.row.msgIds)).toEqual([[big.id], small.map((m) => m.id)])
-    expect(sent[0]!.row).toMatchObject({ seq: 0, failure: expect.stringMatching(/too large/) })
+    expect(sent[0]!.row).toMatchObject({ seq: 0, failure: expect.stringMatching(/too large/), refused: true })
     expect(sent[1]!.row.seq).toBeGreaterThan(0)
     expect(sent[1]!.row.failure).toBe('')
 
@@ -61,7 +61,7 @@ describe('outbox rows', () => {
     expect(conv3!.message(big.id)).toBeUndefined()
   })
 
-  it('reads the one-row-per-message outbox of earlier versions, and replaces it as its messages are acknowledged', async () => {
+  it('reads the one-row-per-message outbox of earlier versions and turns it into rows per envelope at the next start', async () => {
     world = new World()
     const relay = await world.relay()
     const { alice, aliceConv, bobConv } = await pair(world)
@@ -82,11 +82,15 @@ describe('outbox rows', () => {
     })
     await store.close()
 
-    // Read back: still waiting for the relay (a message with no outbox state would show ✓).
+    // Read back: still waiting for the relay (a message with no outbox state would show ✓),
+    // and the old rows became one row for their envelope at that start.
     const offline = await world.client('alice', OFFLINE)
     const [waiting] = await offline.conversations()
     for (const m of pending) expect(waiting!.message(m.id)?.status).toBe('pending')
     await offline.close()
+    const migrated = await storedOutbox(world, 'alice', aliceConv.id)
+    expect(migrated.own).toEqual([])
+    expect(migrated.sent.map((s) => s.row)).toEqual([{ envelopeKey: row.envelopeKey, seq: 0, failure: '', refused: false, msgIds: pending.map((m) => m.id) }])
 
     await world.relay()
     const online = await world.client('alice')
@@ -100,7 +104,7 @@ describe('outbox rows', () => {
     expect(sent[0]!.row.seq).toBeGreaterThan(0)
   })
 
-  it('takes the most advanced state for a message two rows name (a rewrite that landed late)', async () => {
+  it('takes the most advanced state for a message two rows name (a rewrite issued late), and drops the stale row at start', async () => {
     world = new World()
     const relay = await world.relay()
     const { alice, aliceConv } = await pair(world)
@@ -116,5 +120,9 @@ describe('outbox rows', () => {
     const again = await world.client('alice', OFFLINE)
     const [conv] = await again.conversations()
     expect(atLeastSent(conv!.message(m.id)?.status)).toBe(true)
+    await again.close()
+    const { sent } = await storedOutbox(world, 'alice', aliceConv.id)
+    expect(sent.filter((s) => s.row.msgIds.includes(m.id)).map((s) => s.row.envelopeKey)).not.toContain('zzzz.0')
+    expect(sent.some((s) => s.row.envelopeKey === 'zzzz.0')).toBe(false)
   })
 })

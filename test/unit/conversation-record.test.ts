@@ -33,13 +33,14 @@ describe('outbox rows (sent format 1: one row per envelope)', () => {
   const user = 'U'.repeat(43)
 
   it('writes the messages’ common prefix once, byte for byte as the grammar says', () => {
-    const row = { envelopeKey: 'k3x.1a', seq: 300, failure: '', msgIds: [`${user}.000001abc`, `${user}.000001abd`, `${user}.00000200z`] }
+    const row = { envelopeKey: 'k3x.1a', seq: 300, failure: '', refused: false, msgIds: [`${user}.000001abc`, `${user}.000001abd`, `${user}.00000200z`] }
     const bytes = encodeSentEnvelope(row)
     const reference = encoding.createEncoder()
     encoding.writeUint8(reference, 1)
     encoding.writeVarString(reference, 'k3x.1a')
     encoding.writeVarUint(reference, 300)
     encoding.writeVarString(reference, '')
+    encoding.writeUint8(reference, 0)
     encoding.writeVarString(reference, `${user}.00000`)
     encoding.writeVarUint(reference, 3)
     for (const suffix of ['1abc', '1abd', '200z']) encoding.writeVarString(reference, suffix)
@@ -49,9 +50,11 @@ describe('outbox rows (sent format 1: one row per envelope)', () => {
 
   it('round-trips one message, messages with nothing in common, a failure and any text', () => {
     for (const row of [
-      { envelopeKey: 'a.0', seq: 0, failure: 'too large: 2 MB', msgIds: [`${user}.x`] },
-      { envelopeKey: 'b.7', seq: 2 ** 40, failure: '', msgIds: ['a', 'b', 'ünï.✓', ''] },
-      { envelopeKey: 'c.1', seq: 1, failure: '', msgIds: [`${user}.same`, `${user}.same`] },
+      { envelopeKey: 'a.0', seq: 0, failure: 'too large: 2 MB', refused: true, msgIds: [`${user}.x`] },
+      { envelopeKey: 'b.7', seq: 2 ** 40, failure: '', refused: false, msgIds: ['a', 'b', 'ünï.✓', ''] },
+      { envelopeKey: 'c.1', seq: 1, failure: '', refused: false, msgIds: [`${user}.same`, `${user}.same`] },
+      // Ids that share half of a surrogate pair: the prefix stops before it.
+      { envelopeKey: 'd.2', seq: 3, failure: '', refused: false, msgIds: ['x\u{1F600}', 'x\u{1F601}'] },
     ]) {
       expect(decodeSentEnvelope(encodeSentEnvelope(row))).toEqual(row)
     }
@@ -60,6 +63,10 @@ describe('outbox rows (sent format 1: one row per envelope)', () => {
   it('refuses an unknown version and a truncated row with a typed error', () => {
     const bytes = encodeSentEnvelope({ envelopeKey: 'a.0', seq: 5, failure: '', msgIds: [`${user}.1`, `${user}.2`] })
     expect(() => decodeSentEnvelope(Uint8Array.of(2, ...bytes.subarray(1)))).toThrow(PetrelError)
+    // The refused flag is 0 or 1 (it follows the version, 'a.0', seq 5 and the empty failure).
+    const flag = 1 + 4 + 1 + 1
+    expect(bytes[flag]).toBe(0)
+    expect(() => decodeSentEnvelope(Uint8Array.from(bytes, (b, i) => (i === flag ? 2 : b)))).toThrow(PetrelError)
     for (let n = 0; n < bytes.length; n++) expect(() => decodeSentEnvelope(bytes.subarray(0, n))).toThrow(PetrelError)
   })
 })
