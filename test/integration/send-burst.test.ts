@@ -73,10 +73,11 @@ describe('a burst of sends', () => {
   it('sends made one at a time while earlier batches are stored wait for them and share a batch', async () => {
     world = new World()
     await world.relay()
-    // A slow disk (the outside world): every commit takes 40 ms. A flush waits for the commit
+    // A slow disk (the outside world): every commit takes 250 ms. A flush waits for the commit
     // before its own at most a few milliseconds; here as long as it takes, so the batches do
-    // not depend on how fast this machine turns the event loop.
-    const slow = await slowDisk(join(world.dir, 'slow.db'), 40)
+    // not depend on how fast this machine turns the event loop. (At 40 ms, twenty turns of a
+    // loaded CI machine outlasted one commit, and the sends made a third and fourth batch.)
+    const slow = await slowDisk(join(world.dir, 'slow.db'), 250)
     setFlushWait(60_000)
     const alice = await world.client('alice', { storage: slow })
     const bob = await world.client('bob')
