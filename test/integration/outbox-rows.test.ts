@@ -104,6 +104,34 @@ describe('outbox rows', () => {
     expect(sent[0]!.row.seq).toBeGreaterThan(0)
   })
 
+  it('clears a failure once the relay acknowledges the envelope after all (a denial that passed)', async () => {
+    world = new World()
+    const relay = await world.relay()
+    const { alice, aliceConv, bobConv } = await pair(world)
+    await relay.close()
+    const m = await aliceConv.send('denied, then delivered')
+    await alice.close()
+    // As a denial leaves it: failed, not refused (no tombstone went out), still in the outer log.
+    const store = await openSqliteStore(`${world.dir}/alice.db`)
+    const rows = await store.list(keyOf.sentPrefix(aliceConv.id))
+    expect(rows).toHaveLength(1)
+    const [key, value] = rows[0]!
+    const row = decodeSentEnvelope(value)
+    await store.commit({ put: [[key, encodeSentEnvelope({ ...row, failure: 'forbidden: not a member (for a while)' })]] })
+    await store.close()
+
+    await world.relay()
+    const again = await world.client('alice')
+    const [conv] = await again.conversations()
+    await until(() => texts(bobConv).includes('denied, then delivered'), 10_000, 'bob has it')
+    await until(() => atLeastSent(conv!.message(m.id)?.status), 10_000, 'shown as sent, not failed')
+    expect(conv!.message(m.id)?.error).toBeUndefined()
+    await again.close()
+    const { sent } = await storedOutbox(world, 'alice', aliceConv.id)
+    expect(sent.map((s) => s.row)).toEqual([expect.objectContaining({ msgIds: [m.id], failure: '', refused: false })])
+    expect(sent[0]!.row.seq).toBeGreaterThan(0)
+  })
+
   it('takes the most advanced state for a message two rows name (a rewrite issued late), and drops the stale row at start', async () => {
     world = new World()
     const relay = await world.relay()
