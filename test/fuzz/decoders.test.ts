@@ -14,7 +14,7 @@ import { openKeyBundle, sealKeyBundle } from '../../src/shared/key-bundle.js'
 import { generateAgreementKeyPair } from '../../src/shared/crypto/index.js'
 import { decodeLinkPayload, encodeLinkPayload, newLinkSecret, openLinkMessage, readAnswer, readOffer, sealLinkMessage } from '../../src/client/device-link.js'
 import { readPublicIdentity } from '../../src/client/public-identity.js'
-import { decodeSentEnvelope, decodeVerification } from '../../src/client/conversation-record.js'
+import { decodeMessageSeqs, decodeSentEnvelope, decodeVerification } from '../../src/client/conversation-record.js'
 import { openEnvelope } from '../../src/shared/envelope.js'
 import {
   readAck,
@@ -183,6 +183,7 @@ describe('linked devices, adding people and snapshots', () => {
         onlyPetrelErrors(() => readAnswer(b))
         onlyPetrelErrors(() => decodeVerification(b, new Set(), new Set()))
         onlyPetrelErrors(() => decodeSentEnvelope(b))
+        onlyPetrelErrors(() => decodeMessageSeqs(b, new Map()))
       }),
       { numRuns: RUNS },
     )

@@ -3,29 +3,64 @@ import { describe, expect, it } from 'vitest'
 import { decodeMessageSeqs, decodeSentEnvelope, encodeMessageSeqs, encodeSentEnvelope } from '../../src/client/conversation-record.js'
 import { PetrelError } from '../../src/shared/errors.js'
 
-describe('message positions (mseqs format 1)', () => {
-  it('round-trips ASCII ids and any other string, byte for byte as writeVarString writes them', () => {
-    const entries: Array<[string, number]> = [
-      [`${'A'.repeat(43)}.abc_-`, 1],
-      ['ünïcødé.✓', 2],
-      ['', 3],
-      ['x'.repeat(300), 2 ** 40],
-    ]
-    // All ASCII (the fast path), and with one other string among them (the general one).
-    for (const list of [entries.filter(([k]) => !k.includes('✓')), entries]) {
+describe('message positions (mseqs)', () => {
+  const user = 'A'.repeat(43)
+  const entries: Array<[string, number]> = [
+    [`${user}.abc_-`, 1],
+    [`${user}.abd`, 2],
+    ['', 3],
+    ['x'.repeat(300), 2 ** 40],
+    ['ünïcødé.✓', 5],
+    // Sharing the first half of a surrogate pair only: the shared part stops before it.
+    ['ünï\u{1F600}', 6],
+    ['ünï\u{1F601}z', 7],
+  ]
+
+  it('writes each key as what it shares with the one before and the rest, byte for byte as the grammar says', () => {
+    // All ASCII (the fast path), and with other text among them (the general one).
+    for (const list of [entries.slice(0, 4), entries]) {
       const bytes = encodeMessageSeqs(list)
       const reference = encoding.createEncoder()
-      encoding.writeUint8(reference, 1)
+      encoding.writeUint8(reference, 2)
       encoding.writeVarUint(reference, list.length)
-      for (const [k, s] of list) {
-        encoding.writeVarString(reference, k)
-        encoding.writeVarUint(reference, s)
+      let previous = ''
+      for (const [k, seq] of list) {
+        let n = 0
+        while (n < previous.length && n < k.length && previous[n] === k[n]) n++
+        if (n > 0 && /[\uD800-\uDBFF]/.test(k[n - 1]!)) n--
+        encoding.writeVarUint(reference, n)
+        encoding.writeVarString(reference, k.slice(n))
+        encoding.writeVarUint(reference, seq)
+        previous = k
       }
       expect(bytes).toEqual(encoding.toUint8Array(reference))
       const out = new Map<string, number>()
       decodeMessageSeqs(bytes, out)
       expect([...out]).toEqual(list)
     }
+    // The author's id is written once, not per message.
+    const batch = Array.from({ length: 100 }, (_, i): [string, number] => [`${user}.0mijy7d3${i.toString(36).padStart(2, '0')}abcdefgh`, 1000 + i])
+    expect(encodeMessageSeqs(batch).length).toBeLessThan(100 * 20)
+  })
+
+  it('still reads format 1, one whole key per entry', () => {
+    const reference = encoding.createEncoder()
+    encoding.writeUint8(reference, 1)
+    encoding.writeVarUint(reference, entries.length)
+    for (const [k, seq] of entries) {
+      encoding.writeVarString(reference, k)
+      encoding.writeVarUint(reference, seq)
+    }
+    const out = new Map<string, number>()
+    decodeMessageSeqs(encoding.toUint8Array(reference), out)
+    expect([...out]).toEqual(entries)
+  })
+
+  it('refuses an unknown version, a key sharing more than the one before, and a truncated row', () => {
+    const bytes = encodeMessageSeqs(entries.slice(0, 2))
+    expect(() => decodeMessageSeqs(Uint8Array.of(3, ...bytes.subarray(1)), new Map())).toThrow(PetrelError)
+    expect(() => decodeMessageSeqs(Uint8Array.of(2, 1, 5, 1, 0x61, 1), new Map())).toThrow(PetrelError)
+    for (let n = 0; n < bytes.length; n++) expect(() => decodeMessageSeqs(bytes.subarray(0, n), new Map())).toThrow(PetrelError)
   })
 })
 
