@@ -228,7 +228,7 @@ export class Conversation {
   private readonly envelopeMessages = new Map<string, string[]>()
   /** Each envelope's outbox row key (keyOf.sent): fixed once written, so a rewrite replaces it. */
   private readonly sentRows = new Map<string, string>()
-  /** Messages whose state is still in a format-1 outbox row: deleted once a row of ours lists them. */
+  /** Messages whose state was read from a format-1 outbox row, while the load turns those rows into rows per envelope (empty after). */
   private readonly legacyOwn = new Set<string>()
   private cursor = 0
   /** The part of `cursor` whose rows are committed: what acknowledgements claim. */
