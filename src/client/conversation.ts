@@ -466,7 +466,9 @@ export class Conversation {
       for (const id of this.legacyOwn) tidy.push([keyOf.own(this.id, id), null])
       this.legacyOwn.clear()
     }
-    if (tidy.length > 0) await store.commit({ put: tidy })
+    // Best effort: what is in memory is right already, and the next start tries again (a full
+    // disk must not keep the conversation from opening).
+    if (tidy.length > 0) await store.commit({ put: tidy }).catch((err) => this.report(err, 'could not tidy the outbox'))
     if (bindings) this.bindings = decodeBindings(bindings)
     if (cursor) this.cursor = decodeCursor(cursor)
     this.durableCursor = this.cursor

@@ -6,7 +6,8 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import { decodeSentEnvelope, encodeOwn, encodeSentEnvelope, keyOf } from '../../src/client/conversation-record.js'
 import { openSqliteStore } from '../../src/client/storage/sqlite-store.js'
-import { atLeastSent, pair, texts, until, World } from './harness.js'
+import { ErrorCode, PetrelError } from '../../src/shared/errors.js'
+import { atLeastSent, onDisk, pair, texts, until, World } from './harness.js'
 
 let world: World
 afterEach(async () => {
@@ -102,6 +103,43 @@ describe('outbox rows', () => {
     expect(own).toEqual([])
     expect(sent.map((s) => s.row.msgIds)).toEqual([pending.map((m) => m.id)])
     expect(sent[0]!.row.seq).toBeGreaterThan(0)
+  })
+
+  it('opens with the old rows when the disk refuses to turn them into new ones, and turns them at a later start', async () => {
+    world = new World()
+    const relay = await world.relay()
+    const { alice, aliceConv } = await pair(world)
+    await relay.close()
+    const pending = await Promise.all(['x', 'y'].map((t) => aliceConv.send(t)))
+    await alice.close()
+    const path = `${world.dir}/alice.db`
+    const store = await openSqliteStore(path)
+    const [[key, value]] = (await store.list(keyOf.sentPrefix(aliceConv.id))) as [[string, Uint8Array]]
+    const row = decodeSentEnvelope(value)
+    await store.commit({
+      put: [[key, null], ...row.msgIds.map((id): [string, Uint8Array] => [keyOf.own(aliceConv.id, id), encodeOwn({ envelopeKey: row.envelopeKey, seq: 0, failure: '' })])],
+    })
+    await store.close()
+
+    // A disk that is full for writes touching the outbox (the outside world).
+    const disk = await openSqliteStore(path)
+    const full = onDisk(disk, (batch, options) => {
+      if (batch.put?.some(([k]) => k.startsWith('own:') || k.startsWith('sent:'))) return Promise.reject(new PetrelError(ErrorCode.StorageFailed, 'SQLite commit failed (SQLITE_FULL): database or disk is full'))
+      return disk.commit(batch, options)
+    })
+    const cramped = await world.client('alice', { ...OFFLINE, storage: full })
+    const [conv] = await cramped.conversations()
+    for (const m of pending) expect(conv!.message(m.id)?.status).toBe('pending')
+    await cramped.close()
+    expect((await storedOutbox(world, 'alice', aliceConv.id)).own).toHaveLength(2)
+
+    const roomy = await world.client('alice', OFFLINE)
+    const [again] = await roomy.conversations()
+    for (const m of pending) expect(again!.message(m.id)?.status).toBe('pending')
+    await roomy.close()
+    const { own, sent } = await storedOutbox(world, 'alice', aliceConv.id)
+    expect(own).toEqual([])
+    expect(sent.map((s) => s.row.msgIds)).toEqual([pending.map((m) => m.id)])
   })
 
   it('clears a failure once the relay acknowledges the envelope after all (a denial that passed)', async () => {
