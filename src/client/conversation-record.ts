@@ -10,7 +10,7 @@
  *                     • varString prefix • varUint n • { varString msgId without prefix }{n}
  *                     the outbox: one row per envelope of ours, naming the messages it carries
  * own:{id}:{msgId} := uint8 1 • varString envelopeKey • varUint seq (0: not acknowledged) • varString failure ('' if none)
- *                     the outbox's format 1 (one row per message): still read, no longer written
+ *                     the outbox's format 1 (one row per message): still read, and turned into sent rows at the start that reads it
  * bind:{id}        := uint8 1 • varUint n • { varUint innerClient • varString deviceId }
  * cursor:{id}      := uint8 1 • varUint seq             (stored up to)
  * read:{id}        := uint8 1 • varUint seq             (displayed up to)
@@ -45,7 +45,7 @@ export interface OwnMessageState {
 
 export const keyOf = {
   conv: (id: string) => `conv:${id}`,
-  /** Format 1 of the outbox (one row per message): still read and deleted, no longer written. */
+  /** Format 1 of the outbox (one row per message): still read, turned into `sent` rows at the start that reads it, no longer written. */
   own: (id: string, msgId: string) => `own:${id}:${msgId}`,
   ownPrefix: (id: string) => `own:${id}:`,
   /**
@@ -131,15 +131,7 @@ export interface SentEnvelope extends OwnMessageState {
 export function encodeSentEnvelope(s: SentEnvelope): Uint8Array {
   const ids = s.msgIds
   let prefix = ids[0] ?? ''
-  for (let i = 1; i < ids.length && prefix.length > 0; i++) {
-    const id = ids[i]!
-    let n = 0
-    while (n < prefix.length && n < id.length && prefix.charCodeAt(n) === id.charCodeAt(n)) n++
-    prefix = prefix.slice(0, n)
-  }
-  // Never half a surrogate pair: each part must be text of its own.
-  const last = prefix.charCodeAt(prefix.length - 1)
-  if (last >= 0xd800 && last <= 0xdbff) prefix = prefix.slice(0, -1)
+  for (let i = 1; i < ids.length && prefix.length > 0; i++) prefix = prefix.slice(0, sharedPrefix(prefix, ids[i]!))
   const e = encoding.createEncoder()
   encoding.writeUint8(e, 1)
   encoding.writeVarString(e, s.envelopeKey)

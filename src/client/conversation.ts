@@ -228,8 +228,6 @@ export class Conversation {
   private readonly envelopeMessages = new Map<string, string[]>()
   /** Each envelope's outbox row key (keyOf.sent): fixed once written, so a rewrite replaces it. */
   private readonly sentRows = new Map<string, string>()
-  /** Messages whose state was read from a format-1 outbox row, while the load turns those rows into rows per envelope (empty after). */
-  private readonly legacyOwn = new Set<string>()
   private cursor = 0
   /** The part of `cursor` whose rows are committed: what acknowledgements claim. */
   private durableCursor = 0
@@ -438,9 +436,10 @@ export class Conversation {
       const have = this.own.get(msgId)
       if (!have || rank(state) >= rank(have)) this.own.set(msgId, state)
     }
+    const legacy: string[] = []
     for (const [key, value] of ownRows) {
       const msgId = key.slice(keyOf.ownPrefix(this.id).length)
-      this.legacyOwn.add(msgId)
+      legacy.push(msgId)
       offer(msgId, decodeOwn(value))
     }
     const rows = sentRows.map(([key, value]) => ({ key, row: decodeSentEnvelope(value) }))
@@ -455,17 +454,11 @@ export class Conversation {
     }
     // Once, here: rows naming messages that are no longer theirs are rewritten (or deleted), and
     // format-1 rows become rows per envelope, so the next start reads one row per envelope.
-    const tidy: Array<[string, Uint8Array | null]> = []
-    for (const { row } of rows) if (row.msgIds.some((id) => this.own.get(id)?.envelopeKey !== row.envelopeKey)) this.sentRowPuts(row.envelopeKey, tidy)
-    if (this.legacyOwn.size > 0) {
-      for (const id of [...this.legacyOwn]) {
-        const key = this.own.get(id)?.envelopeKey
-        if (key !== undefined && this.legacyOwn.has(id)) this.sentRowPuts(key, tidy)
-      }
-      // Named by a row of this format already: only the old row goes.
-      for (const id of this.legacyOwn) tidy.push([keyOf.own(this.id, id), null])
-      this.legacyOwn.clear()
-    }
+    const rewrite = new Set<string>()
+    for (const { row } of rows) if (row.msgIds.some((id) => this.own.get(id)?.envelopeKey !== row.envelopeKey)) rewrite.add(row.envelopeKey)
+    for (const id of legacy) rewrite.add(this.own.get(id)!.envelopeKey)
+    const tidy: Array<[string, Uint8Array | null]> = legacy.map((id) => [keyOf.own(this.id, id), null])
+    for (const key of rewrite) this.sentRowPuts(key, tidy)
     // Best effort: what is in memory is right already, and the next start tries again (a full
     // disk must not keep the conversation from opening).
     if (tidy.length > 0) await store.commit({ put: tidy }).catch((err) => this.report(err, 'could not tidy the outbox'))
@@ -2619,7 +2612,7 @@ export class Conversation {
   /**
    * The outbox row of one envelope of ours as its messages' state stands now, appended to
    * `puts`: the messages still in it (not sent again in another, not discarded), or its
-   * deletion once none is. Their format-1 rows go as this one takes their place.
+   * deletion once none is.
    */
   private sentRowPuts(envelopeKey: string, puts: Array<[string, Uint8Array | null]>): void {
     // A batch whose commit failed has no envelope (its state is only in memory).
@@ -2638,9 +2631,6 @@ export class Conversation {
     }
     const { seq, failure, refused } = this.own.get(ids[0]!)!
     puts.push([rowKey, encodeSentEnvelope({ envelopeKey, seq, failure, refused, msgIds: ids })])
-    if (this.legacyOwn.size === 0) return
-    for (const m of ids)
-      if (this.legacyOwn.delete(m)) puts.push([keyOf.own(this.id, m), null])
   }
 
   /** Drop a failed message from this device. */
@@ -2660,8 +2650,8 @@ export class Conversation {
       for (const [key, v] of messages) if (v?.b === nonce && key.startsWith(`${this.ctx.identity.userId}.`)) return
       this.doc.getMap(INNER_MESSAGE_BATCHES).delete(`${this.ctx.identity.userId}.${nonce}`)
     })
+    // Its format-1 row too, should the start's tidy have failed (a full disk) and left it.
     const puts: Array<[string, Uint8Array | null]> = [[keyOf.own(this.id, id), null]]
-    this.legacyOwn.delete(id)
     this.sentRowPuts(state.envelopeKey, puts)
     await this.commit({ put: puts })
     this.changed()
