@@ -2569,16 +2569,25 @@ export class Conversation {
   // ---------------------------------------------------------------- failed messages
 
   /**
-   * Send a failed message again: its original inner change is re-sealed in a fresh envelope
-   * (receivers de-duplicate it), and the conversation reconnects if the relay had refused it.
+   * Send a failed message again. One the relay refused for good goes as a new message with the
+   * same text (a new id, at the end of the list): its receivers hold a tombstone of the old one.
+   * One that failed because the relay denied the conversation has its original change re-sealed
+   * in a fresh envelope (receivers de-duplicate it), and the conversation reconnects.
+   *
+   * @example
+   * ```ts
+   * for (const m of conv.messages()) if (m.status === 'failed') await conv.retry(m.id)
+   * ```
    */
   async retry(id: string): Promise<void> {
     await this.ready()
     const state = this.own.get(id)
     if (!state) throw new PetrelError(ErrorCode.NotFound, `no message ${id} of mine`, { conversationId: this.id })
     if (!state.failure) throw new PetrelError(ErrorCode.InvalidArgument, `message ${id} has not failed`, { conversationId: this.id })
-    if (state.failure.startsWith('too large') || state.failure.startsWith('quota exceeded')) {
-      // Its content never left the device and receivers hold a tombstone: send it anew.
+    if (state.refused || state.failure.startsWith('too large') || state.failure.startsWith('quota exceeded')) {
+      // Refused for good: receivers hold a tombstone of the same change (the same Yjs items,
+      // deleted), so sealing that change again would show nothing there while the ticks here
+      // moved on. Send it anew. (Rows of earlier versions lack `refused`: their text tells.)
       const text = this.message(id)?.text ?? ''
       await this.discard(id)
       await this.send(text)

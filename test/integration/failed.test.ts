@@ -1,10 +1,71 @@
 import { afterEach, describe, expect, it } from 'vitest'
+import type { Conversation } from '../../src/client/index.js'
+import { envelopeKey } from '../../src/shared/outer-keys.js'
+import { RoomMessage, readAck, writeRefused } from '../../src/shared/room-messages.js'
+import { FrameType, Reason, readFrame, StrictReader, writeFrame } from '../../src/shared/wire.js'
+import { FrameProxy } from './frame-proxy.js'
 import { atLeastSent, pair, texts, until, World } from './harness.js'
 
 let world: World
+let proxy: FrameProxy | undefined
 afterEach(async () => {
   await world?.close()
+  await proxy?.close()
+  proxy = undefined
 })
+
+/**
+ * Alice behind a proxy that can turn the relay's ✓ of her next message envelope into a refusal
+ * of it (`refuseNextEnvelope`) and say that again later (`refuseAgain`); Bob direct. The relay
+ * kept what it acknowledged, so Bob gets the envelope: a relay that stores and then refuses, or
+ * a network that repeats itself, as far as Alice can tell.
+ */
+async function refusingPair() {
+  world = new World()
+  await world.relay()
+  let aliceConv: Conversation | undefined
+  let next: { reason: number; message: string; before: Set<string> } | undefined
+  let again: ((reason: number, message: string) => void) | undefined
+  proxy = await FrameProxy.start(
+    () => world.url,
+    (to, data, send) => {
+      const armed = next
+      const frame = to === 'device' && armed ? readFrame(new Uint8Array(data.buffer, data.byteOffset, data.byteLength)) : undefined
+      if (!frame || frame.type !== FrameType.Room || frame.message[0] !== RoomMessage.Ack) return send()
+      const { ranges } = readAck(new StrictReader(frame.message.subarray(1)))
+      // Only the ✓ of a message envelope sealed since: other acks (records, keys) pass.
+      const keys = ranges.flatMap((r) => Array.from({ length: r.len }, (_, i) => envelopeKey(r.client, r.clock + i)))
+      if (!armed || !keys.some((k) => logOf(aliceConv!).has(k) && !armed.before.has(k))) return send()
+      const refusal = (reason: number, message: string) =>
+        writeFrame({ type: FrameType.Room, room: frame.room, message: writeRefused(reason, message, ranges) })
+      again = (reason, message) => send(refusal(reason, message))
+      send(refusal(armed.reason, armed.message))
+      next = undefined
+    },
+  )
+  const alice = await world.client('alice', { relay: proxy.url })
+  const bob = await world.client('bob')
+  aliceConv = await alice.createConversation({ title: 'Trip' })
+  const bobConv = await bob.join(await aliceConv.invite())
+  await aliceConv.whenSynced(10_000)
+  const conv = aliceConv
+  return {
+    alice,
+    aliceConv: conv,
+    bobConv,
+    refuseNextEnvelope: (reason: number, message: string) => {
+      next = { reason, message, before: new Set(logOf(conv).keys()) }
+    },
+    refuseAgain: (reason: number, message: string) => again!(reason, message),
+  }
+}
+
+const logOf = (conv: Conversation) => (conv as unknown as { outer: { getMap(n: string): Map<string, unknown> } }).outer.getMap('log')
+/** Envelopes this device's outer client wrote (Bob's, a profile or a snapshot, may come at any time). */
+const envelopesOf = (conv: Conversation) => {
+  const mine = `${(conv as unknown as { outer: { clientID: number } }).outer.clientID.toString(36)}.`
+  return [...logOf(conv).keys()].filter((k) => k.startsWith(mine)).length
+}
 
 describe('a message the relay refuses for good', () => {
   it('turns failed with the reason, does not block later messages, and can be retried or discarded', async () => {
@@ -63,5 +124,43 @@ describe('a message the relay refuses for good', () => {
     const { aliceConv } = await pair(world)
     await expect(aliceConv.send('y'.repeat(5000))).rejects.toMatchObject({ code: 'too_large' })
     expect(texts(aliceConv)).toEqual([])
+  })
+
+  it('a retry after a refusal for good sends the text anew: receivers hold a tombstone of the old change', async () => {
+    const { aliceConv, bobConv, refuseNextEnvelope } = await refusingPair()
+    refuseNextEnvelope(Reason.Internal, 'could not keep it')
+    const m = await aliceConv.send('refused for good')
+    await until(() => aliceConv.message(m.id)?.status === 'failed', 10_000, 'it fails')
+    // The tombstone went out before this one: once Bob has it, the refused change is deleted there.
+    await aliceConv.send('after the refusal')
+    await until(() => texts(bobConv).includes('after the refusal'), 10_000, 'bob has the later one')
+    expect(texts(bobConv)).toEqual(['after the refusal'])
+    await aliceConv.retry(m.id)
+    // Sealing the old change again would be a duplicate to Bob's document: shown nowhere, ✓✓ here.
+    await until(() => texts(bobConv).includes('refused for good'), 10_000, 'bob shows the retried message')
+    expect(texts(bobConv)).toEqual(['after the refusal', 'refused for good'])
+    expect(texts(aliceConv)).toEqual(['after the refusal', 'refused for good'])
+    expect(aliceConv.message(m.id)).toBeUndefined()
+    await until(() => aliceConv.messages().every((x) => atLeastSent(x.status)), 10_000, 'alice sees it sent')
+  })
+
+  it('a refusal repeated for an envelope its messages have left (sealed again) moves none of them', async () => {
+    const { aliceConv, bobConv, refuseNextEnvelope, refuseAgain } = await refusingPair()
+    // "Sealed under an old key": the message goes again in a new envelope, which the relay keeps.
+    refuseNextEnvelope(Reason.StaleEpoch, 'sealed under an old key')
+    const m = await aliceConv.send('moved on')
+    await until(() => atLeastSent(aliceConv.message(m.id)?.status), 10_000, 'sent in its second envelope')
+    const envelopes = envelopesOf(aliceConv)
+    // The first envelope refused again, for the same reason and for good: the message has left it.
+    refuseAgain(Reason.StaleEpoch, 'sealed under an old key')
+    refuseAgain(Reason.Internal, 'could not keep it')
+    await aliceConv.send('after the repeats')
+    await until(() => texts(bobConv).includes('after the repeats'), 10_000, 'bob has the later one')
+    await until(() => atLeastSent(aliceConv.messages().at(-1)?.status), 10_000, 'the later one sent')
+    expect(aliceConv.message(m.id)?.status, 'the moved message').not.toBe('failed')
+    expect(atLeastSent(aliceConv.message(m.id)?.status), 'the moved message').toBe(true)
+    // Nothing sealed again, no tombstone: one more envelope, the later message's.
+    expect(envelopesOf(aliceConv), "alice's envelopes").toBe(envelopes + 1)
+    expect(texts(bobConv)).toEqual(['moved on', 'after the repeats'])
   })
 })

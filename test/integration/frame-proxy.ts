@@ -7,10 +7,11 @@ import type { AddressInfo } from 'node:net'
 import { WebSocket, WebSocketServer } from 'ws'
 
 /**
- * What becomes of one frame: `send` passes it on (any number of times, at any moment), `cut`
- * closes both sides of its connection. `to` is the side it is going to.
+ * What becomes of one frame: `send` passes it on (any number of times, at any moment; given
+ * other bytes, it sends those instead, on the same connection), `cut` closes both sides of its
+ * connection. `to` is the side it is going to.
  */
-export type FramePolicy = (to: 'relay' | 'device', data: Buffer, send: () => void, cut: () => void) => void
+export type FramePolicy = (to: 'relay' | 'device', data: Buffer, send: (instead?: Uint8Array) => void, cut: () => void) => void
 
 export class FrameProxy {
   private readonly sockets = new Set<WebSocket>()
@@ -45,12 +46,12 @@ export class FrameProxy {
       this.sockets.delete(device)
       this.sockets.delete(relay)
     }
-    const toRelay = (data: Buffer) => this.policy('relay', data, () => relay.readyState === WebSocket.OPEN && relay.send(data), cut)
+    const toRelay = (data: Buffer) => this.policy('relay', data, (instead) => relay.readyState === WebSocket.OPEN && relay.send(instead ?? data), cut)
     relay.on('open', () => {
       for (const data of pending.splice(0)) toRelay(data)
     })
     device.on('message', (data: Buffer) => (relay.readyState === WebSocket.OPEN ? toRelay(data) : pending.push(data)))
-    relay.on('message', (data: Buffer) => this.policy('device', data, () => device.readyState === WebSocket.OPEN && device.send(data), cut))
+    relay.on('message', (data: Buffer) => this.policy('device', data, (instead) => device.readyState === WebSocket.OPEN && device.send(instead ?? data), cut))
     device.on('close', cut)
     relay.on('close', cut)
     device.on('error', cut)
