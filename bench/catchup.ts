@@ -17,8 +17,8 @@ export interface CatchupResult {
   ms: number
   referenceMs: number
   messages: number
-  /** Each round's figures, in order. */
-  rounds: Array<{ ms: number; referenceMs: number }>
+  /** Each round's figures, in order; `cpuMs`: the catching-up process's CPU time (all its threads). */
+  rounds: Array<{ ms: number; referenceMs: number; cpuMs: number }>
 }
 
 /**
@@ -61,7 +61,7 @@ export async function catchup(messages: number, burst = 500, rounds = 3): Promis
     const seed = join(dir, 'bob-offline.db')
     copyFileSync(bobOptions.storage, seed)
     for (const suffix of ['-wal', '-shm']) if (existsSync(bobOptions.storage + suffix)) throw new Error('bob.db was not checkpointed on close')
-    const results: Array<{ ms: number; referenceMs: number }> = []
+    const results: Array<{ ms: number; referenceMs: number; cpuMs: number }> = []
     for (let round = 0; round < rounds; round++) {
       const storage = join(dir, `bob-${round}.db`)
       copyFileSync(seed, storage)
@@ -72,10 +72,12 @@ export async function catchup(messages: number, burst = 500, rounds = 3): Promis
       await warm.close()
       const profile = round === Number(process.env.BENCH_CATCHUP_PROF_ROUND ?? rounds - 1) ? await startProfile('BENCH_CATCHUP_PROF', burst === 1 ? '.one-by-one.cpuprofile' : '') : undefined
       const t0 = performance.now()
+      const cpu0 = process.cpuUsage()
       bob = await createClient({ ...bobOptions, relay: server.url, storage })
       const [bobConv] = await bob.conversations()
       await until(() => bobConv!.messages().length >= messages, 120_000, 'bob shows everything')
       const ms = performance.now() - t0
+      const cpu = process.cpuUsage(cpu0)
       await profile?.()
       await bob.close()
       await server.stop()
@@ -90,7 +92,7 @@ export async function catchup(messages: number, burst = 500, rounds = 3): Promis
         refs.push(performance.now() - r0)
         if (fresh.getMap('messages').size !== messages) throw new Error('reference did not apply')
       }
-      results.push({ ms, referenceMs: median(refs) })
+      results.push({ ms, referenceMs: median(refs), cpuMs: (cpu.user + cpu.system) / 1000 })
     }
     return { ms: median(results.map((r) => r.ms)), referenceMs: median(results.map((r) => r.referenceMs)), messages, rounds: results }
   } finally {

@@ -157,9 +157,10 @@ async function catchUp(): Promise<void> {
   console.log(`\n## 4. catch-up: a device offline for ${fmt(n)} messages starts and shows them all`)
   const rounds = envInt('BENCH_ROUNDS', 3)
   const each = (r: CatchupResult) => r.rounds.map((x) => `${fmt(x.ms)}/${fmt(x.referenceMs)}`).join(', ')
+  const cpu = (r: CatchupResult) => median(r.rounds.map((x) => x.cpuMs))
   const r = await catchup(n, 500, rounds)
   console.log(
-    `sent 500 at a time: petrel ${fmt(r.ms)} ms; Y.applyUpdate of ${fmt(n)} plaintext updates ${fmt(r.referenceMs)} ms; ratio ${(r.ms / r.referenceMs).toFixed(1)} (medians of ${rounds} rounds; each petrel/reference: ${each(r)})`,
+    `sent 500 at a time: petrel ${fmt(r.ms)} ms; Y.applyUpdate of ${fmt(n)} plaintext updates ${fmt(r.referenceMs)} ms; ratio ${(r.ms / r.referenceMs).toFixed(1)} (medians of ${rounds} rounds; each petrel/reference: ${each(r)}; the device's CPU ${fmt(cpu(r))} ms, all its threads)`,
   )
   // The worst case beside it: every message sent on its own, so each has its own envelope.
   const one = await catchup(n, 1, rounds)
@@ -168,6 +169,7 @@ async function catchUp(): Promise<void> {
     ms: r2(r.ms),
     referenceMs: r2(r.referenceMs),
     ratioVsReference: r2(r.ms / r.referenceMs),
+    cpuMs: r2(cpu(r)),
     oneByOneMs: r2(one.ms),
     oneByOneReferenceMs: r2(one.referenceMs),
     oneByOneRatioVsReference: r2(one.ms / one.referenceMs),
