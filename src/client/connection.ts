@@ -5,8 +5,8 @@
  */
 import { SignatureDomain, signWithDomain } from '../shared/crypto/index.js'
 import { ErrorCode, PetrelError } from '../shared/errors.js'
-import { KEEPALIVE_MESSAGE, RoomMessage, SyncStep } from '../shared/room-messages.js'
-import { CloseCode, type Frame, FrameType, readFrame, reasonName, writeFrame, writeRoomFrame } from '../shared/wire.js'
+import { KEEPALIVE_MESSAGE, RoomMessage, SyncStep, snapshotPartMessage } from '../shared/room-messages.js'
+import { CloseCode, type Frame, FrameType, RelayFeature, readFrame, reasonName, writeFrame, writeRoomFrame } from '../shared/wire.js'
 import { splitUpdate } from '../shared/yjs-v1.js'
 import * as encoding from 'lib0/encoding'
 import type { Emitter } from './emitter.js'
@@ -57,6 +57,8 @@ export class DeviceConnection implements Multiplexer {
   onRooms: ((rooms: string[]) => void) | undefined
   /** The relay advertised its limits (every hello). */
   onLimits: ((maxFrameBytes: number, maxEnvelopeBytes: number) => void) | undefined
+  /** What the relay of the current socket announced it understands (`RelayFeature` bits; 0 until it does). */
+  private relayFeatures = 0
 
   constructor(
     private readonly urls: string[],
@@ -113,6 +115,22 @@ export class DeviceConnection implements Multiplexer {
     if (this.sockets.get(room) !== socket) return
     this.sockets.delete(room)
     if (this.authed && this.opened.delete(room)) this.sendFrame(writeFrame({ type: FrameType.Close, room }))
+  }
+
+  /** Whether the relay of the current socket announced `feature` (wire.ts `RelayFeature`). */
+  hasRelayFeature(feature: number): boolean {
+    return (this.relayFeatures & feature) !== 0
+  }
+
+  /**
+   * Send a sync update as `snapshot-part` (room-messages.ts) when the relay takes it and it fits
+   * one frame; false when it was not sent that way (the caller sends it as it is).
+   */
+  sendSnapshotPart(room: string, syncUpdate: Uint8Array): boolean {
+    if (!this.authed || !this.opened.has(room) || (this.relayFeatures & RelayFeature.SnapshotParts) === 0) return false
+    if (syncUpdate[0] !== RoomMessage.Sync || syncUpdate[1] !== SyncStep.Update || syncUpdate.length > this.maxFrameBytes - FRAME_HEADROOM) return false
+    this.sendFrame(writeRoomFrame(room, snapshotPartMessage(syncUpdate)))
+    return true
   }
 
   sendRoom(room: string, data: Uint8Array): void {
@@ -197,6 +215,8 @@ export class DeviceConnection implements Multiplexer {
     }
     ws.binaryType = 'arraybuffer'
     this.ws = ws
+    // Another relay (or this one, upgraded or not) may answer: it says again what it takes.
+    this.relayFeatures = 0
     this.lastFrameAt = Date.now()
     ws.onmessage = (event: MessageEvent) => {
       if (this.ws !== ws) return
@@ -260,6 +280,9 @@ export class DeviceConnection implements Multiplexer {
         return
       case FrameType.Rooms:
         this.onRooms?.(frame.rooms)
+        return
+      case FrameType.Features:
+        this.relayFeatures = frame.features
         return
       case FrameType.Notice:
         this.events.emit('error', new PetrelError(ErrorCode.Refused, `relay: ${reasonName(frame.reason)}: ${frame.message}`))

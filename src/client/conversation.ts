@@ -43,8 +43,9 @@ import {
   RoomMessage,
   type RowIndexEntry,
   writeDeviceAck,
+  writeWantParts,
 } from '../shared/room-messages.js'
-import { Reason, reasonName, StrictReader } from '../shared/wire.js'
+import { Reason, RelayFeature, reasonName, StrictReader } from '../shared/wire.js'
 import { parseUpdate } from '../shared/yjs-v1.js'
 import type { DeviceConnection } from './connection.js'
 import {
@@ -509,9 +510,15 @@ export class Conversation {
     })
     const mux = conn
     const room = this.id
+    const writing = this.writingPart
     class RoomSocket extends VirtualSocket {
       constructor() {
         super(mux, room)
+      }
+      override send(data: ArrayBuffer | Uint8Array): void {
+        // A snapshot part's update goes marked, so live members that hold the history are spared it.
+        if (writing.now && this.readyState === 1 && data instanceof Uint8Array && mux.sendSnapshotPart(room, data)) return
+        super.send(data)
       }
     }
     const provider = new WebsocketProvider('petrel:', this.id, this.outer, {
@@ -574,6 +581,8 @@ export class Conversation {
       this.unknownRoomRetries = 0
       this.settleSyncWaiters()
       this.scheduleAck()
+      // Once what the catch-up brought is applied (and any snapshot it waits for is known).
+      void this.incomingTail.then(() => this.declineSnapshotParts())
     })
     this.provider = provider
   }
@@ -1614,7 +1623,11 @@ export class Conversation {
       this.missedThrough = 0
       this.holdingOverflowed = false
     }
-    if (coversSeq >= this.stillMissingThrough) this.stillMissingThrough = 0
+    if (coversSeq >= this.stillMissingThrough && this.stillMissingThrough > 0) {
+      this.stillMissingThrough = 0
+      // The snapshot it waited for after its catch-up came live: the rest may be spared now.
+      queueMicrotask(() => this.declineSnapshotParts())
+    }
     for (const [k, v] of messages) {
       if (before.get(k) === v) continue
       this.unverified.add(k)
@@ -1774,6 +1787,27 @@ export class Conversation {
     return job
   }
 
+  /** While a snapshot part's outer transaction runs (its update is sent from inside it). */
+  private readonly writingPart = { now: false }
+
+  /**
+   * Tell the relay, once per connection, that this device holds the history it has been sent:
+   * others' snapshot parts may come to it live as placeholders (PROTOCOL §4, want-parts). Not
+   * while it still waits for a snapshot (a catch-up that met compacted rows, or one that ended
+   * between the parts of one): it gets them whole, as every connection does by default.
+   */
+  private declineSnapshotParts(): void {
+    const provider = this.provider
+    if (this.closed || !provider?.synced || this.missedThrough > 0 || this.stillMissingThrough > 0) return
+    const ws = provider.ws
+    if (ws?.readyState !== 1 || this.partsDeclinedOn === ws || !this.ctx.connection.hasRelayFeature(RelayFeature.SnapshotParts)) return
+    this.partsDeclinedOn = ws
+    ws.send(writeWantParts(false))
+  }
+
+  /** The provider's socket `declineSnapshotParts` last spoke on (a reconnect makes a new one). */
+  private partsDeclinedOn: unknown
+
   /** Snapshots being written: close() lets them finish storing. */
   private snapshotWrite: Promise<unknown> = Promise.resolve()
   /** Ids of the snapshots this device wrote in this session (base64url). */
@@ -1838,10 +1872,16 @@ export class Conversation {
           // relay would refuse it. Given up; a scheduled one is tried again under the new key
           // (retrySnapshot; parts already written are covered and compacted by a later snapshot).
           if (this.epoch !== epoch) return undefined
-          return this.writeOuter((log, rec) => {
-            log.set(envelopeKey(this.outer.clientID, Y.getState(this.outer.store, this.outer.clientID)), envelopes[i]!)
-            if (last) rec.set(envelopeKey(this.outer.clientID, Y.getState(this.outer.store, this.outer.clientID)), record)
-          })
+          // Its update goes up as `snapshot-part` where the relay takes that (RoomSocket above).
+          this.writingPart.now = true
+          try {
+            return this.writeOuter((log, rec) => {
+              log.set(envelopeKey(this.outer.clientID, Y.getState(this.outer.store, this.outer.clientID)), envelopes[i]!)
+              if (last) rec.set(envelopeKey(this.outer.clientID, Y.getState(this.outer.store, this.outer.clientID)), record)
+            })
+          } finally {
+            this.writingPart.now = false
+          }
         })
         this.outgoing = job.then(
           () => undefined,

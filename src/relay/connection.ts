@@ -7,7 +7,7 @@ import type { WebSocket } from 'ws'
 import { fromBase64Url, randomBytes, SignatureDomain, toBase64Url, verifyWithDomain } from '../shared/crypto/index.js'
 import { isPetrelError } from '../shared/errors.js'
 import { readAdmission, readCertificate, verifyCertificate } from '../shared/records.js'
-import { CloseCode, type Frame, FrameType, readFrame, writeFrame, roomFrameHeader } from '../shared/wire.js'
+import { CloseCode, type Frame, FrameType, RelayFeature, readFrame, writeFrame, roomFrameHeader } from '../shared/wire.js'
 import type { RelayCore } from './relay-core.js'
 import type { RoomMemberConn } from './room.js'
 
@@ -55,6 +55,7 @@ export class Connection implements RoomMemberConn {
         maxEnvelopeBytes: limits.maxEnvelopeBytes,
       }),
     )
+    this.send(FEATURES_FRAME)
   }
 
   /** The authenticated device key (decoded on demand: kept only as its id, which is what the hot paths compare). */
@@ -229,6 +230,8 @@ export class Connection implements RoomMemberConn {
 }
 
 const HEARTBEAT = writeFrame({ type: FrameType.Heartbeat })
+/** What this relay understands beyond version 1 (wire.ts): sent after every hello. */
+const FEATURES_FRAME = writeFrame({ type: FrameType.Features, features: RelayFeature.SnapshotParts })
 const owners = new WeakMap<WebSocket, Connection>()
 
 /**

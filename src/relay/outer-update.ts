@@ -47,6 +47,8 @@ export interface ValidatedUpdate {
   duplicates: number
   /** Clock ranges of this device's own clients that were already stored: re-acknowledge them. */
   ownDuplicates: ClockRange[]
+  /** Uploaded as `snapshot-part`: its envelopes are a history snapshot's (relay-core.ts fanOut). */
+  part?: boolean
 }
 
 export class UpdateRefused extends Error {

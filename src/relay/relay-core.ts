@@ -31,6 +31,7 @@ import type { RelayMetrics } from './metrics.js'
 import { blankPart, type RowPart, rowStructs, splitAtRecords, UpdateRefused, type ValidatedRow, type ValidatedUpdate, validateOuterUpdate } from './outer-update.js'
 import { checkGenesis, type OpenRow, Room, type RoomMemberConn, type RoomPeer } from './room.js'
 import { encodePage, pageRows, rowsMessage } from './rows.js'
+import { gcStruct } from './store/compaction.js'
 import type { NewRow, RelayStore, Row } from './store/relay-store.js'
 import type { BusMessage, FanoutBus } from './bus/fanout-bus.js'
 
@@ -307,6 +308,22 @@ export class RelayCore {
         if (step === SyncStep.Step1) return this.catchUp(conn, room, parseStateVector(payload))
         return this.ingest(conn, room, payload)
       }
+      case RoomMessage.SnapshotPart: {
+        const payload = r.varBytes(message.length)
+        r.end()
+        return this.ingest(conn, room, payload, true)
+      }
+      case RoomMessage.WantParts: {
+        const want = r.uint8()
+        r.end()
+        if (want > 1) {
+          conn.violation('malformed room message', `want-parts ${want}`)
+          return undefined
+        }
+        const state = room.peers.get(conn)
+        if (state) state.spareParts = want === 0
+        return undefined
+      }
       case RoomMessage.Awareness: {
         // Forwarded as it is, never stored: it is ephemeral (and encrypted by clients).
         r.varBytes(message.length)
@@ -334,9 +351,9 @@ export class RelayCore {
    * records waits its turn in the room's queue, since applying a record is asynchronous and
    * the envelopes after it may depend on it.
    */
-  private ingest(conn: Connection, room: Room, update: Uint8Array): Promise<void> | undefined {
+  private ingest(conn: Connection, room: Room, update: Uint8Array, part = false): Promise<void> | undefined {
     if (room.busy === 0) {
-      const v = this.validated(conn, room, update)
+      const v = this.validated(conn, room, update, part)
       if (v === undefined) return undefined
       if (v.records.length === 0) {
         if (v.ownDuplicates.length > 0) void this.reacknowledge(conn, room, v.ownDuplicates)
@@ -345,13 +362,15 @@ export class RelayCore {
         return undefined
       }
     }
-    return room.run(() => this.ingestInTurn(conn, room, update))
+    return room.run(() => this.ingestInTurn(conn, room, update, part))
   }
 
   /** The update checked against the room, or undefined when it is refused (and the sender told). */
-  private validated(conn: Connection, room: Room, update: Uint8Array): ValidatedUpdate | undefined {
+  private validated(conn: Connection, room: Room, update: Uint8Array, part: boolean): ValidatedUpdate | undefined {
     try {
-      return validateOuterUpdate(update, conn.deviceId, room.clients, this.limits, this.limits.maxRoomBytes - room.bytes)
+      const v = validateOuterUpdate(update, conn.deviceId, room.clients, this.limits, this.limits.maxRoomBytes - room.bytes)
+      if (part) v.part = true
+      return v
     } catch (err) {
       if (err instanceof UpdateRefused) {
         this.metrics.reject(err.reason === Reason.Gap ? 'gap' : 'client id taken')
@@ -372,8 +391,8 @@ export class RelayCore {
     return true
   }
 
-  private async ingestInTurn(conn: Connection, room: Room, update: Uint8Array): Promise<void> {
-    const v = this.validated(conn, room, update)
+  private async ingestInTurn(conn: Connection, room: Room, update: Uint8Array, part: boolean): Promise<void> {
+    const v = this.validated(conn, room, update, part)
     if (v === undefined) return
     if (v.ownDuplicates.length > 0) void this.reacknowledge(conn, room, v.ownDuplicates)
     // Records and envelope epochs are decided struct by struct, in order: a record may start
@@ -417,14 +436,12 @@ export class RelayCore {
     if (room.failed || (v.rows.length === 0 && v.refused.length === 0)) return
     if (this.appendToOpenRow(conn, room, v, records, devices)) return
     const cut = recordParts ? v.rows.flatMap((row) => splitAtRecords(row, (p) => recordParts.has(p))) : v.rows
-    const rows: NewRow[] = cut.map((row) => ({
-      room: room.id,
-      client: row.client,
-      clock: row.clock,
-      len: row.len,
-      count: row.count,
-      structs: rowStructs(row),
-    }))
+    const rows: NewRow[] = cut.map((row) => {
+      const stored: NewRow = { room: room.id, client: row.client, clock: row.clock, len: row.len, count: row.count, structs: rowStructs(row) }
+      // A part's row, unless it holds the record (its own row) or a refused envelope's blank.
+      if (v.part && refused.length === 0 && !row.parts.some((p) => p.record !== undefined)) stored.part = true
+      return stored
+    })
     const bindings = v.newClients.map((client) => ({ room: room.id, client, device: conn.deviceId }))
     // Claim the clocks now, so the next update from this device validates against them.
     for (const b of bindings) room.clients.set(b.client, { device: conn.deviceId, next: 0 })
@@ -535,9 +552,19 @@ export class RelayCore {
     const owner = room.clients.get(row.client)?.device
     // Encoded once for every recipient, and only if there is one besides the author.
     let message: Uint8Array | undefined
+    let placeholder: Uint8Array | undefined
     for (const [peer, state] of room.peers) {
       // The author's device already has the row (and its node sent the ack).
       if ((peer as Connection).deviceId === owner) continue
+      if (row.part && state.spareParts && state.state === 'live') {
+        // A live device that holds the history skips snapshot parts: a GC struct over the same
+        // clocks keeps its outer document contiguous, and live it takes it for a blank.
+        placeholder ??= rowsMessage([{ ...row, count: 1, structs: gcStruct(row.len) }])
+        this.metrics.partsSpared++
+        this.metrics.partBytesSpared += row.structs.length
+        peer.deliver(room.id, placeholder)
+        continue
+      }
       message ??= rowsMessage([row])
       this.deliver(room, peer, state, message, row.seq)
     }
@@ -799,7 +826,8 @@ const OPEN_ROW_MAX_BYTES = 8 * 1024
 
 /** One row of envelopes only, nothing refused, no records, no membership change, no new client. */
 function isPlainUpdate(v: ValidatedUpdate, records: Uint8Array[], devices: DeviceChange[]): boolean {
-  return v.rows.length === 1 && v.refused.length === 0 && v.newClients.length === 0 && records.length === 0 && devices.length === 0 && v.records.length === 0
+  // A part's row stays a row of its own: fan-out spares it whole or not at all.
+  return v.part !== true && v.rows.length === 1 && v.refused.length === 0 && v.newClients.length === 0 && records.length === 0 && devices.length === 0 && v.records.length === 0
 }
 
 

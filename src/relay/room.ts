@@ -25,6 +25,8 @@ export interface RoomPeer {
   buffer: Array<{ message: Uint8Array; seq: number }>
   /** Bytes of the messages in `buffer`. */
   bufferedBytes: number
+  /** The device said `want-parts 0`: live snapshot parts go to it as placeholders. */
+  spareParts?: boolean
 }
 
 /** A row not yet taken for a commit: its struct bytes stay in parts until then. */

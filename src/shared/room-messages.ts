@@ -24,7 +24,17 @@
  *                     stored rows, as one V1 update, with the sequence number of each (client,
  *                     clock) run: sync messages carry no sequence numbers, and a client needs
  *                     them to apply envelopes in relay order and to acknowledge receipts
+ * snapshot-part (C→R) := varUint 107 • varUint8Array update
+ *                     a sync update whose envelopes are one of this device's history snapshot
+ *                     parts (with its record, on the last): stored and acknowledged like any
+ *                     update; the relay sends live peers that said `want-parts 0` a GC
+ *                     placeholder of the part's row instead of the part (the record's row whole)
+ * want-parts (C→R) := varUint 108 • uint8 want (0 or 1)
+ *                     whether this device, live in the room, wants others' snapshot parts as they
+ *                     are written: 1 (the default for every connection) while it still lacks
+ *                     history a snapshot would give it, 0 once it holds all it has been sent
  * ```
+ * 107 and 108 only go to a relay that announced `RelayFeature.SnapshotParts` (wire.ts).
  */
 import * as encoding from 'lib0/encoding'
 import { encodeSmall } from './scratch-encoder.js'
@@ -42,6 +52,8 @@ export const RoomMessage = {
   Keepalive: 104,
   Rows: 105,
   DeviceAck: 106,
+  SnapshotPart: 107,
+  WantParts: 108,
 } as const
 
 export interface ClockRange {
@@ -175,3 +187,18 @@ export function writeDeviceAck(device: string, stored: number, read: number): Ui
 }
 
 export const readDeviceAck = (r: StrictReader) => ({ device: r.varString(64), stored: r.varUint(), read: r.varUint() })
+
+/**
+ * A sync `update` message (`00 02 varUint8Array(update)`) as `snapshot-part`
+ * (`varUint(107) • varUint8Array(update)`): the same update, which the relay stores and
+ * acknowledges alike, marked as a history snapshot's part for its fan-out.
+ */
+export function snapshotPartMessage(syncUpdate: Uint8Array): Uint8Array {
+  const out = new Uint8Array(syncUpdate.length - 1)
+  out[0] = RoomMessage.SnapshotPart
+  out.set(syncUpdate.subarray(2), 1)
+  return out
+}
+
+/** `want-parts` (C→R): `varUint(108) • uint8(want)` — whether this device wants others' snapshot parts live. */
+export const writeWantParts = (want: boolean): Uint8Array => Uint8Array.of(RoomMessage.WantParts, want ? 1 : 0)

@@ -16,7 +16,11 @@
  * rooms      (R→C) := varUint n • { varString room }{n}
  *                     conversations this device is a member of: all of them after `ready`, then
  *                     each one it is added to (by an admin, or by another device of its person)
+ * features   (R→C) := varUint bits   (RelayFeature; sent after hello by relays that have any)
  * ```
+ * A client skips frame types it does not know, so a relay may send `features` to any client;
+ * a client uses a feature only on a connection whose relay announced it (an older relay cuts
+ * off a device that sends what it does not know).
  * Every frame is checked by `readFrame`, which never throws anything but a PetrelError and
  * never reads past the end. Versions: a frame whose first byte is not PROTOCOL_VERSION is
  * answered with close code `VersionMismatch` and a reason naming both versions.
@@ -39,8 +43,18 @@ export const FrameType = {
   Heartbeat: 8,
   Notice: 9,
   Rooms: 10,
+  Features: 11,
 } as const
 export type FrameType = (typeof FrameType)[keyof typeof FrameType]
+
+/** What a relay understands beyond protocol version 1, as bits of the `features` frame. */
+export const RelayFeature = {
+  /**
+   * Room messages `snapshot-part` and `want-parts` (room-messages.ts): a device uploads its
+   * snapshot parts marked, and live devices that hold the history get a placeholder instead.
+   */
+  SnapshotParts: 1,
+} as const
 
 /**
  * WebSocket close codes (4000–4999 are private use). The device connection stops dialling
@@ -104,6 +118,7 @@ export type Frame =
   | { type: typeof FrameType.Heartbeat }
   | { type: typeof FrameType.Notice; reason: number; message: string }
   | { type: typeof FrameType.Rooms; rooms: string[] }
+  | { type: typeof FrameType.Features; features: number }
 
 const MAX_ROOM_ID = 64
 const MAX_TEXT = 1024
@@ -149,6 +164,9 @@ export function writeFrame(frame: Frame): Uint8Array {
     case FrameType.Rooms:
       encoding.writeVarUint(e, frame.rooms.length)
       for (const room of frame.rooms) encoding.writeVarString(e, room)
+      break
+    case FrameType.Features:
+      encoding.writeVarUint(e, frame.features)
       break
     case FrameType.Ready:
     case FrameType.Heartbeat:
@@ -292,6 +310,9 @@ export function readFrame(bytes: Uint8Array): Frame {
       frame = { type, rooms }
       break
     }
+    case FrameType.Features:
+      frame = { type, features: r.varUint(0xffffffff) }
+      break
     default:
       throw malformed(`unknown frame type ${type}`)
   }

@@ -55,6 +55,7 @@ const frameArb: fc.Arbitrary<Frame> = fc.oneof(
   fc.constant({ type: FrameType.Heartbeat } as const),
   fc.record({ type: fc.constant(FrameType.Notice), reason: fc.nat({ max: 1000 }), message: fc.string({ maxLength: 100 }) }),
   fc.record({ type: fc.constant(FrameType.Rooms), rooms: fc.array(roomId, { maxLength: 20 }) }),
+  fc.record({ type: fc.constant(FrameType.Features), features: fc.nat({ max: 0xffffffff }) }),
 ) as fc.Arbitrary<Frame>
 
 describe('frame decoder', () => {

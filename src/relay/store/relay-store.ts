@@ -35,6 +35,11 @@ export interface Row {
   /** Number of structs in `structs`. */
   count: number
   structs: Uint8Array
+  /**
+   * In memory only, on the node that stored it: the row holds a history snapshot's part
+   * (uploaded as `snapshot-part`, no record in it). Stores neither keep nor return it.
+   */
+  part?: boolean
 }
 
 /** The latest acknowledgement of one device in one room: how far its copy is stored and read. */

@@ -1,0 +1,118 @@
+/**
+ * History snapshots' parts and the devices that do not need them: a live member that holds
+ * the history gets a GC placeholder of each part's row from the relay (it said `want-parts 0`),
+ * a device catching up or new to the conversation gets them whole, and a client whose relay
+ * did not announce the feature uploads and receives them as before.
+ */
+import { afterEach, describe, expect, it } from 'vitest'
+import type { Conversation } from '../../src/client/index.js'
+import { OUTER_LOG } from '../../src/shared/outer-keys.js'
+import { RoomMessage } from '../../src/shared/room-messages.js'
+import { FrameType, RelayFeature, readFrame } from '../../src/shared/wire.js'
+import { FrameProxy } from './frame-proxy.js'
+import { rawDevice, texts, until, World } from './harness.js'
+
+let world: World
+let proxy: FrameProxy | undefined
+afterEach(async () => {
+  await world?.close()
+  await proxy?.close()
+  proxy = undefined
+})
+
+const snapshotOf = (conv: Conversation) => (conv as unknown as { writeSnapshot: () => Promise<void> }).writeSnapshot.bind(conv)
+const compacted = (w: World) => w.logLines.filter((l) => l.includes('"compacted"')).length
+const logKeys = (conv: Conversation) => new Set((conv as unknown as { outer: { getMap(n: string): Map<string, unknown> } }).outer.getMap(OUTER_LOG).keys())
+
+/** `n` messages of random-looking text (snapshots compress; this keeps several parts). */
+async function sendMany(conv: Conversation, n: number, prefix: string): Promise<void> {
+  const noise = (i: number) => (i * 2654435761).toString(36).repeat(12)
+  for (let i = 0; i < n; i += 500) await Promise.all(Array.from({ length: Math.min(500, n - i) }, (_, j) => conv.send(`${prefix} ${i + j} ${noise(i + j)}`)))
+}
+
+/** Alice and Bob, neither writing snapshots on their own; optionally both behind `proxy`. */
+async function aliceAndBob(viaProxy = false) {
+  const relay = await world.relay({ limits: { maxEnvelopeBytes: 20 * 1024 } })
+  const url = viaProxy && proxy ? proxy.url : world.url
+  const alice = await world.client('alice', { compaction: false, relay: url })
+  const bob = await world.client('bob', { compaction: false, relay: url })
+  const aliceConv = await alice.createConversation({ title: 'parts' })
+  const bobConv = await bob.join(await aliceConv.invite())
+  await bobConv.whenSynced(10_000)
+  return { relay, alice, bob, aliceConv, bobConv }
+}
+
+describe('snapshot parts', () => {
+  it('reach a live member that holds the history as placeholders, and a new member whole', async () => {
+    world = new World()
+    const { relay, aliceConv, bobConv } = await aliceAndBob()
+    await sendMany(aliceConv, 600, 'before')
+    await until(() => bobConv.messages().length === 600, 10_000, 'bob has them')
+    const bobBefore = logKeys(bobConv)
+    await snapshotOf(aliceConv)()
+    const written = [...logKeys(aliceConv)].filter((k) => !bobBefore.has(k))
+    // Several parts (small envelopes), each in a row of its own; the record rides in its own row.
+    expect(written.length).toBeGreaterThan(2)
+    await until(() => relay.metrics.partsSpared === written.length, 10_000, 'every part spared')
+    expect(relay.metrics.partBytesSpared).toBeGreaterThan(written.length * 10_000)
+    // Bob's outer document took placeholders: none of the parts is in his log.
+    expect(written.filter((k) => logKeys(bobConv).has(k))).toEqual([])
+    await until(() => compacted(world) > 0, 10_000, 'relay compacted under the snapshot')
+
+    // Placeholders kept his clocks contiguous: he sends and receives as before.
+    await bobConv.send('after the snapshot, from bob')
+    await aliceConv.send('after the snapshot, from alice')
+    await until(() => texts(aliceConv).includes('after the snapshot, from bob') && texts(bobConv).includes('after the snapshot, from alice'), 10_000, 'both ways')
+
+    // A new member's catch-up reads the parts from the relay's store, whole.
+    const carol = await world.client('carol', { compaction: false })
+    const carolConv = await carol.join(await aliceConv.invite())
+    await until(() => carolConv.messages().length === 602, 20_000, 'carol has the history')
+    expect(texts(carolConv)).toEqual(texts(aliceConv))
+    expect(world.errors.get(carol)).toEqual([])
+    expect(world.errors.get(world.clients[1]!)).toEqual([])
+  })
+
+  it('go up and come down whole where the relay did not announce the feature', async () => {
+    world = new World()
+    // An older relay, as far as the devices can tell: its `features` frame never reaches them.
+    const marked: number[] = []
+    proxy = await FrameProxy.start(
+      () => world.url,
+      (to, data, send) => {
+        const frame = readFrame(new Uint8Array(data.buffer, data.byteOffset, data.byteLength))
+        if (to === 'device' && frame.type === FrameType.Features) return
+        if (to === 'relay' && frame.type === FrameType.Room && (frame.message[0] === RoomMessage.SnapshotPart || frame.message[0] === RoomMessage.WantParts)) marked.push(frame.message[0])
+        send()
+      },
+    )
+    const { relay, aliceConv, bobConv } = await aliceAndBob(true)
+    await sendMany(aliceConv, 600, 'before')
+    await until(() => bobConv.messages().length === 600, 10_000, 'bob has them')
+    await snapshotOf(aliceConv)()
+    const alices = logKeys(aliceConv)
+    await until(() => [...alices].every((k) => logKeys(bobConv).has(k)), 10_000, 'bob has every part')
+    expect(marked).toEqual([])
+    expect(relay.metrics.partsSpared).toBe(0)
+    await until(() => compacted(world) > 0, 10_000, 'relay compacted under the snapshot')
+    const carol = await world.client('carol', { compaction: false })
+    const carolConv = await carol.join(await aliceConv.invite())
+    await until(() => carolConv.messages().length === 600, 20_000, 'carol has the history')
+  })
+
+  it('are announced by the relay after hello, and a want-parts other than 0 or 1 cuts the device off', async () => {
+    world = new World()
+    const { relay, aliceConv, bobConv } = await aliceAndBob()
+    const raw = await rawDevice(world.url)
+    expect(raw.frames.map((f) => f.type).slice(0, 2)).toEqual([FrameType.Hello, FrameType.Features])
+    const announced = raw.frames.find((f) => f.type === FrameType.Features)
+    expect(announced?.type === FrameType.Features && announced.features & RelayFeature.SnapshotParts).toBeTruthy()
+    raw.ws.close()
+    const ws = (bobConv as unknown as { provider: { ws: { send(b: Uint8Array): void } } }).provider.ws
+    ws.send(Uint8Array.of(RoomMessage.WantParts, 2))
+    await until(() => relay.metrics.rejectedCount('malformed room message') === 1, 5000, 'bob cut off')
+    // He dials again and goes on.
+    await aliceConv.send('after the cut')
+    await until(() => texts(bobConv).includes('after the cut'), 10_000, 'bob back')
+  })
+})
