@@ -26,6 +26,16 @@ export interface ClientLatencyResult {
   messages: number
   /** Every counted message's latency (ms), for pooling rounds. */
   latencies: number[]
+  /** The relay's whole run (warm-up included): bytes it sent, and snapshot-part bytes it spared live members. */
+  relayBytesOut: number
+  partBytesSpared: number
+}
+
+/** One counter of the relay's /metrics (Prometheus text), 0 when absent. */
+async function relayCounter(url: string, name: string): Promise<number> {
+  const text = await (await fetch(`${url.replace(/^ws/, 'http')}/metrics`)).text()
+  const line = text.split('\n').find((l) => l.startsWith(`${name} `))
+  return line ? Number(line.slice(name.length + 1)) : 0
 }
 
 /**
@@ -110,7 +120,9 @@ export async function latencyClients(rate: number, seconds: number, warmupSecond
     }
     await alice.close()
     if (shown === 0) throw new Error('latency: the sending device never showed its list')
-    return { p50Ms: percentile(lat, 50), p99Ms: percentile(lat, 99), maxMs: lat.reduce((a, b) => Math.max(a, b), 0), messages: lat.length, latencies: lat }
+    const relayBytesOut = await relayCounter(server.url, 'petrel_bytes_out_total')
+    const partBytesSpared = await relayCounter(server.url, 'petrel_snapshot_part_bytes_spared_total')
+    return { p50Ms: percentile(lat, 50), p99Ms: percentile(lat, 99), maxMs: lat.reduce((a, b) => Math.max(a, b), 0), messages: lat.length, latencies: lat, relayBytesOut, partBytesSpared }
   } finally {
     await bob?.terminate()
     await server.stop()
