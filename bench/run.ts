@@ -158,7 +158,8 @@ async function catchUp(): Promise<void> {
   const n = envInt('BENCH_CATCHUP', 10_000)
   console.log(`\n## 4. catch-up: a device offline for ${fmt(n)} messages starts and shows them all`)
   const rounds = envInt('BENCH_ROUNDS', 3)
-  const each = (r: CatchupResult) => r.rounds.map((x) => `${fmt(x.ms)}/${fmt(x.referenceMs)}`).join(', ')
+  const each = (r: CatchupResult) =>
+    `${r.rounds.map((x) => `${fmt(x.ms)}/${fmt(x.referenceMs)}`).join(', ')}; warm-up round, not counted: ${r.warmupRounds.map((x) => `${fmt(x.ms)}/${fmt(x.referenceMs)}`).join(', ')}`
   const cpu = (r: CatchupResult) => median(r.rounds.map((x) => x.cpuMs))
   const r = await catchup(n, 500, rounds)
   console.log(
