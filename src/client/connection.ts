@@ -6,7 +6,7 @@
 import { SignatureDomain, signWithDomain } from '../shared/crypto/index.js'
 import { ErrorCode, PetrelError } from '../shared/errors.js'
 import { KEEPALIVE_MESSAGE, RoomMessage, SyncStep, snapshotPartMessage } from '../shared/room-messages.js'
-import { CloseCode, type Frame, FrameType, RelayFeature, readFrame, reasonName, writeFrame, writeRoomFrame } from '../shared/wire.js'
+import { CloseCode, type Frame, FrameType, RelayFeature, readFrame, reasonName, withFeaturesQuery, writeFrame, writeRoomFrame } from '../shared/wire.js'
 import { splitUpdate } from '../shared/yjs-v1.js'
 import * as encoding from 'lib0/encoding'
 import type { Emitter } from './emitter.js'
@@ -207,7 +207,8 @@ export class DeviceConnection implements Multiplexer {
     this.setState('connecting')
     let ws: WebSocket
     try {
-      ws = new this.WS(url)
+      // Asking for the relay's `features` frame (wire.ts): an older relay ignores the query.
+      ws = new this.WS(withFeaturesQuery(url))
     } catch (err) {
       this.events.emit('error', new PetrelError(ErrorCode.InvalidArgument, `cannot open ${url}: ${(err as Error).message}`))
       this.setState('offline')

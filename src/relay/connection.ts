@@ -36,6 +36,8 @@ export class Connection implements RoomMemberConn {
     readonly ws: WebSocket,
     readonly core: RelayCore,
     readonly ip = '',
+    /** The client dialled asking for the `features` frame (upgrade.ts). */
+    announceFeatures = false,
   ) {
     this.tokens = core.limits.frameBurst
     core.metrics.connections++
@@ -55,7 +57,7 @@ export class Connection implements RoomMemberConn {
         maxEnvelopeBytes: limits.maxEnvelopeBytes,
       }),
     )
-    this.send(FEATURES_FRAME)
+    if (announceFeatures) this.send(FEATURES_FRAME)
   }
 
   /** The authenticated device key (decoded on demand: kept only as its id, which is what the hot paths compare). */

@@ -7,6 +7,7 @@
 import type { IncomingMessage, Server } from 'node:http'
 import type { Duplex } from 'node:stream'
 import type { WebSocketServer } from 'ws'
+import { FEATURES_QUERY } from '../shared/wire.js'
 import { Connection } from './connection.js'
 import type { RelayCore } from './relay-core.js'
 
@@ -23,7 +24,7 @@ export function acceptWebSockets(server: Server, wss: WebSocketServer, core: Rel
   server.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => {
     // Until ws owns the socket, an error on it must not crash the process; ws adds its own.
     socket.on('error', ignore)
-    const path = (request.url ?? '/').split('?')[0]
+    const [path, query] = (request.url ?? '/').split('?', 2)
     if (request.headers.upgrade?.toLowerCase() !== 'websocket' || path !== '/') return refuse(socket, 404, 'not found')
     const ip = core.admitAddress(request.socket.remoteAddress ?? 'unknown')
     forgetPeerName(request.socket)
@@ -37,12 +38,17 @@ export function acceptWebSockets(server: Server, wss: WebSocketServer, core: Rel
     wss.handleUpgrade(request, socket, head, (ws) => {
       socket.off('close', released)
       socket.off('error', ignore)
-      core.connections.add(new Connection(ws, core, ip))
+      core.connections.add(new Connection(ws, core, ip, asksForFeatures(query)))
     })
   })
 }
 
 const ignore = () => {}
+
+/** Whether the upgrade's query names FEATURES_QUERY (wire.ts): the client takes the `features` frame. */
+function asksForFeatures(query: string | undefined): boolean {
+  return query !== undefined && new URLSearchParams(query).has(FEATURES_QUERY)
+}
 
 /**
  * `remoteAddress` caches an `{ address, family, port }` object on the socket for its whole

@@ -18,9 +18,10 @@
  *                     each one it is added to (by an admin, or by another device of its person)
  * features   (R→C) := varUint bits   (RelayFeature; sent after hello by relays that have any)
  * ```
- * A client skips frame types it does not know, so a relay may send `features` to any client;
- * a client uses a feature only on a connection whose relay announced it (an older relay cuts
- * off a device that sends what it does not know).
+ * A relay sends `features` only to a client that dialled with the query parameter
+ * `FEATURES_QUERY` (clients of before it drop the connection on a frame type they do not
+ * know), and a client uses a feature only on a connection whose relay announced it (an older
+ * relay cuts off a device that sends what it does not know).
  * Every frame is checked by `readFrame`, which never throws anything but a PetrelError and
  * never reads past the end. Versions: a frame whose first byte is not PROTOCOL_VERSION is
  * answered with close code `VersionMismatch` and a reason naming both versions.
@@ -46,6 +47,16 @@ export const FrameType = {
   Features: 11,
 } as const
 export type FrameType = (typeof FrameType)[keyof typeof FrameType]
+
+/** The query parameter of the WebSocket URL by which a client asks for the `features` frame. */
+export const FEATURES_QUERY = 'features'
+
+/** `url` with `FEATURES_QUERY` added: what a client dials. */
+export function withFeaturesQuery(url: string): string {
+  const hash = url.indexOf('#')
+  const base = hash === -1 ? url : url.slice(0, hash)
+  return `${base}${base.includes('?') ? '&' : '?'}${FEATURES_QUERY}=1`
+}
 
 /** What a relay understands beyond protocol version 1, as bits of the `features` frame. */
 export const RelayFeature = {

@@ -21,7 +21,8 @@ export class FrameProxy {
     private readonly target: () => string,
     private readonly policy: FramePolicy,
   ) {
-    wss.on('connection', (device) => this.pipe(device))
+    // The device's path and query go on to the relay (a client asks for features in it).
+    wss.on('connection', (device, request) => this.pipe(device, request.url ?? '/'))
   }
 
   /** `target`: the relay's URL, asked again for every connection (a restarted relay may move). */
@@ -35,8 +36,8 @@ export class FrameProxy {
     return `ws://127.0.0.1:${(this.wss.address() as AddressInfo).port}`
   }
 
-  private pipe(device: WebSocket): void {
-    const relay = new WebSocket(this.target())
+  private pipe(device: WebSocket, path: string): void {
+    const relay = new WebSocket(new URL(path, this.target()).href)
     this.sockets.add(device)
     this.sockets.add(relay)
     const pending: Buffer[] = []

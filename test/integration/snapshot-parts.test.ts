@@ -8,7 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import type { Conversation } from '../../src/client/index.js'
 import { OUTER_LOG } from '../../src/shared/outer-keys.js'
 import { RoomMessage } from '../../src/shared/room-messages.js'
-import { FrameType, RelayFeature, readFrame } from '../../src/shared/wire.js'
+import { FrameType, RelayFeature, readFrame, withFeaturesQuery } from '../../src/shared/wire.js'
 import { FrameProxy } from './frame-proxy.js'
 import { rawDevice, texts, until, World } from './harness.js'
 
@@ -100,14 +100,18 @@ describe('snapshot parts', () => {
     await until(() => carolConv.messages().length === 600, 20_000, 'carol has the history')
   })
 
-  it('are announced by the relay after hello, and a want-parts other than 0 or 1 cuts the device off', async () => {
+  it('are announced by the relay after hello to clients that ask, and a want-parts other than 0 or 1 cuts the device off', async () => {
     world = new World()
     const { relay, aliceConv, bobConv } = await aliceAndBob()
-    const raw = await rawDevice(world.url)
+    const raw = await rawDevice(withFeaturesQuery(world.url))
     expect(raw.frames.map((f) => f.type).slice(0, 2)).toEqual([FrameType.Hello, FrameType.Features])
     const announced = raw.frames.find((f) => f.type === FrameType.Features)
     expect(announced?.type === FrameType.Features && announced.features & RelayFeature.SnapshotParts).toBeTruthy()
     raw.ws.close()
+    // A client that does not ask (one built before it, which would drop the connection) never gets it.
+    const older = await rawDevice(world.url)
+    expect(older.frames.map((f) => f.type)).not.toContain(FrameType.Features)
+    older.ws.close()
     const ws = (bobConv as unknown as { provider: { ws: { send(b: Uint8Array): void } } }).provider.ws
     ws.send(Uint8Array.of(RoomMessage.WantParts, 2))
     await until(() => relay.metrics.rejectedCount('malformed room message') === 1, 5000, 'bob cut off')
