@@ -232,7 +232,7 @@ export class Connection implements RoomMemberConn {
 }
 
 const HEARTBEAT = writeFrame({ type: FrameType.Heartbeat })
-/** What this relay understands beyond version 1 (wire.ts): sent after every hello. */
+/** What this relay understands beyond version 1 (wire.ts): sent after hello to clients that ask. */
 const FEATURES_FRAME = writeFrame({ type: FrameType.Features, features: RelayFeature.SnapshotParts })
 const owners = new WeakMap<WebSocket, Connection>()
 

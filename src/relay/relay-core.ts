@@ -260,7 +260,7 @@ export class RelayCore {
     if (!result.ok) return deny(result.reason, result.message)
     if (conn.isClosed) return
     conn.addRoom(id)
-    r.peers.set(conn, { state: 'catching-up', buffer: [], bufferedBytes: 0 })
+    r.peers.set(conn, { state: 'catching-up', buffer: [], bufferedBytes: 0, spareParts: false })
     conn.send(writeFrame({ type: FrameType.Opened, room: id }))
   }
 

@@ -26,7 +26,7 @@ export interface RoomPeer {
   /** Bytes of the messages in `buffer`. */
   bufferedBytes: number
   /** The device said `want-parts 0`: live snapshot parts go to it as placeholders. */
-  spareParts?: boolean
+  spareParts: boolean
 }
 
 /** A row not yet taken for a commit: its struct bytes stay in parts until then. */

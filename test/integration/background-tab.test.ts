@@ -14,27 +14,12 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { createClient } from '../../src/client/index.js'
+import { type FakeDocument, offPage, onPage } from '../fixtures/fake-document.js'
 import { freePort, startRelayProcess } from './relay-process.js'
 
 /** Harsher than browsers' one second, so a throttled wait stands well apart from a loaded machine's delay. */
 const THROTTLE_MS = 2_000
 const realSetTimeout = globalThis.setTimeout
-
-/** A page's document as far as visibility goes. */
-class FakeDocument {
-  visibilityState: 'visible' | 'hidden' = 'visible'
-  private readonly listeners = new Set<() => void>()
-  addEventListener(_type: 'visibilitychange', f: () => void) {
-    this.listeners.add(f)
-  }
-  removeEventListener(_type: 'visibilitychange', f: () => void) {
-    this.listeners.delete(f)
-  }
-  set(state: 'visible' | 'hidden') {
-    this.visibilityState = state
-    for (const f of [...this.listeners]) f()
-  }
-}
 
 let page: FakeDocument
 let relay: ChildProcess | undefined
@@ -42,8 +27,7 @@ let dir: string
 const closers: Array<() => Promise<void>> = []
 
 beforeEach(() => {
-  page = new FakeDocument()
-  ;(globalThis as { document?: unknown }).document = page
+  page = onPage()
   dir = mkdtempSync(join(tmpdir(), 'petrel-background-'))
   // A timer that comes due while the page is hidden waits until THROTTLE_MS after it was set.
   const throttled = ((fn: (...a: unknown[]) => void, ms?: number, ...args: unknown[]) => {
@@ -89,7 +73,7 @@ afterEach(async () => {
   restoreTimers()
   relay?.kill('SIGKILL')
   relay = undefined
-  delete (globalThis as { document?: unknown }).document
+  offPage()
   rmSync(dir, { recursive: true, force: true })
 })
 

@@ -9,34 +9,10 @@ import { afterUnlessHidden, pageHidden, whenPageHides } from '../../src/client/p
 import { createCommitGroup } from '../../src/client/storage/commit-group.js'
 import type { Batch } from '../../src/client/storage/device-store.js'
 import { openIndexedDbStore } from '../../src/client/storage/indexeddb-store.js'
-
-/** A page's document as far as visibility goes. */
-class FakeDocument {
-  visibilityState: 'visible' | 'hidden' = 'visible'
-  private listeners = new Set<() => void>()
-  addEventListener(_type: 'visibilitychange', f: () => void) {
-    this.listeners.add(f)
-  }
-  removeEventListener(_type: 'visibilitychange', f: () => void) {
-    this.listeners.delete(f)
-  }
-  set(state: 'visible' | 'hidden') {
-    this.visibilityState = state
-    for (const f of [...this.listeners]) f()
-  }
-  get listening() {
-    return this.listeners.size
-  }
-}
-
-function onPage(): FakeDocument {
-  const d = new FakeDocument()
-  ;(globalThis as { document?: unknown }).document = d
-  return d
-}
+import { offPage, onPage } from '../fixtures/fake-document.js'
 
 afterEach(() => {
-  delete (globalThis as { document?: unknown }).document
+  offPage()
   vi.useRealTimers()
 })
 
