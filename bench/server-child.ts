@@ -215,9 +215,17 @@ async function hocuspocusSqlite(): Promise<number> {
 
 async function petrel(): Promise<number> {
   // BENCH_RELAY_WRITER=thread: the relay's SQLite writes on the writer thread (inline by default).
+  // BENCH_SPARE_PARTS=1: RelayOptions.spareSnapshotParts (off by default, as in the relay).
   const file = join(dir, 'relay.db')
   const database = process.env.BENCH_RELAY_WRITER === 'thread' ? openSqliteRelayStore(file, { writer: 'thread' }) : file
-  const relay = await createRelay({ port: 0, host: '127.0.0.1', database, logLevel: (process.env.BENCH_RELAY_LOG as 'info' | undefined) ?? 'warn', limits: benchLimits })
+  const relay = await createRelay({
+    port: 0,
+    host: '127.0.0.1',
+    database,
+    logLevel: (process.env.BENCH_RELAY_LOG as 'info' | undefined) ?? 'warn',
+    limits: benchLimits,
+    spareSnapshotParts: process.env.BENCH_SPARE_PARTS === '1',
+  })
   return relay.port
 }
 

@@ -85,6 +85,8 @@ export class RelayCore {
     readonly metrics: RelayMetrics,
     readonly bus: FanoutBus,
     readonly node: string,
+    /** RelayOptions.spareSnapshotParts: live decliners get placeholders for parts (off by default). */
+    readonly spareSnapshotParts = false,
   ) {
     this.committer = new Committer(store, (s) => metrics.storeLatency.observe({ op: 'append' }, s))
     const tick = Math.max(10, Math.min(1000, limits.authTimeoutMs / 4, limits.heartbeatMs / 2, limits.idleTimeoutMs / 4))
@@ -351,9 +353,9 @@ export class RelayCore {
    * records waits its turn in the room's queue, since applying a record is asynchronous and
    * the envelopes after it may depend on it.
    */
-  private ingest(conn: Connection, room: Room, update: Uint8Array, part = false): Promise<void> | undefined {
+  private ingest(conn: Connection, room: Room, update: Uint8Array, asPart = false): Promise<void> | undefined {
     if (room.busy === 0) {
-      const v = this.validated(conn, room, update, part)
+      const v = this.validated(conn, room, update, asPart)
       if (v === undefined) return undefined
       if (v.records.length === 0) {
         if (v.ownDuplicates.length > 0) void this.reacknowledge(conn, room, v.ownDuplicates)
@@ -362,14 +364,14 @@ export class RelayCore {
         return undefined
       }
     }
-    return room.run(() => this.ingestInTurn(conn, room, update, part))
+    return room.run(() => this.ingestInTurn(conn, room, update, asPart))
   }
 
   /** The update checked against the room, or undefined when it is refused (and the sender told). */
-  private validated(conn: Connection, room: Room, update: Uint8Array, part: boolean): ValidatedUpdate | undefined {
+  private validated(conn: Connection, room: Room, update: Uint8Array, asPart: boolean): ValidatedUpdate | undefined {
     try {
       const v = validateOuterUpdate(update, conn.deviceId, room.clients, this.limits, this.limits.maxRoomBytes - room.bytes)
-      if (part) v.part = true
+      if (asPart) v.part = true
       return v
     } catch (err) {
       if (err instanceof UpdateRefused) {
@@ -391,8 +393,8 @@ export class RelayCore {
     return true
   }
 
-  private async ingestInTurn(conn: Connection, room: Room, update: Uint8Array, part: boolean): Promise<void> {
-    const v = this.validated(conn, room, update, part)
+  private async ingestInTurn(conn: Connection, room: Room, update: Uint8Array, asPart: boolean): Promise<void> {
+    const v = this.validated(conn, room, update, asPart)
     if (v === undefined) return
     if (v.ownDuplicates.length > 0) void this.reacknowledge(conn, room, v.ownDuplicates)
     // Records and envelope epochs are decided struct by struct, in order: a record may start
@@ -556,7 +558,7 @@ export class RelayCore {
     for (const [peer, state] of room.peers) {
       // The author's device already has the row (and its node sent the ack).
       if ((peer as Connection).deviceId === owner) continue
-      if (row.part && state.spareParts && state.state === 'live') {
+      if (row.part && state.spareParts && state.state === 'live' && this.spareSnapshotParts) {
         // A live device that holds the history skips snapshot parts: a GC struct over the same
         // clocks keeps its outer document contiguous, and live it takes it for a blank.
         placeholder ??= rowsMessage([{ ...row, count: 1, structs: gcStruct(row.len) }])

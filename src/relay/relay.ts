@@ -53,6 +53,15 @@ export interface RelayOptions {
   bus?: FanoutBus
   /** This node's name in logs and on the bus; default a random id. */
   node?: string
+  /**
+   * Send live devices that hold the history a placeholder instead of others' snapshot parts
+   * (PROTOCOL §3). Default false: the relay cannot check that what a member uploads as a part
+   * is one, so with this on a member can hide a message of its own from the devices online
+   * when it is sent (they get a blank) while devices that catch up later see it. Turn it on
+   * where members are trusted not to; it spares each live member ~25 % of its download in a
+   * busy conversation.
+   */
+  spareSnapshotParts?: boolean
 }
 
 export interface Relay {
@@ -73,7 +82,7 @@ export async function createRelay(options: RelayOptions = {}): Promise<Relay> {
   const metrics = new RelayMetrics()
   const node = options.node ?? `node-${toBase64Url(randomBytes(6))}`
   const bus = options.bus ?? (options.redis ? await openRedisBus(options.redis, node) : createLocalBus(node))
-  const core = new RelayCore(store, limits, log, metrics, bus, node)
+  const core = new RelayCore(store, limits, log, metrics, bus, node, options.spareSnapshotParts ?? false)
   const app = createRelayApp(core, { staticRoot: options.staticRoot ?? defaultStaticRoot() })
   const wss = new WebSocketServer({
     noServer: true,

@@ -1,8 +1,10 @@
 /**
- * History snapshots' parts and the devices that do not need them: a live member that holds
- * the history gets a GC placeholder of each part's row from the relay (it said `want-parts 0`),
- * a device catching up or new to the conversation gets them whole, and a client whose relay
- * did not announce the feature uploads and receives them as before.
+ * History snapshots' parts and the devices that do not need them. Where the operator turned
+ * `spareSnapshotParts` on, a live member that holds the history gets a GC placeholder of each
+ * part's row (it said `want-parts 0`); a device catching up or new to the conversation gets
+ * them whole, and a client whose relay did not announce the feature uploads and receives them
+ * as before. Off (the default), everyone gets every row whole: the relay cannot check that
+ * what a member marks as a part is one.
  */
 import { afterEach, describe, expect, it } from 'vitest'
 import type { Conversation } from '../../src/client/index.js'
@@ -31,8 +33,8 @@ async function sendMany(conv: Conversation, n: number, prefix: string): Promise<
 }
 
 /** Alice and Bob, neither writing snapshots on their own; optionally both behind `proxy`. */
-async function aliceAndBob(viaProxy = false) {
-  const relay = await world.relay({ limits: { maxEnvelopeBytes: 20 * 1024 } })
+async function aliceAndBob(viaProxy = false, spareSnapshotParts = true) {
+  const relay = await world.relay({ limits: { maxEnvelopeBytes: 20 * 1024 }, spareSnapshotParts })
   const url = viaProxy && proxy ? proxy.url : world.url
   const alice = await world.client('alice', { compaction: false, relay: url })
   const bob = await world.client('bob', { compaction: false, relay: url })
@@ -43,7 +45,7 @@ async function aliceAndBob(viaProxy = false) {
 }
 
 describe('snapshot parts', () => {
-  it('reach a live member that holds the history as placeholders, and a new member whole', async () => {
+  it('reach a live member that holds the history as placeholders where the relay spares them, and a new member whole', async () => {
     world = new World()
     const { relay, aliceConv, bobConv } = await aliceAndBob()
     await sendMany(aliceConv, 600, 'before')
@@ -118,5 +120,40 @@ describe('snapshot parts', () => {
     // He dials again and goes on.
     await aliceConv.send('after the cut')
     await until(() => texts(bobConv).includes('after the cut'), 10_000, 'bob back')
+  })
+
+  it('by default reach everyone whole, so a message its author marks as a part still reaches every live member', async () => {
+    world = new World()
+    const { relay, aliceConv, bobConv } = await aliceAndBob(false, false)
+    await sendMany(aliceConv, 600, 'before')
+    await until(() => bobConv.messages().length === 600, 10_000, 'bob has them')
+    await snapshotOf(aliceConv)()
+    const alices = logKeys(aliceConv)
+    await until(() => [...alices].every((k) => logKeys(bobConv).has(k)), 10_000, 'bob has every part')
+    // A dishonest client: its next message goes up marked as a snapshot part.
+    const marking = (aliceConv as unknown as { writingPart: { now: boolean } }).writingPart
+    marking.now = true
+    const m = await aliceConv.send('marked as a part')
+    await until(() => aliceConv.message(m.id)?.status !== 'pending', 10_000, 'stored')
+    marking.now = false
+    await until(() => texts(bobConv).includes('marked as a part'), 10_000, 'bob shows it')
+    expect(relay.metrics.partsSpared).toBe(0)
+  })
+
+  it('with spareSnapshotParts on, a message its author marks as a part is a blank to live members (the trade-off the option names)', async () => {
+    world = new World()
+    const { relay, aliceConv, bobConv } = await aliceAndBob()
+    await aliceConv.send('first')
+    await until(() => texts(bobConv).includes('first'), 10_000, 'bob has it')
+    const marking = (aliceConv as unknown as { writingPart: { now: boolean } }).writingPart
+    marking.now = true
+    const m = await aliceConv.send('marked as a part')
+    await until(() => aliceConv.message(m.id)?.status !== 'pending', 10_000, 'stored')
+    marking.now = false
+    await until(() => relay.metrics.partsSpared === 1, 10_000, 'spared')
+    const carol = await world.client('carol', { compaction: false })
+    const carolConv = await carol.join(await aliceConv.invite())
+    await until(() => texts(carolConv).includes('marked as a part'), 10_000, 'carol, catching up, shows it')
+    expect(texts(bobConv)).not.toContain('marked as a part')
   })
 })
