@@ -439,10 +439,9 @@ export class RelayCore {
     if (this.appendToOpenRow(conn, room, v, records, devices)) return
     const cut = recordParts ? v.rows.flatMap((row) => splitAtRecords(row, (p) => recordParts.has(p))) : v.rows
     const rows: NewRow[] = cut.map((row) => {
-      const stored: NewRow = { room: room.id, client: row.client, clock: row.clock, len: row.len, count: row.count, structs: rowStructs(row) }
       // A part's row, unless it holds the record (its own row) or a refused envelope's blank.
-      if (v.part && refused.length === 0 && !row.parts.some((p) => p.record !== undefined)) stored.part = true
-      return stored
+      const part = v.part === true && refused.length === 0 && !row.parts.some((p) => p.record !== undefined)
+      return { room: room.id, client: row.client, clock: row.clock, len: row.len, count: row.count, structs: rowStructs(row), part }
     })
     const bindings = v.newClients.map((client) => ({ room: room.id, client, device: conn.deviceId }))
     // Claim the clocks now, so the next update from this device validates against them.

@@ -16,7 +16,8 @@
  * rooms      (R→C) := varUint n • { varString room }{n}
  *                     conversations this device is a member of: all of them after `ready`, then
  *                     each one it is added to (by an admin, or by another device of its person)
- * features   (R→C) := varUint bits   (RelayFeature; sent after hello by relays that have any)
+ * features   (R→C) := varUint bits • rest (RelayFeature; bits past 32 and any rest are for later
+ *                     versions, ignored)
  * ```
  * A relay sends `features` only to a client that dialled with the query parameter
  * `FEATURES_QUERY` (clients of before it drop the connection on a frame type they do not
@@ -321,9 +322,12 @@ export function readFrame(bytes: Uint8Array): Frame {
       frame = { type, rooms }
       break
     }
-    case FrameType.Features:
-      frame = { type, features: r.varUint(0xffffffff) }
-      break
+    case FrameType.Features: {
+      // Later relays may add fields after the bits: a client must not redial over them.
+      const features = r.varUint()
+      r.rest()
+      return { type, features }
+    }
     default:
       throw malformed(`unknown frame type ${type}`)
   }

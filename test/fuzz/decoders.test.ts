@@ -59,6 +59,10 @@ const frameArb: fc.Arbitrary<Frame> = fc.oneof(
 ) as fc.Arbitrary<Frame>
 
 describe('frame decoder', () => {
+  it('reads a features frame with bits past 32 and fields after them (a later relay) without failing', () => {
+    const later = Uint8Array.from([...writeFrame({ type: FrameType.Features, features: 1 }).subarray(0, 2), 0x81, 0x80, 0x80, 0x80, 0x10, 7, 7])
+    expect(readFrame(later)).toEqual({ type: FrameType.Features, features: 2 ** 32 + 1 })
+  })
   it('round-trips every frame type', () => {
     fc.assert(
       fc.property(frameArb, (f) => {
