@@ -3,7 +3,9 @@
  * member writes a snapshot's parts a paced step apart, the record with the last, so a device
  * that joins meanwhile reads placeholders for the compacted history and gets the rest of the
  * snapshot live, after it stopped holding for one. And one whose catch-up ends while the
- * snapshot it received whole is still inflating, as a browser inflates (asynchronously).
+ * snapshot it received whole is still inflating, as a browser inflates (asynchronously). And,
+ * on a relay that spares parts to live devices holding the history, one still waiting for a
+ * snapshot does not say it holds the history: the next snapshot reaches it whole.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { Conversation } from '../../src/client/index.js'
@@ -154,5 +156,51 @@ describe('a catch-up that ends while its snapshot still inflates (as in a browse
     expect(texts(carolConv!)).toEqual(texts(aliceConv))
     expect(inside.inflating).toBeUndefined()
     expect(inside.missedThrough).toBe(0)
+  }, 60_000)
+})
+
+describe('a device still waiting for a snapshot after its catch-up, on a relay that spares parts', () => {
+  it('does not decline parts: the next snapshot reaches it whole, and it shows the history', async () => {
+    const { aliceConv, bobConv } = await history(3000, { limits: { maxEnvelopeBytes: 20 * 1024 }, spareSnapshotParts: true })
+    await snapshotOf(aliceConv)()
+    await until(() => compacted(world) > 0, 10_000, 'relay compacted')
+    await sendMany(aliceConv, 10, 'tail')
+    // Bob, who holds the history, leaves: only Carol could be spared the next snapshot.
+    await world.clients[1]!.close()
+    void bobConv
+    // Carol's catch-up ends with the compacted history's placeholders and without (some of) the
+    // snapshot that covers it: everything after the first rows message waits until released.
+    let rowsSeen = 0
+    let synced = false
+    const held: Array<() => void> = []
+    proxy = await FrameProxy.start(
+      () => world.url,
+      (to, data, send) => {
+        if (to !== 'device' || synced) return send()
+        const kind = frameKind(data)
+        if (kind === 'synced') {
+          synced = true
+          return send()
+        }
+        if (kind === 'rows' && rowsSeen++ === 0) return send()
+        if (rowsSeen === 0) return send()
+        held.push(send)
+      },
+    )
+    const carol = await world.client('carol', { relay: proxy.url })
+    const carolConv = await carol.join(await aliceConv.invite())
+    await until(() => synced, 10_000, 'carol caught up')
+    expect(held.length).toBeGreaterThan(0)
+    const relay = world.relays.at(-1)!
+    // Time to decline, had she wanted to; then the next snapshot, written live.
+    await new Promise((r) => setTimeout(r, 300))
+    // (Bob, live while the first snapshot was written, was spared its parts.)
+    const sparedBefore = relay.metrics.partsSpared
+    await snapshotOf(aliceConv)()
+    for (const release of held.splice(0)) release()
+    await until(() => carolConv.messages().length === 3010, 20_000, 'carol has every message')
+    expect(texts(carolConv)).toEqual(texts(aliceConv))
+    // She never said she held the history while she did not: nothing of the second was spared.
+    expect(relay.metrics.partsSpared).toBe(sparedBefore)
   }, 60_000)
 })
