@@ -22,13 +22,17 @@ import {
   readReceipts,
   readRefused,
   readRows,
+  RoomMessage,
+  SyncStep,
+  snapshotPartMessage,
   writeAck,
   writeDeviceAck,
   writeReceipts,
   writeRefused,
   writeRows,
+  writeSyncMessage,
 } from '../../src/shared/room-messages.js'
-import { type Frame, FrameType, readFrame, StrictReader, writeFrame } from '../../src/shared/wire.js'
+import { type Frame, FrameType, readFrame, StrictReader, withFeaturesQuery, writeFrame } from '../../src/shared/wire.js'
 
 const RUNS = Number(process.env.PETREL_FUZZ_RUNS ?? 300)
 
@@ -91,6 +95,28 @@ describe('frame decoder', () => {
       { numRuns: RUNS },
     )
     fc.assert(fc.property(bytes(500), (b) => onlyPetrelErrors(() => readFrame(b))), { numRuns: RUNS })
+  })
+})
+
+describe('snapshot-part and the features query', () => {
+  it('turns a sync update into snapshot-part carrying the same update, which the relay reads back whole', () => {
+    fc.assert(
+      fc.property(bytes(3000), (update) => {
+        const m = snapshotPartMessage(writeSyncMessage(SyncStep.Update, update))
+        const r = new StrictReader(m)
+        expect(r.varUint(255)).toBe(RoomMessage.SnapshotPart)
+        expect(r.varBytes(m.length)).toEqual(update)
+        r.end()
+      }),
+      { numRuns: RUNS },
+    )
+  })
+  it('adds the features query to any relay URL, after its path and query, and drops a fragment (WebSocket refuses one)', () => {
+    expect(withFeaturesQuery('ws://127.0.0.1:8787')).toBe('ws://127.0.0.1:8787?features=1')
+    expect(withFeaturesQuery('wss://relay.example/')).toBe('wss://relay.example/?features=1')
+    expect(withFeaturesQuery('wss://relay.example/?node=2')).toBe('wss://relay.example/?node=2&features=1')
+    expect(withFeaturesQuery('wss://relay.example/#x')).toBe('wss://relay.example/?features=1')
+    expect(new URL(withFeaturesQuery('ws://h:1')).searchParams.get('features')).toBe('1')
   })
 })
 
