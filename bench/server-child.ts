@@ -215,7 +215,7 @@ async function hocuspocusSqlite(): Promise<number> {
 
 async function petrel(): Promise<number> {
   // BENCH_RELAY_WRITER=thread: the relay's SQLite writes on the writer thread (inline by default).
-  // BENCH_SPARE_PARTS=1: RelayOptions.spareSnapshotParts (off by default, as in the relay).
+  // BENCH_SPARE_PARTS=0: RelayOptions.spareSnapshotParts false (on by default, as in the relay).
   const file = join(dir, 'relay.db')
   const database = process.env.BENCH_RELAY_WRITER === 'thread' ? openSqliteRelayStore(file, { writer: 'thread' }) : file
   const relay = await createRelay({
@@ -224,7 +224,7 @@ async function petrel(): Promise<number> {
     database,
     logLevel: (process.env.BENCH_RELAY_LOG as 'info' | undefined) ?? 'warn',
     limits: benchLimits,
-    spareSnapshotParts: process.env.BENCH_SPARE_PARTS === '1',
+    spareSnapshotParts: process.env.BENCH_SPARE_PARTS !== '0',
   })
   return relay.port
 }

@@ -308,23 +308,35 @@ export function decodeReceipts(bytes: Uint8Array): ReceiptEntry[] {
   return readReceipts(r)
 }
 
-export function encodeDeferred(entries: Array<[key: string, seq: number]>): Uint8Array {
+/**
+ * Envelopes held back (`defer:{id}`): format 2 adds whether each came in a row uploaded as a
+ * snapshot part, which it must still be when it is opened later. Format 1 (no flag) is read.
+ */
+export function encodeDeferred(entries: Array<[key: string, seq: number, part?: boolean]>): Uint8Array {
   const e = encoding.createEncoder()
-  encoding.writeUint8(e, 1)
+  encoding.writeUint8(e, 2)
   encoding.writeVarUint(e, entries.length)
-  for (const [key, seq] of entries) {
+  for (const [key, seq, part] of entries) {
     encoding.writeVarString(e, key)
     encoding.writeVarUint(e, seq)
+    encoding.writeUint8(e, part ? 1 : 0)
   }
   return encoding.toUint8Array(e)
 }
 
-export function decodeDeferred(bytes: Uint8Array): Array<[key: string, seq: number]> {
+export function decodeDeferred(bytes: Uint8Array): Array<[key: string, seq: number, part: boolean]> {
   const r = new StrictReader(bytes)
-  readVersion(r, 'deferred')
+  const version = r.uint8()
+  if (version !== 1 && version !== 2) throw new PetrelError(ErrorCode.VersionMismatch, `stored deferred has format version ${version}; this build reads 1 and 2`)
   const n = r.varUint(1 << 20)
-  const out: Array<[string, number]> = []
-  for (let i = 0; i < n; i++) out.push([r.varString(64), r.varUint()])
+  const out: Array<[string, number, boolean]> = []
+  for (let i = 0; i < n; i++) {
+    const key = r.varString(64)
+    const seq = r.varUint()
+    const part = version === 2 ? r.uint8() : 0
+    if (part > 1) throw new PetrelError(ErrorCode.Malformed, 'stored deferred: bad part flag')
+    out.push([key, seq, part === 1])
+  }
   return out
 }
 

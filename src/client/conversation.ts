@@ -26,6 +26,7 @@ import {
   encodeSnapshotBody,
   encodeUnlinkBody,
   MAX_ADD_DEVICES,
+  readEpochBody,
   readInviteBody,
   readRecord,
   RecordKind,
@@ -123,8 +124,29 @@ export interface InviteOptions {
 }
 
 /** One page of received rows, parsed and with its signature checks under way. */
+/** The epoch a record starts (an epoch record's number), or 0 for any other record or bytes that do not parse. */
+function epochStartedBy(bytes: Uint8Array): number {
+  try {
+    const rec = readRecord(bytes)
+    return rec.kind === RecordKind.Epoch ? readEpochBody(rec.body).epoch : 0
+  } catch {
+    return 0
+  }
+}
+
+/**
+ * A received envelope: its outer key, the relay row that carried it, its bytes, and whether
+ * that row was uploaded as a snapshot part (`rows` names those; see processIncoming).
+ */
+interface IncomingEnvelope {
+  key: string
+  seq: number
+  bytes: Uint8Array
+  part?: boolean
+}
+
 interface IncomingPage {
-  envelopes: Array<{ key: string; seq: number; bytes: Uint8Array }>
+  envelopes: IncomingEnvelope[]
   /** The outer log rows to store for it (see rowsToStore). */
   outerRows: Uint8Array[]
   maxSeq: number
@@ -197,9 +219,11 @@ export class Conversation {
   /** Own messages refused as sealed under an old epoch, waiting for the new key. */
   private readonly resealQueue = new Set<string>()
   /** Envelopes waiting for their sender's join record or their epoch key. */
-  private deferred: Array<{ key: string; seq: number; bytes: Uint8Array }> = []
+  private deferred: IncomingEnvelope[] = []
   /** Rows received before their predecessors (Yjs holds them back until the gap fills). */
   private unresolvedRows: RowIndexEntry[] = []
+  /** Seqs of received rows uploaded as snapshot parts whose envelopes have not been taken yet (onRows). */
+  private readonly partRows = new Set<number>()
   /**
    * Positions of this device's own rows that the relay acknowledged above the cursor while rows
    * before them had not arrived (or had not resolved): a ✓ can overtake rows the relay stored
@@ -489,9 +513,9 @@ export class Conversation {
     await this.foldRecords()
     if (deferred) {
       const log = this.outer.getMap<Uint8Array>(OUTER_LOG)
-      for (const [key, seq] of decodeDeferred(deferred)) {
+      for (const [key, seq, part] of decodeDeferred(deferred)) {
         const bytes = log.get(key)
-        if (bytes instanceof Uint8Array) this.deferred.push({ key, seq, bytes })
+        if (bytes instanceof Uint8Array) this.deferred.push(part ? { key, seq, bytes, part } : { key, seq, bytes })
       }
     }
     for (const v of this.doc.getMap<StoredMessage>(INNER_MESSAGES).values()) if (v && isClock(v.h) && v.h > this.hlc) this.hlc = v.h
@@ -1148,7 +1172,7 @@ export class Conversation {
 
   // ---------------------------------------------------------------- receiving
 
-  private onRows(msg: { index: RowIndexEntry[]; update: Uint8Array }): void {
+  private onRows(msg: { index: RowIndexEntry[]; update: Uint8Array; parts: number[] }): void {
     // Rows come from an untrusted relay: check the narrow outer shape before Yjs sees them.
     const parsed = parseUpdate(msg.update, { maxBytes: msg.update.length })
     if (parsed.deleteSet.length > 0) throw new PetrelError(ErrorCode.Malformed, 'rows may not delete')
@@ -1212,11 +1236,16 @@ export class Conversation {
       const seq = seqOfKey(key, index)
       if (seq !== undefined && this.book.noteSeq(key, seq)) seqsChanged = true
     }
-    const envelopes: Array<{ key: string; seq: number; bytes: Uint8Array }> = []
+    // Rows uploaded as snapshot parts, kept until their envelopes integrate (a row may wait in Yjs).
+    for (const seq of msg.parts) this.partRows.add(seq)
+    const envelopes: IncomingEnvelope[] = []
     for (const key of logKeys) {
       const bytes = log.get(key)
-      if (bytes instanceof Uint8Array) envelopes.push({ key, seq: seqOfKey(key, index) ?? maxSeq, bytes })
+      if (!(bytes instanceof Uint8Array)) continue
+      const seq = seqOfKey(key, index) ?? maxSeq
+      envelopes.push(this.partRows.has(seq) ? { key, seq, bytes, part: true } : { key, seq, bytes })
     }
+    if (this.partRows.size > 0) for (const seq of this.partRows) if (seq <= maxSeq) this.partRows.delete(seq)
     envelopes.sort((a, b) => a.seq - b.seq)
     for (const e of envelopes) this.queued.add(e.key)
     // Rows that added nothing (all held already) are not stored again; rows waiting in Yjs for
@@ -1279,7 +1308,7 @@ export class Conversation {
 
   private async processIncoming(
     records: Uint8Array[],
-    incoming: Array<{ key: string; seq: number; bytes: Uint8Array }>,
+    incoming: IncomingEnvelope[],
     outerUpdates: Uint8Array[],
     maxSeq: number,
     seqsChanged = false,
@@ -1384,6 +1413,12 @@ export class Conversation {
             this.reject(ErrorCode.EnvelopeRejected, `envelope does not decrypt: ${(err as Error).message}`)
             continue
           }
+          // Uploaded as a snapshot part, it must be one: a message there would be a blank to the
+          // live devices the relay spared it (their views would differ), so nobody applies it.
+          if (envelopes[i]!.part && opened.kind !== 'snapshot') {
+            this.reject(ErrorCode.EnvelopeRejected, `envelope uploaded as a snapshot part holds something else (sender ${deviceId.slice(0, 8)}…): not applied`)
+            continue
+          }
           if (opened.kind === 'update' && this.holdForSnapshot(envelopes[i]!)) continue
           nonces.set(nonce, h.signature)
           if (opened.kind === 'snapshot') {
@@ -1446,7 +1481,7 @@ export class Conversation {
     if (bindingsChanged) batch.put!.push([keyOf.bindings(this.id), encodeBindings(this.bindings)])
     if (seqsChanged) batch.put!.push([keyOf.recordSeqs(this.id), this.book.encodeSeqs()])
     if (this.deferred.length !== deferredBefore || retry.length > 0) {
-      batch.put!.push([keyOf.deferred(this.id), encodeDeferred(this.deferred.map((d) => [d.key, d.seq]))])
+      batch.put!.push([keyOf.deferred(this.id), encodeDeferred(this.deferred.map((d) => [d.key, d.seq, d.part]))])
     }
     const through = maxSeq > this.cursor ? this.heldThrough(maxSeq) : this.cursor
     if (through > this.cursor) {
@@ -1648,7 +1683,7 @@ export class Conversation {
    * wait in Yjs as pending, and Yjs re-merges its pending set on every apply (quadratic:
    * half a second of a fresh device's open of 10k messages).
    */
-  private holdForSnapshot(envelope: { key: string; seq: number; bytes: Uint8Array }): boolean {
+  private holdForSnapshot(envelope: IncomingEnvelope): boolean {
     if (this.missedThrough === 0 || this.holdingOverflowed) return false
     if (this.deferred.length >= MAX_DEFERRED - 5_000) {
       // Too much to hold: apply as it comes after all (slower in Yjs, nothing lost); the
@@ -2200,6 +2235,9 @@ export class Conversation {
           // Only messages still in that envelope: one that left it (sent again in another) is not
           // stored by this one's ack (the relay acknowledges a resent refused range again).
           if (state?.seq !== 0 || state.envelopeKey !== key) continue
+          // Refused for good (its blank stands in the row): an ack now is the relay acknowledging
+          // that row again after a resend, not the message. It stays failed.
+          if (state.refused) continue
           state.seq = msg.seq
           // Stored by the relay: whatever refused it earlier (a denial while not a member) is over.
           state.failure = ''
@@ -2398,18 +2436,33 @@ export class Conversation {
     // (add a device, start an epoch) is seen as not done and can be done again.
     const recordMap = this.outer.getMap<Uint8Array>(OUTER_RECORDS)
     let refusedRecords = false
+    // The highest epoch one of our refused records meant to start (0: none).
+    let refusedEpoch = 0
     for (const range of msg.ranges)
       for (let i = 0; i < range.len; i++) {
         const key = envelopeKey(range.client, range.clock + i)
-        if (recordMap.has(key)) {
+        const bytes = recordMap.get(key)
+        if (bytes instanceof Uint8Array) {
           this.book.refuse(key)
           refusedRecords = true
+          refusedEpoch = Math.max(refusedEpoch, epochStartedBy(bytes))
         }
       }
     if (refusedRecords) {
       const job = this.incomingTail.then(async () => {
         await this.commit({ put: [[keyOf.recordSeqs(this.id), this.book.encodeSeqs()]] })
         await this.foldRecords()
+        // Our new epoch was refused (a device joined through a 'from-join' invite before its
+        // record arrived, so it left that device without the key) and nobody else's took its
+        // number: start it again for the members as they are now. Messages refused under it
+        // wait for it (resealWaiting); without it they went out under the old key, which the
+        // new member cannot read, or waited for good.
+        if (refusedEpoch > this.membership.epoch && !this.rotating && !this.closed) {
+          this.rotating = true
+          await this.rotateKey().finally(() => {
+            this.rotating = false
+          })
+        }
       })
       this.incoming = job.catch((err) => this.report(err, 'could not store a refused record'))
     }
@@ -2884,7 +2937,7 @@ export class Conversation {
   }
 
   /** Keep an envelope to try again after the next membership change (bounded). */
-  private defer(envelope: { key: string; seq: number; bytes: Uint8Array }, code: ErrorCode, message: string): void {
+  private defer(envelope: IncomingEnvelope, code: ErrorCode, message: string): void {
     if (this.deferred.some((d) => d.key === envelope.key)) return
     if (this.deferred.length >= MAX_DEFERRED) this.deferred.shift()
     this.deferred.push(envelope)

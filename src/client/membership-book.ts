@@ -44,7 +44,10 @@ export class MembershipBook {
 
   /** Remember the row a record arrived in; returns true when this is news. */
   noteSeq(recordKey: string, seq: number): boolean {
-    if (this.recordSeq.get(recordKey) === seq) return false
+    const known = this.recordSeq.get(recordKey)
+    // A refusal is for good: an ack after it is the relay acknowledging again the row that holds
+    // the refused record's blank (a resend of it), not the record.
+    if (known === seq || known === REFUSED) return false
     this.recordSeq.set(recordKey, seq)
     return true
   }

@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 /**
  * petrel-relay [--port 8787] [--host 127.0.0.1] [--database ./.petrel/relay.db | postgres://…] [--redis redis://…]
- *   [--limits '{"framesPerSecond":1000}'] [--spare-snapshot-parts]
+ *   [--limits '{"framesPerSecond":1000}'] [--no-spare-snapshot-parts]
  * Environment: PETREL_PORT, PETREL_HOST, PETREL_DATABASE, PETREL_REDIS, PETREL_LIMITS,
- * PETREL_SPARE_SNAPSHOT_PARTS=1 (flags win). --spare-snapshot-parts: RelayOptions.spareSnapshotParts.
+ * PETREL_SPARE_SNAPSHOT_PARTS=0 (flags win). --no-spare-snapshot-parts: RelayOptions.spareSnapshotParts false.
  */
 import { parseArgs } from 'node:util'
 import { createRelay } from './relay.js'
@@ -15,13 +15,13 @@ const { values } = parseArgs({
     database: { type: 'string' },
     redis: { type: 'string' },
     limits: { type: 'string' },
-    'spare-snapshot-parts': { type: 'boolean' },
+    'no-spare-snapshot-parts': { type: 'boolean' },
     help: { type: 'boolean', short: 'h' },
   },
 })
 
 if (values.help) {
-  process.stdout.write('petrel-relay [--port 8787] [--host 127.0.0.1] [--database ./.petrel/relay.db | postgres://…] [--redis redis://…] [--limits JSON] [--spare-snapshot-parts]\n')
+  process.stdout.write('petrel-relay [--port 8787] [--host 127.0.0.1] [--database ./.petrel/relay.db | postgres://…] [--redis redis://…] [--limits JSON] [--no-spare-snapshot-parts]\n')
   process.exit(0)
 }
 
@@ -46,7 +46,7 @@ const relay = await createRelay({
   host: values.host ?? process.env.PETREL_HOST ?? '127.0.0.1',
   database: values.database ?? process.env.PETREL_DATABASE ?? './.petrel/relay.db',
   redis: values.redis ?? process.env.PETREL_REDIS,
-  spareSnapshotParts: values['spare-snapshot-parts'] ?? process.env.PETREL_SPARE_SNAPSHOT_PARTS === '1',
+  spareSnapshotParts: !(values['no-spare-snapshot-parts'] ?? process.env.PETREL_SPARE_SNAPSHOT_PARTS === '0'),
 })
 process.stdout.write(`Petrel relay on ${relay.url.replace(/^ws/, 'http')} (WebSocket ${relay.url})\n`)
 

@@ -85,8 +85,8 @@ export class RelayCore {
     readonly metrics: RelayMetrics,
     readonly bus: FanoutBus,
     readonly node: string,
-    /** RelayOptions.spareSnapshotParts: live decliners get placeholders for parts (off by default). */
-    readonly spareSnapshotParts = false,
+    /** RelayOptions.spareSnapshotParts: live decliners get placeholders for parts. */
+    readonly spareSnapshotParts = true,
   ) {
     this.committer = new Committer(store, (s) => metrics.storeLatency.observe({ op: 'append' }, s))
     const tick = Math.max(10, Math.min(1000, limits.authTimeoutMs / 4, limits.heartbeatMs / 2, limits.idleTimeoutMs / 4))

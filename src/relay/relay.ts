@@ -55,11 +55,12 @@ export interface RelayOptions {
   node?: string
   /**
    * Send live devices that hold the history a placeholder instead of others' snapshot parts
-   * (PROTOCOL §3). Default false: the relay cannot check that what a member uploads as a part
-   * is one, so with this on a member can hide a message of its own from the devices online
-   * when it is sent (they get a blank) while devices that catch up later see it. Turn it on
-   * where members are trusted not to; it spares each live member ~25 % of its download in a
-   * busy conversation.
+   * (PROTOCOL §3): ~25 % less download for each live member of a busy conversation. Default
+   * true. The relay cannot check that what a member uploads as a part is one; it stores the
+   * mark and sends it with the row to every device, and clients of this version refuse a
+   * marked envelope that is not a part, so they all agree. Clients of before it do not check:
+   * in a conversation where some still run, false keeps a dishonest member from showing them
+   * a message the others never see.
    */
   spareSnapshotParts?: boolean
 }
@@ -82,7 +83,7 @@ export async function createRelay(options: RelayOptions = {}): Promise<Relay> {
   const metrics = new RelayMetrics()
   const node = options.node ?? `node-${toBase64Url(randomBytes(6))}`
   const bus = options.bus ?? (options.redis ? await openRedisBus(options.redis, node) : createLocalBus(node))
-  const core = new RelayCore(store, limits, log, metrics, bus, node, options.spareSnapshotParts ?? false)
+  const core = new RelayCore(store, limits, log, metrics, bus, node, options.spareSnapshotParts ?? true)
   const app = createRelayApp(core, { staticRoot: options.staticRoot ?? defaultStaticRoot() })
   const wss = new WebSocketServer({
     noServer: true,

@@ -92,7 +92,16 @@ export function rowsMessage(page: Row[]): Uint8Array {
   const r = runsOf(page)
   let indexBytes = 0
   for (const row of page) indexBytes += varUintLength(row.seq) + varUintLength(row.client) + varUintLength(row.clock) + varUintLength(row.len)
-  const out = new Uint8Array(varUintLength(RoomMessage.Rows) + varUintLength(page.length) + indexBytes + varUintLength(r.updateBytes) + r.updateBytes)
+  // Rows uploaded as snapshot parts, named after the update (older clients ignore the rest).
+  let parts = 0
+  let partBytes = 0
+  for (const row of page) {
+    if (!row.part) continue
+    parts++
+    partBytes += varUintLength(row.seq)
+  }
+  const trailer = parts === 0 ? 0 : varUintLength(parts) + partBytes
+  const out = new Uint8Array(varUintLength(RoomMessage.Rows) + varUintLength(page.length) + indexBytes + varUintLength(r.updateBytes) + r.updateBytes + trailer)
   let at = putVarUint(out, 0, RoomMessage.Rows)
   at = putVarUint(out, at, page.length)
   for (const row of page) {
@@ -102,6 +111,10 @@ export function rowsMessage(page: Row[]): Uint8Array {
     at = putVarUint(out, at, row.len)
   }
   at = putVarUint(out, at, r.updateBytes)
-  writeUpdate(out, at, r)
+  at = writeUpdate(out, at, r)
+  if (parts > 0) {
+    at = putVarUint(out, at, parts)
+    for (const row of page) if (row.part) at = putVarUint(out, at, row.seq)
+  }
   return out
 }

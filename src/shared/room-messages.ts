@@ -20,10 +20,12 @@
  *                     "my copy holds every row up to `stored`, and I displayed up to `read`";
  *                     the relay accepts it only for the connection's own device
  * rows      (R→C) := varUint 105 • varUint n • { varUint seq • varUint client • varUint clock • varUint len }{n}
- *                     • varUint8Array update
+ *                     • varUint8Array update • [ varUint m • { varUint seq }{m} ]
  *                     stored rows, as one V1 update, with the sequence number of each (client,
  *                     clock) run: sync messages carry no sequence numbers, and a client needs
- *                     them to apply envelopes in relay order and to acknowledge receipts
+ *                     them to apply envelopes in relay order and to acknowledge receipts. The
+ *                     optional list names the rows uploaded as snapshot parts (whole or as a
+ *                     placeholder): a client refuses an envelope in one that opens as a message
  * snapshot-part (C→R) := varUint 107 • varUint8Array update
  *                     a sync update whose envelopes are one of this device's history snapshot
  *                     parts (with its record, on the last): stored and acknowledged like any
@@ -145,7 +147,11 @@ export const readRows = (r: StrictReader) => {
   const n = r.varUint(r.remaining)
   const index: RowIndexEntry[] = []
   for (let i = 0; i < n; i++) index.push({ seq: r.varUint(), client: r.varUint(0xffffffff), clock: r.varUint(), len: r.varUint() })
-  return { index, update: r.varBytes(r.remaining) }
+  const update = r.varBytes(r.remaining)
+  // Seqs of the rows uploaded as snapshot parts; absent from relays of before it. Anything after is for later versions.
+  const parts: number[] = []
+  if (r.remaining > 0) for (let i = 0, m = r.varUint(r.remaining); i < m; i++) parts.push(r.varUint())
+  return { index, update, parts }
 }
 
 export interface ReceiptEntry {

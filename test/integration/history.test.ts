@@ -5,6 +5,7 @@ import type { Relay } from '../../src/relay/index.js'
 import { crashHistoryReplicaThread } from '../../src/client/history-replica.js'
 import { OUTER_LOG, OUTER_RECORDS } from '../../src/shared/outer-keys.js'
 import { RecordKind } from '../../src/shared/records.js'
+import { FrameProxy } from './frame-proxy.js'
 import { texts, until, World } from './harness.js'
 
 let world: World
@@ -485,9 +486,61 @@ async function daveJoinedFromJoinThenCompacted() {
   const aliceConv = await alice.createConversation({ title: 'Before Dave' })
   await aliceConv.send('said before dave came')
   const daveConv = await dave.join(await aliceConv.invite({ history: 'from-join' }))
+  // Once the relay has the epoch Dave can read (his join may have beaten it there, and then
+  // Alice starts it again): sent before, under the first key, it would be held on his device.
+  await until(() => daveConv.membershipState.epoch >= 1, 10_000, 'dave has his epoch')
   await aliceConv.send('welcome dave')
   await until(() => texts(daveConv).includes('welcome dave'), 10_000, 'dave has his welcome')
   await snapshotOf(aliceConv)()
   await until(() => compacted(world) > 0, 10_000, 'relay compacted')
   return { alice, aliceConv, dave, daveConv }
 }
+
+describe("a 'from-join' invite whose new epoch reaches the relay after the member joined", () => {
+  let proxy: FrameProxy | undefined
+  afterEach(async () => {
+    await proxy?.close()
+    proxy = undefined
+  })
+
+  it('is started again for the members as they are: the new member reads what follows, and nothing loops', async () => {
+    world = new World()
+    const relay = await world.relay()
+    // Alice's uploads can be held back, as a slow network would.
+    let holding = false
+    const held: Array<() => void> = []
+    proxy = await FrameProxy.start(
+      () => world.url,
+      (to, _data, send) => {
+        if (to === 'relay' && holding) held.push(send)
+        else send()
+      },
+    )
+    const alice = await world.client('alice', { compaction: false, relay: proxy.url })
+    const dave = await world.client('dave', { compaction: false })
+    const aliceConv = await alice.createConversation({ title: 'Before Dave' })
+    await aliceConv.send('said before dave came')
+    await aliceConv.whenSynced(10_000)
+    await until(() => aliceConv.message(aliceConv.messages()[0]!.id)?.status !== 'pending', 10_000, 'stored')
+    // The invite's new epoch (and the invite) wait on Alice's side; Dave's join carries the
+    // invite to the relay first, so the epoch, arriving after, leaves his device without its key.
+    holding = true
+    const invite = await aliceConv.invite({ history: 'from-join' })
+    const daveConv = await dave.join(invite)
+    holding = false
+    for (const release of held.splice(0)) release()
+    await until(() => relay.metrics.rejectedCount('record refused') >= 1, 10_000, 'the late epoch refused')
+    // Alice starts it again, wrapped for Dave's device too: the relay takes it, and Dave folds it.
+    // (What she sends before it lands goes under the old key, which Dave cannot read: a window
+    // left open, PROTOCOL §5.3.)
+    await until(() => daveConv.membershipState.epoch >= 1, 10_000, 'the epoch started again')
+    await aliceConv.send('welcome dave')
+    await until(() => texts(daveConv).includes('welcome dave'), 10_000, 'dave reads what follows')
+    expect(texts(daveConv)).toEqual(['welcome dave'])
+    // Sealed again only once there was a new key: a refusal per try, not a loop (it made
+    // thousands of stale envelopes a second).
+    await new Promise((r) => setTimeout(r, 300))
+    expect(relay.metrics.rejectedCount('stale epoch')).toBeLessThan(5)
+    expect(aliceConv.membershipState.epoch).toBeGreaterThanOrEqual(1)
+  })
+})

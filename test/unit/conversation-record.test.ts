@@ -1,6 +1,6 @@
 import * as encoding from 'lib0/encoding'
 import { describe, expect, it } from 'vitest'
-import { decodeMessageSeqs, decodeSentEnvelope, encodeMessageSeqs, encodeSentEnvelope } from '../../src/client/conversation-record.js'
+import { decodeDeferred, decodeMessageSeqs, decodeSentEnvelope, encodeDeferred, encodeMessageSeqs, encodeSentEnvelope } from '../../src/client/conversation-record.js'
 import { PetrelError } from '../../src/shared/errors.js'
 
 describe('message positions (mseqs)', () => {
@@ -103,5 +103,26 @@ describe('outbox rows (sent format 1: one row per envelope)', () => {
     expect(bytes[flag]).toBe(0)
     expect(() => decodeSentEnvelope(Uint8Array.from(bytes, (b, i) => (i === flag ? 2 : b)))).toThrow(PetrelError)
     for (let n = 0; n < bytes.length; n++) expect(() => decodeSentEnvelope(bytes.subarray(0, n))).toThrow(PetrelError)
+  })
+})
+
+describe('held envelopes (defer format 2)', () => {
+  it('keeps whether each came in a row uploaded as a snapshot part', () => {
+    const entries: Array<[string, number, boolean]> = [
+      ['abc.0', 7, false],
+      ['abc.1', 8, true],
+    ]
+    expect(decodeDeferred(encodeDeferred(entries))).toEqual(entries)
+  })
+  it('reads format 1 (no mark) as unmarked, and refuses a mark other than 0 or 1', () => {
+    const e = encoding.createEncoder()
+    encoding.writeUint8(e, 1)
+    encoding.writeVarUint(e, 1)
+    encoding.writeVarString(e, 'abc.0')
+    encoding.writeVarUint(e, 7)
+    expect(decodeDeferred(encoding.toUint8Array(e))).toEqual([['abc.0', 7, false]])
+    const bad = encodeDeferred([['abc.0', 7, true]])
+    bad[bad.length - 1] = 2
+    expect(() => decodeDeferred(bad)).toThrow(PetrelError)
   })
 })

@@ -251,6 +251,14 @@ export function runRelayStoreConformance(name: string, open: () => Promise<Relay
         expect(await store.readRows('unknown', 0, 100)).toEqual([])
       })
 
+      it('keeps the mark of a row uploaded as a snapshot part, and reads other rows without one', async () => {
+        await store.createRoom('A', GENESIS, 1)
+        await store.append(batch({ rows: [row('A', 7, 0, 1), { ...row('A', 7, 1, 1), part: true }, row('A', 7, 2, 1)] }))
+        const rows = await store.readRows('A', 0, 100)
+        expect(rows.map((r) => r.part)).toEqual([undefined, true, undefined])
+        expect(rows[1]).toEqual({ ...row('A', 7, 1, 1), seq: 2, part: true })
+      })
+
       it('pages through a room without missing or repeating a row', async () => {
         await store.createRoom('A', GENESIS, 1)
         await store.append(batch({ rows: Array.from({ length: 25 }, (_, i) => row('A', 7, i, 1)) }))

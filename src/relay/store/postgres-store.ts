@@ -57,6 +57,8 @@ const MIGRATIONS: Array<(s: string) => string> = [
     CREATE TABLE ${s}.link_mailbox (id TEXT NOT NULL, slot SMALLINT NOT NULL, bytes BYTEA NOT NULL, expires_at BIGINT NOT NULL,
                                     PRIMARY KEY (id, slot));
     CREATE INDEX link_mailbox_by_expiry ON ${s}.link_mailbox (expires_at);`,
+  // A row uploaded as a history snapshot's part (see the SQLite store's migration 7).
+  (s) => `ALTER TABLE ${s}.rows ADD COLUMN part BOOLEAN NOT NULL DEFAULT false;`,
 ]
 
 /** The schema version this build writes. */
@@ -256,8 +258,8 @@ export async function openPostgresRelayStore(url: string, options: PostgresRelay
       const rows = batch.rows
       // unnest of column arrays: one statement and a fixed 7 parameters, however large the batch.
       await c.query(
-        `INSERT INTO ${s}.rows (room, seq, client, clock, len, count, structs)
-         SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::int[], $7::bytea[])`,
+        `INSERT INTO ${s}.rows (room, seq, client, clock, len, count, structs, part)
+         SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::int[], $7::bytea[], $8::boolean[])`,
         [
           rows.map((r) => r.room),
           seqs,
@@ -266,6 +268,7 @@ export async function openPostgresRelayStore(url: string, options: PostgresRelay
           rows.map((r) => r.len),
           rows.map((r) => r.count),
           rows.map((r) => r.structs),
+          rows.map((r) => r.part === true),
         ],
       )
     }
@@ -376,11 +379,11 @@ export async function openPostgresRelayStore(url: string, options: PostgresRelay
      */
     readRows: (room, afterSeq, limit) =>
       guard(async () => {
-        const { rows } = await pool.query<Omit<Row, 'room' | 'structs'> & { structs: Buffer }>(
-          `SELECT seq, client, clock, len, count, structs FROM ${s}.rows WHERE room = $1 AND seq > $2 ORDER BY seq LIMIT $3`,
+        const { rows } = await pool.query<Omit<Row, 'room' | 'structs'> & { structs: Buffer; part: boolean }>(
+          `SELECT seq, client, clock, len, count, structs, part FROM ${s}.rows WHERE room = $1 AND seq > $2 ORDER BY seq LIMIT $3`,
           [room, afterSeq, limit],
         )
-        return rows.map((r) => ({ ...r, room, structs: new Uint8Array(r.structs) }))
+        return rows.map(({ part, ...r }) => (part ? { ...r, room, structs: new Uint8Array(r.structs), part: true } : { ...r, room, structs: new Uint8Array(r.structs) }))
       }),
     firstRowEndingAfter: (room, client, clock) =>
       guard(async () => {

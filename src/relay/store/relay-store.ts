@@ -36,8 +36,8 @@ export interface Row {
   count: number
   structs: Uint8Array
   /**
-   * In memory only, on the node that stored it: the row holds a history snapshot's part
-   * (uploaded as `snapshot-part`, no record in it). Stores neither keep nor return it.
+   * The row holds a history snapshot's part (uploaded as `snapshot-part`, no record in it):
+   * stored with it, and every device is told so with the row (PROTOCOL §4 rows).
    */
   part?: boolean
 }

@@ -11,7 +11,7 @@
  * arrays rather than an object per row:
  * ```
  * rooms  string[]       the room of each row
- * nums   Float64Array   6 per row: client, clock, len, count, offset in blob, length in blob
+ * nums   Float64Array   7 per row: client, clock, len, count, offset in blob, length in blob, part (0 or 1)
  * blob   Uint8Array     every row's structs, back to back
  * ```
  * (`nums` and `blob` are transferred, not copied.)
@@ -38,16 +38,19 @@ export interface CheckedCompaction {
   write: Array<{ seq: number; client: number; clock: number; len: number; count: number; structs: Uint8Array }>
 }
 
+/** Numbers per packed row (see PackedAppend; `appendPacked` repeats it as a literal). */
+const PACKED_ROW = 7
+
 /** Packs `batch` for the writer thread; `transfer` receives the buffers to hand over. */
 export function packAppend(batch: AppendBatch, transfer: ArrayBuffer[]): PackedAppend {
   const n = batch.rows.length
-  const nums = new Float64Array(6 * n)
+  const nums = new Float64Array(PACKED_ROW * n)
   let total = 0
   for (const r of batch.rows) total += r.structs.length
   const blob = new Uint8Array(total)
   const rooms = new Array<string>(n)
   let at = 0
-  for (let i = 0, o = 0; i < n; i++, o += 6) {
+  for (let i = 0, o = 0; i < n; i++, o += PACKED_ROW) {
     const r = batch.rows[i]!
     rooms[i] = r.room
     nums[o] = r.client
@@ -56,6 +59,7 @@ export function packAppend(batch: AppendBatch, transfer: ArrayBuffer[]): PackedA
     nums[o + 3] = r.count
     nums[o + 4] = at
     nums[o + 5] = r.structs.length
+    nums[o + 6] = r.part === true ? 1 : 0
     blob.set(r.structs, at)
     at += r.structs.length
   }
@@ -81,7 +85,7 @@ export function prepareRelayWrites(db: BetterSqlite3.Database): RelayWrites {
     nextRecordIdx: db.prepare<[string], { n: number }>('SELECT COUNT(*) AS n FROM records WHERE room = ?'),
     insertRecord: db.prepare('INSERT INTO records (room, idx, bytes) VALUES (?, ?, ?)'),
     insertClient: db.prepare('INSERT OR IGNORE INTO clients (room, client, device) VALUES (?, ?, ?)'),
-    insertRow: db.prepare('INSERT INTO rows (room_id, seq, client, clock, len, count, structs) VALUES (?, ?, ?, ?, ?, ?, ?)'),
+    insertRow: db.prepare('INSERT INTO rows (room_id, seq, client, clock, len, count, structs, part) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
     upsertReceipt: db.prepare(
       `INSERT INTO receipts (room, device, stored, read, stored_at, read_at) VALUES (?, ?, ?, ?, ?, ?)
        ON CONFLICT (room, device) DO UPDATE SET
@@ -120,7 +124,7 @@ export function prepareRelayWrites(db: BetterSqlite3.Database): RelayWrites {
     const seqs = batch.rows.map((r) => {
       const next = nextOf.get(r.room)!
       const seq = ++next.seq
-      q.insertRow.run(next.id, seq, r.client, r.clock, r.len, r.count, r.structs)
+      q.insertRow.run(next.id, seq, r.client, r.clock, r.len, r.count, r.structs, r.part === true ? 1 : 0)
       return seq
     })
     for (const r of batch.receipts ?? []) q.upsertReceipt.run(r.room, r.device, r.stored, r.read, r.storedAt, r.readAt)
@@ -133,7 +137,8 @@ export function prepareRelayWrites(db: BetterSqlite3.Database): RelayWrites {
     appendPacked: (p: PackedAppend): number[] => {
       const rows: NewRow[] = new Array(p.rooms.length)
       for (let i = 0; i < rows.length; i++) {
-        const o = 6 * i
+        // A literal: this function runs in the writer thread from its source text, without this module's constants.
+        const o = 7 * i
         const at = p.nums[o + 4]!
         rows[i] = {
           room: p.rooms[i]!,
@@ -142,6 +147,7 @@ export function prepareRelayWrites(db: BetterSqlite3.Database): RelayWrites {
           len: p.nums[o + 2]!,
           count: p.nums[o + 3]!,
           structs: p.blob.subarray(at, at + p.nums[o + 5]!),
+          part: p.nums[o + 6] === 1,
         }
       }
       return append({ rows, bindings: p.bindings, records: p.records, receipts: p.receipts, devices: p.devices })
@@ -160,7 +166,7 @@ export function prepareRelayWrites(db: BetterSqlite3.Database): RelayWrites {
       for (const [seq, client, clock, len] of plan.remove) {
         if (q.deleteExactRow.run(id, seq, client, clock, len).changes !== 1) throw new Error(`compaction of ${room}: row ${seq} changed since it was planned`)
       }
-      for (const w of plan.write) q.insertRow.run(id, w.seq, w.client, w.clock, w.len, w.count, w.structs)
+      for (const w of plan.write) q.insertRow.run(id, w.seq, w.client, w.clock, w.len, w.count, w.structs, 0)
       return { removed: plan.remove.length, written: plan.write.length }
     }),
     putLink: (id: string, slot: number, bytes: Uint8Array, expiresAt: number): boolean => q.putLink.run(id, slot, bytes, expiresAt).changes === 1,

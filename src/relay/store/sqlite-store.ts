@@ -49,6 +49,9 @@ export const SQLITE_RELAY_MIGRATIONS: readonly string[] = [
    ALTER TABLE rooms_v6 RENAME TO rooms;
    ALTER TABLE rows_v6 RENAME TO rows;
    CREATE INDEX rows_by_client ON rows (room_id, client, clock);`,
+  // A row uploaded as a history snapshot's part (room message snapshot-part): every device is
+  // told so with the row, and refuses a marked envelope that opens as anything but a part.
+  `ALTER TABLE rows ADD COLUMN part INTEGER NOT NULL DEFAULT 0;`,
 ]
 
 /** The `rows.room_id` of a room, as a scalar subquery SQLite evaluates once per statement. */
@@ -106,8 +109,8 @@ export function openSqliteRelayStore(path: string, options: SqliteRelayStoreOpti
       'SELECT device, stored, read, stored_at, read_at FROM receipts WHERE room = ?',
     ),
     maxSeq: db.prepare<[string], { m: number | null }>('SELECT next_seq AS m FROM rooms WHERE room = ?'),
-    readRows: db.prepare<[string, number, number], Omit<Row, 'room' | 'structs'> & { structs: Buffer }>(
-      `SELECT seq, client, clock, len, count, structs FROM rows WHERE room_id = ${ROOM_ID} AND seq > ? ORDER BY seq LIMIT ?`,
+    readRows: db.prepare<[string, number, number], Omit<Row, 'room' | 'structs' | 'part'> & { structs: Buffer; part: number }>(
+      `SELECT seq, client, clock, len, count, structs, part FROM rows WHERE room_id = ${ROOM_ID} AND seq > ? ORDER BY seq LIMIT ?`,
     ),
     firstEnding: db.prepare<[string, number, number], { seq: number | null }>(
       `SELECT MIN(seq) AS seq FROM rows WHERE room_id = ${ROOM_ID} AND client = ? AND clock + len > ?`,
@@ -181,7 +184,9 @@ export function openSqliteRelayStore(path: string, options: SqliteRelayStoreOpti
       return write('appendPacked', [packAppend(batch, transfer)], transfer)
     },
     readRows: (room, afterSeq, limit) =>
-      guard(() => q.readRows.all(room, afterSeq, limit).map((r) => ({ ...r, room, structs: ownBytes(r.structs) }))),
+      guard(() =>
+        q.readRows.all(room, afterSeq, limit).map(({ part, ...r }) => (part === 1 ? { ...r, room, structs: ownBytes(r.structs), part: true } : { ...r, room, structs: ownBytes(r.structs) })),
+      ),
     firstRowEndingAfter: (room, client, clock) => guard(() => q.firstEnding.get(room, client, clock)?.seq ?? undefined),
     rowsCovering: (room, client, from, to) => guard(() => q.covering.all(room, client, to, from)),
     rowsOfClientsAfter: (room, clients, afterSeq, limit) =>
