@@ -58,6 +58,36 @@ async function history(n: number, relayOptions: Parameters<World['relay']>[0] = 
   return { aliceConv, bobConv }
 }
 
+/**
+ * A proxy that lets a device's catch-up end early: the first rows message passes, the rest
+ * wait in `held` until released (`releaseAfterSyncMs`: that long after the catch-up ended; else
+ * by the test), and frames after the catch-up ended pass.
+ */
+async function catchUpEndingEarly(releaseAfterSyncMs?: number) {
+  const state = { rowsSeen: 0, rowsHeld: 0, synced: false, held: [] as Array<() => void> }
+  proxy = await FrameProxy.start(
+    () => world.url,
+    (to, data, send) => {
+      if (to !== 'device' || state.synced) return send()
+      const kind = frameKind(data)
+      if (kind === 'synced') {
+        state.synced = true
+        send()
+        if (releaseAfterSyncMs !== undefined)
+          setTimeout(() => {
+            for (const s of state.held.splice(0)) s()
+          }, releaseAfterSyncMs)
+        return
+      }
+      if (kind === 'rows' && state.rowsSeen++ === 0) return send()
+      if (state.rowsSeen === 0) return send()
+      if (kind === 'rows') state.rowsHeld++
+      state.held.push(send)
+    },
+  )
+  return state
+}
+
 describe.each([
   ['inflated at once (Node)', true],
   ['inflated asynchronously (as in a browser)', false],
@@ -74,36 +104,14 @@ describe.each([
     await sendMany(aliceConv, 10, 'tail')
     // The network delivers every rows message after the first only once the catch-up ended:
     // what the device sees when it joins between two of a snapshot's paced parts.
-    let rowsSeen = 0
-    let rowsHeld = 0
-    let synced = false
-    const held: Array<() => void> = []
-    proxy = await FrameProxy.start(
-      () => world.url,
-      (to, data, send) => {
-        if (to !== 'device' || synced) return send()
-        const kind = frameKind(data)
-        if (kind === 'synced') {
-          synced = true
-          send()
-          setTimeout(() => {
-            for (const s of held.splice(0)) s()
-          }, 300)
-          return
-        }
-        if (kind === 'rows' && rowsSeen++ === 0) return send()
-        if (rowsSeen === 0) return send()
-        if (kind === 'rows') rowsHeld++
-        held.push(send)
-      },
-    )
-    const carol = await world.client('carol', { relay: proxy.url })
+    const net = await catchUpEndingEarly(300)
+    const carol = await world.client('carol', { relay: proxy!.url })
     const carolConv = await carol.join(await aliceConv.invite())
-    await until(() => synced, 10_000, 'carol caught up')
+    await until(() => net.synced, 10_000, 'carol caught up')
     // Placeholders and some parts in the catch-up; more parts, the record and the tail after.
-    expect(rowsHeld).toBeGreaterThan(0)
+    expect(net.rowsHeld).toBeGreaterThan(0)
     await until(() => carolConv.messages().length === 3010, 20_000, 'carol has every message').catch((e) => {
-      console.log('DIAG', carolConv.messages().length, rowsSeen, rowsHeld, (carolConv as unknown as { stillMissingThrough: number }).stillMissingThrough)
+      console.log('DIAG', carolConv.messages().length, net.rowsSeen, net.rowsHeld, (carolConv as unknown as { stillMissingThrough: number }).stillMissingThrough)
       throw e
     })
     expect(texts(carolConv)).toEqual(texts(aliceConv))
@@ -170,26 +178,11 @@ describe('a device still waiting for a snapshot after its catch-up, on a relay t
     void bobConv
     // Carol's catch-up ends with the compacted history's placeholders and without (some of) the
     // snapshot that covers it: everything after the first rows message waits until released.
-    let rowsSeen = 0
-    let synced = false
-    const held: Array<() => void> = []
-    proxy = await FrameProxy.start(
-      () => world.url,
-      (to, data, send) => {
-        if (to !== 'device' || synced) return send()
-        const kind = frameKind(data)
-        if (kind === 'synced') {
-          synced = true
-          return send()
-        }
-        if (kind === 'rows' && rowsSeen++ === 0) return send()
-        if (rowsSeen === 0) return send()
-        held.push(send)
-      },
-    )
-    const carol = await world.client('carol', { relay: proxy.url })
+    const net = await catchUpEndingEarly()
+    const { held } = net
+    const carol = await world.client('carol', { relay: proxy!.url })
     const carolConv = await carol.join(await aliceConv.invite())
-    await until(() => synced, 10_000, 'carol caught up')
+    await until(() => net.synced, 10_000, 'carol caught up')
     expect(held.length).toBeGreaterThan(0)
     const relay = world.relays.at(-1)!
     // Time to decline, had she wanted to; then the next snapshot, written live.
