@@ -2234,14 +2234,12 @@ export class Conversation {
           const state = this.own.get(msgId)
           // Only messages still in that envelope: one that left it (sent again in another) is not
           // stored by this one's ack (the relay acknowledges a resent refused range again).
-          if (state?.seq !== 0 || state.envelopeKey !== key) continue
           // Refused for good (its blank stands in the row): an ack now is the relay acknowledging
           // that row again after a resend, not the message. It stays failed.
-          if (state.refused) continue
+          if (state?.seq !== 0 || state.envelopeKey !== key || state.refused) continue
           state.seq = msg.seq
-          // Stored by the relay: whatever refused it earlier (a denial while not a member) is over.
+          // Stored by the relay: a failure without a refusal (a denial while not a member) is over.
           state.failure = ''
-          state.refused = false
           envelopes.add(key)
           acked.push(msgId)
           this.ownBySeq.add(msg.seq, msgId)
