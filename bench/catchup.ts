@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import * as Y from 'yjs'
 import { createClient } from '../src/client/index.js'
-import { median, startProfile, until } from './common.js'
+import { median, relayCounter, startProfile, until } from './common.js'
 import { startServer } from './server-process.js'
 
 export interface CatchupResult {
@@ -17,10 +17,22 @@ export interface CatchupResult {
   ms: number
   referenceMs: number
   messages: number
-  /** Each counted round's figures, in order; `cpuMs`: the catching-up process's CPU time (all its threads). */
-  rounds: Array<{ ms: number; referenceMs: number; cpuMs: number }>
+  /**
+   * Each counted round's figures, in order; `cpuMs`: the catching-up process's CPU time (all its
+   * threads); `relayBytesOut`: what the relay sent in the round (Alice's warm-up connection
+   * included), `partBytesSpared`: the snapshot parts it spared the device (placeholders sent instead).
+   */
+  rounds: CatchupRound[]
   /** The warm-up rounds before them, run the same way and not counted. */
-  warmupRounds: Array<{ ms: number; referenceMs: number; cpuMs: number }>
+  warmupRounds: CatchupRound[]
+}
+
+export interface CatchupRound {
+  ms: number
+  referenceMs: number
+  cpuMs: number
+  relayBytesOut: number
+  partBytesSpared: number
 }
 
 /**
@@ -71,7 +83,7 @@ export async function catchup(messages: number, burst = 500, rounds = 3, warmup 
     const seed = join(dir, 'bob-offline.db')
     copyFileSync(bobOptions.storage, seed)
     for (const suffix of ['-wal', '-shm']) if (existsSync(bobOptions.storage + suffix)) throw new Error('bob.db was not checkpointed on close')
-    const results: Array<{ ms: number; referenceMs: number; cpuMs: number }> = []
+    const results: CatchupRound[] = []
     for (let round = 0; round < warmup + rounds; round++) {
       const storage = join(dir, `bob-${round}.db`)
       copyFileSync(seed, storage)
@@ -89,6 +101,8 @@ export async function catchup(messages: number, burst = 500, rounds = 3, warmup 
       const ms = performance.now() - t0
       const cpu = process.cpuUsage(cpu0)
       await profile?.()
+      const relayBytesOut = await relayCounter(server.url, 'petrel_bytes_out_total')
+      const partBytesSpared = await relayCounter(server.url, 'petrel_snapshot_part_bytes_spared_total')
       await bob.close()
       await server.stop()
       server = undefined
@@ -102,7 +116,7 @@ export async function catchup(messages: number, burst = 500, rounds = 3, warmup 
         refs.push(performance.now() - r0)
         if (fresh.getMap('messages').size !== messages) throw new Error('reference did not apply')
       }
-      results.push({ ms, referenceMs: median(refs), cpuMs: (cpu.user + cpu.system) / 1000 })
+      results.push({ ms, referenceMs: median(refs), cpuMs: (cpu.user + cpu.system) / 1000, relayBytesOut, partBytesSpared })
     }
     const counted = results.slice(warmup)
     return { ms: median(counted.map((r) => r.ms)), referenceMs: median(counted.map((r) => r.referenceMs)), messages, rounds: counted, warmupRounds: results.slice(0, warmup) }

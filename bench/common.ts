@@ -170,3 +170,10 @@ export const until = async (check: () => boolean, timeoutMs: number, what: strin
     await new Promise((r) => setTimeout(r, 2))
   }
 }
+
+/** One counter of a relay's /metrics (Prometheus text) at its WebSocket `url`; 0 when absent. */
+export async function relayCounter(url: string, name: string): Promise<number> {
+  const text = await (await fetch(`${url.replace(/^ws/, 'http')}/metrics`)).text()
+  const line = text.split('\n').find((l) => l.startsWith(`${name} `))
+  return line ? Number(line.slice(name.length + 1)) : 0
+}

@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Worker } from 'node:worker_threads'
 import { createClient } from '../src/client/index.js'
-import { percentile } from './common.js'
+import { percentile, relayCounter } from './common.js'
 import { clientOptions, type ReceiverData, wallNow } from './latency-receiver.js'
 import { startServer } from './server-process.js'
 
@@ -29,13 +29,6 @@ export interface ClientLatencyResult {
   /** The relay's whole run (warm-up included): bytes it sent, and snapshot-part bytes it spared live members. */
   relayBytesOut: number
   partBytesSpared: number
-}
-
-/** One counter of the relay's /metrics (Prometheus text), 0 when absent. */
-async function relayCounter(url: string, name: string): Promise<number> {
-  const text = await (await fetch(`${url.replace(/^ws/, 'http')}/metrics`)).text()
-  const line = text.split('\n').find((l) => l.startsWith(`${name} `))
-  return line ? Number(line.slice(name.length + 1)) : 0
 }
 
 /**

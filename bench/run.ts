@@ -161,9 +161,10 @@ async function catchUp(): Promise<void> {
   const each = (r: CatchupResult) =>
     `${r.rounds.map((x) => `${fmt(x.ms)}/${fmt(x.referenceMs)}`).join(', ')}; warm-up round, not counted: ${r.warmupRounds.map((x) => `${fmt(x.ms)}/${fmt(x.referenceMs)}`).join(', ')}`
   const cpu = (r: CatchupResult) => median(r.rounds.map((x) => x.cpuMs))
+  const mb = (bytes: number) => (bytes / 1e6).toFixed(2)
   const r = await catchup(n, 500, rounds)
   console.log(
-    `sent 500 at a time: petrel ${fmt(r.ms)} ms; Y.applyUpdate of ${fmt(n)} plaintext updates ${fmt(r.referenceMs)} ms; ratio ${(r.ms / r.referenceMs).toFixed(1)} (medians of ${rounds} rounds; each petrel/reference: ${each(r)}; the device's CPU ${fmt(cpu(r))} ms, all its threads)`,
+    `sent 500 at a time: petrel ${fmt(r.ms)} ms; Y.applyUpdate of ${fmt(n)} plaintext updates ${fmt(r.referenceMs)} ms; ratio ${(r.ms / r.referenceMs).toFixed(1)} (medians of ${rounds} rounds; each petrel/reference: ${each(r)}; the device's CPU ${fmt(cpu(r))} ms, all its threads; the relay sent ${mb(median(r.rounds.map((x) => x.relayBytesOut)))} MB a round and spared snapshot parts of ${mb(median(r.rounds.map((x) => x.partBytesSpared)))} MB)`,
   )
   // The worst case beside it: every message sent on its own, so each has its own envelope.
   const one = await catchup(n, 1, rounds)
@@ -173,6 +174,8 @@ async function catchUp(): Promise<void> {
     referenceMs: r2(r.referenceMs),
     ratioVsReference: r2(r.ms / r.referenceMs),
     cpuMs: r2(cpu(r)),
+    relayBytesOut: median(r.rounds.map((x) => x.relayBytesOut)),
+    partBytesSpared: median(r.rounds.map((x) => x.partBytesSpared)),
     oneByOneMs: r2(one.ms),
     oneByOneReferenceMs: r2(one.referenceMs),
     oneByOneRatioVsReference: r2(one.ms / one.referenceMs),

@@ -43,6 +43,7 @@ import {
   readRows,
   RoomMessage,
   type RowIndexEntry,
+  WantParts,
   writeDeviceAck,
   writeWantParts,
 } from '../shared/room-messages.js'
@@ -535,9 +536,16 @@ export class Conversation {
     const mux = conn
     const room = this.id
     const writing = this.writingPart
+    const askToSpareParts = () => this.askToSpareParts()
     class RoomSocket extends VirtualSocket {
       constructor() {
         super(mux, room)
+      }
+      override opened(): void {
+        // Before the provider's sync step 1, which it sends from `onopen`: the relay decides
+        // how to send the catch-up when step 1 comes.
+        if (this.readyState === 0) askToSpareParts()
+        super.opened()
       }
       override send(data: ArrayBuffer | Uint8Array): void {
         // A snapshot part's update goes marked, so live members that hold the history are spared it.
@@ -1180,10 +1188,11 @@ export class Conversation {
       for (const s of g.structs) {
         if (s.kind === 'gc') {
           // Content we never had, replaced by the relay after a snapshot: history to take from
-          // it. Only while catching up: live, a placeholder is a refused write, not history.
+          // it. Only while catching up: live, a placeholder is a refused write, not history;
+          // and not a part's row, which the relay spared us (want-parts 2).
           if (!this.provider?.synced && s.clock + s.len > Y.getState(this.outer.store, g.client)) {
             const row = msg.index.find((r) => r.client === g.client && r.clock <= s.clock && s.clock < r.clock + r.len)
-            if (row && row.seq > this.missedThrough) this.missedThrough = row.seq
+            if (row && row.seq > this.missedThrough && !msg.parts.includes(row.seq)) this.missedThrough = row.seq
           }
           continue
         }
@@ -1838,6 +1847,17 @@ export class Conversation {
     if (ws?.readyState !== 1 || this.partsDeclinedOn === ws || !this.ctx.connection.hasRelayFeature(RelayFeature.SnapshotParts)) return
     this.partsDeclinedOn = ws
     ws.send(writeWantParts(false))
+  }
+
+  /**
+   * As the room opens, before the catch-up: a device that lacks no history it knows of asks the
+   * relay to spare it snapshot parts in the catch-up too (`want-parts 2`, PROTOCOL §4). The relay
+   * stops sparing once it sends a compacted row (a snapshot's parts come after the rows it
+   * covers), so a device that turns out to need the snapshot still gets its parts whole.
+   */
+  private askToSpareParts(): void {
+    if (this.closed || this.missedThrough > 0 || this.stillMissingThrough > 0 || !this.ctx.connection.hasRelayFeature(RelayFeature.CatchUpParts)) return
+    this.ctx.connection.sendRoom(this.id, writeWantParts(WantParts.SpareUnlessNeeded))
   }
 
   /** The provider's socket `declineSnapshotParts` last spoke on (a reconnect makes a new one). */

@@ -233,7 +233,7 @@ export class Connection implements RoomMemberConn {
 
 const HEARTBEAT = writeFrame({ type: FrameType.Heartbeat })
 /** What this relay understands beyond version 1 (wire.ts): sent after hello to clients that ask. */
-const FEATURES_FRAME = writeFrame({ type: FrameType.Features, features: RelayFeature.SnapshotParts })
+const FEATURES_FRAME = writeFrame({ type: FrameType.Features, features: RelayFeature.SnapshotParts | RelayFeature.CatchUpParts })
 const owners = new WeakMap<WebSocket, Connection>()
 
 /**

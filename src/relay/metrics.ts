@@ -14,7 +14,7 @@ export class RelayMetrics {
   bytesIn = 0
   bytesOut = 0
   rowsStored = 0
-  /** Snapshot-part rows sent to live devices as a placeholder, and the struct bytes that spared them. */
+  /** Snapshot-part rows sent as a placeholder (to live devices, or in a catch-up that asked), and the struct bytes that spared them. */
   partsSpared = 0
   partBytesSpared = 0
   readonly rejected = new Map<string, number>()
@@ -41,7 +41,7 @@ export class RelayMetrics {
     counter('petrel_bytes_in_total', 'Bytes received', () => this.bytesIn)
     counter('petrel_bytes_out_total', 'Bytes sent', () => this.bytesOut)
     counter('petrel_rows_stored_total', 'Rows stored durably', () => this.rowsStored)
-    counter('petrel_snapshot_parts_spared_total', 'Snapshot-part rows sent to live devices as a placeholder', () => this.partsSpared)
+    counter('petrel_snapshot_parts_spared_total', 'Snapshot-part rows sent as a placeholder (live, or in a catch-up)', () => this.partsSpared)
     counter('petrel_snapshot_part_bytes_spared_total', 'Struct bytes those placeholders stood in for', () => this.partBytesSpared)
     this.framesInByType = new Counter({ name: 'petrel_frames_in_total', help: 'Frames received, by frame type', labelNames: ['type'], registers: [r] })
     this.rejectedCounter = new Counter({ name: 'petrel_rejected_total', help: 'Frames, updates and requests refused, by reason', labelNames: ['reason'], registers: [r] })

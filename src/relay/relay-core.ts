@@ -9,6 +9,7 @@ import { type Admission, AdmissionKind, readRecord, readSnapshotBody, RecordKind
 import {
   EMPTY_SYNC_STEP2,
   RoomMessage,
+  WantParts,
   SyncStep,
   writeAck,
   writeCursor,
@@ -262,7 +263,7 @@ export class RelayCore {
     if (!result.ok) return deny(result.reason, result.message)
     if (conn.isClosed) return
     conn.addRoom(id)
-    r.peers.set(conn, { state: 'catching-up', buffer: [], bufferedBytes: 0, spareParts: false })
+    r.peers.set(conn, { state: 'catching-up', buffer: [], bufferedBytes: 0, spareParts: false, spareInCatchUp: false })
     conn.send(writeFrame({ type: FrameType.Opened, room: id }))
   }
 
@@ -318,12 +319,17 @@ export class RelayCore {
       case RoomMessage.WantParts: {
         const want = r.uint8()
         r.end()
-        if (want > 1) {
+        if (want > WantParts.SpareUnlessNeeded) {
           conn.violation('malformed room message', `want-parts ${want}`)
           return undefined
         }
         const state = room.peers.get(conn)
-        if (state) state.spareParts = want === 0
+        if (!state) return undefined
+        if (want === WantParts.SpareUnlessNeeded) state.spareInCatchUp = true
+        else {
+          state.spareParts = want === WantParts.Spare
+          if (want === WantParts.Whole) state.spareInCatchUp = false
+        }
         return undefined
       }
       case RoomMessage.Awareness: {
@@ -560,15 +566,23 @@ export class RelayCore {
       if (row.part && state.spareParts && state.state === 'live' && this.spareSnapshotParts) {
         // A live device that holds the history skips snapshot parts: a GC struct over the same
         // clocks keeps its outer document contiguous, and live it takes it for a blank.
-        placeholder ??= rowsMessage([{ ...row, count: 1, structs: gcStruct(row.len) }])
-        this.metrics.partsSpared++
-        this.metrics.partBytesSpared += row.structs.length
+        placeholder ??= rowsMessage([this.sparedPart(row)])
         peer.deliver(room.id, placeholder)
         continue
       }
       message ??= rowsMessage([row])
       this.deliver(room, peer, state, message, row.seq)
     }
+  }
+
+  /**
+   * A part's row as a device that does not need it gets it: one GC struct over the same clocks,
+   * still marked as a part (the `rows` list), so the device tells it from compacted history.
+   */
+  private sparedPart(row: Row): Row {
+    this.metrics.partsSpared++
+    this.metrics.partBytesSpared += row.structs.length
+    return { ...row, count: 1, structs: gcStruct(row.len) }
   }
 
   /** Read rows after what this node delivered, from the store, and fan them out in order. */
@@ -743,11 +757,23 @@ export class RelayCore {
       if (first !== undefined && (from === undefined || first < from)) from = first
     }
     let after = from === undefined ? upTo : from - 1
+    // A device that asked (want-parts 2) gets placeholders of parts, as long as it has not been
+    // sent a row that is one GC struct: a compacted row it lacks means it needs the snapshot
+    // that stands for it, whose parts come after it (they are uploaded after the rows they
+    // cover). A refused write's blank looks the same, and stops the sparing all the same.
+    let sparing = state.spareInCatchUp && this.spareSnapshotParts
     while (after < upTo && !conn.isClosed) {
       const rows = (await this.store.readRows(room.id, after, CATCH_UP_PAGE_ROWS)).filter((row) => row.seq <= upTo)
       if (rows.length === 0) break
       after = rows[rows.length - 1]!.seq
       const missing = rows.filter((row) => row.clock + row.len > (sv.get(row.client) ?? 0))
+      if (sparing) {
+        for (let i = 0; i < missing.length && sparing; i++) {
+          const row = missing[i]!
+          if (isGcRow(row)) sparing = false
+          else if (row.part) missing[i] = this.sparedPart(row)
+        }
+      }
       for (const page of pageRows(missing, CATCH_UP_MESSAGE_BYTES)) {
         conn.deliver(room.id, rowsMessage(page))
         // On the wire now, not after the last page: the device applies one while the next is built.
@@ -761,6 +787,9 @@ export class RelayCore {
     if (!room.peers.has(conn)) return
     conn.deliver(room.id, EMPTY_SYNC_STEP2)
     conn.deliver(room.id, writeSyncMessage(SyncStep.Step1, encodeStateVector(room.stateVector())))
+    // Spared to the end: it holds all it was sent, and live parts are spared too. Not: it may
+    // wait for a snapshot, and gets live parts whole until it says want-parts 0.
+    if (state.spareInCatchUp) state.spareParts = sparing
     const buffered = state.buffer
     state.buffer = []
     state.bufferedBytes = 0
@@ -846,6 +875,11 @@ function ackRanges(row: Row, blanked: ReadonlySet<string>): Array<{ client: numb
 }
 
 /** Does a stored row carry a signed record (an item of the `rec` map)? */
+/** A row that is one GC struct (info byte 0 in Yjs V1): compacted history, or a refused write's blank. */
+function isGcRow(row: Row): boolean {
+  return row.count === 1 && row.structs[0] === 0
+}
+
 function rowHasRecords(row: Row): boolean {
   try {
     const parsed = parseUpdate(encodePage([row]), { maxBytes: Number.MAX_SAFE_INTEGER })

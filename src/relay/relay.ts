@@ -54,8 +54,9 @@ export interface RelayOptions {
   /** This node's name in logs and on the bus; default a random id. */
   node?: string
   /**
-   * Send live devices that hold the history a placeholder instead of others' snapshot parts
-   * (PROTOCOL §3): ~25 % less download for each live member of a busy conversation. Default
+   * Send devices that hold the history a placeholder instead of others' snapshot parts, live
+   * and in the catch-ups of devices that ask (PROTOCOL §3): ~25 % less download for each live
+   * member of a busy conversation, about half for one back from a short absence. Default
    * true. The relay cannot check that what a member uploads as a part is one; it stores the
    * mark and sends it with the row to every device, and clients of this version refuse a
    * marked envelope that is not a part, so they all agree. Clients of before it do not check:

@@ -27,6 +27,8 @@ export interface RoomPeer {
   bufferedBytes: number
   /** The device said `want-parts 0`: live snapshot parts go to it as placeholders. */
   spareParts: boolean
+  /** It said `want-parts 2`: its catch-ups spare parts until a compacted row goes to it (RelayCore.catchUp). */
+  spareInCatchUp: boolean
 }
 
 /** A row not yet taken for a commit: its struct bytes stay in parts until then. */

@@ -31,12 +31,19 @@
  *                     parts (with its record, on the last): stored and acknowledged like any
  *                     update; the relay sends live peers that said `want-parts 0` a GC
  *                     placeholder of the part's row instead of the part (the record's row whole)
- * want-parts (C→R) := varUint 108 • uint8 want (0 or 1)
+ * want-parts (C→R) := varUint 108 • uint8 want (0, 1 or 2)
  *                     whether this device, live in the room, wants others' snapshot parts as they
  *                     are written: 1 (the default for every connection) while it still lacks
- *                     history a snapshot would give it, 0 once it holds all it has been sent
+ *                     history a snapshot would give it, 0 once it holds all it has been sent.
+ *                     2, sent before sync step 1 by a device that lacks no history it knows of:
+ *                     its catch-ups get placeholders of part rows too, until the relay sends it
+ *                     a row that is one GC struct (compacted history, or a refused write's
+ *                     blank: the relay cannot tell them apart in every case, so either stops
+ *                     the sparing); after a catch-up that sent none, live parts are spared as
+ *                     after 0, else they come whole as after 1
  * ```
- * 107 and 108 only go to a relay that announced `RelayFeature.SnapshotParts` (wire.ts).
+ * 107 and 108 only go to a relay that announced `RelayFeature.SnapshotParts` (wire.ts), and
+ * `want-parts 2` only to one that announced `RelayFeature.CatchUpParts`.
  */
 import * as encoding from 'lib0/encoding'
 import { encodeSmall } from './scratch-encoder.js'
@@ -206,5 +213,20 @@ export function snapshotPartMessage(syncUpdate: Uint8Array): Uint8Array {
   return out
 }
 
-/** `want-parts` (C→R): `varUint(108) • uint8(want)` — whether this device wants others' snapshot parts live. */
-export const writeWantParts = (want: boolean): Uint8Array => Uint8Array.of(RoomMessage.WantParts, want ? 1 : 0)
+/** The values of `want-parts`. */
+export const WantParts = {
+  /** Live parts as placeholders: the device holds all the history it has been sent. */
+  Spare: 0,
+  /** Every part whole (every connection's default). */
+  Whole: 1,
+  /** Spare them in catch-ups too, until a compacted row goes to the device (RelayFeature.CatchUpParts). */
+  SpareUnlessNeeded: 2,
+} as const
+
+/**
+ * `want-parts` (C→R): `varUint(108) • uint8(want)`. `true`/`false` are `Whole`/`Spare`.
+ *
+ * @example ws.send(writeWantParts(WantParts.SpareUnlessNeeded))
+ */
+export const writeWantParts = (want: boolean | (typeof WantParts)[keyof typeof WantParts]): Uint8Array =>
+  Uint8Array.of(RoomMessage.WantParts, want === true ? WantParts.Whole : want === false ? WantParts.Spare : want)

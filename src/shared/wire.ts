@@ -66,6 +66,12 @@ export const RelayFeature = {
    * snapshot parts marked, and live devices that hold the history get a placeholder instead.
    */
   SnapshotParts: 1,
+  /**
+   * `want-parts 2` (room-messages.ts): the relay spares a device parts in its catch-ups too,
+   * until it sends that device a compacted row (one the device lacks, which a snapshot stands
+   * for), and live afterwards when it sent none.
+   */
+  CatchUpParts: 2,
 } as const
 
 /**

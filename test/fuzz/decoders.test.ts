@@ -31,6 +31,8 @@ import {
   writeRefused,
   writeRows,
   writeSyncMessage,
+  WantParts,
+  writeWantParts,
 } from '../../src/shared/room-messages.js'
 import { type Frame, FrameType, readFrame, StrictReader, withFeaturesQuery, writeFrame } from '../../src/shared/wire.js'
 
@@ -110,6 +112,12 @@ describe('snapshot-part and the features query', () => {
       }),
       { numRuns: RUNS },
     )
+  })
+  it('writes want-parts as its three values, true and false standing for whole and spare', () => {
+    expect([...writeWantParts(true)]).toEqual([RoomMessage.WantParts, WantParts.Whole])
+    expect([...writeWantParts(false)]).toEqual([RoomMessage.WantParts, WantParts.Spare])
+    expect([...writeWantParts(WantParts.SpareUnlessNeeded)]).toEqual([108, 2])
+    expect([WantParts.Spare, WantParts.Whole]).toEqual([0, 1])
   })
   it('adds the features query to any relay URL, after its path and query, and drops a fragment (WebSocket refuses one)', () => {
     expect(withFeaturesQuery('ws://127.0.0.1:8787')).toBe('ws://127.0.0.1:8787?features=1')
