@@ -67,6 +67,8 @@ export const keyOf = {
   recordSeqs: (id: string) => `rseq:${id}`,
   deferred: (id: string) => `defer:${id}`,
   verification: (id: string) => `verify:${id}`,
+  /** `stillMissingThrough` (encodeCursor), while it is not 0: a restart still waits for that snapshot. */
+  stillMissing: (id: string) => `missing:${id}`,
 }
 
 export function encodeConversationRecord(r: ConversationRecord): Uint8Array {

@@ -424,6 +424,8 @@ export class Conversation {
     }
     const verification = await store.get(keyOf.verification(this.id))
     if (verification) decodeVerification(verification, this.unverified, this.rejectedMessages)
+    const stillMissing = await store.get(keyOf.stillMissing(this.id))
+    if (stillMissing) this.stillMissingThrough = decodeCursor(stillMissing)
     const [outerRows, innerRows, ownRows, sentRows, bindings, cursor, readCursor, receipts, seqs, seqBatches] = await Promise.all([
       store.loadLog(this.id, 'outer'),
       store.loadLog(this.id, 'inner'),
@@ -604,6 +606,7 @@ export class Conversation {
           this.stillMissingThrough = Math.max(this.stillMissingThrough, this.missedThrough)
           this.missedThrough = 0
           this.holdingOverflowed = false
+          this.storeStillMissing()
           this.retryDeferred()
         })
         this.incoming = job.catch((err) => this.report(err, 'could not apply held messages'))
@@ -1669,6 +1672,7 @@ export class Conversation {
     }
     if (coversSeq >= this.stillMissingThrough && this.stillMissingThrough > 0) {
       this.stillMissingThrough = 0
+      this.storeStillMissing()
       // The snapshot it waited for after its catch-up came live: the rest may be spared now.
       queueMicrotask(() => this.declineSnapshotParts())
     }
@@ -1847,6 +1851,15 @@ export class Conversation {
     if (ws?.readyState !== 1 || this.partsDeclinedOn === ws || !this.ctx.connection.hasRelayFeature(RelayFeature.SnapshotParts)) return
     this.partsDeclinedOn = ws
     ws.send(writeWantParts(false))
+  }
+
+  /**
+   * Kept across restarts: a device that forgot it would take the next catch-up's snapshot parts
+   * for ones it does not need (and ask to be spared them), and never show the history it lacks.
+   */
+  private storeStillMissing(): void {
+    const value = this.stillMissingThrough > 0 ? encodeCursor(this.stillMissingThrough) : null
+    this.landing(this.commit({ put: [[keyOf.stillMissing(this.id), value]] }, SOON), 'could not store which history is still missing')
   }
 
   /**
