@@ -918,6 +918,12 @@ export class Conversation {
     this.assertOpen()
     const next = this.book.newEpoch()
     const record = await this.ctx.signRecord(RecordKind.Epoch, next.body)
+    // The epoch started again after the relay refused ours for it: what we sealed under the
+    // refused key is refused as stale and sealed again, which needs that key to open it. Kept
+    // as lost, as a key that loses a race is; overwritten, those messages stayed pending for
+    // good, and the later changes of their inner client waited at every other device.
+    const held = this.record.keys.get(next.epoch)
+    if (held && !constantTimeEqual(keyCheckOf(held), keyCheckOf(next.key))) this.lostKeys.set(toBase64Url(keyCheckOf(held)), held)
     this.record.keys.set(next.epoch, next.key)
     await this.commit({ put: [[keyOf.conv(this.id), encodeConversationRecord(this.record)]] })
     await this.writeRecords([record])
@@ -2238,10 +2244,17 @@ export class Conversation {
       else byEnvelope.set(state.envelopeKey, [msgId])
     }
     this.resealQueue.clear()
+    const unopened: string[] = []
     for (const [key, ids] of byEnvelope) {
       const update = this.originalUpdate(key)
       if (update) void this.queueSeal(update, ids).catch((err) => this.report(err, 'could not re-seal a message'))
+      else unopened.push(...ids)
     }
+    // Not silently pending for good: failed, with the reason, for the app to show (and discard).
+    if (unopened.length === 0) return
+    for (const id of unopened) this.own.get(id)!.failure = 'could not be sealed again: the key it was sealed under is gone'
+    this.statusesChanged(unopened)
+    this.ctx.reportError(new PetrelError(ErrorCode.EnvelopeRejected, `${unopened.length} message(s) refused as stale could not be sealed again: their key is gone`, { conversationId: this.id }))
   }
 
   private onAck(msg: { seq: number; ranges: Array<{ client: number; clock: number; len: number }> }): void {

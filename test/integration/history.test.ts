@@ -5,6 +5,8 @@ import type { Relay } from '../../src/relay/index.js'
 import { crashHistoryReplicaThread } from '../../src/client/history-replica.js'
 import { OUTER_LOG, OUTER_RECORDS } from '../../src/shared/outer-keys.js'
 import { RecordKind } from '../../src/shared/records.js'
+import { RoomMessage } from '../../src/shared/room-messages.js'
+import { FrameType, Reason, readFrame } from '../../src/shared/wire.js'
 import { FrameProxy } from './frame-proxy.js'
 import { texts, until, World } from './harness.js'
 
@@ -542,5 +544,59 @@ describe("a 'from-join' invite whose new epoch reaches the relay after the membe
     await new Promise((r) => setTimeout(r, 300))
     expect(relay.metrics.rejectedCount('stale epoch')).toBeLessThan(5)
     expect(aliceConv.membershipState.epoch).toBeGreaterThanOrEqual(1)
+  })
+
+  it.each([
+    ['sealed again under it: the new member reads that too', false],
+    ['shown failed where that key is gone, never pending for good', true],
+  ])('is started again with a new key, and what was sealed under the refused one is %s', async (_, keyGone) => {
+    world = new World()
+    const relay = await world.relay()
+    // Alice's uploads can be held back, as a slow network would; and the relay's stale-epoch
+    // refusals to her, so they reach her after she started the epoch again.
+    let holding = false
+    let holdingStale = false
+    const held: Array<() => void> = []
+    const heldStale: Array<() => void> = []
+    proxy = await FrameProxy.start(
+      () => world.url,
+      (to, data, send) => {
+        if (to === 'relay') return holding ? held.push(send) : send()
+        const frame = readFrame(new Uint8Array(data.buffer, data.byteOffset, data.byteLength))
+        const stale = frame.type === FrameType.Room && frame.message[0] === RoomMessage.Refused && frame.message[1] === Reason.StaleEpoch
+        if (stale && holdingStale) heldStale.push(send)
+        else send()
+      },
+    )
+    const alice = await world.client('alice', { compaction: false, relay: proxy.url })
+    const dave = await world.client('dave', { compaction: false })
+    const aliceConv = await alice.createConversation({ title: 'Before Dave' })
+    await aliceConv.send('said before dave came')
+    await until(() => aliceConv.message(aliceConv.messages()[0]!.id)?.status !== 'pending', 10_000, 'stored')
+    holding = true
+    holdingStale = true
+    const invite = await aliceConv.invite({ history: 'from-join' })
+    // Sealed under the invite's new epoch, whose record the relay will refuse.
+    const early = await aliceConv.send('sealed under the refused key')
+    const daveConv = await dave.join(invite)
+    holding = false
+    for (const release of held.splice(0)) release()
+    await until(() => relay.metrics.rejectedCount('record refused') >= 1 && heldStale.length >= 1, 10_000, 'the epoch and the message refused')
+    // Alice started the epoch again, with another key for the same number; then the refusal of
+    // her message reaches her. Opening it to seal it again needs the refused key.
+    await until(() => aliceConv.membershipState.epoch >= 1 && daveConv.membershipState.epoch >= 1, 10_000, 'the epoch started again')
+    if (keyGone) (aliceConv as unknown as { lostKeys: Map<string, Uint8Array> }).lostKeys.clear()
+    holdingStale = false
+    for (const release of heldStale.splice(0)) release()
+    if (keyGone) {
+      await until(() => aliceConv.message(early.id)?.status === 'failed', 10_000, 'failed')
+      expect(aliceConv.message(early.id)?.error).toMatch(/could not be sealed again/)
+      expect(world.errors.get(alice)!.some((e) => e.code === 'envelope_rejected' && /could not be sealed again/.test(e.message))).toBe(true)
+      return
+    }
+    await until(() => texts(daveConv).includes('sealed under the refused key'), 10_000, 'dave reads what was sealed again')
+    await until(() => aliceConv.message(early.id)?.status !== 'pending', 10_000, 'stored')
+    expect(texts(daveConv)).toEqual(['sealed under the refused key'])
+    expect(world.errors.get(alice)!.filter((e) => e.code !== 'refused')).toEqual([])
   })
 })
