@@ -874,12 +874,12 @@ function ackRanges(row: Row, blanked: ReadonlySet<string>): Array<{ client: numb
   return out
 }
 
-/** Does a stored row carry a signed record (an item of the `rec` map)? */
 /** A row that is one GC struct (info byte 0 in Yjs V1): compacted history, or a refused write's blank. */
 function isGcRow(row: Row): boolean {
   return row.count === 1 && row.structs[0] === 0
 }
 
+/** Does a stored row carry a signed record (an item of the `rec` map)? */
 function rowHasRecords(row: Row): boolean {
   try {
     const parsed = parseUpdate(encodePage([row]), { maxBytes: Number.MAX_SAFE_INTEGER })
