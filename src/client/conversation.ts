@@ -2253,6 +2253,9 @@ export class Conversation {
     // Not silently pending for good: failed, with the reason, for the app to show (and discard).
     if (unopened.length === 0) return
     for (const id of unopened) this.own.get(id)!.failure = 'could not be sealed again: the key it was sealed under is gone'
+    const puts: Array<[string, Uint8Array | null]> = []
+    for (const key of new Set(unopened.map((id) => this.own.get(id)!.envelopeKey))) this.sentRowPuts(key, puts)
+    this.landing(this.commit({ put: puts }), 'could not store a failure')
     this.statusesChanged(unopened)
     this.ctx.reportError(new PetrelError(ErrorCode.EnvelopeRejected, `${unopened.length} message(s) refused as stale could not be sealed again: their key is gone`, { conversationId: this.id }))
   }

@@ -592,6 +592,12 @@ describe("a 'from-join' invite whose new epoch reaches the relay after the membe
       await until(() => aliceConv.message(early.id)?.status === 'failed', 10_000, 'failed')
       expect(aliceConv.message(early.id)?.error).toMatch(/could not be sealed again/)
       expect(world.errors.get(alice)!.some((e) => e.code === 'envelope_rejected' && /could not be sealed again/.test(e.message))).toBe(true)
+      // And after a restart: failed still, not pending.
+      await alice.close()
+      const again = await world.client('alice', { compaction: false, relay: proxy.url })
+      const [conv] = await again.conversations()
+      await conv!.ready()
+      expect(conv!.message(early.id)?.status).toBe('failed')
       return
     }
     await until(() => texts(daveConv).includes('sealed under the refused key'), 10_000, 'dave reads what was sealed again')
