@@ -422,6 +422,32 @@ describe('history compaction', () => {
     expect(world.errors.get(alice)).toEqual([])
   })
 
+  it('is not written while the document holds changes back for their predecessors: those would be covered and left out', async () => {
+    world = new World()
+    await world.relay()
+    const { aliceConv, bobConv } = await aliceAndBob()
+    await aliceConv.send('first')
+    await until(() => texts(bobConv).includes('first'), 10_000, 'bob has it')
+    // Two changes of one client; Bob's document gets the second alone, as it gets a message
+    // sent after one that was refused as stale and comes again in a later row.
+    const source = new Y.Doc()
+    source.clientID = 424242
+    const updates: Uint8Array[] = []
+    source.on('update', (u: Uint8Array) => updates.push(u))
+    source.getMap('app').set('a', 1)
+    source.getMap('app').set('b', 2)
+    Y.applyUpdate(bobConv.doc, updates[1]!)
+    expect(bobConv.doc.store.pendingStructs).not.toBeNull()
+    const snapshot = () => (bobConv as unknown as { membership: { snapshot?: unknown } }).membership.snapshot
+    await snapshotOf(bobConv)()
+    expect(snapshot()).toBeUndefined()
+    // Its predecessor comes: nothing is held back, and the snapshot is written.
+    Y.applyUpdate(bobConv.doc, updates[0]!)
+    expect(bobConv.doc.store.pendingStructs).toBeNull()
+    await snapshotOf(bobConv)()
+    expect(snapshot()).toBeDefined()
+  })
+
   it('closing while a snapshot is written neither hangs nor loses a message', async () => {
     const { alice, aliceConv } = await aliceAndBob()
     await sendMany(aliceConv, 500, 'before')
