@@ -424,9 +424,7 @@ export class Conversation {
     }
     const verification = await store.get(keyOf.verification(this.id))
     if (verification) decodeVerification(verification, this.unverified, this.rejectedMessages)
-    const stillMissing = await store.get(keyOf.stillMissing(this.id))
-    if (stillMissing) this.stillMissingThrough = decodeCursor(stillMissing)
-    const [outerRows, innerRows, ownRows, sentRows, bindings, cursor, readCursor, receipts, seqs, seqBatches] = await Promise.all([
+    const [outerRows, innerRows, ownRows, sentRows, bindings, cursor, readCursor, receipts, seqs, seqBatches, stillMissing] = await Promise.all([
       store.loadLog(this.id, 'outer'),
       store.loadLog(this.id, 'inner'),
       store.list(keyOf.ownPrefix(this.id)),
@@ -437,7 +435,9 @@ export class Conversation {
       store.get(keyOf.receipts(this.id)),
       store.list(keyOf.messageSeqPrefix(this.id)),
       store.list(keyOf.messageSeqsPrefix(this.id)),
+      store.get(keyOf.stillMissing(this.id)),
     ])
+    if (stillMissing) this.stillMissingThrough = decodeCursor(stillMissing)
     const compact: Batch = { compact: [] }
     for (const [doc, rows, name] of [
       [this.outer, outerRows, 'outer'],
