@@ -41,6 +41,12 @@ export interface OwnMessageState {
   failure: string
   /** Refused for good by the relay, and its tombstone sent to the others: never history (snapshots carry the tombstone). */
   refused?: boolean
+  /**
+   * Refused as sealed under an epoch that was no longer current: it goes again under the new
+   * key. Stored, because the relay holds a blank in its place and sync never sends it again: a
+   * device restarted before the re-seal would otherwise keep it pending for good.
+   */
+  stale?: boolean
 }
 
 export const keyOf = {
@@ -69,6 +75,8 @@ export const keyOf = {
   verification: (id: string) => `verify:${id}`,
   /** `stillMissingThrough` (encodeCursor), while it is not 0: a restart still waits for that snapshot. */
   stillMissing: (id: string) => `missing:${id}`,
+  /** Our own epoch keys that lost a race or were replaced (encodeLostKeys): only to open what we sealed under them, to seal it again. */
+  lostKeys: (id: string) => `lost:${id}`,
 }
 
 export function encodeConversationRecord(r: ConversationRecord): Uint8Array {
@@ -130,16 +138,29 @@ export interface SentEnvelope extends OwnMessageState {
   msgIds: readonly string[]
 }
 
+/**
+ * ```
+ * uint8       version: 1, or 2 when the outcome is 2 (a build that reads only 1 refuses the row
+ *             with a version error instead of misreading it)
+ * varString   envelope key
+ * varUint     seq (0: not acknowledged)
+ * varString   failure ('' : none)
+ * uint8       outcome: 0 none, 1 refused for good, 2 refused as stale (to be sealed again; version 2 only)
+ * varString   the message ids' common prefix
+ * varUint     n, then n × varString: each message id without the prefix
+ * ```
+ */
 export function encodeSentEnvelope(s: SentEnvelope): Uint8Array {
   const ids = s.msgIds
   let prefix = ids[0] ?? ''
   for (let i = 1; i < ids.length && prefix.length > 0; i++) prefix = prefix.slice(0, sharedPrefix(prefix, ids[i]!))
+  const outcome = s.refused ? 1 : s.stale ? 2 : 0
   const e = encoding.createEncoder()
-  encoding.writeUint8(e, 1)
+  encoding.writeUint8(e, outcome === 2 ? 2 : 1)
   encoding.writeVarString(e, s.envelopeKey)
   encoding.writeVarUint(e, s.seq)
   encoding.writeVarString(e, s.failure)
-  encoding.writeUint8(e, s.refused ? 1 : 0)
+  encoding.writeUint8(e, outcome)
   encoding.writeVarString(e, prefix)
   encoding.writeVarUint(e, ids.length)
   for (const id of ids) encoding.writeVarString(e, id.slice(prefix.length))
@@ -148,17 +169,46 @@ export function encodeSentEnvelope(s: SentEnvelope): Uint8Array {
 
 export function decodeSentEnvelope(bytes: Uint8Array): SentEnvelope {
   const r = new StrictReader(bytes)
-  readVersion(r, 'sent envelope')
+  const version = r.uint8()
+  if (version !== 1 && version !== 2) throw new PetrelError(ErrorCode.VersionMismatch, `stored sent envelope has format version ${version}; this build reads 1 and 2`)
   const envelopeKey = r.varString(64)
   const seq = r.varUint()
   const failure = r.varString(4096)
-  const refused = r.uint8()
-  if (refused > 1) throw new PetrelError(ErrorCode.Malformed, 'sent envelope: refused must be 0 or 1')
+  const outcome = r.uint8()
+  if (outcome > version) throw new PetrelError(ErrorCode.Malformed, `sent envelope: outcome ${outcome} in format ${version}`)
   const prefix = r.varString(256)
   const n = r.varUint(1 << 20)
   const msgIds: string[] = []
   for (let i = 0; i < n; i++) msgIds.push(prefix + r.varString(256))
-  return { envelopeKey, seq, failure, refused: refused === 1, msgIds }
+  return outcome === 2 ? { envelopeKey, seq, failure, refused: false, stale: true, msgIds } : { envelopeKey, seq, failure, refused: outcome === 1, msgIds }
+}
+
+/**
+ * ```
+ * uint8      version 1
+ * varUint    n, then n × varUint8Array: a 32-byte key
+ * ```
+ */
+export function encodeLostKeys(keys: Iterable<Uint8Array>): Uint8Array {
+  const list = [...keys]
+  const e = encoding.createEncoder()
+  encoding.writeUint8(e, 1)
+  encoding.writeVarUint(e, list.length)
+  for (const k of list) encoding.writeVarUint8Array(e, k)
+  return encoding.toUint8Array(e)
+}
+
+export function decodeLostKeys(bytes: Uint8Array): Uint8Array[] {
+  const r = new StrictReader(bytes)
+  readVersion(r, 'lost keys')
+  const n = r.varUint(1 << 16)
+  const keys: Uint8Array[] = []
+  for (let i = 0; i < n; i++) {
+    const k = r.varBytes(32).slice()
+    if (k.length !== 32) throw new PetrelError(ErrorCode.Malformed, `lost keys: a key of ${k.length} bytes`)
+    keys.push(k)
+  }
+  return keys
 }
 
 export function encodeBindings(b: ReadonlyMap<number, string>): Uint8Array {

@@ -58,6 +58,7 @@ import {
   encodeMessageSeqs,
   decodeOwn,
   decodeReceipts,
+  decodeLostKeys,
   decodeSentEnvelope,
   encodeConversationRecord,
   decodeDeferred,
@@ -67,6 +68,7 @@ import {
   encodeBindings,
   encodeCursor,
   encodeReceipts,
+  encodeLostKeys,
   encodeSentEnvelope,
   keyOf,
   type OwnMessageState,
@@ -424,7 +426,7 @@ export class Conversation {
     }
     const verification = await store.get(keyOf.verification(this.id))
     if (verification) decodeVerification(verification, this.unverified, this.rejectedMessages)
-    const [outerRows, innerRows, ownRows, sentRows, bindings, cursor, readCursor, receipts, seqs, seqBatches, stillMissing] = await Promise.all([
+    const [outerRows, innerRows, ownRows, sentRows, bindings, cursor, readCursor, receipts, seqs, seqBatches, stillMissing, lostKeys] = await Promise.all([
       store.loadLog(this.id, 'outer'),
       store.loadLog(this.id, 'inner'),
       store.list(keyOf.ownPrefix(this.id)),
@@ -436,8 +438,10 @@ export class Conversation {
       store.list(keyOf.messageSeqPrefix(this.id)),
       store.list(keyOf.messageSeqsPrefix(this.id)),
       store.get(keyOf.stillMissing(this.id)),
+      store.get(keyOf.lostKeys(this.id)),
     ])
     if (stillMissing) this.stillMissingThrough = decodeCursor(stillMissing)
+    if (lostKeys) for (const key of decodeLostKeys(lostKeys)) this.lostKeys.set(toBase64Url(keyCheckOf(key)), key)
     const compact: Batch = { compact: [] }
     for (const [doc, rows, name] of [
       [this.outer, outerRows, 'outer'],
@@ -458,8 +462,9 @@ export class Conversation {
     // A message listed twice (an envelope's row computed before its messages moved to a new
     // envelope, but issued after the move's commit: refusals and acknowledgements wait for the
     // incoming chain): the most advanced state wins, as no message goes back from ✓ to pending,
-    // or from sent again to refused.
-    const rank = (s: OwnMessageState) => (s.seq > 0 ? 2 : s.failure === '' ? 1 : 0)
+    // or from sent again to refused. Refused as stale is the earliest of all: the message leaves
+    // that envelope when it is sealed again, and whatever it meets after that is later.
+    const rank = (s: OwnMessageState) => (s.seq > 0 ? 3 : s.stale ? 0 : s.failure === '' ? 2 : 1)
     const offer = (msgId: string, state: OwnMessageState) => {
       const have = this.own.get(msgId)
       if (!have || rank(state) >= rank(have)) this.own.set(msgId, state)
@@ -473,8 +478,11 @@ export class Conversation {
     const rows = sentRows.map(([key, value]) => ({ key, row: decodeSentEnvelope(value) }))
     for (const { key, row } of rows) {
       this.sentRows.set(row.envelopeKey, key)
-      for (const msgId of row.msgIds) offer(msgId, { envelopeKey: row.envelopeKey, seq: row.seq, failure: row.failure, refused: row.refused })
+      for (const msgId of row.msgIds) offer(msgId, { envelopeKey: row.envelopeKey, seq: row.seq, failure: row.failure, refused: row.refused, stale: row.stale })
     }
+    // Refused as stale before the last stop and not sealed again yet: sealed again once this
+    // device holds the current key (at the end of the load, or when the key comes).
+    for (const [msgId, state] of this.own) if (state.stale && state.seq === 0) this.resealQueue.add(msgId)
     for (const [msgId, state] of this.own) {
       const list = this.envelopeMessages.get(state.envelopeKey)
       if (list) list.push(msgId)
@@ -527,6 +535,7 @@ export class Conversation {
     this.doc.getMap(INNER_MESSAGES).observe((event) => this.changed(event.keysChanged))
     this.doc.getMap(INNER_PROFILES).observe(() => this.changed())
     if (this.unverified.size > 0) this.verifySoon()
+    if (this.resealQueue.size > 0) this.resealWaiting()
   }
 
   private connect(): void {
@@ -923,9 +932,14 @@ export class Conversation {
     // as lost, as a key that loses a race is; overwritten, those messages stayed pending for
     // good, and the later changes of their inner client waited at every other device.
     const held = this.record.keys.get(next.epoch)
-    if (held && !constantTimeEqual(keyCheckOf(held), keyCheckOf(next.key))) this.lostKeys.set(toBase64Url(keyCheckOf(held)), held)
+    const puts: Array<[string, Uint8Array]> = []
+    if (held && !constantTimeEqual(keyCheckOf(held), keyCheckOf(next.key))) {
+      this.lostKeys.set(toBase64Url(keyCheckOf(held)), held)
+      puts.push([keyOf.lostKeys(this.id), encodeLostKeys(this.lostKeys.values())])
+    }
     this.record.keys.set(next.epoch, next.key)
-    await this.commit({ put: [[keyOf.conv(this.id), encodeConversationRecord(this.record)]] })
+    puts.push([keyOf.conv(this.id), encodeConversationRecord(this.record)])
+    await this.commit({ put: puts })
     await this.writeRecords([record])
   }
 
@@ -2197,15 +2211,26 @@ export class Conversation {
     if (bad > 0) this.ctx.reportError(new PetrelError(ErrorCode.EnvelopeRejected, `ignored ${bad} record(s) whose signature does not verify`, { conversationId: this.id }))
     // Envelopes held for a sender's join may open now, whichever path folded it in.
     if (added && this.deferred.length > 0) this.retryDeferred()
-    if (this.book.unwrapKeys(this.record.keys, (lost) => this.lostKeys.set(toBase64Url(keyCheckOf(lost)), lost))) {
+    let lostOne = false
+    const lose = (lost: Uint8Array) => {
+      this.lostKeys.set(toBase64Url(keyCheckOf(lost)), lost)
+      lostOne = true
+    }
+    if (this.book.unwrapKeys(this.record.keys, lose)) {
       // Not waited for: the key is read again from the records (stored in the outer log) if
       // this write were lost, and what is stored after it lands after it. Waited for, every
       // device's received rows stood still for a commit (up to 10 ms) at each key rotation.
-      this.landing(this.commit({ put: [[keyOf.conv(this.id), encodeConversationRecord(this.record)]] }), 'could not store the conversation key')
+      const puts: Array<[string, Uint8Array]> = [[keyOf.conv(this.id), encodeConversationRecord(this.record)]]
+      if (lostOne) puts.push([keyOf.lostKeys(this.id), encodeLostKeys(this.lostKeys.values())])
+      this.landing(this.commit({ put: puts }), 'could not store the conversation key')
       this.resealWaiting()
       if (this.record.keys.size > 0) for (const wake of this.keyWaiters.splice(0)) wake()
       // Envelopes waiting for a key (or for the winner of an epoch race) may open now.
       if (this.deferred.length > 0) this.retryDeferred()
+    } else if (this.membership.epoch > epochBefore && this.resealQueue.size > 0) {
+      // Our own new epoch, whose key we held before its record folded: what waits for a newer
+      // key than the one it was refused under goes now.
+      this.resealWaiting()
     }
     const snap = this.membership.snapshot
     const snapId = snap ? toBase64Url(snap.snapshotId) : undefined
@@ -2254,14 +2279,29 @@ export class Conversation {
     }
     this.resealQueue.clear()
     const unopened: string[] = []
+    const epoch = this.epoch
+    const current = this.record.keys.get(epoch)
     for (const [key, ids] of byEnvelope) {
+      // Only under another key than the refused one: under the same it is refused again, and
+      // again (a device that restarted before it stored the new epoch's record looped so, ~500
+      // envelopes a second, until that record came). It waits for the next key instead.
+      const sealed = this.outer.getMap<Uint8Array>(OUTER_LOG).get(key)
+      const header = sealed instanceof Uint8Array ? readEnvelope(sealed) : undefined
+      if (header && current && (header.epoch > epoch || (header.epoch === epoch && constantTimeEqual(keyCheckOf(current), header.keyCheck)))) {
+        for (const id of ids) this.resealQueue.add(id)
+        continue
+      }
       const update = this.originalUpdate(key)
       if (update) void this.queueSeal(update, ids).catch((err) => this.report(err, 'could not re-seal a message'))
       else unopened.push(...ids)
     }
     // Not silently pending for good: failed, with the reason, for the app to show (and discard).
     if (unopened.length === 0) return
-    for (const id of unopened) this.own.get(id)!.failure = 'could not be sealed again: the key it was sealed under is gone'
+    for (const id of unopened) {
+      const state = this.own.get(id)!
+      state.failure = 'could not be sealed again: the key it was sealed under is gone'
+      state.stale = false
+    }
     const puts: Array<[string, Uint8Array | null]> = []
     for (const key of new Set(unopened.map((id) => this.own.get(id)!.envelopeKey))) this.sentRowPuts(key, puts)
     this.landing(this.commit({ put: puts }), 'could not store a failure')
@@ -2279,7 +2319,10 @@ export class Conversation {
         if (rec.has(key) && this.book.noteSeq(key, msg.seq)) recordsMoved = true
       }
     if (recordsMoved) {
-      puts.push([keyOf.recordSeqs(this.id), this.book.encodeSeqs()])
+      // Encoded when the write is issued, not now: pages queued before it store the positions
+      // they bring, and a copy taken now, written after theirs, put them out of the store
+      // (a restart then held records it could not place, and never folded them).
+      this.recordSeqsDirty = true
       const job = this.incomingTail.then(() => this.foldRecords())
       this.incoming = job.catch((err) => this.report(err, 'could not fold records'))
     }
@@ -2293,8 +2336,9 @@ export class Conversation {
           // Only messages still in that envelope: one that left it (sent again in another) is not
           // stored by this one's ack (the relay acknowledges a resent refused range again).
           // Refused for good (its blank stands in the row): an ack now is the relay acknowledging
-          // that row again after a resend, not the message. It stays failed.
-          if (state?.seq !== 0 || state.envelopeKey !== key || state.refused) continue
+          // that row again after a resend, not the message. It stays failed. Refused as stale
+          // and waiting for a newer key: the same.
+          if (state?.seq !== 0 || state.envelopeKey !== key || state.refused || state.stale) continue
           state.seq = msg.seq
           // Stored by the relay: a failure without a refusal (a denial while not a member) is over.
           state.failure = ''
@@ -2322,19 +2366,28 @@ export class Conversation {
 
   /** Bookkeeping writes (acks, receipts) of one event-loop turn share one commit. */
   private pendingPuts = new Map<string, Uint8Array | null>()
+  private putsScheduled = false
+  /** Record positions learnt from acknowledgements, to store with the next flush of puts (see onAck). */
+  private recordSeqsDirty = false
   private storeSoon(puts: Array<[string, Uint8Array | null]>): void {
-    const first = this.pendingPuts.size === 0
+    const first = !this.putsScheduled
     for (const [k, v] of puts) this.pendingPuts.set(k, v)
-    if (!first) return
+    if (!first || (this.pendingPuts.size === 0 && !this.recordSeqsDirty)) return
+    this.putsScheduled = true
     setTimeout(() => this.flushPuts(), 0)
   }
 
   /** Queue the pending puts for commit (after whatever is being stored already). */
   private flushPuts(): void {
-    if (this.pendingPuts.size === 0) return
+    this.putsScheduled = false
+    if (this.pendingPuts.size === 0 && !this.recordSeqsDirty) return
     const batch = [...this.pendingPuts]
     this.pendingPuts = new Map()
-    const job = this.incomingTail.then(() => this.landing(this.commit({ put: batch }, SOON), 'could not store acknowledgements'))
+    const job = this.incomingTail.then(() => {
+      if (this.recordSeqsDirty) batch.push([keyOf.recordSeqs(this.id), this.book.encodeSeqs()])
+      this.recordSeqsDirty = false
+      this.landing(this.commit({ put: batch }, SOON), 'could not store acknowledgements')
+    })
     this.incoming = job.catch((err) => this.report(err, 'could not store acknowledgements'))
   }
 
@@ -2523,6 +2576,7 @@ export class Conversation {
       this.incoming = job.catch((err) => this.report(err, 'could not store a refused record'))
     }
     const tombstones = new Set<string>()
+    const stale = new Set<string>()
     const failed: string[] = []
     for (const range of msg.ranges)
       for (let i = 0; i < range.len; i++) {
@@ -2533,6 +2587,8 @@ export class Conversation {
           if (msg.reason === Reason.StaleEpoch) {
             // Not a failure: sealed before we knew of a new key. It goes again under the new one.
             this.resealQueue.add(msgId)
+            state.stale = true
+            stale.add(key)
             continue
           }
           state.failure = `${reasonName(msg.reason)}: ${msg.message}`
@@ -2542,6 +2598,12 @@ export class Conversation {
         }
       }
     for (const key of tombstones) this.sentRowPuts(key, puts)
+    if (stale.size > 0) {
+      // Issued now, before the re-seal's commit (commits land in order), which replaces these rows.
+      const marks: Array<[string, Uint8Array | null]> = []
+      for (const key of stale) this.sentRowPuts(key, marks)
+      this.landing(this.commit({ put: marks }), 'could not store a stale refusal')
+    }
     // A gap is transient (a live update overtook the sync that carries its predecessors): the
     // relay asks for a resend itself. Anything else is worth telling the app.
     if (this.resealQueue.size > 0) this.resealWaiting()
@@ -2787,8 +2849,8 @@ export class Conversation {
       rowKey = keyOf.sent(this.id, ids[0]!, envelopeKey)
       this.sentRows.set(envelopeKey, rowKey)
     }
-    const { seq, failure, refused } = this.own.get(ids[0]!)!
-    puts.push([rowKey, encodeSentEnvelope({ envelopeKey, seq, failure, refused, msgIds: ids })])
+    const { seq, failure, refused, stale } = this.own.get(ids[0]!)!
+    puts.push([rowKey, encodeSentEnvelope({ envelopeKey, seq, failure, refused, stale, msgIds: ids })])
   }
 
   /** Drop a failed message from this device. */

@@ -1,10 +1,13 @@
+import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { Conversation } from '../../src/client/index.js'
+import type { Batch } from '../../src/client/storage/device-store.js'
+import { openDeviceStore } from '../../src/client/storage/open-store.js'
 import { envelopeKey } from '../../src/shared/outer-keys.js'
 import { RoomMessage, readAck, writeRefused } from '../../src/shared/room-messages.js'
 import { FrameType, Reason, readFrame, StrictReader, writeFrame } from '../../src/shared/wire.js'
 import { FrameProxy } from './frame-proxy.js'
-import { atLeastSent, pair, texts, until, World } from './harness.js'
+import { atLeastSent, onDisk, pair, texts, until, World } from './harness.js'
 
 let world: World
 let proxy: FrameProxy | undefined
@@ -146,9 +149,17 @@ describe('a message the relay refuses for good', () => {
 
   it('a refusal repeated for an envelope its messages have left (sealed again) moves none of them', async () => {
     const { aliceConv, bobConv, refuseNextEnvelope, refuseAgain } = await refusingPair()
-    // "Sealed under an old key": the message goes again in a new envelope, which the relay keeps.
+    // "Sealed under an old key": the message goes again in a new envelope once there is a newer
+    // key, which the relay keeps. Under the key that is still the newest here, it would be
+    // refused again: it waits, not sealed again meanwhile and not counted as sent.
     refuseNextEnvelope(Reason.StaleEpoch, 'sealed under an old key')
+    const before = envelopesOf(aliceConv)
     const m = await aliceConv.send('moved on')
+    await until(() => envelopesOf(aliceConv) === before + 1, 10_000, 'sealed')
+    await new Promise((r) => setTimeout(r, 300))
+    expect(envelopesOf(aliceConv), 'sealed once while the key is the same').toBe(before + 1)
+    expect(aliceConv.message(m.id)?.status).toBe('pending')
+    await aliceConv.rotateKey()
     await until(() => atLeastSent(aliceConv.message(m.id)?.status), 10_000, 'sent in its second envelope')
     const envelopes = envelopesOf(aliceConv)
     // The first envelope refused again, for the same reason and for good: the message has left it.
@@ -162,5 +173,81 @@ describe('a message the relay refuses for good', () => {
     // Nothing sealed again, no tombstone: one more envelope, the later message's.
     expect(envelopesOf(aliceConv), "alice's envelopes").toBe(envelopes + 1)
     expect(texts(bobConv)).toEqual(['moved on', 'after the repeats'])
+  })
+})
+
+describe('a message the relay refuses as sealed under an old key', () => {
+  it('is sealed again after a restart that came before the re-seal was stored', async () => {
+    world = new World()
+    await world.relay()
+    // Alice's network can hold what the relay sends her, and what she sends it.
+    let holdIn = false
+    let holdOut = false
+    const heldIn: Array<() => void> = []
+    const heldOut: Array<() => void> = []
+    proxy = await FrameProxy.start(
+      () => world.url,
+      (to, _data, send) => {
+        if (to === 'device' && holdIn) heldIn.push(send)
+        else if (to === 'relay' && holdOut) heldOut.push(send)
+        else send()
+      },
+    )
+    // Her disk stops taking writes once the stale mark is stored: the process dies there, before
+    // the message sealed again is stored.
+    const path = join(world.dir, 'alice-dies.db')
+    const disk = await openDeviceStore({ storage: path })
+    let died = false
+    const staleMark = (batch: Batch) => batch.put?.some(([key, value]) => key.startsWith('sent:') && value?.[0] === 2) ?? false
+    let marked: Promise<void> | undefined
+    const dying = onDisk(disk, async (batch) => {
+      if (marked) throw new Error('the process died')
+      if (!staleMark(batch)) return disk.commit(batch)
+      // Issued before the re-seal's commit, which comes after it and never lands.
+      marked = disk.commit(batch)
+      await marked
+      died = true
+    })
+    const alice = await world.client('alice', { storage: dying, relay: proxy.url, compaction: false })
+    const bob = await world.client('bob', { compaction: false })
+    const aliceConv = await alice.createConversation({ title: 'Keys' })
+    const bobConv = await bob.join(await aliceConv.invite())
+    await aliceConv.send('before')
+    await until(() => texts(bobConv).includes('before'), 10_000, 'bob has the first')
+    await until(() => aliceConv.members().length === 2, 10_000, 'alice folds bob in')
+
+    // Bob starts a new epoch while nothing reaches Alice: she seals under the old key.
+    holdIn = true
+    await bobConv.rotateKey()
+    await until(() => bobConv.membershipState.epoch === 1, 10_000, 'bob folds his epoch')
+    const stale = await aliceConv.send('sealed under the old key')
+    await until(() => world.relays[0]!.metrics.rejectedCount('stale epoch') >= 1, 10_000, 'the relay refuses it as stale')
+    // Her uploads are held from here; what the relay sent her arrives (the epoch, then the refusal).
+    holdOut = true
+    holdIn = false
+    for (const release of heldIn.splice(0)) release()
+    await until(() => died, 10_000, 'the stale mark stored')
+    // The dying session could not store it sealed again, and says so.
+    await until(() => aliceConv.message(stale.id)?.status === 'failed', 10_000, 'the re-seal not stored')
+    expect(aliceConv.message(stale.id)?.error).toMatch(/storage failed: .*the process died/)
+    await alice.close()
+    expect(texts(bobConv)).toEqual(['before'])
+
+    // The next start reads the mark and seals the message again under the current key.
+    const again = await world.client('alice', { storage: path, compaction: false })
+    const conv = await until(async () => (await again.conversations())[0])
+    await conv.ready()
+    await until(() => texts(bobConv).includes('sealed under the old key'), 10_000, 'bob reads it')
+    await until(() => atLeastSent(conv.message(stale.id)?.status), 10_000, 'alice sees it sent')
+    expect(texts(bobConv)).toEqual(['before', 'sealed under the old key'])
+    // Sealed again once, under the new key, when its record came: not again under the old one
+    // (the key this start read from its disk), which the relay would refuse again, and again.
+    expect(world.relays[0]!.metrics.rejectedCount('stale epoch')).toBe(1)
+    // The mark went with the old envelope's row.
+    await again.close()
+    const reread = await openDeviceStore({ storage: path })
+    const rows = await reread.list('sent:')
+    await reread.close()
+    expect(rows.map(([, v]) => v[0])).not.toContain(2)
   })
 })

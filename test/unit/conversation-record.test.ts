@@ -1,6 +1,15 @@
 import * as encoding from 'lib0/encoding'
 import { describe, expect, it } from 'vitest'
-import { decodeDeferred, decodeMessageSeqs, decodeSentEnvelope, encodeDeferred, encodeMessageSeqs, encodeSentEnvelope } from '../../src/client/conversation-record.js'
+import {
+  decodeDeferred,
+  decodeLostKeys,
+  decodeMessageSeqs,
+  decodeSentEnvelope,
+  encodeDeferred,
+  encodeLostKeys,
+  encodeMessageSeqs,
+  encodeSentEnvelope,
+} from '../../src/client/conversation-record.js'
 import { PetrelError } from '../../src/shared/errors.js'
 
 describe('message positions (mseqs)', () => {
@@ -97,12 +106,39 @@ describe('outbox rows (sent format 1: one row per envelope)', () => {
 
   it('refuses an unknown version and a truncated row with a typed error', () => {
     const bytes = encodeSentEnvelope({ envelopeKey: 'a.0', seq: 5, failure: '', msgIds: [`${user}.1`, `${user}.2`] })
-    expect(() => decodeSentEnvelope(Uint8Array.of(2, ...bytes.subarray(1)))).toThrow(PetrelError)
-    // The refused flag is 0 or 1 (it follows the version, 'a.0', seq 5 and the empty failure).
+    expect(() => decodeSentEnvelope(Uint8Array.of(3, ...bytes.subarray(1)))).toThrow(PetrelError)
+    // The outcome is 0 or 1 in format 1, up to 2 in format 2 (it follows the version, 'a.0',
+    // seq 5 and the empty failure).
     const flag = 1 + 4 + 1 + 1
     expect(bytes[flag]).toBe(0)
-    expect(() => decodeSentEnvelope(Uint8Array.from(bytes, (b, i) => (i === flag ? 2 : b)))).toThrow(PetrelError)
+    const withOutcome = (version: number, outcome: number) => Uint8Array.from(bytes, (b, i) => (i === 0 ? version : i === flag ? outcome : b))
+    expect(() => decodeSentEnvelope(withOutcome(1, 2))).toThrow(PetrelError)
+    expect(() => decodeSentEnvelope(withOutcome(2, 3))).toThrow(PetrelError)
+    expect(decodeSentEnvelope(withOutcome(2, 2)).stale).toBe(true)
     for (let n = 0; n < bytes.length; n++) expect(() => decodeSentEnvelope(bytes.subarray(0, n))).toThrow(PetrelError)
+  })
+
+  it('writes a stale refusal as format 2, and everything else still as format 1', () => {
+    const stale = { envelopeKey: 'a.0', seq: 0, failure: '', refused: false, stale: true, msgIds: [`${user}.1`] }
+    const bytes = encodeSentEnvelope(stale)
+    expect(bytes[0]).toBe(2)
+    expect(decodeSentEnvelope(bytes)).toEqual(stale)
+    expect(encodeSentEnvelope({ ...stale, stale: false })[0]).toBe(1)
+    // Refused for good wins: a message refused so is not sealed again.
+    const refused = decodeSentEnvelope(encodeSentEnvelope({ ...stale, refused: true }))
+    expect([refused.refused, refused.stale ?? false]).toEqual([true, false])
+  })
+})
+
+describe('lost keys', () => {
+  it('round-trip, and refuse a key of another length, an unknown version and a truncated row', () => {
+    const keys = [new Uint8Array(32).fill(1), new Uint8Array(32).fill(2)]
+    const bytes = encodeLostKeys(keys)
+    expect(decodeLostKeys(bytes)).toEqual(keys)
+    expect(decodeLostKeys(encodeLostKeys([]))).toEqual([])
+    expect(() => decodeLostKeys(encodeLostKeys([new Uint8Array(31)]))).toThrow(PetrelError)
+    expect(() => decodeLostKeys(Uint8Array.of(2, ...bytes.subarray(1)))).toThrow(PetrelError)
+    for (let n = 0; n < bytes.length; n++) expect(() => decodeLostKeys(bytes.subarray(0, n))).toThrow(PetrelError)
   })
 })
 
