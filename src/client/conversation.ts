@@ -2279,18 +2279,7 @@ export class Conversation {
     }
     this.resealQueue.clear()
     const unopened: string[] = []
-    const epoch = this.epoch
-    const current = this.record.keys.get(epoch)
     for (const [key, ids] of byEnvelope) {
-      // Only under another key than the refused one: under the same it is refused again, and
-      // again (a device that restarted before it stored the new epoch's record looped so, ~500
-      // envelopes a second, until that record came). It waits for the next key instead.
-      const sealed = this.outer.getMap<Uint8Array>(OUTER_LOG).get(key)
-      const header = sealed instanceof Uint8Array ? readEnvelope(sealed) : undefined
-      if (header && current && (header.epoch > epoch || (header.epoch === epoch && constantTimeEqual(keyCheckOf(current), header.keyCheck)))) {
-        for (const id of ids) this.resealQueue.add(id)
-        continue
-      }
       const update = this.originalUpdate(key)
       if (update) void this.queueSeal(update, ids).catch((err) => this.report(err, 'could not re-seal a message'))
       else unopened.push(...ids)
