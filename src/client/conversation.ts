@@ -2228,8 +2228,8 @@ export class Conversation {
       // Envelopes waiting for a key (or for the winner of an epoch race) may open now.
       if (this.deferred.length > 0) this.retryDeferred()
     } else if (this.membership.epoch > epochBefore && this.resealQueue.size > 0) {
-      // Our own new epoch, whose key we held before its record folded: what waits for a newer
-      // key than the one it was refused under goes now.
+      // Our own new epoch, whose key we held before its record folded (unwrapping finds nothing
+      // new): what still waits to be sealed again goes now, under it.
       this.resealWaiting()
     }
     const snap = this.membership.snapshot
