@@ -2326,7 +2326,7 @@ export class Conversation {
           // stored by this one's ack (the relay acknowledges a resent refused range again).
           // Refused for good (its blank stands in the row): an ack now is the relay acknowledging
           // that row again after a resend, not the message. It stays failed. Refused as stale
-          // and waiting for a newer key: the same.
+          // and waiting to be sealed again: the same.
           if (state?.seq !== 0 || state.envelopeKey !== key || state.refused || state.stale) continue
           state.seq = msg.seq
           // Stored by the relay: a failure without a refusal (a denial while not a member) is over.
