@@ -90,7 +90,7 @@ import { rowsToStore, transactWithoutUpdate } from './quiet-transact.js'
 import { type DeflatedState, inflateSnapshot, type OpenedSnapshot, openSnapshot, sealSnapshot, snapshotStateNow } from '../shared/snapshot-seal.js'
 import { canDeflate } from '../shared/snapshot-deflate.js'
 import { SnapshotSchedule } from './snapshot-schedule.js'
-import { type HistoryReplica, openHistoryReplica } from './history-replica.js'
+import { type HistoryReplica, openHistoryReplica, seedReplica } from './history-replica.js'
 import { afterUnlessHidden, whenPageHides } from './page-visibility.js'
 import { utf8Length } from '../shared/utf8-length.js'
 import { encodeSummary, STALE, staleSummaryKey, type Summary, SUMMARY_MESSAGES, summaryKey } from './summary.js'
@@ -2006,8 +2006,8 @@ export class Conversation {
   /**
    * Start the document's copy on the replica thread: from now on every inner update this
    * conversation stores is fed to it (commit), and it is seeded with what is stored already,
-   * read once every write issued before has landed (commits land in the order issued). Fed
-   * before it is seeded is fine: Yjs updates are idempotent and wait for what they build on.
+   * read once every write issued before has landed (commits land in the order issued). What is
+   * stored meanwhile is held until the seed is in (seedReplica says why).
    */
   private startReplica(): void {
     const copy = openHistoryReplica()
@@ -2015,13 +2015,12 @@ export class Conversation {
       this.replica = 'off'
       return
     }
-    const seeded = (async () => {
+    this.replica = seedReplica(copy, async () => {
       await this.ctx.store.commit({})
       const rows = await this.ctx.store.loadLog(this.id, 'inner')
-      copy.apply(rows.map((r) => r.bytes))
-    })()
-    this.replica = { copy, seeded }
-    seeded.catch(() => this.dropReplica())
+      return rows.map((r) => r.bytes)
+    })
+    this.replica.seeded.catch(() => this.dropReplica())
   }
 
   private dropReplica(): void {

@@ -290,6 +290,51 @@ export function openHistoryReplica(): HistoryReplica | undefined {
   }
 }
 
+/**
+ * A copy that starts from `seed` (what is stored already): updates given to `apply` before the
+ * seed is in are held and posted after it. Posted first, each would wait in Yjs for the history
+ * it builds on, and Yjs merges what waits with every later update (`mergeUpdatesV2` over the
+ * growing remainder): 123 applies merged up to 400 KB each, 0.9 s of the thread's 3.7 s in a
+ * 10,000/s run of benchmark 3. `seeded` settles once the seed is posted (rejects with the seed's
+ * failure; the held updates are then dropped, later ones too, and the copy should be).
+ *
+ * @example
+ * ```ts
+ * const { copy, seeded } = seedReplica(openHistoryReplica()!, () => store.loadLog(id, 'inner').then((rows) => rows.map((r) => r.bytes)))
+ * copy.apply([update])   // held until the seed is posted
+ * await seeded
+ * ```
+ */
+export function seedReplica(copy: HistoryReplica, seed: () => Promise<Uint8Array[]>): { copy: HistoryReplica; seeded: Promise<void> } {
+  let held: Uint8Array[] | undefined = []
+  let failed = false
+  const seeded = seed().then(
+    (stored) => {
+      copy.apply(stored)
+      copy.apply(held!)
+      held = undefined
+    },
+    (err: unknown) => {
+      // Without its seed the copy would never hold the history: it takes nothing more.
+      held = undefined
+      failed = true
+      throw err
+    },
+  )
+  return {
+    copy: {
+      apply: (updates) => {
+        if (held) held.push(...updates)
+        else if (!failed) copy.apply(updates)
+      },
+      encode: () => copy.encode(),
+      encodeDeflated: () => copy.encodeDeflated(),
+      close: () => copy.close(),
+    },
+    seeded,
+  }
+}
+
 /** Where snapshots are encoded: 'thread' (Node) or 'inline' (browsers, or turned off). */
 export const historyEncoder = (): 'thread' | 'inline' => (builtins && !disabled ? 'thread' : 'inline')
 

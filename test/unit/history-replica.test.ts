@@ -1,7 +1,7 @@
 import { inflateRawSync } from 'node:zlib'
 import { afterEach, describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
-import { crashHistoryReplicaThread, historyEncoder, openHistoryReplica } from '../../src/client/history-replica.js'
+import { crashHistoryReplicaThread, type HistoryReplica, historyEncoder, openHistoryReplica, seedReplica } from '../../src/client/history-replica.js'
 
 /** A document changed in many small transactions, with every update it made. */
 function busyDoc(): { doc: Y.Doc; updates: Uint8Array[] } {
@@ -105,5 +105,51 @@ describe('history replica', () => {
     opened.push(after)
     after.apply(updates)
     expect(contentOf((await after.encode()).state)).toEqual(doc.getMap('messages').toJSON())
+  })
+
+  describe('seeded from what is stored', () => {
+    /** The real copy, with the order of what reached it written down. */
+    const watched = (copy: HistoryReplica, fed: Uint8Array[][]): HistoryReplica => ({
+      apply: (u) => {
+        fed.push([...u])
+        copy.apply(u)
+      },
+      encode: () => copy.encode(),
+      encodeDeflated: () => copy.encodeDeflated(),
+      close: () => copy.close(),
+    })
+
+    it('takes the seed first: updates stored before it is read are held, then follow it', async () => {
+      const { doc, updates } = busyDoc()
+      const fed: Uint8Array[][] = []
+      let read!: (rows: Uint8Array[]) => void
+      const { copy, seeded } = seedReplica(watched(openHistoryReplica()!, fed), () => new Promise((r) => (read = r)))
+      opened.push(copy)
+      // Stored while the seed is being read: these build on history the copy does not have yet.
+      copy.apply(updates.slice(200, 250))
+      copy.apply(updates.slice(250))
+      expect(fed).toEqual([])
+      // The read sees some of them too (they were stored before it ran).
+      read(updates.slice(0, 220))
+      await seeded
+      expect(fed.map((u) => u.length)).toEqual([220, 100])
+      expect(fed[0]![0]).toBe(updates[0])
+      copy.apply(updates.slice(299))
+      expect(fed).toHaveLength(3)
+      const { state, stateVector } = await copy.encode()
+      expect(contentOf(state)).toEqual(doc.getMap('messages').toJSON())
+      expect(Y.decodeStateVector(stateVector)).toEqual(Y.decodeStateVector(Y.encodeStateVector(doc)))
+    })
+
+    it('drops what it held when the seed cannot be read, and says why', async () => {
+      const { updates } = busyDoc()
+      const fed: Uint8Array[][] = []
+      const { copy, seeded } = seedReplica(watched(openHistoryReplica()!, fed), () => Promise.reject(new Error('disk gone')))
+      opened.push(copy)
+      copy.apply(updates.slice(0, 10))
+      await expect(seeded).rejects.toThrow('disk gone')
+      copy.apply(updates.slice(10, 20))
+      expect(fed).toEqual([])
+    })
   })
 })
