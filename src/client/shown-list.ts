@@ -3,11 +3,12 @@
  * clock, author, the author's counter, id), and each as the object the app renders.
  *
  * Built once, then kept: messages added since are sorted among themselves and merged in; when
- * only ticks move (acks, receipts, failures) only the rows of this user's named are read again
- * (all of this user's when none are named), since another member's message is always 'sent'
- * and ticks never move a message; anything else (an
- * entry overwritten or deleted, a name changed, a message verified) rebuilds it. A message that
- * has not changed is the same object as last time, so a UI can skip re-rendering it.
+ * only ticks move (acks, receipts, failures) the rows of this user's named (all of this user's
+ * when none are named) are marked, and read again when next handed out, since another member's
+ * message is always 'sent' and ticks never move a message; anything else (an entry overwritten
+ * or deleted, a name changed, a message verified) rebuilds it. A row's message object is made
+ * when first handed out, so `last(n)` costs n rows however many arrive. A message that has not
+ * changed is the same object as last time, so a UI can skip re-rendering it.
  */
 import type * as Y from 'yjs'
 
@@ -52,20 +53,32 @@ export interface ShownSource {
   statusOf(id: string, author: string, v: StoredMessage): { status: Message['status']; error?: string }
 }
 
-/** A shown message with its place in the order: hybrid clock, author, author's counter, id. */
+/**
+ * A shown message's row: its place in the order (hybrid clock, author, author's counter, id) and
+ * the stored value it shows. The app's object is made when first asked for (`last` asks for
+ * the newest few only): a device receiving 10,000 messages a second made one per message
+ * whether or not a screen ever showed it.
+ */
 interface ShownRow {
-  m: Message
+  id: string
+  author: string
   h: number
   n: number
+  /** The stored value: a row lives only while its entry stands (an overwrite rebuilds the list). */
+  v: StoredMessage
+  /** The message as last handed out; undefined until first asked for. */
+  m: Message | undefined
+  /** Its ticks were said to have moved since `m` was made (this user's rows only). */
+  stale: boolean
+  /** `statusGen` when `m` was made: a row of this user's made before the last `statusesChanged()` is read again. */
+  gen: number
 }
 
 const byShownOrder = (a: ShownRow, b: ShownRow): number =>
-  a.h - b.h || (a.m.author < b.m.author ? -1 : a.m.author > b.m.author ? 1 : a.n - b.n || (a.m.id < b.m.id ? -1 : 1))
+  a.h - b.h || (a.author < b.author ? -1 : a.author > b.author ? 1 : a.n - b.n || (a.id < b.id ? -1 : 1))
 
 /** Over this many added keys never asked for, a rebuild is cheaper than holding them. */
 const MAX_ADDED = 100_000
-/** Over this many ids whose ticks moved, unread, re-reading all of this user's rows is cheaper than holding them. */
-const MAX_RESTATUS_IDS = 10_000
 
 /**
  * @example
@@ -83,11 +96,15 @@ export class ShownList {
   /** Keys written since `rows` was built, none of them in it. */
   private added: string[] = []
   /**
-   * Ticks that moved since `rows` was built: every row of this user's (`all`), or these ids'.
-   * One ack used to re-read every row of this user's: on a device that sends 10,000 messages a
-   * second and shows them, that was 40,000 rows per ack after four seconds.
+   * Rows whose ticks moved (flagged `stale`) since `messages()` last read them: each is read
+   * again when it is next handed out. `last` reads only those it hands out: at 10,000 sends a
+   * second, re-reading every acked row per render was a fifth of the sender's main thread, for
+   * rows no screen showed.
    */
-  private restatus: { all: boolean; ids: Set<string> } = { all: false, ids: new Set() }
+  private staleRows: ShownRow[] = []
+  /** Moves on `statusesChanged()` (every row of this user's); `messages()` read them all at `fullPassGen`. */
+  private statusGen = 0
+  private fullPassGen = 0
   /** The message object last handed out for each stored value (see `toMessage`). */
   private readonly shown = new WeakMap<StoredMessage, Message>()
 
@@ -97,6 +114,15 @@ export class ShownList {
   messages(): Message[] {
     if (this.cache) return this.cache
     const rows = this.current()
+    const authors = new Authors(this.source.profiles)
+    // Ticks that moved: this user's rows read again (all of them after a `statusesChanged()`).
+    if (this.fullPassGen !== this.statusGen) {
+      const me = this.source.userId
+      for (const row of rows) if (row.author === me) this.ensure(row, authors)
+      this.fullPassGen = this.statusGen
+    }
+    for (const row of this.staleRows) if (row.stale) this.ensure(row, authors)
+    this.staleRows = []
     const last = this.handed
     let out: Message[]
     if (last && last.rows === rows && last.out.length === rows.length) {
@@ -107,11 +133,11 @@ export class ShownList {
       // row by row (copying every row per call was 28 ms of a 255-ms catch-up profile, whose
       // app polls messages().length).
       const added = new Array<Message>(rows.length - last.out.length)
-      for (let i = 0; i < added.length; i++) added[i] = rows[last.out.length + i]!.m
+      for (let i = 0; i < added.length; i++) added[i] = this.ensure(rows[last.out.length + i]!, authors)
       out = last.out.concat(added)
     } else {
       out = new Array<Message>(rows.length)
-      for (let i = 0; i < rows.length; i++) out[i] = rows[i]!.m
+      for (let i = 0; i < rows.length; i++) out[i] = this.ensure(rows[i]!, authors)
     }
     this.handed = { rows, out }
     this.cache = out
@@ -127,25 +153,36 @@ export class ShownList {
   /**
    * The newest `count` shown messages, oldest first: what a chat screen shows, without an array
    * of every message per change (at 40,000 messages that array is 320 KB, in V8's large-object
-   * space, which only a full GC frees).
+   * space, which only a full GC frees), and without making or re-reading the others.
    */
   last(count: number): Message[] {
     if (this.cache) return this.cache.slice(Math.max(0, this.cache.length - count))
     const rows = this.current()
+    const authors = new Authors(this.source.profiles)
     const from = Math.max(0, rows.length - count)
     const out = new Array<Message>(rows.length - from)
-    for (let i = from; i < rows.length; i++) out[i - from] = rows[i]!.m
+    for (let i = from; i < rows.length; i++) out[i - from] = this.ensure(rows[i]!, authors)
     return out
   }
 
-  /** The rows as they stand now. */
+  /** The rows as they stand now: messages added since the last call sorted and merged in. */
   private current(): ShownRow[] {
     // Only messages added since the last list: sort those and merge them in. A catch-up of
     // 10,000 messages rebuilt the whole list after every batch, 3.5 ms each time.
-    let rows = this.rows && this.ids ? this.mergeAdded(this.rows, this.ids) : this.build()
-    const r = this.restatus
-    if (r.all || r.ids.size > 0) rows = this.restatusRows(rows)
-    return rows
+    return this.rows && this.ids ? this.mergeAdded(this.rows, this.ids) : this.build()
+  }
+
+  /** The row's message, made or read again if it is not current. */
+  private ensure(row: ShownRow, authors: Authors): Message {
+    const have = row.m
+    if (have !== undefined && !row.stale && (row.gen === this.statusGen || row.author !== this.source.userId)) return have
+    const m = this.toMessage(row.id, row.v, authors)
+    // An array handed out holds the old object: the next `messages()` makes a new one.
+    if (have !== undefined && m !== have) this.handed = undefined
+    row.m = m
+    row.stale = false
+    row.gen = this.statusGen
+    return m
   }
 
   /** One shown message by id. */
@@ -181,25 +218,24 @@ export class ShownList {
 
   /**
    * Only the ticks or failures of this user's messages changed: all of them, or only those
-   * of `ids`.
+   * of `ids`. Nothing is read here: each row is read again when it is next handed out.
    */
   statusesChanged(ids?: Iterable<string>): void {
-    const r = this.restatus
     if (!ids) {
-      r.all = true
+      this.statusGen++
       this.cache = undefined
       return
     }
     // Not built yet (an app that has not read the list): building reads every row afresh.
-    if (!this.rows || r.all) return
+    const rows = this.ids
+    if (!rows) return
+    const me = this.source.userId
     for (const id of ids) {
-      r.ids.add(id)
       this.cache = undefined
-    }
-    // A list nobody reads for a long while: one pass over this user's rows beats holding them all.
-    if (r.ids.size > MAX_RESTATUS_IDS) {
-      r.all = true
-      r.ids.clear()
+      const row = rows.get(id)
+      if (row === undefined || row.stale || row.m === undefined || row.author !== me) continue
+      row.stale = true
+      this.staleRows.push(row)
     }
   }
 
@@ -207,6 +243,7 @@ export class ShownList {
     this.rows = undefined
     this.ids = undefined
     this.added = []
+    this.staleRows = []
   }
 
   private build(): ShownRow[] {
@@ -224,41 +261,14 @@ export class ShownList {
     this.rows = rows
     this.ids = ids
     this.added = []
-    this.clearRestatus()
-    return rows
-  }
-
-  private clearRestatus(): void {
-    this.restatus.all = false
-    this.restatus.ids.clear()
-  }
-
-  /** Re-reads this user's rows whose ticks may have moved (a catch-up's receipts rebuilt all 10,000 rows mid-stream). */
-  private restatusRows(rows: ShownRow[]): ShownRow[] {
-    const { all, ids } = this.restatus
-    const authors = new Authors(this.source.profiles)
-    const reread = (row: ShownRow) => {
-      const v = this.source.messages.get(row.m.id)
-      // Gone or no longer text: the map's observer has already asked for a rebuild.
-      if (!v || typeof v.t !== 'string') return
-      const m = this.toMessage(row.m.id, v, authors)
-      if (m === row.m) return
-      row.m = m
-      this.handed = undefined
-    }
-    if (all) {
-      for (const row of rows) if (row.m.mine) reread(row)
-    } else {
-      for (const id of ids) {
-        const row = this.ids?.get(id)
-        if (row?.m.mine) reread(row)
-      }
-    }
-    this.clearRestatus()
+    // Every row is made afresh when asked for.
+    this.staleRows = []
+    this.fullPassGen = this.statusGen
     return rows
   }
 
   private mergeAdded(rows: ShownRow[], ids: Map<string, ShownRow>): ShownRow[] {
+    if (this.added.length === 0) return rows
     const authors = new Authors(this.source.profiles)
     const added: ShownRow[] = []
     for (const id of this.added) {
@@ -291,7 +301,7 @@ export class ShownList {
   /** The row of a stored message that is shown, or undefined (not a message, or held back). */
   private shownRow(id: string, v: StoredMessage | undefined, authors: Authors): ShownRow | undefined {
     if (!v || typeof v.t !== 'string' || this.source.hidden(id)) return undefined
-    return { m: this.toMessage(id, v, authors), h: v.h, n: v.n }
+    return { id, author: authors.of(id), h: v.h, n: v.n, v, m: undefined, stale: false, gen: 0 }
   }
 
   /**

@@ -7,13 +7,17 @@ function world(userId = 'me') {
   const doc = new Y.Doc()
   const statuses = new Map<string, Message['status']>()
   const hidden = new Set<string>()
+  const reads = { count: 0 }
   const source: ShownSource = {
     conversationId: 'c',
     userId,
     messages: doc.getMap<StoredMessage>('messages'),
     profiles: doc.getMap<{ name?: string }>('profiles'),
     hidden: (id) => hidden.has(id),
-    statusOf: (id) => ({ status: statuses.get(id) ?? 'pending' }),
+    statusOf: (id) => {
+      reads.count++
+      return { status: statuses.get(id) ?? 'pending' }
+    },
   }
   const list = new ShownList(source)
   // Every write tells the list what it wrote, as the conversation's observer does.
@@ -26,7 +30,7 @@ function world(userId = 'me') {
     return id
   }
   const fresh = () => new ShownList(source).messages()
-  return { doc, source, list, statuses, hidden, put, fresh }
+  return { doc, source, list, statuses, hidden, reads, put, fresh }
 }
 
 const view = (ms: Message[]) => ms.map((m) => `${m.text}:${m.status}`)
@@ -136,5 +140,55 @@ describe('shown list', () => {
     w.hidden.delete(id)
     w.list.changed()
     expect(w.list.messages().map((m) => m.id)).toEqual([id])
+  })
+
+  it('reads the ticks of only the rows it hands out when asked for the newest few', () => {
+    const w = world()
+    const ids = Array.from({ length: 1000 }, (_, i) => w.put('me', i))
+    expect(view(w.list.last(3))).toEqual(['me997:pending', 'me998:pending', 'me999:pending'])
+    // Rows made for the other 997 messages were not: their ticks were never read.
+    expect(w.reads.count).toBe(3)
+    // Every message acked: only the three shown are read again.
+    for (const id of ids) w.statuses.set(id, 'sent')
+    w.list.statusesChanged(ids)
+    w.reads.count = 0
+    expect(view(w.list.last(3))).toEqual(['me997:sent', 'me998:sent', 'me999:sent'])
+    expect(w.reads.count).toBe(3)
+    // The whole list still shows every tick as it is now.
+    expect(w.list.messages().every((m) => m.status === 'sent')).toBe(true)
+    expect(w.reads.count).toBe(1000)
+  })
+
+  it('stays equal to a list built from scratch when only the newest few are read between changes', () => {
+    const w = world()
+    let seed = 11
+    const rand = (k: number) => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31
+      return seed % k
+    }
+    const ids: string[] = []
+    const ticks = ['pending', 'sent', 'delivered', 'read', 'failed'] as const
+    for (let step = 0; step < 600; step++) {
+      const op = rand(8)
+      if (op < 3) ids.push(w.put(['me', 'alice'][rand(2)]!, step + rand(5)))
+      else if (op < 6 && ids.length > 0) {
+        const named: string[] = []
+        for (let i = rand(4); i >= 0; i--) {
+          const id = ids[rand(ids.length)]!
+          w.statuses.set(id, ticks[rand(ticks.length)]!)
+          named.push(id)
+        }
+        if (rand(5) === 0) w.list.statusesChanged()
+        else w.list.statusesChanged(named)
+      } else if (op === 6) {
+        const k = rand(30)
+        const before = w.list.last(k)
+        expect(view(before), `step ${step} last ${k}`).toEqual(view(w.fresh().slice(Math.max(0, w.fresh().length - k))))
+        // Asked again with nothing changed: the same objects.
+        const again = w.list.last(k)
+        for (let i = 0; i < again.length; i++) expect(again[i]).toBe(before[i])
+      } else if (rand(4) === 0) expect(view(w.list.messages()), `step ${step}`).toEqual(view(w.fresh()))
+    }
+    expect(view(w.list.messages())).toEqual(view(w.fresh()))
   })
 })
