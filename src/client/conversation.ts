@@ -213,6 +213,9 @@ const VERIFY_PAGE = 1000
 const MERGE_PAGES_BYTES = 1024 * 1024
 /** A message's bytes in its inner update besides its text (id, device, batch key, times, hash). */
 const BATCH_MESSAGE_OVERHEAD = 320
+/** The first wait before sealing again under a key the relay just refused as stale, doubled each time, up to the most. */
+const RESEAL_BACKOFF_MS = 50
+const RESEAL_BACKOFF_MAX_MS = 2_000
 
 export class Conversation {
   readonly doc = new Y.Doc({ guid: localGuid() })
@@ -221,6 +224,12 @@ export class Conversation {
   private readonly book: MembershipBook
   /** Own messages refused as sealed under an old epoch, waiting for the new key. */
   private readonly resealQueue = new Set<string>()
+  /**
+   * Stale refusals of envelopes sealed under the key held, while it is held (see
+   * resealAfterStale), and the re-seal they wait for.
+   */
+  private staleStreak: { key: Uint8Array | undefined; count: number } = { key: undefined, count: 0 }
+  private resealTimer: ReturnType<typeof setTimeout> | undefined
   /** Envelopes waiting for their sender's join record or their epoch key. */
   private deferred: IncomingEnvelope[] = []
   /** Rows received before their predecessors (Yjs holds them back until the gap fills). */
@@ -2264,6 +2273,44 @@ export class Conversation {
     }
   }
 
+  /**
+   * After a stale refusal of these envelopes: what was sealed under an older key than the one
+   * held goes again at once. What was sealed under the key held (a device that restarted before
+   * it stored the new epoch's record) waits, 50 ms and double that with each refusal more under
+   * that key, up to 2 s: sealed again at once, it was refused ~500 times a second until the
+   * record came, each time a blank in the relay's log. A new key (foldRecords) seals it again at
+   * once, whatever the wait. Waiting for a new key instead of a time left messages unsent in a
+   * chaos run: an epoch started again after a refusal keeps its number, and may not bring one.
+   */
+  private resealAfterStale(envelopes: Iterable<string>): void {
+    const key = this.record.keys.get(this.membership.epoch)
+    const streak = this.staleStreak
+    if (streak.key !== key) {
+      streak.key = key
+      streak.count = 0
+    }
+    const log = this.outer.getMap<Uint8Array>(OUTER_LOG)
+    const held = key ? keyCheckOf(key) : undefined
+    let underHeld = false
+    for (const k of envelopes) {
+      const bytes = log.get(k)
+      if (!held || !(bytes instanceof Uint8Array)) continue
+      try {
+        if (constantTimeEqual(readEnvelope(bytes).keyCheck, held)) underHeld = true
+      } catch {
+        // Our own envelope, written by this device: it parses. Were it not, it goes again at once.
+      }
+    }
+    if (!underHeld) return this.resealWaiting()
+    streak.count++
+    if (this.resealTimer !== undefined || this.closed) return
+    const wait = Math.min(RESEAL_BACKOFF_MAX_MS, RESEAL_BACKOFF_MS * 2 ** (streak.count - 1))
+    this.resealTimer = setTimeout(() => {
+      this.resealTimer = undefined
+      if (!this.closed && this.resealQueue.size > 0) this.resealWaiting()
+    }, wait)
+  }
+
   /** Re-seal own messages the relay refused as stale, once we hold the current key. */
   private resealWaiting(): void {
     if (!this.record.keys.has(this.membership.epoch)) return
@@ -2594,7 +2641,8 @@ export class Conversation {
     }
     // A gap is transient (a live update overtook the sync that carries its predecessors): the
     // relay asks for a resend itself. Anything else is worth telling the app.
-    if (this.resealQueue.size > 0) this.resealWaiting()
+    if (stale.size > 0) this.resealAfterStale(stale)
+    else if (this.resealQueue.size > 0) this.resealWaiting()
     if (msg.reason !== Reason.Gap && msg.reason !== Reason.StaleEpoch) {
       this.ctx.reportError(new PetrelError(ErrorCode.Refused, `relay refused: ${reasonName(msg.reason)}: ${msg.message}`, { conversationId: this.id }))
     }
@@ -2932,6 +2980,7 @@ export class Conversation {
     this.stopAckOnHide?.()
     clearTimeout(this.fillTimer)
     clearTimeout(this.snapshotRetryTimer)
+    clearTimeout(this.resealTimer)
     // Never loaded: nothing was opened, nothing to flush.
     if (!this.loading) return
     await this.loading.catch(() => undefined)

@@ -28,11 +28,13 @@ async function refusingPair() {
   await world.relay()
   let aliceConv: Conversation | undefined
   let next: { reason: number; message: string; before: Set<string> } | undefined
+  // Every ✓ of an envelope sealed since, refused while this is set (a relay that keeps refusing).
+  let every: { reason: number; message: string; before: Set<string>; refusals: number } | undefined
   let again: ((reason: number, message: string) => void) | undefined
   proxy = await FrameProxy.start(
     () => world.url,
     (to, data, send) => {
-      const armed = next
+      const armed = next ?? every
       const frame = to === 'device' && armed ? readFrame(new Uint8Array(data.buffer, data.byteOffset, data.byteLength)) : undefined
       if (!frame || frame.type !== FrameType.Room || frame.message[0] !== RoomMessage.Ack) return send()
       const { ranges } = readAck(new StrictReader(frame.message.subarray(1)))
@@ -43,7 +45,8 @@ async function refusingPair() {
         writeFrame({ type: FrameType.Room, room: frame.room, message: writeRefused(reason, message, ranges) })
       again = (reason, message) => send(refusal(reason, message))
       send(refusal(armed.reason, armed.message))
-      next = undefined
+      if (armed === every) every.refusals++
+      else next = undefined
     },
   )
   const alice = await world.client('alice', { relay: proxy.url })
@@ -60,6 +63,15 @@ async function refusingPair() {
       next = { reason, message, before: new Set(logOf(conv).keys()) }
     },
     refuseAgain: (reason: number, message: string) => again!(reason, message),
+    /** Refuse every envelope sealed from now on until the returned function is called; it says how many were refused. */
+    refuseEvery: (reason: number, message: string): (() => number) => {
+      const state = { reason, message, before: new Set(logOf(conv).keys()), refusals: 0 }
+      every = state
+      return () => {
+        every = undefined
+        return state.refusals
+      }
+    },
   }
 }
 
@@ -169,6 +181,31 @@ describe('a message the relay refuses for good', () => {
 })
 
 describe('a message the relay refuses as sealed under an old key', () => {
+  it('waits longer each time it is refused again under the key it holds, and goes once the relay takes it', async () => {
+    const { aliceConv, bobConv, refuseEvery } = await refusingPair()
+    await aliceConv.send('first')
+    await until(() => texts(bobConv).includes('first'), 10_000, 'bob has the first')
+    const envelopes = envelopesOf(aliceConv)
+    // The relay says "stale" of every envelope, as to a device that restarted before it stored
+    // the new epoch's record: sealing again under the same key cannot help until that comes.
+    const stop = refuseEvery(Reason.StaleEpoch, 'sealed under an old key')
+    const m = await aliceConv.send('refused again and again')
+    await new Promise((r) => setTimeout(r, 1_000))
+    const refusals = stop()
+    // Sealed again after 50, 100, 200 and 400 ms (and maybe 800): a handful of times in the
+    // second, where sealing again at once went round ~500 times a second.
+    const sealed = envelopesOf(aliceConv) - envelopes
+    expect(refusals).toBeGreaterThanOrEqual(3)
+    expect(sealed).toBeGreaterThanOrEqual(4)
+    expect(sealed).toBeLessThanOrEqual(7)
+    expect(aliceConv.message(m.id)?.status).toBe('pending')
+    // The next try is taken: ✓, and Bob shows it once (every copy was the same change).
+    await until(() => atLeastSent(aliceConv.message(m.id)?.status), 10_000, 'sent once the relay takes it')
+    await until(() => texts(bobConv).length === 2, 10_000, 'bob has it')
+    expect(texts(bobConv)).toEqual(['first', 'refused again and again'])
+  })
+
+
   it('is sealed again after a restart that came before the re-seal was stored', async () => {
     world = new World()
     await world.relay()
