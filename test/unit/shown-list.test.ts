@@ -33,6 +33,14 @@ function world(userId = 'me') {
   return { doc, source, list, statuses, hidden, reads, put, fresh }
 }
 
+/** A repeatable random whole number below k (a linear congruential generator). */
+function seeded(seed: number): (k: number) => number {
+  return (k) => {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31
+    return seed % k
+  }
+}
+
 const view = (ms: Message[]) => ms.map((m) => `${m.text}:${m.status}`)
 
 describe('shown list', () => {
@@ -48,11 +56,7 @@ describe('shown list', () => {
 
   it('stays equal to a list built from scratch through random writes, status changes and holds', () => {
     const w = world()
-    let seed = 7
-    const rand = (k: number) => {
-      seed = (seed * 1103515245 + 12345) % 2 ** 31
-      return seed % k
-    }
+    const rand = seeded(7)
     const ids: string[] = []
     for (let step = 0; step < 400; step++) {
       const op = rand(10)
@@ -161,11 +165,7 @@ describe('shown list', () => {
 
   it('stays equal to a list built from scratch when only the newest few are read between changes', () => {
     const w = world()
-    let seed = 11
-    const rand = (k: number) => {
-      seed = (seed * 1103515245 + 12345) % 2 ** 31
-      return seed % k
-    }
+    const rand = seeded(11)
     const ids: string[] = []
     const ticks = ['pending', 'sent', 'delivered', 'read', 'failed'] as const
     for (let step = 0; step < 600; step++) {
