@@ -21,6 +21,8 @@ import {
   sharedSecretNoble,
   x25519Backend,
   generateSigningKeyPair,
+  isCanonicalPointEncoding,
+  isCanonicalScalar,
   isValidSigningPublicKey,
   nativeVerifyAvailable,
   open,
@@ -461,6 +463,28 @@ describe('ed25519 acceptance rule', () => {
 
   it('checks with Node synchronously only after the JavaScript prechecks: every edge vector as noble judges it', () => {
     for (const v of edgeVectors) expect(verifyWithNodeSync(v.pk, v.msg, v.sig)).toBe(verifyWithNoble(v.pk, v.msg, v.sig))
+  })
+
+  it('range-checks S and R byte by byte exactly as the bigints do, at every boundary and on random bytes', () => {
+    const scalarRule = (b: Uint8Array) => bytesToNumberLE(b) < L
+    const pointRule = (b: Uint8Array) => {
+      const y = bytesToNumberLE(b) & ((1n << 255n) - 1n)
+      return y < p && !(b[31]! & 0x80 && (y === 1n || y === p - 1n))
+    }
+    const values = [0n, 1n, 2n, L - 1n, L, L + 1n, p - 2n, p - 1n, p, p + 1n, (1n << 255n) - 1n, (1n << 256n) - 1n, 1n << 252n, (1n << 248n) - 1n]
+    const inputs = values.flatMap((v) => [rawEncoding(v & ((1n << 256n) - 1n), false), rawEncoding(v & ((1n << 255n) - 1n), true)])
+    for (let i = 0; i < 2000; i++) {
+      const b = randomBytes(32)
+      // Random bytes are almost never near a bound: make the top bytes match one a third of the time.
+      if (i % 3 === 0) b.set(numberToBytesLE(i % 2 ? L : p, 32).subarray(16 + (i % 16)), 16 + (i % 16))
+      inputs.push(b)
+    }
+    for (const b of inputs) {
+      expect(isCanonicalScalar(b)).toBe(scalarRule(b))
+      expect(isCanonicalPointEncoding(b)).toBe(pointRule(b))
+    }
+    expect(isCanonicalScalar(new Uint8Array(31))).toBe(false)
+    expect(isCanonicalPointEncoding(new Uint8Array(33))).toBe(false)
   })
 })
 

@@ -63,19 +63,52 @@ function assertSecretKey(secretKey: unknown): asserts secretKey is Uint8Array {
   }
 }
 
-// Canonical point encoding without a square root: y must be reduced, and the two points with x = 0
-// (y = 1 and y = p − 1) have only their sign-bit-clear encoding. Whether the bytes are on the curve
-// at all is left to the equation: an off-curve R can never equal an encoded point.
-function isCanonicalPointEncoding(bytes: Uint8Array): boolean {
-  const last = bytes[31]!
-  const y = bytesToNumberLE(bytes.subarray(0, 31)) | (BigInt(last & 0x7f) << 248n)
-  if (y >= P) return false
-  if (last & 0x80 && (y === 1n || y === P - 1n)) return false
+// 32-byte little-endian encodings of the bounds, built once from the bigints: the checks below
+// compare bytes, most significant first. Two bigints of 32 bytes per signature cost ~5.7 µs, a
+// twentieth of a native verify on the main thread of a catching-up device (10,000 envelopes).
+function littleEndian32(n: bigint): Uint8Array {
+  const out = new Uint8Array(32)
+  for (let i = 0; i < 32; i++, n >>= 8n) out[i] = Number(n & 0xffn)
+  return out
+}
+const L_LE = littleEndian32(L)
+const P_LE = littleEndian32(P)
+const P_MINUS_1_LE = littleEndian32(P - 1n)
+const ONE_LE = littleEndian32(1n)
+
+/** `bytes` (with bit 255 cleared when `dropSign`) compared to `bound`, both little-endian: −1, 0 or 1. */
+function compareLE(bytes: Uint8Array, bound: Uint8Array, dropSign: boolean): number {
+  for (let i = 31; i >= 0; i--) {
+    const b = i === 31 && dropSign ? bytes[i]! & 0x7f : bytes[i]!
+    if (b !== bound[i]) return b < bound[i]! ? -1 : 1
+  }
+  return 0
+}
+
+/**
+ * Rule 4's encoding half: the 32 bytes encode y < p, and the two points with x = 0 (y = 1 and
+ * y = p − 1) only with the sign bit clear. Found without a square root: whether the bytes are on
+ * the curve at all is left to the equation, which an off-curve R can never satisfy.
+ *
+ * @example isCanonicalPointEncoding(signature.subarray(0, 32)) // false for y ≥ p
+ * @returns false for anything but 32 bytes.
+ */
+export function isCanonicalPointEncoding(bytes: Uint8Array): boolean {
+  if (bytes.length !== 32) return false
+  if (compareLE(bytes, P_LE, true) >= 0) return false
+  if (bytes[31]! & 0x80 && (compareLE(bytes, ONE_LE, true) === 0 || compareLE(bytes, P_MINUS_1_LE, true) === 0)) return false
   return true
 }
 
-function isCanonicalScalar(bytes: Uint8Array): boolean {
-  return bytesToNumberLE(bytes) < L
+/**
+ * Rule 2: the 32 little-endian bytes are a scalar below the group order L.
+ *
+ * @example isCanonicalScalar(signature.subarray(32)) // false for S ≥ L
+ * @returns false for anything but 32 bytes.
+ */
+export function isCanonicalScalar(bytes: Uint8Array): boolean {
+  if (bytes.length !== 32) return false
+  return compareLE(bytes, L_LE, false) < 0
 }
 
 // Rule 3. Returns the decoded point so the noble path does not decode twice.
