@@ -17,6 +17,10 @@ export interface CatchupResult {
   ms: number
   referenceMs: number
   messages: number
+  /** Medians over the rounds, of {@link CatchupRound.signatureFloorMs}. */
+  signatureFloorMs: number
+  /** Rows the relay stored for the room (envelopes and records): each has a signature the device checks. */
+  signedRows: number
   /**
    * Each counted round's figures, in order; `cpuMs`: the catching-up process's CPU time (all its
    * threads); `relayBytesOut`: what the relay sent in the round (Alice's warm-up connection
@@ -30,6 +34,8 @@ export interface CatchupResult {
 export interface CatchupRound {
   ms: number
   referenceMs: number
+  /** Checking as many Ed25519 signatures as the relay stored rows, with WebCrypto alone on every core: the floor under a catch-up of signed envelopes (see signatureFloor). */
+  signatureFloorMs: number
   cpuMs: number
   relayBytesOut: number
   partBytesSpared: number
@@ -67,6 +73,8 @@ export async function catchup(messages: number, burst = 500, rounds = 3, warmup 
     for (let i = 0; i < messages; i += burst) await Promise.all(texts.slice(i, i + burst).map((t) => conv.send(t)))
     await until(() => conv.messages().every((m) => m.status !== 'pending'), 120_000, 'alice sent everything')
     await alice.close()
+    const signedRows = await relayCounter(server.url, 'petrel_rows_stored_total')
+    const floorItems = await signedItems(signedRows)
 
     // Reference: the same number of plaintext message updates, applied one by one.
     const source = new Y.Doc()
@@ -116,13 +124,52 @@ export async function catchup(messages: number, burst = 500, rounds = 3, warmup 
         refs.push(performance.now() - r0)
         if (fresh.getMap('messages').size !== messages) throw new Error('reference did not apply')
       }
-      results.push({ ms, referenceMs: median(refs), cpuMs: (cpu.user + cpu.system) / 1000, relayBytesOut, partBytesSpared })
+      const floors: number[] = []
+      for (let k = 0; k < 3; k++) floors.push(await signatureFloor(floorItems))
+      results.push({ ms, referenceMs: median(refs), signatureFloorMs: median(floors), cpuMs: (cpu.user + cpu.system) / 1000, relayBytesOut, partBytesSpared })
     }
     const counted = results.slice(warmup)
-    return { ms: median(counted.map((r) => r.ms)), referenceMs: median(counted.map((r) => r.referenceMs)), messages, rounds: counted, warmupRounds: results.slice(0, warmup) }
+    return {
+      ms: median(counted.map((r) => r.ms)),
+      referenceMs: median(counted.map((r) => r.referenceMs)),
+      signatureFloorMs: median(counted.map((r) => r.signatureFloorMs)),
+      signedRows,
+      messages,
+      rounds: counted, warmupRounds: results.slice(0, warmup) }
   } finally {
     await server?.stop()
     if (relayData) rmSync(relayData, { recursive: true, force: true })
     rmSync(dir, { recursive: true, force: true })
   }
+}
+
+interface SignedItem {
+  key: CryptoKey
+  message: Uint8Array<ArrayBuffer>
+  signature: Uint8Array<ArrayBuffer>
+}
+
+/** `n` Ed25519 signatures over 400-byte messages (an envelope of one short message is ~400 bytes). */
+async function signedItems(n: number): Promise<SignedItem[]> {
+  const pair = (await crypto.subtle.generateKey({ name: 'Ed25519' }, false, ['sign', 'verify'])) as CryptoKeyPair
+  const items: SignedItem[] = []
+  for (let i = 0; i < n; i++) {
+    const message = crypto.getRandomValues(new Uint8Array(400))
+    items.push({ key: pair.publicKey, message, signature: new Uint8Array(await crypto.subtle.sign('Ed25519', pair.privateKey, message)) })
+  }
+  return items
+}
+
+/**
+ * A second reference beside Y.applyUpdate: the signature checks alone, all at once on
+ * WebCrypto's thread pool (every core), with nothing else to do. A device must check one
+ * signature per envelope it receives, so a catch-up of envelopes sent one at a time cannot
+ * finish faster than this on the same machine. Throws if any check fails.
+ */
+async function signatureFloor(items: SignedItem[]): Promise<number> {
+  const t0 = performance.now()
+  const verdicts = await Promise.all(items.map((it) => crypto.subtle.verify('Ed25519', it.key, it.signature, it.message)))
+  const ms = performance.now() - t0
+  if (!verdicts.every(Boolean)) throw new Error('signature floor: a check failed')
+  return ms
 }

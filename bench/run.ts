@@ -175,6 +175,11 @@ async function catchUp(): Promise<void> {
   // The worst case beside it: every message sent on its own, so each has its own envelope.
   const one = await catchup(n, 1, rounds)
   console.log(`sent one at a time: petrel ${fmt(one.ms)} ms; Y.applyUpdate ${fmt(one.referenceMs)} ms; ratio ${(one.ms / one.referenceMs).toFixed(1)} (each: ${each(one)})`)
+  // The other floor: one signature per stored row, checked with nothing else running.
+  for (const [label, x] of [['500 at a time', r], ['one at a time', one]] as const)
+    console.log(
+      `${label}: ${fmt(x.signedRows)} signed rows; checking their signatures alone (WebCrypto, every core) ${fmt(x.signatureFloorMs)} ms; petrel / that ${(x.ms / x.signatureFloorMs).toFixed(1)}`,
+    )
   summary.catchup = {
     ms: r2(r.ms),
     referenceMs: r2(r.referenceMs),
@@ -185,6 +190,11 @@ async function catchUp(): Promise<void> {
     oneByOneMs: r2(one.ms),
     oneByOneReferenceMs: r2(one.referenceMs),
     oneByOneRatioVsReference: r2(one.ms / one.referenceMs),
+    signedRows: r.signedRows,
+    signatureFloorMs: r2(r.signatureFloorMs),
+    oneByOneSignedRows: one.signedRows,
+    oneByOneSignatureFloorMs: r2(one.signatureFloorMs),
+    oneByOneRatioVsSignatureFloor: r2(one.ms / one.signatureFloorMs),
   }
 }
 
