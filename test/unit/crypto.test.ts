@@ -485,6 +485,8 @@ describe('ed25519 acceptance rule', () => {
     }
     expect(isCanonicalScalar(new Uint8Array(31))).toBe(false)
     expect(isCanonicalPointEncoding(new Uint8Array(33))).toBe(false)
+    expect(() => isCanonicalScalar('x'.repeat(32) as unknown as Uint8Array)).toThrow(TypeError)
+    expect(() => isCanonicalPointEncoding([...new Uint8Array(32)] as unknown as Uint8Array)).toThrow(TypeError)
   })
 })
 

@@ -64,8 +64,8 @@ function assertSecretKey(secretKey: unknown): asserts secretKey is Uint8Array {
 }
 
 // 32-byte little-endian encodings of the bounds, built once from the bigints: the checks below
-// compare bytes, most significant first. Two bigints of 32 bytes per signature cost ~5.7 µs, a
-// twentieth of a native verify on the main thread of a catching-up device (10,000 envelopes).
+// compare bytes, most significant first. Building two 32-byte bigints per signature instead cost
+// 5.4 µs a verify, on the thread that asked (0.3 µs now).
 function littleEndian32(n: bigint): Uint8Array {
   const out = new Uint8Array(32)
   for (let i = 0; i < 32; i++, n >>= 8n) out[i] = Number(n & 0xffn)
@@ -92,9 +92,14 @@ function compareLE(bytes: Uint8Array, bound: Uint8Array, dropSign: boolean): num
  *
  * @example isCanonicalPointEncoding(signature.subarray(0, 32)) // false for y ≥ p
  * @returns false for anything but 32 bytes.
+ * @throws TypeError when `bytes` is not a Uint8Array.
  */
 export function isCanonicalPointEncoding(bytes: Uint8Array): boolean {
-  if (bytes.length !== 32) return false
+  assertBytes(bytes, 'bytes')
+  return bytes.length === 32 && canonicalPointEncoding(bytes)
+}
+
+function canonicalPointEncoding(bytes: Uint8Array): boolean {
   if (compareLE(bytes, P_LE, true) >= 0) return false
   if (bytes[31]! & 0x80 && (compareLE(bytes, ONE_LE, true) === 0 || compareLE(bytes, P_MINUS_1_LE, true) === 0)) return false
   return true
@@ -105,9 +110,14 @@ export function isCanonicalPointEncoding(bytes: Uint8Array): boolean {
  *
  * @example isCanonicalScalar(signature.subarray(32)) // false for S ≥ L
  * @returns false for anything but 32 bytes.
+ * @throws TypeError when `bytes` is not a Uint8Array.
  */
 export function isCanonicalScalar(bytes: Uint8Array): boolean {
-  if (bytes.length !== 32) return false
+  assertBytes(bytes, 'bytes')
+  return bytes.length === 32 && canonicalScalar(bytes)
+}
+
+function canonicalScalar(bytes: Uint8Array): boolean {
   return compareLE(bytes, L_LE, false) < 0
 }
 
@@ -185,8 +195,8 @@ export function isValidSigningPublicKey(publicKey: Uint8Array): boolean {
 // Rules 1–4. Returns the key entry when the remaining question is only the equation (rule 5).
 function precheck(publicKey: Uint8Array, signature: Uint8Array): KeyEntry | null {
   if (publicKey.length !== ED25519_PUBLIC_KEY_LENGTH || signature.length !== ED25519_SIGNATURE_LENGTH) return null
-  if (!isCanonicalScalar(signature.subarray(32))) return null
-  if (!isCanonicalPointEncoding(signature.subarray(0, 32))) return null
+  if (!canonicalScalar(signature.subarray(32))) return null
+  if (!canonicalPointEncoding(signature.subarray(0, 32))) return null
   const entry = keyEntry(publicKey)
   return entry.point === null ? null : entry
 }
