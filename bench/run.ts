@@ -124,8 +124,11 @@ async function latency(): Promise<void> {
     const petrel = await latencyPetrel(rate, seconds, 200)
     console.log(`${fmt(rate)} msgs/s: petrel p50 ${petrel.p50Ms.toFixed(2)} ms, p99 ${petrel.p99Ms.toFixed(2)} ms, max ${petrel.maxMs.toFixed(1)} ms; raw ws p50 ${raw.p50Ms.toFixed(2)} ms, p99 ${raw.p99Ms.toFixed(2)} ms`)
     const k = rate === 1000 ? '1k' : '10k'
-    out[`p50MsAt${k}`] = r2(petrel.p50Ms)
-    out[`p99MsAt${k}`] = r2(petrel.p99Ms)
+    // The relay's part alone. The issue's keys (p50MsAt1k, p99MsAt1k, p99MsAt10k) are the full
+    // clients' figures below, as the issue defines benchmark 3; until the twenty-second session
+    // they held these, which read as the goal met when it was not.
+    out[`relayP50MsAt${k}`] = r2(petrel.p50Ms)
+    out[`relayP99MsAt${k}`] = r2(petrel.p99Ms)
     out[`rawP99MsAt${k}`] = r2(raw.p99Ms)
   }
   // The issue's wording: one device's send() → the other device's subscribe callback.
@@ -153,6 +156,9 @@ async function latency(): Promise<void> {
     const medianRoundP99 = median(roundP99)
     console.log(`${fmt(rate)} msgs/s: petrel p50 ${p50.toFixed(2)} ms, p99 ${p99.toFixed(2)} ms, max ${pooled.reduce((a, b) => Math.max(a, b), 0).toFixed(1)} ms over ${rounds} rounds pooled; the median round's p99 ${medianRoundP99.toFixed(2)} ms (each round ${each.join(', ')} ms; relay sent/spared MB of snapshot parts ${mb.join(', ')})`)
     const k = rate === 1000 ? '1k' : '10k'
+    out[`p50MsAt${k}`] = r2(p50)
+    out[`p99MsAt${k}`] = r2(p99)
+    // The same figures under the names they had before (kept for whoever reads them).
     out[`clientP50MsAt${k}`] = r2(p50)
     out[`clientP99MsAt${k}`] = r2(p99)
     out[`clientMedianRoundP99MsAt${k}`] = r2(medianRoundP99)
