@@ -29,6 +29,16 @@ export interface ClientLatencyResult {
   /** The relay's whole run (warm-up included): bytes it sent, and snapshot-part bytes it spared live members. */
   relayBytesOut: number
   partBytesSpared: number
+  /**
+   * CPU over the counted part (from the first counted send until the receiving device has them
+   * all), in µs per counted message: both devices' process (every thread: the two devices, their
+   * SQLite writers and history copies, V8's own) and the relay's. A steadier figure than the
+   * tail on a machine whose rounds differ several-fold: it shows a change in cost through it.
+   */
+  deviceCpuUsPerMessage: number
+  relayCpuUsPerMessage: number
+  /** Cores busy on average over the counted part, devices and relay together. */
+  coresBusy: number
 }
 
 /**
@@ -41,7 +51,7 @@ export interface ClientLatencyResult {
  */
 export const CLIENT_WARMUP_SECONDS = 5
 
-type ReceiverReply = { kind: 'ready' } | { kind: 'done'; arrivedAt: Float64Array } | { kind: 'failed'; message: string }
+type ReceiverReply = { kind: 'ready' } | { kind: 'arrived' } | { kind: 'done'; arrivedAt: Float64Array } | { kind: 'failed'; message: string }
 
 export async function latencyClients(rate: number, seconds: number, warmupSeconds = CLIENT_WARMUP_SECONDS): Promise<ClientLatencyResult> {
   const server = await startServer('petrel')
@@ -81,10 +91,13 @@ export async function latencyClients(rate: number, seconds: number, warmupSecond
     const sentAt = new Float64Array(total)
     const pad = 'x'.repeat(80)
     const failures: unknown[] = []
+    const from = Math.min(Math.round(rate * warmupSeconds), total - 1)
+    let counted: { at: number; cpu: NodeJS.CpuUsage; relayMs: Promise<number> } | undefined
     let sent = 0
     const t0 = performance.now()
     while (sent < total) {
       const due = Math.min(total, Math.floor(((performance.now() - t0) * rate) / 1000) + 1)
+      if (counted === undefined && due > from) counted = { at: performance.now(), cpu: process.cpuUsage(), relayMs: server.cpuMs() }
       while (sent < due) {
         sentAt[sent] = wallNow()
         conv.send(`#${sent} ${pad}`).catch((err: unknown) => failures.push(err))
@@ -95,13 +108,18 @@ export async function latencyClients(rate: number, seconds: number, warmupSecond
       // millisecond tick, as a UI's come per frame; latency is timed from each send() call.
       await new Promise((r) => setTimeout(r, 1))
     }
+    const arrived = await next()
+    const cpu = process.cpuUsage(counted!.cpu)
+    const countedMs = performance.now() - counted!.at
+    const relayCpuMs = (await server.cpuMs()) - (await counted!.relayMs)
+    if (arrived.kind !== 'arrived') throw new Error('latency: the receiving device did not say it had every message')
     const done = await next()
     if (failures.length > 0) throw failures[0]
     if (done.kind !== 'done') throw new Error('latency: the receiving device did not finish')
     const lat: number[] = []
-    for (let i = Math.min(Math.round(rate * warmupSeconds), total - 1); i < total; i++) lat.push(done.arrivedAt[i]! - sentAt[i]!)
+    for (let i = from; i < total; i++) lat.push(done.arrivedAt[i]! - sentAt[i]!)
+    const deviceCpuMs = (cpu.user + cpu.system) / 1000
     if (process.env.BENCH_SERIES) {
-      const from = Math.min(Math.round(rate * warmupSeconds), total - 1)
       const per = Math.max(1, Math.round(rate / 10))
       const series: string[] = []
       for (let i = from; i < total; i += per) {
@@ -115,7 +133,18 @@ export async function latencyClients(rate: number, seconds: number, warmupSecond
     if (shown === 0) throw new Error('latency: the sending device never showed its list')
     const relayBytesOut = await relayCounter(server.url, 'petrel_bytes_out_total')
     const partBytesSpared = await relayCounter(server.url, 'petrel_snapshot_part_bytes_spared_total')
-    return { p50Ms: percentile(lat, 50), p99Ms: percentile(lat, 99), maxMs: lat.reduce((a, b) => Math.max(a, b), 0), messages: lat.length, latencies: lat, relayBytesOut, partBytesSpared }
+    return {
+      p50Ms: percentile(lat, 50),
+      p99Ms: percentile(lat, 99),
+      maxMs: lat.reduce((a, b) => Math.max(a, b), 0),
+      messages: lat.length,
+      latencies: lat,
+      relayBytesOut,
+      partBytesSpared,
+      deviceCpuUsPerMessage: (deviceCpuMs * 1000) / lat.length,
+      relayCpuUsPerMessage: (relayCpuMs * 1000) / lat.length,
+      coresBusy: (deviceCpuMs + relayCpuMs) / countedMs,
+    }
   } finally {
     await bob?.terminate()
     await server.stop()

@@ -9,7 +9,8 @@
  *
  * ```
  * parent → worker  workerData { url, storage, invite, total }
- * worker → parent  { kind: 'ready' } | { kind: 'done', arrivedAt: Float64Array } | { kind: 'failed', message }
+ * worker → parent  { kind: 'ready' } | { kind: 'arrived' } (all shown; it closes next)
+ *                  | { kind: 'done', arrivedAt: Float64Array } | { kind: 'failed', message }
  * ```
  */
 import { parentPort, workerData } from 'node:worker_threads'
@@ -64,6 +65,8 @@ async function receive({ url, storage, invite, total }: ReceiverData): Promise<v
   })
   parentPort!.postMessage({ kind: 'ready' })
   await until(() => arrived === total, 60_000, `${total} messages at bob`, 'latency')
+  // Before closing: the sender reads the CPU used until now (closing compacts the history).
+  parentPort!.postMessage({ kind: 'arrived' })
   unsubscribe()
   await bob.close()
   parentPort!.postMessage({ kind: 'done', arrivedAt })

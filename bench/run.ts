@@ -142,12 +142,18 @@ async function latency(): Promise<void> {
     const each: string[] = []
     const roundP99: number[] = []
     const mb: string[] = []
+    const deviceCpu: number[] = []
+    const relayCpu: number[] = []
+    const cores: number[] = []
     for (let r = 0; r < rounds; r++) {
       const res = await latencyClients(rate, seconds, warmup)
       for (const x of res.latencies) pooled.push(x)
       each.push(`p50 ${res.p50Ms.toFixed(2)}/p99 ${res.p99Ms.toFixed(2)}`)
       roundP99.push(res.p99Ms)
       mb.push(`${(res.relayBytesOut / 1e6).toFixed(1)}/${(res.partBytesSpared / 1e6).toFixed(1)}`)
+      deviceCpu.push(res.deviceCpuUsPerMessage)
+      relayCpu.push(res.relayCpuUsPerMessage)
+      cores.push(res.coresBusy)
     }
     const p50 = percentile(pooled, 50)
     const p99 = percentile(pooled, 99)
@@ -155,7 +161,13 @@ async function latency(): Promise<void> {
     // runs on a machine whose rounds differ several-fold (BENCHMARKS.md, twenty-first session).
     const medianRoundP99 = median(roundP99)
     console.log(`${fmt(rate)} msgs/s: petrel p50 ${p50.toFixed(2)} ms, p99 ${p99.toFixed(2)} ms, max ${pooled.reduce((a, b) => Math.max(a, b), 0).toFixed(1)} ms over ${rounds} rounds pooled; the median round's p99 ${medianRoundP99.toFixed(2)} ms (each round ${each.join(', ')} ms; relay sent/spared MB of snapshot parts ${mb.join(', ')})`)
+    console.log(
+      `${fmt(rate)} msgs/s, CPU in the counted part (medians of the rounds): both devices' process ${fmt(median(deviceCpu))} µs a message, the relay ${fmt(median(relayCpu))} µs; ${median(cores).toFixed(2)} of 2 cores busy (each round ${cores.map((c) => c.toFixed(2)).join(', ')})`,
+    )
     const k = rate === 1000 ? '1k' : '10k'
+    out[`deviceCpuUsPerMessageAt${k}`] = r2(median(deviceCpu))
+    out[`relayCpuUsPerMessageAt${k}`] = r2(median(relayCpu))
+    out[`coresBusyAt${k}`] = r2(median(cores))
     out[`p50MsAt${k}`] = r2(p50)
     out[`p99MsAt${k}`] = r2(p99)
     // The same figures under the names they had before (kept for whoever reads them).
