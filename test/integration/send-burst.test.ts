@@ -43,10 +43,11 @@ describe('a burst of sends', () => {
     world = new World()
     await world.relay()
     const { alice, aliceConv, bobConv } = await pair(world)
-    const sent = Array.from({ length: 100 }, (_, i) => `together ${i}`)
+    // More than one batch holds (MERGE_BYTES, ~160 short messages at 320 bytes each besides the text).
+    const sent = Array.from({ length: 250 }, (_, i) => `together ${i}`)
     const messages = await Promise.all(sent.map((t) => aliceConv.send(t)))
     const lone = await aliceConv.send('alone')
-    await until(() => bobConv.messages().length >= 101, 10_000, 'bob has them')
+    await until(() => bobConv.messages().length >= 251, 10_000, 'bob has them')
     const stored = bobConv.doc.getMap<Record<string, unknown>>('messages')
     const entries = bobConv.doc.getMap<{ s: Uint8Array; d: string; h: Uint8Array }>('messageBatches')
     const places = new Map<string, number[]>()
