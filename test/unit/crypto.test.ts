@@ -723,6 +723,23 @@ describe('aead backends', () => {
     setAeadBackend('native')
   })
 
+  it('keeps each step-wise seal its own while others seal and open under other keys between its steps', async () => {
+    const plain = randomBytes(5000)
+    const jobs = [0, 1, 2].map(() => ({ key: randomKey(), nonce: randomNonce(), aad: randomBytes(9), out: new Uint8Array(5000 + AEAD_TAG_LENGTH) }))
+    // Every pause seals and opens something else: the subkey derivation's arrays are shared.
+    const busy = async () => {
+      const key = randomKey()
+      const nonce = randomNonce()
+      expect(open(key, nonce, seal(key, nonce, plain.subarray(0, 99), jobs[0]!.aad), jobs[0]!.aad)).toEqual(plain.subarray(0, 99))
+      await new Promise((r) => setTimeout(r, 0))
+    }
+    await Promise.all(jobs.map((j) => sealInSteps(j.key, j.nonce, plain, j.aad, j.out, 0, 1000, busy)))
+    for (const j of jobs) {
+      expect(toHex(j.out)).toBe(toHex(seal(j.key, j.nonce, plain, j.aad)))
+      expect(open(j.key, j.nonce, j.out, j.aad)).toEqual(plain)
+    }
+  })
+
   it('seals on one and opens on the other, at every length from 0 to 300 bytes', () => {
     for (let length = 0; length <= 300; length++) {
       const key = randomKey()
