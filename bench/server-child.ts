@@ -259,6 +259,7 @@ if (process.send) {
       const spaces = Object.fromEntries(getHeapSpaceStatistics().map((sp) => [sp.space_name, { size: sp.space_size, used: sp.space_used_size }]))
       process.send!({ memory: process.memoryUsage(), cpu: process.cpuUsage(), spaces })
     }
+    if (msg.cmd === 'cpu') process.send!({ cpu: process.cpuUsage() })
     if (msg.cmd === 'durable') {
       if (!durable) process.send!({ durableAt: null })
       else void durable().then((durableAt) => process.send!({ durableAt }))
