@@ -45,8 +45,9 @@ export interface ShownSource {
   readonly conversationId: string
   /** This device's person. */
   readonly userId: string
-  readonly messages: Y.Map<StoredMessage>
-  readonly profiles: Y.Map<{ name?: string }>
+  /** The inner document's messages map; asked for once, when the list is first read. */
+  messages(): Y.Map<StoredMessage>
+  profiles(): Y.Map<{ name?: string }>
   /** Held back from the list: its signature is not checked yet, or it failed. */
   hidden(id: string): boolean
   /** Ticks (and the failure, if any) of a message of this user. */
@@ -110,11 +111,22 @@ export class ShownList {
 
   constructor(private readonly source: ShownSource) {}
 
+  private messagesMap: Y.Map<StoredMessage> | undefined
+  private profilesMap: Y.Map<{ name?: string }> | undefined
+  private get stored(): Y.Map<StoredMessage> {
+    this.messagesMap ??= this.source.messages()
+    return this.messagesMap
+  }
+  private get profiles(): Y.Map<{ name?: string }> {
+    this.profilesMap ??= this.source.profiles()
+    return this.profilesMap
+  }
+
   /** Every shown message, oldest first; the array is read-only and kept until something changes. */
   messages(): Message[] {
     if (this.cache) return this.cache
     const rows = this.current()
-    const authors = new Authors(this.source.profiles)
+    const authors = new Authors(this.profiles)
     // Ticks that moved: this user's rows read again (all of them after a `statusesChanged()`).
     if (this.fullPassGen !== this.statusGen) {
       const me = this.source.userId
@@ -158,7 +170,7 @@ export class ShownList {
   last(count: number): Message[] {
     if (this.cache) return this.cache.slice(Math.max(0, this.cache.length - count))
     const rows = this.current()
-    const authors = new Authors(this.source.profiles)
+    const authors = new Authors(this.profiles)
     const from = Math.max(0, rows.length - count)
     const out = new Array<Message>(rows.length - from)
     for (let i = from; i < rows.length; i++) out[i - from] = this.ensure(rows[i]!, authors)
@@ -187,9 +199,9 @@ export class ShownList {
 
   /** One shown message by id. */
   message(id: string): Message | undefined {
-    const v = this.source.messages.get(id)
+    const v = this.stored.get(id)
     if (!v || typeof v.t !== 'string' || this.source.hidden(id)) return undefined
-    return this.toMessage(id, v, new Authors(this.source.profiles))
+    return this.toMessage(id, v, new Authors(this.profiles))
   }
 
   /** Whether `id` is in the list as last built. */
@@ -247,11 +259,11 @@ export class ShownList {
   }
 
   private build(): ShownRow[] {
-    const authors = new Authors(this.source.profiles)
+    const authors = new Authors(this.profiles)
     const rows: ShownRow[] = []
     const ids = new Map<string, ShownRow>()
     // forEach, not the entries iterator: it allocates nothing per entry.
-    this.source.messages.forEach((v, id) => {
+    this.stored.forEach((v, id) => {
       const row = this.shownRow(id, v, authors)
       if (!row) return
       rows.push(row)
@@ -269,11 +281,11 @@ export class ShownList {
 
   private mergeAdded(rows: ShownRow[], ids: Map<string, ShownRow>): ShownRow[] {
     if (this.added.length === 0) return rows
-    const authors = new Authors(this.source.profiles)
+    const authors = new Authors(this.profiles)
     const added: ShownRow[] = []
     for (const id of this.added) {
       if (ids.has(id)) continue
-      const row = this.shownRow(id, this.source.messages.get(id), authors)
+      const row = this.shownRow(id, this.stored.get(id), authors)
       if (!row) continue
       added.push(row)
       ids.set(id, row)

@@ -8,11 +8,13 @@ function world(userId = 'me') {
   const statuses = new Map<string, Message['status']>()
   const hidden = new Set<string>()
   const reads = { count: 0 }
+  const messages = doc.getMap<StoredMessage>('messages')
+  const profiles = doc.getMap<{ name?: string }>('profiles')
   const source: ShownSource = {
     conversationId: 'c',
     userId,
-    messages: doc.getMap<StoredMessage>('messages'),
-    profiles: doc.getMap<{ name?: string }>('profiles'),
+    messages: () => messages,
+    profiles: () => profiles,
     hidden: (id) => hidden.has(id),
     statusOf: (id) => {
       reads.count++
@@ -21,12 +23,12 @@ function world(userId = 'me') {
   }
   const list = new ShownList(source)
   // Every write tells the list what it wrote, as the conversation's observer does.
-  source.messages.observe((e) => list.changed(e.keysChanged))
-  source.profiles.observe(() => list.changed())
+  messages.observe((e) => list.changed(e.keysChanged))
+  profiles.observe(() => list.changed())
   let n = 0
   const put = (author: string, h: number, text = `${author}${h}`) => {
     const id = `${author}.${(n++).toString(36)}`
-    source.messages.set(id, { t: text, at: h, h, n, d: 'dev' })
+    messages.set(id, { t: text, at: h, h, n, d: 'dev' })
     return id
   }
   const fresh = () => new ShownList(source).messages()
@@ -70,12 +72,12 @@ describe('shown list', () => {
       } else if (op === 6 && ids.length > 0) {
         // Overwritten with another clock: the entry moves.
         const id = ids[rand(ids.length)]!
-        w.source.messages.set(id, { t: `moved ${id}`, at: 0, h: rand(50), n: 0, d: 'dev' })
+        w.source.messages().set(id, { t: `moved ${id}`, at: 0, h: rand(50), n: 0, d: 'dev' })
       } else if (op === 7 && ids.length > 0) {
         const id = ids[rand(ids.length)]!
         w.hidden.add(id)
         w.list.changed()
-      } else if (op === 8) w.source.profiles.set('alice', { name: `Alice ${step}` })
+      } else if (op === 8) w.source.profiles().set('alice', { name: `Alice ${step}` })
       if (rand(3) === 0) expect(view(w.list.messages()), `step ${step}`).toEqual(view(w.fresh()))
       // The newest few, with and without the whole list built since the last change.
       else if (rand(2) === 0) {
