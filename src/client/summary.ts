@@ -32,8 +32,11 @@ export const SUMMARY_MESSAGES = 50
 
 const STATUSES: Message['status'][] = ['pending', 'sent', 'delivered', 'read', 'failed']
 
-export const summaryKey = (id: string) => `sum:${id}`
-export const staleSummaryKey = (id: string) => `stale:${id}`
+/** Every conversation's summary and stale mark sit under one prefix each: a start reads each prefix once. */
+export const SUMMARY_PREFIX = 'sum:'
+export const STALE_SUMMARY_PREFIX = 'stale:'
+export const summaryKey = (id: string) => `${SUMMARY_PREFIX}${id}`
+export const staleSummaryKey = (id: string) => `${STALE_SUMMARY_PREFIX}${id}`
 export const STALE = new Uint8Array([1])
 
 export function encodeSummary(s: Summary): Uint8Array {

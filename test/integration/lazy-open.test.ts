@@ -49,17 +49,24 @@ describe("open: 'lazy'", () => {
     a.disconnect()
     const conv = await a.createConversation({ title: 'Changes' })
     await conv.send('first')
+    const quiet = await a.createConversation({ title: 'Unchanged' })
+    await quiet.send('only')
     await a.close()
     // A session that keeps no summaries (the default) writes after the stored summary.
     const b = await world.client('b', { relay: OFFLINE, storage })
     b.disconnect()
-    const [c] = await b.conversations()
+    const c = (await b.conversations()).find((x) => x.title === 'Changes')
     await c!.send('second')
     await b.close()
     const d = await world.client('d', { relay: OFFLINE, storage, open: 'lazy' })
-    const [e] = await d.conversations()
+    const all = await d.conversations()
+    const e = all.find((x) => x.title === 'Changes')
     expect(e!.loaded).toBe(true)
     expect(texts(e!)).toEqual(['first', 'second'])
+    // Only the conversation written after its summary: the other starts from its own.
+    const f = all.find((x) => x.title === 'Unchanged')
+    expect(f!.loaded).toBe(false)
+    expect(texts(f!)).toEqual(['only'])
   })
 
   it('the default opens everything before createClient resolves', async () => {
