@@ -173,16 +173,16 @@ const MAX_TEXT_BYTES = 64 * 1024
 /** A device acknowledges (✓✓, blue ✓✓) at most this often. */
 const ACK_EVERY_MS = 50
 /** How long a flush waits at most for the commit before its own (see flushSeals). */
-let flushWaitMs = 4
+let flushWaitMs = 2
 
 /**
- * @internal Tests only: how long a flush waits at most for the commit before its own (4 ms by
+ * @internal Tests only: how long a flush waits at most for the commit before its own (2 ms by
  * default). A test that checks which sends share a batch sets it long, so that the batches it
  * sees do not depend on how fast its machine turns the event loop.
  *
  * @example setFlushWait(60_000); try { … } finally { setFlushWait() }
  */
-export function setFlushWait(ms = 4): void {
+export function setFlushWait(ms = 2): void {
   flushWaitMs = ms
 }
 /**
@@ -190,7 +190,7 @@ export function setFlushWait(ms = 4): void {
  * before them never arrive), further acks are dropped and rows received move the cursor.
  */
 const MAX_ACKED_AHEAD = 65_536
-/** Commits only acknowledgements wait for (see CommitOptions.soon). */
+/** Commits only acknowledgements wait for, or `send()` once the relay has its copy (see CommitOptions.soon). */
 const SOON: CommitOptions = { soon: true }
 /** Ticks without an error, one object each: the list asks for them per message on every ack and receipt. */
 const TICKS: Readonly<Record<'pending' | 'sent' | 'delivered' | 'read', { readonly status: Message['status'] }>> = {
@@ -711,7 +711,7 @@ export class Conversation {
 
   /**
    * Settles once what was queued for sealing before is sealed and sent, and the commit before
-   * its own is stored (or 4 ms went by: see flushSeals). Sends made meanwhile wait for it and
+   * its own is stored (or 2 ms went by: see flushSeals). Sends made meanwhile wait for it and
    * then share one batch: one signature, one transaction, one envelope. Under load the batches grow with the load instead of staying one turn's worth:
    * at 10,000 sends a second, two signatures per few messages were a fifth of the sender's
    * time. Not while the conversation key has not arrived: the messages are then written (and
@@ -891,13 +891,23 @@ export class Conversation {
       // was never delivered.
       const othersOnly = batch.filter((item) => item.othersOnly).map((item) => item.update)
       if (othersOnly.length > 0 && typeof this.replica === 'object') this.replica.copy.apply(othersOnly)
-      committed = this.commit({
-        append: [
-          ...batch.filter((item) => !item.othersOnly).map((item) => ({ convId: this.id, doc: 'inner' as const, bytes: item.update })),
-          ...written.updates.map((bytes) => ({ convId: this.id, doc: 'outer' as const, bytes })),
-        ],
-        put: puts,
-      })
+      // Handed to the relay already (writeOuter's update went out through the provider): the
+      // local copy may wait for company (see CommitOptions.soon), `send()` still resolves only
+      // once it is durable. A device sending 10,000 messages a second made a transaction per
+      // flush, ~190 a second, each writing ~45 KB of pages twice (WAL, then the checkpoint):
+      // grouped, its devices spent ~10% less CPU a message (~25% at 1,000/s; BENCHMARKS.md,
+      // twenty-fourth session). Offline, nothing else holds the message: it is written at once.
+      const handed = this.provider?.ws?.readyState === 1
+      committed = this.commit(
+        {
+          append: [
+            ...batch.filter((item) => !item.othersOnly).map((item) => ({ convId: this.id, doc: 'inner' as const, bytes: item.update })),
+            ...written.updates.map((bytes) => ({ convId: this.id, doc: 'outer' as const, bytes })),
+          ],
+          put: puts,
+        },
+        handed ? SOON : undefined,
+      )
       rows = batch.length + written.updates.length
     } catch (err) {
       failed(err)
@@ -922,9 +932,12 @@ export class Conversation {
       },
       (err: unknown) => failed(err),
     )
-    // At most a few milliseconds, though: a commit that takes 30 ms (this VM's disk at p99,
-    // shared by three processes) no longer holds back what is sent after it. Commits still
-    // queue in order; what waits behind a slow one joins the next group commit.
+    // At most 2 ms, though: a commit that takes 30 ms (this VM's disk at p99, shared by three
+    // processes), or one waiting for company (up to 20 ms), no longer holds back what is sent
+    // after it. Commits still queue in order; what waits behind a slow one joins the next group
+    // commit. (4 ms until the twenty-fourth session. Since a flush's own commit may wait for
+    // company, the flush after it waits this long almost every time: at 1,000 sends a second
+    // 4 ms took the median to 5.3–5.6 ms, 2 ms to 3.5–4.8 ms, against 2.7–3.6 ms before.)
     let timer: ReturnType<typeof setTimeout> | undefined
     await Promise.race([previous, new Promise<void>((r) => (timer = setTimeout(r, flushWaitMs)))])
     clearTimeout(timer)

@@ -224,3 +224,47 @@ describe('a burst of sends', () => {
     expect(texts(bobConv)).toEqual(sent)
   })
 })
+
+describe("a batch of sends' local commit", () => {
+  it('waits for company once its envelope went to the relay, is written at once offline, and send() resolves only once it is stored', async () => {
+    world = new World()
+    await world.relay()
+    const disk = await openDeviceStore({ storage: join(world.dir, 'alice.db') })
+    // Each commit that appends an envelope (a batch of sends): the mark it came with, and
+    // whether the disk had finished it when its send() resolved.
+    const flushes: Array<{ soon: boolean; stored: boolean; texts: string }> = []
+    const recording = onDisk(disk, async (batch, options) => {
+      const outer = batch.append?.some((op) => op.doc === 'outer') ?? false
+      const entry = { soon: options?.soon === true, stored: false, texts: '' }
+      if (outer) {
+        entry.texts = (batch.append ?? []).map((op) => new TextDecoder().decode(op.bytes)).join(' ')
+        flushes.push(entry)
+      }
+      await disk.commit(batch, options)
+      entry.stored = true
+    })
+    const alice = await world.client('alice', { storage: recording })
+    const bob = await world.client('bob')
+    await until(() => alice.connection === 'online' && bob.connection === 'online', 10_000, 'clients online')
+    const aliceConv = await alice.createConversation({ title: 'commits' })
+    const bobConv = await bob.join(await aliceConv.invite())
+    await until(() => aliceConv.members().length === 2, 10_000, 'bob joined')
+
+    await aliceConv.send('online one')
+    const online = flushes.find((f) => f.texts.includes('online one'))!
+    expect(online.soon).toBe(true)
+    expect(online.stored).toBe(true)
+
+    alice.disconnect()
+    await until(() => alice.connection === 'offline', 10_000, 'alice offline')
+    await aliceConv.send('offline one')
+    const offline = flushes.find((f) => f.texts.includes('offline one'))!
+    // Nothing but this device holds it: no waiting for company.
+    expect(offline.soon).toBe(false)
+    expect(offline.stored).toBe(true)
+
+    alice.connect()
+    await until(() => texts(bobConv).includes('offline one'), 10_000, 'bob has both')
+    expect(texts(bobConv)).toEqual(['online one', 'offline one'])
+  })
+})

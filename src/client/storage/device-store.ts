@@ -45,8 +45,10 @@ export interface CommitOptions {
    * It may wait a little (the store's linger, 20 ms for ours) to share one transaction, and one
    * fsync, with later commits; an ordinary commit issued meanwhile takes it along at once, in
    * order. For writes that only an acknowledgement waits for: received rows (their ✓✓), the
-   * stored cursor, ticks. A device receiving a busy conversation otherwise paid a transaction
-   * per received batch. A store may ignore it and commit at once.
+   * stored cursor, ticks; and a batch of sends whose envelope went to the relay already (only
+   * `send()` resolving waits for it). A device receiving a busy conversation otherwise paid a
+   * transaction per received batch, a sending one a transaction per flush. A store may ignore
+   * it and commit at once.
    */
   soon?: boolean
 }
