@@ -45,9 +45,13 @@ export interface CatchupRound {
  * Rounds run first and not counted. The reference is timed warm in every round (three runs in a
  * process whose Yjs has just caught a device up), so Petrel is compared warm too: the first
  * round of a process also compiles the client's code (five rounds measured 181, 156, 147, 147
- * and 140 ms against 57–60). Its figure is printed beside the counted ones.
+ * and 140 ms against 57–60). Two since the twenty-fourth session: a process's second round is
+ * its slowest. After one warm-up round, the first counted one was the slowest in each of three
+ * runs (332, 260 and 286 ms, against 155–242 for the rounds after it) and, with three counted,
+ * could set the median; with two, the second warm-up took 290 ms against 222 and 182–196 for the
+ * counted ones. Their figures are printed beside the counted ones.
  */
-export const CATCHUP_WARMUP_ROUNDS = 1
+export const CATCHUP_WARMUP_ROUNDS = 2
 
 /**
  * `burst`: how many sends Alice makes at once. Sends made together share envelopes (about 60

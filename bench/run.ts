@@ -183,7 +183,7 @@ async function catchUp(): Promise<void> {
   console.log(`\n## 4. catch-up: a device offline for ${fmt(n)} messages starts and shows them all`)
   const rounds = envInt('BENCH_ROUNDS', 3)
   const each = (r: CatchupResult) =>
-    `${r.rounds.map((x) => `${fmt(x.ms)}/${fmt(x.referenceMs)}`).join(', ')}; warm-up round, not counted: ${r.warmupRounds.map((x) => `${fmt(x.ms)}/${fmt(x.referenceMs)}`).join(', ')}`
+    `${r.rounds.map((x) => `${fmt(x.ms)}/${fmt(x.referenceMs)}`).join(', ')}; warm-up rounds, not counted: ${r.warmupRounds.map((x) => `${fmt(x.ms)}/${fmt(x.referenceMs)}`).join(', ')}`
   const cpu = (r: CatchupResult) => median(r.rounds.map((x) => x.cpuMs))
   const mb = (bytes: number) => (bytes / 1e6).toFixed(2)
   const r = await catchup(n, 500, rounds)
