@@ -894,9 +894,10 @@ export class Conversation {
       // Handed to the relay already (writeOuter's update went out through the provider): the
       // local copy may wait for company (see CommitOptions.soon), `send()` still resolves only
       // once it is durable. A device sending 10,000 messages a second made a transaction per
-      // flush, ~190 a second, each writing ~45 KB of pages twice (WAL, then the checkpoint):
-      // grouped, its devices spent ~10% less CPU a message (~25% at 1,000/s; BENCHMARKS.md,
-      // twenty-fourth session). Offline, nothing else holds the message: it is written at once.
+      // flush, ~190 a second, each writing its pages twice (WAL, then the checkpoint) with its
+      // own fsync: grouped, the devices spent ~10% less CPU a message (20–25% at 1,000/s;
+      // BENCHMARKS.md, twenty-fourth session). Offline, nothing else holds the message: it is
+      // written at once.
       const handed = this.provider?.ws?.readyState === 1
       committed = this.commit(
         {
