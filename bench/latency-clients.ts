@@ -18,6 +18,7 @@ import { createClient } from '../src/client/index.js'
 import { percentile, relayCounter } from './common.js'
 import { clientOptions, type ReceiverData, wallNow } from './latency-receiver.js'
 import { startServer } from './server-process.js'
+import { describeThreadTimes, ownThreadId, readThreadTimes, type ThreadTime } from './thread-times.js'
 
 export interface ClientLatencyResult {
   p50Ms: number
@@ -51,7 +52,7 @@ export interface ClientLatencyResult {
  */
 export const CLIENT_WARMUP_SECONDS = 5
 
-type ReceiverReply = { kind: 'ready' } | { kind: 'arrived' } | { kind: 'done'; arrivedAt: Float64Array } | { kind: 'failed'; message: string }
+type ReceiverReply = { kind: 'ready'; tid?: number } | { kind: 'arrived' } | { kind: 'done'; arrivedAt: Float64Array } | { kind: 'failed'; message: string }
 
 export async function latencyClients(rate: number, seconds: number, warmupSeconds = CLIENT_WARMUP_SECONDS): Promise<ClientLatencyResult> {
   const server = await startServer('petrel')
@@ -86,7 +87,13 @@ export async function latencyClients(rate: number, seconds: number, warmupSecond
       if (reply.kind === 'failed') throw new Error(`latency: the receiving device failed: ${reply.message}`)
       return reply
     }
-    await next()
+    const ready = await next()
+    // BENCH_THREADS=1: each thread's CPU and its wait for a core over the counted part (thread-times.ts).
+    const threadNames = new Map<number, string>()
+    const mainTid = ownThreadId()
+    if (mainTid !== undefined) threadNames.set(mainTid, 'the sending device (main thread)')
+    if (ready.kind === 'ready' && ready.tid !== undefined) threadNames.set(ready.tid, 'the receiving device (its worker)')
+    let threadsAtCount: Map<number, ThreadTime> | undefined
 
     const sentAt = new Float64Array(total)
     const pad = 'x'.repeat(80)
@@ -97,7 +104,10 @@ export async function latencyClients(rate: number, seconds: number, warmupSecond
     const t0 = performance.now()
     while (sent < total) {
       const due = Math.min(total, Math.floor(((performance.now() - t0) * rate) / 1000) + 1)
-      if (counted === undefined && due > from) counted = { at: performance.now(), cpu: process.cpuUsage(), relayMs: server.cpuMs() }
+      if (counted === undefined && due > from) {
+        counted = { at: performance.now(), cpu: process.cpuUsage(), relayMs: server.cpuMs() }
+        if (process.env.BENCH_THREADS) threadsAtCount = readThreadTimes()
+      }
       while (sent < due) {
         sentAt[sent] = wallNow()
         conv.send(`#${sent} ${pad}`).catch((err: unknown) => failures.push(err))
@@ -110,6 +120,7 @@ export async function latencyClients(rate: number, seconds: number, warmupSecond
     }
     const arrived = await next()
     const cpu = process.cpuUsage(counted!.cpu)
+    if (threadsAtCount) console.log(`THREADS at ${rate}/s, counted part:\n  ${describeThreadTimes(threadsAtCount, readThreadTimes(), threadNames).join('\n  ')}`)
     const countedMs = performance.now() - counted!.at
     const relayCpuMs = (await server.cpuMs()) - (await counted!.relayMs)
     if (arrived.kind !== 'arrived') throw new Error('latency: the receiving device did not say it had every message')

@@ -9,13 +9,14 @@
  *
  * ```
  * parent → worker  workerData { url, storage, invite, total }
- * worker → parent  { kind: 'ready' } | { kind: 'arrived' } (all shown; it closes next)
+ * worker → parent  { kind: 'ready', tid } (tid: its Linux thread id, for BENCH_THREADS) | { kind: 'arrived' } (all shown; it closes next)
  *                  | { kind: 'done', arrivedAt: Float64Array } | { kind: 'failed', message }
  * ```
  */
 import { parentPort, workerData } from 'node:worker_threads'
 import { createClient } from '../src/client/index.js'
 import { until } from './common.js'
+import { ownThreadId } from './thread-times.js'
 
 export interface ReceiverData {
   url: string
@@ -63,7 +64,7 @@ async function receive({ url, storage, invite, total }: ReceiverData): Promise<v
       }
     }
   })
-  parentPort!.postMessage({ kind: 'ready' })
+  parentPort!.postMessage({ kind: 'ready', tid: ownThreadId() })
   await until(() => arrived === total, 60_000, `${total} messages at bob`, 'latency')
   // Before closing: the sender reads the CPU used until now (closing compacts the history).
   parentPort!.postMessage({ kind: 'arrived' })

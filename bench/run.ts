@@ -9,7 +9,7 @@
  * BENCH_FRESH (10000), BENCH_MEMORY_CONNS (10000), BENCH_MEMORY_ROOMS (1000); BENCH_ONLY=ingest,fanout,… picks some;
  * BENCH_MEMORY_ROUNDS (3), BENCH_MEMORY_SETTLE_MS (8000) idle before each memory reading; BENCH_HEAP_SNAPSHOT=dir and BENCH_MEMORY_DETAIL=1
  * for memory diagnosis; BENCH_CHILD_FLAGS passes node flags to server processes.
- * BENCH_CPU_PROF=dir profiles the server processes; BENCH_SERIES=1 prints the full clients' worst latency per 100 ms. Full-client latency runs BENCH_ROUNDS rounds per rate, pooled. The full-client end-to-end run (bench/e2e.ts)
+ * BENCH_CPU_PROF=dir profiles the server processes; BENCH_SERIES=1 prints the full clients' worst latency per 100 ms; BENCH_THREADS=1 each thread's CPU and wait for a core in their counted part (thread-times.ts). Full-client latency runs BENCH_ROUNDS rounds per rate, pooled. The full-client end-to-end run (bench/e2e.ts)
  * takes BENCH_PAIRS, BENCH_MESSAGES, BENCH_BATCH. BENCH_HOCUSPOCUS_DEBOUNCE sets the debounce (ms) of
  * Hocuspocus + SQLite in 1 (its default, 2,000, if unset). `coldOpenChromium` (5 in Chromium, BENCH_COLD messages) needs
  * /usr/bin/chromium and says it skipped without it.
