@@ -19,6 +19,7 @@ import { cpus, loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { type CatchupResult, catchup } from './catchup.js'
 import { coldOpen, startup } from './cold-open.js'
+import { clientIds } from './client-ids.js'
 import { CHROMIUM, coldOpenChromium } from './cold-open-chromium.js'
 import { envInt, median, percentile } from './common.js'
 import { e2e } from './e2e.js'
@@ -256,6 +257,15 @@ async function start(): Promise<void> {
   summary.startup = { ms: r2(r.ms), loadedMs: r2(r.loadedMs), allMs: r2(r.allMs), conversations: n }
 }
 
+async function ids(): Promise<void> {
+  console.log("\n## Yjs's cost per transaction by the client ids a document holds (one single-message update applied)")
+  const counts = [1, 100, 1000, 10_000]
+  const r = clientIds(counts)
+  const one = r.usPerUpdate.get(1)!
+  for (const n of counts) console.log(`${fmt(n)} client id${n === 1 ? '' : 's'}: ${r.usPerUpdate.get(n)!.toFixed(1)} µs an update, ${(r.usPerUpdate.get(n)! / one).toFixed(1)} × one id`)
+  summary.clientIds = { usPerUpdateAt1: r2(one), ratioAt100: r2(r.usPerUpdate.get(100)! / one), ratioAt1000: r2(r.usPerUpdate.get(1000)! / one), ratioAt10000: r2(r.usPerUpdate.get(10_000)! / one) }
+}
+
 async function memory(): Promise<void> {
   const conns = envInt('BENCH_MEMORY_CONNS', 10_000)
   const rooms = envInt('BENCH_MEMORY_ROOMS', 1000)
@@ -327,6 +337,7 @@ async function main(): Promise<void> {
     ['startup', start],
     ['memory', memory],
     ['e2e', fullClient],
+    ['clientIds', ids],
   ]
   const isolate = !process.env.BENCH_CHILD && only.size !== 1
   for (const [name, step] of steps) {

@@ -1,0 +1,43 @@
+/**
+ * What a Yjs document's client ids cost each transaction: applying one small update (one
+ * message, as a receiving device applies what arrives) into a document that holds N client ids,
+ * against the same into a document that holds one. Yjs makes a Map of every client's clock
+ * before and after each transaction (`getStateVector`), so the cost grows with the ids, and
+ * faster than linearly once those Maps are large. Why it matters: until the twenty-fifth
+ * session each writing device took a fresh inner client id at every key epoch (a scheduled
+ * rotation every 1,000 messages); now one id lasts up to 16 epochs (conversation.ts
+ * `CLIENT_ID_EPOCHS`). Reference: the same work with one id, in the same run.
+ */
+import * as Y from 'yjs'
+
+export interface ClientIdsResult {
+  /** µs to apply one single-message update, by the ids the document holds. */
+  usPerUpdate: Map<number, number>
+}
+
+function applyCost(ids: number, updates: number): number {
+  const source = new Y.Doc()
+  const messages = source.getMap('messages')
+  for (let c = 0; c < ids; c++) {
+    source.clientID = c + 1
+    messages.set(`old.${c}`, { t: 'hello', at: 1_764_540_000_000 + c })
+  }
+  const doc = new Y.Doc()
+  Y.applyUpdate(doc, Y.encodeStateAsUpdate(source))
+  source.clientID = ids + 1
+  const fresh: Uint8Array[] = []
+  source.on('update', (u: Uint8Array) => fresh.push(u))
+  for (let i = 0; i < updates; i++) messages.set(`new.${i}`, { t: `message ${i} ${'x'.repeat(80)}`, at: 1_764_540_000_000 + i })
+  const t0 = performance.now()
+  for (const u of fresh) Y.applyUpdate(doc, u)
+  return ((performance.now() - t0) * 1000) / updates
+}
+
+export function clientIds(counts: number[], updates = 2000, rounds = 3): ClientIdsResult {
+  const samples = new Map<number, number[]>(counts.map((n) => [n, []]))
+  // Alternating rounds; the first of all warms the code up and is not kept.
+  applyCost(counts[0]!, updates)
+  for (let r = 0; r < rounds; r++) for (const n of counts) samples.get(n)!.push(applyCost(n, updates))
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
+  return { usPerUpdate: new Map([...samples].map(([n, xs]) => [n, median(xs)])) }
+}
