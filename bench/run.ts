@@ -17,6 +17,8 @@
 import { spawn } from 'node:child_process'
 import { cpus, loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
+import { setFlagsFromString } from 'node:v8'
+import { runInNewContext } from 'node:vm'
 import { type CatchupResult, catchup } from './catchup.js'
 import { coldOpen, startup } from './cold-open.js'
 import { clientIds } from './client-ids.js'
@@ -37,6 +39,23 @@ const wanted = (name: string) => only.size === 0 || only.has(name)
 const r2 = (n: number) => (Number.isFinite(n) ? Math.round(n * 100) / 100 : null)
 const fmt = (n: number) => Math.round(n).toLocaleString('en-US')
 const summary: Record<string, Record<string, number | null>> = {}
+
+/**
+ * A full garbage collection before each of benchmark 3's full-client rounds. The sending device
+ * runs on this process's main thread, and a round that followed others inherited their closed
+ * clients as garbage: its heap started near 100 MB, and mark-compacts of 130–280 MB paused it
+ * 70–162 ms inside the counted seconds, against 3–13 ms in a process's first round
+ * (`--trace-gc`, two runs of three rounds; BENCHMARKS.md, twenty-fifth session). Collected
+ * first, each round starts as a device's process does: its code warm from running, its heap
+ * holding nothing of another device. (A process per round was tried: every round then ran
+ * on cold code, and at 1,000/s, where V8 compiles slowly, p99 rose to 41–44 ms in some.)
+ */
+function collectClosedClients(): void {
+  setFlagsFromString('--expose-gc')
+  const gc = runInNewContext('gc') as () => void
+  gc()
+  gc()
+}
 
 async function ingest(): Promise<void> {
   const rounds = envInt('BENCH_ROUNDS', 3)
@@ -147,6 +166,7 @@ async function latency(): Promise<void> {
     const relayCpu: number[] = []
     const cores: number[] = []
     for (let r = 0; r < rounds; r++) {
+      collectClosedClients()
       const res = await latencyClients(rate, seconds, warmup)
       for (const x of res.latencies) pooled.push(x)
       each.push(`p50 ${res.p50Ms.toFixed(2)}/p99 ${res.p99Ms.toFixed(2)}`)
