@@ -3,10 +3,10 @@
  * message, as a receiving device applies what arrives) into a document that holds N client ids,
  * against the same into a document that holds one. Yjs makes a Map of every client's clock
  * before and after each transaction (`getStateVector`), so the cost grows with the ids, and
- * faster than linearly once those Maps are large. Why it matters: until the twenty-fifth
- * session each writing device took a fresh inner client id at every key epoch (a scheduled
- * rotation every 1,000 messages); now one id lasts up to 16 epochs (conversation.ts
- * `CLIENT_ID_EPOCHS`). Reference: the same work with one id, in the same run.
+ * faster than linearly once those Maps are large. Why it matters: each writing device takes a
+ * fresh inner client id at every key epoch (a scheduled rotation every 1,000 messages), so a
+ * busy conversation's documents gather ids without end (BENCHMARKS.md, twenty-fifth session).
+ * Reference: the same work with one id, in the same run.
  */
 import * as Y from 'yjs'
 
