@@ -9,6 +9,7 @@
  * Reference: the same work with one id, in the same run.
  */
 import * as Y from 'yjs'
+import { median } from './common.js'
 
 export interface ClientIdsResult {
   /** µs to apply one single-message update, by the ids the document holds. */
@@ -38,6 +39,5 @@ export function clientIds(counts: number[], updates = 2000, rounds = 3): ClientI
   // Alternating rounds; the first of all warms the code up and is not kept.
   applyCost(counts[0]!, updates)
   for (let r = 0; r < rounds; r++) for (const n of counts) samples.get(n)!.push(applyCost(n, updates))
-  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
   return { usPerUpdate: new Map([...samples].map(([n, xs]) => [n, median(xs)])) }
 }
