@@ -169,10 +169,12 @@ describe('history compaction', () => {
     // Compaction makes each run of a client's rows one GC row at the run's smallest seq. Bob
     // writes no records, so his rows before the first snapshot and after it form one run at
     // the second compaction: a placeholder whose seq lies under the first snapshot stands for
-    // rows only the second covers. The fault this scenario is about (the first snapshot applied
-    // before the second's parts were seen, which were then ignored) depended on timing: it
-    // showed in the 10,000-message case above about once in 20 runs under load, and this
-    // smaller one passes also without the fix. It states what must hold.
+    // rows only the second covers. The fault this is about (a fresh device applied the first
+    // snapshot, then ignored the second's parts) showed in the 10,000-message case above about
+    // once in 20 runs under load, when two devices' snapshots were in flight at once: the
+    // first's part landed after the rows the second covered, so the device met it first. Here
+    // the two are written one after the other, the first's parts are compacted too, and the
+    // case passes also without the fix. It states what must hold.
     const { aliceConv, bobConv } = await aliceAndBob()
     await sendMany(bobConv, 600, 'bob')
     await aliceConv.send('alice 0')
