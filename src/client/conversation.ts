@@ -1751,9 +1751,9 @@ export class Conversation {
       this.reject(ErrorCode.Malformed, `snapshot failed to apply: ${(err as Error).message}`)
       return
     }
+    this.appliedCoversSeq = Math.max(this.appliedCoversSeq, coversSeq)
     // Only history it covers: placeholders of a page received after this snapshot's (the relay
     // compacted again meanwhile) still want the newer snapshot, and updates still wait for it.
-    this.appliedCoversSeq = Math.max(this.appliedCoversSeq, coversSeq)
     if (coversSeq >= this.missedThrough) {
       this.missedThrough = 0
       this.holdingOverflowed = false
