@@ -174,7 +174,7 @@ describe('history compaction', () => {
     // once in 20 runs under load, when two devices' snapshots were in flight at once: the
     // first's part landed after the rows the second covered, so the device met it first. Here
     // the two are written one after the other, the first's parts are compacted too, and the
-    // case passes also without the fix. It states what must hold.
+    // case passes also without the fix; the next case makes the failing shape on purpose.
     const { aliceConv, bobConv } = await aliceAndBob()
     await sendMany(bobConv, 600, 'bob')
     await aliceConv.send('alice 0')
@@ -198,6 +198,53 @@ describe('history compaction', () => {
     })
     expect(texts(carolConv)).toEqual(texts(aliceConv))
   })
+
+  it('a fresh device takes the newer snapshot when the older one landed after the rows the newer covers', async () => {
+    // The shape of the fault above, made on purpose: Alice's snapshot waits in her outbox
+    // (she is offline) while Bob writes on and snapshots in turn, offline too; Alice's parts
+    // then land first, after every row Bob's covers, and his last. The second compaction
+    // merges Bob's rows under and over Alice's coverage into one placeholder at a seq under
+    // it. Carol meets Alice's snapshot first, while it is still the kept record, and applies
+    // it; Bob's record comes passes later (its parts are over a megabyte of incompressible
+    // text, and received pages are taken in passes of 1 MiB). Before the fix she then
+    // ignored Bob's parts and lacked his 6,000 later messages for good.
+    world = new World()
+    await world.relay()
+    const quiet = { compaction: false, keyRotation: { messages: 1e9 } } as const
+    const alice = await world.client('alice', quiet)
+    const bob = await world.client('bob', quiet)
+    await until(() => alice.connection === 'online' && bob.connection === 'online', 10_000, 'both online')
+    const aliceConv = await alice.createConversation({ title: 'Two snapshots' })
+    const bobConv = await bob.join(await aliceConv.invite())
+    await sendMany(bobConv, 600, 'bob')
+    await until(() => texts(aliceConv).length === 600, 10_000, 'alice has the first part')
+    alice.disconnect()
+    await until(() => alice.connection === 'offline', 10_000, 'alice offline')
+    await snapshotOf(aliceConv)()
+
+    const noise = () => Buffer.from(crypto.getRandomValues(new Uint8Array(150))).toString('base64')
+    const later: string[] = []
+    for (let i = 0; i < 6000; i += 500) later.push(...(await Promise.all(Array.from({ length: 500 }, (_, j) => bobConv.send(`bob later ${i + j} ${noise()}`)))).map((m) => m.id))
+    await until(() => later.every((id) => bobConv.message(id)?.status !== 'pending'), 20_000, 'the relay has all of Bob’s')
+    bob.disconnect()
+    await until(() => bob.connection === 'offline', 10_000, 'bob offline')
+    await snapshotOf(bobConv)()
+
+    alice.connect()
+    await until(() => compacted(world) >= 1, 20_000, 'compacted under Alice’s snapshot')
+    bob.connect()
+    await until(() => compacted(world) >= 2, 20_000, 'compacted under Bob’s')
+    await until(() => texts(aliceConv).length === 6600, 20_000, 'alice has everything')
+
+    const carol = await world.client('carol', { compaction: false })
+    const carolConv = await carol.join(await aliceConv.invite())
+    await until(() => texts(carolConv).length === 6600, 15_000, 'carol has all 6,600 messages').catch((e) => {
+      const have = new Set(texts(carolConv))
+      console.log('carol lacks', texts(aliceConv).filter((t) => !have.has(t)).length, 'of', texts(aliceConv).length, internals(carolConv))
+      throw e
+    })
+    expect(texts(carolConv)).toEqual(texts(aliceConv))
+  }, 90_000)
 
   it("a snapshot in which a member altered another member's message is rejected on display", async () => {
     const { alice, aliceConv, bobConv } = await aliceAndBob()
