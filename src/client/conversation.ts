@@ -1904,9 +1904,15 @@ export class Conversation {
         }
       } catch (err) {
         this.report(err, 'could not verify snapshot messages')
+        return
       } finally {
         this.verifying = undefined
       }
+      // A snapshot applied while the last page's state was being stored added messages this
+      // pass no longer looks at, and its verifySoon found this pass still running: without
+      // another pass they stayed hidden until the next received batch (a fresh device that
+      // applied a second snapshot at the end of its catch-up showed 600 of 6,600 for good).
+      if (this.unverified.size > 0 && !this.closed) this.verifySoon()
     })()
   }
 
