@@ -213,6 +213,15 @@ const VERIFY_PAGE = 1000
 const MERGE_PAGES_BYTES = 1024 * 1024
 /** A message's bytes in its inner update besides its text (id, device, batch key, times, hash). */
 const BATCH_MESSAGE_OVERHEAD = 320
+/**
+ * Epochs one inner client id writes through at most (besides a fresh one whenever a device
+ * joins or a 'from-join' invite is made, foldRecords). A device that can never open one epoch
+ * (a member wrapped it a bad key) holds back each writer's later changes until that writer's
+ * next client id: this bounds how long. Fewer ids, cheaper transactions: Yjs's cost a
+ * transaction grows with the client ids a document holds (75 µs at 1,000, 2.4 ms at 10,000,
+ * against 16 µs; BENCHMARKS.md, twenty-fifth session).
+ */
+const CLIENT_ID_EPOCHS = 16
 /** The first wait before sealing again under a key the relay just refused as stale, doubled each time, up to the most. */
 const RESEAL_BACKOFF_MS = 50
 const RESEAL_BACKOFF_MAX_MS = 2_000
@@ -248,6 +257,8 @@ export class Conversation {
   private readonly book: MembershipBook
   /** Own messages refused as sealed under an old epoch, waiting for the new key. */
   private readonly resealQueue = new Set<string>()
+  /** The epoch in which the inner document's current client id began writing (foldRecords). */
+  private clientEpoch: number | undefined
   /**
    * Stale refusals of envelopes sealed under the key held, while it is held (see
    * resealAfterStale), and the re-seal they wait for.
@@ -2270,16 +2281,24 @@ export class Conversation {
   private async foldRecords(): Promise<void> {
     const epochBefore = this.membership.epoch
     const devicesBefore = this.membership.devices
+    const invitesBefore = this.membership.invites
     const bad = await this.book.fold(this.outer.getMap<Uint8Array>(OUTER_RECORDS))
     // A device that came in may read only part of the history (a 'from-join' member's, or one
     // that gets the history compacted into a snapshot it cannot open): the same fresh start.
     const added = [...this.membership.devices.keys()].some((d) => !devicesBefore.has(d))
     const newDevice = devicesBefore.size > 0 && added
-    if (this.membership.epoch > epochBefore || newDevice) {
-      // A new epoch may have new members who cannot read what came before ('from-join').
-      // Yjs holds back a client's change until its earlier clocks arrive, so write from a
-      // fresh client id: what we write from now on depends on nothing they cannot decrypt.
+    // A 'from-join' invite starts the epoch its joiners read from, before any of them is here.
+    const fromJoinInvite = [...this.membership.invites].some(([k, inv]) => inv.history === 'from-join' && !invitesBefore.has(k))
+    this.clientEpoch ??= epochBefore
+    const epochs = this.membership.epoch - this.clientEpoch
+    if (newDevice || fromJoinInvite || (this.membership.epoch > epochBefore && epochs >= CLIENT_ID_EPOCHS)) {
+      // Someone may be here who cannot read what came before. Yjs holds back a client's change
+      // until its earlier clocks arrive, so write from a fresh client id: what we write from
+      // now on depends on nothing they cannot decrypt. Not at every epoch (as until the
+      // twenty-fifth session): Yjs's transactions cost O(client ids) (BENCHMARKS.md), and a
+      // scheduled rotation every 1,000 messages gave each writing device a new one each time.
       this.doc.clientID = randomClientId()
+      this.clientEpoch = this.membership.epoch
     }
     if (bad > 0) this.ctx.reportError(new PetrelError(ErrorCode.EnvelopeRejected, `ignored ${bad} record(s) whose signature does not verify`, { conversationId: this.id }))
     // Envelopes held for a sender's join may open now, whichever path folded it in.

@@ -178,6 +178,44 @@ describe('scheduled key rotation', () => {
     await until(() => a.epoch >= 1, 10_000, 'rotated after a batch of 25')
   })
 
+  it('writes through scheduled rotations from one inner client id, up to 16 epochs, and takes a fresh one for a from-join invite', async () => {
+    world = new World()
+    await world.relay()
+    const alice = await world.client('alice', { keyRotation: { messages: 2 } })
+    const bob = await world.client('bob', { keyRotation: { messages: 1e9 } })
+    await until(() => alice.connection === 'online' && bob.connection === 'online')
+    const a = await alice.createConversation({ title: 'one writer, many epochs' })
+    const b = await bob.join(await a.invite())
+    await until(() => a.members().length === 2, 10_000, 'bob joined at alice')
+    await a.send('after the join')
+    await until(() => texts(b).length === 1, 10_000)
+    const first = a.doc.clientID
+    // Rotations every 2 messages: epochs 1…12 write from the id Alice had after Bob joined.
+    for (let i = 0; a.epoch < 12; i++) {
+      await a.send(`m${i}`)
+      if (i > 200) throw new Error(`only ${a.epoch} epochs after 200 messages`)
+    }
+    expect(a.doc.clientID).toBe(first)
+    // The 16th epoch past it starts a fresh id (an epoch this device could not open would
+    // otherwise hold back what follows for good).
+    const epochOfFirst = a.epoch
+    for (let i = 0; a.epoch < 20; i++) await a.send(`n${i}`)
+    expect(a.doc.clientID).not.toBe(first)
+    expect(epochOfFirst).toBeLessThan(16)
+    await until(() => texts(b).length === texts(a).length, 10_000, 'bob has them all')
+    expect(texts(b)).toEqual(texts(a))
+    // Alice's messages came from two client ids (plus the one that made the conversation,
+    // before Bob joined), not one an epoch: 20 epochs made 21 before.
+    const writers = new Set<number>()
+    for (const client of b.doc.store.clients.keys()) writers.add(client)
+    expect(writers.size).toBeLessThanOrEqual(5)
+    // A 'from-join' invite: joiners will read from its epoch only, so both devices move on.
+    const beforeInvite = { alice: a.doc.clientID, bob: b.doc.clientID }
+    await a.invite({ history: 'from-join' })
+    await until(() => b.doc.clientID !== beforeInvite.bob, 10_000, 'bob folded the invite')
+    expect(a.doc.clientID).not.toBe(beforeInvite.alice)
+  })
+
   it('changes the key when a member leaves', async () => {
     world = new World()
     await world.relay()
