@@ -22,6 +22,7 @@ import { runInNewContext } from 'node:vm'
 import { type CatchupResult, catchup } from './catchup.js'
 import { coldOpen, startup } from './cold-open.js'
 import { clientIds } from './client-ids.js'
+import { varString } from './var-string.js'
 import { CHROMIUM, coldOpenChromium } from './cold-open-chromium.js'
 import { envInt, median, percentile } from './common.js'
 import { e2e } from './e2e.js'
@@ -286,6 +287,14 @@ async function ids(): Promise<void> {
   summary.clientIds = { usPerUpdateAt1: r2(one), ratioAt100: r2(r.usPerUpdate.get(100)! / one), ratioAt1000: r2(r.usPerUpdate.get(1000)! / one), ratioAt10000: r2(r.usPerUpdate.get(10_000)! / one) }
 }
 
+async function strings(): Promise<void> {
+  console.log("\n## Writing a message's signed bytes: Petrel's writeVarString against lib0's (the same bytes)")
+  const r = varString()
+  console.log(`87-character text: ${r.nsShort.petrel.toFixed(0)} ns against lib0's ${r.nsShort.lib0.toFixed(0)} ns, ${(r.nsShort.petrel / r.nsShort.lib0).toFixed(2)} ×`)
+  console.log(`1,000-character non-ASCII text: ${r.nsLong.petrel.toFixed(0)} ns against lib0's ${r.nsLong.lib0.toFixed(0)} ns, ${(r.nsLong.petrel / r.nsLong.lib0).toFixed(2)} ×`)
+  summary.varString = { nsShort: r2(r.nsShort.petrel), ratioShortVsLib0: r2(r.nsShort.petrel / r.nsShort.lib0), nsLong: r2(r.nsLong.petrel), ratioLongVsLib0: r2(r.nsLong.petrel / r.nsLong.lib0) }
+}
+
 async function memory(): Promise<void> {
   const conns = envInt('BENCH_MEMORY_CONNS', 10_000)
   const rooms = envInt('BENCH_MEMORY_ROOMS', 1000)
@@ -358,6 +367,7 @@ async function main(): Promise<void> {
     ['memory', memory],
     ['e2e', fullClient],
     ['clientIds', ids],
+    ['varString', strings],
   ]
   const isolate = !process.env.BENCH_CHILD && only.size !== 1
   for (const [name, step] of steps) {

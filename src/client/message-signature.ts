@@ -31,6 +31,7 @@
 import * as encoding from 'lib0/encoding'
 import { fromBase64Url, SignatureDomain, sha256Into, signedBytes, signWithDomain, type VerifyItem, verifyBatch } from '../shared/crypto/index.js'
 import { viewSmall } from '../shared/scratch-encoder.js'
+import { writeVarString } from '../shared/var-string.js'
 
 export interface SignableMessage {
   t: string
@@ -52,13 +53,14 @@ export interface MessageBatchEntry {
 const HASH_BYTES = 32
 
 function writePayload(e: encoding.Encoder, room: string, id: string, m: SignableMessage): void {
-  encoding.writeVarString(e, room)
-  encoding.writeVarString(e, id)
-  encoding.writeVarString(e, m.t)
+  // var-string.ts's writer, lib0's bytes: every send hashes this (BENCHMARKS.md, twenty-sixth session).
+  writeVarString(e, room)
+  writeVarString(e, id)
+  writeVarString(e, m.t)
   encoding.writeVarUint(e, m.at)
   encoding.writeVarUint(e, m.h)
   encoding.writeVarUint(e, m.n)
-  encoding.writeVarString(e, m.d)
+  writeVarString(e, m.d)
 }
 
 function payload(room: string, id: string, m: SignableMessage): Uint8Array {
