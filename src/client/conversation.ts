@@ -2295,7 +2295,7 @@ export class Conversation {
       // Someone may be here who cannot read what came before. Yjs holds back a client's change
       // until its earlier clocks arrive, so write from a fresh client id: what we write from
       // now on depends on nothing they cannot decrypt. Not at every epoch (as until the
-      // twenty-fifth session): Yjs's transactions cost O(client ids) (BENCHMARKS.md), and a
+      // twenty-sixth session): Yjs's transactions cost O(client ids) (BENCHMARKS.md), and a
       // scheduled rotation every 1,000 messages gave each writing device a new one each time.
       this.doc.clientID = randomClientId()
       this.clientEpoch = this.membership.epoch
