@@ -4,7 +4,7 @@ import type { Conversation } from '../../src/client/index.js'
 import { encodePage } from '../../src/relay/rows.js'
 import { openSqliteRelayStore } from '../../src/relay/store/sqlite-store.js'
 import { decryptEnvelope, readEnvelope } from '../../src/shared/envelope.js'
-import { encodeMemberChangeBody, RecordKind } from '../../src/shared/records.js'
+import { encodeEpochBody, encodeMemberChangeBody, RecordKind, readEpochBody } from '../../src/shared/records.js'
 import { fromBase64Url } from '../../src/shared/crypto/index.js'
 import { type Client, pair, texts, until, World } from './harness.js'
 
@@ -214,6 +214,52 @@ describe('scheduled key rotation', () => {
     await a.invite({ history: 'from-join' })
     await until(() => b.doc.clientID !== beforeInvite.bob, 10_000, 'bob folded the invite')
     expect(a.doc.clientID).not.toBe(beforeInvite.alice)
+  })
+
+  it("a device that cannot open one epoch shows a writer's later messages once the writer's client id changes, within 16 epochs", async () => {
+    world = new World()
+    await world.relay()
+    const alice = await world.client('alice', { keyRotation: { messages: 2 } })
+    const bob = await world.client('bob', { keyRotation: { messages: 1e9 } })
+    await until(() => alice.connection === 'online' && bob.connection === 'online')
+    const a = await alice.createConversation({ title: 'one bad wrap' })
+    const b = await bob.join(await a.invite())
+    await until(() => a.members().length === 2, 10_000, 'bob joined at alice')
+    await a.send('before')
+    await until(() => texts(b).includes('before'), 10_000)
+    const first = a.doc.clientID
+    // Alice (a member) wraps her next epoch's key badly for Bob's device: he never has it.
+    type Book = { newEpoch: (exclude?: string) => { epoch: number; key: Uint8Array; body: Uint8Array } }
+    const book = (a as unknown as { book: Book }).book
+    const honest = book.newEpoch.bind(book)
+    let badEpoch = -1
+    book.newEpoch = (exclude) => {
+      book.newEpoch = honest
+      const next = honest(exclude)
+      const body = readEpochBody(next.body)
+      body.wrapped.get(bob.deviceId)![40]! ^= 1
+      badEpoch = next.epoch
+      return { ...next, body: encodeEpochBody({ ...body, wrapped: [...body.wrapped].map(([d, w]) => [fromBase64Url(d), w] as [Uint8Array, Uint8Array]) }) }
+    }
+    const sentIn = new Map<string, number>()
+    for (let i = 0; a.doc.clientID === first; i++) {
+      if (i > 200) throw new Error(`alice's client id unchanged after 200 messages (epoch ${a.epoch})`)
+      await a.send(`m${i}`)
+      sentIn.set(`m${i}`, a.epoch)
+    }
+    expect(badEpoch).toBeGreaterThan(0)
+    expect(b.keys().has(badEpoch)).toBe(false)
+    // The first message from her fresh id, and the rest after it, reach Bob.
+    for (let i = 0; i < 4; i++) await a.send(`fresh ${i}`)
+    await until(() => texts(b).includes('fresh 3'), 10_000, "bob shows alice's messages from her fresh client id")
+    // What her old id wrote from the bad epoch on waits for clocks Bob can never open: the cost
+    // of one id through many epochs, bounded by the 16.
+    const shown = new Set(texts(b))
+    const lacking = [...sentIn].filter(([t]) => !shown.has(t)).map(([, epoch]) => epoch)
+    expect(lacking.length).toBeGreaterThan(0)
+    expect(Math.min(...lacking)).toBeGreaterThanOrEqual(badEpoch - 1)
+    expect(Math.max(...lacking) - badEpoch).toBeLessThan(16)
+    expect(world.errors.get(bob)!.some((e) => e.message.includes(`no key for epoch ${badEpoch}`))).toBe(true)
   })
 
   it('changes the key when a member leaves', async () => {
