@@ -27,7 +27,7 @@ function cost(write: Writer, text: string, n: number): number {
     e.cpos = 0
     e.bufs = []
     write(e, room)
-    write(e, `${device.slice(0, 43)}.${i.toString(36).padStart(12, '0')}`)
+    write(e, `${device}.${i.toString(36).padStart(12, '0')}`)
     write(e, text)
     encoding.writeVarUint(e, 1_764_540_000_000 + i)
     encoding.writeVarUint(e, 1_764_540_000_000 + i)

@@ -145,6 +145,19 @@ describe('membership and key epochs', () => {
   })
 })
 
+/** Alice rotates the key every 2 messages (she is the admin), Bob never: both in one conversation. */
+async function aliceRotatingEveryTwoWithBob(title: string) {
+  world = new World()
+  await world.relay()
+  const alice = await world.client('alice', { keyRotation: { messages: 2 } })
+  const bob = await world.client('bob', { keyRotation: { messages: 1e9 } })
+  await until(() => alice.connection === 'online' && bob.connection === 'online')
+  const a = await alice.createConversation({ title })
+  const b = await bob.join(await a.invite())
+  await until(() => a.members().length === 2, 10_000, 'bob joined at alice')
+  return { bob, a, b }
+}
+
 describe('scheduled key rotation', () => {
   it('starts a new epoch after the message threshold, and old messages stay readable', async () => {
     world = new World()
@@ -179,14 +192,7 @@ describe('scheduled key rotation', () => {
   })
 
   it('writes through scheduled rotations from one inner client id, up to 16 epochs, and takes a fresh one for a from-join invite', async () => {
-    world = new World()
-    await world.relay()
-    const alice = await world.client('alice', { keyRotation: { messages: 2 } })
-    const bob = await world.client('bob', { keyRotation: { messages: 1e9 } })
-    await until(() => alice.connection === 'online' && bob.connection === 'online')
-    const a = await alice.createConversation({ title: 'one writer, many epochs' })
-    const b = await bob.join(await a.invite())
-    await until(() => a.members().length === 2, 10_000, 'bob joined at alice')
+    const { a, b } = await aliceRotatingEveryTwoWithBob('one writer, many epochs')
     await a.send('after the join')
     await until(() => texts(b).length === 1, 10_000)
     const first = a.doc.clientID
@@ -217,14 +223,7 @@ describe('scheduled key rotation', () => {
   })
 
   it("a device that cannot open one epoch shows a writer's later messages once the writer's client id changes, within 16 epochs", async () => {
-    world = new World()
-    await world.relay()
-    const alice = await world.client('alice', { keyRotation: { messages: 2 } })
-    const bob = await world.client('bob', { keyRotation: { messages: 1e9 } })
-    await until(() => alice.connection === 'online' && bob.connection === 'online')
-    const a = await alice.createConversation({ title: 'one bad wrap' })
-    const b = await bob.join(await a.invite())
-    await until(() => a.members().length === 2, 10_000, 'bob joined at alice')
+    const { bob, a, b } = await aliceRotatingEveryTwoWithBob('one bad wrap')
     await a.send('before')
     await until(() => texts(b).includes('before'), 10_000)
     const first = a.doc.clientID
