@@ -20,6 +20,7 @@
  * verify:{id}      := uint8 1 • varUint n • { varString msgId }{n} • varUint m • { varString msgId }{m}
  *                    messages from a snapshot still to verify (n), and those that failed (m): never shown
  * rcpt:{id}        := uint8 1 • varUint n • { varString device • varUint stored • varUint read • varUint storedAt • varUint readAt }
+ * writer:{id}      := encodeWriterIds: the client ids a clean close left to the next session (WriterIds)
  * ```
  */
 import * as encoding from 'lib0/encoding'
@@ -77,6 +78,8 @@ export const keyOf = {
   stillMissing: (id: string) => `missing:${id}`,
   /** Our own epoch keys that lost a race or were replaced (encodeLostKeys): only to open what we sealed under them, to seal it again. */
   lostKeys: (id: string) => `lost:${id}`,
+  /** The Yjs client ids the last session wrote from, left by a clean close (encodeWriterIds); taken away before they are used again. */
+  writerIds: (id: string) => `writer:${id}`,
 }
 
 export function encodeConversationRecord(r: ConversationRecord): Uint8Array {
@@ -229,6 +232,58 @@ export function decodeBindings(bytes: Uint8Array): Map<number, string> {
   const out = new Map<number, string>()
   for (let i = 0; i < n; i++) out.set(r.varUint(), r.varString(64))
   return out
+}
+
+/**
+ * The Yjs client ids one session wrote from, and how far, stored when it closed cleanly: every
+ * change made from them was durable by then, and nothing made from them after. The next
+ * session may write on from the same ids (conversation.ts, resumeWriterIds) instead of new
+ * ones: each Yjs transaction costs O(client ids in the document), and a fresh id per session
+ * grew that without bound on a device opened many times a day.
+ *
+ * ```
+ * writerIds := uint8 version(1)
+ *              • varUint innerClient • varUint innerClock     (the inner document's id; its state then)
+ *              • varUint outerClient • varUint outerClock     (the outer document's)
+ *              • varUint clientEpoch                          (the epoch the inner id began writing in)
+ *              • varUint epoch • varUint devices              (the membership then: its epoch, its device count)
+ *              • varUint awarenessClock                       (the outer id's awareness clock at the end)
+ * ```
+ */
+export interface WriterIds {
+  innerClient: number
+  innerClock: number
+  outerClient: number
+  outerClock: number
+  clientEpoch: number
+  epoch: number
+  devices: number
+  awarenessClock: number
+}
+
+export function encodeWriterIds(w: WriterIds): Uint8Array {
+  const e = encoding.createEncoder()
+  encoding.writeUint8(e, 1)
+  for (const n of [w.innerClient, w.innerClock, w.outerClient, w.outerClock, w.clientEpoch, w.epoch, w.devices, w.awarenessClock]) encoding.writeVarUint(e, n)
+  return encoding.toUint8Array(e)
+}
+
+export function decodeWriterIds(bytes: Uint8Array): WriterIds {
+  const r = new StrictReader(bytes)
+  readVersion(r, 'writer ids')
+  const client = () => r.varUint(0xffff_ffff)
+  const w: WriterIds = {
+    innerClient: client(),
+    innerClock: r.varUint(),
+    outerClient: client(),
+    outerClock: r.varUint(),
+    clientEpoch: r.varUint(),
+    epoch: r.varUint(),
+    devices: r.varUint(),
+    awarenessClock: r.varUint(),
+  }
+  r.end()
+  return w
 }
 
 export function encodeCursor(seq: number): Uint8Array {

@@ -70,6 +70,9 @@ import {
   encodeReceipts,
   encodeLostKeys,
   encodeSentEnvelope,
+  decodeWriterIds,
+  encodeWriterIds,
+  type WriterIds,
   keyOf,
   type OwnMessageState,
 } from './conversation-record.js'
@@ -259,6 +262,8 @@ export class Conversation {
   private readonly resealQueue = new Set<string>()
   /** The epoch in which the inner document's current client id began writing (foldRecords). */
   private clientEpoch: number | undefined
+  /** The outer id's awareness clock when the last session left it, if this one writes on from it (resumeWriterIds). */
+  private awarenessClock = 0
   /**
    * Stale refusals of envelopes sealed under the key held, while it is held (see
    * resealAfterStale), and the re-seal they wait for.
@@ -483,7 +488,7 @@ export class Conversation {
     }
     const verification = await store.get(keyOf.verification(this.id))
     if (verification) decodeVerification(verification, this.unverified, this.rejectedMessages)
-    const [outerRows, innerRows, ownRows, sentRows, bindings, cursor, readCursor, receipts, seqs, seqBatches, stillMissing, lostKeys] = await Promise.all([
+    const [outerRows, innerRows, ownRows, sentRows, bindings, cursor, readCursor, receipts, seqs, seqBatches, stillMissing, lostKeys, writerIds] = await Promise.all([
       store.loadLog(this.id, 'outer'),
       store.loadLog(this.id, 'inner'),
       store.list(keyOf.ownPrefix(this.id)),
@@ -496,6 +501,7 @@ export class Conversation {
       store.list(keyOf.messageSeqsPrefix(this.id)),
       store.get(keyOf.stillMissing(this.id)),
       store.get(keyOf.lostKeys(this.id)),
+      store.get(keyOf.writerIds(this.id)),
     ])
     if (stillMissing) this.stillMissingThrough = decodeCursor(stillMissing)
     if (lostKeys) for (const key of decodeLostKeys(lostKeys)) this.lostKeys.set(toBase64Url(keyCheckOf(key)), key)
@@ -579,6 +585,7 @@ export class Conversation {
       })
     }
     await this.foldRecords()
+    if (writerIds) await this.resumeWriterIds(writerIds)
     if (deferred) {
       const log = this.outer.getMap<Uint8Array>(OUTER_LOG)
       for (const [key, seq, part] of decodeDeferred(deferred)) {
@@ -631,6 +638,9 @@ export class Conversation {
     const p = provider as unknown as { _checkInterval: ReturnType<typeof setInterval>; _exitHandler: () => void }
     clearInterval(p._checkInterval)
     clearInterval((provider.awareness as unknown as { _checkInterval: ReturnType<typeof setInterval> })._checkInterval)
+    // Resumed, the outer id's awareness clock goes on from the last session's: its peers still
+    // hold that clock, and would ignore this session's typing until it passed it.
+    if (this.awarenessClock > 0) provider.awareness.meta.set(this.outer.clientID, { clock: this.awarenessClock, lastUpdated: Date.now() })
     provider.awareness.setLocalState(null)
     this.presence = new Presence(
       provider.awareness,
@@ -3076,7 +3086,8 @@ export class Conversation {
     await this.incomingSettled()
     this.sendAck()
     this.presence?.destroy()
-    this.provider?.destroy()
+    const provider = this.provider
+    provider.destroy()
     this.ctx.connection.unregister(this.id)
     // A snapshot whose envelopes are written is stored too (one still sealing gives up).
     await this.snapshotWrite
@@ -3092,6 +3103,7 @@ export class Conversation {
     this.flushPuts()
     await this.incomingSettled()
     await this.compactOnClose()
+    await this.leaveWriterIds(provider)
     if (typeof this.replica === 'object') this.replica.copy.close()
     this.replica = 'off'
     // Last, after every queued write: then it matches what is stored.
@@ -3117,7 +3129,14 @@ export class Conversation {
       this.summaryStale = true
       batch.put = [...(batch.put ?? []), [staleSummaryKey(this.id), STALE]]
     }
-    return this.ctx.store.commit(batch, options)
+    const stored = this.ctx.store.commit(batch, options)
+    if (!batch.append) return stored
+    // Whatever appended it (a send, a record, a snapshot part, received rows), the documents now
+    // hold something the disk does not: compactOnClose and leaveWriterIds must know.
+    return stored.catch((err: unknown) => {
+      this.localWriteFailed = true
+      throw err
+    })
   }
 
   /** Store what a lazy start shows before this conversation is loaded (summary.ts). */
@@ -3151,6 +3170,83 @@ export class Conversation {
       // Nothing lost: the rows stay as they were and the next open compacts them.
       this.report(err, 'could not compact the local log')
     }
+  }
+
+  /**
+   * Leave this session's client ids to the next one (WriterIds), once every queue is flushed
+   * and no local write failed: then everything made from them is durable, and after the
+   * provider is gone nothing more made from them can leave the device.
+   */
+  private async leaveWriterIds(provider: WebsocketProvider): Promise<void> {
+    if (this.localWriteFailed) return
+    const inner = this.doc
+    const outer = this.outer
+    const ids: WriterIds = {
+      innerClient: inner.clientID,
+      innerClock: Y.getState(inner.store, inner.clientID),
+      outerClient: outer.clientID,
+      outerClock: Y.getState(outer.store, outer.clientID),
+      clientEpoch: this.clientEpoch ?? this.membership.epoch,
+      epoch: this.membership.epoch,
+      devices: this.membership.devices.size,
+      awarenessClock: provider.awareness.meta.get(outer.clientID)?.clock ?? 0,
+    }
+    // Ids that wrote nothing are no better than fresh ones.
+    if (ids.innerClock === 0 && ids.outerClock === 0) return
+    try {
+      await this.ctx.store.commit({ put: [[keyOf.writerIds(this.id), encodeWriterIds(ids)]] })
+    } catch (err) {
+      // Only the reuse is lost: the next session takes fresh ids.
+      this.report(err, 'could not store the client ids for the next session')
+    }
+  }
+
+  /**
+   * Write on from the client ids the last session closed with, rather than fresh ones: Yjs's
+   * transactions cost O(client ids in the document), and a fresh id per load added one per
+   * session on every device that wrote (PROTOCOL §6).
+   *
+   * Reusing an id is safe only if nothing was ever made from it past what this device holds:
+   * a change made from the same (client, clock) twice would diverge the members' documents, and
+   * the relay would take an outer row at a clock it already stores for a resend and drop it.
+   * Sends leave the device before their commit lands, so only a clean close vouches for that:
+   * the entry is taken away here, before anything is written from the ids, so a session that
+   * ends any other way (a crash, a failed write) leaves none and the next one starts fresh.
+   * It is refused too if the loaded state is not exactly what that close saw, the membership
+   * moved, or the inner id has written through CLIENT_ID_EPOCHS epochs.
+   */
+  private async resumeWriterIds(bytes: Uint8Array): Promise<void> {
+    let ids: WriterIds
+    try {
+      ids = decodeWriterIds(bytes)
+    } catch (err) {
+      this.report(err, 'could not read the client ids the last session left')
+      return
+    }
+    const inner = this.doc
+    const outer = this.outer
+    const fits =
+      // Nothing was written from this session's ids yet: they can still be swapped.
+      Y.getState(inner.store, inner.clientID) === 0 &&
+      Y.getState(outer.store, outer.clientID) === 0 &&
+      Y.getState(inner.store, ids.innerClient) === ids.innerClock &&
+      Y.getState(outer.store, ids.outerClient) === ids.outerClock &&
+      !this.bindings.has(ids.innerClient) &&
+      this.membership.epoch === ids.epoch &&
+      this.membership.devices.size === ids.devices &&
+      this.membership.epoch - ids.clientEpoch < CLIENT_ID_EPOCHS
+    if (!fits) return
+    try {
+      await this.ctx.store.commit({ put: [[keyOf.writerIds(this.id), null]] })
+    } catch (err) {
+      // Not taken away, so not used: fresh ids, as without the entry.
+      this.report(err, 'could not take the last session’s client ids')
+      return
+    }
+    inner.clientID = ids.innerClient
+    outer.clientID = ids.outerClient
+    this.clientEpoch = ids.clientEpoch
+    this.awarenessClock = ids.awarenessClock
   }
 
   private assertOpen(): void {

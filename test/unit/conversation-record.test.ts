@@ -5,10 +5,12 @@ import {
   decodeLostKeys,
   decodeMessageSeqs,
   decodeSentEnvelope,
+  decodeWriterIds,
   encodeDeferred,
   encodeLostKeys,
   encodeMessageSeqs,
   encodeSentEnvelope,
+  encodeWriterIds,
 } from '../../src/client/conversation-record.js'
 import { PetrelError } from '../../src/shared/errors.js'
 
@@ -160,5 +162,26 @@ describe('held envelopes (defer format 2)', () => {
     const bad = encodeDeferred([['abc.0', 7, true]])
     bad[bad.length - 1] = 2
     expect(() => decodeDeferred(bad)).toThrow(PetrelError)
+  })
+})
+
+describe('writer ids (the client ids a clean close leaves to the next session)', () => {
+  const ids = { innerClient: 0xffff_ffff, innerClock: 1_234_567, outerClient: 7, outerClock: 0, clientEpoch: 3, epoch: 18, devices: 4, awarenessClock: 12 }
+
+  it('writes a version byte and eight varUints, in the grammar’s order, and round-trips', () => {
+    const bytes = encodeWriterIds(ids)
+    const e = encoding.createEncoder()
+    encoding.writeUint8(e, 1)
+    for (const n of [0xffff_ffff, 1_234_567, 7, 0, 3, 18, 4, 12]) encoding.writeVarUint(e, n)
+    expect(bytes).toEqual(encoding.toUint8Array(e))
+    expect(decodeWriterIds(bytes)).toEqual(ids)
+  })
+
+  it('refuses an unknown version, a client id past 32 bits, a truncated row and trailing bytes with a typed error', () => {
+    const bytes = encodeWriterIds(ids)
+    const past = encodeWriterIds({ ...ids, innerClient: 2 ** 32 })
+    for (const bad of [Uint8Array.of(2, ...bytes.subarray(1)), past, bytes.subarray(0, bytes.length - 1), Uint8Array.of(...bytes, 0)]) {
+      expect(() => decodeWriterIds(bad)).toThrow(PetrelError)
+    }
   })
 })

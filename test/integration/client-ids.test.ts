@@ -1,0 +1,119 @@
+/**
+ * Yjs client ids across sessions. A device writes on from the ids its last session closed
+ * with (conversation.ts, resumeWriterIds), so a conversation opened many times does not
+ * collect an id per session; but never after a session that may have sent something its
+ * disk does not hold, or a change would be made twice from one (client, clock).
+ */
+import { join } from 'node:path'
+import { afterEach, describe, expect, it } from 'vitest'
+import { openDeviceStore } from '../../src/client/storage/open-store.js'
+import { onDisk, texts, until, World, type Client } from './harness.js'
+
+let world: World
+afterEach(async () => {
+  await world?.close()
+})
+
+/** Alice (on her own disk) and Bob in one conversation, both online. */
+async function aliceAndBob() {
+  world = new World()
+  await world.relay()
+  const alice = await world.client('alice')
+  const bob = await world.client('bob')
+  await until(() => alice.connection === 'online' && bob.connection === 'online', 10_000, 'clients online')
+  const aliceConv = await alice.createConversation({ title: 'ids' })
+  const bobConv = await bob.join(await aliceConv.invite())
+  return { alice, bob, aliceConv, bobConv, disk: join(world.dir, 'alice.db') }
+}
+
+/** Alice's next session on her disk: her one conversation, loaded and online. */
+async function reopen(client: Client) {
+  await until(() => client.connection === 'online', 10_000, 'alice online again')
+  const [conv] = await client.conversations()
+  await conv!.ready()
+  return conv!
+}
+
+/** Outer client ids the relay has bound in the room (each is a row in its index, for good). */
+const outerIds = async (room: string) => (await world.relays[0]!.store.loadRoom(room))!.clients.size
+
+describe('client ids across sessions', () => {
+  it('writes on from the same inner and outer client ids after a clean close, and every message arrives in order', async () => {
+    const { alice, bobConv, aliceConv } = await aliceAndBob()
+    await aliceConv.send('one')
+    await until(() => texts(bobConv).includes('one'), 10_000, 'bob has the first')
+    const innerId = aliceConv.doc.clientID
+    const innerIds = bobConv.doc.store.clients.size
+    const outer = await outerIds(aliceConv.id)
+    await alice.close()
+
+    const sent = ['one']
+    for (const session of [2, 3, 4]) {
+      const conv = await reopen(await world.client('alice'))
+      expect(conv.doc.clientID).toBe(innerId)
+      sent.push(`session ${session}`)
+      await conv.send(`session ${session}`)
+      await until(() => texts(bobConv).length === sent.length, 10_000, `bob has session ${session}'s`)
+      await world.clients.at(-1)!.close()
+    }
+    expect(texts(bobConv)).toEqual(sent)
+    // Before this, each session added an id to both documents of every member, and to the
+    // relay's index of the room.
+    expect(bobConv.doc.store.clients.size).toBe(innerIds)
+    expect(await outerIds(bobConv.id)).toBe(outer)
+    expect(world.errors.get(world.clients.at(-1)!)).toEqual([])
+  })
+
+  it('takes fresh ids after a session whose local write failed, though the relay took the send: what it holds is never written over', async () => {
+    const { alice, aliceConv, bobConv } = await aliceAndBob()
+    await aliceConv.send('stored')
+    await until(() => texts(bobConv).includes('stored'), 10_000, 'bob has it')
+    const innerId = aliceConv.doc.clientID
+    await alice.close()
+
+    // Session 2 writes on from the same ids, then its disk fills: its next send reaches the
+    // relay (sends go out before their commit lands) but not the disk.
+    const disk = await openDeviceStore({ storage: join(world.dir, 'alice.db') })
+    let full = false
+    const filling = onDisk(disk, async (batch) => {
+      if (full && (batch.append?.length ?? 0) > 0) throw new Error('SQLITE_FULL: database or disk is full')
+      return disk.commit(batch)
+    })
+    const second = await world.client('alice-2', { storage: filling })
+    const conv2 = await reopen(second)
+    expect(conv2.doc.clientID).toBe(innerId)
+    full = true
+    await expect(conv2.send('on the relay, not on her disk')).rejects.toMatchObject({ code: 'storage_failed' })
+    await until(() => texts(bobConv).includes('on the relay, not on her disk'), 10_000, 'bob has what the relay took')
+    await second.close()
+
+    // Session 3 starts from fresh ids. Had it written on from session 1's (what its disk
+    // says they reached), its next change would take the clocks of the one the relay holds:
+    // the relay would acknowledge it as a resend, and Bob never see it.
+    const conv3 = await reopen(await world.client('alice'))
+    await conv3.send('after the full disk')
+    await until(() => texts(bobConv).includes('after the full disk'), 10_000, 'bob has the next one')
+    expect(conv3.doc.clientID).not.toBe(innerId)
+    expect(texts(bobConv)).toEqual(['stored', 'on the relay, not on her disk', 'after the full disk'])
+  })
+
+  it('goes on from the last session’s awareness clock, so members see a restarted device typing', async () => {
+    const { alice, aliceConv, bobConv } = await aliceAndBob()
+    await aliceConv.send('hello')
+    await until(() => texts(bobConv).includes('hello'), 10_000, 'bob has it')
+    // Each change of the typing flag moves the awareness clock; Bob holds the last one.
+    for (let i = 0; i < 4; i++) {
+      aliceConv.setTyping(true)
+      await until(() => bobConv.typing().length === 1, 10_000, 'bob sees alice typing')
+      aliceConv.setTyping(false)
+      await until(() => bobConv.typing().length === 0, 10_000, 'bob sees alice stop')
+    }
+    const innerId = aliceConv.doc.clientID
+    await alice.close()
+
+    const conv = await reopen(await world.client('alice'))
+    expect(conv.doc.clientID).toBe(innerId)
+    conv.setTyping(true)
+    await until(() => bobConv.typing().length === 1, 10_000, 'bob sees the restarted alice typing')
+  })
+})
