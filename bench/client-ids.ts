@@ -3,9 +3,10 @@
  * message, as a receiving device applies what arrives) into a document that holds N client ids,
  * against the same into a document that holds one. Yjs makes a Map of every client's clock
  * before and after each transaction (`getStateVector`), so the cost grows with the ids, and
- * faster than linearly once those Maps are large. Why it matters: each writing device takes a
- * fresh inner client id at every key epoch (a scheduled rotation every 1,000 messages), so a
- * busy conversation's documents gather ids without end (BENCHMARKS.md, twenty-fifth session).
+ * faster than linearly once those Maps are large. Why it matters: until the twenty-sixth
+ * session each writing device took a fresh inner client id at every key epoch, and until the
+ * twenty-seventh at every load, so a conversation's documents gathered ids without end
+ * (BENCHMARKS.md; session-ids.ts measures the second).
  * Reference: the same work with one id, in the same run.
  */
 import * as Y from 'yjs'
@@ -16,7 +17,8 @@ export interface ClientIdsResult {
   usPerUpdate: Map<number, number>
 }
 
-function applyCost(ids: number, updates: number): number {
+/** A document of `ids` messages, each written from a client id of its own. */
+export function docWithIds(ids: number): Y.Doc {
   const source = new Y.Doc()
   const messages = source.getMap('messages')
   for (let c = 0; c < ids; c++) {
@@ -25,7 +27,15 @@ function applyCost(ids: number, updates: number): number {
   }
   const doc = new Y.Doc()
   Y.applyUpdate(doc, Y.encodeStateAsUpdate(source))
-  source.clientID = ids + 1
+  source.destroy()
+  return doc
+}
+
+/** µs to apply each of `updates` single-message updates (from a new client id) into `doc`. */
+export function applyCostOn(doc: Y.Doc, updates: number): number {
+  const source = new Y.Doc()
+  source.clientID = 0x7fff_fff0
+  const messages = source.getMap('messages')
   const fresh: Uint8Array[] = []
   source.on('update', (u: Uint8Array) => fresh.push(u))
   for (let i = 0; i < updates; i++) messages.set(`new.${i}`, { t: `message ${i} ${'x'.repeat(80)}`, at: 1_764_540_000_000 + i })
@@ -33,6 +43,8 @@ function applyCost(ids: number, updates: number): number {
   for (const u of fresh) Y.applyUpdate(doc, u)
   return ((performance.now() - t0) * 1000) / updates
 }
+
+const applyCost = (ids: number, updates: number): number => applyCostOn(docWithIds(ids), updates)
 
 export function clientIds(counts: number[], updates = 2000, rounds = 3): ClientIdsResult {
   const samples = new Map<number, number[]>(counts.map((n) => [n, []]))

@@ -6,7 +6,7 @@
  * Sizes (environment): BENCH_ROUNDS (3), BENCH_INGEST_CONNS (100), BENCH_INGEST_MESSAGES (500
  * per connection), BENCH_FANOUT_MEMBERS (1000), BENCH_FANOUT_MESSAGES (200),
  * BENCH_LATENCY_SECONDS (3), BENCH_CLIENT_WARMUP (5 s before full clients' latency counts), BENCH_CATCHUP (10000), BENCH_COLD (100000), BENCH_STARTUP (1000),
- * BENCH_FRESH (10000), BENCH_MEMORY_CONNS (10000), BENCH_MEMORY_ROOMS (1000); BENCH_ONLY=ingest,fanout,… picks some;
+ * BENCH_FRESH (10000), BENCH_MEMORY_CONNS (10000), BENCH_MEMORY_ROOMS (1000), BENCH_SESSIONS (300); BENCH_ONLY=ingest,fanout,… picks some;
  * BENCH_MEMORY_ROUNDS (3), BENCH_MEMORY_SETTLE_MS (8000) idle before each memory reading; BENCH_HEAP_SNAPSHOT=dir and BENCH_MEMORY_DETAIL=1
  * for memory diagnosis; BENCH_CHILD_FLAGS passes node flags to server processes.
  * BENCH_CPU_PROF=dir profiles the server processes; BENCH_SERIES=1 prints the full clients' worst latency per 100 ms; BENCH_THREADS=1 each thread's CPU and wait for a core in their counted part (thread-times.ts). Full-client latency runs BENCH_ROUNDS rounds per rate, pooled. The full-client end-to-end run (bench/e2e.ts)
@@ -22,6 +22,7 @@ import { runInNewContext } from 'node:vm'
 import { type CatchupResult, catchup } from './catchup.js'
 import { coldOpen, startup } from './cold-open.js'
 import { clientIds } from './client-ids.js'
+import { sessionIds } from './session-ids.js'
 import { varString } from './var-string.js'
 import { CHROMIUM, coldOpenChromium } from './cold-open-chromium.js'
 import { envInt, median, percentile } from './common.js'
@@ -287,6 +288,17 @@ async function ids(): Promise<void> {
   summary.clientIds = { usPerUpdateAt1: r2(one), ratioAt100: r2(r.usPerUpdate.get(100)! / one), ratioAt1000: r2(r.usPerUpdate.get(1000)! / one), ratioAt10000: r2(r.usPerUpdate.get(10_000)! / one) }
 }
 
+async function sessions(): Promise<void> {
+  const n = envInt('BENCH_SESSIONS', 300)
+  console.log(`\n## Client ids over ${fmt(n)} sessions: a device started ${fmt(n)} times, one message sent each time`)
+  const r = await sessionIds(n)
+  console.log(`its documents hold ${fmt(r.innerIds)} inner and ${fmt(r.outerIds)} outer client ids (one per session until the twenty-seventh: ${fmt(n)} each)`)
+  console.log(
+    `one more message applied into its inner document: ${r.usPerUpdate.toFixed(1)} µs; into one of as many messages from an id per session: ${r.usPerUpdateIdPerSession.toFixed(1)} µs; ${(r.usPerUpdate / r.usPerUpdateIdPerSession).toFixed(2)} ×`,
+  )
+  summary.sessionIds = { sessions: n, innerIds: r.innerIds, outerIds: r.outerIds, usPerUpdate: r2(r.usPerUpdate), ratioVsIdPerSession: r2(r.usPerUpdate / r.usPerUpdateIdPerSession) }
+}
+
 async function strings(): Promise<void> {
   console.log("\n## Writing a message's signed bytes: Petrel's writeVarString against lib0's (the same bytes)")
   const r = varString()
@@ -367,6 +379,7 @@ async function main(): Promise<void> {
     ['memory', memory],
     ['e2e', fullClient],
     ['clientIds', ids],
+    ['sessionIds', sessions],
     ['varString', strings],
   ]
   const isolate = !process.env.BENCH_CHILD && only.size !== 1

@@ -230,10 +230,16 @@ export class PetrelClient {
     // run off the main thread, so one after another would mostly wait.
     try {
       const stored = await client.store.list('conv:')
-      // Two range reads for every summary and stale mark, not two point reads a conversation:
-      // 2,000 of those were 27 ms of a lazy start with 1,000 conversations (benchmark 6).
-      const [summaries, staleMarks] = client.lazy ? await Promise.all([client.store.list(SUMMARY_PREFIX), client.store.list(STALE_SUMMARY_PREFIX)]) : [[], []]
+      // Range reads for every summary, stale mark and writer-ids entry, not point reads a
+      // conversation: 2,000 of those were 27 ms of a lazy start with 1,000 conversations
+      // (benchmark 6).
+      const [summaries, staleMarks, writers] = await Promise.all([
+        client.lazy ? client.store.list(SUMMARY_PREFIX) : [],
+        client.lazy ? client.store.list(STALE_SUMMARY_PREFIX) : [],
+        client.store.list(keyOf.writerIds('')),
+      ])
       const summaryBytes = new Map(summaries.map(([key, value]) => [key.slice(SUMMARY_PREFIX.length), value]))
+      const writerIds = new Map(writers.map(([key, value]) => [key.slice(keyOf.writerIds('').length), value]))
       const staleIds = new Set(staleMarks.map(([key]) => key.slice(STALE_SUMMARY_PREFIX.length)))
       const lazy: Conversation[] = []
       // A conversation with a summary answers from it and loads in the background; one without
@@ -249,8 +255,8 @@ export class PetrelClient {
           } catch {
             summary = undefined
           }
-          if (!summary || !client.lazy) return Conversation.open(client.context(), id, record)
-          const conv = Conversation.lazy(client.context(), id, record, summary)
+          if (!summary || !client.lazy) return Conversation.open(client.context(), id, record, writerIds.get(id) ?? null)
+          const conv = Conversation.lazy(client.context(), id, record, summary, writerIds.get(id) ?? null)
           lazy.push(conv)
           return conv
         }),
@@ -577,7 +583,7 @@ export class PetrelClient {
     this.convs.delete(conv.id)
     this.dirtySummaries.delete(conv)
     await conv.close()
-    await this.store.commit({ put: [[keyOf.conv(conv.id), null], [summaryKey(conv.id), null], [staleSummaryKey(conv.id), null]] })
+    await this.store.commit({ put: [[keyOf.conv(conv.id), null], [summaryKey(conv.id), null], [staleSummaryKey(conv.id), null], [keyOf.writerIds(conv.id), null]] })
   }
 
   /** Every conversation on this device, also after a restart. */

@@ -265,6 +265,17 @@ export class Conversation {
   /** The outer id's awareness clock when the last session left it, if this one writes on from it (resumeWriterIds). */
   private awarenessClock = 0
   /**
+   * The writer ids this session resumed are still stored as the last session left them: nothing
+   * was handed to the relay from them yet (resumeWriterIds). `takingWriterIds`: their delete, under way.
+   */
+  private heldWriterIds = false
+  /**
+   * The stored writer ids as the client read them for every conversation at its start (null:
+   * none), so a load need not read them alone: 1,000 point reads were ~40 ms of `open: 'all'`.
+   */
+  private writerIdsRead: Uint8Array | null | undefined
+  private takingWriterIds: Promise<void> | undefined
+  /**
    * Stale refusals of envelopes sealed under the key held, while it is held (see
    * resealAfterStale), and the re-seal they wait for.
    */
@@ -411,9 +422,13 @@ export class Conversation {
     })
   }
 
-  /** Open a conversation from local storage (it may be brand new and empty). */
-  static async open(ctx: ClientContext, id: string, record: ConversationRecord): Promise<Conversation> {
+  /**
+   * Open a conversation from local storage (it may be brand new and empty). `writerIds`: its
+   * stored `writer:{id}` entry where the caller read it already (null: none); else it is read here.
+   */
+  static async open(ctx: ClientContext, id: string, record: ConversationRecord, writerIds?: Uint8Array | null): Promise<Conversation> {
     const conv = new Conversation(id, record, ctx)
+    conv.writerIdsRead = writerIds
     await conv.ready()
     return conv
   }
@@ -423,8 +438,9 @@ export class Conversation {
    * until `ready()` has loaded its documents: a device with many conversations, or a long
    * one, starts without loading them all first.
    */
-  static lazy(ctx: ClientContext, id: string, record: ConversationRecord, summary: Summary): Conversation {
+  static lazy(ctx: ClientContext, id: string, record: ConversationRecord, summary: Summary, writerIds?: Uint8Array | null): Conversation {
     const conv = new Conversation(id, record, ctx)
+    conv.writerIdsRead = writerIds
     conv.summary = summary
     conv.summaryStale = false
     return conv
@@ -501,7 +517,7 @@ export class Conversation {
       store.list(keyOf.messageSeqsPrefix(this.id)),
       store.get(keyOf.stillMissing(this.id)),
       store.get(keyOf.lostKeys(this.id)),
-      store.get(keyOf.writerIds(this.id)),
+      this.writerIdsRead === undefined ? store.get(keyOf.writerIds(this.id)) : (this.writerIdsRead ?? undefined),
     ])
     if (stillMissing) this.stillMissingThrough = decodeCursor(stillMissing)
     if (lostKeys) for (const key of decodeLostKeys(lostKeys)) this.lostKeys.set(toBase64Url(keyCheckOf(key)), key)
@@ -585,7 +601,7 @@ export class Conversation {
       })
     }
     await this.foldRecords()
-    if (writerIds) await this.resumeWriterIds(writerIds)
+    if (writerIds) this.resumeWriterIds(writerIds)
     if (deferred) {
       const log = this.outer.getMap<Uint8Array>(OUTER_LOG)
       for (const [key, seq, part] of decodeDeferred(deferred)) {
@@ -855,6 +871,8 @@ export class Conversation {
    * ~2 ms, most of it the fsync).
    */
   private queueSeal(update: Uint8Array, tags: string[], othersOnly = false, puts?: Array<[string, Uint8Array | null]>): Promise<void> {
+    // The first change from resumed ids: their entry's delete starts now, while it is sealed.
+    if (this.heldWriterIds) this.startTakingWriterIds()
     return new Promise((resolve, reject) => {
       this.sealQueue.push({ update, tags, othersOnly, puts, resolve, reject })
       if (this.sealQueue.length === 1) {
@@ -897,6 +915,7 @@ export class Conversation {
           sealEnvelope({ room: this.id, epoch, key, senderDevicePub: identity.devicePub, senderDeviceSecret: identity.deviceSecret, update: chunk.update }),
         ),
       )
+      if (this.heldWriterIds) await this.writerIdsTaken()
       const written = this.writeOuter((log) =>
         envelopes.map((envelope) => {
           const k = envelopeKey(this.outer.clientID, Y.getState(this.outer.store, this.outer.clientID))
@@ -1048,6 +1067,7 @@ export class Conversation {
       const logged = [...this.outer.getMap<Uint8Array>(OUTER_RECORDS).values()]
       const fresh = records.filter((v) => !logged.some((have) => constantTimeEqual(have, v)))
       if (fresh.length === 0) return undefined
+      if (this.heldWriterIds) await this.writerIdsTaken()
       const { updates } = this.writeOuter((_log, rec) => {
         // Keys derive from the item id like envelope keys: unique, so no write ever conflicts
         // (a conflict would make Yjs delete the loser, and outer updates may not delete).
@@ -2052,6 +2072,7 @@ export class Conversation {
     // and the frames each copy it). The relay sees what it saw before: an update over its frame
     // limit was split into pieces anyway, and the record still rides with the last part, so a
     // part refused with it (a stale key) still gets the record refused.
+    if (this.heldWriterIds) await this.writerIdsTaken()
     const written: Uint8Array[] = []
     let givenUp = false
     try {
@@ -3103,11 +3124,18 @@ export class Conversation {
     this.flushPuts()
     await this.incomingSettled()
     await this.compactOnClose()
-    await this.leaveWriterIds(provider)
+    // Issued after every write from the ids, with the summary where there is one: a commit of
+    // its own at each close made the next start with 1,000 conversations ~20% slower
+    // (`open: 'all'`, benchmark 6; the log of the device store grew by a transaction each).
+    const writer = this.writerIdsEntry(provider)
     if (typeof this.replica === 'object') this.replica.copy.close()
     this.replica = 'off'
     // Last, after every queued write: then it matches what is stored.
-    if (this.ctx.summaryDirty) await this.saveSummary(true)
+    const saved = this.ctx.summaryDirty && (await this.saveSummary(true, writer ? [writer] : []))
+    if (writer && !saved) {
+      // Only the reuse is lost if it fails: the next session takes fresh ids.
+      await this.ctx.store.commit({ put: [writer] }).catch((err) => this.report(err, 'could not store the client ids for the next session'))
+    }
     this.listeners.clear()
     this.innerDoc?.destroy()
     this.outerDoc?.destroy()
@@ -3140,18 +3168,20 @@ export class Conversation {
   }
 
   /** Store what a lazy start shows before this conversation is loaded (summary.ts). */
-  async saveSummary(final = false): Promise<void> {
-    if (this.summary || !this.provider || (this.closed && !final)) return
+  async saveSummary(final = false, also: Array<[string, Uint8Array]> = []): Promise<boolean> {
+    if (this.summary || !this.provider || (this.closed && !final)) return false
     try {
       // Computed and issued in one turn: a write that changes what it shows is issued after
       // it (commits land in order) and marks it stale again.
       this.summaryStale = false
       const summary = encodeSummary({ title: this.title, unread: this.unreadCount(), messages: this.messages().slice(-SUMMARY_MESSAGES) })
-      await this.ctx.store.commit({ put: [[summaryKey(this.id), summary], [staleSummaryKey(this.id), null]] })
+      await this.ctx.store.commit({ put: [[summaryKey(this.id), summary], [staleSummaryKey(this.id), null], ...also] })
+      return true
     } catch (err) {
       // Only a faster start is lost; the documents are the truth.
       // The final one is reported too: without it the next lazy start loads the documents.
       if (!this.closed || final) this.report(err, 'could not store the conversation summary')
+      return false
     }
   }
 
@@ -3173,12 +3203,12 @@ export class Conversation {
   }
 
   /**
-   * Leave this session's client ids to the next one (WriterIds), once every queue is flushed
-   * and no local write failed: then everything made from them is durable, and after the
-   * provider is gone nothing more made from them can leave the device.
+   * The entry that leaves this session's client ids to the next one (WriterIds), asked once
+   * every queue is flushed; none if a local write failed. Then everything made from them is
+   * durable, and with the provider gone nothing more made from them can leave the device.
    */
-  private async leaveWriterIds(provider: WebsocketProvider): Promise<void> {
-    if (this.localWriteFailed) return
+  private writerIdsEntry(provider: WebsocketProvider): [string, Uint8Array] | undefined {
+    if (this.localWriteFailed) return undefined
     const inner = this.doc
     const outer = this.outer
     const ids: WriterIds = {
@@ -3192,13 +3222,11 @@ export class Conversation {
       awarenessClock: provider.awareness.meta.get(outer.clientID)?.clock ?? 0,
     }
     // Ids that wrote nothing are no better than fresh ones.
-    if (ids.innerClock === 0 && ids.outerClock === 0) return
-    try {
-      await this.ctx.store.commit({ put: [[keyOf.writerIds(this.id), encodeWriterIds(ids)]] })
-    } catch (err) {
-      // Only the reuse is lost: the next session takes fresh ids.
-      this.report(err, 'could not store the client ids for the next session')
-    }
+    if (ids.innerClock === 0 && ids.outerClock === 0) return undefined
+    // Resumed and never written from: the stored entry says just this (and typing did not move
+    // the awareness clock).
+    if (this.heldWriterIds && !this.takingWriterIds && ids.awarenessClock === this.awarenessClock) return undefined
+    return [keyOf.writerIds(this.id), encodeWriterIds(ids)]
   }
 
   /**
@@ -3210,12 +3238,13 @@ export class Conversation {
    * a change made from the same (client, clock) twice would diverge the members' documents, and
    * the relay would take an outer row at a clock it already stores for a resend and drop it.
    * Sends leave the device before their commit lands, so only a clean close vouches for that:
-   * the entry is taken away here, before anything is written from the ids, so a session that
-   * ends any other way (a crash, a failed write) leaves none and the next one starts fresh.
+   * the entry is deleted here, and nothing made from the ids leaves the device before that
+   * delete has landed, so a session that ends any other way (a crash, a failed write) leaves no
+   * entry behind anything it sent, and the next one starts fresh.
    * It is refused too if the loaded state is not exactly what that close saw, the membership
    * moved, or the inner id has written through CLIENT_ID_EPOCHS epochs.
    */
-  private async resumeWriterIds(bytes: Uint8Array): Promise<void> {
+  private resumeWriterIds(bytes: Uint8Array): void {
     let ids: WriterIds
     try {
       ids = decodeWriterIds(bytes)
@@ -3236,17 +3265,44 @@ export class Conversation {
       this.membership.devices.size === ids.devices &&
       this.membership.epoch - ids.clientEpoch < CLIENT_ID_EPOCHS
     if (!fits) return
-    try {
-      await this.ctx.store.commit({ put: [[keyOf.writerIds(this.id), null]] })
-    } catch (err) {
-      // Not taken away, so not used: fresh ids, as without the entry.
-      this.report(err, 'could not take the last session’s client ids')
-      return
-    }
+    // Deleted at the first write, not here: a session that only reads leaves the entry as it
+    // is (still exact), and loading 1,000 conversations paid 1,000 deletes (~10% of `open:
+    // 'all'`, benchmark 6). Nothing made from the ids leaves the device before the delete has
+    // landed: every outer write waits for it (writerIdsTaken).
+    this.heldWriterIds = true
     inner.clientID = ids.innerClient
     outer.clientID = ids.outerClient
     this.clientEpoch = ids.clientEpoch
     this.awarenessClock = ids.awarenessClock
+  }
+
+  /** Start deleting the stored entry of the resumed writer ids, once (writerIdsTaken waits for it). */
+  private startTakingWriterIds(): Promise<void> {
+    if (!this.takingWriterIds) {
+      const taking = this.ctx.store.commit({ put: [[keyOf.writerIds(this.id), null]] })
+      // Its failure is reported by the write waiting for it (writerIdsTaken).
+      taking.catch(() => undefined)
+      this.takingWriterIds = taking
+    }
+    return this.takingWriterIds
+  }
+
+  /**
+   * Resolves once the resumed ids' entry is deleted durably: until then nothing may be handed
+   * to the relay, or a crash could leave a sent change behind an entry that offers its clocks
+   * again. If the delete failed, it throws (the write waiting fails, as any write on a failing
+   * disk: nothing of it left) and the next write tries the delete again.
+   */
+  private async writerIdsTaken(): Promise<void> {
+    const taking = this.startTakingWriterIds()
+    try {
+      await taking
+      this.heldWriterIds = false
+    } catch (err) {
+      throw err instanceof PetrelError ? err : new PetrelError(ErrorCode.StorageFailed, `could not store that this session writes from the last one's client ids: ${(err as Error).message}`, { cause: err, conversationId: this.id })
+    } finally {
+      if (this.takingWriterIds === taking) this.takingWriterIds = undefined
+    }
   }
 
   private assertOpen(): void {

@@ -47,6 +47,11 @@ describe('client ids across sessions', () => {
     const outer = await outerIds(aliceConv.id)
     await alice.close()
 
+    // A session that only reads leaves them as they were.
+    const reading = await world.client('alice')
+    expect((await reopen(reading)).doc.clientID).toBe(innerId)
+    await reading.close()
+
     const sent = ['one']
     for (const session of [2, 3, 4]) {
       const conv = await reopen(await world.client('alice'))
@@ -95,6 +100,33 @@ describe('client ids across sessions', () => {
     await until(() => texts(bobConv).includes('after the full disk'), 10_000, 'bob has the next one')
     expect(conv3.doc.clientID).not.toBe(innerId)
     expect(texts(bobConv)).toEqual(['stored', 'on the relay, not on her disk', 'after the full disk'])
+  })
+
+  it('sends nothing from resumed ids until their entry is deleted: a send on a disk that fails from the start fails, and the next session may still resume', async () => {
+    const { alice, aliceConv, bobConv } = await aliceAndBob()
+    await aliceConv.send('stored')
+    await until(() => texts(bobConv).includes('stored'), 10_000, 'bob has it')
+    const innerId = aliceConv.doc.clientID
+    await alice.close()
+
+    // The entry's delete fails, and so does every write of the documents: nothing from the
+    // ids may go.
+    const disk = await openDeviceStore({ storage: join(world.dir, 'alice.db') })
+    const broken = onDisk(disk, async (batch) => {
+      if ((batch.append?.length ?? 0) > 0 || batch.put?.some(([key]) => key.startsWith('writer:'))) throw new Error('SQLITE_IOERR: disk I/O error')
+      return disk.commit(batch)
+    })
+    const second = await world.client('alice-2', { storage: broken })
+    const conv2 = await reopen(second)
+    await expect(conv2.send('never left')).rejects.toMatchObject({ code: 'storage_failed' })
+    await second.close()
+
+    // Nothing was sent from them, and the entry is still there: the next session writes on.
+    const conv3 = await reopen(await world.client('alice'))
+    expect(conv3.doc.clientID).toBe(innerId)
+    await conv3.send('next')
+    await until(() => texts(bobConv).includes('next'), 10_000, 'bob has the next one')
+    expect(texts(bobConv)).toEqual(['stored', 'next'])
   })
 
   it('goes on from the last session’s awareness clock, so members see a restarted device typing', async () => {
