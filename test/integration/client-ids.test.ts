@@ -6,6 +6,8 @@
  */
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
+import { IDBFactory } from 'fake-indexeddb'
+import { openIndexedDbStore } from '../../src/client/storage/indexeddb-store.js'
 import { openDeviceStore } from '../../src/client/storage/open-store.js'
 import { onDisk, texts, until, World, type Client } from './harness.js'
 
@@ -67,6 +69,26 @@ describe('client ids across sessions', () => {
     expect(bobConv.doc.store.clients.size).toBe(innerIds)
     expect(await outerIds(bobConv.id)).toBe(outer)
     expect(world.errors.get(world.clients.at(-1)!)).toEqual([])
+  })
+
+  it('writes on from the same ids in IndexedDB too', async () => {
+    world = new World()
+    await world.relay()
+    const idb = new IDBFactory()
+    const alice = await world.client('alice', { storage: await openIndexedDbStore('petrel:alice', idb) })
+    const bob = await world.client('bob')
+    await until(() => alice.connection === 'online' && bob.connection === 'online', 10_000, 'clients online')
+    const aliceConv = await alice.createConversation({ title: 'ids' })
+    const bobConv = await bob.join(await aliceConv.invite())
+    await aliceConv.send('one')
+    const innerId = aliceConv.doc.clientID
+    await alice.close()
+
+    const conv = await reopen(await world.client('alice', { storage: await openIndexedDbStore('petrel:alice', idb) }))
+    expect(conv.doc.clientID).toBe(innerId)
+    await conv.send('two')
+    await until(() => texts(bobConv).length === 2, 10_000, 'bob has both')
+    expect(texts(bobConv)).toEqual(['one', 'two'])
   })
 
   it('takes fresh ids after a session whose local write failed, though the relay took the send: what it holds is never written over', async () => {
