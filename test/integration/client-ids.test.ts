@@ -25,7 +25,10 @@ async function aliceAndBob() {
   await until(() => alice.connection === 'online' && bob.connection === 'online', 10_000, 'clients online')
   const aliceConv = await alice.createConversation({ title: 'ids' })
   const bobConv = await bob.join(await aliceConv.invite())
-  return { alice, bob, aliceConv, bobConv, disk: join(world.dir, 'alice.db') }
+  // Alice holds Bob's join before she first closes: one folded later is a device that came in,
+  // which rightly gives her a fresh id.
+  await until(() => aliceConv.membershipState.devices.size === 2, 10_000, 'alice has bob’s join')
+  return { alice, bob, aliceConv, bobConv }
 }
 
 /** Alice's next session on her disk: her one conversation, loaded and online. */
@@ -80,6 +83,7 @@ describe('client ids across sessions', () => {
     await until(() => alice.connection === 'online' && bob.connection === 'online', 10_000, 'clients online')
     const aliceConv = await alice.createConversation({ title: 'ids' })
     const bobConv = await bob.join(await aliceConv.invite())
+    await until(() => aliceConv.membershipState.devices.size === 2, 10_000, 'alice has bob’s join')
     await aliceConv.send('one')
     const innerId = aliceConv.doc.clientID
     await alice.close()
