@@ -3124,9 +3124,9 @@ export class Conversation {
     this.flushPuts()
     await this.incomingSettled()
     await this.compactOnClose()
-    // Issued after every write from the ids, with the summary where there is one: a commit of
-    // its own at each close made the next start with 1,000 conversations ~20% slower
-    // (`open: 'all'`, benchmark 6; the log of the device store grew by a transaction each).
+    // Issued after every write from the ids, with the summary where there is one: with a
+    // commit of its own at each close, the next `open: 'all'` of 1,000 conversations took
+    // ~14% longer (benchmark 6, medians of 8 alternating runs; 1,000 more transactions).
     const writer = this.writerIdsEntry(provider)
     if (typeof this.replica === 'object') this.replica.copy.close()
     this.replica = 'off'
@@ -3160,7 +3160,7 @@ export class Conversation {
     const stored = this.ctx.store.commit(batch, options)
     if (!batch.append) return stored
     // Whatever appended it (a send, a record, a snapshot part, received rows), the documents now
-    // hold something the disk does not: compactOnClose and leaveWriterIds must know.
+    // hold something the disk does not: compactOnClose and writerIdsEntry must know.
     return stored.catch((err: unknown) => {
       this.localWriteFailed = true
       throw err
