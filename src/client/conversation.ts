@@ -271,7 +271,7 @@ export class Conversation {
   private heldWriterIds = false
   /**
    * The stored writer ids as the client read them for every conversation at its start (null:
-   * none), so a load need not read them alone: 1,000 point reads were ~40 ms of `open: 'all'`.
+   * none), in one range read rather than a point read a load (client.ts says what those cost).
    */
   private writerIdsRead: Uint8Array | null | undefined
   private takingWriterIds: Promise<void> | undefined
@@ -3125,8 +3125,8 @@ export class Conversation {
     await this.incomingSettled()
     await this.compactOnClose()
     // Issued after every write from the ids, with the summary where there is one: with a
-    // commit of its own at each close, the next `open: 'all'` of 1,000 conversations took
-    // ~14% longer (benchmark 6, medians of 8 alternating runs; 1,000 more transactions).
+    // commit of its own at each close (1,000 more transactions), the next `open: 'all'` of
+    // 1,000 conversations took 603–710 ms against 506–653 (benchmark 6, four runs each).
     const writer = this.writerIdsEntry(provider)
     if (typeof this.replica === 'object') this.replica.copy.close()
     this.replica = 'off'
@@ -3266,9 +3266,9 @@ export class Conversation {
       this.membership.epoch - ids.clientEpoch < CLIENT_ID_EPOCHS
     if (!fits) return
     // Deleted at the first write, not here: a session that only reads leaves the entry as it
-    // is (still exact), and loading 1,000 conversations paid 1,000 deletes (~10% of `open:
-    // 'all'`, benchmark 6). Nothing made from the ids leaves the device before the delete has
-    // landed: every outer write waits for it (writerIdsTaken).
+    // is (still exact), and a start that loads 1,000 conversations would pay 1,000 deletes.
+    // Nothing made from the ids leaves the device before the delete has landed: every outer
+    // write waits for it (writerIdsTaken).
     this.heldWriterIds = true
     inner.clientID = ids.innerClient
     outer.clientID = ids.outerClient
