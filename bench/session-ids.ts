@@ -1,6 +1,7 @@
 /**
  * Client ids over sessions: a device starts S times (a new client on the same SQLite store, as
- * an app opened S times) and sends one message in its one conversation each time, offline.
+ * an app opened S times), waits for its conversation to catch up with the relay, and sends one
+ * message in it each time.
  * Reported: the client ids its stored documents hold afterwards, and Yjs's cost to apply one
  * more single-message update to that inner document, against the same into a document of the
  * same messages written from one id per session (what every session did until the
@@ -12,8 +13,8 @@ import { join } from 'node:path'
 import * as Y from 'yjs'
 import { createClient } from '../src/client/index.js'
 import { openSqliteStore } from '../src/client/storage/sqlite-store.js'
+import { createRelay } from '../src/relay/index.js'
 import { applyCostOn, docWithIds } from './client-ids.js'
-import { NOWHERE } from './cold-open-phases.js'
 import { median } from './common.js'
 
 export interface SessionIdsResult {
@@ -28,13 +29,15 @@ export interface SessionIdsResult {
 
 export async function sessionIds(sessions: number, updates = 2000, rounds = 3): Promise<SessionIdsResult> {
   const dir = mkdtempSync(join(tmpdir(), 'petrel-bench-sessions-'))
+  const relay = await createRelay({ port: 0, database: join(dir, 'relay.db'), logLevel: 'error' })
   try {
     const storage = join(dir, 'device.db')
     let convId = ''
     for (let s = 0; s < sessions; s++) {
-      const client = await createClient({ relay: NOWHERE, name: 'often', storage })
-      client.disconnect()
+      const client = await createClient({ relay: relay.url, name: 'often', storage })
       const conv = s === 0 ? await client.createConversation({ title: 'daily' }) : (await client.conversations())[0]!
+      // Caught up: a session that writes before its first sync keeps the ids it drew.
+      await conv.whenSynced(10_000)
       convId = conv.id
       await conv.send(`session ${s}`)
       await client.close()
@@ -62,6 +65,7 @@ export async function sessionIds(sessions: number, updates = 2000, rounds = 3): 
     }
     return { sessions, innerIds, outerIds, usPerUpdate: median(ours), usPerUpdateIdPerSession: median(reference) }
   } finally {
+    await relay.close()
     rmSync(dir, { recursive: true, force: true })
   }
 }

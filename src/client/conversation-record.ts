@@ -78,7 +78,7 @@ export const keyOf = {
   stillMissing: (id: string) => `missing:${id}`,
   /** Our own epoch keys that lost a race or were replaced (encodeLostKeys): only to open what we sealed under them, to seal it again. */
   lostKeys: (id: string) => `lost:${id}`,
-  /** The Yjs client ids the last session wrote from, left by a clean close (encodeWriterIds); taken away before they are used again. */
+  /** The Yjs client ids the last session wrote from, left by a clean close (encodeWriterIds); deleted before anything made from them is sent again. */
   writerIds: (id: string) => `writer:${id}`,
 }
 

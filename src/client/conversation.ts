@@ -262,13 +262,23 @@ export class Conversation {
   private readonly resealQueue = new Set<string>()
   /** The epoch in which the inner document's current client id began writing (foldRecords). */
   private clientEpoch: number | undefined
-  /** The outer id's awareness clock when the last session left it, if this one writes on from it (resumeWriterIds). */
+  /** The stored writer ids, read at load, until the first sync says whether to write on from them (resumeWriterIds). */
+  private lastWriterIds: { ids: WriterIds; bytes: Uint8Array } | undefined
+  /** The stored entry of the ids this session resumed, as it was read. */
+  private resumedEntry: Uint8Array | undefined
+  /** The ids this session resumed, while it writes from them. */
+  private resumedIds: { inner: number; outer: number } | undefined
+  /** The outer id's awareness clock when this session took it up (resumeWriterIds). */
   private awarenessClock = 0
   /**
    * The writer ids this session resumed are still stored as the last session left them: nothing
    * was handed to the relay from them yet (resumeWriterIds). `takingWriterIds`: their delete, under way.
    */
   private heldWriterIds = false
+  /** abandonWriterIds ran: this session's ids are not left to the next one either. */
+  private idsUsedElsewhere = false
+  /** The relay refused an envelope of ours for its client id (another device's): not left to the next session. */
+  private idRefused = false
   /**
    * The stored writer ids as the client read them for every conversation at its start (null:
    * none), in one range read rather than a point read a load (client.ts says what those cost).
@@ -601,7 +611,7 @@ export class Conversation {
       })
     }
     await this.foldRecords()
-    if (writerIds) this.resumeWriterIds(writerIds)
+    if (writerIds) this.readWriterIds(writerIds)
     if (deferred) {
       const log = this.outer.getMap<Uint8Array>(OUTER_LOG)
       for (const [key, seq, part] of decodeDeferred(deferred)) {
@@ -654,9 +664,6 @@ export class Conversation {
     const p = provider as unknown as { _checkInterval: ReturnType<typeof setInterval>; _exitHandler: () => void }
     clearInterval(p._checkInterval)
     clearInterval((provider.awareness as unknown as { _checkInterval: ReturnType<typeof setInterval> })._checkInterval)
-    // Resumed, the outer id's awareness clock goes on from the last session's: its peers still
-    // hold that clock, and would ignore this session's typing until it passed it.
-    if (this.awarenessClock > 0) provider.awareness.meta.set(this.outer.clientID, { clock: this.awarenessClock, lastUpdated: Date.now() })
     provider.awareness.setLocalState(null)
     this.presence = new Presence(
       provider.awareness,
@@ -706,6 +713,9 @@ export class Conversation {
       // Caught up: what still waits in Yjs may wait for history this device cannot read.
       else if (this.doc.store.pendingStructs !== null) this.fillLostClocksSoon()
       this.unknownRoomRetries = 0
+      // Once what the catch-up brought is applied: what the relay holds from the last session's
+      // ids is known then (resumeWriterIds).
+      if (this.lastWriterIds) void this.incomingTail.then(() => this.resumeWriterIds())
       this.settleSyncWaiters()
       this.scheduleAck()
       // Once what the catch-up brought is applied (and any snapshot it waits for is known).
@@ -1362,6 +1372,10 @@ export class Conversation {
       rec.unobserve(onRec)
       log.unobserve(onLog)
     }
+    // A received row moved our own outer id on, and Yjs drew another (a remote change at the
+    // client id a document writes from): ours were used elsewhere.
+    if (this.resumedIds && this.outer.clientID !== this.resumedIds.outer) this.abandonWriterIds()
+    else if (this.provider && this.provider.awareness.clientID !== this.outer.clientID) this.moveAwareness(this.outer.clientID)
     const index = [...this.unresolvedRows, ...msg.index]
     // Rows still waiting for predecessors: remembered, and the cursor stops before them, so
     // this device never acknowledges (✓✓) what it does not hold yet.
@@ -1567,7 +1581,12 @@ export class Conversation {
             continue
           }
           const update = opened.update
-          const verdict = checkInnerUpdate(this.doc, update, { deviceId, userId }, this.bindings)
+          let verdict = checkInnerUpdate(this.doc, update, { deviceId, userId }, this.bindings)
+          // Signed by this device, from the inner id it writes from now: the id was used elsewhere.
+          if (!verdict.ok && verdict.ownClient && this.resumedIds && deviceId === this.ctx.identity.deviceId) {
+            this.abandonWriterIds()
+            verdict = checkInnerUpdate(this.doc, update, { deviceId, userId }, this.bindings)
+          }
           if (!verdict.ok) {
             this.reject(ErrorCode.AuthorshipViolation, `update from ${userId.slice(0, 8)}… refused: ${verdict.reason}`)
             continue
@@ -2728,6 +2747,8 @@ export class Conversation {
     const tombstones = new Set<string>()
     const stale = new Set<string>()
     const failed: string[] = []
+    // Our outer id is bound to another device at the relay: a reload drew another; so must the next session.
+    if (msg.reason === Reason.ClientIdTaken) this.idRefused = true
     for (const range of msg.ranges)
       for (let i = 0; i < range.len; i++) {
         const key = envelopeKey(range.client, range.clock + i)
@@ -3208,7 +3229,7 @@ export class Conversation {
    * durable, and with the provider gone nothing more made from them can leave the device.
    */
   private writerIdsEntry(provider: WebsocketProvider): [string, Uint8Array] | undefined {
-    if (this.localWriteFailed) return undefined
+    if (this.localWriteFailed || this.idsUsedElsewhere || this.idRefused) return undefined
     const inner = this.doc
     const outer = this.outer
     const ids: WriterIds = {
@@ -3229,29 +3250,42 @@ export class Conversation {
     return [keyOf.writerIds(this.id), encodeWriterIds(ids)]
   }
 
+  /** The entry the last clean close left (writerIdsEntry), kept for resumeWriterIds. */
+  private readWriterIds(bytes: Uint8Array): void {
+    try {
+      this.lastWriterIds = { ids: decodeWriterIds(bytes), bytes }
+    } catch (err) {
+      this.report(err, 'could not read the client ids the last session left')
+    }
+  }
+
   /**
-   * Write on from the client ids the last session closed with, rather than fresh ones: Yjs's
-   * transactions cost O(client ids in the document), and a fresh id per load added one per
-   * session on every device that wrote (PROTOCOL §6).
+   * Write on from the client ids the last session closed with, rather than the fresh ones this
+   * load drew: Yjs's transactions cost O(client ids in the document), and a fresh id per load
+   * added one per session on every device that wrote (PROTOCOL §6).
    *
    * Reusing an id is safe only if nothing was ever made from it past what this device holds:
    * a change made from the same (client, clock) twice would diverge the members' documents, and
    * the relay would take an outer row at a clock it already stores for a resend and drop it.
-   * Sends leave the device before their commit lands, so only a clean close vouches for that:
-   * the entry is deleted here, and nothing made from the ids leaves the device before that
-   * delete has landed, so a session that ends any other way (a crash, a failed write) leaves no
-   * entry behind anything it sent, and the next one starts fresh.
-   * It is refused too if the loaded state is not exactly what that close saw, the membership
-   * moved, or the inner id has written through CLIENT_ID_EPOCHS epochs.
+   * Sends leave the device before their commit lands, so only a clean close vouches for that,
+   * and only for this storage as the close left it: a store restored from a backup, or used by
+   * a second engine, may hold less than was sent. So this runs once the first sync's catch-up
+   * is applied, when the relay has shown what it holds of the ids: they are taken up only if
+   * their states are still what the close saw, as is the membership (a device added, a
+   * 'from-join' invite made, 16 epochs passed meanwhile: fresh ids, as foldRecords would
+   * choose), and nothing was written from this session's fresh ids yet. A session that writes
+   * before its first sync (offline) keeps its fresh ids.
+   *
+   * The entry stays stored while nothing is sent from the ids (a session that only reads
+   * leaves it exact); it is deleted before the first thing made from them leaves the device
+   * (writerIdsTaken), so a session that ends any other way (a crash, a failed write) leaves no
+   * entry behind anything it sent.
    */
-  private resumeWriterIds(bytes: Uint8Array): void {
-    let ids: WriterIds
-    try {
-      ids = decodeWriterIds(bytes)
-    } catch (err) {
-      this.report(err, 'could not read the client ids the last session left')
-      return
-    }
+  private resumeWriterIds(): void {
+    const last = this.lastWriterIds
+    this.lastWriterIds = undefined
+    if (!last || !this.provider || this.closed) return
+    const { ids } = last
     const inner = this.doc
     const outer = this.outer
     const fits =
@@ -3265,21 +3299,67 @@ export class Conversation {
       this.membership.devices.size === ids.devices &&
       this.membership.epoch - ids.clientEpoch < CLIENT_ID_EPOCHS
     if (!fits) return
-    // Deleted at the first write, not here: a session that only reads leaves the entry as it
-    // is (still exact), and a start that loads 1,000 conversations would pay 1,000 deletes.
-    // Nothing made from the ids leaves the device before the delete has landed: every outer
-    // write waits for it (writerIdsTaken).
     this.heldWriterIds = true
+    this.resumedEntry = last.bytes
+    this.resumedIds = { inner: ids.innerClient, outer: ids.outerClient }
     inner.clientID = ids.innerClient
     outer.clientID = ids.outerClient
     this.clientEpoch = ids.clientEpoch
+    // The awareness clock goes on from the last session's: members still hold it, and would
+    // ignore this session's typing until it passed it.
+    this.moveAwareness(ids.outerClient, ids.awarenessClock)
     this.awarenessClock = ids.awarenessClock
+  }
+
+  /**
+   * The provider's awareness writes under the outer document's client id (y-websocket reads
+   * `doc.clientID` for it): when that id changes, the awareness moves with it.
+   */
+  private moveAwareness(client: number, clock = 0): void {
+    const awareness = this.provider?.awareness
+    if (!awareness || awareness.clientID === client) return
+    const state = awareness.getLocalState()
+    // The old id leaves (members drop its typing flag); the state comes back under the new one.
+    if (state !== null) awareness.setLocalState(null)
+    awareness.clientID = client
+    if (clock > 0) awareness.meta.set(client, { clock, lastUpdated: Date.now() })
+    if (state !== null) awareness.setLocalState(state)
+  }
+
+  /**
+   * Our resumed ids were written from elsewhere: a change signed by this device reached us at
+   * our own inner id, or the outer id moved on under a received row (Yjs then drew another).
+   * Another engine on this storage, or a store restored behind what it sent: fresh ids from
+   * now on, and the stored entry goes, so no later session takes them up either.
+   */
+  private abandonWriterIds(): void {
+    const resumed = this.resumedIds
+    if (!resumed) return
+    this.resumedIds = undefined
+    if (this.doc.clientID === resumed.inner) {
+      this.doc.clientID = randomClientId()
+      this.clientEpoch = this.membership.epoch
+    }
+    if (this.outer.clientID === resumed.outer) this.outer.clientID = randomClientId()
+    this.moveAwareness(this.outer.clientID)
+    this.idsUsedElsewhere = true
+    this.landing(this.ctx.store.commit({ put: [[keyOf.writerIds(this.id), null]] }), 'could not forget client ids used elsewhere')
+    this.heldWriterIds = false
+    this.reject(ErrorCode.AuthorshipViolation, 'this device’s client ids were written from elsewhere (a second engine on its storage, or storage restored from a backup): writing from fresh ones')
   }
 
   /** Start deleting the stored entry of the resumed writer ids, once (writerIdsTaken waits for it). */
   private startTakingWriterIds(): Promise<void> {
     if (!this.takingWriterIds) {
-      const taking = this.ctx.store.commit({ put: [[keyOf.writerIds(this.id), null]] })
+      const key = keyOf.writerIds(this.id)
+      const entry = this.resumedEntry
+      const taking = (async () => {
+        // Still the entry this session resumed: else another engine on this storage (no lock
+        // between processes, or a storage object an app shares) took the ids meanwhile.
+        const stored = await this.ctx.store.get(key)
+        if (!stored || !entry || !constantTimeEqual(stored, entry)) throw new WriterIdsTaken()
+        await this.ctx.store.commit({ put: [[key, null]] })
+      })()
       // Its failure is reported by the write waiting for it (writerIdsTaken).
       taking.catch(() => undefined)
       this.takingWriterIds = taking
@@ -3299,6 +3379,13 @@ export class Conversation {
       await taking
       this.heldWriterIds = false
     } catch (err) {
+      if (err instanceof WriterIdsTaken) {
+        // What waits was made from the ids: it fails, loudly, rather than go out at clocks the
+        // other engine may have sent (the relay would drop it as a resend). Fresh ids from now.
+        if (this.takingWriterIds === taking) this.takingWriterIds = undefined
+        this.abandonWriterIds()
+        throw new PetrelError(ErrorCode.DeviceInUse, 'another engine on this device’s storage took the client ids this session resumed; sent again, the message goes from fresh ones', { conversationId: this.id })
+      }
       throw err instanceof PetrelError ? err : new PetrelError(ErrorCode.StorageFailed, `could not store that this session writes from the last one's client ids: ${(err as Error).message}`, { cause: err, conversationId: this.id })
     } finally {
       if (this.takingWriterIds === taking) this.takingWriterIds = undefined
@@ -3421,6 +3508,9 @@ function deviceIdOf(pub: Uint8Array): string {
   lastDevice = { pub: pub.slice(), id }
   return id
 }
+
+/** The stored writer ids are no longer the ones this session resumed (startTakingWriterIds). */
+class WriterIdsTaken extends Error {}
 
 /** A fresh Yjs client id (uint32), as Yjs makes them. */
 function randomClientId(): number {

@@ -21,7 +21,8 @@ export const INNER_MESSAGE_BATCHES = 'messageBatches'
 const MAX_CLOCK_AHEAD = 1_000_000
 
 /** `bind`: client ids this update binds to the sender; `messageKeys`: `messages` entries it writes. */
-export type GuardResult = { ok: true; bind: number[]; messageKeys: string[] } | { ok: false; reason: string }
+/** `ownClient`: refused because it writes from this document's own client id. */
+export type GuardResult = { ok: true; bind: number[]; messageKeys: string[] } | { ok: false; reason: string; ownClient?: true }
 
 /**
  * Whether `userId` owns `key` of a protected root map: a profile key is its owner's userId; a
@@ -60,7 +61,7 @@ export function checkInnerUpdate(
     const owner = bindings.get(group.client)
     if (owner !== undefined && owner !== sender.deviceId) return { ok: false, reason: `client id ${group.client} belongs to another device` }
     if (owner === undefined) {
-      if (group.client === doc.clientID) return { ok: false, reason: 'update reuses this device’s own client id' }
+      if (group.client === doc.clientID) return { ok: false, reason: 'update reuses this device’s own client id', ownClient: true }
       bind.push(group.client)
     }
     const have = Y.getState(doc.store, group.client)

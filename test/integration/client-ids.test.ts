@@ -4,6 +4,7 @@
  * collect an id per session; but never after a session that may have sent something its
  * disk does not hold, or a change would be made twice from one (client, clock).
  */
+import { copyFileSync, existsSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { IDBFactory } from 'fake-indexeddb'
@@ -31,11 +32,14 @@ async function aliceAndBob() {
   return { alice, bob, aliceConv, bobConv }
 }
 
-/** Alice's next session on her disk: her one conversation, loaded and online. */
+/**
+ * Alice's next session on her disk: her one conversation, caught up with the relay. Then it has
+ * chosen whether to write on from the last session's ids.
+ */
 async function reopen(client: Client) {
   await until(() => client.connection === 'online', 10_000, 'alice online again')
   const [conv] = await client.conversations()
-  await conv!.ready()
+  await conv!.whenSynced(10_000)
   return conv!
 }
 
@@ -153,6 +157,64 @@ describe('client ids across sessions', () => {
     await conv3.send('next')
     await until(() => texts(bobConv).includes('next'), 10_000, 'bob has the next one')
     expect(texts(bobConv)).toEqual(['stored', 'next'])
+  })
+
+  it('does not write on from ids a store restored from a backup sent past, even when it sends before it reaches the relay', async () => {
+    const { alice, aliceConv, bobConv } = await aliceAndBob()
+    await aliceConv.send('before the backup')
+    await until(() => texts(bobConv).includes('before the backup'), 10_000, 'bob has it')
+    const innerId = aliceConv.doc.clientID
+    await alice.close()
+    const disk = join(world.dir, 'alice.db')
+    const files = ['', '-wal', '-shm'].filter((suffix) => existsSync(disk + suffix))
+    for (const suffix of files) copyFileSync(disk + suffix, `${disk}${suffix}.backup`)
+
+    // A session after the backup writes on from the same ids, and the relay takes it.
+    const second = await world.client('alice')
+    const conv2 = await reopen(second)
+    expect(conv2.doc.clientID).toBe(innerId)
+    await conv2.send('after the backup')
+    await until(() => texts(bobConv).includes('after the backup'), 10_000, 'bob has the second')
+    await second.close()
+
+    // The device is restored from the backup: its entry offers the ids at the old clocks. It
+    // starts with the relay out of reach and sends at once: written from those ids, the send
+    // would take the clocks of 'after the backup', and the relay drop it as a resend.
+    for (const suffix of ['', '-wal', '-shm']) rmSync(disk + suffix, { force: true })
+    for (const suffix of files) copyFileSync(`${disk}${suffix}.backup`, disk + suffix)
+    await world.relays[0]!.close()
+    const third = await world.client('alice')
+    const [conv3] = await third.conversations()
+    await conv3!.send('after the restore')
+    await world.relay()
+    await until(() => texts(bobConv).includes('after the restore'), 15_000, 'bob has the third')
+    expect(texts(bobConv)).toEqual(['before the backup', 'after the backup', 'after the restore'])
+    // Caught up, it holds what it sent after the backup again (its own signed change, bound to it).
+    await until(() => texts(conv3!).length === 3, 10_000, 'alice has all three again')
+    expect(texts(conv3!)).toEqual(['before the backup', 'after the backup', 'after the restore'])
+    expect(conv3!.doc.clientID).not.toBe(innerId)
+  })
+
+  it('fails a send loudly, not silently, when a second engine on the same storage took the ids first; the next send goes from fresh ones', async () => {
+    const { alice, aliceConv, bobConv } = await aliceAndBob()
+    await aliceConv.send('one')
+    await until(() => texts(bobConv).includes('one'), 10_000, 'bob has it')
+    const innerId = aliceConv.doc.clientID
+    await alice.close()
+
+    // Two processes on one SQLite file (nothing locks it): both resume the same ids.
+    const first = await reopen(await world.client('alice'))
+    const second = await reopen(await world.client('alice-again', { storage: join(world.dir, 'alice.db') }))
+    expect(first.doc.clientID).toBe(innerId)
+    expect(second.doc.clientID).toBe(innerId)
+    await first.send('from the first')
+    // The relay would take the second's change at the first's clocks for a resend, and drop it.
+    await expect(second.send('from the second')).rejects.toMatchObject({ code: 'device_in_use' })
+    expect(second.messages().find((m) => m.text === 'from the second')?.status).toBe('failed')
+    expect(second.doc.clientID).not.toBe(innerId)
+    await second.send('the second, again')
+    await until(() => texts(bobConv).includes('the second, again'), 10_000, 'bob has the second engine’s next send')
+    expect(texts(bobConv)).toEqual(['one', 'from the first', 'the second, again'])
   })
 
   it('goes on from the last session’s awareness clock, so members see a restarted device typing', async () => {
