@@ -3229,6 +3229,9 @@ export class Conversation {
    * durable, and with the provider gone nothing more made from them can leave the device.
    */
   private writerIdsEntry(provider: WebsocketProvider): [string, Uint8Array] | undefined {
+    // A commit still in flight (a record's: writeRecords does not hold `outgoing` for it) may
+    // fail after this: the entry then names a state the disk never reaches (Yjs counts a
+    // client's state to its first gap), and the next load does not take the ids up.
     if (this.localWriteFailed || this.idsUsedElsewhere || this.idRefused) return undefined
     const inner = this.doc
     const outer = this.outer
