@@ -9,6 +9,7 @@ import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { IDBFactory } from 'fake-indexeddb'
 import { openIndexedDbStore } from '../../src/client/storage/indexeddb-store.js'
+import type { Batch } from '../../src/client/storage/device-store.js'
 import { openDeviceStore } from '../../src/client/storage/open-store.js'
 import { onDisk, texts, until, World, type Client } from './harness.js'
 
@@ -41,6 +42,28 @@ async function reopen(client: Client) {
   const [conv] = await client.conversations()
   await conv!.whenSynced(10_000)
   return conv!
+}
+
+/** Alice sends `text`, Bob has it, and Alice closes cleanly: her ids are left to the next session. */
+async function aliceLeavesIds(text: string) {
+  const { alice, aliceConv, bobConv } = await aliceAndBob()
+  await aliceConv.send(text)
+  await until(() => texts(bobConv).includes(text), 10_000, 'bob has it')
+  const innerId = aliceConv.doc.clientID
+  await alice.close()
+  return { bobConv, innerId }
+}
+
+/** Alice's next session on a disk of the outside world whose commits throw `error` while `fails` says so. */
+async function onFailingDisk(error: string, fails: (batch: Batch) => boolean) {
+  const disk = await openDeviceStore({ storage: join(world.dir, 'alice.db') })
+  const client = await world.client('alice-2', {
+    storage: onDisk(disk, async (batch) => {
+      if (fails(batch)) throw new Error(error)
+      return disk.commit(batch)
+    }),
+  })
+  return { client, conv: await reopen(client) }
 }
 
 /** Outer client ids the relay has bound in the room (each is a row in its index, for good). */
@@ -100,22 +123,12 @@ describe('client ids across sessions', () => {
   })
 
   it('takes fresh ids after a session whose local write failed, though the relay took the send: what it holds is never written over', async () => {
-    const { alice, aliceConv, bobConv } = await aliceAndBob()
-    await aliceConv.send('stored')
-    await until(() => texts(bobConv).includes('stored'), 10_000, 'bob has it')
-    const innerId = aliceConv.doc.clientID
-    await alice.close()
+    const { bobConv, innerId } = await aliceLeavesIds('stored')
 
     // Session 2 writes on from the same ids, then its disk fills: its next send reaches the
     // relay (sends go out before their commit lands) but not the disk.
-    const disk = await openDeviceStore({ storage: join(world.dir, 'alice.db') })
     let full = false
-    const filling = onDisk(disk, async (batch) => {
-      if (full && (batch.append?.length ?? 0) > 0) throw new Error('SQLITE_FULL: database or disk is full')
-      return disk.commit(batch)
-    })
-    const second = await world.client('alice-2', { storage: filling })
-    const conv2 = await reopen(second)
+    const { client: second, conv: conv2 } = await onFailingDisk('SQLITE_FULL: database or disk is full', (batch) => full && (batch.append?.length ?? 0) > 0)
     expect(conv2.doc.clientID).toBe(innerId)
     full = true
     await expect(conv2.send('on the relay, not on her disk')).rejects.toMatchObject({ code: 'storage_failed' })
@@ -133,21 +146,14 @@ describe('client ids across sessions', () => {
   })
 
   it('sends nothing from resumed ids until their entry is deleted: a send on a disk that fails from the start fails, and the next session may still resume', async () => {
-    const { alice, aliceConv, bobConv } = await aliceAndBob()
-    await aliceConv.send('stored')
-    await until(() => texts(bobConv).includes('stored'), 10_000, 'bob has it')
-    const innerId = aliceConv.doc.clientID
-    await alice.close()
+    const { bobConv, innerId } = await aliceLeavesIds('stored')
 
     // The entry's delete fails, and so does every write of the documents: nothing from the
     // ids may go.
-    const disk = await openDeviceStore({ storage: join(world.dir, 'alice.db') })
-    const broken = onDisk(disk, async (batch) => {
-      if ((batch.append?.length ?? 0) > 0 || batch.put?.some(([key]) => key.startsWith('writer:'))) throw new Error('SQLITE_IOERR: disk I/O error')
-      return disk.commit(batch)
-    })
-    const second = await world.client('alice-2', { storage: broken })
-    const conv2 = await reopen(second)
+    const { client: second, conv: conv2 } = await onFailingDisk(
+      'SQLITE_IOERR: disk I/O error',
+      (batch) => (batch.append?.length ?? 0) > 0 || (batch.put?.some(([key]) => key.startsWith('writer:')) ?? false),
+    )
     await expect(conv2.send('never left')).rejects.toMatchObject({ code: 'storage_failed' })
     await second.close()
 
@@ -160,11 +166,7 @@ describe('client ids across sessions', () => {
   })
 
   it('does not write on from ids a store restored from a backup sent past, even when it sends before it reaches the relay', async () => {
-    const { alice, aliceConv, bobConv } = await aliceAndBob()
-    await aliceConv.send('before the backup')
-    await until(() => texts(bobConv).includes('before the backup'), 10_000, 'bob has it')
-    const innerId = aliceConv.doc.clientID
-    await alice.close()
+    const { bobConv, innerId } = await aliceLeavesIds('before the backup')
     const disk = join(world.dir, 'alice.db')
     const files = ['', '-wal', '-shm'].filter((suffix) => existsSync(disk + suffix))
     for (const suffix of files) copyFileSync(disk + suffix, `${disk}${suffix}.backup`)
@@ -196,11 +198,7 @@ describe('client ids across sessions', () => {
   })
 
   it('fails a send loudly, not silently, when a second engine on the same storage took the ids first; the next send goes from fresh ones', async () => {
-    const { alice, aliceConv, bobConv } = await aliceAndBob()
-    await aliceConv.send('one')
-    await until(() => texts(bobConv).includes('one'), 10_000, 'bob has it')
-    const innerId = aliceConv.doc.clientID
-    await alice.close()
+    const { bobConv, innerId } = await aliceLeavesIds('one')
 
     // Two processes on one SQLite file (nothing locks it): both resume the same ids.
     const first = await reopen(await world.client('alice'))
