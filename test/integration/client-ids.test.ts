@@ -215,6 +215,26 @@ describe('client ids across sessions', () => {
     expect(texts(bobConv)).toEqual(['one', 'from the first', 'the second, again'])
   })
 
+  it('gives the ids up when its own changes from them come back from elsewhere, so its next send is not lost behind them', async () => {
+    const { bobConv, innerId } = await aliceLeavesIds('one')
+    const first = await reopen(await world.client('alice'))
+    const secondClient = await world.client('alice-again', { storage: join(world.dir, 'alice.db') })
+    const second = await reopen(secondClient)
+    expect(second.doc.clientID).toBe(innerId)
+    await first.send('from the first')
+    await until(() => texts(bobConv).includes('from the first'), 10_000, 'bob has it')
+    // The second engine catches up (a reconnect): the first one's row moves its outer id on.
+    // Writing on from the inner id, its next change would take the clocks of the first's, and
+    // every member would keep the first's.
+    secondClient.disconnect()
+    secondClient.connect()
+    await until(() => texts(second).includes('from the first'), 10_000, 'the second engine has the first one’s send')
+    expect(second.doc.clientID).not.toBe(innerId)
+    await second.send('from the second')
+    await until(() => texts(bobConv).includes('from the second'), 10_000, 'bob has the second engine’s send')
+    expect(texts(bobConv)).toEqual(['one', 'from the first', 'from the second'])
+  })
+
   it('goes on from the last session’s awareness clock, so members see a restarted device typing', async () => {
     const { alice, aliceConv, bobConv } = await aliceAndBob()
     await aliceConv.send('hello')
