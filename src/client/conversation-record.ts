@@ -237,9 +237,9 @@ export function decodeBindings(bytes: Uint8Array): Map<number, string> {
 /**
  * The Yjs client ids one session wrote from, and how far, stored when it closed cleanly: every
  * change made from them was durable by then, and nothing made from them after. The next
- * session may write on from the same ids (conversation.ts, resumeWriterIds) instead of new
- * ones: each Yjs transaction costs O(client ids in the document), and a fresh id per session
- * grew that without bound on a device opened many times a day.
+ * session may write on from the same ids (writer-ids.ts) instead of new ones: each Yjs
+ * transaction costs O(client ids in the document), and a fresh id per session grew that without
+ * bound on a device opened many times a day.
  *
  * ```
  * writerIds := uint8 version(1)

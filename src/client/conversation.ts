@@ -70,9 +70,6 @@ import {
   encodeReceipts,
   encodeLostKeys,
   encodeSentEnvelope,
-  decodeWriterIds,
-  encodeWriterIds,
-  type WriterIds,
   keyOf,
   type OwnMessageState,
 } from './conversation-record.js'
@@ -85,6 +82,7 @@ import { type MemberReceipt, ReceiptBook } from './receipts.js'
 import { chunkForSealing, MERGE_BYTES } from './seal-chunks.js'
 import { MembershipBook, safetyNumber } from './membership-book.js'
 import { tombstoneUpdate } from './tombstone.js'
+import { randomClientId, SessionWriterIds } from './writer-ids.js'
 import { lostClocksFiller } from './lost-history.js'
 import { PositionIndex } from './position-index.js'
 import { type Message, ShownList, type StoredMessage } from './shown-list.js'
@@ -262,29 +260,13 @@ export class Conversation {
   private readonly resealQueue = new Set<string>()
   /** The epoch in which the inner document's current client id began writing (foldRecords). */
   private clientEpoch: number | undefined
-  /** The stored writer ids, read at load, until the first sync says whether to write on from them (resumeWriterIds). */
-  private lastWriterIds: { ids: WriterIds; bytes: Uint8Array } | undefined
-  /** The stored entry of the ids this session resumed, as it was read. */
-  private resumedEntry: Uint8Array | undefined
-  /** The ids this session resumed, while it writes from them. */
-  private resumedIds: { inner: number; outer: number } | undefined
-  /** The outer id's awareness clock when this session took it up (resumeWriterIds). */
-  private awarenessClock = 0
-  /**
-   * The writer ids this session resumed are still stored as the last session left them: nothing
-   * was handed to the relay from them yet (resumeWriterIds). `takingWriterIds`: their delete, under way.
-   */
-  private heldWriterIds = false
-  /** abandonWriterIds ran: this session's ids are not left to the next one either. */
-  private idsUsedElsewhere = false
-  /** The relay refused an envelope of ours for its client id (another device's): not left to the next session. */
-  private idRefused = false
+  /** The client ids this session writes from, across sessions (writer-ids.ts). */
+  private readonly writerIds: SessionWriterIds
   /**
    * The stored writer ids as the client read them for every conversation at its start (null:
    * none), in one range read rather than a point read a load (client.ts says what those cost).
    */
   private writerIdsRead: Uint8Array | null | undefined
-  private takingWriterIds: Promise<void> | undefined
   /**
    * Stale refusals of envelopes sealed under the key held, while it is held (see
    * resealAfterStale), and the re-seal they wait for.
@@ -420,6 +402,35 @@ export class Conversation {
     private readonly ctx: ClientContext,
   ) {
     this.book = new MembershipBook(id, ctx.identity)
+    const conv = this
+    this.writerIds = new SessionWriterIds({
+      convId: id,
+      store: ctx.store,
+      get inner() {
+        return conv.doc
+      },
+      get outer() {
+        return conv.outer
+      },
+      get awareness() {
+        return conv.provider?.awareness
+      },
+      get membership() {
+        return conv.membership
+      },
+      get bindings() {
+        return conv.bindings
+      },
+      get clientEpoch() {
+        return conv.clientEpoch
+      },
+      set clientEpoch(epoch) {
+        conv.clientEpoch = epoch
+      },
+      report: (err, context) => this.report(err, context),
+      reject: (code, message) => this.reject(code, message),
+      landing: (commit, failure) => this.landing(commit, failure),
+    })
     this.snapshotSchedule = new SnapshotSchedule({ every: ctx.compactEvery })
     this.shown = new ShownList({
       conversationId: id,
@@ -611,7 +622,7 @@ export class Conversation {
       })
     }
     await this.foldRecords()
-    if (writerIds) this.readWriterIds(writerIds)
+    if (writerIds) this.writerIds.read(writerIds)
     if (deferred) {
       const log = this.outer.getMap<Uint8Array>(OUTER_LOG)
       for (const [key, seq, part] of decodeDeferred(deferred)) {
@@ -714,8 +725,12 @@ export class Conversation {
       else if (this.doc.store.pendingStructs !== null) this.fillLostClocksSoon()
       this.unknownRoomRetries = 0
       // Once what the catch-up brought is applied: what the relay holds from the last session's
-      // ids is known then (resumeWriterIds).
-      if (this.lastWriterIds) void this.incomingTail.then(() => this.resumeWriterIds())
+      // ids is known then (writer-ids.ts).
+      if (this.writerIds.waiting) {
+        void this.incomingTail.then(() => {
+          if (this.provider && !this.closed) this.writerIds.resume(CLIENT_ID_EPOCHS)
+        })
+      }
       this.settleSyncWaiters()
       this.scheduleAck()
       // Once what the catch-up brought is applied (and any snapshot it waits for is known).
@@ -882,7 +897,7 @@ export class Conversation {
    */
   private queueSeal(update: Uint8Array, tags: string[], othersOnly = false, puts?: Array<[string, Uint8Array | null]>): Promise<void> {
     // The first change from resumed ids: their entry's delete starts now, while it is sealed.
-    if (this.heldWriterIds) this.startTakingWriterIds()
+    void this.writerIds.startTaking()
     return new Promise((resolve, reject) => {
       this.sealQueue.push({ update, tags, othersOnly, puts, resolve, reject })
       if (this.sealQueue.length === 1) {
@@ -925,7 +940,7 @@ export class Conversation {
           sealEnvelope({ room: this.id, epoch, key, senderDevicePub: identity.devicePub, senderDeviceSecret: identity.deviceSecret, update: chunk.update }),
         ),
       )
-      if (this.heldWriterIds) await this.writerIdsTaken()
+      if (this.writerIds.held) await this.writerIds.taken()
       const written = this.writeOuter((log) =>
         envelopes.map((envelope) => {
           const k = envelopeKey(this.outer.clientID, Y.getState(this.outer.store, this.outer.clientID))
@@ -1077,7 +1092,7 @@ export class Conversation {
       const logged = [...this.outer.getMap<Uint8Array>(OUTER_RECORDS).values()]
       const fresh = records.filter((v) => !logged.some((have) => constantTimeEqual(have, v)))
       if (fresh.length === 0) return undefined
-      if (this.heldWriterIds) await this.writerIdsTaken()
+      if (this.writerIds.held) await this.writerIds.taken()
       const { updates } = this.writeOuter((_log, rec) => {
         // Keys derive from the item id like envelope keys: unique, so no write ever conflicts
         // (a conflict would make Yjs delete the loser, and outer updates may not delete).
@@ -1374,8 +1389,7 @@ export class Conversation {
     }
     // A received row moved our own outer id on, and Yjs drew another (a remote change at the
     // client id a document writes from): ours were used elsewhere.
-    if (this.resumedIds && this.outer.clientID !== this.resumedIds.outer) this.abandonWriterIds()
-    else if (this.provider && this.provider.awareness.clientID !== this.outer.clientID) this.moveAwareness(this.outer.clientID)
+    this.writerIds.afterRows()
     const index = [...this.unresolvedRows, ...msg.index]
     // Rows still waiting for predecessors: remembered, and the cursor stops before them, so
     // this device never acknowledges (✓✓) what it does not hold yet.
@@ -1583,8 +1597,8 @@ export class Conversation {
           const update = opened.update
           let verdict = checkInnerUpdate(this.doc, update, { deviceId, userId }, this.bindings)
           // Signed by this device, from the inner id it writes from now: the id was used elsewhere.
-          if (!verdict.ok && verdict.ownClient && this.resumedIds && deviceId === this.ctx.identity.deviceId) {
-            this.abandonWriterIds()
+          if (!verdict.ok && verdict.ownClient && this.writerIds.resuming && deviceId === this.ctx.identity.deviceId) {
+            this.writerIds.abandon()
             verdict = checkInnerUpdate(this.doc, update, { deviceId, userId }, this.bindings)
           }
           if (!verdict.ok) {
@@ -2091,7 +2105,7 @@ export class Conversation {
     // and the frames each copy it). The relay sees what it saw before: an update over its frame
     // limit was split into pieces anyway, and the record still rides with the last part, so a
     // part refused with it (a stale key) still gets the record refused.
-    if (this.heldWriterIds) await this.writerIdsTaken()
+    if (this.writerIds.held) await this.writerIds.taken()
     const written: Uint8Array[] = []
     let givenUp = false
     try {
@@ -2748,7 +2762,7 @@ export class Conversation {
     const stale = new Set<string>()
     const failed: string[] = []
     // Our outer id is bound to another device at the relay: a reload drew another; so must the next session.
-    if (msg.reason === Reason.ClientIdTaken) this.idRefused = true
+    if (msg.reason === Reason.ClientIdTaken) this.writerIds.refused()
     for (const range of msg.ranges)
       for (let i = 0; i < range.len; i++) {
         const key = envelopeKey(range.client, range.clock + i)
@@ -3148,7 +3162,7 @@ export class Conversation {
     // Issued after every write from the ids, with the summary where there is one: with a
     // commit of its own at each close (1,000 more transactions), the next `open: 'all'` of
     // 1,000 conversations took 603–710 ms against 506–653 (benchmark 6, four runs each).
-    const writer = this.writerIdsEntry(provider)
+    const writer = this.writerIds.entry(provider.awareness, this.localWriteFailed)
     if (typeof this.replica === 'object') this.replica.copy.close()
     this.replica = 'off'
     // Last, after every queued write: then it matches what is stored.
@@ -3181,7 +3195,7 @@ export class Conversation {
     const stored = this.ctx.store.commit(batch, options)
     if (!batch.append) return stored
     // Whatever appended it (a send, a record, a snapshot part, received rows), the documents now
-    // hold something the disk does not: compactOnClose and writerIdsEntry must know.
+    // hold something the disk does not: compactOnClose and the writer ids' entry must know.
     return stored.catch((err: unknown) => {
       this.localWriteFailed = true
       throw err
@@ -3220,178 +3234,6 @@ export class Conversation {
     } catch (err) {
       // Nothing lost: the rows stay as they were and the next open compacts them.
       this.report(err, 'could not compact the local log')
-    }
-  }
-
-  /**
-   * The entry that leaves this session's client ids to the next one (WriterIds), asked once
-   * every queue is flushed; none if a local write failed. Then everything made from them is
-   * durable, and with the provider gone nothing more made from them can leave the device.
-   */
-  private writerIdsEntry(provider: WebsocketProvider): [string, Uint8Array] | undefined {
-    // A commit still in flight (a record's: writeRecords does not hold `outgoing` for it) may
-    // fail after this: the entry then names a state the disk never reaches (Yjs counts a
-    // client's state to its first gap), and the next load does not take the ids up.
-    if (this.localWriteFailed || this.idsUsedElsewhere || this.idRefused) return undefined
-    const inner = this.doc
-    const outer = this.outer
-    const ids: WriterIds = {
-      innerClient: inner.clientID,
-      innerClock: Y.getState(inner.store, inner.clientID),
-      outerClient: outer.clientID,
-      outerClock: Y.getState(outer.store, outer.clientID),
-      clientEpoch: this.clientEpoch ?? this.membership.epoch,
-      epoch: this.membership.epoch,
-      devices: this.membership.devices.size,
-      awarenessClock: provider.awareness.meta.get(outer.clientID)?.clock ?? 0,
-    }
-    // Ids that wrote nothing are no better than fresh ones.
-    if (ids.innerClock === 0 && ids.outerClock === 0) return undefined
-    // Resumed and never written from: the stored entry says just this (and typing did not move
-    // the awareness clock).
-    if (this.heldWriterIds && !this.takingWriterIds && ids.awarenessClock === this.awarenessClock) return undefined
-    return [keyOf.writerIds(this.id), encodeWriterIds(ids)]
-  }
-
-  /** The entry the last clean close left (writerIdsEntry), kept for resumeWriterIds. */
-  private readWriterIds(bytes: Uint8Array): void {
-    try {
-      this.lastWriterIds = { ids: decodeWriterIds(bytes), bytes }
-    } catch (err) {
-      this.report(err, 'could not read the client ids the last session left')
-    }
-  }
-
-  /**
-   * Write on from the client ids the last session closed with, rather than the fresh ones this
-   * load drew: Yjs's transactions cost O(client ids in the document), and a fresh id per load
-   * added one per session on every device that wrote (PROTOCOL §6).
-   *
-   * Reusing an id is safe only if nothing was ever made from it past what this device holds:
-   * a change made from the same (client, clock) twice would diverge the members' documents, and
-   * the relay would take an outer row at a clock it already stores for a resend and drop it.
-   * Sends leave the device before their commit lands, so only a clean close vouches for that,
-   * and only for this storage as the close left it: a store restored from a backup, or used by
-   * a second engine, may hold less than was sent. So this runs once the first sync's catch-up
-   * is applied, when the relay has shown what it holds of the ids: they are taken up only if
-   * their states are still what the close saw, as is the membership (a device added, a
-   * 'from-join' invite made, 16 epochs passed meanwhile: fresh ids, as foldRecords would
-   * choose), and nothing was written from this session's fresh ids yet. A session that writes
-   * before its first sync (offline) keeps its fresh ids.
-   *
-   * The entry stays stored while nothing is sent from the ids (a session that only reads
-   * leaves it exact); it is deleted before the first thing made from them leaves the device
-   * (writerIdsTaken), so a session that ends any other way (a crash, a failed write) leaves no
-   * entry behind anything it sent.
-   */
-  private resumeWriterIds(): void {
-    const last = this.lastWriterIds
-    this.lastWriterIds = undefined
-    if (!last || !this.provider || this.closed) return
-    const { ids } = last
-    const inner = this.doc
-    const outer = this.outer
-    const fits =
-      // Nothing was written from this session's ids yet: they can still be swapped.
-      Y.getState(inner.store, inner.clientID) === 0 &&
-      Y.getState(outer.store, outer.clientID) === 0 &&
-      Y.getState(inner.store, ids.innerClient) === ids.innerClock &&
-      Y.getState(outer.store, ids.outerClient) === ids.outerClock &&
-      !this.bindings.has(ids.innerClient) &&
-      this.membership.epoch === ids.epoch &&
-      this.membership.devices.size === ids.devices &&
-      this.membership.epoch - ids.clientEpoch < CLIENT_ID_EPOCHS
-    if (!fits) return
-    this.heldWriterIds = true
-    this.resumedEntry = last.bytes
-    this.resumedIds = { inner: ids.innerClient, outer: ids.outerClient }
-    inner.clientID = ids.innerClient
-    outer.clientID = ids.outerClient
-    this.clientEpoch = ids.clientEpoch
-    // The awareness clock goes on from the last session's: members still hold it, and would
-    // ignore this session's typing until it passed it.
-    this.moveAwareness(ids.outerClient, ids.awarenessClock)
-    this.awarenessClock = ids.awarenessClock
-  }
-
-  /**
-   * The provider's awareness writes under the outer document's client id (y-websocket reads
-   * `doc.clientID` for it): when that id changes, the awareness moves with it.
-   */
-  private moveAwareness(client: number, clock = 0): void {
-    const awareness = this.provider?.awareness
-    if (!awareness || awareness.clientID === client) return
-    const state = awareness.getLocalState()
-    // The old id leaves (members drop its typing flag); the state comes back under the new one.
-    if (state !== null) awareness.setLocalState(null)
-    awareness.clientID = client
-    if (clock > 0) awareness.meta.set(client, { clock, lastUpdated: Date.now() })
-    if (state !== null) awareness.setLocalState(state)
-  }
-
-  /**
-   * Our resumed ids were written from elsewhere: a change signed by this device reached us at
-   * our own inner id, or the outer id moved on under a received row (Yjs then drew another).
-   * Another engine on this storage, or a store restored behind what it sent: fresh ids from
-   * now on, and the stored entry goes, so no later session takes them up either.
-   */
-  private abandonWriterIds(): void {
-    const resumed = this.resumedIds
-    if (!resumed) return
-    this.resumedIds = undefined
-    if (this.doc.clientID === resumed.inner) {
-      this.doc.clientID = randomClientId()
-      this.clientEpoch = this.membership.epoch
-    }
-    if (this.outer.clientID === resumed.outer) this.outer.clientID = randomClientId()
-    this.moveAwareness(this.outer.clientID)
-    this.idsUsedElsewhere = true
-    this.landing(this.ctx.store.commit({ put: [[keyOf.writerIds(this.id), null]] }), 'could not forget client ids used elsewhere')
-    this.heldWriterIds = false
-    this.reject(ErrorCode.AuthorshipViolation, 'this device’s client ids were written from elsewhere (a second engine on its storage, or storage restored from a backup): writing from fresh ones')
-  }
-
-  /** Start deleting the stored entry of the resumed writer ids, once (writerIdsTaken waits for it). */
-  private startTakingWriterIds(): Promise<void> {
-    if (!this.takingWriterIds) {
-      const key = keyOf.writerIds(this.id)
-      const entry = this.resumedEntry
-      const taking = (async () => {
-        // Still the entry this session resumed: else another engine on this storage (no lock
-        // between processes, or a storage object an app shares) took the ids meanwhile.
-        const stored = await this.ctx.store.get(key)
-        if (!stored || !entry || !constantTimeEqual(stored, entry)) throw new WriterIdsTaken()
-        await this.ctx.store.commit({ put: [[key, null]] })
-      })()
-      // Its failure is reported by the write waiting for it (writerIdsTaken).
-      taking.catch(() => undefined)
-      this.takingWriterIds = taking
-    }
-    return this.takingWriterIds
-  }
-
-  /**
-   * Resolves once the resumed ids' entry is deleted durably: until then nothing may be handed
-   * to the relay, or a crash could leave a sent change behind an entry that offers its clocks
-   * again. If the delete failed, it throws (the write waiting fails, as any write on a failing
-   * disk: nothing of it left) and the next write tries the delete again.
-   */
-  private async writerIdsTaken(): Promise<void> {
-    const taking = this.startTakingWriterIds()
-    try {
-      await taking
-      this.heldWriterIds = false
-    } catch (err) {
-      if (err instanceof WriterIdsTaken) {
-        // What waits was made from the ids: it fails, loudly, rather than go out at clocks the
-        // other engine may have sent (the relay would drop it as a resend). Fresh ids from now.
-        if (this.takingWriterIds === taking) this.takingWriterIds = undefined
-        this.abandonWriterIds()
-        throw new PetrelError(ErrorCode.DeviceInUse, 'another engine on this device’s storage took the client ids this session resumed; sent again, the message goes from fresh ones', { conversationId: this.id })
-      }
-      throw err instanceof PetrelError ? err : new PetrelError(ErrorCode.StorageFailed, `could not store that this session writes from the last one's client ids: ${(err as Error).message}`, { cause: err, conversationId: this.id })
-    } finally {
-      if (this.takingWriterIds === taking) this.takingWriterIds = undefined
     }
   }
 
@@ -3510,13 +3352,4 @@ function deviceIdOf(pub: Uint8Array): string {
   const id = toBase64Url(pub)
   lastDevice = { pub: pub.slice(), id }
   return id
-}
-
-/** The stored writer ids are no longer the ones this session resumed (startTakingWriterIds). */
-class WriterIdsTaken extends Error {}
-
-/** A fresh Yjs client id (uint32), as Yjs makes them. */
-function randomClientId(): number {
-  const b = randomBytes(4)
-  return new DataView(b.buffer, b.byteOffset, 4).getUint32(0)
 }

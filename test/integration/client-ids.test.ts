@@ -1,8 +1,8 @@
 /**
- * Yjs client ids across sessions. A device writes on from the ids its last session closed
- * with (conversation.ts, resumeWriterIds), so a conversation opened many times does not
- * collect an id per session; but never after a session that may have sent something its
- * disk does not hold, or a change would be made twice from one (client, clock).
+ * Yjs client ids across sessions. A device writes on from the ids its last session closed with
+ * (writer-ids.ts), so a conversation opened many times does not collect an id per session; but
+ * never after a session that may have sent something its disk does not hold, or a change would
+ * be made twice from one (client, clock).
  */
 import { copyFileSync, existsSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
