@@ -1387,8 +1387,8 @@ export class Conversation {
       rec.unobserve(onRec)
       log.unobserve(onLog)
     }
-    // A received row moved our own outer id on, and Yjs drew another (a remote change at the
-    // client id a document writes from): ours were used elsewhere.
+    // A received row that moved our own outer id on made Yjs draw another: the resumed ids were
+    // used elsewhere, and the awareness follows whatever the id is now (writer-ids.ts).
     this.writerIds.afterRows()
     const index = [...this.unresolvedRows, ...msg.index]
     // Rows still waiting for predecessors: remembered, and the cursor stops before them, so

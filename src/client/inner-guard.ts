@@ -20,8 +20,10 @@ export const INNER_MESSAGE_BATCHES = 'messageBatches'
 /** Clock budget: an update may not claim more than this many clocks past what we hold. */
 const MAX_CLOCK_AHEAD = 1_000_000
 
-/** `bind`: client ids this update binds to the sender; `messageKeys`: `messages` entries it writes. */
-/** `ownClient`: refused because it writes from this document's own client id. */
+/**
+ * `bind`: client ids this update binds to the sender; `messageKeys`: `messages` entries it
+ * writes; `ownClient`: refused because it writes from this document's own client id.
+ */
 export type GuardResult = { ok: true; bind: number[]; messageKeys: string[] } | { ok: false; reason: string; ownClient?: true }
 
 /**
