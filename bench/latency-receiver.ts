@@ -15,7 +15,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads'
 import { createClient } from '../src/client/index.js'
-import { until } from './common.js'
+import { until, wallNow } from './common.js'
 import { ownThreadId } from './thread-times.js'
 
 export interface ReceiverData {
@@ -32,8 +32,6 @@ export interface ReceiverData {
  */
 export const clientOptions = (): Record<string, unknown> => JSON.parse(process.env.BENCH_CLIENT_OPTIONS ?? '{}') as Record<string, unknown>
 
-/** One clock for every thread of this process. */
-export const wallNow = (): number => performance.timeOrigin + performance.now()
 
 async function receive({ url, storage, invite, total }: ReceiverData): Promise<void> {
   const bob = await createClient({ relay: url, name: 'bob', storage, ...clientOptions() })

@@ -34,6 +34,8 @@ export interface RoomHandlers {
   onAck?: (clocks: number) => void
   /** Messages (envelopes: clocks of rows) delivered to this device from other devices. */
   onRows?: (messages: number) => void
+  /** Every room message as it came (the lean devices of latency-floor.ts read the rows themselves). */
+  onMessage?: (message: Uint8Array) => void
 }
 
 export class PetrelDevice {
@@ -94,6 +96,7 @@ export class PetrelDevice {
   private onRoomMessage(room: string, message: Uint8Array): void {
     const h = this.handlers.get(room)
     if (!h) return
+    h.onMessage?.(message)
     if (message[0] === RoomMessage.Ack && h.onAck) {
       const r = new StrictReader(message)
       r.pos = 1

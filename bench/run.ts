@@ -9,7 +9,7 @@
  * BENCH_FRESH (10000), BENCH_MEMORY_CONNS (10000), BENCH_MEMORY_ROOMS (1000), BENCH_SESSIONS (300); BENCH_ONLY=ingest,fanout,… picks some;
  * BENCH_MEMORY_ROUNDS (3), BENCH_MEMORY_SETTLE_MS (8000) idle before each memory reading; BENCH_HEAP_SNAPSHOT=dir and BENCH_MEMORY_DETAIL=1
  * for memory diagnosis; BENCH_CHILD_FLAGS passes node flags to server processes.
- * BENCH_CPU_PROF=dir profiles the server processes; BENCH_SERIES=1 prints the full clients' worst latency per 100 ms; BENCH_THREADS=1 each thread's CPU and wait for a core in their counted part (thread-times.ts). Full-client latency runs BENCH_ROUNDS rounds per rate, pooled. The full-client end-to-end run (bench/e2e.ts)
+ * BENCH_CPU_PROF=dir profiles the server processes; BENCH_SERIES=1 prints the full clients' worst latency per 100 ms; BENCH_THREADS=1 each thread's CPU and wait for a core in their counted part (thread-times.ts). Full-client latency runs BENCH_ROUNDS rounds per rate, pooled, each after a round of its floor (latency-floor.ts: the same run with lean devices); BENCH_ONLY=latencyFloor runs the floor alone. The full-client end-to-end run (bench/e2e.ts)
  * takes BENCH_PAIRS, BENCH_MESSAGES, BENCH_BATCH. BENCH_HOCUSPOCUS_DEBOUNCE sets the debounce (ms) of
  * Hocuspocus + SQLite in 1 (its default, 2,000, if unset). `coldOpenChromium` (5 in Chromium, BENCH_COLD messages) needs
  * /usr/bin/chromium and says it skipped without it.
@@ -32,6 +32,7 @@ import { fanoutPetrel, fanoutRaw } from './fanout.js'
 import { killChildren } from './ingest.js'
 import { latencyPetrel, latencyRaw } from './latency.js'
 import { CLIENT_WARMUP_SECONDS, latencyClients } from './latency-clients.js'
+import { type FloorLatencyResult, latencyFloor } from './latency-floor.js'
 import { type MemoryResult, memoryPetrel, memoryRaw, memoryRawHandshake } from './memory.js'
 import { type IngestSystem, ingestRound } from './relay-ingest.js'
 import { killServers } from './server-process.js'
@@ -167,7 +168,11 @@ async function latency(): Promise<void> {
     const deviceCpu: number[] = []
     const relayCpu: number[] = []
     const cores: number[] = []
+    const floor: FloorLatencyResult[] = []
     for (let r = 0; r < rounds; r++) {
+      // The floor's round first, alternating: the same run with lean devices (latency-floor.ts).
+      collectClosedClients()
+      floor.push(await latencyFloor(rate, seconds, warmup))
       collectClosedClients()
       const res = await latencyClients(rate, seconds, warmup)
       for (const x of res.latencies) pooled.push(x)
@@ -188,6 +193,15 @@ async function latency(): Promise<void> {
       `${fmt(rate)} msgs/s, CPU in the counted part (medians of the rounds): both devices' process ${fmt(median(deviceCpu))} µs a message, the relay ${fmt(median(relayCpu))} µs; ${median(cores).toFixed(2)} of 2 cores busy (each round ${cores.map((c) => c.toFixed(2)).join(', ')})`,
     )
     const k = rate === 1000 ? '1k' : '10k'
+    const f = describeFloor(rate, floor)
+    Object.assign(out, {
+      [`floorP50MsAt${k}`]: r2(f.p50),
+      [`floorP99MsAt${k}`]: r2(f.p99),
+      [`floorMedianRoundP99MsAt${k}`]: r2(f.medianRoundP99),
+      [`floorDeviceCpuUsPerMessageAt${k}`]: r2(f.deviceCpu),
+      [`floorCoresBusyAt${k}`]: r2(f.cores),
+      [`deviceCpuRatioVsFloorAt${k}`]: r2(median(deviceCpu) / f.deviceCpu),
+    })
     out[`deviceCpuUsPerMessageAt${k}`] = r2(median(deviceCpu))
     out[`relayCpuUsPerMessageAt${k}`] = r2(median(relayCpu))
     out[`coresBusyAt${k}`] = r2(median(cores))
@@ -199,6 +213,41 @@ async function latency(): Promise<void> {
     out[`clientMedianRoundP99MsAt${k}`] = r2(medianRoundP99)
   }
   summary.latency = out
+}
+
+/** Prints the floor's rounds (latency-floor.ts) as the full clients' are printed; returns its figures. */
+function describeFloor(rate: number, rounds: FloorLatencyResult[]) {
+  const pooled = rounds.flatMap((r) => r.latencies)
+  const f = {
+    p50: percentile(pooled, 50),
+    p99: percentile(pooled, 99),
+    medianRoundP99: median(rounds.map((r) => r.p99Ms)),
+    deviceCpu: median(rounds.map((r) => r.deviceCpuUsPerMessage)),
+    relayCpu: median(rounds.map((r) => r.relayCpuUsPerMessage)),
+    cores: median(rounds.map((r) => r.coresBusy)),
+  }
+  console.log(
+    `${fmt(rate)} msgs/s, the floor (lean devices: the same run with only the work every message must have, latency-floor.ts): p50 ${f.p50.toFixed(2)} ms, p99 ${f.p99.toFixed(2)} ms over ${rounds.length} rounds pooled; the median round's p99 ${f.medianRoundP99.toFixed(2)} ms (each round ${rounds.map((r) => `p50 ${r.p50Ms.toFixed(2)}/p99 ${r.p99Ms.toFixed(2)}`).join(', ')} ms); devices ${fmt(f.deviceCpu)} µs a message, the relay ${fmt(f.relayCpu)} µs; ${f.cores.toFixed(2)} of 2 cores busy`,
+  )
+  return f
+}
+
+async function latencyFloorOnly(): Promise<void> {
+  const seconds = envInt('BENCH_LATENCY_SECONDS', 3)
+  const warmup = envInt('BENCH_CLIENT_WARMUP', CLIENT_WARMUP_SECONDS)
+  console.log(`\n## 3, the floor alone: lean devices, send → the other device's arrival, paced for ${seconds} s after ${warmup} s of warm-up`)
+  const out: Record<string, number | null> = {}
+  for (const rate of [1000, 10_000]) {
+    const rounds: FloorLatencyResult[] = []
+    for (let r = 0; r < envInt('BENCH_ROUNDS', 3); r++) {
+      collectClosedClients()
+      rounds.push(await latencyFloor(rate, seconds, warmup))
+    }
+    const f = describeFloor(rate, rounds)
+    const k = rate === 1000 ? '1k' : '10k'
+    Object.assign(out, { [`p50MsAt${k}`]: r2(f.p50), [`p99MsAt${k}`]: r2(f.p99), [`medianRoundP99MsAt${k}`]: r2(f.medianRoundP99), [`deviceCpuUsPerMessageAt${k}`]: r2(f.deviceCpu), [`coresBusyAt${k}`]: r2(f.cores) })
+  }
+  summary.latencyFloor = out
 }
 
 async function catchUp(): Promise<void> {
@@ -371,6 +420,7 @@ async function main(): Promise<void> {
     ['ingest', ingest],
     ['fanout', fanout],
     ['latency', latency],
+    ['latencyFloor', latencyFloorOnly],
     ['catchup', catchUp],
     ['freshDevice', fresh],
     ['coldOpen', cold],
@@ -383,8 +433,10 @@ async function main(): Promise<void> {
     ['varString', strings],
   ]
   const isolate = !process.env.BENCH_CHILD && only.size !== 1
+  // Run only when named: the whole run measures the floor inside benchmark 3, alternating.
+  const onDemand = new Set(['latencyFloor'])
   for (const [name, step] of steps) {
-    if (!wanted(name)) continue
+    if (!wanted(name) || (onDemand.has(name) && !only.has(name))) continue
     if (isolate) await runIsolated(name)
     else await step()
   }

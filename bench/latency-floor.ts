@@ -1,0 +1,212 @@
+/**
+ * Benchmark 3's floor: the same run as latency-clients.ts (two devices, the sender on this
+ * thread and the receiver on a worker, the real relay in a process of its own, the same texts,
+ * the same pacing and the same clock), but the devices do only the work every message of this
+ * architecture must have done to it, with none of the client's own bookkeeping:
+ *
+ * - the sender, once per tick, writes the tick's messages into an inner Yjs document in one
+ *   transaction under one batch signature (message-signature.ts), seals the update
+ *   (XChaCha20-Poly1305 and Ed25519, envelope.ts), sets the envelope into an outer Yjs document,
+ *   sends that update to the relay, and appends both updates to a SQLite store on its writer
+ *   thread (`synchronous = FULL`), as the client does;
+ * - the receiver applies each row the relay sends to its outer document, checks the envelope's
+ *   sender and signature, decrypts it, applies the inner update, checks the messages'
+ *   signatures, appends both to its store, and notes the time each message arrived.
+ *
+ * Left out, so the floor is low: the outbox and its rows, ticks and receipts, key rotation,
+ * history snapshots and their replica thread, the inner updates' structural checks, the shown
+ * list and an app that renders it, typing. What the full clients spend beyond this is what
+ * their own code costs; what this spends is the machine's price for the architecture. If this
+ * misses a latency goal on a machine, the full clients cannot meet it there.
+ */
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Worker } from 'node:worker_threads'
+import * as Y from 'yjs'
+import { createClient } from '../src/client/index.js'
+import { signMessageBatch } from '../src/client/message-signature.js'
+import { openSqliteStore } from '../src/client/storage/sqlite-store.js'
+import { randomBytes, randomKey, toBase64Url } from '../src/shared/crypto/index.js'
+import { sealEnvelope } from '../src/shared/envelope.js'
+import { envelopeKey } from '../src/shared/outer-keys.js'
+import { SyncStep, writeSyncMessage } from '../src/shared/room-messages.js'
+import { FrameType, writeFrame } from '../src/shared/wire.js'
+import { percentile, wallNow } from './common.js'
+import type { FloorReceiverData } from './latency-floor-receiver.js'
+import { PetrelDevice } from './petrel-device.js'
+import { startServer } from './server-process.js'
+import { describeThreadTimes, ownThreadId, readThreadTimes, type ThreadTime } from './thread-times.js'
+
+export interface FloorLatencyResult {
+  p50Ms: number
+  p99Ms: number
+  maxMs: number
+  messages: number
+  latencies: number[]
+  /** CPU of the counted part in µs a message: the devices' process, and the relay's. */
+  deviceCpuUsPerMessage: number
+  relayCpuUsPerMessage: number
+  coresBusy: number
+}
+
+type Reply = { kind: 'ready'; tid?: number } | { kind: 'arrived' } | { kind: 'done'; arrivedAt: Float64Array } | { kind: 'failed'; message: string }
+
+/** The inner document's map names, as the client's (conversation.ts). */
+export const FLOOR_MESSAGES = 'messages'
+export const FLOOR_BATCHES = 'messageBatches'
+
+/**
+ * The sender seals what was sent in the last `batchMs` as one envelope. Per envelope the two
+ * devices sign twice, verify twice, make four Yjs transactions and two commits (~0.5 ms of CPU
+ * together): one envelope per 1-ms tick took more CPU than the full clients, whose batches grow
+ * with the load (conversation.ts `sealerFree`). 4 ms gives ~40 messages an envelope at 10,000/s,
+ * the full client's median there (BENCHMARKS.md, twenty-second session).
+ */
+export const FLOOR_BATCH_MS = 4
+
+export async function latencyFloor(rate: number, seconds: number, warmupSeconds: number, batchMs = FLOOR_BATCH_MS): Promise<FloorLatencyResult> {
+  const server = await startServer('petrel')
+  const dir = mkdtempSync(join(tmpdir(), 'petrel-bench-floor-'))
+  let worker: Worker | undefined
+  try {
+    // A real client makes the room and an invite, then goes; both lean devices join with it.
+    const admin = await createClient({ relay: server.url, name: 'admin', storage: join(dir, 'admin.db') })
+    const conv = await admin.createConversation({ title: 'floor' })
+    await conv.whenSynced(30_000)
+    const invite = await conv.invite({ uses: 3 })
+    await admin.close()
+
+    const sender = await PetrelDevice.connect(server.url)
+    const room = await sender.join(invite)
+    const key = randomKey()
+    const total = Math.round(rate * (seconds + warmupSeconds))
+    const data: FloorReceiverData = { url: server.url, storage: join(dir, 'bob.db'), invite, total, key, senderPub: sender.device.publicKey, senderUserPub: sender.user.publicKey }
+    worker = new Worker(new URL('./latency-floor-receiver.js', import.meta.url), { workerData: data })
+    const replies: Reply[] = []
+    let wake: (() => void) | undefined
+    worker.on('message', (m: Reply) => {
+      replies.push(m)
+      wake?.()
+    })
+    worker.on('error', (err) => {
+      replies.push({ kind: 'failed', message: String(err) })
+      wake?.()
+    })
+    const next = async (): Promise<Reply> => {
+      while (replies.length === 0) await new Promise<void>((r) => (wake = r))
+      const reply = replies.shift()!
+      if (reply.kind === 'failed') throw new Error(`latency floor: the receiving device failed: ${reply.message}`)
+      return reply
+    }
+    const ready = await next()
+    // BENCH_THREADS=1: each thread's CPU and its wait for a core over the counted part, as latency-clients.ts.
+    const threadNames = new Map<number, string>()
+    const mainTid = ownThreadId()
+    if (mainTid !== undefined) threadNames.set(mainTid, 'the sending device (main thread)')
+    if (ready.kind === 'ready' && ready.tid !== undefined) threadNames.set(ready.tid, 'the receiving device (its worker)')
+    let threadsAtCount: Map<number, ThreadTime> | undefined
+
+    const store = await openSqliteStore(join(dir, 'alice.db'))
+    const inner = new Y.Doc()
+    const outer = new Y.Doc()
+    const messages = inner.getMap(FLOOR_MESSAGES)
+    const batches = inner.getMap(FLOOR_BATCHES)
+    const log = outer.getMap<Uint8Array>('log')
+    const userId = toBase64Url(sender.user.publicKey)
+    const deviceId = toBase64Url(sender.device.publicKey)
+    let clock = 0
+    let hlc = Date.now()
+    let turn: Promise<unknown> = Promise.resolve()
+    const failures: unknown[] = []
+
+    const sendBatch = async (texts: string[]): Promise<void> => {
+      const items = texts.map((t, n) => {
+        hlc = Math.max(Date.now(), hlc + 1)
+        return { id: `${userId}.${hlc.toString(36).padStart(9, '0')}${toBase64Url(randomBytes(6))}`, m: { t, at: Date.now(), h: hlc, n, d: deviceId } }
+      })
+      const nonce = toBase64Url(randomBytes(9))
+      const entryKey = `${userId}.${nonce}`
+      const entry = await signMessageBatch(room, entryKey, items, sender.device.secretKey)
+      let innerUpdate: Uint8Array | undefined
+      const takeInner = (u: Uint8Array) => (innerUpdate = u)
+      inner.on('update', takeInner)
+      inner.transact(() => {
+        batches.set(entryKey, entry)
+        items.forEach(({ id, m }, i) => {
+          messages.set(id, { ...m, b: nonce, i })
+        })
+      })
+      inner.off('update', takeInner)
+      const envelope = await sealEnvelope({ room, epoch: 0, key, senderDevicePub: sender.device.publicKey, senderDeviceSecret: sender.device.secretKey, update: innerUpdate! })
+      let outerUpdate: Uint8Array | undefined
+      const takeOuter = (u: Uint8Array) => (outerUpdate = u)
+      outer.on('update', takeOuter)
+      log.set(envelopeKey(outer.clientID, clock++), envelope)
+      outer.off('update', takeOuter)
+      sender.ws.send(writeFrame({ type: FrameType.Room, room, message: writeSyncMessage(SyncStep.Update, outerUpdate!) }))
+      // Stored after it is handed to the relay, as the client does; commits queue in order.
+      store
+        .commit({ append: [{ convId: room, doc: 'inner', bytes: innerUpdate! }, { convId: room, doc: 'outer', bytes: outerUpdate! }] })
+        .catch((err: unknown) => failures.push(err))
+    }
+
+    const sentAt = new Float64Array(total)
+    const pad = 'x'.repeat(80)
+    const from = Math.min(Math.round(rate * warmupSeconds), total - 1)
+    let counted: { at: number; cpu: NodeJS.CpuUsage; relayMs: Promise<number> } | undefined
+    let sent = 0
+    let pending: string[] = []
+    let flushedAt = 0
+    const t0 = performance.now()
+    while (sent < total) {
+      const due = Math.min(total, Math.floor(((performance.now() - t0) * rate) / 1000) + 1)
+      if (counted === undefined && due > from) {
+        counted = { at: performance.now(), cpu: process.cpuUsage(), relayMs: server.cpuMs() }
+        if (process.env.BENCH_THREADS) threadsAtCount = readThreadTimes()
+      }
+      while (sent < due) {
+        sentAt[sent] = wallNow()
+        pending.push(`#${sent} ${pad}`)
+        sent++
+      }
+      // In order, one batch at a time, at most one every `batchMs` (or when the last is sent).
+      if (pending.length > 0 && (performance.now() - flushedAt >= batchMs || sent === total)) {
+        const texts = pending
+        pending = []
+        flushedAt = performance.now()
+        turn = turn.then(() => sendBatch(texts)).catch((err: unknown) => failures.push(err))
+      }
+      // The same pacer as latency-clients.ts: a 1-ms timer, ~10 sends a tick at 10,000/s.
+      await new Promise((r) => setTimeout(r, 1))
+    }
+    await next()
+    const cpu = process.cpuUsage(counted!.cpu)
+    if (threadsAtCount) console.log(`THREADS (floor) at ${rate}/s, counted part:\n  ${describeThreadTimes(threadsAtCount, readThreadTimes(), threadNames).join('\n  ')}`)
+    const countedMs = performance.now() - counted!.at
+    const relayCpuMs = (await server.cpuMs()) - (await counted!.relayMs)
+    const done = await next()
+    await turn
+    if (failures.length > 0) throw failures[0]
+    if (done.kind !== 'done') throw new Error('latency floor: the receiving device did not finish')
+    sender.close()
+    await store.close()
+    const lat: number[] = []
+    for (let i = from; i < total; i++) lat.push(done.arrivedAt[i]! - sentAt[i]!)
+    const deviceCpuMs = (cpu.user + cpu.system) / 1000
+    return {
+      p50Ms: percentile(lat, 50),
+      p99Ms: percentile(lat, 99),
+      maxMs: lat.reduce((a, b) => Math.max(a, b), 0),
+      messages: lat.length,
+      latencies: lat,
+      deviceCpuUsPerMessage: (deviceCpuMs * 1000) / lat.length,
+      relayCpuUsPerMessage: (relayCpuMs * 1000) / lat.length,
+      coresBusy: (deviceCpuMs + relayCpuMs) / countedMs,
+    }
+  } finally {
+    await worker?.terminate()
+    await server.stop()
+    rmSync(dir, { recursive: true, force: true })
+  }
+}
