@@ -1,5 +1,6 @@
 /** Shared helpers for the benchmarks: workload parameters, payloads, sockets, child-process protocol. */
 import { WebSocket } from 'ws'
+import type { Worker } from 'node:worker_threads'
 
 /** A plain binary `ws` client connection, once open. */
 export function openSocket(url: string): Promise<WebSocket> {
@@ -102,6 +103,32 @@ export const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b)
   const mid = s.length >> 1
   return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2
+}
+
+/** What benchmark 3's receiving devices (latency-receiver.ts, latency-floor-receiver.ts) post back. */
+export type ReceiverReply = { kind: 'ready'; tid?: number } | { kind: 'arrived' } | { kind: 'done'; arrivedAt: Float64Array } | { kind: 'failed'; message: string }
+
+/**
+ * A benchmark worker's replies, in order: `next()` waits for the next one. A reply
+ * `{ kind: 'failed', message }` or an error event rejects it, with `label` in the message.
+ */
+export function workerReplies<R extends { kind: string }>(worker: Worker, label: string): () => Promise<R> {
+  const replies: Array<R | { kind: 'failed'; message: string }> = []
+  let wake: (() => void) | undefined
+  worker.on('message', (m: R) => {
+    replies.push(m)
+    wake?.()
+  })
+  worker.on('error', (err) => {
+    replies.push({ kind: 'failed', message: String(err) })
+    wake?.()
+  })
+  return async () => {
+    while (replies.length === 0) await new Promise<void>((r) => (wake = r))
+    const reply = replies.shift()!
+    if (reply.kind === 'failed') throw new Error(`${label}: the receiving device failed: ${(reply as { message: string }).message}`)
+    return reply as R
+  }
 }
 
 /** One clock for every thread of this process (benchmark 3's devices run on two threads). */

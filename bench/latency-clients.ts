@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Worker } from 'node:worker_threads'
 import { createClient } from '../src/client/index.js'
-import { percentile, relayCounter, wallNow } from './common.js'
+import { percentile, relayCounter, type ReceiverReply, wallNow, workerReplies } from './common.js'
 import { clientOptions, type ReceiverData } from './latency-receiver.js'
 import { startServer } from './server-process.js'
 import { describeThreadTimes, ownThreadId, readThreadTimes, type ThreadTime } from './thread-times.js'
@@ -52,8 +52,6 @@ export interface ClientLatencyResult {
  */
 export const CLIENT_WARMUP_SECONDS = 5
 
-type ReceiverReply = { kind: 'ready'; tid?: number } | { kind: 'arrived' } | { kind: 'done'; arrivedAt: Float64Array } | { kind: 'failed'; message: string }
-
 export async function latencyClients(rate: number, seconds: number, warmupSeconds = CLIENT_WARMUP_SECONDS): Promise<ClientLatencyResult> {
   const server = await startServer('petrel')
   const dir = mkdtempSync(join(tmpdir(), 'petrel-bench-latency-'))
@@ -71,22 +69,7 @@ export async function latencyClients(rate: number, seconds: number, warmupSecond
     const total = Math.round(rate * (seconds + warmupSeconds))
     const data: ReceiverData = { url: server.url, storage: join(dir, 'bob.db'), invite: await conv.invite(), total }
     bob = new Worker(new URL('./latency-receiver.js', import.meta.url), { workerData: data })
-    const replies: ReceiverReply[] = []
-    let wake: (() => void) | undefined
-    bob.on('message', (m: ReceiverReply) => {
-      replies.push(m)
-      wake?.()
-    })
-    bob.on('error', (err) => {
-      replies.push({ kind: 'failed', message: String(err) })
-      wake?.()
-    })
-    const next = async (): Promise<ReceiverReply> => {
-      while (replies.length === 0) await new Promise<void>((r) => (wake = r))
-      const reply = replies.shift()!
-      if (reply.kind === 'failed') throw new Error(`latency: the receiving device failed: ${reply.message}`)
-      return reply
-    }
+    const next = workerReplies<ReceiverReply>(bob, 'latency')
     const ready = await next()
     // BENCH_THREADS=1: each thread's CPU and its wait for a core over the counted part (thread-times.ts).
     const threadNames = new Map<number, string>()

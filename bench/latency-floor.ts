@@ -32,7 +32,7 @@ import { sealEnvelope } from '../src/shared/envelope.js'
 import { envelopeKey } from '../src/shared/outer-keys.js'
 import { SyncStep, writeSyncMessage } from '../src/shared/room-messages.js'
 import { FrameType, writeFrame } from '../src/shared/wire.js'
-import { percentile, wallNow } from './common.js'
+import { percentile, type ReceiverReply, wallNow, workerReplies } from './common.js'
 import type { FloorReceiverData } from './latency-floor-receiver.js'
 import { PetrelDevice } from './petrel-device.js'
 import { startServer } from './server-process.js'
@@ -49,8 +49,6 @@ export interface FloorLatencyResult {
   relayCpuUsPerMessage: number
   coresBusy: number
 }
-
-type Reply = { kind: 'ready'; tid?: number } | { kind: 'arrived' } | { kind: 'done'; arrivedAt: Float64Array } | { kind: 'failed'; message: string }
 
 /** The inner document's map names, as the client's (conversation.ts). */
 export const FLOOR_MESSAGES = 'messages'
@@ -83,22 +81,7 @@ export async function latencyFloor(rate: number, seconds: number, warmupSeconds:
     const total = Math.round(rate * (seconds + warmupSeconds))
     const data: FloorReceiverData = { url: server.url, storage: join(dir, 'bob.db'), invite, total, key, senderPub: sender.device.publicKey, senderUserPub: sender.user.publicKey }
     worker = new Worker(new URL('./latency-floor-receiver.js', import.meta.url), { workerData: data })
-    const replies: Reply[] = []
-    let wake: (() => void) | undefined
-    worker.on('message', (m: Reply) => {
-      replies.push(m)
-      wake?.()
-    })
-    worker.on('error', (err) => {
-      replies.push({ kind: 'failed', message: String(err) })
-      wake?.()
-    })
-    const next = async (): Promise<Reply> => {
-      while (replies.length === 0) await new Promise<void>((r) => (wake = r))
-      const reply = replies.shift()!
-      if (reply.kind === 'failed') throw new Error(`latency floor: the receiving device failed: ${reply.message}`)
-      return reply
-    }
+    const next = workerReplies<ReceiverReply>(worker, 'latency floor')
     const ready = await next()
     // BENCH_THREADS=1: each thread's CPU and its wait for a core over the counted part, as latency-clients.ts.
     const threadNames = new Map<number, string>()
