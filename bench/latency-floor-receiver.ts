@@ -88,7 +88,8 @@ async function receive({ url, storage, invite, total, key, senderPub, senderUser
         arrived++
       }
     })
-    store.commit({ append: appended }).catch((err: unknown) => failures.push(err))
+    // As the client stores received rows: in a commit that may wait for company (`soon`).
+    store.commit({ append: appended }, { soon: true }).catch((err: unknown) => failures.push(err))
   }
 
   const device = await PetrelDevice.connect(url)

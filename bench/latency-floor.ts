@@ -8,10 +8,11 @@
  *   transaction under one batch signature (message-signature.ts), seals the update
  *   (XChaCha20-Poly1305 and Ed25519, envelope.ts), sets the envelope into an outer Yjs document,
  *   sends that update to the relay, and appends both updates to a SQLite store on its writer
- *   thread (`synchronous = FULL`), as the client does;
+ *   thread (`synchronous = FULL`) in a commit that may wait for company, as the client does;
  * - the receiver applies each row the relay sends to its outer document, checks the envelope's
  *   sender and signature, decrypts it, applies the inner update, checks the messages'
- *   signatures, appends both to its store, and notes the time each message arrived.
+ *   signatures, appends both to its store (a commit that may wait for company too), and notes
+ *   the time each message arrived.
  *
  * Left out, so the floor is low: the outbox and its rows, ticks and receipts, key rotation,
  * history snapshots and their replica thread, the inner updates' structural checks, the shown
@@ -128,9 +129,10 @@ export async function latencyFloor(rate: number, seconds: number, warmupSeconds:
       log.set(envelopeKey(outer.clientID, clock++), envelope)
       outer.off('update', takeOuter)
       sender.ws.send(writeFrame({ type: FrameType.Room, room, message: writeSyncMessage(SyncStep.Update, outerUpdate!) }))
-      // Stored after it is handed to the relay, as the client does; commits queue in order.
+      // Stored after it is handed to the relay, as the client does, and as it does, in a commit
+      // that may wait for company (`soon`: the store's 20-ms linger). Commits land in order.
       store
-        .commit({ append: [{ convId: room, doc: 'inner', bytes: innerUpdate! }, { convId: room, doc: 'outer', bytes: outerUpdate! }] })
+        .commit({ append: [{ convId: room, doc: 'inner', bytes: innerUpdate! }, { convId: room, doc: 'outer', bytes: outerUpdate! }] }, { soon: true })
         .catch((err: unknown) => failures.push(err))
     }
 
