@@ -15,31 +15,15 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Worker } from 'node:worker_threads'
 import { createClient } from '../src/client/index.js'
-import { percentile, relayCounter, type ReceiverReply, wallNow, workerReplies } from './common.js'
+import { relayCounter, type ReceiverReply, workerReplies } from './common.js'
 import { clientOptions, type ReceiverData } from './latency-receiver.js'
 import { startServer } from './server-process.js'
-import { describeThreadTimes, ownThreadId, readThreadTimes, type ThreadTime } from './thread-times.js'
+import { type PacedLatency, PacedSends } from './paced-sends.js'
 
-export interface ClientLatencyResult {
-  p50Ms: number
-  p99Ms: number
-  maxMs: number
-  messages: number
-  /** Every counted message's latency (ms), for pooling rounds. */
-  latencies: number[]
+export interface ClientLatencyResult extends PacedLatency {
   /** The relay's whole run (warm-up included): bytes it sent, and snapshot-part bytes it spared live members. */
   relayBytesOut: number
   partBytesSpared: number
-  /**
-   * CPU over the counted part (from the first counted send until the receiving device has them
-   * all), in µs per counted message: both devices' process (every thread: the two devices, their
-   * SQLite writers and history copies, V8's own) and the relay's. A steadier figure than the
-   * tail on a machine whose rounds differ several-fold: it shows a change in cost through it.
-   */
-  deviceCpuUsPerMessage: number
-  relayCpuUsPerMessage: number
-  /** Cores busy on average over the counted part, devices and relay together. */
-  coresBusy: number
 }
 
 /**
@@ -70,49 +54,19 @@ export async function latencyClients(rate: number, seconds: number, warmupSecond
     const data: ReceiverData = { url: server.url, storage: join(dir, 'bob.db'), invite: await conv.invite(), total }
     bob = new Worker(new URL('./latency-receiver.js', import.meta.url), { workerData: data })
     const next = workerReplies<ReceiverReply>(bob, 'latency')
-    const ready = await next()
-    // BENCH_THREADS=1: each thread's CPU and its wait for a core over the counted part (thread-times.ts).
-    const threadNames = new Map<number, string>()
-    const mainTid = ownThreadId()
-    if (mainTid !== undefined) threadNames.set(mainTid, 'the sending device (main thread)')
-    if (ready.kind === 'ready' && ready.tid !== undefined) threadNames.set(ready.tid, 'the receiving device (its worker)')
-    let threadsAtCount: Map<number, ThreadTime> | undefined
-
-    const sentAt = new Float64Array(total)
-    const pad = 'x'.repeat(80)
+    const paced = new PacedSends(rate, total, warmupSeconds, server, await next())
     const failures: unknown[] = []
-    const from = Math.min(Math.round(rate * warmupSeconds), total - 1)
-    let counted: { at: number; cpu: NodeJS.CpuUsage; relayMs: Promise<number> } | undefined
-    let sent = 0
-    const t0 = performance.now()
-    while (sent < total) {
-      const due = Math.min(total, Math.floor(((performance.now() - t0) * rate) / 1000) + 1)
-      if (counted === undefined && due > from) {
-        counted = { at: performance.now(), cpu: process.cpuUsage(), relayMs: server.cpuMs() }
-        if (process.env.BENCH_THREADS) threadsAtCount = readThreadTimes()
-      }
-      while (sent < due) {
-        sentAt[sent] = wallNow()
-        conv.send(`#${sent} ${pad}`).catch((err: unknown) => failures.push(err))
-        sent++
-      }
-      // A timer, not setImmediate: a pacer that spins burns the core the other device and
-      // the relay need (0.9 s of CPU in a 4-second run at 10,000/s). Sends come ~10 per
-      // millisecond tick, as a UI's come per frame; latency is timed from each send() call.
-      await new Promise((r) => setTimeout(r, 1))
-    }
+    await paced.run((text) => {
+      conv.send(text).catch((err: unknown) => failures.push(err))
+    })
     const arrived = await next()
-    const cpu = process.cpuUsage(counted!.cpu)
-    if (threadsAtCount) console.log(`THREADS at ${rate}/s, counted part:\n  ${describeThreadTimes(threadsAtCount, readThreadTimes(), threadNames).join('\n  ')}`)
-    const countedMs = performance.now() - counted!.at
-    const relayCpuMs = (await server.cpuMs()) - (await counted!.relayMs)
+    await paced.stop('full clients')
     if (arrived.kind !== 'arrived') throw new Error('latency: the receiving device did not say it had every message')
     const done = await next()
     if (failures.length > 0) throw failures[0]
     if (done.kind !== 'done') throw new Error('latency: the receiving device did not finish')
-    const lat: number[] = []
-    for (let i = from; i < total; i++) lat.push(done.arrivedAt[i]! - sentAt[i]!)
-    const deviceCpuMs = (cpu.user + cpu.system) / 1000
+    const { sentAt, from } = paced
+    const lat = paced.latencies(done.arrivedAt)
     if (process.env.BENCH_SERIES) {
       const per = Math.max(1, Math.round(rate / 10))
       const series: string[] = []
@@ -127,18 +81,7 @@ export async function latencyClients(rate: number, seconds: number, warmupSecond
     if (shown === 0) throw new Error('latency: the sending device never showed its list')
     const relayBytesOut = await relayCounter(server.url, 'petrel_bytes_out_total')
     const partBytesSpared = await relayCounter(server.url, 'petrel_snapshot_part_bytes_spared_total')
-    return {
-      p50Ms: percentile(lat, 50),
-      p99Ms: percentile(lat, 99),
-      maxMs: lat.reduce((a, b) => Math.max(a, b), 0),
-      messages: lat.length,
-      latencies: lat,
-      relayBytesOut,
-      partBytesSpared,
-      deviceCpuUsPerMessage: (deviceCpuMs * 1000) / lat.length,
-      relayCpuUsPerMessage: (relayCpuMs * 1000) / lat.length,
-      coresBusy: (deviceCpuMs + relayCpuMs) / countedMs,
-    }
+    return { ...paced.summary(lat), relayBytesOut, partBytesSpared }
   } finally {
     await bob?.terminate()
     await server.stop()

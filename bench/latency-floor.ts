@@ -33,23 +33,14 @@ import { sealEnvelope } from '../src/shared/envelope.js'
 import { envelopeKey } from '../src/shared/outer-keys.js'
 import { SyncStep, writeSyncMessage } from '../src/shared/room-messages.js'
 import { FrameType, writeFrame } from '../src/shared/wire.js'
-import { percentile, type ReceiverReply, wallNow, workerReplies } from './common.js'
+import { type ReceiverReply, workerReplies } from './common.js'
 import type { FloorReceiverData } from './latency-floor-receiver.js'
 import { PetrelDevice } from './petrel-device.js'
+import { type PacedLatency, PacedSends } from './paced-sends.js'
 import { startServer } from './server-process.js'
-import { describeThreadTimes, ownThreadId, readThreadTimes, type ThreadTime } from './thread-times.js'
 
-export interface FloorLatencyResult {
-  p50Ms: number
-  p99Ms: number
-  maxMs: number
-  messages: number
-  latencies: number[]
-  /** CPU of the counted part in µs a message: the devices' process, and the relay's. */
-  deviceCpuUsPerMessage: number
-  relayCpuUsPerMessage: number
-  coresBusy: number
-}
+/** The floor's round: the same figures as the full clients'. */
+export type FloorLatencyResult = PacedLatency
 
 /** The inner document's map names, as the client's (conversation.ts). */
 export const FLOOR_MESSAGES = 'messages'
@@ -83,13 +74,7 @@ export async function latencyFloor(rate: number, seconds: number, warmupSeconds:
     const data: FloorReceiverData = { url: server.url, storage: join(dir, 'bob.db'), invite, total, key, senderPub: sender.device.publicKey, senderUserPub: sender.user.publicKey }
     worker = new Worker(new URL('./latency-floor-receiver.js', import.meta.url), { workerData: data })
     const next = workerReplies<ReceiverReply>(worker, 'latency floor')
-    const ready = await next()
-    // BENCH_THREADS=1: each thread's CPU and its wait for a core over the counted part, as latency-clients.ts.
-    const threadNames = new Map<number, string>()
-    const mainTid = ownThreadId()
-    if (mainTid !== undefined) threadNames.set(mainTid, 'the sending device (main thread)')
-    if (ready.kind === 'ready' && ready.tid !== undefined) threadNames.set(ready.tid, 'the receiving device (its worker)')
-    let threadsAtCount: Map<number, ThreadTime> | undefined
+    const paced = new PacedSends(rate, total, warmupSeconds, server, await next())
 
     const store = await openSqliteStore(join(dir, 'alice.db'))
     const inner = new Y.Doc()
@@ -136,59 +121,28 @@ export async function latencyFloor(rate: number, seconds: number, warmupSeconds:
         .catch((err: unknown) => failures.push(err))
     }
 
-    const sentAt = new Float64Array(total)
-    const pad = 'x'.repeat(80)
-    const from = Math.min(Math.round(rate * warmupSeconds), total - 1)
-    let counted: { at: number; cpu: NodeJS.CpuUsage; relayMs: Promise<number> } | undefined
-    let sent = 0
+    // In order, one batch at a time, at most one every `batchMs` (or when the last is sent).
     let pending: string[] = []
     let flushedAt = 0
-    const t0 = performance.now()
-    while (sent < total) {
-      const due = Math.min(total, Math.floor(((performance.now() - t0) * rate) / 1000) + 1)
-      if (counted === undefined && due > from) {
-        counted = { at: performance.now(), cpu: process.cpuUsage(), relayMs: server.cpuMs() }
-        if (process.env.BENCH_THREADS) threadsAtCount = readThreadTimes()
-      }
-      while (sent < due) {
-        sentAt[sent] = wallNow()
-        pending.push(`#${sent} ${pad}`)
-        sent++
-      }
-      // In order, one batch at a time, at most one every `batchMs` (or when the last is sent).
-      if (pending.length > 0 && (performance.now() - flushedAt >= batchMs || sent === total)) {
+    await paced.run(
+      (text) => pending.push(text),
+      (last) => {
+        if (pending.length === 0 || (performance.now() - flushedAt < batchMs && !last)) return
         const texts = pending
         pending = []
         flushedAt = performance.now()
         turn = turn.then(() => sendBatch(texts)).catch((err: unknown) => failures.push(err))
-      }
-      // The same pacer as latency-clients.ts: a 1-ms timer, ~10 sends a tick at 10,000/s.
-      await new Promise((r) => setTimeout(r, 1))
-    }
+      },
+    )
     await next()
-    const cpu = process.cpuUsage(counted!.cpu)
-    if (threadsAtCount) console.log(`THREADS (floor) at ${rate}/s, counted part:\n  ${describeThreadTimes(threadsAtCount, readThreadTimes(), threadNames).join('\n  ')}`)
-    const countedMs = performance.now() - counted!.at
-    const relayCpuMs = (await server.cpuMs()) - (await counted!.relayMs)
+    await paced.stop('floor')
     const done = await next()
     await turn
     if (failures.length > 0) throw failures[0]
     if (done.kind !== 'done') throw new Error('latency floor: the receiving device did not finish')
     sender.close()
     await store.close()
-    const lat: number[] = []
-    for (let i = from; i < total; i++) lat.push(done.arrivedAt[i]! - sentAt[i]!)
-    const deviceCpuMs = (cpu.user + cpu.system) / 1000
-    return {
-      p50Ms: percentile(lat, 50),
-      p99Ms: percentile(lat, 99),
-      maxMs: lat.reduce((a, b) => Math.max(a, b), 0),
-      messages: lat.length,
-      latencies: lat,
-      deviceCpuUsPerMessage: (deviceCpuMs * 1000) / lat.length,
-      relayCpuUsPerMessage: (relayCpuMs * 1000) / lat.length,
-      coresBusy: (deviceCpuMs + relayCpuMs) / countedMs,
-    }
+    return paced.summary(paced.latencies(done.arrivedAt))
   } finally {
     await worker?.terminate()
     await server.stop()
