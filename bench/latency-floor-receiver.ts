@@ -13,11 +13,13 @@
  */
 import { parentPort, workerData } from 'node:worker_threads'
 import * as Y from 'yjs'
+import { INNER_MESSAGE_BATCHES, INNER_MESSAGES } from '../src/client/inner-guard.js'
 import { decodeInviteToken } from '../src/client/invite-token.js'
 import { verifyMessages } from '../src/client/message-signature.js'
 import { openSqliteStore } from '../src/client/storage/sqlite-store.js'
 import { toBase64Url, verify, verifyWithNodeSync } from '../src/shared/crypto/index.js'
 import { decryptEnvelope, readEnvelope, signedEnvelopeBytes } from '../src/shared/envelope.js'
+import { OUTER_LOG } from '../src/shared/outer-keys.js'
 import { readRows, RoomMessage } from '../src/shared/room-messages.js'
 import { StrictReader } from '../src/shared/wire.js'
 import { until, wallNow } from './common.js'
@@ -34,15 +36,13 @@ export interface FloorReceiverData {
   senderUserPub: Uint8Array
 }
 
-const sameBytes = (a: Uint8Array, b: Uint8Array) => a.length === b.length && a.every((x, i) => x === b[i])
-
 async function receive({ url, storage, invite, total, key, senderPub, senderUserPub }: FloorReceiverData): Promise<void> {
   const store = await openSqliteStore(storage)
   const outer = new Y.Doc()
   const inner = new Y.Doc()
-  const log = outer.getMap<Uint8Array>('log')
-  const messages = inner.getMap<{ t: string }>('messages')
-  const batches = inner.getMap('messageBatches')
+  const log = outer.getMap<Uint8Array>(OUTER_LOG)
+  const messages = inner.getMap<{ t: string }>(INNER_MESSAGES)
+  const batches = inner.getMap(INNER_MESSAGE_BATCHES)
   const senderDevice = toBase64Url(senderPub)
   const senderUser = toBase64Url(senderUserPub)
   const arrivedAt = new Float64Array(total)
@@ -68,7 +68,7 @@ async function receive({ url, storage, invite, total, key, senderPub, senderUser
     for (const k of newEnvelopes) {
       const h = readEnvelope(log.get(k)!)
       // The room's maker wrote a few before it left (under keys this device does not hold).
-      if (!sameBytes(h.senderDevicePub, senderPub)) continue
+      if (toBase64Url(h.senderDevicePub) !== senderDevice) continue
       const signed = signedEnvelopeBytes(room, h)
       const ok = verifyWithNodeSync(h.senderDevicePub, signed, h.signature) ?? (await verify(h.senderDevicePub, signed, h.signature))
       if (!ok) throw new Error('an envelope with a bad signature')

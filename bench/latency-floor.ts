@@ -26,11 +26,12 @@ import { join } from 'node:path'
 import { Worker } from 'node:worker_threads'
 import * as Y from 'yjs'
 import { createClient } from '../src/client/index.js'
+import { INNER_MESSAGE_BATCHES, INNER_MESSAGES } from '../src/client/inner-guard.js'
 import { signMessageBatch } from '../src/client/message-signature.js'
 import { openSqliteStore } from '../src/client/storage/sqlite-store.js'
 import { randomBytes, randomKey, toBase64Url } from '../src/shared/crypto/index.js'
 import { sealEnvelope } from '../src/shared/envelope.js'
-import { envelopeKey } from '../src/shared/outer-keys.js'
+import { envelopeKey, OUTER_LOG } from '../src/shared/outer-keys.js'
 import { SyncStep, writeSyncMessage } from '../src/shared/room-messages.js'
 import { FrameType, writeFrame } from '../src/shared/wire.js'
 import { type ReceiverReply, workerReplies } from './common.js'
@@ -41,10 +42,6 @@ import { startServer } from './server-process.js'
 
 /** The floor's round: the same figures as the full clients'. */
 export type FloorLatencyResult = PacedLatency
-
-/** The inner document's map names, as the client's (conversation.ts). */
-export const FLOOR_MESSAGES = 'messages'
-export const FLOOR_BATCHES = 'messageBatches'
 
 /**
  * The sender seals what was sent in the last `batchMs` as one envelope. Per envelope the two
@@ -79,9 +76,9 @@ export async function latencyFloor(rate: number, seconds: number, warmupSeconds:
     const store = await openSqliteStore(join(dir, 'alice.db'))
     const inner = new Y.Doc()
     const outer = new Y.Doc()
-    const messages = inner.getMap(FLOOR_MESSAGES)
-    const batches = inner.getMap(FLOOR_BATCHES)
-    const log = outer.getMap<Uint8Array>('log')
+    const messages = inner.getMap(INNER_MESSAGES)
+    const batches = inner.getMap(INNER_MESSAGE_BATCHES)
+    const log = outer.getMap<Uint8Array>(OUTER_LOG)
     const userId = toBase64Url(sender.user.publicKey)
     const deviceId = toBase64Url(sender.device.publicKey)
     let clock = 0

@@ -32,7 +32,6 @@ export interface ReceiverData {
  */
 export const clientOptions = (): Record<string, unknown> => JSON.parse(process.env.BENCH_CLIENT_OPTIONS ?? '{}') as Record<string, unknown>
 
-
 async function receive({ url, storage, invite, total }: ReceiverData): Promise<void> {
   const bob = await createClient({ relay: url, name: 'bob', storage, ...clientOptions() })
   const conv = await bob.join(invite)
