@@ -4,8 +4,8 @@
  * the same pacing and the same clock), but the devices do only the work every message of this
  * architecture must have done to it, with none of the client's own bookkeeping:
  *
- * - the sender, once per tick, writes the tick's messages into an inner Yjs document in one
- *   transaction under one batch signature (message-signature.ts), seals the update
+ * - the sender, every `batchMs` (FLOOR_BATCH_MS), writes what was sent into an inner Yjs
+ *   document in one transaction under one batch signature (message-signature.ts), seals the update
  *   (XChaCha20-Poly1305 and Ed25519, envelope.ts), sets the envelope into an outer Yjs document,
  *   sends that update to the relay, and appends both updates to a SQLite store on its writer
  *   thread (`synchronous = FULL`) in a commit that may wait for company, as the client does;
@@ -16,9 +16,10 @@
  *
  * Left out, so the floor is low: the outbox and its rows, ticks and receipts, key rotation,
  * history snapshots and their replica thread, the inner updates' structural checks, the shown
- * list and an app that renders it, typing. What the full clients spend beyond this is what
- * their own code costs; what this spends is the machine's price for the architecture. If this
- * misses a latency goal on a machine, the full clients cannot meet it there.
+ * list and an app that renders it, typing, y-websocket's provider. What the full clients spend
+ * beyond this is what their own code costs; what this spends is the machine's price for the
+ * architecture. A round this misses a latency goal in, the full clients would miss too
+ * (BENCHMARKS.md, twenty-eighth session).
  */
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
