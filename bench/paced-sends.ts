@@ -5,7 +5,6 @@
  * CPU read from the first counted send until the receiving device has every message.
  */
 import { percentile, type ReceiverReply, wallNow } from './common.js'
-import type { ServerProcess } from './server-process.js'
 import { describeThreadTimes, ownThreadId, readThreadTimes, type ThreadTime } from './thread-times.js'
 
 /** What both kinds of devices report of a round. */
@@ -42,7 +41,8 @@ export class PacedSends {
     private readonly rate: number,
     readonly total: number,
     warmupSeconds: number,
-    private readonly server: ServerProcess,
+    /** The relay's CPU so far, in ms (a `ServerProcess`). */
+    private readonly server: { cpuMs(): Promise<number> },
     /** The receiving worker's 'ready' (its thread id names it for BENCH_THREADS). */
     ready: ReceiverReply,
   ) {
