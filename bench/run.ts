@@ -24,6 +24,7 @@ import { coldOpen, startup } from './cold-open.js'
 import { clientIds } from './client-ids.js'
 import { sessionIds } from './session-ids.js'
 import { varString } from './var-string.js'
+import { wrapAll } from './wrap-all.js'
 import { CHROMIUM, coldOpenChromium } from './cold-open-chromium.js'
 import { envInt, median, percentile } from './common.js'
 import { e2e } from './e2e.js'
@@ -356,6 +357,19 @@ async function strings(): Promise<void> {
   summary.varString = { nsShort: r2(r.nsShort.petrel), ratioShortVsLib0: r2(r.nsShort.petrel / r.nsShort.lib0), nsLong: r2(r.nsLong.petrel), ratioLongVsLib0: r2(r.nsLong.petrel / r.nsLong.lib0) }
 }
 
+async function wraps(): Promise<void> {
+  console.log("\n## A rotation's key wrapped for every member device: one ephemeral key for all, against one per device")
+  const r = wrapAll()
+  const out: Record<string, number | null> = {}
+  for (const { devices, ms, referenceMs } of r.byDevices) {
+    console.log(`${fmt(devices)} devices (${r.backend} X25519): ${ms.toFixed(2)} ms against ${referenceMs.toFixed(2)} ms, ${(ms / referenceMs).toFixed(2)} ×`)
+    out[`msAt${devices}`] = r2(ms)
+    out[`referenceMsAt${devices}`] = r2(referenceMs)
+    out[`ratioAt${devices}`] = r2(ms / referenceMs)
+  }
+  summary.wrapAll = out
+}
+
 async function memory(): Promise<void> {
   const conns = envInt('BENCH_MEMORY_CONNS', 10_000)
   const rooms = envInt('BENCH_MEMORY_ROOMS', 1000)
@@ -431,6 +445,7 @@ async function main(): Promise<void> {
     ['clientIds', ids],
     ['sessionIds', sessions],
     ['varString', strings],
+    ['wrapAll', wraps],
   ]
   const isolate = !process.env.BENCH_CHILD && only.size !== 1
   // Run only when named: the whole run measures the floor inside benchmark 3, alternating.

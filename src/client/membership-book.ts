@@ -10,7 +10,7 @@
  */
 import * as encoding from 'lib0/encoding'
 import type * as Y from 'yjs'
-import { constantTimeEqual, randomKey, sha256, toBase64Url, unwrapKey, wrapKey } from '../shared/crypto/index.js'
+import { constantTimeEqual, randomKey, sha256, toBase64Url, unwrapKey, wrapKeyForAll } from '../shared/crypto/index.js'
 import { keyCheckOf } from '../shared/envelope.js'
 import { openKeyBundle } from '../shared/key-bundle.js'
 import { ErrorCode, PetrelError } from '../shared/errors.js'
@@ -180,13 +180,18 @@ export class MembershipBook {
   newEpoch(excludeUser?: string): { epoch: number; key: Uint8Array; body: Uint8Array } {
     const key = randomKey()
     const epoch = this.state.epoch + 1
-    const wrapped: Array<[Uint8Array, Uint8Array]> = []
+    const devices: Array<{ devicePub: Uint8Array; agreementPub: Uint8Array }> = []
     for (const [userId, member] of this.state.members) {
       if (userId === excludeUser) continue
-      for (const cert of member.devices.values()) {
-        wrapped.push([cert.devicePub, wrapKey(key, cert.agreementPub, epochWrapContext(this.room, epoch))])
-      }
+      for (const cert of member.devices.values()) devices.push(cert)
     }
+    // One ephemeral key for every device (wrap.ts says why that is sound).
+    const keys = wrapKeyForAll(
+      key,
+      devices.map((d) => d.agreementPub),
+      epochWrapContext(this.room, epoch),
+    )
+    const wrapped = devices.map((d, i): [Uint8Array, Uint8Array] => [d.devicePub, keys[i]!])
     return { epoch, key, body: encodeEpochBody({ room: this.room, epoch, at: Date.now(), keyCheck: keyCheckOf(key), wrapped }) }
   }
 

@@ -47,6 +47,7 @@ import {
   setNodeVerifying,
   verifyWithNoble,
   wrapKey,
+  wrapKeyForAll,
 } from '../../src/shared/crypto/index.js'
 import { sha256Backend, sha256Noble } from '../../src/shared/crypto/hash.js'
 import { ErrorCode, PetrelError } from '../../src/shared/errors.js'
@@ -822,7 +823,35 @@ describe('key wrapping (X25519 + HKDF + XChaCha20-Poly1305)', () => {
     }
   })
 
+  it('wraps one key for many recipients with one ephemeral key, each opened alone', () => {
+    const devices = Array.from({ length: 5 }, () => generateAgreementKeyPair())
+    const wrapped = wrapKeyForAll(
+      key,
+      devices.map((d) => d.publicKey),
+      context,
+    )
+    expect(wrapped).toHaveLength(5)
+    const ephemeral = toHex(wrapped[0]!.subarray(1, 33))
+    wrapped.forEach((w, i) => {
+      expect(w.length).toBe(WRAPPED_KEY_LENGTH)
+      expect(toHex(w.subarray(1, 33))).toBe(ephemeral)
+      expect(unwrapKey(w, devices[i]!.secretKey, context)).toEqual(key)
+      // Another recipient's wrap does not open with this device's secret.
+      expectRejected(() => unwrapKey(wrapped[(i + 1) % 5]!, devices[i]!.secretKey, context))
+    })
+    // Each wrap has its own nonce, and the next call its own ephemeral key.
+    expect(new Set(wrapped.map((w) => toHex(w.subarray(33, 57)))).size).toBe(5)
+    expect(toHex(wrapKeyForAll(key, [devices[0]!.publicKey], context)[0]!.subarray(1, 33))).not.toBe(ephemeral)
+    expect(wrapKeyForAll(key, [], context)).toEqual([])
+  })
+
+  it('wraps for nobody when one recipient key is of small order', () => {
+    const ok = generateAgreementKeyPair().publicKey
+    expectRejected(() => wrapKeyForAll(key, [ok, new Uint8Array(32), ok], context), ErrorCode.InvalidArgument)
+  })
+
   it('checks argument types and lengths', () => {
+    expect(() => wrapKeyForAll(key, [recipient.publicKey, recipient.publicKey.subarray(1)], context)).toThrow(RangeError)
     expect(() => wrapKey(key.subarray(1), recipient.publicKey, context)).toThrow(RangeError)
     expect(() => wrapKey(key, recipient.publicKey.subarray(1), context)).toThrow(RangeError)
     expect(() => wrapKey(key, recipient.publicKey, 'ctx' as unknown as Uint8Array)).toThrow(TypeError)

@@ -25,29 +25,52 @@ function deriveKek(shared: Uint8Array, ephPub: Uint8Array, recipientPub: Uint8Ar
  * @throws PetrelError(InvalidArgument) when the recipient public key is of small order.
  */
 export function wrapKey(key: Uint8Array, recipientPublicKey: Uint8Array, context: Uint8Array): Uint8Array {
+  return wrapKeyForAll(key, [recipientPublicKey], context)[0]!
+}
+
+/**
+ * {@link wrapKey} to each of several recipients, with one ephemeral key for all of them: the
+ * same bytes per recipient as `wrapKey` would give had it drawn that ephemeral key, each opened
+ * by {@link unwrapKey} alone. A new epoch's key goes to every member device: one ephemeral key
+ * a recipient cost an X25519 key generation and a key import each (~0.4 ms with Node's OpenSSL,
+ * ~1 ms with noble), so a 1,000-device conversation spent ~0.45 s of the rotating device's
+ * thread at each rotation. Reusing the ephemeral secret across the recipients of one
+ * encryption is sound for Diffie-Hellman-based ECIES (Bellare, Boldyreva and Staddon,
+ * "Randomness re-use in multi-recipient encryption schemes", PKC 2003): each recipient's
+ * key-encryption key comes from its own shared secret, salted with both public keys, and each
+ * wrap has its own random nonce. The secret lives only for this call.
+ *
+ * @example const wrapped = wrapKeyForAll(epochKey, devices.map((d) => d.agreementPublicKey), utf8(`${conversationId}/${epoch}`))
+ * @throws PetrelError(InvalidArgument) when a recipient public key is of small order (nothing is returned then).
+ */
+export function wrapKeyForAll(key: Uint8Array, recipientPublicKeys: readonly Uint8Array[], context: Uint8Array): Uint8Array[] {
   assertBytesLength(key, AEAD_KEY_LENGTH, 'key')
-  assertBytesLength(recipientPublicKey, X25519_KEY_LENGTH, 'recipientPublicKey')
+  for (const pub of recipientPublicKeys) assertBytesLength(pub, X25519_KEY_LENGTH, 'recipientPublicKey')
   assertBytes(context, 'context')
   const eph = generateAgreementKeyPair()
-  let shared: Uint8Array
   try {
-    shared = sharedSecret(eph.secretKey, recipientPublicKey)
-  } catch (cause) {
+    return recipientPublicKeys.map((recipientPublicKey) => {
+      let shared: Uint8Array
+      try {
+        shared = sharedSecret(eph.secretKey, recipientPublicKey)
+      } catch (cause) {
+        throw new PetrelError(ErrorCode.InvalidArgument, 'recipient X25519 public key is unusable (small order)', { cause })
+      }
+      const kek = deriveKek(shared, eph.publicKey, recipientPublicKey, context)
+      shared.fill(0)
+      const nonce = randomNonce()
+      const ct = seal(kek, nonce, key, context)
+      kek.fill(0)
+      const out = new Uint8Array(WRAPPED_KEY_LENGTH)
+      out[0] = WRAP_VERSION
+      out.set(eph.publicKey, 1)
+      out.set(nonce, 1 + X25519_KEY_LENGTH)
+      out.set(ct, 1 + X25519_KEY_LENGTH + AEAD_NONCE_LENGTH)
+      return out
+    })
+  } finally {
     eph.secretKey.fill(0)
-    throw new PetrelError(ErrorCode.InvalidArgument, 'recipient X25519 public key is unusable (small order)', { cause })
   }
-  eph.secretKey.fill(0)
-  const kek = deriveKek(shared, eph.publicKey, recipientPublicKey, context)
-  shared.fill(0)
-  const nonce = randomNonce()
-  const ct = seal(kek, nonce, key, context)
-  kek.fill(0)
-  const out = new Uint8Array(WRAPPED_KEY_LENGTH)
-  out[0] = WRAP_VERSION
-  out.set(eph.publicKey, 1)
-  out.set(nonce, 1 + X25519_KEY_LENGTH)
-  out.set(ct, 1 + X25519_KEY_LENGTH + AEAD_NONCE_LENGTH)
-  return out
 }
 
 /**
