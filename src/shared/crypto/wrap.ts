@@ -31,14 +31,24 @@ export function wrapKey(key: Uint8Array, recipientPublicKey: Uint8Array, context
 /**
  * {@link wrapKey} to each of several recipients, with one ephemeral key for all of them: the
  * same bytes per recipient as `wrapKey` would give had it drawn that ephemeral key, each opened
- * by {@link unwrapKey} alone. A new epoch's key goes to every member device: one ephemeral key
- * a recipient cost an X25519 key generation and a key import each (~0.4 ms with Node's OpenSSL,
- * ~1 ms with noble), so a 1,000-device conversation spent ~0.45 s of the rotating device's
- * thread at each rotation. Reusing the ephemeral secret across the recipients of one
- * encryption is sound for Diffie-Hellman-based ECIES (Bellare, Boldyreva and Staddon,
- * "Randomness re-use in multi-recipient encryption schemes", PKC 2003): each recipient's
- * key-encryption key comes from its own shared secret, salted with both public keys, and each
- * wrap has its own random nonce. The secret lives only for this call.
+ * by {@link unwrapKey} alone. A new epoch's key goes to every member device, and one ephemeral
+ * key a recipient cost a key generation and a key import each: with Node's OpenSSL a
+ * 1,000-device conversation spent 0.51 s of the rotating device's thread at each rotation,
+ * 0.06 s now (with noble, one of two scalar multiplications a recipient is saved).
+ *
+ * Why reusing the ephemeral secret is sound here:
+ * - every recipient of one call gets the same key, so a member that chose its own public key
+ *   (to learn something of the ephemeral secret) gains nothing it was not sent;
+ * - outsiders face a Diffie-Hellman per recipient, as with one ephemeral key each: randomness
+ *   re-use across the recipients of one encryption is proven sound for DHIES-style ECIES
+ *   (Bellare, Boldyreva and Staddon, "Randomness re-use in multi-recipient encryption
+ *   schemes", PKC 2003);
+ * - each wrap's key-encryption key comes from its own shared secret, salted with both public
+ *   keys (two devices with one agreement key share it, harmlessly: nonces are random per wrap).
+ *
+ * So: one key per call, never a different plaintext per recipient, and the ephemeral key never
+ * kept past the call. Its array is zeroed at the end; on Node the imported key object lives
+ * until the array is collected, as for `wrapKey`.
  *
  * @example const wrapped = wrapKeyForAll(epochKey, devices.map((d) => d.agreementPublicKey), utf8(`${conversationId}/${epoch}`))
  * @throws PetrelError(InvalidArgument) when a recipient public key is of small order (nothing is returned then).
@@ -47,6 +57,7 @@ export function wrapKeyForAll(key: Uint8Array, recipientPublicKeys: readonly Uin
   assertBytesLength(key, AEAD_KEY_LENGTH, 'key')
   for (const pub of recipientPublicKeys) assertBytesLength(pub, X25519_KEY_LENGTH, 'recipientPublicKey')
   assertBytes(context, 'context')
+  if (recipientPublicKeys.length === 0) return []
   const eph = generateAgreementKeyPair()
   try {
     return recipientPublicKeys.map((recipientPublicKey) => {
@@ -56,17 +67,21 @@ export function wrapKeyForAll(key: Uint8Array, recipientPublicKeys: readonly Uin
       } catch (cause) {
         throw new PetrelError(ErrorCode.InvalidArgument, 'recipient X25519 public key is unusable (small order)', { cause })
       }
-      const kek = deriveKek(shared, eph.publicKey, recipientPublicKey, context)
-      shared.fill(0)
-      const nonce = randomNonce()
-      const ct = seal(kek, nonce, key, context)
-      kek.fill(0)
-      const out = new Uint8Array(WRAPPED_KEY_LENGTH)
-      out[0] = WRAP_VERSION
-      out.set(eph.publicKey, 1)
-      out.set(nonce, 1 + X25519_KEY_LENGTH)
-      out.set(ct, 1 + X25519_KEY_LENGTH + AEAD_NONCE_LENGTH)
-      return out
+      let kek: Uint8Array | undefined
+      try {
+        kek = deriveKek(shared, eph.publicKey, recipientPublicKey, context)
+        const nonce = randomNonce()
+        const ct = seal(kek, nonce, key, context)
+        const out = new Uint8Array(WRAPPED_KEY_LENGTH)
+        out[0] = WRAP_VERSION
+        out.set(eph.publicKey, 1)
+        out.set(nonce, 1 + X25519_KEY_LENGTH)
+        out.set(ct, 1 + X25519_KEY_LENGTH + AEAD_NONCE_LENGTH)
+        return out
+      } finally {
+        shared.fill(0)
+        kek?.fill(0)
+      }
     })
   } finally {
     eph.secretKey.fill(0)
@@ -74,7 +89,7 @@ export function wrapKeyForAll(key: Uint8Array, recipientPublicKeys: readonly Uin
 }
 
 /**
- * Recovers a key wrapped by {@link wrapKey} with this device's X25519 secret key and the same context.
+ * Recovers a key wrapped by {@link wrapKey} or {@link wrapKeyForAll} with this device's X25519 secret key and the same context.
  *
  * @example const epochKey = unwrapKey(wrapped, device.agreementSecretKey, utf8(`${conversationId}/${epoch}`))
  * @throws PetrelError(EnvelopeRejected) on wrong version, wrong length, small-order ephemeral key,
