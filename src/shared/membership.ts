@@ -5,7 +5,7 @@
  * this same code, so they agree on who is in a conversation; a record not properly signed or
  * not authorised is ignored everywhere.
  */
-import { constantTimeEqual, toBase64Url } from './crypto/index.js'
+import { constantTimeEqual, isSmallOrderAgreementKey, toBase64Url } from './crypto/index.js'
 import {
   type DeviceCertificate,
   readAddBody,
@@ -123,6 +123,13 @@ export const emptyMembership = (room: string): MembershipState => ({
 
 export type ApplyResult = { ok: true } | { ok: false; reason: string }
 
+/**
+ * A device whose agreement key is of small order is never admitted: no key can be wrapped to
+ * it, and an epoch record must wrap the key for every member device, so one such device would
+ * make every later rotation fail until it was removed.
+ */
+export const UNUSABLE_AGREEMENT_KEY = 'device agreement key is of small order'
+
 const addDevice = (s: MembershipState, member: MemberState, cert: DeviceCertificate) => {
   const id = toBase64Url(cert.devicePub)
   member.devices.set(id, cert)
@@ -163,6 +170,7 @@ export async function applyRecord(s: MembershipState, rec: SignedRecord, options
       const signer = rec.signer!
       if (s.creator !== undefined) return { ok: false, reason: 'genesis already applied' }
       if (g.room !== s.room || roomIdFor(g.nonce, signer.userPub) !== s.room) return { ok: false, reason: 'genesis does not match room' }
+      if (isSmallOrderAgreementKey(signer.agreementPub)) return { ok: false, reason: UNUSABLE_AGREEMENT_KEY }
       const userId = toBase64Url(signer.userPub)
       const member: MemberState = { userId, role: 'admin', joinedAt: g.createdAt, devices: new Map() }
       s.creator = userId
@@ -189,6 +197,7 @@ export async function applyRecord(s: MembershipState, rec: SignedRecord, options
       const at = now ?? j.joinedAt
       if (inv.expiresAt !== 0 && at > inv.expiresAt) return { ok: false, reason: 'invite expired' }
       if (s.removedDevices.has(toBase64Url(j.joiner.devicePub))) return { ok: false, reason: 'device was unlinked' }
+      if (isSmallOrderAgreementKey(j.joiner.agreementPub)) return { ok: false, reason: UNUSABLE_AGREEMENT_KEY }
       const userId = toBase64Url(j.joiner.userPub)
       const knownAs = s.everDevices.get(toBase64Url(j.joiner.devicePub))
       if (knownAs !== undefined && knownAs !== userId) return { ok: false, reason: "another person's device" }
@@ -264,6 +273,7 @@ export async function applyRecord(s: MembershipState, rec: SignedRecord, options
       for (const d of b.devices) {
         if (!constantTimeEqual(d.certificate.userPub, b.userPub)) return { ok: false, reason: "certificate of another person's device" }
         if (s.removedDevices.has(toBase64Url(d.certificate.devicePub))) return { ok: false, reason: 'device was unlinked' }
+        if (isSmallOrderAgreementKey(d.certificate.agreementPub)) return { ok: false, reason: UNUSABLE_AGREEMENT_KEY }
         // A device key belongs to one person: anyone can sign a certificate for someone else's.
         const knownAs = s.everDevices.get(toBase64Url(d.certificate.devicePub))
         if (knownAs !== undefined && knownAs !== userId) return { ok: false, reason: "another person's device" }

@@ -48,6 +48,7 @@ import {
   verifyWithNoble,
   wrapKey,
   wrapKeyForAll,
+  isSmallOrderAgreementKey,
 } from '../../src/shared/crypto/index.js'
 import { sha256Backend, sha256Noble } from '../../src/shared/crypto/hash.js'
 import { ErrorCode, PetrelError } from '../../src/shared/errors.js'
@@ -843,6 +844,28 @@ describe('key wrapping (X25519 + HKDF + XChaCha20-Poly1305)', () => {
     expect(new Set(wrapped.map((w) => toHex(w.subarray(33, 57)))).size).toBe(5)
     expect(toHex(wrapKeyForAll(key, [devices[0]!.publicKey], context)[0]!.subarray(1, 33))).not.toBe(ephemeral)
     expect(wrapKeyForAll(key, [], context)).toEqual([])
+  })
+
+  it('tells small-order agreement keys as sharedSecret refuses them: the seven known, their top-bit twins, no random key', () => {
+    const P25519 = 2n ** 255n - 19n
+    const lowOrderU = [
+      0n,
+      1n,
+      P25519 - 1n,
+      P25519,
+      P25519 + 1n,
+      325606250916557431795983626356110631294008115727848805560023387167927233504n,
+      39382357235489614581723060781553021112529911719440698176882885853963445705823n,
+    ]
+    const mine = generateAgreementKeyPair().secretKey
+    for (const u of lowOrderU) {
+      for (const pub of [numberToBytesLE(u, 32), numberToBytesLE(u + 2n ** 255n, 32)]) {
+        expect(isSmallOrderAgreementKey(pub)).toBe(true)
+        expectRejected(() => sharedSecret(mine, pub))
+      }
+    }
+    for (let i = 0; i < 50; i++) expect(isSmallOrderAgreementKey(generateAgreementKeyPair().publicKey)).toBe(false)
+    expect(() => isSmallOrderAgreementKey(new Uint8Array(31))).toThrow(RangeError)
   })
 
   it('wraps for nobody when one recipient key is of small order', () => {

@@ -113,6 +113,28 @@ export function agreementPublicKeyFromSecret(secretKey: Uint8Array): Uint8Array 
   return nodeX25519 === undefined ? x25519.getPublicKey(secretKey) : nativePublicOf(nodeX25519, secretKey)
 }
 
+/** p = 2^255 − 19, Curve25519's field. */
+const P25519 = 2n ** 255n - 19n
+/**
+ * The u-coordinates (mod p) of the points of small order on Curve25519 and its twist: 0, 1,
+ * p − 1 and the two of order 8. Every scalar multiplication of one gives a result an attacker
+ * knows (the all-zero secret `sharedSecret` refuses).
+ */
+const SMALL_ORDER_U = new Set([0n, 1n, P25519 - 1n, 325606250916557431795983626356110631294008115727848805560023387167927233504n, 39382357235489614581723060781553021112529911719440698176882885853963445705823n])
+
+/**
+ * Whether an X25519 public key is of small order: nothing can be wrapped to it (`sharedSecret`
+ * refuses it). Read as RFC 7748 reads it: the top bit ignored, a value past p reduced.
+ *
+ * @example if (isSmallOrderAgreementKey(cert.agreementPub)) refuse('unusable agreement key')
+ */
+export function isSmallOrderAgreementKey(publicKey: Uint8Array): boolean {
+  assertBytesLength(publicKey, X25519_KEY_LENGTH, 'publicKey')
+  let u = 0n
+  for (let i = X25519_KEY_LENGTH - 1; i >= 0; i--) u = (u << 8n) | BigInt(i === X25519_KEY_LENGTH - 1 ? publicKey[i]! & 0x7f : publicKey[i]!)
+  return SMALL_ORDER_U.has(u % P25519)
+}
+
 /**
  * X25519 Diffie-Hellman. The result is raw curve output: always feed it through a KDF.
  *

@@ -1,0 +1,89 @@
+/**
+ * The membership fold's admission rules (shared/membership.ts), which the relay and every
+ * client apply alike: here, that a device whose X25519 agreement key is of small order is
+ * never admitted, by genesis, invite or add. Nothing can be wrapped to such a key, and an
+ * epoch record must wrap the key for every member device, so one such device would make every
+ * later rotation fail until it was removed.
+ */
+import { describe, expect, it } from 'vitest'
+import {
+  generateAgreementKeyPair,
+  generateSigningKeyPair,
+  randomBytes,
+  SignatureDomain,
+  signWithDomain,
+} from '../../src/shared/crypto/index.js'
+import { applyRecord, emptyMembership, UNUSABLE_AGREEMENT_KEY } from '../../src/shared/membership.js'
+import {
+  certificatePayload,
+  domainOf,
+  encodeCertificate,
+  encodeGenesisBody,
+  encodeInviteBody,
+  encodeJoinBody,
+  encodeRecord,
+  readRecord,
+  RecordKind,
+  recordSigningPayload,
+  roomIdFor,
+} from '../../src/shared/records.js'
+
+/** 0, with the top bit set: RFC 7748 ignores that bit, so this is the small-order point u = 0. */
+const SMALL_ORDER = (() => {
+  const k = new Uint8Array(32)
+  k[31] = 0x80
+  return k
+})()
+
+async function device(agreementPub = generateAgreementKeyPair().publicKey) {
+  const user = generateSigningKeyPair()
+  const dev = generateSigningKeyPair()
+  const payload = certificatePayload(user.publicKey, dev.publicKey, agreementPub, Date.now())
+  const cert = encodeCertificate(payload, await signWithDomain(SignatureDomain.DeviceCertificate, user.secretKey, payload))
+  const sign = async (kind: RecordKind, body: Uint8Array) =>
+    readRecord(encodeRecord(kind, body, cert, await signWithDomain(domainOf(kind), dev.secretKey, recordSigningPayload(kind, body))))
+  return { user, cert, sign }
+}
+
+async function roomWithInvite() {
+  const creator = await device()
+  const nonce = randomBytes(16)
+  const room = roomIdFor(nonce, creator.user.publicKey)
+  const s = emptyMembership(room)
+  expect(await applyRecord(s, await creator.sign(RecordKind.Genesis, encodeGenesisBody({ room, nonce, createdAt: Date.now() })))).toEqual({ ok: true })
+  const invite = generateSigningKeyPair()
+  const inviteBody = encodeInviteBody({ room, invitePub: invite.publicKey, expiresAt: 0, maxUses: 0, history: 'full', createdAt: Date.now() })
+  expect(await applyRecord(s, await creator.sign(RecordKind.Invite, inviteBody))).toEqual({ ok: true })
+  const join = async (joinerCert: Uint8Array) => {
+    const body = encodeJoinBody({ room, invitePub: invite.publicKey, joiner: joinerCert, joinedAt: Date.now() })
+    const sig = await signWithDomain(SignatureDomain.Join, invite.secretKey, recordSigningPayload(RecordKind.Join, body))
+    return readRecord(encodeRecord(RecordKind.Join, body, new Uint8Array(0), sig))
+  }
+  return { s, room, join }
+}
+
+describe('membership admission', () => {
+  it('refuses a join whose device agreement key is of small order, and admits nothing of it', async () => {
+    const { s, join } = await roomWithInvite()
+    const bad = await device(SMALL_ORDER)
+    expect(await applyRecord(s, await join(bad.cert))).toEqual({ ok: false, reason: UNUSABLE_AGREEMENT_KEY })
+    expect(s.members.size).toBe(1)
+    expect(s.devices.size).toBe(1)
+    // The same invite still admits a device with a usable key.
+    const good = await device()
+    expect(await applyRecord(s, await join(good.cert))).toEqual({ ok: true })
+    expect(s.members.size).toBe(2)
+  })
+
+  it('refuses a room whose creator device has a small-order agreement key', async () => {
+    const creator = await device(SMALL_ORDER)
+    const nonce = randomBytes(16)
+    const room = roomIdFor(nonce, creator.user.publicKey)
+    const s = emptyMembership(room)
+    expect(await applyRecord(s, await creator.sign(RecordKind.Genesis, encodeGenesisBody({ room, nonce, createdAt: Date.now() })))).toEqual({
+      ok: false,
+      reason: UNUSABLE_AGREEMENT_KEY,
+    })
+    expect(s.creator).toBeUndefined()
+  })
+})
