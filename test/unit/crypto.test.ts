@@ -769,6 +769,17 @@ describe('aead backends', () => {
 })
 
 describe('key wrapping (X25519 + HKDF + XChaCha20-Poly1305)', () => {
+  /** The known small-order u-coordinates, as encoded (p and p + 1 reduce to 0 and 1). */
+  const P25519 = 2n ** 255n - 19n
+  const lowOrderU = [
+    0n,
+    1n,
+    P25519 - 1n,
+    P25519,
+    P25519 + 1n,
+    325606250916557431795983626356110631294008115727848805560023387167927233504n,
+    39382357235489614581723060781553021112529911719440698176882885853963445705823n,
+  ]
   const recipient = generateAgreementKeyPair()
   const context = enc('conversation-1/epoch-3')
   const key = randomKey()
@@ -805,16 +816,6 @@ describe('key wrapping (X25519 + HKDF + XChaCha20-Poly1305)', () => {
   })
 
   it('rejects small-order recipient keys when wrapping and small-order ephemeral keys when unwrapping', () => {
-    const P25519 = 2n ** 255n - 19n
-    const lowOrderU = [
-      0n,
-      1n,
-      P25519 - 1n,
-      P25519,
-      P25519 + 1n,
-      325606250916557431795983626356110631294008115727848805560023387167927233504n,
-      39382357235489614581723060781553021112529911719440698176882885853963445705823n,
-    ]
     for (const u of lowOrderU) {
       const pub = numberToBytesLE(u, 32)
       expectRejected(() => wrapKey(key, pub, context), ErrorCode.InvalidArgument)
@@ -847,16 +848,6 @@ describe('key wrapping (X25519 + HKDF + XChaCha20-Poly1305)', () => {
   })
 
   it('tells small-order agreement keys as sharedSecret refuses them: the seven known, their top-bit twins, no random key', () => {
-    const P25519 = 2n ** 255n - 19n
-    const lowOrderU = [
-      0n,
-      1n,
-      P25519 - 1n,
-      P25519,
-      P25519 + 1n,
-      325606250916557431795983626356110631294008115727848805560023387167927233504n,
-      39382357235489614581723060781553021112529911719440698176882885853963445705823n,
-    ]
     const mine = generateAgreementKeyPair().secretKey
     for (const u of lowOrderU) {
       for (const pub of [numberToBytesLE(u, 32), numberToBytesLE(u + 2n ** 255n, 32)]) {
