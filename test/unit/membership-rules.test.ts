@@ -1,7 +1,7 @@
 /**
  * The membership fold's admission rules (shared/membership.ts), which the relay and every
  * client apply alike: here, that a device whose X25519 agreement key is of small order is
- * never admitted, by genesis, invite or add. Nothing can be wrapped to such a key, and an
+ * never admitted, by genesis, join or add. Nothing can be wrapped to such a key, and an
  * epoch record must wrap the key for every member device, so one such device would make every
  * later rotation fail until it was removed.
  */
@@ -16,6 +16,7 @@ import {
 import { applyRecord, emptyMembership, UNUSABLE_AGREEMENT_KEY } from '../../src/shared/membership.js'
 import {
   certificatePayload,
+  encodeAddBody,
   domainOf,
   encodeCertificate,
   encodeGenesisBody,
@@ -59,7 +60,7 @@ async function roomWithInvite() {
     const sig = await signWithDomain(SignatureDomain.Join, invite.secretKey, recordSigningPayload(RecordKind.Join, body))
     return readRecord(encodeRecord(RecordKind.Join, body, new Uint8Array(0), sig))
   }
-  return { s, room, join }
+  return { s, room, join, creator }
 }
 
 describe('membership admission', () => {
@@ -72,6 +73,20 @@ describe('membership admission', () => {
     // The same invite still admits a device with a usable key.
     const good = await device()
     expect(await applyRecord(s, await join(good.cert))).toEqual({ ok: true })
+    expect(s.members.size).toBe(2)
+  })
+
+  it("refuses an admin's add of a device whose agreement key is of small order, and admits nothing of it", async () => {
+    const { s, room, creator } = await roomWithInvite()
+    const add = (d: { user: { publicKey: Uint8Array }; cert: Uint8Array }) =>
+      creator.sign(
+        RecordKind.Add,
+        encodeAddBody({ room, userPub: d.user.publicKey, epoch: 0, keyCheck: new Uint8Array(8), at: Date.now(), devices: [{ certificate: d.cert, keyBundle: new Uint8Array(1) }] }),
+      )
+    expect(await applyRecord(s, await add(await device(SMALL_ORDER)))).toEqual({ ok: false, reason: UNUSABLE_AGREEMENT_KEY })
+    expect(s.members.size).toBe(1)
+    expect(s.devices.size).toBe(1)
+    expect(await applyRecord(s, await add(await device()))).toEqual({ ok: true })
     expect(s.members.size).toBe(2)
   })
 
