@@ -23,7 +23,7 @@
 import type { EdwardsPoint } from '@noble/curves/abstract/edwards.js'
 import { ed25519 } from '@noble/curves/ed25519.js'
 import { sha512 } from '@noble/hashes/sha2.js'
-import { assertBytes, concatBytes, constantTimeEqual, fromHex, randomBytes, toHex, utf8 } from './hash.js'
+import { assertBytes, bytesToNumberLE, concatBytes, constantTimeEqual, fromHex, randomBytes, toHex, utf8 } from './hash.js'
 
 /** Ed25519 secret key (seed) length in bytes. */
 export const ED25519_SECRET_KEY_LENGTH = 32
@@ -42,12 +42,6 @@ export interface SigningKeyPair {
   secretKey: Uint8Array
   /** 32-byte encoded public key. */
   publicKey: Uint8Array
-}
-
-function bytesToNumberLE(bytes: Uint8Array): bigint {
-  let n = 0n
-  for (let i = bytes.length - 1; i >= 0; i--) n = (n << 8n) | BigInt(bytes[i]!)
-  return n
 }
 
 // Typed as ArrayBuffer-backed so it is a valid WebCrypto BufferSource (SharedArrayBuffer views are not),

@@ -128,6 +128,13 @@ const HEX_CODES = Uint8Array.from('0123456789abcdef', (c) => c.charCodeAt(0))
 // fromCharCode.apply takes its codes as arguments: stay well under engines' argument limits.
 const HEX_CHUNK_BYTES = 8192
 
+/** Little-endian bytes as an unsigned integer (Ed25519 scalars, X25519 u-coordinates). */
+export function bytesToNumberLE(bytes: Uint8Array): bigint {
+  let n = 0n
+  for (let i = bytes.length - 1; i >= 0; i--) n = (n << 8n) | BigInt(bytes[i]!)
+  return n
+}
+
 /**
  * Lowercase hex encoding.
  *

@@ -1,6 +1,6 @@
 import { x25519 } from '@noble/curves/ed25519.js'
 import { ErrorCode, PetrelError } from '../errors.js'
-import { assertBytesLength, fromHex, randomBytes, toBase64Url } from './hash.js'
+import { assertBytesLength, bytesToNumberLE, fromHex, randomBytes, toBase64Url } from './hash.js'
 
 /** X25519 public and secret key length in bytes. */
 export const X25519_KEY_LENGTH = 32
@@ -130,8 +130,7 @@ const SMALL_ORDER_U = new Set([0n, 1n, P25519 - 1n, 3256062509165574317959836263
  */
 export function isSmallOrderAgreementKey(publicKey: Uint8Array): boolean {
   assertBytesLength(publicKey, X25519_KEY_LENGTH, 'publicKey')
-  let u = 0n
-  for (let i = X25519_KEY_LENGTH - 1; i >= 0; i--) u = (u << 8n) | BigInt(i === X25519_KEY_LENGTH - 1 ? publicKey[i]! & 0x7f : publicKey[i]!)
+  const u = bytesToNumberLE(publicKey) & ((1n << 255n) - 1n)
   return SMALL_ORDER_U.has(u % P25519)
 }
 
