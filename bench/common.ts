@@ -108,6 +108,9 @@ export const median = (xs: number[]): number => {
 /** What benchmark 3's receiving devices (latency-receiver.ts, latency-floor-receiver.ts) post back. */
 export type ReceiverReply = { kind: 'ready'; tid?: number } | { kind: 'arrived' } | { kind: 'done'; arrivedAt: Float64Array } | { kind: 'failed'; message: string }
 
+/** The receiving worker's thread id, from its 'ready'. */
+export const tidOf = (reply: ReceiverReply): number | undefined => (reply.kind === 'ready' ? reply.tid : undefined)
+
 /**
  * A benchmark worker's replies, in order: `next()` waits for the next one. A reply
  * `{ kind: 'failed', message }` or an error event rejects it, with `label` in the message.

@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Worker } from 'node:worker_threads'
 import { createClient } from '../src/client/index.js'
-import { relayCounter, type ReceiverReply, workerReplies } from './common.js'
+import { relayCounter, type ReceiverReply, tidOf, workerReplies } from './common.js'
 import { clientOptions, type ReceiverData } from './latency-receiver.js'
 import { startServer } from './server-process.js'
 import { type PacedLatency, PacedSends } from './paced-sends.js'
@@ -54,7 +54,7 @@ export async function latencyClients(rate: number, seconds: number, warmupSecond
     const data: ReceiverData = { url: server.url, storage: join(dir, 'bob.db'), invite: await conv.invite(), total }
     bob = new Worker(new URL('./latency-receiver.js', import.meta.url), { workerData: data })
     const next = workerReplies<ReceiverReply>(bob, 'latency')
-    const paced = new PacedSends(rate, total, warmupSeconds, server, await next())
+    const paced = new PacedSends(rate, total, warmupSeconds, server, tidOf(await next()))
     const failures: unknown[] = []
     await paced.run((text) => {
       conv.send(text).catch((err: unknown) => failures.push(err))

@@ -18,8 +18,8 @@
  * history snapshots and their replica thread, the inner updates' structural checks, the shown
  * list and an app that renders it, typing, y-websocket's provider. What the full clients spend
  * beyond this is what their own code costs; what this spends is the machine's price for the
- * architecture. A round this misses a latency goal in, the full clients would miss too
- * (BENCHMARKS.md, twenty-eighth session).
+ * architecture: on a machine where this misses a latency goal, the full clients, doing more,
+ * can at best meet it as often as it does (BENCHMARKS.md, twenty-eighth session).
  */
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -35,7 +35,7 @@ import { sealEnvelope } from '../src/shared/envelope.js'
 import { envelopeKey, OUTER_LOG } from '../src/shared/outer-keys.js'
 import { SyncStep, writeSyncMessage } from '../src/shared/room-messages.js'
 import { FrameType, writeFrame } from '../src/shared/wire.js'
-import { type ReceiverReply, workerReplies } from './common.js'
+import { type ReceiverReply, tidOf, workerReplies } from './common.js'
 import type { FloorReceiverData } from './latency-floor-receiver.js'
 import { PetrelDevice } from './petrel-device.js'
 import { type PacedLatency, PacedSends } from './paced-sends.js'
@@ -72,7 +72,7 @@ export async function latencyFloor(rate: number, seconds: number, warmupSeconds:
     const data: FloorReceiverData = { url: server.url, storage: join(dir, 'bob.db'), invite, total, key, senderPub: sender.device.publicKey, senderUserPub: sender.user.publicKey }
     worker = new Worker(new URL('./latency-floor-receiver.js', import.meta.url), { workerData: data })
     const next = workerReplies<ReceiverReply>(worker, 'latency floor')
-    const paced = new PacedSends(rate, total, warmupSeconds, server, await next())
+    const paced = new PacedSends(rate, total, warmupSeconds, server, tidOf(await next()))
 
     const store = await openSqliteStore(join(dir, 'alice.db'))
     const inner = new Y.Doc()

@@ -4,7 +4,7 @@
  * 80 characters, sent at a fixed rate from a 1-ms timer; the first `warmupSeconds` not counted;
  * CPU read from the first counted send until the receiving device has every message.
  */
-import { percentile, type ReceiverReply, wallNow } from './common.js'
+import { percentile, wallNow } from './common.js'
 import { describeThreadTimes, ownThreadId, readThreadTimes, type ThreadTime } from './thread-times.js'
 
 /** What both kinds of devices report of a round. */
@@ -43,14 +43,14 @@ export class PacedSends {
     warmupSeconds: number,
     /** The relay's CPU so far, in ms (a `ServerProcess`). */
     private readonly server: { cpuMs(): Promise<number> },
-    /** The receiving worker's 'ready' (its thread id names it for BENCH_THREADS). */
-    ready: ReceiverReply,
+    /** The receiving worker's Linux thread id (its 'ready' says it), to name it for BENCH_THREADS. */
+    receiverTid?: number,
   ) {
     this.sentAt = new Float64Array(total)
     this.from = Math.min(Math.round(rate * warmupSeconds), total - 1)
     const mainTid = ownThreadId()
     if (mainTid !== undefined) this.threadNames.set(mainTid, 'the sending device (main thread)')
-    if (ready.kind === 'ready' && ready.tid !== undefined) this.threadNames.set(ready.tid, 'the receiving device (its worker)')
+    if (receiverTid !== undefined) this.threadNames.set(receiverTid, 'the receiving device (its worker)')
   }
 
   /**

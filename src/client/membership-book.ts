@@ -15,7 +15,7 @@ import { keyCheckOf } from '../shared/envelope.js'
 import { openKeyBundle } from '../shared/key-bundle.js'
 import { ErrorCode, PetrelError } from '../shared/errors.js'
 import { applyRecord, emptyMembership, type MembershipState } from '../shared/membership.js'
-import { encodeEpochBody, epochWrapContext, readRecord, RecordKind, type SignedRecord } from '../shared/records.js'
+import { type DeviceCertificate, encodeEpochBody, epochWrapContext, readRecord, RecordKind, type SignedRecord } from '../shared/records.js'
 import { StrictReader } from '../shared/wire.js'
 import type { Identity } from './identity.js'
 
@@ -180,11 +180,8 @@ export class MembershipBook {
   newEpoch(excludeUser?: string): { epoch: number; key: Uint8Array; body: Uint8Array } {
     const key = randomKey()
     const epoch = this.state.epoch + 1
-    const devices: Array<{ devicePub: Uint8Array; agreementPub: Uint8Array }> = []
-    for (const [userId, member] of this.state.members) {
-      if (userId === excludeUser) continue
-      for (const cert of member.devices.values()) devices.push(cert)
-    }
+    const devices: DeviceCertificate[] = []
+    for (const [userId, member] of this.state.members) if (userId !== excludeUser) devices.push(...member.devices.values())
     // One ephemeral key for every device (wrap.ts says why that is sound).
     const keys = wrapKeyForAll(
       key,

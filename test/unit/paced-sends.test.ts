@@ -6,7 +6,7 @@ const ownCpu = { cpuMs: async () => (process.cpuUsage().user + process.cpuUsage(
 
 describe('benchmark 3 pacer (bench)', () => {
   it('sends every text in order, no faster than the rate, and marks the last tick', async () => {
-    const paced = new PacedSends(2000, 200, 0.05, ownCpu, { kind: 'ready' })
+    const paced = new PacedSends(2000, 200, 0.05, ownCpu)
     const texts: string[] = []
     const lasts: boolean[] = []
     const started = performance.now()
@@ -23,7 +23,7 @@ describe('benchmark 3 pacer (bench)', () => {
   })
 
   it('counts only the messages after the warm-up, each from its own send', async () => {
-    const paced = new PacedSends(2000, 200, 0.05, ownCpu, { kind: 'ready' })
+    const paced = new PacedSends(2000, 200, 0.05, ownCpu)
     await paced.run(() => {})
     await paced.stop('test')
     expect(paced.from).toBe(100)
