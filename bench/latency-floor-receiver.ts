@@ -47,6 +47,8 @@ async function receive({ url, storage, invite, total, key, senderPub, senderUser
   const senderUser = toBase64Url(senderUserPub)
   const arrivedAt = new Float64Array(total)
   let arrived = 0
+  let rowsSeen = 0
+  let lastSeq = 0
   const failures: unknown[] = []
   let newEnvelopes: string[] = []
   log.observe((e) => {
@@ -60,7 +62,9 @@ async function receive({ url, storage, invite, total, key, senderPub, senderUser
   const onRows = async (message: Uint8Array, room: string): Promise<void> => {
     const r = new StrictReader(message)
     r.pos = 1
-    const { update } = readRows(r)
+    const { update, index } = readRows(r)
+    rowsSeen++
+    for (const row of index) lastSeq = Math.max(lastSeq, row.seq)
     newEnvelopes = []
     Y.applyUpdate(outer, update, 'remote')
     const appended: Array<{ convId: string; doc: 'inner' | 'outer'; bytes: Uint8Array }> = [{ convId: room, doc: 'outer', bytes: update }]
@@ -103,7 +107,13 @@ async function receive({ url, storage, invite, total, key, senderPub, senderUser
     },
   })
   parentPort!.postMessage({ kind: 'ready', tid: ownThreadId() })
-  await until(() => arrived === total || failures.length > 0, 60_000, `${total} messages at the lean receiver`, 'latency floor')
+  await until(() => arrived === total || failures.length > 0, 60_000, `${total} messages at the lean receiver`, 'latency floor').catch((err: unknown) => {
+    const missing: number[] = []
+    for (let i = 0; i < total && missing.length < 10; i++) if (arrivedAt[i] === 0) missing.push(i)
+    // What the outer document still waits for says whether a row never came or came unusable.
+    const waiting = outer.store.pendingStructs ? [...outer.store.pendingStructs.missing].map(([client, clock]) => `${client}@${clock}`).join(' ') : 'nothing'
+    throw new Error(`${String(err)} (${arrived} arrived, ${rowsSeen} row messages, the last seq ${lastSeq}; the first missing: ${missing.join(', ')}; the outer document waits for ${waiting})`)
+  })
   if (failures.length > 0) throw failures[0]
   parentPort!.postMessage({ kind: 'arrived' })
   device.close()

@@ -29,12 +29,14 @@ import * as Y from 'yjs'
 import { createClient } from '../src/client/index.js'
 import { INNER_MESSAGE_BATCHES, INNER_MESSAGES } from '../src/client/inner-guard.js'
 import { signMessageBatch } from '../src/client/message-signature.js'
+import { MERGE_BYTES, sendsForBatch } from '../src/client/seal-chunks.js'
 import { openSqliteStore } from '../src/client/storage/sqlite-store.js'
 import { randomBytes, randomKey, toBase64Url } from '../src/shared/crypto/index.js'
 import { sealEnvelope } from '../src/shared/envelope.js'
 import { envelopeKey, OUTER_LOG } from '../src/shared/outer-keys.js'
-import { SyncStep, writeSyncMessage } from '../src/shared/room-messages.js'
-import { FrameType, writeFrame } from '../src/shared/wire.js'
+import { readRefused, RoomMessage, SyncStep, writeSyncMessage } from '../src/shared/room-messages.js'
+import { utf8Length } from '../src/shared/utf8-length.js'
+import { FrameType, StrictReader, writeFrame } from '../src/shared/wire.js'
 import { type ReceiverReply, tidOf, workerReplies } from './common.js'
 import type { FloorReceiverData } from './latency-floor-receiver.js'
 import { PetrelDevice } from './petrel-device.js'
@@ -66,7 +68,17 @@ export async function latencyFloor(rate: number, seconds: number, warmupSeconds:
     await admin.close()
 
     const sender = await PetrelDevice.connect(server.url)
-    const room = await sender.join(invite)
+    const failures: unknown[] = []
+    // The relay's word on a write it did not take: the receiver would wait for it in vain.
+    const room = await sender.join(invite, {
+      onMessage: (message) => {
+        if (message[0] !== RoomMessage.Refused) return
+        const r = new StrictReader(message)
+        r.pos = 1
+        const { reason, message: why, ranges } = readRefused(r)
+        failures.push(new Error(`the relay refused ${JSON.stringify(ranges)}: reason ${reason}, ${why}`))
+      },
+    })
     const key = randomKey()
     const total = Math.round(rate * (seconds + warmupSeconds))
     const data: FloorReceiverData = { url: server.url, storage: join(dir, 'bob.db'), invite, total, key, senderPub: sender.device.publicKey, senderUserPub: sender.user.publicKey }
@@ -85,7 +97,6 @@ export async function latencyFloor(rate: number, seconds: number, warmupSeconds:
     let clock = 0
     let hlc = Date.now()
     let turn: Promise<unknown> = Promise.resolve()
-    const failures: unknown[] = []
 
     const sendBatch = async (texts: string[]): Promise<void> => {
       const items = texts.map((t, n) => {
@@ -119,20 +130,26 @@ export async function latencyFloor(rate: number, seconds: number, warmupSeconds:
         .catch((err: unknown) => failures.push(err))
     }
 
-    // In order, one batch at a time, at most one every `batchMs` (or when the last is sent).
-    let pending: string[] = []
+    // In order, at most one flush every `batchMs` (or when the last is sent), each in batches
+    // the client's size (sendsForBatch): a thread that stalled ~100 ms gathered an envelope
+    // the relay refused as too large, and the receiver waited for the rest in vain.
+    const pending: Array<{ text: string; bytes: number }> = []
     let flushedAt = 0
     await paced.run(
-      (text) => pending.push(text),
+      (text) => pending.push({ text, bytes: utf8Length(text) }),
       (last) => {
         if (pending.length === 0 || (performance.now() - flushedAt < batchMs && !last)) return
-        const texts = pending
-        pending = []
         flushedAt = performance.now()
-        turn = turn.then(() => sendBatch(texts)).catch((err: unknown) => failures.push(err))
+        while (pending.length > 0) {
+          const texts = pending.splice(0, sendsForBatch(pending, MERGE_BYTES)).map((p) => p.text)
+          turn = turn.then(() => sendBatch(texts)).catch((err: unknown) => failures.push(err))
+        }
       },
     )
-    await next()
+    // A sender's failure loses its batch, and the receiver then waits for it in vain: say both.
+    await next().catch((err: unknown) => {
+      throw failures.length > 0 ? new Error(`${String(err)}; the sender failed first: ${String((failures[0] as Error)?.stack ?? failures[0])}`) : err
+    })
     await paced.stop('floor')
     const done = await next()
     await turn

@@ -88,6 +88,8 @@ export class PetrelDevice {
         else if (frame.type === FrameType.Opened) d.opened.get(frame.room)?.resolve()
         else if (frame.type === FrameType.Denied) d.opened.get(frame.room)?.reject(new Error(`denied ${frame.room}: ${frame.message}`))
         else if (frame.type === FrameType.Room) d.onRoomMessage(frame.room, frame.message)
+        // A lean device acts on none of these, but a benchmark that stalls should say it got one.
+        else if (frame.type === FrameType.Notice) console.error(`petrel-device: the relay's notice ${frame.reason}: ${frame.message}`)
       })
     }).finally(() => clearTimeout(timer))
     return d

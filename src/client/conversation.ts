@@ -79,7 +79,7 @@ import { checkInnerUpdate, INNER_MESSAGE_BATCHES, INNER_MESSAGES, INNER_META, IN
 import type { Batch, CommitOptions, DeviceStore } from './storage/device-store.js'
 import { Presence } from './presence.js'
 import { type MemberReceipt, ReceiptBook } from './receipts.js'
-import { chunkForSealing, MERGE_BYTES } from './seal-chunks.js'
+import { chunkForSealing, MERGE_BYTES, sendsForBatch } from './seal-chunks.js'
 import { MembershipBook, safetyNumber } from './membership-book.js'
 import { tombstoneUpdate } from './tombstone.js'
 import { randomClientId, SessionWriterIds } from './writer-ids.js'
@@ -212,8 +212,6 @@ const VERIFY_FIRST_PAGE = 100
 const VERIFY_PAGE = 1000
 /** Envelope bytes one pass over received pages takes at most (it blocks the thread while it runs). */
 const MERGE_PAGES_BYTES = 1024 * 1024
-/** A message's bytes in its inner update besides its text (id, device, batch key, times, hash). */
-const BATCH_MESSAGE_OVERHEAD = 320
 /**
  * Epochs one inner client id writes through at most (besides a fresh one whenever a device
  * joins or a 'from-join' invite is made, foldRecords). A device that can never open one epoch
@@ -814,14 +812,7 @@ export class Conversation {
     // (seal-chunks.ts, half the relay's envelope limit: room for a low estimate), the rest goes
     // in the next batch. Sealed alone, it needs no Y.mergeUpdates (a fifth of a burst's sending).
     const budget = Math.min(MERGE_BYTES, (this.ctx.connection.maxEnvelopeBytes - 1024) / 2)
-    let take = 0
-    let size = 0
-    for (const { bytes } of this.pendingSends) {
-      if (take > 0 && size + bytes + BATCH_MESSAGE_OVERHEAD > budget) break
-      size += bytes + BATCH_MESSAGE_OVERHEAD
-      take++
-    }
-    const batch = this.pendingSends.splice(0, take)
+    const batch = this.pendingSends.splice(0, sendsForBatch(this.pendingSends, budget))
     let written: Promise<void>
     try {
       const { identity } = this.ctx

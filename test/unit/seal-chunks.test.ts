@@ -1,6 +1,10 @@
 import { describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
-import { chunkForSealing } from '../../src/client/seal-chunks.js'
+import { INNER_MESSAGE_BATCHES, INNER_MESSAGES } from '../../src/client/inner-guard.js'
+import { signMessageBatch } from '../../src/client/message-signature.js'
+import { chunkForSealing, MERGE_BYTES, sendsForBatch } from '../../src/client/seal-chunks.js'
+import { generateSigningKeyPair, randomBytes, toBase64Url } from '../../src/shared/crypto/index.js'
+import { utf8Length } from '../../src/shared/utf8-length.js'
 import { tombstoneUpdate } from '../../src/client/tombstone.js'
 
 /** One local transaction per message, as `send()` makes them. */
@@ -68,5 +72,42 @@ describe('tombstone of a refused update', () => {
     Y.applyUpdate(receiver, b!.update)
     Y.applyUpdate(receiver, tombstoneUpdate(gapped))
     expect(Object.keys(receiver.getMap('messages').toJSON())).toEqual(['m1'])
+  })
+})
+
+describe('a batch of sends', () => {
+  /** One batch written as a device writes it: a batch signature, then each message with its place in it. */
+  async function batchUpdate(texts: string[]): Promise<Uint8Array> {
+    const device = generateSigningKeyPair()
+    const userId = toBase64Url(generateSigningKeyPair().publicKey)
+    const d = toBase64Url(device.publicKey)
+    const now = Date.now()
+    const items = texts.map((t, n) => ({ id: `${userId}.${(now + n).toString(36).padStart(9, '0')}${toBase64Url(randomBytes(6))}`, m: { t, at: now, h: now + n, n, d } }))
+    const b = toBase64Url(randomBytes(9))
+    const entry = await signMessageBatch('room', `${userId}.${b}`, items, device.secretKey)
+    const doc = new Y.Doc()
+    let update = new Uint8Array()
+    doc.on('update', (u: Uint8Array) => (update = u))
+    doc.transact(() => {
+      doc.getMap(INNER_MESSAGE_BATCHES).set(`${userId}.${b}`, entry)
+      items.forEach(({ id, m }, i) => doc.getMap(INNER_MESSAGES).set(id, { ...m, b, i }))
+    })
+    return update
+  }
+
+  it('takes what fits the budget, texts and all, so its envelope stays under the relay limit', async () => {
+    const texts = Array.from({ length: 2000 }, (_, i) => `#${i} ${'é'.repeat(100)}`)
+    const sends = texts.map((text) => ({ text, bytes: utf8Length(text) }))
+    const take = sendsForBatch(sends, MERGE_BYTES)
+    expect(take).toBeGreaterThan(50)
+    expect(take).toBeLessThan(texts.length)
+    // The per-message allowance covers what a message costs in the update besides its text.
+    expect((await batchUpdate(texts.slice(0, take))).length).toBeLessThanOrEqual(MERGE_BYTES)
+  })
+
+  it('takes one send alone even when it is over the budget, and never splits a text', () => {
+    expect(sendsForBatch([{ bytes: 100_000 }, { bytes: 10 }], MERGE_BYTES)).toBe(1)
+    expect(sendsForBatch([{ bytes: 10 }, { bytes: 100_000 }], MERGE_BYTES)).toBe(1)
+    expect(sendsForBatch([], MERGE_BYTES)).toBe(0)
   })
 })
