@@ -86,7 +86,7 @@ describe('a batch of sends', () => {
     const b = toBase64Url(randomBytes(9))
     const entry = await signMessageBatch('room', `${userId}.${b}`, items, device.secretKey)
     const doc = new Y.Doc()
-    let update = new Uint8Array()
+    let update: Uint8Array = new Uint8Array()
     doc.on('update', (u: Uint8Array) => (update = u))
     doc.transact(() => {
       doc.getMap(INNER_MESSAGE_BATCHES).set(`${userId}.${b}`, entry)
