@@ -90,7 +90,9 @@ describe('a batch of sends', () => {
     doc.on('update', (u: Uint8Array) => (update = u))
     doc.transact(() => {
       doc.getMap(INNER_MESSAGE_BATCHES).set(`${userId}.${b}`, entry)
-      items.forEach(({ id, m }, i) => doc.getMap(INNER_MESSAGES).set(id, { ...m, b, i }))
+      items.forEach(({ id, m }, i) => {
+        doc.getMap(INNER_MESSAGES).set(id, { ...m, b, i })
+      })
     })
     return update
   }
