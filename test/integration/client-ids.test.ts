@@ -8,6 +8,7 @@ import { copyFileSync, existsSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { IDBFactory } from 'fake-indexeddb'
+import { decodeWriterIds, encodeWriterIds, keyOf } from '../../src/client/conversation-record.js'
 import { openIndexedDbStore } from '../../src/client/storage/indexeddb-store.js'
 import type { Batch } from '../../src/client/storage/device-store.js'
 import { openDeviceStore } from '../../src/client/storage/open-store.js'
@@ -233,6 +234,36 @@ describe('client ids across sessions', () => {
     await second.send('from the second')
     await until(() => texts(bobConv).includes('from the second'), 10_000, 'bob has the second engine’s send')
     expect(texts(bobConv)).toEqual(['one', 'from the first', 'from the second'])
+  })
+
+  it('leaves no ids to the next session once the relay refused its outer id as another device’s, so that session’s sends arrive', async () => {
+    const { alice, bob, aliceConv, bobConv } = await aliceAndBob()
+    await bobConv.send('from bob')
+    await aliceConv.send('from alice')
+    await until(() => texts(aliceConv).length === 2 && texts(bobConv).length === 2, 10_000, 'both have both')
+    await alice.close()
+
+    // Alice's entry names Bob's outer id, at the clock she holds of it: as if the id her session
+    // drew had been his (two random 32-bit ids that met). Nothing on her side can tell.
+    const room = aliceConv.id
+    const [bobOuter, bound] = [...(await world.relays[0]!.store.loadRoom(room))!.clients].find(([, c]) => c.device === bob.deviceId)!
+    const disk = await openDeviceStore({ storage: join(world.dir, 'alice.db') })
+    const ids = decodeWriterIds((await disk.get(keyOf.writerIds(room)))!)
+    await disk.commit({ put: [[keyOf.writerIds(room), encodeWriterIds({ ...ids, outerClient: bobOuter, outerClock: bound.next })]] })
+    await disk.close()
+
+    const second = await world.client('alice')
+    const conv2 = await reopen(second)
+    expect(conv2.doc.clientID).toBe(ids.innerClient)
+    await conv2.send('refused')
+    await until(() => world.errors.get(second)!.some((e) => e.code === 'refused' && /belongs to another device/.test(e.message)), 10_000, 'the refusal, told to the app')
+    await second.close()
+
+    // Left to it, the next session would write from Bob's id again, and be refused again.
+    const conv3 = await reopen(await world.client('alice'))
+    expect(conv3.doc.clientID).not.toBe(ids.innerClient)
+    await conv3.send('after the refusal')
+    await until(() => texts(bobConv).includes('after the refusal'), 10_000, 'bob has the next session’s send')
   })
 
   it('goes on from the last session’s awareness clock, so members see a restarted device typing', async () => {
