@@ -16,7 +16,7 @@ import { constantTimeEqual, fromBase64Url, generateSigningKeyPair, randomBytes, 
 import { decryptEnvelope, type EnvelopeHeader, keyCheckOf, type Opened, openEnvelope, readEnvelope, sealEnvelope, signedEnvelopeBytes, type SnapshotPart } from '../shared/envelope.js'
 import { ErrorCode, PetrelError } from '../shared/errors.js'
 import type { MembershipState } from '../shared/membership.js'
-import { envelopeClient, envelopeKey, OUTER_LOG, OUTER_RECORDS } from '../shared/outer-keys.js'
+import { envelopeKey, OUTER_LOG, OUTER_RECORDS } from '../shared/outer-keys.js'
 import {
   type DeviceCertificate,
   encodeAddBody,
@@ -2450,31 +2450,6 @@ export class Conversation {
     }, wait)
   }
 
-  /**
-   * The relay refused an outer write of ours: another device owns its client id (two random ids
-   * that met). Nothing written from that id reached anyone, so this device writes on from a
-   * fresh one and seals those messages again, stored as waiting for it (as a stale refusal is)
-   * so a restart seals them too. The refusal names no range, only the id, in its text (a relay
-   * of before says the same); without it, the id this document writes from. Its old items stay
-   * in this device's outer document (PROTOCOL §6).
-   */
-  private writeOnFromFreshOuterId(message: string): void {
-    const named = /client id (\d+) belongs to another device/.exec(message)
-    const taken = named ? Number(named[1]) : this.outer.clientID
-    this.writerIds.refused(taken)
-    const keys = new Set<string>()
-    for (const [msgId, state] of this.own) {
-      if (state.seq !== 0 || state.refused || envelopeClient(state.envelopeKey) !== taken) continue
-      this.resealQueue.add(msgId)
-      state.stale = true
-      keys.add(state.envelopeKey)
-    }
-    if (keys.size === 0) return
-    const marks: Array<[string, Uint8Array | null]> = []
-    for (const key of keys) this.sentRowPuts(key, marks)
-    this.landing(this.commit({ put: marks }), 'could not store messages refused for their client id')
-  }
-
   /** Re-seal own messages the relay refused as stale, once we hold the current key. */
   private resealWaiting(): void {
     if (!this.record.keys.has(this.membership.epoch)) return
@@ -2777,7 +2752,8 @@ export class Conversation {
     const tombstones = new Set<string>()
     const stale = new Set<string>()
     const failed: string[] = []
-    if (msg.reason === Reason.ClientIdTaken) this.writeOnFromFreshOuterId(msg.message)
+    // Our outer id is bound to another device at the relay: a reload drew another; so must the next session.
+    if (msg.reason === Reason.ClientIdTaken) this.writerIds.refused()
     for (const range of msg.ranges)
       for (let i = 0; i < range.len; i++) {
         const key = envelopeKey(range.client, range.clock + i)

