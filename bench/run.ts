@@ -189,7 +189,7 @@ async function latency(): Promise<void> {
     // The pooled p99 rests on the worst round; the median round's p99 shows a change between
     // runs on a machine whose rounds differ several-fold (BENCHMARKS.md, twenty-first session).
     const medianRoundP99 = median(roundP99)
-    console.log(`${fmt(rate)} msgs/s: petrel p50 ${p50.toFixed(2)} ms, p99 ${p99.toFixed(2)} ms, max ${pooled.reduce((a, b) => Math.max(a, b), 0).toFixed(1)} ms over ${rounds} rounds pooled; the median round's p99 ${medianRoundP99.toFixed(2)} ms (each round ${each.join(', ')} ms; relay sent/spared MB of snapshot parts ${mb.join(', ')})`)
+    console.log(`${fmt(rate)} msgs/s: petrel p50 ${p50.toFixed(2)} ms, p99 ${p99.toFixed(2)} ms, max ${pooled.reduce((a, b) => Math.max(a, b), 0).toFixed(1)} ms over ${rounds} rounds pooled; the median round's p99 ${medianRoundP99.toFixed(2)} ms (each round ${each.join(', ')} ms; MB the relay sent in all / snapshot parts it spared ${mb.join(', ')})`)
     console.log(
       `${fmt(rate)} msgs/s, CPU in the counted part (medians of the rounds): both devices' process ${fmt(median(deviceCpu))} µs a message, the relay ${fmt(median(relayCpu))} µs; ${median(cores).toFixed(2)} of 2 cores busy (each round ${cores.map((c) => c.toFixed(2)).join(', ')})`,
     )
