@@ -28,18 +28,18 @@ export const BATCH_MESSAGE_OVERHEAD = 320
 /**
  * How many of the waiting sends, from the first, go in one batch (one inner update, so one
  * envelope): as many as fit `budget` with their texts' UTF-8 `bytes` and the per-message
- * overhead, and always at least one. Without a cap a device that stalled for ~100 ms at
- * 10,000 sends a second gathered an envelope past the relay's limit (256 KiB), which the relay
- * refused, and every later update of that inner client waited on it for good.
+ * overhead, and always at least one. Benchmark 3's floor, which had no such cap, gathered an
+ * envelope past the relay's limit (256 KiB) after a ~100-ms stall at 10,000 sends a second:
+ * the relay refused it, and every later update of that inner client waited on it for good.
  *
  * @example const batch = pending.splice(0, sendsForBatch(pending, MERGE_BYTES))
  */
 export function sendsForBatch(sends: ReadonlyArray<{ bytes: number }>, budget: number): number {
   let take = 0
   let size = 0
-  for (const { bytes: b } of sends) {
-    if (take > 0 && size + b + BATCH_MESSAGE_OVERHEAD > budget) break
-    size += b + BATCH_MESSAGE_OVERHEAD
+  for (const { bytes } of sends) {
+    if (take > 0 && size + bytes + BATCH_MESSAGE_OVERHEAD > budget) break
+    size += bytes + BATCH_MESSAGE_OVERHEAD
     take++
   }
   return take
