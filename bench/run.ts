@@ -32,8 +32,9 @@ import { freshDevice } from './fresh-device.js'
 import { fanoutPetrel, fanoutRaw } from './fanout.js'
 import { killChildren } from './ingest.js'
 import { latencyPetrel, latencyRaw } from './latency.js'
-import { CLIENT_WARMUP_SECONDS, latencyClients } from './latency-clients.js'
+import { CLIENT_WARMUP_SECONDS, type ClientLatencyResult, latencyClients } from './latency-clients.js'
 import { type FloorLatencyResult, latencyFloor } from './latency-floor.js'
+import type { PacedLatency } from './paced-sends.js'
 import { type MemoryResult, memoryPetrel, memoryRaw, memoryRawHandshake } from './memory.js'
 import { type IngestSystem, ingestRound } from './relay-ingest.js'
 import { killServers } from './server-process.js'
@@ -162,36 +163,20 @@ async function latency(): Promise<void> {
   // VM it ranged 19–85 ms at 10,000/s between consecutive runs of the same build.
   const rounds = envInt('BENCH_ROUNDS', 3)
   for (const rate of [1000, 10_000]) {
-    const pooled: number[] = []
-    const each: string[] = []
-    const roundP99: number[] = []
-    const mb: string[] = []
-    const deviceCpu: number[] = []
-    const relayCpu: number[] = []
-    const cores: number[] = []
+    const clients: ClientLatencyResult[] = []
     const floor: FloorLatencyResult[] = []
     for (let r = 0; r < rounds; r++) {
       // The floor's round first, alternating: the same run with lean devices (latency-floor.ts).
       collectClosedClients()
       floor.push(await latencyFloor(rate, seconds, warmup))
       collectClosedClients()
-      const res = await latencyClients(rate, seconds, warmup)
-      for (const x of res.latencies) pooled.push(x)
-      each.push(`p50 ${res.p50Ms.toFixed(2)}/p99 ${res.p99Ms.toFixed(2)}`)
-      roundP99.push(res.p99Ms)
-      mb.push(`${(res.relayBytesOut / 1e6).toFixed(1)}/${(res.partBytesSpared / 1e6).toFixed(1)}`)
-      deviceCpu.push(res.deviceCpuUsPerMessage)
-      relayCpu.push(res.relayCpuUsPerMessage)
-      cores.push(res.coresBusy)
+      clients.push(await latencyClients(rate, seconds, warmup))
     }
-    const p50 = percentile(pooled, 50)
-    const p99 = percentile(pooled, 99)
-    // The pooled p99 rests on the worst round; the median round's p99 shows a change between
-    // runs on a machine whose rounds differ several-fold (BENCHMARKS.md, twenty-first session).
-    const medianRoundP99 = median(roundP99)
-    console.log(`${fmt(rate)} msgs/s: petrel p50 ${p50.toFixed(2)} ms, p99 ${p99.toFixed(2)} ms, max ${pooled.reduce((a, b) => Math.max(a, b), 0).toFixed(1)} ms over ${rounds} rounds pooled; the median round's p99 ${medianRoundP99.toFixed(2)} ms (each round ${each.join(', ')} ms; MB the relay sent in all / snapshot parts it spared ${mb.join(', ')})`)
+    const c = pooledRounds(clients)
+    const mb = clients.map((res) => `${(res.relayBytesOut / 1e6).toFixed(1)}/${(res.partBytesSpared / 1e6).toFixed(1)}`)
+    console.log(`${fmt(rate)} msgs/s: petrel p50 ${c.p50.toFixed(2)} ms, p99 ${c.p99.toFixed(2)} ms, max ${c.max.toFixed(1)} ms over ${rounds} rounds pooled; the median round's p99 ${c.medianRoundP99.toFixed(2)} ms (each round ${c.each} ms; MB the relay sent in all / snapshot parts it spared ${mb.join(', ')})`)
     console.log(
-      `${fmt(rate)} msgs/s, CPU in the counted part (medians of the rounds): both devices' process ${fmt(median(deviceCpu))} µs a message, the relay ${fmt(median(relayCpu))} µs; ${median(cores).toFixed(2)} of 2 cores busy (each round ${cores.map((c) => c.toFixed(2)).join(', ')})`,
+      `${fmt(rate)} msgs/s, CPU in the counted part (medians of the rounds): both devices' process ${fmt(c.deviceCpu)} µs a message, the relay ${fmt(c.relayCpu)} µs; ${c.cores.toFixed(2)} of 2 cores busy (each round ${clients.map((x) => x.coresBusy.toFixed(2)).join(', ')})`,
     )
     const k = rate === 1000 ? '1k' : '10k'
     const f = describeFloor(rate, floor)
@@ -201,34 +186,45 @@ async function latency(): Promise<void> {
       [`floorMedianRoundP99MsAt${k}`]: r2(f.medianRoundP99),
       [`floorDeviceCpuUsPerMessageAt${k}`]: r2(f.deviceCpu),
       [`floorCoresBusyAt${k}`]: r2(f.cores),
-      [`deviceCpuRatioVsFloorAt${k}`]: r2(median(deviceCpu) / f.deviceCpu),
+      [`deviceCpuRatioVsFloorAt${k}`]: r2(c.deviceCpu / f.deviceCpu),
     })
-    out[`deviceCpuUsPerMessageAt${k}`] = r2(median(deviceCpu))
-    out[`relayCpuUsPerMessageAt${k}`] = r2(median(relayCpu))
-    out[`coresBusyAt${k}`] = r2(median(cores))
-    out[`p50MsAt${k}`] = r2(p50)
-    out[`p99MsAt${k}`] = r2(p99)
+    out[`deviceCpuUsPerMessageAt${k}`] = r2(c.deviceCpu)
+    out[`relayCpuUsPerMessageAt${k}`] = r2(c.relayCpu)
+    out[`coresBusyAt${k}`] = r2(c.cores)
+    out[`p50MsAt${k}`] = r2(c.p50)
+    out[`p99MsAt${k}`] = r2(c.p99)
     // The same figures under the names they had before (kept for whoever reads them).
-    out[`clientP50MsAt${k}`] = r2(p50)
-    out[`clientP99MsAt${k}`] = r2(p99)
-    out[`clientMedianRoundP99MsAt${k}`] = r2(medianRoundP99)
+    out[`clientP50MsAt${k}`] = r2(c.p50)
+    out[`clientP99MsAt${k}`] = r2(c.p99)
+    out[`clientMedianRoundP99MsAt${k}`] = r2(c.medianRoundP99)
   }
   summary.latency = out
 }
 
-/** Prints the floor's rounds (latency-floor.ts) as the full clients' are printed; returns its figures. */
-function describeFloor(rate: number, rounds: FloorLatencyResult[]) {
+/**
+ * Benchmark 3's rounds of one kind together: the pooled percentiles (the pooled p99 rests on
+ * the worst round; the median round's p99 shows a change between runs on a machine whose rounds
+ * differ several-fold, BENCHMARKS.md, twenty-first session) and the medians of the CPU figures.
+ */
+function pooledRounds(rounds: readonly PacedLatency[]) {
   const pooled = rounds.flatMap((r) => r.latencies)
-  const f = {
+  return {
     p50: percentile(pooled, 50),
     p99: percentile(pooled, 99),
+    max: pooled.reduce((a, b) => Math.max(a, b), 0),
     medianRoundP99: median(rounds.map((r) => r.p99Ms)),
+    each: rounds.map((r) => `p50 ${r.p50Ms.toFixed(2)}/p99 ${r.p99Ms.toFixed(2)}`).join(', '),
     deviceCpu: median(rounds.map((r) => r.deviceCpuUsPerMessage)),
     relayCpu: median(rounds.map((r) => r.relayCpuUsPerMessage)),
     cores: median(rounds.map((r) => r.coresBusy)),
   }
+}
+
+/** Prints the floor's rounds (latency-floor.ts) as the full clients' are printed; returns its figures. */
+function describeFloor(rate: number, rounds: FloorLatencyResult[]) {
+  const f = pooledRounds(rounds)
   console.log(
-    `${fmt(rate)} msgs/s, the floor (lean devices: the same run with only the work every message must have, latency-floor.ts): p50 ${f.p50.toFixed(2)} ms, p99 ${f.p99.toFixed(2)} ms over ${rounds.length} rounds pooled; the median round's p99 ${f.medianRoundP99.toFixed(2)} ms (each round ${rounds.map((r) => `p50 ${r.p50Ms.toFixed(2)}/p99 ${r.p99Ms.toFixed(2)}`).join(', ')} ms); devices ${fmt(f.deviceCpu)} µs a message, the relay ${fmt(f.relayCpu)} µs; ${f.cores.toFixed(2)} of 2 cores busy`,
+    `${fmt(rate)} msgs/s, the floor (lean devices: the same run with only the work every message must have, latency-floor.ts): p50 ${f.p50.toFixed(2)} ms, p99 ${f.p99.toFixed(2)} ms over ${rounds.length} rounds pooled; the median round's p99 ${f.medianRoundP99.toFixed(2)} ms (each round ${f.each} ms); devices ${fmt(f.deviceCpu)} µs a message, the relay ${fmt(f.relayCpu)} µs; ${f.cores.toFixed(2)} of 2 cores busy`,
   )
   return f
 }
