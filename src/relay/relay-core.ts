@@ -21,7 +21,7 @@ import {
 } from '../shared/room-messages.js'
 import { constantTimeEqual } from '../shared/crypto/index.js'
 import { concatBytes } from '../shared/crypto/hash.js'
-import { CloseCode, FrameType, MAX_ROOMS_LISTED, Reason, StrictReader, writeFrame } from '../shared/wire.js'
+import { CloseCode, FrameType, MAX_ROOMS_LISTED, Reason, roomFrameHeader, StrictReader, writeFrame } from '../shared/wire.js'
 import { encodeStateVector, parseStateVector, parseUpdate } from '../shared/yjs-v1.js'
 import { OUTER_RECORDS } from '../shared/outer-keys.js'
 import { Committer } from './committer.js'
@@ -48,6 +48,13 @@ type DeviceChange = { room: string; device: string; member: boolean }
 const NO_CHANGES: DeviceChange[] = []
 
 const CATCH_UP_PAGE_ROWS = 2000
+/**
+ * A catch-up's first read, in rows; each next one reads four times as many, up to
+ * CATCH_UP_PAGE_ROWS. The first page goes out after a short read rather than after the whole
+ * backlog's: the 66 rows (3 MB) of a 10,000-message catch-up took 16 ms to read, and the
+ * device waited for them idle.
+ */
+const CATCH_UP_FIRST_ROWS = 8
 /** Rows compaction reads per turn of the event loop when it looks for rows that carry records. */
 const COMPACTION_SCAN_ROWS = 64
 const CATCH_UP_MESSAGE_BYTES = 256 * 1024
@@ -762,8 +769,11 @@ export class RelayCore {
     // that stands for it, whose parts come after it (they are uploaded after the rows they
     // cover). A refused write's blank looks the same, and stops the sparing all the same.
     let sparing = state.spareInCatchUp && this.spareSnapshotParts
+    let limit = CATCH_UP_FIRST_ROWS
+    const header = roomFrameHeader(room.id)
     while (after < upTo && !conn.isClosed) {
-      const rows = (await this.store.readRows(room.id, after, CATCH_UP_PAGE_ROWS)).filter((row) => row.seq <= upTo)
+      const rows = (await this.store.readRows(room.id, after, limit)).filter((row) => row.seq <= upTo)
+      limit = Math.min(CATCH_UP_PAGE_ROWS, limit * 4)
       if (rows.length === 0) break
       after = rows[rows.length - 1]!.seq
       const missing = rows.filter((row) => row.clock + row.len > (sv.get(row.client) ?? 0))
@@ -775,7 +785,7 @@ export class RelayCore {
         }
       }
       for (const page of pageRows(missing, CATCH_UP_MESSAGE_BYTES)) {
-        conn.deliver(room.id, rowsMessage(page))
+        conn.deliverFrame(rowsMessage(page, header))
         // On the wire now, not after the last page: the device applies one while the next is built.
         conn.flush()
       }

@@ -2,6 +2,7 @@ import * as encoding from 'lib0/encoding'
 import { describe, expect, it } from 'vitest'
 import { randomBytes } from '../../src/shared/crypto/index.js'
 import { writeRows } from '../../src/shared/room-messages.js'
+import { roomFrameHeader, writeRoomFrame } from '../../src/shared/wire.js'
 import { encodePage, pageRows, rowsMessage } from '../../src/relay/rows.js'
 import type { Row } from '../../src/relay/store/relay-store.js'
 
@@ -45,6 +46,18 @@ describe('rows message', () => {
         const index = page.map((r) => ({ seq: r.seq, client: r.client, clock: r.clock, len: r.len }))
         expect(encodePage(page)).toEqual(referenceUpdate(page))
         expect(rowsMessage(page)).toEqual(writeRows(index, encodePage(page)))
+      }
+    }
+  })
+
+  it('built inside its room frame, is byte for byte that message framed for the room, snapshot parts named', () => {
+    for (let seed = 0; seed < 20; seed++) {
+      const rows = someRows(60 + seed * 7, seed).map((r, i) => (i % 5 === seed % 5 ? { ...r, part: true } : r))
+      const room = `room-${'x'.repeat(seed * 13)}`
+      for (const page of pageRows(rows, 4096)) {
+        const framed = rowsMessage(page, roomFrameHeader(room))
+        // Written over memory that is not zeroed first: every byte must be the frame's.
+        expect(new Uint8Array(framed)).toEqual(writeRoomFrame(room, rowsMessage(page)))
       }
     }
   })
