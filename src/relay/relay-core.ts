@@ -47,14 +47,17 @@ const REFUSAL_TEXT: Record<number, [string, string]> = {
 type DeviceChange = { room: string; device: string; member: boolean }
 const NO_CHANGES: DeviceChange[] = []
 
-const CATCH_UP_PAGE_ROWS = 2000
 /**
- * A catch-up's first read, in rows; each next one reads four times as many, up to
- * CATCH_UP_PAGE_ROWS. The first page goes out after a short read rather than after the whole
- * backlog's: the 66 rows (3 MB) of a 10,000-message catch-up took 16 ms to read, and the
- * device waited for them idle.
+ * Rows a catch-up reads at once. Not fewer to get the first page out sooner: a compaction
+ * commits on the writer thread and can land between two reads, and the catch-up then misses
+ * the compacted run's clocks, whose GC row sits at a seq it already passed (it heals only when
+ * the device asks again). Reads of 8 rows, then 4× more each, got the first of 3 MB to the
+ * device ~12 ms sooner (thirtieth session); in the same session's whole run a fresh device's
+ * catch-up of a just-compacted conversation took 2,051 ms, against 404–458 ms in 10 runs alone
+ * and never over ~800 before. Not shown to be that, but not worth the risk: taken back. A
+ * catch-up of over 2,000 rows can still meet it (BENCHMARKS.md, thirtieth session).
  */
-const CATCH_UP_FIRST_ROWS = 8
+const CATCH_UP_PAGE_ROWS = 2000
 /** Rows compaction reads per turn of the event loop when it looks for rows that carry records. */
 const COMPACTION_SCAN_ROWS = 64
 const CATCH_UP_MESSAGE_BYTES = 256 * 1024
@@ -769,11 +772,9 @@ export class RelayCore {
     // that stands for it, whose parts come after it (they are uploaded after the rows they
     // cover). A refused write's blank looks the same, and stops the sparing all the same.
     let sparing = state.spareInCatchUp && this.spareSnapshotParts
-    let limit = CATCH_UP_FIRST_ROWS
     const header = roomFrameHeader(room.id)
     while (after < upTo && !conn.isClosed) {
-      const rows = (await this.store.readRows(room.id, after, limit)).filter((row) => row.seq <= upTo)
-      limit = Math.min(CATCH_UP_PAGE_ROWS, limit * 4)
+      const rows = (await this.store.readRows(room.id, after, CATCH_UP_PAGE_ROWS)).filter((row) => row.seq <= upTo)
       if (rows.length === 0) break
       after = rows[rows.length - 1]!.seq
       const missing = rows.filter((row) => row.clock + row.len > (sv.get(row.client) ?? 0))
