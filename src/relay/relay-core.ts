@@ -47,16 +47,7 @@ const REFUSAL_TEXT: Record<number, [string, string]> = {
 type DeviceChange = { room: string; device: string; member: boolean }
 const NO_CHANGES: DeviceChange[] = []
 
-/**
- * Rows a catch-up reads at once. Not fewer to get the first page out sooner: a compaction
- * commits on the writer thread and can land between two reads, and the catch-up then misses
- * the compacted run's clocks, whose GC row sits at a seq it already passed (it heals only when
- * the device asks again). Reads of 8 rows, then 4× more each, got the first of 3 MB to the
- * device ~12 ms sooner (thirtieth session); in the same session's whole run a fresh device's
- * catch-up of a just-compacted conversation took 2,051 ms, against 404–458 ms in 10 runs alone
- * and never over ~800 before. Not shown to be that, but not worth the risk: taken back. A
- * catch-up of over 2,000 rows can still meet it (BENCHMARKS.md, thirtieth session).
- */
+/** Rows a catch-up reads at once unless RelayOptions.catchUpPageRows says otherwise. */
 const CATCH_UP_PAGE_ROWS = 2000
 /** Rows compaction reads per turn of the event loop when it looks for rows that carry records. */
 const COMPACTION_SCAN_ROWS = 64
@@ -98,6 +89,8 @@ export class RelayCore {
     readonly node: string,
     /** RelayOptions.spareSnapshotParts: live decliners get placeholders for parts. */
     readonly spareSnapshotParts = true,
+    /** RelayOptions.catchUpPageRows. */
+    private readonly catchUpPageRows = CATCH_UP_PAGE_ROWS,
   ) {
     this.committer = new Committer(store, (s) => metrics.storeLatency.observe({ op: 'append' }, s))
     const tick = Math.max(10, Math.min(1000, limits.authTimeoutMs / 4, limits.heartbeatMs / 2, limits.idleTimeoutMs / 4))
@@ -695,8 +688,18 @@ export class RelayCore {
           after = rows[rows.length - 1]!.seq
           await new Promise((r) => setImmediate(r))
         }
+        // Not under a catch-up's reads (see catchUp): it waits for them, and they for it.
+        while (room.catchUpsReading > 0) await new Promise<void>((resolve) => room.catchUpsDone.push(resolve))
         const t0 = performance.now()
-        const { removed, written } = await this.store.compactRows(room.id, through, keep)
+        const applying = this.store.compactRows(room.id, through, keep)
+        room.compactionApplying = applying
+        let result: Awaited<typeof applying>
+        try {
+          result = await applying
+        } finally {
+          room.compactionApplying = undefined
+        }
+        const { removed, written } = result
         room.bytes = await this.store.roomBytes(room.id)
         room.compactedThrough = through
         this.log.info('compacted', { room: room.id, through, removed, written, ms: Math.round(performance.now() - t0) })
@@ -758,38 +761,51 @@ export class RelayCore {
     if (!state) return
     state.state = 'catching-up'
     await this.committer.idle()
-    const upTo = room.committedSeq
-    let from: number | undefined
-    for (const [client, { next }] of room.clients) {
-      const has = sv.get(client) ?? 0
-      if (has >= next) continue
-      const first = await this.store.firstRowEndingAfter(room.id, client, has)
-      if (first !== undefined && (from === undefined || first < from)) from = first
-    }
-    let after = from === undefined ? upTo : from - 1
-    // A device that asked (want-parts 2) gets placeholders of parts, as long as it has not been
-    // sent a row that is one GC struct: a compacted row it lacks means it needs the snapshot
-    // that stands for it, whose parts come after it (they are uploaded after the rows they
-    // cover). A refused write's blank looks the same, and stops the sparing all the same.
+    // A compaction rewrites rows: one run of them becomes one GC row at the run's first seq. Were
+    // that to land between two reads below, this catch-up would have sent the run's first rows
+    // as they were and then find the rest gone, their clocks in a GC row at a seq it passed: the
+    // device would wait for them until it asked again. So a catch-up waits for a rewrite under
+    // way, and a rewrite waits for the catch-ups reading (compact). On one node only: in a
+    // cluster another node may compact the room.
+    while (room.compactionApplying) await room.compactionApplying.catch(() => undefined)
+    room.catchUpsReading++
     let sparing = state.spareInCatchUp && this.spareSnapshotParts
-    const header = roomFrameHeader(room.id)
-    while (after < upTo && !conn.isClosed) {
-      const rows = (await this.store.readRows(room.id, after, CATCH_UP_PAGE_ROWS)).filter((row) => row.seq <= upTo)
-      if (rows.length === 0) break
-      after = rows[rows.length - 1]!.seq
-      const missing = rows.filter((row) => row.clock + row.len > (sv.get(row.client) ?? 0))
-      if (sparing) {
-        for (let i = 0; i < missing.length && sparing; i++) {
-          const row = missing[i]!
-          if (isGcRow(row)) sparing = false
-          else if (row.part) missing[i] = this.sparedPart(row)
+    let upTo: number
+    try {
+      upTo = room.committedSeq
+      let from: number | undefined
+      for (const [client, { next }] of room.clients) {
+        const has = sv.get(client) ?? 0
+        if (has >= next) continue
+        const first = await this.store.firstRowEndingAfter(room.id, client, has)
+        if (first !== undefined && (from === undefined || first < from)) from = first
+      }
+      let after = from === undefined ? upTo : from - 1
+      // A device that asked (want-parts 2) gets placeholders of parts, as long as it has not been
+      // sent a row that is one GC struct: a compacted row it lacks means it needs the snapshot
+      // that stands for it, whose parts come after it (they are uploaded after the rows they
+      // cover). A refused write's blank looks the same, and stops the sparing all the same.
+      const header = roomFrameHeader(room.id)
+      while (after < upTo && !conn.isClosed) {
+        const rows = (await this.store.readRows(room.id, after, this.catchUpPageRows)).filter((row) => row.seq <= upTo)
+        if (rows.length === 0) break
+        after = rows[rows.length - 1]!.seq
+        const missing = rows.filter((row) => row.clock + row.len > (sv.get(row.client) ?? 0))
+        if (sparing) {
+          for (let i = 0; i < missing.length && sparing; i++) {
+            const row = missing[i]!
+            if (isGcRow(row)) sparing = false
+            else if (row.part) missing[i] = this.sparedPart(row)
+          }
+        }
+        for (const page of pageRows(missing, CATCH_UP_MESSAGE_BYTES)) {
+          conn.deliverFrame(rowsMessage(page, header))
+          // On the wire now, not after the last page: the device applies one while the next is built.
+          conn.flush()
         }
       }
-      for (const page of pageRows(missing, CATCH_UP_MESSAGE_BYTES)) {
-        conn.deliverFrame(rowsMessage(page, header))
-        // On the wire now, not after the last page: the device applies one while the next is built.
-        conn.flush()
-      }
+    } finally {
+      if (--room.catchUpsReading === 0) for (const done of room.catchUpsDone.splice(0)) done()
     }
     if (!room.peers.has(conn)) return
     conn.deliver(room.id, writeCursor(upTo))

@@ -26,6 +26,7 @@ import { RelayCore } from './relay-core.js'
 import { openSqliteRelayStore } from './store/sqlite-store.js'
 import type { RelayStore } from './store/relay-store.js'
 import { randomBytes, toBase64Url } from '../shared/crypto/index.js'
+import { ErrorCode, PetrelError } from '../shared/errors.js'
 import { CloseCode } from '../shared/wire.js'
 import type { FanoutBus } from './bus/fanout-bus.js'
 import { createLocalBus } from './bus/in-process-bus.js'
@@ -64,6 +65,12 @@ export interface RelayOptions {
    * a message the others never see.
    */
   spareSnapshotParts?: boolean
+  /**
+   * Rows a catch-up reads from the store at once (default 2,000). Smaller sends the first page
+   * sooner after more queries. Catch-ups and compaction's rewrite of the same room's rows never
+   * overlap on one node, whatever this is (RelayCore.catchUp).
+   */
+  catchUpPageRows?: number
 }
 
 export interface Relay {
@@ -78,13 +85,17 @@ export interface Relay {
 }
 
 export async function createRelay(options: RelayOptions = {}): Promise<Relay> {
+  const pageRows = options.catchUpPageRows
+  if (pageRows !== undefined && !(Number.isSafeInteger(pageRows) && pageRows >= 1)) {
+    throw new PetrelError(ErrorCode.InvalidArgument, `catchUpPageRows must be a whole number of rows, at least 1 (got ${pageRows})`)
+  }
   const limits = { ...defaultLimits, ...options.limits }
   const log: Logger = createLogger(options.logLevel ?? 'info', options.logWrite)
   const store = await openStore(options.database ?? './.petrel/relay.db')
   const metrics = new RelayMetrics()
   const node = options.node ?? `node-${toBase64Url(randomBytes(6))}`
   const bus = options.bus ?? (options.redis ? await openRedisBus(options.redis, node) : createLocalBus(node))
-  const core = new RelayCore(store, limits, log, metrics, bus, node, options.spareSnapshotParts ?? true)
+  const core = new RelayCore(store, limits, log, metrics, bus, node, options.spareSnapshotParts ?? true, options.catchUpPageRows)
   const app = createRelayApp(core, { staticRoot: options.staticRoot ?? defaultStaticRoot() })
   const wss = new WebSocketServer({
     noServer: true,

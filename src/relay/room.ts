@@ -61,6 +61,13 @@ export class Room {
   /** Rows up to this seq are compacted (after a snapshot); a compaction is running when set. */
   compactedThrough = 0
   compacting: Promise<void> | undefined
+  /**
+   * A compaction's rewrite of rows, while the store applies it; and the catch-ups reading rows
+   * now, with what waits for them to end. The two exclude each other (RelayCore.catchUp).
+   */
+  compactionApplying: Promise<unknown> | undefined
+  catchUpsReading = 0
+  readonly catchUpsDone: Array<() => void> = []
 
   constructor(
     readonly id: string,

@@ -1,7 +1,9 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
 import type { Conversation } from '../../src/client/index.js'
-import type { Relay } from '../../src/relay/index.js'
+import { createRelay, type Relay } from '../../src/relay/index.js'
+import type { RelayStore } from '../../src/relay/store/relay-store.js'
+import { openSqliteRelayStore } from '../../src/relay/store/sqlite-store.js'
 import { crashHistoryReplicaThread } from '../../src/client/history-replica.js'
 import { OUTER_LOG, OUTER_RECORDS } from '../../src/shared/outer-keys.js'
 import { RecordKind } from '../../src/shared/records.js'
@@ -711,5 +713,79 @@ describe("a 'from-join' invite whose new epoch reaches the relay after the membe
     await until(() => aliceConv.message(early.id)?.status !== 'pending', 10_000, 'stored')
     expect(texts(daveConv)).toEqual(['sealed under the refused key'])
     expect(world.errors.get(alice)!.filter((e) => e.code !== 'refused')).toEqual([])
+  })
+})
+
+describe('a catch-up and a compaction of the same conversation', () => {
+  it('reads rows in pages of catchUpPageRows, which must be a whole number of rows, at least 1', async () => {
+    for (const catchUpPageRows of [0, -1, 1.5, Number.NaN]) {
+      await expect(createRelay({ port: 0, database: ':memory:', catchUpPageRows })).rejects.toMatchObject({ code: 'invalid_argument' })
+    }
+  })
+
+  it('never interleave: a device that joins while the relay compacts gets every clock, and shows the next message', async () => {
+    world = new World()
+    // The relay's own SQLite store, with a hold on one read and a hook after another.
+    const real = openSqliteRelayStore(world.dbPath)
+    let release!: () => void
+    const held = new Promise<void>((resolve) => (release = resolve))
+    let holdNextRead = false
+    let readHeld = false
+    let hook: { reads: number; run: () => Promise<void> } | undefined
+    const store: RelayStore = {
+      ...real,
+      readRows: async (...args) => {
+        if (holdNextRead) {
+          holdNextRead = false
+          readHeld = true
+          await held
+        }
+        const rows = await real.readRows(...args)
+        if (hook && --hook.reads === 0) {
+          const { run } = hook
+          hook = undefined
+          await run()
+        }
+        return rows
+      },
+    }
+    // Four rows a read: Carol's catch-up takes several.
+    await world.relay({ database: store, catchUpPageRows: 4 })
+    const alice = await world.client('alice', { compaction: false })
+    const bob = await world.client('bob', { compaction: false })
+    await until(() => alice.connection === 'online' && bob.connection === 'online', 10_000, 'both online')
+    const aliceConv = await alice.createConversation({ title: 'Race' })
+    const bobConv = await bob.join(await aliceConv.invite())
+    // One at a time, each stored before the next: a row each, after the conversation's first
+    // seven (its records, one or a few a row).
+    for (let i = 0; i < 20; i++) {
+      const m = await aliceConv.send(`m${i}`)
+      await until(() => aliceConv.message(m.id)?.status !== 'pending', 10_000, `m${i} stored`)
+    }
+    await until(() => bobConv.messages().length === 20, 10_000, 'bob has all 20')
+    // The next read is the compaction's look for rows with records, once Bob's snapshot is in:
+    // it waits there.
+    holdNextRead = true
+    await snapshotOf(bobConv)()
+    await until(() => readHeld, 10_000, 'the relay about to compact')
+    // Carol's catch-up reads rows 1-4, then 5-8: the first of Alice's messages. Then the
+    // compaction goes on while that read waits, and would make Alice's messages one GC row at
+    // the first one's seq, which the catch-up has passed.
+    hook = {
+      reads: 2,
+      run: async () => {
+        release()
+        await new Promise((resolve) => setTimeout(resolve, 300))
+      },
+    }
+    const carol = await world.client('carol', { compaction: false })
+    const carolConv = await carol.join(await aliceConv.invite())
+    await until(() => carolConv.messages().length === 20, 10_000, 'carol shows the history')
+    await until(() => compacted(world) > 0, 10_000, 'the relay compacted')
+    expect(hook).toBeUndefined()
+    // A gap in Alice's outer clocks would hold this one back at Carol's until she reconnects.
+    await aliceConv.send('after')
+    await until(() => carolConv.messages().some((m) => m.text === 'after'), 5_000, 'carol shows the next message')
+    expect(texts(carolConv)).toEqual([...Array.from({ length: 20 }, (_, i) => `m${i}`), 'after'])
   })
 })
