@@ -691,15 +691,11 @@ export class RelayCore {
         // Not under a catch-up's reads (see catchUp): it waits for them, and they for it.
         while (room.catchUpsReading > 0) await new Promise<void>((resolve) => room.catchUpsDone.push(resolve))
         const t0 = performance.now()
-        const applying = this.store.compactRows(room.id, through, keep)
-        room.compactionApplying = applying
-        let result: Awaited<typeof applying>
-        try {
-          result = await applying
-        } finally {
+        const applying = this.store.compactRows(room.id, through, keep).finally(() => {
           room.compactionApplying = undefined
-        }
-        const { removed, written } = result
+        })
+        room.compactionApplying = applying
+        const { removed, written } = await applying
         room.bytes = await this.store.roomBytes(room.id)
         room.compactedThrough = through
         this.log.info('compacted', { room: room.id, through, removed, written, ms: Math.round(performance.now() - t0) })
@@ -770,9 +766,8 @@ export class RelayCore {
     while (room.compactionApplying) await room.compactionApplying.catch(() => undefined)
     room.catchUpsReading++
     let sparing = state.spareInCatchUp && this.spareSnapshotParts
-    let upTo: number
+    const upTo = room.committedSeq
     try {
-      upTo = room.committedSeq
       let from: number | undefined
       for (const [client, { next }] of room.clients) {
         const has = sv.get(client) ?? 0
