@@ -124,11 +124,6 @@ export class Connection implements RoomMemberConn {
     this.send(roomFrame(room, message))
   }
 
-  /** Send a room frame already built whole (a catch-up page: `rowsMessage(page, roomFrameHeader(room))`). */
-  deliverFrame(frame: Uint8Array): void {
-    this.send(frame)
-  }
-
 
   close(code: number, reason: string): void {
     if (this.closed) return

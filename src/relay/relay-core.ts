@@ -794,7 +794,8 @@ export class RelayCore {
           }
         }
         for (const page of pageRows(missing, CATCH_UP_MESSAGE_BYTES)) {
-          conn.deliverFrame(rowsMessage(page, header))
+          // Already the whole room frame: sent as it is.
+          conn.send(rowsMessage(page, header))
           // On the wire now, not after the last page: the device applies one while the next is built.
           conn.flush()
         }
