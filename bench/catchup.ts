@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import * as Y from 'yjs'
 import { createClient } from '../src/client/index.js'
-import { median, relayCounter, startProfile, until } from './common.js'
+import { median, relayCounter, startProfile, until, untilChanged } from './common.js'
 import { startServer } from './server-process.js'
 
 export interface CatchupResult {
@@ -109,7 +109,9 @@ export async function catchup(messages: number, burst = 500, rounds = 3, warmup 
       const cpu0 = process.cpuUsage()
       bob = await createClient({ ...bobOptions, relay: server.url, storage })
       const [bobConv] = await bob.conversations()
-      await until(() => bobConv!.messages().length >= messages, 120_000, 'bob shows everything')
+      // The newest message shown first (one row to read), then the whole list counted once.
+      const newest = texts[messages - 1]
+      await untilChanged(bobConv!, () => bobConv!.lastMessages(1)[0]?.text === newest && bobConv!.messages().length >= messages, 120_000, 'bob shows everything')
       const ms = performance.now() - t0
       const cpu = process.cpuUsage(cpu0)
       await profile?.()

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import * as Y from 'yjs'
 import { createClient } from '../src/client/index.js'
-import { startProfile, until } from './common.js'
+import { startProfile, until, untilChanged } from './common.js'
 import { startServer } from './server-process.js'
 
 export interface FreshDeviceResult {
@@ -39,7 +39,7 @@ export async function freshDevice(messages: number): Promise<FreshDeviceResult> 
     const t0 = performance.now()
     const carol = await createClient({ relay: server.url, name: 'carol', storage: join(dir, 'carol.db') })
     const carolConv = await carol.join(invite)
-    await until(() => carolConv.messages().slice(-50).map((m) => m.text).join('\n') === last, 60_000, 'the last 50 shown')
+    await untilChanged(carolConv, () => carolConv.lastMessages(50).map((m) => m.text).join('\n') === last, 60_000, 'the last 50 shown')
     const ms = performance.now() - t0
     await profile?.()
     await carol.close()
