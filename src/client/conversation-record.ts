@@ -315,9 +315,18 @@ export function encodeMessageSeqs(entries: ReadonlyArray<readonly [string, numbe
   // of a 10,000-message catch-up (this, ~5 ms); a TextEncoder call per id 3–17 ms.
   let joined = ''
   let previous = ''
+  // `previous` up to its first '.', that included ('' if none): message ids are `author.counter`,
+  // so a batch's keys mostly share it, and `startsWith` compares its 44 characters natively
+  // where the loop in sharedPrefix, unoptimised here, took ~8 ms of a 10,000-message catch-up.
+  let author = ''
   for (let i = 0; i < entries.length; i++) {
     const key = entries[i]![0]
-    const n = sharedPrefix(previous, key)
+    const from = author !== '' && key.startsWith(author) ? author.length : 0
+    const n = sharedPrefix(previous, key, from)
+    if (from === 0) {
+      const dot = key.indexOf('.')
+      author = dot < 0 ? '' : key.slice(0, dot + 1)
+    }
     shared[i] = n
     joined += n === 0 ? key : key.slice(n)
     previous = key
@@ -345,12 +354,15 @@ export function encodeMessageSeqs(entries: ReadonlyArray<readonly [string, numbe
   return out.slice(0, p)
 }
 
-/** Code units `b` shares with the start of `a`, never ending inside a surrogate pair. */
-function sharedPrefix(a: string, b: string): number {
+/**
+ * Code units `b` shares with the start of `a`, never ending inside a surrogate pair; the first
+ * `from` are known to be shared (and end on a whole character).
+ */
+function sharedPrefix(a: string, b: string, from = 0): number {
   const max = Math.min(a.length, b.length)
-  let n = 0
+  let n = from
   while (n < max && a.charCodeAt(n) === b.charCodeAt(n)) n++
-  if (n > 0) {
+  if (n > from) {
     const last = b.charCodeAt(n - 1)
     if (last >= 0xd800 && last <= 0xdbff) n--
   }

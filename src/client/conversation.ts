@@ -1493,9 +1493,12 @@ export class Conversation {
     const minePrefix = `${this.ctx.identity.userId}.`
     const noteSeq = (event: Y.YMapEvent<StoredMessage>) => {
       for (const key of event.keysChanged) {
-        const h = messages.get(key)?.h
+        // One lookup where the entry holds a value; `undefined` may be a deleted entry.
+        const v = messages.get(key) as StoredMessage | null | undefined
+        if (v === undefined && !messages.has(key)) continue
+        const h = v?.h
         if (isClock(h) && h > this.hlc) this.hlc = h
-        if (!messages.has(key) || this.messageSeq.has(key)) continue
+        if (this.messageSeq.has(key)) continue
         // An entry that waited in Yjs for an earlier update takes the row that completed it.
         const seq = keySeq.get(key) ?? currentSeq
         this.messageSeq.set(key, seq)
