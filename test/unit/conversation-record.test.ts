@@ -29,7 +29,20 @@ describe('message positions (mseqs)', () => {
 
   it('writes each key as what it shares with the one before and the rest, byte for byte as the grammar says', () => {
     // All ASCII (the fast path), and with other text among them (the general one).
-    for (const list of [entries.slice(0, 4), entries]) {
+    // Authors interleaved, a key that is only an author's id and its dot, keys without a dot.
+    const other = 'B'.repeat(43)
+    const interleaved: Array<[string, number]> = [
+      [`${user}.abc`, 1],
+      [`${user}.abc9`, 2],
+      [`${other}.abc`, 3],
+      [`${user}.`, 4],
+      [`${user}.abd`, 5],
+      [`${user}`, 6],
+      ['no-dot-key', 7],
+      ['no-dot-kez', 8],
+      [`${other}.a`, 9],
+    ]
+    for (const list of [entries.slice(0, 4), entries, interleaved]) {
       const bytes = encodeMessageSeqs(list)
       const reference = encoding.createEncoder()
       encoding.writeUint8(reference, 2)
