@@ -69,7 +69,7 @@ interface ShownRow {
   v: StoredMessage
   /** The message as last handed out; undefined until first asked for. */
   m: Message | undefined
-  /** Its ticks were said to have moved since `m` was made (this user's rows only). */
+  /** `m` may be out of date: its ticks were said to have moved (this user's rows), or it came from before a rebuild. */
   stale: boolean
   /** `statusGen` when `m` was made: a row of this user's made before the last `statusesChanged()` is read again. */
   gen: number
@@ -106,8 +106,12 @@ export class ShownList {
   /** Moves on `statusesChanged()` (every row of this user's); `messages()` read them all at `fullPassGen`. */
   private statusGen = 0
   private fullPassGen = 0
-  /** The message object last handed out for each stored value (see `toMessage`). */
-  private readonly shown = new WeakMap<StoredMessage, Message>()
+  /**
+   * The rows by id as they stood when the list was last dropped (`forget`), until it is built
+   * again: a message whose stored value is the same is handed out as the same object as before
+   * while nothing about it changed.
+   */
+  private previous: Map<string, ShownRow> | undefined
 
   constructor(private readonly source: ShownSource) {}
 
@@ -188,7 +192,7 @@ export class ShownList {
   private ensure(row: ShownRow, authors: Authors): Message {
     const have = row.m
     if (have !== undefined && !row.stale && (row.gen === this.statusGen || row.author !== this.source.userId)) return have
-    const m = this.toMessage(row.id, row.v, authors)
+    const m = this.toMessage(row.id, row.v, authors, have)
     // An array handed out holds the old object: the next `messages()` makes a new one.
     if (have !== undefined && m !== have) this.handed = undefined
     row.m = m
@@ -201,7 +205,12 @@ export class ShownList {
   message(id: string): Message | undefined {
     const v = this.stored.get(id)
     if (!v || typeof v.t !== 'string' || this.source.hidden(id)) return undefined
-    return this.toMessage(id, v, new Authors(this.profiles))
+    const authors = new Authors(this.profiles)
+    // In a list built already, its row (merged in if it was just added): the object handed out
+    // here is then the one the list holds.
+    if (this.ids) this.current()
+    const row = this.ids?.get(id)
+    return row && row.v === v ? this.ensure(row, authors) : this.toMessage(id, v, authors, undefined)
   }
 
   /** Whether `id` is in the list as last built. */
@@ -252,6 +261,7 @@ export class ShownList {
   }
 
   private forget(): void {
+    if (this.ids) this.previous = this.ids
     this.rows = undefined
     this.ids = undefined
     this.added = []
@@ -262,10 +272,18 @@ export class ShownList {
     const authors = new Authors(this.profiles)
     const rows: ShownRow[] = []
     const ids = new Map<string, ShownRow>()
+    const previous = this.previous
+    this.previous = undefined
     // forEach, not the entries iterator: it allocates nothing per entry.
     this.stored.forEach((v, id) => {
       const row = this.shownRow(id, v, authors)
       if (!row) return
+      // The message handed out before for this same value: read again when next asked for.
+      const was = previous?.get(id)
+      if (was !== undefined && was.v === v && was.m !== undefined) {
+        row.m = was.m
+        row.stale = true
+      }
       rows.push(row)
       ids.set(id, row)
     })
@@ -317,11 +335,10 @@ export class ShownList {
   }
 
   /**
-   * The app's view of a stored message: the same object as last time while nothing about it
-   * changed (keyed by the stored value, which Yjs keeps while the entry stands).
+   * The app's view of a stored message: `last` (the object handed out before for this same
+   * stored value, if any) while nothing about it changed.
    */
-  private toMessage(id: string, v: StoredMessage, authors: Authors): Message {
-    const last = this.shown.get(v)
+  private toMessage(id: string, v: StoredMessage, authors: Authors, last: Message | undefined): Message {
     const author = last && last.id === id ? last.author : authors.of(id)
     const mine = author === this.source.userId
     const { status, error } = mine ? this.source.statusOf(id, author, v) : SENT
@@ -330,7 +347,6 @@ export class ShownList {
     const m: Message = { id, conversationId: this.source.conversationId, author, text: v.t, sentAt: v.at, mine, status }
     if (authorName !== undefined) m.authorName = authorName
     if (error !== undefined) m.error = error
-    this.shown.set(v, m)
     return m
   }
 }

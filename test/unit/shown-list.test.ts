@@ -43,7 +43,7 @@ function seeded(seed: number): (k: number) => number {
   }
 }
 
-const view = (ms: Message[]) => ms.map((m) => `${m.text}:${m.status}`)
+const view = (ms: Message[]) => ms.map((m) => `${m.text}:${m.status}${m.authorName === undefined ? '' : `:${m.authorName}`}`)
 
 describe('shown list', () => {
   it('orders by hybrid clock, then author, then counter, wherever a message arrives', () => {
@@ -134,6 +134,34 @@ describe('shown list', () => {
     // Told nothing specific: every row of this user's.
     w.list.statusesChanged()
     expect(view(w.list.messages())).toEqual(['me1:sent', 'me2:sent', 'me3:sent'])
+  })
+
+  it('keeps unchanged messages the same objects through a rebuild, and makes new ones for an entry rewritten or an author renamed', () => {
+    const w = world()
+    const a1 = w.put('alice', 1)
+    const b2 = w.put('bob', 2)
+    const b3 = w.put('bob', 3)
+    const before = w.list.messages()
+    // The list's own objects, also when asked for one by id.
+    expect(w.list.message(b2)).toBe(before[1])
+    // An entry rewritten rebuilds the list: the others stay the same objects.
+    w.source.messages().set(b3, { t: 'edited', at: 3, h: 3, n: 0, d: 'dev' })
+    const rebuilt = w.list.messages()
+    expect(rebuilt[0]).toBe(before[0])
+    expect(rebuilt[1]).toBe(before[1])
+    expect(rebuilt[2]).not.toBe(before[2])
+    expect(rebuilt[2]!.text).toBe('edited')
+    // A name set rebuilds it too: that author's messages are new objects with the name.
+    w.source.profiles().set('bob', { name: 'Bob' })
+    const renamed = w.list.messages()
+    expect(renamed[0]).toBe(before[0])
+    expect(renamed[1]).not.toBe(rebuilt[1])
+    expect(renamed.map((m) => m.authorName)).toEqual([undefined, 'Bob', 'Bob'])
+    // Asked for by id before the list is read again: the object the list then holds.
+    const a4 = w.put('alice', 4)
+    const one = w.list.message(a4)
+    expect(w.list.messages()[3]).toBe(one)
+    expect(w.list.message(a1)).toBe(before[0])
   })
 
   it('shows no held-back message, and shows it once it is released', () => {
