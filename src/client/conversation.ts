@@ -88,10 +88,9 @@ import { PositionIndex } from './position-index.js'
 import { type Message, ShownList, type StoredMessage } from './shown-list.js'
 import { VirtualSocket } from './virtual-socket.js'
 import { rowsToStore, transactWithoutUpdate } from './quiet-transact.js'
-import { type DeflatedState, inflateSnapshot, type OpenedSnapshot, openSnapshot, sealSnapshot, snapshotStateNow } from '../shared/snapshot-seal.js'
-import { canDeflate } from '../shared/snapshot-deflate.js'
+import { inflateSnapshot, type OpenedSnapshot, openSnapshot, sealSnapshot, snapshotStateNow } from '../shared/snapshot-seal.js'
 import { SnapshotSchedule } from './snapshot-schedule.js'
-import { type HistoryReplica, openHistoryReplica, seedReplica } from './history-replica.js'
+import { SnapshotSource } from './snapshot-source.js'
 import { afterUnlessHidden, whenPageHides } from './page-visibility.js'
 import { utf8Length } from '../shared/utf8-length.js'
 import { encodeSummary, STALE, staleSummaryKey, type Summary, SUMMARY_MESSAGES, summaryKey } from './summary.js'
@@ -386,12 +385,10 @@ export class Conversation {
   /** When this device writes the next snapshot (snapshot-schedule.ts). */
   private readonly snapshotSchedule: SnapshotSchedule
   /**
-   * The inner document's copy on the replica thread (history-replica.ts), which snapshots are
-   * encoded from; started once this device sends here and half the way to a snapshot.
+   * What snapshots are encoded from (snapshot-source.ts): the inner document's copy on the
+   * replica thread, started once this device sends here and half the way to a snapshot.
    */
-  private replica: { copy: HistoryReplica; seeded: Promise<void> } | 'off' | undefined
-  /** @internal Where the last snapshot was encoded (tests): on the replica thread, or here. */
-  snapshotEncodedOn: 'thread' | 'here' | undefined
+  private readonly source: SnapshotSource
   private lastSnapshotSeen: string | undefined
 
   private constructor(
@@ -430,6 +427,11 @@ export class Conversation {
       landing: (commit, failure) => this.landing(commit, failure),
     })
     this.snapshotSchedule = new SnapshotSchedule({ every: ctx.compactEvery })
+    this.source = new SnapshotSource(async () => {
+      await ctx.store.commit({})
+      const rows = await ctx.store.loadLog(id, 'inner')
+      return rows.map((r) => r.bytes)
+    })
     this.shown = new ShownList({
       conversationId: id,
       userId: ctx.identity.userId,
@@ -961,7 +963,7 @@ export class Conversation {
       // retry or discard). The replica still takes it, so a snapshot carries no content that
       // was never delivered.
       const othersOnly = batch.filter((item) => item.othersOnly).map((item) => item.update)
-      if (othersOnly.length > 0 && typeof this.replica === 'object') this.replica.copy.apply(othersOnly)
+      this.source.take(othersOnly)
       // Handed to the relay already (writeOuter's update went out through the provider): the
       // local copy may wait for company (see CommitOptions.soon), `send()` still resolves only
       // once it is durable. A device sending 10,000 messages a second made a transaction per
@@ -1021,7 +1023,7 @@ export class Conversation {
 
   private countEnvelopes(epoch: number, n: number, sending: boolean): void {
     this.sinceSnapshot += n
-    if (sending && this.replica === undefined && this.ctx.compactEvery > 0 && this.sinceSnapshot >= this.ctx.compactEvery / 2) this.startReplica()
+    if (sending && !this.source.started && this.ctx.compactEvery > 0 && this.sinceSnapshot >= this.ctx.compactEvery / 2) this.source.start()
     if (sending) this.maybeSnapshot()
     if (epoch !== this.epochUse.epoch) this.epochUse = { epoch, envelopes: 0, since: Date.now() }
     this.epochUse.envelopes += n
@@ -2069,7 +2071,9 @@ export class Conversation {
     // time (snapshot-schedule.ts).
     this.snapshotSchedule.working(performance.now())
     const pause = () => this.snapshotSchedule.pause()
-    const encoded = state ?? (await this.encodeHistory())
+    // Local changes already in the document reach the copy when their flush issues its
+    // commit (commit() feeds the copy): the queue as it stands now is waited for.
+    const encoded = state ?? (await this.source.encode(this.doc, this.outgoing, () => this.refusedTombstones()))
     const plain = await sealSnapshot(encoded, this.id, epoch, key, first, pause)
     const snapshotId = randomBytes(16)
     const partBytes = Math.max(16 * 1024, this.ctx.connection.maxEnvelopeBytes - 4096)
@@ -2144,82 +2148,6 @@ export class Conversation {
       return
     }
     await this.foldRecords()
-  }
-
-  /**
-   * Start the document's copy on the replica thread: from now on every inner update this
-   * conversation stores is fed to it (commit), and it is seeded with what is stored already,
-   * read once every write issued before has landed (commits land in the order issued). What is
-   * stored meanwhile is held until the seed is in (seedReplica says why).
-   */
-  private startReplica(): void {
-    const copy = openHistoryReplica()
-    if (!copy) {
-      this.replica = 'off'
-      return
-    }
-    this.replica = seedReplica(copy, async () => {
-      await this.ctx.store.commit({})
-      const rows = await this.ctx.store.loadLog(this.id, 'inner')
-      return rows.map((r) => r.bytes)
-    })
-    this.replica.seeded.catch(() => this.dropReplica())
-  }
-
-  private dropReplica(): void {
-    if (typeof this.replica === 'object') this.replica.copy.close()
-    // Not started again in this session: snapshots are encoded here, as in a browser.
-    this.replica = 'off'
-  }
-
-  /**
-   * The inner document as one update, for a snapshot: from the replica thread where there is
-   * one, checked to hold at least everything the document held when asked (its state vector
-   * covers the document's); else, or if the copy fails that check, encoded here. The thread
-   * deflates it too where snapshots are compressed, so this thread never holds the whole state
-   * (history-replica.ts says what that cost).
-   */
-  private async encodeHistory(): Promise<Uint8Array | DeflatedState> {
-    const replica = this.replica
-    if (typeof replica === 'object') {
-      // Local changes already in the document reach the copy when their flush issues its
-      // commit (commit() feeds the copy): the queue as it stands now is waited for.
-      const asked = Y.decodeStateVector(Y.encodeStateVector(this.doc))
-      const stored = this.outgoing
-      try {
-        await replica.seeded
-        await stored
-        // Seeded from the local log, which keeps our refused messages: their tombstones again
-        // (applying one twice changes nothing).
-        const tombstones = this.refusedTombstones()
-        if (tombstones.length > 0) replica.copy.apply(tombstones)
-        const encoded = canDeflate ? await replica.copy.encodeDeflated() : await replica.copy.encode()
-        const { stateVector } = encoded
-        const held = Y.decodeStateVector(stateVector)
-        let covers = true
-        for (const [client, clock] of asked) if ((held.get(client) ?? 0) < clock) covers = false
-        if (covers) {
-          this.snapshotEncodedOn = 'thread'
-          return 'state' in encoded ? encoded.state : encoded
-        }
-      } catch {
-        // The thread stopped or the copy failed to apply an update: nothing is lost, the
-        // document itself is encoded below (and the app has nothing to act on).
-      }
-      this.dropReplica()
-    }
-    this.snapshotEncodedOn = 'here'
-    const tombstones = this.refusedTombstones()
-    if (tombstones.length === 0) return Y.encodeStateAsUpdate(this.doc)
-    // A copy with them applied: the document itself keeps showing them, failed.
-    const copy = new Y.Doc({ gc: true })
-    try {
-      Y.applyUpdate(copy, Y.encodeStateAsUpdate(this.doc))
-      for (const t of tombstones) Y.applyUpdate(copy, t)
-      return Y.encodeStateAsUpdate(copy)
-    } finally {
-      copy.destroy()
-    }
   }
 
   /**
@@ -3157,8 +3085,7 @@ export class Conversation {
     // commit of its own at each close (1,000 more transactions), the next `open: 'all'` of
     // 1,000 conversations took 603–710 ms against 506–653 (benchmark 6, four runs each).
     const writer = this.writerIds.entry(provider.awareness, this.localWriteFailed)
-    if (typeof this.replica === 'object') this.replica.copy.close()
-    this.replica = 'off'
+    this.source.drop()
     // Last, after every queued write: then it matches what is stored.
     const saved = this.ctx.summaryDirty && (await this.saveSummary(true, writer ? [writer] : []))
     if (writer && !saved) {
@@ -3176,11 +3103,10 @@ export class Conversation {
    * shows an old summary as if it were current — it loads the documents instead.
    */
   private commit(batch: Batch, options?: CommitOptions): Promise<void> {
-    const replica = this.replica
-    if (typeof replica === 'object' && batch.append) {
+    if (this.source.feeding && batch.append) {
       const inner: Uint8Array[] = []
       for (const a of batch.append) if (a.doc === 'inner') inner.push(a.bytes)
-      replica.copy.apply(inner)
+      this.source.take(inner)
     }
     if (!this.summaryStale) {
       this.summaryStale = true

@@ -5,6 +5,7 @@ import { createRelay, type Relay } from '../../src/relay/index.js'
 import type { RelayStore } from '../../src/relay/store/relay-store.js'
 import { openSqliteRelayStore } from '../../src/relay/store/sqlite-store.js'
 import { crashHistoryReplicaThread } from '../../src/client/history-replica.js'
+import type { SnapshotSource } from '../../src/client/snapshot-source.js'
 import { OUTER_LOG, OUTER_RECORDS } from '../../src/shared/outer-keys.js'
 import { RecordKind } from '../../src/shared/records.js'
 import { RoomMessage } from '../../src/shared/room-messages.js'
@@ -19,7 +20,8 @@ afterEach(async () => {
 
 const snapshotOf = (conv: Conversation) => (conv as unknown as { writeSnapshot: (state?: Uint8Array) => Promise<void> }).writeSnapshot.bind(conv)
 const compacted = (w: World) => w.logLines.filter((l) => l.includes('"compacted"')).length
-const encodedOn = (conv: Conversation) => (conv as unknown as { snapshotEncodedOn?: string }).snapshotEncodedOn
+const sourceOf = (conv: Conversation) => (conv as unknown as { source: SnapshotSource }).source
+const encodedOn = (conv: Conversation) => sourceOf(conv).encodedOn
 
 /** Two clients online on a fresh relay, neither writing snapshots of its own. */
 async function twoOnline(first: string, second: string) {
@@ -316,7 +318,7 @@ describe('history compaction', () => {
     const { alice, aliceConv, bobConv } = await aliceSnapshotsEvery(400, 'Crash')
     // Past half the mark: Alice's copy on the replica thread has started.
     await sendMany(aliceConv, 250, 'first')
-    expect(typeof (aliceConv as unknown as { replica?: unknown }).replica).toBe('object')
+    expect(sourceOf(aliceConv).feeding).toBe(true)
     await crashHistoryReplicaThread()
     await sendMany(aliceConv, 250, 'then')
     await until(() => bobConv.messages().length === 500, 10_000, 'bob has them')
