@@ -23,7 +23,6 @@ import {
   encodeInviteBody,
   encodeMemberChangeBody,
   encodeRevokeBody,
-  encodeSnapshotBody,
   encodeUnlinkBody,
   MAX_ADD_DEVICES,
   readEpochBody,
@@ -49,7 +48,6 @@ import {
 } from '../shared/room-messages.js'
 import { Reason, RelayFeature, reasonName, StrictReader } from '../shared/wire.js'
 import { parseUpdate } from '../shared/yjs-v1.js'
-import type { DeviceConnection } from './connection.js'
 import {
   type ConversationRecord,
   decodeBindings,
@@ -73,10 +71,10 @@ import {
   keyOf,
   type OwnMessageState,
 } from './conversation-record.js'
-import type { Identity } from './identity.js'
+import type { ClientContext } from './client-context.js'
 import { decodeInviteToken, encodeInviteToken } from './invite-token.js'
 import { checkInnerUpdate, INNER_MESSAGE_BATCHES, INNER_MESSAGES, INNER_META, INNER_PROFILES } from './inner-guard.js'
-import type { Batch, CommitOptions, DeviceStore } from './storage/device-store.js'
+import type { Batch, CommitOptions } from './storage/device-store.js'
 import { Presence } from './presence.js'
 import { type MemberReceipt, ReceiptBook } from './receipts.js'
 import { chunkForSealing, MERGE_BYTES, sendsForBatch } from './seal-chunks.js'
@@ -88,34 +86,14 @@ import { PositionIndex } from './position-index.js'
 import { type Message, ShownList, type StoredMessage } from './shown-list.js'
 import { VirtualSocket } from './virtual-socket.js'
 import { rowsToStore, transactWithoutUpdate } from './quiet-transact.js'
-import { inflateSnapshot, type OpenedSnapshot, openSnapshot, sealSnapshot, snapshotStateNow } from '../shared/snapshot-seal.js'
-import { SnapshotSchedule } from './snapshot-schedule.js'
+import { inflateSnapshot, type OpenedSnapshot, openSnapshot, snapshotStateNow } from '../shared/snapshot-seal.js'
 import { SnapshotSource } from './snapshot-source.js'
+import { type SnapshotHost, SnapshotWriter } from './snapshot-writer.js'
 import { afterUnlessHidden, whenPageHides } from './page-visibility.js'
 import { utf8Length } from '../shared/utf8-length.js'
 import { encodeSummary, STALE, staleSummaryKey, type Summary, SUMMARY_MESSAGES, summaryKey } from './summary.js'
 
 export type { Message } from './shown-list.js'
-
-export interface ClientContext {
-  identity: Identity
-  store: DeviceStore
-  connection: DeviceConnection
-  name: string | undefined
-  reportError(err: PetrelError): void
-  /** Sign a genesis or invite record as this device. */
-  signRecord(kind: RecordKind, body: Uint8Array): Promise<Uint8Array>
-  /** false: this device sends no read acks and sees none (WhatsApp's privacy setting). */
-  readReceipts: boolean
-  /** When to start a new key epoch: after this many envelopes, or this long. */
-  keyRotation: { messages: number; ms: number }
-  /** After every refold of a conversation's records (the client keeps a person's devices in step). */
-  membershipChanged?(conv: Conversation): void
-  /** Snapshot the history after this many updates since the last snapshot (0: never; see snapshot-schedule.ts). */
-  compactEvery: number
-  /** Keep a summary for a lazy start (`open: 'lazy'`): this conversation changed. */
-  summaryDirty?(conv: Conversation): void
-}
 
 export interface InviteOptions {
   /** Milliseconds until the invite stops working. Default: never. */
@@ -200,8 +178,6 @@ const TICKS: Readonly<Record<'pending' | 'sent' | 'delivered' | 'read', { readon
   read: { status: 'read' },
 }
 
-/** A snapshot given up is tried again this long after the schedule allows it (see retrySnapshot). */
-const SNAPSHOT_RETRY_MARGIN_MS = 100
 /** Envelopes held for a sender's join record, an epoch key or a snapshot, at most. */
 const MAX_DEFERRED = 50_000
 /** Merge a document's stored updates into one row when it has more than this many. */
@@ -377,19 +353,15 @@ export class Conversation {
   private readonly unverified = new Set<string>()
   private readonly rejectedMessages = new Set<string>()
   private verifying: Promise<void> | undefined
-  private snapshotting = false
   /** This device unlinked someone and the key has not changed since: it rotates, admin or not. */
   private unlinkedHere = false
-  /** Envelopes seen since the last snapshot (anyone's), for `compactEvery`. */
-  private sinceSnapshot = 0
-  /** When this device writes the next snapshot (snapshot-schedule.ts). */
-  private readonly snapshotSchedule: SnapshotSchedule
+  /** When and how this device writes history snapshots (snapshot-writer.ts). */
+  private readonly snapshots: SnapshotWriter
   /**
    * What snapshots are encoded from (snapshot-source.ts): the inner document's copy on the
    * replica thread, started once this device sends here and half the way to a snapshot.
    */
   private readonly source: SnapshotSource
-  private lastSnapshotSeen: string | undefined
 
   private constructor(
     readonly id: string,
@@ -426,12 +398,12 @@ export class Conversation {
       reject: (code, message) => this.reject(code, message),
       landing: (commit, failure) => this.landing(commit, failure),
     })
-    this.snapshotSchedule = new SnapshotSchedule({ every: ctx.compactEvery })
     this.source = new SnapshotSource(async () => {
       await ctx.store.commit({})
       const rows = await ctx.store.loadLog(id, 'inner')
       return rows.map((r) => r.bytes)
     })
+    this.snapshots = new SnapshotWriter(this.snapshotHost(), this.source)
     this.shown = new ShownList({
       conversationId: id,
       userId: ctx.identity.userId,
@@ -647,7 +619,7 @@ export class Conversation {
     })
     const mux = conn
     const room = this.id
-    const writing = this.writingPart
+    const writing = this.snapshots.writingPart
     const askToSpareParts = () => this.askToSpareParts()
     class RoomSocket extends VirtualSocket {
       constructor() {
@@ -1022,16 +994,14 @@ export class Conversation {
   private rotating = false
 
   private countEnvelopes(epoch: number, n: number, sending: boolean): void {
-    this.sinceSnapshot += n
-    if (sending && !this.source.started && this.ctx.compactEvery > 0 && this.sinceSnapshot >= this.ctx.compactEvery / 2) this.source.start()
-    if (sending) this.maybeSnapshot()
+    this.snapshots.counted(n, sending)
     if (epoch !== this.epochUse.epoch) this.epochUse = { epoch, envelopes: 0, since: Date.now() }
     this.epochUse.envelopes += n
     const { messages, ms } = this.ctx.keyRotation
     // The device whose send crosses the threshold rotates; receivers only count (fewer races).
     // Not while this device writes a snapshot: sealed under the epoch it started with, the
     // snapshot would be refused behind the new epoch's record. The next send rotates.
-    if (!sending || this.rotating || this.snapshotting || epoch !== this.membership.epoch) return
+    if (!sending || this.rotating || this.snapshots.busy || epoch !== this.membership.epoch) return
     if (this.epochUse.envelopes < messages && Date.now() - this.epochUse.since < ms) return
     // Any member may rotate; if two do at once the relay keeps the first and refuses the other.
     this.rotating = true
@@ -1076,10 +1046,72 @@ export class Conversation {
     return { key: key as T, updates }
   }
 
+  /**
+   * Run `job` in the send queue: after everything queued before is sealed and sent, and before
+   * what is queued after (its failure does not stop the queue).
+   */
+  private afterOutgoing<T>(job: () => T | Promise<T>): Promise<T> {
+    const run = this.outgoing.then(job)
+    this.outgoing = run.then(
+      () => undefined,
+      () => undefined,
+    )
+    return run
+  }
+
+  /** What the snapshot writer reads and asks of this conversation (snapshot-writer.ts). */
+  private snapshotHost(): SnapshotHost {
+    const conv = this
+    return {
+      id: this.id,
+      ctx: this.ctx,
+      get inner() {
+        return conv.doc
+      },
+      get outer() {
+        return conv.outer
+      },
+      get closed() {
+        return conv.closed
+      },
+      get membership() {
+        return conv.membership
+      },
+      get epoch() {
+        return conv.epoch
+      },
+      keys: this.record.keys,
+      get cursor() {
+        return conv.cursor
+      },
+      get coverableThrough() {
+        return conv.deferred.reduce((min, d) => Math.min(min, d.seq - 1), conv.cursor)
+      },
+      storedBy: (device) => this.receiptBook.byDevice.get(device)?.stored ?? 0,
+      incomingSettled: () => this.incomingSettled(),
+      get outgoing() {
+        return conv.outgoing
+      },
+      afterOutgoing: (job) => this.afterOutgoing(job),
+      writeOuter: (fn) => this.writeOuter(fn).updates,
+      storeOuter: async (updates) => {
+        await this.commit({ append: updates.map((bytes) => ({ convId: this.id, doc: 'outer' as const, bytes })) })
+        this.appendedRows += updates.length
+      },
+      idsTaken: async () => {
+        if (this.writerIds.held) await this.writerIds.taken()
+      },
+      foldRecords: () => this.foldRecords(),
+      refusedTombstones: () => this.refusedTombstones(),
+      assertOpen: () => this.assertOpen(),
+      report: (err, context) => this.report(err, context),
+    }
+  }
+
   /** Put signed records into the outer log (genesis, invites, joins), durably. */
   async writeRecords(records: Uint8Array[]): Promise<void> {
     await this.ready()
-    const job = this.outgoing.then(async () => {
+    const job = this.afterOutgoing(async () => {
       // Compared in place: encoding every record in the log to text for each write cost
       // O(records) allocation per key rotation, so O(epochs²) over a conversation's life.
       const logged = [...this.outer.getMap<Uint8Array>(OUTER_RECORDS).values()]
@@ -1101,10 +1133,6 @@ export class Conversation {
       await this.foldRecords()
       return { stored }
     })
-    this.outgoing = job.then(
-      () => undefined,
-      () => undefined,
-    )
     await (await job)?.stored
   }
 
@@ -1994,13 +2022,8 @@ export class Conversation {
   async writeSnapshot(state?: Uint8Array): Promise<void> {
     await this.ready()
     this.assertOpen()
-    const job = this.sealAndWriteSnapshot(state)
-    this.snapshotWrite = Promise.all([this.snapshotWrite, job.catch(() => undefined)])
-    return job
+    return this.snapshots.write(state)
   }
-
-  /** While a snapshot part's outer transaction runs (its update is sent from inside it). */
-  private readonly writingPart = { now: false }
 
   /**
    * Tell the relay, once per connection, that this device holds the history it has been sent:
@@ -2040,116 +2063,6 @@ export class Conversation {
   /** The provider's socket `declineSnapshotParts` last spoke on (a reconnect makes a new one). */
   private partsDeclinedOn: unknown
 
-  /** Snapshots being written: close() lets them finish storing. */
-  private snapshotWrite: Promise<unknown> = Promise.resolve()
-  /** Ids of the snapshots this device wrote in this session (base64url). */
-  private readonly ownSnapshotIds = new Set<string>()
-
-  private async sealAndWriteSnapshot(state?: Uint8Array): Promise<void> {
-    // After everything received so far is applied: the snapshot then holds every row up to the
-    // cursor. Encoding, sealing and storing it (a few hundred ms at 20,000 messages) happen
-    // outside the send queue, so sends made meanwhile do not wait for them; it enters the
-    // queue only to write its envelopes.
-    await this.incomingSettled()
-    // Changes Yjs still holds back for their predecessors are in no copy's encoding, yet their
-    // rows would be covered and compacted: a fresh device would never get them. (A message
-    // sealed again after a stale refusal comes in a later row than the messages sent after it,
-    // which wait for it.) Tried again later, as one given up for a key change.
-    if (this.doc.store.pendingStructs !== null || this.doc.store.pendingDs !== null) {
-      this.sinceSnapshot = Math.max(this.sinceSnapshot, this.ctx.compactEvery)
-      this.snapshotGivenUp = true
-      return
-    }
-    // Not past anything still held back: the snapshot must hold every row it covers.
-    const coversSeq = this.deferred.reduce((min, d) => Math.min(min, d.seq - 1), this.cursor)
-    const epoch = this.epoch
-    const key = this.record.keys.get(epoch)
-    const first = this.record.keys.get(0)
-    // Without the first key (a 'from-join' member) we hold only part of the history anyway.
-    if (!key || !first || coversSeq === 0) return
-    // The work starts here, and each of its steps is paced to the snapshot's share of the
-    // time (snapshot-schedule.ts).
-    this.snapshotSchedule.working(performance.now())
-    const pause = () => this.snapshotSchedule.pause()
-    // Local changes already in the document reach the copy when their flush issues its
-    // commit (commit() feeds the copy): the queue as it stands now is waited for.
-    const encoded = state ?? (await this.source.encode(this.doc, this.outgoing, () => this.refusedTombstones()))
-    const plain = await sealSnapshot(encoded, this.id, epoch, key, first, pause)
-    const snapshotId = randomBytes(16)
-    const partBytes = Math.max(16 * 1024, this.ctx.connection.maxEnvelopeBytes - 4096)
-    const parts = Math.max(1, Math.ceil(plain.length / partBytes))
-    const { identity } = this.ctx
-    const envelopes: Uint8Array[] = []
-    for (let part = 0; part < parts; part++) {
-      // A part per step: sealing and signing all of a 5 MB snapshot at once held this thread
-      // ~40 ms (sends and received rows waited); a part is ~2 ms.
-      await pause()
-      envelopes.push(
-        await sealEnvelope({
-          room: this.id,
-          epoch,
-          key,
-          senderDevicePub: identity.devicePub,
-          senderDeviceSecret: identity.deviceSecret,
-          update: plain.subarray(part * partBytes, (part + 1) * partBytes),
-          snapshot: { snapshotId, coversSeq, part, parts },
-        }),
-      )
-    }
-    const record = await this.ctx.signRecord(RecordKind.Snapshot, encodeSnapshotBody({ room: this.id, coversSeq, snapshotId, parts, at: Date.now() }))
-    this.ownSnapshotIds.add(toBase64Url(snapshotId))
-    // Each part goes in an outer transaction of its own, a paced step apart, the record with the
-    // last: one transaction of a 5 MB snapshot held this thread 60-130 ms (Yjs, the provider
-    // and the frames each copy it). The relay sees what it saw before: an update over its frame
-    // limit was split into pieces anyway, and the record still rides with the last part, so a
-    // part refused with it (a stale key) still gets the record refused.
-    if (this.writerIds.held) await this.writerIds.taken()
-    const written: Uint8Array[] = []
-    let givenUp = false
-    try {
-      for (let i = 0; i < envelopes.length && !givenUp; i++) {
-        await pause()
-        const last = i === envelopes.length - 1
-        const job = this.outgoing.then(() => {
-          this.assertOpen()
-          // The key changed while it was sealed (a member left, another device rotated): the
-          // relay would refuse it. Given up; a scheduled one is tried again under the new key
-          // (retrySnapshot; parts already written are covered and compacted by a later snapshot).
-          if (this.epoch !== epoch) return undefined
-          // Its update goes up as `snapshot-part` where the relay takes that (RoomSocket above).
-          this.writingPart.now = true
-          try {
-            return this.writeOuter((log, rec) => {
-              log.set(envelopeKey(this.outer.clientID, Y.getState(this.outer.store, this.outer.clientID)), envelopes[i]!)
-              if (last) rec.set(envelopeKey(this.outer.clientID, Y.getState(this.outer.store, this.outer.clientID)), record)
-            })
-          } finally {
-            this.writingPart.now = false
-          }
-        })
-        this.outgoing = job.then(
-          () => undefined,
-          () => undefined,
-        )
-        const w = await job
-        if (w === undefined) givenUp = true
-        else written.push(...w.updates)
-      }
-    } finally {
-      // What was written is in the outer log and on its way to the relay: stored in any case.
-      if (written.length > 0) {
-        await this.commit({ append: written.map((bytes) => ({ convId: this.id, doc: 'outer' as const, bytes })) })
-        this.appendedRows += written.length
-      }
-    }
-    if (givenUp) {
-      this.sinceSnapshot = Math.max(this.sinceSnapshot, this.ctx.compactEvery)
-      this.snapshotGivenUp = true
-      return
-    }
-    await this.foldRecords()
-  }
-
   /**
    * Tombstones of our messages that failed for good (tombstone.ts). They stay on this device,
    * failed, to be retried or discarded, but are not history: a snapshot carries their
@@ -2165,77 +2078,6 @@ export class Conversation {
       if (update) out.push(tombstoneUpdate(update))
     }
     return out
-  }
-
-  /**
-   * Snapshot once `compactEvery` updates went by since the last snapshot, spaced with the
-   * history's size and kept to a share of the time (snapshot-schedule.ts); the device whose
-   * send crosses the mark does it (fewer races than every device at once).
-   */
-  private maybeSnapshot(): void {
-    const since = this.membership.snapshot?.coversSeq ?? 0
-    // One monotonic clock for the schedule (its pauses measure with it too).
-    const now = performance.now()
-    // Without the first epoch's key (a 'from-join' member) this device cannot write one: leave it to others.
-    if (this.snapshotting || this.closed || !this.record.keys.has(0)) return
-    const at = { since: this.sinceSnapshot, cursor: this.cursor, coveredSeq: since, now }
-    if (!this.snapshotSchedule.due(at)) {
-      // Held back only by its share of the time: tried again when that is over, send or not.
-      if (this.snapshotSchedule.due({ ...at, now: Number.POSITIVE_INFINITY })) this.retrySnapshot()
-      return
-    }
-    // The relay compacts only once every member device holds what a snapshot covers: while
-    // one is far behind (offline), a snapshot would only cost every device a download.
-    // (Relay rows, not envelopes: each holds many. "Far behind" = missing over half of what
-    // came since the last snapshot.) Their next receipts ask again (onReceipts).
-    const behind = this.cursor - Math.floor((this.cursor - since) / 2)
-    for (const device of this.membership.devices.keys()) {
-      if (device !== this.ctx.identity.deviceId && (this.receiptBook.byDevice.get(device)?.stored ?? 0) < behind) {
-        this.snapshotAwaitsReceipts = true
-        return
-      }
-    }
-    this.snapshotAwaitsReceipts = false
-    this.sinceSnapshot = 0
-    this.snapshotting = true
-    this.snapshotGivenUp = false
-    this.snapshotSchedule.started(now)
-    void this.writeSnapshot()
-      // Closing while it was sealed: the next session writes one when its count is reached.
-      .catch((err) => (this.closed && err instanceof PetrelError && err.code === ErrorCode.Closed) || this.report(err, 'could not write a history snapshot'))
-      .finally(() => {
-        this.snapshotting = false
-        this.snapshotSchedule.finished(performance.now())
-        if (this.snapshotGivenUp) this.retrySnapshot()
-      })
-  }
-
-  /** The last snapshot was given up (the key changed while it was sealed): see retrySnapshot. */
-  private snapshotGivenUp = false
-  /** A snapshot is due but waits for other devices to hold more (their receipts): see onReceipts. */
-  private snapshotAwaitsReceipts = false
-  private snapshotRetryTimer: ReturnType<typeof setTimeout> | undefined
-
-  /**
-   * Try again once the schedule allows, without waiting for a send: after a snapshot given up
-   * (it is sealed over many paced steps, so a key rotation, every 1,000 messages by any member,
-   * often lands in it) or held back by its share of the time. When the burst that crossed the
-   * mark was over by then, no send came to try again, and the relay kept the whole history
-   * until the conversation's next message.
-   */
-  private retrySnapshot(): void {
-    this.snapshotGivenUp = false
-    if (this.snapshotRetryTimer !== undefined || this.closed) return
-    const timer = setTimeout(
-      () => {
-        this.snapshotRetryTimer = undefined
-        this.maybeSnapshot()
-      },
-      this.snapshotSchedule.waitMs(performance.now()) + SNAPSHOT_RETRY_MARGIN_MS,
-    )
-    // Never what keeps a process alive.
-    ;(timer as { unref?: () => void }).unref?.()
-    this.snapshotRetryTimer = timer
   }
 
   /** Parse envelope headers and verify their signatures (natively, as one batch). */
@@ -2311,13 +2153,7 @@ export class Conversation {
       this.resealWaiting()
     }
     const snap = this.membership.snapshot
-    const snapId = snap ? toBase64Url(snap.snapshotId) : undefined
-    if (snapId !== this.lastSnapshotSeen) {
-      // Someone else snapshotted: count from there. (Our own reset the count when it began:
-      // what was sent while it was sealed counts towards the next.)
-      if (this.lastSnapshotSeen !== undefined && !this.ownSnapshotIds.has(snapId ?? '')) this.sinceSnapshot = 0
-      this.lastSnapshotSeen = snapId
-    }
+    this.snapshots.noteLatest(snap ? toBase64Url(snap.snapshotId) : undefined)
     this.presence?.refresh()
     // Membership shows in the list only through this user's ticks (who has received and read
     // what), and ticks only through who is a member since when, on which devices: the rest of
@@ -2466,7 +2302,7 @@ export class Conversation {
     this.statusesChanged(this.ownBySeq.between(moved.after, moved.through))
     this.storeSoon([[keyOf.receipts(this.id), encodeReceipts([...this.receiptBook.byDevice.values()])]])
     // A snapshot this device's send made due waited for the others to catch up: maybe now.
-    if (this.snapshotAwaitsReceipts) this.maybeSnapshot()
+    this.snapshots.receiptsMoved()
   }
 
   /** Bookkeeping writes (acks, receipts) of one event-loop turn share one commit. */
@@ -3051,7 +2887,8 @@ export class Conversation {
     this.closed = true
     this.stopAckOnHide?.()
     clearTimeout(this.fillTimer)
-    clearTimeout(this.snapshotRetryTimer)
+    // No snapshot is tried again from here on; one whose envelopes are written is stored below.
+    const snapshotsStored = this.snapshots.close()
     clearTimeout(this.resealTimer)
     // Never loaded: nothing was opened, nothing to flush.
     if (!this.loading) return
@@ -3068,7 +2905,7 @@ export class Conversation {
     provider.destroy()
     this.ctx.connection.unregister(this.id)
     // A snapshot whose envelopes are written is stored too (one still sealing gives up).
-    await this.snapshotWrite
+    await snapshotsStored
     // Sends accepted before closing are signed, written and stored before the store closes;
     // a batch may queue the next one, so wait until the chain stops growing.
     for (let turn = this.sendTurn; ; turn = this.sendTurn) {

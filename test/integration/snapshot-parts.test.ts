@@ -197,7 +197,7 @@ describe('snapshot parts', () => {
     await aliceConv.send('first')
     await until(() => texts(bobConv).includes('first'), 10_000, 'bob has it')
     // A dishonest client: its next message goes up marked as a snapshot part.
-    const marking = (aliceConv as unknown as { writingPart: { now: boolean } }).writingPart
+    const marking = (aliceConv as unknown as { snapshots: { writingPart: { now: boolean } } }).snapshots.writingPart
     marking.now = true
     const m = await aliceConv.send('marked as a part')
     await until(() => aliceConv.message(m.id)?.status !== 'pending', 10_000, 'stored')
