@@ -54,10 +54,8 @@ import {
   decodeCursor,
   decodeMessageSeqs,
   encodeMessageSeqs,
-  decodeOwn,
   decodeReceipts,
   decodeLostKeys,
-  decodeSentEnvelope,
   encodeConversationRecord,
   decodeDeferred,
   decodeVerification,
@@ -67,9 +65,7 @@ import {
   encodeCursor,
   encodeReceipts,
   encodeLostKeys,
-  encodeSentEnvelope,
   keyOf,
-  type OwnMessageState,
 } from './conversation-record.js'
 import type { ClientContext } from './client-context.js'
 import { decodeInviteToken, encodeInviteToken } from './invite-token.js'
@@ -86,7 +82,8 @@ import { PositionIndex } from './position-index.js'
 import { type Message, ShownList, type StoredMessage } from './shown-list.js'
 import { VirtualSocket } from './virtual-socket.js'
 import { rowsToStore, transactWithoutUpdate } from './quiet-transact.js'
-import { inflateSnapshot, type OpenedSnapshot, openSnapshot, snapshotStateNow } from '../shared/snapshot-seal.js'
+import { OwnMessages } from './own-messages.js'
+import { SnapshotAssembly } from './snapshot-assembly.js'
 import { SnapshotSource } from './snapshot-source.js'
 import { type SnapshotHost, SnapshotWriter } from './snapshot-writer.js'
 import { afterUnlessHidden, whenPageHides } from './page-visibility.js'
@@ -277,10 +274,8 @@ export class Conversation {
   /** Our keys that lost a race for their epoch number: only to re-seal what we sealed with them. */
   private readonly lostKeys = new Map<string, Uint8Array>()
   private bindings = new Map<number, string>()
-  private readonly own = new Map<string, OwnMessageState>()
-  private readonly envelopeMessages = new Map<string, string[]>()
-  /** Each envelope's outbox row key (keyOf.sent): fixed once written, so a rewrite replaces it. */
-  private readonly sentRows = new Map<string, string>()
+  /** This device's messages here: their envelopes, ticks from the relay, and outbox rows (own-messages.ts). */
+  private readonly own: OwnMessages
   private cursor = 0
   /** The part of `cursor` whose rows are committed: what acknowledgements claim. */
   private durableCursor = 0
@@ -322,8 +317,8 @@ export class Conversation {
   private readonly syncWaiters = new Set<(err?: PetrelError) => void>()
   /** Sends waiting for this device's first key (a conversation it was added to). */
   private keyWaiters: Array<() => void> = []
-  /** Snapshot parts being gathered, by snapshot id. */
-  private readonly snapshotParts = new Map<string, { parts: Array<Uint8Array | undefined>; got: number; coversSeq: number; sender: string; epoch: number }>()
+  /** Received snapshots, from their parts to the state to apply (snapshot-assembly.ts). */
+  private readonly assembly: SnapshotAssembly
   /**
    * Highest row that reached us compacted (its content replaced by a snapshot): a snapshot
    * covering it is needed, and updates after it are held for it while catching up.
@@ -369,6 +364,7 @@ export class Conversation {
     private readonly ctx: ClientContext,
   ) {
     this.book = new MembershipBook(id, ctx.identity)
+    this.own = new OwnMessages(id)
     const conv = this
     this.writerIds = new SessionWriterIds({
       convId: id,
@@ -404,6 +400,13 @@ export class Conversation {
       return rows.map((r) => r.bytes)
     })
     this.snapshots = new SnapshotWriter(this.snapshotHost(), this.source)
+    this.assembly = new SnapshotAssembly(
+      id,
+      (code, message) => this.reject(code, message),
+      () => {
+        if (!this.closed) this.retryDeferred()
+      },
+    )
     this.shown = new ShownList({
       conversationId: id,
       userId: ctx.identity.userId,
@@ -531,42 +534,12 @@ export class Conversation {
     }
     this.appendedRows = 0
     if (compact.compact!.length > 0) await store.commit(compact)
-    // A message listed twice (an envelope's row computed before its messages moved to a new
-    // envelope, but issued after the move's commit: refusals and acknowledgements wait for the
-    // incoming chain): the most advanced state wins, as no message goes back from ✓ to pending,
-    // or from sent again to refused. Refused as stale is the earliest of all: the message leaves
-    // that envelope when it is sealed again, and whatever it meets after that is later.
-    const rank = (s: OwnMessageState) => (s.seq > 0 ? 3 : s.stale ? 0 : s.failure === '' ? 2 : 1)
-    const offer = (msgId: string, state: OwnMessageState) => {
-      const have = this.own.get(msgId)
-      if (!have || rank(state) >= rank(have)) this.own.set(msgId, state)
-    }
-    const legacy: string[] = []
-    for (const [key, value] of ownRows) {
-      const msgId = key.slice(keyOf.ownPrefix(this.id).length)
-      legacy.push(msgId)
-      offer(msgId, decodeOwn(value))
-    }
-    const rows = sentRows.map(([key, value]) => ({ key, row: decodeSentEnvelope(value) }))
-    for (const { key, row } of rows) {
-      this.sentRows.set(row.envelopeKey, key)
-      for (const msgId of row.msgIds) offer(msgId, { envelopeKey: row.envelopeKey, seq: row.seq, failure: row.failure, refused: row.refused, stale: row.stale })
-    }
+    // Once, here: rows naming messages that are no longer theirs are rewritten, and format-1
+    // rows become rows per envelope.
+    const tidy = this.own.load(ownRows, sentRows)
     // Refused as stale before the last stop and not sealed again yet: sealed again once this
     // device holds the current key (at the end of the load, or when the key comes).
     for (const [msgId, state] of this.own) if (state.stale && state.seq === 0) this.resealQueue.add(msgId)
-    for (const [msgId, state] of this.own) {
-      const list = this.envelopeMessages.get(state.envelopeKey)
-      if (list) list.push(msgId)
-      else this.envelopeMessages.set(state.envelopeKey, [msgId])
-    }
-    // Once, here: rows naming messages that are no longer theirs are rewritten (or deleted), and
-    // format-1 rows become rows per envelope, so the next start reads one row per envelope.
-    const rewrite = new Set<string>()
-    for (const { row } of rows) if (row.msgIds.some((id) => this.own.get(id)?.envelopeKey !== row.envelopeKey)) rewrite.add(row.envelopeKey)
-    for (const id of legacy) rewrite.add(this.own.get(id)!.envelopeKey)
-    const tidy: Array<[string, Uint8Array | null]> = legacy.map((id) => [keyOf.own(this.id, id), null])
-    for (const key of rewrite) this.sentRowPuts(key, tidy)
     // Best effort: what is in memory is right already, and the next start tries again (a full
     // disk must not keep the conversation from opening).
     if (tidy.length > 0) await store.commit({ put: tidy }).catch((err) => this.report(err, 'could not tidy the outbox'))
@@ -680,8 +653,8 @@ export class Conversation {
       if (this.missedThrough > 0) {
         const job = this.incomingTail.then(async () => {
           // A snapshot still inflating is what the held updates wait for: it goes first.
-          if (this.inflating) {
-            await this.inflating
+          if (this.assembly.inflating) {
+            await this.assembly.inflating
             await this.processIncoming([], [], [], 0)
           }
           if (this.missedThrough === 0) return
@@ -883,8 +856,10 @@ export class Conversation {
       // Nothing of this batch is stored (commits are atomic); what was stored before is intact.
       // The messages stay visible here as failed, with the reason, and the app hears of it.
       const reason = err instanceof PetrelError ? err : new PetrelError(ErrorCode.StorageFailed, String(err), { cause: err, conversationId: this.id })
-      for (const item of batch)
-        for (const msgId of item.tags) this.own.set(msgId, { envelopeKey: '', seq: 0, failure: `storage failed: ${reason.message}` })
+      this.own.failedToStore(
+        batch.flatMap((item) => item.tags),
+        `storage failed: ${reason.message}`,
+      )
       this.ctx.reportError(reason)
       this.statusesChanged(batch.flatMap((item) => item.tags))
       for (const item of batch) item.reject(reason)
@@ -915,20 +890,10 @@ export class Conversation {
       )
       const puts: Array<[string, Uint8Array | null]> = []
       // Messages sent again (a retry, a re-seal) leave the row of the envelope they were in.
-      const left = new Set<string>()
-      chunks.forEach((chunk, i) => {
-        const envelopeKey = written.key[i]!
-        for (const msgId of chunk.tags) {
-          const before = this.own.get(msgId)?.envelopeKey
-          if (before) left.add(before)
-          this.own.set(msgId, { envelopeKey, seq: 0, failure: '' })
-        }
-        if (chunk.tags.length > 0) {
-          this.envelopeMessages.set(envelopeKey, chunk.tags)
-          this.sentRowPuts(envelopeKey, puts)
-        }
-      })
-      for (const key of left) this.sentRowPuts(key, puts)
+      this.own.sealed(
+        chunks.map((chunk, i) => ({ envelopeKey: written.key[i]!, msgIds: chunk.tags })),
+        puts,
+      )
       for (const item of batch) if (item.puts) puts.push(...item.puts)
       // A tombstone is for receivers only: in the local log it would delete the failed message
       // it stands for when the log is next read (this device keeps it, with its error, to
@@ -1743,28 +1708,7 @@ export class Conversation {
     // whole takes no member's copy of it.
     const coversMore = this.compactedInCatchUp && part.coversSeq > this.appliedCoversSeq
     if (this.missedThrough === 0 && (this.stillMissingThrough === 0 || part.coversSeq < this.stillMissingThrough) && !coversMore) return
-    const id = toBase64Url(part.snapshotId)
-    let entry = this.snapshotParts.get(id)
-    // A few at once at most: only the latest record's snapshot is ever applied.
-    if (!entry && this.snapshotParts.size >= 4) return
-    if (!entry) {
-      entry = { parts: new Array(part.parts).fill(undefined), got: 0, coversSeq: part.coversSeq, sender, epoch }
-      this.snapshotParts.set(id, entry)
-    }
-    // Every part from one device, under one key: a snapshot is one author's copy.
-    if (entry.parts.length !== part.parts || entry.coversSeq !== part.coversSeq || entry.sender !== sender || entry.epoch !== epoch || entry.parts[part.part]) return
-    entry.parts[part.part] = part.bytes
-    entry.got++
-    if (entry.got < entry.parts.length) return
-    this.snapshotParts.delete(id)
-    const total = entry.parts.reduce((n, p) => n + p!.length, 0)
-    const sealed = new Uint8Array(total)
-    let at = 0
-    for (const p of entry.parts) {
-      sealed.set(p!, at)
-      at += p!.length
-    }
-    this.readySnapshot = { id, sealed, epoch, sender, seq }
+    this.assembly.add(part, epoch, sender, seq)
   }
 
   /**
@@ -1775,56 +1719,9 @@ export class Conversation {
    * Returns the seq of the part that completed the snapshot applied, if one was.
    */
   private applyReadySnapshot(messages: Y.Map<StoredMessage>): number | undefined {
-    const inflated = this.inflatedSnapshot
-    if (inflated) {
-      this.inflatedSnapshot = undefined
-      return this.applySnapshot(inflated.state, messages, inflated.coversSeq, inflated.seq)
-    }
-    const ready = this.readySnapshot
-    const latest = this.membership.snapshot
-    if (!ready || !latest || toBase64Url(latest.snapshotId) !== ready.id) return undefined
-    this.readySnapshot = undefined
-    if (this.membership.everDevices.get(ready.sender) !== latest.by) return undefined
-    const key = this.record.keys.get(ready.epoch)
-    const first = this.record.keys.get(0)
-    // A 'from-join' member cannot open it, by design: it holds what was said before they came.
-    if (!key || !first) return undefined
-    let opened: OpenedSnapshot
-    try {
-      opened = openSnapshot(ready.sealed, this.id, ready.epoch, key, first)
-    } catch (err) {
-      this.reject(ErrorCode.EnvelopeRejected, `history snapshot refused: ${(err as Error).message}`)
-      return undefined
-    }
-    let now: Uint8Array | undefined
-    try {
-      now = snapshotStateNow(opened)
-    } catch (err) {
-      this.reject(ErrorCode.Malformed, `history snapshot refused: ${(err as Error).message}`)
-      return undefined
-    }
-    if (now) return this.applySnapshot(now, messages, latest.coversSeq, ready.seq)
-    // Compressed, and this platform inflates only asynchronously (a browser).
-    const coversSeq = latest.coversSeq
-    const inflating = inflateSnapshot(opened).then(
-      (state) => {
-        // Two may inflate at once (a newer one completed meanwhile): the one covering more wins.
-        if (!this.inflatedSnapshot || this.inflatedSnapshot.coversSeq <= coversSeq) this.inflatedSnapshot = { state, coversSeq, seq: ready.seq }
-      },
-      (err) => this.reject(ErrorCode.Malformed, `history snapshot refused: ${(err as Error).message}`),
-    )
-    const settled: Promise<void> = inflating.finally(() => {
-      if (this.inflating === settled) this.inflating = undefined
-      if (!this.closed) this.retryDeferred()
-    })
-    this.inflating = settled
-    return undefined
+    const ready = this.assembly.take(this.membership, this.record.keys)
+    return ready && this.applySnapshot(ready.state, messages, ready.coversSeq, ready.seq)
   }
-
-  private readySnapshot: { id: string; sealed: Uint8Array; epoch: number; sender: string; seq: number } | undefined
-  /** A compressed snapshot being inflated, and then its state, waiting for the next receive pass. */
-  private inflating: Promise<void> | undefined
-  private inflatedSnapshot: { state: Uint8Array; coversSeq: number; seq: number } | undefined
 
   /**
    * Apply a snapshot's inner state (inside the batch's transaction). Its messages are held
@@ -2244,7 +2141,7 @@ export class Conversation {
       state.stale = false
     }
     const puts: Array<[string, Uint8Array | null]> = []
-    for (const key of new Set(unopened.map((id) => this.own.get(id)!.envelopeKey))) this.sentRowPuts(key, puts)
+    for (const key of new Set(unopened.map((id) => this.own.get(id)!.envelopeKey))) this.own.rowPuts(key, puts)
     this.landing(this.commit({ put: puts }), 'could not store a failure')
     this.statusesChanged(unopened)
     this.ctx.reportError(new PetrelError(ErrorCode.EnvelopeRejected, `${unopened.length} message(s) refused as stale could not be sealed again: their key is gone`, { conversationId: this.id }))
@@ -2272,14 +2169,13 @@ export class Conversation {
     for (const range of msg.ranges) {
       for (let i = 0; i < range.len; i++) {
         const key = envelopeKey(range.client, range.clock + i)
-        for (const msgId of this.envelopeMessages.get(key) ?? []) {
-          const state = this.own.get(msgId)
-          // Only messages still in that envelope: one that left it (sent again in another) is not
-          // stored by this one's ack (the relay acknowledges a resent refused range again).
+        // Only messages still in that envelope: one that left it (sent again in another) is not
+        // stored by this one's ack (the relay acknowledges a resent refused range again).
+        for (const [msgId, state] of this.own.inEnvelope(key)) {
           // Refused for good (its blank stands in the row): an ack now is the relay acknowledging
           // that row again after a resend, not the message. It stays failed. Refused as stale
           // and waiting to be sealed again: the same.
-          if (state?.seq !== 0 || state.envelopeKey !== key || state.refused || state.stale) continue
+          if (state.seq !== 0 || state.refused || state.stale) continue
           state.seq = msg.seq
           // Stored by the relay: a failure without a refusal (a denial while not a member) is over.
           state.failure = ''
@@ -2289,7 +2185,7 @@ export class Conversation {
         }
       }
     }
-    for (const key of envelopes) this.sentRowPuts(key, puts)
+    for (const key of envelopes) this.own.rowPuts(key, puts)
     if (this.provider?.synced && msg.seq > this.cursor) this.advanceCursor(msg.seq)
     if (puts.length === 0) return
     this.statusesChanged(acked)
@@ -2524,9 +2420,7 @@ export class Conversation {
     for (const range of msg.ranges)
       for (let i = 0; i < range.len; i++) {
         const key = envelopeKey(range.client, range.clock + i)
-        for (const msgId of this.envelopeMessages.get(key) ?? []) {
-          const state = this.own.get(msgId)
-          if (!state || state.envelopeKey !== key) continue
+        for (const [msgId, state] of this.own.inEnvelope(key)) {
           if (msg.reason === Reason.StaleEpoch) {
             // Not a failure: sealed before we knew of a new key. It goes again under the new one.
             this.resealQueue.add(msgId)
@@ -2540,11 +2434,11 @@ export class Conversation {
           tombstones.add(key)
         }
       }
-    for (const key of tombstones) this.sentRowPuts(key, puts)
+    for (const key of tombstones) this.own.rowPuts(key, puts)
     if (stale.size > 0) {
       // Issued now, before the re-seal's commit (commits land in order), which replaces these rows.
       const marks: Array<[string, Uint8Array | null]> = []
-      for (const key of stale) this.sentRowPuts(key, marks)
+      for (const key of stale) this.own.rowPuts(key, marks)
       this.landing(this.commit({ put: marks }), 'could not store a stale refusal')
     }
     // A gap is transient (a live update overtook the sync that carries its predecessors): the
@@ -2613,7 +2507,7 @@ export class Conversation {
         envelopes.add(state.envelopeKey)
       }
     }
-    for (const key of envelopes) this.sentRowPuts(key, puts)
+    for (const key of envelopes) this.own.rowPuts(key, puts)
     this.ctx.reportError(err)
     if (puts.length > 0) {
       this.statusesChanged()
@@ -2751,7 +2645,7 @@ export class Conversation {
     const update = this.originalUpdate(state.envelopeKey)
     if (!update) throw new PetrelError(ErrorCode.NotFound, `the envelope of ${id} is gone`, { conversationId: this.id })
     // The envelope may carry other failed messages sent with this one: they go again with it.
-    const ids = (this.envelopeMessages.get(state.envelopeKey) ?? [id]).filter((m) => m === id || (this.own.get(m)?.envelopeKey === state.envelopeKey && this.own.get(m)?.failure))
+    const ids = this.own.failedWith(id)
     for (const m of ids) {
       this.own.get(m)!.failure = ''
       this.own.get(m)!.refused = false
@@ -2773,30 +2667,6 @@ export class Conversation {
     return key ? decryptEnvelope(this.id, header, key) : undefined
   }
 
-  /**
-   * The outbox row of one envelope of ours as its messages' state stands now, appended to
-   * `puts`: the messages still in it (not sent again in another, not discarded), or its
-   * deletion once none is.
-   */
-  private sentRowPuts(envelopeKey: string, puts: Array<[string, Uint8Array | null]>): void {
-    // A batch whose commit failed has no envelope (its state is only in memory).
-    if (envelopeKey === '') return
-    const ids = (this.envelopeMessages.get(envelopeKey) ?? []).filter((m) => this.own.get(m)?.envelopeKey === envelopeKey)
-    let rowKey = this.sentRows.get(envelopeKey)
-    if (ids.length === 0) {
-      if (rowKey === undefined) return
-      this.sentRows.delete(envelopeKey)
-      puts.push([rowKey, null])
-      return
-    }
-    if (rowKey === undefined) {
-      rowKey = keyOf.sent(this.id, ids[0]!, envelopeKey)
-      this.sentRows.set(envelopeKey, rowKey)
-    }
-    const { seq, failure, refused, stale } = this.own.get(ids[0]!)!
-    puts.push([rowKey, encodeSentEnvelope({ envelopeKey, seq, failure, refused, stale, msgIds: ids })])
-  }
-
   /** Drop a failed message from this device. */
   async discard(id: string): Promise<void> {
     await this.ready()
@@ -2816,7 +2686,7 @@ export class Conversation {
     })
     // Its format-1 row too, should the start's tidy have failed (a full disk) and left it.
     const puts: Array<[string, Uint8Array | null]> = [[keyOf.own(this.id, id), null]]
-    this.sentRowPuts(state.envelopeKey, puts)
+    this.own.rowPuts(state.envelopeKey, puts)
     await this.commit({ put: puts })
     this.changed()
   }

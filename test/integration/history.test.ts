@@ -99,9 +99,7 @@ const cursors = (c: Conversation) => {
     durableCursor: number
     ackedAhead: Set<number>
     unresolvedRows: unknown[]
-    sinceSnapshot: number
-    snapshotting: boolean
-    snapshotSchedule: object
+    snapshots: { since: number; writing: boolean; schedule: object }
     membership: { snapshot?: { coversSeq: number } }
     receiptBook: { byDevice: Map<string, { stored: number }> }
   }
@@ -110,10 +108,10 @@ const cursors = (c: Conversation) => {
     durable: x.durableCursor,
     ackedAhead: [...x.ackedAhead].slice(0, 10),
     unresolved: x.unresolvedRows.length,
-    sinceSnapshot: x.sinceSnapshot,
-    snapshotting: x.snapshotting,
+    sinceSnapshot: x.snapshots.since,
+    snapshotting: x.snapshots.writing,
     covers: x.membership.snapshot?.coversSeq,
-    schedule: x.snapshotSchedule,
+    schedule: x.snapshots.schedule,
     peersStored: [...x.receiptBook.byDevice.values()].map((r) => r.stored),
   })
 }

@@ -9,6 +9,7 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { Conversation } from '../../src/client/index.js'
+import type { SnapshotAssembly } from '../../src/client/snapshot-assembly.js'
 import { randomBytes, toBase64Url } from '../../src/shared/crypto/index.js'
 import { RoomMessage } from '../../src/shared/room-messages.js'
 import { setInflateGate, setSyncInflate } from '../../src/shared/snapshot-deflate.js'
@@ -116,7 +117,7 @@ describe.each([
     })
     expect(texts(carolConv)).toEqual(texts(aliceConv))
     // Inflated (seal version 2) and applied: nothing left waiting for it.
-    expect((carolConv as unknown as { inflating?: Promise<void> }).inflating).toBeUndefined()
+    expect((carolConv as unknown as { assembly: SnapshotAssembly }).assembly.inflating).toBeUndefined()
   }, 60_000)
 })
 
@@ -145,9 +146,9 @@ describe('a catch-up that ends while its snapshot still inflates (as in a browse
     })
     await until(async () => (await carol.conversations()).length === 1, 10_000, 'carol joining')
     const [carolConv] = await carol.conversations()
-    const inside = carolConv as unknown as { inflating?: Promise<void>; provider?: { synced: boolean }; missedThrough: number }
+    const inside = carolConv as unknown as { assembly: SnapshotAssembly; provider?: { synced: boolean }; missedThrough: number }
     // Every part arrived in the catch-up and the snapshot is inflating; then the catch-up ends.
-    await until(() => inside.inflating !== undefined && inside.provider?.synced === true, 10_000, 'caught up while inflating')
+    await until(() => inside.assembly.inflating !== undefined && inside.provider?.synced === true, 10_000, 'caught up while inflating')
     await new Promise((r) => setTimeout(r, 300))
     // Shown before the history, the tail would sit above a gap: it is held until the snapshot is in,
     // and join() (which resolves once the catch-up is applied) waits too.
@@ -162,7 +163,7 @@ describe('a catch-up that ends while its snapshot still inflates (as in a browse
     // Its messages show as their signatures are checked, a page at a time.
     await until(() => carolConv!.messages().length === 3011, 20_000, 'carol shows every message')
     expect(texts(carolConv!)).toEqual(texts(aliceConv))
-    expect(inside.inflating).toBeUndefined()
+    expect(inside.assembly.inflating).toBeUndefined()
     expect(inside.missedThrough).toBe(0)
   }, 60_000)
 })
