@@ -32,7 +32,7 @@ import {
 } from '../shared/records.js'
 import { sealKeyBundle } from '../shared/key-bundle.js'
 import { readPublicIdentity } from './public-identity.js'
-import { type MessageBatchEntry, signMessage, signMessageBatch, verifyMessages } from './message-signature.js'
+import { type MessageBatchEntry, signMessage, signMessageBatch } from './message-signature.js'
 import {
   type ReceiptEntry,
   readAck,
@@ -58,9 +58,7 @@ import {
   decodeLostKeys,
   encodeConversationRecord,
   decodeDeferred,
-  decodeVerification,
   encodeDeferred,
-  encodeVerification,
   encodeBindings,
   encodeCursor,
   encodeReceipts,
@@ -84,6 +82,7 @@ import { VirtualSocket } from './virtual-socket.js'
 import { rowsToStore, transactWithoutUpdate } from './quiet-transact.js'
 import { OwnMessages } from './own-messages.js'
 import { SnapshotAssembly } from './snapshot-assembly.js'
+import { SnapshotChecks } from './snapshot-checks.js'
 import { SnapshotSource } from './snapshot-source.js'
 import { type SnapshotHost, SnapshotWriter } from './snapshot-writer.js'
 import { afterUnlessHidden, whenPageHides } from './page-visibility.js'
@@ -179,9 +178,6 @@ const TICKS: Readonly<Record<'pending' | 'sent' | 'delivered' | 'read', { readon
 const MAX_DEFERRED = 50_000
 /** Merge a document's stored updates into one row when it has more than this many. */
 const COMPACT_AFTER_ROWS = 500
-/** Snapshot messages verified per step, newest first: a screenful first, then larger steps. */
-const VERIFY_FIRST_PAGE = 100
-const VERIFY_PAGE = 1000
 /** Envelope bytes one pass over received pages takes at most (it blocks the thread while it runs). */
 const MERGE_PAGES_BYTES = 1024 * 1024
 /**
@@ -344,10 +340,8 @@ export class Conversation {
    * older snapshot, no longer the latest record's by then, is not used).
    */
   private stillMissingThrough = 0
-  /** Messages that came from a snapshot: shown once their author's signature verifies, never if it fails. */
-  private readonly unverified = new Set<string>()
-  private readonly rejectedMessages = new Set<string>()
-  private verifying: Promise<void> | undefined
+  /** Messages that came from a snapshot: shown once their author's signature verifies, never if it fails (snapshot-checks.ts). */
+  private readonly checks: SnapshotChecks
   /** This device unlinked someone and the key has not changed since: it rotates, admin or not. */
   private unlinkedHere = false
   /** When and how this device writes history snapshots (snapshot-writer.ts). */
@@ -366,6 +360,25 @@ export class Conversation {
     this.book = new MembershipBook(id, ctx.identity)
     this.own = new OwnMessages(id)
     const conv = this
+    this.checks = new SnapshotChecks({
+      id,
+      get closed() {
+        return conv.closed
+      },
+      get inner() {
+        return conv.doc
+      },
+      get membership() {
+        return conv.membership
+      },
+      get incomingTail() {
+        return conv.incomingTail
+      },
+      store: (put) => this.commit({ put: [put] }),
+      changed: () => this.changed(),
+      reportError: (err) => ctx.reportError(err),
+      report: (err, context) => this.report(err, context),
+    })
     this.writerIds = new SessionWriterIds({
       convId: id,
       store: ctx.store,
@@ -413,7 +426,7 @@ export class Conversation {
       // Read when the list is first built (after the documents load), not here.
       messages: () => this.doc.getMap<StoredMessage>(INNER_MESSAGES),
       profiles: () => this.doc.getMap<{ name?: string }>(INNER_PROFILES),
-      hidden: (msgId) => (this.unverified.size > 0 || this.rejectedMessages.size > 0) && (this.unverified.has(msgId) || this.rejectedMessages.has(msgId)),
+      hidden: (msgId) => this.checks.hidden(msgId),
       statusOf: (msgId, author, v) => this.statusOf(msgId, author, v),
     })
   }
@@ -499,7 +512,7 @@ export class Conversation {
       this.summaryStale = summary === undefined || stale !== undefined
     }
     const verification = await store.get(keyOf.verification(this.id))
-    if (verification) decodeVerification(verification, this.unverified, this.rejectedMessages)
+    if (verification) this.checks.load(verification)
     const [outerRows, innerRows, ownRows, sentRows, bindings, cursor, readCursor, receipts, seqs, seqBatches, stillMissing, lostKeys, writerIds] = await Promise.all([
       store.loadLog(this.id, 'outer'),
       store.loadLog(this.id, 'inner'),
@@ -580,7 +593,7 @@ export class Conversation {
     this.outer.on('update', this.outerListener)
     this.doc.getMap(INNER_MESSAGES).observe((event) => this.changed(event.keysChanged))
     this.doc.getMap(INNER_PROFILES).observe(() => this.changed())
-    if (this.unverified.size > 0) this.verifySoon()
+    if (this.checks.waiting) void this.checks.verifySoon()
     if (this.resealQueue.size > 0) this.resealWaiting()
   }
 
@@ -1649,8 +1662,8 @@ export class Conversation {
       this.cursor = through
       batch.put!.push([keyOf.cursor(this.id), encodeCursor(through)])
     }
-    if (this.verificationDirty) batch.put!.push([keyOf.verification(this.id), encodeVerification(this.unverified, this.rejectedMessages)])
-    this.verificationDirty = false
+    const checksRow = this.checks.takeRow()
+    if (checksRow) batch.put!.push(checksRow)
     // A listed message from another of our devices takes its ticks from its position, which
     // this batch may have just set: its row is read again.
     const siblings = seqEntries.filter(([key]) => this.shown.listed(key))
@@ -1676,7 +1689,7 @@ export class Conversation {
     )
     this.storing = this.storing.then(() => stored)
     this.appendedRows += batch.append!.length
-    if (this.unverified.size > 0) this.verifySoon()
+    if (this.checks.waiting) void this.checks.verifySoon()
     if (this.retryDeferredSoon) this.retryDeferred()
     this.countEnvelopes(this.membership.epoch, receivedUpdates, false)
   }
@@ -1759,15 +1772,10 @@ export class Conversation {
       // The snapshot it waited for after its catch-up came live: the rest may be spared now.
       queueMicrotask(() => this.declineSnapshotParts())
     }
-    for (const [k, v] of messages) {
-      if (before.get(k) === v) continue
-      this.unverified.add(k)
-      this.verificationDirty = true
-    }
+    for (const [k, v] of messages) if (before.get(k) !== v) this.checks.hold(k)
     return seq
   }
 
-  private verificationDirty = false
   private retryDeferredSoon = false
   /** The updates the receive transaction in progress has applied, as received. */
   private applied: { updates: Uint8Array[]; whole: boolean } | undefined
@@ -1853,62 +1861,6 @@ export class Conversation {
     this.retryDeferredSoon = true
     const job = this.incomingTail.then(() => this.processIncoming([], [], [], 0))
     this.incoming = job.catch((err) => this.report(err, 'could not apply held messages'))
-  }
-
-  /** Verify snapshot messages newest first, a page at a time, showing each page once checked. */
-  private verifySoon(): void {
-    this.verifying ??= (async () => {
-      try {
-        const messages = this.doc.getMap<StoredMessage>(INNER_MESSAGES)
-        let size = VERIFY_FIRST_PAGE
-        while (this.unverified.size > 0 && !this.closed) {
-          // Received rows go first: they show the newest messages at once, while this works
-          // through a snapshot's older ones (each page is ~70 ms of this thread's time).
-          await this.incomingTail
-          if (this.unverified.size === 0 || this.closed) break
-          const page = [...this.unverified]
-            .map((id) => ({ id, value: messages.get(id) }))
-            .sort((a, b) => (b.value?.h ?? 0) - (a.value?.h ?? 0))
-            .slice(0, size)
-          size = VERIFY_PAGE
-          const owner = (device: string) => this.membership.everDevices.get(device)
-          const batches = this.doc.getMap(INNER_MESSAGE_BATCHES)
-          const verdicts = await verifyMessages(this.id, page, owner, (key) => batches.get(key))
-          let bad = 0
-          page.forEach(({ id, value }, i) => {
-            this.unverified.delete(id)
-            if (value === undefined) return
-            if (!verdicts[i]) {
-              this.rejectedMessages.add(id)
-              bad++
-            }
-          })
-          if (bad > 0) {
-            this.ctx.reportError(
-              new PetrelError(ErrorCode.EnvelopeRejected, `${bad} message(s) in a history snapshot do not carry their author's signature: not shown`, { conversationId: this.id }),
-            )
-          }
-          this.verificationDirty = true
-          this.changed()
-        }
-        // Stored once at the end (and with any received batch before it): rewriting every id
-        // still unverified after each page was quadratic, and a restart merely checks again.
-        if (this.verificationDirty && !this.closed) {
-          this.verificationDirty = false
-          await this.commit({ put: [[keyOf.verification(this.id), encodeVerification(this.unverified, this.rejectedMessages)]] })
-        }
-      } catch (err) {
-        this.report(err, 'could not verify snapshot messages')
-        return
-      } finally {
-        this.verifying = undefined
-      }
-      // A snapshot applied while the last page's state was being stored added messages this
-      // pass no longer looks at, and its verifySoon found this pass still running: without
-      // another pass they stayed hidden until the next received batch (a fresh device that
-      // applied a second snapshot at the end of its catch-up showed 600 of 6,600 for good).
-      if (this.unverified.size > 0 && !this.closed) this.verifySoon()
-    })()
   }
 
   /**
