@@ -43,7 +43,6 @@ import {
   RoomMessage,
   type RowIndexEntry,
   WantParts,
-  writeDeviceAck,
   writeWantParts,
 } from '../shared/room-messages.js'
 import { Reason, RelayFeature, reasonName, StrictReader } from '../shared/wire.js'
@@ -81,11 +80,12 @@ import { type Message, ShownList, type StoredMessage } from './shown-list.js'
 import { VirtualSocket } from './virtual-socket.js'
 import { rowsToStore, transactWithoutUpdate } from './quiet-transact.js'
 import { OwnMessages } from './own-messages.js'
+import { DeviceAcks } from './device-acks.js'
+import { isClock, messageIdFor } from './message-id.js'
 import { SnapshotAssembly } from './snapshot-assembly.js'
 import { SnapshotChecks } from './snapshot-checks.js'
 import { SnapshotSource } from './snapshot-source.js'
 import { type SnapshotHost, SnapshotWriter } from './snapshot-writer.js'
-import { afterUnlessHidden, whenPageHides } from './page-visibility.js'
 import { utf8Length } from '../shared/utf8-length.js'
 import { encodeSummary, STALE, staleSummaryKey, type Summary, SUMMARY_MESSAGES, summaryKey } from './summary.js'
 
@@ -144,8 +144,6 @@ const ORIGIN_REMOTE = Symbol('remote')
 const ORIGIN_LOCAL_OUTER = Symbol('local-outer')
 /** Text limit, besides the relay's envelope limit. */
 const MAX_TEXT_BYTES = 64 * 1024
-/** A device acknowledges (✓✓, blue ✓✓) at most this often. */
-const ACK_EVERY_MS = 50
 /** How long a flush waits at most for the commit before its own (see flushSeals). */
 let flushWaitMs = 2
 
@@ -263,8 +261,6 @@ export class Conversation {
   /** Log rows appended since load, and whether a local write failed: see compactOnClose. */
   private appendedRows = 0
   private localWriteFailed = false
-  /** A commit of received rows failed in this session (see noteDurable). */
-  private receiveWriteFailed = false
   /** Log keys received but not processed yet (processing is queued behind earlier batches). */
   private readonly queued = new Set<string>()
   /** Our keys that lost a race for their epoch number: only to re-seal what we sealed with them. */
@@ -273,15 +269,12 @@ export class Conversation {
   /** This device's messages here: their envelopes, ticks from the relay, and outbox rows (own-messages.ts). */
   private readonly own: OwnMessages
   private cursor = 0
-  /** The part of `cursor` whose rows are committed: what acknowledgements claim. */
-  private durableCursor = 0
-  /** Highest seq this device has displayed (markRead). */
-  private readCursor = 0
+  /** How far this device tells the relay it holds and has read (device-acks.ts): the senders' ✓✓. */
+  private readonly acks: DeviceAcks
   /** seq of the envelope that brought each received message (for unread counts). */
   private readonly messageSeq = new Map<string, number>()
   private readonly receiptBook = new ReceiptBook()
   private presence: Presence | undefined
-  private ackScheduled = false
   private hlc = 0
   private counter = 0
   private outgoing: Promise<void> = Promise.resolve()
@@ -360,6 +353,17 @@ export class Conversation {
     this.book = new MembershipBook(id, ctx.identity)
     this.own = new OwnMessages(id)
     const conv = this
+    this.acks = new DeviceAcks({
+      deviceId: ctx.identity.deviceId,
+      readReceipts: ctx.readReceipts,
+      get closed() {
+        return conv.closed
+      },
+      socket: () => {
+        const ws = this.provider?.ws
+        return ws && this.provider?.synced && ws.readyState === 1 ? ws : undefined
+      },
+    })
     this.checks = new SnapshotChecks({
       id,
       get closed() {
@@ -558,8 +562,7 @@ export class Conversation {
     if (tidy.length > 0) await store.commit({ put: tidy }).catch((err) => this.report(err, 'could not tidy the outbox'))
     if (bindings) this.bindings = decodeBindings(bindings)
     if (cursor) this.cursor = decodeCursor(cursor)
-    this.durableCursor = this.cursor
-    if (readCursor) this.readCursor = decodeCursor(readCursor)
+    this.acks.resume(this.cursor, readCursor ? decodeCursor(readCursor) : 0)
     if (receipts) this.receiptBook.merge(decodeReceipts(receipts))
     const seqPrefix = keyOf.messageSeqPrefix(this.id).length
     for (const [key, value] of seqs) this.messageSeq.set(key.slice(seqPrefix), decodeCursor(value))
@@ -690,7 +693,7 @@ export class Conversation {
         })
       }
       this.settleSyncWaiters()
-      this.scheduleAck()
+      this.acks.schedule()
       // Once what the catch-up brought is applied (and any snapshot it waits for is known).
       void this.incomingTail.then(() => {
         this.compactedInCatchUp = false
@@ -1442,7 +1445,7 @@ export class Conversation {
     })
     this.incoming = job.catch((err) => {
       this.localWriteFailed = true
-      this.receiveWriteFailed = true
+      this.acks.storeFailedOnce()
       this.report(err, 'could not store received messages')
     })
   }
@@ -1675,15 +1678,15 @@ export class Conversation {
     // a transaction (an fsync) per received batch.
     const stored = this.commit(batch, SOON).then(
       () => {
-        this.noteDurable(committedThrough)
+        this.acks.stored(committedThrough)
         // Listeners hear of the batch again now it is stored; what it showed changed in its transaction.
         this.changed([])
         // Stored durably: now, and only now, tell the members (✓✓).
-        this.scheduleAck()
+        this.acks.schedule()
       },
       (err) => {
         this.localWriteFailed = true
-        this.receiveWriteFailed = true
+        this.acks.storeFailedOnce()
         this.report(err, 'could not store received messages')
       },
     )
@@ -2204,8 +2207,8 @@ export class Conversation {
       const through = this.heldThrough(seq)
       this.cursor = through
       this.landing(this.commit({ put: [[keyOf.cursor(this.id), encodeCursor(through)]] }, SOON), 'could not store the cursor', () => {
-        this.noteDurable(through)
-        this.scheduleAck()
+        this.acks.stored(through)
+        this.acks.schedule()
       })
     })
     this.incoming = job.catch((err) => this.report(err, 'could not store the cursor'))
@@ -2232,44 +2235,6 @@ export class Conversation {
   }
 
   /**
-   * Tell the relay how far this device's copy is stored and read — at most every ACK_EVERY_MS:
-   * a burst of rows (a catch-up, a busy group) needs one acknowledgement, not one per row.
-   */
-  private scheduleAck(): void {
-    if (this.ackScheduled) return
-    this.ackScheduled = true
-    // In a background tab at once: its timers fire about once a second (page-visibility.ts).
-    this.cancelAck = afterUnlessHidden(ACK_EVERY_MS, () => this.sendAck())
-    if (!this.closed)
-      this.stopAckOnHide ??= whenPageHides(() => {
-        if (this.ackScheduled) this.sendAck()
-      })
-  }
-
-  private cancelAck: (() => void) | undefined
-  /** Listening for the tab being hidden (from the first ack on): one already waiting on a timer goes then. */
-  private stopAckOnHide: (() => void) | undefined
-
-  private sendAck(): void {
-    this.cancelAck?.()
-    if (!this.ackScheduled) return
-    this.ackScheduled = false
-    const ws = this.provider?.ws
-    if (!ws || !this.provider?.synced || ws.readyState !== 1) return
-    ws.send(writeDeviceAck(this.ctx.identity.deviceId, this.durableCursor, this.ctx.readReceipts ? Math.min(this.readCursor, this.durableCursor) : 0))
-  }
-
-  /** Rows up to `seq` are in a committed transaction: they may be acknowledged (✓✓). */
-  private noteDurable(seq: number): void {
-    // Received rows that failed to store (a full disk) sit below any later row: from then on
-    // this session claims nothing more as stored. A later write that fits (the cursor after an
-    // ack of our own) would otherwise tell the senders ✓✓ for messages this device does not
-    // hold. The next session fetches what is missing (its state vector says so) and goes on.
-    if (this.receiveWriteFailed) return
-    if (seq > this.durableCursor) this.durableCursor = seq
-  }
-
-  /**
    * Mark everything currently shown as read (blue ✓✓ for its senders, unless this device
    * turned read receipts off).
    *
@@ -2283,21 +2248,20 @@ export class Conversation {
     this.assertOpen()
     // Read no further than is stored: a read receipt never runs ahead of the delivery one.
     await this.incomingSettled()
-    if (this.cursor <= this.readCursor) return
-    this.readCursor = this.cursor
-    await this.commit({ put: [[keyOf.readCursor(this.id), encodeCursor(this.readCursor)]] })
+    if (!this.acks.read(this.cursor)) return
+    await this.commit({ put: [[keyOf.readCursor(this.id), encodeCursor(this.acks.readSeq)]] })
     // What this device read moves no ticks of this user's (their recipients are the others):
     // listeners hear of the unread count. Re-reading every own row here ran per batch in apps
     // that mark read on each change.
     this.notify()
-    this.scheduleAck()
+    this.acks.schedule()
   }
 
   /** Messages from others not yet marked read on this device. */
   unreadCount(): number {
     if (this.summary) return this.summary.unread
     let n = 0
-    for (const m of this.messages()) if (!m.mine && (this.messageSeq.get(m.id) ?? 0) > this.readCursor) n++
+    for (const m of this.messages()) if (!m.mine && (this.messageSeq.get(m.id) ?? 0) > this.acks.readSeq) n++
     return n
   }
 
@@ -2424,7 +2388,7 @@ export class Conversation {
       const through = this.heldThrough(seq)
       this.cursor = through
       await this.commit({ put: [[keyOf.cursor(this.id), encodeCursor(through)]] })
-      this.noteDurable(through)
+      this.acks.stored(through)
     })
     this.incoming = job.catch((err) => this.report(err, 'could not store the cursor'))
   }
@@ -2687,7 +2651,7 @@ export class Conversation {
 
   /** Highest relay sequence number this device durably holds. */
   get storedCursor(): number {
-    return this.durableCursor
+    return this.acks.storedSeq
   }
 
   /** Member userIds, from verified records. */
@@ -2707,7 +2671,7 @@ export class Conversation {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
-    this.stopAckOnHide?.()
+    this.acks.stop()
     clearTimeout(this.fillTimer)
     // No snapshot is tried again from here on; one whose envelopes are written is stored below.
     const snapshotsStored = this.snapshots.close()
@@ -2721,7 +2685,7 @@ export class Conversation {
     clearTimeout(this.reopenTimer)
     // An acknowledgement still waiting goes out now: closing must not hold back ✓✓.
     await this.incomingSettled()
-    this.sendAck()
+    this.acks.sendNow()
     this.presence?.destroy()
     const provider = this.provider
     provider.destroy()
@@ -2877,31 +2841,6 @@ function seqOfKey(key: string, index: RowIndexEntry[]): number | undefined {
  */
 let guids = 0
 
-/** Base-36 digits of the clock in a message id: ids sort by clock while it fits them. */
-const ID_CLOCK_DIGITS = 9
-
-/**
- * A new message's id: `userId • "." • base36(hlc, 9 digits) • base64url(6 random bytes)`. The
- * hybrid clock rises with every send of a conversation, so this device's ids for it sort (byte
- * order) in send order: its outbox rows (keyed by an envelope's first message id) land at the
- * end of SQLite's key index instead of anywhere in it. Random ids scattered those writes over
- * the whole B-tree: at 10,000 sends a second, when the outbox still wrote a row per message,
- * the sender's writer thread spent 1.3 s of CPU in a 4-second run, 0.7 s with these ids. The clock
- * is in the message already (`h`), so the id tells nobody more; 48 random bits keep two devices
- * of one person apart within one millisecond.
- *
- * @example messageIdFor('u1', 1764400000000) // 'u1.0mijy7d34' + 8 random base64url characters
- */
-export function messageIdFor(userId: string, hlc: number): string {
-  return `${userId}.${hlc.toString(36).padStart(ID_CLOCK_DIGITS, '0')}${toBase64Url(randomBytes(6))}`
-}
-
-/**
- * A hybrid clock this device may take over from a received message: a whole number of
- * milliseconds that fits the 9 base-36 digits of a message id (until the year 5138). Any other
- * value another member wrote would give this device's ids another shape and order.
- */
-const isClock = (h: unknown): h is number => Number.isSafeInteger(h) && (h as number) >= 0 && (h as number) < 36 ** ID_CLOCK_DIGITS
 
 /** Members, since when, and their devices: all that ticks read of a membership (receipts.ts). */
 function ticksShape(m: MembershipState): string {

@@ -96,7 +96,7 @@ const internals = (c: Conversation) => {
 const cursors = (c: Conversation) => {
   const x = c as unknown as {
     cursor: number
-    durableCursor: number
+    acks: { storedSeq: number }
     ackedAhead: Set<number>
     unresolvedRows: unknown[]
     snapshots: { since: number; writing: boolean; schedule: object }
@@ -105,7 +105,7 @@ const cursors = (c: Conversation) => {
   }
   return JSON.stringify({
     cursor: x.cursor,
-    durable: x.durableCursor,
+    durable: x.acks.storedSeq,
     ackedAhead: [...x.ackedAhead].slice(0, 10),
     unresolved: x.unresolvedRows.length,
     sinceSnapshot: x.snapshots.since,

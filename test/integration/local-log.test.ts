@@ -5,7 +5,7 @@
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
-import { messageIdFor } from '../../src/client/conversation.js'
+import { messageIdFor } from '../../src/client/message-id.js'
 import { openSqliteStore } from '../../src/client/storage/sqlite-store.js'
 import { decodeMessageSeqs, decodeSentEnvelope, encodeCursor, keyOf } from '../../src/client/conversation-record.js'
 import { setNodeSigning } from '../../src/shared/crypto/index.js'
