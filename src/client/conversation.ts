@@ -12,26 +12,18 @@
  */
 import { WebsocketProvider } from 'y-websocket'
 import * as Y from 'yjs'
-import { constantTimeEqual, fromBase64Url, generateSigningKeyPair, randomBytes, toBase64Url, toHex, verifyBatch } from '../shared/crypto/index.js'
+import { constantTimeEqual, fromBase64Url, randomBytes, toBase64Url, toHex, verifyBatch } from '../shared/crypto/index.js'
 import { decryptEnvelope, type EnvelopeHeader, keyCheckOf, type Opened, openEnvelope, readEnvelope, sealEnvelope, signedEnvelopeBytes, type SnapshotPart } from '../shared/envelope.js'
 import { ErrorCode, PetrelError } from '../shared/errors.js'
 import type { MembershipState } from '../shared/membership.js'
 import { envelopeKey, OUTER_LOG, OUTER_RECORDS } from '../shared/outer-keys.js'
 import {
   type DeviceCertificate,
-  encodeAddBody,
-  encodeInviteBody,
-  encodeMemberChangeBody,
-  encodeRevokeBody,
   encodeUnlinkBody,
-  MAX_ADD_DEVICES,
   readEpochBody,
-  readInviteBody,
   readRecord,
   RecordKind,
 } from '../shared/records.js'
-import { sealKeyBundle } from '../shared/key-bundle.js'
-import { readPublicIdentity } from './public-identity.js'
 import { type MessageBatchEntry, signMessage, signMessageBatch } from './message-signature.js'
 import {
   type ReceiptEntry,
@@ -65,7 +57,6 @@ import {
   keyOf,
 } from './conversation-record.js'
 import type { ClientContext } from './client-context.js'
-import { decodeInviteToken, encodeInviteToken } from './invite-token.js'
 import { checkInnerUpdate, INNER_MESSAGE_BATCHES, INNER_MESSAGES, INNER_META, INNER_PROFILES } from './inner-guard.js'
 import type { Batch, CommitOptions } from './storage/device-store.js'
 import { Presence } from './presence.js'
@@ -81,6 +72,7 @@ import { VirtualSocket } from './virtual-socket.js'
 import { rowsToStore, transactWithoutUpdate } from './quiet-transact.js'
 import { OwnMessages } from './own-messages.js'
 import { DeviceAcks } from './device-acks.js'
+import { type InviteOptions, type MemberInfo, MemberActions } from './member-actions.js'
 import { isClock, messageIdFor } from './message-id.js'
 import { SnapshotAssembly } from './snapshot-assembly.js'
 import { SnapshotChecks } from './snapshot-checks.js'
@@ -91,16 +83,6 @@ import { encodeSummary, STALE, staleSummaryKey, type Summary, SUMMARY_MESSAGES, 
 
 export type { Message } from './shown-list.js'
 
-export interface InviteOptions {
-  /** Milliseconds until the invite stops working. Default: never. */
-  expiresIn?: number
-  /** How many people may join with it. Default: unlimited. */
-  uses?: number
-  /** 'full' (default): the joiner reads the history. */
-  history?: 'full' | 'from-join'
-}
-
-/** One page of received rows, parsed and with its signature checks under way. */
 /** The epoch a record starts (an epoch record's number), or 0 for any other record or bytes that do not parse. */
 function epochStartedBy(bytes: Uint8Array): number {
   try {
@@ -266,6 +248,8 @@ export class Conversation {
   /** Our keys that lost a race for their epoch number: only to re-seal what we sealed with them. */
   private readonly lostKeys = new Map<string, Uint8Array>()
   private bindings = new Map<number, string>()
+  /** Invites, adding and removing members, leaving (member-actions.ts). */
+  private readonly memberActions: MemberActions
   /** This device's messages here: their envelopes, ticks from the relay, and outbox rows (own-messages.ts). */
   private readonly own: OwnMessages
   private cursor = 0
@@ -353,6 +337,23 @@ export class Conversation {
     this.book = new MembershipBook(id, ctx.identity)
     this.own = new OwnMessages(id)
     const conv = this
+    this.memberActions = new MemberActions({
+      id,
+      ctx,
+      book: this.book,
+      get membership() {
+        return conv.membership
+      },
+      profiles: () => this.doc.getMap<{ name?: string }>(INNER_PROFILES),
+      keys: () => this.keys(),
+      keepKey: async (epoch, key) => {
+        this.record.keys.set(epoch, key)
+        await this.commit({ put: [[keyOf.conv(this.id), encodeConversationRecord(this.record)]] })
+      },
+      writeRecords: (records) => this.writeRecords(records),
+      ready: () => this.ready(),
+      assertOpen: () => this.assertOpen(),
+    })
     this.acks = new DeviceAcks({
       deviceId: ctx.identity.deviceId,
       readReceipts: ctx.readReceipts,
@@ -1127,31 +1128,8 @@ export class Conversation {
    * const bobConv = await bob.join(token)
    * ```
    */
-  async invite(options: InviteOptions = {}): Promise<string> {
-    await this.ready()
-    this.assertOpen()
-    if (!this.isAdmin()) throw new PetrelError(ErrorCode.Refused, 'only admins can invite', { conversationId: this.id })
-    const pair = generateSigningKeyPair()
-    const body = encodeInviteBody({
-      room: this.id,
-      invitePub: pair.publicKey,
-      expiresAt: options.expiresIn ? Date.now() + options.expiresIn : 0,
-      maxUses: options.uses ?? 0,
-      history: options.history ?? 'full',
-      createdAt: Date.now(),
-    })
-    let keys = this.keys()
-    const records: Uint8Array[] = []
-    if (options.history === 'from-join') {
-      // WhatsApp's group rule: a new key from now on, and the invite carries only that one.
-      const next = this.book.newEpoch()
-      records.push(await this.ctx.signRecord(RecordKind.Epoch, next.body))
-      keys = new Map([[next.epoch, next.key]])
-    }
-    const inviteRecord = await this.ctx.signRecord(RecordKind.Invite, body)
-    records.push(inviteRecord)
-    await this.writeRecords(records)
-    return encodeInviteToken({ room: this.id, inviteSecret: pair.secretKey, inviteRecord, keys })
+  invite(options: InviteOptions = {}): Promise<string> {
+    return this.memberActions.invite(options)
   }
 
   /**
@@ -1162,13 +1140,8 @@ export class Conversation {
    * await conv.revokeInvite(token)
    * ```
    */
-  async revokeInvite(token: string): Promise<void> {
-    await this.ready()
-    this.requireAdmin()
-    const invite = decodeInviteToken(token)
-    if (invite.room !== this.id) throw new PetrelError(ErrorCode.InviteInvalid, 'invite is for another conversation', { conversationId: this.id })
-    const { invitePub } = readInviteBody(readRecord(invite.inviteRecord).body)
-    await this.writeRecords([await this.ctx.signRecord(RecordKind.Revoke, encodeRevokeBody({ room: this.id, invitePub, at: Date.now() }))])
+  revokeInvite(token: string): Promise<void> {
+    return this.memberActions.revokeInvite(token)
   }
 
   /**
@@ -1179,12 +1152,8 @@ export class Conversation {
    * for (const m of conv.members()) console.log(m.name, m.role, m.devices.length)
    * ```
    */
-  members(): Array<{ userId: string; name?: string; role: 'admin' | 'member'; devices: string[] }> {
-    const profiles = this.doc.getMap<{ name?: string }>(INNER_PROFILES)
-    return [...this.membership.members.values()].map((m) => {
-      const name = profiles.get(m.userId)?.name
-      return { userId: m.userId, ...(name ? { name } : {}), role: m.role, devices: [...m.devices.keys()] }
-    })
+  members(): MemberInfo[] {
+    return this.memberActions.members()
   }
 
   /**
@@ -1197,25 +1166,13 @@ export class Conversation {
    * await conv.removeMember(bob.userId)
    * ```
    */
-  async removeMember(userId: string): Promise<void> {
-    await this.ready()
-    this.requireAdmin()
-    if (!this.membership.members.has(userId)) throw new PetrelError(ErrorCode.NotFound, 'not a member', { conversationId: this.id })
-    if (userId === this.ctx.identity.userId) throw new PetrelError(ErrorCode.InvalidArgument, 'use leave() to leave', { conversationId: this.id })
-    const remove = await this.ctx.signRecord(RecordKind.Remove, encodeMemberChangeBody({ room: this.id, userPub: fromBase64Url(userId), at: Date.now() }))
-    const next = this.book.newEpoch(userId)
-    const epoch = await this.ctx.signRecord(RecordKind.Epoch, next.body)
-    this.record.keys.set(next.epoch, next.key)
-    await this.commit({ put: [[keyOf.conv(this.id), encodeConversationRecord(this.record)]] })
-    await this.writeRecords([remove, epoch])
+  removeMember(userId: string): Promise<void> {
+    return this.memberActions.removeMember(userId)
   }
 
   /** Make a member an admin (admins only). */
-  async makeAdmin(userId: string): Promise<void> {
-    await this.ready()
-    this.requireAdmin()
-    if (!this.membership.members.has(userId)) throw new PetrelError(ErrorCode.NotFound, 'not a member', { conversationId: this.id })
-    await this.writeRecords([await this.ctx.signRecord(RecordKind.Promote, encodeMemberChangeBody({ room: this.id, userPub: fromBase64Url(userId), at: Date.now() }))])
+  makeAdmin(userId: string): Promise<void> {
+    return this.memberActions.makeAdmin(userId)
   }
 
   /**
@@ -1230,49 +1187,16 @@ export class Conversation {
    * await conv.addMember(await bob.publicIdentity())
    * ```
    */
-  async addMember(publicIdentity: string, options: { history?: 'full' | 'from-join' } = {}): Promise<void> {
-    await this.ready()
-    this.requireAdmin()
-    const certs = await readPublicIdentity(publicIdentity)
-    const userId = toBase64Url(certs[0]!.userPub)
-    const fresh = certs.filter((c) => !this.membership.devices.has(toBase64Url(c.devicePub)))
-    if (fresh.length === 0) throw new PetrelError(ErrorCode.InvalidArgument, 'already a member with all of those devices', { conversationId: this.id })
-    if (this.membership.members.has(userId) && this.membership.members.get(userId)!.devices.size > 0 && options.history === 'from-join') {
-      throw new PetrelError(ErrorCode.InvalidArgument, "'from-join' is for people who are not members yet", { conversationId: this.id })
-    }
-    await this.addDevices(certs[0]!.userPub, fresh, options.history ?? 'full')
+  addMember(publicIdentity: string, options: { history?: 'full' | 'from-join' } = {}): Promise<void> {
+    return this.memberActions.addMember(publicIdentity, options)
   }
 
   /**
    * Add devices of one person (they must all be certified by `userPub`). Used by `addMember`
    * and by the client to keep a person's linked devices in every conversation they are in.
    */
-  async addDevices(userPub: Uint8Array, certs: DeviceCertificate[], history: 'full' | 'from-join' = 'full'): Promise<void> {
-    await this.ready()
-    this.assertOpen()
-    const records: Uint8Array[] = []
-    let keys = this.keys()
-    let epoch = this.membership.epoch
-    if (history === 'from-join') {
-      const next = this.book.newEpoch()
-      records.push(await this.ctx.signRecord(RecordKind.Epoch, next.body))
-      this.record.keys.set(next.epoch, next.key)
-      await this.commit({ put: [[keyOf.conv(this.id), encodeConversationRecord(this.record)]] })
-      keys = new Map([[next.epoch, next.key]])
-      epoch = next.epoch
-    }
-    const current = keys.get(epoch)
-    if (!current) throw new PetrelError(ErrorCode.Refused, 'this device does not hold the current key yet', { conversationId: this.id })
-    const body = encodeAddBody({
-      room: this.id,
-      userPub,
-      epoch,
-      keyCheck: keyCheckOf(current),
-      at: Date.now(),
-      devices: certs.slice(0, MAX_ADD_DEVICES).map((c) => ({ certificate: c.bytes, keyBundle: sealKeyBundle(keys, this.id, c.devicePub, c.agreementPub) })),
-    })
-    records.push(await this.ctx.signRecord(RecordKind.Add, body))
-    await this.writeRecords(records)
+  addDevices(userPub: Uint8Array, certs: DeviceCertificate[], history: 'full' | 'from-join' = 'full'): Promise<void> {
+    return this.memberActions.addDevices(userPub, certs, history)
   }
 
   /**
@@ -1302,10 +1226,8 @@ export class Conversation {
   }
 
   /** Leave the conversation; an admin starts a new key epoch when they see it. */
-  async leave(): Promise<void> {
-    await this.ready()
-    const leave = await this.ctx.signRecord(RecordKind.Leave, encodeMemberChangeBody({ room: this.id, userPub: this.ctx.identity.userPub, at: Date.now() }))
-    await this.writeRecords([leave])
+  leave(): Promise<void> {
+    return this.memberActions.leave()
   }
 
   /**
@@ -1319,11 +1241,6 @@ export class Conversation {
    */
   safetyNumber(userId: string): string {
     return safetyNumber(this.ctx.identity.userPub, fromBase64Url(userId))
-  }
-
-  private requireAdmin(): void {
-    this.assertOpen()
-    if (!this.book.isAdmin()) throw new PetrelError(ErrorCode.Refused, 'only admins can do this', { conversationId: this.id })
   }
 
   /** Write inner state (title, profile) as the local device. */

@@ -9,7 +9,7 @@
  * reaches the log; the log is what the document is rebuilt from on the next start), so it holds
  * what the document holds. Yjs updates are idempotent and commute: the copy may be fed an
  * update twice, or get one before those it depends on, and still converge. A snapshot taken from
- * it is checked against the document's state vector before it is used (conversation.ts).
+ * it is checked against the document's state vector before it is used (snapshot-source.ts).
  *
  * Node only (worker_threads, reached through `process.getBuiltinModule` so a browser bundle
  * imports nothing of Node's): elsewhere `openHistoryReplica` returns undefined and snapshots

@@ -3,7 +3,8 @@ import { type ClientOptions, PetrelClient } from './client.js'
 
 export type { ClientOptions, DeviceInfo } from './client.js'
 export type { ConnectionState } from './connection.js'
-export type { Conversation, InviteOptions, Message } from './conversation.js'
+export type { Conversation, Message } from './conversation.js'
+export type { InviteOptions, MemberInfo } from './member-actions.js'
 export type { Batch, CommitOptions, DeviceStore, DocName, LogRow } from './storage/device-store.js'
 export { ErrorCode, isPetrelError, PetrelError } from '../shared/errors.js'
 export type { PetrelClient }

@@ -1,0 +1,207 @@
+/**
+ * Who is in a conversation, changed by its members: invites (and their revocation), adding a
+ * person with their devices, removing a member, making one an admin, leaving. Each action is
+ * one or more signed records (records.ts) written into the outer log; the relay and every
+ * device fold them by the same rules (membership.ts), so what an action may do is checked here
+ * only to give the app a clear error early: the fold is what decides.
+ *
+ * Actions that change who may read start a new key epoch in the same write: a removed member,
+ * or a 'from-join' newcomer, never holds the key of what the others said after (or before).
+ * The conversation's API (conversation.ts) documents each action for apps.
+ */
+import type * as Y from 'yjs'
+import { fromBase64Url, generateSigningKeyPair, toBase64Url } from '../shared/crypto/index.js'
+import { keyCheckOf } from '../shared/envelope.js'
+import { ErrorCode, PetrelError } from '../shared/errors.js'
+import { sealKeyBundle } from '../shared/key-bundle.js'
+import type { MembershipState } from '../shared/membership.js'
+import {
+  type DeviceCertificate,
+  encodeAddBody,
+  encodeInviteBody,
+  encodeMemberChangeBody,
+  encodeRevokeBody,
+  MAX_ADD_DEVICES,
+  readInviteBody,
+  readRecord,
+  RecordKind,
+} from '../shared/records.js'
+import type { ClientContext } from './client-context.js'
+import { decodeInviteToken, encodeInviteToken } from './invite-token.js'
+import type { MembershipBook } from './membership-book.js'
+import { readPublicIdentity } from './public-identity.js'
+
+export interface InviteOptions {
+  /** Milliseconds until the invite stops working. Default: never. */
+  expiresIn?: number
+  /** How many people may join with it. Default: unlimited. */
+  uses?: number
+  /** 'full' (default): the joiner reads the history. */
+  history?: 'full' | 'from-join'
+}
+
+/** A member as the app sees them. */
+export interface MemberInfo {
+  userId: string
+  name?: string
+  role: 'admin' | 'member'
+  devices: string[]
+}
+
+/** What the actions read and ask of their conversation. */
+export interface MemberActionsHost {
+  readonly id: string
+  readonly ctx: ClientContext
+  readonly book: MembershipBook
+  readonly membership: MembershipState
+  /** Display names, from the inner document. */
+  profiles(): Y.Map<{ name?: string }>
+  /** The keys this device holds, by epoch (a copy). */
+  keys(): Map<number, Uint8Array>
+  /** Hold a new epoch's key, durably, before the record that starts the epoch is written. */
+  keepKey(epoch: number, key: Uint8Array): Promise<void>
+  /** Write signed records into the outer log, durably. */
+  writeRecords(records: Uint8Array[]): Promise<void>
+  ready(): Promise<void>
+  assertOpen(): void
+}
+
+export class MemberActions {
+  /**
+   * @example
+   * ```ts
+   * const actions = new MemberActions(host)
+   * const token = await actions.invite({ uses: 1 })
+   * ```
+   */
+  constructor(private readonly host: MemberActionsHost) {}
+
+  async invite(options: InviteOptions = {}): Promise<string> {
+    const { host } = this
+    await host.ready()
+    host.assertOpen()
+    if (!host.book.isAdmin()) throw this.refused('only admins can invite')
+    const pair = generateSigningKeyPair()
+    const body = encodeInviteBody({
+      room: host.id,
+      invitePub: pair.publicKey,
+      expiresAt: options.expiresIn ? Date.now() + options.expiresIn : 0,
+      maxUses: options.uses ?? 0,
+      history: options.history ?? 'full',
+      createdAt: Date.now(),
+    })
+    let keys = host.keys()
+    const records: Uint8Array[] = []
+    if (options.history === 'from-join') {
+      // WhatsApp's group rule: a new key from now on, and the invite carries only that one.
+      const next = host.book.newEpoch()
+      records.push(await host.ctx.signRecord(RecordKind.Epoch, next.body))
+      keys = new Map([[next.epoch, next.key]])
+    }
+    const inviteRecord = await host.ctx.signRecord(RecordKind.Invite, body)
+    records.push(inviteRecord)
+    await host.writeRecords(records)
+    return encodeInviteToken({ room: host.id, inviteSecret: pair.secretKey, inviteRecord, keys })
+  }
+
+  async revokeInvite(token: string): Promise<void> {
+    const { host } = this
+    await host.ready()
+    this.requireAdmin()
+    const invite = decodeInviteToken(token)
+    if (invite.room !== host.id) throw new PetrelError(ErrorCode.InviteInvalid, 'invite is for another conversation', { conversationId: host.id })
+    const { invitePub } = readInviteBody(readRecord(invite.inviteRecord).body)
+    await host.writeRecords([await host.ctx.signRecord(RecordKind.Revoke, encodeRevokeBody({ room: host.id, invitePub, at: Date.now() }))])
+  }
+
+  members(): MemberInfo[] {
+    const profiles = this.host.profiles()
+    return [...this.host.membership.members.values()].map((m) => {
+      const name = profiles.get(m.userId)?.name
+      return { userId: m.userId, ...(name ? { name } : {}), role: m.role, devices: [...m.devices.keys()] }
+    })
+  }
+
+  async removeMember(userId: string): Promise<void> {
+    const { host } = this
+    await host.ready()
+    this.requireAdmin()
+    if (!host.membership.members.has(userId)) throw this.notFound('not a member')
+    if (userId === host.ctx.identity.userId) throw new PetrelError(ErrorCode.InvalidArgument, 'use leave() to leave', { conversationId: host.id })
+    const remove = await host.ctx.signRecord(RecordKind.Remove, encodeMemberChangeBody({ room: host.id, userPub: fromBase64Url(userId), at: Date.now() }))
+    const next = host.book.newEpoch(userId)
+    const epoch = await host.ctx.signRecord(RecordKind.Epoch, next.body)
+    await host.keepKey(next.epoch, next.key)
+    await host.writeRecords([remove, epoch])
+  }
+
+  async makeAdmin(userId: string): Promise<void> {
+    const { host } = this
+    await host.ready()
+    this.requireAdmin()
+    if (!host.membership.members.has(userId)) throw this.notFound('not a member')
+    await host.writeRecords([await host.ctx.signRecord(RecordKind.Promote, encodeMemberChangeBody({ room: host.id, userPub: fromBase64Url(userId), at: Date.now() }))])
+  }
+
+  async addMember(publicIdentity: string, options: { history?: 'full' | 'from-join' } = {}): Promise<void> {
+    const { host } = this
+    await host.ready()
+    this.requireAdmin()
+    const certs = await readPublicIdentity(publicIdentity)
+    const userId = toBase64Url(certs[0]!.userPub)
+    const fresh = certs.filter((c) => !host.membership.devices.has(toBase64Url(c.devicePub)))
+    if (fresh.length === 0) throw new PetrelError(ErrorCode.InvalidArgument, 'already a member with all of those devices', { conversationId: host.id })
+    if (host.membership.members.has(userId) && host.membership.members.get(userId)!.devices.size > 0 && options.history === 'from-join') {
+      throw new PetrelError(ErrorCode.InvalidArgument, "'from-join' is for people who are not members yet", { conversationId: host.id })
+    }
+    await this.addDevices(certs[0]!.userPub, fresh, options.history ?? 'full')
+  }
+
+  async addDevices(userPub: Uint8Array, certs: DeviceCertificate[], history: 'full' | 'from-join' = 'full'): Promise<void> {
+    const { host } = this
+    await host.ready()
+    host.assertOpen()
+    const records: Uint8Array[] = []
+    let keys = host.keys()
+    let epoch = host.membership.epoch
+    if (history === 'from-join') {
+      const next = host.book.newEpoch()
+      records.push(await host.ctx.signRecord(RecordKind.Epoch, next.body))
+      await host.keepKey(next.epoch, next.key)
+      keys = new Map([[next.epoch, next.key]])
+      epoch = next.epoch
+    }
+    const current = keys.get(epoch)
+    if (!current) throw this.refused('this device does not hold the current key yet')
+    const body = encodeAddBody({
+      room: host.id,
+      userPub,
+      epoch,
+      keyCheck: keyCheckOf(current),
+      at: Date.now(),
+      devices: certs.slice(0, MAX_ADD_DEVICES).map((c) => ({ certificate: c.bytes, keyBundle: sealKeyBundle(keys, host.id, c.devicePub, c.agreementPub) })),
+    })
+    records.push(await host.ctx.signRecord(RecordKind.Add, body))
+    await host.writeRecords(records)
+  }
+
+  async leave(): Promise<void> {
+    const { host } = this
+    await host.ready()
+    const leave = await host.ctx.signRecord(RecordKind.Leave, encodeMemberChangeBody({ room: host.id, userPub: host.ctx.identity.userPub, at: Date.now() }))
+    await host.writeRecords([leave])
+  }
+
+  private requireAdmin(): void {
+    this.host.assertOpen()
+    if (!this.host.book.isAdmin()) throw this.refused('only admins can do this')
+  }
+
+  private refused(message: string): PetrelError {
+    return new PetrelError(ErrorCode.Refused, message, { conversationId: this.host.id })
+  }
+
+  private notFound(message: string): PetrelError {
+    return new PetrelError(ErrorCode.NotFound, message, { conversationId: this.host.id })
+  }
+}
