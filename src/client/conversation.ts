@@ -75,6 +75,7 @@ import { DeviceAcks } from './device-acks.js'
 import { type InviteOptions, type MemberInfo, MemberActions } from './member-actions.js'
 import { isClock, messageIdFor } from './message-id.js'
 import { SnapshotAssembly } from './snapshot-assembly.js'
+import { StaleReseal } from './stale-reseal.js'
 import { SnapshotChecks } from './snapshot-checks.js'
 import { SnapshotSource } from './snapshot-source.js'
 import { type SnapshotHost, SnapshotWriter } from './snapshot-writer.js'
@@ -170,8 +171,6 @@ const MERGE_PAGES_BYTES = 1024 * 1024
  */
 const CLIENT_ID_EPOCHS = 16
 /** The first wait before sealing again under a key the relay just refused as stale, doubled each time, up to the most. */
-const RESEAL_BACKOFF_MS = 50
-const RESEAL_BACKOFF_MAX_MS = 2_000
 
 export class Conversation {
   // Both documents are made on first use. A conversation opened from its summary (`open:
@@ -202,8 +201,8 @@ export class Conversation {
   }
   private provider: WebsocketProvider | undefined
   private readonly book: MembershipBook
-  /** Own messages refused as sealed under an old epoch, waiting for the new key. */
-  private readonly resealQueue = new Set<string>()
+  /** Own messages refused as sealed under an old epoch, waiting for the new key (stale-reseal.ts). */
+  private readonly reseal: StaleReseal
   /** The epoch in which the inner document's current client id began writing (foldRecords). */
   private clientEpoch: number | undefined
   /** The client ids this session writes from, across sessions (writer-ids.ts). */
@@ -213,12 +212,6 @@ export class Conversation {
    * none), in one range read rather than a point read a load (client.ts says what those cost).
    */
   private writerIdsRead: Uint8Array | null | undefined
-  /**
-   * Stale refusals of envelopes sealed under the key held, while it is held (see
-   * resealAfterStale), and the re-seal they wait for.
-   */
-  private staleStreak: { key: Uint8Array | undefined; count: number } = { key: undefined, count: 0 }
-  private resealTimer: ReturnType<typeof setTimeout> | undefined
   /** Envelopes waiting for their sender's join record or their epoch key. */
   private deferred: IncomingEnvelope[] = []
   /** Rows received before their predecessors (Yjs holds them back until the gap fills). */
@@ -337,6 +330,24 @@ export class Conversation {
     this.book = new MembershipBook(id, ctx.identity)
     this.own = new OwnMessages(id)
     const conv = this
+    this.reseal = new StaleReseal({
+      id,
+      get closed() {
+        return conv.closed
+      },
+      own: this.own,
+      currentKey: () => this.record.keys.get(this.membership.epoch),
+      envelope: (key) => {
+        const bytes = this.outer.getMap<Uint8Array>(OUTER_LOG).get(key)
+        return bytes instanceof Uint8Array ? bytes : undefined
+      },
+      originalUpdate: (key) => this.originalUpdate(key),
+      seal: (update, ids) => this.queueSeal(update, ids),
+      store: (puts) => this.landing(this.commit({ put: puts }), 'could not store a failure'),
+      statusesChanged: (ids) => this.statusesChanged(ids),
+      reportError: (err) => ctx.reportError(err),
+      report: (err, context) => this.report(err, context),
+    })
     this.memberActions = new MemberActions({
       id,
       ctx,
@@ -557,7 +568,7 @@ export class Conversation {
     const tidy = this.own.load(ownRows, sentRows)
     // Refused as stale before the last stop and not sealed again yet: sealed again once this
     // device holds the current key (at the end of the load, or when the key comes).
-    for (const [msgId, state] of this.own) if (state.stale && state.seq === 0) this.resealQueue.add(msgId)
+    for (const [msgId, state] of this.own) if (state.stale && state.seq === 0) this.reseal.add(msgId)
     // Best effort: what is in memory is right already, and the next start tries again (a full
     // disk must not keep the conversation from opening).
     if (tidy.length > 0) await store.commit({ put: tidy }).catch((err) => this.report(err, 'could not tidy the outbox'))
@@ -598,7 +609,7 @@ export class Conversation {
     this.doc.getMap(INNER_MESSAGES).observe((event) => this.changed(event.keysChanged))
     this.doc.getMap(INNER_PROFILES).observe(() => this.changed())
     if (this.checks.waiting) void this.checks.verifySoon()
-    if (this.resealQueue.size > 0) this.resealWaiting()
+    if (this.reseal.pending) this.reseal.now()
   }
 
   private connect(): void {
@@ -1912,14 +1923,14 @@ export class Conversation {
       const puts: Array<[string, Uint8Array]> = [[keyOf.conv(this.id), encodeConversationRecord(this.record)]]
       if (lostOne) puts.push([keyOf.lostKeys(this.id), encodeLostKeys(this.lostKeys.values())])
       this.landing(this.commit({ put: puts }), 'could not store the conversation key')
-      this.resealWaiting()
+      this.reseal.now()
       if (this.record.keys.size > 0) for (const wake of this.keyWaiters.splice(0)) wake()
       // Envelopes waiting for a key (or for the winner of an epoch race) may open now.
       if (this.deferred.length > 0) this.retryDeferred()
-    } else if (this.membership.epoch > epochBefore && this.resealQueue.size > 0) {
+    } else if (this.membership.epoch > epochBefore && this.reseal.pending) {
       // Our own new epoch, whose key we held before its record folded (unwrapping finds nothing
       // new): what still waits to be sealed again goes now, under it.
-      this.resealWaiting()
+      this.reseal.now()
     }
     const snap = this.membership.snapshot
     this.snapshots.noteLatest(snap ? toBase64Url(snap.snapshotId) : undefined)
@@ -1946,77 +1957,6 @@ export class Conversation {
           this.rotating = false
         })
     }
-  }
-
-  /**
-   * After a stale refusal of these envelopes: what was sealed under an older key than the one
-   * held goes again at once. What was sealed under the key held (a device that restarted before
-   * it stored the new epoch's record) waits, 50 ms and double that with each refusal more under
-   * that key, up to 2 s: sealed again at once, it was refused ~500 times a second until the
-   * record came, each time a blank in the relay's log. A new key (foldRecords) seals it again at
-   * once, whatever the wait. Waiting for a new key instead of a time left messages unsent in a
-   * chaos run: an epoch started again after a refusal keeps its number, and may not bring one.
-   */
-  private resealAfterStale(envelopes: Iterable<string>): void {
-    const key = this.record.keys.get(this.membership.epoch)
-    const streak = this.staleStreak
-    if (streak.key !== key) {
-      streak.key = key
-      streak.count = 0
-    }
-    const log = this.outer.getMap<Uint8Array>(OUTER_LOG)
-    const held = key ? keyCheckOf(key) : undefined
-    let underHeld = false
-    for (const k of envelopes) {
-      const bytes = log.get(k)
-      if (!held || !(bytes instanceof Uint8Array)) continue
-      try {
-        if (constantTimeEqual(readEnvelope(bytes).keyCheck, held)) underHeld = true
-      } catch {
-        // Our own envelope, written by this device: it parses. Were it not, it goes again at once.
-      }
-    }
-    if (!underHeld) return this.resealWaiting()
-    streak.count++
-    if (this.resealTimer !== undefined || this.closed) return
-    const wait = Math.min(RESEAL_BACKOFF_MAX_MS, RESEAL_BACKOFF_MS * 2 ** (streak.count - 1))
-    this.resealTimer = setTimeout(() => {
-      this.resealTimer = undefined
-      if (!this.closed && this.resealQueue.size > 0) this.resealWaiting()
-    }, wait)
-  }
-
-  /** Re-seal own messages the relay refused as stale, once we hold the current key. */
-  private resealWaiting(): void {
-    if (!this.record.keys.has(this.membership.epoch)) return
-    // One envelope may carry several messages: each envelope is sealed again once, with all of them.
-    const byEnvelope = new Map<string, string[]>()
-    for (const msgId of this.resealQueue) {
-      const state = this.own.get(msgId)
-      if (!state) continue
-      const ids = byEnvelope.get(state.envelopeKey)
-      if (ids) ids.push(msgId)
-      else byEnvelope.set(state.envelopeKey, [msgId])
-    }
-    this.resealQueue.clear()
-    const unopened: string[] = []
-    for (const [key, ids] of byEnvelope) {
-      const update = this.originalUpdate(key)
-      if (update) void this.queueSeal(update, ids).catch((err) => this.report(err, 'could not re-seal a message'))
-      else unopened.push(...ids)
-    }
-    // Not silently pending for good: failed, with the reason, for the app to show (and discard).
-    if (unopened.length === 0) return
-    for (const id of unopened) {
-      const state = this.own.get(id)!
-      state.failure = 'could not be sealed again: the key it was sealed under is gone'
-      state.stale = false
-    }
-    const puts: Array<[string, Uint8Array | null]> = []
-    for (const key of new Set(unopened.map((id) => this.own.get(id)!.envelopeKey))) this.own.rowPuts(key, puts)
-    this.landing(this.commit({ put: puts }), 'could not store a failure')
-    this.statusesChanged(unopened)
-    this.ctx.reportError(new PetrelError(ErrorCode.EnvelopeRejected, `${unopened.length} message(s) refused as stale could not be sealed again: their key is gone`, { conversationId: this.id }))
   }
 
   private onAck(msg: { seq: number; ranges: Array<{ client: number; clock: number; len: number }> }): void {
@@ -2234,7 +2174,7 @@ export class Conversation {
         // Our new epoch was refused (a device joined through a 'from-join' invite before its
         // record arrived, so it left that device without the key) and nobody else's took its
         // number: start it again for the members as they are now. Messages refused under it
-        // wait for it (resealWaiting); without it they went out under the old key, which the
+        // wait for it (stale-reseal.ts); without it they went out under the old key, which the
         // new member cannot read, or waited for good.
         if (refusedEpoch > this.membership.epoch && !this.rotating && !this.closed) {
           this.rotating = true
@@ -2256,7 +2196,7 @@ export class Conversation {
         for (const [msgId, state] of this.own.inEnvelope(key)) {
           if (msg.reason === Reason.StaleEpoch) {
             // Not a failure: sealed before we knew of a new key. It goes again under the new one.
-            this.resealQueue.add(msgId)
+            this.reseal.add(msgId)
             state.stale = true
             stale.add(key)
             continue
@@ -2276,8 +2216,8 @@ export class Conversation {
     }
     // A gap is transient (a live update overtook the sync that carries its predecessors): the
     // relay asks for a resend itself. Anything else is worth telling the app.
-    if (stale.size > 0) this.resealAfterStale(stale)
-    else if (this.resealQueue.size > 0) this.resealWaiting()
+    if (stale.size > 0) this.reseal.afterRefusal(stale)
+    else if (this.reseal.pending) this.reseal.now()
     if (msg.reason !== Reason.Gap && msg.reason !== Reason.StaleEpoch) {
       this.ctx.reportError(new PetrelError(ErrorCode.Refused, `relay refused: ${reasonName(msg.reason)}: ${msg.message}`, { conversationId: this.id }))
     }
@@ -2592,7 +2532,7 @@ export class Conversation {
     clearTimeout(this.fillTimer)
     // No snapshot is tried again from here on; one whose envelopes are written is stored below.
     const snapshotsStored = this.snapshots.close()
-    clearTimeout(this.resealTimer)
+    this.reseal.stop()
     // Never loaded: nothing was opened, nothing to flush.
     if (!this.loading) return
     await this.loading.catch(() => undefined)
