@@ -9,6 +9,13 @@
  * Incoming: rows from the relay arrive with their sequence numbers; envelopes are verified,
  * decrypted, checked for authorship and applied in relay order, and the outer and inner
  * changes are committed together, so a crash never leaves one without the other.
+ *
+ * The parts that hold state of their own live in files of their own, each reaching this class
+ * through a host interface declared beside it: sends in batches (send-batches.ts), this
+ * device's messages and outbox rows (own-messages.ts), re-seals after stale refusals
+ * (stale-reseal.ts), acknowledgements (device-acks.ts), membership changes (member-actions.ts),
+ * the shown list (shown-list.ts), and history snapshots written (snapshot-writer.ts,
+ * snapshot-source.ts) and taken in (snapshot-assembly.ts, snapshot-checks.ts).
  */
 import { WebsocketProvider } from 'y-websocket'
 import * as Y from 'yjs'
@@ -24,7 +31,6 @@ import {
   readRecord,
   RecordKind,
 } from '../shared/records.js'
-import { type MessageBatchEntry, signMessage, signMessageBatch } from './message-signature.js'
 import {
   type ReceiptEntry,
   readAck,
@@ -61,7 +67,7 @@ import { checkInnerUpdate, INNER_MESSAGE_BATCHES, INNER_MESSAGES, INNER_META, IN
 import type { Batch, CommitOptions } from './storage/device-store.js'
 import { Presence } from './presence.js'
 import { type MemberReceipt, ReceiptBook } from './receipts.js'
-import { chunkForSealing, MERGE_BYTES, sendsForBatch } from './seal-chunks.js'
+import { chunkForSealing, MERGE_BYTES, } from './seal-chunks.js'
 import { MembershipBook, safetyNumber } from './membership-book.js'
 import { tombstoneUpdate } from './tombstone.js'
 import { randomClientId, SessionWriterIds } from './writer-ids.js'
@@ -74,6 +80,7 @@ import { OwnMessages } from './own-messages.js'
 import { DeviceAcks } from './device-acks.js'
 import { type InviteOptions, type MemberInfo, MemberActions } from './member-actions.js'
 import { isClock, messageIdFor } from './message-id.js'
+import { SendBatches } from './send-batches.js'
 import { SnapshotAssembly } from './snapshot-assembly.js'
 import { StaleReseal } from './stale-reseal.js'
 import { SnapshotChecks } from './snapshot-checks.js'
@@ -241,6 +248,8 @@ export class Conversation {
   /** Our keys that lost a race for their epoch number: only to re-seal what we sealed with them. */
   private readonly lostKeys = new Map<string, Uint8Array>()
   private bindings = new Map<number, string>()
+  /** Sends being signed and written into the document, in batches (send-batches.ts). */
+  private readonly sends: SendBatches
   /** Invites, adding and removing members, leaving (member-actions.ts). */
   private readonly memberActions: MemberActions
   /** This device's messages here: their envelopes, ticks from the relay, and outbox rows (own-messages.ts). */
@@ -330,6 +339,20 @@ export class Conversation {
     this.book = new MembershipBook(id, ctx.identity)
     this.own = new OwnMessages(id)
     const conv = this
+    this.sends = new SendBatches({
+      id,
+      get inner() {
+        return conv.doc
+      },
+      userId: ctx.identity.userId,
+      deviceSecret: ctx.identity.deviceSecret,
+      get maxEnvelopeBytes() {
+        return ctx.connection.maxEnvelopeBytes
+      },
+      sealerFree: () => this.sealerFree(),
+      writeInner: (change, ids) => this.writeInner(change, ids),
+      report: (err, context) => this.report(err, context),
+    })
     this.reseal = new StaleReseal({
       id,
       get closed() {
@@ -737,26 +760,9 @@ export class Conversation {
     this.hlc = Math.max(Date.now(), this.hlc + 1)
     const id = messageIdFor(this.ctx.identity.userId, this.hlc)
     const value: StoredMessage = { t: text, at: Date.now(), h: this.hlc, n: this.counter++, d: this.ctx.identity.deviceId }
-    await new Promise<void>((resolve, reject) => {
-      this.pendingSends.push({ id, value, bytes, resolve, reject })
-      // The first of the sends made together: every other one made in the same turn resumes
-      // from `ready()` before this runs, and those made while the last batch is still being
-      // stored wait for it (sealerFree), so they are signed and written as one batch.
-      if (this.pendingSends.length === 1) this.scheduleSends()
-    })
+    // Sends made in the same turn resume from `ready()` one after another and share a batch.
+    await this.sends.add(id, value, bytes)
     return this.message(id)!
-  }
-
-  /** Sends waiting for their signature, in the order send() was called; `bytes`: the text's. */
-  private pendingSends: Array<{ id: string; value: StoredMessage; bytes: number; resolve: () => void; reject: (err: unknown) => void }> = []
-  /** Settles once the last batch of sends so far is in the document: batches enter it in order. */
-  private sendTurn: Promise<void> = Promise.resolve()
-
-  private scheduleSends(): void {
-    this.sendTurn = this.sendTurn
-      .then(() => this.sealerFree())
-      .then(() => this.writeSends())
-      .catch((err) => this.report(err, 'could not write sends'))
   }
 
   /**
@@ -769,62 +775,6 @@ export class Conversation {
    */
   private sealerFree(): Promise<unknown> {
     return this.record.keys.size === 0 ? Promise.resolve() : this.outgoing
-  }
-
-  /**
-   * Sign the waiting sends and write them into the document, in one transaction. One send is
-   * signed alone (`s`); several share one batch signature (message-signature.ts): a signature
-   * was two thirds of a send's CPU time.
-   */
-  private async writeSends(): Promise<void> {
-    // Everything that waited goes now (sends made while this runs too), in as many batches as
-    // it takes: each still has a signature of its own, but they share one flush and commit.
-    while (this.pendingSends.length > 0) await this.writeSendBatch()
-  }
-
-  private async writeSendBatch(): Promise<void> {
-    // A batch is one inner update, and so one envelope: it takes what fits the sealing limit
-    // (seal-chunks.ts, half the relay's envelope limit: room for a low estimate), the rest goes
-    // in the next batch. Sealed alone, it needs no Y.mergeUpdates (a fifth of a burst's sending).
-    const budget = Math.min(MERGE_BYTES, (this.ctx.connection.maxEnvelopeBytes - 1024) / 2)
-    const batch = this.pendingSends.splice(0, sendsForBatch(this.pendingSends, budget))
-    let written: Promise<void>
-    try {
-      const { identity } = this.ctx
-      const messages = this.doc.getMap<StoredMessage>(INNER_MESSAGES)
-      if (batch.length === 1) {
-        const { id, value } = batch[0]!
-        value.s = await signMessage(this.id, id, value, identity.deviceSecret)
-        written = this.writeInner(() => messages.set(id, value), [id])
-      } else {
-        const nonce = toBase64Url(randomBytes(9))
-        const key = `${identity.userId}.${nonce}`
-        const entry = await signMessageBatch(this.id, key, batch.map(({ id, value }) => ({ id, m: value })), identity.deviceSecret)
-        batch.forEach(({ value }, i) => {
-          value.b = nonce
-          value.i = i
-        })
-        written = this.writeInner(
-          () => {
-            this.doc.getMap<MessageBatchEntry>(INNER_MESSAGE_BATCHES).set(key, entry)
-            for (const { id, value } of batch) messages.set(id, value)
-          },
-          batch.map(({ id }) => id),
-        )
-      }
-    } catch (err) {
-      for (const item of batch) item.reject(err)
-      return
-    }
-    // Not awaited: the next batch is written while this one is sealed and stored.
-    written.then(
-      () => {
-        for (const item of batch) item.resolve()
-      },
-      (err: unknown) => {
-        for (const item of batch) item.reject(err)
-      },
-    )
   }
 
   /** Run a local inner change and return when its envelope is durable locally. */
@@ -2551,10 +2501,7 @@ export class Conversation {
     await snapshotsStored
     // Sends accepted before closing are signed, written and stored before the store closes;
     // a batch may queue the next one, so wait until the chain stops growing.
-    for (let turn = this.sendTurn; ; turn = this.sendTurn) {
-      await turn
-      if (turn === this.sendTurn) break
-    }
+    await this.sends.drained()
     await this.outgoing
     await this.flushStored
     // Receipts and cursors waiting for their timer are stored now, not lost with the session.
