@@ -77,19 +77,22 @@ import { type Message, ShownList, type StoredMessage } from './shown-list.js'
 import { VirtualSocket } from './virtual-socket.js'
 import { rowsToStore, transactWithoutUpdate } from './quiet-transact.js'
 import { OwnMessages } from './own-messages.js'
-import { DeviceAcks } from './device-acks.js'
-import { type InviteOptions, type MemberInfo, MemberActions } from './member-actions.js'
+import { type AckTarget, DeviceAcks } from './device-acks.js'
+import { type InviteOptions, MemberActions, type MemberActionsHost, type MemberInfo } from './member-actions.js'
 import { isClock, messageIdFor } from './message-id.js'
-import { SendBatches } from './send-batches.js'
+import { SendBatches, type SendBatchesHost } from './send-batches.js'
 import { SnapshotAssembly } from './snapshot-assembly.js'
-import { StaleReseal } from './stale-reseal.js'
-import { SnapshotChecks } from './snapshot-checks.js'
+import { StaleReseal, type StaleResealHost } from './stale-reseal.js'
+import { SnapshotChecks, type SnapshotChecksHost } from './snapshot-checks.js'
 import { SnapshotSource } from './snapshot-source.js'
 import { type SnapshotHost, SnapshotWriter } from './snapshot-writer.js'
 import { utf8Length } from '../shared/utf8-length.js'
 import { encodeSummary, STALE, staleSummaryKey, type Summary, SUMMARY_MESSAGES, summaryKey } from './summary.js'
 
 export type { Message } from './shown-list.js'
+
+/** Every part's host interface at once (Conversation.partsHost). */
+type PartsHost = SendBatchesHost & StaleResealHost & MemberActionsHost & AckTarget & SnapshotChecksHost & SnapshotHost
 
 /** The epoch a record starts (an epoch record's number), or 0 for any other record or bytes that do not parse. */
 function epochStartedBy(bytes: Uint8Array): number {
@@ -339,85 +342,13 @@ export class Conversation {
     this.book = new MembershipBook(id, ctx.identity)
     this.own = new OwnMessages(id)
     const conv = this
-    this.sends = new SendBatches({
-      id,
-      get inner() {
-        return conv.doc
-      },
-      userId: ctx.identity.userId,
-      deviceSecret: ctx.identity.deviceSecret,
-      get maxEnvelopeBytes() {
-        return ctx.connection.maxEnvelopeBytes
-      },
-      sealerFree: () => this.sealerFree(),
-      writeInner: (change, ids) => this.writeInner(change, ids),
-      report: (err, context) => this.report(err, context),
-    })
-    this.reseal = new StaleReseal({
-      id,
-      get closed() {
-        return conv.closed
-      },
-      own: this.own,
-      currentKey: () => this.record.keys.get(this.membership.epoch),
-      envelope: (key) => {
-        const bytes = this.outer.getMap<Uint8Array>(OUTER_LOG).get(key)
-        return bytes instanceof Uint8Array ? bytes : undefined
-      },
-      originalUpdate: (key) => this.originalUpdate(key),
-      seal: (update, ids) => this.queueSeal(update, ids),
-      store: (puts) => this.landing(this.commit({ put: puts }), 'could not store a failure'),
-      statusesChanged: (ids) => this.statusesChanged(ids),
-      reportError: (err) => ctx.reportError(err),
-      report: (err, context) => this.report(err, context),
-    })
-    this.memberActions = new MemberActions({
-      id,
-      ctx,
-      book: this.book,
-      get membership() {
-        return conv.membership
-      },
-      profiles: () => this.doc.getMap<{ name?: string }>(INNER_PROFILES),
-      keys: () => this.keys(),
-      keepKey: async (epoch, key) => {
-        this.record.keys.set(epoch, key)
-        await this.commit({ put: [[keyOf.conv(this.id), encodeConversationRecord(this.record)]] })
-      },
-      writeRecords: (records) => this.writeRecords(records),
-      ready: () => this.ready(),
-      assertOpen: () => this.assertOpen(),
-    })
-    this.acks = new DeviceAcks({
-      deviceId: ctx.identity.deviceId,
-      readReceipts: ctx.readReceipts,
-      get closed() {
-        return conv.closed
-      },
-      socket: () => {
-        const ws = this.provider?.ws
-        return ws && this.provider?.synced && ws.readyState === 1 ? ws : undefined
-      },
-    })
-    this.checks = new SnapshotChecks({
-      id,
-      get closed() {
-        return conv.closed
-      },
-      get inner() {
-        return conv.doc
-      },
-      get membership() {
-        return conv.membership
-      },
-      get incomingTail() {
-        return conv.incomingTail
-      },
-      store: (put) => this.commit({ put: [put] }),
-      changed: () => this.changed(),
-      reportError: (err) => ctx.reportError(err),
-      report: (err, context) => this.report(err, context),
-    })
+    // One object for every part's host interface: each part sees only its own interface of it.
+    const host = this.partsHost()
+    this.sends = new SendBatches(host)
+    this.reseal = new StaleReseal(host)
+    this.memberActions = new MemberActions(host)
+    this.acks = new DeviceAcks(host)
+    this.checks = new SnapshotChecks(host)
     this.writerIds = new SessionWriterIds({
       convId: id,
       store: ctx.store,
@@ -451,7 +382,7 @@ export class Conversation {
       const rows = await ctx.store.loadLog(id, 'inner')
       return rows.map((r) => r.bytes)
     })
-    this.snapshots = new SnapshotWriter(this.snapshotHost(), this.source)
+    this.snapshots = new SnapshotWriter(host, this.source)
     this.assembly = new SnapshotAssembly(
       id,
       (code, message) => this.reject(code, message),
@@ -1002,12 +933,20 @@ export class Conversation {
     return run
   }
 
-  /** What the snapshot writer reads and asks of this conversation (snapshot-writer.ts). */
-  private snapshotHost(): SnapshotHost {
+  /**
+   * What the conversation's parts read and ask of it, as one object: each part is given it
+   * typed as its own host interface (declared in its file) and sees only that.
+   */
+  private partsHost(): PartsHost {
     const conv = this
+    const { ctx, id } = this
     return {
-      id: this.id,
-      ctx: this.ctx,
+      id,
+      ctx,
+      book: this.book,
+      get own() {
+        return conv.own
+      },
       get inner() {
         return conv.doc
       },
@@ -1023,30 +962,66 @@ export class Conversation {
       get epoch() {
         return conv.epoch
       },
-      keys: this.record.keys,
+      epochKeys: this.record.keys,
       get cursor() {
         return conv.cursor
       },
       get coverableThrough() {
         return conv.deferred.reduce((min, d) => Math.min(min, d.seq - 1), conv.cursor)
       },
-      storedBy: (device) => this.receiptBook.byDevice.get(device)?.stored ?? 0,
-      incomingSettled: () => this.incomingSettled(),
+      get incomingTail() {
+        return conv.incomingTail
+      },
       get outgoing() {
         return conv.outgoing
       },
+      userId: ctx.identity.userId,
+      deviceId: ctx.identity.deviceId,
+      deviceSecret: ctx.identity.deviceSecret,
+      readReceipts: ctx.readReceipts,
+      get maxEnvelopeBytes() {
+        return ctx.connection.maxEnvelopeBytes
+      },
+      ready: () => this.ready(),
+      assertOpen: () => this.assertOpen(),
+      keys: () => this.keys(),
+      currentKey: () => this.record.keys.get(this.membership.epoch),
+      keepKey: async (epoch, key) => {
+        this.record.keys.set(epoch, key)
+        await this.commit({ put: [[keyOf.conv(id), encodeConversationRecord(this.record)]] })
+      },
+      profiles: () => this.doc.getMap<{ name?: string }>(INNER_PROFILES),
+      socket: () => {
+        const ws = this.provider?.ws
+        return ws && this.provider?.synced && ws.readyState === 1 ? ws : undefined
+      },
+      envelope: (key) => {
+        const bytes = this.outer.getMap<Uint8Array>(OUTER_LOG).get(key)
+        return bytes instanceof Uint8Array ? bytes : undefined
+      },
+      originalUpdate: (key) => this.originalUpdate(key),
+      refusedTombstones: () => this.refusedTombstones(),
+      storedBy: (device) => this.receiptBook.byDevice.get(device)?.stored ?? 0,
+      sealerFree: () => this.sealerFree(),
+      writeInner: (change, ids) => this.writeInner(change, ids),
+      seal: (update, ids) => this.queueSeal(update, ids),
       afterOutgoing: (job) => this.afterOutgoing(job),
       writeOuter: (fn) => this.writeOuter(fn).updates,
-      storeOuter: async (updates) => {
-        await this.commit({ append: updates.map((bytes) => ({ convId: this.id, doc: 'outer' as const, bytes })) })
-        this.appendedRows += updates.length
-      },
+      writeRecords: (records) => this.writeRecords(records),
+      foldRecords: () => this.foldRecords(),
+      incomingSettled: () => this.incomingSettled(),
       idsTaken: async () => {
         if (this.writerIds.held) await this.writerIds.taken()
       },
-      foldRecords: () => this.foldRecords(),
-      refusedTombstones: () => this.refusedTombstones(),
-      assertOpen: () => this.assertOpen(),
+      storeOuter: async (updates) => {
+        await this.commit({ append: updates.map((bytes) => ({ convId: id, doc: 'outer' as const, bytes })) })
+        this.appendedRows += updates.length
+      },
+      storeRow: (put) => this.commit({ put: [put] }),
+      saveRows: (puts) => this.landing(this.commit({ put: puts }), 'could not store a failure'),
+      changed: () => this.changed(),
+      statusesChanged: (ids) => this.statusesChanged(ids),
+      reportError: (err) => ctx.reportError(err),
       report: (err, context) => this.report(err, context),
     }
   }

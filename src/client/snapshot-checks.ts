@@ -32,7 +32,7 @@ export interface SnapshotChecksHost {
   /** Settles once the received rows queued so far are applied: they go before each page. */
   readonly incomingTail: Promise<void>
   /** Store one row durably. */
-  store(put: Put): Promise<void>
+  storeRow(put: Put): Promise<void>
   /** Messages may show (or stay hidden) now: the list changed. */
   changed(): void
   /** Tell the app (signatures that failed). */
@@ -131,7 +131,7 @@ export class SnapshotChecks {
         // still unverified after each page was quadratic, and a restart merely checks again.
         if (this.dirty && !host.closed) {
           this.dirty = false
-          await host.store(this.row())
+          await host.storeRow(this.row())
         }
       } catch (err) {
         host.report(err, 'could not verify snapshot messages')

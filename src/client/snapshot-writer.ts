@@ -34,7 +34,7 @@ export interface SnapshotHost {
   readonly membership: MembershipState
   /** The current epoch, and the keys this device holds by epoch. */
   readonly epoch: number
-  readonly keys: ReadonlyMap<number, Uint8Array>
+  readonly epochKeys: ReadonlyMap<number, Uint8Array>
   /** The highest relay row received. */
   readonly cursor: number
   /** The highest row before which nothing received is still held back: what a snapshot may cover. */
@@ -150,7 +150,7 @@ export class SnapshotWriter {
     // One monotonic clock for the schedule (its pauses measure with it too).
     const now = performance.now()
     // Without the first epoch's key (a 'from-join' member) this device cannot write one: leave it to others.
-    if (this.writing || host.closed || !host.keys.has(0)) return
+    if (this.writing || host.closed || !host.epochKeys.has(0)) return
     const at = { since: this.since, cursor: host.cursor, coveredSeq: since, now }
     if (!this.schedule.due(at)) {
       // Held back only by its share of the time: tried again when that is over, send or not.
@@ -223,8 +223,8 @@ export class SnapshotWriter {
     // Not past anything still held back: the snapshot must hold every row it covers.
     const coversSeq = host.coverableThrough
     const epoch = host.epoch
-    const key = host.keys.get(epoch)
-    const first = host.keys.get(0)
+    const key = host.epochKeys.get(epoch)
+    const first = host.epochKeys.get(0)
     // Without the first key (a 'from-join' member) we hold only part of the history anyway.
     if (!key || !first || coversSeq === 0) return
     // The work starts here, and each of its steps is paced to the snapshot's share of the

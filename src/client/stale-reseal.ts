@@ -30,8 +30,8 @@ export interface StaleResealHost {
   originalUpdate(envelopeKey: string): Uint8Array | undefined
   /** Seal `update` again, for messages `ids`, in the send queue. */
   seal(update: Uint8Array, ids: string[]): Promise<void>
-  /** Store outbox rows (not waited for). */
-  store(puts: Put[]): void
+  /** Store outbox rows (not waited for: a failure is reported). */
+  saveRows(puts: Put[]): void
   statusesChanged(ids: string[]): void
   reportError(err: PetrelError): void
   report(err: unknown, context: string): void
@@ -131,7 +131,7 @@ export class StaleReseal {
     }
     const puts: Put[] = []
     for (const key of new Set(unopened.map((id) => host.own.get(id)!.envelopeKey))) host.own.rowPuts(key, puts)
-    host.store(puts)
+    host.saveRows(puts)
     host.statusesChanged(unopened)
     host.reportError(new PetrelError(ErrorCode.EnvelopeRejected, `${unopened.length} message(s) refused as stale could not be sealed again: their key is gone`, { conversationId: host.id }))
   }

@@ -39,7 +39,7 @@ function hostFor(doc: Y.Doc) {
     inner: doc,
     membership,
     incomingTail: Promise.resolve(),
-    store: async (put) => {
+    storeRow: async (put) => {
       stored.push(put)
     },
     changed: () => shown.push(1),

@@ -33,7 +33,7 @@ function world(options: { key?: Uint8Array; openable?: (envelopeKey: string) => 
     envelope: (k) => envelopes.get(k),
     originalUpdate: (k) => ((options.openable ?? (() => true))(k) ? Uint8Array.from(k, (c) => c.charCodeAt(0)) : undefined),
     seal: async (update, ids) => void sealed.push({ update, ids }),
-    store: (puts) => void stored.push(puts),
+    saveRows: (puts) => void stored.push(puts),
     statusesChanged: (ids) => void changed.push(ids),
     reportError: (err) => void errors.push(err),
     report: (err) => {
