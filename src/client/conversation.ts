@@ -67,10 +67,10 @@ import { checkInnerUpdate, INNER_MESSAGE_BATCHES, INNER_MESSAGES, INNER_META, IN
 import type { Batch, CommitOptions } from './storage/device-store.js'
 import { Presence } from './presence.js'
 import { type MemberReceipt, ReceiptBook } from './receipts.js'
-import { chunkForSealing, MERGE_BYTES, } from './seal-chunks.js'
+import { chunkForSealing, MERGE_BYTES } from './seal-chunks.js'
 import { MembershipBook, safetyNumber } from './membership-book.js'
 import { tombstoneUpdate } from './tombstone.js'
-import { randomClientId, SessionWriterIds } from './writer-ids.js'
+import { randomClientId, SessionWriterIds, type WriterIdsHost } from './writer-ids.js'
 import { lostClocksFiller } from './lost-history.js'
 import { PositionIndex } from './position-index.js'
 import { type Message, ShownList, type StoredMessage } from './shown-list.js'
@@ -92,7 +92,7 @@ import { encodeSummary, STALE, staleSummaryKey, type Summary, SUMMARY_MESSAGES, 
 export type { Message } from './shown-list.js'
 
 /** Every part's host interface at once (Conversation.partsHost). */
-type PartsHost = SendBatchesHost & StaleResealHost & MemberActionsHost & AckTarget & SnapshotChecksHost & SnapshotHost
+type PartsHost = SendBatchesHost & StaleResealHost & MemberActionsHost & AckTarget & SnapshotChecksHost & SnapshotHost & WriterIdsHost
 
 /** The epoch a record starts (an epoch record's number), or 0 for any other record or bytes that do not parse. */
 function epochStartedBy(bytes: Uint8Array): number {
@@ -341,7 +341,6 @@ export class Conversation {
   ) {
     this.book = new MembershipBook(id, ctx.identity)
     this.own = new OwnMessages(id)
-    const conv = this
     // One object for every part's host interface: each part sees only its own interface of it.
     const host = this.partsHost()
     this.sends = new SendBatches(host)
@@ -349,34 +348,7 @@ export class Conversation {
     this.memberActions = new MemberActions(host)
     this.acks = new DeviceAcks(host)
     this.checks = new SnapshotChecks(host)
-    this.writerIds = new SessionWriterIds({
-      convId: id,
-      store: ctx.store,
-      get inner() {
-        return conv.doc
-      },
-      get outer() {
-        return conv.outer
-      },
-      get awareness() {
-        return conv.provider?.awareness
-      },
-      get membership() {
-        return conv.membership
-      },
-      get bindings() {
-        return conv.bindings
-      },
-      get clientEpoch() {
-        return conv.clientEpoch
-      },
-      set clientEpoch(epoch) {
-        conv.clientEpoch = epoch
-      },
-      report: (err, context) => this.report(err, context),
-      reject: (code, message) => this.reject(code, message),
-      landing: (commit, failure) => this.landing(commit, failure),
-    })
+    this.writerIds = new SessionWriterIds(host)
     this.source = new SnapshotSource(async () => {
       await ctx.store.commit({})
       const rows = await ctx.store.loadLog(id, 'inner')
@@ -942,7 +914,9 @@ export class Conversation {
     const { ctx, id } = this
     return {
       id,
+      convId: id,
       ctx,
+      store: ctx.store,
       book: this.book,
       get own() {
         return conv.own
@@ -974,6 +948,18 @@ export class Conversation {
       },
       get outgoing() {
         return conv.outgoing
+      },
+      get awareness() {
+        return conv.provider?.awareness
+      },
+      get bindings() {
+        return conv.bindings
+      },
+      get clientEpoch() {
+        return conv.clientEpoch
+      },
+      set clientEpoch(epoch) {
+        conv.clientEpoch = epoch
       },
       userId: ctx.identity.userId,
       deviceId: ctx.identity.deviceId,
@@ -1023,6 +1009,8 @@ export class Conversation {
       statusesChanged: (ids) => this.statusesChanged(ids),
       reportError: (err) => ctx.reportError(err),
       report: (err, context) => this.report(err, context),
+      reject: (code, message) => this.reject(code, message),
+      landing: (commit, failure) => this.landing(commit, failure),
     }
   }
 
