@@ -2098,28 +2098,17 @@ export class Conversation {
       })
       this.incoming = job.catch((err) => this.report(err, 'could not store a refused record'))
     }
-    const tombstones = new Set<string>()
-    const stale = new Set<string>()
-    const failed: string[] = []
     // Our outer id is bound to another device at the relay: a reload drew another; so must the next session.
     if (msg.reason === Reason.ClientIdTaken) this.writerIds.refused()
-    for (const range of msg.ranges)
-      for (let i = 0; i < range.len; i++) {
-        const key = envelopeKey(range.client, range.clock + i)
-        for (const [msgId, state] of this.own.inEnvelope(key)) {
-          if (msg.reason === Reason.StaleEpoch) {
-            // Not a failure: sealed before we knew of a new key. It goes again under the new one.
-            this.reseal.add(msgId)
-            state.stale = true
-            stale.add(key)
-            continue
-          }
-          state.failure = `${reasonName(msg.reason)}: ${msg.message}`
-          state.refused = true
-          failed.push(msgId)
-          tombstones.add(key)
-        }
-      }
+    const keys: string[] = []
+    for (const range of msg.ranges) for (let i = 0; i < range.len; i++) keys.push(envelopeKey(range.client, range.clock + i))
+    // Stale is not a failure: sealed before we knew of a new key, it goes again under the new one.
+    const isStale = msg.reason === Reason.StaleEpoch
+    const { ids, envelopes } = this.own.refused(keys, isStale, `${reasonName(msg.reason)}: ${msg.message}`)
+    const stale = isStale ? envelopes : new Set<string>()
+    const tombstones = isStale ? new Set<string>() : envelopes
+    const failed = isStale ? [] : ids
+    if (isStale) for (const id of ids) this.reseal.add(id)
     for (const key of tombstones) this.own.rowPuts(key, puts)
     if (stale.size > 0) {
       // Issued now, before the re-seal's commit (commits land in order), which replaces these rows.
@@ -2186,14 +2175,7 @@ export class Conversation {
     this.syncWaiters.clear()
     // Not a member (any more): nothing pending can ever be delivered.
     const puts: Array<[string, Uint8Array | null]> = []
-    const envelopes = new Set<string>()
-    for (const state of this.own.values()) {
-      if (state.seq === 0 && state.failure === '') {
-        state.failure = text
-        envelopes.add(state.envelopeKey)
-      }
-    }
-    for (const key of envelopes) this.own.rowPuts(key, puts)
+    this.own.failPending(text, puts)
     this.ctx.reportError(err)
     if (puts.length > 0) {
       this.statusesChanged()

@@ -125,6 +125,44 @@ export class OwnMessages {
     return out
   }
 
+  /**
+   * The relay refused these envelopes. Refused as `stale` (sealed under an epoch no longer
+   * current), their messages are marked to go again under the new key; otherwise they fail for
+   * good with `failure` (their tombstones are the caller's to send). Returns the messages so
+   * marked and the envelopes that held them.
+   */
+  refused(envelopeKeys: Iterable<string>, stale: boolean, failure: string): { ids: string[]; envelopes: Set<string> } {
+    const ids: string[] = []
+    const envelopes = new Set<string>()
+    for (const key of envelopeKeys) {
+      for (const [msgId, state] of this.inEnvelope(key)) {
+        if (stale) state.stale = true
+        else {
+          state.failure = failure
+          state.refused = true
+        }
+        ids.push(msgId)
+        envelopes.add(key)
+      }
+    }
+    return { ids, envelopes }
+  }
+
+  /**
+   * Every message still pending fails with `failure` (the relay denied the conversation: nothing
+   * pending can be delivered); the rows that store it are appended to `puts`.
+   */
+  failPending(failure: string, puts: Put[]): void {
+    const envelopes = new Set<string>()
+    for (const state of this.states.values()) {
+      if (state.seq === 0 && state.failure === '') {
+        state.failure = failure
+        envelopes.add(state.envelopeKey)
+      }
+    }
+    for (const key of envelopes) this.rowPuts(key, puts)
+  }
+
   /** `id` and the other failed messages still in its envelope: a retry sends them again together. */
   failedWith(id: string): string[] {
     const state = this.states.get(id)

@@ -67,6 +67,31 @@ describe('own messages', () => {
     expect(own.has('u.1')).toBe(false)
   })
 
+  it('fails the messages of envelopes refused for good, and marks those refused as stale to go again', () => {
+    const own = new OwnMessages(CONV)
+    own.sealed([{ envelopeKey: 'e1', msgIds: ['u.1', 'u.2'] }, { envelopeKey: 'e2', msgIds: ['u.3'] }], [])
+    // u.2 left e1 (sent again in e3): a refusal of e1 is not its refusal.
+    own.sealed([{ envelopeKey: 'e3', msgIds: ['u.2'] }], [])
+    const gone = own.refused(['e1', 'e9'], false, 'quota exceeded: room full')
+    expect(gone.ids).toEqual(['u.1'])
+    expect([...gone.envelopes]).toEqual(['e1'])
+    expect(own.get('u.1')).toEqual(expect.objectContaining({ refused: true, failure: 'quota exceeded: room full' }))
+    const stale = own.refused(['e2'], true, 'stale epoch')
+    expect(stale.ids).toEqual(['u.3'])
+    expect(own.get('u.3')).toEqual(expect.objectContaining({ stale: true, failure: '' }))
+  })
+
+  it('fails every pending message when the conversation is denied, and only those', () => {
+    const own = new OwnMessages(CONV)
+    own.sealed([{ envelopeKey: 'e1', msgIds: ['u.1'] }, { envelopeKey: 'e2', msgIds: ['u.2'] }], [])
+    own.get('u.1')!.seq = 5
+    const puts: Put[] = []
+    own.failPending('not a member', puts)
+    expect(own.get('u.1')!.failure).toBe('')
+    expect(own.get('u.2')!.failure).toBe('not a member')
+    expect(rowsOf(puts)).toEqual([{ key: keyOf.sent(CONV, 'u.2', 'e2'), row: expect.objectContaining({ failure: 'not a member', msgIds: ['u.2'] }) }])
+  })
+
   it('loads rows per envelope and turns format-1 rows (one per message) into them', () => {
     const own = new OwnMessages(CONV)
     const sent: Array<[string, Uint8Array]> = [[keyOf.sent(CONV, 'u.1', 'e1'), encodeSentEnvelope({ envelopeKey: 'e1', seq: 7, failure: '', msgIds: ['u.1', 'u.2'] })]]
