@@ -14,8 +14,10 @@
  * through a host interface declared beside it: sends in batches (send-batches.ts), this
  * device's messages and outbox rows (own-messages.ts), re-seals after stale refusals
  * (stale-reseal.ts), acknowledgements (device-acks.ts), membership changes (member-actions.ts),
- * the shown list (shown-list.ts), and history snapshots written (snapshot-writer.ts,
- * snapshot-source.ts) and taken in (snapshot-assembly.ts, snapshot-checks.ts).
+ * the shown list (shown-list.ts), filling history a late joiner never reads
+ * (lost-history-fill.ts), and history snapshots written (snapshot-writer.ts,
+ * snapshot-source.ts) and taken in (snapshot-assembly.ts, snapshot-checks.ts). Work queued
+ * behind received rows goes through `afterIncoming`, sealing through `afterOutgoing`.
  */
 import { WebsocketProvider } from 'y-websocket'
 import * as Y from 'yjs'
@@ -71,7 +73,7 @@ import { chunkForSealing, MERGE_BYTES } from './seal-chunks.js'
 import { MembershipBook, safetyNumber } from './membership-book.js'
 import { tombstoneUpdate } from './tombstone.js'
 import { randomClientId, SessionWriterIds, type WriterIdsHost } from './writer-ids.js'
-import { lostClocksFiller } from './lost-history.js'
+import { LostHistoryFill, type LostHistoryFillHost } from './lost-history-fill.js'
 import { PositionIndex } from './position-index.js'
 import { type Message, ShownList, type StoredMessage } from './shown-list.js'
 import { VirtualSocket } from './virtual-socket.js'
@@ -92,7 +94,7 @@ import { encodeSummary, STALE, staleSummaryKey, type Summary, SUMMARY_MESSAGES, 
 export type { Message } from './shown-list.js'
 
 /** Every part's host interface at once (Conversation.partsHost). */
-type PartsHost = SendBatchesHost & StaleResealHost & MemberActionsHost & AckTarget & SnapshotChecksHost & SnapshotHost & WriterIdsHost
+type PartsHost = SendBatchesHost & StaleResealHost & MemberActionsHost & AckTarget & SnapshotChecksHost & SnapshotHost & WriterIdsHost & LostHistoryFillHost
 
 /** The epoch a record starts (an epoch record's number), or 0 for any other record or bytes that do not parse. */
 function epochStartedBy(bytes: Uint8Array): number {
@@ -128,9 +130,6 @@ interface CheckedEnvelopes {
   headers: Array<EnvelopeHeader | undefined>
   verdicts: boolean[]
 }
-
-/** How long changes wait for history before they count as continuing history this device cannot read. */
-const LOST_HISTORY_GRACE_MS = 3_000
 
 const ORIGIN_LOAD = Symbol('load')
 const ORIGIN_REMOTE = Symbol('remote')
@@ -251,6 +250,8 @@ export class Conversation {
   /** Our keys that lost a race for their epoch number: only to re-seal what we sealed with them. */
   private readonly lostKeys = new Map<string, Uint8Array>()
   private bindings = new Map<number, string>()
+  /** When this device fills history it will never read (lost-history-fill.ts). */
+  private readonly lostFill: LostHistoryFill
   /** Sends being signed and written into the document, in batches (send-batches.ts). */
   private readonly sends: SendBatches
   /** Invites, adding and removing members, leaving (member-actions.ts). */
@@ -348,6 +349,7 @@ export class Conversation {
     this.memberActions = new MemberActions(host)
     this.acks = new DeviceAcks(host)
     this.checks = new SnapshotChecks(host)
+    this.lostFill = new LostHistoryFill(host)
     this.writerIds = new SessionWriterIds(host)
     this.source = new SnapshotSource(async () => {
       await ctx.store.commit({})
@@ -605,7 +607,7 @@ export class Conversation {
       // Caught up without a snapshot we could use (none written, or one we cannot read, as a
       // 'from-join' member): stop holding what came after the compacted part.
       if (this.missedThrough > 0) {
-        const job = this.incomingTail.then(async () => {
+        this.afterIncoming(async () => {
           // A snapshot still inflating is what the held updates wait for: it goes first.
           if (this.assembly.inflating) {
             await this.assembly.inflating
@@ -617,11 +619,10 @@ export class Conversation {
           this.holdingOverflowed = false
           this.storeStillMissing()
           this.retryDeferred()
-        })
-        this.incoming = job.catch((err) => this.report(err, 'could not apply held messages'))
+        }, 'could not apply held messages')
       }
       // Caught up: what still waits in Yjs may wait for history this device cannot read.
-      else if (this.doc.store.pendingStructs !== null) this.fillLostClocksSoon()
+      else if (this.doc.store.pendingStructs !== null) this.lostFill.soon()
       this.unknownRoomRetries = 0
       // Once what the catch-up brought is applied: what the relay holds from the last session's
       // ids is known then (writer-ids.ts).
@@ -949,6 +950,12 @@ export class Conversation {
       get outgoing() {
         return conv.outgoing
       },
+      get settled() {
+        return conv.provider?.synced === true && conv.unresolvedRows.length === 0 && conv.missedThrough === 0
+      },
+      get held() {
+        return conv.deferred
+      },
       get awareness() {
         return conv.provider?.awareness
       },
@@ -1011,6 +1018,8 @@ export class Conversation {
       report: (err, context) => this.report(err, context),
       reject: (code, message) => this.reject(code, message),
       landing: (commit, failure) => this.landing(commit, failure),
+      afterIncoming: (job, failure) => this.afterIncoming(job, failure),
+      receivePass: () => this.processIncoming([], [], [], 0),
     }
   }
 
@@ -1292,6 +1301,14 @@ export class Conversation {
   }
 
   /** The incoming chain, for a job that must run after every page received so far (and before later ones). */
+  /** Queue `job` on the receive chain, after what is queued there; its failure is reported with `failure`. */
+  private afterIncoming(job: () => unknown, failure: string): void {
+    this.incoming = this.incomingTail.then(job).then(
+      () => undefined,
+      (err: unknown) => this.report(err, failure),
+    )
+  }
+
   private get incomingTail(): Promise<void> {
     this.openPages = undefined
     return this.incoming
@@ -1468,7 +1485,7 @@ export class Conversation {
         // (only on the pass fillLostClocksSoon runs, once they have waited a while).
         let fillers: Uint8Array[] = []
         try {
-          fillers = this.fillingLostClocks && this.mayFillLostClocks() ? lostClocksFiller(this.doc) : []
+          fillers = this.lostFill.fillers()
         } catch (err) {
           this.report(err, 'could not fill history this device cannot read')
         }
@@ -1488,7 +1505,7 @@ export class Conversation {
       this.heldErrors = undefined
       for (const err of held) this.ctx.reportError(err)
     }
-    if (this.doc.store.pendingStructs !== null) this.fillLostClocksSoon()
+    if (this.doc.store.pendingStructs !== null) this.lostFill.soon()
     const batch: Batch = {
       append: [
         ...outerUpdates.map((bytes) => ({ convId: this.id, doc: 'outer' as const, bytes })),
@@ -1644,67 +1661,10 @@ export class Conversation {
     return true
   }
 
-  /**
-   * Whether what this device's inner document still waits for can only be history it will
-   * never read (see lost-history.ts): it holds no key of the first epoch (a 'from-join'
-   * member's device: the start of the conversation is sealed from it, in envelopes or in a
-   * snapshot), it has caught up, no row waits for predecessors, no snapshot is awaited, and
-   * nothing held back could still open (only envelopes sealed under an epoch before its first).
-   */
-  private mayFillLostClocks(): boolean {
-    if (this.doc.store.pendingStructs === null) return false
-    const keys = this.record.keys
-    if (keys.size === 0 || keys.has(0)) return false
-    if (!this.provider?.synced || this.unresolvedRows.length > 0 || this.missedThrough > 0) return false
-    const first = Math.min(...keys.keys())
-    return this.deferred.every((d) => {
-      let epoch = this.deferredEpochs.get(d.bytes)
-      if (epoch === undefined) {
-        try {
-          epoch = readEnvelope(d.bytes).epoch
-        } catch {
-          epoch = -1
-        }
-        this.deferredEpochs.set(d.bytes, epoch)
-      }
-      return epoch < first
-    })
-  }
-
-  /** Epochs of held envelopes, read once (a 'from-join' member may hold many it can never open). */
-  private readonly deferredEpochs = new WeakMap<Uint8Array, number>()
-
-  private fillTimer: ReturnType<typeof setTimeout> | undefined
-  private fillingLostClocks = false
-
-  /**
-   * Fill what waits for unreadable history (lost-history.ts), if it still waits after
-   * LOST_HISTORY_GRACE_MS. The wait is for a change the relay refused under an old key while a
-   * later one of the same client went through: its author re-seals it within a round trip, and
-   * a fill before it arrives would make this device drop it for good.
-   */
-  private fillLostClocksSoon(): void {
-    if (this.fillTimer !== undefined || this.closed || this.record.keys.has(0)) return
-    this.fillTimer = setTimeout(() => {
-      this.fillTimer = undefined
-      if (this.closed || !this.mayFillLostClocks()) return
-      const job = this.incomingTail.then(async () => {
-        this.fillingLostClocks = true
-        try {
-          await this.processIncoming([], [], [], 0)
-        } finally {
-          this.fillingLostClocks = false
-        }
-      })
-      this.incoming = job.catch((err) => this.report(err, 'could not apply held messages'))
-    }, LOST_HISTORY_GRACE_MS)
-  }
-
   /** Process held envelopes again (after their snapshot, or once it is clear none comes). */
   private retryDeferred(): void {
     this.retryDeferredSoon = true
-    const job = this.incomingTail.then(() => this.processIncoming([], [], [], 0))
-    this.incoming = job.catch((err) => this.report(err, 'could not apply held messages'))
+    this.afterIncoming(() => this.processIncoming([], [], [], 0), 'could not apply held messages')
   }
 
   /**
@@ -1886,8 +1846,7 @@ export class Conversation {
       // they bring, and a copy taken now, written after theirs, put them out of the store
       // (a restart then held records it could not place, and never folded them).
       this.recordSeqsDirty = true
-      const job = this.incomingTail.then(() => this.foldRecords())
-      this.incoming = job.catch((err) => this.report(err, 'could not fold records'))
+      this.afterIncoming(() => this.foldRecords(), 'could not fold records')
     }
     const acked: string[] = []
     const envelopes = new Set<string>()
@@ -1945,12 +1904,11 @@ export class Conversation {
     if (this.pendingPuts.size === 0 && !this.recordSeqsDirty) return
     const batch = [...this.pendingPuts]
     this.pendingPuts = new Map()
-    const job = this.incomingTail.then(() => {
+    this.afterIncoming(() => {
       if (this.recordSeqsDirty) batch.push([keyOf.recordSeqs(this.id), this.book.encodeSeqs()])
       this.recordSeqsDirty = false
       this.landing(this.commit({ put: batch }, SOON), 'could not store acknowledgements')
-    })
-    this.incoming = job.catch((err) => this.report(err, 'could not store acknowledgements'))
+    }, 'could not store acknowledgements')
   }
 
   /**
@@ -1964,7 +1922,7 @@ export class Conversation {
    * could write a cursor past rows queued between the two, not yet stored.)
    */
   private advanceCursor(seq: number): void {
-    const job = this.incomingTail.then(() => {
+    this.afterIncoming(() => {
       if (seq <= this.cursor) return
       // Our own row says nothing of the rows before it: only right after the cursor does it
       // move it. A ✓ that overtook rows stored earlier (or rows still waiting for their
@@ -1980,8 +1938,7 @@ export class Conversation {
         this.acks.stored(through)
         this.acks.schedule()
       })
-    })
-    this.incoming = job.catch((err) => this.report(err, 'could not store the cursor'))
+    }, 'could not store the cursor')
   }
 
   /**
@@ -2081,7 +2038,7 @@ export class Conversation {
         }
       }
     if (refusedRecords) {
-      const job = this.incomingTail.then(async () => {
+      this.afterIncoming(async () => {
         await this.commit({ put: [[keyOf.recordSeqs(this.id), this.book.encodeSeqs()]] })
         await this.foldRecords()
         // Our new epoch was refused (a device joined through a 'from-join' invite before its
@@ -2095,8 +2052,7 @@ export class Conversation {
             this.rotating = false
           })
         }
-      })
-      this.incoming = job.catch((err) => this.report(err, 'could not store a refused record'))
+      }, 'could not store a refused record')
     }
     // Our outer id is bound to another device at the relay: a reload drew another; so must the next session.
     if (msg.reason === Reason.ClientIdTaken) this.writerIds.refused()
@@ -2136,20 +2092,18 @@ export class Conversation {
       void this.queueSeal(tombstoneUpdate(update), [], true, withRows).catch((err) => this.report(err, 'could not send a tombstone'))
     }
     if (puts.length === 0 || rowsQueued) return
-    const job = this.incomingTail.then(() => this.commit({ put: puts }))
-    this.incoming = job.catch((err) => this.report(err, 'could not store a refusal'))
+    this.afterIncoming(() => this.commit({ put: puts }), 'could not store a refusal')
   }
 
   private onCursor(seq: number): void {
     if (seq <= this.cursor) return
-    const job = this.incomingTail.then(async () => {
+    this.afterIncoming(async () => {
       if (seq <= this.cursor) return
       const through = this.heldThrough(seq)
       this.cursor = through
       await this.commit({ put: [[keyOf.cursor(this.id), encodeCursor(through)]] })
       this.acks.stored(through)
-    })
-    this.incoming = job.catch((err) => this.report(err, 'could not store the cursor'))
+    }, 'could not store the cursor')
   }
 
   private onDenied(reason: number, message: string): void {
@@ -2424,7 +2378,7 @@ export class Conversation {
     if (this.closed) return
     this.closed = true
     this.acks.stop()
-    clearTimeout(this.fillTimer)
+    this.lostFill.stop()
     // No snapshot is tried again from here on; one whose envelopes are written is stored below.
     const snapshotsStored = this.snapshots.close()
     this.reseal.stop()
