@@ -179,7 +179,6 @@ const MERGE_PAGES_BYTES = 1024 * 1024
  * against 16 µs; BENCHMARKS.md, twenty-fifth session).
  */
 const CLIENT_ID_EPOCHS = 16
-/** The first wait before sealing again under a key the relay just refused as stale, doubled each time, up to the most. */
 
 export class Conversation {
   // Both documents are made on first use. A conversation opened from its summary (`open:
@@ -1300,7 +1299,6 @@ export class Conversation {
     })
   }
 
-  /** The incoming chain, for a job that must run after every page received so far (and before later ones). */
   /** Queue `job` on the receive chain, after what is queued there; its failure is reported with `failure`. */
   private afterIncoming(job: () => unknown, failure: string): void {
     this.incoming = this.incomingTail.then(job).then(
@@ -1309,6 +1307,7 @@ export class Conversation {
     )
   }
 
+  /** The incoming chain, for a job that must run after every page received so far (and before later ones). */
   private get incomingTail(): Promise<void> {
     this.openPages = undefined
     return this.incoming

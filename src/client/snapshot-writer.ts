@@ -56,6 +56,8 @@ export interface SnapshotHost {
   foldRecords(): Promise<void>
   /** Tombstones of our refused messages: a snapshot carries them in their place. */
   refusedTombstones(): Uint8Array[]
+  /** Settles once the conversation is loaded. */
+  ready(): Promise<void>
   assertOpen(): void
   report(err: unknown, context: string): void
 }
@@ -134,6 +136,13 @@ export class SnapshotWriter {
     return job
   }
 
+  /** A due snapshot, written as an app's `writeSnapshot()` would be: once loaded, and not once closed. */
+  private async writeWhenReady(): Promise<void> {
+    await this.host.ready()
+    this.host.assertOpen()
+    return this.write()
+  }
+
   /** Stop retrying; settles once a snapshot whose envelopes are written is stored. */
   async close(): Promise<void> {
     clearTimeout(this.retryTimer)
@@ -173,7 +182,7 @@ export class SnapshotWriter {
     this.writing = true
     this.givenUp = false
     this.schedule.started(now)
-    void this.write()
+    void this.writeWhenReady()
       // Closing while it was sealed: the next session writes one when its count is reached.
       .catch((err) => (host.closed && err instanceof PetrelError && err.code === ErrorCode.Closed) || host.report(err, 'could not write a history snapshot'))
       .finally(() => {
