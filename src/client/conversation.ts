@@ -1481,7 +1481,7 @@ export class Conversation {
           }
         }
         // Changes that continue a client whose start this device can never read: they go in now
-        // (only on the pass fillLostClocksSoon runs, once they have waited a while).
+        // (only on the pass lost-history-fill.ts queues, once they have waited a while).
         let fillers: Uint8Array[] = []
         try {
           fillers = this.lostFill.fillers()
