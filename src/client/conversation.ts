@@ -17,12 +17,14 @@
  * the shown list (shown-list.ts), filling history a late joiner never reads
  * (lost-history-fill.ts), and history snapshots written (snapshot-writer.ts,
  * snapshot-source.ts) and taken in (snapshot-assembly.ts, snapshot-checks.ts). Work queued
- * behind received rows goes through `afterIncoming`, sealing through `afterOutgoing`.
+ * behind received rows goes through `afterIncoming`, sealing through `afterOutgoing`. Each
+ * received envelope passes the checks of envelope-admission.ts, in their order, before it is
+ * opened; what its update may change is inner-guard.ts's to say.
  */
 import { WebsocketProvider } from 'y-websocket'
 import * as Y from 'yjs'
-import { constantTimeEqual, fromBase64Url, randomBytes, toBase64Url, toHex, verifyBatch } from '../shared/crypto/index.js'
-import { decryptEnvelope, type EnvelopeHeader, keyCheckOf, type Opened, openEnvelope, readEnvelope, sealEnvelope, signedEnvelopeBytes, type SnapshotPart } from '../shared/envelope.js'
+import { constantTimeEqual, fromBase64Url, randomBytes, toBase64Url, toHex } from '../shared/crypto/index.js'
+import { decryptEnvelope, keyCheckOf, readEnvelope, sealEnvelope, type SnapshotPart } from '../shared/envelope.js'
 import { ErrorCode, PetrelError } from '../shared/errors.js'
 import type { MembershipState } from '../shared/membership.js'
 import { envelopeKey, OUTER_LOG, OUTER_RECORDS } from '../shared/outer-keys.js'
@@ -80,6 +82,7 @@ import { VirtualSocket } from './virtual-socket.js'
 import { rowsToStore, transactWithoutUpdate } from './quiet-transact.js'
 import { OwnMessages } from './own-messages.js'
 import { type AckTarget, DeviceAcks } from './device-acks.js'
+import { type AdmissionRules, admitEnvelope, type CheckedEnvelopes, checkEnvelopes, type IncomingEnvelope, nonceKey } from './envelope-admission.js'
 import { type InviteOptions, MemberActions, type MemberActionsHost, type MemberInfo } from './member-actions.js'
 import { isClock, messageIdFor } from './message-id.js'
 import { SendBatches, type SendBatchesHost } from './send-batches.js'
@@ -106,17 +109,6 @@ function epochStartedBy(bytes: Uint8Array): number {
   }
 }
 
-/**
- * A received envelope: its outer key, the relay row that carried it, its bytes, and whether
- * that row was uploaded as a snapshot part (`rows` names those; see processIncoming).
- */
-interface IncomingEnvelope {
-  key: string
-  seq: number
-  bytes: Uint8Array
-  part?: boolean
-}
-
 interface IncomingPage {
   envelopes: IncomingEnvelope[]
   /** The outer log rows to store for it (see rowsToStore). */
@@ -124,11 +116,6 @@ interface IncomingPage {
   maxSeq: number
   seqsChanged: boolean
   checked: Promise<CheckedEnvelopes>
-}
-
-interface CheckedEnvelopes {
-  headers: Array<EnvelopeHeader | undefined>
-  verdicts: boolean[]
 }
 
 const ORIGIN_LOAD = Symbol('load')
@@ -1391,67 +1378,17 @@ export class Conversation {
         // Its record may come a page after its last part, or it was inflated since.
         const readyAt = this.applyReadySnapshot(messages)
         if (readyAt !== undefined) currentSeq = readyAt
+        const rules = this.admissionRules(envelopes)
         for (let i = 0; i < envelopes.length; i++) {
-          const h = headers[i]
-          if (!h) continue
-          const deviceId = deviceIdOf(h.senderDevicePub)
-          // Authors who have since left stay known: their earlier messages are still theirs.
-          const userId = this.membership.everDevices.get(deviceId)
-          if (userId === undefined) {
-            // Its join record may still be on its way (rows can arrive out of order): hold it.
-            this.defer(envelopes[i]!, ErrorCode.UnknownSender, `envelope from a device that is not a member (${deviceId.slice(0, 8)}…)`)
-            continue
-          }
-          if (!verdicts[i]) {
-            this.reject(ErrorCode.EnvelopeRejected, 'envelope signature does not verify')
-            continue
-          }
-          const key = this.record.keys.get(h.epoch)
-          if (!key) {
-            this.defer(envelopes[i]!, ErrorCode.EnvelopeRejected, `no key for epoch ${h.epoch}`)
-            continue
-          }
-          // The envelope names its key. Ours for this epoch may be a key that lost a race for
-          // the epoch number (we rotated at the same time as someone else) and the winner's
-          // record not folded here yet: wait for it rather than fail to decrypt for good.
-          if (!constantTimeEqual(keyCheckOf(key), h.keyCheck)) {
-            const winner = this.membership.epochs.get(h.epoch)?.keyCheck
-            // Epoch 0 has one key for everyone, and once we hold the winner's key any other is
-            // simply wrong: refused. Otherwise the winner's record is still on its way: wait.
-            if (h.epoch !== 0 && (winner === undefined || !constantTimeEqual(winner, keyCheckOf(key)))) {
-              this.defer(envelopes[i]!, ErrorCode.EnvelopeRejected, `envelope sealed under another key for epoch ${h.epoch}`)
-              continue
-            }
-          }
-          if (!this.book.sealedInTime(h.epoch, envelopes[i]!.seq)) {
-            this.reject(ErrorCode.EnvelopeRejected, `envelope sealed under epoch ${h.epoch} after epoch ${h.epoch + 1} began (a removed member's or stale write)`)
-            continue
-          }
-          const nonces = this.openedNonces(envelopes)
-          const nonce = nonceKey(h.nonce)
-          const seen = nonces.get(nonce)
-          if (seen !== undefined) {
-            // A copy of an envelope already applied changes nothing: skip it (applied once).
-            if (!constantTimeEqual(seen, h.signature)) this.reject(ErrorCode.EnvelopeRejected, `envelope reuses a nonce (sender ${deviceId.slice(0, 8)}…)`)
-            continue
-          }
-          let opened: Opened
-          try {
-            opened = openEnvelope(this.id, h, key)
-          } catch (err) {
-            this.reject(ErrorCode.EnvelopeRejected, `envelope does not decrypt: ${(err as Error).message}`)
-            continue
-          }
-          // Uploaded as a snapshot part, it must be one: a message there would be a blank to the
-          // live devices the relay spared it (their views would differ), so nobody applies it.
-          if (envelopes[i]!.part && opened.kind !== 'snapshot') {
-            this.reject(ErrorCode.EnvelopeRejected, `envelope uploaded as a snapshot part holds something else (sender ${deviceId.slice(0, 8)}…): not applied`)
-            continue
-          }
+          const admitted = admitEnvelope(rules, envelopes[i]!, headers[i], verdicts[i])
+          if (admitted.kind === 'hold') this.defer(envelopes[i]!, admitted.code, admitted.message)
+          else if (admitted.kind === 'refuse') this.reject(admitted.code, admitted.message)
+          if (admitted.kind !== 'open') continue
+          const { opened, deviceId, userId } = admitted
           if (opened.kind === 'update' && this.holdForSnapshot(envelopes[i]!)) continue
-          nonces.set(nonce, h.signature)
+          this.openedNonces(envelopes).set(admitted.nonce, admitted.signature)
           if (opened.kind === 'snapshot') {
-            this.gatherSnapshot(opened, h.epoch, deviceId, envelopes[i]!.seq)
+            this.gatherSnapshot(opened, admitted.epoch, deviceId, envelopes[i]!.seq)
             const at = this.applyReadySnapshot(messages)
             if (at !== undefined) currentSeq = at
             continue
@@ -1468,7 +1405,7 @@ export class Conversation {
             continue
           }
           currentSeq = envelopes[i]!.seq
-          if (h.epoch === this.membership.epoch) receivedUpdates += Math.max(1, verdict.messageKeys.length)
+          if (admitted.epoch === this.membership.epoch) receivedUpdates += Math.max(1, verdict.messageKeys.length)
           for (const k of verdict.messageKeys) if (!keySeq.has(k)) keySeq.set(k, currentSeq)
           for (const client of verdict.bind) this.bindings.set(client, deviceId)
           if (verdict.bind.length > 0) bindingsChanged = true
@@ -1733,24 +1670,25 @@ export class Conversation {
   }
 
   /** Parse envelope headers and verify their signatures (natively, as one batch). */
-  private async checkEnvelopes(envelopes: ReadonlyArray<{ bytes: Uint8Array }>): Promise<CheckedEnvelopes> {
-    const headers = envelopes.map((e) => {
-      try {
-        return readEnvelope(e.bytes)
-      } catch (err) {
-        this.report(err, 'malformed envelope')
-        return undefined
-      }
-    })
-    const verdicts = await verifyBatch(
-      headers.map((h) =>
-        h
-          ? { publicKey: h.senderDevicePub, message: signedEnvelopeBytes(this.id, h), signature: h.signature }
-          : { publicKey: new Uint8Array(32), message: new Uint8Array(0), signature: new Uint8Array(64) },
-      ),
-      { handOverMessages: true },
-    )
-    return { headers, verdicts }
+  private checkEnvelopes(envelopes: ReadonlyArray<{ bytes: Uint8Array }>): Promise<CheckedEnvelopes> {
+    return checkEnvelopes(this.id, envelopes, (err) => this.report(err, 'malformed envelope'))
+  }
+
+  /** What envelope-admission.ts reads of this conversation, for a pass over `pending`. */
+  private admissionRules(pending: ReadonlyArray<{ key: string }>): AdmissionRules {
+    const conv = this
+    return {
+      room: this.id,
+      get everDevices() {
+        return conv.membership.everDevices
+      },
+      get keys() {
+        return conv.record.keys
+      },
+      winnerKeyCheck: (epoch) => this.membership.epochs.get(epoch)?.keyCheck,
+      sealedInTime: (epoch, seq) => this.book.sealedInTime(epoch, seq),
+      nonces: () => this.openedNonces(pending),
+    }
   }
 
   /**
@@ -2562,14 +2500,3 @@ const batchTag = (): string =>
 
 const localGuid = (): string => `petrel-${++guids}`
 
-/** A nonce as a map key: its bytes as char codes (no base64 work on the receive path). */
-const nonceKey = (nonce: Uint8Array): string => String.fromCharCode.apply(null, nonce as unknown as number[])
-
-/** base64url of a device key; a batch is mostly from few senders, so the last one is kept. */
-let lastDevice: { pub: Uint8Array; id: string } | undefined
-function deviceIdOf(pub: Uint8Array): string {
-  if (lastDevice && constantTimeEqual(lastDevice.pub, pub)) return lastDevice.id
-  const id = toBase64Url(pub)
-  lastDevice = { pub: pub.slice(), id }
-  return id
-}
