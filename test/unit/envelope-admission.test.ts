@@ -129,7 +129,12 @@ describe('envelope admission', () => {
 
   it('asks for the nonces only once an envelope passed every check before them', async () => {
     let asked = 0
-    const r = rules({ nonces: () => (asked++, new Map()) })
+    const r = rules({
+      nonces: () => {
+        asked++
+        return new Map()
+      },
+    })
     await admit(r, await sealed({ by: stranger }))
     await admit(r, await sealed({ epoch: 2, key: randomBytes(32) }))
     expect(asked).toBe(0)
