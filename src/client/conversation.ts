@@ -16,7 +16,8 @@
  * (stale-reseal.ts), acknowledgements (device-acks.ts), membership changes (member-actions.ts),
  * the shown list (shown-list.ts), filling history a late joiner never reads
  * (lost-history-fill.ts), and history snapshots written (snapshot-writer.ts,
- * snapshot-source.ts) and taken in (snapshot-assembly.ts, snapshot-checks.ts). Work queued
+ * snapshot-source.ts) and taken in (missing-history.ts says when, snapshot-assembly.ts,
+ * snapshot-checks.ts). Work queued
  * behind received rows goes through `afterIncoming`, sealing through `afterOutgoing`. Each
  * received envelope passes the checks of envelope-admission.ts, in their order, before it is
  * opened; what its update may change is inner-guard.ts's to say.
@@ -44,10 +45,8 @@ import {
   readRows,
   RoomMessage,
   type RowIndexEntry,
-  WantParts,
-  writeWantParts,
 } from '../shared/room-messages.js'
-import { Reason, RelayFeature, reasonName, StrictReader } from '../shared/wire.js'
+import { Reason, reasonName, StrictReader } from '../shared/wire.js'
 import { parseUpdate } from '../shared/yjs-v1.js'
 import {
   type ConversationRecord,
@@ -76,6 +75,7 @@ import { MembershipBook, safetyNumber } from './membership-book.js'
 import { tombstoneUpdate } from './tombstone.js'
 import { randomClientId, SessionWriterIds, type WriterIdsHost } from './writer-ids.js'
 import { LostHistoryFill, type LostHistoryFillHost } from './lost-history-fill.js'
+import { MissingHistory, type MissingHistoryHost } from './missing-history.js'
 import { PositionIndex } from './position-index.js'
 import { type Message, ShownList, type StoredMessage } from './shown-list.js'
 import { VirtualSocket } from './virtual-socket.js'
@@ -97,7 +97,15 @@ import { encodeSummary, STALE, staleSummaryKey, type Summary, SUMMARY_MESSAGES, 
 export type { Message } from './shown-list.js'
 
 /** Every part's host interface at once (Conversation.partsHost). */
-type PartsHost = SendBatchesHost & StaleResealHost & MemberActionsHost & AckTarget & SnapshotChecksHost & SnapshotHost & WriterIdsHost & LostHistoryFillHost
+type PartsHost = SendBatchesHost &
+  StaleResealHost &
+  MemberActionsHost &
+  AckTarget &
+  SnapshotChecksHost &
+  SnapshotHost &
+  WriterIdsHost &
+  LostHistoryFillHost &
+  MissingHistoryHost
 
 /** The epoch a record starts (an epoch record's number), or 0 for any other record or bytes that do not parse. */
 function epochStartedBy(bytes: Uint8Array): number {
@@ -284,31 +292,8 @@ export class Conversation {
   private keyWaiters: Array<() => void> = []
   /** Received snapshots, from their parts to the state to apply (snapshot-assembly.ts). */
   private readonly assembly: SnapshotAssembly
-  /**
-   * Highest row that reached us compacted (its content replaced by a snapshot): a snapshot
-   * covering it is needed, and updates after it are held for it while catching up.
-   */
-  private missedThrough = 0
-  /**
-   * This catch-up met a compacted row. Its seq understates the history it stands for: the relay
-   * merges a compacted run into the run's smallest seq (PROTOCOL §11.5), so a GC row at seq 21
-   * may stand for rows through 28 after a second compaction. A snapshot covering 22 then
-   * cleared `missedThrough`, the next one's parts (covering 28) were ignored, and a fresh device
-   * showed neither: 1,500–6,000 of 10,000 messages missing for good (history.test.ts, about one
-   * run in 20 under load). Until the catch-up is applied, a later snapshot covering more than
-   * the one applied is gathered too.
-   */
-  private compactedInCatchUp = false
-  /** The most rows a snapshot this device applied covered. */
-  private appliedCoversSeq = 0
-  /**
-   * The compacted history this device stopped holding for at the end of its catch-up, still
-   * without a snapshot covering it: one that arrives later is taken all the same. A member
-   * writes a snapshot in parts a paced step apart, the record with the last: a device whose
-   * catch-up ends between two parts gets the rest live, after it stopped holding (and its
-   * older snapshot, no longer the latest record's by then, is not used).
-   */
-  private stillMissingThrough = 0
+  /** History the relay compacted before this device read it, and the snapshot that fills it (missing-history.ts). */
+  private readonly missing: MissingHistory
   /** Messages that came from a snapshot: shown once their author's signature verifies, never if it fails (snapshot-checks.ts). */
   private readonly checks: SnapshotChecks
   /** This device unlinked someone and the key has not changed since: it rotates, admin or not. */
@@ -336,6 +321,7 @@ export class Conversation {
     this.acks = new DeviceAcks(host)
     this.checks = new SnapshotChecks(host)
     this.lostFill = new LostHistoryFill(host)
+    this.missing = new MissingHistory(host)
     this.writerIds = new SessionWriterIds(host)
     this.source = new SnapshotSource(async () => {
       await ctx.store.commit({})
@@ -458,7 +444,7 @@ export class Conversation {
       store.get(keyOf.lostKeys(this.id)),
       this.writerIdsRead === undefined ? store.get(keyOf.writerIds(this.id)) : (this.writerIdsRead ?? undefined),
     ])
-    if (stillMissing) this.stillMissingThrough = decodeCursor(stillMissing)
+    if (stillMissing) this.missing.restore(decodeCursor(stillMissing))
     if (lostKeys) for (const key of decodeLostKeys(lostKeys)) this.lostKeys.set(toBase64Url(keyCheckOf(key)), key)
     const compact: Batch = { compact: [] }
     for (const [doc, rows, name] of [
@@ -535,7 +521,7 @@ export class Conversation {
     const mux = conn
     const room = this.id
     const writing = this.snapshots.writingPart
-    const askToSpareParts = () => this.askToSpareParts()
+    const missing = this.missing
     class RoomSocket extends VirtualSocket {
       constructor() {
         super(mux, room)
@@ -543,7 +529,7 @@ export class Conversation {
       override opened(): void {
         // Before the provider's sync step 1, which it sends from `onopen`: the relay decides
         // how to send the catch-up when step 1 comes.
-        if (this.readyState === 0) askToSpareParts()
+        if (this.readyState === 0) missing.askToSpareParts()
         super.opened()
       }
       override send(data: ArrayBuffer | Uint8Array): void {
@@ -592,19 +578,14 @@ export class Conversation {
       if (!synced) return
       // Caught up without a snapshot we could use (none written, or one we cannot read, as a
       // 'from-join' member): stop holding what came after the compacted part.
-      if (this.missedThrough > 0) {
+      if (this.missing.holding) {
         this.afterIncoming(async () => {
           // A snapshot still inflating is what the held updates wait for: it goes first.
           if (this.assembly.inflating) {
             await this.assembly.inflating
             await this.processIncoming([], [], [], 0)
           }
-          if (this.missedThrough === 0) return
-          this.stillMissingThrough = Math.max(this.stillMissingThrough, this.missedThrough)
-          this.missedThrough = 0
-          this.holdingOverflowed = false
-          this.storeStillMissing()
-          this.retryDeferred()
+          if (this.missing.stopHolding()) this.retryDeferred()
         }, 'could not apply held messages')
       }
       // Caught up: what still waits in Yjs may wait for history this device cannot read.
@@ -620,10 +601,7 @@ export class Conversation {
       this.settleSyncWaiters()
       this.acks.schedule()
       // Once what the catch-up brought is applied (and any snapshot it waits for is known).
-      void this.incomingTail.then(() => {
-        this.compactedInCatchUp = false
-        this.declineSnapshotParts()
-      })
+      void this.incomingTail.then(() => this.missing.catchUpApplied())
     })
     this.provider = provider
   }
@@ -937,7 +915,7 @@ export class Conversation {
         return conv.outgoing
       },
       get settled() {
-        return conv.provider?.synced === true && conv.unresolvedRows.length === 0 && conv.missedThrough === 0
+        return conv.provider?.synced === true && conv.unresolvedRows.length === 0 && !conv.missing.holding
       },
       get held() {
         return conv.deferred
@@ -1002,6 +980,12 @@ export class Conversation {
       statusesChanged: (ids) => this.statusesChanged(ids),
       reportError: (err) => ctx.reportError(err),
       report: (err, context) => this.report(err, context),
+      get caughtUpSocket() {
+        const provider = conv.provider
+        return provider?.synced ? (provider.ws ?? undefined) : undefined
+      },
+      storeStillMissing: (through) =>
+        this.landing(this.commit({ put: [[keyOf.stillMissing(id), through > 0 ? encodeCursor(through) : null]] }, SOON), 'could not store which history is still missing'),
       reject: (code, message) => this.reject(code, message),
       landing: (commit, failure) => this.landing(commit, failure),
       afterIncoming: (job, failure) => this.afterIncoming(job, failure),
@@ -1182,10 +1166,7 @@ export class Conversation {
           // and not a part's row, which the relay spared us (want-parts 2).
           if (!this.provider?.synced && s.clock + s.len > Y.getState(this.outer.store, g.client)) {
             const row = msg.index.find((r) => r.client === g.client && r.clock <= s.clock && s.clock < r.clock + r.len)
-            if (row && !msg.parts.includes(row.seq)) {
-              this.compactedInCatchUp = true
-              if (row.seq > this.missedThrough) this.missedThrough = row.seq
-            }
+            if (row && !msg.parts.includes(row.seq)) this.missing.compactedRow(row.seq)
           }
           continue
         }
@@ -1506,19 +1487,12 @@ export class Conversation {
 
   /**
    * Collect one part of a snapshot; the whole inner state once every part is here and this
-   * device needs it (the relay replaced rows it never had by placeholders). A device that
-   * received that history as envelopes ignores snapshots: a member's copy of others'
-   * messages can add nothing it lacks, and must not replace what it verified itself.
+   * device needs it (missing-history.ts says when). A device that received that history as
+   * envelopes ignores snapshots: a member's copy of others' messages can add nothing it lacks,
+   * and must not replace what it verified itself.
    */
   private gatherSnapshot(part: SnapshotPart & { bytes: Uint8Array }, epoch: number, sender: string, seq: number): void {
-    // Any snapshot while history is missing, not only one covering the last placeholder seen:
-    // the relay also blanks refused writes (a snapshot sealed under a stale key), and those
-    // blanks can lie past the compacted part. Which one applies is the latest record's.
-    // After the catch-up, only one that covers what is still missing: a device whose history is
-    // whole takes no member's copy of it.
-    const coversMore = this.compactedInCatchUp && part.coversSeq > this.appliedCoversSeq
-    if (this.missedThrough === 0 && (this.stillMissingThrough === 0 || part.coversSeq < this.stillMissingThrough) && !coversMore) return
-    this.assembly.add(part, epoch, sender, seq)
+    if (this.missing.wants(part.coversSeq)) this.assembly.add(part, epoch, sender, seq)
   }
 
   /**
@@ -1556,19 +1530,7 @@ export class Conversation {
       this.reject(ErrorCode.Malformed, `snapshot failed to apply: ${(err as Error).message}`)
       return
     }
-    this.appliedCoversSeq = Math.max(this.appliedCoversSeq, coversSeq)
-    // Only history it covers: placeholders of a page received after this snapshot's (the relay
-    // compacted again meanwhile) still want the newer snapshot, and updates still wait for it.
-    if (coversSeq >= this.missedThrough) {
-      this.missedThrough = 0
-      this.holdingOverflowed = false
-    }
-    if (coversSeq >= this.stillMissingThrough && this.stillMissingThrough > 0) {
-      this.stillMissingThrough = 0
-      this.storeStillMissing()
-      // The snapshot it waited for after its catch-up came live: the rest may be spared now.
-      queueMicrotask(() => this.declineSnapshotParts())
-    }
+    this.missing.snapshotApplied(coversSeq)
     for (const [k, v] of messages) if (before.get(k) !== v) this.checks.hold(k)
     return seq
   }
@@ -1576,7 +1538,6 @@ export class Conversation {
   private retryDeferredSoon = false
   /** The updates the receive transaction in progress has applied, as received. */
   private applied: { updates: Uint8Array[]; whole: boolean } | undefined
-  private holdingOverflowed = false
 
   /**
    * While history reached us compacted and its snapshot has not been applied, updates after
@@ -1585,14 +1546,11 @@ export class Conversation {
    * half a second of a fresh device's open of 10k messages).
    */
   private holdForSnapshot(envelope: IncomingEnvelope): boolean {
-    if (this.missedThrough === 0 || this.holdingOverflowed) return false
-    if (this.deferred.length >= MAX_DEFERRED - 5_000) {
-      // Too much to hold: apply as it comes after all (slower in Yjs, nothing lost); the
-      // snapshot is still wanted when it comes.
-      this.holdingOverflowed = true
-      this.retryDeferredSoon = true
-      return false
-    }
+    const verdict = this.missing.holdUpdate(this.deferred.length >= MAX_DEFERRED - 5_000)
+    // Too much to hold: apply as it comes after all (slower in Yjs, nothing lost); the
+    // snapshot is still wanted when it comes.
+    if (verdict === 'overflow') this.retryDeferredSoon = true
+    if (verdict !== 'hold') return false
     if (!this.deferred.some((d) => d.key === envelope.key)) this.deferred.push(envelope)
     return true
   }
@@ -1613,44 +1571,6 @@ export class Conversation {
     this.assertOpen()
     return this.snapshots.write(state)
   }
-
-  /**
-   * Tell the relay, once per connection, that this device holds the history it has been sent:
-   * others' snapshot parts may come to it live as placeholders (PROTOCOL §4, want-parts). Not
-   * while it still waits for a snapshot (a catch-up that met compacted rows, or one that ended
-   * between the parts of one): it gets them whole, as every connection does by default.
-   */
-  private declineSnapshotParts(): void {
-    const provider = this.provider
-    if (this.closed || !provider?.synced || this.missedThrough > 0 || this.stillMissingThrough > 0) return
-    const ws = provider.ws
-    if (ws?.readyState !== 1 || this.partsDeclinedOn === ws || !this.ctx.connection.hasRelayFeature(RelayFeature.SnapshotParts)) return
-    this.partsDeclinedOn = ws
-    ws.send(writeWantParts(false))
-  }
-
-  /**
-   * Kept across restarts: a device that forgot it would take the next catch-up's snapshot parts
-   * for ones it does not need (and ask to be spared them), and never show the history it lacks.
-   */
-  private storeStillMissing(): void {
-    const value = this.stillMissingThrough > 0 ? encodeCursor(this.stillMissingThrough) : null
-    this.landing(this.commit({ put: [[keyOf.stillMissing(this.id), value]] }, SOON), 'could not store which history is still missing')
-  }
-
-  /**
-   * As the room opens, before the catch-up: a device that lacks no history it knows of asks the
-   * relay to spare it snapshot parts in the catch-up too (`want-parts 2`, PROTOCOL §4). The relay
-   * stops sparing once it sends a compacted row (a snapshot's parts come after the rows it
-   * covers), so a device that turns out to need the snapshot still gets its parts whole.
-   */
-  private askToSpareParts(): void {
-    if (this.closed || this.missedThrough > 0 || this.stillMissingThrough > 0 || !this.ctx.connection.hasRelayFeature(RelayFeature.CatchUpParts)) return
-    this.ctx.connection.sendRoom(this.id, writeWantParts(WantParts.SpareUnlessNeeded))
-  }
-
-  /** The provider's socket `declineSnapshotParts` last spoke on (a reconnect makes a new one). */
-  private partsDeclinedOn: unknown
 
   /**
    * Tombstones of our messages that failed for good (tombstone.ts). They stay on this device,

@@ -112,7 +112,7 @@ describe.each([
     // Placeholders and some parts in the catch-up; more parts, the record and the tail after.
     expect(net.rowsHeld).toBeGreaterThan(0)
     await until(() => carolConv.messages().length === 3010, 20_000, 'carol has every message').catch((e) => {
-      console.log('DIAG', carolConv.messages().length, net.rowsSeen, net.rowsHeld, (carolConv as unknown as { stillMissingThrough: number }).stillMissingThrough)
+      console.log('DIAG', carolConv.messages().length, net.rowsSeen, net.rowsHeld, (carolConv as unknown as { missing: { stillMissingThrough: number } }).missing.stillMissingThrough)
       throw e
     })
     expect(texts(carolConv)).toEqual(texts(aliceConv))
@@ -146,14 +146,14 @@ describe('a catch-up that ends while its snapshot still inflates (as in a browse
     })
     await until(async () => (await carol.conversations()).length === 1, 10_000, 'carol joining')
     const [carolConv] = await carol.conversations()
-    const inside = carolConv as unknown as { assembly: SnapshotAssembly; provider?: { synced: boolean }; missedThrough: number }
+    const inside = carolConv as unknown as { assembly: SnapshotAssembly; provider?: { synced: boolean }; missing: { missedThrough: number } }
     // Every part arrived in the catch-up and the snapshot is inflating; then the catch-up ends.
     await until(() => inside.assembly.inflating !== undefined && inside.provider?.synced === true, 10_000, 'caught up while inflating')
     await new Promise((r) => setTimeout(r, 300))
     // Shown before the history, the tail would sit above a gap: it is held until the snapshot is in,
     // and join() (which resolves once the catch-up is applied) waits too.
     expect(carolConv!.messages()).toEqual([])
-    expect(inside.missedThrough).toBeGreaterThan(0)
+    expect(inside.missing.missedThrough).toBeGreaterThan(0)
     expect(joined).toBe(false)
     // The device is not stuck meanwhile: its own message is stored and delivered.
     await carolConv!.send('carol, while the history inflates')
@@ -164,7 +164,7 @@ describe('a catch-up that ends while its snapshot still inflates (as in a browse
     await until(() => carolConv!.messages().length === 3011, 20_000, 'carol shows every message')
     expect(texts(carolConv!)).toEqual(texts(aliceConv))
     expect(inside.assembly.inflating).toBeUndefined()
-    expect(inside.missedThrough).toBe(0)
+    expect(inside.missing.missedThrough).toBe(0)
   }, 60_000)
 })
 
@@ -209,7 +209,7 @@ describe('a device still waiting for a snapshot after its catch-up, on a relay t
     let carol = await world.client('carol', { relay: proxy!.url })
     const carolConv = await carol.join(await aliceConv.invite())
     await until(() => net.synced, 10_000, 'carol caught up')
-    const missing = (c: Conversation) => (c as unknown as { stillMissingThrough: number }).stillMissingThrough
+    const missing = (c: Conversation) => (c as unknown as { missing: { stillMissingThrough: number } }).missing.stillMissingThrough
     await until(() => missing(carolConv) > 0, 10_000, 'carol knows what she misses')
     expect(net.held.length).toBeGreaterThan(0)
     expect(carolConv.messages().length).toBeLessThan(3010)

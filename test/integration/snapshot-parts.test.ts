@@ -128,7 +128,7 @@ describe('snapshot parts', () => {
     expect(relay.metrics.partsSpared).toBe(parts)
     expect(written.filter((k) => logKeys(bobConv).has(k))).toEqual([])
     expect([...aliceBefore].filter((k) => !logKeys(bobConv).has(k))).toEqual([])
-    const state = bobConv as unknown as { missedThrough: number; stillMissingThrough: number }
+    const state = (bobConv as unknown as { missing: { missedThrough: number; stillMissingThrough: number } }).missing
     expect([state.missedThrough, state.stillMissingThrough]).toEqual([0, 0])
     // The next snapshot's parts reach him live as placeholders too, and the relay compacts.
     await snapshotOf(aliceConv)()
