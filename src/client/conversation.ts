@@ -10,17 +10,16 @@
  * decrypted, checked for authorship and applied in relay order, and the outer and inner
  * changes are committed together, so a crash never leaves one without the other.
  *
- * The parts that hold state of their own live in files of their own, each reaching this class
- * through a host interface declared beside it: sends in batches (send-batches.ts), this
- * device's messages and outbox rows (own-messages.ts), re-seals after stale refusals
- * (stale-reseal.ts), acknowledgements (device-acks.ts), membership changes (member-actions.ts),
- * the shown list (shown-list.ts), filling history a late joiner never reads
- * (lost-history-fill.ts), and history snapshots written (snapshot-writer.ts,
- * snapshot-source.ts) and taken in (missing-history.ts says when, snapshot-assembly.ts,
- * snapshot-checks.ts). Work queued
- * behind received rows goes through `afterIncoming`, sealing through `afterOutgoing`. Each
- * received envelope passes the checks of envelope-admission.ts, in their order, before it is
- * opened; what its update may change is inner-guard.ts's to say.
+ * Its parts live in files of their own, each reaching this class through a host interface
+ * declared beside it: sends in batches (send-batches.ts), this device's messages and outbox
+ * rows (own-messages.ts), the relay's refusals of our writes (relay-refusals.ts) and re-seals
+ * after stale ones (stale-reseal.ts), acknowledgements (device-acks.ts), membership changes
+ * (member-actions.ts), the shown list (shown-list.ts), filling history a late joiner never
+ * reads (lost-history-fill.ts), and history snapshots written (snapshot-writer.ts,
+ * snapshot-source.ts) and taken in (missing-history.ts says when; snapshot-assembly.ts,
+ * snapshot-checks.ts). Work queued behind received rows goes through `afterIncoming`, sealing
+ * through `afterOutgoing`. Each received envelope passes the checks of envelope-admission.ts,
+ * in their order, before it is opened; what its update may change is inner-guard.ts's to say.
  */
 import { WebsocketProvider } from 'y-websocket'
 import * as Y from 'yjs'
@@ -32,8 +31,6 @@ import { envelopeKey, OUTER_LOG, OUTER_RECORDS } from '../shared/outer-keys.js'
 import {
   type DeviceCertificate,
   encodeUnlinkBody,
-  readEpochBody,
-  readRecord,
   RecordKind,
 } from '../shared/records.js'
 import {
@@ -76,6 +73,7 @@ import { tombstoneUpdate } from './tombstone.js'
 import { randomClientId, SessionWriterIds, type WriterIdsHost } from './writer-ids.js'
 import { LostHistoryFill, type LostHistoryFillHost } from './lost-history-fill.js'
 import { MissingHistory, type MissingHistoryHost } from './missing-history.js'
+import { applyRefusal, type RefusalsHost } from './relay-refusals.js'
 import { PositionIndex } from './position-index.js'
 import { type Message, ShownList, type StoredMessage } from './shown-list.js'
 import { VirtualSocket } from './virtual-socket.js'
@@ -105,17 +103,8 @@ type PartsHost = SendBatchesHost &
   SnapshotHost &
   WriterIdsHost &
   LostHistoryFillHost &
-  MissingHistoryHost
-
-/** The epoch a record starts (an epoch record's number), or 0 for any other record or bytes that do not parse. */
-function epochStartedBy(bytes: Uint8Array): number {
-  try {
-    const rec = readRecord(bytes)
-    return rec.kind === RecordKind.Epoch ? readEpochBody(rec.body).epoch : 0
-  } catch {
-    return 0
-  }
-}
+  MissingHistoryHost &
+  RefusalsHost
 
 interface IncomingPage {
   envelopes: IncomingEnvelope[]
@@ -305,6 +294,8 @@ export class Conversation {
    * replica thread, started once this device sends here and half the way to a snapshot.
    */
   private readonly source: SnapshotSource
+  /** The host object every part reaches this conversation through (see partsHost). */
+  private readonly parts: PartsHost
 
   private constructor(
     readonly id: string,
@@ -315,6 +306,7 @@ export class Conversation {
     this.own = new OwnMessages(id)
     // One object for every part's host interface: each part sees only its own interface of it.
     const host = this.partsHost()
+    this.parts = host
     this.sends = new SendBatches(host)
     this.reseal = new StaleReseal(host)
     this.memberActions = new MemberActions(host)
@@ -570,7 +562,7 @@ export class Conversation {
       }
     provider.messageHandlers[RoomMessage.Rows] = guard((r) => this.onRows(readRows(r)))
     provider.messageHandlers[RoomMessage.Ack] = guard((r) => this.onAck(readAck(r)))
-    provider.messageHandlers[RoomMessage.Refused] = guard((r) => this.onRefused(readRefused(r)))
+    provider.messageHandlers[RoomMessage.Refused] = guard((r) => applyRefusal(this.parts, readRefused(r)))
     provider.messageHandlers[RoomMessage.Cursor] = guard((r) => this.onCursor(readCursor(r).seq))
     provider.messageHandlers[RoomMessage.Receipts] = guard((r) => this.onReceipts(readReceipts(r)))
     provider.messageHandlers[RoomMessage.Keepalive] = () => {}
@@ -815,12 +807,18 @@ export class Conversation {
     if (!sending || this.rotating || this.snapshots.busy || epoch !== this.membership.epoch) return
     if (this.epochUse.envelopes < messages && Date.now() - this.epochUse.since < ms) return
     // Any member may rotate; if two do at once the relay keeps the first and refuses the other.
+    void this.rotateOnce().catch((err) => this.report(err, 'could not rotate the key'))
+  }
+
+  /** Rotate, unless this device is rotating already (a second would only race the first). */
+  private async rotateOnce(): Promise<void> {
+    if (this.rotating) return
     this.rotating = true
-    void this.rotateKey()
-      .catch((err) => this.report(err, 'could not rotate the key'))
-      .finally(() => {
-        this.rotating = false
-      })
+    try {
+      await this.rotateKey()
+    } finally {
+      this.rotating = false
+    }
   }
 
   /** Start a new key epoch for the current members (scheduled rotation, or after someone left). */
@@ -980,6 +978,15 @@ export class Conversation {
       statusesChanged: (ids) => this.statusesChanged(ids),
       reportError: (err) => ctx.reportError(err),
       report: (err, context) => this.report(err, context),
+      get reseal() {
+        return conv.reseal
+      },
+      get writerIds() {
+        return conv.writerIds
+      },
+      commit: (batch) => this.commit(batch),
+      rotateOnce: () => this.rotateOnce(),
+      sealForOthers: (update, puts) => this.queueSeal(update, [], true, puts),
       get caughtUpSocket() {
         const provider = conv.provider
         return provider?.synced ? (provider.ws ?? undefined) : undefined
@@ -1113,14 +1120,7 @@ export class Conversation {
     await this.writeRecords([await this.ctx.signRecord(RecordKind.Unlink, encodeUnlinkBody({ room: this.id, devicePub, at: Date.now() }))])
     // From here on later folds retry the rotation if this one loses a race.
     this.unlinkedHere = true
-    if (this.membership.rotationDue && !this.rotating) {
-      this.rotating = true
-      try {
-        await this.rotateKey()
-      } finally {
-        this.rotating = false
-      }
-    }
+    if (this.membership.rotationDue) await this.rotateOnce()
   }
 
   /** Verified membership, for the client's bookkeeping of a person's devices. */
@@ -1679,13 +1679,8 @@ export class Conversation {
     // Someone left: whoever administers the conversation changes the key (the first wins).
     if (!this.membership.rotationDue) this.unlinkedHere = false
     // The device that unlinked someone keeps trying too (its first new epoch may lose a race).
-    if (this.membership.rotationDue && (this.book.isAdmin() || this.unlinkedHere) && !this.rotating && !this.closed) {
-      this.rotating = true
-      void this.rotateKey()
-        .catch((err) => this.report(err, 'could not rotate the key'))
-        .finally(() => {
-          this.rotating = false
-        })
+    if (this.membership.rotationDue && (this.book.isAdmin() || this.unlinkedHere) && !this.closed) {
+      void this.rotateOnce().catch((err) => this.report(err, 'could not rotate the key'))
     }
   }
 
@@ -1874,82 +1869,6 @@ export class Conversation {
   typing(): string[] {
     const profiles = this.doc.getMap<{ name?: string }>(INNER_PROFILES)
     return (this.presence?.typingUsers() ?? []).map((u) => profiles.get(u)?.name || u.slice(0, 8))
-  }
-
-  private onRefused(msg: { reason: number; message: string; ranges: Array<{ client: number; clock: number; len: number }> }): void {
-    const puts: Array<[string, Uint8Array | null]> = []
-    // Our own records the relay refused stop counting here too, so what they meant to do
-    // (add a device, start an epoch) is seen as not done and can be done again.
-    const recordMap = this.outer.getMap<Uint8Array>(OUTER_RECORDS)
-    let refusedRecords = false
-    // The highest epoch one of our refused records meant to start (0: none).
-    let refusedEpoch = 0
-    for (const range of msg.ranges)
-      for (let i = 0; i < range.len; i++) {
-        const key = envelopeKey(range.client, range.clock + i)
-        const bytes = recordMap.get(key)
-        if (bytes instanceof Uint8Array) {
-          this.book.refuse(key)
-          refusedRecords = true
-          refusedEpoch = Math.max(refusedEpoch, epochStartedBy(bytes))
-        }
-      }
-    if (refusedRecords) {
-      this.afterIncoming(async () => {
-        await this.commit({ put: [[keyOf.recordSeqs(this.id), this.book.encodeSeqs()]] })
-        await this.foldRecords()
-        // Our new epoch was refused (a device joined through a 'from-join' invite before its
-        // record arrived, so it left that device without the key) and nobody else's took its
-        // number: start it again for the members as they are now. Messages refused under it
-        // wait for it (stale-reseal.ts); without it they went out under the old key, which the
-        // new member cannot read, or waited for good.
-        if (refusedEpoch > this.membership.epoch && !this.rotating && !this.closed) {
-          this.rotating = true
-          await this.rotateKey().finally(() => {
-            this.rotating = false
-          })
-        }
-      }, 'could not store a refused record')
-    }
-    // Our outer id is bound to another device at the relay: a reload drew another; so must the next session.
-    if (msg.reason === Reason.ClientIdTaken) this.writerIds.refused()
-    const keys: string[] = []
-    for (const range of msg.ranges) for (let i = 0; i < range.len; i++) keys.push(envelopeKey(range.client, range.clock + i))
-    // Stale is not a failure: sealed before we knew of a new key, it goes again under the new one.
-    const isStale = msg.reason === Reason.StaleEpoch
-    const { ids, envelopes } = this.own.refused(keys, isStale, `${reasonName(msg.reason)}: ${msg.message}`)
-    const stale = isStale ? envelopes : new Set<string>()
-    const tombstones = isStale ? new Set<string>() : envelopes
-    const failed = isStale ? [] : ids
-    if (isStale) for (const id of ids) this.reseal.add(id)
-    for (const key of tombstones) this.own.rowPuts(key, puts)
-    if (stale.size > 0) {
-      // Issued now, before the re-seal's commit (commits land in order), which replaces these rows.
-      const marks: Array<[string, Uint8Array | null]> = []
-      for (const key of stale) this.own.rowPuts(key, marks)
-      this.landing(this.commit({ put: marks }), 'could not store a stale refusal')
-    }
-    // A gap is transient (a live update overtook the sync that carries its predecessors): the
-    // relay asks for a resend itself. Anything else is worth telling the app.
-    if (stale.size > 0) this.reseal.afterRefusal(stale)
-    else if (this.reseal.pending) this.reseal.now()
-    if (msg.reason !== Reason.Gap && msg.reason !== Reason.StaleEpoch) {
-      this.ctx.reportError(new PetrelError(ErrorCode.Refused, `relay refused: ${reasonName(msg.reason)}: ${msg.message}`, { conversationId: this.id }))
-    }
-    if (puts.length > 0) this.statusesChanged(failed)
-    // Refused for good: fill the gap at receivers so this device's later messages still flow.
-    // The failure rows are stored with the first tombstone: a crash between the two would
-    // leave the message pending for good (the relay never refuses that range again).
-    let rowsQueued = false
-    for (const key of tombstones) {
-      const update = this.originalUpdate(key)
-      if (!update) continue
-      const withRows = rowsQueued ? undefined : puts
-      rowsQueued = true
-      void this.queueSeal(tombstoneUpdate(update), [], true, withRows).catch((err) => this.report(err, 'could not send a tombstone'))
-    }
-    if (puts.length === 0 || rowsQueued) return
-    this.afterIncoming(() => this.commit({ put: puts }), 'could not store a refusal')
   }
 
   private onCursor(seq: number): void {

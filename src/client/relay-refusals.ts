@@ -1,0 +1,157 @@
+/**
+ * What the relay refusing some of this device's writes means for the conversation (PROTOCOL
+ * §5, `refused`): the refused ranges name outer items, and each may be
+ *
+ * - one of our **records** (adding a device, starting an epoch): it stops counting here too, so
+ *   what it meant to do is seen as not done and can be done again; an epoch of ours refused
+ *   for good is started again for the members as they are now;
+ * - one of our **envelopes** refused as **stale** (sealed before this device knew of a new
+ *   key): not a failure, its messages go again under the new key (stale-reseal.ts);
+ * - one refused **for good** (any other reason): its messages fail, and a tombstone fills the
+ *   gap at receivers so this device's later messages still flow.
+ *
+ * A refusal because our outer id is bound to another device makes the writer ids draw again
+ * (writer-ids.ts). Gaps and stale epochs are routine; any other reason is reported to the app.
+ */
+import type * as Y from 'yjs'
+import { ErrorCode, PetrelError } from '../shared/errors.js'
+import { readEpochBody, readRecord, RecordKind } from '../shared/records.js'
+import type { MembershipState } from '../shared/membership.js'
+import { envelopeKey, OUTER_RECORDS } from '../shared/outer-keys.js'
+import { Reason, reasonName } from '../shared/wire.js'
+import type { ClientContext } from './client-context.js'
+import { keyOf } from './conversation-record.js'
+import type { MembershipBook } from './membership-book.js'
+import type { OwnMessages, Put } from './own-messages.js'
+import type { StaleReseal } from './stale-reseal.js'
+import type { Batch } from './storage/device-store.js'
+import { tombstoneUpdate } from './tombstone.js'
+import type { SessionWriterIds } from './writer-ids.js'
+
+/** A `refused` message: why, and the outer items (client, first clock, count) it names. */
+export interface Refusal {
+  reason: number
+  message: string
+  ranges: ReadonlyArray<{ client: number; clock: number; len: number }>
+}
+
+/** What a refusal reads and changes of its conversation. */
+export interface RefusalsHost {
+  readonly id: string
+  readonly ctx: ClientContext
+  readonly outer: Y.Doc
+  readonly book: MembershipBook
+  readonly membership: MembershipState
+  readonly own: OwnMessages
+  readonly reseal: StaleReseal
+  readonly writerIds: SessionWriterIds
+  readonly closed: boolean
+  /** Queue `job` on the receive chain; its failure is reported with `failure`. */
+  afterIncoming(job: () => unknown, failure: string): void
+  commit(batch: Batch): Promise<void>
+  /** A commit the receive chain need not wait for (its failure reported with `failure`). */
+  landing(commit: Promise<void>, failure: string): void
+  foldRecords(): Promise<void>
+  /** Start a new epoch, unless this device is starting one already. */
+  rotateOnce(): Promise<void>
+  /** The inner update an envelope of ours carried, to tombstone it. */
+  originalUpdate(envelopeKey: string): Uint8Array | undefined
+  /** Seal an update for the other devices only; `puts` ride in its commit. */
+  sealForOthers(update: Uint8Array, puts?: Put[]): Promise<void>
+  statusesChanged(ids?: Iterable<string>): void
+  report(err: unknown, context: string): void
+}
+
+/**
+ * Act on one `refused` message.
+ *
+ * @example
+ * ```ts
+ * provider.messageHandlers[RoomMessage.Refused] = (r) => applyRefusal(host, readRefused(r))
+ * ```
+ */
+export function applyRefusal(host: RefusalsHost, msg: Refusal): void {
+  refuseRecords(host, msg)
+  // Our outer id is bound to another device at the relay: a reload drew another; so must the next session.
+  if (msg.reason === Reason.ClientIdTaken) host.writerIds.refused()
+  const keys: string[] = []
+  for (const range of msg.ranges) for (let i = 0; i < range.len; i++) keys.push(envelopeKey(range.client, range.clock + i))
+  // Stale is not a failure: sealed before we knew of a new key, it goes again under the new one.
+  const isStale = msg.reason === Reason.StaleEpoch
+  const { ids, envelopes } = host.own.refused(keys, isStale, `${reasonName(msg.reason)}: ${msg.message}`)
+  const stale = isStale ? envelopes : new Set<string>()
+  const tombstones = isStale ? new Set<string>() : envelopes
+  const failed = isStale ? [] : ids
+  const puts: Put[] = []
+  if (isStale) for (const id of ids) host.reseal.add(id)
+  for (const key of tombstones) host.own.rowPuts(key, puts)
+  if (stale.size > 0) {
+    // Issued now, before the re-seal's commit (commits land in order), which replaces these rows.
+    const marks: Put[] = []
+    for (const key of stale) host.own.rowPuts(key, marks)
+    host.landing(host.commit({ put: marks }), 'could not store a stale refusal')
+  }
+  // A gap is transient (a live update overtook the sync that carries its predecessors): the
+  // relay asks for a resend itself. Anything else is worth telling the app.
+  if (stale.size > 0) host.reseal.afterRefusal(stale)
+  else if (host.reseal.pending) host.reseal.now()
+  if (msg.reason !== Reason.Gap && msg.reason !== Reason.StaleEpoch) {
+    host.ctx.reportError(new PetrelError(ErrorCode.Refused, `relay refused: ${reasonName(msg.reason)}: ${msg.message}`, { conversationId: host.id }))
+  }
+  if (puts.length > 0) host.statusesChanged(failed)
+  // Refused for good: fill the gap at receivers so this device's later messages still flow.
+  // The failure rows are stored with the first tombstone: a crash between the two would
+  // leave the message pending for good (the relay never refuses that range again).
+  let rowsQueued = false
+  for (const key of tombstones) {
+    const update = host.originalUpdate(key)
+    if (!update) continue
+    const withRows = rowsQueued ? undefined : puts
+    rowsQueued = true
+    void host.sealForOthers(tombstoneUpdate(update), withRows).catch((err) => host.report(err, 'could not send a tombstone'))
+  }
+  if (puts.length === 0 || rowsQueued) return
+  host.afterIncoming(() => host.commit({ put: puts }), 'could not store a refusal')
+}
+
+/**
+ * Our own records the relay refused stop counting here too, so what they meant to do (add a
+ * device, start an epoch) is seen as not done and can be done again.
+ */
+function refuseRecords(host: RefusalsHost, msg: Refusal): void {
+  const recordMap = host.outer.getMap<Uint8Array>(OUTER_RECORDS)
+  let refusedRecords = false
+  // The highest epoch one of our refused records meant to start (0: none).
+  let refusedEpoch = 0
+  for (const range of msg.ranges)
+    for (let i = 0; i < range.len; i++) {
+      const key = envelopeKey(range.client, range.clock + i)
+      const bytes = recordMap.get(key)
+      if (bytes instanceof Uint8Array) {
+        host.book.refuse(key)
+        refusedRecords = true
+        refusedEpoch = Math.max(refusedEpoch, epochStartedBy(bytes))
+      }
+    }
+  if (!refusedRecords) return
+  host.afterIncoming(async () => {
+    await host.commit({ put: [[keyOf.recordSeqs(host.id), host.book.encodeSeqs()]] })
+    await host.foldRecords()
+    // Our new epoch was refused (a device joined through a 'from-join' invite before its
+    // record arrived, so it left that device without the key) and nobody else's took its
+    // number: start it again for the members as they are now. Messages refused under it
+    // wait for it (stale-reseal.ts); without it they went out under the old key, which the
+    // new member cannot read, or waited for good.
+    if (refusedEpoch > host.membership.epoch && !host.closed) await host.rotateOnce()
+  }, 'could not store a refused record')
+}
+
+/** The epoch a record starts (an epoch record's number), or 0 for any other record or bytes that do not parse. */
+function epochStartedBy(bytes: Uint8Array): number {
+  try {
+    const rec = readRecord(bytes)
+    return rec.kind === RecordKind.Epoch ? readEpochBody(rec.body).epoch : 0
+  } catch {
+    return 0
+  }
+}
