@@ -19,7 +19,8 @@
  * snapshot-source.ts) and taken in (missing-history.ts says when; snapshot-assembly.ts,
  * snapshot-checks.ts). Work queued behind received rows goes through `afterIncoming`, sealing
  * through `afterOutgoing`. Each received envelope passes the checks of envelope-admission.ts,
- * in their order, before it is opened; what its update may change is inner-guard.ts's to say.
+ * in their order, before it is opened (what it may not open yet is kept by held-envelopes.ts);
+ * what its update may change is inner-guard.ts's to say.
  */
 import { WebsocketProvider } from 'y-websocket'
 import * as Y from 'yjs'
@@ -54,8 +55,6 @@ import {
   decodeReceipts,
   decodeLostKeys,
   encodeConversationRecord,
-  decodeDeferred,
-  encodeDeferred,
   encodeBindings,
   encodeCursor,
   encodeReceipts,
@@ -72,6 +71,7 @@ import { MembershipBook, safetyNumber } from './membership-book.js'
 import { tombstoneUpdate } from './tombstone.js'
 import { randomClientId, SessionWriterIds, type WriterIdsHost } from './writer-ids.js'
 import { LostHistoryFill, type LostHistoryFillHost } from './lost-history-fill.js'
+import { HeldEnvelopes, MAX_HELD_FOR_SNAPSHOT } from './held-envelopes.js'
 import { MissingHistory, type MissingHistoryHost } from './missing-history.js'
 import { applyRefusal, type RefusalsHost } from './relay-refusals.js'
 import { PositionIndex } from './position-index.js'
@@ -148,8 +148,6 @@ const TICKS: Readonly<Record<'pending' | 'sent' | 'delivered' | 'read', { readon
   read: { status: 'read' },
 }
 
-/** Envelopes held for a sender's join record, an epoch key or a snapshot, at most. */
-const MAX_DEFERRED = 50_000
 /** Merge a document's stored updates into one row when it has more than this many. */
 const COMPACT_AFTER_ROWS = 500
 /** Envelope bytes one pass over received pages takes at most (it blocks the thread while it runs). */
@@ -204,8 +202,8 @@ export class Conversation {
    * none), in one range read rather than a point read a load (client.ts says what those cost).
    */
   private writerIdsRead: Uint8Array | null | undefined
-  /** Envelopes waiting for their sender's join record or their epoch key. */
-  private deferred: IncomingEnvelope[] = []
+  /** Envelopes waiting for their sender's join record, their epoch key or a snapshot (held-envelopes.ts). */
+  private readonly held = new HeldEnvelopes()
   /** Rows received before their predecessors (Yjs holds them back until the gap fills). */
   private unresolvedRows: RowIndexEntry[] = []
   /** Seqs of received rows uploaded as snapshot parts whose envelopes have not been taken yet (onRows). */
@@ -488,13 +486,7 @@ export class Conversation {
     }
     await this.foldRecords()
     if (writerIds) this.writerIds.read(writerIds)
-    if (deferred) {
-      const log = this.outer.getMap<Uint8Array>(OUTER_LOG)
-      for (const [key, seq, part] of decodeDeferred(deferred)) {
-        const bytes = log.get(key)
-        if (bytes instanceof Uint8Array) this.deferred.push(part ? { key, seq, bytes, part } : { key, seq, bytes })
-      }
-    }
+    if (deferred) this.held.restore(deferred, this.outer.getMap<Uint8Array>(OUTER_LOG))
     for (const v of this.doc.getMap<StoredMessage>(INNER_MESSAGES).values()) if (v && isClock(v.h) && v.h > this.hlc) this.hlc = v.h
     this.doc.on('update', this.innerListener)
     this.outer.on('update', this.outerListener)
@@ -904,7 +896,7 @@ export class Conversation {
         return conv.cursor
       },
       get coverableThrough() {
-        return conv.deferred.reduce((min, d) => Math.min(min, d.seq - 1), conv.cursor)
+        return conv.held.coverableThrough(conv.cursor)
       },
       get incomingTail() {
         return conv.incomingTail
@@ -916,7 +908,7 @@ export class Conversation {
         return conv.provider?.synced === true && conv.unresolvedRows.length === 0 && !conv.missing.holding
       },
       get held() {
-        return conv.deferred
+        return conv.held.all
       },
       get awareness() {
         return conv.provider?.awareness
@@ -1310,10 +1302,9 @@ export class Conversation {
   ): Promise<void> {
     if (records.length > 0) await this.foldRecords()
     // Envelopes held back earlier (sender's join or the epoch key not here yet) go first.
-    const retry = (records.length > 0 || this.retryDeferredSoon) && this.deferred.length > 0 ? this.deferred.splice(0) : []
-    this.retryDeferredSoon = false
+    const retry = this.held.take(records.length > 0)
     const envelopes = retry.length > 0 ? [...retry, ...incoming].sort((a, b) => a.seq - b.seq) : incoming
-    const deferredBefore = this.deferred.length
+    const heldBefore = this.held.size
     const { headers, verdicts } = await (retry.length === 0 && checked ? checked : this.checkEnvelopes(envelopes))
     const innerUpdates: Uint8Array[] = []
     const capture = (update: Uint8Array, origin: unknown) => {
@@ -1432,9 +1423,7 @@ export class Conversation {
     }
     if (bindingsChanged) batch.put!.push([keyOf.bindings(this.id), encodeBindings(this.bindings)])
     if (seqsChanged) batch.put!.push([keyOf.recordSeqs(this.id), this.book.encodeSeqs()])
-    if (this.deferred.length !== deferredBefore || retry.length > 0) {
-      batch.put!.push([keyOf.deferred(this.id), encodeDeferred(this.deferred.map((d) => [d.key, d.seq, d.part]))])
-    }
+    if (this.held.size !== heldBefore || retry.length > 0) batch.put!.push([keyOf.deferred(this.id), this.held.encode()])
     const through = maxSeq > this.cursor ? this.heldThrough(maxSeq) : this.cursor
     if (through > this.cursor) {
       this.cursor = through
@@ -1468,7 +1457,7 @@ export class Conversation {
     this.storing = this.storing.then(() => stored)
     this.appendedRows += batch.append!.length
     if (this.checks.waiting) void this.checks.verifySoon()
-    if (this.retryDeferredSoon) this.retryDeferred()
+    if (this.held.due) this.retryDeferred()
     this.countEnvelopes(this.membership.epoch, receivedUpdates, false)
   }
 
@@ -1513,7 +1502,7 @@ export class Conversation {
    * held for it goes next, on top of it. Returns `seq` (its last part's row) once applied.
    */
   private applySnapshot(state: Uint8Array, messages: Y.Map<StoredMessage>, coversSeq: number, seq: number): number | undefined {
-    if (this.deferred.length > 0) this.retryDeferredSoon = true
+    if (this.held.size > 0) this.held.retrySoon()
     const before = new Map<string, StoredMessage>()
     for (const [k, v] of messages) before.set(k, v)
     try {
@@ -1535,7 +1524,6 @@ export class Conversation {
     return seq
   }
 
-  private retryDeferredSoon = false
   /** The updates the receive transaction in progress has applied, as received. */
   private applied: { updates: Uint8Array[]; whole: boolean } | undefined
 
@@ -1546,18 +1534,18 @@ export class Conversation {
    * half a second of a fresh device's open of 10k messages).
    */
   private holdForSnapshot(envelope: IncomingEnvelope): boolean {
-    const verdict = this.missing.holdUpdate(this.deferred.length >= MAX_DEFERRED - 5_000)
+    const verdict = this.missing.holdUpdate(this.held.size >= MAX_HELD_FOR_SNAPSHOT)
     // Too much to hold: apply as it comes after all (slower in Yjs, nothing lost); the
     // snapshot is still wanted when it comes.
-    if (verdict === 'overflow') this.retryDeferredSoon = true
+    if (verdict === 'overflow') this.held.retrySoon()
     if (verdict !== 'hold') return false
-    if (!this.deferred.some((d) => d.key === envelope.key)) this.deferred.push(envelope)
+    this.held.addForSnapshot(envelope)
     return true
   }
 
   /** Process held envelopes again (after their snapshot, or once it is clear none comes). */
   private retryDeferred(): void {
-    this.retryDeferredSoon = true
+    this.held.retrySoon()
     this.afterIncoming(() => this.processIncoming([], [], [], 0), 'could not apply held messages')
   }
 
@@ -1640,7 +1628,7 @@ export class Conversation {
     }
     if (bad > 0) this.ctx.reportError(new PetrelError(ErrorCode.EnvelopeRejected, `ignored ${bad} record(s) whose signature does not verify`, { conversationId: this.id }))
     // Envelopes held for a sender's join may open now, whichever path folded it in.
-    if (added && this.deferred.length > 0) this.retryDeferred()
+    if (added && this.held.size > 0) this.retryDeferred()
     let lostOne = false
     const lose = (lost: Uint8Array) => {
       this.lostKeys.set(toBase64Url(keyCheckOf(lost)), lost)
@@ -1656,7 +1644,7 @@ export class Conversation {
       this.reseal.now()
       if (this.record.keys.size > 0) for (const wake of this.keyWaiters.splice(0)) wake()
       // Envelopes waiting for a key (or for the winner of an epoch race) may open now.
-      if (this.deferred.length > 0) this.retryDeferred()
+      if (this.held.size > 0) this.retryDeferred()
     } else if (this.membership.epoch > epochBefore && this.reseal.pending) {
       // Our own new epoch, whose key we held before its record folded (unwrapping finds nothing
       // new): what still waits to be sealed again goes now, under it.
@@ -2266,7 +2254,7 @@ export class Conversation {
   /** The nonce map, built on first use from the envelopes already opened (not `pending` or deferred ones). */
   private openedNonces(pending: ReadonlyArray<{ key: string }>): Map<string, Uint8Array> {
     if (this.nonces) return this.nonces
-    const skip = new Set([...pending, ...this.deferred].map((e) => e.key).concat([...this.queued]))
+    const skip = new Set([...pending, ...this.held.all].map((e) => e.key).concat([...this.queued]))
     const nonces = new Map<string, Uint8Array>()
     for (const [key, bytes] of this.outer.getMap<Uint8Array>(OUTER_LOG)) {
       if (skip.has(key) || !(bytes instanceof Uint8Array)) continue
@@ -2283,9 +2271,7 @@ export class Conversation {
 
   /** Keep an envelope to try again after the next membership change (bounded). */
   private defer(envelope: IncomingEnvelope, code: ErrorCode, message: string): void {
-    if (this.deferred.some((d) => d.key === envelope.key)) return
-    if (this.deferred.length >= MAX_DEFERRED) this.deferred.shift()
-    this.deferred.push(envelope)
+    if (!this.held.add(envelope)) return
     this.reject(code, `${message}; held until the conversation's records explain it`)
   }
 

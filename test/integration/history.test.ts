@@ -88,8 +88,8 @@ async function sendMany(conv: Conversation, n: number, prefix: string): Promise<
 
 /** What a device holds back from its list, for a timed-out wait for messages. */
 const internals = (c: Conversation) => {
-  const x = c as unknown as { deferred: unknown[]; checks: { unverified: Set<string>; rejected: Set<string> }; missing: { missedThrough: number } }
-  return { deferred: x.deferred.length, unverified: x.checks.unverified.size, rejected: x.checks.rejected.size, missed: x.missing.missedThrough, docSize: c.doc.getMap('messages').size }
+  const x = c as unknown as { held: { size: number }; checks: { unverified: Set<string>; rejected: Set<string> }; missing: { missedThrough: number } }
+  return { deferred: x.held.size, unverified: x.checks.unverified.size, rejected: x.checks.rejected.size, missed: x.missing.missedThrough, docSize: c.doc.getMap('messages').size }
 }
 
 /** Where a device holds the relay's rows through, and its snapshot state, for a timed-out wait (compaction waits for every device). */
