@@ -20,7 +20,8 @@
  * snapshot-checks.ts). Work queued behind received rows goes through `afterIncoming`, sealing
  * through `afterOutgoing`. Each received envelope passes the checks of envelope-admission.ts,
  * in their order, before it is opened (what it may not open yet is kept by held-envelopes.ts);
- * what its update may change is inner-guard.ts's to say.
+ * what its update may change is inner-guard.ts's to say. How far the rows are held, for ✓✓
+ * and the next catch-up, is row-cursor.ts's.
  */
 import { WebsocketProvider } from 'y-websocket'
 import * as Y from 'yjs'
@@ -72,6 +73,7 @@ import { tombstoneUpdate } from './tombstone.js'
 import { randomClientId, SessionWriterIds, type WriterIdsHost } from './writer-ids.js'
 import { LostHistoryFill, type LostHistoryFillHost } from './lost-history-fill.js'
 import { HeldEnvelopes, MAX_HELD_FOR_SNAPSHOT } from './held-envelopes.js'
+import { RowCursor } from './row-cursor.js'
 import { MissingHistory, type MissingHistoryHost } from './missing-history.js'
 import { applyRefusal, type RefusalsHost } from './relay-refusals.js'
 import { PositionIndex } from './position-index.js'
@@ -133,11 +135,6 @@ let flushWaitMs = 2
 export function setFlushWait(ms = 2): void {
   flushWaitMs = ms
 }
-/**
- * At most this many own rows acknowledged ahead of the cursor are remembered. Past that (rows
- * before them never arrive), further acks are dropped and rows received move the cursor.
- */
-const MAX_ACKED_AHEAD = 65_536
 /** Commits only acknowledgements wait for, or `send()` once the relay has its copy (see CommitOptions.soon). */
 const SOON: CommitOptions = { soon: true }
 /** Ticks without an error, one object each: the list asks for them per message on every ack and receipt. */
@@ -204,17 +201,8 @@ export class Conversation {
   private writerIdsRead: Uint8Array | null | undefined
   /** Envelopes waiting for their sender's join record, their epoch key or a snapshot (held-envelopes.ts). */
   private readonly held = new HeldEnvelopes()
-  /** Rows received before their predecessors (Yjs holds them back until the gap fills). */
-  private unresolvedRows: RowIndexEntry[] = []
   /** Seqs of received rows uploaded as snapshot parts whose envelopes have not been taken yet (onRows). */
   private readonly partRows = new Set<number>()
-  /**
-   * Positions of this device's own rows that the relay acknowledged above the cursor while rows
-   * before them had not arrived (or had not resolved): a ✓ can overtake rows the relay stored
-   * earlier (a relay node delivers other nodes' rows after reading them back). They join the
-   * cursor once everything below them is held (see heldThrough).
-   */
-  private readonly ackedAhead = new Set<number>()
   /**
    * Nonce → signature of every envelope this device has opened (built lazily from the log):
    * the same nonce with another signature is a sender reusing a nonce under one key, which
@@ -239,7 +227,8 @@ export class Conversation {
   private readonly memberActions: MemberActions
   /** This device's messages here: their envelopes, ticks from the relay, and outbox rows (own-messages.ts). */
   private readonly own: OwnMessages
-  private cursor = 0
+  /** How far this device holds the relay's rows (row-cursor.ts). */
+  private readonly cursor = new RowCursor()
   /** How far this device tells the relay it holds and has read (device-acks.ts): the senders' ✓✓. */
   private readonly acks: DeviceAcks
   /** seq of the envelope that brought each received message (for unread counts). */
@@ -463,8 +452,8 @@ export class Conversation {
     // disk must not keep the conversation from opening).
     if (tidy.length > 0) await store.commit({ put: tidy }).catch((err) => this.report(err, 'could not tidy the outbox'))
     if (bindings) this.bindings = decodeBindings(bindings)
-    if (cursor) this.cursor = decodeCursor(cursor)
-    this.acks.resume(this.cursor, readCursor ? decodeCursor(readCursor) : 0)
+    if (cursor) this.cursor.restore(decodeCursor(cursor))
+    this.acks.resume(this.cursor.through, readCursor ? decodeCursor(readCursor) : 0)
     if (receipts) this.receiptBook.merge(decodeReceipts(receipts))
     const seqPrefix = keyOf.messageSeqPrefix(this.id).length
     for (const [key, value] of seqs) this.messageSeq.set(key.slice(seqPrefix), decodeCursor(value))
@@ -893,10 +882,10 @@ export class Conversation {
       },
       epochKeys: this.record.keys,
       get cursor() {
-        return conv.cursor
+        return conv.cursor.through
       },
       get coverableThrough() {
-        return conv.held.coverableThrough(conv.cursor)
+        return conv.held.coverableThrough(conv.cursor.through)
       },
       get incomingTail() {
         return conv.incomingTail
@@ -905,7 +894,7 @@ export class Conversation {
         return conv.outgoing
       },
       get settled() {
-        return conv.provider?.synced === true && conv.unresolvedRows.length === 0 && !conv.missing.holding
+        return conv.provider?.synced === true && conv.cursor.waiting === 0 && !conv.missing.holding
       },
       get held() {
         return conv.held.all
@@ -1201,13 +1190,9 @@ export class Conversation {
     // A received row that moved our own outer id on made Yjs draw another: the resumed ids were
     // used elsewhere, and the awareness follows whatever the id is now (writer-ids.ts).
     this.writerIds.afterRows()
-    const index = [...this.unresolvedRows, ...msg.index]
     // Rows still waiting for predecessors: remembered, and the cursor stops before them, so
     // this device never acknowledges (✓✓) what it does not hold yet.
-    this.unresolvedRows = index.filter((row) => Y.getState(this.outer.store, row.client) < row.clock + row.len)
-    let maxSeq = 0
-    for (const row of index) if (!this.unresolvedRows.includes(row)) maxSeq = Math.max(maxSeq, row.seq)
-    if (this.unresolvedRows.length > 0) maxSeq = Math.min(maxSeq, Math.min(...this.unresolvedRows.map((r) => r.seq)) - 1)
+    const { index, maxSeq } = this.cursor.indexRows(msg.index, (row) => Y.getState(this.outer.store, row.client) >= row.clock + row.len)
     const records = recordKeys.map((k) => rec.get(k)).filter((v): v is Uint8Array => v instanceof Uint8Array)
     let seqsChanged = false
     for (const key of recordKeys) {
@@ -1398,7 +1383,7 @@ export class Conversation {
           this.report(err, 'could not fill history this device cannot read')
         }
         // What completes takes the row that completed it, as any entry that waited in Yjs.
-        if (fillers.length > 0 && currentSeq === 0) currentSeq = this.cursor
+        if (fillers.length > 0 && currentSeq === 0) currentSeq = this.cursor.through
         for (const filler of fillers) {
           Y.applyUpdate(this.doc, filler, ORIGIN_REMOTE)
           applied.updates.push(filler)
@@ -1424,18 +1409,15 @@ export class Conversation {
     if (bindingsChanged) batch.put!.push([keyOf.bindings(this.id), encodeBindings(this.bindings)])
     if (seqsChanged) batch.put!.push([keyOf.recordSeqs(this.id), this.book.encodeSeqs()])
     if (this.held.size !== heldBefore || retry.length > 0) batch.put!.push([keyOf.deferred(this.id), this.held.encode()])
-    const through = maxSeq > this.cursor ? this.heldThrough(maxSeq) : this.cursor
-    if (through > this.cursor) {
-      this.cursor = through
-      batch.put!.push([keyOf.cursor(this.id), encodeCursor(through)])
-    }
+    const through = this.cursor.received(maxSeq)
+    if (through !== undefined) batch.put!.push([keyOf.cursor(this.id), encodeCursor(through)])
     const checksRow = this.checks.takeRow()
     if (checksRow) batch.put!.push(checksRow)
     // A listed message from another of our devices takes its ticks from its position, which
     // this batch may have just set: its row is read again.
     const siblings = seqEntries.filter(([key]) => this.shown.listed(key))
     if (siblings.length > 0) this.statusesChanged(siblings.map(([key]) => key))
-    const committedThrough = this.cursor
+    const committedThrough = this.cursor.through
     // The next batch need not wait for this one's commit (it runs on the writer thread, and
     // commits land in the order issued); what depends on it being durable waits below.
     // Soon, not now: only its ✓✓ waits for it, and a device receiving a busy conversation paid
@@ -1710,7 +1692,7 @@ export class Conversation {
       }
     }
     for (const key of envelopes) this.own.rowPuts(key, puts)
-    if (this.provider?.synced && msg.seq > this.cursor) this.advanceCursor(msg.seq)
+    if (this.provider?.synced && msg.seq > this.cursor.through) this.advanceCursor(msg.seq)
     if (puts.length === 0) return
     this.statusesChanged(acked)
     this.storeSoon(puts)
@@ -1763,33 +1745,17 @@ export class Conversation {
    */
   private advanceCursor(seq: number): void {
     this.afterIncoming(() => {
-      if (seq <= this.cursor) return
       // Our own row says nothing of the rows before it: only right after the cursor does it
       // move it. A ✓ that overtook rows stored earlier (or rows still waiting for their
       // predecessors) waits for them, or this device would tell their senders ✓✓ for
       // messages it cannot show yet.
-      if (seq !== this.cursor + 1) {
-        if (this.ackedAhead.size < MAX_ACKED_AHEAD) this.ackedAhead.add(seq)
-        return
-      }
-      const through = this.heldThrough(seq)
-      this.cursor = through
+      const through = this.cursor.ownRowAcked(seq)
+      if (through === undefined) return
       this.landing(this.commit({ put: [[keyOf.cursor(this.id), encodeCursor(through)]] }, SOON), 'could not store the cursor', () => {
         this.acks.stored(through)
         this.acks.schedule()
       })
     }, 'could not store the cursor')
-  }
-
-  /**
-   * Every row through `seq` is held: how far that reaches with our own rows acknowledged just
-   * above it ({@link ackedAhead}), which it releases.
-   */
-  private heldThrough(seq: number): number {
-    let through = seq
-    while (this.ackedAhead.delete(through + 1)) through++
-    for (const s of this.ackedAhead) if (s <= through) this.ackedAhead.delete(s)
-    return through
   }
 
   /**
@@ -1815,7 +1781,7 @@ export class Conversation {
     this.assertOpen()
     // Read no further than is stored: a read receipt never runs ahead of the delivery one.
     await this.incomingSettled()
-    if (!this.acks.read(this.cursor)) return
+    if (!this.acks.read(this.cursor.through)) return
     await this.commit({ put: [[keyOf.readCursor(this.id), encodeCursor(this.acks.readSeq)]] })
     // What this device read moves no ticks of this user's (their recipients are the others):
     // listeners hear of the unread count. Re-reading every own row here ran per batch in apps
@@ -1860,11 +1826,10 @@ export class Conversation {
   }
 
   private onCursor(seq: number): void {
-    if (seq <= this.cursor) return
+    if (seq <= this.cursor.through) return
     this.afterIncoming(async () => {
-      if (seq <= this.cursor) return
-      const through = this.heldThrough(seq)
-      this.cursor = through
+      const through = this.cursor.relayHolds(seq)
+      if (through === undefined) return
       await this.commit({ put: [[keyOf.cursor(this.id), encodeCursor(through)]] })
       this.acks.stored(through)
     }, 'could not store the cursor')

@@ -32,13 +32,13 @@ describe('one socket per device', () => {
         const sent = await a.send(`hello ${a.title}`)
         await until(() => texts(b).length === 1).catch((e) => {
           // A rare timeout under CI load: where the message and Bob's copy stood.
-          const x = b as unknown as { provider?: { synced: boolean; wsconnected: boolean }; cursor: number; held: { size: number }; unresolvedRows: unknown[] }
+          const x = b as unknown as { provider?: { synced: boolean; wsconnected: boolean }; cursor: { through: number; waiting: number }; held: { size: number } }
           console.log(
             'DIAG',
             JSON.stringify({
               conv: a.title,
               status: a.message(sent.id)?.status,
-              bob: { synced: x.provider?.synced, wsconnected: x.provider?.wsconnected, cursor: x.cursor, deferred: x.held.size, unresolved: x.unresolvedRows.length, connection: bob.connection },
+              bob: { synced: x.provider?.synced, wsconnected: x.provider?.wsconnected, cursor: x.cursor.through, deferred: x.held.size, unresolved: x.cursor.waiting, connection: bob.connection },
               errors: [...world.errors.values()].flat().map((err) => err.message).slice(0, 5),
             }),
             world.logLines.filter((l) => /warn|error/.test(l)).slice(0, 5),

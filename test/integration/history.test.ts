@@ -95,19 +95,17 @@ const internals = (c: Conversation) => {
 /** Where a device holds the relay's rows through, and its snapshot state, for a timed-out wait (compaction waits for every device). */
 const cursors = (c: Conversation) => {
   const x = c as unknown as {
-    cursor: number
+    cursor: { seq: number; ackedAhead: Set<number>; unresolved: unknown[] }
     acks: { storedSeq: number }
-    ackedAhead: Set<number>
-    unresolvedRows: unknown[]
     snapshots: { since: number; writing: boolean; schedule: object }
     membership: { snapshot?: { coversSeq: number } }
     receiptBook: { byDevice: Map<string, { stored: number }> }
   }
   return JSON.stringify({
-    cursor: x.cursor,
+    cursor: x.cursor.seq,
     durable: x.acks.storedSeq,
-    ackedAhead: [...x.ackedAhead].slice(0, 10),
-    unresolved: x.unresolvedRows.length,
+    ackedAhead: [...x.cursor.ackedAhead].slice(0, 10),
+    unresolved: x.cursor.unresolved.length,
     sinceSnapshot: x.snapshots.since,
     snapshotting: x.snapshots.writing,
     covers: x.membership.snapshot?.coversSeq,
