@@ -11,22 +11,22 @@
  * changes are committed together, so a crash never leaves one without the other.
  *
  * Its parts live in files of their own, each reaching this class through a host interface
- * declared beside it: sends in batches (send-batches.ts), this device's messages and outbox
- * rows (own-messages.ts), the relay's refusals of our writes (relay-refusals.ts) and re-seals
- * after stale ones (stale-reseal.ts), acknowledgements (device-acks.ts), membership changes
- * (member-actions.ts), the shown list (shown-list.ts), filling history a late joiner never
- * reads (lost-history-fill.ts), and history snapshots written (snapshot-writer.ts,
- * snapshot-source.ts) and taken in (missing-history.ts says when; snapshot-assembly.ts,
- * snapshot-checks.ts). Work queued behind received rows goes through `afterIncoming`, sealing
- * through `afterOutgoing`. Each received envelope passes the checks of envelope-admission.ts,
- * in their order, before it is opened (what it may not open yet is kept by held-envelopes.ts);
- * what its update may change is inner-guard.ts's to say. How far the rows are held, for ✓✓
- * and the next catch-up, is row-cursor.ts's.
+ * declared beside it. Sending: sends in batches (send-batches.ts), sealed and stored
+ * (seal-queue.ts); this device's messages and outbox rows (own-messages.ts); the relay's
+ * refusals of our writes (relay-refusals.ts) and re-seals after stale ones (stale-reseal.ts);
+ * acknowledgements (device-acks.ts); membership changes (member-actions.ts). Receiving: the
+ * checks each envelope passes before it is opened, in order (envelope-admission.ts); what it
+ * may not open yet (held-envelopes.ts); how far the relay's rows are held, for ✓✓ and the next
+ * catch-up (row-cursor.ts); what an update may change is inner-guard.ts's to say. Showing: the
+ * shown list (shown-list.ts). History: filling what a late joiner never reads
+ * (lost-history-fill.ts), snapshots written (snapshot-writer.ts, snapshot-source.ts) and taken
+ * in (missing-history.ts says when; snapshot-assembly.ts, snapshot-checks.ts). Work queued
+ * behind received rows goes through `afterIncoming`, sealing through `afterOutgoing`.
  */
 import { WebsocketProvider } from 'y-websocket'
 import * as Y from 'yjs'
 import { constantTimeEqual, fromBase64Url, randomBytes, toBase64Url, toHex } from '../shared/crypto/index.js'
-import { decryptEnvelope, keyCheckOf, readEnvelope, sealEnvelope, type SnapshotPart } from '../shared/envelope.js'
+import { decryptEnvelope, keyCheckOf, readEnvelope, type SnapshotPart } from '../shared/envelope.js'
 import { ErrorCode, PetrelError } from '../shared/errors.js'
 import type { MembershipState } from '../shared/membership.js'
 import { envelopeKey, OUTER_LOG, OUTER_RECORDS } from '../shared/outer-keys.js'
@@ -67,13 +67,13 @@ import { checkInnerUpdate, INNER_MESSAGE_BATCHES, INNER_MESSAGES, INNER_META, IN
 import type { Batch, CommitOptions } from './storage/device-store.js'
 import { Presence } from './presence.js'
 import { type MemberReceipt, ReceiptBook } from './receipts.js'
-import { chunkForSealing, MERGE_BYTES } from './seal-chunks.js'
 import { MembershipBook, safetyNumber } from './membership-book.js'
 import { tombstoneUpdate } from './tombstone.js'
 import { randomClientId, SessionWriterIds, type WriterIdsHost } from './writer-ids.js'
 import { LostHistoryFill, type LostHistoryFillHost } from './lost-history-fill.js'
 import { HeldEnvelopes, MAX_HELD_FOR_SNAPSHOT } from './held-envelopes.js'
 import { RowCursor } from './row-cursor.js'
+import { SealQueue, type SealQueueHost } from './seal-queue.js'
 import { MissingHistory, type MissingHistoryHost } from './missing-history.js'
 import { applyRefusal, type RefusalsHost } from './relay-refusals.js'
 import { PositionIndex } from './position-index.js'
@@ -106,7 +106,8 @@ type PartsHost = SendBatchesHost &
   WriterIdsHost &
   LostHistoryFillHost &
   MissingHistoryHost &
-  RefusalsHost
+  RefusalsHost &
+  SealQueueHost
 
 interface IncomingPage {
   envelopes: IncomingEnvelope[]
@@ -122,19 +123,6 @@ const ORIGIN_REMOTE = Symbol('remote')
 const ORIGIN_LOCAL_OUTER = Symbol('local-outer')
 /** Text limit, besides the relay's envelope limit. */
 const MAX_TEXT_BYTES = 64 * 1024
-/** How long a flush waits at most for the commit before its own (see flushSeals). */
-let flushWaitMs = 2
-
-/**
- * @internal Tests only: how long a flush waits at most for the commit before its own (2 ms by
- * default). A test that checks which sends share a batch sets it long, so that the batches it
- * sees do not depend on how fast its machine turns the event loop.
- *
- * @example setFlushWait(60_000); try { … } finally { setFlushWait() }
- */
-export function setFlushWait(ms = 2): void {
-  flushWaitMs = ms
-}
 /** Commits only acknowledgements wait for, or `send()` once the relay has its copy (see CommitOptions.soon). */
 const SOON: CommitOptions = { soon: true }
 /** Ticks without an error, one object each: the list asks for them per message on every ack and receipt. */
@@ -238,15 +226,8 @@ export class Conversation {
   private hlc = 0
   private counter = 0
   private outgoing: Promise<void> = Promise.resolve()
-  private sealQueue: Array<{
-    update: Uint8Array
-    tags: string[]
-    othersOnly?: boolean
-    /** Rows to commit with this update (a refusal's, with its tombstone). */
-    puts?: Array<[string, Uint8Array | null]>
-    resolve: () => void
-    reject: (err: unknown) => void
-  }> = []
+  /** Local inner updates sealed, written to the outer log and stored, in batches (seal-queue.ts). */
+  private readonly seals: SealQueue
   private incoming: Promise<void> = Promise.resolve()
   /** The queued pass over received pages that later pages may still join. */
   private openPages: { pages: IncomingPage[]; bytes: number } | undefined
@@ -301,6 +282,7 @@ export class Conversation {
     this.checks = new SnapshotChecks(host)
     this.lostFill = new LostHistoryFill(host)
     this.missing = new MissingHistory(host)
+    this.seals = new SealQueue(host)
     this.writerIds = new SessionWriterIds(host)
     this.source = new SnapshotSource(async () => {
       await ctx.store.commit({})
@@ -646,131 +628,9 @@ export class Conversation {
     void this.queueSeal(update, []).catch((err) => this.report(err, 'could not store a change'))
   }
 
-  /**
-   * Queue an inner update for sealing. Everything queued while the previous batch was being
-   * written goes out as one batch: signatures run concurrently, the envelopes land in one
-   * outer transaction, and one durable commit covers them all (a commit per message measured
-   * ~2 ms, most of it the fsync).
-   */
+  /** Queue an inner update for sealing (seal-queue.ts); resolves once its envelope is stored. */
   private queueSeal(update: Uint8Array, tags: string[], othersOnly = false, puts?: Array<[string, Uint8Array | null]>): Promise<void> {
-    // The first change from resumed ids: their entry's delete starts now, while it is sealed.
-    void this.writerIds.startTaking()
-    return new Promise((resolve, reject) => {
-      this.sealQueue.push({ update, tags, othersOnly, puts, resolve, reject })
-      if (this.sealQueue.length === 1) {
-        this.outgoing = this.outgoing.then(() => this.flushSeals()).catch(() => undefined)
-      }
-    })
-  }
-
-  /** The last flush's commit and what follows it: each flush waits for the one before its own. */
-  private flushStored: Promise<void> = Promise.resolve()
-
-  private async flushSeals(): Promise<void> {
-    const batch = this.sealQueue
-    this.sealQueue = []
-    let epochUsed = -1
-    const failed = (err: unknown) => {
-      this.localWriteFailed = true
-      // Nothing of this batch is stored (commits are atomic); what was stored before is intact.
-      // The messages stay visible here as failed, with the reason, and the app hears of it.
-      const reason = err instanceof PetrelError ? err : new PetrelError(ErrorCode.StorageFailed, String(err), { cause: err, conversationId: this.id })
-      this.own.failedToStore(
-        batch.flatMap((item) => item.tags),
-        `storage failed: ${reason.message}`,
-      )
-      this.ctx.reportError(reason)
-      this.statusesChanged(batch.flatMap((item) => item.tags))
-      for (const item of batch) item.reject(reason)
-    }
-    let committed: Promise<void>
-    let rows = 0
-    try {
-      const { identity } = this.ctx
-      // Added to the conversation but the record with our keys has not arrived yet.
-      if (this.record.keys.size === 0) await new Promise<void>((resolve) => this.keyWaiters.push(resolve))
-      if (this.record.keys.size === 0) throw new PetrelError(ErrorCode.Closed, 'closed before this device received the conversation key', { conversationId: this.id })
-      const epoch = this.epoch
-      epochUsed = epoch
-      const key = this.record.keys.get(epoch)!
-      const chunks = chunkForSealing(batch, Math.min(MERGE_BYTES, (this.ctx.connection.maxEnvelopeBytes - 1024) / 2))
-      const envelopes = await Promise.all(
-        chunks.map((chunk) =>
-          sealEnvelope({ room: this.id, epoch, key, senderDevicePub: identity.devicePub, senderDeviceSecret: identity.deviceSecret, update: chunk.update }),
-        ),
-      )
-      if (this.writerIds.held) await this.writerIds.taken()
-      const written = this.writeOuter((log) =>
-        envelopes.map((envelope) => {
-          const k = envelopeKey(this.outer.clientID, Y.getState(this.outer.store, this.outer.clientID))
-          log.set(k, envelope)
-          return k
-        }),
-      )
-      const puts: Array<[string, Uint8Array | null]> = []
-      // Messages sent again (a retry, a re-seal) leave the row of the envelope they were in.
-      this.own.sealed(
-        chunks.map((chunk, i) => ({ envelopeKey: written.key[i]!, msgIds: chunk.tags })),
-        puts,
-      )
-      for (const item of batch) if (item.puts) puts.push(...item.puts)
-      // A tombstone is for receivers only: in the local log it would delete the failed message
-      // it stands for when the log is next read (this device keeps it, with its error, to
-      // retry or discard). The replica still takes it, so a snapshot carries no content that
-      // was never delivered.
-      const othersOnly = batch.filter((item) => item.othersOnly).map((item) => item.update)
-      this.source.take(othersOnly)
-      // Handed to the relay already (writeOuter's update went out through the provider): the
-      // local copy may wait for company (see CommitOptions.soon), `send()` still resolves only
-      // once it is durable. A device sending 10,000 messages a second made a transaction per
-      // flush, ~190 a second, each writing its pages twice (WAL, then the checkpoint) with its
-      // own fsync: grouped, the devices spent ~10% less CPU a message (20–25% at 1,000/s;
-      // BENCHMARKS.md, twenty-fourth session). Offline, nothing else holds the message: it is
-      // written at once.
-      const handed = this.provider?.ws?.readyState === 1
-      committed = this.commit(
-        {
-          append: [
-            ...batch.filter((item) => !item.othersOnly).map((item) => ({ convId: this.id, doc: 'inner' as const, bytes: item.update })),
-            ...written.updates.map((bytes) => ({ convId: this.id, doc: 'outer' as const, bytes })),
-          ],
-          put: puts,
-        },
-        handed ? SOON : undefined,
-      )
-      rows = batch.length + written.updates.length
-    } catch (err) {
-      failed(err)
-      return
-    }
-    this.appendedRows += rows
-    // Rotation and snapshots count updates (messages), not envelopes: an envelope may hold many.
-    // A batch of sends is one update with a tag per message.
-    let sealedUpdates = 0
-    for (const item of batch) sealedUpdates += Math.max(1, item.tags.length)
-    // Pipelined one deep: the next batch is sealed and sent while this one's commit is on its
-    // way to disk. A commit took 5 ms at the median and 30 ms at p99 on this VM at 10,000
-    // sends a second, and each flush waited for its own: most of a message's time on the
-    // sender. Commits land in the order issued, so batches still settle (send() resolves,
-    // durable) in order, and sends made meanwhile still wait to share the next batch.
-    const previous = this.flushStored
-    this.flushStored = committed.then(
-      () => {
-        for (const item of batch) item.resolve()
-        this.statusesChanged(batch.flatMap((item) => item.tags))
-        this.countEnvelopes(epochUsed, sealedUpdates, true)
-      },
-      (err: unknown) => failed(err),
-    )
-    // At most 2 ms, though: a commit that takes 30 ms (this VM's disk at p99, shared by three
-    // processes), or one waiting for company (up to 20 ms), no longer holds back what is sent
-    // after it. Commits still queue in order; what waits behind a slow one joins the next group
-    // commit. (4 ms until the twenty-fourth session. Since a flush's own commit may wait for
-    // company, the flush after it waits this long almost every time: at 1,000 sends a second
-    // 4 ms took the median to 5.3–5.6 ms, 2 ms to 3.5–4.8 ms, against 2.7–3.6 ms before.)
-    let timer: ReturnType<typeof setTimeout> | undefined
-    await Promise.race([previous, new Promise<void>((r) => (timer = setTimeout(r, flushWaitMs)))])
-    clearTimeout(timer)
+    return this.seals.add(update, tags, othersOnly, puts)
   }
 
   /** Envelopes seen under the current epoch, and when it started, for scheduled rotation. */
@@ -965,9 +825,24 @@ export class Conversation {
       get writerIds() {
         return conv.writerIds
       },
-      commit: (batch) => this.commit(batch),
+      commit: (batch: Batch, options?: CommitOptions) => this.commit(batch, options),
       rotateOnce: () => this.rotateOnce(),
       sealForOthers: (update, puts) => this.queueSeal(update, [], true, puts),
+      get source() {
+        return conv.source
+      },
+      firstKey: () => new Promise<void>((resolve) => this.keyWaiters.push(resolve)),
+      get handedToRelay() {
+        return conv.provider?.ws?.readyState === 1
+      },
+      writeOuterKeys: (fn) => this.writeOuter(fn),
+      appended: (rows) => {
+        this.appendedRows += rows
+      },
+      storeFailed: () => {
+        this.localWriteFailed = true
+      },
+      sealedDurably: (epoch, n) => this.countEnvelopes(epoch, n, true),
       get caughtUpSocket() {
         const provider = conv.provider
         return provider?.synced ? (provider.ws ?? undefined) : undefined
@@ -2131,7 +2006,7 @@ export class Conversation {
     // a batch may queue the next one, so wait until the chain stops growing.
     await this.sends.drained()
     await this.outgoing
-    await this.flushStored
+    await this.seals.stored()
     // Receipts and cursors waiting for their timer are stored now, not lost with the session.
     this.flushPuts()
     await this.incomingSettled()

@@ -24,7 +24,7 @@ import { keyOf } from './conversation-record.js'
 import type { MembershipBook } from './membership-book.js'
 import type { OwnMessages, Put } from './own-messages.js'
 import type { StaleReseal } from './stale-reseal.js'
-import type { Batch } from './storage/device-store.js'
+import type { Batch, CommitOptions } from './storage/device-store.js'
 import { tombstoneUpdate } from './tombstone.js'
 import type { SessionWriterIds } from './writer-ids.js'
 
@@ -48,7 +48,7 @@ export interface RefusalsHost {
   readonly closed: boolean
   /** Queue `job` on the receive chain; its failure is reported with `failure`. */
   afterIncoming(job: () => unknown, failure: string): void
-  commit(batch: Batch): Promise<void>
+  commit(batch: Batch, options?: CommitOptions): Promise<void>
   /** A commit the receive chain need not wait for (its failure reported with `failure`). */
   landing(commit: Promise<void>, failure: string): void
   foldRecords(): Promise<void>

@@ -1,7 +1,7 @@
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { DeviceStore } from '../../src/client/index.js'
-import { setFlushWait } from '../../src/client/conversation.js'
+import { setFlushWait } from '../../src/client/seal-queue.js'
 import { openDeviceStore } from '../../src/client/storage/open-store.js'
 import { onDisk, pair, texts, until, World } from './harness.js'
 
