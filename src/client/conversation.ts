@@ -14,7 +14,8 @@
  * declared beside it. Sending: sends in batches (send-batches.ts), sealed and stored
  * (seal-queue.ts); this device's messages and outbox rows (own-messages.ts); the relay's
  * refusals of our writes (relay-refusals.ts) and re-seals after stale ones (stale-reseal.ts);
- * acknowledgements (device-acks.ts); membership changes (member-actions.ts). Receiving: the
+ * acknowledgements (device-acks.ts); membership changes (member-actions.ts) and key
+ * rotations (key-rotation.ts). Receiving: the
  * checks each envelope passes before it is opened, in order (envelope-admission.ts); what it
  * may not open yet (held-envelopes.ts); how far the relay's rows are held, for ✓✓ and the next
  * catch-up (row-cursor.ts); what an update may change is inner-guard.ts's to say. Showing: the
@@ -73,6 +74,7 @@ import { randomClientId, SessionWriterIds, type WriterIdsHost } from './writer-i
 import { LostHistoryFill, type LostHistoryFillHost } from './lost-history-fill.js'
 import { HeldEnvelopes, MAX_HELD_FOR_SNAPSHOT } from './held-envelopes.js'
 import { RowCursor } from './row-cursor.js'
+import { KeyRotation, type KeyRotationHost } from './key-rotation.js'
 import { SealQueue, type SealQueueHost } from './seal-queue.js'
 import { MissingHistory, type MissingHistoryHost } from './missing-history.js'
 import { applyRefusal, type RefusalsHost } from './relay-refusals.js'
@@ -107,7 +109,8 @@ type PartsHost = SendBatchesHost &
   LostHistoryFillHost &
   MissingHistoryHost &
   RefusalsHost &
-  SealQueueHost
+  SealQueueHost &
+  KeyRotationHost
 
 interface IncomingPage {
   envelopes: IncomingEnvelope[]
@@ -228,6 +231,8 @@ export class Conversation {
   private outgoing: Promise<void> = Promise.resolve()
   /** Local inner updates sealed, written to the outer log and stored, in batches (seal-queue.ts). */
   private readonly seals: SealQueue
+  /** When this device starts a new key epoch (key-rotation.ts). */
+  private readonly rotation: KeyRotation
   private incoming: Promise<void> = Promise.resolve()
   /** The queued pass over received pages that later pages may still join. */
   private openPages: { pages: IncomingPage[]; bytes: number } | undefined
@@ -283,6 +288,7 @@ export class Conversation {
     this.lostFill = new LostHistoryFill(host)
     this.missing = new MissingHistory(host)
     this.seals = new SealQueue(host)
+    this.rotation = new KeyRotation(host)
     this.writerIds = new SessionWriterIds(host)
     this.source = new SnapshotSource(async () => {
       await ctx.store.commit({})
@@ -633,55 +639,39 @@ export class Conversation {
     return this.seals.add(update, tags, othersOnly, puts)
   }
 
-  /** Envelopes seen under the current epoch, and when it started, for scheduled rotation. */
-  private epochUse = { epoch: -1, envelopes: 0, since: Date.now() }
-  private rotating = false
-
+  /** Updates counted toward snapshots and the next key rotation. */
   private countEnvelopes(epoch: number, n: number, sending: boolean): void {
     this.snapshots.counted(n, sending)
-    if (epoch !== this.epochUse.epoch) this.epochUse = { epoch, envelopes: 0, since: Date.now() }
-    this.epochUse.envelopes += n
-    const { messages, ms } = this.ctx.keyRotation
-    // The device whose send crosses the threshold rotates; receivers only count (fewer races).
-    // Not while this device writes a snapshot: sealed under the epoch it started with, the
-    // snapshot would be refused behind the new epoch's record. The next send rotates.
-    if (!sending || this.rotating || this.snapshots.busy || epoch !== this.membership.epoch) return
-    if (this.epochUse.envelopes < messages && Date.now() - this.epochUse.since < ms) return
-    // Any member may rotate; if two do at once the relay keeps the first and refuses the other.
-    void this.rotateOnce().catch((err) => this.report(err, 'could not rotate the key'))
+    this.rotation.counted(epoch, n, sending)
   }
 
-  /** Rotate, unless this device is rotating already (a second would only race the first). */
-  private async rotateOnce(): Promise<void> {
-    if (this.rotating) return
-    this.rotating = true
-    try {
-      await this.rotateKey()
-    } finally {
-      this.rotating = false
-    }
+  /** Rotate, unless this device is rotating already (key-rotation.ts). */
+  private rotateOnce(): Promise<void> {
+    return this.rotation.once()
   }
 
   /** Start a new key epoch for the current members (scheduled rotation, or after someone left). */
-  async rotateKey(): Promise<void> {
-    await this.ready()
-    this.assertOpen()
-    const next = this.book.newEpoch()
-    const record = await this.ctx.signRecord(RecordKind.Epoch, next.body)
-    // The epoch started again after the relay refused ours for it: what we sealed under the
-    // refused key is refused as stale and sealed again, which needs that key to open it. Kept
-    // as lost, as a key that loses a race is; overwritten, those messages stayed pending for
-    // good, and the later changes of their inner client waited at every other device.
-    const held = this.record.keys.get(next.epoch)
+  rotateKey(): Promise<void> {
+    return this.rotation.rotate()
+  }
+
+  /**
+   * Take `key` as this device's key of `epoch`: the writes that store it. The epoch started
+   * again after the relay refused ours for it: what we sealed under the refused key is refused
+   * as stale and sealed again, which needs that key to open it. Kept as lost, as a key that
+   * loses a race is; overwritten, those messages stayed pending for good, and the later changes
+   * of their inner client waited at every other device.
+   */
+  private adoptEpochKey(epoch: number, key: Uint8Array): Array<[string, Uint8Array]> {
+    const held = this.record.keys.get(epoch)
     const puts: Array<[string, Uint8Array]> = []
-    if (held && !constantTimeEqual(keyCheckOf(held), keyCheckOf(next.key))) {
+    if (held && !constantTimeEqual(keyCheckOf(held), keyCheckOf(key))) {
       this.lostKeys.set(toBase64Url(keyCheckOf(held)), held)
       puts.push([keyOf.lostKeys(this.id), encodeLostKeys(this.lostKeys.values())])
     }
-    this.record.keys.set(next.epoch, next.key)
+    this.record.keys.set(epoch, key)
     puts.push([keyOf.conv(this.id), encodeConversationRecord(this.record)])
-    await this.commit({ put: puts })
-    await this.writeRecords([record])
+    return puts
   }
 
   /** Write to the outer log locally; returns what was written and the outer updates it made. */
@@ -843,6 +833,10 @@ export class Conversation {
         this.localWriteFailed = true
       },
       sealedDurably: (epoch, n) => this.countEnvelopes(epoch, n, true),
+      get snapshotBusy() {
+        return conv.snapshots.busy
+      },
+      adoptEpochKey: (epoch, key) => this.adoptEpochKey(epoch, key),
       get caughtUpSocket() {
         const provider = conv.provider
         return provider?.synced ? (provider.ws ?? undefined) : undefined

@@ -9,10 +9,10 @@
  *    record may still be on its way: rows can arrive out of order);
  * 3. its signature verifies (checked natively, for a whole page at once), else **refused**;
  * 4. this device holds the epoch's key, else **held** (the key's record may still come);
- * 5. it names our key for the epoch, or the epoch's winner is still unknown to us, else
- *    **held** (we rotated at the same time as someone else and lost the race for the epoch
- *    number: the winner's record is on its way) — except epoch 0 (one key for everyone) and
- *    once we hold the winner's key, when the decryption below refuses it;
+ * 5. it names our key for the epoch, else it is **held** while the epoch's winner is unknown
+ *    here or is not our key (we rotated at the same time as someone else and lost the race
+ *    for the epoch number: the winner's record is on its way); under epoch 0 (one key for
+ *    everyone), or once the winner is our key, it goes on and the decryption refuses it;
  * 6. it was sealed before the next epoch began (the relay's row order says), else **refused**:
  *    a removed member's or a stale write;
  * 7. its nonce is new; a copy of one already opened is **skipped** (applied once), and another

@@ -6,7 +6,8 @@
  *
  * They go again, all of them in relay order with the next received rows, after a membership
  * change (records came) or once asked to (`retrySoon`: a snapshot applied, holding stopped).
- * The cursor stops before the first one held, so a snapshot never covers it.
+ * A snapshot covers no row from the first one held on (`coverableThrough`): its history would
+ * lack what is held.
  */
 import type * as Y from 'yjs'
 import { decodeDeferred, encodeDeferred } from './conversation-record.js'

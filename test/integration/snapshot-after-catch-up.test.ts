@@ -55,7 +55,7 @@ async function history(n: number, relayOptions: Parameters<World['relay']>[0] = 
   const bobConv = await bob.join(await aliceConv.invite())
   await sendMany(aliceConv, n, 'history')
   await until(() => bobConv.messages().length === n, 20_000, 'bob has them')
-  await until(() => !(aliceConv as unknown as { rotating: boolean }).rotating, 10_000, 'no rotation running')
+  await until(() => !(aliceConv as unknown as { rotation: { busy: boolean } }).rotation.busy, 10_000, 'no rotation running')
   return { aliceConv, bobConv }
 }
 
