@@ -11,18 +11,22 @@
  * changes are committed together, so a crash never leaves one without the other.
  *
  * Its parts live in files of their own, each reaching this class through a host interface
- * declared beside it. Sending: sends in batches (send-batches.ts), sealed and stored
- * (seal-queue.ts); this device's messages and outbox rows (own-messages.ts); the relay's
- * refusals of our writes (relay-refusals.ts) and re-seals after stale ones (stale-reseal.ts);
- * acknowledgements (device-acks.ts); membership changes (member-actions.ts) and key
- * rotations (key-rotation.ts). Receiving: the
- * checks each envelope passes before it is opened, in order (envelope-admission.ts); what it
- * may not open yet (held-envelopes.ts); how far the relay's rows are held, for ✓✓ and the next
- * catch-up (row-cursor.ts); what an update may change is inner-guard.ts's to say. Showing: the
- * shown list (shown-list.ts). History: filling what a late joiner never reads
- * (lost-history-fill.ts), snapshots written (snapshot-writer.ts, snapshot-source.ts) and taken
- * in (missing-history.ts says when; snapshot-assembly.ts, snapshot-checks.ts). Work queued
- * behind received rows goes through `afterIncoming`, sealing through `afterOutgoing`.
+ * declared beside it.
+ * - Sending: sends in batches (send-batches.ts), sealed and stored (seal-queue.ts); this
+ *   device's messages and outbox rows (own-messages.ts); the relay's refusals of our writes
+ *   (relay-refusals.ts) and re-seals after stale ones (stale-reseal.ts); acknowledgements
+ *   (device-acks.ts) and the writes they make (bookkeeping-writes.ts); membership changes
+ *   (member-actions.ts) and key rotations (key-rotation.ts).
+ * - Receiving: the checks each envelope passes before it is opened, in order
+ *   (envelope-admission.ts); what it may not open yet (held-envelopes.ts); how far the relay's
+ *   rows are held, for ✓✓ and the next catch-up (row-cursor.ts); what an update may change is
+ *   inner-guard.ts's to say.
+ * - Showing: the shown list (shown-list.ts).
+ * - History: filling what a late joiner never reads (lost-history-fill.ts); snapshots written
+ *   (snapshot-writer.ts, snapshot-source.ts) and taken in (missing-history.ts says when;
+ *   snapshot-assembly.ts, snapshot-checks.ts).
+ *
+ * Work queued behind received rows goes through `afterIncoming`, sealing through `afterOutgoing`.
  */
 import { WebsocketProvider } from 'y-websocket'
 import * as Y from 'yjs'
@@ -75,6 +79,7 @@ import { LostHistoryFill, type LostHistoryFillHost } from './lost-history-fill.j
 import { HeldEnvelopes, MAX_HELD_FOR_SNAPSHOT } from './held-envelopes.js'
 import { RowCursor } from './row-cursor.js'
 import { KeyRotation, type KeyRotationHost } from './key-rotation.js'
+import { BookkeepingWrites, type BookkeepingHost } from './bookkeeping-writes.js'
 import { SealQueue, type SealQueueHost } from './seal-queue.js'
 import { MissingHistory, type MissingHistoryHost } from './missing-history.js'
 import { applyRefusal, type RefusalsHost } from './relay-refusals.js'
@@ -110,7 +115,8 @@ type PartsHost = SendBatchesHost &
   MissingHistoryHost &
   RefusalsHost &
   SealQueueHost &
-  KeyRotationHost
+  KeyRotationHost &
+  BookkeepingHost
 
 interface IncomingPage {
   envelopes: IncomingEnvelope[]
@@ -233,6 +239,8 @@ export class Conversation {
   private readonly seals: SealQueue
   /** When this device starts a new key epoch (key-rotation.ts). */
   private readonly rotation: KeyRotation
+  /** Acks', receipts' and record positions' writes of one turn, in one commit (bookkeeping-writes.ts). */
+  private readonly bookkeeping: BookkeepingWrites
   private incoming: Promise<void> = Promise.resolve()
   /** The queued pass over received pages that later pages may still join. */
   private openPages: { pages: IncomingPage[]; bytes: number } | undefined
@@ -289,6 +297,7 @@ export class Conversation {
     this.missing = new MissingHistory(host)
     this.seals = new SealQueue(host)
     this.rotation = new KeyRotation(host)
+    this.bookkeeping = new BookkeepingWrites(host)
     this.writerIds = new SessionWriterIds(host)
     this.source = new SnapshotSource(async () => {
       await ctx.store.commit({})
@@ -837,6 +846,8 @@ export class Conversation {
         return conv.snapshots.busy
       },
       adoptEpochKey: (epoch, key) => this.adoptEpochKey(epoch, key),
+      storeBookkeeping: (puts) => this.landing(this.commit({ put: puts }, SOON), 'could not store acknowledgements'),
+      recordSeqsRow: () => [keyOf.recordSeqs(id), this.book.encodeSeqs()],
       get caughtUpSocket() {
         const provider = conv.provider
         return provider?.synced ? (provider.ws ?? undefined) : undefined
@@ -1536,7 +1547,7 @@ export class Conversation {
       // Encoded when the write is issued, not now: pages queued before it store the positions
       // they bring, and a copy taken now, written after theirs, put them out of the store
       // (a restart then held records it could not place, and never folded them).
-      this.recordSeqsDirty = true
+      this.bookkeeping.recordSeqsMoved()
       this.afterIncoming(() => this.foldRecords(), 'could not fold records')
     }
     const acked: string[] = []
@@ -1564,42 +1575,16 @@ export class Conversation {
     if (this.provider?.synced && msg.seq > this.cursor.through) this.advanceCursor(msg.seq)
     if (puts.length === 0) return
     this.statusesChanged(acked)
-    this.storeSoon(puts)
+    this.bookkeeping.add(puts)
   }
 
   private onReceipts(entries: ReceiptEntry[]): void {
     const moved = this.receiptBook.merge(entries)
     if (!moved) return
     this.statusesChanged(this.ownBySeq.between(moved.after, moved.through))
-    this.storeSoon([[keyOf.receipts(this.id), encodeReceipts([...this.receiptBook.byDevice.values()])]])
+    this.bookkeeping.add([[keyOf.receipts(this.id), encodeReceipts([...this.receiptBook.byDevice.values()])]])
     // A snapshot this device's send made due waited for the others to catch up: maybe now.
     this.snapshots.receiptsMoved()
-  }
-
-  /** Bookkeeping writes (acks, receipts) of one event-loop turn share one commit. */
-  private pendingPuts = new Map<string, Uint8Array | null>()
-  private putsScheduled = false
-  /** Record positions learnt from acknowledgements, to store with the next flush of puts (see onAck). */
-  private recordSeqsDirty = false
-  private storeSoon(puts: Array<[string, Uint8Array | null]>): void {
-    const first = !this.putsScheduled
-    for (const [k, v] of puts) this.pendingPuts.set(k, v)
-    if (!first || (this.pendingPuts.size === 0 && !this.recordSeqsDirty)) return
-    this.putsScheduled = true
-    setTimeout(() => this.flushPuts(), 0)
-  }
-
-  /** Queue the pending puts for commit (after whatever is being stored already). */
-  private flushPuts(): void {
-    this.putsScheduled = false
-    if (this.pendingPuts.size === 0 && !this.recordSeqsDirty) return
-    const batch = [...this.pendingPuts]
-    this.pendingPuts = new Map()
-    this.afterIncoming(() => {
-      if (this.recordSeqsDirty) batch.push([keyOf.recordSeqs(this.id), this.book.encodeSeqs()])
-      this.recordSeqsDirty = false
-      this.landing(this.commit({ put: batch }, SOON), 'could not store acknowledgements')
-    }, 'could not store acknowledgements')
   }
 
   /**
@@ -2002,7 +1987,7 @@ export class Conversation {
     await this.outgoing
     await this.seals.stored()
     // Receipts and cursors waiting for their timer are stored now, not lost with the session.
-    this.flushPuts()
+    this.bookkeeping.flush()
     await this.incomingSettled()
     await this.compactOnClose()
     // Issued after every write from the ids, with the summary where there is one: with a

@@ -92,7 +92,26 @@ describe('seeded simulation', () => {
       const ref = texts(g[0]!)
       expect(new Set(ref).size).toBe(ref.length)
       for (const c of g) expect(texts(c)).toEqual(ref)
-      await until(() => g.every((c) => c.messages().filter((m) => m.mine).every((m) => m.status === 'delivered')), 60_000, 'all delivered')
+      await until(() => g.every((c) => c.messages().filter((m) => m.mine).every((m) => m.status === 'delivered')), 60_000, 'all delivered').catch((e) => {
+        // Seen once in a full local run under load (thirty-third session, seed 1514945445), not
+        // in its replays: say which messages stood short of ✓✓, and where each device was.
+        console.log(
+          'NOT DELIVERED',
+          groups.indexOf(g),
+          g.map((c) => ({
+            short: c
+              .messages()
+              .filter((m) => m.mine && m.status !== 'delivered')
+              .map((m) => `${m.text}:${m.status}`)
+              .slice(0, 5),
+            synced: c.synced,
+            storedCursor: c.storedCursor,
+          })),
+          clients.map((c) => c.connection),
+          [...world.errors.values()].flat().map(String).slice(0, 10),
+        )
+        throw e
+      })
       delivered += ref.length
     }
     const all = new Set(groups.flatMap((g) => texts(g[0]!)))
