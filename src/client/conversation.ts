@@ -605,10 +605,10 @@ export class Conversation {
 
   /**
    * Settles once what was queued for sealing before is sealed and sent, and the commit before
-   * its own is stored (or 2 ms went by: see flushSeals). Sends made meanwhile wait for it and
-   * then share one batch: one signature, one transaction, one envelope. Under load the batches grow with the load instead of staying one turn's worth:
-   * at 10,000 sends a second, two signatures per few messages were a fifth of the sender's
-   * time. Not while the conversation key has not arrived: the messages are then written (and
+   * its own is stored (or 2 ms went by: see seal-queue.ts). Sends made meanwhile wait for it
+   * and then share one batch: one signature, one transaction, one envelope. Under load the
+   * batches grow with the load instead of staying one turn's worth: at 10,000 sends a second,
+   * two signatures per few messages were a fifth of the sender's time. Not while the conversation key has not arrived: the messages are then written (and
    * shown, pending) at once, and sealed when it comes.
    */
   private sealerFree(): Promise<unknown> {
