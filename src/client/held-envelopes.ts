@@ -31,6 +31,8 @@ export const MAX_HELD_FOR_SNAPSHOT = MAX_HELD - 5_000
  */
 export class HeldEnvelopes {
   private list: IncomingEnvelope[] = []
+  /** The keys of `list`: a device holding tens of thousands checked each new one against all (4 s to fill the bound). */
+  private readonly keys = new Set<string>()
   private soon = false
 
   get size(): number {
@@ -51,25 +53,25 @@ export class HeldEnvelopes {
   restore(stored: Uint8Array, log: Y.Map<Uint8Array>): void {
     for (const [key, seq, part] of decodeDeferred(stored)) {
       const bytes = log.get(key)
-      if (bytes instanceof Uint8Array) this.list.push(part ? { key, seq, bytes, part } : { key, seq, bytes })
+      if (bytes instanceof Uint8Array) this.push(part ? { key, seq, bytes, part } : { key, seq, bytes })
     }
   }
 
   /** Hold `envelope` until the records explain it; the oldest goes once `MAX_HELD` are held. Returns false if it was held already. */
   add(envelope: IncomingEnvelope): boolean {
     if (this.has(envelope.key)) return false
-    if (this.list.length >= MAX_HELD) this.list.shift()
-    this.list.push(envelope)
+    if (this.list.length >= MAX_HELD) this.keys.delete(this.list.shift()!.key)
+    this.push(envelope)
     return true
   }
 
   /** Hold an update for the snapshot it waits for (the caller checks `MAX_HELD_FOR_SNAPSHOT`). */
   addForSnapshot(envelope: IncomingEnvelope): void {
-    if (!this.has(envelope.key)) this.list.push(envelope)
+    if (!this.has(envelope.key)) this.push(envelope)
   }
 
   has(key: string): boolean {
-    return this.list.some((d) => d.key === key)
+    return this.keys.has(key)
   }
 
   /** The next receive pass tries them all again. */
@@ -84,12 +86,18 @@ export class HeldEnvelopes {
   take(recordsCame: boolean): IncomingEnvelope[] {
     const again = (recordsCame || this.soon) && this.list.length > 0 ? this.list.splice(0) : []
     this.soon = false
+    if (again.length > 0) this.keys.clear()
     return again
   }
 
   /** The highest row every row through which is applied (none held before it), given the cursor. */
   coverableThrough(cursor: number): number {
     return this.list.reduce((min, d) => Math.min(min, d.seq - 1), cursor)
+  }
+
+  private push(envelope: IncomingEnvelope): void {
+    this.list.push(envelope)
+    this.keys.add(envelope.key)
   }
 
   /** The stored form of the list (`defer:{id}`). */
