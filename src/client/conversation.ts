@@ -13,10 +13,11 @@
  * Its parts live in files of their own, each reaching this class through a host interface
  * declared beside it.
  * - Sending: sends in batches (send-batches.ts), sealed and stored (seal-queue.ts); this
- *   device's messages and outbox rows (own-messages.ts); the relay's refusals of our writes
- *   (relay-refusals.ts) and re-seals after stale ones (stale-reseal.ts); acknowledgements
- *   (device-acks.ts) and the writes they make (bookkeeping-writes.ts); membership changes
- *   (member-actions.ts) and key rotations (key-rotation.ts).
+ *   device's messages and outbox rows (own-messages.ts); the relay's acks (relay-acks.ts) and
+ *   refusals (relay-refusals.ts) of our writes, and re-seals after stale ones
+ *   (stale-reseal.ts); this device's own acknowledgements (device-acks.ts) and the writes
+ *   they make (bookkeeping-writes.ts); membership changes (member-actions.ts) and key
+ *   rotations (key-rotation.ts).
  * - Receiving: the checks each envelope passes before it is opened, in order
  *   (envelope-admission.ts); what it may not open yet (held-envelopes.ts); how far the relay's
  *   rows are held, for ✓✓ and the next catch-up (row-cursor.ts); what an update may change is
@@ -80,6 +81,7 @@ import { HeldEnvelopes, MAX_HELD_FOR_SNAPSHOT } from './held-envelopes.js'
 import { RowCursor } from './row-cursor.js'
 import { KeyRotation, type KeyRotationHost } from './key-rotation.js'
 import { BookkeepingWrites, type BookkeepingHost } from './bookkeeping-writes.js'
+import { type AcksHost, applyAck } from './relay-acks.js'
 import { SealQueue, type SealQueueHost } from './seal-queue.js'
 import { MissingHistory, type MissingHistoryHost } from './missing-history.js'
 import { applyRefusal, type RefusalsHost } from './relay-refusals.js'
@@ -116,7 +118,8 @@ type PartsHost = SendBatchesHost &
   RefusalsHost &
   SealQueueHost &
   KeyRotationHost &
-  BookkeepingHost
+  BookkeepingHost &
+  AcksHost
 
 interface IncomingPage {
   envelopes: IncomingEnvelope[]
@@ -539,7 +542,7 @@ export class Conversation {
         }
       }
     provider.messageHandlers[RoomMessage.Rows] = guard((r) => this.onRows(readRows(r)))
-    provider.messageHandlers[RoomMessage.Ack] = guard((r) => this.onAck(readAck(r)))
+    provider.messageHandlers[RoomMessage.Ack] = guard((r) => applyAck(this.parts, readAck(r)))
     provider.messageHandlers[RoomMessage.Refused] = guard((r) => applyRefusal(this.parts, readRefused(r)))
     provider.messageHandlers[RoomMessage.Cursor] = guard((r) => this.onCursor(readCursor(r).seq))
     provider.messageHandlers[RoomMessage.Receipts] = guard((r) => this.onReceipts(readReceipts(r)))
@@ -848,6 +851,15 @@ export class Conversation {
       adoptEpochKey: (epoch, key) => this.adoptEpochKey(epoch, key),
       storeBookkeeping: (puts) => this.landing(this.commit({ put: puts }, SOON), 'could not store acknowledgements'),
       recordSeqsRow: () => [keyOf.recordSeqs(id), this.book.encodeSeqs()],
+      get ownBySeq() {
+        return conv.ownBySeq
+      },
+      get caughtUp() {
+        return conv.provider?.synced === true
+      },
+      ownRowStored: (seq) => this.advanceCursor(seq),
+      recordSeqsMoved: () => this.bookkeeping.recordSeqsMoved(),
+      storeSoon: (puts) => this.bookkeeping.add(puts),
       get caughtUpSocket() {
         const provider = conv.provider
         return provider?.synced ? (provider.ws ?? undefined) : undefined
@@ -1532,50 +1544,6 @@ export class Conversation {
     if (this.membership.rotationDue && (this.book.isAdmin() || this.unlinkedHere) && !this.closed) {
       void this.rotateOnce().catch((err) => this.report(err, 'could not rotate the key'))
     }
-  }
-
-  private onAck(msg: { seq: number; ranges: Array<{ client: number; clock: number; len: number }> }): void {
-    const puts: Array<[string, Uint8Array | null]> = []
-    const rec = this.outer.getMap<Uint8Array>(OUTER_RECORDS)
-    let recordsMoved = false
-    for (const range of msg.ranges)
-      for (let i = 0; i < range.len; i++) {
-        const key = envelopeKey(range.client, range.clock + i)
-        if (rec.has(key) && this.book.noteSeq(key, msg.seq)) recordsMoved = true
-      }
-    if (recordsMoved) {
-      // Encoded when the write is issued, not now: pages queued before it store the positions
-      // they bring, and a copy taken now, written after theirs, put them out of the store
-      // (a restart then held records it could not place, and never folded them).
-      this.bookkeeping.recordSeqsMoved()
-      this.afterIncoming(() => this.foldRecords(), 'could not fold records')
-    }
-    const acked: string[] = []
-    const envelopes = new Set<string>()
-    for (const range of msg.ranges) {
-      for (let i = 0; i < range.len; i++) {
-        const key = envelopeKey(range.client, range.clock + i)
-        // Only messages still in that envelope: one that left it (sent again in another) is not
-        // stored by this one's ack (the relay acknowledges a resent refused range again).
-        for (const [msgId, state] of this.own.inEnvelope(key)) {
-          // Refused for good (its blank stands in the row): an ack now is the relay acknowledging
-          // that row again after a resend, not the message. It stays failed. Refused as stale
-          // and waiting to be sealed again: the same.
-          if (state.seq !== 0 || state.refused || state.stale) continue
-          state.seq = msg.seq
-          // Stored by the relay: a failure without a refusal (a denial while not a member) is over.
-          state.failure = ''
-          envelopes.add(key)
-          acked.push(msgId)
-          this.ownBySeq.add(msg.seq, msgId)
-        }
-      }
-    }
-    for (const key of envelopes) this.own.rowPuts(key, puts)
-    if (this.provider?.synced && msg.seq > this.cursor.through) this.advanceCursor(msg.seq)
-    if (puts.length === 0) return
-    this.statusesChanged(acked)
-    this.bookkeeping.add(puts)
   }
 
   private onReceipts(entries: ReceiptEntry[]): void {
