@@ -70,7 +70,7 @@ import {
 } from './conversation-record.js'
 import type { ClientContext } from './client-context.js'
 import { checkInnerUpdate, INNER_MESSAGE_BATCHES, INNER_MESSAGES, INNER_META, INNER_PROFILES } from './inner-guard.js'
-import type { Batch, CommitOptions } from './storage/device-store.js'
+import { type Batch, COMMIT_SOON, type CommitOptions } from './storage/device-store.js'
 import { Presence } from './presence.js'
 import { type MemberReceipt, ReceiptBook } from './receipts.js'
 import { MembershipBook, safetyNumber } from './membership-book.js'
@@ -135,8 +135,6 @@ const ORIGIN_REMOTE = Symbol('remote')
 const ORIGIN_LOCAL_OUTER = Symbol('local-outer')
 /** Text limit, besides the relay's envelope limit. */
 const MAX_TEXT_BYTES = 64 * 1024
-/** Commits only acknowledgements wait for, or `send()` once the relay has its copy (see CommitOptions.soon). */
-const SOON: CommitOptions = { soon: true }
 /** Ticks without an error, one object each: the list asks for them per message on every ack and receipt. */
 const TICKS: Readonly<Record<'pending' | 'sent' | 'delivered' | 'read', { readonly status: Message['status'] }>> = {
   pending: { status: 'pending' },
@@ -849,7 +847,7 @@ export class Conversation {
         return conv.snapshots.busy
       },
       adoptEpochKey: (epoch, key) => this.adoptEpochKey(epoch, key),
-      storeBookkeeping: (puts) => this.landing(this.commit({ put: puts }, SOON), 'could not store acknowledgements'),
+      storeBookkeeping: (puts) => this.landing(this.commit({ put: puts }, COMMIT_SOON), 'could not store acknowledgements'),
       recordSeqsRow: () => [keyOf.recordSeqs(id), this.book.encodeSeqs()],
       get ownBySeq() {
         return conv.ownBySeq
@@ -865,7 +863,7 @@ export class Conversation {
         return provider?.synced ? (provider.ws ?? undefined) : undefined
       },
       storeStillMissing: (through) =>
-        this.landing(this.commit({ put: [[keyOf.stillMissing(id), through > 0 ? encodeCursor(through) : null]] }, SOON), 'could not store which history is still missing'),
+        this.landing(this.commit({ put: [[keyOf.stillMissing(id), through > 0 ? encodeCursor(through) : null]] }, COMMIT_SOON), 'could not store which history is still missing'),
       reject: (code, message) => this.reject(code, message),
       landing: (commit, failure) => this.landing(commit, failure),
       afterIncoming: (job, failure) => this.afterIncoming(job, failure),
@@ -1314,7 +1312,7 @@ export class Conversation {
     // commits land in the order issued); what depends on it being durable waits below.
     // Soon, not now: only its ✓✓ waits for it, and a device receiving a busy conversation paid
     // a transaction (an fsync) per received batch.
-    const stored = this.commit(batch, SOON).then(
+    const stored = this.commit(batch, COMMIT_SOON).then(
       () => {
         this.acks.stored(committedThrough)
         // Listeners hear of the batch again now it is stored; what it showed changed in its transaction.
@@ -1573,7 +1571,7 @@ export class Conversation {
       // messages it cannot show yet.
       const through = this.cursor.ownRowAcked(seq)
       if (through === undefined) return
-      this.landing(this.commit({ put: [[keyOf.cursor(this.id), encodeCursor(through)]] }, SOON), 'could not store the cursor', () => {
+      this.landing(this.commit({ put: [[keyOf.cursor(this.id), encodeCursor(through)]] }, COMMIT_SOON), 'could not store the cursor', () => {
         this.acks.stored(through)
         this.acks.schedule()
       })

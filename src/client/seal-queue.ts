@@ -16,7 +16,7 @@ import type { ClientContext } from './client-context.js'
 import type { OwnMessages, Put } from './own-messages.js'
 import { chunkForSealing, MERGE_BYTES } from './seal-chunks.js'
 import type { SnapshotSource } from './snapshot-source.js'
-import type { Batch, CommitOptions } from './storage/device-store.js'
+import { type Batch, COMMIT_SOON, type CommitOptions } from './storage/device-store.js'
 import type { SessionWriterIds } from './writer-ids.js'
 import { envelopeKey } from '../shared/outer-keys.js'
 
@@ -33,9 +33,6 @@ let flushWaitMs = 2
 export function setFlushWait(ms = 2): void {
   flushWaitMs = ms
 }
-
-/** Commits that may wait for company (see CommitOptions.soon). */
-const SOON: CommitOptions = { soon: true }
 
 /** What sealing reads and asks of its conversation. */
 export interface SealQueueHost {
@@ -181,7 +178,7 @@ export class SealQueue {
           ],
           put: puts,
         },
-        host.handedToRelay ? SOON : undefined,
+        host.handedToRelay ? COMMIT_SOON : undefined,
       )
       rows = batch.length + written.updates.length
     } catch (err) {

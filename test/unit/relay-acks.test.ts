@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
 import type { MembershipBook } from '../../src/client/membership-book.js'
-import { OwnMessages, type Put } from '../../src/client/own-messages.js'
+import type { Put } from '../../src/client/own-messages.js'
+import { sealedOutbox } from '../fixtures/sealed-outbox.js'
 import { PositionIndex } from '../../src/client/position-index.js'
 import { type AcksHost, applyAck } from '../../src/client/relay-acks.js'
 import { envelopeKey, OUTER_RECORDS } from '../../src/shared/outer-keys.js'
@@ -11,14 +12,7 @@ const ROOM = 'room-1'
 /** This device's `m1`, `m2` sealed in envelope (7, 0) and `m3` in (7, 1); what an ack asks of the rest, recorded. */
 function setup(options: { caughtUp?: boolean; cursor?: number } = {}) {
   const outer = new Y.Doc()
-  const own = new OwnMessages(ROOM)
-  own.sealed(
-    [
-      { envelopeKey: envelopeKey(7, 0), msgIds: ['m1', 'm2'] },
-      { envelopeKey: envelopeKey(7, 1), msgIds: ['m3'] },
-    ],
-    [],
-  )
+  const own = sealedOutbox(ROOM)
   const calls: string[] = []
   const stored: Put[][] = []
   const positions = new Map<string, number>()

@@ -2,7 +2,8 @@ import { describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
 import type { ClientContext } from '../../src/client/client-context.js'
 import type { MembershipBook } from '../../src/client/membership-book.js'
-import { OwnMessages, type Put } from '../../src/client/own-messages.js'
+import type { Put } from '../../src/client/own-messages.js'
+import { sealedOutbox } from '../fixtures/sealed-outbox.js'
 import { applyRefusal, type RefusalsHost } from '../../src/client/relay-refusals.js'
 import type { StaleReseal } from '../../src/client/stale-reseal.js'
 import type { SessionWriterIds } from '../../src/client/writer-ids.js'
@@ -21,14 +22,7 @@ const ROOM = 'room-1'
  */
 function setup() {
   const outer = new Y.Doc()
-  const own = new OwnMessages(ROOM)
-  own.sealed(
-    [
-      { envelopeKey: envelopeKey(7, 0), msgIds: ['m1', 'm2'] },
-      { envelopeKey: envelopeKey(7, 1), msgIds: ['m3'] },
-    ],
-    [],
-  )
+  const own = sealedOutbox(ROOM)
   const calls: string[] = []
   const commits: Put[][] = []
   const errors: PetrelError[] = []

@@ -53,6 +53,9 @@ export interface CommitOptions {
   soon?: boolean
 }
 
+/** A commit that may wait for company (see CommitOptions.soon). */
+export const COMMIT_SOON: CommitOptions = Object.freeze({ soon: true })
+
 export interface DeviceStore {
   readonly kind: 'sqlite' | 'indexeddb'
   get(key: string): Promise<Uint8Array | undefined>
