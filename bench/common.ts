@@ -1,4 +1,6 @@
 /** Shared helpers for the benchmarks: workload parameters, payloads, sockets, child-process protocol. */
+import { setFlagsFromString } from 'node:v8'
+import { runInNewContext } from 'node:vm'
 import { WebSocket } from 'ws'
 import type { Worker } from 'node:worker_threads'
 
@@ -233,4 +235,10 @@ export async function relayCounter(url: string, name: string): Promise<number> {
   const text = await (await fetch(`${url.replace(/^ws/, 'http')}/metrics`)).text()
   const line = text.split('\n').find((l) => l.startsWith(`${name} `))
   return line ? Number(line.slice(name.length + 1)) : 0
+}
+
+/** A full garbage collection now (V8's `gc`, exposed for the call). */
+export function fullGc(): void {
+  setFlagsFromString('--expose-gc')
+  ;(runInNewContext('gc') as () => void)()
 }

@@ -17,16 +17,15 @@
 import { spawn } from 'node:child_process'
 import { cpus, loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
-import { setFlagsFromString } from 'node:v8'
-import { runInNewContext } from 'node:vm'
 import { type CatchupResult, catchup } from './catchup.js'
 import { coldOpen, startup } from './cold-open.js'
 import { clientIds } from './client-ids.js'
 import { sessionIds } from './session-ids.js'
 import { varString } from './var-string.js'
+import { stateEncode } from './state-encode.js'
 import { wrapAll } from './wrap-all.js'
 import { CHROMIUM, coldOpenChromium } from './cold-open-chromium.js'
-import { envInt, median, percentile } from './common.js'
+import { envInt, fullGc, median, percentile } from './common.js'
 import { e2e } from './e2e.js'
 import { freshDevice } from './fresh-device.js'
 import { fanoutPetrel, fanoutRaw } from './fanout.js'
@@ -56,10 +55,8 @@ const summary: Record<string, Record<string, number | null>> = {}
  * on cold code, and at 1,000/s, where V8 compiles slowly, p99 rose to 41–44 ms in some.)
  */
 function collectClosedClients(): void {
-  setFlagsFromString('--expose-gc')
-  const gc = runInNewContext('gc') as () => void
-  gc()
-  gc()
+  fullGc()
+  fullGc()
 }
 
 async function ingest(): Promise<void> {
@@ -353,6 +350,13 @@ async function strings(): Promise<void> {
   summary.varString = { nsShort: r2(r.nsShort.petrel), ratioShortVsLib0: r2(r.nsShort.petrel / r.nsShort.lib0), nsLong: r2(r.nsLong.petrel), ratioLongVsLib0: r2(r.nsLong.petrel / r.nsLong.lib0) }
 }
 
+async function states(): Promise<void> {
+  console.log("\n## A history snapshot's encoding: Petrel's encodeState against Y.encodeStateAsUpdate (the same bytes)")
+  const r = stateEncode()
+  console.log(`${fmt(r.messages)} messages (${(r.bytes / 1e6).toFixed(1)} MB): ${r.petrelMs.toFixed(1)} ms against Yjs's ${r.yjsMs.toFixed(1)} ms, ${(r.petrelMs / r.yjsMs).toFixed(2)} ×; in place (the replica thread's way) ${r.inPlaceMs.toFixed(1)} ms, ${(r.inPlaceMs / r.yjsMs).toFixed(2)} ×`)
+  summary.stateEncode = { messages: r.messages, ms: r2(r.petrelMs), inPlaceMs: r2(r.inPlaceMs), referenceMs: r2(r.yjsMs), ratioVsYjs: r2(r.petrelMs / r.yjsMs), inPlaceRatioVsYjs: r2(r.inPlaceMs / r.yjsMs) }
+}
+
 async function wraps(): Promise<void> {
   console.log("\n## A rotation's key wrapped for every member device: one ephemeral key for all, against one per device")
   const r = wrapAll()
@@ -441,6 +445,7 @@ async function main(): Promise<void> {
     ['clientIds', ids],
     ['sessionIds', sessions],
     ['varString', strings],
+    ['stateEncode', states],
     ['wrapAll', wraps],
   ]
   const isolate = !process.env.BENCH_CHILD && only.size !== 1

@@ -36,6 +36,7 @@ import { decryptEnvelope, keyCheckOf, readEnvelope, type SnapshotPart } from '..
 import { ErrorCode, PetrelError } from '../shared/errors.js'
 import type { MembershipState } from '../shared/membership.js'
 import { envelopeKey, OUTER_LOG, OUTER_RECORDS } from '../shared/outer-keys.js'
+import { encodeState } from '../shared/state-encoder.js'
 import {
   type DeviceCertificate,
   encodeUnlinkBody,
@@ -435,7 +436,7 @@ export class Conversation {
         for (const row of rows) Y.applyUpdate(doc, row.bytes, ORIGIN_LOAD)
       }, ORIGIN_LOAD)
       if (rows.length > COMPACT_AFTER_ROWS) {
-        compact.compact!.push({ convId: this.id, doc: name, throughId: rows[rows.length - 1]!.id, merged: Y.encodeStateAsUpdate(doc) })
+        compact.compact!.push({ convId: this.id, doc: name, throughId: rows[rows.length - 1]!.id, merged: encodeState(doc) })
       }
     }
     this.appendedRows = 0
@@ -2023,7 +2024,7 @@ export class Conversation {
    */
   private async compactOnClose(): Promise<void> {
     if (this.appendedRows <= COMPACT_AFTER_ROWS || this.localWriteFailed) return
-    const merged = (doc: Y.Doc, name: 'inner' | 'outer') => ({ convId: this.id, doc: name, throughId: Number.MAX_SAFE_INTEGER, merged: Y.encodeStateAsUpdate(doc) })
+    const merged = (doc: Y.Doc, name: 'inner' | 'outer') => ({ convId: this.id, doc: name, throughId: Number.MAX_SAFE_INTEGER, merged: encodeState(doc) })
     try {
       await this.ctx.store.commit({ compact: [merged(this.doc, 'inner'), merged(this.outer, 'outer')] })
     } catch (err) {

@@ -35,8 +35,16 @@
  * ends. Updates are gathered on this side and posted every 50 ms, at 1 MB, or before an
  * encode: a message per commit was ~40 µs of `postMessage` each (5 µs a message sent at
  * 10,000 a second). A failed apply poisons that copy: its next encode answers with the failure.
+ *
+ * The thread encodes with state-encoder.ts's `encodeInPlace`: Yjs's bytes, its strings written
+ * by var-string.ts and into one buffer the thread keeps from snapshot to snapshot (0.39–0.55 ×
+ * `Y.encodeStateAsUpdate`'s time at 40,000 messages, `BENCH_ONLY=stateEncode`). Both modules'
+ * factories are passed in as source text, with the paths of the CommonJS Yjs and lib0 they run
+ * against.
  */
 import type { DeflatedState } from '../shared/snapshot-seal.js'
+import { stateEncoderFor } from '../shared/state-encoder.js'
+import { type Lib0Encoding, lib0StringWriters } from '../shared/var-string.js'
 
 /** A copy of one inner document on the replica thread. */
 export interface HistoryReplica {
@@ -72,14 +80,17 @@ interface NodeBuiltins {
 }
 
 /* c8 ignore start -- runs inside the worker, from its source text */
-function replicaMain(require: (id: string) => unknown, yjsPath: string): void {
-  type Doc = { transact(f: () => void): void; destroy(): void }
-  const Y = require(yjsPath) as {
-    Doc: new () => Doc
-    applyUpdate(doc: Doc, update: Uint8Array): void
-    encodeStateAsUpdate(doc: Doc): Uint8Array
-    encodeStateVector(doc: Doc): Uint8Array
-  }
+function replicaMain(
+  require: (id: string) => unknown,
+  yjsPath: string,
+  lib0EncodingPath: string,
+  writersFor: typeof lib0StringWriters,
+  encoderFor: typeof stateEncoderFor,
+): void {
+  const Y = require(yjsPath) as typeof import('yjs')
+  type Doc = InstanceType<typeof Y.Doc>
+  // Snapshots are this thread's biggest work: written as Y.encodeStateAsUpdate writes them, faster (state-encoder.ts).
+  const { encodeInPlace } = encoderFor(Y, writersFor(require(lib0EncodingPath) as Lib0Encoding))
   const { parentPort } = require('node:worker_threads') as { parentPort: { on(e: 'message', f: (m: Request) => void): void; postMessage(m: unknown, t?: ArrayBuffer[]): void } }
   const zlib = require('node:zlib') as { deflateRawSync(buf: Uint8Array, options: { level: number }): Uint8Array }
   const docs = new Map<number, Doc>()
@@ -113,14 +124,16 @@ function replicaMain(require: (id: string) => unknown, yjsPath: string): void {
         return
       }
       try {
-        const encoded = Y.encodeStateAsUpdate(doc)
+        // A view of the thread's own buffer: deflated or copied out before the next encode.
+        const encoded = encodeInPlace(doc)
         const stateVector = own(Y.encodeStateVector(doc))
         if (m.deflate) {
           // Level 1, as snapshot-deflate.ts: on a snapshot's repetitive bytes the ratio of level 6 at 2.5× the speed.
           const deflated = own(zlib.deflateRawSync(encoded, { level: 1 }))
           parentPort.postMessage({ seq: m.seq, ok: true, deflated, length: encoded.length, stateVector }, [deflated.buffer as ArrayBuffer, stateVector.buffer as ArrayBuffer])
         } else {
-          const state = own(encoded)
+          // A copy always: the view may span the whole buffer, and a transfer would take the buffer with it.
+          const state = encoded.slice()
           parentPort.postMessage({ seq: m.seq, ok: true, state, stateVector }, [state.buffer as ArrayBuffer, stateVector.buffer as ArrayBuffer])
         }
       } catch (err) {
@@ -152,7 +165,10 @@ class ReplicaThread {
 
   constructor(node: NodeBuiltins) {
     const yjsPath = node.createRequire(import.meta.url).resolve('yjs')
-    const source = `var __name = (f) => f;\n(${replicaMain.toString()})(require, ${JSON.stringify(yjsPath)})`
+    // The lib0 that copy of Yjs itself loads.
+    const lib0EncodingPath = node.createRequire(yjsPath).resolve('lib0/encoding')
+    const args = [JSON.stringify(yjsPath), JSON.stringify(lib0EncodingPath), lib0StringWriters.toString(), stateEncoderFor.toString()]
+    const source = `var __name = (f) => f;\n(${replicaMain.toString()})(require, ${args.join(', ')})`
     this.worker = new node.Worker(source, { eval: true })
     this.worker.unref()
     this.worker.on('message', (reply: Reply) => {

@@ -12,6 +12,7 @@
 import * as Y from 'yjs'
 import { canDeflate } from '../shared/snapshot-deflate.js'
 import type { DeflatedState } from '../shared/snapshot-seal.js'
+import { encodeState } from '../shared/state-encoder.js'
 import { type HistoryReplica, openHistoryReplica, seedReplica } from './history-replica.js'
 
 export class SnapshotSource {
@@ -95,13 +96,13 @@ export class SnapshotSource {
     }
     this.encodedOn = 'here'
     const refused = tombstones()
-    if (refused.length === 0) return Y.encodeStateAsUpdate(doc)
+    if (refused.length === 0) return encodeState(doc)
     // A copy with them applied: the document itself keeps showing them, failed.
     const copy = new Y.Doc({ gc: true })
     try {
-      Y.applyUpdate(copy, Y.encodeStateAsUpdate(doc))
+      Y.applyUpdate(copy, encodeState(doc))
       for (const t of refused) Y.applyUpdate(copy, t)
-      return Y.encodeStateAsUpdate(copy)
+      return encodeState(copy)
     } finally {
       copy.destroy()
     }

@@ -55,6 +55,46 @@ describe('history replica', () => {
     expect(state.length).toBe(Y.encodeStateAsUpdate(doc).length)
   })
 
+  it("writes Yjs's own bytes of the history, non-ASCII texts and nested values too (its faster string writes)", async () => {
+    const doc = new Y.Doc()
+    const updates: Uint8Array[] = []
+    doc.on('update', (u: Uint8Array) => updates.push(u))
+    const messages = doc.getMap<unknown>('messages')
+    for (let i = 0; i < 200; i++) {
+      doc.transact(() => messages.set(`m${i}`, { t: i % 3 === 0 ? `héllo ${'€'.repeat(i)}` : `text ${i}`, at: 1.5 * i, tags: ['a', { n: i, s: '😀' }], b: new Uint8Array([i & 0xff]) }))
+    }
+    const replica = openHistoryReplica()!
+    opened.push(replica)
+    replica.apply(updates)
+    const { state } = await replica.encode()
+    // What the thread's copy holds, rebuilt here as it builds it (one transaction) and encoded by Yjs.
+    const copy = new Y.Doc()
+    copy.transact(() => {
+      for (const u of updates) Y.applyUpdate(copy, u)
+    })
+    expect(state).toEqual(Y.encodeStateAsUpdate(copy))
+  })
+
+  it('answers encode after encode, deflated or not, as the copy grows (its buffer is reused, never handed away)', async () => {
+    const doc = new Y.Doc()
+    const updates: Uint8Array[] = []
+    doc.on('update', (u: Uint8Array) => updates.push(u))
+    const replica = openHistoryReplica()!
+    opened.push(replica)
+    const messages = doc.getMap<unknown>('messages')
+    for (let round = 0; round < 4; round++) {
+      for (let i = 0; i < 400; i++) messages.set(`r${round}.${i}`, { t: `${'x'.repeat(90)} ${i}` })
+      replica.apply(updates.splice(0))
+      const { state } = await replica.encode()
+      expect(contentOf(state)).toEqual(messages.toJSON())
+      const { deflated, length } = await replica.encodeDeflated()
+      expect(inflateRawSync(deflated).length).toBe(length)
+      expect(contentOf(new Uint8Array(inflateRawSync(deflated)))).toEqual(messages.toJSON())
+      const again = await replica.encode()
+      expect(again.state).toEqual(state)
+    }
+  })
+
   it('deflates the state on its thread: it inflates to exactly what encode gives, several times smaller', async () => {
     const { doc, updates } = busyDoc()
     const replica = openHistoryReplica()!

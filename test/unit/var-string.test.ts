@@ -31,6 +31,10 @@ describe('writeVarString', () => {
     const cases = [
       '',
       'a',
+      'x'.repeat(39),
+      'x'.repeat(40),
+      `${'x'.repeat(38)}é`,
+      `é${'x'.repeat(38)}`,
       'x'.repeat(42),
       'x'.repeat(43),
       'x'.repeat(127),

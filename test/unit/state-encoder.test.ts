@@ -1,0 +1,206 @@
+import * as encoding from 'lib0/encoding'
+import { describe, expect, it } from 'vitest'
+import * as Y from 'yjs'
+import { encodeState, stateEncoderFor } from '../../src/shared/state-encoder.js'
+import { lib0StringWriters, writeAny } from '../../src/shared/var-string.js'
+
+/**
+ * `actual` is byte for byte `expected`; on a difference, where the first one is. (Vitest's
+ * `toEqual` walks a megabyte array element by element: seconds a comparison.)
+ */
+function expectSameBytes(actual: Uint8Array, expected: Uint8Array): void {
+  if (Buffer.from(actual.buffer, actual.byteOffset, actual.byteLength).equals(expected)) return
+  let at = 0
+  while (at < Math.min(actual.length, expected.length) && actual[at] === expected[at]) at++
+  expect.fail(`bytes differ from offset ${at} (lengths ${actual.length} and ${expected.length})`)
+}
+
+/** Values of every kind lib0's `writeAny` tags, strings of every script among them. */
+const anyValues: unknown[] = [
+  '',
+  'x'.repeat(39),
+  'x'.repeat(40),
+  'é',
+  `${'x'.repeat(38)}é`,
+  '€😀\ud800',
+  'x'.repeat(6000),
+  0,
+  -1,
+  2 ** 31,
+  -(2 ** 31) - 1,
+  1.5,
+  0.1,
+  Number.NaN,
+  Number.POSITIVE_INFINITY,
+  2n ** 60n,
+  true,
+  false,
+  null,
+  undefined,
+  new Uint8Array([1, 2, 3]),
+  [],
+  ['a', 1, ['nested', { k: 'v' }]],
+  {},
+  { t: 'hi', at: 1_764_540_000_000, n: 3, d: 'device', s: new Uint8Array(64), 'é€': { deep: ['😀'] } },
+  { big: 2n ** 60n, none: undefined },
+]
+/** Those Yjs takes as an array's or a map's content: not a bare bigint, nor undefined in a list. */
+const listValues = anyValues.filter((v) => v !== undefined && typeof v !== 'bigint')
+const mapValues = anyValues.filter((v) => typeof v !== 'bigint')
+
+/** A chat-shaped document: messages as objects in a map, some deleted and overwritten. */
+function chatDoc(count: number): Y.Doc {
+  const doc = new Y.Doc()
+  const messages = doc.getMap<unknown>('messages')
+  for (let i = 0; i < count; i += 10) {
+    doc.transact(() => {
+      for (let k = i; k < Math.min(count, i + 10); k++) {
+        messages.set(`dev.${k.toString(36).padStart(12, '0')}`, { t: k % 4 === 0 ? `#${k} ${'ü'.repeat(k % 50)}` : `#${k} ${'x'.repeat(80)}`, at: 1_764_540_000_000 + k, h: 1_764_540_000_000 + k, n: k, d: 'D'.repeat(43), b: `D.${i}`, i: k - i })
+      }
+      if (i >= 20) messages.delete(`dev.${(i - 20).toString(36).padStart(12, '0')}`)
+    })
+    if (i % 100 === 90) doc.clientID += 1
+  }
+  return doc
+}
+
+/** Every kind of content Yjs writes strings for: text with formats and embeds, XML, arrays of anys, subdocuments. */
+function everyContentDoc(): Y.Doc {
+  const doc = new Y.Doc()
+  const text = doc.getText('text')
+  text.insert(0, 'héllo wörld 😀')
+  text.format(0, 5, { bold: true, link: 'https://é.example' })
+  text.insertEmbed(3, { image: 'ü.png', size: [1, 2] })
+  text.delete(7, 2)
+  const xml = doc.getXmlFragment('xml')
+  const el = new Y.XmlElement('päragraph')
+  el.setAttribute('clåss', 'wide')
+  el.insert(0, [new Y.XmlText('inside')])
+  xml.insert(0, [el])
+  doc.getArray('any').insert(0, listValues)
+  doc.getMap('sub').set('doc', new Y.Doc({ guid: 'sübdoc', meta: { owner: 'ö' } }))
+  return doc
+}
+
+describe('encodeState', () => {
+  it("writes exactly Y.encodeStateAsUpdate's bytes of a conversation, deletions and several client ids too", () => {
+    const doc = chatDoc(1_000)
+    expectSameBytes(encodeState(doc), Y.encodeStateAsUpdate(doc))
+  })
+
+  it('writes the same bytes for text, formats, embeds, XML, subdocuments and every kind of value', () => {
+    const doc = everyContentDoc()
+    const ours = encodeState(doc)
+    expectSameBytes(ours, Y.encodeStateAsUpdate(doc))
+    // And what it wrote reads back as the document (a lone surrogate as U+FFFD, as UTF-8 has it).
+    const back = new Y.Doc()
+    Y.applyUpdate(back, ours)
+    expect(back.getText('text').toDelta()).toEqual(doc.getText('text').toDelta())
+    // (In a /u pattern \p{Cs} matches only a surrogate that is not half of a pair.)
+    const utf8 = (v: unknown) => (typeof v === 'string' ? v.replace(/\p{Cs}/gu, '\ufffd') : v)
+    expect(back.getArray('any').toJSON()).toEqual(doc.getArray('any').toJSON().map(utf8))
+  })
+
+  it('writes only what a state vector lacks, as Yjs does', () => {
+    const doc = chatDoc(300)
+    const earlier = Y.encodeStateVector(doc)
+    doc.getMap('messages').set('late', { t: 'later, ünïcode', n: 1 })
+    expectSameBytes(encodeState(doc, earlier), Y.encodeStateAsUpdate(doc, earlier))
+  })
+
+  it('leaves a document with updates waiting for missing history to Yjs, which merges them in', () => {
+    const source = new Y.Doc()
+    const updates: Uint8Array[] = []
+    source.on('update', (u: Uint8Array) => updates.push(u))
+    const list = source.getArray<string>('list')
+    list.insert(0, ['first'])
+    list.insert(1, ['second, after the first'])
+    const doc = new Y.Doc()
+    Y.applyUpdate(doc, updates[1]!)
+    expect(doc.store.pendingStructs).not.toBeNull()
+    const ours = encodeState(doc)
+    expectSameBytes(ours, Y.encodeStateAsUpdate(doc))
+    // The waiting update is in it: with the first, the list is whole.
+    const back = new Y.Doc()
+    Y.applyUpdate(back, ours)
+    Y.applyUpdate(back, updates[0]!)
+    expect(back.getArray('list').toArray()).toEqual(['first', 'second, after the first'])
+  })
+
+  it('agrees with Yjs on 100 documents of random edits', () => {
+    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(Math.random() * xs.length)]!
+    for (let n = 0; n < 100; n++) {
+      const doc = new Y.Doc()
+      const map = doc.getMap<unknown>('m')
+      const arr = doc.getArray<unknown>('a')
+      const text = doc.getText('t')
+      for (let op = 0; op < 40; op++) {
+        const r = Math.random()
+        if (r < 0.4) map.set(pick(['a', 'bé', 'x'.repeat(45), '😀']), pick(mapValues))
+        else if (r < 0.6) arr.insert(Math.floor(Math.random() * (arr.length + 1)), [pick(listValues)])
+        else if (r < 0.8) text.insert(Math.floor(Math.random() * (text.length + 1)), pick(['a', 'ü€', 'x'.repeat(50)]))
+        else if (r < 0.9 && arr.length > 0) arr.delete(0, 1)
+        else doc.clientID = Math.floor(Math.random() * 2 ** 31)
+      }
+      expectSameBytes(encodeState(doc), Y.encodeStateAsUpdate(doc))
+    }
+  })
+
+  it('fails the comparison when a writer writes other bytes (the tests above can fail)', () => {
+    const writers = lib0StringWriters(encoding)
+    const { encode: wrong } = stateEncoderFor(Y, { writeVarString: writers.writeVarString, writeAny: (e, v) => encoding.writeAny(e, (typeof v === 'string' ? v.toUpperCase() : v) as Parameters<typeof encoding.writeAny>[1]) })
+    const doc = new Y.Doc()
+    doc.getMap('m').set('k', 'lower')
+    expect(() => expectSameBytes(wrong(doc), Y.encodeStateAsUpdate(doc))).toThrow(/bytes differ from offset/)
+  })
+})
+
+describe('encodeInPlace', () => {
+  it("writes Yjs's bytes into the buffer it keeps, growing it for a bigger document, one encoding after another", () => {
+    const { encodeInPlace } = stateEncoderFor(Y, lib0StringWriters(encoding))
+    const small = chatDoc(50)
+    const big = chatDoc(3_000)
+    // The first big one does not fit the first buffer (64 KiB); the next ones do.
+    for (const doc of [small, big, big, small, big]) {
+      const state = encodeInPlace(doc)
+      expectSameBytes(state, Y.encodeStateAsUpdate(doc))
+    }
+  })
+
+  it('hands out a view that the next encoding writes over (the caller reads it first)', () => {
+    const { encodeInPlace } = stateEncoderFor(Y, lib0StringWriters(encoding))
+    const a = chatDoc(100)
+    const b = new Y.Doc()
+    b.getMap('messages').set('other', { t: 'another conversation' })
+    encodeInPlace(a)
+    const first = encodeInPlace(a)
+    const copied = first.slice()
+    encodeInPlace(b)
+    expect(first.buffer).toBe(encodeInPlace(a).buffer)
+    expectSameBytes(copied, Y.encodeStateAsUpdate(a))
+  })
+
+  it('leaves a document with updates waiting for missing history to Yjs', () => {
+    const source = new Y.Doc()
+    const updates: Uint8Array[] = []
+    source.on('update', (u: Uint8Array) => updates.push(u))
+    source.getArray<string>('list').insert(0, ['first'])
+    source.getArray<string>('list').insert(1, ['second'])
+    const doc = new Y.Doc()
+    Y.applyUpdate(doc, updates[1]!)
+    const { encodeInPlace } = stateEncoderFor(Y, lib0StringWriters(encoding))
+    expectSameBytes(encodeInPlace(doc), Y.encodeStateAsUpdate(doc))
+  })
+})
+
+describe('writeAny', () => {
+  it("writes lib0's bytes for every kind of value", () => {
+    for (const value of anyValues) {
+      const lib0 = encoding.createEncoder()
+      const ours = encoding.createEncoder()
+      encoding.writeAny(lib0, value as Parameters<typeof encoding.writeAny>[1])
+      writeAny(ours, value)
+      expect(encoding.toUint8Array(ours), String(value)).toEqual(encoding.toUint8Array(lib0))
+    }
+  })
+})
