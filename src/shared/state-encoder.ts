@@ -32,7 +32,7 @@ export interface StateEncoder {
   encode(doc: Y.Doc, stateVector?: Uint8Array): Uint8Array
   /**
    * The same bytes of the whole state, written into a buffer this encoder keeps between calls
-   * (grown to 1.25 × an encoding that did not fit): a view, valid until the next call. For a
+   * (grown to twice an encoding that did not fit: the thread holds up to twice its largest snapshot): a view, valid until the next call. For a
    * caller that only reads them (deflates them, copies them out).
    */
   encodeInPlace(doc: Y.Doc): Uint8Array
@@ -83,7 +83,9 @@ export function stateEncoderFor(Yjs: YjsStateApi, writers: Lib0StringWriters): S
       if (waiting(doc)) return Yjs.encodeStateAsUpdate(doc)
       const encoder = new DirectStringsEncoderV1(scratch)
       const state = Yjs.encodeStateAsUpdateV2(doc, undefined, encoder)
-      if (encoder.restEncoder.bufs.length > 0) scratch = new Uint8Array(Math.ceil(state.length * 1.25))
+      // Twice what did not fit: snapshots come each ≥ 1.5 × the last (snapshot-schedule.ts), and
+      // with less room every one of them overflowed into lib0's doublings and copy.
+      if (encoder.restEncoder.bufs.length > 0) scratch = new Uint8Array(state.length * 2)
       return state
     },
   }
