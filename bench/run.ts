@@ -23,6 +23,7 @@ import { clientIds } from './client-ids.js'
 import { sessionIds } from './session-ids.js'
 import { varString } from './var-string.js'
 import { stateEncode } from './state-encode.js'
+import { updateApply } from './update-apply.js'
 import { wrapAll } from './wrap-all.js'
 import { CHROMIUM, coldOpenChromium } from './cold-open-chromium.js'
 import { envInt, fullGc, median, percentile } from './common.js'
@@ -357,6 +358,15 @@ async function states(): Promise<void> {
   summary.stateEncode = { messages: r.messages, ms: r2(r.petrelMs), inPlaceMs: r2(r.inPlaceMs), referenceMs: r2(r.yjsMs), ratioVsYjs: r2(r.petrelMs / r.yjsMs), inPlaceRatioVsYjs: r2(r.inPlaceMs / r.yjsMs) }
 }
 
+async function applies(): Promise<void> {
+  console.log("\n## Applying updates: Petrel's applyUpdate against Y.applyUpdate (the same documents)")
+  const r = updateApply()
+  const { stateMs: s, updatesMs: u } = r
+  console.log(`${fmt(r.messages)} messages, the whole state: ${s.petrel.toFixed(1)} ms against Yjs's ${s.yjs.toFixed(1)} ms, ${(s.petrel / s.yjs).toFixed(2)} ×`)
+  console.log(`the same as ${fmt(r.messages / 40)} updates of 40, one transaction: ${u.petrel.toFixed(1)} ms against Yjs's ${u.yjs.toFixed(1)} ms, ${(u.petrel / u.yjs).toFixed(2)} ×`)
+  summary.updateApply = { messages: r.messages, stateMs: r2(s.petrel), stateReferenceMs: r2(s.yjs), stateRatioVsYjs: r2(s.petrel / s.yjs), updatesMs: r2(u.petrel), updatesReferenceMs: r2(u.yjs), updatesRatioVsYjs: r2(u.petrel / u.yjs) }
+}
+
 async function wraps(): Promise<void> {
   console.log("\n## A rotation's key wrapped for every member device: one ephemeral key for all, against one per device")
   const r = wrapAll()
@@ -446,6 +456,7 @@ async function main(): Promise<void> {
     ['sessionIds', sessions],
     ['varString', strings],
     ['stateEncode', states],
+    ['updateApply', applies],
     ['wrapAll', wraps],
   ]
   const isolate = !process.env.BENCH_CHILD && only.size !== 1

@@ -37,6 +37,7 @@ import { ErrorCode, PetrelError } from '../shared/errors.js'
 import type { MembershipState } from '../shared/membership.js'
 import { envelopeKey, OUTER_LOG, OUTER_RECORDS } from '../shared/outer-keys.js'
 import { encodeState } from '../shared/state-encoder.js'
+import { applyUpdate } from '../shared/update-reader.js'
 import {
   type DeviceCertificate,
   encodeUnlinkBody,
@@ -433,7 +434,7 @@ export class Conversation {
       // One transaction over every row: linear, where Y.mergeUpdates of thousands of rows is not
       // (it was 1.2 s of a 1.8 s open of 10k messages). The compacted row is the resulting state.
       doc.transact(() => {
-        for (const row of rows) Y.applyUpdate(doc, row.bytes, ORIGIN_LOAD)
+        for (const row of rows) applyUpdate(doc, row.bytes, ORIGIN_LOAD)
       }, ORIGIN_LOAD)
       if (rows.length > COMPACT_AFTER_ROWS) {
         compact.compact!.push({ convId: this.id, doc: name, throughId: rows[rows.length - 1]!.id, merged: encodeState(doc) })
@@ -1072,7 +1073,7 @@ export class Conversation {
       // rows are stored as received, so Yjs need not encode what they added (see quiet-transact).
       const provider = this.provider as unknown as { _updateHandler?: unknown } | undefined
       const ours = new Set([this.outerListener, capture, provider?._updateHandler])
-      quiet = transactWithoutUpdate(this.outer, this.provider, ours, () => true, () => Y.applyUpdate(this.outer, msg.update, this.provider), false)
+      quiet = transactWithoutUpdate(this.outer, this.provider, ours, () => true, () => applyUpdate(this.outer, msg.update, this.provider), false)
     } finally {
       this.outer.off('update', capture)
       rec.unobserve(onRec)
@@ -1258,7 +1259,7 @@ export class Conversation {
           for (const client of verdict.bind) this.bindings.set(client, deviceId)
           if (verdict.bind.length > 0) bindingsChanged = true
           try {
-            Y.applyUpdate(this.doc, update, ORIGIN_REMOTE)
+            applyUpdate(this.doc, update, ORIGIN_REMOTE)
             applied.updates.push(update)
           } catch (err) {
             applied.whole = false
@@ -1276,7 +1277,7 @@ export class Conversation {
         // What completes takes the row that completed it, as any entry that waited in Yjs.
         if (fillers.length > 0 && currentSeq === 0) currentSeq = this.cursor.through
         for (const filler of fillers) {
-          Y.applyUpdate(this.doc, filler, ORIGIN_REMOTE)
+          applyUpdate(this.doc, filler, ORIGIN_REMOTE)
           applied.updates.push(filler)
         }
       })
@@ -1385,7 +1386,7 @@ export class Conversation {
       return
     }
     try {
-      Y.applyUpdate(this.doc, state, ORIGIN_REMOTE)
+      applyUpdate(this.doc, state, ORIGIN_REMOTE)
       this.applied?.updates.push(state)
     } catch (err) {
       if (this.applied) this.applied.whole = false

@@ -38,13 +38,15 @@
  *
  * The thread encodes with state-encoder.ts's `encodeInPlace`: Yjs's bytes, its strings written
  * by var-string.ts and into one buffer the thread keeps from snapshot to snapshot (0.39–0.55 ×
- * `Y.encodeStateAsUpdate`'s time at 40,000 messages, `BENCH_ONLY=stateEncode`). Both modules'
- * factories are passed in as source text, with the paths of the CommonJS Yjs and lib0 they run
- * against.
+ * `Y.encodeStateAsUpdate`'s time at 40,000 messages, `BENCH_ONLY=stateEncode`). It applies
+ * updates with update-reader.ts's `applyUpdate` (Yjs's reading, short strings read by
+ * var-string.ts). The factories of those modules are passed in as source text, with the paths
+ * of the CommonJS Yjs and lib0 they run against.
  */
 import type { DeflatedState } from '../shared/snapshot-seal.js'
 import { stateEncoderFor } from '../shared/state-encoder.js'
-import { type Lib0Encoding, lib0StringWriters } from '../shared/var-string.js'
+import { updateApplierFor } from '../shared/update-reader.js'
+import { type Lib0Decoding, type Lib0Encoding, lib0StringReaders, lib0StringWriters } from '../shared/var-string.js'
 
 /** A copy of one inner document on the replica thread. */
 export interface HistoryReplica {
@@ -84,13 +86,18 @@ function replicaMain(
   require: (id: string) => unknown,
   yjsPath: string,
   lib0EncodingPath: string,
+  lib0DecodingPath: string,
   writersFor: typeof lib0StringWriters,
   encoderFor: typeof stateEncoderFor,
+  readersFor: typeof lib0StringReaders,
+  applierFor: typeof updateApplierFor,
 ): void {
   const Y = require(yjsPath) as typeof import('yjs')
   type Doc = InstanceType<typeof Y.Doc>
   // Snapshots are this thread's biggest work: written as Y.encodeStateAsUpdate writes them, faster (state-encoder.ts).
   const { encodeInPlace } = encoderFor(Y, writersFor(require(lib0EncodingPath) as Lib0Encoding))
+  // And applying every update again is the rest of it: read as Y.applyUpdate reads, faster (update-reader.ts).
+  const applyUpdate = applierFor(Y, readersFor(require(lib0DecodingPath) as Lib0Decoding))
   const { parentPort } = require('node:worker_threads') as { parentPort: { on(e: 'message', f: (m: Request) => void): void; postMessage(m: unknown, t?: ArrayBuffer[]): void } }
   const zlib = require('node:zlib') as { deflateRawSync(buf: Uint8Array, options: { level: number }): Uint8Array }
   const docs = new Map<number, Doc>()
@@ -109,7 +116,7 @@ function replicaMain(
         doc.transact(() => {
           let at = 0
           for (const length of m.lengths) {
-            Y.applyUpdate(doc, m.bytes.subarray(at, at + length))
+            applyUpdate(doc, m.bytes.subarray(at, at + length))
             at += length
           }
         })
@@ -166,8 +173,9 @@ class ReplicaThread {
   constructor(node: NodeBuiltins) {
     const yjsPath = node.createRequire(import.meta.url).resolve('yjs')
     // The lib0 that copy of Yjs itself loads.
-    const lib0EncodingPath = node.createRequire(yjsPath).resolve('lib0/encoding')
-    const args = [JSON.stringify(yjsPath), JSON.stringify(lib0EncodingPath), lib0StringWriters.toString(), stateEncoderFor.toString()]
+    const lib0 = node.createRequire(yjsPath)
+    const paths = [yjsPath, lib0.resolve('lib0/encoding'), lib0.resolve('lib0/decoding')].map((p) => JSON.stringify(p))
+    const args = [...paths, lib0StringWriters.toString(), stateEncoderFor.toString(), lib0StringReaders.toString(), updateApplierFor.toString()]
     const source = `var __name = (f) => f;\n(${replicaMain.toString()})(require, ${args.join(', ')})`
     this.worker = new node.Worker(source, { eval: true })
     this.worker.unref()

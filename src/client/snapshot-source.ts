@@ -13,6 +13,7 @@ import * as Y from 'yjs'
 import { canDeflate } from '../shared/snapshot-deflate.js'
 import type { DeflatedState } from '../shared/snapshot-seal.js'
 import { encodeState } from '../shared/state-encoder.js'
+import { applyUpdate } from '../shared/update-reader.js'
 import { type HistoryReplica, openHistoryReplica, seedReplica } from './history-replica.js'
 
 export class SnapshotSource {
@@ -100,8 +101,8 @@ export class SnapshotSource {
     // A copy with them applied: the document itself keeps showing them, failed.
     const copy = new Y.Doc({ gc: true })
     try {
-      Y.applyUpdate(copy, encodeState(doc))
-      for (const t of refused) Y.applyUpdate(copy, t)
+      applyUpdate(copy, encodeState(doc))
+      for (const t of refused) applyUpdate(copy, t)
       return encodeState(copy)
     } finally {
       copy.destroy()

@@ -20,7 +20,7 @@ import { RoomMessage, SyncStep, writeSyncMessage } from '../../src/shared/room-m
 import { SignatureDomain, signWithDomain } from '../../src/shared/crypto/index.js'
 import { FrameType, writeFrame } from '../../src/shared/wire.js'
 import { pair, rawDevice, texts, until, World } from '../integration/harness.js'
-import { freePort, startRelayProcess } from '../integration/relay-process.js'
+import { startRelayOnAnyPort } from '../integration/relay-process.js'
 
 const FRAMES = Number(process.env.PETREL_FUZZ_FRAMES ?? 20_000)
 let world: World
@@ -74,8 +74,9 @@ describe('live relay under a mutation fuzzer', () => {
   it(`survives ${FRAMES} mutated frames while honest members keep chatting, without stalling`, async () => {
     world = new World()
     // The relay in a process of its own, so its event loop is measured apart from the clients'.
-    const port = await freePort()
-    relayProcess = await startRelayProcess(port, join(world.dir, 'relay.db'), ['--limits', JSON.stringify({ framesPerSecond: 1e9, frameBurst: 1e9 })])
+    const started = await startRelayOnAnyPort(join(world.dir, 'relay.db'), ['--limits', JSON.stringify({ framesPerSecond: 1e9, frameBurst: 1e9 })])
+    relayProcess = started.proc
+    const { port } = started
     world.port = port
     const { aliceConv, bobConv } = await pair(world)
     let sent = 0

@@ -15,7 +15,7 @@ import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { createClient } from '../../src/client/index.js'
 import { type FakeDocument, offPage, onPage } from '../fixtures/fake-document.js'
-import { freePort, startRelayProcess } from './relay-process.js'
+import { startRelayOnAnyPort } from './relay-process.js'
 
 /** Harsher than browsers' one second, so a throttled wait stands well apart from a loaded machine's delay. */
 const THROTTLE_MS = 2_000
@@ -79,8 +79,9 @@ afterEach(async () => {
 
 /** A relay in its own process, and Alice and Bob on IndexedDB in one conversation. */
 async function chat() {
-  const port = await freePort()
-  relay = await startRelayProcess(port, join(dir, 'relay.db'))
+  const started = await startRelayOnAnyPort(join(dir, 'relay.db'))
+  relay = started.proc
+  const { port } = started
   const url = `ws://127.0.0.1:${port}`
   const alice = await createClient({ relay: url, name: 'alice', storageKey: `alice-${port}` })
   closers.push(() => alice.close())

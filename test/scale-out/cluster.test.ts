@@ -6,7 +6,7 @@ import type { ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { afterAll, describe, expect, it } from 'vitest'
 import { atLeastSent, texts, until, World } from '../integration/harness.js'
-import { freePort, startRelayProcess } from '../integration/relay-process.js'
+import { startRelayOnAnyPort } from '../integration/relay-process.js'
 import { dropPostgresSchema, postgresAvailable, REDIS_URL, redisAvailable } from '../unit/services.js'
 
 const postgres = await postgresAvailable()
@@ -24,19 +24,19 @@ afterAll(async () => {
   if (postgres.ok) await dropPostgresSchema(postgres.url, schema)
 })
 
-async function startNode(port: number, database: string): Promise<ChildProcess> {
-  const proc = await startRelayProcess(port, database, ['--redis', REDIS_URL])
-  children.push(proc)
-  return proc
+async function startNode(database: string): Promise<{ proc: ChildProcess; port: number }> {
+  const node = await startRelayOnAnyPort(database, ['--redis', REDIS_URL])
+  children.push(node.proc)
+  return node
 }
 
 describe.skipIf(!ready)(`relay cluster on PostgreSQL + Redis${ready ? '' : ` (skipped: ${why})`}`, () => {
   it('keeps every message once, in order, with correct statuses when a node is killed mid-flow', async () => {
     if (!postgres.ok) return
     const database = `${postgres.url}?schema=${schema}`
-    const ports = [await freePort(), await freePort(), await freePort()]
-    const nodes = []
-    for (const port of ports) nodes.push(await startNode(port, database))
+    const started = [await startNode(database), await startNode(database), await startNode(database)]
+    const nodes = started.map((n) => n.proc)
+    const ports = started.map((n) => n.port)
     const urls = ports.map((p) => `ws://127.0.0.1:${p}`)
     world = new World()
     // Each client starts on a different node and knows all three.
