@@ -2,6 +2,7 @@
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 import { WebSocket } from 'ws'
+import * as Y from 'yjs'
 import type { Worker } from 'node:worker_threads'
 
 /** A plain binary `ws` client connection, once open. */
@@ -241,4 +242,26 @@ export async function relayCounter(url: string, name: string): Promise<number> {
 export function fullGc(): void {
   setFlagsFromString('--expose-gc')
   ;(runInNewContext('gc') as () => void)()
+}
+
+/**
+ * Benchmark 3's conversation as a Yjs document: `messages` messages of an 87-character text,
+ * 40 to a transaction as a sender's batches are, with a message's stored fields (its id as the
+ * key, device, batch entry); and the updates that made it.
+ */
+export function conversationDoc(messages: number): { doc: Y.Doc; updates: Uint8Array[] } {
+  const doc = new Y.Doc()
+  const updates: Uint8Array[] = []
+  doc.on('update', (u: Uint8Array) => updates.push(u))
+  const map = doc.getMap<unknown>('messages')
+  const device = 'D'.repeat(43)
+  for (let from = 0; from < messages; from += 40) {
+    doc.transact(() => {
+      for (let i = from; i < Math.min(messages, from + 40); i++) {
+        const at = 1_764_540_000_000 + i
+        map.set(`${device}.${i.toString(36).padStart(12, '0')}`, { t: `#${i} ${'x'.repeat(80)}`, at, h: at, n: i, d: device, b: `${device}.${from / 40}`, i: i - from })
+      }
+    })
+  }
+  return { doc, updates }
 }

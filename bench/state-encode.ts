@@ -11,7 +11,7 @@ import * as Y from 'yjs'
 import * as encoding from 'lib0/encoding'
 import { encodeState, stateEncoderFor } from '../src/shared/state-encoder.js'
 import { lib0StringWriters } from '../src/shared/var-string.js'
-import { fullGc, median } from './common.js'
+import { conversationDoc, fullGc, median } from './common.js'
 
 export interface StateEncodeResult {
   messages: number
@@ -22,23 +22,8 @@ export interface StateEncodeResult {
   yjsMs: number
 }
 
-function conversation(messages: number): Y.Doc {
-  const doc = new Y.Doc()
-  const map = doc.getMap<unknown>('messages')
-  const device = 'D'.repeat(43)
-  for (let from = 0; from < messages; from += 40) {
-    doc.transact(() => {
-      for (let i = from; i < Math.min(messages, from + 40); i++) {
-        const at = 1_764_540_000_000 + i
-        map.set(`${device}.${i.toString(36).padStart(12, '0')}`, { t: `#${i} ${'x'.repeat(80)}`, at, h: at, n: i, d: device, b: `${device}.${from / 40}`, i: i - from })
-      }
-    })
-  }
-  return doc
-}
-
 export function stateEncode(messages = Number(process.env.BENCH_STATE_MESSAGES ?? 40_000), rounds = 7): StateEncodeResult {
-  const doc = conversation(messages)
+  const { doc } = conversationDoc(messages)
   const reference = Y.encodeStateAsUpdate(doc)
   const { encodeInPlace } = stateEncoderFor(Y, lib0StringWriters(encoding))
   const same = (bytes: Uint8Array) => Buffer.compare(Buffer.from(reference), Buffer.from(bytes)) === 0

@@ -8,7 +8,7 @@
  */
 import * as Y from 'yjs'
 import { applyUpdate } from '../src/shared/update-reader.js'
-import { fullGc, median } from './common.js'
+import { conversationDoc, fullGc, median } from './common.js'
 
 export interface UpdateApplyResult {
   messages: number
@@ -18,19 +18,8 @@ export interface UpdateApplyResult {
 }
 
 export function updateApply(messages = Number(process.env.BENCH_APPLY_MESSAGES ?? 40_000), rounds = 5): UpdateApplyResult {
-  const source = new Y.Doc()
-  const updates: Uint8Array[] = []
-  source.on('update', (u: Uint8Array) => updates.push(u))
+  const { doc: source, updates } = conversationDoc(messages)
   const map = source.getMap<unknown>('messages')
-  const device = 'D'.repeat(43)
-  for (let from = 0; from < messages; from += 40) {
-    source.transact(() => {
-      for (let i = from; i < Math.min(messages, from + 40); i++) {
-        const at = 1_764_540_000_000 + i
-        map.set(`${device}.${i.toString(36).padStart(12, '0')}`, { t: `#${i} ${'x'.repeat(80)}`, at, h: at, n: i, d: device, b: `${device}.${from / 40}`, i: i - from })
-      }
-    })
-  }
   const state = Y.encodeStateAsUpdate(source)
   const expected = JSON.stringify(map.toJSON())
   const time = (apply: (doc: Y.Doc, u: Uint8Array) => void, whole: boolean): number => {

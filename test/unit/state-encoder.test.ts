@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
 import { encodeState, stateEncoderFor } from '../../src/shared/state-encoder.js'
 import { lib0StringWriters, writeAny } from '../../src/shared/var-string.js'
-import { anyValues, chatDoc, everyContentDoc, expectSameBytes, listValues, mapValues } from '../fixtures/yjs-docs.js'
+import { anyValues, chatDoc, dependentUpdates, everyContentDoc, expectSameBytes, listValues, mapValues } from '../fixtures/yjs-docs.js'
 
 describe('encodeState', () => {
   it("writes exactly Y.encodeStateAsUpdate's bytes of a conversation, deletions and several client ids too", () => {
@@ -32,21 +32,16 @@ describe('encodeState', () => {
   })
 
   it('leaves a document with updates waiting for missing history to Yjs, which merges them in', () => {
-    const source = new Y.Doc()
-    const updates: Uint8Array[] = []
-    source.on('update', (u: Uint8Array) => updates.push(u))
-    const list = source.getArray<string>('list')
-    list.insert(0, ['first'])
-    list.insert(1, ['second, after the first'])
+    const [first, second] = dependentUpdates()
     const doc = new Y.Doc()
-    Y.applyUpdate(doc, updates[1]!)
+    Y.applyUpdate(doc, second)
     expect(doc.store.pendingStructs).not.toBeNull()
     const ours = encodeState(doc)
     expectSameBytes(ours, Y.encodeStateAsUpdate(doc))
     // The waiting update is in it: with the first, the list is whole.
     const back = new Y.Doc()
     Y.applyUpdate(back, ours)
-    Y.applyUpdate(back, updates[0]!)
+    Y.applyUpdate(back, first)
     expect(back.getArray('list').toArray()).toEqual(['first', 'second, after the first'])
   })
 
@@ -104,13 +99,8 @@ describe('encodeInPlace', () => {
   })
 
   it('leaves a document with updates waiting for missing history to Yjs', () => {
-    const source = new Y.Doc()
-    const updates: Uint8Array[] = []
-    source.on('update', (u: Uint8Array) => updates.push(u))
-    source.getArray<string>('list').insert(0, ['first'])
-    source.getArray<string>('list').insert(1, ['second'])
     const doc = new Y.Doc()
-    Y.applyUpdate(doc, updates[1]!)
+    Y.applyUpdate(doc, dependentUpdates()[1])
     const { encodeInPlace } = stateEncoderFor(Y, lib0StringWriters(encoding))
     expectSameBytes(encodeInPlace(doc), Y.encodeStateAsUpdate(doc))
   })

@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
 import { applyUpdate } from '../../src/shared/update-reader.js'
 import { readAny, readVarString } from '../../src/shared/var-string.js'
-import { anyValues, chatDoc, everyContentDoc, expectSameBytes } from '../fixtures/yjs-docs.js'
+import { anyValues, chatDoc, dependentUpdates, everyContentDoc, expectSameBytes } from '../fixtures/yjs-docs.js'
 
 /** What a read returns or throws, and where the decoder stands after it. */
 function outcome(read: (d: decoding.Decoder) => unknown, bytes: Uint8Array): { value?: unknown; threw?: string; pos: number } {
@@ -104,16 +104,12 @@ describe('applyUpdate', () => {
   })
 
   it('holds an update that comes before the history it builds on, and applies it once that comes', () => {
-    const source = new Y.Doc()
-    const updates: Uint8Array[] = []
-    source.on('update', (u: Uint8Array) => updates.push(u))
-    source.getArray<string>('list').insert(0, ['first'])
-    source.getArray<string>('list').insert(1, ['second'])
+    const [first, second] = dependentUpdates()
     const doc = new Y.Doc()
-    applyUpdate(doc, updates[1]!)
+    applyUpdate(doc, second)
     expect(doc.getArray('list').toArray()).toEqual([])
-    applyUpdate(doc, updates[0]!)
-    expect(doc.getArray('list').toArray()).toEqual(['first', 'second'])
+    applyUpdate(doc, first)
+    expect(doc.getArray('list').toArray()).toEqual(['first', 'second, after the first'])
   })
 
   it('fails as Y.applyUpdate fails on bytes that are no update', () => {
