@@ -31,9 +31,10 @@ export interface StateEncoder {
   /** The bytes of `Y.encodeStateAsUpdate(doc, stateVector)`, in an array of their own. */
   encode(doc: Y.Doc, stateVector?: Uint8Array): Uint8Array
   /**
-   * The same bytes of the whole state, written into a buffer this encoder keeps between calls
-   * (grown to twice an encoding that did not fit: the thread holds up to twice its largest snapshot): a view, valid until the next call. For a
-   * caller that only reads them (deflates them, copies them out).
+   * The same bytes of the whole state, written into a buffer this encoder keeps between calls:
+   * a view, valid until the next call, for a caller that only reads them (deflates them, copies
+   * them out). The buffer grows to twice an encoding that did not fit, so it holds up to twice
+   * the largest state encoded.
    */
   encodeInPlace(doc: Y.Doc): Uint8Array
 }
