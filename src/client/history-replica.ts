@@ -37,7 +37,7 @@
  * 10,000 a second). A failed apply poisons that copy: its next encode answers with the failure.
  *
  * The thread encodes with state-encoder.ts's `encodeInPlace`: Yjs's bytes, its strings written
- * by var-string.ts and into one buffer the thread keeps from snapshot to snapshot (0.39–0.55 ×
+ * by var-string.ts and into one buffer the thread keeps from snapshot to snapshot (0.36–0.55 ×
  * `Y.encodeStateAsUpdate`'s time at 40,000 messages, `BENCH_ONLY=stateEncode`). It applies
  * updates with update-reader.ts's `applyUpdate` (Yjs's reading, short strings read by
  * var-string.ts). The factories of those modules are passed in as source text, with the paths
