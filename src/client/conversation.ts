@@ -51,7 +51,6 @@ import {
   readRefused,
   readRows,
   RoomMessage,
-  type RowIndexEntry,
 } from '../shared/room-messages.js'
 import { Reason, reasonName, StrictReader } from '../shared/wire.js'
 import { parseUpdate } from '../shared/yjs-v1.js'
@@ -73,6 +72,7 @@ import {
 import type { ClientContext } from './client-context.js'
 import { checkInnerUpdate, INNER_MESSAGE_BATCHES, INNER_MESSAGES, INNER_META, INNER_PROFILES } from './inner-guard.js'
 import { type Batch, COMMIT_SOON, type CommitOptions } from './storage/device-store.js'
+import { applyRows, checkRows, type RowsMessage, seqOfKey } from './outer-rows.js'
 import { Presence } from './presence.js'
 import { type MemberReceipt, ReceiptBook } from './receipts.js'
 import { MembershipBook, safetyNumber } from './membership-book.js'
@@ -1027,64 +1027,21 @@ export class Conversation {
 
   // ---------------------------------------------------------------- receiving
 
-  private onRows(msg: { index: RowIndexEntry[]; update: Uint8Array; parts: number[] }): void {
+  private onRows(msg: RowsMessage): void {
     // Rows come from an untrusted relay: check the narrow outer shape before Yjs sees them.
-    const parsed = parseUpdate(msg.update, { maxBytes: msg.update.length })
-    if (parsed.deleteSet.length > 0) throw new PetrelError(ErrorCode.Malformed, 'rows may not delete')
-    for (const g of parsed.groups)
-      for (const s of g.structs) {
-        if (s.kind === 'gc') {
-          // Content we never had, replaced by the relay after a snapshot: history to take from
-          // it. Only while catching up: live, a placeholder is a refused write, not history;
-          // and not a part's row, which the relay spared us (want-parts 2).
-          if (!this.provider?.synced && s.clock + s.len > Y.getState(this.outer.store, g.client)) {
-            const row = msg.index.find((r) => r.client === g.client && r.clock <= s.clock && s.clock < r.clock + r.len)
-            if (row && !msg.parts.includes(row.seq)) this.missing.compactedRow(row.seq)
-          }
-          continue
-        }
-        if (s.kind !== 'item' || s.contentRef !== 3 || (s.parentRoot !== OUTER_LOG && s.parentRoot !== OUTER_RECORDS)) {
-          throw new PetrelError(ErrorCode.Malformed, 'rows hold something other than envelopes and records')
-        }
-      }
-    // Keys integrated by this apply — including rows that arrived earlier out of order and
-    // waited in Yjs for their predecessors: they are new now, not when their message came.
-    const recordKeys: string[] = []
-    const logKeys: string[] = []
-    const onRec = (event: Y.YMapEvent<Uint8Array>) => {
-      for (const k of event.keysChanged) recordKeys.push(k)
-    }
-    const onLog = (event: Y.YMapEvent<Uint8Array>) => {
-      for (const k of event.keysChanged) logKeys.push(k)
-    }
-    const rec = this.outer.getMap<Uint8Array>(OUTER_RECORDS)
-    const log = this.outer.getMap<Uint8Array>(OUTER_LOG)
-    rec.observe(onRec)
-    log.observe(onLog)
-    let applied: Uint8Array | undefined
-    const capture = (update: Uint8Array, origin: unknown) => {
-      if (origin === this.provider) applied = update
-    }
-    this.outer.on('update', capture)
-    let quiet = false
-    const before = parsed.groups.map((g) => Y.getState(this.outer.store, g.client))
-    try {
-      // Origin = the provider, so y-websocket does not echo the rows back to the relay. The
-      // rows are stored as received, so Yjs need not encode what they added (see quiet-transact).
-      const provider = this.provider as unknown as { _updateHandler?: unknown } | undefined
-      const ours = new Set([this.outerListener, capture, provider?._updateHandler])
-      quiet = transactWithoutUpdate(this.outer, this.provider, ours, () => true, () => applyUpdate(this.outer, msg.update, this.provider), false)
-    } finally {
-      this.outer.off('update', capture)
-      rec.unobserve(onRec)
-      log.unobserve(onLog)
-    }
+    const { clients, compacted } = checkRows(msg, this.outer, !this.provider?.synced)
+    for (const seq of compacted) this.missing.compactedRow(seq)
+    // Origin = the provider, so y-websocket does not echo the rows back to the relay.
+    const provider = this.provider as unknown as { _updateHandler?: unknown } | undefined
+    const { recordKeys, logKeys, quiet, encoded, added } = applyRows(this.outer, msg.update, clients, this.provider, [this.outerListener, provider?._updateHandler])
     // A received row that moved our own outer id on made Yjs draw another: the resumed ids were
     // used elsewhere, and the awareness follows whatever the id is now (writer-ids.ts).
     this.writerIds.afterRows()
     // Rows still waiting for predecessors: remembered, and the cursor stops before them, so
     // this device never acknowledges (✓✓) what it does not hold yet.
     const { index, maxSeq } = this.cursor.indexRows(msg.index, (row) => Y.getState(this.outer.store, row.client) >= row.clock + row.len)
+    const rec = this.outer.getMap<Uint8Array>(OUTER_RECORDS)
+    const log = this.outer.getMap<Uint8Array>(OUTER_LOG)
     const records = recordKeys.map((k) => rec.get(k)).filter((v): v is Uint8Array => v instanceof Uint8Array)
     let seqsChanged = false
     for (const key of recordKeys) {
@@ -1104,11 +1061,10 @@ export class Conversation {
     envelopes.sort((a, b) => a.seq - b.seq)
     for (const e of envelopes) this.queued.add(e.key)
     // Rows that added nothing (all held already) are not stored again; rows waiting in Yjs for
-    // predecessors are, since they will not be encoded when they integrate.
-    const added = parsed.groups.some((g, i) => Y.getState(this.outer.store, g.client) !== before[i]) || this.outer.store.pendingStructs !== null
-    // Yjs's encoding (the fallback) holds only what integrated: with rows left waiting, the
-    // rows as received go too, or a later quiet batch that integrates them would store nothing of them.
-    const outerRows = quiet && !added ? [] : rowsToStore(quiet, [msg.update], applied ? [applied] : [], this.outer)
+    // predecessors are, since they will not be encoded when they integrate. Yjs's encoding (the
+    // fallback) holds only what integrated: with rows left waiting, the rows as received go
+    // too, or a later quiet batch that integrates them would store nothing of them.
+    const outerRows = quiet && !added ? [] : rowsToStore(quiet, [msg.update], encoded ? [encoded] : [], this.outer)
     // Signatures are checked now, off the main thread, while earlier batches are still applied.
     const checked = this.checkEnvelopes(envelopes)
     checked.catch(() => {}) // awaited in order below; a failure surfaces there
@@ -2075,15 +2031,6 @@ export class Conversation {
       err instanceof PetrelError ? err : new PetrelError(ErrorCode.StorageFailed, `${context}: ${(err as Error).message}`, { cause: err, conversationId: this.id }),
     )
   }
-}
-
-/** The row sequence number of the outer item behind `key` (an id-derived key), if indexed. */
-function seqOfKey(key: string, index: RowIndexEntry[]): number | undefined {
-  const dot = key.indexOf('.')
-  const client = Number.parseInt(key.slice(0, dot), 36)
-  const clock = Number.parseInt(key.slice(dot + 1), 36)
-  for (const row of index) if (row.client === client && clock >= row.clock && clock < row.clock + row.len) return row.seq
-  return undefined
 }
 
 /**
