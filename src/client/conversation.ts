@@ -1184,6 +1184,7 @@ export class Conversation {
         const readyAt = this.applyReadySnapshot(messages)
         if (readyAt !== undefined) currentSeq = readyAt
         const rules = this.admissionRules(envelopes)
+        const deviceOwner = (device: string) => this.membership.everDevices.get(device)
         for (let i = 0; i < envelopes.length; i++) {
           const admitted = admitEnvelope(rules, envelopes[i]!, headers[i], verdicts[i])
           if (admitted.kind === 'hold') this.defer(envelopes[i]!, admitted.code, admitted.message)
@@ -1199,11 +1200,11 @@ export class Conversation {
             continue
           }
           const update = opened.update
-          let verdict = checkInnerUpdate(this.doc, update, { deviceId, userId }, this.bindings)
+          let verdict = checkInnerUpdate(this.doc, update, { deviceId, userId }, this.bindings, deviceOwner)
           // Signed by this device, from the inner id it writes from now: the id was used elsewhere.
           if (!verdict.ok && verdict.ownClient && this.writerIds.resuming && deviceId === this.ctx.identity.deviceId) {
             this.writerIds.abandon()
-            verdict = checkInnerUpdate(this.doc, update, { deviceId, userId }, this.bindings)
+            verdict = checkInnerUpdate(this.doc, update, { deviceId, userId }, this.bindings, deviceOwner)
           }
           if (!verdict.ok) {
             this.reject(ErrorCode.AuthorshipViolation, `update from ${userId.slice(0, 8)}… refused: ${verdict.reason}`)

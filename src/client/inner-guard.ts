@@ -4,7 +4,13 @@
  *   - uses an inner Yjs client id already bound to another device (first use in relay order wins),
  *   - writes or overwrites a key of `messages`, `messageBatches` or `profiles` owned by another
  *     user (message and batch keys start with their author's userId; profile keys are userIds),
- *   - deletes such an entry, or deletes clocks the receiver has never seen.
+ *   - deletes such an entry, or deletes clocks the receiver has never seen,
+ *   - continues (as its origin) content the receiver has never seen, unless a device of the
+ *     sender's own person wrote it: such an item takes its entry from that origin, and Yjs keeps
+ *     it until the origin comes, so continuing another member's next clock would land it in
+ *     their entry then. On a 'from-join' device the history it can never read is filled later
+ *     (lost-history-fill.ts); a refused item there was lost anyway, Yjs drops an item whose
+ *     origin is a fill.
  * Our strict V1 parser runs first, so crafted updates (huge clocks, duplicate groups) are
  * refused before Yjs sees them: the memory budget. Sizes are bounded by the envelope limit.
  */
@@ -44,6 +50,8 @@ export function checkInnerUpdate(
   update: Uint8Array,
   sender: { deviceId: string; userId: string },
   bindings: ReadonlyMap<number, string>,
+  /** The person a device belongs to, for every device ever admitted (`MembershipState.everDevices`). */
+  deviceOwner: (deviceId: string) => string | undefined = () => undefined,
 ): GuardResult {
   let parsed: ReturnType<typeof parseUpdate>
   try {
@@ -54,11 +62,19 @@ export function checkInnerUpdate(
   const bind: number[] = []
   const messageKeys: string[] = []
   const protectedRoots = new Set([INNER_MESSAGES, INNER_MESSAGE_BATCHES, INNER_PROFILES])
-  // Items of this update by client and clock, to resolve origins that point inside the update
-  // itself. Only an item without a parent of its own needs that; most updates have none.
+  // Items of this update by client, as clock ranges, to resolve origins that point inside the
+  // update itself. Only an item without a parent of its own needs that; most updates have none.
+  // Ranges, not one entry per clock: a deleted item claims up to a million clocks in 3 bytes.
   let needLocal = false
   for (const group of parsed.groups) for (const s of group.structs) if (s.kind === 'item' && s.parentRoot === undefined) needLocal = true
-  const local = new Map<number, Map<number, { root?: string; key?: string }>>()
+  const local = new Map<number, LocalItem[]>()
+  const writers = new Set(parsed.groups.map((g) => g.client))
+  // Whether `client` writes for this sender's person: an entry it continues was theirs to write.
+  const senders = (client: number): boolean => {
+    if (writers.has(client)) return true
+    const device = bindings.get(client)
+    return device !== undefined && (device === sender.deviceId || deviceOwner(device) === sender.userId)
+  }
   for (const group of parsed.groups) {
     const owner = bindings.get(group.client)
     if (owner !== undefined && owner !== sender.deviceId) return { ok: false, reason: `client id ${group.client} belongs to another device` }
@@ -74,21 +90,22 @@ export function checkInnerUpdate(
       let key = s.key
       const ref = s.origin ?? s.rightOrigin
       if (ref && root === undefined) {
-        const inside = local.get(ref.client)?.get(ref.clock)
-        if (inside) ({ root, key } = inside)
-        else {
-          const found = findItem(doc, ref.client, ref.clock)
-          if (found) ({ root, key } = found)
-        }
+        const inside = findLocal(local.get(ref.client), ref.clock)
+        const found = inside ?? findItem(doc, ref.client, ref.clock)
+        if (found) ({ root, key } = found)
+        // An item with no parent of its own takes its origin's entry, and Yjs keeps one whose
+        // origin it lacks until that origin comes: continuing another member's next clock
+        // would land in their entry then. Only what this person's own devices wrote may be
+        // continued unseen (their first write of it had its entry checked).
+        else if (!senders(ref.client)) return { ok: false, reason: 'continues content this device has not seen, written by another member' }
       }
       if (needLocal) {
-        let clocks = local.get(group.client)
-        if (!clocks) {
-          clocks = new Map()
-          local.set(group.client, clocks)
+        let items = local.get(group.client)
+        if (!items) {
+          items = []
+          local.set(group.client, items)
         }
-        const at = { root, key }
-        for (let i = 0; i < s.len; i++) clocks.set(s.clock + i, at)
+        items.push({ clock: s.clock, len: s.len, root, key })
       }
       if (root !== undefined && protectedRoots.has(root)) {
         if (key === undefined || !ownedBy(root, key, sender.userId)) {
@@ -114,6 +131,29 @@ export function checkInnerUpdate(
     }
   }
   return { ok: true, bind, messageKeys }
+}
+
+/** An item of the update being checked: its clocks and the entry it writes (when known). */
+interface LocalItem {
+  clock: number
+  len: number
+  root?: string
+  key?: string
+}
+
+/** The item of one client of this update holding `clock` (its structs come in clock order). */
+function findLocal(items: LocalItem[] | undefined, clock: number): LocalItem | undefined {
+  if (!items) return undefined
+  let lo = 0
+  let hi = items.length - 1
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1
+    const it = items[mid]!
+    if (clock < it.clock) hi = mid - 1
+    else if (clock >= it.clock + it.len) lo = mid + 1
+    else return it
+  }
+  return undefined
 }
 
 /** The root name and key of the item holding (client, clock), if we have it. */
