@@ -67,6 +67,9 @@ export interface RoomClients {
   get(client: number): { device: string; next: number } | undefined
 }
 
+/** The largest Yjs client id: Yjs draws them as uint32. */
+export const MAX_CLIENT_ID = 0xffffffff
+
 /**
  * Check an outer update from the device `deviceId` (base64url) against the room's client index. Throws PetrelError
  * (malformed: cut the sender off) or UpdateRefused (a well-formed update the relay will not
@@ -85,6 +88,9 @@ export function validateOuterUpdate(
   // every later sync step 2 carries them).
   const out: ValidatedUpdate = { rows: [], newClients: [], records: [], refused: [], duplicates: 0, ownDuplicates: [], bytes: 0 }
   for (const group of parsed.groups) {
+    // Yjs draws client ids as uint32, and room messages carry them so (room-messages.ts): a row
+    // of a larger one would make every catch-up page holding it unreadable to every member.
+    if (group.client > MAX_CLIENT_ID) throw new PetrelError(ErrorCode.Malformed, `client id ${group.client} is over 2^32 - 1`)
     const owner = clients.get(group.client)
     const next = owner?.next ?? 0
     const last = group.structs[group.structs.length - 1]

@@ -1,11 +1,13 @@
 import { readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
+import * as encoding from 'lib0/encoding'
 import * as Y from 'yjs'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { Conversation } from '../../src/client/index.js'
 import { randomKey } from '../../src/shared/crypto/index.js'
 import { sealEnvelope } from '../../src/shared/envelope.js'
 import { envelopeKey } from '../../src/shared/outer-keys.js'
+import { SyncStep, writeSyncMessage } from '../../src/shared/room-messages.js'
 import { type Client, pair, texts, until, World } from './harness.js'
 
 let world: World
@@ -114,6 +116,65 @@ describe('integrity and authorship', () => {
     await until(() => codes(bob).slice(before).includes('authorship_violation'), 5000, 'client id reuse rejected')
     await aliceConv.send('after reuse')
     await until(() => texts(bobConv).includes('after reuse'))
+  })
+
+  it("refuses a member's change that continues another member's next clock, so their next message stays theirs", async () => {
+    const { alice, bob, aliceConv, bobConv, malConv } = await threeMembers()
+    // Mallory's inner update, made by hand: one value with no parent of its own, continuing
+    // Alice's next inner clock (her state vector says what it is). Yjs would hold it until
+    // Alice writes that clock, then give it her entry.
+    const aliceClient = aliceConv.doc.clientID
+    const malClient = malConv.doc.clientID
+    const e = encoding.createEncoder()
+    encoding.writeVarUint(e, 1)
+    encoding.writeVarUint(e, 1)
+    encoding.writeVarUint(e, malClient)
+    encoding.writeVarUint(e, Y.getState(malConv.doc.store, malClient))
+    encoding.writeUint8(e, 0x88)
+    encoding.writeVarUint(e, aliceClient)
+    encoding.writeVarUint(e, Y.getState(bobConv.doc.store, aliceClient))
+    encoding.writeVarUint(e, 1)
+    encoding.writeAny(e, { t: 'forged by mallory', at: 1, h: 1, n: 0, d: 'x' })
+    encoding.writeVarUint(e, 0)
+    const before = codes(bob).length
+    await (malConv as unknown as { queueSeal(update: Uint8Array, tags: string[]): Promise<void> }).queueSeal(encoding.toUint8Array(e), [])
+    await until(() => codes(bob).slice(before).includes('authorship_violation'), 5000, 'continuation refused')
+    const sent = await aliceConv.send('mine, and only mine')
+    await until(() => texts(bobConv).includes('mine, and only mine'))
+    // Bob holds exactly what Alice wrote, under every key she wrote.
+    for (const root of ['messages', 'messageBatches']) {
+      const hers = aliceConv.doc.getMap(root).toJSON()
+      const atBob = bobConv.doc.getMap(root).toJSON()
+      for (const key of Object.keys(hers)) expect(atBob[key], `${root} ${key}`).toEqual(hers[key])
+    }
+    expect(bobConv.message(sent.id)?.text).toBe('mine, and only mine')
+    expect(codes(alice)).toContain('authorship_violation')
+  })
+
+  it('refuses an outer row of a client id over 2^32, which would make catch-ups unreadable to every member', async () => {
+    const { relay, mallory, aliceConv, malConv } = await threeMembers()
+    for (let i = 0; i < 3; i++) await aliceConv.send(`honest ${i}`)
+    const identity = (mallory as unknown as { identity: { devicePub: Uint8Array; deviceSecret: Uint8Array } }).identity
+    const doc = new Y.Doc()
+    doc.clientID = 2 ** 40
+    const envelope = await sealEnvelope({
+      room: malConv.id,
+      epoch: 0,
+      key: malConv.keys().get(0)!,
+      senderDevicePub: identity.devicePub,
+      senderDeviceSecret: identity.deviceSecret,
+      update: Y.encodeStateAsUpdate(new Y.Doc()),
+    })
+    doc.getMap<Uint8Array>('log').set(envelopeKey(doc.clientID, 0), envelope)
+    const ws = (malConv as unknown as { provider: { ws: { send(b: Uint8Array): void } } }).provider.ws
+    const rejected = relay.metrics.rejectedCount('malformed payload')
+    ws.send(writeSyncMessage(SyncStep.Update, Y.encodeStateAsUpdate(doc)))
+    await until(() => relay.metrics.rejectedCount('malformed payload') > rejected, 5000, 'relay refuses the row')
+    // A new member's catch-up holds every message.
+    const carol = await world.client('carol')
+    const carolConv = await carol.join(await aliceConv.invite())
+    await until(() => ['original by alice', 'honest 0', 'honest 1', 'honest 2'].every((t) => texts(carolConv).includes(t)), 10_000, 'carol caught up')
+    expect(codes(carol)).not.toContain('malformed')
   })
 
   it('refuses an outer client id already bound to another device', async () => {
