@@ -11,10 +11,11 @@
  * - Once caught up, the row may move the cursor (row-cursor.ts says when).
  */
 import type * as Y from 'yjs'
-import { envelopeKey, OUTER_RECORDS } from '../shared/outer-keys.js'
+import { OUTER_RECORDS } from '../shared/outer-keys.js'
 import type { MembershipBook } from './membership-book.js'
 import type { OwnMessages, Put } from './own-messages.js'
 import type { PositionIndex } from './position-index.js'
+import { heldRangeKeys } from './range-keys.js'
 
 /** An `ack` message: the relay position of the row, and the outer items (client, first clock, count) it held. */
 export interface Ack {
@@ -55,12 +56,9 @@ export interface AcksHost {
  */
 export function applyAck(host: AcksHost, msg: Ack): void {
   const rec = host.outer.getMap<Uint8Array>(OUTER_RECORDS)
+  const keys = heldRangeKeys(host.outer, msg.ranges)
   let recordsMoved = false
-  for (const range of msg.ranges)
-    for (let i = 0; i < range.len; i++) {
-      const key = envelopeKey(range.client, range.clock + i)
-      if (rec.has(key) && host.book.noteSeq(key, msg.seq)) recordsMoved = true
-    }
+  for (const key of keys) if (rec.has(key) && host.book.noteSeq(key, msg.seq)) recordsMoved = true
   if (recordsMoved) {
     // Encoded when the write is issued, not now (bookkeeping-writes.ts says why).
     host.recordSeqsMoved()
@@ -69,23 +67,20 @@ export function applyAck(host: AcksHost, msg: Ack): void {
   const puts: Put[] = []
   const acked: string[] = []
   const envelopes = new Set<string>()
-  for (const range of msg.ranges) {
-    for (let i = 0; i < range.len; i++) {
-      const key = envelopeKey(range.client, range.clock + i)
-      // Only messages still in that envelope: one that left it (sent again in another) is not
-      // stored by this one's ack (the relay acknowledges a resent refused range again).
-      for (const [msgId, state] of host.own.inEnvelope(key)) {
-        // Refused for good (its blank stands in the row): an ack now is the relay acknowledging
-        // that row again after a resend, not the message. It stays failed. Refused as stale
-        // and waiting to be sealed again: the same.
-        if (state.seq !== 0 || state.refused || state.stale) continue
-        state.seq = msg.seq
-        // Stored by the relay: a failure without a refusal (a denial while not a member) is over.
-        state.failure = ''
-        envelopes.add(key)
-        acked.push(msgId)
-        host.ownBySeq.add(msg.seq, msgId)
-      }
+  for (const key of keys) {
+    // Only messages still in that envelope: one that left it (sent again in another) is not
+    // stored by this one's ack (the relay acknowledges a resent refused range again).
+    for (const [msgId, state] of host.own.inEnvelope(key)) {
+      // Refused for good (its blank stands in the row): an ack now is the relay acknowledging
+      // that row again after a resend, not the message. It stays failed. Refused as stale
+      // and waiting to be sealed again: the same.
+      if (state.seq !== 0 || state.refused || state.stale) continue
+      state.seq = msg.seq
+      // Stored by the relay: a failure without a refusal (a denial while not a member) is over.
+      state.failure = ''
+      envelopes.add(key)
+      acked.push(msgId)
+      host.ownBySeq.add(msg.seq, msgId)
     }
   }
   for (const key of envelopes) host.own.rowPuts(key, puts)

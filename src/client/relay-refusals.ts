@@ -17,12 +17,13 @@ import type * as Y from 'yjs'
 import { ErrorCode, PetrelError } from '../shared/errors.js'
 import { readEpochBody, readRecord, RecordKind } from '../shared/records.js'
 import type { MembershipState } from '../shared/membership.js'
-import { envelopeKey, OUTER_RECORDS } from '../shared/outer-keys.js'
+import { OUTER_RECORDS } from '../shared/outer-keys.js'
 import { Reason, reasonName } from '../shared/wire.js'
 import type { ClientContext } from './client-context.js'
 import { keyOf } from './conversation-record.js'
 import type { MembershipBook } from './membership-book.js'
 import type { OwnMessages, Put } from './own-messages.js'
+import { heldRangeKeys } from './range-keys.js'
 import type { StaleReseal } from './stale-reseal.js'
 import type { Batch, CommitOptions } from './storage/device-store.js'
 import { tombstoneUpdate } from './tombstone.js'
@@ -74,8 +75,7 @@ export function applyRefusal(host: RefusalsHost, msg: Refusal): void {
   refuseRecords(host, msg)
   // Our outer id is bound to another device at the relay: a reload drew another; so must the next session.
   if (msg.reason === Reason.ClientIdTaken) host.writerIds.refused()
-  const keys: string[] = []
-  for (const range of msg.ranges) for (let i = 0; i < range.len; i++) keys.push(envelopeKey(range.client, range.clock + i))
+  const keys = heldRangeKeys(host.outer, msg.ranges)
   // Stale is not a failure: sealed before we knew of a new key, it goes again under the new one.
   const isStale = msg.reason === Reason.StaleEpoch
   const { ids, envelopes } = host.own.refused(keys, isStale, `${reasonName(msg.reason)}: ${msg.message}`)
@@ -123,16 +123,14 @@ function refuseRecords(host: RefusalsHost, msg: Refusal): void {
   let refusedRecords = false
   // The highest epoch one of our refused records meant to start (0: none).
   let refusedEpoch = 0
-  for (const range of msg.ranges)
-    for (let i = 0; i < range.len; i++) {
-      const key = envelopeKey(range.client, range.clock + i)
-      const bytes = recordMap.get(key)
-      if (bytes instanceof Uint8Array) {
-        host.book.refuse(key)
-        refusedRecords = true
-        refusedEpoch = Math.max(refusedEpoch, epochStartedBy(bytes))
-      }
+  for (const key of heldRangeKeys(host.outer, msg.ranges)) {
+    const bytes = recordMap.get(key)
+    if (bytes instanceof Uint8Array) {
+      host.book.refuse(key)
+      refusedRecords = true
+      refusedEpoch = Math.max(refusedEpoch, epochStartedBy(bytes))
     }
+  }
   if (!refusedRecords) return
   host.afterIncoming(async () => {
     await host.commit({ put: [[keyOf.recordSeqs(host.id), host.book.encodeSeqs()]] })

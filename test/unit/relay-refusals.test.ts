@@ -1,9 +1,8 @@
 import { describe, expect, it } from 'vitest'
-import * as Y from 'yjs'
 import type { ClientContext } from '../../src/client/client-context.js'
 import type { MembershipBook } from '../../src/client/membership-book.js'
 import type { Put } from '../../src/client/own-messages.js'
-import { sealedOutbox } from '../fixtures/sealed-outbox.js'
+import { sealedOuter, sealedOutbox, writeAs } from '../fixtures/sealed-outbox.js'
 import { applyRefusal, type RefusalsHost } from '../../src/client/relay-refusals.js'
 import type { StaleReseal } from '../../src/client/stale-reseal.js'
 import type { SessionWriterIds } from '../../src/client/writer-ids.js'
@@ -21,7 +20,7 @@ const ROOM = 'room-1'
  * (client 7, clock 0) and `m3` in (7, 1); what the refusal asks of the rest, recorded.
  */
 function setup() {
-  const outer = new Y.Doc()
+  const outer = sealedOuter()
   const own = sealedOutbox(ROOM)
   const calls: string[] = []
   const commits: Put[][] = []
@@ -130,7 +129,7 @@ describe('relay refusals', () => {
     // Only its kind and epoch are read here: a certificate that parses (its signatures were checked when it came).
     const body = encodeEpochBody({ room: ROOM, epoch: 2, at: 0, keyCheck: new Uint8Array(8), wrapped: [] })
     const cert = encodeCertificate(certificatePayload(randomBytes(32), randomBytes(32), randomBytes(32), 0), randomBytes(64))
-    r.outer.getMap<Uint8Array>(OUTER_RECORDS).set(key, encodeRecord(RecordKind.Epoch, body, cert, randomBytes(64)))
+    expect(writeAs(r.outer, 3, OUTER_RECORDS, encodeRecord(RecordKind.Epoch, body, cert, randomBytes(64)))).toBe(key)
     applyRefusal(r.host, { reason: Reason.StaleEpoch, message: 'epoch 2 taken', ranges: [range(3, 0)] })
     expect(r.refusedRecords).toEqual([key])
     await r.settled()
@@ -139,7 +138,7 @@ describe('relay refusals', () => {
     // Epoch 2 taken by someone else's record meanwhile: folded, and nothing started again.
     const taken = setup()
     taken.state.epoch = 2
-    taken.outer.getMap<Uint8Array>(OUTER_RECORDS).set(key, r.outer.getMap<Uint8Array>(OUTER_RECORDS).get(key)!)
+    writeAs(taken.outer, 3, OUTER_RECORDS, r.outer.getMap<Uint8Array>(OUTER_RECORDS).get(key)!)
     applyRefusal(taken.host, { reason: Reason.StaleEpoch, message: 'epoch 2 taken', ranges: [range(3, 0)] })
     await taken.settled()
     expect(taken.calls.filter((c) => c === 'fold' || c === 'rotate')).toEqual(['fold'])
@@ -149,5 +148,14 @@ describe('relay refusals', () => {
     const r = setup()
     applyRefusal(r.host, { reason: Reason.ClientIdTaken, message: 'taken', ranges: [range(7, 0)] })
     expect(r.calls[0]).toBe('ids refused')
+  })
+  it('reads a range only as far as this device wrote: a hostile length of 2^53 - 1 fails what it holds, at once', () => {
+    const r = setup()
+    const t0 = performance.now()
+    applyRefusal(r.host, { reason: Reason.Forbidden, message: 'not yours', ranges: [range(7, 1, Number.MAX_SAFE_INTEGER), range(3, 0, Number.MAX_SAFE_INTEGER)] })
+    // A key string per clock: 2,000,000 took 1.1 s; this length would have run out of memory.
+    expect(performance.now() - t0).toBeLessThan(1_000)
+    expect(r.own.get('m3')).toMatchObject({ refused: true })
+    expect(r.own.get('m1')?.refused).toBeUndefined()
   })
 })
