@@ -72,7 +72,7 @@ import {
 import type { ClientContext } from './client-context.js'
 import { checkInnerUpdate, INNER_MESSAGE_BATCHES, INNER_MESSAGES, INNER_META, INNER_PROFILES } from './inner-guard.js'
 import { type Batch, COMMIT_SOON, type CommitOptions } from './storage/device-store.js'
-import { applyRows, checkRows, type RowsMessage, seqOfKey } from './outer-rows.js'
+import { applyRows, checkRows, RowLocator, type RowsMessage } from './outer-rows.js'
 import { Presence } from './presence.js'
 import { type MemberReceipt, ReceiptBook } from './receipts.js'
 import { MembershipBook, safetyNumber } from './membership-book.js'
@@ -1043,9 +1043,10 @@ export class Conversation {
     const rec = this.outer.getMap<Uint8Array>(OUTER_RECORDS)
     const log = this.outer.getMap<Uint8Array>(OUTER_LOG)
     const records = recordKeys.map((k) => rec.get(k)).filter((v): v is Uint8Array => v instanceof Uint8Array)
+    const rows = new RowLocator(index)
     let seqsChanged = false
     for (const key of recordKeys) {
-      const seq = seqOfKey(key, index)
+      const seq = rows.seqOfKey(key)
       if (seq !== undefined && this.book.noteSeq(key, seq)) seqsChanged = true
     }
     // Rows uploaded as snapshot parts, kept until their envelopes integrate (a row may wait in Yjs).
@@ -1054,7 +1055,7 @@ export class Conversation {
     for (const key of logKeys) {
       const bytes = log.get(key)
       if (!(bytes instanceof Uint8Array)) continue
-      const seq = seqOfKey(key, index) ?? maxSeq
+      const seq = rows.seqOfKey(key) ?? maxSeq
       envelopes.push(this.partRows.has(seq) ? { key, seq, bytes, part: true } : { key, seq, bytes })
     }
     if (this.partRows.size > 0) for (const seq of this.partRows) if (seq <= maxSeq) this.partRows.delete(seq)

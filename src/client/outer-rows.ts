@@ -51,13 +51,30 @@ export interface CheckedRows {
 export function checkRows(msg: RowsMessage, outer: Y.Doc, catchingUp: boolean): CheckedRows {
   const parsed = parseUpdate(msg.update, { maxBytes: msg.update.length })
   if (parsed.deleteSet.length > 0) throw new PetrelError(ErrorCode.Malformed, 'rows may not delete')
+  // The index names the rows of this update, each inside its client's run: a relay's entry for
+  // clocks the update does not hold would wait in the cursor for good (row-cursor.ts).
+  const runs = new Map<number, { from: number; to: number }>()
+  for (const g of parsed.groups) {
+    const last = g.structs[g.structs.length - 1]!
+    runs.set(g.client, { from: g.structs[0]!.clock, to: last.clock + last.len })
+  }
+  for (const row of msg.index) {
+    const run = runs.get(row.client)
+    if (!run || row.len === 0 || row.clock < run.from || row.clock + row.len > run.to) {
+      throw new PetrelError(ErrorCode.Malformed, `rows index names clocks ${row.client}:${row.clock}+${row.len} the update does not hold`)
+    }
+  }
   const compacted: number[] = []
+  let rows: RowLocator | undefined
+  let parts: Set<number> | undefined
   for (const g of parsed.groups)
     for (const s of g.structs) {
       if (s.kind === 'gc') {
         if (catchingUp && s.clock + s.len > Y.getState(outer.store, g.client)) {
-          const row = msg.index.find((r) => r.client === g.client && r.clock <= s.clock && s.clock < r.clock + r.len)
-          if (row && !msg.parts.includes(row.seq)) compacted.push(row.seq)
+          rows ??= new RowLocator(msg.index)
+          parts ??= new Set(msg.parts)
+          const seq = rows.seqAt(g.client, s.clock)
+          if (seq !== undefined && !parts.has(seq)) compacted.push(seq)
         }
         continue
       }
@@ -124,11 +141,48 @@ export function applyRows(outer: Y.Doc, update: Uint8Array, clients: readonly nu
   return { recordKeys, logKeys, quiet, encoded, added }
 }
 
-/** The row sequence number of the outer item behind `key` (an id-derived key), if indexed. */
-export function seqOfKey(key: string, index: RowIndexEntry[]): number | undefined {
-  const dot = key.indexOf('.')
-  const client = Number.parseInt(key.slice(0, dot), 36)
-  const clock = Number.parseInt(key.slice(dot + 1), 36)
-  for (const row of index) if (row.client === client && clock >= row.clock && clock < row.clock + row.len) return row.seq
-  return undefined
+/**
+ * Which row of a `rows` index holds an outer item: the entries of each client sorted by clock,
+ * found by binary search. A linear search per item was quadratic in a page: a hostile relay's
+ * 469 KB message of 40,000 placeholders and 100,000 entries took 5.9 s.
+ *
+ * @example
+ * ```ts
+ * const rows = new RowLocator(msg.index)
+ * const seq = rows.seqOfKey(envelopeKey(client, clock))
+ * ```
+ */
+export class RowLocator {
+  private readonly byClient = new Map<number, RowIndexEntry[]>()
+
+  constructor(index: readonly RowIndexEntry[]) {
+    for (const row of index) {
+      const rows = this.byClient.get(row.client)
+      if (rows) rows.push(row)
+      else this.byClient.set(row.client, [row])
+    }
+    for (const rows of this.byClient.values()) rows.sort((a, b) => a.clock - b.clock)
+  }
+
+  /** The seq of the row holding (client, clock), if indexed. */
+  seqAt(client: number, clock: number): number | undefined {
+    const rows = this.byClient.get(client)
+    if (!rows) return undefined
+    let lo = 0
+    let hi = rows.length - 1
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1
+      const row = rows[mid]!
+      if (clock < row.clock) hi = mid - 1
+      else if (clock >= row.clock + row.len) lo = mid + 1
+      else return row.seq
+    }
+    return undefined
+  }
+
+  /** The seq of the row holding the outer item behind `key` (an id-derived key), if indexed. */
+  seqOfKey(key: string): number | undefined {
+    const dot = key.indexOf('.')
+    return this.seqAt(Number.parseInt(key.slice(0, dot), 36), Number.parseInt(key.slice(dot + 1), 36))
+  }
 }

@@ -60,10 +60,20 @@ export class RowCursor {
    */
   indexRows(received: readonly RowIndexEntry[], integrated: (row: RowIndexEntry) => boolean): { index: RowIndexEntry[]; maxSeq: number } {
     const index = [...this.unresolved, ...received]
-    this.unresolved = index.filter((row) => !integrated(row))
+    const unresolved: RowIndexEntry[] = []
+    // One pass: a lookup in the waiting list per row (and a spread of it into Math.min) was
+    // quadratic, and threw past ~120,000 waiting rows.
     let maxSeq = 0
-    for (const row of index) if (!this.unresolved.includes(row)) maxSeq = Math.max(maxSeq, row.seq)
-    if (this.unresolved.length > 0) maxSeq = Math.min(maxSeq, Math.min(...this.unresolved.map((r) => r.seq)) - 1)
+    let firstWaiting = Number.POSITIVE_INFINITY
+    for (const row of index) {
+      if (integrated(row)) maxSeq = Math.max(maxSeq, row.seq)
+      else {
+        unresolved.push(row)
+        firstWaiting = Math.min(firstWaiting, row.seq)
+      }
+    }
+    this.unresolved = unresolved
+    if (unresolved.length > 0) maxSeq = Math.min(maxSeq, firstWaiting - 1)
     return { index, maxSeq }
   }
 

@@ -59,4 +59,13 @@ describe('row cursor', () => {
     for (let i = 0; i < MAX_ACKED_AHEAD + 10; i++) cursor.ownRowAcked(i + 2)
     expect(cursor.received(1)).toBe(MAX_ACKED_AHEAD + 1)
   })
+  it('keeps 200,000 rows waiting for predecessors in one pass, and stops before the first', () => {
+    const cursor = new RowCursor()
+    const rows = Array.from({ length: 200_000 }, (_, i) => ({ seq: i + 2, client: 1, clock: i + 1, len: 1 }))
+    const t0 = performance.now()
+    const { maxSeq } = cursor.indexRows([{ seq: 1, client: 2, clock: 0, len: 1 }, ...rows], (row) => row.client === 2)
+    expect(performance.now() - t0).toBeLessThan(1_000)
+    expect(maxSeq).toBe(1)
+    expect(cursor.waiting).toBe(200_000)
+  })
 })
