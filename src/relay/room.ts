@@ -4,9 +4,9 @@
  * connections that have it open. Admissions and record changes run one at a time per room,
  * so invite uses are counted atomically.
  */
-import { sha256, toBase64Url } from '../shared/crypto/index.js'
+import { constantTimeEqual, sha256, toBase64Url } from '../shared/crypto/index.js'
 import { applyRecord, emptyMembership, type MembershipState, memberOfDevice } from '../shared/membership.js'
-import { type Admission, AdmissionKind, readRecord, RecordKind, readGenesisBody } from '../shared/records.js'
+import { type Admission, AdmissionKind, readInviteBody, readJoinBody, readRecord, RecordKind, readGenesisBody } from '../shared/records.js'
 import type { ReceiptEntry } from '../shared/room-messages.js'
 import type { NewRow } from './store/relay-store.js'
 import { Reason } from '../shared/wire.js'
@@ -129,9 +129,26 @@ export class Room {
     if (invite.kind !== RecordKind.Invite || join.kind !== RecordKind.Join) {
       return { ok: false, reason: Reason.BadAdmission, message: 'admission must carry an invite and a join record' }
     }
+    // Nothing is applied to the room's membership until the admission is known to be for this
+    // device: a refused open used to leave its invite and join applied in memory and never
+    // stored, a member nobody could see, admitted later with no admission at all.
+    let joiner: Uint8Array
+    let invitePub: string
+    try {
+      joiner = readJoinBody(join.body).joiner.devicePub
+      invitePub = toBase64Url(readInviteBody(invite.body).invitePub)
+    } catch {
+      return { ok: false, reason: Reason.BadAdmission, message: 'admission records are malformed' }
+    }
+    if (joiner.length !== devicePub.length || !constantTimeEqual(joiner, devicePub)) {
+      return { ok: false, reason: Reason.BadAdmission, message: 'join record is for another device' }
+    }
     const toStore: Uint8Array[] = []
     const inviteKey = recordId(invite.bytes)
+    // An invite this admission brings is taken back if its join is refused: only stored records count.
+    let inviteAdded = false
     if (!this.knownRecords.has(inviteKey)) {
+      inviteAdded = !this.membership.invites.has(invitePub)
       const r = await applyRecord(this.membership, invite, { now, relay: true })
       if (!r.ok) return { ok: false, reason: Reason.BadAdmission, message: `invite refused: ${r.reason}` }
       this.knownRecords.add(inviteKey)
@@ -139,6 +156,10 @@ export class Room {
     }
     const r = await applyRecord(this.membership, join, { now, relay: true })
     if (!r.ok) {
+      if (toStore.length > 0) {
+        this.knownRecords.delete(inviteKey)
+        if (inviteAdded) this.membership.invites.delete(invitePub)
+      }
       const reason = r.reason.includes('expired')
         ? Reason.InviteExpired
         : r.reason.includes('used up')

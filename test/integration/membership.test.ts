@@ -1,12 +1,26 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
 import type { Conversation } from '../../src/client/index.js'
+import { decodeInviteToken } from '../../src/client/invite-token.js'
 import { encodePage } from '../../src/relay/rows.js'
 import { openSqliteRelayStore } from '../../src/relay/store/sqlite-store.js'
 import { decryptEnvelope, readEnvelope } from '../../src/shared/envelope.js'
-import { encodeEpochBody, encodeMemberChangeBody, RecordKind, readEpochBody } from '../../src/shared/records.js'
-import { fromBase64Url } from '../../src/shared/crypto/index.js'
-import { type Client, pair, texts, until, World } from './harness.js'
+import {
+  AdmissionKind,
+  encodeAdmission,
+  encodeEpochBody,
+  encodeJoinBody,
+  encodeMemberChangeBody,
+  encodeRecord,
+  RecordKind,
+  readEpochBody,
+  readInviteBody,
+  readRecord,
+  recordSigningPayload,
+} from '../../src/shared/records.js'
+import { fromBase64Url, SignatureDomain, signWithDomain } from '../../src/shared/crypto/index.js'
+import { FrameType, writeFrame } from '../../src/shared/wire.js'
+import { type Client, pair, rawDevice, texts, until, World } from './harness.js'
 
 let world: World
 afterEach(async () => {
@@ -295,3 +309,42 @@ describe('concurrent epoch changes', () => {
     expect(relay.metrics.rejectedCount('record refused')).toBe(1)
   })
 })
+
+describe('admission at the relay', () => {
+  /** An `open` admission for `token` whose join record names `joinerCertificate` (signed with the invite's secret, as a joiner does). */
+  async function admissionFor(token: string, joinerCertificate: Uint8Array) {
+    const invite = decodeInviteToken(token)
+    const { invitePub } = readInviteBody(readRecord(invite.inviteRecord).body)
+    const body = encodeJoinBody({ room: invite.room, invitePub, joiner: joinerCertificate, joinedAt: Date.now() })
+    const signature = await signWithDomain(SignatureDomain.Join, invite.inviteSecret, recordSigningPayload(RecordKind.Join, body))
+    const join = encodeRecord(RecordKind.Join, body, new Uint8Array(0), signature)
+    return encodeAdmission({ kind: AdmissionKind.Join, invite: invite.inviteRecord, join })
+  }
+  const answer = (d: { frames: Array<{ type: number }> }) => d.frames.find((f) => f.type === FrameType.Denied || f.type === FrameType.Opened)
+
+  it("refuses an open whose join names another device, and changes nothing: that device is no member, and the invite's use is not spent", async () => {
+    world = new World()
+    const relay = await world.relay()
+    const alice = await world.client('alice')
+    await until(() => alice.connection === 'online')
+    const conv = await alice.createConversation({ title: 't' })
+    const token = await conv.invite({ uses: 1 })
+    const d1 = await rawDevice(world.url)
+    const d2 = await rawDevice(world.url)
+    d1.ws.send(writeFrame({ type: FrameType.Open, room: conv.id, admission: await admissionFor(token, d2.certificate) }))
+    await until(() => answer(d1) !== undefined, 5000, 'd1 answered')
+    expect(answer(d1)).toMatchObject({ type: FrameType.Denied, message: 'join record is for another device' })
+    // D2 was not admitted by it: with no admission of its own it is not a member.
+    d2.ws.send(writeFrame({ type: FrameType.Open, room: conv.id, admission: new Uint8Array(0) }))
+    await until(() => answer(d2) !== undefined, 5000, 'd2 answered')
+    expect(answer(d2)?.type).toBe(FrameType.Denied)
+    // The one use is still there for an honest invitee, and the room is as the store says.
+    const bob = await rawDevice(world.url)
+    bob.ws.send(writeFrame({ type: FrameType.Open, room: conv.id, admission: await admissionFor(token, bob.certificate) }))
+    await until(() => answer(bob) !== undefined, 5000, 'bob answered')
+    expect(answer(bob)?.type).toBe(FrameType.Opened)
+    await until(async () => ((await relay.store.loadRoom(conv.id))?.records.length ?? 0) >= 3, 5000, 'join stored')
+    for (const d of [d1, d2, bob]) d.ws.close()
+  })
+})
+
