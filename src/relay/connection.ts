@@ -98,6 +98,9 @@ export class Connection implements RoomMemberConn {
   /** Send a frame; writes within one event-loop turn are coalesced into one syscall. */
   send(bytes: Uint8Array): void {
     if (this.closed || this.ws.readyState !== this.ws.OPEN) return
+    // A socket that does not read: everything sent to it waits in memory. Cut off, it catches
+    // up when it comes back (paced, see `drained`).
+    if (this.ws.bufferedAmount + bytes.length > this.core.limits.maxSendBufferBytes) return this.cutOff('send buffer full')
     const socket = this.socket
     if (socket && !this.corked) {
       this.corked = true
@@ -107,6 +110,33 @@ export class Connection implements RoomMemberConn {
     this.core.metrics.framesOut++
     this.core.metrics.bytesOut += bytes.length
     this.ws.send(bytes, { binary: true })
+  }
+
+  /** Bytes sent to this connection that its socket has not taken yet. */
+  get unsentBytes(): number {
+    return this.ws.bufferedAmount
+  }
+
+  /**
+   * Resolves once at most `bytes` wait to be written (or the connection closed); a catch-up
+   * sends its next page then, so one request for the whole history holds about a page in
+   * memory, not the history. Past `sendStallMs` of waiting the connection is cut off.
+   */
+  async drained(bytes: number): Promise<void> {
+    const deadline = sinceStart() + this.core.limits.sendStallMs
+    this.flush()
+    while (!this.closed && this.ws.bufferedAmount > bytes) {
+      if (sinceStart() > deadline) return this.cutOff('send stalled')
+      await new Promise((resolve) => setTimeout(resolve, DRAIN_POLL_MS))
+    }
+  }
+
+  /** Drop a socket that does not read what it is sent: at once, as what waits for it is the problem. */
+  private cutOff(reason: string): void {
+    if (this.closed) return
+    this.core.metrics.reject(reason)
+    this.ws.terminate()
+    this.onClose()
   }
 
   /** Write out what is corked now rather than at the end of this turn. */
@@ -284,6 +314,8 @@ function onSocketClose(this: WebSocket): void {
 // Monotonic, and a small integer for the first ~24 days of a process (boxed after, still right).
 const sinceStart = () => Math.floor(performance.now())
 const RESOLVED: Promise<void> = Promise.resolve()
+/** How often a paced catch-up looks whether its socket took what it was sent. */
+const DRAIN_POLL_MS = 5
 const NO_ROOMS: ReadonlySet<string> = new Set()
 
 const frameTypeName: Record<number, string> = Object.fromEntries(Object.entries(FrameType).map(([k, v]) => [v, k.toLowerCase()]))

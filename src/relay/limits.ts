@@ -22,6 +22,13 @@ export interface RelayLimits {
   maxRoomBytes: number
   /** An HTTP request (including a WebSocket upgrade) must send its headers within this (slowloris). */
   headersTimeoutMs: number
+  /**
+   * Bytes waiting to be written to one connection (its socket not reading them) past which it
+   * is cut off: a device that stops reading cannot make the relay hold its sends without end.
+   */
+  maxSendBufferBytes: number
+  /** A catch-up waits this long at most for a connection to read what it was sent before it is cut off. */
+  sendStallMs: number
 }
 
 export const defaultLimits: RelayLimits = {
@@ -36,4 +43,6 @@ export const defaultLimits: RelayLimits = {
   maxConnectionsPerIp: 1_000,
   maxRoomBytes: 1024 * 1024 * 1024,
   headersTimeoutMs: 10_000,
+  maxSendBufferBytes: 64 * 1024 * 1024,
+  sendStallMs: 30_000,
 }

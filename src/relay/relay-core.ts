@@ -52,6 +52,8 @@ const CATCH_UP_PAGE_ROWS = 2000
 /** Rows compaction reads per turn of the event loop when it looks for rows that carry records. */
 const COMPACTION_SCAN_ROWS = 64
 const CATCH_UP_MESSAGE_BYTES = 256 * 1024
+/** A catch-up sends its next page once at most this much waits to be written to the socket (16 pages). */
+const CATCH_UP_UNSENT_BYTES = 4 * 1024 * 1024
 /**
  * A peer still catching up buffers at most this many live deliveries, and this many bytes of
  * them (a row may hold a pipelined run, up to OPEN_ROW_MAX_BYTES), before it is reset.
@@ -794,6 +796,10 @@ export class RelayCore {
           }
         }
         for (const page of pageRows(missing, CATCH_UP_MESSAGE_BYTES)) {
+          // Paced by what the socket takes: a device that does not read (or asks again and
+          // again) would otherwise have the whole history queued in memory per request.
+          if (conn.unsentBytes > CATCH_UP_UNSENT_BYTES) await conn.drained(CATCH_UP_UNSENT_BYTES)
+          if (conn.isClosed) break
           // Already the whole room frame: sent as it is.
           conn.send(rowsMessage(page, header))
           // On the wire now, not after the last page: the device applies one while the next is built.

@@ -1,8 +1,13 @@
 import { connect } from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
 import { WebSocket } from 'ws'
+import * as Y from 'yjs'
+import { randomBytes } from '../../src/shared/crypto/index.js'
+import { sealEnvelope } from '../../src/shared/envelope.js'
+import { envelopeKey } from '../../src/shared/outer-keys.js'
+import { RoomMessage, SyncStep, writeSyncMessage } from '../../src/shared/room-messages.js'
 import { CloseCode, FrameType, writeFrame } from '../../src/shared/wire.js'
-import { pair, texts, until, World, rawDevice } from './harness.js'
+import { openNewRoom, pair, texts, until, World, rawDevice } from './harness.js'
 
 let world: World
 afterEach(async () => {
@@ -91,6 +96,69 @@ describe('abuse limits', () => {
     await relay.close()
     expect(Date.now() - t0).toBeLessThan(3000)
     ws.terminate()
+  })
+
+  it('paces catch-ups by what the socket reads, and cuts off a connection that stops reading', { timeout: 60_000 }, async () => {
+    world = new World()
+    const relay = await world.relay({ limits: { sendStallMs: 2_000 } })
+    const a = await rawDevice(world.url)
+    const room = await openNewRoom(a)
+    // 8 MB of history: 32 envelopes of 250 KB.
+    const doc = new Y.Doc()
+    const key = randomBytes(32)
+    const acks = () => a.frames.filter((f) => f.type === FrameType.Room && f.message[0] === RoomMessage.Ack).length
+    for (let i = 0; i < 32; i++) {
+      const envelope = await sealEnvelope({ room, epoch: 0, key, senderDevicePub: a.device.publicKey, senderDeviceSecret: a.device.secretKey, update: randomBytes(250_000) })
+      const sv = Y.encodeStateVector(doc)
+      doc.getMap<Uint8Array>('log').set(envelopeKey(doc.clientID, Y.getState(doc.store, doc.clientID)), envelope)
+      a.ws.send(writeFrame({ type: FrameType.Room, room, message: writeSyncMessage(SyncStep.Update, Y.encodeStateAsUpdate(doc, sv)) }))
+      await until(() => acks() >= i + 1, 10_000, `ack ${i}`)
+    }
+    // A second connection of the device opens the room, stops reading, and asks for the whole
+    // history 40 times (29 bytes each): 320 MB queued in the relay's memory before.
+    const b = await rawDevice(world.url, { user: a.user, device: a.device, certificate: a.certificate })
+    b.ws.send(writeFrame({ type: FrameType.Open, room, admission: new Uint8Array(0) }))
+    await until(() => b.frames.some((f) => f.type === FrameType.Opened))
+    ;(b.ws as unknown as { _socket: { pause(): void } })._socket.pause()
+    const before = process.memoryUsage().arrayBuffers
+    let peak = before
+    const sampler = setInterval(() => {
+      peak = Math.max(peak, process.memoryUsage().arrayBuffers)
+    }, 20)
+    const step1 = writeFrame({ type: FrameType.Room, room, message: writeSyncMessage(SyncStep.Step1, Uint8Array.of(0)) })
+    for (let i = 0; i < 40; i++) b.ws.send(step1)
+    try {
+      await until(() => relay.metrics.rejectedCount('send stalled') >= 1, 15_000, 'the stalled connection cut off')
+    } finally {
+      clearInterval(sampler)
+    }
+    expect(peak - before).toBeLessThan(64 * 1024 * 1024)
+    // The device's other connection never noticed.
+    const c = await rawDevice(world.url, { user: a.user, device: a.device, certificate: a.certificate })
+    c.ws.send(writeFrame({ type: FrameType.Open, room, admission: new Uint8Array(0) }))
+    await until(() => c.frames.some((f) => f.type === FrameType.Opened))
+    a.ws.send(writeFrame({ type: FrameType.Room, room, message: writeSyncMessage(SyncStep.Step1, Uint8Array.of(0)) }))
+    await until(() => a.frames.filter((f) => f.type === FrameType.Room && f.message[0] === RoomMessage.Rows).length >= 1, 10_000, 'a caught up again')
+    for (const d of [a, b, c]) d.ws.close()
+  })
+
+  it("cuts off a member's connection that stops reading once its unsent bytes pass the limit; back, it catches up", { timeout: 60_000 }, async () => {
+    world = new World()
+    const relay = await world.relay({ limits: { maxSendBufferBytes: 2 * 1024 * 1024 } })
+    const { alice, aliceConv, bobConv } = await pair(world)
+    await aliceConv.send('before')
+    await until(() => texts(bobConv).includes('before'))
+    const socket = (bobConv as unknown as { ctx: { connection: { ws: { _socket: { pause(): void; resume(): void } } } } }).ctx.connection.ws._socket
+    socket.pause()
+    const big = 'x'.repeat(60_000)
+    // The kernel's socket buffers take several MB first.
+    for (let i = 0; i < 500 && relay.metrics.rejectedCount('send buffer full') === 0; i++) await aliceConv.send(`${i} ${big}`)
+    await until(() => relay.metrics.rejectedCount('send buffer full') === 1, 10_000, 'bob cut off')
+    expect(alice.connection).toBe('online')
+    socket.resume()
+    const sent = aliceConv.messages().length
+    await until(() => bobConv.messages().length === sent, 20_000, 'bob caught up')
+    expect(texts(bobConv)).toEqual(texts(aliceConv))
   })
 
   it('closes an authenticated connection that goes silent (half-open)', async () => {
