@@ -6,6 +6,7 @@
  * not authorised is ignored everywhere.
  */
 import { constantTimeEqual, isSmallOrderAgreementKey, toBase64Url } from './crypto/index.js'
+import { isPetrelError } from './errors.js'
 import {
   type DeviceCertificate,
   readAddBody,
@@ -159,6 +160,18 @@ export interface ApplyOptions {
 }
 
 export async function applyRecord(s: MembershipState, rec: SignedRecord, options: ApplyOptions = {}): Promise<ApplyResult> {
+  // A signed record whose body does not parse is refused like any other: thrown, it stopped a
+  // relay part-way through an upload (records before it applied in memory, none stored) and a
+  // device's fold for good. Each kind reads its body before it changes anything.
+  try {
+    return await applyParsedRecord(s, rec, options)
+  } catch (err) {
+    if (isPetrelError(err)) return { ok: false, reason: `malformed record: ${err.message}` }
+    throw err
+  }
+}
+
+async function applyParsedRecord(s: MembershipState, rec: SignedRecord, options: ApplyOptions): Promise<ApplyResult> {
   const now = options.now
   const countUses = options.relay ?? false
   // First, before any other rule: any outcome but 'bad signature' means the signature verified
