@@ -425,7 +425,10 @@ export class PetrelClient {
     this.assertOpen()
     const userSecret = this.identity.userSecret
     if (!userSecret) throw new PetrelError(ErrorCode.Refused, 'only the device that holds the identity key (the first one) can link devices')
-    const link = newLinkSecret(options.expiresIn ?? LINK_TTL_MS)
+    const expiresIn = options.expiresIn ?? LINK_TTL_MS
+    // Infinity never finished encoding (and grew without end); NaN gave a link expired at once.
+    if (!(Number.isSafeInteger(expiresIn) && expiresIn > 0)) throw new PetrelError(ErrorCode.InvalidArgument, 'expiresIn must be a whole number of milliseconds above 0')
+    const link = newLinkSecret(expiresIn)
     const mailbox = new LinkMailbox(this.urls)
     const abort = new AbortController()
     this.linkAborts.add(abort)

@@ -25,7 +25,10 @@ if (values.help) {
   process.exit(0)
 }
 
-const port = Number(values.port ?? process.env.PETREL_PORT ?? 8787)
+// Digits only: Number('') and Number(' ') are 0 (a random port), and '0x1f91' or '8.79e3' are
+// ports nobody meant. An empty PETREL_PORT is as good as none.
+const portText = values.port ?? (process.env.PETREL_PORT || undefined) ?? '8787'
+const port = /^\d{1,5}$/.test(portText) ? Number(portText) : Number.NaN
 if (!Number.isInteger(port) || port < 0 || port > 65535) {
   process.stderr.write(`petrel-relay: invalid port ${values.port ?? process.env.PETREL_PORT}\n`)
   process.exit(2)

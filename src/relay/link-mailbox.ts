@@ -34,7 +34,11 @@ export interface LinkRoutesOptions {
 }
 
 const ID = /^[A-Za-z0-9_-]{22,64}$/
-const SLOTS: Record<string, number> = { '0': 0, '1': 1 }
+// A Map, not an object: `SLOTS['constructor']` was a function, past the check, and a 500.
+const SLOTS = new Map([
+  ['0', 0],
+  ['1', 1],
+])
 const POLL_MS = 100
 const PURGE_EVERY_MS = 60_000
 
@@ -67,7 +71,7 @@ export function mountLinkRoutes(app: Hono, store: RelayStore, options: LinkRoute
 
   app.put('/v1/link/:id/:slot', async (c) => {
     const id = c.req.param('id')
-    const slot = SLOTS[c.req.param('slot')]
+    const slot = SLOTS.get(c.req.param('slot'))
     if (!ID.test(id) || slot === undefined) return c.json({ error: 'bad mailbox id or slot' }, 400)
     const declared = c.req.header('Content-Length')
     if (declared !== undefined) {
@@ -92,7 +96,7 @@ export function mountLinkRoutes(app: Hono, store: RelayStore, options: LinkRoute
 
   app.get('/v1/link/:id/:slot', async (c) => {
     const id = c.req.param('id')
-    const slot = SLOTS[c.req.param('slot')]
+    const slot = SLOTS.get(c.req.param('slot'))
     if (!ID.test(id) || slot === undefined) return c.json({ error: 'bad mailbox id or slot' }, 400)
     const wait = c.req.query('wait') ?? '0'
     if (!/^\d{1,9}$/.test(wait)) return c.json({ error: 'bad wait' }, 400)

@@ -134,6 +134,10 @@ describe('linked devices', () => {
     const alice = await world.client('alice')
     const laptop = await linkNew(world, alice, 'alice-laptop')
     await expect(laptop.linkDevice()).rejects.toMatchObject({ code: 'refused' })
+    // A lifetime that is not a whole number of ms above 0 (Infinity never finished encoding).
+    for (const expiresIn of [Number.POSITIVE_INFINITY, Number.NaN, 0, -1, 1.5]) {
+      await expect(alice.linkDevice({ expiresIn }), String(expiresIn)).rejects.toMatchObject({ code: 'invalid_argument' })
+    }
     await expect(createClient({ relay: world.url, storage: join(world.dir, 'bad.db'), link: 'petrel-link:nonsense' })).rejects.toMatchObject({
       code: 'invalid_argument',
     })
@@ -146,7 +150,8 @@ describe('linked devices', () => {
     world.clients.push(phone)
     expect(phone.userId).toBe(alice.userId)
     // An expired payload is refused before anything is sent.
-    const expired = await alice.linkDevice({ expiresIn: -1 })
+    const expired = await alice.linkDevice({ expiresIn: 1 })
+    await new Promise((r) => setTimeout(r, 20))
     await expect(createClient({ relay: world.url, storage: join(world.dir, 'late.db'), link: expired })).rejects.toMatchObject({ code: 'link_failed' })
   }, 30_000)
 })

@@ -133,6 +133,11 @@ describe('link mailbox over HTTP', () => {
     expect((await put(id, '0', new Uint8Array(0))).status).toBe(400)
     expect((await get('short', '0')).status).toBe(400)
     expect((await get(id, 'x')).status).toBe(400)
+    // Names every object has: not slots either.
+    for (const slot of ['constructor', 'toString', 'valueOf', 'hasOwnProperty', '__proto__']) {
+      expect((await put(id, slot, one)).status, slot).toBe(400)
+      expect((await get(id, slot)).status, slot).toBe(400)
+    }
     expect((await fetch(`${base}/${id}/0?wait=-1`)).status).toBe(400)
     expect((await fetch(`${base}/${id}/0?wait=soon`)).status).toBe(400)
     // Nothing was stored by the refused requests.

@@ -1,4 +1,8 @@
 import { afterEach, describe, expect, it } from 'vitest'
+import { spawnSync } from 'node:child_process'
+import { join } from 'node:path'
+import { createRelay } from '../../src/relay/index.js'
+import { ErrorCode } from '../../src/shared/errors.js'
 import { pair, texts, until, World } from './harness.js'
 
 let world: World
@@ -59,5 +63,27 @@ describe('operating a relay', () => {
     expect((await fetch(`${http(world.url)}/healthz`).catch(() => undefined))?.status).toBeUndefined()
     await world.relay()
     await until(() => alice.connection === 'online', 10_000)
+  })
+
+  it('refuses limits that are not whole numbers at least 1, and unknown ones, with a typed error', async () => {
+    for (const limits of [{ maxFrameBytes: '1mb' }, { maxConnectionsPerIp: null }, { idleTimeoutMs: 0 }, { heartbeatMs: Number.POSITIVE_INFINITY }, { maxFrameByte: 1 }]) {
+      await expect(createRelay({ port: 0, database: ':memory:', limits: limits as never }), JSON.stringify(limits)).rejects.toMatchObject({ code: ErrorCode.InvalidArgument })
+    }
+  })
+
+  it('exits with 2 on a port that is not decimal digits, from the command line or the environment', () => {
+    const cli = join(import.meta.dirname, '../../src/relay/cli.ts')
+    for (const [args, env] of [
+      [['--port', ''], {}],
+      [['--port', ' '], {}],
+      [['--port', '0x1f91'], {}],
+      [['--port', '8.79e3'], {}],
+      [['--port', '70000'], {}],
+      [[], { PETREL_PORT: 'eighty' }],
+    ] as Array<[string[], Record<string, string>]>) {
+      const run = spawnSync(process.execPath, ['--import', 'tsx', cli, ...args, '--database', ':memory:'], { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 20_000 })
+      expect(run.status, JSON.stringify(args)).toBe(2)
+      expect(run.stderr).toMatch(/invalid port/)
+    }
   })
 })
