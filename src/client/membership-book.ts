@@ -106,7 +106,15 @@ export class MembershipBook {
     const next = emptyMembership(this.room)
     const starts = new Map<number, number>()
     let badSignatures = 0
+    // A record counts once, at its first place in relay order. The same bytes again under
+    // another key (any member can upload a record it has seen) would apply again there: an
+    // old remove undoing a rejoin since, an old add bringing back someone removed. The relay
+    // knows them already and changes nothing for them, so neither may a device.
+    const seen = new Set<string>()
     for (const { key, rec, seq, bytes } of parsed) {
+      const id = toBase64Url(sha256(bytes))
+      if (seen.has(id)) continue
+      seen.add(id)
       const epochBefore = next.epoch
       const known = this.signatureChecked.get(key)
       const r = await applyRecord(next, rec, { signatureChecked: known !== undefined && (known === bytes || constantTimeEqual(known, bytes)) })

@@ -19,6 +19,7 @@ import {
   recordSigningPayload,
 } from '../../src/shared/records.js'
 import { fromBase64Url, SignatureDomain, signWithDomain } from '../../src/shared/crypto/index.js'
+import { envelopeKey } from '../../src/shared/outer-keys.js'
 import { FrameType, writeFrame } from '../../src/shared/wire.js'
 import { type Client, pair, rawDevice, texts, until, World } from './harness.js'
 
@@ -345,6 +346,52 @@ describe('admission at the relay', () => {
     expect(answer(bob)?.type).toBe(FrameType.Opened)
     await until(async () => ((await relay.store.loadRoom(conv.id))?.records.length ?? 0) >= 3, 5000, 'join stored')
     for (const d of [d1, d2, bob]) d.ws.close()
+  })
+})
+
+describe('a record uploaded again', () => {
+  /** writeRecords without its "already in the log" check: what a modified client can send. */
+  async function writeRawRecords(conv: Conversation, records: Uint8Array[]) {
+    const c = conv as unknown as {
+      id: string
+      outer: Y.Doc
+      afterOutgoing<T>(job: () => Promise<T>): Promise<T>
+      writeOuter(fn: (log: Y.Map<Uint8Array>, rec: Y.Map<Uint8Array>) => void): { updates: Uint8Array[] }
+      commit(b: unknown): Promise<void>
+      foldRecords(): Promise<void>
+    }
+    await c.afterOutgoing(async () => {
+      const { updates } = c.writeOuter((_log, rec) => {
+        for (const v of records) rec.set(envelopeKey(c.outer.clientID, Y.getState(c.outer.store, c.outer.clientID)), v)
+      })
+      await c.commit({ append: updates.map((bytes) => ({ convId: c.id, doc: 'outer' as const, bytes })) })
+      await c.foldRecords()
+    })
+  }
+
+  it("by a member who is no admin, an admin's old add, does not bring back the person removed since", async () => {
+    world = new World()
+    const relay = await world.relay()
+    const { aliceConv, bobConv } = await pair(world)
+    const carol = await world.client('carol')
+    await until(() => carol.connection === 'online')
+    await aliceConv.addMember(await carol.publicIdentity())
+    await until(() => bobConv.members().some((m) => m.userId === carol.userId), 10_000, 'bob sees carol added')
+    const records = (conv: Conversation) => (conv as unknown as { outer: Y.Doc }).outer.getMap<Uint8Array>('rec')
+    const add = [...records(aliceConv).values()].find((b) => readRecord(b).kind === RecordKind.Add)!
+    await aliceConv.removeMember(carol.userId)
+    await until(() => bobConv.epoch === 1 && !bobConv.members().some((m) => m.userId === carol.userId), 10_000, 'carol removed at bob')
+    expect(bobConv.isAdmin()).toBe(false)
+    const rowsBefore = records(aliceConv).size
+    await writeRawRecords(bobConv, [add])
+    await until(() => records(aliceConv).size > rowsBefore, 10_000, 'the replay reached alice')
+    // Counted once, where it first stood: Carol stays out, and the next key leaves her out too.
+    expect(aliceConv.members().some((m) => m.userId === carol.userId)).toBe(false)
+    expect(bobConv.members().some((m) => m.userId === carol.userId)).toBe(false)
+    const refused = relay.metrics.rejectedCount('record refused')
+    await aliceConv.rotateKey()
+    await until(() => bobConv.epoch === 2, 10_000, 'the rotation reached bob')
+    expect(relay.metrics.rejectedCount('record refused')).toBe(refused)
   })
 })
 
