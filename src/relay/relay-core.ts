@@ -101,9 +101,19 @@ export class RelayCore {
     }, tick)
     this.sweeper.unref()
     bus.subscribe((m) => this.onBus(m))
-    // Messages may have been missed while the bus was away: re-read every room we serve.
+    // Messages may have been missed while the bus was away: re-read every room we serve, its
+    // rows and its records. Rows alone left a node that missed a key rotation refusing the new
+    // epoch's envelopes as stale, and one that missed a removal serving the removed member.
     bus.onReconnect(() => {
-      for (const p of this.rooms.values()) void p.then((room) => room && this.tail(room))
+      for (const p of this.rooms.values()) {
+        void p
+          .then(async (room) => {
+            if (!room) return
+            await room.run(() => this.refreshRecords(room))
+            await this.tail(room)
+          })
+          .catch((err) => this.log.error('re-reading a room after the bus came back failed', { error: (err as Error).message }))
+      }
     })
   }
 
