@@ -6,6 +6,7 @@
  * and its sender is cut off; an envelope over the size limit is refused for good and a GC
  * placeholder keeps the client's clocks contiguous.
  */
+import * as encoding from 'lib0/encoding'
 import { matchesBase64Url } from '../shared/crypto/index.js'
 import { readEnvelope } from '../shared/envelope.js'
 import { ErrorCode, PetrelError } from '../shared/errors.js'
@@ -207,3 +208,38 @@ function concat(parts: Uint8Array[]): Uint8Array {
   }
   return out
 }
+
+/**
+ * An outer update holding `records` as entries of the records map, written from `client` at
+ * clocks 0…n-1, as a device's Yjs would write them (V1):
+ *
+ * ```
+ * update := varUint(1) • varUint(n) • varUint(client) • varUint(0)
+ *           • n × ( uint8(0x23) • varUint(1) • varString('rec') • varString(envelopeKey(client, i)) • varUint8Array(record_i) )
+ *           • varUint(0)                                   ; item, parent a root, a key, binary content; no deletions
+ * ```
+ * The relay writes one when it admits a device by `open` (relay-core.ts), so the records that
+ * admitted it are in the log every device folds, whatever the device does next.
+ *
+ * @example
+ * ```ts
+ * const update = recordsUpdate(client, [inviteBytes, joinBytes])
+ * ```
+ */
+export function recordsUpdate(client: number, records: readonly Uint8Array[]): Uint8Array {
+  const e = encoding.createEncoder()
+  encoding.writeVarUint(e, 1)
+  encoding.writeVarUint(e, records.length)
+  encoding.writeVarUint(e, client)
+  encoding.writeVarUint(e, 0)
+  records.forEach((record, i) => {
+    encoding.writeUint8(e, 0x23)
+    encoding.writeVarUint(e, 1)
+    encoding.writeVarString(e, OUTER_RECORDS)
+    encoding.writeVarString(e, envelopeKey(client, i))
+    encoding.writeVarUint8Array(e, record)
+  })
+  encoding.writeVarUint(e, 0)
+  return encoding.toUint8Array(e)
+}
+

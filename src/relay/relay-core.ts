@@ -19,7 +19,7 @@ import {
   writeRefused,
   writeSyncMessage,
 } from '../shared/room-messages.js'
-import { constantTimeEqual } from '../shared/crypto/index.js'
+import { constantTimeEqual, randomBytes } from '../shared/crypto/index.js'
 import { concatBytes } from '../shared/crypto/hash.js'
 import { CloseCode, FrameType, MAX_ROOMS_LISTED, Reason, roomFrameHeader, StrictReader, writeFrame } from '../shared/wire.js'
 import { encodeStateVector, parseStateVector, parseUpdate } from '../shared/yjs-v1.js'
@@ -29,7 +29,7 @@ import type { Connection } from './connection.js'
 import type { RelayLimits } from './limits.js'
 import type { Logger } from './log.js'
 import type { RelayMetrics } from './metrics.js'
-import { blankPart, type RowPart, rowStructs, splitAtRecords, UpdateRefused, type ValidatedRow, type ValidatedUpdate, validateOuterUpdate } from './outer-update.js'
+import { blankPart, recordsUpdate, type RowPart, rowStructs, splitAtRecords, UpdateRefused, type ValidatedRow, type ValidatedUpdate, validateOuterUpdate } from './outer-update.js'
 import { checkGenesis, type OpenRow, Room, type RoomMemberConn, type RoomPeer } from './room.js'
 import { encodePage, pageRows, rowsMessage } from './rows.js'
 import { gcStruct } from './store/compaction.js'
@@ -268,10 +268,15 @@ export class RelayCore {
       }
       if (verdict.ok && verdict.records.length > 0) {
         const devices = [{ room: id, device: conn.deviceId, member: true }]
-        await new Promise<void>((resolve, reject) =>
-          this.committer.add({ rows: [], bindings: [], records: verdict.records.map((bytes) => ({ room: id, bytes })), devices }, () => resolve(), reject),
-        )
-        void this.bus.publish({ kind: 'records', room: id, node: this.node })
+        // The records that admitted the device go into the log too, as a row of its own: the
+        // log is all devices fold. Left to the joiner (it writes them next), one that never did
+        // was a member only the relay knew of, and every key rotation, wrapped for the members
+        // the devices knew, was refused for good: a removed member read on.
+        const v = validateOuterUpdate(recordsUpdate(this.freeClient(r), verdict.records), conn.deviceId, r.clients, this.limits)
+        const recordParts = new Set(v.rows.flatMap((row) => row.parts))
+        this.commitUpdate(conn, r, v, verdict.records, recordParts, devices)
+        await this.committer.idle()
+        if (r.failed) return { ok: false as const, reason: Reason.Internal, message: 'could not store the admission' }
       }
       return verdict
     })
@@ -280,6 +285,14 @@ export class RelayCore {
     conn.addRoom(id)
     r.peers.set(conn, { state: 'catching-up', buffer: [], bufferedBytes: 0, spareParts: false, spareInCatchUp: false })
     conn.send(writeFrame({ type: FrameType.Opened, room: id }))
+  }
+
+  /** An outer client id no device uses in the room yet (a uint32, as Yjs draws them). */
+  private freeClient(room: Room): number {
+    for (;;) {
+      const client = new DataView(randomBytes(4).buffer).getUint32(0)
+      if (client !== 0 && !room.clients.has(client)) return client
+    }
   }
 
   leaveRoom(conn: Connection, id: string): void {

@@ -18,7 +18,7 @@ import {
   readRecord,
   recordSigningPayload,
 } from '../../src/shared/records.js'
-import { fromBase64Url, SignatureDomain, signWithDomain } from '../../src/shared/crypto/index.js'
+import { fromBase64Url, SignatureDomain, signWithDomain, toBase64Url } from '../../src/shared/crypto/index.js'
 import { envelopeKey } from '../../src/shared/outer-keys.js'
 import { FrameType, writeFrame } from '../../src/shared/wire.js'
 import { type Client, pair, rawDevice, texts, until, World } from './harness.js'
@@ -322,6 +322,33 @@ describe('admission at the relay', () => {
     return encodeAdmission({ kind: AdmissionKind.Join, invite: invite.inviteRecord, join })
   }
   const answer = (d: { frames: Array<{ type: number }> }) => d.frames.find((f) => f.type === FrameType.Denied || f.type === FrameType.Opened)
+
+  it('puts the records of a device it admits into the log, so every member sees it though it never writes them, and key rotation goes on', async () => {
+    world = new World()
+    const relay = await world.relay()
+    const { bob, aliceConv, bobConv, invite } = await pair(world)
+    await aliceConv.send('before removal')
+    await until(() => texts(bobConv).includes('before removal'))
+    // A device opens with Bob's invite and never writes its join into the log.
+    const ghost = await rawDevice(world.url)
+    ghost.ws.send(writeFrame({ type: FrameType.Open, room: aliceConv.id, admission: await admissionFor(invite, ghost.certificate) }))
+    await until(() => answer(ghost) !== undefined, 5000, 'ghost answered')
+    expect(answer(ghost)?.type).toBe(FrameType.Opened)
+    const ghostUser = toBase64Url(ghost.user.publicKey)
+    // Every member sees it: it can be removed like anyone.
+    await until(() => aliceConv.members().some((m) => m.userId === ghostUser) && bobConv.members().some((m) => m.userId === ghostUser), 5000, 'the members see it')
+    await aliceConv.removeMember(ghostUser)
+    await aliceConv.removeMember(bob.userId)
+    await aliceConv.send('after removal')
+    await until(() => aliceConv.messages().some((m) => m.text === 'after removal' && m.status !== 'pending'), 10_000, 'sent')
+    expect(aliceConv.epoch).toBeGreaterThanOrEqual(1)
+    expect(relay.metrics.rejectedCount('record refused')).toBe(0)
+    // Bob's keys read nothing said after.
+    const readable = await readWithKeys(world.dbPath, aliceConv.id, bobConv.keys())
+    expect(readable).toContain('before removal')
+    expect(readable).not.toContain('after removal')
+    ghost.ws.close()
+  })
 
   it("refuses an open whose join names another device, and changes nothing: that device is no member, and the invite's use is not spent", async () => {
     world = new World()
