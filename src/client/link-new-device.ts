@@ -46,7 +46,13 @@ export async function linkAsNewDevice(
   }
   const { certificate, siblings, name, primary } = parsed
   const ours = constantTimeEqual(certificate.devicePub, device.publicKey) && constantTimeEqual(certificate.agreementPub, agreement.publicKey)
-  if (!ours || !(await verifyCertificate(certificate))) throw new PetrelError(ErrorCode.LinkFailed, 'the link answer does not certify this device')
+  if (!ours) {
+    // Another device's answer (the link was used twice, say a QR code scanned by two): put it
+    // back for that device, which is waiting for it, rather than lose it. Best effort.
+    await mailbox.put(link.mailbox, LinkSlot.Answer, answer).catch(() => undefined)
+    throw new PetrelError(ErrorCode.LinkFailed, 'this link was used by another device: make a new one for this device')
+  }
+  if (!(await verifyCertificate(certificate))) throw new PetrelError(ErrorCode.LinkFailed, 'the link answer does not certify this device')
   const verified: DeviceCertificate[] = []
   for (const s of siblings) if (constantTimeEqual(s.userPub, certificate.userPub) && (await verifyCertificate(s))) verified.push(s)
   const identity = await storeLinkedIdentity(store, device.secretKey, agreement.secretKey, certificate.bytes)

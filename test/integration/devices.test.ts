@@ -1,7 +1,8 @@
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
+import { decodeLinkPayload, encodeOffer, LinkMailbox, LinkSlot, openLinkMessage, readAnswer, sealLinkMessage } from '../../src/client/device-link.js'
 import { createClient } from '../../src/client/index.js'
-import { SignatureDomain, signWithDomain } from '../../src/shared/crypto/index.js'
+import { generateAgreementKeyPair, generateSigningKeyPair, SignatureDomain, signWithDomain } from '../../src/shared/crypto/index.js'
 import { keyCheckOf } from '../../src/shared/envelope.js'
 import { certificatePayload, encodeAddBody, encodeCertificate, RecordKind } from '../../src/shared/records.js'
 import { type Client, pair, texts, until, World } from './harness.js'
@@ -154,6 +155,35 @@ describe('linked devices', () => {
     await new Promise((r) => setTimeout(r, 20))
     await expect(createClient({ relay: world.url, storage: join(world.dir, 'late.db'), link: expired })).rejects.toMatchObject({ code: 'link_failed' })
   }, 30_000)
+})
+
+describe('a link used twice', () => {
+  it("fails the second device with a clear error and leaves the first device's answer for it", async () => {
+    world = new World()
+    await world.relay()
+    const alice = await world.client('alice')
+    await until(() => alice.connection === 'online')
+    await alice.createConversation({ title: 'x' })
+    let linked: string | undefined
+    alice.on('deviceLinked', (id) => {
+      linked = id
+    })
+    const payload = await alice.linkDevice()
+    // Device X, the first to use it, by hand: its wait for the answer starts late.
+    const link = decodeLinkPayload(payload)
+    const x = { device: generateSigningKeyPair(), agreement: generateAgreementKeyPair() }
+    const mailbox = new LinkMailbox([world.url])
+    await mailbox.put(link.mailbox, LinkSlot.Offer, sealLinkMessage(link, LinkSlot.Offer, encodeOffer(x.device.publicKey, x.agreement.publicKey)))
+    await until(() => linked, 10_000, 'alice certified X')
+    // Device Y scans the same code before X looks.
+    await expect(createClient({ relay: world.url, storage: join(world.dir, 'y.db'), link: payload })).rejects.toMatchObject({
+      code: 'link_failed',
+      message: expect.stringMatching(/used by another device/),
+    })
+    const answer = await mailbox.take(link.mailbox, LinkSlot.Answer, Date.now() + 1500)
+    expect(answer).toBeDefined()
+    expect(readAnswer(openLinkMessage(link, LinkSlot.Answer, answer!)!).certificate.devicePub).toEqual(x.device.publicKey)
+  })
 })
 
 describe('who may add which device', () => {
