@@ -6,6 +6,7 @@
  *       → 201 stored | 409 slot already holds a message | 413 too large | 400 bad id, slot or body
  *   GET /v1/link/:id/:slot?wait=MS  take the message, waiting up to MS (≤ maxWaitMs) for one
  *       → 200 the bytes (application/octet-stream) | 204 none arrived in time | 400 bad id, slot or wait
+ *   Either → 429 past the per-address caps (messages stored per TTL, GETs waiting at once).
  *
  * No authentication, by design: the two devices have no credential in common yet. The id is the
  * capability (at least 22 base64url characters, 128 bits when random), the bytes are opaque to
@@ -19,7 +20,7 @@
  * timer: only PUT adds data, so storage stays bounded, and there is no timer to outlive the
  * server or to run against a closed store. takeLink never returns an expired message anyway.
  */
-import type { Hono } from 'hono'
+import type { Context, Hono } from 'hono'
 import { cors } from 'hono/cors'
 import { readCapped } from '../shared/read-capped.js'
 import type { RelayStore } from './store/relay-store.js'
@@ -31,6 +32,12 @@ export interface LinkRoutesOptions {
   ttlMs?: number
   /** Longest `wait` a GET may ask for; default 25 s (below common proxy idle timeouts of 30 s). */
   maxWaitMs?: number
+  /** Messages one address may store per `ttlMs`; default 64 (a link takes two or three). Past it: 429. */
+  maxPerAddress?: number
+  /** GETs one address may have waiting at once; default 16. Past it: 429. */
+  maxWaitingPerAddress?: number
+  /** The client's address; default the socket's remote address (Node's server), else 'unknown'. */
+  addressOf?: (c: Context) => string
 }
 
 const ID = /^[A-Za-z0-9_-]{22,64}$/
@@ -41,6 +48,10 @@ const SLOTS = new Map([
 ])
 const POLL_MS = 100
 const PURGE_EVERY_MS = 60_000
+
+/** The remote address of a request served by @hono/node-server (its Node request is `c.env.incoming`). */
+const socketAddress = (c: Context): string =>
+  (c.env as { incoming?: { socket?: { remoteAddress?: string } } } | undefined)?.incoming?.socket?.remoteAddress ?? 'unknown'
 
 /** Waits `ms`, or less if `signal` aborts first. */
 const pause = (ms: number, signal: AbortSignal): Promise<void> =>
@@ -65,7 +76,14 @@ export function mountLinkRoutes(app: Hono, store: RelayStore, options: LinkRoute
   const maxBytes = options.maxBytes ?? 8192
   const ttlMs = options.ttlMs ?? 10 * 60_000
   const maxWaitMs = options.maxWaitMs ?? 25_000
+  const maxPerAddress = options.maxPerAddress ?? 64
+  const maxWaiting = options.maxWaitingPerAddress ?? 16
+  const addressOf = options.addressOf ?? socketAddress
   let lastPurge = 0
+  // Unauthenticated by design, so bounded per address: one client stored 2,000 messages of
+  // 8 KiB at ~300 a second (1.4 GiB per TTL window), and kept 500 GETs polling the store.
+  const stored = new Map<string, { since: number; count: number }>()
+  const waiting = new Map<string, number>()
 
   app.use('/v1/link/*', cors({ origin: '*', allowMethods: ['GET', 'PUT'], allowHeaders: ['Content-Type'], maxAge: 600 }))
 
@@ -83,14 +101,23 @@ export function mountLinkRoutes(app: Hono, store: RelayStore, options: LinkRoute
     if (bytes === 'too-large') return c.json({ error: `message larger than ${maxBytes} bytes` }, 413)
     if (bytes.length === 0) return c.json({ error: 'empty message' }, 400)
     const now = Date.now()
+    const address = addressOf(c)
+    let quota = stored.get(address)
+    if (!quota || now - quota.since >= ttlMs) {
+      quota = { since: now, count: 0 }
+      stored.set(address, quota)
+    }
+    if (quota.count >= maxPerAddress) return c.json({ error: 'too many link messages from this address; try again later' }, 429)
     if (now - lastPurge >= PURGE_EVERY_MS) {
       lastPurge = now
+      for (const [a, w] of stored) if (now - w.since >= ttlMs) stored.delete(a)
       // Only storage space depends on it, so a failed purge must not fail the PUT; the next one retries.
       await store.purgeLinks(now).catch(() => {
         lastPurge = 0
       })
     }
     if (!(await store.putLink(id, slot, bytes, now + ttlMs))) return c.json({ error: 'slot already holds a message' }, 409)
+    quota.count++
     return c.body(null, 201)
   })
 
@@ -100,7 +127,20 @@ export function mountLinkRoutes(app: Hono, store: RelayStore, options: LinkRoute
     if (!ID.test(id) || slot === undefined) return c.json({ error: 'bad mailbox id or slot' }, 400)
     const wait = c.req.query('wait') ?? '0'
     if (!/^\d{1,9}$/.test(wait)) return c.json({ error: 'bad wait' }, 400)
-    const deadline = Date.now() + Math.min(Number(wait), maxWaitMs)
+    const address = addressOf(c)
+    const busy = waiting.get(address) ?? 0
+    if (busy >= maxWaiting) return c.json({ error: 'too many waiting requests from this address' }, 429)
+    waiting.set(address, busy + 1)
+    try {
+      return await take(c, id, slot, Date.now() + Math.min(Number(wait), maxWaitMs))
+    } finally {
+      const left = (waiting.get(address) ?? 1) - 1
+      if (left === 0) waiting.delete(address)
+      else waiting.set(address, left)
+    }
+  })
+
+  async function take(c: Context, id: string, slot: number, deadline: number): Promise<Response> {
     const signal = c.req.raw.signal
     for (;;) {
       const bytes = await store.takeLink(id, slot, Date.now())
@@ -118,5 +158,5 @@ export function mountLinkRoutes(app: Hono, store: RelayStore, options: LinkRoute
       if (left <= 0 || signal.aborted) return c.body(null, 204, { 'Cache-Control': 'no-store' })
       await pause(Math.min(POLL_MS, left), signal)
     }
-  })
+  }
 }

@@ -174,4 +174,31 @@ describe('mountLinkRoutes options', () => {
       await store.close()
     }
   })
+  it('caps what one address stores per TTL and how many GETs it keeps waiting (429)', async () => {
+    const store = openSqliteRelayStore(':memory:')
+    try {
+      const app = new Hono()
+      mountLinkRoutes(app, store, { maxPerAddress: 3, maxWaitingPerAddress: 2, addressOf: (c) => c.req.header('X-Test-Address') ?? '' })
+      const from = (address: string) => ({ 'X-Test-Address': address })
+      const put = (address: string) => app.request(`/v1/link/${newId()}/0`, { method: 'PUT', body: new Uint8Array([1]), headers: from(address) })
+      for (let i = 0; i < 3; i++) expect((await put('a')).status).toBe(201)
+      expect((await put('a')).status).toBe(429)
+      // Another address is not held back by it.
+      expect((await put('b')).status).toBe(201)
+      const abort = new AbortController()
+      const wait = (address: string) => app.request(`/v1/link/${newId()}/0?wait=5000`, { headers: from(address), signal: abort.signal })
+      const waiting = [wait('a'), wait('a')]
+      await sleep(50)
+      expect((await wait('a')).status).toBe(429)
+      const other = wait('b')
+      abort.abort()
+      for (const r of await Promise.all([...waiting, other])) expect(r.status).toBe(204)
+      // Their slots given back: another may wait again.
+      const again = new AbortController()
+      const later = app.request(`/v1/link/${newId()}/0?wait=100`, { headers: from('a'), signal: again.signal })
+      expect((await later).status).toBe(204)
+    } finally {
+      await store.close()
+    }
+  })
 })
