@@ -15,6 +15,7 @@
  * refused before Yjs sees them: the memory budget. Sizes are bounded by the envelope limit.
  */
 import * as Y from 'yjs'
+import { findRun } from '../shared/clock-ranges.js'
 import { parseUpdate } from '../shared/yjs-v1.js'
 
 export const INNER_MESSAGES = 'messages'
@@ -90,7 +91,7 @@ export function checkInnerUpdate(
       let key = s.key
       const ref = s.origin ?? s.rightOrigin
       if (ref && root === undefined) {
-        const inside = findLocal(local.get(ref.client), ref.clock)
+        const inside = findRun(local.get(ref.client), ref.clock)
         const found = inside ?? findItem(doc, ref.client, ref.clock)
         if (found) ({ root, key } = found)
         // An item with no parent of its own takes its origin's entry, and Yjs keeps one whose
@@ -133,27 +134,12 @@ export function checkInnerUpdate(
   return { ok: true, bind, messageKeys }
 }
 
-/** An item of the update being checked: its clocks and the entry it writes (when known). */
+/** An item of the update being checked: its clocks and the entry it writes (when known); found with `findRun` (its client's structs come in clock order). */
 interface LocalItem {
   clock: number
   len: number
   root?: string
   key?: string
-}
-
-/** The item of one client of this update holding `clock` (its structs come in clock order). */
-function findLocal(items: LocalItem[] | undefined, clock: number): LocalItem | undefined {
-  if (!items) return undefined
-  let lo = 0
-  let hi = items.length - 1
-  while (lo <= hi) {
-    const mid = (lo + hi) >> 1
-    const it = items[mid]!
-    if (clock < it.clock) hi = mid - 1
-    else if (clock >= it.clock + it.len) lo = mid + 1
-    else return it
-  }
-  return undefined
 }
 
 /** The root name and key of the item holding (client, clock), if we have it. */

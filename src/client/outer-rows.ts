@@ -8,6 +8,7 @@
  * are new now, not when their message came.
  */
 import * as Y from 'yjs'
+import { findRun } from '../shared/clock-ranges.js'
 import { ErrorCode, PetrelError } from '../shared/errors.js'
 import { OUTER_LOG, OUTER_RECORDS } from '../shared/outer-keys.js'
 import type { RowIndexEntry } from '../shared/room-messages.js'
@@ -166,18 +167,7 @@ export class RowLocator {
 
   /** The seq of the row holding (client, clock), if indexed. */
   seqAt(client: number, clock: number): number | undefined {
-    const rows = this.byClient.get(client)
-    if (!rows) return undefined
-    let lo = 0
-    let hi = rows.length - 1
-    while (lo <= hi) {
-      const mid = (lo + hi) >> 1
-      const row = rows[mid]!
-      if (clock < row.clock) hi = mid - 1
-      else if (clock >= row.clock + row.len) lo = mid + 1
-      else return row.seq
-    }
-    return undefined
+    return findRun(this.byClient.get(client), clock)?.seq
   }
 
   /** The seq of the row holding the outer item behind `key` (an id-derived key), if indexed. */

@@ -58,14 +58,20 @@ async function twoNodes() {
   return { nodes, urls: nodes.map((n) => n.url), flaky }
 }
 
+/** Alice on node n0 and Bob on n1 (the one whose bus drops), in one conversation. */
+async function aliceOnN0BobOnN1() {
+  const { urls, flaky } = await twoNodes()
+  const alice = await world.client('alice', { relay: urls[0]! })
+  const bob = await world.client('bob', { relay: urls[1]! })
+  await until(() => alice.connection === 'online' && bob.connection === 'online')
+  const a = await alice.createConversation({ title: 'blip' })
+  const b = await bob.join(await a.invite())
+  return { flaky, alice, bob, a, b }
+}
+
 describe('a relay node back on the bus', () => {
   it('takes the new epoch of a key rotation published while it was away', async () => {
-    const { urls, flaky } = await twoNodes()
-    const alice = await world.client('alice', { relay: urls[0]! })
-    const bob = await world.client('bob', { relay: urls[1]! })
-    await until(() => alice.connection === 'online' && bob.connection === 'online')
-    const a = await alice.createConversation({ title: 'blip' })
-    const b = await bob.join(await a.invite())
+    const { flaky, a, b } = await aliceOnN0BobOnN1()
     await a.send('hello')
     await b.send('hi')
     await until(() => texts(a).includes('hi') && texts(b).includes('hello'), 10_000, 'warm up')
@@ -83,12 +89,7 @@ describe('a relay node back on the bus', () => {
   })
 
   for (const blip of [false, true]) it(`stops serving a member removed while it was ${blip ? 'away' : 'on the bus'}`, async () => {
-    const { urls, flaky } = await twoNodes()
-    const alice = await world.client('alice', { relay: urls[0]! })
-    const bob = await world.client('bob', { relay: urls[1]! })
-    await until(() => alice.connection === 'online' && bob.connection === 'online')
-    const a = await alice.createConversation({ title: 'blip' })
-    const b = await bob.join(await a.invite())
+    const { flaky, bob, a, b } = await aliceOnN0BobOnN1()
     await a.send('hello')
     await until(() => texts(b).includes('hello'), 10_000, 'warm up')
     await b.send('while a member')

@@ -6,21 +6,11 @@
 import * as encoding from 'lib0/encoding'
 import { describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
-import { loadOrCreateIdentity } from '../../src/client/identity.js'
 import { MembershipBook } from '../../src/client/membership-book.js'
-import { openSqliteStore } from '../../src/client/storage/sqlite-store.js'
 import { Room } from '../../src/relay/room.js'
 import { generateSigningKeyPair, randomBytes, SignatureDomain, signWithDomain } from '../../src/shared/crypto/index.js'
-import { domainOf, encodeGenesisBody, encodeInviteBody, encodeJoinBody, encodeRecord, RecordKind, recordSigningPayload, roomIdFor } from '../../src/shared/records.js'
-
-async function person() {
-  const store = await openSqliteStore(':memory:')
-  const identity = await loadOrCreateIdentity(store)
-  await store.close()
-  const sign = async (kind: RecordKind, body: Uint8Array) =>
-    encodeRecord(kind, body, identity.certificate.bytes, await signWithDomain(domainOf(kind), identity.deviceSecret, recordSigningPayload(kind, body)))
-  return { identity, sign }
-}
+import { encodeGenesisBody, encodeInviteBody, encodeJoinBody, encodeRecord, RecordKind, recordSigningPayload, roomIdFor } from '../../src/shared/records.js'
+import { person } from '../fixtures/record-signer.js'
 
 async function conversation() {
   const alice = await person()

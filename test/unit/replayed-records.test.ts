@@ -5,13 +5,10 @@
  */
 import { describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
-import { loadOrCreateIdentity } from '../../src/client/identity.js'
 import { MembershipBook } from '../../src/client/membership-book.js'
-import { openSqliteStore } from '../../src/client/storage/sqlite-store.js'
 import { Room } from '../../src/relay/room.js'
 import { generateSigningKeyPair, randomBytes, SignatureDomain, signWithDomain } from '../../src/shared/crypto/index.js'
 import {
-  domainOf,
   encodeGenesisBody,
   encodeInviteBody,
   encodeJoinBody,
@@ -21,15 +18,7 @@ import {
   recordSigningPayload,
   roomIdFor,
 } from '../../src/shared/records.js'
-
-async function person() {
-  const store = await openSqliteStore(':memory:')
-  const identity = await loadOrCreateIdentity(store)
-  await store.close()
-  const sign = async (kind: RecordKind, body: Uint8Array) =>
-    encodeRecord(kind, body, identity.certificate.bytes, await signWithDomain(domainOf(kind), identity.deviceSecret, recordSigningPayload(kind, body)))
-  return { identity, sign }
-}
+import { person } from '../fixtures/record-signer.js'
 
 describe('a record uploaded again under a new key', () => {
   it('changes nothing at a device, as it changes nothing at the relay: an old remove does not undo a rejoin', async () => {
