@@ -108,7 +108,13 @@ export function decodeConversationRecord(bytes: Uint8Array): ConversationRecord 
   const admission = r.varBytes(64 * 1024).slice()
   const n = r.varUint(1 << 20)
   const keys = new Map<number, Uint8Array>()
-  for (let i = 0; i < n; i++) keys.set(r.varUint(), r.varBytes(32).slice())
+  for (let i = 0; i < n; i++) {
+    const epoch = r.varUint()
+    const key = r.varBytes(32)
+    // Read back corrupt, a short key failed later, deep in the cipher, with an untyped error.
+    if (key.length !== 32) throw new PetrelError(ErrorCode.Malformed, `conversation record: the key of epoch ${epoch} has ${key.length} bytes`)
+    keys.set(epoch, key.slice())
+  }
   return { createdAt, admission, keys }
 }
 

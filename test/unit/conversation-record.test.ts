@@ -1,11 +1,13 @@
 import * as encoding from 'lib0/encoding'
 import { describe, expect, it } from 'vitest'
 import {
+  decodeConversationRecord,
   decodeDeferred,
   decodeLostKeys,
   decodeMessageSeqs,
   decodeSentEnvelope,
   decodeWriterIds,
+  encodeConversationRecord,
   encodeDeferred,
   encodeLostKeys,
   encodeMessageSeqs,
@@ -142,6 +144,17 @@ describe('outbox rows (sent format 1: one row per envelope)', () => {
     // Refused for good wins: a message refused so is not sealed again.
     const refused = decodeSentEnvelope(encodeSentEnvelope({ ...stale, refused: true }))
     expect([refused.refused, refused.stale ?? false]).toEqual([true, false])
+  })
+})
+
+describe('conversation record', () => {
+  it('round-trips, and refuses a key of another length, an unknown version and a truncated record with typed errors', () => {
+    const record = { createdAt: 5, admission: Uint8Array.of(1, 2), keys: new Map([[0, new Uint8Array(32).fill(7)], [3, new Uint8Array(32).fill(9)]]) }
+    const bytes = encodeConversationRecord(record)
+    expect(decodeConversationRecord(bytes)).toEqual(record)
+    expect(() => decodeConversationRecord(encodeConversationRecord({ ...record, keys: new Map([[1, new Uint8Array(31)]]) }))).toThrow(/epoch 1 has 31 bytes/)
+    expect(() => decodeConversationRecord(Uint8Array.of(2, ...bytes.subarray(1)))).toThrow(PetrelError)
+    for (let n = 0; n < bytes.length; n++) expect(() => decodeConversationRecord(bytes.subarray(0, n))).toThrow(PetrelError)
   })
 })
 
