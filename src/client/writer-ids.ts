@@ -17,7 +17,8 @@
  */
 import * as Y from 'yjs'
 import type { Awareness } from 'y-protocols/awareness'
-import { constantTimeEqual, randomBytes } from '../shared/crypto/index.js'
+import { randomClientId } from '../shared/client-id.js'
+import { constantTimeEqual } from '../shared/crypto/index.js'
 import { ErrorCode, PetrelError } from '../shared/errors.js'
 import { decodeWriterIds, encodeWriterIds, keyOf, type WriterIds } from './conversation-record.js'
 import type { DeviceStore } from './storage/device-store.js'
@@ -271,10 +272,4 @@ export class SessionWriterIds {
     if (this.isHeld && !this.taking && ids.awarenessClock === this.awarenessClock) return undefined
     return [keyOf.writerIds(this.host.convId), encodeWriterIds(ids)]
   }
-}
-
-/** A fresh Yjs client id (uint32), as Yjs makes them. */
-export function randomClientId(): number {
-  const b = randomBytes(4)
-  return new DataView(b.buffer, b.byteOffset, 4).getUint32(0)
 }

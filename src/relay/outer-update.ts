@@ -7,6 +7,7 @@
  * placeholder keeps the client's clocks contiguous.
  */
 import * as encoding from 'lib0/encoding'
+import { MAX_CLIENT_ID } from '../shared/client-id.js'
 import { matchesBase64Url } from '../shared/crypto/index.js'
 import { readEnvelope } from '../shared/envelope.js'
 import { ErrorCode, PetrelError } from '../shared/errors.js'
@@ -67,9 +68,6 @@ const GC_PLACEHOLDER = Uint8Array.of(0x00, 0x01)
 export interface RoomClients {
   get(client: number): { device: string; next: number } | undefined
 }
-
-/** The largest Yjs client id: Yjs draws them as uint32. */
-export const MAX_CLIENT_ID = 0xffffffff
 
 /**
  * Check an outer update from the device `deviceId` (base64url) against the room's client index. Throws PetrelError

@@ -19,7 +19,8 @@ import {
   writeRefused,
   writeSyncMessage,
 } from '../shared/room-messages.js'
-import { constantTimeEqual, randomBytes } from '../shared/crypto/index.js'
+import { randomClientId } from '../shared/client-id.js'
+import { constantTimeEqual } from '../shared/crypto/index.js'
 import { concatBytes } from '../shared/crypto/hash.js'
 import { CloseCode, FrameType, MAX_ROOMS_LISTED, Reason, roomFrameHeader, StrictReader, writeFrame } from '../shared/wire.js'
 import { encodeStateVector, parseStateVector, parseUpdate } from '../shared/yjs-v1.js'
@@ -290,7 +291,7 @@ export class RelayCore {
   /** An outer client id no device uses in the room yet (a uint32, as Yjs draws them). */
   private freeClient(room: Room): number {
     for (;;) {
-      const client = new DataView(randomBytes(4).buffer).getUint32(0)
+      const client = randomClientId()
       if (client !== 0 && !room.clients.has(client)) return client
     }
   }
