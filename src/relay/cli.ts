@@ -7,6 +7,7 @@
  */
 import { parseArgs } from 'node:util'
 import { createRelay } from './relay.js'
+import { ErrorCode, isPetrelError } from '../shared/errors.js'
 
 const { values } = parseArgs({
   options: {
@@ -43,6 +44,8 @@ if (limitsText) {
     process.exit(2)
   }
 }
+// A limit createRelay refuses (not a whole number ≥ 1, or unknown) is a usage error like a bad
+// port: said in one line, exit 2, not a stack trace.
 const relay = await createRelay({
   limits,
   port,
@@ -50,6 +53,10 @@ const relay = await createRelay({
   database: values.database ?? process.env.PETREL_DATABASE ?? './.petrel/relay.db',
   redis: values.redis ?? process.env.PETREL_REDIS,
   spareSnapshotParts: !(values['no-spare-snapshot-parts'] ?? process.env.PETREL_SPARE_SNAPSHOT_PARTS === '0'),
+}).catch((err: unknown) => {
+  if (!isPetrelError(err, ErrorCode.InvalidArgument)) throw err
+  process.stderr.write(`petrel-relay: ${err.message}\n`)
+  process.exit(2)
 })
 process.stdout.write(`Petrel relay on ${relay.url.replace(/^ws/, 'http')} (WebSocket ${relay.url})\n`)
 

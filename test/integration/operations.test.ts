@@ -86,4 +86,13 @@ describe('operating a relay', () => {
       expect(run.stderr).toMatch(/invalid port/)
     }
   })
+  it('exits with 2 and one line on limits createRelay refuses', () => {
+    const cli = join(import.meta.dirname, '../../src/relay/cli.ts')
+    for (const limits of ['{"maxFrameBytes":"1mb"}', '{"maxFrameByte":1}']) {
+      const run = spawnSync(process.execPath, ['--import', 'tsx', cli, '--port', '0', '--database', ':memory:', '--limits', limits], { encoding: 'utf8', timeout: 20_000 })
+      expect(run.status, limits).toBe(2)
+      expect(run.stderr).toMatch(/^petrel-relay: .*limit/)
+      expect(run.stderr.trim().split('\n')).toHaveLength(1)
+    }
+  })
 })
