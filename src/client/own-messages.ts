@@ -129,13 +129,16 @@ export class OwnMessages {
    * The relay refused these envelopes. Refused as `stale` (sealed under an epoch no longer
    * current), their messages are marked to go again under the new key; otherwise they fail for
    * good with `failure` (their tombstones are the caller's to send). Returns the messages so
-   * marked and the envelopes that held them.
+   * marked and the envelopes that held them. A message refused for good already is left out:
+   * a full relay that stored nothing of it refuses its resend again, and a second tombstone
+   * would only be refused in turn.
    */
   refused(envelopeKeys: Iterable<string>, stale: boolean, failure: string): { ids: string[]; envelopes: Set<string> } {
     const ids: string[] = []
     const envelopes = new Set<string>()
     for (const key of envelopeKeys) {
       for (const [msgId, state] of this.inEnvelope(key)) {
+        if (state.refused) continue
         if (stale) state.stale = true
         else {
           state.failure = failure

@@ -119,6 +119,9 @@ export function applyRefusal(host: RefusalsHost, msg: Refusal): void {
  * device, start an epoch) is seen as not done and can be done again.
  */
 function refuseRecords(host: RefusalsHost, msg: Refusal): void {
+  // A conversation past even its records' allowance refuses every record: starting the epoch
+  // again would only be refused again, as fast as the relay answers.
+  const retry = msg.reason !== Reason.QuotaExceeded
   const recordMap = host.outer.getMap<Uint8Array>(OUTER_RECORDS)
   let refusedRecords = false
   // The highest epoch one of our refused records meant to start (0: none).
@@ -140,7 +143,7 @@ function refuseRecords(host: RefusalsHost, msg: Refusal): void {
     // number: start it again for the members as they are now. Messages refused under it
     // wait for it (stale-reseal.ts); without it they went out under the old key, which the
     // new member cannot read, or waited for good.
-    if (refusedEpoch > host.membership.epoch && !host.closed) await host.rotateOnce()
+    if (retry && refusedEpoch > host.membership.epoch && !host.closed) await host.rotateOnce()
   }, 'could not store a refused record')
 }
 

@@ -18,7 +18,11 @@ export interface RelayLimits {
   frameBurst: number
   /** Open WebSockets per client IP address; more are answered with HTTP 429. */
   maxConnectionsPerIp: number
-  /** Bytes stored per conversation; envelopes past it are refused (the sender sees `failed`). */
+  /**
+   * Bytes stored per conversation; envelopes past it are refused (the sender sees `failed`).
+   * Signed records (membership, keys) may go past it by {@link recordAllowance}, so a full
+   * conversation can still remove a member; past that, nothing more is stored.
+   */
   maxRoomBytes: number
   /** An HTTP request (including a WebSocket upgrade) must send its headers within this (slowloris). */
   headersTimeoutMs: number
@@ -45,4 +49,18 @@ export const defaultLimits: RelayLimits = {
   headersTimeoutMs: 10_000,
   maxSendBufferBytes: 64 * 1024 * 1024,
   sendStallMs: 30_000,
+}
+
+/**
+ * How far past `maxRoomBytes` a conversation's signed records may take it: a sixteenth of the
+ * quota, and at least 64 KiB (a few hundred records). Membership changes in a full
+ * conversation stay possible, while a member spamming records still meets a bound.
+ *
+ * @example
+ * ```ts
+ * recordAllowance({ maxRoomBytes: 1024 ** 3 }) // 64 MiB
+ * ```
+ */
+export function recordAllowance(limits: Pick<RelayLimits, 'maxRoomBytes'>): number {
+  return Math.max(64 * 1024, Math.floor(limits.maxRoomBytes / 16))
 }

@@ -4,7 +4,9 @@
  * shape is accepted — fresh keys of the root maps `log` (sealed envelopes) and `rec`
  * (signed records) with binary content, no deletions. Anything else is a protocol violation
  * and its sender is cut off; an envelope over the size limit is refused for good and a GC
- * placeholder keeps the client's clocks contiguous.
+ * placeholder keeps the client's clocks contiguous. Past the room's quota nothing is stored
+ * after a group's last kept struct (PROTOCOL §5.3 step 6): placeholders there would let the
+ * room grow without bound.
  */
 import * as encoding from 'lib0/encoding'
 import { MAX_CLIENT_ID } from '../shared/client-id.js'
@@ -80,6 +82,7 @@ export function validateOuterUpdate(
   clients: RoomClients,
   limits: { maxFrameBytes: number; maxEnvelopeBytes: number },
   remainingRoomBytes = Number.POSITIVE_INFINITY,
+  remainingRecordBytes = remainingRoomBytes,
 ): ValidatedUpdate {
   const parsed = parseUpdate(bytes, { maxBytes: limits.maxFrameBytes })
   // The delete set is ignored, never stored: the outer log only grows, and the only deletions
@@ -107,11 +110,14 @@ export function validateOuterUpdate(
     if (owner && owner.device !== deviceId) {
       throw new UpdateRefused(Reason.ClientIdTaken, `client id ${group.client} belongs to another device`)
     }
-    if (!owner) out.newClients.push(group.client)
     const parts: RowPart[] = []
     let start = -1
     let len = 0
     let count = 0
+    // Parts up to here are kept; quota-refused ones after the last kept part are not stored.
+    let kept = 0
+    let keptLen = 0
+    let keptBytes = out.bytes
     for (const s of group.structs) {
       if (s.kind !== 'item' || s.contentRef !== 3 || s.origin || s.rightOrigin || s.key === undefined) {
         throw new PetrelError(ErrorCode.Malformed, 'outer items must be fresh binary map entries')
@@ -129,12 +135,21 @@ export function validateOuterUpdate(
       const part: RowPart = { clock: s.clock, bytes: bytes.subarray(s.start, s.end) }
       if (s.key !== envelopeKey(group.client, s.clock)) throw new PetrelError(ErrorCode.Malformed, 'outer key does not match its item id')
       if (s.parentRoot === OUTER_LOG) {
-        const full = out.bytes + value.length > remainingRoomBytes
-        if (value.length > limits.maxEnvelopeBytes || full) {
+        const tooLarge = value.length > limits.maxEnvelopeBytes
+        // What this struct would store: a placeholder in place of one too large.
+        const cost = tooLarge ? GC_PLACEHOLDER.length : value.length
+        const full = out.bytes + cost > remainingRoomBytes
+        if (tooLarge || full) {
           out.refused.push({ client: group.client, clock: s.clock, len: 1, reason: full ? Reason.QuotaExceeded : Reason.TooLarge })
           parts.push({ clock: s.clock, bytes: GC_PLACEHOLDER })
+          out.bytes += GC_PLACEHOLDER.length
           len += s.len
           count++
+          if (!full) {
+            kept = parts.length
+            keptLen = len
+            keptBytes = out.bytes
+          }
           continue
         }
         const header = readEnvelope(value)
@@ -144,6 +159,16 @@ export function validateOuterUpdate(
         part.epoch = header.epoch
         part.keyCheck = header.keyCheck
       } else if (s.parentRoot === OUTER_RECORDS) {
+        // Records may take a full room past its quota, as far as their own allowance: a
+        // member must still be removable from a conversation that is full.
+        if (out.bytes + (s.end - s.start) > remainingRecordBytes) {
+          out.refused.push({ client: group.client, clock: s.clock, len: 1, reason: Reason.QuotaExceeded })
+          parts.push({ clock: s.clock, bytes: GC_PLACEHOLDER })
+          out.bytes += GC_PLACEHOLDER.length
+          len += s.len
+          count++
+          continue
+        }
         out.records.push({ key: s.key, bytes: value })
         part.record = value
       } else {
@@ -153,8 +178,23 @@ export function validateOuterUpdate(
       out.bytes += s.end - s.start
       len += s.len
       count++
+      kept = parts.length
+      keptLen = len
+      keptBytes = out.bytes
     }
-    if (count > 0) out.rows.push({ client: group.client, clock: start, len, count, parts })
+    // A full room stores nothing after the last part it keeps: a placeholder there would let
+    // a member grow the room past its quota (a row and a client id a frame, without end). The
+    // device's next write then meets a gap, and the resend is refused again until compaction
+    // frees room; the refused parts' ranges are reported all the same.
+    if (kept < parts.length) {
+      len = keptLen
+      count = kept
+      parts.length = kept
+      out.bytes = keptBytes
+    }
+    if (count === 0) continue
+    if (!owner) out.newClients.push(group.client)
+    out.rows.push({ client: group.client, clock: start, len, count, parts })
   }
   return out
 }

@@ -27,7 +27,7 @@ import { encodeStateVector, parseStateVector, parseUpdate } from '../shared/yjs-
 import { OUTER_RECORDS } from '../shared/outer-keys.js'
 import { Committer } from './committer.js'
 import type { Connection } from './connection.js'
-import type { RelayLimits } from './limits.js'
+import { type RelayLimits, recordAllowance } from './limits.js'
 import type { Logger } from './log.js'
 import type { RelayMetrics } from './metrics.js'
 import { blankPart, recordsUpdate, type RowPart, rowStructs, splitAtRecords, UpdateRefused, type ValidatedRow, type ValidatedUpdate, validateOuterUpdate } from './outer-update.js'
@@ -405,7 +405,8 @@ export class RelayCore {
   /** The update checked against the room, or undefined when it is refused (and the sender told). */
   private validated(conn: Connection, room: Room, update: Uint8Array, asPart: boolean): ValidatedUpdate | undefined {
     try {
-      const v = validateOuterUpdate(update, conn.deviceId, room.clients, this.limits, this.limits.maxRoomBytes - room.bytes)
+      const remaining = this.limits.maxRoomBytes - room.bytes
+      const v = validateOuterUpdate(update, conn.deviceId, room.clients, this.limits, remaining, remaining + recordAllowance(this.limits))
       if (asPart) v.part = true
       return v
     } catch (err) {

@@ -70,6 +70,57 @@ describe('abuse limits', () => {
     expect(texts(bobConv).some((t) => failed.some((f) => f.text === t))).toBe(false)
   })
 
+  it('keeps a full conversation full: later sends fail once each, and an admin can still remove a member', async () => {
+    world = new World()
+    const relay = await world.relay({ limits: { maxRoomBytes: 6_000 } })
+    const { bob, aliceConv, bobConv } = await pair(world)
+    for (let i = 0; i < 20; i++) await aliceConv.send(`filler ${i} ${'x'.repeat(200)}`)
+    await until(() => aliceConv.messages().some((m) => m.status === 'failed'), 5000, 'quota reached')
+    const rowsWhenFull = relay.metrics.rowsStored
+    const later: string[] = []
+    for (let i = 0; i < 5; i++) later.push((await aliceConv.send(`later ${i}`)).id)
+    await until(() => later.every((id) => aliceConv.message(id)?.status === 'failed'), 5000, 'later sends fail')
+    // Nothing more is stored for them, and the refusals stop: a refused message is not
+    // tombstoned again when its resend is refused again.
+    await new Promise((r) => setTimeout(r, 500))
+    const refusals = relay.metrics.rejectedCount('conversation full')
+    await new Promise((r) => setTimeout(r, 1000))
+    expect(relay.metrics.rejectedCount('conversation full')).toBe(refusals)
+    expect(relay.metrics.rowsStored).toBe(rowsWhenFull)
+    // Records may go past the quota (by their own allowance): the removal and its new key land.
+    const epoch = aliceConv.epoch
+    await aliceConv.removeMember(bob.userId)
+    await until(() => world.errors.get(bob)!.some((e) => /removed|not a member/.test(e.message)), 5000, 'bob told')
+    await until(() => aliceConv.epoch > epoch, 5000, 'a new epoch')
+    expect(relay.metrics.rowsStored).toBeGreaterThan(rowsWhenFull)
+    expect(texts(bobConv).some((t) => t.startsWith('later'))).toBe(false)
+  })
+
+  it('stores nothing for a member who writes past the quota from thousands of new client ids', async () => {
+    world = new World()
+    const relay = await world.relay({ limits: { maxRoomBytes: 1 } })
+    const a = await rawDevice(world.url)
+    const room = await openNewRoom(a)
+    const rowsBefore = relay.metrics.rowsStored
+    const envelope = await sealEnvelope({ room, epoch: 0, key: randomBytes(32), senderDevicePub: a.device.publicKey, senderDeviceSecret: a.device.secretKey, update: Uint8Array.of(1) })
+    const refusals = () => a.frames.filter((f) => f.type === FrameType.Room && f.message[0] === RoomMessage.Refused).length
+    // 5 frames, each of 2,000 new client ids with one envelope each: before, 10,000 rows and
+    // 10,000 client bindings were stored for a quota of one byte.
+    for (let frame = 0; frame < 5; frame++) {
+      const doc = new Y.Doc()
+      const log = doc.getMap<Uint8Array>('log')
+      for (let i = 0; i < 2_000; i++) {
+        doc.clientID = 1_000_000 + frame * 10_000 + i
+        log.set(envelopeKey(doc.clientID, 0), envelope)
+      }
+      a.ws.send(writeFrame({ type: FrameType.Room, room, message: writeSyncMessage(SyncStep.Update, Y.encodeStateAsUpdate(doc)) }))
+    }
+    await until(() => refusals() >= 5, 10_000, 'every frame refused')
+    expect(relay.metrics.rowsStored).toBe(rowsBefore)
+    expect(a.closed()).toBeUndefined()
+    a.ws.close()
+  })
+
   it('closes a connection that sends its HTTP headers too slowly (slowloris)', async () => {
     world = new World()
     await world.relay({ limits: { headersTimeoutMs: 500 } })

@@ -144,6 +144,26 @@ describe('relay refusals', () => {
     expect(taken.calls.filter((c) => c === 'fold' || c === 'rotate')).toEqual(['fold'])
   })
 
+  it('does not start an epoch again that a full conversation refused: it would only be refused again', async () => {
+    const r = setup()
+    const body = encodeEpochBody({ room: ROOM, epoch: 2, at: 0, keyCheck: new Uint8Array(8), wrapped: [] })
+    const cert = encodeCertificate(certificatePayload(randomBytes(32), randomBytes(32), randomBytes(32), 0), randomBytes(64))
+    const key = writeAs(r.outer, 3, OUTER_RECORDS, encodeRecord(RecordKind.Epoch, body, cert, randomBytes(64)))
+    applyRefusal(r.host, { reason: Reason.QuotaExceeded, message: 'conversation full', ranges: [range(3, 0)] })
+    expect(r.refusedRecords).toEqual([key])
+    await r.settled()
+    expect(r.calls.filter((c) => c === 'fold' || c === 'rotate')).toEqual(['fold'])
+    expect(r.errors.map((e) => e.code)).toEqual([ErrorCode.Refused])
+  })
+
+  it('fails a message once: the same refusal again (a full relay refusing its resend) sends no second tombstone', () => {
+    const r = setup()
+    applyRefusal(r.host, { reason: Reason.QuotaExceeded, message: 'conversation full', ranges: [range(7, 0)] })
+    applyRefusal(r.host, { reason: Reason.QuotaExceeded, message: 'conversation full', ranges: [range(7, 0)] })
+    expect(r.tombstones).toHaveLength(1)
+    expect(r.calls.filter((c) => c.startsWith('statuses'))).toEqual(['statuses m1,m2'])
+  })
+
   it('has the writer ids draw again when the relay says our outer id is another device’s', () => {
     const r = setup()
     applyRefusal(r.host, { reason: Reason.ClientIdTaken, message: 'taken', ranges: [range(7, 0)] })
