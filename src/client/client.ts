@@ -33,7 +33,7 @@ import { acquireDeviceLock, type DeviceLock, type TabPolicy } from './device-loc
 import { type ConnectionEvents, type ConnectionState, DeviceConnection, type WebSocketCtor } from './connection.js'
 import type { ClientContext } from './client-context.js'
 import { Conversation } from './conversation.js'
-import { decodeConversationRecord, encodeConversationRecord, keyOf } from './conversation-record.js'
+import { type ConversationRecord, decodeConversationRecord, encodeConversationRecord, keyOf } from './conversation-record.js'
 import { Emitter } from './emitter.js'
 import { DeviceBook } from './device-book.js'
 import { encodeAnswer, encodeLinkPayload, LINK_TTL_MS, LinkMailbox, LinkSlot, newLinkSecret, openLinkMessage, readOffer, sealLinkMessage } from './device-link.js'
@@ -108,6 +108,13 @@ interface ClientEvents extends ConnectionEvents {
   deviceLinked: (deviceId: string) => void
 }
 
+/** A conversation stored on this device whose stored record could not be read back. */
+export interface UnreadableConversation {
+  id: string
+  /** Why: a `malformed` error naming what was wrong. */
+  error: PetrelError
+}
+
 /** Where a linked device keeps the name its link carried (UTF-8). */
 const NAME_KEY = 'name'
 
@@ -125,6 +132,8 @@ export interface DeviceInfo {
 export class PetrelClient {
   private readonly events = new Emitter<ClientEvents>()
   private readonly convs = new Map<string, Conversation>()
+  /** Stored conversations whose record was corrupt at start: left out, and left in storage. */
+  private readonly unreadable = new Map<string, PetrelError>()
   private readonly discovering = new Set<string>()
   private readonly reconciling = new Set<string>()
   private readonly linkAborts = new Set<AbortController>()
@@ -248,7 +257,15 @@ export class PetrelClient {
       const opened = await Promise.all(
         stored.map(async ([key, value]) => {
           const id = key.slice('conv:'.length)
-          const record = decodeConversationRecord(value)
+          let record: ConversationRecord
+          try {
+            record = decodeConversationRecord(value)
+          } catch (err) {
+            // One corrupt record must not keep the device from every other conversation.
+            if (!(err instanceof PetrelError) || err.code !== ErrorCode.Malformed) throw err
+            client.unreadable.set(id, new PetrelError(ErrorCode.Malformed, `conversation ${id} could not be read back: ${err.message}`, { cause: err, conversationId: id }))
+            return undefined
+          }
           const bytes = summaryBytes.get(id)
           let summary: Summary | undefined
           try {
@@ -262,8 +279,12 @@ export class PetrelClient {
           return conv
         }),
       )
-      for (const conv of opened) client.convs.set(conv.id, conv)
+      for (const conv of opened) if (conv) client.convs.set(conv.id, conv)
       client.markStarted()
+      // After the app has had the client and subscribed: told now, nobody would hear it.
+      if (client.unreadable.size > 0) setTimeout(() => {
+        for (const err of client.unreadable.values()) client.reportError(err)
+      }, 0)
       client.loadInBackground(lazy)
     } catch (err) {
       client.markStarted()
@@ -568,6 +589,7 @@ export class PetrelClient {
       keys: invite.keys,
     }
     await this.store.commit({ put: [[keyOf.conv(invite.room), encodeConversationRecord(record)]] })
+    this.unreadable.delete(invite.room)
     const conv = await Conversation.open(this.context(), invite.room, record)
     this.convs.set(invite.room, conv)
     await conv.writeRecords([invite.inviteRecord, join])
@@ -593,6 +615,21 @@ export class PetrelClient {
   /** Every conversation on this device, also after a restart. */
   async conversations(): Promise<Conversation[]> {
     return [...this.convs.values()]
+  }
+
+  /**
+   * Conversations stored on this device that it could not read back when it started (their
+   * stored record is corrupt: a damaged disk, a store edited by hand). They are left out of
+   * `conversations()`, reported once on `error`, and left in storage as they were; joining
+   * one again from an invite replaces its record.
+   *
+   * @example
+   * ```ts
+   * for (const { id, error } of client.unreadableConversations()) console.warn(id, error.message)
+   * ```
+   */
+  unreadableConversations(): UnreadableConversation[] {
+    return [...this.unreadable].map(([id, error]) => ({ id, error }))
   }
 
   /** Airplane mode: close the connection and stay offline until `connect()`. */

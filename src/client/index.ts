@@ -1,7 +1,7 @@
 /** petrel/client — the engine an app embeds. */
 import { type ClientOptions, PetrelClient } from './client.js'
 
-export type { ClientOptions, DeviceInfo } from './client.js'
+export type { ClientOptions, DeviceInfo, UnreadableConversation } from './client.js'
 export type { ConnectionState } from './connection.js'
 export type { Conversation, Message } from './conversation.js'
 export type { InviteOptions, MemberInfo } from './member-actions.js'

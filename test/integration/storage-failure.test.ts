@@ -4,6 +4,8 @@ import { afterEach, describe, expect, it, vi } from 'vitest'
 import { createClient, type PetrelError } from '../../src/client/index.js'
 import { openIndexedDbStore } from '../../src/client/storage/indexeddb-store.js'
 import { openDeviceStore } from '../../src/client/storage/open-store.js'
+import { openSqliteStore } from '../../src/client/storage/sqlite-store.js'
+import { keyOf } from '../../src/client/conversation-record.js'
 import { onDisk, texts, until, World } from './harness.js'
 
 let world: World
@@ -91,5 +93,39 @@ describe('local storage failing', () => {
     const reopened = await until(async () => (await again.conversations())[0])
     await until(() => texts(reopened).includes('while full') && texts(reopened).includes('after'), 10_000, 'the next session has them')
     await until(() => statusOf('while full') === 'delivered' || statusOf('while full') === 'read', 10_000, '✓✓ once stored')
+  })
+
+  it('starts with every other conversation when one stored record is corrupt, says which, and leaves its bytes as they were', async () => {
+    world = new World()
+    const storage = join(world.dir, 'alice.db')
+    const alice = await world.client('alice', { relay: 'ws://127.0.0.1:9', storage })
+    alice.disconnect()
+    const good = await alice.createConversation({ title: 'good' })
+    await good.send('still here')
+    const bad = await alice.createConversation({ title: 'bad' })
+    await alice.close()
+    // The disk hands back the record of one conversation cut short.
+    const store = await openSqliteStore(storage)
+    const stored = (await store.get(keyOf.conv(bad.id)))!
+    const damaged = stored.subarray(0, stored.length - 5)
+    await store.commit({ put: [[keyOf.conv(bad.id), damaged]] })
+    await store.close()
+
+    const again = await createClient({ relay: 'ws://127.0.0.1:9', storage })
+    world.clients.push(again)
+    const errors: PetrelError[] = []
+    again.on('error', (err) => errors.push(err))
+    again.disconnect()
+    expect((await again.conversations()).map((c) => c.id)).toEqual([good.id])
+    const reopened = (await again.conversations())[0]!
+    await reopened.ready()
+    expect(texts(reopened)).toEqual(['still here'])
+    expect(again.unreadableConversations()).toEqual([{ id: bad.id, error: expect.objectContaining({ code: 'malformed', conversationId: bad.id }) }])
+    await until(() => errors.length > 0, 2000, 'the app told')
+    expect(errors.map((e) => [e.code, e.conversationId])).toEqual([['malformed', bad.id]])
+    await again.close()
+    const check = await openSqliteStore(storage)
+    expect(await check.get(keyOf.conv(bad.id))).toEqual(damaged)
+    await check.close()
   })
 })
