@@ -96,6 +96,28 @@ describe('abuse limits', () => {
     expect(texts(bobConv).some((t) => t.startsWith('later'))).toBe(false)
   })
 
+  it('once the conversation has room again, the next send goes, and what failed stays failed and unseen', async () => {
+    world = new World()
+    const first = await world.relay({ limits: { maxRoomBytes: 6_000 } })
+    const { alice, aliceConv, bobConv } = await pair(world)
+    for (let i = 0; i < 20; i++) await aliceConv.send(`filler ${i} ${'x'.repeat(200)}`)
+    await until(() => aliceConv.messages().some((m) => m.status === 'failed'), 5000, 'quota reached')
+    const full = await aliceConv.send('while full')
+    await until(() => aliceConv.message(full.id)?.status === 'failed', 5000, 'refused')
+    const failed = aliceConv.messages().filter((m) => m.status === 'failed')
+    // The operator raises the quota (compaction frees room the same way).
+    await first.close()
+    await world.relay()
+    await until(() => alice.connection === 'online', 10_000, 'alice back')
+    const next = await aliceConv.send('room again')
+    await until(() => texts(bobConv).includes('room again'), 10_000, 'bob has the next message')
+    // The resend that carried it stored the failed ones too, with their tombstones: Bob shows none.
+    await new Promise((r) => setTimeout(r, 300))
+    expect(texts(bobConv).filter((t) => failed.some((f) => f.text === t))).toEqual([])
+    expect(failed.every((f) => aliceConv.message(f.id)?.status === 'failed')).toBe(true)
+    expect(aliceConv.message(next.id)?.status).not.toBe('failed')
+  })
+
   it('stores nothing for a member who writes past the quota from thousands of new client ids', async () => {
     world = new World()
     const relay = await world.relay({ limits: { maxRoomBytes: 1 } })
