@@ -29,7 +29,7 @@
  *
  * Work queued behind received rows goes through `afterIncoming`, sealing through `afterOutgoing`.
  */
-import { WebsocketProvider } from 'y-websocket'
+import type { WebsocketProvider } from 'y-websocket'
 import * as Y from 'yjs'
 import { constantTimeEqual, fromBase64Url, randomBytes, toBase64Url, toHex } from '../shared/crypto/index.js'
 import { decryptEnvelope, keyCheckOf, readEnvelope, type SnapshotPart } from '../shared/envelope.js'
@@ -81,6 +81,7 @@ import { tombstoneUpdate } from './tombstone.js'
 import { SessionWriterIds, type WriterIdsHost } from './writer-ids.js'
 import { LostHistoryFill, type LostHistoryFillHost } from './lost-history-fill.js'
 import { HeldEnvelopes, MAX_HELD_FOR_SNAPSHOT } from './held-envelopes.js'
+import { createRoomProvider } from './room-provider.js'
 import { RowCursor } from './row-cursor.js'
 import { KeyRotation, type KeyRotationHost } from './key-rotation.js'
 import { BookkeepingWrites, type BookkeepingHost } from './bookkeeping-writes.js'
@@ -90,7 +91,6 @@ import { MissingHistory, type MissingHistoryHost } from './missing-history.js'
 import { applyRefusal, type RefusalsHost } from './relay-refusals.js'
 import { PositionIndex } from './position-index.js'
 import { type Message, ShownList, type StoredMessage } from './shown-list.js'
-import { VirtualSocket } from './virtual-socket.js'
 import { rowsToStore, transactWithoutUpdate } from './quiet-transact.js'
 import { OwnMessages } from './own-messages.js'
 import { type AckTarget, DeviceAcks } from './device-acks.js'
@@ -492,37 +492,11 @@ export class Conversation {
       admission: () => this.record.admission,
       denied: (reason, message) => this.onDenied(reason, message),
     })
-    const mux = conn
-    const room = this.id
-    const writing = this.snapshots.writingPart
     const missing = this.missing
-    class RoomSocket extends VirtualSocket {
-      constructor() {
-        super(mux, room)
-      }
-      override opened(): void {
-        // Before the provider's sync step 1, which it sends from `onopen`: the relay decides
-        // how to send the catch-up when step 1 comes.
-        if (this.readyState === 0) missing.askToSpareParts()
-        super.opened()
-      }
-      override send(data: ArrayBuffer | Uint8Array): void {
-        // A snapshot part's update goes marked, so live members that hold the history are spared it.
-        if (writing.now && this.readyState === 1 && data instanceof Uint8Array && mux.sendSnapshotPart(room, data)) return
-        super.send(data)
-      }
-    }
-    const provider = new WebsocketProvider('petrel:', this.id, this.outer, {
-      WebSocketPolyfill: RoomSocket as unknown as typeof WebSocket,
-      disableBc: true,
-      maxBackoffTime: 1000,
+    const provider = createRoomProvider(conn, this.id, this.outer, {
+      writingPart: this.snapshots.writingPart,
+      beforeSyncStep1: () => missing.askToSpareParts(),
     })
-    // The device connection watches liveness for every room and awareness is not used yet:
-    // drop the per-conversation timers so an idle conversation costs nothing.
-    const p = provider as unknown as { _checkInterval: ReturnType<typeof setInterval>; _exitHandler: () => void }
-    clearInterval(p._checkInterval)
-    clearInterval((provider.awareness as unknown as { _checkInterval: ReturnType<typeof setInterval> })._checkInterval)
-    provider.awareness.setLocalState(null)
     this.presence = new Presence(
       provider.awareness,
       this.id,
@@ -532,7 +506,6 @@ export class Conversation {
       () => this.changed(),
       (userId) => this.membership.members.has(userId),
     )
-    if (typeof process !== 'undefined' && typeof process.off === 'function') process.off('exit', p._exitHandler)
     const guard =
       (fn: (r: StrictReader) => void) =>
       (_encoder: unknown, decoder: { arr: Uint8Array; pos: number }) => {
