@@ -578,6 +578,7 @@ export class RelayCore {
     if (rows.length === 0) return
     const contiguous = rows.every((row, i) => row.seq === room.committedSeq + 1 + i)
     if (!contiguous || room.tailing) {
+      for (const row of rows) room.countedSeqs.add(row.seq)
       void this.tail(room)
       return
     }
@@ -631,11 +632,15 @@ export class RelayCore {
               client = room.clients.get(row.client)
             }
             if (client && row.clock + row.len > client.next) client.next = row.clock + row.len
+            // Stored by another node: it counts against the quota here too.
+            if (!room.countedSeqs.delete(row.seq)) room.bytes += row.structs.length
             this.fanOut(room, row)
           }
         }
       } finally {
         room.tailing = undefined
+        // A counted row the tail passed without reading (compacted meanwhile) is not waited for.
+        for (const seq of room.countedSeqs) if (seq <= room.committedSeq) room.countedSeqs.delete(seq)
       }
     })()
     return room.tailing

@@ -52,6 +52,11 @@ export class Room {
   committedSeq: number
   /** Bytes stored for this room (rows and records), for the per-conversation quota. */
   bytes = 0
+  /**
+   * Seqs of rows this node stored and counted in `bytes` that wait for a tail to fan them out:
+   * the tail counts every other row it reads, which another node of a cluster stored.
+   */
+  readonly countedSeqs = new Set<number>()
   /** The running read of rows from the store, when one is running. */
   tailing: Promise<void> | undefined
   readonly peers = new Map<RoomMemberConn, RoomPeer>()

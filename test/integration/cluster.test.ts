@@ -65,4 +65,35 @@ describe('relay cluster on one store', () => {
     expect(texts(b)).toEqual(Array.from({ length: 100 }, (_, i) => `m${i}`))
     await until(() => a.messages().every((m) => atLeastSent(m.status)), 10_000, 'all sent')
   })
+
+  it('holds a conversation to one quota across nodes: each counts the rows the others stored', async () => {
+    world = new World()
+    const hub = new InProcessHub()
+    const limits = { maxRoomBytes: 8_000 }
+    const n0 = await world.relay({ database: openSqliteRelayStore(world.dbPath), bus: hub.connect('n0'), node: 'n0', limits })
+    world.port = 0
+    const n1 = await world.relay({ database: openSqliteRelayStore(world.dbPath), bus: hub.connect('n1'), node: 'n1', limits })
+    const alice = await world.client('alice', { relay: n0.url })
+    const bob = await world.client('bob', { relay: n1.url })
+    await until(() => alice.connection === 'online' && bob.connection === 'online')
+    const a = await alice.createConversation({ title: 'shared quota' })
+    const b = await bob.join(await a.invite())
+    const filler = (who: string, i: number) => `${who} ${i} ${'x'.repeat(200)}`
+    for (let i = 0; i < 20; i++) {
+      await a.send(filler('a', i))
+      await until(() => a.messages().at(-1)!.status !== 'pending', 5000, `a ${i} answered`)
+      await b.send(filler('b', i))
+      await until(() => b.messages().at(-1)!.status !== 'pending', 5000, `b ${i} answered`)
+    }
+    const stored = (conv: typeof a) => conv.messages().filter((m) => m.mine && m.status !== 'failed').length
+    const store = openSqliteRelayStore(world.dbPath)
+    try {
+      // Each node alone would have let its own device fill the quota: twice the bytes in all.
+      expect(await store.roomBytes(a.id)).toBeLessThanOrEqual(limits.maxRoomBytes + 1_000)
+    } finally {
+      await store.close()
+    }
+    expect(stored(a) + stored(b)).toBeLessThan(30)
+    expect(a.messages().some((m) => m.status === 'failed') && b.messages().some((m) => m.status === 'failed')).toBe(true)
+  })
 })
