@@ -39,12 +39,16 @@ self.addEventListener('fetch', (event) => {
 })
 
 async function networkFirst(request) {
+  let response
   try {
-    return await new Promise((resolve, reject) => {
+    response = await new Promise((resolve, reject) => {
       setTimeout(() => reject(new Error('timeout')), NETWORK_TIMEOUT_MS)
       fetch(request).then(resolve, reject)
     })
   } catch {
-    return (await caches.match('/', { cacheName: CACHE })) || Response.error()
+    response = undefined
   }
+  // A proxy in front of a relay that is restarting answers 502/503: the app still opens.
+  if (response && response.status < 500) return response
+  return (await caches.match('/', { cacheName: CACHE })) || response || Response.error()
 }

@@ -4,11 +4,12 @@
  * not Hono's: hand the same server to `acceptWebSockets` (upgrade.ts).
  */
 import { existsSync } from 'node:fs'
-import { join } from 'node:path'
+import { join, relative, sep } from 'node:path'
 import { serveStatic } from '@hono/node-server/serve-static'
 import { Hono, type MiddlewareHandler } from 'hono'
 import { mountLinkRoutes } from './link-mailbox.js'
 import type { RelayCore } from './relay-core.js'
+import { LANDING_CSP, securityHeaders } from './security-headers.js'
 
 /**
  * @param options.staticRoot a built web app (a directory with index.html) served at `/`; the
@@ -20,6 +21,7 @@ export function createRelayApp(core: RelayCore, options: { staticRoot?: string }
     core.log.error('http error', { path: c.req.path, error: err.message })
     return c.json({ error: 'internal error' }, 500)
   })
+  app.use('*', securityHeaders())
   app.get('/healthz', (c) => c.json({ ok: true }))
   app.get('/readyz', async (c) => {
     const checks = await core.readiness()
@@ -29,7 +31,7 @@ export function createRelayApp(core: RelayCore, options: { staticRoot?: string }
   // Before the static app's catch-all, which would otherwise answer these paths.
   mountLinkRoutes(app, core.store)
   const serveApp = staticApp(options.staticRoot)
-  app.get('/', serveApp, (c) => c.html(landingPage(new URL(c.req.url).host)))
+  app.get('/', serveApp, (c) => c.html(landingPage(new URL(c.req.url).host), 200, { 'Content-Security-Policy': LANDING_CSP }))
   app.get('*', serveApp)
   return app
 }
@@ -46,7 +48,10 @@ function staticApp(root: string | undefined): MiddlewareHandler {
     serve ??= serveStatic({
       root,
       onFound: (path, ctx) => {
-        ctx.header('Cache-Control', /[\\/]assets[\\/]/.test(path) ? 'public, max-age=31536000, immutable' : 'no-cache')
+        // Only the build's own assets/ folder, by the path under the app's root: a root that
+        // itself lies under a folder named assets made the shell immutable for a year.
+        const hashed = relative(root, path).split(sep)[0] === 'assets'
+        ctx.header('Cache-Control', hashed ? 'public, max-age=31536000, immutable' : 'no-cache')
       },
     })
     return serve(c, next)

@@ -122,6 +122,9 @@ export function mountLinkRoutes(app: Hono, store: RelayStore, options: LinkRoute
   })
 
   app.get('/v1/link/:id/:slot', async (c) => {
+    // Hono answers HEAD with this route, and a GET takes the message: a proxy's or a monitor's
+    // HEAD would destroy it, and the link fail.
+    if (c.req.method === 'HEAD') return c.body(null, 405, { Allow: 'GET, PUT' })
     const id = c.req.param('id')
     const slot = SLOTS.get(c.req.param('slot'))
     if (!ID.test(id) || slot === undefined) return c.json({ error: 'bad mailbox id or slot' }, 400)

@@ -92,7 +92,7 @@ export async function createRelay(options: RelayOptions = {}): Promise<Relay> {
   const limits = { ...defaultLimits, ...options.limits }
   // Checked, not trusted: a limit of "1mb" left ws with no frame cap, and null refused every connection.
   for (const [name, value] of Object.entries(limits)) {
-    if (!(name in defaultLimits)) throw new PetrelError(ErrorCode.InvalidArgument, `unknown relay limit ${name}`)
+    if (!Object.hasOwn(defaultLimits, name)) throw new PetrelError(ErrorCode.InvalidArgument, `unknown relay limit ${name}`)
     if (!(Number.isSafeInteger(value) && value >= 1)) throw new PetrelError(ErrorCode.InvalidArgument, `relay limit ${name} must be a whole number, at least 1 (got ${JSON.stringify(value)})`)
   }
   const log: Logger = createLogger(options.logLevel ?? 'info', options.logWrite)

@@ -247,6 +247,50 @@ describe.skipIf(!hasChromium)(hasChromium ? 'demo chat app in Chromium' : `demo 
     await second.close()
   })
 
+  it('keeps a draft in the conversation it was typed in', { timeout: 60_000 }, async () => {
+    await openConversation(bob, 'Trip')
+    const composer = bob.page.getByRole('textbox', { name: 'Message' })
+    await composer.fill('a draft meant for the trip only')
+    await openConversation(bob, 'Notes')
+    await bob.page.locator('.head-title', { hasText: 'Notes' }).waitFor()
+    expect(await composer.inputValue()).toBe('')
+    await openConversation(bob, 'Trip')
+    await bob.page.locator('.head-title', { hasText: 'Trip' }).waitFor()
+    expect(await composer.inputValue()).toBe('a draft meant for the trip only')
+    await composer.fill('')
+  })
+
+  it('asks someone already set up before joining from a link any page can send them to', { timeout: 60_000 }, async () => {
+    const carol = await person('Carol')
+    const lure = carol.page
+    await lure.getByRole('button', { name: 'New conversation' }).first().click()
+    await lure.getByLabel('Title').fill('Lure')
+    await lure.getByRole('button', { name: 'Create' }).click()
+    await lure.locator('.head-title', { hasText: 'Lure' }).waitFor()
+    await lure.getByRole('button', { name: 'Invite', exact: true }).click()
+    await lure.waitForFunction(() => (document.querySelector('.invite-link') as HTMLInputElement | null)?.value.includes('#invite='))
+    const link = await lure.getByLabel('Invite link').inputValue()
+    await lure.getByRole('button', { name: 'Done' }).click()
+
+    // Another site sends Bob's browser to the link: nothing happens without his click.
+    await bob.page.goto(link)
+    const ask = bob.page.getByRole('dialog', { name: 'Join conversation' })
+    await ask.waitFor()
+    expect(await ask.textContent()).toContain('“Bob”')
+    expect(new URL(bob.page.url()).hash).toBe('')
+    await shot(bob, '15-bob-asked-to-join.png')
+    await ask.getByRole('button', { name: 'Not now' }).click()
+    await bob.page.locator('.shell[data-connection="online"]').waitFor()
+    await new Promise((r) => setTimeout(r, 1000))
+    expect(await bob.page.locator('.conv-item', { hasText: 'Lure' }).count()).toBe(0)
+    // Asked again, he joins.
+    await bob.page.goto(link)
+    await ask.getByRole('button', { name: 'Join' }).click()
+    await bob.page.locator('.head-title', { hasText: 'Lure' }).waitFor({ timeout: 20_000 })
+    expect(carol.errors).toEqual([])
+    await carol.context.close()
+  })
+
   it('logs no console errors', () => {
     expect([...(alice?.errors ?? []), ...(bob?.errors ?? [])]).toEqual([])
   })

@@ -41,6 +41,19 @@ describe('link mailbox over HTTP', () => {
     expect((await get(id, '0')).status).toBe(204)
   })
 
+  it('answers HEAD with 405 and keeps the message: a proxy or a monitor must not take it', async () => {
+    const id = newId()
+    expect((await put(id, '0', Uint8Array.of(1, 2, 3))).status).toBe(201)
+    const head = await fetch(`${base}/${id}/0`, { method: 'HEAD' })
+    expect(head.status).toBe(405)
+    expect(head.headers.get('allow')).toBe('GET, PUT')
+    const taken = await get(id, '0')
+    expect(taken.status).toBe(200)
+    // Bytes chosen by whoever PUT them are never sniffed into a page of this origin.
+    expect(taken.headers.get('x-content-type-options')).toBe('nosniff')
+    expect(new Uint8Array(await taken.arrayBuffer())).toEqual(Uint8Array.of(1, 2, 3))
+  })
+
   it('keeps the two slots of a mailbox apart', async () => {
     const id = newId()
     expect((await put(id, '1', new Uint8Array([1]))).status).toBe(201)

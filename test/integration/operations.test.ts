@@ -1,5 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import { spawnSync } from 'node:child_process'
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createRelay } from '../../src/relay/index.js'
 import { ErrorCode } from '../../src/shared/errors.js'
@@ -36,6 +38,44 @@ describe('operating a relay', () => {
     expect(text).toContain('petrel_bus_lag_seconds')
   })
 
+  it('serves the app with a policy that refuses framing, sniffing and other origins, and revalidates its shell', async () => {
+    // An app root that itself lies under a folder named assets: only the build's own assets/ are immutable.
+    const dir = mkdtempSync(join(tmpdir(), 'petrel-app-'))
+    const root = join(dir, 'assets', 'app')
+    mkdirSync(join(root, 'assets'), { recursive: true })
+    writeFileSync(join(root, 'index.html'), '<!doctype html><title>app</title>')
+    writeFileSync(join(root, 'sw.js'), 'self.x = 1')
+    writeFileSync(join(root, 'assets', 'index-abc.js'), 'export {}')
+    world = new World()
+    const relay = await world.relay({ staticRoot: root })
+    try {
+      const shell = await fetch(`${http(relay.url)}/`)
+      expect(shell.status).toBe(200)
+      expect(shell.headers.get('cache-control')).toBe('no-cache')
+      expect(shell.headers.get('x-frame-options')).toBe('DENY')
+      expect(shell.headers.get('x-content-type-options')).toBe('nosniff')
+      expect(shell.headers.get('referrer-policy')).toBe('no-referrer')
+      const csp = shell.headers.get('content-security-policy') ?? ''
+      expect(csp).toContain("frame-ancestors 'none'")
+      expect(csp).toContain("script-src 'self'")
+      expect(csp).toContain("connect-src 'self'")
+      expect((await fetch(`${http(relay.url)}/sw.js`)).headers.get('cache-control')).toBe('no-cache')
+      expect((await fetch(`${http(relay.url)}/assets/index-abc.js`)).headers.get('cache-control')).toBe('public, max-age=31536000, immutable')
+      // The JSON routes carry the same headers.
+      expect((await fetch(`${http(relay.url)}/healthz`)).headers.get('x-frame-options')).toBe('DENY')
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
+  it('serves its landing page (no app built) under a policy that allows only its own inline style', async () => {
+    world = new World()
+    const relay = await world.relay({ staticRoot: join(world.dir, 'nothing-built') })
+    const page = await fetch(`${http(relay.url)}/`)
+    expect(await page.text()).toContain('Petrel relay is running')
+    expect(page.headers.get('content-security-policy')).toBe("default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+  })
+
   it('writes structured JSON logs with levels and no content', async () => {
     world = new World()
     await world.relay()
@@ -66,7 +106,8 @@ describe('operating a relay', () => {
   })
 
   it('refuses limits that are not whole numbers at least 1, and unknown ones, with a typed error', async () => {
-    for (const limits of [{ maxFrameBytes: '1mb' }, { maxConnectionsPerIp: null }, { idleTimeoutMs: 0 }, { heartbeatMs: Number.POSITIVE_INFINITY }, { maxFrameByte: 1 }]) {
+    const inherited: object[] = ['constructor', 'toString', 'hasOwnProperty'].map((name) => JSON.parse(`{"${name}":5}`) as object)
+    for (const limits of [{ maxFrameBytes: '1mb' }, { maxConnectionsPerIp: null }, { idleTimeoutMs: 0 }, { heartbeatMs: Number.POSITIVE_INFINITY }, { maxFrameByte: 1 }, ...inherited]) {
       await expect(createRelay({ port: 0, database: ':memory:', limits: limits as never }), JSON.stringify(limits)).rejects.toMatchObject({ code: ErrorCode.InvalidArgument })
     }
   })

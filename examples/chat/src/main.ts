@@ -13,6 +13,8 @@ import { avatar, clock, closeOnBackdrop, copyButton, dayKey, dayLabel, el, error
 import { firstRun, loadProfile, type Profile } from './welcome.js'
 
 const TAKE_OVER = 'petrel-chat:take-over'
+/** How long an invite link made in the app works: a link found later in a browser's history is dead. */
+const INVITE_LIFETIME_MS = 7 * 24 * 60 * 60 * 1000
 const OPEN = 'petrel-chat:open'
 const AIRPLANE = 'petrel-chat:airplane'
 const PERSIST_ASKED = 'petrel-chat:persist-asked'
@@ -30,12 +32,20 @@ async function boot(): Promise<void> {
   }
   const stored = loadProfile()
   // A device linked on the first-run screen comes with its client already open.
-  const { profile, client: linked } = stored ? { profile: stored } : await firstRun(root, relayUrl())
+  // Arriving new from an invite link, choosing a name on the first-run screen (which says so) is
+  // the consent to join; anyone else is asked first.
+  const invitedNew = !stored && inviteInLink() !== undefined
+  const { profile, client: linked } = stored ? { profile: stored } : await firstRun(root, relayUrl(), invitedNew)
   askPersistentStorage()
   const client = linked ?? (await openClient(profile))
   if (!client) return openElsewhere()
   client.on('displaced', openElsewhere)
-  await new ChatApp(client, profile, linked !== undefined).start()
+  await new ChatApp(client, profile, linked !== undefined, invitedNew && linked === undefined).start()
+}
+
+/** The invite token in the address bar's fragment (`#invite=<token>`), if any. */
+function inviteInLink(): string | undefined {
+  return new URLSearchParams(location.hash.slice(1)).get('invite') ?? undefined
 }
 
 /** One tab owns this device's storage and socket; "Use here" in another tab takes it over. */
@@ -101,6 +111,8 @@ class ChatApp {
   private stickToBottom = false
   private typingSentAt = 0
   private info: { conv: Conversation; id: string } | undefined
+  /** The invite the invite dialog shows. */
+  private invite: { conv: Conversation; token: string } | undefined
   /** Rendered rows of the open conversation, by message id or day, with what they show. */
   private readonly rows = new Map<string, { node: HTMLElement; sig: string }>()
   private readonly observer: IntersectionObserver
@@ -124,6 +136,9 @@ class ChatApp {
   private readonly inviteLink = el('input', { class: 'invite-link', readonly: true, 'aria-label': 'Invite link' })
   private readonly inviteHint = el('p', { class: 'muted small' })
   private readonly infoDialog = el('dialog', { class: 'sheet', 'aria-label': 'Message info' })
+  private readonly joinDialog = el('dialog', { class: 'sheet', 'aria-label': 'Join conversation' })
+  /** What was typed and not sent, by conversation: the composer is shared, a draft is not. */
+  private readonly drafts = new Map<string, string>()
   private readonly infoBody = el('div', { class: 'info-body' })
   private readonly toastBox = el('div', { class: 'toast', role: 'alert', hidden: true })
   private readonly addPersonButton = el('button', { class: 'icon-btn', type: 'button', 'aria-label': 'Add person', title: 'Add person', hidden: true }, icon('personAdd'))
@@ -136,6 +151,8 @@ class ChatApp {
     private readonly profile: Profile,
     /** This device was just linked on the first-run screen: its conversations are on their way. */
     private readonly justLinked = false,
+    /** The person chose their name on a first-run screen that said they were joining: no need to ask again. */
+    private joinConsented = false,
   ) {
     const toast = (text: string) => this.toast(text)
     this.devicesSheet = new DevicesSheet(client, toast)
@@ -157,6 +174,7 @@ class ChatApp {
       this.newDialog,
       this.inviteDialog,
       this.infoDialog,
+      this.joinDialog,
       this.devicesSheet.dialog,
       this.identitySheet.dialog,
       this.addPersonSheet.dialog,
@@ -275,10 +293,20 @@ class ChatApp {
     const copy = copyButton(this.inviteLink, this.inviteHint, 'Copy link')
     this.inviteDialog.append(
       el('h2', {}, 'Invite people'),
-      el('p', {}, 'Anyone with this link can join and read the whole conversation. Its secret is after the #, a part of the address browsers never send to a server.'),
+      el(
+        'p',
+        {},
+        'For the next 7 days anyone with this link can join and read the whole conversation. Its secret is after the #, a part of the address browsers never send to a server (they do keep it in their history).',
+      ),
       this.inviteLink,
       this.inviteHint,
-      el('div', { class: 'actions' }, el('button', { type: 'button', class: 'ghost', onclick: () => this.inviteDialog.close() }, 'Done'), copy),
+      el(
+        'div',
+        { class: 'actions' },
+        el('button', { type: 'button', class: 'ghost', onclick: () => void this.stopInvite() }, 'Stop this link'),
+        el('button', { type: 'button', class: 'ghost', onclick: () => this.inviteDialog.close() }, 'Done'),
+        copy,
+      ),
     )
     this.infoDialog.append(
       el('h2', {}, 'Message info'),
@@ -300,7 +328,16 @@ class ChatApp {
   }
 
   private open(conv: Conversation | undefined): void {
-    if (this.current && this.current !== conv) this.stopTyping()
+    if (this.current && this.current !== conv) {
+      this.stopTyping()
+      const draft = this.input.value
+      if (draft.trim()) this.drafts.set(this.current.id, draft)
+      else this.drafts.delete(this.current.id)
+    }
+    if (conv && conv !== this.current) {
+      this.input.value = this.drafts.get(conv.id) ?? ''
+      this.autoGrow()
+    }
     this.current = conv
     if (conv) localStorage.setItem(OPEN, conv.id)
     else localStorage.removeItem(OPEN)
@@ -325,11 +362,18 @@ class ChatApp {
     }
   }
 
-  /** Open an invite link (`#invite=<token>`): join, then clear the secret from the address bar. */
+  /**
+   * Open an invite link (`#invite=<token>`): clear the secret from the address bar, ask, then
+   * join. Any page can send a browser to such a link; joining shows this person's name to the
+   * conversation's members, so it takes their click (unless they just chose that name to join).
+   */
   private async joinFromLink(): Promise<void> {
-    const token = new URLSearchParams(location.hash.slice(1)).get('invite')
+    const token = inviteInLink()
     if (!token) return
     history.replaceState(null, '', location.pathname + location.search)
+    const consented = this.joinConsented
+    this.joinConsented = false
+    if (!consented && !(await this.askToJoin())) return
     this.toast('Joining…', 20_000)
     try {
       const conv = await this.client.join(token)
@@ -634,7 +678,8 @@ class ChatApp {
     this.inviteHint.textContent = ''
     this.inviteDialog.showModal()
     try {
-      const token = await conv.invite()
+      const token = await conv.invite({ expiresIn: INVITE_LIFETIME_MS })
+      this.invite = { conv, token }
       this.inviteLink.value = `${location.origin}/#invite=${token}`
       this.inviteLink.select()
       if (this.client.connection !== 'online') this.inviteHint.textContent = 'You are offline: the invite starts working once this device has reached the relay.'
@@ -642,6 +687,44 @@ class ChatApp {
       this.inviteLink.placeholder = ''
       this.inviteHint.textContent = `No invite: ${errorText(err)}`
     }
+  }
+
+  /** The invite the dialog shows stops working (joins made with it stay). */
+  private async stopInvite(): Promise<void> {
+    const shown = this.invite
+    if (!shown) return
+    try {
+      await shown.conv.revokeInvite(shown.token)
+      this.invite = undefined
+      this.inviteLink.value = ''
+      this.inviteLink.placeholder = 'Link stopped'
+      this.inviteHint.textContent = 'This link no longer lets anyone join.'
+    } catch (err) {
+      this.inviteHint.textContent = `Could not stop the link: ${errorText(err)}`
+    }
+  }
+
+  /** Resolves true once the person chose to join the conversation a link invites them to. */
+  private askToJoin(): Promise<boolean> {
+    return new Promise((resolve) => {
+      const answer = (join: boolean) => {
+        this.joinDialog.close()
+        resolve(join)
+      }
+      this.joinDialog.replaceChildren(
+        el('h2', {}, 'Join a conversation?'),
+        el('p', {}, `A link invites you to a conversation. If you join, its members see your name, “${this.profile.name}”, and can write to you.`),
+        el(
+          'div',
+          { class: 'actions' },
+          el('button', { type: 'button', class: 'ghost', onclick: () => answer(false) }, 'Not now'),
+          el('button', { type: 'button', class: 'primary', onclick: () => answer(true) }, 'Join'),
+        ),
+      )
+      // Escape closes the dialog: that is a no.
+      this.joinDialog.addEventListener('cancel', () => resolve(false), { once: true })
+      this.joinDialog.showModal()
+    })
   }
 
   private showInfo(conv: Conversation, id: string): void {

@@ -9,6 +9,8 @@ export function el<K extends keyof HTMLElementTagNameMap>(tag: K, attrs: Attrs =
   const node = document.createElement(tag)
   for (const [name, value] of Object.entries(attrs)) {
     if (typeof value === 'function') node.addEventListener(name.slice(2), value)
+    // Through the CSSOM: the relay's Content-Security-Policy refuses style attributes.
+    else if (name === 'style') node.style.cssText = String(value)
     else if (value === true) node.setAttribute(name, '')
     else if (value !== false && value !== undefined) node.setAttribute(name, String(value))
   }

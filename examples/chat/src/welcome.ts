@@ -32,7 +32,11 @@ function saveProfile(profile: Profile): void {
  * First visit: a new person (the name members will see; it travels encrypted), or a device
  * of an existing one. Linking opens the client here, because it waits for the other device.
  */
-export function firstRun(root: HTMLElement, relay: string): Promise<{ profile: Profile; client?: PetrelClient }> {
+/**
+ * @param invited the address holds an invite: the screen says that the name chosen here is the
+ * one the conversation's members will see, and the app joins without asking again.
+ */
+export function firstRun(root: HTMLElement, relay: string, invited = false): Promise<{ profile: Profile; client?: PetrelClient }> {
   return new Promise((resolve) => {
     const id = [...crypto.getRandomValues(new Uint8Array(6))].map((b) => b.toString(16).padStart(2, '0')).join('')
     const storageKey = `profile-${id}`
@@ -55,7 +59,9 @@ export function firstRun(root: HTMLElement, relay: string): Promise<{ profile: P
       title.textContent = linking ? 'Link this device' : 'Welcome to Petrel'
       intro.textContent = linking
         ? 'On a device where you already use Petrel, open Devices, choose “Link a new device” and paste its link here. This device then gets all your conversations.'
-        : 'End-to-end encrypted messages that are never lost: they are saved on this device first and leave it, sealed, when a connection exists.'
+        : invited
+          ? 'You were invited to a conversation. Choose the name its members will see, and you join it. Messages are end-to-end encrypted and never lost: they are saved on this device first.'
+          : 'End-to-end encrypted messages that are never lost: they are saved on this device first and leave it, sealed, when a connection exists.'
       nameLabel.textContent = linking ? 'Your display name' : 'Choose a display name'
       linkField.hidden = !linking
       link.required = linking
