@@ -53,7 +53,6 @@ import {
   RoomMessage,
 } from '../shared/room-messages.js'
 import { Reason, reasonName, StrictReader } from '../shared/wire.js'
-import { parseUpdate } from '../shared/yjs-v1.js'
 import {
   type ConversationRecord,
   decodeBindings,
@@ -82,6 +81,7 @@ import { SessionWriterIds, type WriterIdsHost } from './writer-ids.js'
 import { LostHistoryFill, type LostHistoryFillHost } from './lost-history-fill.js'
 import { HeldEnvelopes, MAX_HELD_FOR_SNAPSHOT } from './held-envelopes.js'
 import { createRoomProvider } from './room-provider.js'
+import { checkSnapshotState } from './snapshot-state.js'
 import { RowCursor } from './row-cursor.js'
 import { KeyRotation, type KeyRotationHost } from './key-rotation.js'
 import { BookkeepingWrites, type BookkeepingHost } from './bookkeeping-writes.js'
@@ -1312,7 +1312,11 @@ export class Conversation {
     const before = new Map<string, StoredMessage>()
     for (const [k, v] of messages) before.set(k, v)
     try {
-      parseUpdate(state, { maxBytes: state.length })
+      const checked = checkSnapshotState(state)
+      if (checked.clipped > 0) {
+        this.reject(ErrorCode.EnvelopeRejected, `history snapshot deleted ${checked.clipped} ranges of changes it does not hold: left out`)
+        state = checked.state
+      }
     } catch (err) {
       this.reject(ErrorCode.Malformed, `snapshot failed to apply: ${(err as Error).message}`)
       return

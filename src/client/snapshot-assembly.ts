@@ -24,13 +24,36 @@ export interface SnapshotState {
   seq: number
 }
 
-/** Snapshots gathered at once, at most: only the latest record's is ever applied. */
-const MAX_GATHERING = 4
+/**
+ * Devices whose snapshots are gathered at once, at most. Each device has one snapshot gathering
+ * and one complete at a time (a writer writes one at a time; a newer one replaces its older):
+ * until the thirty-sixth session four unfinished sets from one member, sent before an honest
+ * snapshot's parts, took every place for good, and a fresh device never got the history.
+ */
+const MAX_SENDERS = 64
+
+interface Gathering {
+  parts: Array<Uint8Array | undefined>
+  got: number
+  coversSeq: number
+  sender: string
+  epoch: number
+}
+
+interface Complete {
+  id: string
+  sealed: Uint8Array
+  epoch: number
+  sender: string
+  seq: number
+}
 
 export class SnapshotAssembly {
-  private readonly gathering = new Map<string, { parts: Array<Uint8Array | undefined>; got: number; coversSeq: number; sender: string; epoch: number }>()
-  /** The last snapshot whose parts are all here, sealed, waiting for its record. */
-  private complete: { id: string; sealed: Uint8Array; epoch: number; sender: string; seq: number } | undefined
+  private readonly gathering = new Map<string, Gathering>()
+  /** The id each sending device is gathering. */
+  private readonly gatheringBy = new Map<string, string>()
+  /** Per sending device, its last snapshot whose parts are all here, sealed, waiting for its record. */
+  private readonly complete = new Map<string, Complete>()
   private inflated: SnapshotState | undefined
   /** A compressed snapshot being inflated (browsers): settles once its state waits to be taken. */
   inflating: Promise<void> | undefined
@@ -58,10 +81,13 @@ export class SnapshotAssembly {
   add(part: SnapshotPart & { bytes: Uint8Array }, epoch: number, sender: string, seq: number): void {
     const id = toBase64Url(part.snapshotId)
     let entry = this.gathering.get(id)
-    if (!entry && this.gathering.size >= MAX_GATHERING) return
     if (!entry) {
+      const older = this.gatheringBy.get(sender)
+      if (older !== undefined) this.gathering.delete(older)
+      else if (this.gatheringBy.size >= MAX_SENDERS) return
       entry = { parts: new Array(part.parts).fill(undefined), got: 0, coversSeq: part.coversSeq, sender, epoch }
       this.gathering.set(id, entry)
+      this.gatheringBy.set(sender, id)
     }
     // Every part from one device, under one key: a snapshot is one author's copy.
     if (entry.parts.length !== part.parts || entry.coversSeq !== part.coversSeq || entry.sender !== sender || entry.epoch !== epoch || entry.parts[part.part]) return
@@ -69,6 +95,7 @@ export class SnapshotAssembly {
     entry.got++
     if (entry.got < entry.parts.length) return
     this.gathering.delete(id)
+    this.gatheringBy.delete(sender)
     const total = entry.parts.reduce((n, p) => n + p!.length, 0)
     const sealed = new Uint8Array(total)
     let at = 0
@@ -76,7 +103,8 @@ export class SnapshotAssembly {
       sealed.set(p!, at)
       at += p!.length
     }
-    this.complete = { id, sealed, epoch, sender, seq }
+    if (this.complete.size >= MAX_SENDERS && !this.complete.has(sender)) return
+    this.complete.set(sender, { id, sealed, epoch, sender, seq })
   }
 
   /**
@@ -91,10 +119,13 @@ export class SnapshotAssembly {
       this.inflated = undefined
       return inflated
     }
-    const ready = this.complete
     const latest = membership.snapshot
-    if (!ready || !latest || toBase64Url(latest.snapshotId) !== ready.id) return undefined
-    this.complete = undefined
+    if (!latest) return undefined
+    const latestId = toBase64Url(latest.snapshotId)
+    let ready: Complete | undefined
+    for (const c of this.complete.values()) if (c.id === latestId) ready = c
+    if (!ready) return undefined
+    this.complete.delete(ready.sender)
     if (membership.everDevices.get(ready.sender) !== latest.by) return undefined
     const key = keys.get(ready.epoch)
     const first = keys.get(0)

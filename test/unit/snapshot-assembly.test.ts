@@ -93,6 +93,19 @@ describe('snapshot assembly', () => {
     expect(a.take(membership, keys)?.seq).toBe(32)
   })
 
+  it('gathers an honest snapshot whatever one member sends before it: each device has a place of its own', async () => {
+    const { a } = assembly()
+    // Mallory's device starts many snapshots and finishes none; each replaces the one before.
+    for (let i = 0; i < 10; i++) a.add((await partsOf(stateOf(3), 2, 1_000_000)).parts[0]!, 2, MALLORY_DEVICE, 10 + i)
+    const { snapshotId, parts } = await partsOf(stateOf(20), 2, 25)
+    a.add(parts[0]!, 2, ALICE_DEVICE, 30)
+    // A set of Mallory's completes between the honest snapshot's last part and its record.
+    a.add(parts[1]!, 2, ALICE_DEVICE, 31)
+    const fake = await partsOf(stateOf(1), 1, 31)
+    a.add(fake.parts[0]!, 2, MALLORY_DEVICE, 32)
+    expect(a.take(membershipWith(snapshotId, 25, 2), keys)?.seq).toBe(31)
+  })
+
   it('applies nothing sent by a device of someone other than the record’s signer', async () => {
     const { snapshotId, parts } = await partsOf(stateOf(5), 1, 3)
     const { a, refused } = assembly()
