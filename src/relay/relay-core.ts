@@ -483,7 +483,10 @@ export class RelayCore {
     // Claim the clocks now, so the next update from this device validates against them.
     for (const b of bindings) room.clients.set(b.client, { device: conn.deviceId, next: 0 })
     for (const row of rows) room.clients.get(row.client)!.next = row.clock + row.len
+    // Records are stored twice, in their row and in the records table, and the store counts
+    // both (roomBytes): counted once here, a restart shrank the records' allowance by all of them.
     room.bytes += v.bytes
+    for (const r of records) room.bytes += r.length
     const open = this.openRowFor(conn, room, v, records, devices, rows, cut)
     this.committer.add(
       { rows, bindings, records: records.map((bytes) => ({ room: room.id, bytes })), devices },

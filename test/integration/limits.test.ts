@@ -118,6 +118,38 @@ describe('abuse limits', () => {
     expect(aliceConv.message(next.id)?.status).not.toBe('failed')
   })
 
+  it('counts records as the store does, so a restart leaves a full conversation the same room for records', { timeout: 90_000 }, async () => {
+    /** Rotations a full conversation takes before its records' allowance refuses one, the relay restarted after `restartAfter`. */
+    const rotationsUntilRefused = async (restartAfter: number | undefined): Promise<number> => {
+      world = new World()
+      const limits = { maxRoomBytes: 6_000 }
+      let relay = await world.relay({ limits })
+      const { alice, aliceConv, bobConv } = await pair(world)
+      for (let i = 0; i < 20; i++) await aliceConv.send(`filler ${i} ${'x'.repeat(200)}`)
+      await until(() => aliceConv.messages().some((m) => m.status === 'failed'), 5000, 'quota reached')
+      for (let i = 0; i < 200; i++) {
+        if (i === restartAfter) {
+          await relay.close()
+          relay = await world.relay({ limits })
+          await until(() => alice.connection === 'online', 10_000, 'back')
+        }
+        const refusals = relay.metrics.rejectedCount('conversation full')
+        const epoch = aliceConv.epoch
+        await aliceConv.rotateKey()
+        const took = await until(() => (bobConv.epoch > epoch ? 'yes' : relay.metrics.rejectedCount('conversation full') > refusals ? 'no' : undefined), 5000, `rotation ${i}`)
+        if (took === 'no') {
+          await world.close()
+          return i
+        }
+      }
+      throw new Error('never refused')
+    }
+    const straight = await rotationsUntilRefused(undefined)
+    const restarted = await rotationsUntilRefused(10)
+    expect(straight).toBeGreaterThan(20)
+    expect(Math.abs(restarted - straight)).toBeLessThanOrEqual(2)
+  })
+
   it('stores nothing for a member who writes past the quota from thousands of new client ids', async () => {
     world = new World()
     const relay = await world.relay({ limits: { maxRoomBytes: 1 } })
