@@ -485,12 +485,19 @@ export class RelayCore {
     for (const row of rows) room.clients.get(row.client)!.next = row.clock + row.len
     // Records are stored twice, in their row and in the records table, and the store counts
     // both (roomBytes): counted once here, a restart shrank the records' allowance by all of them.
-    room.bytes += v.bytes
-    for (const r of records) room.bytes += r.length
+    let recordBytes = 0
+    for (const r of records) recordBytes += r.length
+    room.bytes += v.bytes + recordBytes
+    room.uncommittedBytes += v.bytes + recordBytes
     const open = this.openRowFor(conn, room, v, records, devices, rows, cut)
+    // Once durable (or failed), the store's own count holds them (or never will).
+    const settled = () => {
+      room.uncommittedBytes -= recordBytes + (open ? open.bytes : v.bytes)
+    }
     this.committer.add(
       { rows, bindings, records: records.map((bytes) => ({ room: room.id, bytes })), devices },
       (seqs) => {
+        settled()
         this.metrics.rowsStored += rows.length
         // The rows become stored rows in place (no copies on this hot path).
         const stored = rows as Row[]
@@ -510,7 +517,10 @@ export class RelayCore {
         this.announce(devices)
         if (records.length > 0) this.maybeCompact(room)
       },
-      (err) => this.storeFailed(room, err),
+      (err) => {
+        settled()
+        this.storeFailed(room, err)
+      },
       open && (() => this.closeOpenRow(room, open)),
     )
   }
@@ -535,6 +545,7 @@ export class RelayCore {
     open.bytes += bytes
     room.clients.get(row.client)!.next = row.clock + row.len
     room.bytes += bytes
+    room.uncommittedBytes += bytes
     return true
   }
 
@@ -731,7 +742,9 @@ export class RelayCore {
         })
         room.compactionApplying = applying
         const { removed, written } = await applying
-        room.bytes = await this.store.roomBytes(room.id)
+        // What the store holds now, and what was counted but is still on its way to it: the
+        // count once dropped those (a member writing during a long rewrite went past the quota).
+        room.bytes = (await this.store.roomBytes(room.id)) + room.uncommittedBytes
         room.compactedThrough = through
         this.log.info('compacted', { room: room.id, through, removed, written, ms: Math.round(performance.now() - t0) })
       } catch (err) {

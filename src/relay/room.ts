@@ -52,6 +52,8 @@ export class Room {
   committedSeq: number
   /** Bytes stored for this room (rows and records), for the per-conversation quota. */
   bytes = 0
+  /** Of `bytes`, those handed to the committer and not yet durable. */
+  uncommittedBytes = 0
   /**
    * Seqs of rows this node stored and counted in `bytes` that wait for a tail to fan them out:
    * the tail counts every other row it reads, which another node of a cluster stored.
