@@ -261,7 +261,8 @@ export class RelayCore {
     }
     const r = room
     const result = await r.run(async () => {
-      const verdict = await r.admit(conn.device!, admission.kind === AdmissionKind.Genesis ? { kind: AdmissionKind.None } : admission, Date.now())
+      const full = r.bytes >= this.limits.maxRoomBytes + recordAllowance(this.limits)
+      const verdict = await r.admit(conn.device!, admission.kind === AdmissionKind.Genesis ? { kind: AdmissionKind.None } : admission, Date.now(), full)
       if (!verdict.ok && verdict.reason === Reason.NotMember) {
         // Another node may have admitted this device: look at the store before refusing.
         await this.refreshRecords(r)

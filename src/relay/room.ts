@@ -128,8 +128,13 @@ export class Room {
     devicePub: Uint8Array,
     admission: Admission,
     now: number,
+    /** The room holds as much as it may, records' allowance included: nobody new gets in. */
+    full = false,
   ): Promise<{ ok: true; records: Uint8Array[] } | { ok: false; reason: number; message: string }> {
     if (this.isMemberDevice(devicePub)) return { ok: true, records: [] }
+    // Each join stores its records and binds a client id: past the allowance, joins from an
+    // open invite grew a full room without bound.
+    if (full) return { ok: false, reason: Reason.QuotaExceeded, message: 'the conversation is full' }
     if (admission.kind !== AdmissionKind.Join) return { ok: false, reason: Reason.NotMember, message: 'not a member of this conversation' }
     const invite = readRecord(admission.invite)
     const join = readRecord(admission.join)

@@ -2,11 +2,15 @@ import { connect } from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
 import { WebSocket } from 'ws'
 import * as Y from 'yjs'
+import { decodeInviteToken } from '../../src/client/invite-token.js'
+import { recordAllowance } from '../../src/relay/limits.js'
+import { SignatureDomain, signWithDomain } from '../../src/shared/crypto/index.js'
+import { AdmissionKind, encodeAdmission, encodeJoinBody, encodeRecord, readInviteBody, readRecord, RecordKind, recordSigningPayload } from '../../src/shared/records.js'
 import { randomBytes } from '../../src/shared/crypto/index.js'
 import { sealEnvelope } from '../../src/shared/envelope.js'
 import { envelopeKey } from '../../src/shared/outer-keys.js'
 import { RoomMessage, SyncStep, writeSyncMessage } from '../../src/shared/room-messages.js'
-import { CloseCode, FrameType, writeFrame } from '../../src/shared/wire.js'
+import { CloseCode, FrameType, Reason, writeFrame } from '../../src/shared/wire.js'
 import { openNewRoom, pair, texts, until, World, rawDevice } from './harness.js'
 
 let world: World
@@ -148,6 +152,41 @@ describe('abuse limits', () => {
     const restarted = await rotationsUntilRefused(10)
     expect(straight).toBeGreaterThan(20)
     expect(Math.abs(restarted - straight)).toBeLessThanOrEqual(2)
+  })
+
+  it('refuses new people once a full conversation is past its records’ allowance: joins store nothing', { timeout: 90_000 }, async () => {
+    world = new World()
+    const maxRoomBytes = 6_000
+    const relay = await world.relay({ limits: { maxRoomBytes } })
+    const { alice, aliceConv, bobConv } = await pair(world)
+    const token = await aliceConv.invite()
+    const errors = world.errors.get(alice)!
+    const quotaErrors = () => errors.filter((e) => /quota|full/.test(e.message)).length
+    for (let i = 0; i < 400; i++) {
+      const before = quotaErrors()
+      const epoch = aliceConv.epoch
+      await aliceConv.rotateKey()
+      const outcome = await until(() => (quotaErrors() > before ? 'refused' : bobConv.epoch > epoch ? 'stored' : undefined), 5000, `rotation ${i}`)
+      if (outcome === 'refused') break
+    }
+    await new Promise((r) => setTimeout(r, 300))
+    const room = aliceConv.id
+    const bound = maxRoomBytes + recordAllowance({ maxRoomBytes })
+    const full = await relay.store.roomBytes(room)
+    // Anyone holding the invite joins, again and again, as new people.
+    const invite = decodeInviteToken(token)
+    const inv = readInviteBody(readRecord(invite.inviteRecord).body)
+    for (let i = 0; i < 40; i++) {
+      const dev = await rawDevice(world.url)
+      const joinBody = encodeJoinBody({ room, invitePub: inv.invitePub, joiner: dev.certificate, joinedAt: Date.now() })
+      const join = encodeRecord(RecordKind.Join, joinBody, new Uint8Array(0), await signWithDomain(SignatureDomain.Join, invite.inviteSecret, recordSigningPayload(RecordKind.Join, joinBody)))
+      dev.ws.send(writeFrame({ type: FrameType.Open, room, admission: encodeAdmission({ kind: AdmissionKind.Join, invite: invite.inviteRecord, join }) }))
+      await until(() => dev.frames.some((f) => (f.type === FrameType.Opened || f.type === FrameType.Denied) && f.room === room), 5000, `join ${i}`)
+      if (i === 0) expect(dev.frames.find((f) => f.type === FrameType.Denied)).toMatchObject({ reason: Reason.QuotaExceeded })
+      dev.ws.close()
+    }
+    const after = await relay.store.roomBytes(room)
+    expect(after).toBeLessThanOrEqual(Math.max(full, bound))
   })
 
   it('stores nothing for a member who writes past the quota from thousands of new client ids', async () => {
