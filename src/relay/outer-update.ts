@@ -160,13 +160,19 @@ export function validateOuterUpdate(
         part.keyCheck = header.keyCheck
       } else if (s.parentRoot === OUTER_RECORDS) {
         // Records may take a full room past its quota, as far as their own allowance: a
-        // member must still be removable from a conversation that is full.
+        // member must still be removable from a conversation that is full. Past it a record
+        // is refused for good, and its placeholder is kept: its author takes the refusal as
+        // final (it stops counting the record), so the record must never be stored later,
+        // as it would be if its resend met a room with space again.
         if (out.bytes + (s.end - s.start) > remainingRecordBytes) {
           out.refused.push({ client: group.client, clock: s.clock, len: 1, reason: Reason.QuotaExceeded })
           parts.push({ clock: s.clock, bytes: GC_PLACEHOLDER })
           out.bytes += GC_PLACEHOLDER.length
           len += s.len
           count++
+          kept = parts.length
+          keptLen = len
+          keptBytes = out.bytes
           continue
         }
         out.records.push({ key: s.key, bytes: value })

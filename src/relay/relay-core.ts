@@ -406,13 +406,19 @@ export class RelayCore {
   /** The update checked against the room, or undefined when it is refused (and the sender told). */
   private validated(conn: Connection, room: Room, update: Uint8Array, asPart: boolean): ValidatedUpdate | undefined {
     try {
+      // Past twice the records' allowance (only placeholders of refused records get there: a
+      // member sending records into a room that refuses them) nothing more is stored, and nothing
+      // is refused item by item: the sender's writes stay pending, and go again on its next sync.
+      if (room.bytes >= this.limits.maxRoomBytes + 2 * recordAllowance(this.limits)) {
+        throw new UpdateRefused(Reason.QuotaExceeded, 'the conversation is full: nothing more is stored until it has room')
+      }
       const remaining = this.limits.maxRoomBytes - room.bytes
       const v = validateOuterUpdate(update, conn.deviceId, room.clients, this.limits, remaining, remaining + recordAllowance(this.limits))
       if (asPart) v.part = true
       return v
     } catch (err) {
       if (err instanceof UpdateRefused) {
-        this.metrics.reject(err.reason === Reason.Gap ? 'gap' : 'client id taken')
+        this.metrics.reject(err.reason === Reason.Gap ? 'gap' : err.reason === Reason.QuotaExceeded ? 'conversation full' : 'client id taken')
         conn.deliver(room.id, writeRefused(err.reason, err.message, []))
         // After a gap the client resends from what the relay has: ask for it.
         if (err.reason === Reason.Gap) conn.deliver(room.id, writeSyncMessage(SyncStep.Step1, encodeStateVector(room.stateVector())))

@@ -9,8 +9,8 @@ import { AdmissionKind, encodeAdmission, encodeJoinBody, encodeRecord, readInvit
 import { randomBytes } from '../../src/shared/crypto/index.js'
 import { sealEnvelope } from '../../src/shared/envelope.js'
 import { envelopeKey } from '../../src/shared/outer-keys.js'
-import { RoomMessage, SyncStep, writeSyncMessage } from '../../src/shared/room-messages.js'
-import { CloseCode, FrameType, Reason, writeFrame } from '../../src/shared/wire.js'
+import { readRefused, RoomMessage, SyncStep, writeSyncMessage } from '../../src/shared/room-messages.js'
+import { CloseCode, FrameType, Reason, StrictReader, writeFrame } from '../../src/shared/wire.js'
 import { openNewRoom, pair, texts, until, World, rawDevice } from './harness.js'
 
 let world: World
@@ -187,6 +187,60 @@ describe('abuse limits', () => {
     }
     const after = await relay.store.roomBytes(room)
     expect(after).toBeLessThanOrEqual(Math.max(full, bound))
+  })
+
+  it('refuses a record past the allowance for good: stored later, devices would disagree on the epoch', { timeout: 90_000 }, async () => {
+    world = new World()
+    const first = await world.relay({ limits: { maxRoomBytes: 6_000 } })
+    const { alice, aliceConv, bobConv } = await pair(world)
+    const errors = world.errors.get(alice)!
+    const quotaErrors = () => errors.filter((e) => /quota|full/.test(e.message)).length
+    for (let i = 0; i < 400; i++) {
+      const before = quotaErrors()
+      const epoch = aliceConv.epoch
+      await aliceConv.rotateKey()
+      const outcome = await until(() => (quotaErrors() > before ? 'refused' : bobConv.epoch > epoch ? 'stored' : undefined), 5000, `rotation ${i}`)
+      if (outcome === 'refused') break
+    }
+    await until(() => aliceConv.epoch === bobConv.epoch, 5000, 'the refused epoch undone')
+    // The operator raises the quota; Alice's next sync resends what the relay did not store.
+    await first.close()
+    await world.relay()
+    await until(() => alice.connection === 'online', 10_000, 'alice back')
+    const next = await aliceConv.send('room again')
+    await until(() => texts(bobConv).includes('room again') && aliceConv.message(next.id)?.status === 'delivered', 10_000, 'delivered')
+    expect(aliceConv.epoch).toBe(bobConv.epoch)
+  })
+
+  it('stores nothing at all past twice the records’ allowance, and refuses no item: the writes stay pending', { timeout: 60_000 }, async () => {
+    world = new World()
+    const relay = await world.relay({ limits: { maxRoomBytes: 1 } })
+    const a = await rawDevice(world.url)
+    const room = await openNewRoom(a)
+    const refusals = () =>
+      a.frames.flatMap((f) => (f.type === FrameType.Room && f.message[0] === RoomMessage.Refused ? [readRefused(new StrictReader(f.message.subarray(1)))] : []))
+    // A member floods the room with records it refuses: those within the allowance are refused as
+    // forbidden (counted whole), those past it are refused for quota (a placeholder each).
+    const doc = new Y.Doc()
+    const rec = doc.getMap<Uint8Array>('rec')
+    doc.transact(() => {
+      for (let i = 0; i < 40_000; i++) rec.set(envelopeKey(doc.clientID, i), Uint8Array.of(i & 0xff))
+    })
+    a.ws.send(writeFrame({ type: FrameType.Room, room, message: writeSyncMessage(SyncStep.Update, Y.encodeStateAsUpdate(doc)) }))
+    await until(() => refusals().some((r) => r.reason === Reason.QuotaExceeded), 20_000, 'the flood refused')
+    await until(() => relay.metrics.rowsStored > 0, 10_000, 'its placeholders stored')
+    const rows = relay.metrics.rowsStored
+    // Past twice the allowance: an envelope is refused with no range (nothing of it fails), and
+    // nothing more is stored.
+    const before = refusals().length
+    const envelope = await sealEnvelope({ room, epoch: 0, key: randomBytes(32), senderDevicePub: a.device.publicKey, senderDeviceSecret: a.device.secretKey, update: Uint8Array.of(1) })
+    const next = new Y.Doc()
+    next.getMap<Uint8Array>('log').set(envelopeKey(next.clientID, 0), envelope)
+    a.ws.send(writeFrame({ type: FrameType.Room, room, message: writeSyncMessage(SyncStep.Update, Y.encodeStateAsUpdate(next)) }))
+    await until(() => refusals().length > before, 5000, 'refused')
+    expect(refusals().at(-1)).toMatchObject({ reason: Reason.QuotaExceeded, ranges: [] })
+    expect(relay.metrics.rowsStored).toBe(rows)
+    a.ws.close()
   })
 
   it('stores nothing for a member who writes past the quota from thousands of new client ids', async () => {

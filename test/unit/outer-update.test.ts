@@ -84,14 +84,18 @@ describe('outer update check', () => {
     expect(v.newClients).toEqual([5])
   })
 
-  it('refuses records too once the conversation is past their allowance, and stores nothing', async () => {
-    const v = validateOuterUpdate(await update(5, [100, 'record']), deviceId, noClients, limits, -100_000, -100)
+  it('refuses records too once the conversation is past their allowance, for good: their placeholders stay', async () => {
+    // Its author stops counting a refused record; stored later (a resend meeting room again),
+    // it would count everywhere but there.
+    const v = validateOuterUpdate(await update(5, [100, 'record', 100]), deviceId, noClients, limits, -100_000, -100)
     expect(v.records).toEqual([])
-    expect(v.rows).toEqual([])
-    expect(v.newClients).toEqual([])
+    expect(v.rows[0]).toMatchObject({ clock: 0, len: 2, count: 2 })
+    expect(v.rows[0]!.parts.map((p) => p.bytes)).toEqual([Uint8Array.of(0, 1), Uint8Array.of(0, 1)])
+    expect(v.bytes).toBe(4)
     expect(v.refused.map((r) => [r.clock, r.reason])).toEqual([
       [0, Reason.QuotaExceeded],
       [1, Reason.QuotaExceeded],
+      [2, Reason.QuotaExceeded],
     ])
   })
 
