@@ -257,14 +257,18 @@ export class PetrelClient {
       const opened = await Promise.all(
         stored.map(async ([key, value]) => {
           const id = key.slice('conv:'.length)
+          // One conversation stored corrupt (or by a newer version) must not keep the device
+          // from every other: it is left out, said, and left in storage as it is.
+          const unreadable = (err: unknown): undefined => {
+            if (!(err instanceof PetrelError) || (err.code !== ErrorCode.Malformed && err.code !== ErrorCode.VersionMismatch)) throw err
+            client.unreadable.set(id, new PetrelError(err.code, `conversation ${id} could not be read back: ${err.message}`, { cause: err, conversationId: id }))
+            return undefined
+          }
           let record: ConversationRecord
           try {
             record = decodeConversationRecord(value)
           } catch (err) {
-            // One corrupt record must not keep the device from every other conversation.
-            if (!(err instanceof PetrelError) || err.code !== ErrorCode.Malformed) throw err
-            client.unreadable.set(id, new PetrelError(ErrorCode.Malformed, `conversation ${id} could not be read back: ${err.message}`, { cause: err, conversationId: id }))
-            return undefined
+            return unreadable(err)
           }
           const bytes = summaryBytes.get(id)
           let summary: Summary | undefined
@@ -273,7 +277,7 @@ export class PetrelClient {
           } catch {
             summary = undefined
           }
-          if (!summary || !client.lazy) return Conversation.open(client.context(), id, record, writerIds.get(id) ?? null)
+          if (!summary || !client.lazy) return Conversation.open(client.context(), id, record, writerIds.get(id) ?? null).catch(unreadable)
           const conv = Conversation.lazy(client.context(), id, record, summary, writerIds.get(id) ?? null)
           lazy.push(conv)
           return conv
@@ -619,7 +623,8 @@ export class PetrelClient {
 
   /**
    * Conversations stored on this device that it could not read back when it started (their
-   * stored record is corrupt: a damaged disk, a store edited by hand). They are left out of
+   * stored record or rows are corrupt: a damaged disk, a store edited by hand; or written by a
+   * newer version, `version_mismatch`). They are left out of
    * `conversations()`, reported once on `error`, and left in storage as they were; joining
    * one again from an invite replaces its record.
    *

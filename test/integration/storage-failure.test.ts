@@ -128,4 +128,30 @@ describe('local storage failing', () => {
     expect(await check.get(keyOf.conv(bad.id))).toEqual(damaged)
     await check.close()
   })
+
+  it('starts with the others when a conversation’s outbox row is cut short, or its record is from a newer version', async () => {
+    for (const [key, damage] of [
+      ['sent:', (b: Uint8Array) => b.subarray(0, b.length - 3)],
+      ['conv:', (b: Uint8Array) => Uint8Array.of(0x7f, ...b.subarray(1))],
+    ] as const) {
+      world = new World()
+      const storage = join(world.dir, 'alice.db')
+      const alice = await world.client('alice', { relay: 'ws://127.0.0.1:9', storage })
+      alice.disconnect()
+      const good = await alice.createConversation({ title: 'good' })
+      const bad = await alice.createConversation({ title: 'bad' })
+      await bad.send('pending here')
+      await alice.close()
+      const store = await openSqliteStore(storage)
+      const [stored] = (await store.list(key === 'conv:' ? keyOf.conv(bad.id) : `sent:${bad.id}:`))
+      await store.commit({ put: [[stored![0], damage(stored![1])]] })
+      await store.close()
+      const again = await createClient({ relay: 'ws://127.0.0.1:9', storage })
+      world.clients.push(again)
+      again.disconnect()
+      expect((await again.conversations()).map((c) => c.id), key).toEqual([good.id])
+      expect(again.unreadableConversations().map((u) => [u.id, u.error.code]), key).toEqual([[bad.id, key === 'conv:' ? 'version_mismatch' : 'malformed']])
+      await world.close()
+    }
+  })
 })
