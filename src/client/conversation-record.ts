@@ -80,6 +80,8 @@ export const keyOf = {
   lostKeys: (id: string) => `lost:${id}`,
   /** The Yjs client ids the last session wrote from, left by a clean close (encodeWriterIds); deleted before anything made from them is sent again. */
   writerIds: (id: string) => `writer:${id}`,
+  /** Inner changes still to go again to fill a gap at the other devices (encodeGapFills, gap-fills.ts). */
+  gapFills: (id: string) => `fills:${id}`,
 }
 
 export function encodeConversationRecord(r: ConversationRecord): Uint8Array {
@@ -218,6 +220,29 @@ export function decodeLostKeys(bytes: Uint8Array): Uint8Array[] {
     keys.push(k)
   }
   return keys
+}
+
+/**
+ * Inner updates waiting to go again (gap-fills.ts):
+ * `uint8(1) • varUint(n) • n × varUint8Array(update)`.
+ */
+export function encodeGapFills(updates: Iterable<Uint8Array>): Uint8Array {
+  const list = [...updates]
+  const e = encoding.createEncoder()
+  encoding.writeUint8(e, 1)
+  encoding.writeVarUint(e, list.length)
+  for (const u of list) encoding.writeVarUint8Array(e, u)
+  return encoding.toUint8Array(e)
+}
+
+export function decodeGapFills(bytes: Uint8Array): Uint8Array[] {
+  const r = new StrictReader(bytes)
+  readVersion(r, 'gap fills')
+  const n = r.varUint(1 << 16)
+  const out: Uint8Array[] = []
+  for (let i = 0; i < n; i++) out.push(r.varBytes(16 * 1024 * 1024).slice())
+  r.end()
+  return out
 }
 
 export function encodeBindings(b: ReadonlyMap<number, string>): Uint8Array {

@@ -60,7 +60,9 @@ import {
   decodeMessageSeqs,
   encodeMessageSeqs,
   decodeReceipts,
+  decodeGapFills,
   decodeLostKeys,
+  encodeGapFills,
   encodeConversationRecord,
   encodeBindings,
   encodeCursor,
@@ -81,6 +83,7 @@ import { SessionWriterIds, type WriterIdsHost } from './writer-ids.js'
 import { LostHistoryFill, type LostHistoryFillHost } from './lost-history-fill.js'
 import { HeldEnvelopes, MAX_HELD_FOR_SNAPSHOT } from './held-envelopes.js'
 import { createRoomProvider } from './room-provider.js'
+import { GapFills, type GapFillsHost } from './gap-fills.js'
 import { checkSnapshotState } from './snapshot-state.js'
 import { RowCursor } from './row-cursor.js'
 import { KeyRotation, type KeyRotationHost } from './key-rotation.js'
@@ -92,7 +95,7 @@ import { applyRefusal, type RefusalsHost } from './relay-refusals.js'
 import { PositionIndex } from './position-index.js'
 import { type Message, ShownList, type StoredMessage } from './shown-list.js'
 import { rowsToStore, transactWithoutUpdate } from './quiet-transact.js'
-import { OwnMessages } from './own-messages.js'
+import { OwnMessages, type Put } from './own-messages.js'
 import { type AckTarget, DeviceAcks } from './device-acks.js'
 import { type AdmissionRules, admitEnvelope, type CheckedEnvelopes, checkEnvelopes, type IncomingEnvelope, nonceKey } from './envelope-admission.js'
 import { type InviteOptions, MemberActions, type MemberActionsHost, type MemberInfo } from './member-actions.js'
@@ -111,6 +114,7 @@ export type { Message } from './shown-list.js'
 /** Every part's host interface at once (Conversation.partsHost). */
 type PartsHost = SendBatchesHost &
   StaleResealHost &
+  GapFillsHost &
   MemberActionsHost &
   AckTarget &
   SnapshotChecksHost &
@@ -191,6 +195,7 @@ export class Conversation {
   private readonly book: MembershipBook
   /** Own messages refused as sealed under an old epoch, waiting for the new key (stale-reseal.ts). */
   private readonly reseal: StaleReseal
+  private readonly fills: GapFills
   /** The epoch in which the inner document's current client id began writing (foldRecords). */
   private clientEpoch: number | undefined
   /** The client ids this session writes from, across sessions (writer-ids.ts). */
@@ -294,6 +299,7 @@ export class Conversation {
     this.parts = host
     this.sends = new SendBatches(host)
     this.reseal = new StaleReseal(host)
+    this.fills = new GapFills(host)
     this.memberActions = new MemberActions(host)
     this.acks = new DeviceAcks(host)
     this.checks = new SnapshotChecks(host)
@@ -484,6 +490,8 @@ export class Conversation {
     this.doc.getMap(INNER_PROFILES).observe(() => this.changed())
     if (this.checks.waiting) void this.checks.verifySoon()
     if (this.reseal.pending) this.reseal.now()
+    const fills = await store.get(keyOf.gapFills(this.id))
+    if (fills) this.fills.load(decodeGapFills(fills))
   }
 
   private connect(): void {
@@ -798,12 +806,18 @@ export class Conversation {
       get reseal() {
         return conv.reseal
       },
+      get fills() {
+        return conv.fills
+      },
+      roomAgain: (seq) => this.fills.roomAgain(seq),
+      saveFills: (updates) =>
+        this.landing(this.commit({ put: [[keyOf.gapFills(id), updates.length > 0 ? encodeGapFills(updates) : null]] }), 'could not store gap fills'),
       get writerIds() {
         return conv.writerIds
       },
       commit: (batch: Batch, options?: CommitOptions) => this.commit(batch, options),
       rotateOnce: () => this.rotateOnce(),
-      sealForOthers: (update, puts) => this.queueSeal(update, [], true, puts),
+      sealForOthers: (update: Uint8Array, puts?: Put[]) => this.queueSeal(update, [], true, puts),
       get source() {
         return conv.source
       },
@@ -1869,6 +1883,7 @@ export class Conversation {
     // No snapshot is tried again from here on; one whose envelopes are written is stored below.
     const snapshotsStored = this.snapshots.close()
     this.reseal.stop()
+    this.fills.close()
     // Never loaded: nothing was opened, nothing to flush.
     if (!this.loading) return
     await this.loading.catch(() => undefined)

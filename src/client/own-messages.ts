@@ -125,6 +125,11 @@ export class OwnMessages {
     return out
   }
 
+  /** Whether `envelopeKey` is the envelope of one of our messages (refused or not). */
+  holds(envelopeKey: string): boolean {
+    return this.byEnvelope.has(envelopeKey)
+  }
+
   /**
    * The relay refused these envelopes. Refused as `stale` (sealed under an epoch no longer
    * current), their messages are marked to go again under the new key; otherwise they fail for

@@ -44,6 +44,8 @@ export interface AcksHost {
   /** Store `puts` with the other bookkeeping writes of this turn (bookkeeping-writes.ts). */
   storeSoon(puts: Put[]): void
   statusesChanged(ids: string[]): void
+  /** The relay stored a row of ours: changes waiting for room may go (gap-fills.ts). */
+  roomAgain(seq: number): void
 }
 
 /**
@@ -85,6 +87,8 @@ export function applyAck(host: AcksHost, msg: Ack): void {
   }
   for (const key of envelopes) host.own.rowPuts(key, puts)
   if (host.caughtUp && msg.seq > host.cursor) host.ownRowStored(msg.seq)
+  // Something of ours was stored just now (blanks are not in an ack's ranges).
+  if (msg.ranges.length > 0) host.roomAgain(msg.seq)
   if (puts.length === 0) return
   host.statusesChanged(acked)
   host.storeSoon(puts)

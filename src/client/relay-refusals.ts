@@ -8,7 +8,9 @@
  * - one of our **envelopes** refused as **stale** (sealed before this device knew of a new
  *   key): not a failure, its messages go again under the new key (stale-reseal.ts);
  * - one refused **for good** (any other reason): its messages fail, and a tombstone fills the
- *   gap at receivers so this device's later messages still flow.
+ *   gap at receivers so this device's later messages still flow;
+ * - one of our envelopes that holds **no message** (a tombstone, a profile or app change): it
+ *   goes again to fill its gap, as it was or as a tombstone (gap-fills.ts).
  *
  * A refusal because our outer id is bound to another device makes the writer ids draw again
  * (writer-ids.ts). Gaps and stale epochs are routine; any other reason is reported to the app.
@@ -17,10 +19,11 @@ import type * as Y from 'yjs'
 import { ErrorCode, PetrelError } from '../shared/errors.js'
 import { readEpochBody, readRecord, RecordKind } from '../shared/records.js'
 import type { MembershipState } from '../shared/membership.js'
-import { OUTER_RECORDS } from '../shared/outer-keys.js'
+import { OUTER_LOG, OUTER_RECORDS } from '../shared/outer-keys.js'
 import { Reason, reasonName } from '../shared/wire.js'
 import type { ClientContext } from './client-context.js'
 import { keyOf } from './conversation-record.js'
+import type { GapFills } from './gap-fills.js'
 import type { MembershipBook } from './membership-book.js'
 import type { OwnMessages, Put } from './own-messages.js'
 import { heldRangeKeys } from './range-keys.js'
@@ -45,6 +48,7 @@ export interface RefusalsHost {
   readonly membership: MembershipState
   readonly own: OwnMessages
   readonly reseal: StaleReseal
+  readonly fills: GapFills
   readonly writerIds: SessionWriterIds
   readonly closed: boolean
   /** Queue `job` on the receive chain; its failure is reported with `failure`. */
@@ -78,6 +82,8 @@ export function applyRefusal(host: RefusalsHost, msg: Refusal): void {
   const keys = heldRangeKeys(host.outer, msg.ranges)
   // Stale is not a failure: sealed before we knew of a new key, it goes again under the new one.
   const isStale = msg.reason === Reason.StaleEpoch
+  fillGaps(host, keys, isStale)
+  host.fills.refusalHandled()
   const { ids, envelopes } = host.own.refused(keys, isStale, `${reasonName(msg.reason)}: ${msg.message}`)
   const stale = isStale ? envelopes : new Set<string>()
   const tombstones = isStale ? new Set<string>() : envelopes
@@ -112,6 +118,22 @@ export function applyRefusal(host: RefusalsHost, msg: Refusal): void {
   }
   if (puts.length === 0 || rowsQueued) return
   host.afterIncoming(() => host.commit({ put: puts }), 'could not store a refusal')
+}
+
+/** Our refused envelopes that hold no message go again, to fill their gaps (gap-fills.ts). */
+function fillGaps(host: RefusalsHost, keys: Iterable<string>, stale: boolean): void {
+  const log = host.outer.getMap<Uint8Array>(OUTER_LOG)
+  for (const key of keys) {
+    if (host.own.holds(key) || !(log.get(key) instanceof Uint8Array)) continue
+    let update: Uint8Array | undefined
+    try {
+      update = host.originalUpdate(key)
+    } catch {
+      // A snapshot part: the snapshot is written again, on its own schedule.
+      continue
+    }
+    if (update) host.fills.refused(update, stale)
+  }
 }
 
 /**

@@ -33,6 +33,7 @@ function setup(options: { caughtUp?: boolean; cursor?: number } = {}) {
     afterIncoming: (job) => {
       chain = chain.then(job).then(() => undefined)
     },
+    roomAgain: () => calls.push('room again'),
     foldRecords: async () => {
       calls.push('fold')
     },

@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import type { ClientContext } from '../../src/client/client-context.js'
+import { GapFills } from '../../src/client/gap-fills.js'
+import * as Y from 'yjs'
 import type { MembershipBook } from '../../src/client/membership-book.js'
 import type { Put } from '../../src/client/own-messages.js'
 import { sealedOuter, sealedOutbox, writeAs } from '../fixtures/sealed-outbox.js'
@@ -30,6 +32,21 @@ function setup() {
   let chain: Promise<void> = Promise.resolve()
   const state = { epoch: 1 }
   const refusedRecords: string[] = []
+  const fillsSent: Uint8Array[] = []
+  const fills = new GapFills({
+    closed: false,
+    sealForOthers: async (update) => {
+      fillsSent.push(update)
+    },
+    saveFills: () => {},
+    report: (err) => {
+      throw err
+    },
+  })
+  // (7, 2) holds no message: an app change, whose inner update is this.
+  const appDoc = new Y.Doc()
+  appDoc.getMap('app').set('colour', 'teal')
+  const appChange = Y.encodeStateAsUpdate(appDoc)
   const host: RefusalsHost = {
     id: ROOM,
     ctx: { reportError: (err: PetrelError) => errors.push(err) } as unknown as ClientContext,
@@ -67,7 +84,8 @@ function setup() {
     rotateOnce: async () => {
       calls.push('rotate')
     },
-    originalUpdate: (key) => (key === envelopeKey(7, 0) ? Uint8Array.of(0, 0) : undefined),
+    originalUpdate: (key) => (key === envelopeKey(7, 0) ? Uint8Array.of(0, 0) : key === envelopeKey(7, 2) ? appChange : undefined),
+    fills,
     sealForOthers: async (update, puts) => {
       tombstones.push({ update, puts })
     },
@@ -76,7 +94,7 @@ function setup() {
       throw err
     },
   }
-  return { host, own, outer, calls, commits, errors, tombstones, resealing, refusedRecords, state, settled: () => chain }
+  return { host, own, outer, calls, commits, errors, tombstones, resealing, refusedRecords, state, fills, fillsSent, appChange, settled: () => chain }
 }
 
 const range = (client: number, clock: number, len = 1) => ({ client, clock, len })
@@ -162,6 +180,31 @@ describe('relay refusals', () => {
     applyRefusal(r.host, { reason: Reason.QuotaExceeded, message: 'conversation full', ranges: [range(7, 0)] })
     expect(r.tombstones).toHaveLength(1)
     expect(r.calls.filter((c) => c.startsWith('statuses'))).toEqual(['statuses m1,m2'])
+  })
+
+  it('sends a refused change that holds no message again once there is room: as a tombstone, or as it was when stale', async () => {
+    const r = setup()
+    applyRefusal(r.host, { reason: Reason.QuotaExceeded, message: 'conversation full', ranges: [range(7, 2)] })
+    // The same change refused again (its resend met a full room) waits once.
+    applyRefusal(r.host, { reason: Reason.QuotaExceeded, message: 'conversation full', ranges: [range(7, 2)] })
+    expect(r.fills.size).toBe(1)
+    expect(r.fillsSent).toEqual([])
+    // The relay stored a row of ours: it goes, as a tombstone of the change.
+    r.fills.roomAgain(12)
+    await Promise.resolve()
+    expect(r.fillsSent).toHaveLength(1)
+    const doc = new Y.Doc()
+    Y.applyUpdate(doc, r.fillsSent[0]!)
+    expect(doc.getMap('app').size).toBe(0)
+    expect(doc.store.pendingStructs).toBeNull()
+    // Refused as stale: the change itself goes again.
+    applyRefusal(r.host, { reason: Reason.StaleEpoch, message: 'epoch 0 ended', ranges: [range(7, 2)] })
+    r.fills.roomAgain(12)
+    expect(r.fillsSent).toHaveLength(1)
+    r.fills.roomAgain(13)
+    await Promise.resolve()
+    expect(r.fillsSent[1]).toEqual(r.appChange)
+    r.fills.close()
   })
 
   it('has the writer ids draw again when the relay says our outer id is another device’s', () => {
