@@ -251,8 +251,17 @@ export class RelayCore {
       } catch (err) {
         if (!isPetrelError(err, 'storage_failed')) throw err
       }
-      this.rooms.delete(id)
-      room = await this.loadRoom(id)
+      // A load that began meanwhile (another device opening the new room) is this room's one
+      // Room object if it saw the commit: deleting it for a load of our own made two, and the
+      // joiner's admission went to the one nobody else was in (on PostgreSQL, ~3 joins in 8
+      // right after the creation: the join waited out its 15 s, and removing that member was
+      // refused afterwards). One that read too early is replaced.
+      const pending = this.rooms.get(id)
+      room = pending ? await pending : undefined
+      if (!room) {
+        if (this.rooms.get(id) === pending) this.rooms.delete(id)
+        room = await this.loadRoom(id)
+      }
       if (!room) return deny(Reason.Internal, 'could not create the conversation')
       const created = room
       await new Promise<void>((resolve, reject) =>
