@@ -592,7 +592,11 @@ export class PetrelClient {
       admission: encodeAdmission({ kind: AdmissionKind.Join, invite: invite.inviteRecord, join }),
       keys: invite.keys,
     }
-    await this.store.commit({ put: [[keyOf.conv(invite.room), encodeConversationRecord(record)]] })
+    const puts: Array<[string, Uint8Array]> = [[keyOf.conv(invite.room), encodeConversationRecord(record)]]
+    // The unreadable record it replaces is kept aside, never lost: a later version may read it.
+    const damaged = this.unreadable.has(invite.room) ? await this.store.get(keyOf.conv(invite.room)) : undefined
+    if (damaged) puts.push([`damaged:${keyOf.conv(invite.room)}`, damaged])
+    await this.store.commit({ put: puts })
     this.unreadable.delete(invite.room)
     const conv = await Conversation.open(this.context(), invite.room, record)
     this.convs.set(invite.room, conv)
@@ -626,7 +630,7 @@ export class PetrelClient {
    * stored record or rows are corrupt: a damaged disk, a store edited by hand; or written by a
    * newer version, `version_mismatch`). They are left out of
    * `conversations()`, reported once on `error`, and left in storage as they were; joining
-   * one again from an invite replaces its record.
+   * one again from an invite replaces its record (the old one is kept as `damaged:conv:{id}`).
    *
    * @example
    * ```ts
