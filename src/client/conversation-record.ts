@@ -82,8 +82,6 @@ export const keyOf = {
   writerIds: (id: string) => `writer:${id}`,
   /** Inner changes still to go again to fill a gap at the other devices (encodeGapFills, gap-fills.ts). */
   gapFills: (id: string) => `fills:${id}`,
-  /** A snapshot's trailing GC runs not applied yet (encodeWithheld, snapshot-state.ts). */
-  withheld: (id: string) => `withheld:${id}`,
 }
 
 export function encodeConversationRecord(r: ConversationRecord): Uint8Array {
@@ -243,39 +241,6 @@ export function decodeGapFills(bytes: Uint8Array): Uint8Array[] {
   const n = r.varUint(1 << 16)
   const out: Uint8Array[] = []
   for (let i = 0; i < n; i++) out.push(r.varBytes(16 * 1024 * 1024).slice())
-  r.end()
-  return out
-}
-
-/**
- * A snapshot's withheld GC runs (snapshot-state.ts):
- * `uint8(1) • varUint(n) • n × (varUint(client) • varUint(start) • varUint(end))`.
- */
-export function encodeWithheld(runs: Iterable<{ client: number; start: number; end: number }>): Uint8Array {
-  const list = [...runs]
-  const e = encoding.createEncoder()
-  encoding.writeUint8(e, 1)
-  encoding.writeVarUint(e, list.length)
-  for (const r of list) {
-    encoding.writeVarUint(e, r.client)
-    encoding.writeVarUint(e, r.start)
-    encoding.writeVarUint(e, r.end)
-  }
-  return encoding.toUint8Array(e)
-}
-
-export function decodeWithheld(bytes: Uint8Array): Array<{ client: number; start: number; end: number }> {
-  const r = new StrictReader(bytes)
-  readVersion(r, 'withheld runs')
-  const n = r.varUint(1 << 24)
-  const out: Array<{ client: number; start: number; end: number }> = []
-  for (let i = 0; i < n; i++) {
-    const client = r.varUint()
-    const start = r.varUint()
-    const end = r.varUint()
-    if (end <= start) throw new PetrelError(ErrorCode.Malformed, `withheld runs: ${start}..${end} of client ${client} is empty`)
-    out.push({ client, start, end })
-  }
   r.end()
   return out
 }

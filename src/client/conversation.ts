@@ -63,8 +63,6 @@ import {
   decodeGapFills,
   decodeLostKeys,
   encodeGapFills,
-  encodeWithheld,
-  decodeWithheld,
   encodeConversationRecord,
   encodeBindings,
   encodeCursor,
@@ -86,8 +84,7 @@ import { LostHistoryFill, type LostHistoryFillHost } from './lost-history-fill.j
 import { HeldEnvelopes, MAX_HELD_FOR_SNAPSHOT } from './held-envelopes.js'
 import { createRoomProvider } from './room-provider.js'
 import { GapFills, type GapFillsHost } from './gap-fills.js'
-import { checkSnapshotState, type WithheldRun, withheldUpTo } from './snapshot-state.js'
-import { parseUpdate } from '../shared/yjs-v1.js'
+import { checkSnapshotState } from './snapshot-state.js'
 import { RowCursor } from './row-cursor.js'
 import { KeyRotation, type KeyRotationHost } from './key-rotation.js'
 import { BookkeepingWrites, type BookkeepingHost } from './bookkeeping-writes.js'
@@ -493,9 +490,8 @@ export class Conversation {
     this.doc.getMap(INNER_PROFILES).observe(() => this.changed())
     if (this.checks.waiting) void this.checks.verifySoon()
     if (this.reseal.pending) this.reseal.now()
-    const [fills, withheld] = await Promise.all([store.get(keyOf.gapFills(this.id)), store.get(keyOf.withheld(this.id))])
+    const fills = await store.get(keyOf.gapFills(this.id))
     if (fills) this.fills.load(decodeGapFills(fills))
-    if (withheld) for (const run of decodeWithheld(withheld)) this.withheld.set(run.client, run)
   }
 
   private connect(): void {
@@ -1137,7 +1133,6 @@ export class Conversation {
       if (origin === ORIGIN_REMOTE) innerUpdates.push(update)
     }
     let bindingsChanged = false
-    let withheldChanged = false
     const seqEntries: Array<[string, number]> = []
     let currentSeq = 0
     let receivedUpdates = 0
@@ -1210,12 +1205,6 @@ export class Conversation {
           for (const client of verdict.bind) this.bindings.set(client, deviceId)
           if (verdict.bind.length > 0) bindingsChanged = true
           try {
-            // A snapshot's trailing GC of this client goes in as far as this change shows it real.
-            if (this.withheld.size > 0) for (const gc of this.resolveWithheld(update)) {
-              applyUpdate(this.doc, gc, ORIGIN_REMOTE)
-              applied.updates.push(gc)
-              withheldChanged = true
-            }
             applyUpdate(this.doc, update, ORIGIN_REMOTE)
             applied.updates.push(update)
           } catch (err) {
@@ -1256,10 +1245,6 @@ export class Conversation {
       put: seqEntries.length > 0 ? [[keyOf.messageSeqs(this.id, batchTag()), encodeMessageSeqs(seqEntries)]] : [],
     }
     if (bindingsChanged) batch.put!.push([keyOf.bindings(this.id), encodeBindings(this.bindings)])
-    if (withheldChanged || this.withheldDirty) {
-      this.withheldDirty = false
-      batch.put!.push([keyOf.withheld(this.id), this.withheld.size > 0 ? encodeWithheld(this.withheld.values()) : null])
-    }
     if (seqsChanged) batch.put!.push([keyOf.recordSeqs(this.id), this.book.encodeSeqs()])
     if (this.held.size !== heldBefore || retry.length > 0) batch.put!.push([keyOf.deferred(this.id), this.held.encode()])
     const through = this.cursor.received(maxSeq)
@@ -1342,10 +1327,10 @@ export class Conversation {
     for (const [k, v] of messages) before.set(k, v)
     try {
       const checked = checkSnapshotState(state)
-      if (checked.clipped > 0) this.reject(ErrorCode.EnvelopeRejected, `history snapshot deleted ${checked.clipped} ranges of changes it does not hold: left out`)
-      state = checked.state
-      for (const run of checked.withheld) this.withheld.set(run.client, run)
-      if (checked.withheld.length > 0) this.withheldDirty = true
+      if (checked.clipped > 0) {
+        this.reject(ErrorCode.EnvelopeRejected, `history snapshot deleted ${checked.clipped} ranges of changes it does not hold: left out`)
+        state = checked.state
+      }
     } catch (err) {
       this.reject(ErrorCode.Malformed, `snapshot failed to apply: ${(err as Error).message}`)
       return
@@ -1361,34 +1346,6 @@ export class Conversation {
     this.missing.snapshotApplied(coversSeq)
     for (const [k, v] of messages) if (before.get(k) !== v) this.checks.hold(k)
     return seq
-  }
-
-  /** GC runs that ended a client's structs in the snapshot applied, by client (snapshot-state.ts). */
-  private withheld = new Map<number, WithheldRun>()
-  /** `withheld` changed outside a receive batch's own bookkeeping: stored with the next batch. */
-  private withheldDirty = false
-
-  /**
-   * For each client of `update` with a withheld run that the update reaches: the part of the run
-   * before where the update begins (nothing if it begins where the run did: the run was not real).
-   */
-  private resolveWithheld(update: Uint8Array): Uint8Array[] {
-    const out: Uint8Array[] = []
-    let groups: Array<{ client: number; startClock: number }>
-    try {
-      groups = parseUpdate(update, { maxBytes: update.length, maxStructs: update.length }).groups
-    } catch {
-      return out
-    }
-    for (const { client, startClock } of groups) {
-      const run = this.withheld.get(client)
-      // Before the run: a change the snapshot held already, which shows nothing of the run.
-      if (!run || startClock < run.start) continue
-      this.withheld.delete(client)
-      const gc = withheldUpTo(run, startClock)
-      if (gc) out.push(gc)
-    }
-    return out
   }
 
   /** The updates the receive transaction in progress has applied, as received. */

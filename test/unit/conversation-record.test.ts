@@ -6,14 +6,12 @@ import {
   decodeLostKeys,
   decodeMessageSeqs,
   decodeSentEnvelope,
-  decodeWithheld,
   decodeWriterIds,
   encodeConversationRecord,
   encodeDeferred,
   encodeLostKeys,
   encodeMessageSeqs,
   encodeSentEnvelope,
-  encodeWithheld,
   encodeWriterIds,
 } from '../../src/client/conversation-record.js'
 import { PetrelError } from '../../src/shared/errors.js'
@@ -211,19 +209,5 @@ describe('writer ids (the client ids a clean close leaves to the next session)',
     for (const bad of [Uint8Array.of(2, ...bytes.subarray(1)), past, bytes.subarray(0, bytes.length - 1), Uint8Array.of(...bytes, 0)]) {
       expect(() => decodeWriterIds(bad)).toThrow(PetrelError)
     }
-  })
-})
-
-describe('withheld runs (a snapshot’s trailing GC, kept across a restart)', () => {
-  it('round-trips, and refuses an empty run, a newer version and every truncation', () => {
-    const runs = [
-      { client: 5, start: 2, end: 102 },
-      { client: 2 ** 32 - 1, start: 0, end: 1 },
-    ]
-    const bytes = encodeWithheld(runs)
-    expect(decodeWithheld(bytes)).toEqual(runs)
-    expect(() => decodeWithheld(encodeWithheld([{ client: 1, start: 4, end: 4 }]))).toThrow(expect.objectContaining({ code: 'malformed' }))
-    expect(() => decodeWithheld(Uint8Array.of(2, ...bytes.subarray(1)))).toThrow(expect.objectContaining({ code: 'version_mismatch' }))
-    for (let n = 0; n < bytes.length; n++) expect(() => decodeWithheld(bytes.subarray(0, n))).toThrow(PetrelError)
   })
 })
