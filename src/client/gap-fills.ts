@@ -5,9 +5,15 @@
  * Messages have their own path (a tombstone sent at once, relay-refusals.ts); these go again
  * here:
  *
- * - refused for good (too large, the conversation full): as a tombstone (tombstone.ts), which
- *   fills the gap with the same items, deleted;
- * - refused as stale: as they were, to be sealed under the key this device holds then.
+ * - as they were when refused as stale (sealed then under the key this device holds), or for
+ *   quota with a blank in their place: this device's document holds the change, so the others
+ *   should too (a tombstone there deleted a title the others had from a later resend);
+ * - as a tombstone (tombstone.ts) when refused for anything else (too large: it would never
+ *   go), which fills the gap with the same items, deleted.
+ *
+ * A change refused for quota with nothing stored in its place is not here: the sync sends it
+ * again by itself. (Taken as fills too, a conversation that stayed full sealed them all again
+ * at each retry, and the unsent outer log grew.)
  *
  * A full conversation refuses them again, so they wait for a sign of room: the relay storing a
  * row of ours (its ack; or the refusal came with one), or else a timer from 30 s, doubled up to
@@ -51,7 +57,7 @@ export class GapFills {
    * ```ts
    * const fills = new GapFills(host)
    * fills.load(storedUpdates)                  // at load
-   * fills.refused(update, 'for good')          // a refused change of ours that holds no message
+   * fills.refused(update, false)               // a refused change of ours that holds no message: as a tombstone
    * fills.roomAgain(ack.seq)                  // on each ack of ours
    * ```
    */
@@ -68,9 +74,9 @@ export class GapFills {
     if (this.waiting.size > 0) this.schedule()
   }
 
-  /** Our change `update` was refused: `stale` goes again as it is, anything else as its tombstone. */
-  refused(update: Uint8Array, stale: boolean): void {
-    const fill = stale ? update : tombstoneUpdate(update)
+  /** Our change `update` was refused: it goes again as it is (`asIs`), or as its tombstone. */
+  refused(update: Uint8Array, asIs: boolean): void {
+    const fill = asIs ? update : tombstoneUpdate(update)
     const id = toBase64Url(fill)
     if (this.waiting.has(id)) return
     this.waiting.set(id, fill)

@@ -82,7 +82,7 @@ export function applyRefusal(host: RefusalsHost, msg: Refusal): void {
   const keys = heldRangeKeys(host.outer, msg.ranges)
   // Stale is not a failure: sealed before we knew of a new key, it goes again under the new one.
   const isStale = msg.reason === Reason.StaleEpoch
-  fillGaps(host, keys, isStale)
+  fillGaps(host, keys, msg.reason)
   host.fills.refusalHandled()
   const { ids, envelopes } = host.own.refused(keys, isStale, `${reasonName(msg.reason)}: ${msg.message}`)
   const stale = isStale ? envelopes : new Set<string>()
@@ -120,8 +120,16 @@ export function applyRefusal(host: RefusalsHost, msg: Refusal): void {
   host.afterIncoming(() => host.commit({ put: puts }), 'could not store a refusal')
 }
 
-/** Our refused envelopes that hold no message go again, to fill their gaps (gap-fills.ts). */
-function fillGaps(host: RefusalsHost, keys: Iterable<string>, stale: boolean): void {
+/**
+ * Our refused envelopes that hold no message go again, to fill their gaps (gap-fills.ts): as
+ * they were when stale, or refused for quota with a blank in their place (the author's document
+ * holds the change, and the others then get it too, once there is room); as a tombstone when
+ * refused for anything else (too large: it would never go). Refused for quota with nothing
+ * stored, the sync sends it again by itself.
+ */
+function fillGaps(host: RefusalsHost, keys: Iterable<string>, reason: number): void {
+  if (reason === Reason.QuotaExceeded || reason === Reason.Gap || reason === Reason.ClientIdTaken) return
+  const asIs = reason === Reason.StaleEpoch || reason === Reason.QuotaExceededForGood
   const log = host.outer.getMap<Uint8Array>(OUTER_LOG)
   for (const key of keys) {
     if (host.own.holds(key) || !(log.get(key) instanceof Uint8Array)) continue
@@ -132,7 +140,7 @@ function fillGaps(host: RefusalsHost, keys: Iterable<string>, stale: boolean): v
       // A snapshot part: the snapshot is written again, on its own schedule.
       continue
     }
-    if (update) host.fills.refused(update, stale)
+    if (update) host.fills.refused(update, asIs)
   }
 }
 
@@ -143,7 +151,7 @@ function fillGaps(host: RefusalsHost, keys: Iterable<string>, stale: boolean): v
 function refuseRecords(host: RefusalsHost, msg: Refusal): void {
   // A conversation past even its records' allowance refuses every record: starting the epoch
   // again would only be refused again, as fast as the relay answers.
-  const retry = msg.reason !== Reason.QuotaExceeded
+  const retry = msg.reason !== Reason.QuotaExceeded && msg.reason !== Reason.QuotaExceededForGood
   const recordMap = host.outer.getMap<Uint8Array>(OUTER_RECORDS)
   let refusedRecords = false
   // The highest epoch one of our refused records meant to start (0: none).

@@ -198,6 +198,12 @@ export function validateOuterUpdate(
       parts.length = kept
       out.bytes = keptBytes
     }
+    // Refused for quota before a part kept: its blank stands for good, and the sender must know
+    // (it will not be sent again by its sync).
+    if (count > 0) {
+      const end = start + len
+      for (const r of out.refused) if (r.client === group.client && r.reason === Reason.QuotaExceeded && r.clock < end) r.reason = Reason.QuotaExceededForGood
+    }
     if (count === 0) continue
     if (!owner) out.newClients.push(group.client)
     out.rows.push({ client: group.client, clock: start, len, count, parts })

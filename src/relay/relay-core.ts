@@ -41,6 +41,7 @@ import type { BusMessage, FanoutBus } from './bus/fanout-bus.js'
 const REFUSAL_TEXT: Record<number, [string, string]> = {
   [Reason.TooLarge]: ['envelope too large', 'envelope larger than the relay accepts'],
   [Reason.QuotaExceeded]: ['conversation full', 'the conversation holds as much as the relay stores'],
+  [Reason.QuotaExceededForGood]: ['conversation full', 'the conversation holds as much as the relay stores; a blank stands in its place'],
   [Reason.Forbidden]: ['record refused', 'record not valid here'],
   [Reason.StaleEpoch]: ['stale epoch', 'sealed under a key epoch that is no longer current'],
 }
@@ -272,7 +273,8 @@ export class RelayCore {
     const result = await r.run(async () => {
       const full = r.bytes >= this.limits.maxRoomBytes + recordAllowance(this.limits)
       const verdict = await r.admit(conn.device!, admission.kind === AdmissionKind.Genesis ? { kind: AdmissionKind.None } : admission, Date.now(), full)
-      if (!verdict.ok && verdict.reason === Reason.NotMember) {
+      // Full, or not a member: another node may have admitted this device already.
+      if (!verdict.ok && (verdict.reason === Reason.NotMember || verdict.reason === Reason.QuotaExceeded)) {
         // Another node may have admitted this device: look at the store before refusing.
         await this.refreshRecords(r)
         if (r.isMemberDevice(conn.device!)) return { ok: true as const, records: [] }
@@ -662,8 +664,9 @@ export class RelayCore {
               client = room.clients.get(row.client)
             }
             if (client && row.clock + row.len > client.next) client.next = row.clock + row.len
-            // Stored by another node: it counts against the quota here too.
-            if (!room.countedSeqs.delete(row.seq)) room.bytes += row.structs.length
+            // Stored by another node: it counts against the quota here too, a record twice as
+            // there (its row and the records table).
+            if (!room.countedSeqs.delete(row.seq)) room.bytes += row.structs.length * (isRecordRow(row) ? 2 : 1)
             this.fanOut(room, row)
           }
         }
@@ -968,6 +971,16 @@ function ackRanges(row: Row, blanked: ReadonlySet<string>): Array<{ client: numb
 /** A row that is one GC struct (info byte 0 in Yjs V1): compacted history, or a refused write's blank. */
 function isGcRow(row: Row): boolean {
   return row.count === 1 && row.structs[0] === 0
+}
+
+/** `0x23 • varUint(1) • varString("rec")`: how a row holding one record begins (PROTOCOL §5.2). */
+const RECORD_STRUCT_HEAD = Uint8Array.of(0x23, 0x01, 0x03, 0x72, 0x65, 0x63)
+
+/** A row of one record, by its first bytes (records have rows of their own): cheap enough for every row a node tails. */
+function isRecordRow(row: Row): boolean {
+  if (row.count !== 1 || row.structs.length < RECORD_STRUCT_HEAD.length) return false
+  for (let i = 0; i < RECORD_STRUCT_HEAD.length; i++) if (row.structs[i] !== RECORD_STRUCT_HEAD[i]) return false
+  return true
 }
 
 /** Does a stored row carry a signed record (an item of the `rec` map)? */

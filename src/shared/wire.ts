@@ -116,6 +116,11 @@ export const Reason = {
   QuotaExceeded: 14,
   /** An envelope sealed under a key epoch that is not the current one. */
   StaleEpoch: 15,
+  /**
+   * Past the quota, and a blank stands in its place for good (a kept record follows it). With
+   * 14 nothing of it was stored: the sender's next sync sends it again.
+   */
+  QuotaExceededForGood: 16,
 } as const
 export type Reason = (typeof Reason)[keyof typeof Reason]
 

@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import { InProcessHub } from '../../src/relay/bus/in-process-bus.js'
 import { openSqliteRelayStore, type Relay } from '../../src/relay/index.js'
+import { recordAllowance } from '../../src/relay/limits.js'
 import { atLeastSent, texts, until, World } from './harness.js'
 
 let world: World
@@ -95,5 +96,42 @@ describe('relay cluster on one store', () => {
     }
     expect(stored(a) + stored(b)).toBeLessThan(30)
     expect(a.messages().some((m) => m.status === 'failed') && b.messages().some((m) => m.status === 'failed')).toBe(true)
+  })
+
+  it('holds a conversation’s records to one allowance across nodes: each counts the others’ records as they are stored', { timeout: 120_000 }, async () => {
+    world = new World()
+    const hub = new InProcessHub()
+    const limits = { maxRoomBytes: 6_000 }
+    const n0 = await world.relay({ database: openSqliteRelayStore(world.dbPath), bus: hub.connect('n0'), node: 'n0', limits })
+    world.port = 0
+    const n1 = await world.relay({ database: openSqliteRelayStore(world.dbPath), bus: hub.connect('n1'), node: 'n1', limits })
+    const alice = await world.client('alice', { relay: n0.url })
+    const bob = await world.client('bob', { relay: n1.url })
+    await until(() => alice.connection === 'online' && bob.connection === 'online')
+    const a = await alice.createConversation({ title: 'q' })
+    const b = await bob.join(await a.invite())
+    for (let i = 0; i < 20; i++) await a.send(`filler ${i} ${'x'.repeat(200)}`)
+    await until(() => a.messages().some((m) => m.status === 'failed'), 5000, 'quota reached')
+    await new Promise((r) => setTimeout(r, 1000))
+    const rotateUntilRefused = async (conv: typeof a, other: typeof a) => {
+      for (let i = 0; i < 400; i++) {
+        const epoch = conv.epoch
+        await conv.rotateKey()
+        const outcome = await until(() => (other.epoch > epoch ? 'stored' : conv.epoch <= epoch ? 'refused' : undefined), 5000, `rotation ${i}`)
+        if (outcome === 'refused') return i
+      }
+      throw new Error('never refused')
+    }
+    expect(await rotateUntilRefused(a, b)).toBeGreaterThan(10)
+    const store = openSqliteRelayStore(world.dbPath)
+    const bound = limits.maxRoomBytes + recordAllowance(limits)
+    try {
+      await until(() => a.epoch === b.epoch, 5000, 'epochs agree')
+      await rotateUntilRefused(b, a)
+      const afterN1 = await store.roomBytes(a.id)
+      expect(afterN1).toBeLessThanOrEqual(bound + 2_000)
+    } finally {
+      await store.close()
+    }
   })
 })

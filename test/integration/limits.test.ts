@@ -227,7 +227,7 @@ describe('abuse limits', () => {
       for (let i = 0; i < 40_000; i++) rec.set(envelopeKey(doc.clientID, i), Uint8Array.of(i & 0xff))
     })
     a.ws.send(writeFrame({ type: FrameType.Room, room, message: writeSyncMessage(SyncStep.Update, Y.encodeStateAsUpdate(doc)) }))
-    await until(() => refusals().some((r) => r.reason === Reason.QuotaExceeded), 20_000, 'the flood refused')
+    await until(() => refusals().some((r) => r.reason === Reason.QuotaExceededForGood), 20_000, 'the flood refused')
     await until(() => relay.metrics.rowsStored > 0, 10_000, 'its placeholders stored')
     const rows = relay.metrics.rowsStored
     // Past twice the allowance: an envelope is refused with no range (nothing of it fails), and
@@ -262,6 +262,25 @@ describe('abuse limits', () => {
     await aliceConv.send('room again')
     await until(() => texts(bobConv).includes('room again'), 10_000, 'bob has the next message')
     expect(texts(bobConv)).not.toContain('while full')
+  })
+
+  it('delivers a title change refused in a full conversation once there is room: the others show what the author shows', { timeout: 60_000 }, async () => {
+    world = new World()
+    const first = await world.relay({ limits: { maxRoomBytes: 6_000 } })
+    const { alice, aliceConv, bobConv } = await pair(world)
+    for (let i = 0; i < 20; i++) await aliceConv.send(`filler ${i} ${'x'.repeat(200)}`)
+    await until(() => aliceConv.messages().some((m) => m.status === 'failed'), 5000, 'quota reached')
+    await aliceConv.setInner((doc) => doc.getMap('meta').set('title', 'Trip 2'))
+    await until(() => world.errors.get(alice)!.some((e) => /quota/.test(e.message) && /refused/.test(e.message)), 5000, 'title refused')
+    await first.close()
+    await world.relay()
+    await until(() => alice.connection === 'online', 10_000, 'alice back')
+    await aliceConv.send('room again')
+    await until(() => texts(bobConv).includes('room again') && bobConv.title === 'Trip 2', 10_000, 'bob has both')
+    // Nothing sent after deletes it there (a tombstone of it once did).
+    await new Promise((r) => setTimeout(r, 500))
+    expect(bobConv.title).toBe('Trip 2')
+    expect(aliceConv.title).toBe('Trip 2')
   })
 
   it('stores nothing for a member who writes past the quota from thousands of new client ids', async () => {

@@ -80,7 +80,10 @@ describe('outer update check', () => {
     expect(v.rows[0]).toMatchObject({ clock: 0, len: 2, count: 2 })
     expect(v.rows[0]!.parts[0]!.bytes).toEqual(Uint8Array.of(0, 1))
     expect(v.rows[0]!.parts[1]!.record).toBeDefined()
-    expect(v.refused.map((r) => r.clock)).toEqual([0, 2])
+    expect(v.refused.map((r) => [r.clock, r.reason])).toEqual([
+      [0, Reason.QuotaExceededForGood],
+      [2, Reason.QuotaExceeded],
+    ])
     expect(v.newClients).toEqual([5])
   })
 
@@ -92,9 +95,10 @@ describe('outer update check', () => {
     expect(v.rows[0]).toMatchObject({ clock: 0, len: 2, count: 2 })
     expect(v.rows[0]!.parts.map((p) => p.bytes)).toEqual([Uint8Array.of(0, 1), Uint8Array.of(0, 1)])
     expect(v.bytes).toBe(4)
+    // Those with a blank that stands tell the sender so; the last, not stored, is sent again by its sync.
     expect(v.refused.map((r) => [r.clock, r.reason])).toEqual([
-      [0, Reason.QuotaExceeded],
-      [1, Reason.QuotaExceeded],
+      [0, Reason.QuotaExceededForGood],
+      [1, Reason.QuotaExceededForGood],
       [2, Reason.QuotaExceeded],
     ])
   })

@@ -182,14 +182,17 @@ describe('relay refusals', () => {
     expect(r.calls.filter((c) => c.startsWith('statuses'))).toEqual(['statuses m1,m2'])
   })
 
-  it('sends a refused change that holds no message again once there is room: as a tombstone, or as it was when stale', async () => {
+  it('sends a refused change that holds no message again once there is room: as it was, or as a tombstone when it could never go', async () => {
     const r = setup()
+    // Refused for quota with nothing stored: the sync sends it again by itself.
     applyRefusal(r.host, { reason: Reason.QuotaExceeded, message: 'conversation full', ranges: [range(7, 2)] })
-    // The same change refused again (its resend met a full room) waits once.
-    applyRefusal(r.host, { reason: Reason.QuotaExceeded, message: 'conversation full', ranges: [range(7, 2)] })
+    expect(r.fills.size).toBe(0)
+    // Too large: as a tombstone; the same refusal again queues it once.
+    applyRefusal(r.host, { reason: Reason.TooLarge, message: 'too large', ranges: [range(7, 2)] })
+    applyRefusal(r.host, { reason: Reason.TooLarge, message: 'too large', ranges: [range(7, 2)] })
     expect(r.fills.size).toBe(1)
     expect(r.fillsSent).toEqual([])
-    // The relay stored a row of ours: it goes, as a tombstone of the change.
+    // The relay stored a row of ours: it goes.
     r.fills.roomAgain(12)
     await Promise.resolve()
     expect(r.fillsSent).toHaveLength(1)
@@ -197,13 +200,14 @@ describe('relay refusals', () => {
     Y.applyUpdate(doc, r.fillsSent[0]!)
     expect(doc.getMap('app').size).toBe(0)
     expect(doc.store.pendingStructs).toBeNull()
-    // Refused as stale: the change itself goes again.
-    applyRefusal(r.host, { reason: Reason.StaleEpoch, message: 'epoch 0 ended', ranges: [range(7, 2)] })
-    r.fills.roomAgain(12)
-    expect(r.fillsSent).toHaveLength(1)
-    r.fills.roomAgain(13)
-    await Promise.resolve()
-    expect(r.fillsSent[1]).toEqual(r.appChange)
+    // Refused as stale, or for quota with a blank in its place: the change itself goes again.
+    for (const reason of [Reason.StaleEpoch, Reason.QuotaExceededForGood]) {
+      const sent = r.fillsSent.length
+      applyRefusal(r.host, { reason, message: 'again', ranges: [range(7, 2)] })
+      r.fills.roomAgain(13 + sent)
+      await Promise.resolve()
+      expect(r.fillsSent[sent]).toEqual(r.appChange)
+    }
     r.fills.close()
   })
 
