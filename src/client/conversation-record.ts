@@ -200,50 +200,38 @@ export function decodeSentEnvelope(bytes: Uint8Array): SentEnvelope {
  * varUint    n, then n × varUint8Array: a 32-byte key
  * ```
  */
-export function encodeLostKeys(keys: Iterable<Uint8Array>): Uint8Array {
-  const list = [...keys]
+/** `uint8(1) • varUint(n) • n × varUint8Array(item)`: lost keys and gap fills are stored so. */
+function encodeByteList(items: Iterable<Uint8Array>): Uint8Array {
+  const list = [...items]
   const e = encoding.createEncoder()
   encoding.writeUint8(e, 1)
   encoding.writeVarUint(e, list.length)
-  for (const k of list) encoding.writeVarUint8Array(e, k)
+  for (const item of list) encoding.writeVarUint8Array(e, item)
   return encoding.toUint8Array(e)
 }
 
-export function decodeLostKeys(bytes: Uint8Array): Uint8Array[] {
+function decodeByteList(bytes: Uint8Array, what: string, maxItemBytes: number): Uint8Array[] {
   const r = new StrictReader(bytes)
-  readVersion(r, 'lost keys')
-  const n = r.varUint(1 << 16)
-  const keys: Uint8Array[] = []
-  for (let i = 0; i < n; i++) {
-    const k = r.varBytes(32).slice()
-    if (k.length !== 32) throw new PetrelError(ErrorCode.Malformed, `lost keys: a key of ${k.length} bytes`)
-    keys.push(k)
-  }
-  return keys
-}
-
-/**
- * Inner updates waiting to go again (gap-fills.ts):
- * `uint8(1) • varUint(n) • n × varUint8Array(update)`.
- */
-export function encodeGapFills(updates: Iterable<Uint8Array>): Uint8Array {
-  const list = [...updates]
-  const e = encoding.createEncoder()
-  encoding.writeUint8(e, 1)
-  encoding.writeVarUint(e, list.length)
-  for (const u of list) encoding.writeVarUint8Array(e, u)
-  return encoding.toUint8Array(e)
-}
-
-export function decodeGapFills(bytes: Uint8Array): Uint8Array[] {
-  const r = new StrictReader(bytes)
-  readVersion(r, 'gap fills')
+  readVersion(r, what)
   const n = r.varUint(1 << 16)
   const out: Uint8Array[] = []
-  for (let i = 0; i < n; i++) out.push(r.varBytes(16 * 1024 * 1024).slice())
+  for (let i = 0; i < n; i++) out.push(r.varBytes(maxItemBytes).slice())
   r.end()
   return out
 }
+
+export const encodeLostKeys = (keys: Iterable<Uint8Array>): Uint8Array => encodeByteList(keys)
+
+export function decodeLostKeys(bytes: Uint8Array): Uint8Array[] {
+  const keys = decodeByteList(bytes, 'lost keys', 32)
+  for (const k of keys) if (k.length !== 32) throw new PetrelError(ErrorCode.Malformed, `lost keys: a key of ${k.length} bytes`)
+  return keys
+}
+
+/** Inner updates waiting to go again (gap-fills.ts), as a byte list (encodeByteList). */
+export const encodeGapFills = (updates: Iterable<Uint8Array>): Uint8Array => encodeByteList(updates)
+
+export const decodeGapFills = (bytes: Uint8Array): Uint8Array[] => decodeByteList(bytes, 'gap fills', 16 * 1024 * 1024)
 
 export function encodeBindings(b: ReadonlyMap<number, string>): Uint8Array {
   const e = encoding.createEncoder()

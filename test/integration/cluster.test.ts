@@ -1,8 +1,8 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import { InProcessHub } from '../../src/relay/bus/in-process-bus.js'
 import { openSqliteRelayStore, type Relay } from '../../src/relay/index.js'
-import { recordAllowance } from '../../src/relay/limits.js'
-import { atLeastSent, texts, until, World } from './harness.js'
+import { type RelayLimits, recordAllowance } from '../../src/relay/limits.js'
+import { atLeastSent, rotateUntilRefused, texts, until, World } from './harness.js'
 
 let world: World
 afterEach(async () => {
@@ -10,18 +10,26 @@ afterEach(async () => {
 })
 
 /** Several relay nodes on one store and one bus, as behind a load balancer. */
-async function cluster(n: number) {
+async function cluster(n: number, limits?: Partial<RelayLimits>) {
   world = new World()
   const hub = new InProcessHub()
   const nodes: Relay[] = []
   for (let i = 0; i < n; i++) {
     world.port = 0
-    nodes.push(
-      await world.relay({ database: openSqliteRelayStore(world.dbPath), bus: hub.connect(`n${i}`), node: `n${i}` }),
-    )
+    nodes.push(await world.relay({ database: openSqliteRelayStore(world.dbPath), bus: hub.connect(`n${i}`), node: `n${i}`, limits }))
   }
   const urls = nodes.map((r) => r.url)
   return { hub, nodes, urls }
+}
+
+/** Alice on the first node and Bob on the second, in one conversation of Alice's. */
+async function pairAcross(urls: string[], title: string) {
+  const alice = await world.client('alice', { relay: urls[0]! })
+  const bob = await world.client('bob', { relay: urls[1]! })
+  await until(() => alice.connection === 'online' && bob.connection === 'online')
+  const a = await alice.createConversation({ title })
+  const b = await bob.join(await a.invite())
+  return { alice, bob, a, b }
 }
 
 describe('relay cluster on one store', () => {
@@ -68,17 +76,9 @@ describe('relay cluster on one store', () => {
   })
 
   it('holds a conversation to one quota across nodes: each counts the rows the others stored', async () => {
-    world = new World()
-    const hub = new InProcessHub()
     const limits = { maxRoomBytes: 8_000 }
-    const n0 = await world.relay({ database: openSqliteRelayStore(world.dbPath), bus: hub.connect('n0'), node: 'n0', limits })
-    world.port = 0
-    const n1 = await world.relay({ database: openSqliteRelayStore(world.dbPath), bus: hub.connect('n1'), node: 'n1', limits })
-    const alice = await world.client('alice', { relay: n0.url })
-    const bob = await world.client('bob', { relay: n1.url })
-    await until(() => alice.connection === 'online' && bob.connection === 'online')
-    const a = await alice.createConversation({ title: 'shared quota' })
-    const b = await bob.join(await a.invite())
+    const { urls } = await cluster(2, limits)
+    const { a, b } = await pairAcross(urls, 'shared quota')
     const filler = (who: string, i: number) => `${who} ${i} ${'x'.repeat(200)}`
     for (let i = 0; i < 20; i++) {
       await a.send(filler('a', i))
@@ -99,29 +99,12 @@ describe('relay cluster on one store', () => {
   })
 
   it('holds a conversation’s records to one allowance across nodes: each counts the others’ records as they are stored', { timeout: 120_000 }, async () => {
-    world = new World()
-    const hub = new InProcessHub()
     const limits = { maxRoomBytes: 6_000 }
-    const n0 = await world.relay({ database: openSqliteRelayStore(world.dbPath), bus: hub.connect('n0'), node: 'n0', limits })
-    world.port = 0
-    const n1 = await world.relay({ database: openSqliteRelayStore(world.dbPath), bus: hub.connect('n1'), node: 'n1', limits })
-    const alice = await world.client('alice', { relay: n0.url })
-    const bob = await world.client('bob', { relay: n1.url })
-    await until(() => alice.connection === 'online' && bob.connection === 'online')
-    const a = await alice.createConversation({ title: 'q' })
-    const b = await bob.join(await a.invite())
+    const { urls } = await cluster(2, limits)
+    const { a, b } = await pairAcross(urls, 'q')
     for (let i = 0; i < 20; i++) await a.send(`filler ${i} ${'x'.repeat(200)}`)
     await until(() => a.messages().some((m) => m.status === 'failed'), 5000, 'quota reached')
     await new Promise((r) => setTimeout(r, 1000))
-    const rotateUntilRefused = async (conv: typeof a, other: typeof a) => {
-      for (let i = 0; i < 400; i++) {
-        const epoch = conv.epoch
-        await conv.rotateKey()
-        const outcome = await until(() => (other.epoch > epoch ? 'stored' : conv.epoch <= epoch ? 'refused' : undefined), 5000, `rotation ${i}`)
-        if (outcome === 'refused') return i
-      }
-      throw new Error('never refused')
-    }
     expect(await rotateUntilRefused(a, b)).toBeGreaterThan(10)
     const store = openSqliteRelayStore(world.dbPath)
     const bound = limits.maxRoomBytes + recordAllowance(limits)

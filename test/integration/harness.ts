@@ -149,3 +149,14 @@ export async function openNewRoom(dev: Awaited<ReturnType<typeof rawDevice>>): P
   await until(() => dev.frames.some((f) => f.type === FrameType.Opened && f.room === room))
   return room
 }
+
+/** Key rotations `conv` makes until the relay refuses one (its new epoch is undone); `other` sees each one stored. */
+export async function rotateUntilRefused(conv: Conversation, other: Conversation): Promise<number> {
+  for (let i = 0; i < 400; i++) {
+    const epoch = conv.epoch
+    await conv.rotateKey()
+    const took = await until(() => (other.epoch > epoch ? 'yes' : conv.epoch <= epoch ? 'no' : undefined), 5000, `rotation ${i}`)
+    if (took === 'no') return i
+  }
+  throw new Error('no rotation was refused')
+}

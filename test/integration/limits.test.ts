@@ -11,12 +11,28 @@ import { sealEnvelope } from '../../src/shared/envelope.js'
 import { envelopeKey } from '../../src/shared/outer-keys.js'
 import { readRefused, RoomMessage, SyncStep, writeSyncMessage } from '../../src/shared/room-messages.js'
 import { CloseCode, FrameType, Reason, StrictReader, writeFrame } from '../../src/shared/wire.js'
-import { openNewRoom, pair, texts, until, World, rawDevice } from './harness.js'
+import { openNewRoom, pair, rawDevice, rotateUntilRefused, texts, until, World } from './harness.js'
 
 let world: World
 afterEach(async () => {
   await world?.close()
 })
+
+/** Limits under which 20 messages of ~200 bytes fill a conversation. */
+const SMALL_QUOTA = { maxRoomBytes: 6_000 }
+
+/**
+ * A new world with a relay under SMALL_QUOTA, Alice and Bob in one conversation, and Alice's
+ * sends past the quota: some of her 20 fillers failed.
+ */
+async function fullConversation() {
+  world = new World()
+  const relay = await world.relay({ limits: SMALL_QUOTA })
+  const people = await pair(world)
+  for (let i = 0; i < 20; i++) await people.aliceConv.send(`filler ${i} ${'x'.repeat(200)}`)
+  await until(() => people.aliceConv.messages().some((m) => m.status === 'failed'), 5000, 'quota reached')
+  return { relay, ...people }
+}
 
 describe('abuse limits', () => {
   it('drops frames past the per-connection rate and cuts off a sender that keeps going (4429)', async () => {
@@ -75,11 +91,7 @@ describe('abuse limits', () => {
   })
 
   it('keeps a full conversation full: later sends fail once each, and an admin can still remove a member', async () => {
-    world = new World()
-    const relay = await world.relay({ limits: { maxRoomBytes: 6_000 } })
-    const { bob, aliceConv, bobConv } = await pair(world)
-    for (let i = 0; i < 20; i++) await aliceConv.send(`filler ${i} ${'x'.repeat(200)}`)
-    await until(() => aliceConv.messages().some((m) => m.status === 'failed'), 5000, 'quota reached')
+    const { relay, bob, aliceConv, bobConv } = await fullConversation()
     const rowsWhenFull = relay.metrics.rowsStored
     const later: string[] = []
     for (let i = 0; i < 5; i++) later.push((await aliceConv.send(`later ${i}`)).id)
@@ -101,11 +113,7 @@ describe('abuse limits', () => {
   })
 
   it('once the conversation has room again, the next send goes, and what failed stays failed and unseen', async () => {
-    world = new World()
-    const first = await world.relay({ limits: { maxRoomBytes: 6_000 } })
-    const { alice, aliceConv, bobConv } = await pair(world)
-    for (let i = 0; i < 20; i++) await aliceConv.send(`filler ${i} ${'x'.repeat(200)}`)
-    await until(() => aliceConv.messages().some((m) => m.status === 'failed'), 5000, 'quota reached')
+    const { relay: first, alice, aliceConv, bobConv } = await fullConversation()
     const full = await aliceConv.send('while full')
     await until(() => aliceConv.message(full.id)?.status === 'failed', 5000, 'refused')
     const failed = aliceConv.messages().filter((m) => m.status === 'failed')
@@ -123,33 +131,26 @@ describe('abuse limits', () => {
   })
 
   it('counts records as the store does, so a restart leaves a full conversation the same room for records', { timeout: 90_000 }, async () => {
-    /** Rotations a full conversation takes before its records' allowance refuses one, the relay restarted after `restartAfter`. */
-    const rotationsUntilRefused = async (restartAfter: number | undefined): Promise<number> => {
-      world = new World()
-      const limits = { maxRoomBytes: 6_000 }
-      let relay = await world.relay({ limits })
-      const { alice, aliceConv, bobConv } = await pair(world)
-      for (let i = 0; i < 20; i++) await aliceConv.send(`filler ${i} ${'x'.repeat(200)}`)
-      await until(() => aliceConv.messages().some((m) => m.status === 'failed'), 5000, 'quota reached')
-      for (let i = 0; i < 200; i++) {
-        if (i === restartAfter) {
-          await relay.close()
-          relay = await world.relay({ limits })
-          await until(() => alice.connection === 'online', 10_000, 'back')
+    /** Rotations a full conversation takes before its records' allowance refuses one, the relay restarted after the tenth or not. */
+    const rotationsUntilRefused = async (restart: boolean): Promise<number> => {
+      const { relay, alice, aliceConv, bobConv } = await fullConversation()
+      let done = 0
+      if (restart) {
+        for (; done < 10; done++) {
+          const epoch = bobConv.epoch
+          await aliceConv.rotateKey()
+          await until(() => bobConv.epoch > epoch, 5000, `rotation ${done}`)
         }
-        const epoch = aliceConv.epoch
-        await aliceConv.rotateKey()
-        // Refused, the new epoch is undone at Alice's.
-        const took = await until(() => (bobConv.epoch > epoch ? 'yes' : aliceConv.epoch <= epoch ? 'no' : undefined), 5000, `rotation ${i}`)
-        if (took === 'no') {
-          await world.close()
-          return i
-        }
+        await relay.close()
+        await world.relay({ limits: SMALL_QUOTA })
+        await until(() => alice.connection === 'online', 10_000, 'back')
       }
-      throw new Error('never refused')
+      done += await rotateUntilRefused(aliceConv, bobConv)
+      await world.close()
+      return done
     }
-    const straight = await rotationsUntilRefused(undefined)
-    const restarted = await rotationsUntilRefused(10)
+    const straight = await rotationsUntilRefused(false)
+    const restarted = await rotationsUntilRefused(true)
     expect(straight).toBeGreaterThan(20)
     expect(Math.abs(restarted - straight)).toBeLessThanOrEqual(2)
   })
@@ -158,17 +159,9 @@ describe('abuse limits', () => {
     world = new World()
     const maxRoomBytes = 6_000
     const relay = await world.relay({ limits: { maxRoomBytes } })
-    const { alice, aliceConv, bobConv } = await pair(world)
+    const { aliceConv, bobConv } = await pair(world)
     const token = await aliceConv.invite()
-    const errors = world.errors.get(alice)!
-    const quotaErrors = () => errors.filter((e) => /quota|full/.test(e.message)).length
-    for (let i = 0; i < 400; i++) {
-      const before = quotaErrors()
-      const epoch = aliceConv.epoch
-      await aliceConv.rotateKey()
-      const outcome = await until(() => (quotaErrors() > before ? 'refused' : bobConv.epoch > epoch ? 'stored' : undefined), 5000, `rotation ${i}`)
-      if (outcome === 'refused') break
-    }
+    await rotateUntilRefused(aliceConv, bobConv)
     await new Promise((r) => setTimeout(r, 300))
     const room = aliceConv.id
     const bound = maxRoomBytes + recordAllowance({ maxRoomBytes })
@@ -193,15 +186,7 @@ describe('abuse limits', () => {
     world = new World()
     const first = await world.relay({ limits: { maxRoomBytes: 6_000 } })
     const { alice, aliceConv, bobConv } = await pair(world)
-    const errors = world.errors.get(alice)!
-    const quotaErrors = () => errors.filter((e) => /quota|full/.test(e.message)).length
-    for (let i = 0; i < 400; i++) {
-      const before = quotaErrors()
-      const epoch = aliceConv.epoch
-      await aliceConv.rotateKey()
-      const outcome = await until(() => (quotaErrors() > before ? 'refused' : bobConv.epoch > epoch ? 'stored' : undefined), 5000, `rotation ${i}`)
-      if (outcome === 'refused') break
-    }
+    await rotateUntilRefused(aliceConv, bobConv)
     await until(() => aliceConv.epoch === bobConv.epoch, 5000, 'the refused epoch undone')
     // The operator raises the quota; Alice's next sync resends what the relay did not store.
     await first.close()
@@ -244,11 +229,7 @@ describe('abuse limits', () => {
   })
 
   it('after a key rotation in a full conversation and room again, the next message shows at the others', { timeout: 60_000 }, async () => {
-    world = new World()
-    const first = await world.relay({ limits: { maxRoomBytes: 6_000 } })
-    const { alice, aliceConv, bobConv } = await pair(world)
-    for (let i = 0; i < 20; i++) await aliceConv.send(`filler ${i} ${'x'.repeat(200)}`)
-    await until(() => aliceConv.messages().some((m) => m.status === 'failed'), 5000, 'quota reached')
+    const { relay: first, alice, aliceConv, bobConv } = await fullConversation()
     const full = await aliceConv.send('while full')
     await until(() => aliceConv.message(full.id)?.status === 'failed', 5000, 'refused')
     // The rotation's record goes past the quota (the records' allowance), with blanks for the
@@ -265,11 +246,7 @@ describe('abuse limits', () => {
   })
 
   it('delivers a title change refused in a full conversation once there is room: the others show what the author shows', { timeout: 60_000 }, async () => {
-    world = new World()
-    const first = await world.relay({ limits: { maxRoomBytes: 6_000 } })
-    const { alice, aliceConv, bobConv } = await pair(world)
-    for (let i = 0; i < 20; i++) await aliceConv.send(`filler ${i} ${'x'.repeat(200)}`)
-    await until(() => aliceConv.messages().some((m) => m.status === 'failed'), 5000, 'quota reached')
+    const { relay: first, alice, aliceConv, bobConv } = await fullConversation()
     await aliceConv.setInner((doc) => doc.getMap('meta').set('title', 'Trip 2'))
     await until(() => world.errors.get(alice)!.some((e) => /quota/.test(e.message) && /refused/.test(e.message)), 5000, 'title refused')
     await first.close()
