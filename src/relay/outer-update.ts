@@ -114,6 +114,8 @@ export function validateOuterUpdate(
     let start = -1
     let len = 0
     let count = 0
+    // This group's refusals start here in out.refused.
+    const refusedFrom = out.refused.length
     // Parts up to here are kept; quota-refused ones after the last kept part are not stored.
     let kept = 0
     let keptLen = 0
@@ -202,7 +204,10 @@ export function validateOuterUpdate(
     // (it will not be sent again by its sync).
     if (count > 0) {
       const end = start + len
-      for (const r of out.refused) if (r.client === group.client && r.reason === Reason.QuotaExceeded && r.clock < end) r.reason = Reason.QuotaExceededForGood
+      for (let i = refusedFrom; i < out.refused.length; i++) {
+        const r = out.refused[i]!
+        if (r.reason === Reason.QuotaExceeded && r.clock < end) r.reason = Reason.QuotaExceededForGood
+      }
     }
     if (count === 0) continue
     if (!owner) out.newClients.push(group.client)
