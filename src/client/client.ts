@@ -260,8 +260,7 @@ export class PetrelClient {
           // One conversation stored corrupt (or by a newer version) must not keep the device
           // from every other: it is left out, said, and left in storage as it is.
           const unreadable = (err: unknown): undefined => {
-            if (!(err instanceof PetrelError) || (err.code !== ErrorCode.Malformed && err.code !== ErrorCode.VersionMismatch)) throw err
-            client.unreadable.set(id, new PetrelError(err.code, `conversation ${id} could not be read back: ${err.message}`, { cause: err, conversationId: id }))
+            if (!client.noteUnreadable(id, err)) throw err
             return undefined
           }
           let record: ConversationRecord
@@ -322,11 +321,38 @@ export class PetrelClient {
     const queue = [...convs].sort((a, b) => (b.messages().at(-1)?.sentAt ?? 0) - (a.messages().at(-1)?.sentAt ?? 0))
     const worker = async () => {
       for (let conv = queue.shift(); conv && !this.closed; conv = queue.shift()) {
-        await conv.ready().catch((err) => this.reportError(err))
+        await conv.ready().catch((err) => this.loadFailed(conv, err))
       }
     }
     void worker()
     void worker()
+  }
+
+  /**
+   * A conversation is unreadable when what is stored of it is corrupt, or from a newer version:
+   * noted (true) so it is left out; any other failure (false) is the caller's to handle.
+   */
+  private noteUnreadable(id: string, err: unknown): boolean {
+    if (!(err instanceof PetrelError) || (err.code !== ErrorCode.Malformed && err.code !== ErrorCode.VersionMismatch)) return false
+    this.unreadable.set(id, new PetrelError(err.code, `conversation ${id} could not be read back: ${err.message}`, { cause: err, conversationId: id }))
+    return true
+  }
+
+  /**
+   * A conversation that started from its summary could not be read back in the background: it
+   * leaves `conversations()` for `unreadableConversations()`, as it would have at an eager
+   * start, and the app hears it once. Its storage stays as it is. A passing failure (the disk
+   * busy, a read error) only reports: the next call on it loads it again.
+   */
+  private loadFailed(conv: Conversation, err: unknown): void {
+    if (this.closed || this.convs.get(conv.id) !== conv || !this.noteUnreadable(conv.id, err)) {
+      this.reportError(err)
+      return
+    }
+    this.convs.delete(conv.id)
+    this.dirtySummaries.delete(conv)
+    this.reportError(this.unreadable.get(conv.id)!)
+    void conv.close().catch(() => undefined)
   }
 
   /** Stable across restarts on the same storage. */
@@ -626,9 +652,10 @@ export class PetrelClient {
   }
 
   /**
-   * Conversations stored on this device that it could not read back when it started (their
-   * stored record or rows are corrupt: a damaged disk, a store edited by hand; or written by a
-   * newer version, `version_mismatch`). They are left out of
+   * Conversations stored on this device that it could not read back (their stored record or
+   * rows are corrupt: a damaged disk, a store edited by hand; or written by a newer version,
+   * `version_mismatch`): at start, or, with `open: 'lazy'`, when one listed from its summary
+   * loads in the background (it then leaves `conversations()`). They are left out of
    * `conversations()`, reported once on `error`, and left in storage as they were; joining
    * one again from an invite replaces its record (the old one is kept as `damaged:conv:{id}`).
    *

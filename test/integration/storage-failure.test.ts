@@ -155,6 +155,42 @@ describe('local storage failing', () => {
     }
   })
 
+  it('moves a conversation started from its summary to unreadableConversations() when its rows fail to load in the background', async () => {
+    world = new World()
+    const storage = join(world.dir, 'alice.db')
+    const offline = { relay: 'ws://127.0.0.1:9', storage, open: 'lazy' as const }
+    const alice = await world.client('alice', offline)
+    alice.disconnect()
+    const good = await alice.createConversation({ title: 'good' })
+    await good.send('still here')
+    const bad = await alice.createConversation({ title: 'bad' })
+    await bad.send('pending here')
+    // Closing stores both summaries: the next start lists both from them at once.
+    await alice.close()
+    const store = await openSqliteStore(storage)
+    const [row] = await store.list(`sent:${bad.id}:`)
+    await store.commit({ put: [[row![0], row![1].subarray(0, row![1].length - 3)]] })
+    await store.close()
+
+    const again = await createClient({ name: 'alice', ...offline })
+    world.clients.push(again)
+    const errors: PetrelError[] = []
+    again.on('error', (err) => errors.push(err))
+    again.disconnect()
+    const listed = await again.conversations()
+    expect(listed.map((c) => c.id).sort()).toEqual([good.id, bad.id].sort())
+    const badConv = listed.find((c) => c.id === bad.id)!
+    await until(() => again.unreadableConversations().length > 0, 5000, 'the background load to fail')
+    expect(again.unreadableConversations()).toEqual([{ id: bad.id, error: expect.objectContaining({ code: 'malformed', conversationId: bad.id }) }])
+    expect((await again.conversations()).map((c) => c.id)).toEqual([good.id])
+    expect(errors.map((e) => [e.code, e.conversationId])).toEqual([['malformed', bad.id]])
+    // The object the app still holds answers with the same typed error, not a hang.
+    await expect(badConv.send('more')).rejects.toMatchObject({ code: 'malformed' })
+    const goodConv = (await again.conversations())[0]!
+    await goodConv.ready()
+    expect(texts(goodConv)).toEqual(['still here'])
+  })
+
   it('joins an unreadable conversation again from an invite, and keeps the damaged record aside', async () => {
     world = new World()
     await world.relay()
