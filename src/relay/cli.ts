@@ -9,20 +9,48 @@ import { parseArgs } from 'node:util'
 import { createRelay } from './relay.js'
 import { ErrorCode, isPetrelError } from '../shared/errors.js'
 
-const { values } = parseArgs({
-  options: {
-    port: { type: 'string' },
-    host: { type: 'string' },
-    database: { type: 'string' },
-    redis: { type: 'string' },
-    limits: { type: 'string' },
-    'no-spare-snapshot-parts': { type: 'boolean' },
-    help: { type: 'boolean', short: 'h' },
-  },
-})
+const USAGE = `petrel-relay [--port 8787] [--host 127.0.0.1] [--database ./.petrel/relay.db | postgres://…] [--redis redis://…] [--limits JSON] [--no-spare-snapshot-parts]
+
+  --port N                   port to listen on; 0 picks a free one          PETREL_PORT (8787)
+  --host ADDRESS             address to listen on; 0.0.0.0 for every one     PETREL_HOST (127.0.0.1)
+  --database PATH | URL      a SQLite file, or postgres://…[?schema=name]     PETREL_DATABASE (./.petrel/relay.db)
+  --redis URL                fan-out between nodes (with PostgreSQL)         PETREL_REDIS
+  --limits JSON              limits over the defaults, e.g. '{"maxFrameBytes":1048576}'   PETREL_LIMITS
+  --no-spare-snapshot-parts  send live members snapshot parts too           PETREL_SPARE_SNAPSHOT_PARTS=0
+  -h, --help                 this text
+
+Flags win over the environment. docs/OPERATING.md has the rest.
+`
+
+const fail = (message: string, code: number): never => {
+  process.stderr.write(`petrel-relay: ${message}\n`)
+  process.exit(code)
+}
+
+let parsed: ReturnType<typeof parse>
+const parse = () =>
+  parseArgs({
+    options: {
+      port: { type: 'string' },
+      host: { type: 'string' },
+      database: { type: 'string' },
+      redis: { type: 'string' },
+      limits: { type: 'string' },
+      'no-spare-snapshot-parts': { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  })
+try {
+  parsed = parse()
+} catch (err) {
+  // An unknown flag, or one missing its value: one line and the usage, not a stack trace.
+  process.stderr.write(`petrel-relay: ${(err as Error).message}\n\n${USAGE}`)
+  process.exit(2)
+}
+const { values } = parsed
 
 if (values.help) {
-  process.stdout.write('petrel-relay [--port 8787] [--host 127.0.0.1] [--database ./.petrel/relay.db | postgres://…] [--redis redis://…] [--limits JSON] [--no-spare-snapshot-parts]\n')
+  process.stdout.write(USAGE)
   process.exit(0)
 }
 
@@ -31,8 +59,7 @@ if (values.help) {
 const portText = values.port ?? (process.env.PETREL_PORT || undefined) ?? '8787'
 const port = /^\d{1,5}$/.test(portText) ? Number(portText) : Number.NaN
 if (!Number.isInteger(port) || port < 0 || port > 65535) {
-  process.stderr.write(`petrel-relay: invalid port ${values.port ?? process.env.PETREL_PORT}\n`)
-  process.exit(2)
+  fail(`invalid port ${values.port ?? process.env.PETREL_PORT}`, 2)
 }
 let limits: Record<string, number> | undefined
 const limitsText = values.limits ?? process.env.PETREL_LIMITS
@@ -40,12 +67,9 @@ if (limitsText) {
   try {
     limits = JSON.parse(limitsText) as Record<string, number>
   } catch {
-    process.stderr.write('petrel-relay: --limits / PETREL_LIMITS must be JSON, e.g. {"maxFrameBytes":1048576}\n')
-    process.exit(2)
+    fail('--limits / PETREL_LIMITS must be JSON, e.g. {"maxFrameBytes":1048576}', 2)
   }
 }
-// A limit createRelay refuses (not a whole number ≥ 1, or unknown) is a usage error like a bad
-// port: said in one line, exit 2, not a stack trace.
 const relay = await createRelay({
   limits,
   port,
@@ -53,11 +77,12 @@ const relay = await createRelay({
   database: values.database ?? process.env.PETREL_DATABASE ?? './.petrel/relay.db',
   redis: values.redis ?? process.env.PETREL_REDIS,
   spareSnapshotParts: !(values['no-spare-snapshot-parts'] ?? process.env.PETREL_SPARE_SNAPSHOT_PARTS === '0'),
-}).catch((err: unknown) => {
-  if (!isPetrelError(err, ErrorCode.InvalidArgument)) throw err
-  process.stderr.write(`petrel-relay: ${err.message}\n`)
-  process.exit(2)
-})
+}).catch((err: unknown) =>
+  // A bad limit or a port in use is a usage error (2); a database or Redis that cannot be
+  // opened or reached, or a database from a newer version, is the machine's (1). Either is one
+  // line, not a stack trace.
+  isPetrelError(err, ErrorCode.InvalidArgument) ? fail(err.message, 2) : isPetrelError(err, ErrorCode.StorageFailed) || isPetrelError(err, ErrorCode.VersionMismatch) ? fail(err.message, 1) : Promise.reject(err),
+)
 process.stdout.write(`Petrel relay on ${relay.url.replace(/^ws/, 'http')} (WebSocket ${relay.url})\n`)
 
 let stopping = false

@@ -99,7 +99,14 @@ export async function createRelay(options: RelayOptions = {}): Promise<Relay> {
   const store = await openStore(options.database ?? './.petrel/relay.db')
   const metrics = new RelayMetrics()
   const node = options.node ?? `node-${toBase64Url(randomBytes(6))}`
-  const bus = options.bus ?? (options.redis ? await openRedisBus(options.redis, node) : createLocalBus(node))
+  let bus: FanoutBus
+  try {
+    bus = options.bus ?? (options.redis ? await openRedisBus(options.redis, node) : createLocalBus(node))
+  } catch (err) {
+    metrics.stop()
+    await store.close()
+    throw err
+  }
   const core = new RelayCore(store, limits, log, metrics, bus, node, options.spareSnapshotParts ?? true, options.catchUpPageRows)
   const app = createRelayApp(core, { staticRoot: options.staticRoot ?? defaultStaticRoot() })
   const wss = new WebSocketServer({
@@ -117,10 +124,20 @@ export async function createRelay(options: RelayOptions = {}): Promise<Relay> {
   })
   acceptWebSockets(server as Server, wss, core)
   const host = options.host ?? '127.0.0.1'
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject)
-    server.listen(options.port ?? 8787, host, () => resolve())
-  })
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject)
+      server.listen(options.port ?? 8787, host, () => resolve())
+    })
+  } catch (err) {
+    // What was opened is given back: an embedder may try another port in the same process.
+    await core.close()
+    await bus.close()
+    wss.close()
+    await store.close()
+    metrics.stop()
+    throw listenFailure(err, host, options.port ?? 8787)
+  }
   const port = (server.address() as AddressInfo).port
   const url = `ws://${host.includes(':') ? `[${host}]` : host}:${port}`
   log.info('relay listening', { url })
@@ -150,6 +167,13 @@ export async function createRelay(options: RelayOptions = {}): Promise<Relay> {
       return closing
     },
   }
+}
+
+/** A port that cannot be listened on is the caller's argument to change: said in one line, typed. */
+function listenFailure(err: unknown, host: string, port: number): PetrelError {
+  const code = (err as NodeJS.ErrnoException)?.code
+  const why = code === 'EADDRINUSE' ? 'is in use' : code === 'EACCES' ? 'needs privileges this process lacks' : code === 'EADDRNOTAVAIL' ? 'is not an address of this machine' : `cannot be listened on (${(err as Error)?.message ?? err})`
+  return new PetrelError(ErrorCode.InvalidArgument, `port ${port} on ${host} ${why}`, { cause: err })
 }
 
 /** `examples/chat/dist` of the nearest package.json above this module (src/ or dist/src/). */

@@ -4,6 +4,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createRelay } from '../../src/relay/index.js'
+import { openSqliteRelayStore } from '../../src/relay/store/sqlite-store.js'
 import { ErrorCode } from '../../src/shared/errors.js'
 import { pair, texts, until, World } from './harness.js'
 
@@ -127,6 +128,63 @@ describe('operating a relay', () => {
       expect(run.stderr).toMatch(/invalid port/)
     }
   })
+  it('refuses a port in use with a typed error, and gives back the store it was handed', async () => {
+    const first = await createRelay({ port: 0, database: ':memory:', logLevel: 'error' })
+    try {
+      const store = openSqliteRelayStore(':memory:')
+      await expect(createRelay({ port: first.port, database: store, logLevel: 'error' })).rejects.toMatchObject({
+        code: ErrorCode.InvalidArgument,
+        message: `port ${first.port} on 127.0.0.1 is in use`,
+      })
+      await expect(store.loadRoom('r')).rejects.toMatchObject({ code: ErrorCode.Closed })
+    } finally {
+      await first.close()
+    }
+  })
+
+  it('refuses a database path it cannot open with storage_failed naming the path', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'petrel-ops-'))
+    try {
+      const notADatabase = join(dir, 'notes.db')
+      writeFileSync(notADatabase, 'these are notes, not a database\n'.repeat(100))
+      await expect(createRelay({ port: 0, database: notADatabase, logLevel: 'error' })).rejects.toMatchObject({ code: ErrorCode.StorageFailed, message: expect.stringContaining(notADatabase) })
+      // A file where a folder should be.
+      await expect(createRelay({ port: 0, database: join(notADatabase, 'relay.db'), logLevel: 'error' })).rejects.toMatchObject({ code: ErrorCode.StorageFailed })
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
+  it('says what went wrong in one line on the command line: an unknown flag (with the usage), a port in use, a database or Redis it cannot open', async () => {
+    const cli = join(import.meta.dirname, '../../src/relay/cli.ts')
+    const dir = mkdtempSync(join(tmpdir(), 'petrel-ops-'))
+    const busy = await createRelay({ port: 0, database: ':memory:', logLevel: 'error' })
+    try {
+      writeFileSync(join(dir, 'notes.db'), 'not a database\n'.repeat(100))
+      const run = (...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', cli, ...args], { encoding: 'utf8', timeout: 20_000 })
+      const unknown = run('--prot', '80')
+      expect(unknown.status).toBe(2)
+      expect(unknown.stderr.split('\n')[0]).toBe("petrel-relay: Unknown option '--prot'")
+      expect(unknown.stderr).toContain('PETREL_DATABASE')
+      expect(run('--port').status).toBe(2)
+      for (const [args, status, line] of [
+        [['--port', String(busy.port), '--database', ':memory:'], 2, `petrel-relay: port ${busy.port} on 127.0.0.1 is in use`],
+        [['--port', '0', '--database', join(dir, 'notes.db')], 1, `petrel-relay: relay store: cannot open ${join(dir, 'notes.db')}: file is not a database`],
+        [['--port', '0', '--database', ':memory:', '--redis', 'redis://127.0.0.1:1'], 1, 'petrel-relay: cannot reach Redis at redis://127.0.0.1:1: connect ECONNREFUSED 127.0.0.1:1'],
+      ] as Array<[string[], number, string]>) {
+        const r = run(...args)
+        expect(r.status, args.join(' ')).toBe(status)
+        expect(r.stderr.trim().split('\n'), args.join(' ')).toEqual([line])
+      }
+      const help = run('--help')
+      expect(help.status).toBe(0)
+      for (const name of ['PETREL_PORT', 'PETREL_HOST', 'PETREL_DATABASE', 'PETREL_REDIS', 'PETREL_LIMITS', 'PETREL_SPARE_SNAPSHOT_PARTS']) expect(help.stdout).toContain(name)
+    } finally {
+      await busy.close()
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
   it('exits with 2 and one line on limits createRelay refuses', () => {
     const cli = join(import.meta.dirname, '../../src/relay/cli.ts')
     for (const limits of ['{"maxFrameBytes":"1mb"}', '{"maxFrameByte":1}']) {

@@ -14,6 +14,14 @@ export async function openRedisBus(url: string, node: string, channel = 'petrel:
   let handler: ((m: BusMessage) => void) | undefined
   const reconnectHandlers: Array<() => void> = []
   let subscribed = false
+  // Before connecting: without a listener ioredis prints every failed attempt as unhandled.
+  // A failed first connect is said below; later drops heal by themselves (ready → re-read).
+  let lastError: Error | undefined
+  const noted = (err: Error) => {
+    lastError = err
+  }
+  pub.on('error', noted)
+  sub.on('error', noted)
   try {
     await Promise.all([pub.connect(), sub.connect()])
     await sub.subscribe(channel)
@@ -21,7 +29,9 @@ export async function openRedisBus(url: string, node: string, channel = 'petrel:
   } catch (cause) {
     pub.disconnect()
     sub.disconnect()
-    throw new PetrelError(ErrorCode.StorageFailed, `cannot reach Redis at ${url.replace(/\/\/[^@]*@/, '//…@')}: ${(cause as Error).message}`, { cause })
+    // ioredis rejects with "Connection is closed."; the socket's own error says why.
+    const why = lastError ?? (cause as Error)
+    throw new PetrelError(ErrorCode.StorageFailed, `cannot reach Redis at ${url.replace(/\/\/[^@]*@/, '//…@')}: ${why.message}`, { cause: why })
   }
   sub.on('messageBuffer', (_channel: Buffer, message: Buffer) => {
     let m: BusMessage
@@ -37,8 +47,6 @@ export async function openRedisBus(url: string, node: string, channel = 'petrel:
     if (!subscribed) return
     for (const h of reconnectHandlers) h()
   })
-  pub.on('error', () => {})
-  sub.on('error', () => {})
   return {
     publish: async (m) => {
       try {

@@ -69,6 +69,36 @@ export interface SqliteRelayStoreOptions {
 }
 
 /**
+ * The database at `path`, its schema brought up to this version. What cannot be opened (a path
+ * that is not a directory, a file that is not a database, a disk that refuses) is a
+ * `storage_failed` error naming the path, so an operator reads one line, not a stack trace.
+ */
+function openMigrated(path: string): Database.Database {
+  let db: Database.Database | undefined
+  try {
+    if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true })
+    const opened = new Database(path)
+    db = opened
+    opened.pragma('journal_mode = WAL')
+    opened.pragma('synchronous = FULL')
+    opened.pragma('busy_timeout = 5000')
+    const version = opened.pragma('user_version', { simple: true }) as number
+    if (version > SQLITE_RELAY_MIGRATIONS.length) {
+      throw new PetrelError(ErrorCode.VersionMismatch, `relay database schema ${version} is newer than this relay (${SQLITE_RELAY_MIGRATIONS.length})`)
+    }
+    opened.transaction(() => {
+      for (let v = version; v < SQLITE_RELAY_MIGRATIONS.length; v++) opened.exec(SQLITE_RELAY_MIGRATIONS[v]!)
+      opened.pragma(`user_version = ${SQLITE_RELAY_MIGRATIONS.length}`)
+    }).immediate()
+    return opened
+  } catch (cause) {
+    db?.close()
+    if (cause instanceof PetrelError) throw cause
+    throw new PetrelError(ErrorCode.StorageFailed, `relay store: cannot open ${path}: ${(cause as Error)?.message ?? cause}`, { cause })
+  }
+}
+
+/**
  * Opens (creating and migrating) the relay's SQLite database.
  *
  * @example
@@ -78,20 +108,7 @@ export interface SqliteRelayStoreOptions {
  * ```
  */
 export function openSqliteRelayStore(path: string, options: SqliteRelayStoreOptions = {}): RelayStore {
-  if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true })
-  const db = new Database(path)
-  db.pragma('journal_mode = WAL')
-  db.pragma('synchronous = FULL')
-  db.pragma('busy_timeout = 5000')
-  const version = db.pragma('user_version', { simple: true }) as number
-  if (version > SQLITE_RELAY_MIGRATIONS.length) {
-    db.close()
-    throw new PetrelError(ErrorCode.VersionMismatch, `relay database schema ${version} is newer than this relay (${SQLITE_RELAY_MIGRATIONS.length})`)
-  }
-  db.transaction(() => {
-    for (let v = version; v < SQLITE_RELAY_MIGRATIONS.length; v++) db.exec(SQLITE_RELAY_MIGRATIONS[v]!)
-    db.pragma(`user_version = ${SQLITE_RELAY_MIGRATIONS.length}`)
-  }).immediate()
+  const db = openMigrated(path)
   // Checkpoints on a worker thread, never inside a commit (see sqlite-checkpointer.ts).
   const checkpointer = path === ':memory:' ? undefined : startCheckpointer(path)
   if (checkpointer) db.pragma('wal_autocheckpoint = 0')
