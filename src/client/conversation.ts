@@ -575,10 +575,7 @@ export class Conversation {
    */
   async send(text: string): Promise<Message> {
     await this.ready()
-    if (typeof text !== 'string') throw new PetrelError(ErrorCode.InvalidArgument, 'text must be a string')
-    const bytes = utf8Length(text)
-    const limit = Math.min(MAX_TEXT_BYTES, this.ctx.connection.maxEnvelopeBytes - 1024)
-    if (bytes > limit) throw new PetrelError(ErrorCode.TooLarge, `message is ${bytes} bytes; the limit is ${limit}`, { conversationId: this.id })
+    const bytes = this.sendableBytes(text)
     this.assertOpen()
     this.hlc = Math.max(Date.now(), this.hlc + 1)
     const id = messageIdFor(this.ctx.identity.userId, this.hlc)
@@ -586,6 +583,15 @@ export class Conversation {
     // Sends made in the same turn resume from `ready()` one after another and share a batch.
     await this.sends.add(id, value, bytes)
     return this.message(id)!
+  }
+
+  /** The UTF-8 bytes of `text`, which `send` takes; throws the error `send` would otherwise. */
+  private sendableBytes(text: unknown): number {
+    if (typeof text !== 'string') throw new PetrelError(ErrorCode.InvalidArgument, 'text must be a string')
+    const bytes = utf8Length(text)
+    const limit = Math.min(MAX_TEXT_BYTES, this.ctx.connection.maxEnvelopeBytes - 1024)
+    if (bytes > limit) throw new PetrelError(ErrorCode.TooLarge, `message is ${bytes} bytes; the limit is ${limit}`, { conversationId: this.id })
+    return bytes
   }
 
   /**
@@ -1760,9 +1766,12 @@ export class Conversation {
       // Refused for good: receivers hold a tombstone of the same change (the same Yjs items,
       // deleted), so sealing that change again would show nothing there while the ticks here
       // moved on. Send it anew. (Rows of earlier versions lack `refused`: their text tells.)
+      // The new one first: a send refused now (the relay's limit lowered since, a full disk)
+      // leaves the failed message where it was, to retry or discard, instead of losing its text.
       const text = this.message(id)?.text ?? ''
-      await this.discard(id)
+      this.sendableBytes(text)
       await this.send(text)
+      await this.discard(id)
       return
     }
     const update = this.originalUpdate(state.envelopeKey)

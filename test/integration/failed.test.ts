@@ -159,6 +159,23 @@ describe('a message the relay refuses for good', () => {
     await until(() => aliceConv.messages().every((x) => atLeastSent(x.status)), 10_000, 'alice sees it sent')
   })
 
+  it('a retry the relay’s lowered limit refuses keeps the failed message, text and all, to retry or discard', async () => {
+    world = new World()
+    const relay = await world.relay()
+    const { alice, aliceConv } = await pair(world)
+    await relay.close()
+    await until(() => alice.connection !== 'online', 5000, 'offline')
+    const big = 'x'.repeat(40 * 1024)
+    const m = await aliceConv.send(big)
+    // The operator lowers the envelope limit while Alice is away.
+    await world.relay({ limits: { maxEnvelopeBytes: 32 * 1024 } })
+    await until(() => aliceConv.message(m.id)?.status === 'failed', 15_000, 'refused as too large')
+    await expect(aliceConv.retry(m.id)).rejects.toMatchObject({ code: 'too_large' })
+    expect(aliceConv.messages().map((x) => [x.id, x.text.length, x.status])).toEqual([[m.id, big.length, 'failed']])
+    await aliceConv.discard(m.id)
+    expect(texts(aliceConv)).toEqual([])
+  })
+
   it('a refusal repeated for an envelope its messages have left (sealed again) moves none of them', async () => {
     const { aliceConv, bobConv, refuseNextEnvelope, refuseAgain } = await refusingPair()
     // "Sealed under an old key": the message goes again in a new envelope, which the relay keeps.
