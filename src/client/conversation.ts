@@ -789,7 +789,12 @@ export class Conversation {
       refusedTombstones: () => this.refusedTombstones(),
       storedBy: (device) => this.receiptBook.byDevice.get(device)?.stored ?? 0,
       sealerFree: () => this.sealerFree(),
-      writeInner: (change, ids) => this.writeInner(change, ids),
+      writeInner: (change, ids) => {
+        // Pending from the moment they are in the document (and shown): sealed later, they had
+        // no outbox state until then and read as ✓ for that while, then went back to the clock.
+        this.own.writing(ids)
+        return this.writeInner(change, ids)
+      },
       seal: (update, ids) => this.queueSeal(update, ids),
       afterOutgoing: (job) => this.afterOutgoing(job),
       writeOuter: (fn) => this.writeOuter(fn).updates,

@@ -110,6 +110,14 @@ export class OwnMessages {
     for (const key of left) this.rowPuts(key, puts)
   }
 
+  /**
+   * Messages being written into the document, not sealed yet: pending, in no envelope (nothing
+   * is stored of them until `sealed`). A message this device knows already is left as it is.
+   */
+  writing(msgIds: Iterable<string>): void {
+    for (const msgId of msgIds) if (!this.states.has(msgId)) this.states.set(msgId, { envelopeKey: '', seq: 0, failure: '' })
+  }
+
   /** Messages whose batch failed to store: in memory only, failed with `failure`, in no envelope. */
   failedToStore(msgIds: Iterable<string>, failure: string): void {
     for (const msgId of msgIds) this.states.set(msgId, { envelopeKey: '', seq: 0, failure })

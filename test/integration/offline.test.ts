@@ -38,6 +38,27 @@ describe('offline send', () => {
   })
 })
 
+describe('the clock of a message sent offline', () => {
+  it('is what every change the app hears shows, from the first: never ✓ before the relay has it', async () => {
+    world = new World()
+    await world.relay()
+    const { alice, aliceConv } = await pair(world)
+    alice.disconnect()
+    await until(() => alice.connection === 'offline')
+    const seen: string[] = []
+    aliceConv.subscribe(() => {
+      for (const m of aliceConv.messages()) seen.push(`${m.text}:${m.status}`)
+    })
+    const sent = await Promise.all([aliceConv.send('one'), aliceConv.send('two')])
+    const third = await aliceConv.send('three')
+    expect([...sent, third].map((m) => m.status)).toEqual(['pending', 'pending', 'pending'])
+    await new Promise((r) => setTimeout(r, 50))
+    expect([...new Set(seen)].sort()).toEqual(['one:pending', 'three:pending', 'two:pending'])
+    alice.connect()
+    await until(() => aliceConv.messages().every((m) => atLeastSent(m.status)), 10_000, '✓ once online')
+  })
+})
+
 describe('offline recipient', () => {
   for (const restart of [false, true]) {
     it(`gets all 100 messages once each, in order${restart ? ', across a relay restart' : ''}`, async () => {
