@@ -155,6 +155,13 @@ const COMPACT_AFTER_ROWS = 500
 /** Envelope bytes one pass over received pages takes at most (it blocks the thread while it runs). */
 const MERGE_PAGES_BYTES = 1024 * 1024
 /**
+ * Denials of a conversation that pass (wire.ts `Reason`): too many open on one connection, the
+ * relay's own trouble, a conversation full for now. The device asks again, backing off, and
+ * what is pending stays pending; any other denial is final.
+ */
+const TRANSIENT_DENIALS: ReadonlySet<number> = new Set([Reason.TooManyRooms, Reason.Internal, Reason.QuotaExceeded])
+
+/**
  * Epochs one inner client id writes through at most (besides a fresh one whenever a device
  * joins or a 'from-join' invite is made, foldRecords). A device that can never open one epoch
  * (a member wrapped it a bad key) holds back each writer's later changes until that writer's
@@ -258,7 +265,7 @@ export class Conversation {
   private readonly listeners = new Set<() => void>()
   private notifyScheduled = false
   private denied: PetrelError | undefined
-  private unknownRoomRetries = 0
+  private reopenRetries = 0
   private reopenTimer: ReturnType<typeof setTimeout> | undefined
   private closed = false
   /** Until the documents are loaded: what was shown last time (see summary.ts). */
@@ -545,7 +552,7 @@ export class Conversation {
       }
       // Caught up: what still waits in Yjs may wait for history this device cannot read.
       else if (this.doc.store.pendingStructs !== null) this.lostFill.soon()
-      this.unknownRoomRetries = 0
+      this.reopenRetries = 0
       // Once what the catch-up brought is applied: what the relay holds from the last session's
       // ids is known then (writer-ids.ts).
       if (this.writerIds.waiting) {
@@ -577,6 +584,8 @@ export class Conversation {
     await this.ready()
     const bytes = this.sendableBytes(text)
     this.assertOpen()
+    // Refused for good (removed, an invite that no longer works): nothing sent now could go.
+    if (this.denied) throw this.denied
     this.hlc = Math.max(Date.now(), this.hlc + 1)
     const id = messageIdFor(this.ctx.identity.userId, this.hlc)
     const value: StoredMessage = { t: text, at: Date.now(), h: this.hlc, n: this.counter++, d: this.ctx.identity.deviceId }
@@ -1619,23 +1628,34 @@ export class Conversation {
   }
 
   private onDenied(reason: number, message: string): void {
-    if (reason === Reason.UnknownRoom) {
-      // The conversation exists on its creator's device but has not reached the relay yet
-      // (created offline, or its first upload is still on the way): not a refusal. Ask again
-      // later, backing off, and keep everything pending meanwhile. join() need not wait.
-      this.settleSyncWaiters()
-      this.unknownRoomRetries++
+    const text = `${reasonName(reason)}: ${message}`
+    if (reason === Reason.UnknownRoom || TRANSIENT_DENIALS.has(reason)) {
+      if (reason === Reason.UnknownRoom) {
+        // The conversation exists on its creator's device but has not reached the relay yet
+        // (created offline, or its first upload is still on the way): not a refusal. join()
+        // need not wait.
+        this.settleSyncWaiters()
+      } else {
+        // The relay cannot take the conversation now (too many open on this connection, full,
+        // its own trouble), not for good: a join waiting hears why, and nothing pending fails.
+        const err = new PetrelError(ErrorCode.Refused, `relay refused the conversation for now: ${text}`, { conversationId: this.id })
+        for (const waiter of this.syncWaiters) waiter(err)
+        this.syncWaiters.clear()
+        if (this.reopenRetries === 0) this.ctx.reportError(err)
+      }
+      // Ask again later, backing off, and keep everything pending meanwhile.
+      this.reopenRetries++
       clearTimeout(this.reopenTimer)
       this.reopenTimer = setTimeout(
         () => {
           if (!this.closed) this.provider?.connect()
         },
-        Math.min(30_000, 500 * 2 ** Math.min(this.unknownRoomRetries, 6)) * (0.5 + Math.random() / 2),
+        Math.min(30_000, 500 * 2 ** Math.min(this.reopenRetries, 6)) * (0.5 + Math.random() / 2),
       )
       return
     }
-    const text = `${reasonName(reason)}: ${message}`
-    const err = new PetrelError(reason === Reason.InviteExpired || reason === Reason.InviteUsedUp || reason === Reason.InviteRevoked || reason === Reason.BadAdmission ? ErrorCode.InviteInvalid : ErrorCode.Refused, `relay refused the conversation: ${text}`, { conversationId: this.id })
+    const invite = reason === Reason.InviteExpired || reason === Reason.InviteUsedUp || reason === Reason.InviteRevoked || reason === Reason.BadAdmission
+    const err = new PetrelError(invite ? ErrorCode.InviteInvalid : ErrorCode.Refused, `relay refused the conversation: ${text}`, { conversationId: this.id })
     this.denied = err
     for (const waiter of this.syncWaiters) waiter(err)
     this.syncWaiters.clear()

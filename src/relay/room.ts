@@ -155,6 +155,10 @@ export class Room {
     if (joiner.length !== devicePub.length || !constantTimeEqual(joiner, devicePub)) {
       return { ok: false, reason: Reason.BadAdmission, message: 'join record is for another device' }
     }
+    // A join this room holds already, from a device that is no longer a member: it was removed
+    // (or unlinked) since. Applied again here, and not by the devices (they skip records they
+    // hold), it let the device back in at the relay alone, whose wraps every epoch then missed.
+    if (this.knownRecords.has(recordId(join.bytes))) return { ok: false, reason: Reason.NotMember, message: 'removed from the conversation' }
     const toStore: Uint8Array[] = []
     const inviteKey = recordId(invite.bytes)
     // An invite this admission brings is taken back if its join is refused: only stored records count.
@@ -170,8 +174,13 @@ export class Room {
     if (!r.ok) {
       if (toStore.length > 0) {
         this.knownRecords.delete(inviteKey)
-        if (inviteAdded) this.membership.invites.delete(invitePub)
+        if (inviteAdded) {
+          // Never stored, so never counted by the devices either (InviteState.order).
+          this.membership.invites.delete(invitePub)
+          this.membership.invitesApplied--
+        }
       }
+      if (r.reason.startsWith('removed member') || r.reason === 'device was unlinked') return { ok: false, reason: Reason.NotMember, message: `removed from the conversation (${r.reason})` }
       const reason = r.reason.includes('expired')
         ? Reason.InviteExpired
         : r.reason.includes('used up')

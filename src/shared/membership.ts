@@ -38,6 +38,8 @@ export interface MemberState {
 export interface InviteState extends InviteBody {
   issuer: string
   uses: number
+  /** Its place among the invites in record order (1 for the first): see `removedAt`. */
+  order: number
 }
 
 export interface EpochState {
@@ -59,8 +61,15 @@ export interface MembershipState {
   everDevices: Map<string, string>
   /** invitePub (base64url) of revoked invites. */
   revoked: Set<string>
-  /** userId → when they were removed: invites made before that cannot bring them back. */
-  removedAt: Map<string, number>
+  /**
+   * userId → when they were removed (the remover's clock) and how many invites were known then.
+   * Neither an invite made before that nor one applied before it brings them back: the clocks
+   * of two admins' devices differ, and a removal dated before an invite by a slow clock let the
+   * removed member back in with it.
+   */
+  removedAt: Map<string, { at: number; invites: number }>
+  /** Invites applied so far, in record order (`InviteState.order`). */
+  invitesApplied: number
   /** The current key epoch (0 from the genesis) and the epoch records after it. */
   epoch: number
   epochs: Map<number, EpochState>
@@ -114,6 +123,7 @@ export const emptyMembership = (room: string): MembershipState => ({
   everDevices: new Map(),
   revoked: EMPTY_SET,
   removedAt: EMPTY_MAP,
+  invitesApplied: 0,
   epoch: 0,
   epochs: EMPTY_MAP,
   rotationDue: false,
@@ -198,7 +208,7 @@ async function applyParsedRecord(s: MembershipState, rec: SignedRecord, options:
       if (s.members.get(issuer)?.role !== 'admin') return { ok: false, reason: 'invite not issued by an admin' }
       if (s.devices.get(toBase64Url(rec.signer!.devicePub)) !== issuer) return { ok: false, reason: 'invite signed by an unknown device' }
       const key = toBase64Url(inv.invitePub)
-      if (!s.invites.has(key)) writable(s, 'invites').set(key, { ...inv, issuer, uses: 0 })
+      if (!s.invites.has(key)) writable(s, 'invites').set(key, { ...inv, issuer, uses: 0, order: ++s.invitesApplied })
       return { ok: true }
     }
     case RecordKind.Join: {
@@ -214,8 +224,8 @@ async function applyParsedRecord(s: MembershipState, rec: SignedRecord, options:
       const userId = toBase64Url(j.joiner.userPub)
       const knownAs = s.everDevices.get(toBase64Url(j.joiner.devicePub))
       if (knownAs !== undefined && knownAs !== userId) return { ok: false, reason: "another person's device" }
-      const removedAt = s.removedAt.get(userId)
-      if (removedAt !== undefined && inv.createdAt <= removedAt) return { ok: false, reason: 'removed member; invite predates the removal' }
+      const removed = s.removedAt.get(userId)
+      if (removed !== undefined && (inv.createdAt <= removed.at || inv.order <= removed.invites)) return { ok: false, reason: 'removed member; invite predates the removal' }
       const existing = s.members.get(userId)
       if (existing) {
         addDevice(s, existing, j.joiner)
@@ -250,7 +260,7 @@ async function applyParsedRecord(s: MembershipState, rec: SignedRecord, options:
       }
       s.members.delete(target)
       for (const device of member.devices.keys()) s.devices.delete(device)
-      writable(s, 'removedAt').set(target, Math.max(b.at, s.removedAt.get(target) ?? 0))
+      writable(s, 'removedAt').set(target, { at: Math.max(b.at, s.removedAt.get(target)?.at ?? 0), invites: s.invitesApplied })
       s.rotationDue = true
       return { ok: true }
     }

@@ -211,3 +211,31 @@ describe('reconnect backoff', () => {
     }
   }, 15_000)
 })
+
+describe('a conversation the relay cannot take for now', () => {
+  it('keeps its pending messages pending (too many open on one connection), and they leave once the relay takes it', async () => {
+    world = new World()
+    let relay = await world.relay()
+    const alice = await world.client('alice')
+    const bob = await world.client('bob')
+    await until(() => alice.connection === 'online' && bob.connection === 'online')
+    const one = await alice.createConversation({ title: 'one' })
+    const two = await alice.createConversation({ title: 'two' })
+    const bobOne = await bob.join(await one.invite())
+    const bobTwo = await bob.join(await two.invite())
+    await relay.close()
+    await until(() => alice.connection !== 'online', 5000, 'alice offline')
+    const m1 = await one.send('in one')
+    const m2 = await two.send('in two')
+    // The relay comes back allowing one open conversation a connection (an operator's setting).
+    relay = await world.relay({ limits: { maxRoomsPerConnection: 1 } })
+    await until(() => world.errors.get(alice)!.some((e) => e.message.includes('too many rooms')), 10_000, 'alice told')
+    expect(world.errors.get(alice)!.filter((e) => e.message.includes('too many rooms')).map((e) => e.code)).toEqual(['refused'])
+    expect([one.message(m1.id)!.status, two.message(m2.id)!.status]).not.toContain('failed')
+    // Then with the default limits again: both go, with no retry by the app.
+    await relay.close()
+    await world.relay()
+    await until(() => texts(bobOne).includes('in one') && texts(bobTwo).includes('in two'), 30_000, 'both delivered')
+    await until(() => [one.message(m1.id)!.status, two.message(m2.id)!.status].every((s) => s !== 'pending'), 10_000, '✓ on both')
+  }, 60_000)
+})

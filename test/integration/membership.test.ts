@@ -422,3 +422,52 @@ describe('a record uploaded again', () => {
   })
 })
 
+
+describe('a member removed while offline', () => {
+  it('comes back to a typed refusal: his offline sends fail, a new send is refused at once, and the others talk on', async () => {
+    world = new World()
+    await world.relay()
+    const { bob, aliceConv, bobConv, invite } = await pair(world)
+    const carol = await world.client('carol')
+    const carolConv = await carol.join(invite)
+    bob.disconnect()
+    await until(() => bob.connection === 'offline')
+    const offline = await bobConv.send('bob, offline')
+    await aliceConv.removeMember(bob.userId)
+    bob.connect()
+    await until(() => bobConv.message(offline.id)?.status === 'failed', 10_000, 'his offline send failed')
+    expect(world.errors.get(bob)!.map((e) => [e.code, e.message])).toEqual([['refused', 'relay refused the conversation: not member: removed from the conversation']])
+    await expect(bobConv.send('bob, after')).rejects.toMatchObject({ code: 'refused', conversationId: bobConv.id })
+    expect(texts(bobConv)).toEqual(['bob, offline'])
+    await carolConv.send('carol, still here')
+    await until(() => texts(aliceConv).includes('carol, still here'), 10_000, 'alice hears carol')
+    expect(texts(aliceConv)).not.toContain('bob, offline')
+  })
+
+  it('stays out when the remover’s clock dated the removal before the invite he joined by, and the next key leaves him out', async () => {
+    world = new World()
+    const relay = await world.relay()
+    const { bob, aliceConv, bobConv, invite } = await pair(world)
+    const carol = await world.client('carol')
+    const carolConv = await carol.join(invite)
+    await until(() => aliceConv.members().length === 3 && carolConv.members().length === 3, 10_000, 'three members')
+    const createdAt = readInviteBody(readRecord(decodeInviteToken(invite).inviteRecord).body).createdAt
+    bob.disconnect()
+    await until(() => bob.connection === 'offline')
+    // What removeMember writes, from an admin device whose clock runs a minute slow.
+    const remove = await signRecordAs(world.clients[0]!)(RecordKind.Remove, encodeMemberChangeBody({ room: aliceConv.id, userPub: fromBase64Url(bob.userId), at: createdAt - 60_000 }))
+    await writeRecordsOf(aliceConv)([remove])
+    await until(() => !carolConv.members().some((m) => m.userId === bob.userId), 10_000, 'bob removed at carol')
+    await until(() => aliceConv.epoch === 1, 10_000, 'the removal rotated the key')
+    // Bob's device reconnects with the admission it joined by.
+    bob.connect()
+    await until(() => world.errors.get(bob)!.some((e) => e.code === 'refused'), 10_000, 'bob refused')
+    const refused = relay.metrics.rejectedCount('record refused')
+    await aliceConv.rotateKey()
+    await until(() => carolConv.epoch === 2, 10_000, 'the next rotation reached carol')
+    expect(relay.metrics.rejectedCount('record refused')).toBe(refused)
+    await aliceConv.send('after bob')
+    await until(() => texts(carolConv).includes('after bob'), 10_000, 'carol reads it')
+    expect(await readWithKeys(world.dbPath, aliceConv.id, bobConv.keys())).not.toContain('after bob')
+  })
+})

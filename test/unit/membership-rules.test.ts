@@ -22,6 +22,7 @@ import {
   encodeGenesisBody,
   encodeInviteBody,
   encodeJoinBody,
+  encodeMemberChangeBody,
   encodeRecord,
   readRecord,
   RecordKind,
@@ -60,7 +61,17 @@ async function roomWithInvite() {
     const sig = await signWithDomain(SignatureDomain.Join, invite.secretKey, recordSigningPayload(RecordKind.Join, body))
     return readRecord(encodeRecord(RecordKind.Join, body, new Uint8Array(0), sig))
   }
-  return { s, room, join, creator }
+  /** Another invite of the creator's, made at `createdAt` by its clock. */
+  const inviteAt = async (createdAt: number) => {
+    const other = generateSigningKeyPair()
+    const body = encodeInviteBody({ room, invitePub: other.publicKey, expiresAt: 0, maxUses: 0, history: 'full', createdAt })
+    expect(await applyRecord(s, await creator.sign(RecordKind.Invite, body))).toEqual({ ok: true })
+    return async (joinerCert: Uint8Array) => {
+      const jb = encodeJoinBody({ room, invitePub: other.publicKey, joiner: joinerCert, joinedAt: Date.now() })
+      return readRecord(encodeRecord(RecordKind.Join, jb, new Uint8Array(0), await signWithDomain(SignatureDomain.Join, other.secretKey, recordSigningPayload(RecordKind.Join, jb))))
+    }
+  }
+  return { s, room, join, creator, inviteAt }
 }
 
 describe('membership admission', () => {
@@ -100,5 +111,31 @@ describe('membership admission', () => {
       reason: UNUSABLE_AGREEMENT_KEY,
     })
     expect(s.creator).toBeUndefined()
+  })
+
+  it('keeps a removed member out with an invite applied before the removal, even when the remover’s clock dated the removal before it', async () => {
+    const { s, room, join, creator, inviteAt } = await roomWithInvite()
+    const bob = await device()
+    expect(await applyRecord(s, await join(bob.cert))).toEqual({ ok: true })
+    // The remover's clock runs a minute behind the inviter's.
+    const remove = await creator.sign(RecordKind.Remove, encodeMemberChangeBody({ room, userPub: bob.user.publicKey, at: Date.now() - 60_000 }))
+    expect(await applyRecord(s, remove)).toEqual({ ok: true })
+    // Bob's device comes back with the invite he joined by: it was applied before the removal.
+    expect(await applyRecord(s, await join(bob.cert))).toEqual({ ok: false, reason: 'removed member; invite predates the removal' })
+    expect(s.members.size).toBe(1)
+    // An invite applied after the removal, dated after it too, brings him back.
+    const fresh = await inviteAt(Date.now())
+    expect(await applyRecord(s, await fresh(bob.cert))).toEqual({ ok: true })
+    expect(s.members.size).toBe(2)
+  })
+
+  it('keeps a removed member out with an invite dated before the removal, though applied after it', async () => {
+    const { s, room, join, creator, inviteAt } = await roomWithInvite()
+    const bob = await device()
+    expect(await applyRecord(s, await join(bob.cert))).toEqual({ ok: true })
+    expect(await applyRecord(s, await creator.sign(RecordKind.Remove, encodeMemberChangeBody({ room, userPub: bob.user.publicKey, at: Date.now() })))).toEqual({ ok: true })
+    // Made offline an hour ago, uploaded now.
+    const old = await inviteAt(Date.now() - 3_600_000)
+    expect(await applyRecord(s, await old(bob.cert))).toEqual({ ok: false, reason: 'removed member; invite predates the removal' })
   })
 })
