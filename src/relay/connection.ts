@@ -222,6 +222,10 @@ export class Connection implements RoomMemberConn {
     } else {
       this.core.log.error('frame handler failed', { device: this.deviceId, error: (err as Error).message })
       this.core.metrics.reject('internal')
+      // The store or the bus failed under it (a database gone for a moment): the device never
+      // heard, and a room it was opening, or a sync it asked for, waited for good. Reconnecting
+      // asks for all of it again.
+      this.close(CloseCode.TryAgain, 'relay trouble; retry')
     }
   }
 

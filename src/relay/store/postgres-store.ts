@@ -127,6 +127,12 @@ export async function openPostgresRelayStore(url: string, options: PostgresRelay
   const transaction = async <T>(fn: (c: PoolClient) => Promise<T>, begin = 'BEGIN'): Promise<T> => {
     const c = await pool.connect()
     let broken = false
+    // While checked out, a client's 'error' (the server gone mid-transaction) has no listener
+    // of pg-pool's, and unheard it ended the process. The query under way rejects by itself.
+    const dropped = () => {
+      broken = true
+    }
+    c.on('error', dropped)
     try {
       await c.query(begin)
       const out = await fn(c)
@@ -138,6 +144,7 @@ export async function openPostgresRelayStore(url: string, options: PostgresRelay
       })
       throw err
     } finally {
+      c.off('error', dropped)
       c.release(broken)
     }
   }
