@@ -111,8 +111,14 @@ export class RelayCore {
         void p
           .then(async (room) => {
             if (!room) return
-            await room.run(() => this.refreshRecords(room))
+            await room.run(() => this.refreshRecords(room, true))
             await this.tail(room)
+            // What this node published meanwhile was lost too, and the nodes that kept the bus
+            // do not re-read on their own: ring again for everything this room holds.
+            const node = this.node
+            void this.bus.publish({ kind: 'rows', room: room.id, node, seq: room.committedSeq })
+            void this.bus.publish({ kind: 'records', room: room.id, node })
+            for (const entry of room.receipts.values()) void this.bus.publish({ kind: 'receipts', room: room.id, node, entry })
           })
           .catch((err) => this.log.error('re-reading a room after the bus came back failed', { error: (err as Error).message }))
       }
@@ -185,12 +191,18 @@ export class RelayCore {
     if (m.kind === 'member') return this.tellDevice(m.device, m.room)
     const p = this.rooms.get(m.room)
     if (!p) return
+    if (m.kind === 'awareness') {
+      void p.then((room) => {
+        if (room) for (const [peer, state] of room.peers) if (state.state === 'live') peer.deliver(room.id, m.message)
+      })
+      return
+    }
     void p.then(async (room) => {
       if (!room) return
       if (m.kind === 'rows') {
         if (m.seq > room.committedSeq) {
           const end = this.metrics.busLag.startTimer()
-          await this.tail(room)
+          await this.tailUntilRead(room)
           end()
         }
       } else if (m.kind === 'receipts') {
@@ -199,11 +211,33 @@ export class RelayCore {
     }).catch((err) => this.log.error('bus message failed', { room: m.room, error: (err as Error).message }))
   }
 
-  /** Re-read a room's membership records (another node admitted someone). */
-  private async refreshRecords(room: Room): Promise<void> {
+  /**
+   * Tail the room, and should the store fail under it (a database gone for a moment), try
+   * again, backing off from 1 s to 30 s, until it reads: the doorbell that asked rings once, and
+   * a node that gave up served none of those rows until the next one.
+   */
+  private async tailUntilRead(room: Room, wait = 1000): Promise<void> {
+    try {
+      await this.tail(room)
+    } catch (err) {
+      this.log.error('reading rows another node stored failed; trying again', { room: room.id, error: (err as Error).message, retryMs: wait })
+      const timer = setTimeout(() => {
+        if (this.closing || this.rooms.get(room.id) === undefined || room.failed) return
+        void this.tailUntilRead(room, Math.min(30_000, wait * 2))
+      }, wait)
+      timer.unref()
+    }
+  }
+
+  /**
+   * Re-read a room's membership records (another node admitted someone), and with `receipts`
+   * its receipts too (after the bus was away: those of other nodes' devices were missed).
+   */
+  private async refreshRecords(room: Room, receipts = false): Promise<void> {
     const before = new Set(room.membership.devices.keys())
     const snap = await this.store.loadRoom(room.id)
     if (!snap) return
+    if (receipts) for (const r of snap.receipts) this.mergeReceipt(room, { device: r.device, stored: r.stored, read: r.read, storedAt: r.storedAt, readAt: r.readAt }, undefined)
     await room.loadRecords(snap.records)
     // Another node removed or unlinked someone: this node stops serving them at once too.
     this.evictNonMembers(room, before)
@@ -378,6 +412,8 @@ export class RelayCore {
         r.varBytes(message.length)
         r.end()
         for (const [peer, state] of room.peers) if (peer !== conn && state.state === 'live') peer.deliver(id, message)
+        // And to the room's live peers on other nodes: typing crossed no node before.
+        void this.bus.publish({ kind: 'awareness', room: id, node: this.node, message })
         return
       }
       case RoomMessage.QueryAwareness:
@@ -651,6 +687,7 @@ export class RelayCore {
   /** Read rows after what this node delivered, from the store, and fan them out in order. */
   private tail(room: Room): Promise<void> {
     room.tailing ??= (async () => {
+      let records = false
       try {
         for (;;) {
           const rows = await this.store.readRows(room.id, room.committedSeq, CATCH_UP_PAGE_ROWS)
@@ -667,9 +704,13 @@ export class RelayCore {
             // Stored by another node: it counts against the quota here too, a record twice as
             // there (its row and the records table).
             if (!room.countedSeqs.delete(row.seq)) room.bytes += row.structs.length * (isRecordRow(row) ? 2 : 1)
+            if (isRecordRow(row)) records = true
             this.fanOut(room, row)
           }
         }
+        // Another node stored membership records: its 'records' doorbell may have been lost
+        // (the bus away), and a removal missed here served the removed member on.
+        if (records) void room.run(() => this.refreshRecords(room)).catch((err) => this.log.error('re-reading records failed', { room: room.id, error: (err as Error).message }))
       } finally {
         room.tailing = undefined
         // A counted row the tail passed without reading (compacted meanwhile) is not waited for.

@@ -1,14 +1,14 @@
 /** A TCP proxy to a server of the outside world (PostgreSQL, Redis) that can be cut (its sockets destroyed, new ones refused) and restored: a network partition. */
 import net from 'node:net'
 
-export interface Proxy {
+export interface TcpProxy {
   port: number
   cut(): void
   restore(): void
   close(): Promise<void>
 }
 
-export async function tcpProxy(targetPort: number, targetHost = '127.0.0.1'): Promise<Proxy> {
+export async function tcpProxy(targetPort: number, targetHost = '127.0.0.1'): Promise<TcpProxy> {
   let up = true
   const sockets = new Set<net.Socket>()
   const server = net.createServer((client) => {

@@ -24,9 +24,11 @@ export function runFanoutBusConformance(name: string, connect: (node: string) =>
         { kind: 'rows', room: 'room-aaaaaaaaaaaaaaaa', node: 'a', seq: 42 },
         { kind: 'receipts', room: 'room-aaaaaaaaaaaaaaaa', node: 'a', entry: { device: 'dev', stored: 3, read: 2, storedAt: 1000, readAt: 2000 } },
         { kind: 'records', room: 'room-aaaaaaaaaaaaaaaa', node: 'a' },
+        { kind: 'member', room: 'room-aaaaaaaaaaaaaaaa', node: 'a', device: 'dev' },
+        { kind: 'awareness', room: 'room-aaaaaaaaaaaaaaaa', node: 'a', message: Uint8Array.of(5, 1, 2, 3) },
       ]
       for (const m of sent) await a.publish(m)
-      await until(() => got.b!.length === 3 && got.c!.length === 3)
+      await until(() => got.b!.length === sent.length && got.c!.length === sent.length)
       expect(got.b).toEqual(sent)
       expect(got.c).toEqual(sent)
       await new Promise((r) => setTimeout(r, 50))

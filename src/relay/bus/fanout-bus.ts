@@ -10,7 +10,9 @@
  * receipts (kind 2) body := receiptEntry (see room-messages.ts)
  * records  (kind 3) body := (empty)                     membership records changed
  * member   (kind 4) body := varString device             `device` became a member of `room`
+ * awareness(kind 5) body := varUint8Array message        a live peer's awareness (typing) room message, as it came; never stored
  * ```
+ * A node of before kind 5 drops it as undecodable (typing then stays within each node).
  */
 import * as encoding from 'lib0/encoding'
 import type { ReceiptEntry } from '../../shared/room-messages.js'
@@ -21,6 +23,7 @@ export type BusMessage =
   | { kind: 'receipts'; room: string; node: string; entry: ReceiptEntry }
   | { kind: 'records'; room: string; node: string }
   | { kind: 'member'; room: string; node: string; device: string }
+  | { kind: 'awareness'; room: string; node: string; message: Uint8Array }
 
 export interface FanoutBus {
   publish(message: BusMessage): Promise<void>
@@ -33,7 +36,10 @@ export interface FanoutBus {
   close(): Promise<void>
 }
 
-const KIND = { rows: 1, receipts: 2, records: 3, member: 4 } as const
+/** Larger than any awareness message a relay forwards (its frame limit bounds them, 1 MiB by default). */
+const MAX_AWARENESS_BYTES = 16 << 20
+
+const KIND = { rows: 1, receipts: 2, records: 3, member: 4, awareness: 5 } as const
 
 export function encodeBusMessage(m: BusMessage): Uint8Array {
   const e = encoding.createEncoder()
@@ -43,6 +49,7 @@ export function encodeBusMessage(m: BusMessage): Uint8Array {
   encoding.writeVarString(e, m.node)
   if (m.kind === 'rows') encoding.writeVarUint(e, m.seq)
   if (m.kind === 'member') encoding.writeVarString(e, m.device)
+  if (m.kind === 'awareness') encoding.writeVarUint8Array(e, m.message)
   if (m.kind === 'receipts') {
     encoding.writeVarString(e, m.entry.device)
     encoding.writeVarUint(e, m.entry.stored)
@@ -56,7 +63,7 @@ export function encodeBusMessage(m: BusMessage): Uint8Array {
 export function decodeBusMessage(bytes: Uint8Array): BusMessage {
   const r = new StrictReader(bytes)
   r.uint8()
-  const kind = r.varUint(4)
+  const kind = r.varUint(5)
   const room = r.varString(64)
   const node = r.varString(128)
   if (kind === KIND.rows) return { kind: 'rows', room, node, seq: r.varUint() }
@@ -69,5 +76,6 @@ export function decodeBusMessage(bytes: Uint8Array): BusMessage {
     }
   }
   if (kind === KIND.member) return { kind: 'member', room, node, device: r.varString(64) }
+  if (kind === KIND.awareness) return { kind: 'awareness', room, node, message: r.varBytes(MAX_AWARENESS_BYTES) }
   return { kind: 'records', room, node }
 }

@@ -42,11 +42,15 @@ export async function openRedisBus(url: string, node: string, channel = 'petrel:
     }
     if (m.node !== node) handler?.(m)
   })
-  // ioredis re-subscribes by itself after a reconnect; anything published meanwhile is gone.
-  sub.on('ready', () => {
+  // ioredis re-subscribes by itself after a reconnect; anything published meanwhile is gone,
+  // in either direction: what this node published while `pub` was away was lost as surely as
+  // what it missed while `sub` was, so either coming back re-reads and rings again.
+  const reconnected = () => {
     if (!subscribed) return
     for (const h of reconnectHandlers) h()
-  })
+  }
+  sub.on('ready', reconnected)
+  pub.on('ready', reconnected)
   return {
     publish: async (m) => {
       try {
