@@ -34,7 +34,7 @@ import * as Y from 'yjs'
 import { constantTimeEqual, fromBase64Url, randomBytes, toBase64Url, toHex } from '../shared/crypto/index.js'
 import { decryptEnvelope, keyCheckOf, readEnvelope, type SnapshotPart } from '../shared/envelope.js'
 import { ErrorCode, PetrelError } from '../shared/errors.js'
-import type { MembershipState } from '../shared/membership.js'
+import { devicesToWelcome, type MembershipState } from '../shared/membership.js'
 import { envelopeKey, OUTER_LOG, OUTER_RECORDS } from '../shared/outer-keys.js'
 import { encodeState } from '../shared/state-encoder.js'
 import { applyUpdate } from '../shared/update-reader.js'
@@ -1508,11 +1508,34 @@ export class Conversation {
       this.statusesChanged()
     } else this.notify()
     this.ctx.membershipChanged?.(this)
+    this.welcomeJoiners()
     // Someone left: whoever administers the conversation changes the key (the first wins).
     if (!this.membership.rotationDue) this.unlinkedHere = false
     // The device that unlinked someone keeps trying too (its first new epoch may lose a race).
     if (this.membership.rotationDue && (this.book.isAdmin() || this.unlinkedHere) && !this.closed) {
       void this.rotateOnce().catch((err) => this.report(err, 'could not rotate the key'))
+    }
+  }
+
+  /** Joiners (by device and epoch) this device is giving the current key to: one add record each. */
+  private readonly welcoming = new Set<string>()
+
+  /**
+   * A device that joined by an invite made before the current epoch began holds no key of it
+   * (`devicesToWelcome`): it could neither read nor write until the next rotation. The invite's
+   * signer (or the first admin device) gives it the key in an add record.
+   */
+  private welcomeJoiners(): void {
+    if (this.closed || this.membership.rotationDue) return
+    const me = this.ctx.identity.deviceId
+    for (const w of devicesToWelcome(this.membership)) {
+      const key = `${w.device}:${this.membership.epoch}`
+      if (w.welcomer !== me || this.welcoming.has(key)) continue
+      this.welcoming.add(key)
+      this.memberActions.welcome(w.device, w.userId, w.invite.history).catch((err) => {
+        this.welcoming.delete(key)
+        this.report(err, 'could not give a new member the current key')
+      })
     }
   }
 

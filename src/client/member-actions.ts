@@ -185,6 +185,30 @@ export class MemberActions {
     await host.writeRecords(records)
   }
 
+  /**
+   * Give `device` (joined by an invite, `userId`'s) the current epoch's key in an add record:
+   * the keys this device holds for a 'full' invite, the current one alone for 'from-join' (what
+   * the invite would carry had it been made now). See `devicesToWelcome` (membership.ts).
+   */
+  async welcome(device: string, userId: string, history: 'full' | 'from-join'): Promise<void> {
+    const { host } = this
+    const epoch = host.membership.epoch
+    const cert = host.membership.members.get(userId)?.devices.get(device)
+    const held = host.keys()
+    const current = held.get(epoch)
+    if (!cert || !current) return
+    const keys = history === 'from-join' ? new Map([[epoch, current]]) : held
+    const body = encodeAddBody({
+      room: host.id,
+      userPub: cert.userPub,
+      epoch,
+      keyCheck: keyCheckOf(current),
+      at: Date.now(),
+      devices: [{ certificate: cert.bytes, keyBundle: sealKeyBundle(keys, host.id, cert.devicePub, cert.agreementPub) }],
+    })
+    await host.writeRecords([await host.ctx.signRecord(RecordKind.Add, body)])
+  }
+
   async leave(): Promise<void> {
     const { host } = this
     await host.ready()

@@ -40,6 +40,8 @@ export interface InviteState extends InviteBody {
   uses: number
   /** Its place among the invites in record order (1 for the first): see `removedAt`. */
   order: number
+  /** The device that signed it (base64url): the one that gives its joiners the current key. */
+  issuerDevice: string
 }
 
 export interface EpochState {
@@ -79,6 +81,10 @@ export interface MembershipState {
   removedDevices: Map<string, string>
   /** devicePub (base64url) → key bundles given to it by add records, in record order. */
   bundles: Map<string, Uint8Array[]>
+  /** devicePub (base64url) → the invite (invitePub, base64url) it joined by (devices only, not the relay). */
+  joinedVia: Map<string, string>
+  /** devicePub (base64url) → the epoch of the latest add record that gave it keys (devices only). */
+  welcomed: Map<string, number>
   /** The latest snapshot: rows up to `coversSeq` may be compacted away. */
   snapshot: { coversSeq: number; snapshotId: Uint8Array; parts: number; by: string } | undefined
 }
@@ -102,7 +108,7 @@ class SharedEmptySet<T> extends Set<T> {
 const EMPTY_MAP: Map<never, never> = new SharedEmptyMap()
 const EMPTY_SET: Set<never> = new SharedEmptySet()
 
-type LazyMapField = 'invites' | 'removedAt' | 'removedDevices' | 'bundles' | 'epochs'
+type LazyMapField = 'invites' | 'removedAt' | 'removedDevices' | 'bundles' | 'epochs' | 'joinedVia' | 'welcomed'
 
 function writable<F extends LazyMapField>(s: MembershipState, field: F): MembershipState[F] {
   if ((s[field] as Map<unknown, unknown>) === EMPTY_MAP) s[field] = new Map() as MembershipState[F]
@@ -129,6 +135,8 @@ export const emptyMembership = (room: string): MembershipState => ({
   rotationDue: false,
   removedDevices: EMPTY_MAP,
   bundles: EMPTY_MAP,
+  joinedVia: EMPTY_MAP,
+  welcomed: EMPTY_MAP,
   snapshot: undefined,
 })
 
@@ -208,7 +216,7 @@ async function applyParsedRecord(s: MembershipState, rec: SignedRecord, options:
       if (s.members.get(issuer)?.role !== 'admin') return { ok: false, reason: 'invite not issued by an admin' }
       if (s.devices.get(toBase64Url(rec.signer!.devicePub)) !== issuer) return { ok: false, reason: 'invite signed by an unknown device' }
       const key = toBase64Url(inv.invitePub)
-      if (!s.invites.has(key)) writable(s, 'invites').set(key, { ...inv, issuer, uses: 0, order: ++s.invitesApplied })
+      if (!s.invites.has(key)) writable(s, 'invites').set(key, { ...inv, issuer, uses: 0, order: ++s.invitesApplied, issuerDevice: toBase64Url(rec.signer!.devicePub) })
       return { ok: true }
     }
     case RecordKind.Join: {
@@ -228,6 +236,7 @@ async function applyParsedRecord(s: MembershipState, rec: SignedRecord, options:
       if (removed !== undefined && (inv.createdAt <= removed.at || inv.order <= removed.invites)) return { ok: false, reason: 'removed member; invite predates the removal' }
       const existing = s.members.get(userId)
       if (existing) {
+        if (!options.relay) writable(s, 'joinedVia').set(toBase64Url(j.joiner.devicePub), toBase64Url(j.invitePub))
         addDevice(s, existing, j.joiner)
         return { ok: true }
       }
@@ -235,6 +244,7 @@ async function applyParsedRecord(s: MembershipState, rec: SignedRecord, options:
       inv.uses++
       const member: MemberState = { userId, role: 'member', joinedAt: j.joinedAt, devices: new Map() }
       s.members.set(userId, member)
+      if (!options.relay) writable(s, 'joinedVia').set(toBase64Url(j.joiner.devicePub), toBase64Url(j.invitePub))
       addDevice(s, member, j.joiner)
       return { ok: true }
     }
@@ -319,6 +329,7 @@ async function applyParsedRecord(s: MembershipState, rec: SignedRecord, options:
         const list = s.bundles.get(id)
         if (list) list.push(d.keyBundle)
         else writable(s, 'bundles').set(id, [d.keyBundle])
+        if (!options.relay) writable(s, 'welcomed').set(id, b.epoch)
       }
       return { ok: true }
     }
@@ -363,4 +374,39 @@ function signerMember(s: MembershipState, rec: SignedRecord): MemberState | unde
 export const memberOfDevice = (s: MembershipState, devicePub: Uint8Array): string | undefined => {
   const user = s.devices.get(toBase64Url(devicePub))
   return user !== undefined && s.members.has(user) ? user : undefined
+}
+
+/**
+ * Devices that joined by an invite but hold no key of the current epoch by any record: its
+ * epoch record was written before they joined (it wraps for the members of then), and no add
+ * record of this epoch gave them keys since. Their invite carried the keys of its own time
+ * only: after a rotation between invite and join they could read and write nothing until the
+ * next one (every 1,000 messages). Each is listed with the device that should give them the
+ * current key (`welcomer`): the invite's signer while it is an admin's member device, else the
+ * first admin member device in byte order.
+ */
+export function devicesToWelcome(s: MembershipState): Array<{ device: string; userId: string; invite: InviteState; welcomer: string | undefined }> {
+  const current = s.epochs.get(s.epoch)
+  if (s.epoch === 0 || current === undefined || s.joinedVia.size === 0) return []
+  const out: Array<{ device: string; userId: string; invite: InviteState; welcomer: string | undefined }> = []
+  let fallback: string | undefined
+  let fallbackFound = false
+  for (const [device, invitePub] of s.joinedVia) {
+    const userId = s.devices.get(device)
+    if (userId === undefined || current.wrapped.has(device) || s.welcomed.get(device) === s.epoch) continue
+    const invite = s.invites.get(invitePub)
+    if (!invite) continue
+    const issuer = s.devices.get(invite.issuerDevice)
+    let welcomer: string | undefined
+    if (issuer !== undefined && s.members.get(issuer)?.role === 'admin') welcomer = invite.issuerDevice
+    else {
+      if (!fallbackFound) {
+        fallbackFound = true
+        for (const [d, u] of s.devices) if (s.members.get(u)?.role === 'admin' && (fallback === undefined || d < fallback)) fallback = d
+      }
+      welcomer = fallback
+    }
+    out.push({ device, userId, invite, welcomer })
+  }
+  return out
 }

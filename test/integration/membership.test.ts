@@ -13,6 +13,7 @@ import {
   encodeMemberChangeBody,
   encodeRecord,
   RecordKind,
+  readAddBody,
   readEpochBody,
   readInviteBody,
   readRecord,
@@ -469,5 +470,54 @@ describe('a member removed while offline', () => {
     await aliceConv.send('after bob')
     await until(() => texts(carolConv).includes('after bob'), 10_000, 'carol reads it')
     expect(await readWithKeys(world.dbPath, aliceConv.id, bobConv.keys())).not.toContain('after bob')
+  })
+})
+
+describe('an invite made before the key changed', () => {
+  const addsFor = (conv: Conversation, userPub: string) =>
+    [...(conv as unknown as { outer: Y.Doc }).outer.getMap<Uint8Array>('rec').values()].filter((b) => {
+      const rec = readRecord(b)
+      return rec.kind === RecordKind.Add && toBase64Url(readAddBody(rec.body).userPub) === userPub
+    })
+
+  it('gives its joiner the current key: one add record from the inviter’s device, and she reads and writes at once', async () => {
+    world = new World()
+    const relay = await world.relay()
+    const { bob, aliceConv, invite } = await pair(world)
+    await aliceConv.send('before')
+    await aliceConv.removeMember(bob.userId)
+    await until(() => aliceConv.epoch === 1, 5000, 'epoch 1')
+    const carol = await world.client('carol')
+    const carolConv = await carol.join(invite)
+    await until(() => carolConv.keys().has(1), 10_000, 'carol holds the key of epoch 1')
+    await aliceConv.send('after carol joined')
+    await until(() => texts(carolConv).includes('after carol joined'), 10_000, 'carol reads it')
+    expect(texts(carolConv)).toEqual(['before', 'after carol joined'])
+    await carolConv.send('from carol')
+    await until(() => texts(aliceConv).includes('from carol'), 10_000, 'alice reads carol')
+    expect(relay.metrics.rejectedCount('stale epoch')).toBe(0)
+    expect(addsFor(aliceConv, carol.userId)).toHaveLength(1)
+    // The next fold (a restart of Alice's device) writes no second one.
+    await aliceConv.send('still one')
+    await until(() => texts(carolConv).includes('still one'), 10_000, 'carol reads on')
+    expect(addsFor(aliceConv, carol.userId)).toHaveLength(1)
+  })
+
+  it('after scheduled rotations too (the invite link of the demo app, used days later)', async () => {
+    world = new World()
+    await world.relay()
+    const alice = await world.client('alice', { keyRotation: { messages: 5 } })
+    await until(() => alice.connection === 'online')
+    const aliceConv = await alice.createConversation({ title: 'busy' })
+    const link = await aliceConv.invite()
+    for (let i = 0; i < 12; i++) await aliceConv.send(`m${i}`)
+    await until(() => aliceConv.epoch >= 2, 10_000, 'two rotations')
+    const carol = await world.client('carol')
+    const carolConv = await carol.join(link)
+    await aliceConv.send('welcome, carol')
+    await until(() => texts(carolConv).includes('welcome, carol'), 10_000, 'carol reads the current epoch')
+    expect(texts(carolConv)).toHaveLength(13)
+    await carolConv.send('thanks')
+    await until(() => texts(aliceConv).includes('thanks'), 10_000, 'alice reads carol')
   })
 })
