@@ -276,6 +276,10 @@ export class Conversation {
   private readonly syncWaiters = new Set<(err?: PetrelError) => void>()
   /** Sends waiting for this device's first key (a conversation it was added to). */
   private keyWaiters: Array<() => void> = []
+  /** Sealing that waits for the key to change after a removal (seal-queue.ts), woken by the fold that changes it. */
+  private rotationWaiters: Array<() => void> = []
+  /** A member device's turn to carry out a due rotation, should no admin device do it first. */
+  private dueRotationTimer: ReturnType<typeof setTimeout> | undefined
   /** Received snapshots, from their parts to the state to apply (snapshot-assembly.ts). */
   private readonly assembly: SnapshotAssembly
   /** History the relay compacted before this device read it, and the snapshot that fills it (missing-history.ts). */
@@ -842,6 +846,10 @@ export class Conversation {
         return conv.source
       },
       firstKey: () => new Promise<void>((resolve) => this.keyWaiters.push(resolve)),
+      get rotationDue() {
+        return conv.membership.rotationDue
+      },
+      rotationDone: () => new Promise<void>((resolve) => this.rotationWaiters.push(resolve)),
       get handedToRelay() {
         return conv.provider?.ws?.readyState === 1
       },
@@ -1510,10 +1518,26 @@ export class Conversation {
     this.ctx.membershipChanged?.(this)
     this.welcomeJoiners()
     // Someone left: whoever administers the conversation changes the key (the first wins).
-    if (!this.membership.rotationDue) this.unlinkedHere = false
+    if (!this.membership.rotationDue) {
+      this.unlinkedHere = false
+      clearTimeout(this.dueRotationTimer)
+      this.dueRotationTimer = undefined
+      for (const wake of this.rotationWaiters.splice(0)) wake()
+    }
     // The device that unlinked someone keeps trying too (its first new epoch may lose a race).
     if (this.membership.rotationDue && (this.book.isAdmin() || this.unlinkedHere) && !this.closed) {
       void this.rotateOnce().catch((err) => this.report(err, 'could not rotate the key'))
+    } else if (this.membership.rotationDue && !this.closed && this.dueRotationTimer === undefined && this.membership.devices.has(this.ctx.identity.deviceId)) {
+      // Nothing of ours is sealed (or stored) until the key changes, and the admins may all be
+      // away (a member left): after a moment any member device changes it. The first epoch
+      // wins; the others fold it and stop.
+      this.dueRotationTimer = setTimeout(
+        () => {
+          this.dueRotationTimer = undefined
+          if (this.membership.rotationDue && !this.closed) void this.rotateOnce().catch((err) => this.report(err, 'could not rotate the key'))
+        },
+        500 + Math.random() * 1000,
+      )
     }
   }
 
@@ -1947,6 +1971,8 @@ export class Conversation {
     if (!this.provider) return
     // Sends still waiting for a first key give up: they fail (nothing of them was stored yet).
     for (const wake of this.keyWaiters.splice(0)) wake()
+    clearTimeout(this.dueRotationTimer)
+    for (const wake of this.rotationWaiters.splice(0)) wake()
     clearTimeout(this.reopenTimer)
     // An acknowledgement still waiting goes out now: closing must not hold back ✓✓.
     await this.incomingSettled()

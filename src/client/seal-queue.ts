@@ -47,6 +47,11 @@ export interface SealQueueHost {
   readonly epochKeys: ReadonlyMap<number, Uint8Array>
   /** Settles once this device holds a key (a conversation it was added to), or once it closes. */
   firstKey(): Promise<void>
+  /** Someone left or was removed and the key has not changed since (membership.rotationDue). */
+  readonly rotationDue: boolean
+  /** Settles once the key changed after a removal (the due rotation folded), or once it closes. */
+  rotationDone(): Promise<void>
+  readonly closed: boolean
   /** Whether the provider's socket is open: what is written now is handed to the relay at once. */
   readonly handedToRelay: boolean
   /** Write to the outer log locally: what `fn` returned and the outer updates it made. */
@@ -84,6 +89,8 @@ interface Queued {
  */
 export class SealQueue {
   private queue: Queued[] = []
+  /** Set while what is queued waits for a due rotation (see flush). */
+  private awaitingRotation = false
   /** The last flush's commit and what follows it: each flush waits for the one before its own. */
   private flushStored: Promise<void> = Promise.resolve()
 
@@ -110,6 +117,20 @@ export class SealQueue {
 
   private async flush(): Promise<void> {
     const { host } = this
+    if (host.rotationDue && !host.closed) {
+      // Someone was removed and the key has not changed yet: sealed now, under the current key,
+      // it would be readable by the member just removed (who holds that key; another admin's
+      // removal may have raced ours). It waits for the new key instead, in the queue, and goes
+      // then, not holding up the outgoing chain that writes the rotation itself.
+      if (!this.awaitingRotation) {
+        this.awaitingRotation = true
+        void host.rotationDone().then(() => {
+          this.awaitingRotation = false
+          if (this.queue.length > 0) void host.afterOutgoing(() => this.flush()).catch(() => undefined)
+        })
+      }
+      return
+    }
     const batch = this.queue
     this.queue = []
     let epochUsed = -1

@@ -24,6 +24,8 @@ export interface StaleResealHost {
   readonly own: OwnMessages
   /** The current epoch's key, if this device holds it. */
   currentKey(): Uint8Array | undefined
+  /** A removal waits for a new key: nothing is sealed under the current one (seal-queue.ts). */
+  readonly rotationDue: boolean
   /** One of our envelopes in the outer log, as sealed. */
   envelope(envelopeKey: string): Uint8Array | undefined
   /** The inner update inside one of our envelopes, if a key this device holds opens it. */
@@ -102,10 +104,10 @@ export class StaleReseal {
     }, wait)
   }
 
-  /** Seal again what waits, once this device holds the current key. */
+  /** Seal again what waits, once this device holds the current key (and no removal waits for a new one). */
   now(): void {
     const { host } = this
-    if (!host.currentKey()) return
+    if (!host.currentKey() || host.rotationDue) return
     // One envelope may carry several messages: each envelope is sealed again once, with all of them.
     const byEnvelope = new Map<string, string[]>()
     for (const msgId of this.waiting) {

@@ -521,3 +521,57 @@ describe('an invite made before the key changed', () => {
     await until(() => texts(aliceConv).includes('thanks'), 10_000, 'alice reads carol')
   })
 })
+
+describe('two admins removing two members at once', () => {
+  it('neither removed member holds a key of what was written after its removal: a remover offline meanwhile seals again under the next key', async () => {
+    world = new World()
+    await world.relay()
+    const { bob, aliceConv, bobConv, invite } = await pair(world)
+    const carol = await world.client('carol')
+    const carolConv = await carol.join(invite)
+    const dave = await world.client('dave')
+    const daveConv = await dave.join(invite)
+    await aliceConv.makeAdmin(bob.userId)
+    await until(() => bobConv.isAdmin() && carolConv.members().length === 4 && daveConv.members().length === 4, 10_000, 'four members, two admins')
+    bob.disconnect()
+    await until(() => bob.connection === 'offline')
+    await bobConv.removeMember(dave.userId)
+    await bobConv.send('bob: dave is gone')
+    // Meanwhile Alice removes Carol; her new epoch still wraps for Dave, whose removal she has not seen.
+    await aliceConv.removeMember(carol.userId)
+    await aliceConv.send('alice: carol is gone')
+    await until(() => aliceConv.messages().some((m) => m.text === 'alice: carol is gone' && m.status !== 'pending'), 10_000, 'alice’s stored')
+    bob.connect()
+    await until(() => texts(aliceConv).includes('bob: dave is gone'), 15_000, 'bob’s message reaches alice')
+    expect(await readWithKeys(world.dbPath, aliceConv.id, daveConv.keys())).not.toContain('bob: dave is gone')
+    expect(await readWithKeys(world.dbPath, aliceConv.id, carolConv.keys())).not.toContain('alice: carol is gone')
+    expect(aliceConv.members().map((m) => m.userId).sort()).toEqual([aliceConv.members()[0]!.userId, bob.userId].sort())
+  })
+})
+
+describe('a member leaving while no admin is online', () => {
+  it('another member changes the key after a moment; what was sent meanwhile waits for it, and the one who left cannot read it', async () => {
+    world = new World()
+    await world.relay()
+    const { alice, aliceConv, bobConv, invite } = await pair(world)
+    const carol = await world.client('carol')
+    const carolConv = await carol.join(invite)
+    await until(() => bobConv.members().length === 3, 10_000, 'three members')
+    alice.disconnect()
+    await until(() => alice.connection === 'offline')
+    await carolConv.leave()
+    await until(() => bobConv.members().length === 2, 10_000, 'bob sees carol gone')
+    expect(bobConv.epoch).toBe(0)
+    // Shown at once, pending; stored (and so resolved) once sealed under the next key, which
+    // Bob, no admin, starts after a moment.
+    const sending = bobConv.send('after carol left')
+    await until(() => texts(bobConv).includes('after carol left'), 2000, 'shown at once')
+    expect(bobConv.messages().find((x) => x.text === 'after carol left')!.status).toBe('pending')
+    const m = await sending
+    expect(bobConv.epoch).toBe(1)
+    await until(() => bobConv.message(m.id)?.status !== 'pending', 10_000, 'sent under it')
+    expect(await readWithKeys(world.dbPath, bobConv.id, carolConv.keys())).not.toContain('after carol left')
+    alice.connect()
+    await until(() => texts(aliceConv).includes('after carol left'), 10_000, 'alice reads it')
+  }, 40_000)
+})

@@ -28,7 +28,7 @@ function update(doc: Y.Doc, id: string): Uint8Array {
 }
 
 /** A conversation's side of sealing: a real outer document; commits that land when the test says. */
-function setup(options: { keys?: Map<number, Uint8Array>; failCommit?: boolean; offline?: boolean } = {}) {
+function setup(options: { keys?: Map<number, Uint8Array>; failCommit?: boolean; offline?: boolean; rotationDue?: boolean } = {}) {
   const outer = new Y.Doc()
   const inner = new Y.Doc()
   const own = new OwnMessages(ROOM)
@@ -40,6 +40,9 @@ function setup(options: { keys?: Map<number, Uint8Array>; failCommit?: boolean; 
   let keyArrived: () => void = () => {}
   let outgoing: Promise<void> = Promise.resolve()
   let storeFailed = false
+  let epoch = 0
+  let rotationDue = options.rotationDue === true
+  const rotationWaiters: Array<() => void> = []
   const host: SealQueueHost = {
     id: ROOM,
     ctx: { identity: { devicePub: device.publicKey, deviceSecret: device.secretKey }, connection: { maxEnvelopeBytes: 1 << 20 } } as unknown as ClientContext,
@@ -47,9 +50,16 @@ function setup(options: { keys?: Map<number, Uint8Array>; failCommit?: boolean; 
     own,
     source: new SnapshotSource(async () => []),
     writerIds: { startTaking: async () => {}, held: false, taken: async () => {} } as unknown as SessionWriterIds,
-    epoch: 0,
+    get epoch() {
+      return epoch
+    },
     epochKeys: keys,
     firstKey: () => new Promise<void>((r) => (keyArrived = r)),
+    get rotationDue() {
+      return rotationDue
+    },
+    rotationDone: () => new Promise<void>((r) => rotationWaiters.push(r)),
+    closed: false,
     handedToRelay: !options.offline,
     writeOuterKeys: (fn) => {
       const updates: Uint8Array[] = []
@@ -83,7 +93,14 @@ function setup(options: { keys?: Map<number, Uint8Array>; failCommit?: boolean; 
     sealedDurably: (_epoch, n) => durable.push(n),
     reportError: (err) => errors.push(err),
   }
-  return { seals: new SealQueue(host), inner, outer, own, commits, durable, statuses, errors, keys, keyArrived: () => keyArrived(), failed: () => storeFailed }
+  /** The due rotation folded: `next` is the new epoch's key. */
+  const rotated = (next: Uint8Array) => {
+    epoch++
+    keys.set(epoch, next)
+    rotationDue = false
+    for (const wake of rotationWaiters.splice(0)) wake()
+  }
+  return { seals: new SealQueue(host), inner, outer, own, commits, durable, statuses, errors, keys, keyArrived: () => keyArrived(), failed: () => storeFailed, rotated }
 }
 
 const tick = () => new Promise((r) => setTimeout(r, 5))
@@ -113,6 +130,26 @@ describe('seal queue', () => {
     s.commits[0]!.land()
     await Promise.all([first, second])
     expect(s.durable).toEqual([2])
+  })
+
+  it('seals nothing while a removal waits for a new key, and seals what waited under the new key once it comes', async () => {
+    const s = setup({ rotationDue: true })
+    const sent = s.seals.add(update(s.inner, 'a'), ['a'])
+    const more = s.seals.add(update(s.inner, 'b'), ['b'])
+    await tick()
+    // Under the current key the member just removed could read it: nothing is sealed.
+    expect(s.commits).toHaveLength(0)
+    expect(s.outer.getMap(OUTER_LOG).size).toBe(0)
+    const next = randomBytes(32)
+    s.rotated(next)
+    await tick()
+    expect(s.commits).toHaveLength(1)
+    const log = s.outer.getMap<Uint8Array>(OUTER_LOG)
+    expect([...log.values()].map((e) => readEnvelope(e).epoch)).toEqual([1])
+    expect(() => openEnvelope(ROOM, readEnvelope([...log.values()][0]!), key)).toThrow()
+    expect(openEnvelope(ROOM, readEnvelope([...log.values()][0]!), next).kind).toBe('update')
+    s.commits[0]!.land()
+    await Promise.all([sent, more])
   })
 
   it('seals and hands on the next batches while the one before is still on its way to disk, and settles them in order', async () => {

@@ -30,6 +30,7 @@ function world(options: { key?: Uint8Array; openable?: (envelopeKey: string) => 
     closed: false,
     own,
     currentKey: () => key,
+    rotationDue: false,
     envelope: (k) => envelopes.get(k),
     originalUpdate: (k) => ((options.openable ?? (() => true))(k) ? Uint8Array.from(k, (c) => c.charCodeAt(0)) : undefined),
     seal: async (update, ids) => void sealed.push({ update, ids }),
