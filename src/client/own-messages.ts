@@ -118,6 +118,22 @@ export class OwnMessages {
     for (const msgId of msgIds) if (!this.states.has(msgId)) this.states.set(msgId, { envelopeKey: '', seq: 0, failure: '' })
   }
 
+  /**
+   * Messages whose batch failed to store after its envelope went to the relay: failed with
+   * `failure` but left in their envelope, so the relay's ✓ still finds (and clears) them. One
+   * acknowledged already is left as it is. Returns those marked.
+   */
+  failedInEnvelope(msgIds: Iterable<string>, failure: string): string[] {
+    const marked: string[] = []
+    for (const msgId of msgIds) {
+      const state = this.states.get(msgId)
+      if (state?.seq !== 0 || state.failure !== '') continue
+      state.failure = failure
+      marked.push(msgId)
+    }
+    return marked
+  }
+
   /** Messages whose batch failed to store: in memory only, failed with `failure`, in no envelope. */
   failedToStore(msgIds: Iterable<string>, failure: string): void {
     for (const msgId of msgIds) this.states.set(msgId, { envelopeKey: '', seq: 0, failure })

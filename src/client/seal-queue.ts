@@ -134,11 +134,29 @@ export class SealQueue {
     const batch = this.queue
     this.queue = []
     let epochUsed = -1
+    /** Its envelopes went to the relay as they were written (the provider's socket was open). */
+    let handed = false
     const failed = (err: unknown) => {
       host.storeFailed()
       // Nothing of this batch is stored (commits are atomic); what was stored before is intact.
-      // The messages stay visible here as failed, with the reason, and the app hears of it.
       const reason = err instanceof PetrelError ? err : new PetrelError(ErrorCode.StorageFailed, String(err), { cause: err, conversationId: host.id })
+      if (handed) {
+        // On its way already (the provider sent it as it was written): it stays in its envelope,
+        // in memory, failed for now, since nothing of it is on this disk and it may not have
+        // reached the relay either. Taken out of its envelope as before, it was delivered while
+        // its author saw it failed for good: the relay's ✓ named an envelope it no longer had,
+        // and a retry found nothing to send. Now the ✓, if it comes, clears the failure
+        // (relay-acks.ts), and a retry seals it again from memory.
+        const ids = host.own.failedInEnvelope(
+          batch.flatMap((item) => item.tags),
+          `storage failed: ${reason.message}`,
+        )
+        host.reportError(reason)
+        host.statusesChanged(ids)
+        for (const item of batch) item.reject(reason)
+        return
+      }
+      // The messages stay visible here as failed, with the reason, and the app hears of it.
       host.own.failedToStore(
         batch.flatMap((item) => item.tags),
         `storage failed: ${reason.message}`,
@@ -172,6 +190,7 @@ export class SealQueue {
           return k
         }),
       )
+      handed = host.handedToRelay
       const puts: Put[] = []
       // Messages sent again (a retry, a re-seal) leave the row of the envelope they were in.
       host.own.sealed(

@@ -38,9 +38,11 @@ describe('local storage failing', () => {
 
     await expect(conv.send('no room for this')).rejects.toMatchObject({ code: 'storage_failed', message: expect.stringMatching(/QuotaExceededError/) })
     expect(errors.some((e) => e.code === 'storage_failed')).toBe(true)
-    const failed = conv.messages().find((m) => m.text === 'no room for this')
-    expect(failed?.status).toBe('failed')
-    expect(failed?.error).toMatch(/storage failed/)
+    // It went to the relay as it was written (online): failed until the relay's ✓ says it has
+    // it, which may have come first. Either way the app was told it is not on this disk.
+    const failed = conv.messages().find((m) => m.text === 'no room for this')!
+    if (failed.status === 'failed') expect(failed.error).toMatch(/storage failed/)
+    await until(() => conv.message(failed.id)?.status === 'sent' || conv.message(failed.id)?.status === 'delivered', 10_000, 'the relay’s ✓ clears the failure')
 
     // Space frees up; a reload shows everything stored before, and nothing half-written.
     vi.restoreAllMocks()
@@ -93,6 +95,41 @@ describe('local storage failing', () => {
     const reopened = await until(async () => (await again.conversations())[0])
     await until(() => texts(reopened).includes('while full') && texts(reopened).includes('after'), 10_000, 'the next session has them')
     await until(() => statusOf('while full') === 'delivered' || statusOf('while full') === 'read', 10_000, '✓✓ once stored')
+  })
+
+  it('shows a message its disk could not store but the relay could as failed only until the relay’s ✓, and has it back after a restart', async () => {
+    world = new World()
+    await world.relay()
+    const path = join(world.dir, 'alice.db')
+    const disk = await openDeviceStore({ storage: path })
+    let full = false
+    const store = onDisk(disk, (batch, options) => {
+      if (full && batch.append?.some((a) => a.doc === 'outer')) return Promise.reject(new Error('SQLITE_FULL: database or disk is full'))
+      return disk.commit(batch, options)
+    })
+    const alice = await createClient({ relay: world.url, name: 'alice', storage: store })
+    world.clients.push(alice)
+    const errors: PetrelError[] = []
+    alice.on('error', (e) => errors.push(e))
+    const bob = await world.client('bob')
+    await until(() => alice.connection === 'online' && bob.connection === 'online')
+    const conv = await alice.createConversation({ title: 'full disk' })
+    const bobConv = await bob.join(await conv.invite())
+    await conv.whenSynced(5000)
+    full = true
+    await expect(conv.send('the disk is full')).rejects.toMatchObject({ code: 'storage_failed', message: expect.stringContaining('SQLITE_FULL') })
+    full = false
+    expect(errors.map((e) => e.code)).toContain('storage_failed')
+    // It went: Bob has it, and Alice's ticks come to say so instead of "failed" for good.
+    await until(() => texts(bobConv).includes('the disk is full'), 10_000, 'bob has it')
+    const shown = conv.messages().find((m) => m.text === 'the disk is full')!
+    await until(() => conv.message(shown.id)?.status === 'delivered', 10_000, '✓✓')
+    await conv.send('after')
+    await alice.close()
+    // Not on Alice's disk, but on the relay's: the next session has it again.
+    const again = await world.client('alice', { storage: path })
+    const reopened = await until(async () => (await again.conversations())[0])
+    await until(() => texts(reopened).includes('the disk is full') && texts(reopened).includes('after'), 10_000, 'both back')
   })
 
   it('starts with every other conversation when one stored record is corrupt, says which, and leaves its bytes as they were', async () => {

@@ -192,6 +192,13 @@ describe('seal queue', () => {
     expect(s.own.get('a')?.failure).toMatch(/storage failed: .*disk full/)
     expect(s.errors[0]?.code).toBe(ErrorCode.StorageFailed)
     expect(s.statuses.at(-1)).toEqual(['a'])
+    // Online, its envelope went to the relay as it was written: it stays in that envelope
+    // (for the relay's ✓ to find, and a retry to seal again); offline, it is in none.
+    const [envelopeKey] = [...s.outer.getMap(OUTER_LOG).keys()]
+    expect(s.own.inEnvelope(envelopeKey!).map(([id]) => id)).toEqual(['a'])
+    const offline = setup({ failCommit: true, offline: true })
+    await expect(offline.seals.add(update(offline.inner, 'b'), ['b'])).rejects.toThrow(/disk full/)
+    expect(offline.own.get('b')).toMatchObject({ envelopeKey: '', failure: expect.stringMatching(/storage failed/) })
   })
 
   it('waits for the first key of a conversation this device was added to, and fails if it closes first', async () => {
