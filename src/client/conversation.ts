@@ -576,7 +576,11 @@ export class Conversation {
 
   /**
    * Send a text message. Resolves once it is durable on this device — also offline; its
-   * status is `pending` until the relay has stored it.
+   * status is `pending` until the relay has stored it. Rejects with `too_large` over the
+   * relay's limit, with `storage_failed` when this device could not store it, and, once the
+   * relay refused the conversation for good (removed from it, an invite no longer valid), with
+   * that refusal (`refused`, `invite_invalid`), writing nothing. While a removal waits for the
+   * key to change it resolves once the new key came (nothing is sealed under the old one).
    *
    * @example
    * ```ts
