@@ -52,13 +52,19 @@ async function readWithKeys(dbPath: string, room: string, keys: Map<number, Uint
 const signRecordAs = (c: Client) => (c as unknown as { signRecord: (k: number, b: Uint8Array) => Promise<Uint8Array> }).signRecord.bind(c)
 const writeRecordsOf = (conv: Conversation) => (conv as unknown as { writeRecords: (r: Uint8Array[]) => Promise<void> }).writeRecords.bind(conv)
 
+/** Alice creates a conversation, Bob and then Carol join it by the same invite; all online. */
+async function trio(world: World) {
+  const two = await pair(world)
+  const carol = await world.client('carol')
+  const carolConv = await carol.join(two.invite)
+  return { ...two, carol, carolConv }
+}
+
 describe('membership and key epochs', () => {
   it('removing Bob: his live connection stops at once, and his keys plus the relay database read nothing sent after — also what Carol wrote offline before she learned of it', async () => {
     world = new World()
     await world.relay()
-    const { alice, bob, aliceConv, bobConv, invite } = await pair(world)
-    const carol = await world.client('carol')
-    const carolConv = await carol.join(invite)
+    const { alice, bob, aliceConv, bobConv, carol, carolConv } = await trio(world)
     await aliceConv.send('before removal')
     await until(() => texts(bobConv).includes('before removal') && texts(carolConv).includes('before removal'))
     carol.disconnect()
@@ -104,9 +110,7 @@ describe('membership and key epochs', () => {
   it('ignores a forged record everywhere: signed by a non-admin, or not validly signed', async () => {
     world = new World()
     const relay = await world.relay()
-    const { bob, aliceConv, bobConv, invite } = await pair(world)
-    const carol = await world.client('carol')
-    const carolConv = await carol.join(invite)
+    const { bob, aliceConv, bobConv, carol, carolConv } = await trio(world)
     await until(() => aliceConv.members().length === 3 && bobConv.members().length === 3)
     // Bob is a member, not an admin: his "remove Carol" is refused by the relay and by clients.
     const forged = await signRecordAs(bob)(RecordKind.Remove, encodeMemberChangeBody({ room: aliceConv.id, userPub: fromBase64Url(carol.userId), at: Date.now() }))
@@ -428,9 +432,7 @@ describe('a member removed while offline', () => {
   it('comes back to a typed refusal: his offline sends fail, a new send is refused at once, and the others talk on', async () => {
     world = new World()
     await world.relay()
-    const { bob, aliceConv, bobConv, invite } = await pair(world)
-    const carol = await world.client('carol')
-    const carolConv = await carol.join(invite)
+    const { bob, aliceConv, bobConv, carolConv } = await trio(world)
     bob.disconnect()
     await until(() => bob.connection === 'offline')
     const offline = await bobConv.send('bob, offline')
@@ -448,9 +450,7 @@ describe('a member removed while offline', () => {
   it('stays out when the remover’s clock dated the removal before the invite he joined by, and the next key leaves him out', async () => {
     world = new World()
     const relay = await world.relay()
-    const { bob, aliceConv, bobConv, invite } = await pair(world)
-    const carol = await world.client('carol')
-    const carolConv = await carol.join(invite)
+    const { bob, aliceConv, bobConv, invite, carolConv } = await trio(world)
     await until(() => aliceConv.members().length === 3 && carolConv.members().length === 3, 10_000, 'three members')
     const createdAt = readInviteBody(readRecord(decodeInviteToken(invite).inviteRecord).body).createdAt
     bob.disconnect()
@@ -526,9 +526,7 @@ describe('two admins removing two members at once', () => {
   it('neither removed member holds a key of what was written after its removal: a remover offline meanwhile seals again under the next key', async () => {
     world = new World()
     await world.relay()
-    const { bob, aliceConv, bobConv, invite } = await pair(world)
-    const carol = await world.client('carol')
-    const carolConv = await carol.join(invite)
+    const { bob, aliceConv, bobConv, invite, carol, carolConv } = await trio(world)
     const dave = await world.client('dave')
     const daveConv = await dave.join(invite)
     await aliceConv.makeAdmin(bob.userId)
@@ -553,9 +551,7 @@ describe('a member leaving while no admin is online', () => {
   it('another member changes the key after a moment; what was sent meanwhile waits for it, and the one who left cannot read it', async () => {
     world = new World()
     await world.relay()
-    const { alice, aliceConv, bobConv, invite } = await pair(world)
-    const carol = await world.client('carol')
-    const carolConv = await carol.join(invite)
+    const { alice, aliceConv, bobConv, carolConv } = await trio(world)
     await until(() => bobConv.members().length === 3, 10_000, 'three members')
     alice.disconnect()
     await until(() => alice.connection === 'offline')
