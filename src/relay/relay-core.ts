@@ -114,10 +114,11 @@ export class RelayCore {
             await room.run(() => this.refreshRecords(room, true))
             await this.tail(room)
             // What this node published meanwhile was lost too, and the nodes that kept the bus
-            // do not re-read on their own: ring again for everything this room holds.
+            // do not re-read on their own: ring again for this room's rows (records are rows
+            // too: a node tailing one re-reads the membership) and receipts. Not a 'records'
+            // ring: each makes every other node read the whole room, for every room at once.
             const node = this.node
             void this.bus.publish({ kind: 'rows', room: room.id, node, seq: room.committedSeq })
-            void this.bus.publish({ kind: 'records', room: room.id, node })
             for (const entry of room.receipts.values()) void this.bus.publish({ kind: 'receipts', room: room.id, node, entry })
           })
           .catch((err) => this.log.error('re-reading a room after the bus came back failed', { error: (err as Error).message }))
