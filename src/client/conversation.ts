@@ -1710,9 +1710,11 @@ export class Conversation {
     this.denied = err
     for (const waiter of this.syncWaiters) waiter(err)
     this.syncWaiters.clear()
-    // Not a member (any more): nothing pending can ever be delivered.
+    // Not a member (any more): nothing pending can ever be delivered, nor sealed (what waited
+    // for a due rotation would wait for good).
     const puts: Array<[string, Uint8Array | null]> = []
     this.own.failPending(text, puts)
+    this.seals.failQueued(err)
     this.ctx.reportError(err)
     if (puts.length > 0) {
       this.statusesChanged()

@@ -110,6 +110,14 @@ export class SealQueue {
     })
   }
 
+  /**
+   * The conversation was refused for good while changes waited here (for a due rotation):
+   * none can go now. They are rejected with `err`; their messages' state is the caller's.
+   */
+  failQueued(err: PetrelError): void {
+    for (const item of this.queue.splice(0)) item.reject(err)
+  }
+
   /** Settles once every batch flushed so far is stored (or failed). */
   stored(): Promise<void> {
     return this.flushStored

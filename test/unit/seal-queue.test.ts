@@ -152,6 +152,16 @@ describe('seal queue', () => {
     await Promise.all([sent, more])
   })
 
+  it('rejects what waits for a due rotation once the conversation is refused for good: nothing waits forever', async () => {
+    const s = setup({ rotationDue: true })
+    const sent = s.seals.add(update(s.inner, 'a'), ['a'])
+    await tick()
+    const refused = new PetrelError(ErrorCode.Refused, 'relay refused the conversation: not member: removed from the conversation')
+    s.seals.failQueued(refused)
+    await expect(sent).rejects.toBe(refused)
+    expect(s.commits).toHaveLength(0)
+  })
+
   it('seals and hands on the next batches while the one before is still on its way to disk, and settles them in order', async () => {
     setFlushWait(1)
     const s = setup()
