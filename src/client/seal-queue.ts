@@ -125,11 +125,21 @@ export class SealQueue {
 
   private async flush(): Promise<void> {
     const { host } = this
-    if (host.rotationDue && !host.closed) {
+    if (host.rotationDue) {
       // Someone was removed and the key has not changed yet: sealed now, under the current key,
       // it would be readable by the member just removed (who holds that key; another admin's
       // removal may have raced ours). It waits for the new key instead, in the queue, and goes
-      // then, not holding up the outgoing chain that writes the rotation itself.
+      // then, not holding up the outgoing chain that writes the rotation itself. Closing
+      // meanwhile, it fails (nothing of it is stored): sealed and stored under the old key, the
+      // next session uploaded it for the removed member to read.
+      if (host.closed) {
+        const ids = this.queue.flatMap((item) => item.tags)
+        const err = new PetrelError(ErrorCode.Closed, 'closed while a removal waited for the key to change: not sent', { conversationId: host.id })
+        host.own.failedToStore(ids, err.message)
+        host.statusesChanged(ids)
+        this.failQueued(err)
+        return
+      }
       if (!this.awaitingRotation) {
         this.awaitingRotation = true
         void host.rotationDone().then(() => {

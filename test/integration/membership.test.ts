@@ -1,3 +1,4 @@
+import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
 import type { Conversation } from '../../src/client/index.js'
@@ -548,6 +549,32 @@ describe('two admins removing two members at once', () => {
 })
 
 describe('a member leaving while no admin is online', () => {
+  it('a send still waiting for the new key when the app closes fails, and nothing of it goes out under the old key', async () => {
+    world = new World()
+    await world.relay()
+    const { alice, bob, bobConv, carolConv } = await trio(world)
+    await until(() => bobConv.members().length === 3, 10_000, 'three members')
+    alice.disconnect()
+    await until(() => alice.connection === 'offline')
+    await carolConv.leave()
+    await until(() => bobConv.members().length === 2, 10_000, 'bob sees carol gone')
+    const outcome = bobConv.send('after carol left').then(
+      () => 'sent',
+      (err: { code?: string }) => err.code,
+    )
+    await until(() => texts(bobConv).includes('after carol left'), 2000, 'shown at once')
+    // Closed before Bob's turn to change the key comes.
+    await bob.close()
+    expect(await outcome).toBe('closed')
+    const again = await world.client('bob', { storage: join(world.dir, 'bob.db') })
+    const conv = await until(async () => (await again.conversations()).find((c) => c.id === bobConv.id))
+    await conv.ready()
+    await until(() => conv.epoch === 1, 10_000, 'the key changed')
+    await conv.send('next')
+    await until(() => conv.messages().every((m) => m.status !== 'pending'), 10_000, 'sent')
+    expect(await readWithKeys(world.dbPath, bobConv.id, carolConv.keys())).not.toContain('after carol left')
+  }, 40_000)
+
   it('another member changes the key after a moment; what was sent meanwhile waits for it, and the one who left cannot read it', async () => {
     world = new World()
     await world.relay()
