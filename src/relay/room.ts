@@ -132,9 +132,6 @@ export class Room {
     full = false,
   ): Promise<{ ok: true; records: Uint8Array[] } | { ok: false; reason: number; message: string }> {
     if (this.isMemberDevice(devicePub)) return { ok: true, records: [] }
-    // Each join stores its records and binds a client id: past the allowance, joins from an
-    // open invite grew a full room without bound.
-    if (full) return { ok: false, reason: Reason.QuotaExceeded, message: 'the conversation is full' }
     if (admission.kind !== AdmissionKind.Join) return { ok: false, reason: Reason.NotMember, message: 'not a member of this conversation' }
     const invite = readRecord(admission.invite)
     const join = readRecord(admission.join)
@@ -159,6 +156,10 @@ export class Room {
     // (or unlinked) since. Applied again here, and not by the devices (they skip records they
     // hold), it let the device back in at the relay alone, whose wraps every epoch then missed.
     if (this.knownRecords.has(recordId(join.bytes))) return { ok: false, reason: Reason.NotMember, message: 'removed from the conversation' }
+    // Each join stores its records and binds a client id: past the allowance, joins from an
+    // open invite grew a full room without bound. Only now: a device that could never get in
+    // (removed, no admission) is told so, not "full for now", which devices take as passing.
+    if (full) return { ok: false, reason: Reason.QuotaExceeded, message: 'the conversation is full' }
     const toStore: Uint8Array[] = []
     const inviteKey = recordId(invite.bytes)
     // An invite this admission brings is taken back if its join is refused: only stored records count.

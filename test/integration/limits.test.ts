@@ -384,3 +384,27 @@ describe('abuse limits', () => {
     expect(dev.closed()?.code).toBe(CloseCode.GoingAway)
   })
 })
+
+describe('a full conversation and a member removed while away', () => {
+  it('tells the member, back, that he was removed (final), not that it is full for now', async () => {
+    world = new World()
+    await world.relay()
+    const { alice, bob, aliceConv, bobConv } = await pair(world)
+    bob.disconnect()
+    await until(() => bob.connection === 'offline')
+    const offline = await bobConv.send('bob, offline')
+    for (let i = 0; i < 10; i++) await aliceConv.send(`${i}`.padEnd(8000, 'x'))
+    await aliceConv.removeMember(bob.userId)
+    await until(() => aliceConv.epoch === 1 && aliceConv.messages().every((m) => m.status !== 'pending'), 10_000, 'removed, all stored')
+    const relayHolds = async (kind: number) => ((await world.relays[0]!.store.loadRoom(aliceConv.id))?.records ?? []).some((b) => readRecord(b).kind === kind)
+    await until(() => relayHolds(RecordKind.Epoch), 10_000, 'the relay stored the removal and the new key')
+    alice.disconnect()
+    // The operator lowers the quota below what the conversation holds.
+    await world.relays[0]!.close()
+    await world.relay({ limits: { maxRoomBytes: 1000 } })
+    bob.connect()
+    await until(() => bobConv.message(offline.id)?.status === 'failed', 10_000, 'his offline send failed')
+    expect(world.errors.get(bob)!.map((e) => [e.code, e.message])).toEqual([['refused', 'relay refused the conversation: not member: removed from the conversation']])
+    await expect(bobConv.send('bob, after')).rejects.toMatchObject({ code: 'refused' })
+  }, 40_000)
+})
