@@ -1553,19 +1553,38 @@ export class Conversation {
    * (`devicesToWelcome`): it could neither read nor write until the next rotation. The invite's
    * signer (or the first admin device) gives it the key in an add record.
    */
-  private welcomeJoiners(): void {
+  private welcomeJoiners(late = false): void {
     if (this.closed || this.membership.rotationDue) return
     const me = this.ctx.identity.deviceId
+    let others = false
     for (const w of devicesToWelcome(this.membership)) {
       const key = `${w.device}:${this.membership.epoch}`
-      if (w.welcomer !== me || this.welcoming.has(key)) continue
+      if (this.welcoming.has(key)) continue
+      // The welcomer first; should it be away, any admin device after a while (an add for a
+      // device already given the key is refused by nobody, only spent).
+      if (w.welcomer !== me && !late) {
+        others = true
+        continue
+      }
       this.welcoming.add(key)
       this.memberActions.welcome(w.device, w.userId, w.invite.history).catch((err) => {
         this.welcoming.delete(key)
         this.report(err, 'could not give a new member the current key')
       })
     }
+    if (others && !late && this.welcomeTimer === undefined && this.book.isAdmin() && this.record.keys.has(this.membership.epoch)) {
+      this.welcomeTimer = setTimeout(
+        () => {
+          this.welcomeTimer = undefined
+          this.welcomeJoiners(true)
+        },
+        5000 + Math.random() * 5000,
+      )
+    }
   }
+
+  /** An admin device's turn to welcome joiners whose welcomer has not (see welcomeJoiners). */
+  private welcomeTimer: ReturnType<typeof setTimeout> | undefined
 
   private onReceipts(entries: ReceiptEntry[]): void {
     const moved = this.receiptBook.merge(entries)
@@ -1978,6 +1997,7 @@ export class Conversation {
     // Sends still waiting for a first key give up: they fail (nothing of them was stored yet).
     for (const wake of this.keyWaiters.splice(0)) wake()
     clearTimeout(this.dueRotationTimer)
+    clearTimeout(this.welcomeTimer)
     for (const wake of this.rotationWaiters.splice(0)) wake()
     clearTimeout(this.reopenTimer)
     // An acknowledgement still waiting goes out now: closing must not hold back ✓✓.

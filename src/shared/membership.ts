@@ -42,6 +42,8 @@ export interface InviteState extends InviteBody {
   order: number
   /** The device that signed it (base64url): the one that gives its joiners the current key. */
   issuerDevice: string
+  /** The epoch when it was applied: its token carries the keys up to that one (see devicesToWelcome). */
+  epoch: number
 }
 
 export interface EpochState {
@@ -69,7 +71,7 @@ export interface MembershipState {
    * of two admins' devices differ, and a removal dated before an invite by a slow clock let the
    * removed member back in with it.
    */
-  removedAt: Map<string, { at: number; invites: number }>
+  removedAt: Map<string, { at: number; invites: number; epoch: number }>
   /** Invites applied so far, in record order (`InviteState.order`). */
   invitesApplied: number
   /** The current key epoch (0 from the genesis) and the epoch records after it. */
@@ -216,7 +218,7 @@ async function applyParsedRecord(s: MembershipState, rec: SignedRecord, options:
       if (s.members.get(issuer)?.role !== 'admin') return { ok: false, reason: 'invite not issued by an admin' }
       if (s.devices.get(toBase64Url(rec.signer!.devicePub)) !== issuer) return { ok: false, reason: 'invite signed by an unknown device' }
       const key = toBase64Url(inv.invitePub)
-      if (!s.invites.has(key)) writable(s, 'invites').set(key, { ...inv, issuer, uses: 0, order: ++s.invitesApplied, issuerDevice: toBase64Url(rec.signer!.devicePub) })
+      if (!s.invites.has(key)) writable(s, 'invites').set(key, { ...inv, issuer, uses: 0, order: ++s.invitesApplied, issuerDevice: toBase64Url(rec.signer!.devicePub), epoch: s.epoch })
       return { ok: true }
     }
     case RecordKind.Join: {
@@ -270,7 +272,7 @@ async function applyParsedRecord(s: MembershipState, rec: SignedRecord, options:
       }
       s.members.delete(target)
       for (const device of member.devices.keys()) s.devices.delete(device)
-      writable(s, 'removedAt').set(target, { at: Math.max(b.at, s.removedAt.get(target)?.at ?? 0), invites: s.invitesApplied })
+      writable(s, 'removedAt').set(target, { at: Math.max(b.at, s.removedAt.get(target)?.at ?? 0), invites: s.invitesApplied, epoch: s.epoch })
       s.rotationDue = true
       return { ok: true }
     }
@@ -319,6 +321,10 @@ async function applyParsedRecord(s: MembershipState, rec: SignedRecord, options:
         if (expected && !constantTimeEqual(expected, b.keyCheck)) return { ok: false, reason: 'add names another key for the epoch' }
       }
       let member = s.members.get(userId)
+      // Removed (or left) while this epoch's key was current: it is the key they hold, and an
+      // add under it (a device's automatic welcome written before it folded the removal, say)
+      // would let them back in on the key they were removed from. Added again once it changed.
+      if (!member && s.removedAt.get(userId)?.epoch === b.epoch) return { ok: false, reason: 'removed in this epoch; add them again once the key changed' }
       if (!member) {
         member = { userId, role: 'member', joinedAt: b.at, devices: new Map() }
         s.members.set(userId, member)
@@ -395,7 +401,8 @@ export function devicesToWelcome(s: MembershipState): Array<{ device: string; us
     const userId = s.devices.get(device)
     if (userId === undefined || current.wrapped.has(device) || s.welcomed.get(device) === s.epoch) continue
     const invite = s.invites.get(invitePub)
-    if (!invite) continue
+    // Made in this epoch: its token carries this key already.
+    if (!invite || invite.epoch === s.epoch) continue
     const issuer = s.devices.get(invite.issuerDevice)
     let welcomer: string | undefined
     if (issuer !== undefined && s.members.get(issuer)?.role === 'admin') welcomer = invite.issuerDevice

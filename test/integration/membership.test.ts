@@ -504,6 +504,37 @@ describe('an invite made before the key changed', () => {
     expect(addsFor(aliceConv, carol.userId)).toHaveLength(1)
   })
 
+  it('while the inviter’s device is away another admin’s gives the key, after a few seconds', async () => {
+    world = new World()
+    await world.relay()
+    const { alice, bob, aliceConv, bobConv, invite } = await pair(world)
+    await aliceConv.makeAdmin(bob.userId)
+    await until(() => bobConv.isAdmin(), 10_000, 'bob admin')
+    await aliceConv.rotateKey()
+    await until(() => bobConv.epoch === 1, 10_000, 'epoch 1 at bob')
+    alice.disconnect()
+    await until(() => alice.connection === 'offline')
+    const carol = await world.client('carol')
+    const carolConv = await carol.join(invite)
+    await bobConv.send('bob to carol')
+    await until(() => texts(carolConv).includes('bob to carol'), 15_000, 'carol reads bob')
+    expect(addsFor(bobConv, carol.userId)).toHaveLength(1)
+  }, 40_000)
+
+  it('writes no add record for a joiner whose invite was made in the current epoch (its token holds the key)', async () => {
+    world = new World()
+    await world.relay()
+    const { aliceConv, bobConv } = await pair(world)
+    await aliceConv.rotateKey()
+    await until(() => aliceConv.epoch === 1 && bobConv.epoch === 1, 10_000, 'epoch 1')
+    const carol = await world.client('carol')
+    const carolConv = await carol.join(await aliceConv.invite())
+    await aliceConv.send('hello carol')
+    await until(() => texts(carolConv).includes('hello carol'), 10_000, 'carol reads it')
+    await new Promise((r) => setTimeout(r, 300))
+    expect(addsFor(aliceConv, carol.userId)).toEqual([])
+  })
+
   it('after scheduled rotations too (the invite link of the demo app, used days later)', async () => {
     world = new World()
     await world.relay()

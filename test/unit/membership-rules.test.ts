@@ -11,6 +11,7 @@ import {
   generateSigningKeyPair,
   randomBytes,
   SignatureDomain,
+  toBase64Url,
   signWithDomain,
 } from '../../src/shared/crypto/index.js'
 import { applyRecord, emptyMembership, UNUSABLE_AGREEMENT_KEY } from '../../src/shared/membership.js'
@@ -137,5 +138,20 @@ describe('membership admission', () => {
     // Made offline an hour ago, uploaded now.
     const old = await inviteAt(Date.now() - 3_600_000)
     expect(await applyRecord(s, await old(bob.cert))).toEqual({ ok: false, reason: 'removed member; invite predates the removal' })
+  })
+
+  it('refuses an add that would bring back, under the same key, someone removed while it was current; takes it once the key changed', async () => {
+    const { s, room, join, creator } = await roomWithInvite()
+    const bob = await device()
+    expect(await applyRecord(s, await join(bob.cert))).toEqual({ ok: true })
+    expect(await applyRecord(s, await creator.sign(RecordKind.Remove, encodeMemberChangeBody({ room, userPub: bob.user.publicKey, at: Date.now() })))).toEqual({ ok: true })
+    const add = (epoch: number) =>
+      creator.sign(RecordKind.Add, encodeAddBody({ room, userPub: bob.user.publicKey, epoch, keyCheck: new Uint8Array(8), at: Date.now(), devices: [{ certificate: bob.cert, keyBundle: new Uint8Array(1) }] }))
+    // An add written before its signer folded the removal (an automatic welcome, say).
+    expect(await applyRecord(s, await add(0))).toEqual({ ok: false, reason: 'removed in this epoch; add them again once the key changed' })
+    expect(s.members.has(toBase64Url(bob.user.publicKey))).toBe(false)
+    s.epoch = 1
+    expect(await applyRecord(s, await add(1))).toEqual({ ok: true })
+    expect(s.members.has(toBase64Url(bob.user.publicKey))).toBe(true)
   })
 })
