@@ -600,7 +600,15 @@ export class PetrelClient {
     this.assertOpen()
     const invite = decodeInviteToken(token)
     const existing = this.convs.get(invite.room)
-    if (existing) return existing
+    // Refused for good (removed, say) and invited again: it opens anew with the new admission,
+    // keeping the keys it held (the new invite carries those of its own time).
+    if (existing && existing.refusal === undefined) return existing
+    const heldKeys = existing?.keys()
+    if (existing) {
+      this.convs.delete(invite.room)
+      this.dirtySummaries.delete(existing)
+      await existing.close()
+    }
     const inviteRec = readRecord(invite.inviteRecord)
     if (inviteRec.kind !== RecordKind.Invite) throw new PetrelError(ErrorCode.InviteInvalid, 'invite carries no invite record')
     const inv = readInviteBody(inviteRec.body)
@@ -616,7 +624,7 @@ export class PetrelClient {
     const record = {
       createdAt: Date.now(),
       admission: encodeAdmission({ kind: AdmissionKind.Join, invite: invite.inviteRecord, join }),
-      keys: invite.keys,
+      keys: heldKeys ? new Map([...heldKeys, ...invite.keys]) : invite.keys,
     }
     const puts: Array<[string, Uint8Array]> = [[keyOf.conv(invite.room), encodeConversationRecord(record)]]
     // The unreadable record it replaces is kept aside, never lost: a later version may read it.

@@ -403,6 +403,20 @@ export class Conversation {
     return this.book.state
   }
 
+  /**
+   * Why the relay refused this conversation for good (removed from it, an invite that no longer
+   * works), or undefined. Sends are then refused with it; joining again by a fresh invite
+   * (`client.join`) opens the conversation anew.
+   *
+   * @example
+   * ```ts
+   * if (conv.refusal) showBanner(conv.refusal.message)
+   * ```
+   */
+  get refusal(): PetrelError | undefined {
+    return this.denied
+  }
+
   /** The key epoch this device seals under: the conversation's current one, once we hold its key. */
   get epoch(): number {
     const current = this.membership.epoch
