@@ -7,7 +7,7 @@ import type { WebSocket } from 'ws'
 import { fromBase64Url, randomBytes, SignatureDomain, toBase64Url, verifyWithDomain } from '../shared/crypto/index.js'
 import { isPetrelError } from '../shared/errors.js'
 import { readAdmission, readCertificate, verifyCertificate } from '../shared/records.js'
-import { CloseCode, type Frame, FrameType, RelayFeature, readFrame, writeFrame, roomFrameHeader } from '../shared/wire.js'
+import { CloseCode, type Frame, FrameType, Reason, RelayFeature, readFrame, writeFrame, roomFrameHeader } from '../shared/wire.js'
 import type { RelayCore } from './relay-core.js'
 import type { RoomMemberConn } from './room.js'
 
@@ -198,35 +198,42 @@ export class Connection implements RoomMemberConn {
       try {
         pending = roomMessage(this, frame)
       } catch (err) {
-        return this.handlerFailed(err)
+        return this.handlerFailed(err, frame)
       }
       if (pending === undefined) return
       next = pending.then(settle, (err) => {
         settle()
-        this.handlerFailed(err)
+        this.handlerFailed(err, frame)
       })
     } else {
       next = this.chain
         .then(() => (this.closed ? undefined : handler(this, frame)))
         .then(settle, (err) => {
           settle()
-          this.handlerFailed(err)
+          this.handlerFailed(err, frame)
         })
     }
     this.chain = next
   }
 
-  private handlerFailed(err: unknown): void {
+  private handlerFailed(err: unknown, frame: Frame): void {
     if (isPetrelError(err) && (err.code === 'malformed' || err.code === 'version_mismatch' || err.code === 'too_large')) {
       this.violation('malformed payload', err.message)
-    } else {
-      this.core.log.error('frame handler failed', { device: this.deviceId, error: (err as Error).message })
-      this.core.metrics.reject('internal')
-      // The store or the bus failed under it (a database gone for a moment): the device never
-      // heard, and a room it was opening, or a sync it asked for, waited for good. Reconnecting
-      // asks for all of it again.
-      this.close(CloseCode.TryAgain, 'relay trouble; retry')
+      return
     }
+    this.core.log.error('frame handler failed', { device: this.deviceId, error: (err as Error).message })
+    this.core.metrics.reject('internal')
+    // The store or the bus failed under it (a database gone for a moment): the device never
+    // heard, and a room it was opening, or a sync it asked for, waited for good. The room is
+    // denied for now (Internal: the device opens it again, backing off), so one room whose
+    // handling keeps failing leaves the device's others alone; any other frame closes the
+    // connection (try again).
+    if (frame.type === FrameType.Open || frame.type === FrameType.Room) {
+      if (this.deleteRoom(frame.room)) this.core.leaveRoom(this, frame.room)
+      this.send(writeFrame({ type: FrameType.Denied, room: frame.room, reason: Reason.Internal, message: 'relay trouble; try again' }))
+      return
+    }
+    this.close(CloseCode.TryAgain, 'relay trouble; retry')
   }
 
   /** False when the frame must be dropped; closes the socket when abuse goes on. */

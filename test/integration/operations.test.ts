@@ -195,3 +195,41 @@ describe('operating a relay', () => {
     }
   })
 })
+
+describe('a conversation whose reads keep failing at the relay', () => {
+  it('is refused for now, on its own: the device’s connection stays up and its other conversations go on', async () => {
+    world = new World()
+    const disk = openSqliteRelayStore(join(world.dir, 'relay.db'))
+    let broken = ''
+    // The database of the outside world: one conversation's rows cannot be read back.
+    const store = new Proxy(disk, {
+      get(target, prop, receiver) {
+        const value = Reflect.get(target, prop, receiver)
+        if (prop !== 'readRows') return typeof value === 'function' ? value.bind(target) : value
+        return (room: string, ...rest: unknown[]) => (room === broken ? Promise.reject(new Error('I/O error reading rows')) : (value as (...a: unknown[]) => unknown).call(target, room, ...rest))
+      },
+    })
+    await world.relay({ database: store })
+    const { alice, bob, aliceConv, bobConv } = await pair(world)
+    const other = await alice.createConversation({ title: 'other' })
+    const bobOther = await bob.join(await other.invite())
+    const states: string[] = []
+    bob.on('connection', (s) => states.push(s))
+    bob.disconnect()
+    await until(() => bob.connection === 'offline')
+    await aliceConv.send('while bob was away')
+    broken = aliceConv.id
+    bob.connect()
+    await until(() => world.errors.get(bob)!.some((e) => e.message.includes('relay trouble')), 10_000, 'bob told the room is refused for now')
+    expect(world.errors.get(bob)!.find((e) => e.message.includes('relay trouble'))).toMatchObject({ code: 'refused', conversationId: bobConv.id })
+    await other.send('the other one works')
+    await until(() => texts(bobOther).includes('the other one works'), 10_000, 'bob has it')
+    await new Promise((r) => setTimeout(r, 1500))
+    // One reconnect (ours), no loop of them.
+    expect(states.filter((s) => s === 'online')).toHaveLength(1)
+    // The disk heals: the conversation comes back by itself.
+    broken = ''
+    await aliceConv.send('healed')
+    await until(() => texts(bobConv).includes('healed'), 40_000, 'bob reads it once the relay can')
+  }, 60_000)
+})
