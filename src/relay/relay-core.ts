@@ -63,6 +63,9 @@ const CATCH_UP_UNSENT_BYTES = 4 * 1024 * 1024
 const MAX_BUFFERED = 50_000
 const MAX_BUFFERED_BYTES = 32 * 1024 * 1024
 
+/** Rooms read again at once after the bus came back (each reads a whole room from the store). */
+const REREAD_AT_ONCE = 4
+
 export class RelayCore {
   readonly connections = new Set<Connection>()
   /**
@@ -107,23 +110,44 @@ export class RelayCore {
     // rows and its records. Rows alone left a node that missed a key rotation refusing the new
     // epoch's envelopes as stale, and one that missed a removal serving the removed member.
     bus.onReconnect(() => {
-      for (const p of this.rooms.values()) {
-        void p
-          .then(async (room) => {
-            if (!room) return
-            await room.run(() => this.refreshRecords(room, true))
-            await this.tail(room)
-            // What this node published meanwhile was lost too, and the nodes that kept the bus
-            // do not re-read on their own: ring again for this room's rows (records are rows
-            // too: a node tailing one re-reads the membership) and receipts. Not a 'records'
-            // ring: each makes every other node read the whole room, for every room at once.
-            const node = this.node
-            void this.bus.publish({ kind: 'rows', room: room.id, node, seq: room.committedSeq })
-            for (const entry of room.receipts.values()) void this.bus.publish({ kind: 'receipts', room: room.id, node, entry })
-          })
-          .catch((err) => this.log.error('re-reading a room after the bus came back failed', { error: (err as Error).message }))
-      }
+      // Both of the bus's connections coming back ring this twice: one pass for both.
+      if (this.rereading) return
+      this.rereading = true
+      setTimeout(() => {
+        this.rereading = false
+        void this.rereadRooms()
+      }, 100).unref()
     })
+  }
+
+  /** Set while a re-read of every room after the bus came back is about to start. */
+  private rereading = false
+
+  /**
+   * After the bus was away: every room this node serves is read again (rows, records, receipts),
+   * a few at a time (each is a read of the whole room), and rung again for the other nodes.
+   */
+  private async rereadRooms(): Promise<void> {
+    const rooms = [...this.rooms.values()]
+    const one = async (p: Promise<Room | undefined>) => {
+      const room = await p
+      if (!room) return
+      await room.run(() => this.refreshRecords(room, true))
+      await this.tail(room)
+      // What this node published meanwhile was lost too, and the nodes that kept the bus
+      // do not re-read on their own: ring again for this room's rows (records are rows
+      // too: a node tailing one re-reads the membership) and receipts. Not a 'records'
+      // ring: each makes every other node read the whole room, for every room at once.
+      const node = this.node
+      void this.bus.publish({ kind: 'rows', room: room.id, node, seq: room.committedSeq })
+      for (const entry of room.receipts.values()) void this.bus.publish({ kind: 'receipts', room: room.id, node, entry })
+    }
+    const worker = async () => {
+      for (let p = rooms.shift(); p; p = rooms.shift()) {
+        await one(p).catch((err) => this.log.error('re-reading a room after the bus came back failed', { error: (err as Error).message }))
+      }
+    }
+    await Promise.all(Array.from({ length: REREAD_AT_ONCE }, worker))
   }
 
   /**
