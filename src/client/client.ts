@@ -603,12 +603,6 @@ export class PetrelClient {
     // Refused for good (removed, say) and invited again: it opens anew with the new admission,
     // keeping the keys it held (the new invite carries those of its own time).
     if (existing && existing.refusal === undefined) return existing
-    const heldKeys = existing?.keys()
-    if (existing) {
-      this.convs.delete(invite.room)
-      this.dirtySummaries.delete(existing)
-      await existing.close()
-    }
     const inviteRec = readRecord(invite.inviteRecord)
     if (inviteRec.kind !== RecordKind.Invite) throw new PetrelError(ErrorCode.InviteInvalid, 'invite carries no invite record')
     const inv = readInviteBody(inviteRec.body)
@@ -621,6 +615,23 @@ export class PetrelClient {
       new Uint8Array(0),
       await signWithDomain(SignatureDomain.Join, invite.inviteSecret, recordSigningPayload(RecordKind.Join, joinBody)),
     )
+    // Only once the invite is known to be usable is the refused one given up: the keys it held
+    // (in memory and as stored) go into the new record, so none is lost, whatever follows.
+    let heldKeys: Map<number, Uint8Array> | undefined
+    if (existing) {
+      heldKeys = existing.keys()
+      const stored = await this.store.get(keyOf.conv(invite.room))
+      if (stored) {
+        try {
+          for (const [epoch, key] of decodeConversationRecord(stored).keys) if (!heldKeys.has(epoch)) heldKeys.set(epoch, key)
+        } catch {
+          // Unreadable as stored: the keys in memory are all there is.
+        }
+      }
+      this.convs.delete(invite.room)
+      this.dirtySummaries.delete(existing)
+      await existing.close()
+    }
     const record = {
       createdAt: Date.now(),
       admission: encodeAdmission({ kind: AdmissionKind.Join, invite: invite.inviteRecord, join }),
@@ -639,7 +650,12 @@ export class PetrelClient {
       try {
         await conv.whenSynced(15_000)
       } catch (err) {
-        await this.forget(conv)
+        // Joining again what this device held: its history and keys stay stored (the next start
+        // opens it, and says the refusal); a first join leaves nothing behind.
+        if (existing) {
+          this.convs.delete(conv.id)
+          await conv.close()
+        } else await this.forget(conv)
         throw err
       }
     }

@@ -210,7 +210,7 @@ export class Room {
     } catch {
       return false
     }
-    const r = await applyRecord(this.membership, rec, { now, relay: true })
+    const r = await applyRecord(this.membership, rec, { now, relay: true, live: true })
     if (!r.ok) return false
     this.knownRecords.add(id)
     return bytes

@@ -173,6 +173,13 @@ export interface ApplyOptions {
    */
   relay?: boolean
   /**
+   * The relay taking this record now, from an upload (not reading stored ones back): rules
+   * added since records were first stored apply only here. A record they refuse is never
+   * stored, so devices (which fold only what the relay kept) need not know them, and histories
+   * stored before fold as they always did.
+   */
+  live?: boolean
+  /**
    * The caller verified this record's signature before, over these very bytes (a client
    * refolding its log): the signature is not checked again. Every other rule still applies.
    */
@@ -324,7 +331,9 @@ async function applyParsedRecord(s: MembershipState, rec: SignedRecord, options:
       // Removed (or left) while this epoch's key was current: it is the key they hold, and an
       // add under it (a device's automatic welcome written before it folded the removal, say)
       // would let them back in on the key they were removed from. Added again once it changed.
-      if (!member && s.removedAt.get(userId)?.epoch === b.epoch) return { ok: false, reason: 'removed in this epoch; add them again once the key changed' }
+      // The relay's rule for uploads only (see ApplyOptions.live): folded from stored records,
+      // histories accepted before it would end elsewhere than the relay that accepted them.
+      if (options.live && !member && s.removedAt.get(userId)?.epoch === b.epoch) return { ok: false, reason: 'removed in this epoch; add them again once the key changed' }
       if (!member) {
         member = { userId, role: 'member', joinedAt: b.at, devices: new Map() }
         s.members.set(userId, member)

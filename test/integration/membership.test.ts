@@ -631,6 +631,25 @@ describe('a member leaving while no admin is online', () => {
 })
 
 describe('a member removed and invited back', () => {
+  it('keeps the refused conversation and its keys when the new invite does not work, and merges them when one does', async () => {
+    world = new World()
+    await world.relay()
+    const { bob, aliceConv, bobConv } = await pair(world)
+    await aliceConv.send('before removal')
+    await until(() => texts(bobConv).includes('before removal'), 10_000, 'bob has it')
+    await aliceConv.removeMember(bob.userId)
+    await until(() => bobConv.refusal !== undefined, 10_000, 'bob refused')
+    const expired = await aliceConv.invite({ expiresIn: 1 })
+    await new Promise((r) => setTimeout(r, 20))
+    await expect(bob.join(expired)).rejects.toMatchObject({ code: 'invite_invalid' })
+    expect((await bob.conversations()).map((c) => c.id)).toEqual([aliceConv.id])
+    expect(bobConv.refusal?.code).toBe('refused')
+    // 'from-join' carries only the key of its time: what Bob held before comes along.
+    const again = await bob.join(await aliceConv.invite({ history: 'from-join' }))
+    expect(again.keys().has(0)).toBe(true)
+    expect(texts(again)).toContain('before removal')
+  })
+
   it('joins again in the same session by the fresh invite: a new conversation object that writes, also after a restart', async () => {
     world = new World()
     await world.relay()

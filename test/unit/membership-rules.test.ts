@@ -140,18 +140,28 @@ describe('membership admission', () => {
     expect(await applyRecord(s, await old(bob.cert))).toEqual({ ok: false, reason: 'removed member; invite predates the removal' })
   })
 
-  it('refuses an add that would bring back, under the same key, someone removed while it was current; takes it once the key changed', async () => {
+  it('refuses, as the relay takes an upload, an add that would bring back under the same key someone removed while it was current; stored ones fold as before', async () => {
     const { s, room, join, creator } = await roomWithInvite()
     const bob = await device()
     expect(await applyRecord(s, await join(bob.cert))).toEqual({ ok: true })
     expect(await applyRecord(s, await creator.sign(RecordKind.Remove, encodeMemberChangeBody({ room, userPub: bob.user.publicKey, at: Date.now() })))).toEqual({ ok: true })
     const add = (epoch: number) =>
       creator.sign(RecordKind.Add, encodeAddBody({ room, userPub: bob.user.publicKey, epoch, keyCheck: new Uint8Array(8), at: Date.now(), devices: [{ certificate: bob.cert, keyBundle: new Uint8Array(1) }] }))
-    // An add written before its signer folded the removal (an automatic welcome, say).
-    expect(await applyRecord(s, await add(0))).toEqual({ ok: false, reason: 'removed in this epoch; add them again once the key changed' })
+    // An add written before its signer folded the removal (an automatic welcome, say), as the
+    // relay takes an upload: refused, so never stored.
+    const early = await add(0)
+    expect(await applyRecord(s, early, { relay: true, live: true })).toEqual({ ok: false, reason: 'removed in this epoch; add them again once the key changed' })
     expect(s.members.has(toBase64Url(bob.user.publicKey))).toBe(false)
+    // Stored before the rule (the relay took it then): read back, by the relay or a device, it
+    // folds as it always did, so both end where the relay that took it ended.
+    const { s: refold, join: joinAgain, room: room2, creator: creator2 } = await roomWithInvite()
+    expect(await applyRecord(refold, await joinAgain(bob.cert))).toEqual({ ok: true })
+    expect(await applyRecord(refold, await creator2.sign(RecordKind.Remove, encodeMemberChangeBody({ room: room2, userPub: bob.user.publicKey, at: Date.now() })))).toEqual({ ok: true })
+    const stored = await creator2.sign(RecordKind.Add, encodeAddBody({ room: room2, userPub: bob.user.publicKey, epoch: 0, keyCheck: new Uint8Array(8), at: Date.now(), devices: [{ certificate: bob.cert, keyBundle: new Uint8Array(1) }] }))
+    expect(await applyRecord(refold, stored, { relay: true })).toEqual({ ok: true })
+    // Once the key changed, an add brings them back.
     s.epoch = 1
-    expect(await applyRecord(s, await add(1))).toEqual({ ok: true })
+    expect(await applyRecord(s, await add(1), { relay: true, live: true })).toEqual({ ok: true })
     expect(s.members.has(toBase64Url(bob.user.publicKey))).toBe(true)
   })
 })
