@@ -268,6 +268,8 @@ export class DeviceConnection implements Multiplexer {
         this.handlers.get(frame.room)?.denied(frame.reason, frame.message)
         const socket = this.sockets.get(frame.room)
         this.sockets.delete(frame.room)
+        // Denied also once open (the relay's trouble, reason 13): not open any more.
+        this.opened.delete(frame.room)
         // 44xx: the provider does not retry; the conversation decides what to do next.
         socket?.closed(4403, `${reasonName(frame.reason)}: ${frame.message}`)
         return
