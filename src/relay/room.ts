@@ -5,7 +5,7 @@
  * so invite uses are counted atomically.
  */
 import { constantTimeEqual, sha256, toBase64Url } from '../shared/crypto/index.js'
-import { applyRecord, emptyMembership, type MembershipState, memberOfDevice } from '../shared/membership.js'
+import { applyRecord, emptyMembership, type MembershipState, memberOfDevice, REMOVED_MEMBER, removalBars } from '../shared/membership.js'
 import { type Admission, AdmissionKind, readInviteBody, readJoinBody, readRecord, RecordKind, readGenesisBody } from '../shared/records.js'
 import type { ReceiptEntry } from '../shared/room-messages.js'
 import type { NewRow } from './store/relay-store.js'
@@ -142,10 +142,15 @@ export class Room {
     // device: a refused open used to leave its invite and join applied in memory and never
     // stored, a member nobody could see, admitted later with no admission at all.
     let joiner: Uint8Array
+    let joinerUser: string
     let invitePub: string
+    let inviteBody: ReturnType<typeof readInviteBody>
     try {
-      joiner = readJoinBody(join.body).joiner.devicePub
-      invitePub = toBase64Url(readInviteBody(invite.body).invitePub)
+      const body = readJoinBody(join.body)
+      joiner = body.joiner.devicePub
+      joinerUser = toBase64Url(body.joiner.userPub)
+      inviteBody = readInviteBody(invite.body)
+      invitePub = toBase64Url(inviteBody.invitePub)
     } catch {
       return { ok: false, reason: Reason.BadAdmission, message: 'admission records are malformed' }
     }
@@ -159,7 +164,13 @@ export class Room {
     // Each join stores its records and binds a client id: past the allowance, joins from an
     // open invite grew a full room without bound. Only now: a device that could never get in
     // (removed, no admission) is told so, not "full for now", which devices take as passing.
-    if (full) return { ok: false, reason: Reason.QuotaExceeded, message: 'the conversation is full' }
+    if (full) {
+      // Removed since the invite (a new join record, so not caught above): removed, not "full".
+      if (removalBars(this.membership, joinerUser, { createdAt: inviteBody.createdAt, order: this.membership.invites.get(invitePub)?.order })) {
+        return { ok: false, reason: Reason.NotMember, message: `removed from the conversation (${REMOVED_MEMBER})` }
+      }
+      return { ok: false, reason: Reason.QuotaExceeded, message: 'the conversation is full' }
+    }
     const toStore: Uint8Array[] = []
     const inviteKey = recordId(invite.bytes)
     // An invite this admission brings is taken back if its join is refused: only stored records count.
@@ -181,7 +192,7 @@ export class Room {
           this.membership.invitesApplied--
         }
       }
-      if (r.reason.startsWith('removed member') || r.reason === 'device was unlinked') return { ok: false, reason: Reason.NotMember, message: `removed from the conversation (${r.reason})` }
+      if (r.reason === REMOVED_MEMBER || r.reason === 'device was unlinked') return { ok: false, reason: Reason.NotMember, message: `removed from the conversation (${r.reason})` }
       const reason = r.reason.includes('expired')
         ? Reason.InviteExpired
         : r.reason.includes('used up')

@@ -241,8 +241,7 @@ async function applyParsedRecord(s: MembershipState, rec: SignedRecord, options:
       const userId = toBase64Url(j.joiner.userPub)
       const knownAs = s.everDevices.get(toBase64Url(j.joiner.devicePub))
       if (knownAs !== undefined && knownAs !== userId) return { ok: false, reason: "another person's device" }
-      const removed = s.removedAt.get(userId)
-      if (removed !== undefined && (inv.createdAt <= removed.at || inv.order <= removed.invites)) return { ok: false, reason: 'removed member; invite predates the removal' }
+      if (removalBars(s, userId, inv)) return { ok: false, reason: REMOVED_MEMBER }
       const existing = s.members.get(userId)
       if (existing) {
         if (!options.relay) writable(s, 'joinedVia').set(toBase64Url(j.joiner.devicePub), toBase64Url(j.invitePub))
@@ -389,6 +388,19 @@ function signerMember(s: MembershipState, rec: SignedRecord): MemberState | unde
 export const memberOfDevice = (s: MembershipState, devicePub: Uint8Array): string | undefined => {
   const user = s.devices.get(toBase64Url(devicePub))
   return user !== undefined && s.members.has(user) ? user : undefined
+}
+
+/** Why a join is refused when its person was removed after the invite (`removalBars`). */
+export const REMOVED_MEMBER = 'removed member; invite predates the removal'
+
+/**
+ * Whether `userId`'s removal keeps them from joining by `invite`: it was made (its clock) or
+ * applied (its place among the invites; not applied yet counts as after every one so far)
+ * before the removal.
+ */
+export function removalBars(s: MembershipState, userId: string, invite: { createdAt: number; order?: number }): boolean {
+  const removed = s.removedAt.get(userId)
+  return removed !== undefined && (invite.createdAt <= removed.at || (invite.order ?? s.invitesApplied + 1) <= removed.invites)
 }
 
 /**

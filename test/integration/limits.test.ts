@@ -389,7 +389,7 @@ describe('a full conversation and a member removed while away', () => {
   it('tells the member, back, that he was removed (final), not that it is full for now', async () => {
     world = new World()
     await world.relay()
-    const { alice, bob, aliceConv, bobConv } = await pair(world)
+    const { alice, bob, aliceConv, bobConv, invite } = await pair(world)
     bob.disconnect()
     await until(() => bob.connection === 'offline')
     const offline = await bobConv.send('bob, offline')
@@ -406,5 +406,7 @@ describe('a full conversation and a member removed while away', () => {
     await until(() => bobConv.message(offline.id)?.status === 'failed', 10_000, 'his offline send failed')
     expect(world.errors.get(bob)!.map((e) => [e.code, e.message])).toEqual([['refused', 'relay refused the conversation: not member: removed from the conversation']])
     await expect(bobConv.send('bob, after')).rejects.toMatchObject({ code: 'refused' })
+    // A new join record by the invite he joined with (made before the removal): removed too.
+    await expect(bob.join(invite)).rejects.toMatchObject({ code: 'refused', message: expect.stringContaining('removed from the conversation') })
   }, 40_000)
 })
