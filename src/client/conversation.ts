@@ -1581,7 +1581,7 @@ export class Conversation {
         continue
       }
       this.welcoming.add(key)
-      this.memberActions.welcome(w.device, w.userId, w.invite.history).catch((err) => {
+      this.memberActions.welcome(w.device, w.userId, w.invite).catch((err) => {
         this.welcoming.delete(key)
         this.report(err, 'could not give a new member the current key')
       })

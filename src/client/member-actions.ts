@@ -186,18 +186,20 @@ export class MemberActions {
   }
 
   /**
-   * Give `device` (joined by an invite, `userId`'s) the current epoch's key in an add record:
-   * the keys this device holds for a 'full' invite, the current one alone for 'from-join' (what
-   * the invite would carry had it been made now). See `devicesToWelcome` (membership.ts).
+   * Give `device` (joined by an invite, `userId`'s) the keys its invite's token lacks, in an add
+   * record: for a 'full' invite those of the epochs after the invite's, for 'from-join' the
+   * current one alone (what the invite would carry had it been made now). Never the epochs
+   * before the invite's: a person already a member joins a device by any token, even one used
+   * up, and got earlier epochs no invite of theirs gave. See `devicesToWelcome` (membership.ts).
    */
-  async welcome(device: string, userId: string, history: 'full' | 'from-join'): Promise<void> {
+  async welcome(device: string, userId: string, invite: { history: 'full' | 'from-join'; epoch: number }): Promise<void> {
     const { host } = this
     const epoch = host.membership.epoch
     const cert = host.membership.members.get(userId)?.devices.get(device)
     const held = host.keys()
     const current = held.get(epoch)
     if (!cert || !current) return
-    const keys = history === 'from-join' ? new Map([[epoch, current]]) : held
+    const keys = invite.history === 'from-join' ? new Map([[epoch, current]]) : new Map([...held].filter(([e]) => e > invite.epoch))
     const body = encodeAddBody({
       room: host.id,
       userPub: cert.userPub,

@@ -217,9 +217,9 @@ export class RelayCore {
     const p = this.rooms.get(m.room)
     if (!p) return
     if (m.kind === 'awareness') {
-      void p.then((room) => {
+      p.then((room) => {
         if (room) for (const [peer, state] of room.peers) if (state.state === 'live') peer.deliver(room.id, m.message)
-      })
+      }).catch((err) => this.log.error('bus message failed', { room: m.room, error: (err as Error).message }))
       return
     }
     void p.then(async (room) => {

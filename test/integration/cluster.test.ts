@@ -2,7 +2,10 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { InProcessHub } from '../../src/relay/bus/in-process-bus.js'
 import { openSqliteRelayStore, type Relay } from '../../src/relay/index.js'
 import { type RelayLimits, recordAllowance } from '../../src/relay/limits.js'
-import { atLeastSent, rotateUntilRefused, texts, until, World } from './harness.js'
+import { randomBytes, toBase64Url } from '../../src/shared/crypto/index.js'
+import { AdmissionKind, encodeAdmission } from '../../src/shared/records.js'
+import { FrameType, writeFrame } from '../../src/shared/wire.js'
+import { atLeastSent, rawDevice, rotateUntilRefused, texts, until, World } from './harness.js'
 
 let world: World
 afterEach(async () => {
@@ -115,6 +118,46 @@ describe('relay cluster on one store', () => {
       expect(afterN1).toBeLessThanOrEqual(bound + 2_000)
     } finally {
       await store.close()
+    }
+  })
+})
+
+describe('typing from another node', () => {
+  it('for a room whose load fails meanwhile is logged, not an unhandled rejection that would end the relay', async () => {
+    world = new World()
+    const hub = new InProcessHub()
+    const disk = openSqliteRelayStore(world.dbPath)
+    const room = toBase64Url(randomBytes(16))
+    // The database of the outside world fails to read this one room, after a while.
+    const store = new Proxy(disk, {
+      get(target, prop, receiver) {
+        if (prop === 'loadRoom')
+          return async (id: string) => {
+            if (id !== room) return target.loadRoom(id)
+            await new Promise((r) => setTimeout(r, 300))
+            throw new Error('database went away')
+          }
+        const v = Reflect.get(target, prop, receiver)
+        return typeof v === 'function' ? v.bind(target) : v
+      },
+    })
+    const unhandled: unknown[] = []
+    const note = (err: unknown) => unhandled.push(err)
+    process.on('unhandledRejection', note)
+    try {
+      const relay = await world.relay({ database: store, bus: hub.connect('n1'), node: 'n1' })
+      const other = hub.connect('n0')
+      const dev = await rawDevice(relay.url)
+      // Any device makes the node load a room, member or not.
+      dev.ws.send(writeFrame({ type: FrameType.Open, room, admission: encodeAdmission({ kind: AdmissionKind.None }) as never }))
+      await new Promise((r) => setTimeout(r, 50))
+      await other.publish({ kind: 'awareness', room, node: 'n0', message: Uint8Array.of(1, 2, 3) })
+      await until(() => dev.frames.some((f) => f.type === FrameType.Denied), 5000, 'the device denied')
+      await new Promise((r) => setTimeout(r, 200))
+      expect(unhandled.map(String)).toEqual([])
+      expect(world.logLines.some((l) => l.includes('bus message failed'))).toBe(true)
+    } finally {
+      process.off('unhandledRejection', note)
     }
   })
 })

@@ -13,6 +13,7 @@ import { decodeInviteToken } from '../../src/client/invite-token.js'
 import { MemberActions, type MemberActionsHost } from '../../src/client/member-actions.js'
 import { MembershipBook } from '../../src/client/membership-book.js'
 import { encodePublicIdentity } from '../../src/client/public-identity.js'
+import { openKeyBundle } from '../../src/shared/key-bundle.js'
 import { openSqliteStore } from '../../src/client/storage/sqlite-store.js'
 import { generateAgreementKeyPair, generateSigningKeyPair, randomBytes, randomKey, SignatureDomain, signWithDomain } from '../../src/shared/crypto/index.js'
 import { ErrorCode, PetrelError } from '../../src/shared/errors.js'
@@ -173,6 +174,27 @@ describe('member actions', () => {
     await actions.addMember(encodePublicIdentity([bob.certificate, laptop]))
     expect(written.at(-1)).toEqual([RecordKind.Add])
     expect(book.state.members.get(bob.userId)?.devices.size).toBe(2)
+  })
+
+  it('welcomes a joined device with the keys its invite lacked: after the invite’s epoch for a full one, the current alone for from-join', async () => {
+    const bob = await newIdentity()
+    const { actions, book, room, written } = await conversation()
+    await actions.addMember(encodePublicIdentity([bob.certificate]))
+    // Two new epochs (each removal starts one, its key kept): the conversation is at epoch 2.
+    for (const gone of [await newIdentity(), await newIdentity()]) {
+      await actions.addMember(encodePublicIdentity([gone.certificate]))
+      await actions.removeMember(gone.userId)
+    }
+    expect(book.state.epoch).toBe(2)
+    const given = async (invite: { history: 'full' | 'from-join'; epoch: number }) => {
+      await actions.welcome(bob.deviceId, bob.userId, invite)
+      expect(written.at(-1)).toEqual([RecordKind.Add])
+      const bundles = book.state.bundles.get(bob.deviceId)!
+      return [...openKeyBundle(bundles.at(-1)!, room, bob.devicePub, bob.agreementSecret).keys()]
+    }
+    expect(await given({ history: 'full', epoch: 1 })).toEqual([2])
+    expect(await given({ history: 'full', epoch: 0 })).toEqual([1, 2])
+    expect(await given({ history: 'from-join', epoch: 0 })).toEqual([2])
   })
 
   it('removes a member: Remove and a new epoch in one write, its key kept first and not wrapped for them', async () => {
