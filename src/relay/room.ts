@@ -166,7 +166,7 @@ export class Room {
     // (removed, no admission) is told so, not "full for now", which devices take as passing.
     if (full) {
       // Removed since the invite (a new join record, so not caught above): removed, not "full".
-      if (removalBars(this.membership, joinerUser, { createdAt: inviteBody.createdAt, order: this.membership.invites.get(invitePub)?.order })) {
+      if (removalBars(this.membership, joinerUser, { createdAt: inviteBody.createdAt, order: this.membership.invites.get(invitePub)?.order }, true)) {
         return { ok: false, reason: Reason.NotMember, message: `removed from the conversation (${REMOVED_MEMBER})` }
       }
       return { ok: false, reason: Reason.QuotaExceeded, message: 'the conversation is full' }
@@ -182,7 +182,7 @@ export class Room {
       this.knownRecords.add(inviteKey)
       toStore.push(invite.bytes)
     }
-    const r = await applyRecord(this.membership, join, { now, relay: true })
+    const r = await applyRecord(this.membership, join, { now, relay: true, live: true })
     if (!r.ok) {
       if (toStore.length > 0) {
         this.knownRecords.delete(inviteKey)

@@ -241,7 +241,7 @@ async function applyParsedRecord(s: MembershipState, rec: SignedRecord, options:
       const userId = toBase64Url(j.joiner.userPub)
       const knownAs = s.everDevices.get(toBase64Url(j.joiner.devicePub))
       if (knownAs !== undefined && knownAs !== userId) return { ok: false, reason: "another person's device" }
-      if (removalBars(s, userId, inv)) return { ok: false, reason: REMOVED_MEMBER }
+      if (removalBars(s, userId, inv, options.live === true)) return { ok: false, reason: REMOVED_MEMBER }
       const existing = s.members.get(userId)
       if (existing) {
         if (!options.relay) writable(s, 'joinedVia').set(toBase64Url(j.joiner.devicePub), toBase64Url(j.invitePub))
@@ -394,13 +394,14 @@ export const memberOfDevice = (s: MembershipState, devicePub: Uint8Array): strin
 export const REMOVED_MEMBER = 'removed member; invite predates the removal'
 
 /**
- * Whether `userId`'s removal keeps them from joining by `invite`: it was made (its clock) or
- * applied (its place among the invites; not applied yet counts as after every one so far)
- * before the removal.
+ * Whether `userId`'s removal keeps them from joining by `invite`: it was made (its clock) or,
+ * with `byOrder`, applied (its place among the invites; not applied yet counts as after every
+ * one so far) before the removal. The order is the relay's rule as it admits (ApplyOptions.live):
+ * a join it refuses is never stored, and histories stored before the rule fold as they did.
  */
-export function removalBars(s: MembershipState, userId: string, invite: { createdAt: number; order?: number }): boolean {
+export function removalBars(s: MembershipState, userId: string, invite: { createdAt: number; order?: number }, byOrder: boolean): boolean {
   const removed = s.removedAt.get(userId)
-  return removed !== undefined && (invite.createdAt <= removed.at || (invite.order ?? s.invitesApplied + 1) <= removed.invites)
+  return removed !== undefined && (invite.createdAt <= removed.at || (byOrder && (invite.order ?? s.invitesApplied + 1) <= removed.invites))
 }
 
 /**
