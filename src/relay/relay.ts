@@ -124,6 +124,14 @@ export async function createRelay(options: RelayOptions = {}): Promise<Relay> {
   })
   acceptWebSockets(server as Server, wss, core)
   const host = options.host ?? '127.0.0.1'
+  /** Everything opened behind the listening socket, given back in order (close, or a failed listen). */
+  const release = async () => {
+    await core.close()
+    await bus.close()
+    wss.close()
+    await store.close()
+    metrics.stop()
+  }
   try {
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject)
@@ -131,11 +139,7 @@ export async function createRelay(options: RelayOptions = {}): Promise<Relay> {
     })
   } catch (err) {
     // What was opened is given back: an embedder may try another port in the same process.
-    await core.close()
-    await bus.close()
-    wss.close()
-    await store.close()
-    metrics.stop()
+    await release()
     throw listenFailure(err, host, options.port ?? 8787)
   }
   const port = (server.address() as AddressInfo).port
@@ -157,11 +161,7 @@ export async function createRelay(options: RelayOptions = {}): Promise<Relay> {
           for (const ws of [...core.closingSockets]) ws.terminate()
           ;(server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.()
         })
-        await core.close()
-        await bus.close()
-        wss.close()
-        await store.close()
-        metrics.stop()
+        await release()
         log.info('relay closed', {})
       })()
       return closing
