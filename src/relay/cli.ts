@@ -27,27 +27,25 @@ const fail = (message: string, code: number): never => {
   process.exit(code)
 }
 
-let parsed: ReturnType<typeof parse>
-const parse = () =>
-  parseArgs({
-    options: {
-      port: { type: 'string' },
-      host: { type: 'string' },
-      database: { type: 'string' },
-      redis: { type: 'string' },
-      limits: { type: 'string' },
-      'no-spare-snapshot-parts': { type: 'boolean' },
-      help: { type: 'boolean', short: 'h' },
-    },
-  })
-try {
-  parsed = parse()
-} catch (err) {
-  // An unknown flag, or one missing its value: one line and the usage, not a stack trace.
-  process.stderr.write(`petrel-relay: ${(err as Error).message}\n\n${USAGE}`)
-  process.exit(2)
-}
-const { values } = parsed
+// An unknown flag, or one missing its value: one line and the usage, not a stack trace.
+const { values } = (() => {
+  try {
+    return parseArgs({
+      options: {
+        port: { type: 'string' },
+        host: { type: 'string' },
+        database: { type: 'string' },
+        redis: { type: 'string' },
+        limits: { type: 'string' },
+        'no-spare-snapshot-parts': { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    })
+  } catch (err) {
+    process.stderr.write(`petrel-relay: ${(err as Error).message}\n\n${USAGE}`)
+    process.exit(2)
+  }
+})()
 
 if (values.help) {
   process.stdout.write(USAGE)
