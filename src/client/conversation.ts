@@ -36,6 +36,7 @@ import { decryptEnvelope, keyCheckOf, readEnvelope, type SnapshotPart } from '..
 import { ErrorCode, PetrelError } from '../shared/errors.js'
 import { devicesToWelcome, type MembershipState } from '../shared/membership.js'
 import { envelopeKey, OUTER_LOG, OUTER_RECORDS } from '../shared/outer-keys.js'
+import { ShardedMap, shardYMap } from '../shared/sharded-map.js'
 import { encodeState } from '../shared/state-encoder.js'
 import { applyUpdate } from '../shared/update-reader.js'
 import {
@@ -189,13 +190,21 @@ export class Conversation {
    * ```
    */
   get doc(): Y.Doc {
-    this.innerDoc ??= new Y.Doc({ guid: localGuid() })
+    if (this.innerDoc === undefined) {
+      this.innerDoc = new Y.Doc({ guid: localGuid() })
+      // Maps keyed by message (or batch) id grow without end: sharded so no growth stalls a send.
+      shardYMap(this.innerDoc.getMap(INNER_MESSAGES))
+      shardYMap(this.innerDoc.getMap(INNER_MESSAGE_BATCHES))
+    }
     return this.innerDoc
   }
 
   /** The outer document: the relay's log of sealed envelopes and signed records, ciphertext only. */
   private get outer(): Y.Doc {
-    this.outerDoc ??= new Y.Doc({ gc: false, guid: localGuid() })
+    if (this.outerDoc === undefined) {
+      this.outerDoc = new Y.Doc({ gc: false, guid: localGuid() })
+      shardYMap(this.outerDoc.getMap(OUTER_LOG))
+    }
     return this.outerDoc
   }
   private provider: WebsocketProvider | undefined
@@ -245,7 +254,7 @@ export class Conversation {
   /** How far this device tells the relay it holds and has read (device-acks.ts): the senders' ✓✓. */
   private readonly acks: DeviceAcks
   /** seq of the envelope that brought each received message (for unread counts). */
-  private readonly messageSeq = new Map<string, number>()
+  private readonly messageSeq = new ShardedMap<number>()
   private readonly receiptBook = new ReceiptBook()
   private presence: Presence | undefined
   private hlc = 0
