@@ -22,7 +22,6 @@ import { coldOpen, startup } from './cold-open.js'
 import { clientIds } from './client-ids.js'
 import { sessionIds } from './session-ids.js'
 import { varString } from './var-string.js'
-import { shardedMap } from './sharded-map.js'
 import { stateEncode } from './state-encode.js'
 import { updateApply } from './update-apply.js'
 import { wrapAll } from './wrap-all.js'
@@ -352,21 +351,6 @@ async function strings(): Promise<void> {
   summary.varString = { nsShort: r2(r.nsShort.petrel), ratioShortVsLib0: r2(r.nsShort.petrel / r.nsShort.lib0), nsLong: r2(r.nsLong.petrel), ratioLongVsLib0: r2(r.nsLong.petrel / r.nsLong.lib0) }
 }
 
-async function maps(): Promise<void> {
-  console.log("\n## A map of message ids grown to 262,144: Petrel's ShardedMap against V8's Map (the same keys)")
-  const r = shardedMap()
-  console.log(`longest single set: ${r.worstSetMs.petrel.toFixed(2)} ms against Map's ${r.worstSetMs.map.toFixed(2)} ms, ${(r.worstSetMs.petrel / r.worstSetMs.map).toFixed(3)} ×`)
-  console.log(`a set on average: ${r.nsSet.petrel.toFixed(0)} ns against ${r.nsSet.map.toFixed(0)} ns, ${(r.nsSet.petrel / r.nsSet.map).toFixed(2)} ×; a get: ${r.nsGet.petrel.toFixed(0)} ns against ${r.nsGet.map.toFixed(0)} ns, ${(r.nsGet.petrel / r.nsGet.map).toFixed(2)} ×`)
-  summary.shardedMap = {
-    entries: r.entries,
-    worstSetMs: r2(r.worstSetMs.petrel),
-    referenceWorstSetMs: r2(r.worstSetMs.map),
-    worstSetRatioVsMap: r2(r.worstSetMs.petrel / r.worstSetMs.map),
-    setRatioVsMap: r2(r.nsSet.petrel / r.nsSet.map),
-    getRatioVsMap: r2(r.nsGet.petrel / r.nsGet.map),
-  }
-}
-
 async function states(): Promise<void> {
   console.log("\n## A history snapshot's encoding: Petrel's encodeState against Y.encodeStateAsUpdate (the same bytes)")
   const r = stateEncode()
@@ -471,7 +455,6 @@ async function main(): Promise<void> {
     ['clientIds', ids],
     ['sessionIds', sessions],
     ['varString', strings],
-    ['shardedMap', maps],
     ['stateEncode', states],
     ['updateApply', applies],
     ['wrapAll', wraps],

@@ -36,7 +36,6 @@ import { decryptEnvelope, keyCheckOf, readEnvelope, type SnapshotPart } from '..
 import { ErrorCode, PetrelError } from '../shared/errors.js'
 import { devicesToWelcome, type MembershipState } from '../shared/membership.js'
 import { envelopeKey, OUTER_LOG, OUTER_RECORDS } from '../shared/outer-keys.js'
-import { ShardedMap, shardYMap } from '../shared/sharded-map.js'
 import { encodeState } from '../shared/state-encoder.js'
 import { applyUpdate } from '../shared/update-reader.js'
 import {
@@ -190,21 +189,13 @@ export class Conversation {
    * ```
    */
   get doc(): Y.Doc {
-    if (this.innerDoc === undefined) {
-      this.innerDoc = new Y.Doc({ guid: localGuid() })
-      // Maps keyed by message (or batch) id grow without end: sharded so no growth stalls a send.
-      shardYMap(this.innerDoc.getMap(INNER_MESSAGES))
-      shardYMap(this.innerDoc.getMap(INNER_MESSAGE_BATCHES))
-    }
+    this.innerDoc ??= new Y.Doc({ guid: localGuid() })
     return this.innerDoc
   }
 
   /** The outer document: the relay's log of sealed envelopes and signed records, ciphertext only. */
   private get outer(): Y.Doc {
-    if (this.outerDoc === undefined) {
-      this.outerDoc = new Y.Doc({ gc: false, guid: localGuid() })
-      shardYMap(this.outerDoc.getMap(OUTER_LOG))
-    }
+    this.outerDoc ??= new Y.Doc({ gc: false, guid: localGuid() })
     return this.outerDoc
   }
   private provider: WebsocketProvider | undefined
@@ -254,7 +245,7 @@ export class Conversation {
   /** How far this device tells the relay it holds and has read (device-acks.ts): the senders' ✓✓. */
   private readonly acks: DeviceAcks
   /** seq of the envelope that brought each received message (for unread counts). */
-  private readonly messageSeq = new ShardedMap<number>()
+  private readonly messageSeq = new Map<string, number>()
   private readonly receiptBook = new ReceiptBook()
   private presence: Presence | undefined
   private hlc = 0

@@ -8,18 +8,17 @@
  * or is deleted. Every change here is in memory first; `rowPuts` gives the writes that store it,
  * for the caller to commit with whatever else it stores.
  */
-import { ShardedMap } from '../shared/sharded-map.js'
 import { decodeOwn, decodeSentEnvelope, encodeSentEnvelope, keyOf, type OwnMessageState } from './conversation-record.js'
 
 /** A write of the device store: a row's new value, or null to delete it. */
 export type Put = [string, Uint8Array | null]
 
 export class OwnMessages {
-  private readonly states = new ShardedMap<OwnMessageState>()
+  private readonly states = new Map<string, OwnMessageState>()
   /** Envelope key → the messages sealed in it (some may have left it since: see inEnvelope). */
-  private readonly byEnvelope = new ShardedMap<string[]>()
+  private readonly byEnvelope = new Map<string, string[]>()
   /** Envelope key → the key of its stored row. */
-  private readonly rowKeys = new ShardedMap<string>()
+  private readonly rowKeys = new Map<string, string>()
 
   /**
    * @example

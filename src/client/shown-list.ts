@@ -11,7 +11,6 @@
  * changed is the same object as last time, so a UI can skip re-rendering it.
  */
 import type * as Y from 'yjs'
-import { ShardedMap } from '../shared/sharded-map.js'
 
 /** A message as the app sees it. */
 export interface Message {
@@ -272,7 +271,7 @@ export class ShownList {
   private build(): ShownRow[] {
     const authors = new Authors(this.profiles)
     const rows: ShownRow[] = []
-    const ids = new ShardedMap<ShownRow>()
+    const ids = new Map<string, ShownRow>()
     const previous = this.previous
     this.previous = undefined
     // forEach, not the entries iterator: it allocates nothing per entry.
