@@ -12,6 +12,7 @@
  */
 import { fromBase64Url, randomBytes, randomKey, SignatureDomain, signWithDomain, toBase64Url } from '../shared/crypto/index.js'
 import { ErrorCode, PetrelError } from '../shared/errors.js'
+import { MAX_MEMBER_DEVICES } from '../shared/membership.js'
 import {
   AdmissionKind,
   certificatePayload,
@@ -450,7 +451,9 @@ export class PetrelClient {
     void (async () => {
       try {
         for (const id of stale) if (conv.membershipState.devices.has(id)) await conv.unlinkDevice(fromBase64Url(id))
-        const still = missing.filter((c) => !conv.membershipState.devices.has(toBase64Url(c.devicePub)))
+        // Never past the relay's cap for one person (linkDevice refuses a link beyond it).
+        const room = MAX_MEMBER_DEVICES - (conv.membershipState.members.get(this.identity.userId)?.devices.size ?? 0)
+        const still = missing.filter((c) => !conv.membershipState.devices.has(toBase64Url(c.devicePub))).slice(0, Math.max(0, room))
         if (still.length > 0 && conv.keys().has(conv.epoch)) await conv.addDevices(this.identity.userPub, still)
       } catch (err) {
         this.reportError(err)
@@ -476,6 +479,11 @@ export class PetrelClient {
     this.assertOpen()
     const userSecret = this.identity.userSecret
     if (!userSecret) throw new PetrelError(ErrorCode.Refused, 'only the device that holds the identity key (the first one) can link devices')
+    // Each conversation takes at most this many devices of one person (the relay's cap): a device
+    // past it would be in none of them. Links still open count, as they may yet be taken.
+    if (this.deviceBook.current().length + this.linkAborts.size >= MAX_MEMBER_DEVICES) {
+      throw new PetrelError(ErrorCode.Refused, `a person links at most ${MAX_MEMBER_DEVICES} devices (this one counts, and links not yet taken): unlink one first`)
+    }
     const expiresIn = options.expiresIn ?? LINK_TTL_MS
     // Infinity never finished encoding (and grew without end); NaN gave a link expired at once.
     if (!(Number.isSafeInteger(expiresIn) && expiresIn > 0)) throw new PetrelError(ErrorCode.InvalidArgument, 'expiresIn must be a whole number of milliseconds above 0')

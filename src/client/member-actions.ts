@@ -14,7 +14,7 @@ import { fromBase64Url, generateSigningKeyPair, toBase64Url } from '../shared/cr
 import { keyCheckOf } from '../shared/envelope.js'
 import { ErrorCode, PetrelError } from '../shared/errors.js'
 import { sealKeyBundle } from '../shared/key-bundle.js'
-import type { MembershipState } from '../shared/membership.js'
+import { deviceCapBars, type MembershipState } from '../shared/membership.js'
 import {
   type DeviceCertificate,
   encodeAddBody,
@@ -157,10 +157,18 @@ export class MemberActions {
     await this.addDevices(certs[0]!.userPub, fresh, options.history ?? 'full')
   }
 
+  /** Throws what the relay would refuse an add of `devices` to `userId` for (a device cap). */
+  private checkDeviceCaps(userId: string, devices: readonly DeviceCertificate[]): void {
+    const { host } = this
+    const capped = deviceCapBars(host.membership, host.membership.members.get(userId), devices.map((c) => toBase64Url(c.devicePub)))
+    if (capped) throw new PetrelError(ErrorCode.InvalidArgument, capped, { conversationId: host.id })
+  }
+
   async addDevices(userPub: Uint8Array, certs: DeviceCertificate[], history: 'full' | 'from-join' = 'full'): Promise<void> {
     const { host } = this
     await host.ready()
     host.assertOpen()
+    this.checkDeviceCaps(toBase64Url(userPub), certs.slice(0, MAX_ADD_DEVICES))
     const records: Uint8Array[] = []
     let keys = host.keys()
     let epoch = host.membership.epoch

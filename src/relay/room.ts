@@ -5,7 +5,7 @@
  * so invite uses are counted atomically.
  */
 import { constantTimeEqual, sha256, toBase64Url } from '../shared/crypto/index.js'
-import { applyRecord, emptyMembership, type MembershipState, memberOfDevice, REMOVED_MEMBER, removalBars } from '../shared/membership.js'
+import { applyRecord, emptyMembership, type MembershipState, memberOfDevice, REMOVED_MEMBER, removalBars, TOO_MANY_DEVICES } from '../shared/membership.js'
 import { type Admission, AdmissionKind, readInviteBody, readJoinBody, readRecord, RecordKind, readGenesisBody } from '../shared/records.js'
 import type { ReceiptEntry } from '../shared/room-messages.js'
 import type { NewRow } from './store/relay-store.js'
@@ -193,6 +193,7 @@ export class Room {
         }
       }
       if (r.reason === REMOVED_MEMBER || r.reason === 'device was unlinked') return { ok: false, reason: Reason.NotMember, message: `removed from the conversation (${r.reason})` }
+      if (r.reason.startsWith(TOO_MANY_DEVICES)) return { ok: false, reason: Reason.TooManyDevices, message: `join refused: ${r.reason}` }
       const reason = r.reason.includes('expired')
         ? Reason.InviteExpired
         : r.reason.includes('used up')

@@ -151,6 +151,31 @@ export type ApplyResult = { ok: true } | { ok: false; reason: string }
  */
 export const UNUSABLE_AGREEMENT_KEY = 'device agreement key is of small order'
 
+/** Devices one person may have in a conversation: as many as one add record carries. */
+export const MAX_MEMBER_DEVICES = 16
+/**
+ * Devices a conversation may hold. Every epoch record wraps the key for each of them (~106
+ * bytes a device): 2,048 take ~220 KB, within a frame and the parser's 4,096. Past either, no
+ * rotation could be written, and as nothing is sealed while a removal waits for the key to
+ * change, every member's sends would stop after the next removal.
+ */
+export const MAX_CONVERSATION_DEVICES = 2048
+/** Why a join or add is refused past {@link MAX_MEMBER_DEVICES} or {@link MAX_CONVERSATION_DEVICES}. */
+export const TOO_MANY_DEVICES = 'too many devices'
+
+/**
+ * Whether adding `devices` (base64url) to `member` (undefined: a new member) would pass a
+ * device cap; devices it has already do not count. The relay's rule as it admits and takes
+ * uploads (ApplyOptions.live): histories stored before it fold as they did.
+ */
+export function deviceCapBars(s: MembershipState, member: MemberState | undefined, devices: readonly string[]): string | undefined {
+  const fresh = devices.filter((d) => !member?.devices.has(d)).length
+  if (fresh === 0) return undefined
+  if ((member?.devices.size ?? 0) + fresh > MAX_MEMBER_DEVICES) return `${TOO_MANY_DEVICES}: a person has at most ${MAX_MEMBER_DEVICES} in a conversation`
+  if (s.devices.size + fresh > MAX_CONVERSATION_DEVICES) return `${TOO_MANY_DEVICES}: a conversation holds at most ${MAX_CONVERSATION_DEVICES}`
+  return undefined
+}
+
 const addDevice = (s: MembershipState, member: MemberState, cert: DeviceCertificate) => {
   const id = toBase64Url(cert.devicePub)
   member.devices.set(id, cert)
@@ -243,6 +268,8 @@ async function applyParsedRecord(s: MembershipState, rec: SignedRecord, options:
       if (knownAs !== undefined && knownAs !== userId) return { ok: false, reason: "another person's device" }
       if (removalBars(s, userId, inv, options.live === true)) return { ok: false, reason: REMOVED_MEMBER }
       const existing = s.members.get(userId)
+      const capped = options.live ? deviceCapBars(s, existing, [toBase64Url(j.joiner.devicePub)]) : undefined
+      if (capped) return { ok: false, reason: capped }
       if (existing) {
         if (!options.relay) writable(s, 'joinedVia').set(toBase64Url(j.joiner.devicePub), toBase64Url(j.invitePub))
         addDevice(s, existing, j.joiner)
@@ -333,6 +360,8 @@ async function applyParsedRecord(s: MembershipState, rec: SignedRecord, options:
       // The relay's rule for uploads only (see ApplyOptions.live): folded from stored records,
       // histories accepted before it would end elsewhere than the relay that accepted them.
       if (options.live && !member && s.removedAt.get(userId)?.epoch === b.epoch) return { ok: false, reason: 'removed in this epoch; add them again once the key changed' }
+      const capped = options.live ? deviceCapBars(s, member, b.devices.map((d) => toBase64Url(d.certificate.devicePub))) : undefined
+      if (capped) return { ok: false, reason: capped }
       if (!member) {
         member = { userId, role: 'member', joinedAt: b.at, devices: new Map() }
         s.members.set(userId, member)

@@ -121,6 +121,8 @@ export const Reason = {
    * 14 nothing of it was stored: the sender's next sync sends it again.
    */
   QuotaExceededForGood: 16,
+  /** A join that would give its person, or the conversation, more devices than it may hold. */
+  TooManyDevices: 17,
 } as const
 export type Reason = (typeof Reason)[keyof typeof Reason]
 

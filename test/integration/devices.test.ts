@@ -4,7 +4,7 @@ import { decodeLinkPayload, encodeOffer, LinkMailbox, LinkSlot, openLinkMessage,
 import { createClient } from '../../src/client/index.js'
 import { generateAgreementKeyPair, generateSigningKeyPair, SignatureDomain, signWithDomain } from '../../src/shared/crypto/index.js'
 import { keyCheckOf } from '../../src/shared/envelope.js'
-import { certificatePayload, encodeAddBody, encodeCertificate, RecordKind } from '../../src/shared/records.js'
+import { certificatePayload, encodeAddBody, encodeCertificate, readCertificate, RecordKind } from '../../src/shared/records.js'
 import { type Client, pair, texts, until, World } from './harness.js'
 
 let world: World
@@ -215,6 +215,56 @@ describe('who may add which device', () => {
     expect(bobConv.messages().find((m) => m.text === 'still mine')!.author).toBe(alice.userId)
     expect(bob.userId).not.toBe(alice.userId)
   })
+})
+
+describe('device caps', () => {
+  it('a person gets at most 16 devices into a conversation: the relay refuses more, addDevices and linkDevice say so up front, and the key still rotates', async () => {
+    world = new World()
+    const relay = await world.relay()
+    const { alice, bob, aliceConv, bobConv } = await pair(world)
+    const internals = bob as unknown as {
+      identity: { userPub: Uint8Array; userSecret: Uint8Array }
+      signRecord: (k: number, b: Uint8Array) => Promise<Uint8Array>
+    }
+    const certFor = async () => {
+      const payload = certificatePayload(internals.identity.userPub, generateSigningKeyPair().publicKey, generateAgreementKeyPair().publicKey, Date.now())
+      return encodeCertificate(payload, await signWithDomain(SignatureDomain.DeviceCertificate, internals.identity.userSecret, payload))
+    }
+    // Bob's own add records, as a client that skips the check would write them.
+    const rawAdd = async (certs: Uint8Array[]) => {
+      const body = encodeAddBody({
+        room: bobConv.id,
+        userPub: internals.identity.userPub,
+        epoch: bobConv.epoch,
+        keyCheck: keyCheckOf(bobConv.keys().get(bobConv.epoch)!),
+        at: Date.now(),
+        devices: certs.map((certificate) => ({ certificate, keyBundle: new Uint8Array([1]) })),
+      })
+      await (bobConv as unknown as { writeRecords: (r: Uint8Array[]) => Promise<void> }).writeRecords([await internals.signRecord(RecordKind.Add, body)])
+    }
+    const devicesOfBob = () => aliceConv.membershipState.members.get(bob.userId)?.devices.size
+    await rawAdd(await Promise.all(Array.from({ length: 15 }, certFor)))
+    await until(() => devicesOfBob() === 16, 5000, 'fifteen more of bob at alice')
+    const before = relay.metrics.rejectedCount('record refused')
+    await rawAdd([await certFor()])
+    await until(() => relay.metrics.rejectedCount('record refused') > before, 5000, 'relay refuses the seventeenth')
+    await aliceConv.send('after the refused add')
+    await until(() => texts(bobConv).includes('after the refused add'))
+    expect(devicesOfBob()).toBe(16)
+    // The client's own paths refuse it before writing anything.
+    const extra = readCertificate(await certFor())
+    await expect(bobConv.addDevices(internals.identity.userPub, [extra])).rejects.toMatchObject({ code: 'invalid_argument', message: expect.stringContaining('too many devices') })
+    // (He may list the refused one too: his device folded his own add before the relay's answer.)
+    await until(() => bob.devices().length >= 16, 5000, 'bob learns his devices')
+    await expect(bob.linkDevice()).rejects.toMatchObject({ code: 'refused', message: expect.stringContaining('at most 16') })
+    // An epoch for 17 devices still fits: removing him rotates the key.
+    const epoch = aliceConv.epoch
+    await aliceConv.removeMember(bob.userId)
+    await until(() => aliceConv.epoch > epoch, 10_000, 'key rotated')
+    await aliceConv.send('bob is gone')
+    await until(() => aliceConv.message(aliceConv.messages().at(-1)!.id)?.status === 'sent', 5000, 'sent after the rotation')
+    expect(alice.deviceId).toBeDefined()
+  }, 30_000)
 })
 
 describe('adding people directly', () => {

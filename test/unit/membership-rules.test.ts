@@ -14,7 +14,15 @@ import {
   toBase64Url,
   signWithDomain,
 } from '../../src/shared/crypto/index.js'
-import { applyRecord, emptyMembership, UNUSABLE_AGREEMENT_KEY } from '../../src/shared/membership.js'
+import { Room } from '../../src/relay/room.js'
+import {
+  applyRecord,
+  emptyMembership,
+  MAX_CONVERSATION_DEVICES,
+  MAX_MEMBER_DEVICES,
+  TOO_MANY_DEVICES,
+  UNUSABLE_AGREEMENT_KEY,
+} from '../../src/shared/membership.js'
 import {
   certificatePayload,
   encodeAddBody,
@@ -25,11 +33,14 @@ import {
   encodeJoinBody,
   encodeMemberChangeBody,
   encodeRecord,
+  readCertificate,
   readRecord,
+  AdmissionKind,
   RecordKind,
   recordSigningPayload,
   roomIdFor,
 } from '../../src/shared/records.js'
+import { Reason } from '../../src/shared/wire.js'
 
 /** 0, with the top bit set: RFC 7748 ignores that bit, so this is the small-order point u = 0. */
 const SMALL_ORDER = (() => {
@@ -48,6 +59,13 @@ async function device(agreementPub = generateAgreementKeyPair().publicKey) {
   return { user, cert, sign }
 }
 
+/** A certificate for one more device of `user`'s. */
+async function sibling(user: { publicKey: Uint8Array; secretKey: Uint8Array }) {
+  const dev = generateSigningKeyPair()
+  const payload = certificatePayload(user.publicKey, dev.publicKey, generateAgreementKeyPair().publicKey, Date.now())
+  return encodeCertificate(payload, await signWithDomain(SignatureDomain.DeviceCertificate, user.secretKey, payload))
+}
+
 async function roomWithInvite() {
   const creator = await device()
   const nonce = randomBytes(16)
@@ -56,7 +74,8 @@ async function roomWithInvite() {
   expect(await applyRecord(s, await creator.sign(RecordKind.Genesis, encodeGenesisBody({ room, nonce, createdAt: Date.now() })))).toEqual({ ok: true })
   const invite = generateSigningKeyPair()
   const inviteBody = encodeInviteBody({ room, invitePub: invite.publicKey, expiresAt: 0, maxUses: 0, history: 'full', createdAt: Date.now() })
-  expect(await applyRecord(s, await creator.sign(RecordKind.Invite, inviteBody))).toEqual({ ok: true })
+  const inviteRecord = await creator.sign(RecordKind.Invite, inviteBody)
+  expect(await applyRecord(s, inviteRecord)).toEqual({ ok: true })
   const join = async (joinerCert: Uint8Array) => {
     const body = encodeJoinBody({ room, invitePub: invite.publicKey, joiner: joinerCert, joinedAt: Date.now() })
     const sig = await signWithDomain(SignatureDomain.Join, invite.secretKey, recordSigningPayload(RecordKind.Join, body))
@@ -72,7 +91,7 @@ async function roomWithInvite() {
       return readRecord(encodeRecord(RecordKind.Join, jb, new Uint8Array(0), await signWithDomain(SignatureDomain.Join, other.secretKey, recordSigningPayload(RecordKind.Join, jb))))
     }
   }
-  return { s, room, join, creator, inviteAt }
+  return { s, room, join, creator, inviteAt, inviteRecord }
 }
 
 describe('membership admission', () => {
@@ -171,4 +190,65 @@ describe('membership admission', () => {
     expect(await applyRecord(s, await add(1), { relay: true, live: true })).toEqual({ ok: true })
     expect(s.members.has(toBase64Url(bob.user.publicKey))).toBe(true)
   })
+})
+
+describe('device caps', () => {
+  const addOf = (room: string, signer: { sign: (k: RecordKind, b: Uint8Array) => Promise<ReturnType<typeof readRecord>> }, userPub: Uint8Array, certs: Uint8Array[]) =>
+    signer.sign(
+      RecordKind.Add,
+      encodeAddBody({ room, userPub, epoch: 0, keyCheck: new Uint8Array(8), at: Date.now(), devices: certs.map((certificate) => ({ certificate, keyBundle: new Uint8Array(1) })) }),
+    )
+
+  it(`refuses, as the relay takes it, a join or add that gives one person more than ${MAX_MEMBER_DEVICES} devices; devices there already do not count`, async () => {
+    const { s, room, join } = await roomWithInvite()
+    const bob = await device()
+    expect(await applyRecord(s, await join(bob.cert), { relay: true, live: true })).toEqual({ ok: true })
+    // Bob adds devices of his own, up to the cap: a whole add record's worth at most.
+    const more = await Promise.all(Array.from({ length: MAX_MEMBER_DEVICES - 1 }, () => sibling(bob.user)))
+    expect(await applyRecord(s, await addOf(room, bob, bob.user.publicKey, more), { relay: true, live: true })).toEqual({ ok: true })
+    const bobs = s.members.get(toBase64Url(bob.user.publicKey))!
+    expect(bobs.devices.size).toBe(MAX_MEMBER_DEVICES)
+    // One more, by an add or a join: refused, and nothing of it applied.
+    const extra = await sibling(bob.user)
+    const refusedAdd = await applyRecord(s, await addOf(room, bob, bob.user.publicKey, [extra]), { relay: true, live: true })
+    expect(refusedAdd).toEqual({ ok: false, reason: expect.stringContaining(TOO_MANY_DEVICES) })
+    expect(await applyRecord(s, await join(extra), { relay: true, live: true })).toEqual({ ok: false, reason: expect.stringContaining(TOO_MANY_DEVICES) })
+    expect(bobs.devices.size).toBe(MAX_MEMBER_DEVICES)
+    expect(s.devices.size).toBe(MAX_MEMBER_DEVICES + 1)
+    // Adding devices he has already is no growth.
+    expect(await applyRecord(s, await addOf(room, bob, bob.user.publicKey, more.slice(0, 3)), { relay: true, live: true })).toEqual({ ok: true })
+    // The relay's rule as it takes uploads: a history stored before it folds as it did.
+    expect(await applyRecord(s, await addOf(room, bob, bob.user.publicKey, [extra]), { relay: true })).toEqual({ ok: true })
+    expect(bobs.devices.size).toBe(MAX_MEMBER_DEVICES + 1)
+  })
+
+  it(`refuses a device past ${MAX_CONVERSATION_DEVICES} in one conversation, and the relay denies such a join with reason 17`, async () => {
+    const { s, room, join, creator, inviteRecord } = await roomWithInvite()
+    const relayRoom = new Room(room, new Map(), 0)
+    let people = 0
+    while (s.devices.size + MAX_MEMBER_DEVICES <= MAX_CONVERSATION_DEVICES) {
+      const person = generateSigningKeyPair()
+      const certs = await Promise.all(Array.from({ length: MAX_MEMBER_DEVICES }, () => sibling(person)))
+      expect(await applyRecord(s, await addOf(room, creator, person.publicKey, certs), { relay: true, live: true })).toEqual({ ok: true })
+      people++
+    }
+    const last = generateSigningKeyPair()
+    const lastCerts = await Promise.all(Array.from({ length: MAX_CONVERSATION_DEVICES - s.devices.size }, () => sibling(last)))
+    expect(await applyRecord(s, await addOf(room, creator, last.publicKey, lastCerts), { relay: true, live: true })).toEqual({ ok: true })
+    expect(s.devices.size).toBe(MAX_CONVERSATION_DEVICES)
+    expect(people).toBeGreaterThan(100)
+    // A new person's join, a device more of a person with room under their own cap: refused.
+    const carol = await device()
+    expect(await applyRecord(s, await join(carol.cert), { relay: true, live: true })).toEqual({ ok: false, reason: expect.stringContaining(`at most ${MAX_CONVERSATION_DEVICES}`) })
+    expect(await applyRecord(s, await addOf(room, creator, last.publicKey, [await sibling(last)]), { relay: true, live: true })).toEqual({
+      ok: false,
+      reason: expect.stringContaining(TOO_MANY_DEVICES),
+    })
+    expect(s.devices.size).toBe(MAX_CONVERSATION_DEVICES)
+    // At the relay's door: the same join, as an admission, is denied with TooManyDevices.
+    Object.assign(relayRoom.membership, s)
+    const admitted = await relayRoom.admit(readCertificate(carol.cert).devicePub, { kind: AdmissionKind.Join, invite: inviteRecord.bytes, join: (await join(carol.cert)).bytes }, Date.now())
+    expect(admitted).toMatchObject({ ok: false, reason: Reason.TooManyDevices, message: expect.stringContaining(TOO_MANY_DEVICES) })
+    expect(relayRoom.membership.devices.size).toBe(MAX_CONVERSATION_DEVICES)
+  }, 60_000)
 })
