@@ -62,6 +62,10 @@ export interface MemberActionsHost {
   keepKey(epoch: number, key: Uint8Array): Promise<void>
   /** Write signed records into the outer log, durably. */
   writeRecords(records: Uint8Array[]): Promise<void>
+  /** Start a new key epoch, unless this device is starting one already (key-rotation.ts). */
+  rotateOnce(): Promise<void>
+  /** Settles once the key changed after a removal, leave or unlink (or the conversation closed). */
+  rotationDone(): Promise<void>
   ready(): Promise<void>
   assertOpen(): void
 }
@@ -169,6 +173,16 @@ export class MemberActions {
     await host.ready()
     host.assertOpen()
     this.checkDeviceCaps(toBase64Url(userPub), certs.slice(0, MAX_ADD_DEVICES))
+    // Someone left or was removed and the key has not changed yet: change it first. The relay
+    // refuses an add under the key a person was removed from (so an admin's add right after a
+    // leave took no effect, though it resolved), and a new device should not get only the key
+    // the one who left holds. 'from-join' starts its own epoch below.
+    if (history === 'full' && host.membership.rotationDue) {
+      // Ours, unless one is under way (this device's or, folded meanwhile, another's).
+      await host.rotateOnce()
+      if (host.membership.rotationDue) await host.rotationDone()
+      host.assertOpen()
+    }
     const records: Uint8Array[] = []
     let keys = host.keys()
     let epoch = host.membership.epoch

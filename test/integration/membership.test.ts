@@ -290,6 +290,30 @@ describe('scheduled key rotation', () => {
     await until(() => aliceConv.epoch === 1, 5000, 'admin rotated')
     expect(aliceConv.members().map((m) => m.userId)).not.toContain(bob.userId)
   })
+
+  it('an admin adding someone back right after they left, before the key changed, adds them under the new key', async () => {
+    world = new World()
+    const relay = await world.relay()
+    const { bob, aliceConv, bobConv } = await pair(world)
+    const identity = await bob.publicIdentity()
+    await bobConv.leave()
+    // Alice adds him back the moment she sees him gone (her list's change), before the
+    // rotation his leave made due has landed.
+    const added = new Promise<boolean>((resolve, reject) => {
+      const off = aliceConv.subscribe(() => {
+        if (aliceConv.membershipState.members.has(bob.userId)) return
+        off()
+        const due = aliceConv.membershipState.rotationDue
+        aliceConv.addMember(identity).then(() => resolve(due), reject)
+      })
+    })
+    expect(await added).toBe(true)
+    expect(aliceConv.epoch).toBe(1)
+    await aliceConv.send('welcome back')
+    await until(() => aliceConv.messages().at(-1)?.status === 'sent', 5000, 'sent')
+    expect(relay.metrics.rejectedCount('record refused')).toBe(0)
+    expect(aliceConv.members().map((m) => m.userId)).toContain(bob.userId)
+  })
 })
 
 describe('concurrent epoch changes', () => {

@@ -98,6 +98,14 @@ async function conversation(options: { creator?: Identity; actor?: Identity } = 
       lastRecords = bytes
       await append(bytes)
     },
+    // As KeyRotation.rotate: the new key kept, then its epoch record written.
+    rotateOnce: async () => {
+      const next = book.newEpoch()
+      kept.push(next.epoch)
+      keys.set(next.epoch, next.key)
+      await append([await signAs(actor)(RecordKind.Epoch, next.body)])
+    },
+    rotationDone: async () => {},
     ready: async () => {},
     assertOpen: () => {},
   }
