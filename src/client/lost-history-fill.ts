@@ -1,16 +1,19 @@
 /**
  * When a device fills the history it will never read (lost-history.ts says what the fill is).
  *
- * Only a device without the first epoch's key fills (a 'from-join' member's, or its device
- * linked later), and only once what its inner document waits for can be nothing else: it has
- * caught up, no row waits for predecessors, no snapshot is awaited, and nothing held back could
- * still open (only envelopes sealed under an epoch before its first). And only after a grace
+ * Only a device without every key of the history fills (a 'from-join' member's, or its device
+ * linked later; one removed and let back in 'from-join', which lacks the epochs it was out
+ * for): it cannot open a snapshot (snapshot-seal.ts). And only once what its inner document
+ * waits for can be nothing else: it has caught up, no row waits for predecessors, no snapshot
+ * is awaited, and nothing held back could still open (only envelopes sealed under an epoch
+ * before its first, or one it lacks below the current). And only after a grace
  * period: the wait may be for a change the relay refused under an old key while a later one
  * of the same client went through; its author re-seals it within a round trip, and a fill
  * before it arrives would make this device drop it for good.
  */
 import type * as Y from 'yjs'
 import { readEnvelope } from '../shared/envelope.js'
+import { historyKeys } from '../shared/snapshot-seal.js'
 import { lostClocksFiller } from './lost-history.js'
 
 /** How long what waits must have waited before it is filled. */
@@ -21,6 +24,8 @@ export interface LostHistoryFillHost {
   readonly inner: Y.Doc
   readonly closed: boolean
   readonly epochKeys: ReadonlyMap<number, Uint8Array>
+  /** The conversation's current key epoch. */
+  readonly epoch: number
   /** Caught up, with no row waiting for its predecessors and no snapshot awaited. */
   readonly settled: boolean
   /** Envelopes held back (for a key, a sender's join record, a snapshot). */
@@ -51,7 +56,7 @@ export class LostHistoryFill {
   /** Fill what still waits after the grace period, if it can only be history this device never reads. */
   soon(): void {
     const { host } = this
-    if (this.timer !== undefined || host.closed || host.epochKeys.has(0)) return
+    if (this.timer !== undefined || host.closed || historyKeys(host.epochKeys, host.epoch)) return
     this.timer = setTimeout(() => {
       this.timer = undefined
       if (host.closed || !this.due()) return
@@ -81,7 +86,7 @@ export class LostHistoryFill {
     const { host } = this
     if (host.inner.store.pendingStructs === null) return false
     const keys = host.epochKeys
-    if (keys.size === 0 || keys.has(0)) return false
+    if (keys.size === 0 || historyKeys(keys, host.epoch)) return false
     if (!host.settled) return false
     const first = Math.min(...keys.keys())
     return host.held.every((d) => {
@@ -94,7 +99,7 @@ export class LostHistoryFill {
         }
         this.epochs.set(d.bytes, epoch)
       }
-      return epoch < first
+      return epoch < first || (epoch < host.epoch && !keys.has(epoch))
     })
   }
 }

@@ -4,7 +4,7 @@
  * Parts arrive as envelopes, one row each, a paced step apart; the last carries the snapshot's
  * record. Only the snapshot the relay compacted for is opened: the latest snapshot record's,
  * every part from one device of the member who signed that record, under one key. A
- * compressed one (snapshot-seal.ts, version 2) is inflated at once where the platform can
+ * compressed one (snapshot-seal.ts, versions 2 and 4) is inflated at once where the platform can
  * (Node); elsewhere (a browser) asynchronously, and its state waits to be taken by the next
  * receive pass.
  *
@@ -15,7 +15,7 @@ import { toBase64Url } from '../shared/crypto/index.js'
 import type { SnapshotPart } from '../shared/envelope.js'
 import { ErrorCode } from '../shared/errors.js'
 import type { MembershipState } from '../shared/membership.js'
-import { inflateSnapshot, type OpenedSnapshot, openSnapshot, snapshotStateNow } from '../shared/snapshot-seal.js'
+import { inflateSnapshot, type OpenedSnapshot, historyKeys, openSnapshot, snapshotStateNow } from '../shared/snapshot-seal.js'
 
 /** An inner state to apply: the snapshot's, what it covers, and the row of its last part. */
 export interface SnapshotState {
@@ -127,12 +127,12 @@ export class SnapshotAssembly {
     if (!ready) return undefined
     this.complete.delete(ready.sender)
     if (membership.everDevices.get(ready.sender) !== latest.by) return undefined
-    const key = keys.get(ready.epoch)
-    const first = keys.get(0)
-    if (!key || !first) return undefined
+    // Only a device holding every key up to its epoch reads a snapshot, whatever its version.
+    const history = historyKeys(keys, ready.epoch)
+    if (!history) return undefined
     let opened: OpenedSnapshot
     try {
-      opened = openSnapshot(ready.sealed, this.room, ready.epoch, key, first)
+      opened = openSnapshot(ready.sealed, this.room, ready.epoch, history)
     } catch (err) {
       this.reject(ErrorCode.EnvelopeRejected, `history snapshot refused: ${(err as Error).message}`)
       return undefined

@@ -16,7 +16,7 @@ import { ErrorCode, PetrelError } from '../shared/errors.js'
 import type { MembershipState } from '../shared/membership.js'
 import { envelopeKey } from '../shared/outer-keys.js'
 import { encodeSnapshotBody, RecordKind } from '../shared/records.js'
-import { sealSnapshot } from '../shared/snapshot-seal.js'
+import { historyKeys, sealSnapshot } from '../shared/snapshot-seal.js'
 import type { ClientContext } from './client-context.js'
 import { SnapshotSchedule } from './snapshot-schedule.js'
 import type { SnapshotSource } from './snapshot-source.js'
@@ -158,8 +158,9 @@ export class SnapshotWriter {
     const since = host.membership.snapshot?.coversSeq ?? 0
     // One monotonic clock for the schedule (its pauses measure with it too).
     const now = performance.now()
-    // Without the first epoch's key (a 'from-join' member) this device cannot write one: leave it to others.
-    if (this.writing || host.closed || !host.epochKeys.has(0)) return
+    // Without every key of the history (a 'from-join' member, one away for some epochs) this
+    // device cannot write one: leave it to others.
+    if (this.writing || host.closed || !historyKeys(host.epochKeys, host.epoch)) return
     const at = { since: this.since, cursor: host.cursor, coveredSeq: since, now }
     if (!this.schedule.due(at)) {
       // Held back only by its share of the time: tried again when that is over, send or not.
@@ -232,10 +233,9 @@ export class SnapshotWriter {
     // Not past anything still held back: the snapshot must hold every row it covers.
     const coversSeq = host.coverableThrough
     const epoch = host.epoch
-    const key = host.epochKeys.get(epoch)
-    const first = host.epochKeys.get(0)
-    // Without the first key (a 'from-join' member) we hold only part of the history anyway.
-    if (!key || !first || coversSeq === 0) return
+    // Without every key (a 'from-join' member) we hold only part of the history anyway.
+    const keys = historyKeys(host.epochKeys, epoch)
+    if (!keys || coversSeq === 0) return
     // The work starts here, and each of its steps is paced to the snapshot's share of the
     // time (snapshot-schedule.ts).
     this.schedule.working(performance.now())
@@ -243,7 +243,7 @@ export class SnapshotWriter {
     // Local changes already in the document reach the copy when their flush issues its
     // commit (the conversation feeds the copy): the queue as it stands now is waited for.
     const encoded = state ?? (await this.source.encode(host.inner, host.outgoing, () => host.refusedTombstones()))
-    const plain = await sealSnapshot(encoded, host.id, epoch, key, first, pause)
+    const plain = await sealSnapshot(encoded, host.id, epoch, keys, pause)
     const snapshotId = randomBytes(16)
     const partBytes = Math.max(16 * 1024, host.ctx.connection.maxEnvelopeBytes - 4096)
     const parts = Math.max(1, Math.ceil(plain.length / partBytes))
@@ -257,7 +257,7 @@ export class SnapshotWriter {
         await sealEnvelope({
           room: host.id,
           epoch,
-          key,
+          key: keys[epoch]!,
           senderDevicePub: identity.devicePub,
           senderDeviceSecret: identity.deviceSecret,
           update: plain.subarray(part * partBytes, (part + 1) * partBytes),

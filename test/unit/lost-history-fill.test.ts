@@ -11,7 +11,7 @@ const sealedUnder = (epoch: number) =>
   sealEnvelope({ room: 'r', epoch, key: randomBytes(32), senderDevicePub: device.publicKey, senderDeviceSecret: device.secretKey, update: Uint8Array.of(0, 0) })
 
 /** A device that joined 'from-join' at epoch 3: Alice's change written before it came waits in Yjs for her earlier one. */
-function joinedLate(options: { keys?: number[]; settled?: boolean; held?: Array<{ bytes: Uint8Array }> } = {}) {
+function joinedLate(options: { keys?: number[]; epoch?: number; settled?: boolean; held?: Array<{ bytes: Uint8Array }> } = {}) {
   const alice = new Y.Doc()
   alice.clientID = 7
   alice.getMap('messages').set('a.1', 'before you came')
@@ -25,6 +25,7 @@ function joinedLate(options: { keys?: number[]; settled?: boolean; held?: Array<
     inner,
     closed: false,
     epochKeys: new Map((options.keys ?? [3]).map((e) => [e, randomBytes(32)])),
+    epoch: options.epoch ?? Math.max(...(options.keys ?? [3])),
     settled: options.settled ?? true,
     held: options.held ?? [],
     afterIncoming: (job) => void job(),
@@ -50,9 +51,9 @@ describe('lost history fill', () => {
     expect(inner.getMap('messages').toJSON()).toEqual({ 'a.2': 'after' })
   })
 
-  it('never fills on a device holding the first epoch’s key: what waits there is coming', () => {
+  it('never fills on a device holding every key of the history: what waits there is coming', () => {
     vi.useFakeTimers()
-    const { fill, inner, passes } = joinedLate({ keys: [0, 3] })
+    const { fill, inner, passes } = joinedLate({ keys: [0, 1, 2, 3] })
     fill.soon()
     vi.advanceTimersByTime(10_000)
     expect(passes()).toBe(0)
@@ -80,6 +81,16 @@ describe('lost history fill', () => {
     const held = [{ bytes: await sealedUnder(1) }]
     vi.useFakeTimers()
     const { fill, inner } = joinedLate({ held })
+    fill.soon()
+    vi.advanceTimersByTime(3_000)
+    expect(inner.store.pendingStructs).toBeNull()
+  })
+
+  it('fills on a device let back in after epochs it was out for, past held envelopes of those epochs', async () => {
+    // Removed during epoch 2, back 'from-join' at 3: it holds 0, 1 and 3, and never gets 2.
+    const held = [{ bytes: await sealedUnder(2) }]
+    vi.useFakeTimers()
+    const { fill, inner } = joinedLate({ keys: [0, 1, 3], held })
     fill.soon()
     vi.advanceTimersByTime(3_000)
     expect(inner.store.pendingStructs).toBeNull()

@@ -5,11 +5,12 @@ import { randomBytes } from '../../src/shared/crypto/index.js'
 import { ErrorCode } from '../../src/shared/errors.js'
 import { emptyMembership, type MembershipState } from '../../src/shared/membership.js'
 import { setSyncInflate } from '../../src/shared/snapshot-deflate.js'
-import { sealSnapshot } from '../../src/shared/snapshot-seal.js'
+import { historyKeys, sealSnapshot } from '../../src/shared/snapshot-seal.js'
 
 const ROOM = 'room-1'
 const keys = new Map([
   [0, randomBytes(32)],
+  [1, randomBytes(32)],
   [2, randomBytes(32)],
 ])
 const ALICE_DEVICE = 'alice-device'
@@ -25,7 +26,7 @@ function stateOf(n: number): Uint8Array {
 
 /** A sealed snapshot split into `parts` parts, as its writer uploads them. */
 async function partsOf(state: Uint8Array, parts: number, coversSeq: number) {
-  const sealed = await sealSnapshot(state, ROOM, 2, keys.get(2)!, keys.get(0)!)
+  const sealed = await sealSnapshot(state, ROOM, 2, historyKeys(keys, 2)!)
   const snapshotId = randomBytes(16)
   const size = Math.ceil(sealed.length / parts)
   return {

@@ -1,13 +1,15 @@
 import { deflateRawSync } from 'node:zlib'
 import { describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
-import { randomBytes } from '../../src/shared/crypto/index.js'
+import * as encoding from 'lib0/encoding'
+import { hkdf, randomBytes, randomNonce, seal } from '../../src/shared/crypto/index.js'
 import { ErrorCode, PetrelError } from '../../src/shared/errors.js'
 import { deflateState, inflateState, inflateStateSync, MAX_SNAPSHOT_STATE_BYTES, type Via } from '../../src/shared/snapshot-deflate.js'
-import { inflateSnapshot, openSnapshot, sealSnapshot } from '../../src/shared/snapshot-seal.js'
+import { historyKeys, inflateSnapshot, openSnapshot, sealSnapshot } from '../../src/shared/snapshot-seal.js'
 
-const epochKey = randomBytes(32)
-const firstKey = randomBytes(32)
+/** The keys of epochs 0 to 3, as a device holding the whole history holds them. */
+const keys = [randomBytes(32), randomBytes(32), randomBytes(32), randomBytes(32)]
+const upTo = (epoch: number) => keys.slice(0, epoch + 1)
 
 /** An inner state of `n` messages shaped like the client's (the same ids in every one). */
 function stateOf(n: number): Uint8Array {
@@ -29,57 +31,111 @@ async function rejection(p: Promise<unknown>): Promise<PetrelError> {
   return err as PetrelError
 }
 
+/**
+ * A snapshot as devices sealed it before the thirty-eighth session (versions 1 and 2): under
+ * the epoch's key and the first epoch's alone, built here from the documented layout.
+ */
+async function legacySeal(state: Uint8Array, room: string, epoch: number, version: 1 | 2): Promise<Uint8Array> {
+  const context = encoding.createEncoder()
+  encoding.writeVarString(context, 'petrel/v1/snapshot')
+  encoding.writeVarString(context, room)
+  encoding.writeVarUint(context, epoch)
+  const ctx = encoding.toUint8Array(context)
+  const ikm = new Uint8Array(64)
+  ikm.set(keys[epoch]!)
+  ikm.set(keys[0]!, 32)
+  let plain = state
+  if (version === 2) {
+    const e = encoding.createEncoder()
+    encoding.writeVarUint(e, state.length)
+    encoding.writeUint8Array(e, await deflateState(state))
+    plain = encoding.toUint8Array(e)
+  }
+  const aad = version === 1 ? ctx : Uint8Array.of(...ctx, 2)
+  const nonce = randomNonce()
+  const out = encoding.createEncoder()
+  encoding.writeUint8(out, version)
+  encoding.writeVarUint8Array(out, nonce)
+  encoding.writeVarUint8Array(out, seal(hkdf(ikm, undefined, ctx, 32), nonce, plain, aad))
+  return encoding.toUint8Array(out)
+}
+
 describe('snapshot seal', () => {
-  it('seals compressed (version 2) and opens to the same state, several times smaller than uncompressed', async () => {
+  it('seals compressed (version 4) and opens to the same state, several times smaller than uncompressed (version 3)', async () => {
     const state = stateOf(2000)
-    const sealed = await sealSnapshot(state, 'room', 3, epochKey, firstKey)
-    expect(sealed[0]).toBe(2)
-    const plain = await sealSnapshot(state, 'room', 3, epochKey, firstKey, undefined, false)
+    const sealed = await sealSnapshot(state, 'room', 3, upTo(3))
+    expect(sealed[0]).toBe(4)
+    const plain = await sealSnapshot(state, 'room', 3, upTo(3), undefined, false)
+    expect(plain[0]).toBe(3)
     expect(sealed.length * 4).toBeLessThan(plain.length)
-    expect(await inflateSnapshot(openSnapshot(sealed, 'room', 3, epochKey, firstKey))).toEqual(state)
+    expect(await inflateSnapshot(openSnapshot(sealed, 'room', 3, upTo(3)))).toEqual(state)
+    expect(openSnapshot(plain, 'room', 3, upTo(3))).toEqual({ state })
   })
 
-  it('seals a state deflated elsewhere (the history replica’s thread) as version 2, even where asked not to compress', async () => {
+  it('opens only with every key of the history: not with the first and the current alone (a member let back in after a removal)', async () => {
+    const sealed = await sealSnapshot(stateOf(10), 'room', 3, upTo(3))
+    // Bob was out during epoch 2: he holds 0, 1 and 3. Whatever he puts in 2's place fails.
+    const held = new Map([
+      [0, keys[0]!],
+      [1, keys[1]!],
+      [3, keys[3]!],
+    ])
+    expect(historyKeys(held, 3)).toBeUndefined()
+    expect(historyKeys(new Map(keys.map((k, i) => [i, k])), 3)).toEqual(keys)
+    for (const guess of [keys[3]!, keys[0]!, randomBytes(32)]) {
+      expect(() => openSnapshot(sealed, 'room', 3, [keys[0]!, keys[1]!, guess, keys[3]!])).toThrow(expect.objectContaining({ code: ErrorCode.EnvelopeRejected }))
+    }
+    // Keys for another epoch count are a caller's mistake, said as such.
+    expect(() => openSnapshot(sealed, 'room', 3, upTo(2))).toThrow(expect.objectContaining({ code: ErrorCode.InvalidArgument }))
+  })
+
+  it('seals a state deflated elsewhere (the history replica’s thread) as version 4, even where asked not to compress', async () => {
     const state = stateOf(2000)
     const deflated = new Uint8Array(deflateRawSync(state, { level: 1 }))
     for (const compress of [true, false]) {
-      const sealed = await sealSnapshot({ deflated, length: state.length }, 'room', 3, epochKey, firstKey, undefined, compress)
-      expect(sealed[0]).toBe(2)
-      expect(await inflateSnapshot(openSnapshot(sealed, 'room', 3, epochKey, firstKey))).toEqual(state)
+      const sealed = await sealSnapshot({ deflated, length: state.length }, 'room', 3, upTo(3), undefined, compress)
+      expect(sealed[0]).toBe(4)
+      expect(await inflateSnapshot(openSnapshot(sealed, 'room', 3, upTo(3)))).toEqual(state)
     }
     // A wrong length travels sealed and is caught when the snapshot is inflated, never past it.
-    const lying = await sealSnapshot({ deflated, length: state.length - 1 }, 'room', 3, epochKey, firstKey)
-    expect((await rejection(inflateSnapshot(openSnapshot(lying, 'room', 3, epochKey, firstKey)))).code).toBe(ErrorCode.Malformed)
+    const lying = await sealSnapshot({ deflated, length: state.length - 1 }, 'room', 3, upTo(3))
+    expect((await rejection(inflateSnapshot(openSnapshot(lying, 'room', 3, upTo(3))))).code).toBe(ErrorCode.Malformed)
   })
 
-  it('still opens version 1 (uncompressed), as written before the fourteenth session', async () => {
+  it('still opens versions 1 and 2 (the first and current keys), as written before the thirty-eighth session', async () => {
     const state = stateOf(10)
-    const sealed = await sealSnapshot(state, 'room', 0, epochKey, firstKey, undefined, false)
-    expect(sealed[0]).toBe(1)
-    expect(openSnapshot(sealed, 'room', 0, epochKey, firstKey)).toEqual({ state })
+    expect(openSnapshot(await legacySeal(state, 'room', 2, 1), 'room', 2, upTo(2))).toEqual({ state })
+    expect(await inflateSnapshot(openSnapshot(await legacySeal(state, 'room', 2, 2), 'room', 2, upTo(2)))).toEqual(state)
   })
 
-  it('refuses a version byte changed either way (it is authenticated) and an unknown version', async () => {
+  it('refuses a version byte changed to any other (it is authenticated) and an unknown version', async () => {
     const state = stateOf(10)
     for (const compress of [true, false]) {
-      const sealed = await sealSnapshot(state, 'room', 0, epochKey, firstKey, undefined, compress)
-      sealed[0] = compress ? 1 : 2
-      expect(() => openSnapshot(sealed, 'room', 0, epochKey, firstKey)).toThrow(expect.objectContaining({ code: ErrorCode.EnvelopeRejected }))
+      for (const other of [1, 2, 3, 4]) {
+        const sealed = await sealSnapshot(state, 'room', 0, upTo(0), undefined, compress)
+        if (sealed[0] === other) continue
+        sealed[0] = other
+        expect(() => openSnapshot(sealed, 'room', 0, upTo(0))).toThrow(expect.objectContaining({ code: ErrorCode.EnvelopeRejected }))
+      }
     }
-    const sealed = await sealSnapshot(state, 'room', 0, epochKey, firstKey)
-    sealed[0] = 3
-    expect(() => openSnapshot(sealed, 'room', 0, epochKey, firstKey)).toThrow(expect.objectContaining({ code: ErrorCode.VersionMismatch }))
+    const sealed = await sealSnapshot(state, 'room', 0, upTo(0))
+    for (const unknown of [0, 5]) {
+      sealed[0] = unknown
+      expect(() => openSnapshot(sealed, 'room', 0, upTo(0))).toThrow(expect.objectContaining({ code: ErrorCode.VersionMismatch }))
+    }
   })
 
   it('refuses a wrong key, room or epoch as envelope_rejected', async () => {
-    const sealed = await sealSnapshot(stateOf(10), 'room', 1, epochKey, firstKey)
-    for (const [room, epoch, key] of [
-      ['other', 1, epochKey],
-      ['room', 2, epochKey],
-      ['room', 1, randomBytes(32)],
+    const sealed = await sealSnapshot(stateOf(10), 'room', 1, upTo(1))
+    for (const [room, epoch, with_] of [
+      ['other', 1, upTo(1)],
+      ['room', 1, [keys[0]!, randomBytes(32)]],
+      ['room', 1, [randomBytes(32), keys[1]!]],
     ] as const) {
-      expect(() => openSnapshot(sealed, room, epoch, key, firstKey)).toThrow(expect.objectContaining({ code: ErrorCode.EnvelopeRejected }))
+      expect(() => openSnapshot(sealed, room, epoch, with_)).toThrow(expect.objectContaining({ code: ErrorCode.EnvelopeRejected }))
     }
+    const atTwo = await sealSnapshot(stateOf(10), 'room', 2, upTo(2))
+    expect(() => openSnapshot(atTwo, 'room', 1, upTo(1))).toThrow(expect.objectContaining({ code: ErrorCode.EnvelopeRejected }))
   })
 })
 

@@ -18,7 +18,7 @@ import { openEnvelope, readEnvelope } from '../../src/shared/envelope.js'
 import type { MembershipState } from '../../src/shared/membership.js'
 import { OUTER_LOG, OUTER_RECORDS } from '../../src/shared/outer-keys.js'
 import { domainOf, encodeRecord, readRecord, readSnapshotBody, RecordKind, recordSigningPayload, roomIdFor } from '../../src/shared/records.js'
-import { inflateSnapshot, openSnapshot } from '../../src/shared/snapshot-seal.js'
+import { historyKeys, inflateSnapshot, openSnapshot } from '../../src/shared/snapshot-seal.js'
 import { dependentUpdates } from '../fixtures/yjs-docs.js'
 
 beforeAll(() => setHistoryReplicas(false))
@@ -114,7 +114,7 @@ async function written({ outer, keys, room }: Setup) {
       at += p.bytes.length
     }
     const epoch = parts[0]!.epoch
-    state = await inflateSnapshot(openSnapshot(sealed, room, epoch, keys.get(epoch)!, keys.get(0)!))
+    state = await inflateSnapshot(openSnapshot(sealed, room, epoch, historyKeys(keys, epoch)!))
   }
   return { records: records.map((r) => readSnapshotBody(r.body)), parts, state }
 }
