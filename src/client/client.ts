@@ -404,11 +404,16 @@ export class PetrelClient {
     // The relay may answer before the stored conversations are open: those are not news.
     await this.started
     for (const room of rooms) {
-      if (this.closed || this.convs.has(room) || this.discovering.has(room)) continue
+      const existing = this.convs.get(room)
+      // One held refused for good (removed, say) that the relay lists again: its person was
+      // added back (addMember). It opens anew, keeping its keys; before, it stayed refused
+      // until the app restarted.
+      if (this.closed || (existing && existing.refusal === undefined) || this.discovering.has(room)) continue
       this.discovering.add(room)
       try {
-        if (await this.store.get(keyOf.conv(room))) continue
-        const record = { createdAt: Date.now(), admission: encodeAdmission({ kind: AdmissionKind.None }), keys: new Map<number, Uint8Array>() }
+        if (!existing && (await this.store.get(keyOf.conv(room)))) continue
+        const heldKeys = existing ? await this.giveUpRefused(existing) : undefined
+        const record = { createdAt: Date.now(), admission: encodeAdmission({ kind: AdmissionKind.None }), keys: heldKeys ?? new Map<number, Uint8Array>() }
         await this.store.commit({ put: [[keyOf.conv(room), encodeConversationRecord(record)]] })
         if (this.closed) return
         const conv = await Conversation.open(this.context(), room, record)
@@ -625,21 +630,7 @@ export class PetrelClient {
     )
     // Only once the invite is known to be usable is the refused one given up: the keys it held
     // (in memory and as stored) go into the new record, so none is lost, whatever follows.
-    let heldKeys: Map<number, Uint8Array> | undefined
-    if (existing) {
-      heldKeys = existing.keys()
-      const stored = await this.store.get(keyOf.conv(invite.room))
-      if (stored) {
-        try {
-          for (const [epoch, key] of decodeConversationRecord(stored).keys) if (!heldKeys.has(epoch)) heldKeys.set(epoch, key)
-        } catch {
-          // Unreadable as stored: the keys in memory are all there is.
-        }
-      }
-      this.convs.delete(invite.room)
-      this.dirtySummaries.delete(existing)
-      await existing.close()
-    }
+    const heldKeys = existing ? await this.giveUpRefused(existing) : undefined
     const record = {
       createdAt: Date.now(),
       admission: encodeAdmission({ kind: AdmissionKind.Join, invite: invite.inviteRecord, join }),
@@ -669,6 +660,26 @@ export class PetrelClient {
     }
     await conv.setInner((doc) => doc.getMap(INNER_PROFILES).set(this.identity.userId, { name: this.name ?? '' }))
     return conv
+  }
+
+  /**
+   * Close a conversation refused for good, to open it anew (a fresh invite, or added back):
+   * returns the keys it held, in memory and as stored, so none is lost whatever follows.
+   */
+  private async giveUpRefused(existing: Conversation): Promise<Map<number, Uint8Array>> {
+    const heldKeys = existing.keys()
+    const stored = await this.store.get(keyOf.conv(existing.id))
+    if (stored) {
+      try {
+        for (const [epoch, key] of decodeConversationRecord(stored).keys) if (!heldKeys.has(epoch)) heldKeys.set(epoch, key)
+      } catch {
+        // Unreadable as stored: the keys in memory are all there is.
+      }
+    }
+    this.convs.delete(existing.id)
+    this.dirtySummaries.delete(existing)
+    await existing.close()
+    return heldKeys
   }
 
   private async forget(conv: Conversation): Promise<void> {

@@ -316,6 +316,30 @@ describe('scheduled key rotation', () => {
   })
 })
 
+describe('a member removed and added back', () => {
+  it('their device opens the conversation anew at once (the conversation event), reads and sends, with no restart', async () => {
+    world = new World()
+    await world.relay()
+    const { alice, bob, aliceConv, bobConv } = await pair(world)
+    await aliceConv.send('before removal')
+    await until(() => texts(bobConv).includes('before removal'))
+    await aliceConv.removeMember(bob.userId)
+    await until(() => bobConv.refusal !== undefined, 10_000, 'bob told he was removed')
+    const reopened = new Promise<Conversation>((resolve) => bob.on('conversation', (c) => c.id === aliceConv.id && resolve(c)))
+    await aliceConv.addMember(await bob.publicIdentity())
+    const again = await reopened
+    expect(again).not.toBe(bobConv)
+    await aliceConv.send('after bob is back')
+    await until(() => texts(again).includes('after bob is back'), 10_000, 'bob reads what follows')
+    expect(again.refusal).toBeUndefined()
+    expect(texts(again)).toContain('before removal')
+    expect((await bob.conversations()).filter((c) => c.id === aliceConv.id)).toEqual([again])
+    await again.send('glad to be back')
+    await until(() => texts(aliceConv).includes('glad to be back'), 10_000, 'alice reads bob')
+    expect(alice.userId).not.toBe(bob.userId)
+  })
+})
+
 describe('concurrent epoch changes', () => {
   it('resolve to one key: the relay keeps the first, the other side re-seals, nothing is lost', async () => {
     world = new World()
