@@ -88,10 +88,19 @@ export class MissingHistory {
     return this.missedThrough === 0 && this.stillMissingThrough === 0
   }
 
-  /** A compacted row met while catching up (not a snapshot part the relay spared us). */
+  /**
+   * A compacted row met while catching up (not a snapshot part the relay spared us). Stored at
+   * once as still missing: a device closed before its catch-up ended (and so before
+   * `stopHolding`) came back believing its history whole, asked to be spared snapshot parts,
+   * and never showed the compacted history, nor what waited in Yjs for it.
+   */
   compactedRow(seq: number): void {
     this.compactedInCatchUp = true
     if (seq > this.missedThrough) this.missedThrough = seq
+    if (seq > this.stillMissingThrough) {
+      this.stillMissingThrough = seq
+      this.host.storeStillMissing(seq)
+    }
   }
 
   /**
@@ -144,10 +153,13 @@ export class MissingHistory {
    */
   stopHolding(): boolean {
     if (this.missedThrough === 0) return false
-    this.stillMissingThrough = Math.max(this.stillMissingThrough, this.missedThrough)
+    // Stored already as each compacted row came (compactedRow), unless a snapshot cleared it.
+    if (this.missedThrough > this.stillMissingThrough) {
+      this.stillMissingThrough = this.missedThrough
+      this.host.storeStillMissing(this.stillMissingThrough)
+    }
     this.missedThrough = 0
     this.overflowed = false
-    this.host.storeStillMissing(this.stillMissingThrough)
     return true
   }
 

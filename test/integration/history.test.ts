@@ -636,6 +636,66 @@ async function daveJoinedFromJoinThenCompacted() {
   return { alice, aliceConv, dave, daveConv }
 }
 
+describe('a device closed while its catch-up waits for the snapshot', () => {
+  let proxy: FrameProxy | undefined
+  const realFetch = globalThis.fetch
+  afterEach(async () => {
+    globalThis.fetch = realFetch
+    await proxy?.close()
+    proxy = undefined
+  })
+
+  it('gets the compacted history, and what followed it, after a restart', async () => {
+    world = new World()
+    await world.relay({ limits: { maxEnvelopeBytes: 20 * 1024 } })
+    const alice = await world.client('alice', { compaction: false })
+    const bob = await world.client('bob', { compaction: false })
+    await until(() => alice.connection === 'online' && bob.connection === 'online', 10_000, 'online')
+    const aliceConv = await alice.createConversation({ title: 'Long' })
+    const bobConv = await bob.join(await aliceConv.invite())
+    // Random text: the snapshot must not deflate into one part.
+    const noise = () => Buffer.from(crypto.getRandomValues(new Uint8Array(90))).toString('base64url')
+    for (let i = 0; i < 3000; i += 500) await Promise.all(Array.from({ length: 500 }, (_, j) => aliceConv.send(`history ${i + j} ${noise()}`)))
+    await until(() => bobConv.messages().length === 3000, 20_000, 'bob has them')
+    await new Promise((r) => setTimeout(r, 500))
+    await snapshotOf(aliceConv)()
+    await until(() => compacted(world) > 0, 10_000, 'relay compacted')
+    for (let i = 0; i < 10; i++) await aliceConv.send(`tail ${i}`)
+    // The laptop's network: its first rows message (compacted rows among them) passes, no
+    // room message after it does.
+    let rowsSeen = 0
+    proxy = await FrameProxy.start(
+      () => world.url,
+      (to, data, send) => {
+        if (to !== 'device') return send()
+        const f = readFrame(new Uint8Array(data.buffer, data.byteOffset, data.byteLength))
+        if (f.type === FrameType.Room && f.message[0] === RoomMessage.Rows && rowsSeen++ === 0) return send()
+        if (f.type === FrameType.Room && rowsSeen > 0) return
+        send()
+      },
+    )
+    // The link mailbox is plain HTTP on the relay: the proxy speaks only WebSocket.
+    const proxyHost = new URL(proxy.url).host
+    const relayHost = new URL(world.url).host
+    globalThis.fetch = ((input: RequestInfo | URL, init?: RequestInit) => realFetch(String(input).replace(proxyHost, relayHost), init)) as typeof fetch
+    const payload = await alice.linkDevice()
+    const { createClient } = await import('../../src/client/index.js')
+    const file = `${world.dir}/laptop.db`
+    const laptop = await createClient({ relay: proxy.url, storage: file, link: payload, compaction: false })
+    const first = await until(async () => (await laptop.conversations())[0], 15_000, 'laptop has the conversation')
+    const missing = (c: Conversation) => (c as unknown as { missing: { holding: boolean } }).missing
+    await until(() => missing(first).holding, 15_000, 'laptop met the compacted rows')
+    await new Promise((r) => setTimeout(r, 500))
+    await laptop.close()
+    // Back on a good network: it knows its history is not whole, takes the snapshot, shows all.
+    const again = await createClient({ relay: world.url, storage: file, compaction: false })
+    world.clients.push(again)
+    const [conv] = await again.conversations()
+    await until(() => conv!.messages().length === 3010, 15_000, 'laptop shows every message')
+    expect(texts(conv!)).toEqual(texts(aliceConv))
+  }, 60_000)
+})
+
 describe("a 'from-join' invite whose new epoch reaches the relay after the member joined", () => {
   let proxy: FrameProxy | undefined
   afterEach(async () => {

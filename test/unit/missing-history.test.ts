@@ -39,9 +39,13 @@ describe('missing history', () => {
     expect(missing.holdUpdate(false)).toBe('apply')
   })
 
-  it('holds updates after a compacted row until a snapshot covering it is applied', () => {
+  it('holds updates after a compacted row until a snapshot covering it is applied, storing what is missing meanwhile (a restart mid-catch-up)', () => {
     const { missing, stored } = setup()
     missing.compactedRow(21)
+    // Stored at once: closed now, the device must not come back believing its history whole.
+    expect(stored).toEqual([21])
+    missing.compactedRow(15)
+    expect(stored).toEqual([21])
     expect(missing.holding).toBe(true)
     expect(missing.wants(10)).toBe(true)
     expect(missing.holdUpdate(false)).toBe('hold')
@@ -50,7 +54,8 @@ describe('missing history', () => {
     missing.snapshotApplied(21)
     expect(missing.holding).toBe(false)
     expect(missing.holdUpdate(false)).toBe('apply')
-    expect(stored).toEqual([])
+    expect(stored).toEqual([21, 0])
+    expect(missing.whole).toBe(true)
   })
 
   it('still gathers a later snapshot covering more until the catch-up is applied (a merged compacted run)', () => {
