@@ -17,6 +17,9 @@ import type { MembershipState } from '../shared/membership.js'
 import { envelopeKey } from '../shared/outer-keys.js'
 import { encodeSnapshotBody, RecordKind } from '../shared/records.js'
 import { historyKeys, sealSnapshot } from '../shared/snapshot-seal.js'
+
+/** The smallest snapshot part: a relay whose envelopes cannot hold this much (plus sealing) takes no snapshots. */
+const MIN_PART_BYTES = 1024
 import type { ClientContext } from './client-context.js'
 import { SnapshotSchedule } from './snapshot-schedule.js'
 import type { SnapshotSource } from './snapshot-source.js'
@@ -245,7 +248,9 @@ export class SnapshotWriter {
     const encoded = state ?? (await this.source.encode(host.inner, host.outgoing, () => host.refusedTombstones()))
     const plain = await sealSnapshot(encoded, host.id, epoch, keys, pause)
     const snapshotId = randomBytes(16)
-    const partBytes = Math.max(16 * 1024, host.ctx.connection.maxEnvelopeBytes - 4096)
+    // Each part sealed must fit the relay's envelope limit: at least 16 KiB a part made every
+    // part too large on a relay allowing 16 KiB or less (the sealing adds ~300 bytes).
+    const partBytes = Math.max(MIN_PART_BYTES, host.ctx.connection.maxEnvelopeBytes - 4096)
     const parts = Math.max(1, Math.ceil(plain.length / partBytes))
     const { identity } = host.ctx
     const envelopes: Uint8Array[] = []

@@ -486,7 +486,10 @@ export class RelayCore {
       }
       const remaining = this.limits.maxRoomBytes - room.bytes
       const v = validateOuterUpdate(update, conn.deviceId, room.clients, this.limits, remaining, remaining + recordAllowance(this.limits))
-      if (asPart) v.part = true
+      if (asPart) {
+        v.part = true
+        if (v.refused.length > 0) room.partsRefused.set(conn.deviceId, (room.partsRefused.get(conn.deviceId) ?? 0) + v.refused.length)
+      }
       return v
     } catch (err) {
       if (err instanceof UpdateRefused) {
@@ -521,10 +524,15 @@ export class RelayCore {
     // Who was a member before this update's records: only needed when it carries records.
     const membersBefore = v.records.length > 0 ? new Set(room.membership.devices.keys()) : undefined
     let envelopesRefused = refused.length
+    // This update's own refusals included (validated counted them), if it came as a part.
+    const partsRefusedBefore = room.partsRefused.get(conn.deviceId) ?? 0
     for (const row of v.rows) {
       for (const part of row.parts) {
         if (part.record) {
-          const verdict = snapshotRefusal(part.record, room, envelopesRefused) ? false : await room.applyUploadedRecord(part.record, Date.now())
+          const snapshot = isSnapshotRecord(part.record)
+          const refusedParts = snapshot ? envelopesRefused + partsRefusedBefore : 0
+          if (snapshot) room.partsRefused.delete(conn.deviceId)
+          const verdict = snapshot && snapshotRefusal(part.record, room, refusedParts) ? false : await room.applyUploadedRecord(part.record, Date.now())
           if (verdict === true) continue
           if (verdict !== false) {
             records.push(verdict)
@@ -1067,6 +1075,15 @@ function rowHasRecords(row: Row): boolean {
  * uploaded with envelopes that were refused (its parts ride in the same update: compacting
  * for an incomplete snapshot would lose history for every device that later needs it).
  */
+/** Whether `bytes` is a snapshot record (not one that does not parse: that is refused as any). */
+function isSnapshotRecord(bytes: Uint8Array): boolean {
+  try {
+    return readRecord(bytes).kind === RecordKind.Snapshot
+  } catch {
+    return false
+  }
+}
+
 function snapshotRefusal(bytes: Uint8Array, room: Room, envelopesRefused: number): boolean {
   let rec: ReturnType<typeof readRecord>
   try {

@@ -62,6 +62,14 @@ export class Room {
   /** The running read of rows from the store, when one is running. */
   tailing: Promise<void> | undefined
   readonly peers = new Map<RoomMemberConn, RoomPeer>()
+  /**
+   * Snapshot parts refused per device (base64url) since its last snapshot record, in updates
+   * marked as parts: a record is refused while any of its parts was, wherever in the upload.
+   * Only parts refused in the record's own update counted: on a relay whose envelope limit is
+   * below a part's size, the earlier parts became blanks, the record was stored, and the
+   * relay compacted the history under a snapshot nobody could read whole.
+   */
+  readonly partsRefused = new Map<string, number>()
   /** Latest acknowledgement per device (base64url), never going back. */
   readonly receipts = new Map<string, ReceiptEntry>()
   private chain: Promise<unknown> = Promise.resolve()

@@ -636,6 +636,41 @@ async function daveJoinedFromJoinThenCompacted() {
   return { alice, aliceConv, dave, daveConv }
 }
 
+describe('a relay with a small envelope limit', () => {
+  async function historyThenSnapshot(maxEnvelopeBytes: number, texts_: (i: number) => string) {
+    world = new World()
+    await world.relay({ limits: { maxEnvelopeBytes } })
+    const alice = await world.client('alice', { compaction: false })
+    const bob = await world.client('bob', { compaction: false })
+    await until(() => alice.connection === 'online' && bob.connection === 'online', 10_000, 'online')
+    const aliceConv = await alice.createConversation({ title: 'T' })
+    const bobConv = await bob.join(await aliceConv.invite())
+    for (let i = 0; i < 120; i++) await aliceConv.send(texts_(i))
+    await until(() => texts(bobConv).length === 120, 10_000, 'bob has all')
+    await snapshotOf(aliceConv)()
+    await new Promise((r) => setTimeout(r, 1500))
+    const carol = await world.client('carol', { compaction: false })
+    const carolConv = await carol.join(await aliceConv.invite())
+    await until(() => texts(carolConv).length === 120, 10_000, 'carol has the history').catch(() => undefined)
+    return { aliceConv, carolConv }
+  }
+  const noise = () => Buffer.from(crypto.getRandomValues(new Uint8Array(150))).toString('base64')
+
+  it('takes snapshot parts cut to its limit (16 KiB), compacts, and a new member gets the whole history', async () => {
+    const { aliceConv, carolConv } = await historyThenSnapshot(16 * 1024, (i) => `m${i} ${noise()}`)
+    expect(compacted(world)).toBeGreaterThan(0)
+    expect(texts(carolConv)).toEqual(texts(aliceConv))
+  })
+
+  it('refuses the record of a snapshot whose parts it refused in earlier updates, and compacts nothing', async () => {
+    // 1,100 bytes: messages fit (76 bytes of text), the smallest part (1 KiB, sealed) does not.
+    const { aliceConv, carolConv } = await historyThenSnapshot(1100, (i) => `m${i} ${noise().slice(0, 60)}`)
+    expect(world.relays[0]!.metrics.rejectedCount('envelope too large')).toBeGreaterThan(0)
+    expect(compacted(world)).toBe(0)
+    expect(texts(carolConv)).toEqual(texts(aliceConv))
+  })
+})
+
 describe('a device closed while its catch-up waits for the snapshot', () => {
   let proxy: FrameProxy | undefined
   const realFetch = globalThis.fetch
