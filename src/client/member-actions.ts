@@ -85,6 +85,13 @@ export class MemberActions {
     await host.ready()
     host.assertOpen()
     if (!host.book.isAdmin()) throw this.refused('only admins can invite')
+    // Checked, not coerced: `uses: 0` or `expiresIn: 0` meant "unlimited" and "never", and a
+    // misspelt history (from JavaScript, or a config file) handed over the whole history.
+    const bad = (what: string) => new PetrelError(ErrorCode.InvalidArgument, what, { conversationId: host.id })
+    const { expiresIn, uses, history } = options
+    if (expiresIn !== undefined && !(Number.isSafeInteger(expiresIn) && expiresIn > 0)) throw bad('expiresIn must be a whole number of milliseconds above 0')
+    if (uses !== undefined && !(Number.isSafeInteger(uses) && uses > 0)) throw bad('uses must be a whole number above 0')
+    if (history !== undefined && history !== 'full' && history !== 'from-join') throw bad("history must be 'full' or 'from-join'")
     const pair = generateSigningKeyPair()
     const body = encodeInviteBody({
       room: host.id,
@@ -151,6 +158,9 @@ export class MemberActions {
     const { host } = this
     await host.ready()
     this.requireAdmin()
+    if (options.history !== undefined && options.history !== 'full' && options.history !== 'from-join') {
+      throw new PetrelError(ErrorCode.InvalidArgument, "history must be 'full' or 'from-join'", { conversationId: host.id })
+    }
     const certs = await readPublicIdentity(publicIdentity)
     const userId = toBase64Url(certs[0]!.userPub)
     const fresh = certs.filter((c) => !host.membership.devices.has(toBase64Url(c.devicePub)))

@@ -154,6 +154,21 @@ describe('membership and key epochs', () => {
     expect(carolConv.synced).toBe(true)
   })
 
+  it('refuses invite and addMember options it cannot honour as invalid_argument, writing nothing: no "0 uses" meaning unlimited, no misspelt history handing over everything', async () => {
+    world = new World()
+    await world.relay()
+    const { bob, aliceConv } = await pair(world)
+    const records = () => aliceConv.membershipState.invites.size
+    const before = records()
+    for (const options of [{ uses: 0 }, { uses: -1 }, { uses: 1.5 }, { expiresIn: 0 }, { expiresIn: -1000 }, { expiresIn: Number.NaN }, { history: 'from_join' }, { history: 'none' }]) {
+      await expect(aliceConv.invite(options as never)).rejects.toMatchObject({ code: 'invalid_argument' })
+    }
+    await expect(aliceConv.addMember(await bob.publicIdentity(), { history: 'from_join' } as never)).rejects.toMatchObject({ code: 'invalid_argument' })
+    expect(records()).toBe(before)
+    expect(aliceConv.epoch).toBe(0)
+    await expect(aliceConv.invite({ uses: 1, expiresIn: 60_000, history: 'from-join' })).resolves.toMatch(/./)
+  })
+
   it('gives both people the same safety number, and a different one for someone else', async () => {
     world = new World()
     await world.relay()
