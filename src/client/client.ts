@@ -506,6 +506,9 @@ export class PetrelClient {
           if (!offerBytes) return
           plain = openLinkMessage(link, LinkSlot.Offer, offerBytes)
         }
+        // Past its time the new device no longer waits (beyond a grace for an answer begun
+        // in time): a device certified now would be one nobody uses, in every conversation.
+        if (Date.now() > link.expiresAt) return
         const offer = readOffer(plain)
         const payload = certificatePayload(this.identity.userPub, offer.devicePub, offer.agreementPub, Date.now())
         const certBytes = encodeCertificate(payload, await signWithDomain(SignatureDomain.DeviceCertificate, userSecret, payload))
@@ -517,7 +520,16 @@ export class PetrelClient {
         for (const conv of this.convs.values()) this.reconcileDevices(conv)
         const siblings = this.deviceBook.current().filter((c) => toBase64Url(c.devicePub) !== toBase64Url(cert.devicePub))
         const answer = encodeAnswer(certBytes, siblings, this.name ?? '', this.identity.deviceId)
-        await mailbox.put(link.mailbox, LinkSlot.Answer, sealLinkMessage(link, LinkSlot.Answer, answer))
+        try {
+          await mailbox.put(link.mailbox, LinkSlot.Answer, sealLinkMessage(link, LinkSlot.Answer, answer))
+        } catch (err) {
+          // The new device never gets its certificate: take back the device added for it.
+          await this.removeDevice(toBase64Url(cert.devicePub)).catch(() => undefined)
+          throw err
+        }
+        // The link is spent: whatever else offers on it (the QR code scanned again) is told so
+        // (`409`, link_failed) instead of waiting for an answer until the link expires.
+        await mailbox.put(link.mailbox, LinkSlot.Offer, randomBytes(32)).catch(() => undefined)
         this.events.emit('deviceLinked', toBase64Url(cert.devicePub))
       } catch (err) {
         if (!abort.signal.aborted) this.reportError(err)

@@ -9,6 +9,9 @@ import { decodeLinkPayload, encodeOffer, LinkMailbox, LinkSlot, openLinkMessage,
 import { type Identity, storeLinkedIdentity } from './identity.js'
 import type { DeviceStore } from './storage/device-store.js'
 
+/** How long past the link's expiry the new device still waits for an answer begun in time. */
+const ANSWER_GRACE_MS = 30_000
+
 /** How long a new device waits for an occupied offer slot to clear. */
 const OCCUPIED_RETRY_MS = 10_000
 
@@ -34,7 +37,8 @@ export async function linkAsNewDevice(
       await new Promise((r) => setTimeout(r, 250))
     }
   }
-  const answer = await mailbox.take(link.mailbox, LinkSlot.Answer, link.expiresAt)
+  // An answer the other device began before the link expired may land a little after.
+  const answer = await mailbox.take(link.mailbox, LinkSlot.Answer, link.expiresAt + ANSWER_GRACE_MS)
   if (!answer) throw new PetrelError(ErrorCode.LinkFailed, 'the other device did not answer before the link expired')
   const plain = openLinkMessage(link, LinkSlot.Answer, answer)
   if (!plain) throw new PetrelError(ErrorCode.LinkFailed, 'the link answer was not sealed with the link secret')

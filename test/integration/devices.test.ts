@@ -150,10 +150,45 @@ describe('linked devices', () => {
     const phone = await createClient({ relay: world.url, storage: join(world.dir, 'phone.db'), link: payload })
     world.clients.push(phone)
     expect(phone.userId).toBe(alice.userId)
+    // The same payload again (the QR code scanned twice): told it is spent within seconds,
+    // not after waiting for an answer until the link expires (10 minutes).
+    const started = Date.now()
+    await expect(createClient({ relay: world.url, storage: join(world.dir, 'again.db'), link: payload })).rejects.toMatchObject({
+      code: 'link_failed',
+      message: expect.stringMatching(/already used/),
+    })
+    expect(Date.now() - started).toBeLessThan(15_000)
     // An expired payload is refused before anything is sent.
     const expired = await alice.linkDevice({ expiresIn: 1 })
     await new Promise((r) => setTimeout(r, 20))
     await expect(createClient({ relay: world.url, storage: join(world.dir, 'late.db'), link: expired })).rejects.toMatchObject({ code: 'link_failed' })
+  }, 45_000)
+})
+
+describe('a link answered around its expiry', () => {
+  const realFetch = globalThis.fetch
+  afterEach(() => {
+    globalThis.fetch = realFetch
+  })
+
+  it('links the device when the answer, begun in time, lands just after: no device the first one added is left unused', async () => {
+    world = new World()
+    await world.relay()
+    const { alice, aliceConv } = await pair(world)
+    // A slow uplink on the first device: its answer reaches the relay 1.5 s after it was sent.
+    globalThis.fetch = (async (input: RequestInfo | URL, init?: RequestInit) => {
+      if (init?.method === 'PUT' && String(input).endsWith('/1')) await new Promise((r) => setTimeout(r, 1500))
+      return realFetch(input, init)
+    }) as typeof fetch
+    const linked: string[] = []
+    alice.on('deviceLinked', (id) => linked.push(id))
+    const payload = await alice.linkDevice({ expiresIn: 1000 })
+    const laptop = await createClient({ relay: world.url, storage: join(world.dir, 'laptop.db'), link: payload })
+    world.clients.push(laptop)
+    await until(() => linked.length === 1, 5000, 'the first device says it linked')
+    expect(linked).toEqual([laptop.deviceId])
+    expect(alice.devices().map((d) => d.id).sort()).toEqual([alice.deviceId, laptop.deviceId].sort())
+    await until(() => aliceConv.members().find((m) => m.userId === alice.userId)!.devices.length === 2, 5000, 'added to the conversation')
   }, 30_000)
 })
 
