@@ -1687,7 +1687,7 @@ export class Conversation {
     const v = this.doc.getMap<StoredMessage>(INNER_MESSAGES).get(messageId)
     if (!own || !v || own.seq === 0) return []
     const author = this.ctx.identity.userId
-    return this.receiptBook.perMember(this.membership, this.receiptBook.recipients(this.membership, author, v.at), own.seq, this.ctx.readReceipts)
+    return this.receiptBook.perMember(this.membership, this.receiptBook.recipients(this.membership, author, v.at, own.seq), own.seq, this.ctx.readReceipts)
   }
 
   /** Show others that this device's user is typing; clears itself after a few seconds. */

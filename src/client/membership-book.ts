@@ -14,7 +14,7 @@ import { constantTimeEqual, randomKey, sha256, toBase64Url, unwrapKey, wrapKeyFo
 import { keyCheckOf } from '../shared/envelope.js'
 import { openKeyBundle } from '../shared/key-bundle.js'
 import { ErrorCode, PetrelError } from '../shared/errors.js'
-import { applyRecord, emptyMembership, type MembershipState } from '../shared/membership.js'
+import { applyRecord, emptyMembership, type MembershipState, recordMember } from '../shared/membership.js'
 import { type DeviceCertificate, encodeEpochBody, epochWrapContext, readRecord, RecordKind, type SignedRecord } from '../shared/records.js'
 import { StrictReader } from '../shared/wire.js'
 import type { Identity } from './identity.js'
@@ -117,7 +117,13 @@ export class MembershipBook {
       seen.add(id)
       const epochBefore = next.epoch
       const known = this.signatureChecked.get(key)
+      const joiner = recordMember(rec)
+      const wasMember = joiner !== undefined && next.members.has(joiner)
       const r = await applyRecord(next, rec, { signatureChecked: known !== undefined && (known === bytes || constantTimeEqual(known, bytes)) })
+      if (r.ok && joiner !== undefined && !wasMember && seq !== Number.MAX_SAFE_INTEGER) {
+        const member = next.members.get(joiner)
+        if (member) member.joinedSeq = seq
+      }
       if (!r.ok && r.reason === 'bad signature') badSignatures++
       // Any other outcome comes after applyRecord's signature check: these bytes verified.
       else this.signatureChecked.set(key, bytes)

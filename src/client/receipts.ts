@@ -5,7 +5,7 @@
  * has a device that displayed it. The inputs only grow (the relay keeps the maximum), so a
  * status never goes back.
  */
-import type { MembershipState } from '../shared/membership.js'
+import type { MembershipState, MemberState } from '../shared/membership.js'
 import type { ReceiptEntry } from '../shared/room-messages.js'
 
 export interface MemberReceipt {
@@ -16,6 +16,9 @@ export interface MemberReceipt {
 }
 
 export type ReceiptStatus = 'sent' | 'delivered' | 'read'
+
+/** Whether `m` was a member when a message sent at `sentAt` (its author's clock) was stored at `seq`. */
+const joinedBefore = (m: MemberState, sentAt: number, seq: number) => (m.joinedSeq !== undefined && seq > 0 ? m.joinedSeq < seq : m.joinedAt <= sentAt)
 
 export class ReceiptBook {
   readonly byDevice = new Map<string, ReceiptEntry>()
@@ -53,10 +56,14 @@ export class ReceiptBook {
     return through > after ? { after, through } : undefined
   }
 
-  /** Members other than the author who were members when the message was sent. */
-  recipients(membership: MembershipState, author: string, sentAt: number): string[] {
+  /**
+   * Members other than the author who were members when the message, stored at `seq`, was
+   * sent: in relay order where the record that made them members has a seq (devices' clocks
+   * differ), by the clocks otherwise.
+   */
+  recipients(membership: MembershipState, author: string, sentAt: number, seq: number): string[] {
     const out: string[] = []
-    for (const [userId, m] of membership.members) if (userId !== author && m.joinedAt <= sentAt) out.push(userId)
+    for (const [userId, m] of membership.members) if (userId !== author && joinedBefore(m, sentAt, seq)) out.push(userId)
     return out
   }
 
@@ -85,7 +92,7 @@ export class ReceiptBook {
     let allDelivered = true
     let allRead = withRead
     for (const [userId, m] of membership.members) {
-      if (userId === author || m.joinedAt > sentAt) continue
+      if (userId === author || !joinedBefore(m, sentAt, seq)) continue
       recipients++
       let delivered = false
       let read = false

@@ -31,8 +31,28 @@ export type Role = 'admin' | 'member'
 export interface MemberState {
   userId: string
   role: Role
+  /** When they joined, by the clock of whoever wrote the record (the joiner's, or the adder's). */
   joinedAt: number
+  /**
+   * The relay seq of the record that made them a member (devices only, set as they fold;
+   * undefined for a record the relay has not acknowledged yet). Relay order, not clocks,
+   * says whom a message was sent to: compared with a joiner's clock, a message sent after they
+   * joined by a sender whose clock ran behind theirs counted them out, and stayed ✓ for good.
+   */
+  joinedSeq?: number
   devices: Map<string, DeviceCertificate>
+}
+
+/** The person a genesis, join or add record makes a member (undefined for other kinds, or a body that does not parse). */
+export function recordMember(rec: SignedRecord): string | undefined {
+  try {
+    if (rec.kind === RecordKind.Genesis) return rec.signer ? toBase64Url(rec.signer.userPub) : undefined
+    if (rec.kind === RecordKind.Join) return toBase64Url(readJoinBody(rec.body).joiner.userPub)
+    if (rec.kind === RecordKind.Add) return toBase64Url(readAddBody(rec.body).userPub)
+  } catch {
+    return undefined
+  }
+  return undefined
 }
 
 export interface InviteState extends InviteBody {

@@ -41,6 +41,31 @@ describe('receipts', () => {
     expect(info[0]!.readAt).toBeGreaterThanOrEqual(info[0]!.deliveredAt!)
   })
 
+  it('reaches read when the recipient joined with a clock running an hour ahead of the sender’s (relay order, not clocks, says who was a member)', async () => {
+    world = new World()
+    await world.relay()
+    const alice = await world.client('alice')
+    const bob = await world.client('bob')
+    await until(() => alice.connection === 'online' && bob.connection === 'online')
+    const aliceConv = await alice.createConversation({ title: 'skew' })
+    const invite = await aliceConv.invite()
+    // Bob's device clock runs an hour fast as he joins: his join record says so.
+    const realNow = Date.now
+    Date.now = () => realNow() + 3_600_000
+    let bobConv: Awaited<ReturnType<typeof bob.join>>
+    try {
+      bobConv = await bob.join(invite)
+    } finally {
+      Date.now = realNow
+    }
+    expect(aliceConv.membershipState.members.get(bob.userId)?.joinedAt).toBeGreaterThan(Date.now() + 3_000_000)
+    const m = await aliceConv.send('sent after he joined')
+    await until(() => texts(bobConv).includes('sent after he joined'), 5000, 'bob has it')
+    await bobConv.markRead()
+    await until(() => statusOf(aliceConv, m.id) === 'read', 5000, 'read')
+    expect(aliceConv.receipts(m.id).map((r) => r.member)).toEqual([bob.userId])
+  })
+
   it('moves the ticks of a list already shown, keeping its order and the messages of others as the same objects', async () => {
     world = new World()
     await world.relay()

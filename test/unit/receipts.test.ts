@@ -3,15 +3,17 @@ import { ReceiptBook, type ReceiptStatus } from '../../src/client/receipts.js'
 import type { MembershipState, MemberState } from '../../src/shared/membership.js'
 
 /** Only what ticks read: who is a member since when, on which devices. */
-function membership(members: Record<string, { joinedAt: number; devices: string[] }>): MembershipState {
+function membership(members: Record<string, { joinedAt: number; joinedSeq?: number; devices: string[] }>): MembershipState {
   const map = new Map<string, MemberState>()
-  for (const [userId, m] of Object.entries(members)) map.set(userId, { joinedAt: m.joinedAt, devices: new Map(m.devices.map((d) => [d, 0])) } as unknown as MemberState)
+  for (const [userId, m] of Object.entries(members)) {
+    map.set(userId, { joinedAt: m.joinedAt, joinedSeq: m.joinedSeq, devices: new Map(m.devices.map((d) => [d, 0])) } as unknown as MemberState)
+  }
   return { members: map } as MembershipState
 }
 
 /** The rule as the docs state it, written the slow way for comparison. */
 function expected(book: ReceiptBook, ms: MembershipState, author: string, sentAt: number, seq: number, withRead: boolean): ReceiptStatus {
-  const recipients = [...ms.members].filter(([u, m]) => u !== author && m.joinedAt <= sentAt)
+  const recipients = [...ms.members].filter(([u, m]) => u !== author && (m.joinedSeq !== undefined && seq > 0 ? m.joinedSeq < seq : m.joinedAt <= sentAt))
   if (recipients.length === 0) return 'sent'
   const has = (devices: Iterable<string>, field: 'stored' | 'read') => [...devices].some((d) => (book.byDevice.get(d)?.[field] ?? -1) >= seq)
   if (withRead && recipients.every(([, m]) => has(m.devices.keys(), 'read'))) return 'read'
@@ -24,6 +26,12 @@ describe('receipt book', () => {
     alice: { joinedAt: 0, devices: ['a1'] },
     bob: { joinedAt: 0, devices: ['b1', 'b2'] },
     carol: { joinedAt: 500, devices: ['c1'] },
+  })
+  // The same, with relay seqs for the joins (as devices fold them).
+  const withSeqs = membership({
+    alice: { joinedAt: 0, joinedSeq: 1, devices: ['a1'] },
+    bob: { joinedAt: 0, joinedSeq: 2, devices: ['b1', 'b2'] },
+    carol: { joinedAt: 500, joinedSeq: 20, devices: ['c1'] },
   })
   const entry = (device: string, stored: number, read: number) => ({ device, stored, read, storedAt: stored, readAt: read })
 
@@ -47,6 +55,18 @@ describe('receipt book', () => {
     expect(book.status(alone, 'alice', 100, 1, true)).toBe('sent')
   })
 
+  it('counts by relay order where the join has a seq: a joiner whose clock runs ahead is a recipient of what was stored after their join', () => {
+    // Bob's clock is an hour ahead of Alice's: by the clocks he joined after her messages.
+    const skewed = membership({ alice: { joinedAt: 0, joinedSeq: 1, devices: ['a1'] }, bob: { joinedAt: 3_600_000, joinedSeq: 5, devices: ['b1'] } })
+    const book = new ReceiptBook()
+    book.merge([entry('b1', 10, 10)])
+    expect(book.status(skewed, 'alice', 1000, 8, true)).toBe('read')
+    expect(book.recipients(skewed, 'alice', 1000, 8)).toEqual(['bob'])
+    // Stored before his join: not his to receive (a 'from-join' member never can).
+    expect(book.status(skewed, 'alice', 1000, 4, true)).toBe('sent')
+    expect(book.recipients(skewed, 'alice', 1000, 4)).toEqual([])
+  })
+
   it('agrees with the rule written out, over many receipts', () => {
     let seed = 7
     const rand = (n: number) => {
@@ -61,7 +81,10 @@ describe('receipt book', () => {
       const author = ['alice', 'bob', 'carol'][rand(3)]!
       const sentAt = rand(1000)
       const seq = rand(40)
-      for (const withRead of [true, false]) expect(book.status(ms, author, sentAt, seq, withRead)).toBe(expected(book, ms, author, sentAt, seq, withRead))
+      for (const withRead of [true, false]) {
+        expect(book.status(ms, author, sentAt, seq, withRead)).toBe(expected(book, ms, author, sentAt, seq, withRead))
+        expect(book.status(withSeqs, author, sentAt, seq, withRead)).toBe(expected(book, withSeqs, author, sentAt, seq, withRead))
+      }
     }
   })
 })
