@@ -210,10 +210,11 @@ describe('a link used twice', () => {
     const mailbox = new LinkMailbox([world.url])
     await mailbox.put(link.mailbox, LinkSlot.Offer, sealLinkMessage(link, LinkSlot.Offer, encodeOffer(x.device.publicKey, x.agreement.publicKey)))
     await until(() => linked, 10_000, 'alice certified X')
-    // Device Y scans the same code before X looks.
+    // Device Y scans the same code before X looks: the link is spent (the first device left its
+    // offer slot taken once it answered X), and Y never touches X's answer.
     await expect(createClient({ relay: world.url, storage: join(world.dir, 'y.db'), link: payload })).rejects.toMatchObject({
       code: 'link_failed',
-      message: expect.stringMatching(/used by another device/),
+      message: expect.stringMatching(/already used/),
     })
     const answer = await mailbox.take(link.mailbox, LinkSlot.Answer, Date.now() + 1500)
     expect(answer).toBeDefined()
