@@ -1739,16 +1739,21 @@ export class Conversation {
       return
     }
     const invite = reason === Reason.InviteExpired || reason === Reason.InviteUsedUp || reason === Reason.InviteRevoked || reason === Reason.BadAdmission
-    const err = new PetrelError(invite ? ErrorCode.InviteInvalid : ErrorCode.Refused, `relay refused the conversation: ${text}`, { conversationId: this.id })
+    // This person left (on this device or another): what they asked for, not an error to report.
+    const self = this.ctx.identity.userId
+    const left = reason === Reason.NotMember && !this.membership.members.has(self) && this.membership.removedAt.get(self)?.left === true
+    const err = left
+      ? new PetrelError(ErrorCode.Refused, 'you left this conversation', { conversationId: this.id })
+      : new PetrelError(invite ? ErrorCode.InviteInvalid : ErrorCode.Refused, `relay refused the conversation: ${text}`, { conversationId: this.id })
     this.denied = err
     for (const waiter of this.syncWaiters) waiter(err)
     this.syncWaiters.clear()
     // Not a member (any more): nothing pending can ever be delivered, nor sealed (what waited
     // for a due rotation would wait for good).
     const puts: Array<[string, Uint8Array | null]> = []
-    this.own.failPending(text, puts)
+    this.own.failPending(left ? err.message : text, puts)
     this.seals.failQueued(err)
-    this.ctx.reportError(err)
+    if (!left) this.ctx.reportError(err)
     if (puts.length > 0) {
       this.statusesChanged()
       void this.commit({ put: puts }).catch((e) => this.report(e, 'could not store failures'))

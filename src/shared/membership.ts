@@ -91,7 +91,7 @@ export interface MembershipState {
    * of two admins' devices differ, and a removal dated before an invite by a slow clock let the
    * removed member back in with it.
    */
-  removedAt: Map<string, { at: number; invites: number; epoch: number }>
+  removedAt: Map<string, { at: number; invites: number; epoch: number; left?: true }>
   /** Invites applied so far, in record order (`InviteState.order`). */
   invitesApplied: number
   /** The current key epoch (0 from the genesis) and the epoch records after it. */
@@ -325,7 +325,9 @@ async function applyParsedRecord(s: MembershipState, rec: SignedRecord, options:
       }
       s.members.delete(target)
       for (const device of member.devices.keys()) s.devices.delete(device)
-      writable(s, 'removedAt').set(target, { at: Math.max(b.at, s.removedAt.get(target)?.at ?? 0), invites: s.invitesApplied, epoch: s.epoch })
+      // `left`: they went themselves (their devices say so quietly, not as a refusal).
+      const removal = { at: Math.max(b.at, s.removedAt.get(target)?.at ?? 0), invites: s.invitesApplied, epoch: s.epoch }
+      writable(s, 'removedAt').set(target, rec.kind === RecordKind.Leave ? { ...removal, left: true } : removal)
       s.rotationDue = true
       return { ok: true }
     }

@@ -297,13 +297,23 @@ describe('scheduled key rotation', () => {
     expect(world.errors.get(bob)!.some((e) => e.message.includes(`no key for epoch ${badEpoch}`))).toBe(true)
   })
 
-  it('changes the key when a member leaves', async () => {
+  it('changes the key when a member leaves; the one who left is told quietly (refusal, no error), also after a restart', async () => {
     world = new World()
     await world.relay()
     const { bob, aliceConv, bobConv } = await pair(world)
     await bobConv.leave()
     await until(() => aliceConv.epoch === 1, 5000, 'admin rotated')
     expect(aliceConv.members().map((m) => m.userId)).not.toContain(bob.userId)
+    await until(() => bobConv.refusal !== undefined, 5000, 'bob told')
+    expect(bobConv.refusal).toMatchObject({ code: 'refused', message: 'you left this conversation' })
+    await expect(bobConv.send('after leaving')).rejects.toMatchObject({ code: 'refused' })
+    await bob.close()
+    const again = await world.client('bob')
+    const [conv] = await again.conversations()
+    await until(() => conv!.refusal !== undefined, 5000, 'told again after a restart')
+    await new Promise((r) => setTimeout(r, 200))
+    expect(world.errors.get(bob)).toEqual([])
+    expect(world.errors.get(again)).toEqual([])
   })
 
   it('an admin adding someone back right after they left, before the key changed, adds them under the new key', async () => {
