@@ -356,6 +356,21 @@ export class PetrelClient {
     void conv.close().catch(() => undefined)
   }
 
+  /**
+   * The name this device gives its person in conversations: the `name` option, or on a linked
+   * device started without one, the name its link carried. An app linking a device need not ask
+   * for a name (given, it renames the person everywhere).
+   *
+   * @example
+   * ```ts
+   * const laptop = await createClient({ relay, storage: './laptop.db', link: payload })
+   * laptop.displayName // 'Alice', as the first device calls her
+   * ```
+   */
+  get displayName(): string | undefined {
+    return this.name
+  }
+
   /** Stable across restarts on the same storage. */
   get deviceId(): string {
     return this.identity.deviceId

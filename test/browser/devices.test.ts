@@ -87,7 +87,8 @@ describe.skipIf(!hasChromium)(hasChromium ? 'linked devices in the demo app' : `
     phone = await device('phone')
     await phone.page.getByRole('button', { name: 'Link to an existing device' }).click()
     await phone.page.getByRole('heading', { name: 'Link this device' }).waitFor()
-    await phone.page.getByLabel('Display name').fill('Alice')
+    // No name asked: the link carries the person's (asked, it renamed them everywhere).
+    expect(await phone.page.getByLabel('Display name').isHidden()).toBe(true)
     await phone.page.getByLabel('Device link').fill('petrel-link:not-a-link')
     await phone.page.getByRole('button', { name: 'Link this device' }).click()
     await phone.page.getByRole('alert').getByText('not a device link').waitFor()
@@ -106,6 +107,7 @@ describe.skipIf(!hasChromium)(hasChromium ? 'linked devices in the demo app' : `
     await phone.page.getByRole('button', { name: 'Link this device' }).click()
     await online(phone)
     expect(await phone.page.evaluate(() => (window as unknown as { sawWaiting: boolean }).sawWaiting)).toBe(true)
+    expect(await phone.page.locator('.me strong').textContent()).toBe('Alice')
 
     // The laptop hears of it while its dialog is open, and lists the phone.
     const dialog = devicesDialog(laptop)

@@ -45,6 +45,7 @@ export function firstRun(root: HTMLElement, relay: string, invited = false): Pro
 
     const name = el('input', { name: 'name', required: true, maxlength: 40, autocomplete: 'nickname', placeholder: 'Your name', 'aria-label': 'Display name' })
     const nameLabel = el('span', {}, 'Choose a display name')
+    const nameField = el('label', { class: 'field' }, nameLabel, name)
     const link = el('textarea', { name: 'link', rows: 3, spellcheck: 'false', autocomplete: 'off', placeholder: 'petrel-link:…', 'aria-label': 'Device link' })
     const linkField = el('label', { class: 'field', hidden: true }, el('span', {}, 'Device link from your other device'), link)
     const title = el('h1', {}, 'Welcome to Petrel')
@@ -62,13 +63,16 @@ export function firstRun(root: HTMLElement, relay: string, invited = false): Pro
         : invited
           ? 'You were invited to a conversation. Choose the name its members will see, and you join it. Messages are end-to-end encrypted and never lost: they are saved on this device first.'
           : 'End-to-end encrypted messages that are never lost: they are saved on this device first and leave it, sealed, when a connection exists.'
-      nameLabel.textContent = linking ? 'Your display name' : 'Choose a display name'
+      nameLabel.textContent = 'Choose a display name'
+      // A linked device takes the person's name from the link: asked here, it renamed them everywhere.
+      nameField.hidden = linking
+      name.required = !linking
       linkField.hidden = !linking
       link.required = linking
       submit.textContent = linking ? 'Link this device' : 'Continue'
       toggle.textContent = linking ? 'Back: I am new here' : 'Link to an existing device'
       error.textContent = ''
-      const next = linking && name.value ? link : name
+      const next = linking ? link : name
       next.focus()
     }
 
@@ -80,11 +84,12 @@ export function firstRun(root: HTMLElement, relay: string, invited = false): Pro
       status.replaceChildren(...(on ? [el('span', { class: 'spinner', 'aria-hidden': 'true' }), 'Waiting for your other device…'] : []))
     }
 
-    const linkDevice = async (profile: Profile, payload: string) => {
+    const linkDevice = async (payload: string) => {
       error.textContent = ''
       setWaiting(true)
       try {
-        const client = await createClient({ relay, name: profile.name, storageKey: profile.storageKey, link: payload })
+        const client = await createClient({ relay, storageKey, link: payload })
+        const profile = { name: client.displayName ?? 'Me', storageKey }
         saveProfile(profile)
         resolve({ profile, client })
       } catch (err) {
@@ -96,14 +101,15 @@ export function firstRun(root: HTMLElement, relay: string, invited = false): Pro
 
     const onSubmit = (event: Event) => {
       event.preventDefault()
-      const profile = { name: name.value.trim(), storageKey }
-      if (waiting || !profile.name) return
+      if (waiting) return
       if (!linking) {
+        const profile = { name: name.value.trim(), storageKey }
+        if (!profile.name) return
         saveProfile(profile)
         return resolve({ profile })
       }
       const payload = link.value.trim()
-      if (payload) void linkDevice(profile, payload)
+      if (payload) void linkDevice(payload)
     }
 
     toggle.addEventListener('click', () => (waiting ? location.reload() : setMode(!linking)))
@@ -117,7 +123,7 @@ export function firstRun(root: HTMLElement, relay: string, invited = false): Pro
           icon('lock', 'welcome-logo'),
           title,
           intro,
-          el('label', { class: 'field' }, nameLabel, name),
+          nameField,
           linkField,
           status,
           error,
