@@ -21,6 +21,7 @@ describe.skipIf(!hasChromium)(hasChromium ? 'demo chat app in Chromium' : `demo 
   let app: AppUnderTest
   let alice: Person
   let bob: Person
+  let tripLink = ""
 
   beforeAll(async () => {
     app = await startApp('petrel-browser-')
@@ -99,6 +100,7 @@ describe.skipIf(!hasChromium)(hasChromium ? 'demo chat app in Chromium' : `demo 
     const linkBox = alice.page.getByLabel('Invite link')
     await alice.page.waitForFunction(() => (document.querySelector('.invite-link') as HTMLInputElement | null)?.value.includes('#invite='))
     const link = await linkBox.inputValue()
+    tripLink = link
     expect(link.startsWith(`${app.base}/#invite=petrel1.`)).toBe(true)
     await shot(alice, '01-alice-invite.png')
     await alice.page.getByRole('button', { name: 'Done' }).click()
@@ -115,6 +117,26 @@ describe.skipIf(!hasChromium)(hasChromium ? 'demo chat app in Chromium' : `demo 
     await tick(bob, 'Yes! Bags are packed.', 'read')
     await shot(alice, '02-alice-chat.png')
     await shot(bob, '02-bob-chat.png')
+  })
+
+  it('offers the link shared before until it is stopped, stops that one, and offers none to a member who is not an admin', { timeout: 60_000 }, async () => {
+    await alice.page.locator('.head-title', { hasText: 'Trip' }).waitFor()
+    await alice.page.getByRole('button', { name: 'Invite', exact: true }).click()
+    await alice.page.waitForFunction(() => (document.querySelector('.invite-link') as HTMLInputElement | null)?.value.includes('#invite='))
+    // The same link: made anew each time, "Stop this link" stopped only the newest.
+    expect(await alice.page.getByLabel('Invite link').inputValue()).toBe(tripLink)
+    await alice.page.getByRole('button', { name: 'Stop this link' }).click()
+    await alice.page.getByText('This link no longer lets anyone join.').waitFor()
+    await alice.page.getByRole('button', { name: 'Done' }).click()
+    // Next time, a new one.
+    await alice.page.getByRole('button', { name: 'Invite', exact: true }).click()
+    await alice.page.waitForFunction((old) => {
+      const v = (document.querySelector('.invite-link') as HTMLInputElement | null)?.value ?? ''
+      return v.includes('#invite=') && v !== old
+    }, tripLink)
+    await alice.page.getByRole('button', { name: 'Done' }).click()
+    await bob.page.locator('.head-title', { hasText: 'Trip' }).waitFor()
+    expect(await bob.page.getByRole('button', { name: 'Invite', exact: true }).isHidden()).toBe(true)
   })
 
   it('offline: three sends show clocks and survive a reload through the service worker', { timeout: 60_000 }, async () => {

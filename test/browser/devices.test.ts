@@ -179,6 +179,12 @@ describe.skipIf(!hasChromium)(hasChromium ? 'linked devices in the demo app' : `
     expect(await dialog.locator('li').count()).toBe(1)
     await shot(laptop, 'devices-07-laptop-removed.png')
     await dialog.getByRole('button', { name: 'Done' }).click()
+    // The phone says so where it is read, in the conversation, and takes no more messages.
+    await conversation(phone, 'Trip').click().catch(() => undefined)
+    await phone.page.locator('.head-title', { hasText: 'Trip' }).waitFor()
+    await phone.page.getByText('You were removed from this conversation, or this device was.', { exact: false }).waitFor({ timeout: 15_000 })
+    expect(await phone.page.getByRole('textbox', { name: 'Message' }).isDisabled()).toBe(true)
+    await shot(phone, 'devices-08-phone-removed.png')
   })
 
   it('logs no console errors', () => {

@@ -9,7 +9,7 @@
 import { type Conversation, createClient, type Message, type PetrelClient } from '../../../src/client/index.js'
 import './style.css'
 import { AddPersonSheet, DevicesSheet, IdentitySheet } from './people.js'
-import { avatar, clock, closeOnBackdrop, copyButton, dayKey, dayLabel, el, errorText, fullTime, hue, icon, listTime, tick } from './view.js'
+import { avatar, clock, closeOnBackdrop, copyButton, dayKey, dayLabel, el, errorText, fullTime, hue, icon, listTime, refusalText, tick } from './view.js'
 import { firstRun, loadProfile, type Profile } from './welcome.js'
 
 const TAKE_OVER = 'petrel-chat:take-over'
@@ -131,6 +131,10 @@ class ChatApp {
   private readonly headSub = el('p', { class: 'head-sub' })
   private readonly messagesBox = el('div', { class: 'messages', role: 'log', 'aria-label': 'Messages' })
   private readonly input = el('textarea', { rows: 1, placeholder: 'Message', 'aria-label': 'Message', enterkeyhint: 'send' })
+  /** Only admins make invites: offered to others, it only failed. */
+  private readonly invitePill = el('button', { class: 'pill', type: 'button', onclick: () => void this.showInvite() }, icon('link'), 'Invite')
+  /** Why the relay refused this conversation for good (removed, left): it stays, read-only. */
+  private readonly refusalNote = el('p', { class: 'refusal-note', role: 'status', hidden: true })
   private readonly newDialog = el('dialog', { class: 'sheet', 'aria-label': 'New conversation' })
   private readonly inviteDialog = el('dialog', { class: 'sheet', 'aria-label': 'Invite' })
   private readonly inviteLink = el('input', { class: 'invite-link', readonly: true, 'aria-label': 'Invite link' })
@@ -258,9 +262,10 @@ class ChatApp {
         this.headAvatar,
         el('div', { class: 'head-text' }, this.headTitle, this.headSub),
         this.addPersonButton,
-        el('button', { class: 'pill', type: 'button', onclick: () => void this.showInvite() }, icon('link'), 'Invite'),
+        this.invitePill,
       ),
       this.messagesBox,
+      this.refusalNote,
       composer,
     )
     this.shell.append(this.banner, sidebar, el('main', { class: 'pane' }, this.emptyPane, this.convPane))
@@ -536,7 +541,13 @@ class ChatApp {
     this.emptyPane.hidden = conv !== undefined
     this.convPane.hidden = conv === undefined
     if (!conv) return
-    this.addPersonButton.hidden = !conv.isAdmin()
+    const refused = conv.refusal
+    this.addPersonButton.hidden = !conv.isAdmin() || refused !== undefined
+    this.invitePill.hidden = !conv.isAdmin() || refused !== undefined
+    this.refusalNote.hidden = refused === undefined
+    this.refusalNote.textContent = refused ? refusalText(refused) : ''
+    this.input.disabled = refused !== undefined
+    this.input.placeholder = refused ? 'You can no longer write here' : 'Message'
     this.headAvatar.replaceChildren(avatar(titleOf(conv), conv.id))
     this.headTitle.textContent = titleOf(conv)
     const typing = conv.typing()
@@ -568,8 +579,8 @@ class ChatApp {
         el(
           'div',
           { class: 'conv-empty' },
-          el('p', {}, 'No messages yet. Invite someone, or just start writing: messages are kept on this device until they can be sent.'),
-          el('button', { type: 'button', class: 'pill', onclick: () => void this.showInvite() }, icon('link'), 'Invite people'),
+          el('p', {}, conv.isAdmin() ? 'No messages yet. Invite someone, or just start writing: messages are kept on this device until they can be sent.' : 'No messages yet. Start writing: messages are kept on this device until they can be sent.'),
+          ...(conv.isAdmin() ? [el('button', { type: 'button', class: 'pill', onclick: () => void this.showInvite() }, icon('link'), 'Invite people')] : []),
         ),
       )
     }
@@ -678,7 +689,12 @@ class ChatApp {
     this.inviteHint.textContent = ''
     this.inviteDialog.showModal()
     try {
-      const token = await conv.invite({ expiresIn: INVITE_LIFETIME_MS })
+      // The link shared before, while it works: made anew each time, "Stop this link" stopped
+      // only the newest, and a link that leaked could not be stopped.
+      const kept = this.keptLinks()[conv.id]
+      const reused = kept !== undefined && kept.expiresAt > Date.now() + 60_000
+      const token = reused ? kept.token : await conv.invite({ expiresIn: INVITE_LIFETIME_MS })
+      if (!reused) this.keepLink(conv.id, { token, expiresAt: Date.now() + INVITE_LIFETIME_MS })
       this.invite = { conv, token }
       this.inviteLink.value = `${location.origin}/#invite=${token}`
       this.inviteLink.select()
@@ -689,12 +705,34 @@ class ChatApp {
     }
   }
 
+  /** The invite link made for each conversation on this device, until stopped or expired (localStorage). */
+  private keptLinks(): Record<string, { token: string; expiresAt: number }> {
+    try {
+      const parsed: unknown = JSON.parse(localStorage.getItem(`petrel-links:${this.profile.storageKey}`) ?? '{}')
+      return parsed && typeof parsed === 'object' ? (parsed as Record<string, { token: string; expiresAt: number }>) : {}
+    } catch {
+      return {}
+    }
+  }
+
+  private keepLink(convId: string, link: { token: string; expiresAt: number } | undefined): void {
+    const links = this.keptLinks()
+    if (link) links[convId] = link
+    else delete links[convId]
+    try {
+      localStorage.setItem(`petrel-links:${this.profile.storageKey}`, JSON.stringify(links))
+    } catch {
+      // Storage full or off: the link is made anew next time, as before.
+    }
+  }
+
   /** The invite the dialog shows stops working (joins made with it stay). */
   private async stopInvite(): Promise<void> {
     const shown = this.invite
     if (!shown) return
     try {
       await shown.conv.revokeInvite(shown.token)
+      this.keepLink(shown.conv.id, undefined)
       this.invite = undefined
       this.inviteLink.value = ''
       this.inviteLink.placeholder = 'Link stopped'

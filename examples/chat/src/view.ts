@@ -20,6 +20,14 @@ export function el<K extends keyof HTMLElementTagNameMap>(tag: K, attrs: Attrs =
 
 export const errorText = (err: unknown): string => (err instanceof Error ? err.message : String(err))
 
+/** What a conversation refused for good says to its person, in their words, not the relay's. */
+export const refusalText = (err: { message: string }): string =>
+  /you left/.test(err.message)
+    ? 'You left this conversation.'
+    : /removed|not member/.test(err.message)
+      ? 'You were removed from this conversation, or this device was. What it held stays here.'
+      : `This conversation is closed to this device: ${err.message}`
+
 /** A click on a modal dialog's backdrop (the dialog element itself, outside its box) closes it. */
 export function closeOnBackdrop(dialog: HTMLDialogElement): void {
   dialog.addEventListener('click', (e) => {
