@@ -76,7 +76,7 @@ export interface RefusalsHost {
  * ```
  */
 export function applyRefusal(host: RefusalsHost, msg: Refusal): void {
-  refuseRecords(host, msg)
+  const onlyEpochs = refuseRecords(host, msg)
   // Our outer id is bound to another device at the relay: a reload drew another; so must the next session.
   if (msg.reason === Reason.ClientIdTaken) host.writerIds.refused()
   const keys = heldRangeKeys(host.outer, msg.ranges)
@@ -101,7 +101,12 @@ export function applyRefusal(host: RefusalsHost, msg: Refusal): void {
   // relay asks for a resend itself. Anything else is worth telling the app.
   if (stale.size > 0) host.reseal.afterRefusal(stale)
   else if (host.reseal.pending) host.reseal.now()
-  if (msg.reason !== Reason.Gap && msg.reason !== Reason.StaleEpoch) {
+  // An epoch record of ours refused as not valid here is housekeeping, not the app's to hear
+  // of: it lost a race for its number (two admins changing the key after someone left), or a
+  // join overtook it; either way the key changes all the same (refuseRecords starts it again
+  // where needed). Refused for a full conversation it is the app's: the key stays.
+  const housekeeping = onlyEpochs && msg.reason === Reason.Forbidden
+  if (msg.reason !== Reason.Gap && msg.reason !== Reason.StaleEpoch && !housekeeping) {
     host.ctx.reportError(new PetrelError(ErrorCode.Refused, `relay refused: ${reasonName(msg.reason)}: ${msg.message}`, { conversationId: host.id }))
   }
   if (puts.length > 0) host.statusesChanged(failed)
@@ -148,12 +153,15 @@ function fillGaps(host: RefusalsHost, keys: Iterable<string>, reason: number): v
  * Our own records the relay refused stop counting here too, so what they meant to do (add a
  * device, start an epoch) is seen as not done and can be done again.
  */
-function refuseRecords(host: RefusalsHost, msg: Refusal): void {
+/** Returns whether what was refused is epoch records of ours alone. */
+function refuseRecords(host: RefusalsHost, msg: Refusal): boolean {
   // A conversation past even its records' allowance refuses every record: starting the epoch
   // again would only be refused again, as fast as the relay answers.
   const retry = msg.reason !== Reason.QuotaExceeded && msg.reason !== Reason.QuotaExceededForGood
   const recordMap = host.outer.getMap<Uint8Array>(OUTER_RECORDS)
   let refusedRecords = false
+  // Every range refused is an epoch record of ours (and there is at least one).
+  let onlyEpochs = msg.ranges.length > 0
   // The highest epoch one of our refused records meant to start (0: none).
   let refusedEpoch = 0
   for (const key of heldRangeKeys(host.outer, msg.ranges)) {
@@ -161,10 +169,12 @@ function refuseRecords(host: RefusalsHost, msg: Refusal): void {
     if (bytes instanceof Uint8Array) {
       host.book.refuse(key)
       refusedRecords = true
-      refusedEpoch = Math.max(refusedEpoch, epochStartedBy(bytes))
-    }
+      const epoch = epochStartedBy(bytes)
+      if (epoch === 0) onlyEpochs = false
+      refusedEpoch = Math.max(refusedEpoch, epoch)
+    } else onlyEpochs = false
   }
-  if (!refusedRecords) return
+  if (!refusedRecords) return false
   host.afterIncoming(async () => {
     await host.commit({ put: [[keyOf.recordSeqs(host.id), host.book.encodeSeqs()]] })
     await host.foldRecords()
@@ -175,6 +185,7 @@ function refuseRecords(host: RefusalsHost, msg: Refusal): void {
     // new member cannot read, or waited for good.
     if (retry && refusedEpoch > host.membership.epoch && !host.closed) await host.rotateOnce()
   }, 'could not store a refused record')
+  return onlyEpochs
 }
 
 /** The epoch a record starts (an epoch record's number), or 0 for any other record or bytes that do not parse. */

@@ -366,7 +366,7 @@ describe('a member removed and added back', () => {
 })
 
 describe('concurrent epoch changes', () => {
-  it('resolve to one key: the relay keeps the first, the other side re-seals, nothing is lost', async () => {
+  it('resolve to one key: the relay keeps the first, the other side re-seals, nothing is lost, and nobody is told of an error', async () => {
     world = new World()
     const relay = await world.relay()
     const { alice, bob, aliceConv, bobConv } = await pair(world)
@@ -387,6 +387,8 @@ describe('concurrent epoch changes', () => {
     expect(aliceConv.epoch).toBe(bobConv.epoch)
     expect([...aliceConv.keys().get(aliceConv.epoch)!]).toEqual([...bobConv.keys().get(bobConv.epoch)!])
     expect(relay.metrics.rejectedCount('record refused')).toBe(1)
+    // The losing epoch record is housekeeping: no error for the app on either side.
+    expect([...world.errors.get(alice)!, ...world.errors.get(bob)!]).toEqual([])
   })
 })
 
