@@ -193,6 +193,14 @@ export class PetrelClient {
     const urls = (Array.isArray(options.relay) ? options.relay : [options.relay]).filter((u) => typeof u === 'string' && u.length > 0)
     if (urls.length === 0) throw new PetrelError(ErrorCode.InvalidArgument, '`relay` must be a ws:// or wss:// URL (or a list of them)')
     for (const u of urls) if (!/^wss?:\/\//.test(u)) throw new PetrelError(ErrorCode.InvalidArgument, `relay URL must start with ws:// or wss://: ${u}`)
+    // Checked, not coerced: `every: 0` quietly turned compaction off, and `open: 'fast'` meant 'all'.
+    const every = options.compaction === false ? undefined : options.compaction?.every
+    if (every !== undefined && !(Number.isSafeInteger(every) && every > 0)) throw new PetrelError(ErrorCode.InvalidArgument, 'compaction.every must be a whole number above 0 (or compaction: false)')
+    if (options.open !== undefined && options.open !== 'all' && options.open !== 'lazy') throw new PetrelError(ErrorCode.InvalidArgument, "open must be 'all' or 'lazy'")
+    const rotation = options.keyRotation
+    for (const [what, n] of [['keyRotation.messages', rotation?.messages], ['keyRotation.ms', rotation?.ms]] as const) {
+      if (n !== undefined && !(Number.isSafeInteger(n) && n > 0)) throw new PetrelError(ErrorCode.InvalidArgument, `${what} must be a whole number above 0`)
+    }
     const WS = (options.WebSocket ?? (globalThis as { WebSocket?: unknown }).WebSocket ?? (await import('ws')).WebSocket) as WebSocketCtor
     // The lock comes before the store: even creating the identity must happen in one tab only.
     let displaced: (() => void) | undefined

@@ -239,3 +239,31 @@ describe('a conversation the relay cannot take for now', () => {
     await until(() => [one.message(m1.id)!.status, two.message(m2.id)!.status].every((s) => s !== 'pending'), 10_000, '✓ on both')
   }, 60_000)
 })
+
+describe('createClient options', () => {
+  it('refuses options it cannot honour as invalid_argument, before touching storage: no `every: 0` turning compaction off, no unknown `open`', async () => {
+    const { mkdtempSync, existsSync, rmSync } = await import('node:fs')
+    const { tmpdir } = await import('node:os')
+    const { join } = await import('node:path')
+    const dir = mkdtempSync(join(tmpdir(), 'petrel-options-'))
+    try {
+      const storage = join(dir, 'device.db')
+      const bad: Array<Record<string, unknown>> = [
+        { relay: 'http://localhost:1' },
+        { relay: '' },
+        { compaction: { every: 0 } },
+        { compaction: { every: -5 } },
+        { compaction: { every: 1.5 } },
+        { open: 'fast' },
+        { keyRotation: { messages: 0 } },
+        { keyRotation: { ms: Number.NaN } },
+      ]
+      for (const options of bad) {
+        await expect(createClient({ relay: 'ws://localhost:1', storage, ...options } as never), JSON.stringify(options)).rejects.toMatchObject({ code: 'invalid_argument' })
+      }
+      expect(existsSync(storage)).toBe(false)
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+})
