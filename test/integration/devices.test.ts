@@ -12,6 +12,13 @@ afterEach(async () => {
   await world?.close()
 })
 
+/** A client's identity and record signing, with which these specs write records a client would not. */
+const internalsOf = (c: Client) =>
+  c as unknown as {
+    identity: { userPub: Uint8Array; userSecret: Uint8Array }
+    signRecord: (k: number, b: Uint8Array) => Promise<Uint8Array>
+  }
+
 /** Link a new device to `primary` and return its client (a real relay mailbox in between). */
 async function linkNew(world: World, primary: Client, file: string, name?: string): Promise<Client> {
   const payload = await primary.linkDevice()
@@ -227,10 +234,7 @@ describe('who may add which device', () => {
     world = new World()
     const relay = await world.relay()
     const { alice, bob, aliceConv, bobConv } = await pair(world)
-    const internals = bob as unknown as {
-      identity: { userPub: Uint8Array; userSecret: Uint8Array }
-      signRecord: (k: number, b: Uint8Array) => Promise<Uint8Array>
-    }
+    const internals = internalsOf(bob)
     const aliceCert = aliceConv.membershipState.members.get(alice.userId)!.devices.get(alice.deviceId)!
     // Bob certifies Alice's device key as his own and adds it to the conversation.
     const payload = certificatePayload(internals.identity.userPub, aliceCert.devicePub, aliceCert.agreementPub, Date.now())
@@ -258,10 +262,7 @@ describe('device caps', () => {
     world = new World()
     const relay = await world.relay()
     const { alice, bob, aliceConv, bobConv } = await pair(world)
-    const internals = bob as unknown as {
-      identity: { userPub: Uint8Array; userSecret: Uint8Array }
-      signRecord: (k: number, b: Uint8Array) => Promise<Uint8Array>
-    }
+    const internals = internalsOf(bob)
     const certFor = async () => {
       const payload = certificatePayload(internals.identity.userPub, generateSigningKeyPair().publicKey, generateAgreementKeyPair().publicKey, Date.now())
       return encodeCertificate(payload, await signWithDomain(SignatureDomain.DeviceCertificate, internals.identity.userSecret, payload))
