@@ -1712,7 +1712,8 @@ export class Conversation {
   }
 
   private onDenied(reason: number, message: string): void {
-    const text = `${reasonName(reason)}: ${message}`
+    // The relay's message may name the reason already ("join refused: invite revoked").
+    const text = message.includes(reasonName(reason)) ? message : `${reasonName(reason)}: ${message}`
     if (reason === Reason.UnknownRoom || TRANSIENT_DENIALS.has(reason)) {
       if (reason === Reason.UnknownRoom) {
         // The conversation exists on its creator's device but has not reached the relay yet

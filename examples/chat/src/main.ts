@@ -654,8 +654,11 @@ class ChatApp {
     const { conv, id } = this.info
     const m = conv.message(id)
     if (!m) return this.infoDialog.close()
+    // Members' names as the conversation knows them: from messages alone, someone who had not
+    // written yet showed as an id.
     const names = new Map<string, string>()
     for (const x of conv.messages()) if (x.authorName) names.set(x.author, x.authorName)
+    for (const member of conv.members()) if (member.name) names.set(member.userId, member.name)
     const receipts = conv.receipts(id)
     const line = (status: 'read' | 'delivered', at: number | undefined) =>
       el('span', { class: 'receipt-line' }, tick(status), at ? `${status === 'read' ? 'Read' : 'Delivered'}: ${fullTime(at)}` : status === 'read' ? 'Not read yet' : 'Not delivered yet')
@@ -670,7 +673,17 @@ class ChatApp {
               return el('li', {}, avatar(name, r.member), el('div', {}, el('strong', {}, name), line('read', r.readAt), line('delivered', r.deliveredAt)))
             }),
           )
-        : el('p', { class: 'muted' }, m.status === 'pending' ? 'Still on this device: it leaves when a connection exists.' : m.status === 'failed' ? 'This message was not sent.' : 'No one else is in this conversation yet.'),
+        : el(
+            'p',
+            { class: 'muted' },
+            m.status === 'pending'
+              ? 'Still on this device: it leaves when a connection exists.'
+              : m.status === 'failed'
+                ? 'This message was not sent.'
+                : conv.members().length > 1
+                  ? 'Sent before anyone else was in this conversation: no one receives it, so it stays at ✓.'
+                  : 'No one else is in this conversation yet.',
+          ),
     )
   }
 
