@@ -1184,6 +1184,7 @@ export class Conversation {
     let receivedUpdates = 0
     // Message key → row of the envelope that wrote it: a message's place in relay order.
     const keySeq = new Map<string, number>()
+    this.keySeqInPass = keySeq
     const messages = this.doc.getMap<StoredMessage>(INNER_MESSAGES)
     const minePrefix = `${this.ctx.identity.userId}.`
     const noteSeq = (event: Y.YMapEvent<StoredMessage>) => {
@@ -1390,9 +1391,19 @@ export class Conversation {
       return
     }
     this.missing.snapshotApplied(coversSeq)
-    for (const [k, v] of messages) if (before.get(k) !== v) this.checks.hold(k)
+    for (const [k, v] of messages) {
+      if (before.get(k) === v) continue
+      this.checks.hold(k)
+      // Its place in relay order is at most what the snapshot covers: the row that completed
+      // the snapshot came later, and read receipts below it showed a message read on the
+      // writer's device as only delivered on a device that got it from the snapshot.
+      if (!this.keySeqInPass?.has(k)) this.keySeqInPass?.set(k, coversSeq)
+    }
     return seq
   }
+
+  /** Message key → row, for the receive pass in progress (see processIncoming's keySeq). */
+  private keySeqInPass: Map<string, number> | undefined
 
   /** The updates the receive transaction in progress has applied, as received. */
   private applied: { updates: Uint8Array[]; whole: boolean } | undefined

@@ -636,6 +636,29 @@ async function daveJoinedFromJoinThenCompacted() {
   return { alice, aliceConv, dave, daveConv }
 }
 
+describe('ticks of history that came from a snapshot', () => {
+  it('show on a device linked after the compaction as on the device that sent them: read', async () => {
+    const [alice, bob] = await twoOnline('alice', 'bob')
+    const aliceConv = await alice.createConversation({ title: 'T' })
+    const bobConv = await bob.join(await aliceConv.invite())
+    for (let i = 0; i < 10; i++) await aliceConv.send(`a${i}`)
+    await until(() => texts(bobConv).length === 10, 10_000, 'bob has them')
+    await bobConv.markRead()
+    await until(() => aliceConv.messages().every((m) => m.status === 'read'), 10_000, 'read on alice')
+    await snapshotOf(aliceConv)()
+    await until(() => compacted(world) >= 1, 10_000, 'compacted')
+    const payload = await alice.linkDevice()
+    const { createClient } = await import('../../src/client/index.js')
+    const laptop = await createClient({ relay: world.url, storage: `${world.dir}/alice-laptop.db`, link: payload, compaction: false })
+    world.clients.push(laptop)
+    const laptopConv = await until(async () => (await laptop.conversations())[0], 15_000, 'laptop has the conversation')
+    await until(() => texts(laptopConv).length === 10, 15_000, 'laptop has the history')
+    // A message's place is at most what the snapshot covers, not the later row that completed it.
+    await until(() => laptopConv.messages().every((m) => m.status === 'read'), 10_000, 'read on the laptop too')
+    expect(laptopConv.messages().map((m) => `${m.text}:${m.status}`)).toEqual(aliceConv.messages().map((m) => `${m.text}:${m.status}`))
+  }, 40_000)
+})
+
 describe('a relay with a small envelope limit', () => {
   async function historyThenSnapshot(maxEnvelopeBytes: number, texts_: (i: number) => string) {
     world = new World()
