@@ -590,7 +590,9 @@ class ChatApp {
       const d = dayKey(m.sentAt)
       if (d !== day) {
         const label = dayLabel(m.sentAt)
-        row(`day:${d}`, label, () => el('div', { class: 'day', role: 'separator' }, el('span', {}, label)))
+        // Keyed by the message it stands before: keyed by the date alone, a date that came back
+        // (clocks that disagree, around midnight) took the one separator away from its place.
+        row(`day:${d}:${m.id}`, label, () => el('div', { class: 'day', role: 'separator' }, el('span', {}, label)))
         day = d
         author = ''
       }
