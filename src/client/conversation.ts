@@ -1184,7 +1184,6 @@ export class Conversation {
     let receivedUpdates = 0
     // Message key → row of the envelope that wrote it: a message's place in relay order.
     const keySeq = new Map<string, number>()
-    this.keySeqInPass = keySeq
     const messages = this.doc.getMap<StoredMessage>(INNER_MESSAGES)
     const minePrefix = `${this.ctx.identity.userId}.`
     const noteSeq = (event: Y.YMapEvent<StoredMessage>) => {
@@ -1217,7 +1216,7 @@ export class Conversation {
       this.heldErrors = []
       quiet = transactWithoutUpdate(this.doc, ORIGIN_REMOTE, new Set([this.innerListener, capture]), () => applied.whole, () => {
         // Its record may come a page after its last part, or it was inflated since.
-        const readyAt = this.applyReadySnapshot(messages)
+        const readyAt = this.applyReadySnapshot(messages, keySeq)
         if (readyAt !== undefined) currentSeq = readyAt
         const rules = this.admissionRules(envelopes)
         const deviceOwner = (device: string) => this.membership.everDevices.get(device)
@@ -1231,7 +1230,7 @@ export class Conversation {
           this.openedNonces(envelopes).set(admitted.nonce, admitted.signature)
           if (opened.kind === 'snapshot') {
             this.gatherSnapshot(opened, admitted.epoch, deviceId, envelopes[i]!.seq)
-            const at = this.applyReadySnapshot(messages)
+            const at = this.applyReadySnapshot(messages, keySeq)
             if (at !== undefined) currentSeq = at
             continue
           }
@@ -1356,11 +1355,12 @@ export class Conversation {
    * compacted for (the latest record's), from a device of the member who signed that record.
    * A compressed one (snapshot-seal.ts, version 2) is inflated at once where the platform can
    * (Node); elsewhere off this path first, and the pass that inflating queues applies it.
-   * Returns the seq of the part that completed the snapshot applied, if one was.
+   * Returns the seq of the part that completed the snapshot applied, if one was. `keySeq` is the
+   * pass's message key → row (see processIncoming).
    */
-  private applyReadySnapshot(messages: Y.Map<StoredMessage>): number | undefined {
+  private applyReadySnapshot(messages: Y.Map<StoredMessage>, keySeq: Map<string, number>): number | undefined {
     const ready = this.assembly.take(this.membership, this.record.keys)
-    return ready && this.applySnapshot(ready.state, messages, ready.coversSeq, ready.seq)
+    return ready && this.applySnapshot(ready.state, messages, ready.coversSeq, ready.seq, keySeq)
   }
 
   /**
@@ -1368,7 +1368,7 @@ export class Conversation {
    * back until their authors' signatures verify; nothing of it bypasses that check. What was
    * held for it goes next, on top of it. Returns `seq` (its last part's row) once applied.
    */
-  private applySnapshot(state: Uint8Array, messages: Y.Map<StoredMessage>, coversSeq: number, seq: number): number | undefined {
+  private applySnapshot(state: Uint8Array, messages: Y.Map<StoredMessage>, coversSeq: number, seq: number, keySeq: Map<string, number>): number | undefined {
     if (this.held.size > 0) this.held.retrySoon()
     const before = new Map<string, StoredMessage>()
     for (const [k, v] of messages) before.set(k, v)
@@ -1397,13 +1397,10 @@ export class Conversation {
       // Its place in relay order is at most what the snapshot covers: the row that completed
       // the snapshot came later, and read receipts below it showed a message read on the
       // writer's device as only delivered on a device that got it from the snapshot.
-      if (!this.keySeqInPass?.has(k)) this.keySeqInPass?.set(k, coversSeq)
+      if (!keySeq.has(k)) keySeq.set(k, coversSeq)
     }
     return seq
   }
-
-  /** Message key → row, for the receive pass in progress (see processIncoming's keySeq). */
-  private keySeqInPass: Map<string, number> | undefined
 
   /** The updates the receive transaction in progress has applied, as received. */
   private applied: { updates: Uint8Array[]; whole: boolean } | undefined

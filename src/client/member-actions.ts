@@ -87,11 +87,10 @@ export class MemberActions {
     if (!host.book.isAdmin()) throw this.refused('only admins can invite')
     // Checked, not coerced: `uses: 0` or `expiresIn: 0` meant "unlimited" and "never", and a
     // misspelt history (from JavaScript, or a config file) handed over the whole history.
-    const bad = (what: string) => new PetrelError(ErrorCode.InvalidArgument, what, { conversationId: host.id })
-    const { expiresIn, uses, history } = options
-    if (expiresIn !== undefined && !(Number.isSafeInteger(expiresIn) && expiresIn > 0)) throw bad('expiresIn must be a whole number of milliseconds above 0')
-    if (uses !== undefined && !(Number.isSafeInteger(uses) && uses > 0)) throw bad('uses must be a whole number above 0')
-    if (history !== undefined && history !== 'full' && history !== 'from-join') throw bad("history must be 'full' or 'from-join'")
+    const { expiresIn, uses } = options
+    if (expiresIn !== undefined && !(Number.isSafeInteger(expiresIn) && expiresIn > 0)) throw this.invalid('expiresIn must be a whole number of milliseconds above 0')
+    if (uses !== undefined && !(Number.isSafeInteger(uses) && uses > 0)) throw this.invalid('uses must be a whole number above 0')
+    this.checkHistory(options.history)
     const pair = generateSigningKeyPair()
     const body = encodeInviteBody({
       room: host.id,
@@ -138,7 +137,7 @@ export class MemberActions {
     await host.ready()
     this.requireAdmin()
     if (!host.membership.members.has(userId)) throw this.notFound('not a member')
-    if (userId === host.ctx.identity.userId) throw new PetrelError(ErrorCode.InvalidArgument, 'use leave() to leave', { conversationId: host.id })
+    if (userId === host.ctx.identity.userId) throw this.invalid('use leave() to leave')
     const remove = await host.ctx.signRecord(RecordKind.Remove, encodeMemberChangeBody({ room: host.id, userPub: fromBase64Url(userId), at: Date.now() }))
     const next = host.book.newEpoch(userId)
     const epoch = await host.ctx.signRecord(RecordKind.Epoch, next.body)
@@ -158,15 +157,13 @@ export class MemberActions {
     const { host } = this
     await host.ready()
     this.requireAdmin()
-    if (options.history !== undefined && options.history !== 'full' && options.history !== 'from-join') {
-      throw new PetrelError(ErrorCode.InvalidArgument, "history must be 'full' or 'from-join'", { conversationId: host.id })
-    }
+    this.checkHistory(options.history)
     const certs = await readPublicIdentity(publicIdentity)
     const userId = toBase64Url(certs[0]!.userPub)
     const fresh = certs.filter((c) => !host.membership.devices.has(toBase64Url(c.devicePub)))
-    if (fresh.length === 0) throw new PetrelError(ErrorCode.InvalidArgument, 'already a member with all of those devices', { conversationId: host.id })
+    if (fresh.length === 0) throw this.invalid('already a member with all of those devices')
     if (host.membership.members.has(userId) && host.membership.members.get(userId)!.devices.size > 0 && options.history === 'from-join') {
-      throw new PetrelError(ErrorCode.InvalidArgument, "'from-join' is for people who are not members yet", { conversationId: host.id })
+      throw this.invalid("'from-join' is for people who are not members yet")
     }
     await this.addDevices(certs[0]!.userPub, fresh, options.history ?? 'full')
   }
@@ -175,7 +172,12 @@ export class MemberActions {
   private checkDeviceCaps(userId: string, devices: readonly DeviceCertificate[]): void {
     const { host } = this
     const capped = deviceCapBars(host.membership, host.membership.members.get(userId), devices.map((c) => toBase64Url(c.devicePub)))
-    if (capped) throw new PetrelError(ErrorCode.InvalidArgument, capped, { conversationId: host.id })
+    if (capped) throw this.invalid(capped)
+  }
+
+  /** A history option from JavaScript or a config file may be anything: only the two are taken. */
+  private checkHistory(history: unknown): void {
+    if (history !== undefined && history !== 'full' && history !== 'from-join') throw this.invalid("history must be 'full' or 'from-join'")
   }
 
   async addDevices(userPub: Uint8Array, certs: DeviceCertificate[], history: 'full' | 'from-join' = 'full'): Promise<void> {
@@ -253,6 +255,10 @@ export class MemberActions {
   private requireAdmin(): void {
     this.host.assertOpen()
     if (!this.host.book.isAdmin()) throw this.refused('only admins can do this')
+  }
+
+  private invalid(message: string): PetrelError {
+    return new PetrelError(ErrorCode.InvalidArgument, message, { conversationId: this.host.id })
   }
 
   private refused(message: string): PetrelError {

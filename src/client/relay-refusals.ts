@@ -151,9 +151,9 @@ function fillGaps(host: RefusalsHost, keys: Iterable<string>, reason: number): v
 
 /**
  * Our own records the relay refused stop counting here too, so what they meant to do (add a
- * device, start an epoch) is seen as not done and can be done again.
+ * device, start an epoch) is seen as not done and can be done again. Returns whether what was
+ * refused is epoch records of ours alone.
  */
-/** Returns whether what was refused is epoch records of ours alone. */
 function refuseRecords(host: RefusalsHost, msg: Refusal): boolean {
   // A conversation past even its records' allowance refuses every record: starting the epoch
   // again would only be refused again, as fast as the relay answers.

@@ -529,10 +529,10 @@ export class RelayCore {
     for (const row of v.rows) {
       for (const part of row.parts) {
         if (part.record) {
-          const snapshot = isSnapshotRecord(part.record)
-          const refusedParts = snapshot ? envelopesRefused + partsRefusedBefore : 0
-          if (snapshot) room.partsRefused.delete(conn.deviceId)
-          const verdict = snapshot && snapshotRefusal(part.record, room, refusedParts) ? false : await room.applyUploadedRecord(part.record, Date.now())
+          const snapshot = snapshotVerdict(part.record, room, envelopesRefused + partsRefusedBefore)
+          // A snapshot record, taken or not, ends its device's count of refused parts.
+          if (snapshot !== 'other') room.partsRefused.delete(conn.deviceId)
+          const verdict = snapshot === 'refuse' ? false : await room.applyUploadedRecord(part.record, Date.now())
           if (verdict === true) continue
           if (verdict !== false) {
             records.push(verdict)
@@ -1070,32 +1070,25 @@ function rowHasRecords(row: Row): boolean {
 }
 
 /**
- * A snapshot record the relay must refuse before applying it: one that claims to cover rows
- * that do not exist yet (it would let compaction replace rows written after it), or one
- * uploaded with envelopes that were refused (its parts ride in the same update: compacting
- * for an incomplete snapshot would lose history for every device that later needs it).
+ * For a record in an upload: `'other'` unless it is a snapshot record; `'refuse'` for one the
+ * relay must refuse before applying it: one that claims to cover rows that do not exist yet
+ * (it would let compaction replace rows written after it), or one uploaded after envelopes of
+ * its device were refused (`envelopesRefused`: its parts', in this update or earlier part
+ * uploads; compacting for an incomplete snapshot would lose history for every device that
+ * later needs it); else `'take'`. A record that does not parse is `'other'`: refused as any.
  */
-/** Whether `bytes` is a snapshot record (not one that does not parse: that is refused as any). */
-function isSnapshotRecord(bytes: Uint8Array): boolean {
-  try {
-    return readRecord(bytes).kind === RecordKind.Snapshot
-  } catch {
-    return false
-  }
-}
-
-function snapshotRefusal(bytes: Uint8Array, room: Room, envelopesRefused: number): boolean {
+function snapshotVerdict(bytes: Uint8Array, room: Room, envelopesRefused: number): 'other' | 'refuse' | 'take' {
   let rec: ReturnType<typeof readRecord>
   try {
     rec = readRecord(bytes)
   } catch {
-    return false
+    return 'other'
   }
-  if (rec.kind !== RecordKind.Snapshot) return false
-  if (envelopesRefused > 0) return true
+  if (rec.kind !== RecordKind.Snapshot) return 'other'
+  if (envelopesRefused > 0) return 'refuse'
   try {
-    return readSnapshotBody(rec.body).coversSeq > room.committedSeq
+    return readSnapshotBody(rec.body).coversSeq > room.committedSeq ? 'refuse' : 'take'
   } catch {
-    return true
+    return 'refuse'
   }
 }
