@@ -444,7 +444,7 @@ export class PetrelClient {
         this.events.emit('conversation', conv)
         // Our name, once we can write (the add record with our keys arrives with the first sync).
         void conv
-          .setInner((doc) => doc.getMap(INNER_PROFILES).set(this.identity.userId, { name: this.name ?? '' }))
+          .sayName(this.name ?? '')
           .catch((err) => this.reportError(err))
       } finally {
         this.discovering.delete(room)
@@ -693,7 +693,7 @@ export class PetrelClient {
         throw err
       }
     }
-    await conv.setInner((doc) => doc.getMap(INNER_PROFILES).set(this.identity.userId, { name: this.name ?? '' }))
+    await conv.sayName(this.name ?? '')
     return conv
   }
 

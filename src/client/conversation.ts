@@ -71,6 +71,7 @@ import {
   keyOf,
 } from './conversation-record.js'
 import type { ClientContext } from './client-context.js'
+import { type Profile, RestatedContext } from './restated-context.js'
 import { checkInnerUpdate, INNER_MESSAGE_BATCHES, INNER_MESSAGES, INNER_META, INNER_PROFILES } from './inner-guard.js'
 import { type Batch, COMMIT_SOON, type CommitOptions } from './storage/device-store.js'
 import { randomClientId } from '../shared/client-id.js'
@@ -205,6 +206,13 @@ export class Conversation {
   private readonly fills: GapFills
   /** The epoch in which the inner document's current client id began writing (foldRecords). */
   private clientEpoch: number | undefined
+  /** Someone came who may not read what was said before; our name and the title are to be said again (restated-context.ts). */
+  private restateDue = false
+  /** The title and names, read with what was said again for newcomers. */
+  private readonly restated = new RestatedContext(
+    () => this.doc.getMap<Profile>(INNER_PROFILES),
+    () => this.doc.getMap(INNER_META),
+  )
   /** The client ids this session writes from, across sessions (writer-ids.ts). */
   private readonly writerIds: SessionWriterIds
   /**
@@ -338,7 +346,7 @@ export class Conversation {
       userId: ctx.identity.userId,
       // Read when the list is first built (after the documents load), not here.
       messages: () => this.doc.getMap<StoredMessage>(INNER_MESSAGES),
-      profiles: () => this.doc.getMap<{ name?: string }>(INNER_PROFILES),
+      name: (userId) => this.restated.name(userId),
       hidden: (msgId) => this.checks.hidden(msgId),
       statusOf: (msgId, author, v) => this.statusOf(msgId, author, v),
     })
@@ -395,8 +403,7 @@ export class Conversation {
   /** Title, from the encrypted inner document. */
   get title(): string {
     if (this.summary) return this.summary.title
-    const t = this.doc.getMap(INNER_META).get('title')
-    return typeof t === 'string' ? t : ''
+    return this.restated.title()
   }
 
   private get membership(): MembershipState {
@@ -512,7 +519,12 @@ export class Conversation {
     this.doc.on('update', this.innerListener)
     this.outer.on('update', this.outerListener)
     this.doc.getMap(INNER_MESSAGES).observe((event) => this.changed(event.keysChanged))
-    this.doc.getMap(INNER_PROFILES).observe(() => this.changed())
+    this.doc.getMap(INNER_PROFILES).observe(() => {
+      this.restated.profilesChanged()
+      this.changed()
+    })
+    // The title said again for newcomers comes after they open the conversation.
+    this.doc.getMap(INNER_META).observe(() => this.changed())
     if (this.checks.waiting) void this.checks.verifySoon()
     if (this.reseal.pending) this.reseal.now()
     const fills = await store.get(keyOf.gapFills(this.id))
@@ -807,7 +819,7 @@ export class Conversation {
         this.record.keys.set(epoch, key)
         await this.commit({ put: [[keyOf.conv(id), encodeConversationRecord(this.record)]] })
       },
-      profiles: () => this.doc.getMap<{ name?: string }>(INNER_PROFILES),
+      name: (userId) => this.restated.name(userId),
       socket: () => {
         const ws = this.provider?.ws
         return ws && this.provider?.synced && ws.readyState === 1 ? ws : undefined
@@ -1051,6 +1063,16 @@ export class Conversation {
    */
   safetyNumber(userId: string): string {
     return safetyNumber(this.ctx.identity.userPub, fromBase64Url(userId))
+  }
+
+  /**
+   * Give this user's name here (what `createClient`'s `name` says): in the plain profile entry,
+   * and in the current epoch's too once a newcomer had it said again (restated-context.ts).
+   */
+  async sayName(name: string): Promise<void> {
+    await this.ready()
+    const write = this.restated.naming(this.ctx.identity.userId, name, this.membership.epoch)
+    return this.writeInner(() => write(this.doc.getMap<Profile>(INNER_PROFILES)))
   }
 
   /** Write inner state (title, profile) as the local device. */
@@ -1504,6 +1526,8 @@ export class Conversation {
       this.doc.clientID = randomClientId()
       this.clientEpoch = this.membership.epoch
     }
+    // Not at the first fold of an open: it reads every record ever written as new.
+    if (devicesBefore.size > 0 && (newDevice || fromJoinInvite) && this.membership.epoch > 0) this.restateDue = true
     if (bad > 0) this.ctx.reportError(new PetrelError(ErrorCode.EnvelopeRejected, `ignored ${bad} record(s) whose signature does not verify`, { conversationId: this.id }))
     // Envelopes held for a sender's join may open now, whichever path folded it in.
     if (added && this.held.size > 0) this.retryDeferred()
@@ -1528,6 +1552,7 @@ export class Conversation {
       // new): what still waits to be sealed again goes now, under it.
       this.reseal.now()
     }
+    this.restateIfDue()
     const snap = this.membership.snapshot
     this.snapshots.noteLatest(snap ? toBase64Url(snap.snapshotId) : undefined)
     this.presence?.refresh()
@@ -1565,6 +1590,24 @@ export class Conversation {
         500 + Math.random() * 1000,
       )
     }
+  }
+
+  /**
+   * Say our name and the title again under the current epoch's key, for whoever came and cannot
+   * read where they were first said (restated-context.ts). Once we hold that key: sealed under
+   * an older one, a newcomer could not read it either. Once an epoch for a person: what this
+   * device or another of theirs said already (before a restart, say) is not said again.
+   */
+  private restateIfDue(): void {
+    if (!this.restateDue || this.closed || this.denied) return
+    const epoch = this.membership.epoch
+    if (!this.record.keys.has(epoch) || !this.membership.devices.has(this.ctx.identity.deviceId)) return
+    this.restateDue = false
+    const change = this.restated.restatement(this.ctx.identity.userId, epoch)
+    if (!change) return
+    this.writeInner(() => change(this.doc.getMap<Profile>(INNER_PROFILES), this.doc.getMap(INNER_META))).catch((err) =>
+      this.report(err, 'could not say the title and names again'),
+    )
   }
 
   /** Joiners (by device and epoch) this device is giving the current key to: one add record each. */
@@ -1705,8 +1748,7 @@ export class Conversation {
 
   /** Display names of members typing now. */
   typing(): string[] {
-    const profiles = this.doc.getMap<{ name?: string }>(INNER_PROFILES)
-    return (this.presence?.typingUsers() ?? []).map((u) => profiles.get(u)?.name || u.slice(0, 8))
+    return (this.presence?.typingUsers() ?? []).map((u) => this.restated.name(u) || u.slice(0, 8))
   }
 
   private onCursor(seq: number): void {

@@ -3,7 +3,8 @@
  * devices never diverge. A member's validly signed update is still rejected when it
  *   - uses an inner Yjs client id already bound to another device (first use in relay order wins),
  *   - writes or overwrites a key of `messages`, `messageBatches` or `profiles` owned by another
- *     user (message and batch keys start with their author's userId; profile keys are userIds),
+ *     user (message and batch keys start with their author's userId; profile keys are userIds,
+ *     or a userId • '@' • epoch: restated-context.ts),
  *   - deletes such an entry, or deletes clocks the receiver has never seen,
  *   - continues (as its origin) content the receiver has never seen, unless a device of the
  *     sender's own person wrote it: such an item takes its entry from that origin, and Yjs keeps
@@ -41,7 +42,9 @@ export type GuardResult = { ok: true; bind: number[]; messageKeys: string[] } | 
  * all of it but its last character, as `slice(0, -1)` has always said.
  */
 export const ownedBy = (root: string, key: string, userId: string): boolean => {
-  if (root === INNER_PROFILES) return key === userId
+  // A profile's entries are its owner's userId, and that followed by '@' and an epoch: the
+  // name said again for newcomers of that epoch (restated-context.ts).
+  if (root === INNER_PROFILES) return key.startsWith(userId) && (key.length === userId.length || key.charCodeAt(userId.length) === 64)
   if (key.charCodeAt(userId.length) === 46) return key.startsWith(userId)
   return key.length === userId.length + 1 && key.indexOf('.') === -1 && key.startsWith(userId)
 }

@@ -9,7 +9,6 @@
  * or a 'from-join' newcomer, never holds the key of what the others said after (or before).
  * The conversation's API (conversation.ts) documents each action for apps.
  */
-import type * as Y from 'yjs'
 import { fromBase64Url, generateSigningKeyPair, toBase64Url } from '../shared/crypto/index.js'
 import { keyCheckOf } from '../shared/envelope.js'
 import { ErrorCode, PetrelError } from '../shared/errors.js'
@@ -55,7 +54,8 @@ export interface MemberActionsHost {
   readonly book: MembershipBook
   readonly membership: MembershipState
   /** Display names, from the inner document. */
-  profiles(): Y.Map<{ name?: string }>
+  /** A member's name, as said in the inner document (restated-context.ts). */
+  name(userId: string): string | undefined
   /** The keys this device holds, by epoch (a copy). */
   keys(): Map<number, Uint8Array>
   /** Hold a new epoch's key, durably, before the record that starts the epoch is written. */
@@ -125,9 +125,8 @@ export class MemberActions {
   }
 
   members(): MemberInfo[] {
-    const profiles = this.host.profiles()
     return [...this.host.membership.members.values()].map((m) => {
-      const name = profiles.get(m.userId)?.name
+      const name = this.host.name(m.userId)
       return { userId: m.userId, ...(name ? { name } : {}), role: m.role, devices: [...m.devices.keys()] }
     })
   }

@@ -47,7 +47,8 @@ export interface ShownSource {
   readonly userId: string
   /** The inner document's messages map; asked for once, when the list is first read. */
   messages(): Y.Map<StoredMessage>
-  profiles(): Y.Map<{ name?: string }>
+  /** An author's name (restated-context.ts). */
+  name(userId: string): string | undefined
   /** Held back from the list: its signature is not checked yet, or it failed. */
   hidden(id: string): boolean
   /** Ticks (and the failure, if any) of a message of this user. */
@@ -116,21 +117,16 @@ export class ShownList {
   constructor(private readonly source: ShownSource) {}
 
   private messagesMap: Y.Map<StoredMessage> | undefined
-  private profilesMap: Y.Map<{ name?: string }> | undefined
   private get stored(): Y.Map<StoredMessage> {
     this.messagesMap ??= this.source.messages()
     return this.messagesMap
-  }
-  private get profiles(): Y.Map<{ name?: string }> {
-    this.profilesMap ??= this.source.profiles()
-    return this.profilesMap
   }
 
   /** Every shown message, oldest first; the array is read-only and kept until something changes. */
   messages(): Message[] {
     if (this.cache) return this.cache
     const rows = this.current()
-    const authors = new Authors(this.profiles)
+    const authors = new Authors(this.source)
     // Ticks that moved: this user's rows read again (all of them after a `statusesChanged()`).
     if (this.fullPassGen !== this.statusGen) {
       const me = this.source.userId
@@ -174,7 +170,7 @@ export class ShownList {
   last(count: number): Message[] {
     if (this.cache) return this.cache.slice(Math.max(0, this.cache.length - count))
     const rows = this.current()
-    const authors = new Authors(this.profiles)
+    const authors = new Authors(this.source)
     const from = Math.max(0, rows.length - count)
     const out = new Array<Message>(rows.length - from)
     for (let i = from; i < rows.length; i++) out[i - from] = this.ensure(rows[i]!, authors)
@@ -205,7 +201,7 @@ export class ShownList {
   message(id: string): Message | undefined {
     const v = this.stored.get(id)
     if (!v || typeof v.t !== 'string' || this.source.hidden(id)) return undefined
-    const authors = new Authors(this.profiles)
+    const authors = new Authors(this.source)
     // In a list built already, its row (merged in if it was just added): the object handed out
     // here is then the one the list holds.
     if (this.ids) this.current()
@@ -269,7 +265,7 @@ export class ShownList {
   }
 
   private build(): ShownRow[] {
-    const authors = new Authors(this.profiles)
+    const authors = new Authors(this.source)
     const rows: ShownRow[] = []
     const ids = new Map<string, ShownRow>()
     const previous = this.previous
@@ -299,7 +295,7 @@ export class ShownList {
 
   private mergeAdded(rows: ShownRow[], ids: Map<string, ShownRow>): ShownRow[] {
     if (this.added.length === 0) return rows
-    const authors = new Authors(this.profiles)
+    const authors = new Authors(this.source)
     const added: ShownRow[] = []
     for (const id of this.added) {
       if (ids.has(id)) continue
@@ -363,7 +359,7 @@ class Authors {
   private lastName: string | undefined
   private named = false
 
-  constructor(private readonly profiles: Y.Map<{ name?: string }>) {}
+  constructor(private readonly names: Pick<ShownSource, 'name'>) {}
 
   /** The author part of a message id (up to its first '.'). */
   of(id: string): string {
@@ -376,8 +372,7 @@ class Authors {
 
   name(author: string): string | undefined {
     if (author !== this.last || !this.named) {
-      const name = this.profiles.get(author)?.name
-      this.lastName = typeof name === 'string' ? name : undefined
+      this.lastName = this.names.name(author)
       this.last = author
       this.named = true
     }

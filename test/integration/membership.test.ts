@@ -108,6 +108,44 @@ describe('membership and key epochs', () => {
     expect(readable.filter((t) => t.startsWith('old'))).toEqual([])
   })
 
+  it("'from-join': newcomers see the title and the names of members who spoke before they came", async () => {
+    world = new World()
+    await world.relay()
+    const { alice, bob, aliceConv, bobConv } = await pair(world)
+    await aliceConv.send('before anyone new')
+    await until(() => texts(bobConv).includes('before anyone new'))
+    // By invite, and added by an admin: both start an epoch the newcomer reads from.
+    const carol = await world.client('carol')
+    const carolConv = await carol.join(await aliceConv.invite({ history: 'from-join' }))
+    const dave = await world.client('dave')
+    const discovered = new Promise<Conversation>((resolve) => dave.on('conversation', (c) => c.id === aliceConv.id && resolve(c)))
+    await aliceConv.addMember(await dave.publicIdentity(), { history: 'from-join' })
+    const daveConv = await discovered
+    await bobConv.send('bob after they came')
+    const names = (conv: Conversation) => Object.fromEntries(conv.members().map((m) => [m.userId, m.name]))
+    for (const conv of [carolConv, daveConv]) {
+      await until(() => conv.title === 'Trip' && names(conv)[alice.userId] === 'alice' && names(conv)[bob.userId] === 'bob', 10_000, 'title and names')
+      await until(() => conv.messages().some((m) => m.text === 'bob after they came'))
+      expect(conv.messages().find((m) => m.text === 'bob after they came')?.authorName).toBe('bob')
+      expect(texts(conv)).not.toContain('before anyone new')
+    }
+    // Carol, a newcomer herself, says her name again for Dave, who came after her.
+    await until(() => names(daveConv)[carol.userId] === 'carol', 10_000, "carol's name at dave")
+    // Once an epoch a person, by whoever was there: Carol came at epoch 1, Dave at 2.
+    const said = (conv: Conversation) => [...conv.doc.getMap('profiles').keys(), ...[...conv.doc.getMap('meta').keys()].map((k) => `meta:${k}`)].sort()
+    const expected = [alice.userId, bob.userId, carol.userId, dave.userId, ...['1', '2'].flatMap((e) => [`${alice.userId}@${e}`, `${bob.userId}@${e}`, `meta:title@${e}`]), `${carol.userId}@2`, 'meta:title'].sort()
+    await until(() => said(aliceConv).length === expected.length, 10_000, 'everything said again at alice')
+    expect(said(aliceConv)).toEqual(expected)
+    // Not again at the next start.
+    await bob.close()
+    const bobAgain = await world.client('bob')
+    const bobConv2 = (await bobAgain.conversations()).find((c) => c.id === aliceConv.id)!
+    await bobConv2.send('bob back')
+    await until(() => texts(carolConv).includes('bob back'))
+    expect(said(bobConv2)).toEqual(expected)
+    expect(said(carolConv).filter((k) => k.includes('@'))).toEqual(expected.filter((k) => k.includes('@')))
+  })
+
   it('ignores a forged record everywhere: signed by a non-admin, or not validly signed', async () => {
     world = new World()
     const relay = await world.relay()

@@ -4,8 +4,11 @@ import * as Y from 'yjs'
 import { applyUpdate } from '../../src/shared/update-reader.js'
 import { checkInnerUpdate, INNER_MESSAGE_BATCHES, INNER_MESSAGES, INNER_PROFILES, ownedBy } from '../../src/client/inner-guard.js'
 
-/** The ownership rule as receivers have always applied it, by substring. */
-const ownerOfKey = (root: string, key: string): string => (root === INNER_PROFILES ? key : key.slice(0, key.indexOf('.')))
+/**
+ * The ownership rule as receivers apply it, by substring: a message key's owner precedes its
+ * first '.', a profile key's its first '@' (a name said again at an epoch, restated-context.ts).
+ */
+const ownerOfKey = (root: string, key: string): string => (root === INNER_PROFILES ? (key.includes('@') ? key.slice(0, key.indexOf('@')) : key) : key.slice(0, key.indexOf('.')))
 
 const alice = 'A'.repeat(43)
 const bob = 'B'.repeat(43)
@@ -37,6 +40,12 @@ describe('inner authorship guard', () => {
       '',
       '.',
       `${alice.slice(0, 20)}.${alice.slice(20)}`,
+      `${alice}@3`,
+      `${alice}@`,
+      `${alice}x@3`,
+      `${alice.slice(1)}@3`,
+      `@${alice}`,
+      `${bob}@3`,
     ]
     for (const root of [INNER_MESSAGES, INNER_PROFILES])
       for (const key of keys) for (const user of [alice, bob]) expect(ownedBy(root, key, user), `${root} ${key} ${user}`).toBe(ownerOfKey(root, key) === user)

@@ -87,7 +87,7 @@ async function conversation(options: { creator?: Identity; actor?: Identity } = 
     get membership() {
       return book.state
     },
-    profiles: () => profiles,
+    name: (userId) => profiles.get(userId)?.name,
     keys: () => new Map(keys),
     keepKey: async (epoch, key) => {
       kept.push(epoch)

@@ -14,7 +14,7 @@ function world(userId = 'me') {
     conversationId: 'c',
     userId,
     messages: () => messages,
-    profiles: () => profiles,
+    name: (userId) => profiles.get(userId)?.name,
     hidden: (id) => hidden.has(id),
     statusOf: (id) => {
       reads.count++
@@ -32,7 +32,7 @@ function world(userId = 'me') {
     return id
   }
   const fresh = () => new ShownList(source).messages()
-  return { doc, source, list, statuses, hidden, reads, put, fresh }
+  return { doc, source, profiles, list, statuses, hidden, reads, put, fresh }
 }
 
 /** A repeatable random whole number below k (a linear congruential generator). */
@@ -77,7 +77,7 @@ describe('shown list', () => {
         const id = ids[rand(ids.length)]!
         w.hidden.add(id)
         w.list.changed()
-      } else if (op === 8) w.source.profiles().set('alice', { name: `Alice ${step}` })
+      } else if (op === 8) w.profiles.set('alice', { name: `Alice ${step}` })
       if (rand(3) === 0) expect(view(w.list.messages()), `step ${step}`).toEqual(view(w.fresh()))
       // The newest few, with and without the whole list built since the last change.
       else if (rand(2) === 0) {
@@ -152,7 +152,7 @@ describe('shown list', () => {
     expect(rebuilt[2]).not.toBe(before[2])
     expect(rebuilt[2]!.text).toBe('edited')
     // A name set rebuilds it too: that author's messages are new objects with the name.
-    w.source.profiles().set('bob', { name: 'Bob' })
+    w.profiles.set('bob', { name: 'Bob' })
     const renamed = w.list.messages()
     expect(renamed[0]).toBe(before[0])
     expect(renamed[1]).not.toBe(rebuilt[1])

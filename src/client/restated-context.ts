@@ -1,0 +1,119 @@
+/**
+ * The conversation's title and its members' names, said again for newcomers who cannot read
+ * where they were first said.
+ *
+ * A 'from-join' member (or one let back in 'from-join', or a device of theirs linked later)
+ * holds only the keys of the epochs since it came. The title and the names of members who
+ * joined before were written under older keys: its device fills them as history it will never
+ * hold (lost-history.ts), and showed a conversation with no title and members with no names.
+ * Writing the same map entry again does not reach it: Yjs chains a map entry's new value to the
+ * old one (its origin), and drops an item whose origin is such a fill. So each is said again
+ * under an entry of the newcomer's epoch, which has no predecessor:
+ *
+ * ```
+ * profiles[userId • '@' • epoch] = { name }   (owned by userId, as profiles[userId] is: inner-guard.ts)
+ * meta['title' • '@' • epoch]     = title
+ * ```
+ *
+ * `epoch` is decimal. A reader takes, per name and for the title, the entry of the highest epoch;
+ * the plain entry (`profiles[userId]`, `meta.title`) counts as epoch -1. A userId is base64url,
+ * so it never holds '@'. Entries whose epoch part is not a plain decimal number are ignored.
+ */
+import type * as Y from 'yjs'
+
+export interface Profile {
+  name?: string
+}
+
+const TITLE = 'title'
+
+/** The key restating `base` (a userId, or 'title') at `epoch`. */
+export const restatedKey = (base: string, epoch: number): string => `${base}@${epoch}`
+
+/** `key` split into what it restates and the epoch it is of (-1 for a plain key); undefined if malformed. */
+function splitKey(key: string): { base: string; epoch: number } | undefined {
+  const at = key.indexOf('@')
+  if (at === -1) return { base: key, epoch: -1 }
+  const digits = key.slice(at + 1)
+  if (!/^(0|[1-9][0-9]{0,14})$/.test(digits)) return undefined
+  return { base: key.slice(0, at), epoch: Number(digits) }
+}
+
+/** What the title and names read as, from the inner document's `meta` and `profiles` maps. */
+export class RestatedContext {
+  /** userId → the name of its highest epoch; built on first use after a change of `profiles`. */
+  private names: Map<string, { epoch: number; name: string | undefined }> | undefined
+
+  constructor(
+    private readonly profiles: () => Y.Map<Profile>,
+    private readonly meta: () => Y.Map<unknown>,
+  ) {}
+
+  /** Call when `profiles` changed (before anything reads names again). */
+  profilesChanged(): void {
+    this.names = undefined
+  }
+
+  /** The person's name, or undefined when they gave none (or this device cannot read it). */
+  name(userId: string): string | undefined {
+    this.names ??= this.readNames()
+    return this.names.get(userId)?.name
+  }
+
+  /** The conversation's title, or '' when none is known here. */
+  title(): string {
+    let best: { epoch: number; title: string } | undefined
+    for (const [key, value] of this.meta().entries()) {
+      if (!key.startsWith(TITLE) || typeof value !== 'string') continue
+      const split = splitKey(key)
+      if (split?.base !== TITLE) continue
+      if (!best || split.epoch > best.epoch) best = { epoch: split.epoch, title: value }
+    }
+    return best?.title ?? ''
+  }
+
+  /**
+   * The change that says `userId`'s name and the title again at `epoch`, or undefined when both
+   * are said there already (by this device before a restart, or another device of the person's)
+   * or there is nothing to say.
+   */
+  restatement(userId: string, epoch: number): ((profiles: Y.Map<Profile>, meta: Y.Map<unknown>) => void) | undefined {
+    const name = this.name(userId)
+    const nameKey = restatedKey(userId, epoch)
+    const sayName = name !== undefined && name !== '' && !this.profiles().has(nameKey)
+    const title = this.title()
+    const titleKey = restatedKey(TITLE, epoch)
+    const sayTitle = title !== '' && !this.meta().has(titleKey)
+    if (!sayName && !sayTitle) return undefined
+    return (profiles, meta) => {
+      if (sayName) profiles.set(nameKey, { name })
+      if (sayTitle) meta.set(titleKey, title)
+    }
+  }
+
+  /**
+   * The change that gives `userId` the name `name` at `epoch`: the plain entry, and the one of
+   * `epoch` too once the person has a restated entry (which would otherwise outrank it).
+   */
+  naming(userId: string, name: string, epoch: number): (profiles: Y.Map<Profile>) => void {
+    this.names ??= this.readNames()
+    const restated = (this.names.get(userId)?.epoch ?? -1) >= 0
+    return (profiles) => {
+      profiles.set(userId, { name })
+      if (restated) profiles.set(restatedKey(userId, epoch), { name })
+    }
+  }
+
+  private readNames(): Map<string, { epoch: number; name: string | undefined }> {
+    const names = new Map<string, { epoch: number; name: string | undefined }>()
+    for (const [key, value] of this.profiles().entries()) {
+      const split = splitKey(key)
+      if (!split) continue
+      const had = names.get(split.base)
+      if (had && had.epoch >= split.epoch) continue
+      const name = (value as Profile | undefined)?.name
+      names.set(split.base, { epoch: split.epoch, name: typeof name === 'string' ? name : undefined })
+    }
+    return names
+  }
+}
