@@ -251,6 +251,8 @@ describe.skipIf(!hasChromium)(hasChromium ? 'demo chat app in Chromium' : `demo 
     await send(alice, 'Still the first tab')
     await tickAtLeast(alice, 'Still the first tab', 'sent')
     const before = await shown(alice.page)
+    // A half-typed message goes over with the engine.
+    await alice.page.getByRole('textbox', { name: 'Message' }).fill('half a thought')
 
     await second.getByRole('button', { name: 'Use here' }).click()
     await alice.page.getByRole('heading', { name: 'Petrel is open in another tab' }).waitFor()
@@ -258,6 +260,7 @@ describe.skipIf(!hasChromium)(hasChromium ? 'demo chat app in Chromium' : `demo 
     await second.locator('.conv-item', { hasText: 'Trip' }).click()
     await second.locator('.messages .msg.mine', { hasText: 'Still the first tab' }).waitFor()
     expect(await shown(second)).toEqual(before)
+    expect(await second.getByRole('textbox', { name: 'Message' }).inputValue()).toBe('half a thought')
     const tab2 = { ...alice, page: second }
     await send(tab2, 'From the second tab')
     await bob.page.locator('.messages .msg.theirs', { hasText: 'From the second tab' }).waitFor()
@@ -280,6 +283,27 @@ describe.skipIf(!hasChromium)(hasChromium ? 'demo chat app in Chromium' : `demo 
     await bob.page.locator('.head-title', { hasText: 'Trip' }).waitFor()
     expect(await composer.inputValue()).toBe('a draft meant for the trip only')
     await composer.fill('')
+  })
+
+  it('says the relay cannot be reached when connecting takes long, and goes online once it can be', { timeout: 60_000 }, async () => {
+    // Every WebSocket of Bob's is closed at once, as by a relay that is down, until `blocked` ends.
+    let blocked = true
+    await bob.context.routeWebSocket(/.*/, (ws) => {
+      if (blocked) ws.close()
+      else ws.connectToServer()
+    })
+    // The route takes effect in pages loaded after it (Playwright replaces their WebSocket).
+    await bob.page.reload()
+    const banner = bob.page.locator('.banner')
+    await bob.page.locator('.banner[data-state="connecting"][data-unreachable="false"]').waitFor()
+    expect(await banner.textContent()).toBe('Connecting…')
+    await bob.page.locator('.banner[data-unreachable="true"]').waitFor({ timeout: 15_000 })
+    expect(await banner.textContent()).toMatch(/^Cannot reach the relay/)
+    await shot(bob, '16-bob-unreachable.png')
+    blocked = false
+    await bob.page.locator('.shell[data-connection="online"]').waitFor({ timeout: 15_000 })
+    expect(await banner.getAttribute('data-unreachable')).toBe('false')
+    await bob.context.unrouteAll()
   })
 
   it('asks someone already set up before joining from a link any page can send them to', { timeout: 60_000 }, async () => {

@@ -10,6 +10,7 @@ import { type Conversation, createClient, type Message, type PetrelClient } from
 import './style.css'
 import { AddPersonSheet, DevicesSheet, IdentitySheet } from './people.js'
 import { avatar, clock, closeOnBackdrop, copyButton, dayKey, dayLabel, el, errorText, fullTime, hue, icon, listTime, refusalText, tick } from './view.js'
+import { Drafts } from './drafts.js'
 import { firstRun, loadProfile, type Profile } from './welcome.js'
 
 const TAKE_OVER = 'petrel-chat:take-over'
@@ -18,6 +19,8 @@ const INVITE_LIFETIME_MS = 7 * 24 * 60 * 60 * 1000
 const OPEN = 'petrel-chat:open'
 const AIRPLANE = 'petrel-chat:airplane'
 const PERSIST_ASKED = 'petrel-chat:persist-asked'
+/** Still connecting after this long, the banner says the relay cannot be reached (the client keeps trying). */
+const UNREACHABLE_AFTER_MS = 5_000
 /** Re-announce "typing" this often while keys are pressed (receivers forget it after 5 s). */
 const TYPING_REFRESH_MS = 2_000
 
@@ -108,6 +111,9 @@ class ChatApp {
   private readonly touched = new Map<string, number>()
   private airplane = localStorage.getItem(AIRPLANE) === '1'
   private renderQueued = false
+  /** Since when this device has been trying to reach the relay (undefined while online or offline), and the timer that re-draws the banner then. */
+  private connectingSince: number | undefined
+  private unreachableTimer: ReturnType<typeof setTimeout> | undefined
   private stickToBottom = false
   private typingSentAt = 0
   private info: { conv: Conversation; id: string } | undefined
@@ -141,8 +147,7 @@ class ChatApp {
   private readonly inviteHint = el('p', { class: 'muted small' })
   private readonly infoDialog = el('dialog', { class: 'sheet', 'aria-label': 'Message info' })
   private readonly joinDialog = el('dialog', { class: 'sheet', 'aria-label': 'Join conversation' })
-  /** What was typed and not sent, by conversation: the composer is shared, a draft is not. */
-  private readonly drafts = new Map<string, string>()
+  private readonly drafts: Drafts
   private readonly infoBody = el('div', { class: 'info-body' })
   private readonly toastBox = el('div', { class: 'toast', role: 'alert', hidden: true })
   private readonly addPersonButton = el('button', { class: 'icon-btn', type: 'button', 'aria-label': 'Add person', title: 'Add person', hidden: true }, icon('personAdd'))
@@ -158,6 +163,7 @@ class ChatApp {
     /** The person chose their name on a first-run screen that said they were joining: no need to ask again. */
     private joinConsented = false,
   ) {
+    this.drafts = new Drafts(profile.storageKey)
     const toast = (text: string) => this.toast(text)
     this.devicesSheet = new DevicesSheet(client, toast)
     this.identitySheet = new IdentitySheet(client)
@@ -185,7 +191,8 @@ class ChatApp {
       this.toastBox,
     )
     root.removeAttribute('aria-busy')
-    this.client.on('connection', () => this.render())
+    this.client.on('connection', () => this.connectionChanged())
+    this.connectionChanged()
     this.client.on('error', (err) => this.toast(err.message))
     // Added by an admin, or brought in by another device of this person: no reload needed.
     // Listening before the list below is read leaves no gap between the two.
@@ -335,12 +342,10 @@ class ChatApp {
   private open(conv: Conversation | undefined): void {
     if (this.current && this.current !== conv) {
       this.stopTyping()
-      const draft = this.input.value
-      if (draft.trim()) this.drafts.set(this.current.id, draft)
-      else this.drafts.delete(this.current.id)
+      this.drafts.set(this.current.id, this.input.value)
     }
     if (conv && conv !== this.current) {
-      this.input.value = this.drafts.get(conv.id) ?? ''
+      this.input.value = this.drafts.get(conv.id)
       this.autoGrow()
     }
     this.current = conv
@@ -396,13 +401,15 @@ class ChatApp {
     const text = this.input.value.trim()
     if (!conv || !text) return
     this.input.value = ''
+    this.drafts.set(conv.id, '')
     this.autoGrow()
     this.stopTyping()
     this.stickToBottom = true
     try {
       await conv.send(text)
     } catch (err) {
-      this.input.value = text
+      this.drafts.set(conv.id, text)
+      if (this.current === conv) this.input.value = text
       this.toast(`Not sent: ${errorText(err)}`)
     }
   }
@@ -411,6 +418,7 @@ class ChatApp {
     this.autoGrow()
     const conv = this.current
     if (!conv) return
+    this.drafts.set(conv.id, this.input.value)
     if (!this.input.value.trim()) return this.stopTyping()
     if (Date.now() - this.typingSentAt < TYPING_REFRESH_MS) return
     this.typingSentAt = Date.now()
@@ -466,13 +474,30 @@ class ChatApp {
     this.maybeMarkRead()
   }
 
+  /** "Connecting…" for a moment, then that the relay cannot be reached, while the client keeps trying. */
+  private connectionChanged(): void {
+    clearTimeout(this.unreachableTimer)
+    this.unreachableTimer = undefined
+    if (this.client.connection !== 'connecting') this.connectingSince = undefined
+    else {
+      this.connectingSince ??= Date.now()
+      const left = this.connectingSince + UNREACHABLE_AFTER_MS - Date.now()
+      if (left > 0) this.unreachableTimer = setTimeout(() => this.connectionChanged(), left)
+    }
+    this.render()
+  }
+
   private renderBanner(): void {
     const state = this.client.connection
+    const unreachable = this.connectingSince !== undefined && Date.now() - this.connectingSince >= UNREACHABLE_AFTER_MS
+    this.banner.dataset.unreachable = String(unreachable)
     const text =
       state === 'online'
         ? 'Online'
         : state === 'connecting'
-          ? 'Connecting…'
+          ? unreachable
+            ? 'Cannot reach the relay: still trying. Messages wait on this device.'
+            : 'Connecting…'
           : this.airplane
             ? 'Airplane mode: messages wait on this device until you turn it off.'
             : !navigator.onLine
