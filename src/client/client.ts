@@ -38,7 +38,7 @@ import { type ConversationRecord, decodeConversationRecord, encodeConversationRe
 import { Emitter } from './emitter.js'
 import { DeviceBook } from './device-book.js'
 import { encodeAnswer, encodeLinkPayload, LINK_TTL_MS, LinkMailbox, LinkSlot, newLinkSecret, openLinkMessage, readOffer, sealLinkMessage } from './device-link.js'
-import { hasIdentity, type Identity, loadOrCreateIdentity } from './identity.js'
+import { hasIdentity, type Identity, loadOrCreateIdentity, NAME_KEY } from './identity.js'
 import { linkAsNewDevice } from './link-new-device.js'
 import { encodePublicIdentity } from './public-identity.js'
 import { decodeRelayLimits, encodeRelayLimits, RELAY_LIMITS_KEY } from './relay-limits.js'
@@ -117,7 +117,6 @@ export interface UnreadableConversation {
 }
 
 /** Where a linked device keeps the name its link carried (UTF-8). */
-const NAME_KEY = 'name'
 
 /** One of a person's devices, as `client.devices()` lists them. */
 export interface DeviceInfo {
@@ -219,9 +218,8 @@ export class PetrelClient {
           ;({ identity, siblings, primary } = linked)
           linkedName = linked.name || undefined
         } else identity = await loadOrCreateIdentity(store)
-        // The person's name as the link carried it: kept, for starts without `name`.
-        if (linkedName) await store.commit({ put: [[NAME_KEY, new TextEncoder().encode(linkedName)]] })
-        else if (options.name === undefined) {
+        // The person's name as the link carried it (stored with the identity), for starts without `name`.
+        if (!linkedName && options.name === undefined) {
           const stored = await store.get(NAME_KEY)
           if (stored) linkedName = new TextDecoder().decode(stored)
         }

@@ -173,13 +173,16 @@ export class LinkMailbox {
     if (!res.ok) throw new PetrelError(ErrorCode.LinkFailed, `relay refused the link message (HTTP ${res.status})`)
   }
 
-  /** Wait for a message in a slot until `deadline` (ms since epoch); undefined when none came. */
-  async take(mailbox: string, slot: number, deadline: number, signal?: AbortSignal): Promise<Uint8Array | undefined> {
+  /**
+   * Wait for a message in a slot until `deadline` (ms since epoch); undefined when none came.
+   * `keep`: read it and leave it there (the relay frees the slot when it expires).
+   */
+  async take(mailbox: string, slot: number, deadline: number, signal?: AbortSignal, keep = false): Promise<Uint8Array | undefined> {
     while (Date.now() < deadline && !signal?.aborted) {
       const wait = Math.max(0, Math.min(POLL_MS, deadline - Date.now()))
       let res: Response
       try {
-        res = await this.request(mailbox, slot, { method: 'GET', signal }, `?wait=${wait}`)
+        res = await this.request(mailbox, slot, { method: 'GET', signal }, `?wait=${wait}${keep ? '&keep=1' : ''}`)
       } catch (err) {
         if (signal?.aborted) return undefined
         // Offline for a moment: the link stays valid until it expires.

@@ -28,6 +28,8 @@ import { StrictReader } from '../shared/wire.js'
 import type { DeviceStore } from './storage/device-store.js'
 
 const IDENTITY_KEY = 'identity'
+/** The person's name as a device link carried it (client.displayName), UTF-8. */
+export const NAME_KEY = 'name'
 const IDENTITY_VERSION = 2
 
 export interface Identity {
@@ -59,12 +61,28 @@ export async function hasIdentity(store: DeviceStore): Promise<boolean> {
   return (await store.get(IDENTITY_KEY)) !== undefined
 }
 
-/** Store the identity of a device linked to an existing person (no identity key). */
-export function storeLinkedIdentity(store: DeviceStore, deviceSecret: Uint8Array, agreementSecret: Uint8Array, certificate: Uint8Array): Promise<Identity> {
-  return storeIdentity(store, new Uint8Array(0), deviceSecret, agreementSecret, certificate)
+/**
+ * Store the identity of a device linked to an existing person (no identity key), with `also`
+ * in the same commit (what else the link gave, and the pending link cleared).
+ */
+export function storeLinkedIdentity(
+  store: DeviceStore,
+  deviceSecret: Uint8Array,
+  agreementSecret: Uint8Array,
+  certificate: Uint8Array,
+  also: Array<[string, Uint8Array | null]> = [],
+): Promise<Identity> {
+  return storeIdentity(store, new Uint8Array(0), deviceSecret, agreementSecret, certificate, also)
 }
 
-async function storeIdentity(store: DeviceStore, userSecret: Uint8Array, deviceSecret: Uint8Array, agreementSecret: Uint8Array, certificate: Uint8Array) {
+async function storeIdentity(
+  store: DeviceStore,
+  userSecret: Uint8Array,
+  deviceSecret: Uint8Array,
+  agreementSecret: Uint8Array,
+  certificate: Uint8Array,
+  also: Array<[string, Uint8Array | null]> = [],
+) {
   const e = encoding.createEncoder()
   encoding.writeUint8(e, IDENTITY_VERSION)
   encoding.writeVarUint8Array(e, userSecret)
@@ -72,7 +90,7 @@ async function storeIdentity(store: DeviceStore, userSecret: Uint8Array, deviceS
   encoding.writeVarUint8Array(e, agreementSecret)
   encoding.writeVarUint8Array(e, certificate)
   const bytes = encoding.toUint8Array(e)
-  await store.commit({ put: [[IDENTITY_KEY, bytes]] })
+  await store.commit({ put: [[IDENTITY_KEY, bytes], ...also] })
   return decodeIdentity(bytes)
 }
 

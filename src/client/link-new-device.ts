@@ -1,12 +1,26 @@
 /**
  * The new device's side of linking (see device-link.ts): send our public keys, wait for the
  * certificate, check it certifies exactly those keys, and store the identity.
+ *
+ * The keys are stored before the offer leaves, and the answer is read, not taken, until the
+ * identity is stored: a device that died (or whose storage failed) after the first device
+ * certified it used to lose both its keys and the answer. It was left with a link "already
+ * used", and the first device with a certified device nobody held, in every conversation,
+ * holding compaction back for good. Started again with the same link, it now picks up where it
+ * was, even past the link's expiry while the relay keeps the answer (10 minutes by default).
+ *
+ * ```
+ * link-pending := uint8 1 • varString mailbox • varUint8Array deviceSecret(32) • varUint8Array agreementSecret(32)
+ * ```
+ * under the device store's key `link-pending`, deleted in the commit that stores the identity.
  */
-import { constantTimeEqual, generateAgreementKeyPair, generateSigningKeyPair } from '../shared/crypto/index.js'
+import * as encoding from 'lib0/encoding'
+import { agreementPublicKeyFromSecret, constantTimeEqual, generateAgreementKeyPair, generateSigningKeyPair, publicKeyFromSecret } from '../shared/crypto/index.js'
 import { ErrorCode, PetrelError } from '../shared/errors.js'
 import { type DeviceCertificate, verifyCertificate } from '../shared/records.js'
+import { StrictReader } from '../shared/wire.js'
 import { decodeLinkPayload, encodeOffer, LinkMailbox, LinkSlot, openLinkMessage, readAnswer, sealLinkMessage } from './device-link.js'
-import { type Identity, storeLinkedIdentity } from './identity.js'
+import { type Identity, NAME_KEY, storeLinkedIdentity } from './identity.js'
 import type { DeviceStore } from './storage/device-store.js'
 
 /** How long past the link's expiry the new device still waits for an answer begun in time. */
@@ -15,30 +29,75 @@ const ANSWER_GRACE_MS = 30_000
 /** How long a new device waits for an occupied offer slot to clear. */
 const OCCUPIED_RETRY_MS = 10_000
 
+const PENDING_KEY = 'link-pending'
+const PENDING_VERSION = 1
+
+interface PendingLink {
+  mailbox: string
+  deviceSecret: Uint8Array
+  agreementSecret: Uint8Array
+}
+
+function encodePending(p: PendingLink): Uint8Array {
+  const e = encoding.createEncoder()
+  encoding.writeUint8(e, PENDING_VERSION)
+  encoding.writeVarString(e, p.mailbox)
+  encoding.writeVarUint8Array(e, p.deviceSecret)
+  encoding.writeVarUint8Array(e, p.agreementSecret)
+  return encoding.toUint8Array(e)
+}
+
+/** The stored pending link; one this build cannot read counts as none (a fresh link starts over). */
+async function readPending(store: DeviceStore): Promise<PendingLink | undefined> {
+  const bytes = await store.get(PENDING_KEY)
+  if (!bytes) return undefined
+  try {
+    const r = new StrictReader(bytes)
+    if (r.uint8() !== PENDING_VERSION) return undefined
+    const p = { mailbox: r.varString(128), deviceSecret: r.varBytes(32), agreementSecret: r.varBytes(32) }
+    r.end()
+    return p.deviceSecret.length === 32 && p.agreementSecret.length === 32 ? p : undefined
+  } catch {
+    return undefined
+  }
+}
+
 export async function linkAsNewDevice(
   store: DeviceStore,
   relays: string[],
   payload: string,
 ): Promise<{ identity: Identity; siblings: DeviceCertificate[]; name: string; primary: string }> {
   const link = decodeLinkPayload(payload)
-  if (Date.now() > link.expiresAt) throw new PetrelError(ErrorCode.LinkFailed, 'this device link has expired; make a new one')
-  const device = generateSigningKeyPair()
-  const agreement = generateAgreementKeyPair()
+  const stored = await readPending(store)
+  const resumed = stored?.mailbox === link.mailbox ? stored : undefined
+  if (!resumed && Date.now() > link.expiresAt) throw new PetrelError(ErrorCode.LinkFailed, 'this device link has expired; make a new one')
+  let pending: PendingLink
+  if (resumed) pending = resumed
+  else {
+    pending = { mailbox: link.mailbox, deviceSecret: generateSigningKeyPair().secretKey, agreementSecret: generateAgreementKeyPair().secretKey }
+    await store.commit({ put: [[PENDING_KEY, encodePending(pending)]] })
+  }
+  const devicePub = publicKeyFromSecret(pending.deviceSecret)
+  const agreementPub = agreementPublicKeyFromSecret(pending.agreementSecret)
   const mailbox = new LinkMailbox(relays)
-  const offer = sealLinkMessage(link, LinkSlot.Offer, encodeOffer(device.publicKey, agreement.publicKey))
+  const offer = sealLinkMessage(link, LinkSlot.Offer, encodeOffer(devicePub, agreementPub))
   // The slot may hold junk the other device has not cleared yet: try again for a while. A link
-  // really used by another device stays taken, and that is the error then.
+  // really used by another device stays taken, and that is the error then. Resumed, the offer
+  // that used it may be ours: the answer tells.
   for (const giveUp = Date.now() + OCCUPIED_RETRY_MS; ; ) {
     try {
       await mailbox.put(link.mailbox, LinkSlot.Offer, offer)
       break
     } catch (err) {
-      if (!(err instanceof PetrelError && err.code === ErrorCode.LinkFailed && /already used/.test(err.message)) || Date.now() > giveUp) throw err
+      const used = err instanceof PetrelError && err.code === ErrorCode.LinkFailed && /already used/.test(err.message)
+      if (used && resumed) break
+      if (!used || Date.now() > giveUp) throw err
       await new Promise((r) => setTimeout(r, 250))
     }
   }
-  // An answer the other device began before the link expired may land a little after.
-  const answer = await mailbox.take(link.mailbox, LinkSlot.Answer, link.expiresAt + ANSWER_GRACE_MS)
+  // An answer the other device began before the link expired may land a little after. Read,
+  // not taken: it stays until the identity is stored.
+  const answer = await mailbox.take(link.mailbox, LinkSlot.Answer, Math.max(link.expiresAt, resumed ? Date.now() : 0) + ANSWER_GRACE_MS, undefined, true)
   if (!answer) throw new PetrelError(ErrorCode.LinkFailed, 'the other device did not answer before the link expired')
   const plain = openLinkMessage(link, LinkSlot.Answer, answer)
   if (!plain) throw new PetrelError(ErrorCode.LinkFailed, 'the link answer was not sealed with the link secret')
@@ -49,16 +108,18 @@ export async function linkAsNewDevice(
     throw new PetrelError(ErrorCode.LinkFailed, 'the link answer is malformed', { cause })
   }
   const { certificate, siblings, name, primary } = parsed
-  const ours = constantTimeEqual(certificate.devicePub, device.publicKey) && constantTimeEqual(certificate.agreementPub, agreement.publicKey)
-  if (!ours) {
-    // Another device's answer (the link was used twice, say a QR code scanned by two): put it
-    // back for that device, which is waiting for it, rather than lose it. Best effort.
-    await mailbox.put(link.mailbox, LinkSlot.Answer, answer).catch(() => undefined)
-    throw new PetrelError(ErrorCode.LinkFailed, 'this link was used by another device: make a new one for this device')
-  }
+  // Another device's answer (the link was used twice, say a QR code scanned by two) stays in
+  // its slot for that device, which is waiting for it.
+  const ours = constantTimeEqual(certificate.devicePub, devicePub) && constantTimeEqual(certificate.agreementPub, agreementPub)
+  if (!ours) throw new PetrelError(ErrorCode.LinkFailed, 'this link was used by another device: make a new one for this device')
   if (!(await verifyCertificate(certificate))) throw new PetrelError(ErrorCode.LinkFailed, 'the link answer does not certify this device')
   const verified: DeviceCertificate[] = []
   for (const s of siblings) if (constantTimeEqual(s.userPub, certificate.userPub) && (await verifyCertificate(s))) verified.push(s)
-  const identity = await storeLinkedIdentity(store, device.secretKey, agreement.secretKey, certificate.bytes)
+  const identity = await storeLinkedIdentity(store, pending.deviceSecret, pending.agreementSecret, certificate.bytes, [
+    [PENDING_KEY, null],
+    ...(name ? ([[NAME_KEY, new TextEncoder().encode(name)]] as Array<[string, Uint8Array]>) : []),
+  ])
+  // Done with it: free the slot now rather than at its expiry (best effort).
+  await mailbox.take(link.mailbox, LinkSlot.Answer, Date.now() + 1).catch(() => undefined)
   return { identity, siblings: verified, name, primary }
 }

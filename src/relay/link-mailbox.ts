@@ -4,8 +4,9 @@
  *
  *   PUT /v1/link/:id/:slot          raw body, 1..maxBytes bytes
  *       → 201 stored | 409 slot already holds a message | 413 too large | 400 bad id, slot or body
- *   GET /v1/link/:id/:slot?wait=MS  take the message, waiting up to MS (≤ maxWaitMs) for one
- *       → 200 the bytes (application/octet-stream) | 204 none arrived in time | 400 bad id, slot or wait
+ *   GET /v1/link/:id/:slot?wait=MS[&keep=1]  take the message, waiting up to MS (≤ maxWaitMs) for
+ *       one; with keep=1 read it and leave it in its slot (until it expires or is taken)
+ *       → 200 the bytes (application/octet-stream) | 204 none arrived in time | 400 bad id, slot, wait or keep
  *   Either → 429 past the per-address caps (messages stored per TTL, GETs waiting at once).
  *
  * No authentication, by design: the two devices have no credential in common yet. The id is the
@@ -130,12 +131,16 @@ export function mountLinkRoutes(app: Hono, store: RelayStore, options: LinkRoute
     if (!ID.test(id) || slot === undefined) return c.json({ error: 'bad mailbox id or slot' }, 400)
     const wait = c.req.query('wait') ?? '0'
     if (!/^\d{1,9}$/.test(wait)) return c.json({ error: 'bad wait' }, 400)
+    // A new device reads its answer and leaves it until its keys are stored: a device that died
+    // in between took the answer with it, and could never link by that link again.
+    const keep = c.req.query('keep')
+    if (keep !== undefined && keep !== '1') return c.json({ error: 'bad keep' }, 400)
     const address = addressOf(c)
     const busy = waiting.get(address) ?? 0
     if (busy >= maxWaiting) return c.json({ error: 'too many waiting requests from this address' }, 429)
     waiting.set(address, busy + 1)
     try {
-      return await take(c, id, slot, Date.now() + Math.min(Number(wait), maxWaitMs))
+      return await take(c, id, slot, Date.now() + Math.min(Number(wait), maxWaitMs), keep === '1')
     } finally {
       const left = (waiting.get(address) ?? 1) - 1
       if (left === 0) waiting.delete(address)
@@ -143,10 +148,11 @@ export function mountLinkRoutes(app: Hono, store: RelayStore, options: LinkRoute
     }
   })
 
-  async function take(c: Context, id: string, slot: number, deadline: number): Promise<Response> {
+  async function take(c: Context, id: string, slot: number, deadline: number, keep: boolean): Promise<Response> {
     const signal = c.req.raw.signal
     for (;;) {
-      const bytes = await store.takeLink(id, slot, Date.now())
+      const bytes = keep ? await store.readLink(id, slot, Date.now()) : await store.takeLink(id, slot, Date.now())
+      if (bytes && keep) return c.body(new Uint8Array(bytes), 200, { 'Content-Type': 'application/octet-stream', 'Cache-Control': 'no-store' })
       if (bytes) {
         // The taker left between our take and our answer: put it back for its retry, rather
         // than lose the message (best effort; a new writer may have taken the slot meanwhile).

@@ -5,7 +5,8 @@ import { createClient } from '../../src/client/index.js'
 import { generateAgreementKeyPair, generateSigningKeyPair, SignatureDomain, signWithDomain } from '../../src/shared/crypto/index.js'
 import { keyCheckOf } from '../../src/shared/envelope.js'
 import { certificatePayload, encodeAddBody, encodeCertificate, readCertificate, RecordKind } from '../../src/shared/records.js'
-import { type Client, pair, texts, until, World } from './harness.js'
+import { openSqliteStore } from '../../src/client/storage/sqlite-store.js'
+import { type Client, onDisk, pair, texts, until, World } from './harness.js'
 
 let world: World
 afterEach(async () => {
@@ -197,6 +198,45 @@ describe('a link answered around its expiry', () => {
     expect(alice.devices().map((d) => d.id).sort()).toEqual([alice.deviceId, laptop.deviceId].sort())
     await until(() => aliceConv.members().find((m) => m.userId === alice.userId)!.devices.length === 2, 5000, 'added to the conversation')
   }, 30_000)
+})
+
+describe('a new device whose start failed mid-link', () => {
+  it('links by the same link when started again, even past its expiry: the device the first one certified, no other', async () => {
+    world = new World()
+    await world.relay()
+    const { alice, aliceConv, bobConv } = await pair(world)
+    const linked: string[] = []
+    alice.on('deviceLinked', (id) => linked.push(id))
+    const payload = await alice.linkDevice({ expiresIn: 3000 })
+    // The laptop's disk fails as it stores its identity (as if it died there), after the first
+    // device certified it and answered.
+    const path = join(world.dir, 'laptop.db')
+    const disk = await openSqliteStore(path)
+    const failing = onDisk(disk, async (batch, options) => {
+      if (batch.put?.some(([key]) => key === 'identity')) throw new Error('disk failed as the identity was stored')
+      return disk.commit(batch, options)
+    })
+    await expect(createClient({ relay: world.url, storage: failing, link: payload })).rejects.toThrow(/identity was stored/)
+    await disk.close()
+    await until(() => linked.length === 1, 10_000, 'the first device says it linked')
+    // Started again after the link expired: the answer still waits at the relay for these keys.
+    await until(() => Date.now() > decodeLinkPayload(payload).expiresAt + 100, 10_000)
+    const laptop = await createClient({ relay: world.url, storage: path, link: payload })
+    world.clients.push(laptop)
+    expect(laptop.deviceId).toBe(linked[0])
+    expect(laptop.displayName).toBe('alice')
+    expect(alice.devices().map((d) => d.id).sort()).toEqual([alice.deviceId, laptop.deviceId].sort())
+    await bobConv.send('for every device of alice')
+    await until(async () => {
+      const conv = (await laptop.conversations()).find((c) => c.id === aliceConv.id)
+      return conv && texts(conv).includes('for every device of alice')
+    }, 15_000, 'the laptop reads the conversation')
+    // Its third start finds the identity stored: no link is asked for.
+    await laptop.close()
+    const again = await createClient({ relay: world.url, storage: path, link: payload })
+    world.clients.push(again)
+    expect(again.deviceId).toBe(linked[0])
+  }, 40_000)
 })
 
 describe('a link used twice', () => {

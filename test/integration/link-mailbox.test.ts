@@ -41,6 +41,24 @@ describe('link mailbox over HTTP', () => {
     expect((await get(id, '0')).status).toBe(204)
   })
 
+  it('with keep=1 reads a message and leaves it, waiting for one as a take does; keep takes no other value', async () => {
+    const id = newId()
+    const keep = (wait: number) => fetch(`${base}/${id}/1?wait=${wait}&keep=1`)
+    const waiting = keep(2000)
+    await sleep(200)
+    expect((await put(id, '1', Uint8Array.of(7, 8))).status).toBe(201)
+    const first = await waiting
+    expect(first.status).toBe(200)
+    expect(first.headers.get('cache-control')).toBe('no-store')
+    expect(new Uint8Array(await first.arrayBuffer())).toEqual(Uint8Array.of(7, 8))
+    expect(new Uint8Array(await (await keep(0)).arrayBuffer())).toEqual(Uint8Array.of(7, 8))
+    // Still there, and still holding its slot, until taken.
+    expect((await put(id, '1', Uint8Array.of(9))).status).toBe(409)
+    expect(new Uint8Array(await (await get(id, '1')).arrayBuffer())).toEqual(Uint8Array.of(7, 8))
+    expect((await keep(0)).status).toBe(204)
+    for (const bad of ['0', 'true', '', '11']) expect((await fetch(`${base}/${id}/1?keep=${bad}`)).status, bad).toBe(400)
+  })
+
   it('answers HEAD with 405 and keeps the message: a proxy or a monitor must not take it', async () => {
     const id = newId()
     expect((await put(id, '0', Uint8Array.of(1, 2, 3))).status).toBe(201)

@@ -218,6 +218,22 @@ export function describeRelayStoreUpkeep(current: () => { store: RelayStore; har
       expect(await store.takeLink('never-put-here-000000', 1, 1000)).toBeUndefined()
     })
 
+    it('reads a message and leaves it, until it expires (at expiresAt) or is taken', async () => {
+      const { store } = current()
+      const all = new Uint8Array(256).map((_, i) => 255 - i)
+      expect(await store.readLink(ID, 1, 1000)).toBeUndefined()
+      expect(await store.putLink(ID, 1, all, 2000)).toBe(true)
+      const read = await store.readLink(ID, 1, 1000)
+      expect(read).toEqual(all)
+      expect(read).toBeInstanceOf(Uint8Array)
+      expect(await store.readLink(ID, 1, 1999)).toEqual(all)
+      expect(await store.readLink(ID, 0, 1000)).toBeUndefined()
+      expect(await store.readLink(OTHER, 1, 1000)).toBeUndefined()
+      expect(await store.readLink(ID, 1, 2000)).toBeUndefined()
+      expect(await store.takeLink(ID, 1, 1000)).toEqual(all)
+      expect(await store.readLink(ID, 1, 1000)).toBeUndefined()
+    })
+
     it('keeps slots and mailboxes apart', async () => {
       const { store } = current()
       expect(await store.putLink(ID, 0, text('a0'), 2000)).toBe(true)

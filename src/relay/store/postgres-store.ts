@@ -480,6 +480,12 @@ export async function openPostgresRelayStore(url: string, options: PostgresRelay
         const taken = rows[0]
         return taken && taken.expires_at > now ? new Uint8Array(taken.bytes) : undefined
       }),
+    readLink: (id, slot, now) =>
+      guard(async () => {
+        assertLinkSlot(slot)
+        const { rows } = await pool.query<{ bytes: Buffer }>(`SELECT bytes FROM ${s}.link_mailbox WHERE id = $1 AND slot = $2 AND expires_at > $3`, [id, slot, now])
+        return rows[0] ? new Uint8Array(rows[0].bytes) : undefined
+      }),
     purgeLinks: (now) =>
       guard(async () => (await pool.query(`DELETE FROM ${s}.link_mailbox WHERE expires_at <= $1`, [now])).rowCount ?? 0),
     roomBytes: (room) =>

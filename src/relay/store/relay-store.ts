@@ -128,6 +128,8 @@ export interface RelayStore {
   putLink(id: string, slot: number, bytes: Uint8Array, expiresAt: number): Promise<boolean>
   /** Take (return and delete) the message in a slot; undefined when empty or expired (an expired one is deleted too). */
   takeLink(id: string, slot: number, now: number): Promise<Uint8Array | undefined>
+  /** The message in a slot, left there; undefined when empty or expired. */
+  readLink(id: string, slot: number, now: number): Promise<Uint8Array | undefined>
   /** Delete expired messages (expiresAt <= now); returns how many. */
   purgeLinks(now: number): Promise<number>
   /** Total bytes stored for a room (rows + records). */

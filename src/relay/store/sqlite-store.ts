@@ -140,6 +140,7 @@ export function openSqliteRelayStore(path: string, options: SqliteRelayStoreOpti
        FROM rows WHERE room_id = ${ROOM_ID} AND seq <= ?`,
     ),
     roomsOfDevice: db.prepare<[string], { room: string }>('SELECT room FROM device_rooms WHERE device = ? ORDER BY room'),
+    readLink: db.prepare<[string, number, number], { bytes: Buffer }>('SELECT bytes FROM link_mailbox WHERE id = ? AND slot = ? AND expires_at > ?'),
     bytes: db.prepare<[string, string], { b: number | null }>(
       `SELECT (SELECT COALESCE(SUM(LENGTH(structs)), 0) FROM rows WHERE room_id = ${ROOM_ID}) + (SELECT COALESCE(SUM(LENGTH(bytes)), 0) FROM records WHERE room = ?) AS b`,
     ),
@@ -240,6 +241,12 @@ export function openSqliteRelayStore(path: string, options: SqliteRelayStoreOpti
       const taken = await write('takeLink', [id, slot])
       return taken && taken.expiresAt > now ? new Uint8Array(taken.bytes) : undefined
     },
+    readLink: (id, slot, now) =>
+      guard(() => {
+        assertLinkSlot(slot)
+        const row = q.readLink.get(id, slot, now)
+        return row ? new Uint8Array(row.bytes) : undefined
+      }),
     purgeLinks: (now) => write('purgeLinks', [now]),
     roomBytes: (room) => guard(() => q.bytes.get(room, room)?.b ?? 0),
     close: async () => {
