@@ -125,11 +125,15 @@ export class SnapshotAssembly {
     let ready: Complete | undefined
     for (const c of this.complete.values()) if (c.id === latestId) ready = c
     if (!ready) return undefined
-    this.complete.delete(ready.sender)
-    if (membership.everDevices.get(ready.sender) !== latest.by) return undefined
+    if (membership.everDevices.get(ready.sender) !== latest.by) {
+      this.complete.delete(ready.sender)
+      return undefined
+    }
     // Only a device holding every key up to its epoch reads a snapshot, whatever its version.
+    // Kept until it does: dropped here, a key that came later found nothing left to open.
     const history = historyKeys(keys, ready.epoch)
     if (!history) return undefined
+    this.complete.delete(ready.sender)
     let opened: OpenedSnapshot
     try {
       opened = openSnapshot(ready.sealed, this.room, ready.epoch, history)

@@ -103,8 +103,11 @@ export interface MembershipState {
   removedDevices: Map<string, string>
   /** devicePub (base64url) → key bundles given to it by add records, in record order. */
   bundles: Map<string, Uint8Array[]>
-  /** devicePub (base64url) → the invite (invitePub, base64url) it joined by (devices only, not the relay). */
-  joinedVia: Map<string, string>
+  /**
+   * devicePub (base64url) → the invite (invitePub, base64url) it joined by and the epoch current
+   * when it joined (devices only, not the relay).
+   */
+  joinedVia: Map<string, { invite: string; epoch: number }>
   /** devicePub (base64url) → the epoch of the latest add record that gave it keys (devices only). */
   welcomed: Map<string, number>
   /** The latest snapshot: rows up to `coversSeq` may be compacted away. */
@@ -291,7 +294,7 @@ async function applyParsedRecord(s: MembershipState, rec: SignedRecord, options:
       const capped = options.live ? deviceCapBars(s, existing, [toBase64Url(j.joiner.devicePub)]) : undefined
       if (capped) return { ok: false, reason: capped }
       if (existing) {
-        if (!options.relay) writable(s, 'joinedVia').set(toBase64Url(j.joiner.devicePub), toBase64Url(j.invitePub))
+        if (!options.relay) writable(s, 'joinedVia').set(toBase64Url(j.joiner.devicePub), { invite: toBase64Url(j.invitePub), epoch: s.epoch })
         addDevice(s, existing, j.joiner)
         return { ok: true }
       }
@@ -299,7 +302,7 @@ async function applyParsedRecord(s: MembershipState, rec: SignedRecord, options:
       inv.uses++
       const member: MemberState = { userId, role: 'member', joinedAt: j.joinedAt, devices: new Map() }
       s.members.set(userId, member)
-      if (!options.relay) writable(s, 'joinedVia').set(toBase64Url(j.joiner.devicePub), toBase64Url(j.invitePub))
+      if (!options.relay) writable(s, 'joinedVia').set(toBase64Url(j.joiner.devicePub), { invite: toBase64Url(j.invitePub), epoch: s.epoch })
       addDevice(s, member, j.joiner)
       return { ok: true }
     }
@@ -456,13 +459,16 @@ export function removalBars(s: MembershipState, userId: string, invite: { create
 }
 
 /**
- * Devices that joined by an invite but hold no key of the current epoch by any record: its
- * epoch record was written before they joined (it wraps for the members of then), and no add
- * record of this epoch gave them keys since. Their invite carried the keys of its own time
- * only: after a rotation between invite and join they could read and write nothing until the
- * next one (every 1,000 messages). Each is listed with the device that should give them the
- * current key (`welcomer`): the invite's signer while it is an admin's member device, else the
- * first admin member device in byte order.
+ * Devices that joined by an invite but lack keys no record gave them. Their invite carried the
+ * keys of its own time only, and an epoch record wraps for the member devices of its time:
+ *   - any invite: the current epoch's key, when its record was written before they joined and
+ *     no add record of this epoch gave it since (after a rotation between invite and join they
+ *     could read and write nothing until the next one, every 1,000 messages);
+ *   - a 'full' invite: also the keys of the epochs after the invite's up to the one they joined
+ *     in, until an add record of that epoch or later gave them. Without this, a rotation after
+ *     the join (which wraps for them) hid those epochs for good: everything said in them.
+ * Each is listed with the device that should give them the keys (`welcomer`): the invite's
+ * signer while it is an admin's member device, else the first admin member device in byte order.
  */
 export function devicesToWelcome(s: MembershipState): Array<{ device: string; userId: string; invite: InviteState; welcomer: string | undefined }> {
   const current = s.epochs.get(s.epoch)
@@ -470,12 +476,16 @@ export function devicesToWelcome(s: MembershipState): Array<{ device: string; us
   const out: Array<{ device: string; userId: string; invite: InviteState; welcomer: string | undefined }> = []
   let fallback: string | undefined
   let fallbackFound = false
-  for (const [device, invitePub] of s.joinedVia) {
+  for (const [device, via] of s.joinedVia) {
     const userId = s.devices.get(device)
-    if (userId === undefined || current.wrapped.has(device) || s.welcomed.get(device) === s.epoch) continue
-    const invite = s.invites.get(invitePub)
+    if (userId === undefined) continue
+    const invite = s.invites.get(via.invite)
     // Made in this epoch: its token carries this key already.
     if (!invite || invite.epoch === s.epoch) continue
+    const welcomed = s.welcomed.get(device) ?? -1
+    const lacksCurrent = !current.wrapped.has(device) && welcomed < s.epoch
+    const lacksBetween = invite.history === 'full' && via.epoch > invite.epoch && welcomed < via.epoch
+    if (!lacksCurrent && !lacksBetween) continue
     const issuer = s.devices.get(invite.issuerDevice)
     let welcomer: string | undefined
     if (issuer !== undefined && s.members.get(issuer)?.role === 'admin') welcomer = invite.issuerDevice

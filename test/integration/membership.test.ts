@@ -146,6 +146,39 @@ describe('membership and key epochs', () => {
     expect(said(carolConv).filter((k) => k.includes('@'))).toEqual(expected.filter((k) => k.includes('@')))
   })
 
+  it("a 'full' invite used while its admin is away, then a key change by a member: the joiner still gets the epochs in between, and reads them from a snapshot", async () => {
+    world = new World()
+    await world.relay()
+    const quiet = { compaction: false as const }
+    const alice = await world.client('alice', quiet)
+    const bob = await world.client('bob', quiet)
+    await until(() => alice.connection === 'online' && bob.connection === 'online')
+    const aliceConv = await alice.createConversation({ title: 'T' })
+    const bobConv = await bob.join(await aliceConv.invite())
+    const carolInvite = await aliceConv.invite()
+    await aliceConv.rotateKey()
+    await until(() => bobConv.epoch === 1 && bobConv.keys().has(1), 10_000, 'bob at epoch 1')
+    for (let i = 0; i < 20; i++) await bobConv.send(`epoch 1 #${i}`)
+    await until(() => texts(aliceConv).length === 20, 10_000, 'alice has all')
+    await aliceConv.writeSnapshot()
+    // The relay keeps epoch 1's messages only in the snapshot from now on.
+    await until(() => world.logLines.some((l) => l.includes('"compacted"')), 10_000, 'compacted')
+    await alice.close()
+    // Carol joins by the invite of epoch 0 while Alice is away: she holds epoch 0's key only.
+    const carol = await world.client('carol', quiet)
+    const carolConv = await carol.join(carolInvite)
+    // Bob changes the key: epoch 2 is wrapped for Carol, epoch 1 still is not.
+    await bobConv.rotateKey()
+    await until(() => carolConv.keys().has(2), 10_000, 'carol holds epoch 2')
+    await bobConv.writeSnapshot()
+    expect(carolConv.keys().has(1)).toBe(false)
+    // Alice comes back and gives Carol what her invite could not carry.
+    const aliceAgain = await world.client('alice', { ...quiet, storage: join(world.dir, 'alice.db') })
+    await until(async () => (await aliceAgain.conversations()).length === 1, 10_000, 'alice back')
+    await until(() => carolConv.keys().has(1), 15_000, 'carol gets epoch 1')
+    await until(() => texts(carolConv).filter((t) => t.startsWith('epoch 1')).length === 20, 15_000, 'carol reads epoch 1')
+  }, 60_000)
+
   it('ignores a forged record everywhere: signed by a non-admin, or not validly signed', async () => {
     world = new World()
     const relay = await world.relay()
