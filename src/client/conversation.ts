@@ -1062,7 +1062,16 @@ export class Conversation {
    * ```
    */
   safetyNumber(userId: string): string {
-    return safetyNumber(this.ctx.identity.userPub, fromBase64Url(userId))
+    // Anyone's identity will do (a member's, or someone's about to be added), but a string that
+    // is none gave a number all the same, for a person nobody is.
+    let userPub: Uint8Array | undefined
+    try {
+      userPub = typeof userId === 'string' && /^[A-Za-z0-9_-]{43}$/.test(userId) ? fromBase64Url(userId) : undefined
+    } catch {
+      userPub = undefined
+    }
+    if (userPub?.length !== 32) throw new PetrelError(ErrorCode.InvalidArgument, 'not a userId', { conversationId: this.id })
+    return safetyNumber(this.ctx.identity.userPub, userPub)
   }
 
   /**

@@ -89,6 +89,12 @@ export async function createRelay(options: RelayOptions = {}): Promise<Relay> {
   if (pageRows !== undefined && !(Number.isSafeInteger(pageRows) && pageRows >= 1)) {
     throw new PetrelError(ErrorCode.InvalidArgument, `catchUpPageRows must be a whole number of rows, at least 1 (got ${pageRows})`)
   }
+  // From a config file or the CLI's JSON, `null`, `5` or `[1]` spread to nothing (or to "limit 0"),
+  // and the relay started on its defaults, silently.
+  const given: unknown = options.limits
+  if (given !== undefined && (typeof given !== 'object' || given === null || Array.isArray(given))) {
+    throw new PetrelError(ErrorCode.InvalidArgument, `relay limits must be an object of limit names to numbers (got ${JSON.stringify(given)})`)
+  }
   const limits = { ...defaultLimits, ...options.limits }
   // Checked, not trusted: a limit of "1mb" left ws with no frame cap, and null refused every connection.
   for (const [name, value] of Object.entries(limits)) {

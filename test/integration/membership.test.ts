@@ -249,6 +249,8 @@ describe('membership and key epochs', () => {
     expect(bobConv.safetyNumber(alice.userId)).toBe(n)
     const mallory = await world.client('mallory')
     expect(aliceConv.safetyNumber(mallory.userId)).not.toBe(n)
+    for (const bad of ['', 'bob', `${bob.userId}x`, bob.userId.slice(1), `${bob.userId.slice(0, 42)}!`, 42 as never])
+      expect(() => aliceConv.safetyNumber(bad), String(bad)).toThrow(expect.objectContaining({ code: 'invalid_argument' }))
   })
 })
 

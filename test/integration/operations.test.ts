@@ -187,7 +187,7 @@ describe('operating a relay', () => {
 
   it('exits with 2 and one line on limits createRelay refuses', () => {
     const cli = join(import.meta.dirname, '../../src/relay/cli.ts')
-    for (const limits of ['{"maxFrameBytes":"1mb"}', '{"maxFrameByte":1}']) {
+    for (const limits of ['{"maxFrameBytes":"1mb"}', '{"maxFrameByte":1}', 'null', '5', '[1]', '"fast"']) {
       const run = spawnSync(process.execPath, ['--import', 'tsx', cli, '--port', '0', '--database', ':memory:', '--limits', limits], { encoding: 'utf8', timeout: 20_000 })
       expect(run.status, limits).toBe(2)
       expect(run.stderr).toMatch(/^petrel-relay: .*limit/)
