@@ -1253,7 +1253,7 @@ export class Conversation {
         const deviceOwner = (device: string) => this.membership.everDevices.get(device)
         for (let i = 0; i < envelopes.length; i++) {
           const admitted = admitEnvelope(rules, envelopes[i]!, headers[i], verdicts[i])
-          if (admitted.kind === 'hold') this.defer(envelopes[i]!, admitted.code, admitted.message)
+          if (admitted.kind === 'hold') this.defer(envelopes[i]!, admitted.code, admitted.message, admitted.quiet)
           else if (admitted.kind === 'refuse') this.reject(admitted.code, admitted.message)
           if (admitted.kind !== 'open') continue
           const { opened, deviceId, userId } = admitted
@@ -2195,9 +2195,9 @@ export class Conversation {
     return nonces
   }
 
-  /** Keep an envelope to try again after the next membership change (bounded). */
-  private defer(envelope: IncomingEnvelope, code: ErrorCode, message: string): void {
-    if (!this.held.add(envelope)) return
+  /** Keep an envelope to try again after the next membership change (bounded); reported unless `quiet`. */
+  private defer(envelope: IncomingEnvelope, code: ErrorCode, message: string, quiet = false): void {
+    if (!this.held.add(envelope) || quiet) return
     this.reject(code, `${message}; held until the conversation's records explain it`)
   }
 

@@ -64,8 +64,11 @@ export interface AdmissionRules {
 export type Admission =
   /** Its header did not parse: reported already, by `checkEnvelopes`. */
   | { kind: 'malformed' }
-  /** Kept to try again once the conversation's records explain it. */
-  | { kind: 'hold'; code: ErrorCode; message: string }
+  /**
+   * Kept to try again once the conversation's records explain it. `quiet`: expected, so not
+   * worth an error event (history before this device's first key, or keys not here yet).
+   */
+  | { kind: 'hold'; code: ErrorCode; message: string; quiet?: true }
   /** Refused for good. */
   | { kind: 'refuse'; code: ErrorCode; message: string }
   /** A copy of an envelope already opened: it changes nothing. */
@@ -121,7 +124,13 @@ export function admitEnvelope(rules: AdmissionRules, envelope: IncomingEnvelope,
   if (userId === undefined) return { kind: 'hold', code: ErrorCode.UnknownSender, message: `envelope from a device that is not a member (${deviceId.slice(0, 8)}…)` }
   if (!verified) return { kind: 'refuse', code: ErrorCode.EnvelopeRejected, message: 'envelope signature does not verify' }
   const key = rules.keys.get(h.epoch)
-  if (!key) return { kind: 'hold', code: ErrorCode.EnvelopeRejected, message: `no key for epoch ${h.epoch}` }
+  if (!key) {
+    // Before this device's first key: what a 'from-join' member never reads, by design (every
+    // newcomer's app showed an error per catch-up for it), or a joiner's keys on their way.
+    let first = Number.POSITIVE_INFINITY
+    for (const e of rules.keys.keys()) if (e < first) first = e
+    return { kind: 'hold', code: ErrorCode.EnvelopeRejected, message: `no key for epoch ${h.epoch}`, ...(h.epoch < first ? { quiet: true as const } : {}) }
+  }
   if (!constantTimeEqual(keyCheckOf(key), h.keyCheck)) {
     const winner = rules.winnerKeyCheck(h.epoch)
     if (h.epoch !== 0 && (winner === undefined || !constantTimeEqual(winner, keyCheckOf(key)))) {

@@ -169,6 +169,30 @@ describe.skipIf(!hasChromium)(hasChromium ? 'linked devices in the demo app' : `
     await shot(bob, 'devices-06-bob-added.png')
   })
 
+  it('Carol, added without earlier messages, still sees the title and who wrote what', { timeout: 60_000 }, async () => {
+    const carol = await newPerson('carol', 'Carol')
+    await carol.page.getByRole('button', { name: 'My identity' }).click()
+    await carol.page.waitForFunction(() => (document.querySelector('textarea[aria-label="My identity"]') as HTMLTextAreaElement | null)?.value.startsWith('petrel-id:'))
+    const identity = await carol.page.getByRole('dialog', { name: 'My identity' }).getByLabel('My identity').inputValue()
+    await carol.page.getByRole('dialog', { name: 'My identity' }).getByRole('button', { name: 'Done' }).click()
+    await laptop.page.getByRole('button', { name: 'Add person' }).click()
+    const add = laptop.page.getByRole('dialog', { name: 'Add person' })
+    await add.getByLabel('Their identity').fill(identity)
+    await add.getByLabel('They can read earlier messages').uncheck()
+    await add.getByRole('button', { name: 'Add', exact: true }).click()
+    await add.waitFor({ state: 'hidden' })
+    // The title was written before Carol's key: it reaches her said again under hers.
+    await conversation(carol, 'Trip').waitFor({ timeout: 20_000 })
+    await conversation(carol, 'Trip').click()
+    await send(laptop, 'Welcome Carol')
+    await send(bob, 'Hi Carol')
+    await message(carol, 'Welcome Carol').locator('.author', { hasText: 'Alice' }).waitFor({ timeout: 20_000 })
+    await message(carol, 'Hi Carol').locator('.author', { hasText: 'Bob' }).waitFor({ timeout: 20_000 })
+    expect(await message(carol, 'Written on the laptop').count()).toBe(0)
+    await shot(carol, 'devices-07-carol-from-join.png')
+    await carol.context.close()
+  })
+
   it('the laptop removes the phone', { timeout: 60_000 }, async () => {
     await laptop.page.getByRole('button', { name: 'Devices' }).click()
     const dialog = devicesDialog(laptop)
@@ -177,7 +201,7 @@ describe.skipIf(!hasChromium)(hasChromium ? 'linked devices in the demo app' : `
     await dialog.getByText('Device removed.').waitFor({ timeout: 15_000 })
     await dialog.locator('li', { hasText: 'Other device' }).waitFor({ state: 'detached' })
     expect(await dialog.locator('li').count()).toBe(1)
-    await shot(laptop, 'devices-07-laptop-removed.png')
+    await shot(laptop, 'devices-08-laptop-removed.png')
     await dialog.getByRole('button', { name: 'Done' }).click()
     // The phone says so where it is read, in the conversation, and takes no more messages.
     await conversation(phone, 'Trip').click().catch(() => undefined)
