@@ -11,8 +11,11 @@
  *
  * ```
  * link-pending := uint8 1 • varString mailbox • varUint8Array deviceSecret(32) • varUint8Array agreementSecret(32)
+ *                 • uint8 offered (1 once the relay stored our offer, else 0)
  * ```
- * under the device store's key `link-pending`, deleted in the commit that stores the identity.
+ * under the device store's key `link-pending`, deleted in the commit that stores the identity,
+ * and when the link fails for good (used by another device, never answered). Only an offer the
+ * relay stored makes a later "already used" possibly ours: otherwise it is someone else's.
  */
 import * as encoding from 'lib0/encoding'
 import { agreementPublicKeyFromSecret, constantTimeEqual, generateAgreementKeyPair, generateSigningKeyPair, publicKeyFromSecret } from '../shared/crypto/index.js'
@@ -36,6 +39,7 @@ interface PendingLink {
   mailbox: string
   deviceSecret: Uint8Array
   agreementSecret: Uint8Array
+  offered: boolean
 }
 
 function encodePending(p: PendingLink): Uint8Array {
@@ -44,6 +48,7 @@ function encodePending(p: PendingLink): Uint8Array {
   encoding.writeVarString(e, p.mailbox)
   encoding.writeVarUint8Array(e, p.deviceSecret)
   encoding.writeVarUint8Array(e, p.agreementSecret)
+  encoding.writeUint8(e, p.offered ? 1 : 0)
   return encoding.toUint8Array(e)
 }
 
@@ -54,9 +59,12 @@ async function readPending(store: DeviceStore): Promise<PendingLink | undefined>
   try {
     const r = new StrictReader(bytes)
     if (r.uint8() !== PENDING_VERSION) return undefined
-    const p = { mailbox: r.varString(128), deviceSecret: r.varBytes(32), agreementSecret: r.varBytes(32) }
+    const p = { mailbox: r.varString(128), deviceSecret: r.varBytes(32), agreementSecret: r.varBytes(32), offered: false }
+    const offered = r.uint8()
     r.end()
-    return p.deviceSecret.length === 32 && p.agreementSecret.length === 32 ? p : undefined
+    if (offered > 1 || p.deviceSecret.length !== 32 || p.agreementSecret.length !== 32) return undefined
+    p.offered = offered === 1
+    return p
   } catch {
     return undefined
   }
@@ -67,6 +75,12 @@ export async function linkAsNewDevice(
   relays: string[],
   payload: string,
 ): Promise<{ identity: Identity; siblings: DeviceCertificate[]; name: string; primary: string }> {
+  // A link that failed for good leaves no keys behind to resume with: started again with it,
+  // the device says so at once instead of waiting for an answer that is not its own.
+  const giveUp = async (message: string): Promise<never> => {
+    await store.commit({ put: [[PENDING_KEY, null]] }).catch(() => undefined)
+    throw new PetrelError(ErrorCode.LinkFailed, message)
+  }
   const link = decodeLinkPayload(payload)
   const stored = await readPending(store)
   const resumed = stored?.mailbox === link.mailbox ? stored : undefined
@@ -74,7 +88,7 @@ export async function linkAsNewDevice(
   let pending: PendingLink
   if (resumed) pending = resumed
   else {
-    pending = { mailbox: link.mailbox, deviceSecret: generateSigningKeyPair().secretKey, agreementSecret: generateAgreementKeyPair().secretKey }
+    pending = { mailbox: link.mailbox, deviceSecret: generateSigningKeyPair().secretKey, agreementSecret: generateAgreementKeyPair().secretKey, offered: false }
     await store.commit({ put: [[PENDING_KEY, encodePending(pending)]] })
   }
   const devicePub = publicKeyFromSecret(pending.deviceSecret)
@@ -82,23 +96,28 @@ export async function linkAsNewDevice(
   const mailbox = new LinkMailbox(relays)
   const offer = sealLinkMessage(link, LinkSlot.Offer, encodeOffer(devicePub, agreementPub))
   // The slot may hold junk the other device has not cleared yet: try again for a while. A link
-  // really used by another device stays taken, and that is the error then. Resumed, the offer
-  // that used it may be ours: the answer tells.
-  for (const giveUp = Date.now() + OCCUPIED_RETRY_MS; ; ) {
+  // really used by another device stays taken, and that is the error then. Resumed after the
+  // relay stored our offer, the offer that used it may be ours: the answer tells.
+  for (const until = Date.now() + OCCUPIED_RETRY_MS; ; ) {
     try {
       await mailbox.put(link.mailbox, LinkSlot.Offer, offer)
+      if (!pending.offered) {
+        pending = { ...pending, offered: true }
+        await store.commit({ put: [[PENDING_KEY, encodePending(pending)]] })
+      }
       break
     } catch (err) {
       const used = err instanceof PetrelError && err.code === ErrorCode.LinkFailed && /already used/.test(err.message)
-      if (used && resumed) break
-      if (!used || Date.now() > giveUp) throw err
+      if (used && pending.offered) break
+      if (!used) throw err
+      if (Date.now() > until) await giveUp(err.message)
       await new Promise((r) => setTimeout(r, 250))
     }
   }
   // An answer the other device began before the link expired may land a little after. Read,
   // not taken: it stays until the identity is stored.
   const answer = await mailbox.take(link.mailbox, LinkSlot.Answer, Math.max(link.expiresAt, resumed ? Date.now() : 0) + ANSWER_GRACE_MS, undefined, true)
-  if (!answer) throw new PetrelError(ErrorCode.LinkFailed, 'the other device did not answer before the link expired')
+  if (!answer) return giveUp('the other device did not answer before the link expired')
   const plain = openLinkMessage(link, LinkSlot.Answer, answer)
   if (!plain) throw new PetrelError(ErrorCode.LinkFailed, 'the link answer was not sealed with the link secret')
   let parsed: ReturnType<typeof readAnswer>
@@ -111,7 +130,7 @@ export async function linkAsNewDevice(
   // Another device's answer (the link was used twice, say a QR code scanned by two) stays in
   // its slot for that device, which is waiting for it.
   const ours = constantTimeEqual(certificate.devicePub, devicePub) && constantTimeEqual(certificate.agreementPub, agreementPub)
-  if (!ours) throw new PetrelError(ErrorCode.LinkFailed, 'this link was used by another device: make a new one for this device')
+  if (!ours) return giveUp('this link was used by another device: make a new one for this device')
   if (!(await verifyCertificate(certificate))) throw new PetrelError(ErrorCode.LinkFailed, 'the link answer does not certify this device')
   const verified: DeviceCertificate[] = []
   for (const s of siblings) if (constantTimeEqual(s.userPub, certificate.userPub) && (await verifyCertificate(s))) verified.push(s)

@@ -5,8 +5,10 @@
  *   PUT /v1/link/:id/:slot          raw body, 1..maxBytes bytes
  *       → 201 stored | 409 slot already holds a message | 413 too large | 400 bad id, slot or body
  *   GET /v1/link/:id/:slot?wait=MS[&keep=1]  take the message, waiting up to MS (≤ maxWaitMs) for
- *       one; with keep=1 read it and leave it in its slot (until it expires or is taken)
- *       → 200 the bytes (application/octet-stream) | 204 none arrived in time | 400 bad id, slot, wait or keep
+ *       one; with keep=1 (slot 1, the answer, only) read it and leave it in its slot (until it
+ *       expires or is taken), at most 8 times a message
+ *       → 200 the bytes (application/octet-stream) | 204 none arrived in time | 400 bad id, slot, wait
+ *         or keep | 429 read too often
  *   Either → 429 past the per-address caps (messages stored per TTL, GETs waiting at once).
  *
  * No authentication, by design: the two devices have no credential in common yet. The id is the
@@ -48,6 +50,12 @@ const SLOTS = new Map([
   ['1', 1],
 ])
 const POLL_MS = 100
+/**
+ * Reads with keep=1 of one message: a new device reads its answer once, or again after a failed
+ * start. Uncounted, one message of 8 KiB could be fetched without end by anyone, for 10 minutes:
+ * a free file host.
+ */
+const MAX_KEEP_READS = 8
 const PURGE_EVERY_MS = 60_000
 
 /** The remote address of a request served by @hono/node-server (its Node request is `c.env.incoming`). */
@@ -85,6 +93,8 @@ export function mountLinkRoutes(app: Hono, store: RelayStore, options: LinkRoute
   // 8 KiB at ~300 a second (1.4 GiB per TTL window), and kept 500 GETs polling the store.
   const stored = new Map<string, { since: number; count: number }>()
   const waiting = new Map<string, number>()
+  /** `id/slot` → reads with keep=1 of its message, and when the first was (forgotten after ttlMs). */
+  const keepReads = new Map<string, { since: number; count: number }>()
 
   app.use('/v1/link/*', cors({ origin: '*', allowMethods: ['GET', 'PUT'], allowHeaders: ['Content-Type'], maxAge: 600 }))
 
@@ -112,6 +122,7 @@ export function mountLinkRoutes(app: Hono, store: RelayStore, options: LinkRoute
     if (now - lastPurge >= PURGE_EVERY_MS) {
       lastPurge = now
       for (const [a, w] of stored) if (now - w.since >= ttlMs) stored.delete(a)
+      for (const [k, r] of keepReads) if (now - r.since >= ttlMs) keepReads.delete(k)
       // Only storage space depends on it, so a failed purge must not fail the PUT; the next one retries.
       await store.purgeLinks(now).catch(() => {
         lastPurge = 0
@@ -134,7 +145,7 @@ export function mountLinkRoutes(app: Hono, store: RelayStore, options: LinkRoute
     // A new device reads its answer and leaves it until its keys are stored: a device that died
     // in between took the answer with it, and could never link by that link again.
     const keep = c.req.query('keep')
-    if (keep !== undefined && keep !== '1') return c.json({ error: 'bad keep' }, 400)
+    if (keep !== undefined && (keep !== '1' || slot !== 1)) return c.json({ error: 'bad keep (only keep=1, on slot 1)' }, 400)
     const address = addressOf(c)
     const busy = waiting.get(address) ?? 0
     if (busy >= maxWaiting) return c.json({ error: 'too many waiting requests from this address' }, 429)
@@ -152,7 +163,14 @@ export function mountLinkRoutes(app: Hono, store: RelayStore, options: LinkRoute
     const signal = c.req.raw.signal
     for (;;) {
       const bytes = keep ? await store.readLink(id, slot, Date.now()) : await store.takeLink(id, slot, Date.now())
-      if (bytes && keep) return c.body(new Uint8Array(bytes), 200, { 'Content-Type': 'application/octet-stream', 'Cache-Control': 'no-store' })
+      if (bytes && keep) {
+        const k = `${id}/${slot}`
+        const reads = keepReads.get(k) ?? { since: Date.now(), count: 0 }
+        if (reads.count >= MAX_KEEP_READS) return c.json({ error: 'this message was read too often; take it' }, 429)
+        reads.count++
+        keepReads.set(k, reads)
+        return c.body(new Uint8Array(bytes), 200, { 'Content-Type': 'application/octet-stream', 'Cache-Control': 'no-store' })
+      }
       if (bytes) {
         // The taker left between our take and our answer: put it back for its retry, rather
         // than lose the message (best effort; a new writer may have taken the slot meanwhile).

@@ -57,6 +57,18 @@ describe('link mailbox over HTTP', () => {
     expect(new Uint8Array(await (await get(id, '1')).arrayBuffer())).toEqual(Uint8Array.of(7, 8))
     expect((await keep(0)).status).toBe(204)
     for (const bad of ['0', 'true', '', '11']) expect((await fetch(`${base}/${id}/1?keep=${bad}`)).status, bad).toBe(400)
+    // Offers (slot 0) are only ever taken.
+    expect((await fetch(`${base}/${id}/0?keep=1`)).status).toBe(400)
+  })
+
+  it('lets a message be read with keep=1 eight times, then only taken: the mailbox is no file host', async () => {
+    const id = newId()
+    expect((await put(id, '1', new Uint8Array(8192).fill(1))).status).toBe(201)
+    for (let i = 0; i < 8; i++) expect((await fetch(`${base}/${id}/1?keep=1`)).status, `read ${i}`).toBe(200)
+    const refused = await fetch(`${base}/${id}/1?keep=1`)
+    expect(refused.status).toBe(429)
+    expect(await refused.json()).toEqual({ error: 'this message was read too often; take it' })
+    expect((await get(id, '1')).status).toBe(200)
   })
 
   it('answers HEAD with 405 and keeps the message: a proxy or a monitor must not take it', async () => {
