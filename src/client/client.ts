@@ -40,6 +40,8 @@ import { DeviceBook } from './device-book.js'
 import { encodeAnswer, encodeLinkPayload, LINK_TTL_MS, LinkMailbox, LinkSlot, newLinkSecret, openLinkMessage, readOffer, sealLinkMessage } from './device-link.js'
 import { hasIdentity, type Identity, loadOrCreateIdentity, NAME_KEY } from './identity.js'
 import { linkAsNewDevice } from './link-new-device.js'
+import { MAX_TITLE_BYTES } from './restated-context.js'
+import { utf8Length } from '../shared/utf8-length.js'
 import { encodePublicIdentity } from './public-identity.js'
 import { decodeRelayLimits, encodeRelayLimits, RELAY_LIMITS_KEY } from './relay-limits.js'
 import { decodeSummary, STALE_SUMMARY_PREFIX, SUMMARY_PREFIX, type Summary, staleSummaryKey, summaryKey } from './summary.js'
@@ -618,6 +620,10 @@ export class PetrelClient {
   /** Create a conversation; works offline (it reaches the relay with the first connection). */
   async createConversation(options: { title?: string } = {}): Promise<Conversation> {
     this.assertOpen()
+    const { title } = options
+    if (title !== undefined && (typeof title !== 'string' || utf8Length(title) > MAX_TITLE_BYTES)) {
+      throw new PetrelError(ErrorCode.InvalidArgument, `a title is a string of at most ${MAX_TITLE_BYTES} UTF-8 bytes`)
+    }
     const nonce = randomBytes(16)
     const room = roomIdFor(nonce, this.identity.userPub)
     const body = encodeGenesisBody({ room, nonce, createdAt: Date.now() })

@@ -71,7 +71,7 @@ import {
   keyOf,
 } from './conversation-record.js'
 import type { ClientContext } from './client-context.js'
-import { type Profile, RestatedContext } from './restated-context.js'
+import { MAX_TITLE_BYTES, type Profile, RestatedContext } from './restated-context.js'
 import { checkInnerUpdate, INNER_MESSAGE_BATCHES, INNER_MESSAGES, INNER_META, INNER_PROFILES } from './inner-guard.js'
 import { type Batch, COMMIT_SOON, type CommitOptions } from './storage/device-store.js'
 import { randomClientId } from '../shared/client-id.js'
@@ -212,6 +212,7 @@ export class Conversation {
   private readonly restated = new RestatedContext(
     () => this.doc.getMap<Profile>(INNER_PROFILES),
     () => this.doc.getMap(INNER_META),
+    () => this.membership.epoch,
   )
   /** The client ids this session writes from, across sessions (writer-ids.ts). */
   private readonly writerIds: SessionWriterIds
@@ -1080,8 +1081,29 @@ export class Conversation {
    */
   async sayName(name: string): Promise<void> {
     await this.ready()
-    const write = this.restated.naming(this.ctx.identity.userId, name, this.membership.epoch)
+    const write = this.restated.naming(this.ctx.identity.userId, name)
     return this.writeInner(() => write(this.doc.getMap<Profile>(INNER_PROFILES)))
+  }
+
+  /**
+   * Give the conversation a new title, for every member (any member may). Write it here rather
+   * than to `doc`'s `meta` map: once the title was said again for a newcomer
+   * (restated-context.ts), a plain write there is outranked.
+   *
+   * @example
+   * ```ts
+   * await conv.setTitle('Lisbon, May')
+   * ```
+   */
+  async setTitle(title: string): Promise<void> {
+    if (typeof title !== 'string' || utf8Length(title) > MAX_TITLE_BYTES) {
+      throw new PetrelError(ErrorCode.InvalidArgument, `a title is a string of at most ${MAX_TITLE_BYTES} UTF-8 bytes`, { conversationId: this.id })
+    }
+    await this.ready()
+    this.assertOpen()
+    if (this.denied) throw this.denied
+    const write = this.restated.titling(title)
+    return this.writeInner(() => write(this.doc.getMap(INNER_META)))
   }
 
   /** Write inner state (title, profile) as the local device. */
@@ -1517,6 +1539,7 @@ export class Conversation {
     const epochBefore = this.membership.epoch
     const devicesBefore = this.membership.devices
     const invitesBefore = this.membership.invites
+    const membersBefore = new Set(this.membership.members.keys())
     const bad = await this.book.fold(this.outer.getMap<Uint8Array>(OUTER_RECORDS))
     // A device that came in may read only part of the history (a 'from-join' member's, or one
     // that gets the history compacted into a snapshot it cannot open): the same fresh start.
@@ -1535,8 +1558,11 @@ export class Conversation {
       this.doc.clientID = randomClientId()
       this.clientEpoch = this.membership.epoch
     }
-    // Not at the first fold of an open: it reads every record ever written as new.
-    if (devicesBefore.size > 0 && (newDevice || fromJoinInvite) && this.membership.epoch > 0) this.restateDue = true
+    // Someone came who may read only from here: a person new here ('from-join', or let back in
+    // so), or a 'from-join' invite's joiners to be. Not a device of a member (it holds its
+    // person's keys), and not at the first fold of an open (every record ever written is new).
+    const newPerson = membersBefore.size > 0 && [...this.membership.members.keys()].some((u) => !membersBefore.has(u))
+    if (devicesBefore.size > 0 && (newPerson || fromJoinInvite) && this.membership.epoch > 0) this.restateDue = true
     if (bad > 0) this.ctx.reportError(new PetrelError(ErrorCode.EnvelopeRejected, `ignored ${bad} record(s) whose signature does not verify`, { conversationId: this.id }))
     // Envelopes held for a sender's join may open now, whichever path folded it in.
     if (added && this.held.size > 0) this.retryDeferred()

@@ -15,9 +15,16 @@
  * meta['title' • '@' • epoch]     = title
  * ```
  *
- * `epoch` is decimal. A reader takes, per name and for the title, the entry of the highest epoch;
- * the plain entry (`profiles[userId]`, `meta.title`) counts as epoch -1. A userId is base64url,
- * so it never holds '@'. Entries whose epoch part is not a plain decimal number are ignored.
+ * `epoch` is decimal. A reader takes, per name and for the title, the entry of the highest epoch
+ * up to the conversation's current one; the plain entry (`profiles[userId]`, `meta.title`) counts
+ * as epoch -1. Entries of a later epoch are ignored (`meta` is anyone's to write: a member's
+ * `title@999…` would have pinned the title for good), and so are entries whose epoch part is not
+ * a plain decimal number. A userId is base64url, so it never holds '@'.
+ *
+ * Once an entry was said again, a change is written to the entry of the current epoch (or of the
+ * highest one said, if later), and the plain entry left alone: written below it, the plain entry
+ * would be outranked, and written beside it in one transaction, it drew the new entry into the
+ * fill at a newcomer's device (the plain item's origin is history it never reads).
  */
 import type * as Y from 'yjs'
 
@@ -26,6 +33,9 @@ export interface Profile {
 }
 
 const TITLE = 'title'
+
+/** Longest title `setTitle` and `createConversation` take, in UTF-8 bytes (a title is shown on one line). */
+export const MAX_TITLE_BYTES = 1024
 
 /** The key restating `base` (a userId, or 'title') at `epoch`. */
 export const restatedKey = (base: string, epoch: number): string => `${base}@${epoch}`
@@ -41,12 +51,15 @@ function splitKey(key: string): { base: string; epoch: number } | undefined {
 
 /** What the title and names read as, from the inner document's `meta` and `profiles` maps. */
 export class RestatedContext {
-  /** userId → the name of its highest epoch; built on first use after a change of `profiles`. */
+  /** userId → the name of its highest epoch; built on first use after a change of `profiles` or of the epoch. */
   private names: Map<string, { epoch: number; name: string | undefined }> | undefined
+  private namesEpoch = -1
 
+  /** `epoch`: the conversation's current key epoch, as this device has folded it. */
   constructor(
     private readonly profiles: () => Y.Map<Profile>,
     private readonly meta: () => Y.Map<unknown>,
+    private readonly epoch: () => number,
   ) {}
 
   /** Call when `profiles` changed (before anything reads names again). */
@@ -56,20 +69,12 @@ export class RestatedContext {
 
   /** The person's name, or undefined when they gave none (or this device cannot read it). */
   name(userId: string): string | undefined {
-    this.names ??= this.readNames()
-    return this.names.get(userId)?.name
+    return this.nameEntry(userId)?.name
   }
 
   /** The conversation's title, or '' when none is known here. */
   title(): string {
-    let best: { epoch: number; title: string } | undefined
-    for (const [key, value] of this.meta().entries()) {
-      if (!key.startsWith(TITLE) || typeof value !== 'string') continue
-      const split = splitKey(key)
-      if (split?.base !== TITLE) continue
-      if (!best || split.epoch > best.epoch) best = { epoch: split.epoch, title: value }
-    }
-    return best?.title ?? ''
+    return this.titleEntry()?.title ?? ''
   }
 
   /**
@@ -78,6 +83,7 @@ export class RestatedContext {
    * or there is nothing to say.
    */
   restatement(userId: string, epoch: number): ((profiles: Y.Map<Profile>, meta: Y.Map<unknown>) => void) | undefined {
+    if (epoch > this.epoch()) return undefined
     const name = this.name(userId)
     const nameKey = restatedKey(userId, epoch)
     const sayName = name !== undefined && name !== '' && !this.profiles().has(nameKey)
@@ -91,24 +97,48 @@ export class RestatedContext {
     }
   }
 
-  /**
-   * The change that gives `userId` the name `name` at `epoch`: the plain entry, and the one of
-   * `epoch` too once the person has a restated entry (which would otherwise outrank it).
-   */
-  naming(userId: string, name: string, epoch: number): (profiles: Y.Map<Profile>) => void {
-    this.names ??= this.readNames()
-    const restated = (this.names.get(userId)?.epoch ?? -1) >= 0
-    return (profiles) => {
-      profiles.set(userId, { name })
-      if (restated) profiles.set(restatedKey(userId, epoch), { name })
-    }
+  /** The change that gives `userId` the name `name`: the plain entry, or the current epoch's once one was said again. */
+  naming(userId: string, name: string): (profiles: Y.Map<Profile>) => void {
+    const key = this.changeKey(userId, this.nameEntry(userId)?.epoch)
+    return (profiles) => profiles.set(key, { name })
   }
 
-  private readNames(): Map<string, { epoch: number; name: string | undefined }> {
+  /** The change that makes `title` the title: the plain entry, or the current epoch's once one was said again. */
+  titling(title: string): (meta: Y.Map<unknown>) => void {
+    const key = this.changeKey(TITLE, this.titleEntry()?.epoch)
+    return (meta) => meta.set(key, title)
+  }
+
+  private changeKey(base: string, said: number | undefined): string {
+    return said === undefined || said < 0 ? base : restatedKey(base, Math.max(said, this.epoch()))
+  }
+
+  private nameEntry(userId: string): { epoch: number; name: string | undefined } | undefined {
+    const epoch = this.epoch()
+    if (!this.names || this.namesEpoch !== epoch) {
+      this.names = this.readNames(epoch)
+      this.namesEpoch = epoch
+    }
+    return this.names.get(userId)
+  }
+
+  private titleEntry(): { epoch: number; title: string } | undefined {
+    const current = this.epoch()
+    let best: { epoch: number; title: string } | undefined
+    for (const [key, value] of this.meta().entries()) {
+      if (!key.startsWith(TITLE) || typeof value !== 'string') continue
+      const split = splitKey(key)
+      if (split?.base !== TITLE || split.epoch > current) continue
+      if (!best || split.epoch > best.epoch) best = { epoch: split.epoch, title: value }
+    }
+    return best
+  }
+
+  private readNames(current: number): Map<string, { epoch: number; name: string | undefined }> {
     const names = new Map<string, { epoch: number; name: string | undefined }>()
     for (const [key, value] of this.profiles().entries()) {
       const split = splitKey(key)
-      if (!split) continue
+      if (!split || split.epoch > current) continue
       const had = names.get(split.base)
       if (had && had.epoch >= split.epoch) continue
       const name = (value as Profile | undefined)?.name

@@ -146,6 +146,11 @@ describe('membership and key epochs', () => {
     expect(said(carolConv).filter((k) => k.includes('@'))).toEqual(expected.filter((k) => k.includes('@')))
     // What came before their keys is no error of theirs: the app showed one per catch-up.
     for (const newcomer of [carol, dave]) expect(world.errors.get(newcomer)!.map((e) => e.message)).toEqual([])
+    // A title given after that reaches everyone, the newcomers too.
+    await bobConv2.setTitle('Lisbon')
+    for (const conv of [aliceConv, carolConv, daveConv]) await until(() => conv.title === 'Lisbon', 10_000, 'the new title')
+    await expect(bobConv2.setTitle('x'.repeat(1025))).rejects.toMatchObject({ code: 'invalid_argument' })
+    await expect(alice.createConversation({ title: 'é'.repeat(513) })).rejects.toMatchObject({ code: 'invalid_argument' })
   })
 
   it("a 'full' invite used while its admin is away, then a key change by a member: the joiner still gets the epochs in between, and reads them from a snapshot", async () => {

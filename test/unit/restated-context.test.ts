@@ -5,16 +5,19 @@ import { type Profile, RestatedContext, restatedKey } from '../../src/client/res
 const alice = 'A'.repeat(43)
 const bob = 'B'.repeat(43)
 
-function world() {
+/** A document and its reader, at key epoch `at.epoch` (changed by the spec as a fold would). */
+function world(epoch = 20) {
   const doc = new Y.Doc()
   const profiles = doc.getMap<Profile>('profiles')
   const meta = doc.getMap<unknown>('meta')
+  const at = { epoch }
   const ctx = new RestatedContext(
     () => profiles,
     () => meta,
+    () => at.epoch,
   )
   profiles.observe(() => ctx.profilesChanged())
-  return { doc, profiles, meta, ctx }
+  return { doc, profiles, meta, ctx, at }
 }
 
 describe('restated context (title and names said again for newcomers)', () => {
@@ -69,13 +72,41 @@ describe('restated context (title and names said again for newcomers)', () => {
     expect(profiles.get(`${bob}@1`)).toEqual({ name: 'Bob' })
   })
 
-  it('renames in the plain entry, and in the current epoch once the name was said again', () => {
-    const { profiles, ctx } = world()
-    ctx.naming(alice, 'Alice', 4)(profiles)
+  it('renames in the plain entry, or only in the current epoch once the name was said again', () => {
+    const { profiles, meta, ctx, at } = world(4)
+    ctx.naming(alice, 'Alice')(profiles)
+    ctx.titling('Trip')(meta)
     expect([...profiles.keys()]).toEqual([alice])
+    expect([...meta.keys()]).toEqual(['title'])
     profiles.set(`${alice}@4`, { name: 'Alice' })
-    ctx.naming(alice, 'Alicia', 6)(profiles)
+    meta.set('title@4', 'Trip')
+    at.epoch = 6
+    ctx.naming(alice, 'Alicia')(profiles)
+    ctx.titling('Lisbon')(meta)
     expect(ctx.name(alice)).toBe('Alicia')
-    expect(profiles.get(alice)).toEqual({ name: 'Alicia' })
+    expect(ctx.title()).toBe('Lisbon')
+    // The plain entries stay as they were: written beside the new one, they drew it into a
+    // newcomer's fill.
+    expect(profiles.get(alice)).toEqual({ name: 'Alice' })
+    expect(meta.get('title')).toBe('Trip')
+    expect([...profiles.keys()].sort()).toEqual([alice, `${alice}@4`, `${alice}@6`].sort())
+  })
+
+  it('ignores entries of an epoch after the current one: nobody pins a name or the title for good', () => {
+    const { profiles, meta, ctx, at } = world(3)
+    profiles.set(alice, { name: 'Alice' })
+    meta.set('title', 'Trip')
+    meta.set('title@999999999999999', 'PINNED')
+    profiles.set(`${alice}@999999999999999`, { name: 'pinned' })
+    expect(ctx.title()).toBe('Trip')
+    expect(ctx.name(alice)).toBe('Alice')
+    ctx.titling('Lisbon')(meta)
+    expect(ctx.title()).toBe('Lisbon')
+    // Epochs this device has not folded yet count once it has.
+    meta.set('title@5', 'Porto')
+    expect(ctx.title()).toBe('Lisbon')
+    at.epoch = 5
+    expect(ctx.title()).toBe('Porto')
+    expect(ctx.restatement(alice, 9)).toBeUndefined()
   })
 })
