@@ -337,6 +337,20 @@ describe.skipIf(!hasChromium)(hasChromium ? 'demo chat app in Chromium' : `demo 
     await carol.context.close()
   })
 
+  it('a member who is not an admin renames a conversation, for everyone', { timeout: 60_000 }, async () => {
+    await openConversation(bob, 'Trip')
+    await bob.page.getByRole('button', { name: 'Rename conversation' }).click()
+    const dialog = bob.page.getByRole('dialog', { name: 'Rename conversation' })
+    expect(await dialog.getByLabel('Rename to').inputValue()).toBe('Trip')
+    await dialog.getByLabel('Rename to').fill('Trip to Lisbon')
+    await dialog.getByRole('button', { name: 'Save' }).click()
+    await bob.page.locator('.head-title', { hasText: 'Trip to Lisbon' }).waitFor()
+    // Alice's first tab gave the device to a second one, since closed: back in it, she sees it.
+    await alice.page.reload()
+    await alice.page.locator('.conv-item', { hasText: 'Trip to Lisbon' }).waitFor({ state: 'attached', timeout: 15_000 })
+    await shot(alice, '17-alice-renamed.png')
+  })
+
   it('logs no console errors', () => {
     expect([...(alice?.errors ?? []), ...(bob?.errors ?? [])]).toEqual([])
   })

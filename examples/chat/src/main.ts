@@ -146,6 +146,10 @@ class ChatApp {
   private readonly inviteLink = el('input', { class: 'invite-link', readonly: true, 'aria-label': 'Invite link' })
   private readonly inviteHint = el('p', { class: 'muted small' })
   private readonly infoDialog = el('dialog', { class: 'sheet', 'aria-label': 'Message info' })
+  private readonly renameDialog = el('dialog', { class: 'sheet', 'aria-label': 'Rename conversation' })
+  private readonly renameInput = el('input', { name: 'rename', maxlength: 80, autocomplete: 'off' })
+  /** Any member may rename a conversation, for everyone in it. */
+  private readonly renameButton = el('button', { class: 'icon-btn', type: 'button', 'aria-label': 'Rename conversation', title: 'Rename conversation' }, icon('edit'))
   private readonly joinDialog = el('dialog', { class: 'sheet', 'aria-label': 'Join conversation' })
   private readonly drafts: Drafts
   private readonly infoBody = el('div', { class: 'info-body' })
@@ -184,6 +188,7 @@ class ChatApp {
       this.newDialog,
       this.inviteDialog,
       this.infoDialog,
+      this.renameDialog,
       this.joinDialog,
       this.devicesSheet.dialog,
       this.identitySheet.dialog,
@@ -261,6 +266,12 @@ class ChatApp {
     })
     this.input.addEventListener('input', () => this.onInput())
     this.addPersonButton.addEventListener('click', () => this.current && this.addPersonSheet.show(this.current))
+    this.renameButton.addEventListener('click', () => {
+      if (!this.current) return
+      this.renameInput.value = this.current.title
+      this.renameDialog.showModal()
+      this.renameInput.select()
+    })
     this.convPane.append(
       el(
         'header',
@@ -268,6 +279,7 @@ class ChatApp {
         el('button', { class: 'icon-btn back', type: 'button', 'aria-label': 'Back to conversations', onclick: () => this.open(undefined) }, icon('back')),
         this.headAvatar,
         el('div', { class: 'head-text' }, this.headTitle, this.headSub),
+        this.renameButton,
         this.addPersonButton,
         this.invitePill,
       ),
@@ -320,6 +332,29 @@ class ChatApp {
         copy,
       ),
     )
+    this.renameDialog.append(
+      el(
+        'form',
+        {
+          onsubmit: (e) => {
+            e.preventDefault()
+            this.renameDialog.close()
+            const conv = this.current
+            const title = this.renameInput.value.trim()
+            if (conv && title && title !== conv.title) void conv.setTitle(title).catch((err) => this.toast(`Could not rename: ${errorText(err)}`))
+          },
+        },
+        el('h2', {}, 'Rename conversation'),
+        el('p', { class: 'muted small' }, 'The new title shows for everyone in the conversation.'),
+        el('label', { class: 'field' }, el('span', {}, 'Rename to'), this.renameInput),
+        el(
+          'div',
+          { class: 'actions' },
+          el('button', { type: 'button', class: 'ghost', onclick: () => this.renameDialog.close() }, 'Cancel'),
+          el('button', { type: 'submit', class: 'primary' }, 'Save'),
+        ),
+      ),
+    )
     this.infoDialog.append(
       el('h2', {}, 'Message info'),
       this.infoBody,
@@ -328,7 +363,7 @@ class ChatApp {
     this.infoDialog.addEventListener('close', () => {
       this.info = undefined
     })
-    for (const dialog of [this.newDialog, this.inviteDialog, this.infoDialog]) closeOnBackdrop(dialog)
+    for (const dialog of [this.newDialog, this.inviteDialog, this.infoDialog, this.renameDialog]) closeOnBackdrop(dialog)
   }
 
   // ------------------------------------------------------------------ state
@@ -568,6 +603,7 @@ class ChatApp {
     if (!conv) return
     const refused = conv.refusal
     this.addPersonButton.hidden = !conv.isAdmin() || refused !== undefined
+    this.renameButton.hidden = refused !== undefined
     this.invitePill.hidden = !conv.isAdmin() || refused !== undefined
     this.refusalNote.hidden = refused === undefined
     this.refusalNote.textContent = refused ? refusalText(refused) : ''

@@ -81,6 +81,7 @@ const ICONS = {
   back: svg('0 0 24 24', '<path d="M15 5l-7 7 7 7"/>'),
   link: svg('0 0 24 24', '<path d="M10 14a4 4 0 0 0 5.7 0l3-3a4 4 0 0 0-5.7-5.7l-1 1"/><path d="M14 10a4 4 0 0 0-5.7 0l-3 3a4 4 0 0 0 5.7 5.7l1-1"/>'),
   info: svg('0 0 24 24', '<circle cx="12" cy="12" r="9"/><path d="M12 11v6M12 7.5v.1"/>'),
+  edit: svg('0 0 24 24', '<path d="M4 20h4L19 9l-4-4L4 16v4z"/><path d="M13.5 6.5l4 4"/>'),
   lock: svg('0 0 24 24', '<rect x="5" y="11" width="14" height="10" rx="2"/><path d="M8 11V8a4 4 0 0 1 8 0v3"/>'),
   devices: svg('0 0 24 24', '<rect x="2.5" y="5" width="13" height="9" rx="1.5"/><path d="M1 17.5h13"/><rect x="17" y="8" width="5.5" height="11" rx="1.2"/><path d="M19.3 16.5h.9"/>'),
   person: svg('0 0 24 24', '<rect x="3" y="5" width="18" height="14" rx="2"/><circle cx="9" cy="11" r="2.2"/><path d="M5.8 16c.6-1.6 1.8-2.4 3.2-2.4s2.6.8 3.2 2.4M14.5 10h3.5M14.5 13.5h3.5"/>'),
