@@ -1076,8 +1076,14 @@ export class Conversation {
   }
 
   /**
-   * Give this user's name here (what `createClient`'s `name` says): in the plain profile entry,
-   * and in the current epoch's too once a newcomer had it said again (restated-context.ts).
+   * Give this user's name here (what `createClient`'s `name` says; the client does so as it
+   * joins): in the plain profile entry, or in the current epoch's once it was said again for a
+   * newcomer (restated-context.ts).
+   *
+   * @example
+   * ```ts
+   * await conv.sayName('Alice Martin')
+   * ```
    */
   async sayName(name: string): Promise<void> {
     await this.ready()
