@@ -793,6 +793,9 @@ export class Conversation {
       get held() {
         return conv.held.all
       },
+      get awaitingWelcome() {
+        return conv.awaitingWelcome()
+      },
       get awareness() {
         return conv.provider?.awareness
       },
@@ -1530,6 +1533,9 @@ export class Conversation {
       get keys() {
         return conv.record.keys
       },
+      get awaitingWelcome() {
+        return conv.awaitingWelcome()
+      },
       winnerKeyCheck: (epoch) => this.membership.epochs.get(epoch)?.keyCheck,
       sealedInTime: (epoch, seq) => this.book.sealedInTime(epoch, seq),
       nonces: () => this.openedNonces(pending),
@@ -1555,7 +1561,11 @@ export class Conversation {
     const fromJoinInvite = [...this.membership.invites].some(([k, inv]) => inv.history === 'from-join' && !invitesBefore.has(k))
     this.clientEpoch ??= epochBefore
     const epochs = this.membership.epoch - this.clientEpoch
-    if (newDevice || fromJoinInvite || (this.membership.epoch > epochBefore && epochs >= CLIENT_ID_EPOCHS)) {
+    const newEpoch = this.membership.epoch > epochBefore
+    // A device waiting for an admin to give it a key it lacks (`devicesToWelcome`) reads the new
+    // epoch now: what we write in it must not wait in Yjs behind what we wrote in the one it lacks.
+    const awaited = newEpoch && devicesToWelcome(this.membership).length > 0
+    if (newDevice || fromJoinInvite || awaited || (newEpoch && epochs >= CLIENT_ID_EPOCHS)) {
       // Someone may be here who cannot read what came before. Yjs holds back a client's change
       // until its earlier clocks arrive, so write from a fresh client id: what we write from
       // now on depends on nothing they cannot decrypt. Not at every epoch (as until the
@@ -1649,6 +1659,12 @@ export class Conversation {
     this.writeInner(() => change(this.doc.getMap<Profile>(INNER_PROFILES), this.doc.getMap(INNER_META))).catch((err) =>
       this.report(err, 'could not say the title and names again'),
     )
+  }
+
+  /** Whether an admin is to give this device keys its invite could not carry (`devicesToWelcome`). */
+  private awaitingWelcome(): boolean {
+    const me = this.ctx.identity.deviceId
+    return devicesToWelcome(this.membership).some((w) => w.device === me)
   }
 
   /** Joiners (by device and epoch) this device is giving the current key to: one add record each. */
@@ -1850,6 +1866,8 @@ export class Conversation {
       this.statusesChanged()
       void this.commit({ put: puts }).catch((e) => this.report(e, 'could not store failures'))
     }
+    // `refusal` changed: an app showed "you were removed" only at its next render for another cause.
+    this.notify()
   }
 
   // ---------------------------------------------------------------- reading

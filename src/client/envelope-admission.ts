@@ -52,6 +52,8 @@ export interface AdmissionRules {
   readonly everDevices: ReadonlyMap<string, string>
   /** This device's key of each epoch it holds. */
   readonly keys: ReadonlyMap<number, Uint8Array>
+  /** An admin is to give this device keys its invite could not carry (`devicesToWelcome`): asked only when a key is missing. */
+  readonly awaitingWelcome: boolean
   /** The key check of the record that won `epoch`, once folded here. */
   winnerKeyCheck(epoch: number): Uint8Array | undefined
   /** Whether an envelope of `epoch` in relay row `seq` came before the next epoch began. */
@@ -126,10 +128,12 @@ export function admitEnvelope(rules: AdmissionRules, envelope: IncomingEnvelope,
   const key = rules.keys.get(h.epoch)
   if (!key) {
     // Before this device's first key: what a 'from-join' member never reads, by design (every
-    // newcomer's app showed an error per catch-up for it), or a joiner's keys on their way.
+    // newcomer's app showed an error per catch-up for it), or a joiner's keys on their way, from
+    // the relay or from an admin's welcome.
     let first = Number.POSITIVE_INFINITY
     for (const e of rules.keys.keys()) if (e < first) first = e
-    return { kind: 'hold', code: ErrorCode.EnvelopeRejected, message: `no key for epoch ${h.epoch}`, ...(h.epoch < first ? { quiet: true as const } : {}) }
+    const quiet = h.epoch < first || rules.awaitingWelcome
+    return { kind: 'hold', code: ErrorCode.EnvelopeRejected, message: `no key for epoch ${h.epoch}`, ...(quiet ? { quiet: true as const } : {}) }
   }
   if (!constantTimeEqual(keyCheckOf(key), h.keyCheck)) {
     const winner = rules.winnerKeyCheck(h.epoch)

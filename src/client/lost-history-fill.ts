@@ -6,7 +6,8 @@
  * for): it cannot open a snapshot (snapshot-seal.ts). And only once what its inner document
  * waits for can be nothing else: it has caught up, no row waits for predecessors, no snapshot
  * is awaited, and nothing held back could still open (only envelopes sealed under an epoch
- * before its first, or one it lacks below the current). And only after a grace
+ * before its first, or one it lacks below the current that no welcome of an admin is to bring:
+ * `devicesToWelcome`). And only after a grace
  * period: the wait may be for a change the relay refused under an old key while a later one
  * of the same client went through; its author re-seals it within a round trip, and a fill
  * before it arrives would make this device drop it for good.
@@ -30,6 +31,8 @@ export interface LostHistoryFillHost {
   readonly settled: boolean
   /** Envelopes held back (for a key, a sender's join record, a snapshot). */
   readonly held: ReadonlyArray<{ bytes: Uint8Array }>
+  /** An admin is to give this device keys its invite could not carry (`devicesToWelcome`). */
+  readonly awaitingWelcome: boolean
   /** Queue `job` on the receive chain; its failure is reported with `failure`. */
   afterIncoming(job: () => Promise<void>, failure: string): void
   /** A receive pass over what is held (it asks `fillers()` for what to fill). */
@@ -89,6 +92,11 @@ export class LostHistoryFill {
     if (keys.size === 0 || historyKeys(keys, host.epoch)) return false
     if (!host.settled) return false
     const first = Math.min(...keys.keys())
+    let awaitingRead: boolean | undefined
+    const awaitingNow = (): boolean => {
+      awaitingRead ??= host.awaitingWelcome
+      return awaitingRead
+    }
     return host.held.every((d) => {
       let epoch = this.epochs.get(d.bytes)
       if (epoch === undefined) {
@@ -99,7 +107,10 @@ export class LostHistoryFill {
         }
         this.epochs.set(d.bytes, epoch)
       }
-      return epoch < first || (epoch < host.epoch && !keys.has(epoch))
+      // A lacked epoch below the current is filled only when no welcome is to bring its key: a
+      // 'full' invite's joiner who lacks it now reads it once an admin is back, and a fill
+      // before lost what it said for good (Yjs keeps what was filled as filled).
+      return epoch < first || (epoch < host.epoch && !keys.has(epoch) && !awaitingNow())
     })
   }
 }

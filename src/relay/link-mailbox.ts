@@ -6,7 +6,7 @@
  *       → 201 stored | 409 slot already holds a message | 413 too large | 400 bad id, slot or body
  *   GET /v1/link/:id/:slot?wait=MS[&keep=1]  take the message, waiting up to MS (≤ maxWaitMs) for
  *       one; with keep=1 (slot 1, the answer, only) read it and leave it in its slot (until it
- *       expires or is taken), at most 8 times a message
+ *       expires or is taken), at most 8 times a message (counted by this node, in memory)
  *       → 200 the bytes (application/octet-stream) | 204 none arrived in time | 400 bad id, slot, wait
  *         or keep | 429 read too often
  *   Either → 429 past the per-address caps (messages stored per TTL, GETs waiting at once).
@@ -129,6 +129,8 @@ export function mountLinkRoutes(app: Hono, store: RelayStore, options: LinkRoute
       })
     }
     if (!(await store.putLink(id, slot, bytes, now + ttlMs))) return c.json({ error: 'slot already holds a message' }, 409)
+    // A new message in the slot: its own reads count from none.
+    keepReads.delete(`${id}/${slot}`)
     quota.count++
     return c.body(null, 201)
   })

@@ -128,6 +128,15 @@ describe.skipIf(!hasChromium)(hasChromium ? 'demo chat app in Chromium' : `demo 
     await alice.page.getByRole('button', { name: 'Stop this link' }).click()
     await alice.page.getByText('This link no longer lets anyone join.').waitFor()
     await alice.page.getByRole('button', { name: 'Done' }).click()
+    // A newcomer given the stopped link is told so in words, where it stays.
+    const late = await app.browser.newContext({ viewport: { width: 1100, height: 720 } })
+    const latePage = await late.newPage()
+    await latePage.goto(tripLink)
+    await latePage.getByLabel('Display name').fill('Late')
+    await latePage.getByRole('button', { name: /Continue|Join/ }).click()
+    await latePage.locator('.list-empty', { hasText: 'This invite link was stopped, has expired or was used up. Ask for a new one.' }).waitFor({ timeout: 20_000 })
+    expect(await latePage.locator('.list-empty').textContent()).not.toMatch(/relay|refused/)
+    await late.close()
     // Next time, a new one.
     await alice.page.getByRole('button', { name: 'Invite', exact: true }).click()
     await alice.page.waitForFunction((old) => {
@@ -339,7 +348,12 @@ describe.skipIf(!hasChromium)(hasChromium ? 'demo chat app in Chromium' : `demo 
 
   it('a member who is not an admin renames a conversation, for everyone', { timeout: 60_000 }, async () => {
     await openConversation(bob, 'Trip')
-    await bob.page.getByRole('button', { name: 'Rename conversation' }).click()
+    // The header's title opens the conversation's info: members, rename, leave.
+    await bob.page.locator('.head-title button').click()
+    const info = bob.page.getByRole('dialog', { name: 'Conversation info' })
+    await info.getByRole('list', { name: 'Members' }).locator('li', { hasText: 'Alice' }).getByText('admin').waitFor()
+    expect(await info.getByRole('button', { name: /^Remove/ }).count()).toBe(0)
+    await info.getByRole('button', { name: 'Rename conversation' }).click()
     const dialog = bob.page.getByRole('dialog', { name: 'Rename conversation' })
     expect(await dialog.getByLabel('Rename to').inputValue()).toBe('Trip')
     await dialog.getByLabel('Rename to').fill('Trip to Lisbon')

@@ -23,6 +23,7 @@ describe.skipIf(!hasChromium)(hasChromium ? 'linked devices in the demo app' : `
   let laptop: Device
   let phone: Device
   let bob: Device
+  let carol: Device
 
   beforeAll(async () => {
     app = await startApp('petrel-devices-')
@@ -170,7 +171,7 @@ describe.skipIf(!hasChromium)(hasChromium ? 'linked devices in the demo app' : `
   })
 
   it('Carol, added without earlier messages, still sees the title and who wrote what', { timeout: 60_000 }, async () => {
-    const carol = await newPerson('carol', 'Carol')
+    carol = await newPerson('carol', 'Carol')
     await carol.page.getByRole('button', { name: 'My identity' }).click()
     await carol.page.waitForFunction(() => (document.querySelector('textarea[aria-label="My identity"]') as HTMLTextAreaElement | null)?.value.startsWith('petrel-id:'))
     const identity = await carol.page.getByRole('dialog', { name: 'My identity' }).getByLabel('My identity').inputValue()
@@ -190,7 +191,6 @@ describe.skipIf(!hasChromium)(hasChromium ? 'linked devices in the demo app' : `
     await message(carol, 'Hi Carol').locator('.author', { hasText: 'Bob' }).waitFor({ timeout: 20_000 })
     expect(await message(carol, 'Written on the laptop').count()).toBe(0)
     await shot(carol, 'devices-07-carol-from-join.png')
-    await carol.context.close()
   })
 
   it('the laptop removes the phone', { timeout: 60_000 }, async () => {
@@ -208,10 +208,39 @@ describe.skipIf(!hasChromium)(hasChromium ? 'linked devices in the demo app' : `
     await phone.page.locator('.head-title', { hasText: 'Trip' }).waitFor()
     await phone.page.getByText('You were removed from this conversation, or this device was.', { exact: false }).waitFor({ timeout: 15_000 })
     expect(await phone.page.getByRole('textbox', { name: 'Message' }).isDisabled()).toBe(true)
+    expect(await phone.page.getByRole('button', { name: 'Send' }).isDisabled()).toBe(true)
     await shot(phone, 'devices-08-phone-removed.png')
   })
 
+  it('from Conversation info, the admin removes Carol and Bob leaves: each is told so in place', { timeout: 60_000 }, async () => {
+    await conversation(laptop, 'Trip').click()
+    await laptop.page.locator('.head-title button').click()
+    const info = laptop.page.getByRole('dialog', { name: 'Conversation info' })
+    const members = info.getByRole('list', { name: 'Members' })
+    await members.locator('li', { hasText: 'Carol' }).waitFor()
+    await members.getByRole('button', { name: 'Remove Carol' }).click()
+    await members.getByRole('button', { name: 'Remove for good' }).click()
+    await members.locator('li', { hasText: 'Carol' }).waitFor({ state: 'detached', timeout: 15_000 })
+    await carol.page.getByText('You were removed from this conversation', { exact: false }).waitFor({ timeout: 15_000 })
+    expect(await carol.page.getByRole('button', { name: 'Send' }).isDisabled()).toBe(true)
+    await carol.page.locator('.head-title button').click()
+    const carolInfo = carol.page.getByRole('dialog', { name: 'Conversation info' })
+    expect(await carolInfo.getByRole('button', { name: 'Leave conversation' }).isHidden()).toBe(true)
+
+    await conversation(bob, 'Trip').click()
+    await bob.page.locator('.head-title button').click()
+    const bobInfo = bob.page.getByRole('dialog', { name: 'Conversation info' })
+    await bobInfo.getByRole('button', { name: 'Leave conversation' }).click()
+    await bobInfo.getByRole('button', { name: 'Leave for good?' }).click()
+    await bob.page.getByText('You left this conversation.').waitFor({ timeout: 15_000 })
+    await members.locator('li', { hasText: 'Bob' }).waitFor({ state: 'detached', timeout: 15_000 })
+    expect(await members.locator('li').count()).toBe(1)
+    await shot(laptop, 'devices-09-laptop-members.png')
+    await shot(bob, 'devices-09-bob-left.png')
+    await info.getByRole('button', { name: 'Done' }).click()
+  })
+
   it('logs no console errors', () => {
-    expect([...(laptop?.errors ?? []), ...(phone?.errors ?? []), ...(bob?.errors ?? [])]).toEqual([])
+    expect([...(laptop?.errors ?? []), ...(phone?.errors ?? []), ...(bob?.errors ?? []), ...(carol?.errors ?? [])]).toEqual([])
   })
 })

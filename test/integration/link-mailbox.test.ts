@@ -69,6 +69,9 @@ describe('link mailbox over HTTP', () => {
     expect(refused.status).toBe(429)
     expect(await refused.json()).toEqual({ error: 'this message was read too often; take it' })
     expect((await get(id, '1')).status).toBe(200)
+    // The next message in that slot is read as often again.
+    expect((await put(id, '1', Uint8Array.of(2))).status).toBe(201)
+    expect((await fetch(`${base}/${id}/1?keep=1`)).status).toBe(200)
   })
 
   it('answers HEAD with 405 and keeps the message: a proxy or a monitor must not take it', async () => {

@@ -186,6 +186,33 @@ describe('membership and key epochs', () => {
     await until(() => texts(carolConv).filter((t) => t.startsWith('epoch 1')).length === 20, 15_000, 'carol reads epoch 1')
   }, 60_000)
 
+  it("a 'full' invite's joiner reads live what was said in the epoch it lacked once an admin is back, and what followed at once", async () => {
+    world = new World()
+    await world.relay()
+    const { alice, aliceConv, bobConv } = await pair(world)
+    await aliceConv.send('epoch 0')
+    const invite = await aliceConv.invite({ history: 'full' })
+    await until(() => texts(bobConv).includes('epoch 0'))
+    alice.disconnect()
+    await bobConv.rotateKey()
+    await until(() => bobConv.epoch === 1 && bobConv.keys().has(1), 5000, 'epoch 1')
+    const carol = await world.client('carol')
+    const carolConv = await carol.join(invite)
+    await until(() => bobConv.members().length === 3, 5000, 'bob folds the join')
+    await bobConv.send('in epoch 1, Carol here')
+    await bobConv.rotateKey()
+    await until(() => bobConv.epoch === 2 && bobConv.keys().has(2), 5000, 'epoch 2')
+    await bobConv.send('in epoch 2')
+    // Bob wrote epoch 2 from a fresh inner client id: it does not wait behind epoch 1 in Yjs.
+    await until(() => texts(carolConv).includes('in epoch 2'), 15_000, 'carol reads epoch 2 at once')
+    expect(texts(carolConv)).not.toContain('in epoch 1, Carol here')
+    // Waiting for the key is no error of hers.
+    expect(world.errors.get(carol)!.map((e) => e.message)).toEqual([])
+    alice.connect()
+    await until(() => texts(carolConv).includes('in epoch 1, Carol here'), 20_000, 'carol reads epoch 1 once alice welcomes her')
+    expect(texts(carolConv)).toEqual(['epoch 0', 'in epoch 1, Carol here', 'in epoch 2'])
+  }, 60_000)
+
   it('ignores a forged record everywhere: signed by a non-admin, or not validly signed', async () => {
     world = new World()
     const relay = await world.relay()
@@ -428,8 +455,11 @@ describe('a member removed and added back', () => {
     const { alice, bob, aliceConv, bobConv } = await pair(world)
     await aliceConv.send('before removal')
     await until(() => texts(bobConv).includes('before removal'))
+    // The app is told (subscribe), not left to find out at its next render.
+    const told = new Promise<void>((resolve) => bobConv.subscribe(() => bobConv.refusal && resolve()))
     await aliceConv.removeMember(bob.userId)
     await until(() => bobConv.refusal !== undefined, 10_000, 'bob told he was removed')
+    await told
     const reopened = new Promise<Conversation>((resolve) => bob.on('conversation', (c) => c.id === aliceConv.id && resolve(c)))
     await aliceConv.addMember(await bob.publicIdentity())
     const again = await reopened

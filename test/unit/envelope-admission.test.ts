@@ -21,6 +21,7 @@ function rules(over: Partial<AdmissionRules> = {}): AdmissionRules {
       [0, key0],
       [1, key1],
     ]),
+    awaitingWelcome: false,
     winnerKeyCheck: () => undefined,
     sealedInTime: () => true,
     nonces: () => nonces,
@@ -84,6 +85,14 @@ describe('envelope admission', () => {
   it('holds an envelope of an epoch whose key this device does not hold yet', async () => {
     const { admission } = await admit(rules(), await sealed({ epoch: 2, key: randomBytes(32) }))
     expect(admission).toMatchObject({ kind: 'hold', message: 'no key for epoch 2' })
+    expect(admission).not.toHaveProperty('quiet')
+  })
+
+  it('holds quietly (no error worth reporting) what precedes its first key, or what a welcome is to bring', async () => {
+    const late = new Map([[3, randomBytes(32)]])
+    expect((await admit(rules({ keys: late }), await sealed({ epoch: 0, key: key0 }))).admission).toMatchObject({ kind: 'hold', quiet: true })
+    expect((await admit(rules({ keys: new Map() }), await sealed({ epoch: 0, key: key0 }))).admission).toMatchObject({ kind: 'hold', quiet: true })
+    expect((await admit(rules({ awaitingWelcome: true }), await sealed({ epoch: 2, key: randomBytes(32) }))).admission).toMatchObject({ kind: 'hold', quiet: true })
   })
 
   it('holds an envelope under another key for an epoch whose winner is not known here yet', async () => {

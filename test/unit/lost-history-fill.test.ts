@@ -11,7 +11,7 @@ const sealedUnder = (epoch: number) =>
   sealEnvelope({ room: 'r', epoch, key: randomBytes(32), senderDevicePub: device.publicKey, senderDeviceSecret: device.secretKey, update: Uint8Array.of(0, 0) })
 
 /** A device that joined 'from-join' at epoch 3: Alice's change written before it came waits in Yjs for her earlier one. */
-function joinedLate(options: { keys?: number[]; epoch?: number; settled?: boolean; held?: Array<{ bytes: Uint8Array }> } = {}) {
+function joinedLate(options: { keys?: number[]; epoch?: number; settled?: boolean; held?: Array<{ bytes: Uint8Array }>; awaitingWelcome?: boolean } = {}) {
   const alice = new Y.Doc()
   alice.clientID = 7
   alice.getMap('messages').set('a.1', 'before you came')
@@ -28,6 +28,7 @@ function joinedLate(options: { keys?: number[]; epoch?: number; settled?: boolea
     epoch: options.epoch ?? Math.max(...(options.keys ?? [3])),
     settled: options.settled ?? true,
     held: options.held ?? [],
+    awaitingWelcome: options.awaitingWelcome ?? false,
     afterIncoming: (job) => void job(),
     receivePass: async () => {
       passes++
@@ -94,6 +95,17 @@ describe('lost history fill', () => {
     fill.soon()
     vi.advanceTimersByTime(3_000)
     expect(inner.store.pendingStructs).toBeNull()
+  })
+
+  it("does not fill an epoch below the current that an admin's welcome is to bring (a 'full' invite's joiner)", async () => {
+    // Joined by an invite of epoch 0 while the admins were away, during epoch 1; epoch 2 was
+    // wrapped for it. Epoch 1's key comes with the welcome: filled, what it said was lost.
+    const held = [{ bytes: await sealedUnder(1) }]
+    vi.useFakeTimers()
+    const { fill, inner } = joinedLate({ keys: [0, 2], held, awaitingWelcome: true })
+    fill.soon()
+    vi.advanceTimersByTime(10_000)
+    expect(inner.store.pendingStructs).not.toBeNull()
   })
 
   it('gives no fillers to a receive pass it did not queue', () => {

@@ -9,7 +9,8 @@
 import { type Conversation, createClient, type Message, type PetrelClient } from '../../../src/client/index.js'
 import './style.css'
 import { AddPersonSheet, DevicesSheet, IdentitySheet } from './people.js'
-import { avatar, clock, closeOnBackdrop, copyButton, dayKey, dayLabel, el, errorText, fullTime, hue, icon, listTime, refusalText, tick } from './view.js'
+import { avatar, clock, closeOnBackdrop, copyButton, dayKey, dayLabel, el, errorText, friendlyError, fullTime, hue, icon, listTime, refusalText, tick } from './view.js'
+import { ConversationSheet } from './conversation-sheet.js'
 import { Drafts } from './drafts.js'
 import { firstRun, loadProfile, type Profile } from './welcome.js'
 
@@ -111,6 +112,8 @@ class ChatApp {
   private readonly touched = new Map<string, number>()
   private airplane = localStorage.getItem(AIRPLANE) === '1'
   private renderQueued = false
+  /** Why the last invite link did not work, shown where an empty list would leave a newcomer guessing. */
+  private joinProblem: string | undefined
   /** Since when this device has been trying to reach the relay (undefined while online or offline), and the timer that re-draws the banner then. */
   private connectingSince: number | undefined
   private unreachableTimer: ReturnType<typeof setTimeout> | undefined
@@ -133,12 +136,15 @@ class ChatApp {
   private readonly emptyPane = el('section', { class: 'placeholder' })
   private readonly convPane = el('section', { class: 'conversation', hidden: true })
   private readonly headAvatar = el('span', { class: 'head-avatar' })
-  private readonly headTitle = el('h2', { class: 'head-title' })
+  /** The title, a button: it opens "Conversation info" (members, rename, leave), as WhatsApp's header does. */
+  private readonly headTitleButton = el('button', { type: 'button', class: 'head-title-btn', title: 'Conversation info' })
+  private readonly headTitle = el('h2', { class: 'head-title' }, this.headTitleButton)
   private readonly headSub = el('p', { class: 'head-sub' })
   private readonly messagesBox = el('div', { class: 'messages', role: 'log', 'aria-label': 'Messages' })
+  private readonly sendButton = el('button', { type: 'submit', class: 'send', 'aria-label': 'Send', title: 'Send' }, icon('send'))
   private readonly input = el('textarea', { rows: 1, placeholder: 'Message', 'aria-label': 'Message', enterkeyhint: 'send' })
   /** Only admins make invites: offered to others, it only failed. */
-  private readonly invitePill = el('button', { class: 'pill', type: 'button', onclick: () => void this.showInvite() }, icon('link'), 'Invite')
+  private readonly invitePill = el('button', { class: 'pill', type: 'button', onclick: () => void this.showInvite() }, icon('link'), el('span', { class: 'pill-label' }, 'Invite'))
   /** Why the relay refused this conversation for good (removed, left): it stays, read-only. */
   private readonly refusalNote = el('p', { class: 'refusal-note', role: 'status', hidden: true })
   private readonly newDialog = el('dialog', { class: 'sheet', 'aria-label': 'New conversation' })
@@ -148,10 +154,10 @@ class ChatApp {
   private readonly infoDialog = el('dialog', { class: 'sheet', 'aria-label': 'Message info' })
   private readonly renameDialog = el('dialog', { class: 'sheet', 'aria-label': 'Rename conversation' })
   private readonly renameInput = el('input', { name: 'rename', maxlength: 80, autocomplete: 'off' })
-  /** Any member may rename a conversation, for everyone in it. */
-  private readonly renameButton = el('button', { class: 'icon-btn', type: 'button', 'aria-label': 'Rename conversation', title: 'Rename conversation' }, icon('edit'))
+
   private readonly joinDialog = el('dialog', { class: 'sheet', 'aria-label': 'Join conversation' })
   private readonly drafts: Drafts
+  private readonly conversationSheet: ConversationSheet
   private readonly infoBody = el('div', { class: 'info-body' })
   private readonly toastBox = el('div', { class: 'toast', role: 'alert', hidden: true })
   private readonly addPersonButton = el('button', { class: 'icon-btn', type: 'button', 'aria-label': 'Add person', title: 'Add person', hidden: true }, icon('personAdd'))
@@ -168,6 +174,7 @@ class ChatApp {
     private joinConsented = false,
   ) {
     this.drafts = new Drafts(profile.storageKey)
+    this.conversationSheet = new ConversationSheet(client.userId, (conv) => this.showRename(conv), (text) => this.toast(text))
     const toast = (text: string) => this.toast(text)
     this.devicesSheet = new DevicesSheet(client, toast)
     this.identitySheet = new IdentitySheet(client)
@@ -189,6 +196,7 @@ class ChatApp {
       this.inviteDialog,
       this.infoDialog,
       this.renameDialog,
+      this.conversationSheet.dialog,
       this.joinDialog,
       this.devicesSheet.dialog,
       this.identitySheet.dialog,
@@ -198,7 +206,7 @@ class ChatApp {
     root.removeAttribute('aria-busy')
     this.client.on('connection', () => this.connectionChanged())
     this.connectionChanged()
-    this.client.on('error', (err) => this.toast(err.message))
+    this.client.on('error', (err) => this.toast(friendlyError(err)))
     // Added by an admin, or brought in by another device of this person: no reload needed.
     // Listening before the list below is read leaves no gap between the two.
     this.client.on('conversation', (conv) => {
@@ -256,7 +264,7 @@ class ChatApp {
         },
       },
       this.input,
-      el('button', { type: 'submit', class: 'send', 'aria-label': 'Send', title: 'Send' }, icon('send')),
+      this.sendButton,
     )
     this.input.addEventListener('keydown', (e) => {
       if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
@@ -266,12 +274,7 @@ class ChatApp {
     })
     this.input.addEventListener('input', () => this.onInput())
     this.addPersonButton.addEventListener('click', () => this.current && this.addPersonSheet.show(this.current))
-    this.renameButton.addEventListener('click', () => {
-      if (!this.current) return
-      this.renameInput.value = this.current.title
-      this.renameDialog.showModal()
-      this.renameInput.select()
-    })
+    this.headTitleButton.addEventListener('click', () => this.current && this.conversationSheet.show(this.current))
     this.convPane.append(
       el(
         'header',
@@ -279,7 +282,6 @@ class ChatApp {
         el('button', { class: 'icon-btn back', type: 'button', 'aria-label': 'Back to conversations', onclick: () => this.open(undefined) }, icon('back')),
         this.headAvatar,
         el('div', { class: 'head-text' }, this.headTitle, this.headSub),
-        this.renameButton,
         this.addPersonButton,
         this.invitePill,
       ),
@@ -379,10 +381,9 @@ class ChatApp {
       this.stopTyping()
       this.drafts.set(this.current.id, this.input.value)
     }
-    if (conv && conv !== this.current) {
-      this.input.value = this.drafts.get(conv.id)
-      this.autoGrow()
-    }
+    const switched = conv !== undefined && conv !== this.current
+    if (switched) this.input.value = this.drafts.get(conv.id)
+    const left = conv === undefined ? this.current : undefined
     this.current = conv
     if (conv) localStorage.setItem(OPEN, conv.id)
     else localStorage.removeItem(OPEN)
@@ -393,7 +394,13 @@ class ChatApp {
     this.lastVisible = false
     this.stickToBottom = true
     this.renderNow()
+    // Measured once the pane shows: hidden, a restored multi-line draft measured one line tall.
+    if (switched) this.autoGrow()
+    // Keyboard focus follows: the composer (not on phones, where it would open the keyboard:
+    // the header's title then), and back in the list, the row of the conversation just left.
     if (conv && window.matchMedia('(min-width: 721px)').matches) this.input.focus()
+    else if (conv) this.headTitleButton.focus()
+    else if (left) this.list.querySelector<HTMLElement>(`[data-conv="${CSS.escape(left.id)}"]`)?.focus()
   }
 
   private async create(title: string): Promise<void> {
@@ -422,12 +429,16 @@ class ChatApp {
     this.toast('Joining…', 20_000)
     try {
       const conv = await this.client.join(token)
+      this.joinProblem = undefined
       this.touched.set(conv.id, Date.now())
       this.track(conv)
       this.open(conv)
       this.toast(this.client.connection === 'online' ? `Joined “${titleOf(conv)}”` : 'Joined: the conversation arrives when you are online')
     } catch (err) {
-      this.toast(`Could not join: ${errorText(err)}`)
+      // Kept in the list too: a newcomer's app is empty, and a toast is gone in seconds.
+      this.joinProblem = `Could not join: ${friendlyError(err)}`
+      this.toast(this.joinProblem)
+      this.render()
     }
   }
 
@@ -506,6 +517,7 @@ class ChatApp {
     this.renderConversation()
     this.renderInfo()
     this.devicesSheet.render()
+    this.conversationSheet.render()
     this.maybeMarkRead()
   }
 
@@ -585,6 +597,7 @@ class ChatApp {
           'div',
           { class: 'list-empty' },
           el('p', {}, 'No conversations yet.'),
+          this.joinProblem ? el('p', { class: 'form-error', role: 'status' }, this.joinProblem) : null,
           el('button', { type: 'button', class: 'primary', onclick: () => this.showNewDialog() }, 'New conversation'),
         ),
       )
@@ -603,14 +616,14 @@ class ChatApp {
     if (!conv) return
     const refused = conv.refusal
     this.addPersonButton.hidden = !conv.isAdmin() || refused !== undefined
-    this.renameButton.hidden = refused !== undefined
     this.invitePill.hidden = !conv.isAdmin() || refused !== undefined
     this.refusalNote.hidden = refused === undefined
     this.refusalNote.textContent = refused ? refusalText(refused) : ''
     this.input.disabled = refused !== undefined
+    this.sendButton.disabled = refused !== undefined
     this.input.placeholder = refused ? 'You can no longer write here' : 'Message'
     this.headAvatar.replaceChildren(avatar(titleOf(conv), conv.id))
-    this.headTitle.textContent = titleOf(conv)
+    this.headTitleButton.textContent = titleOf(conv)
     const typing = conv.typing()
     this.headSub.textContent = typing.length
       ? `${typing.join(', ')} ${typing.length === 1 ? 'is' : 'are'} typing…`
@@ -635,13 +648,15 @@ class ChatApp {
       wanted.push(node)
     }
     const messages = conv.messages()
+    // Refused for good (removed, this device unlinked), an admin's invite could not work either.
+    const inviter = conv.isAdmin() && conv.refusal === undefined
     if (messages.length === 0) {
-      row('empty', '', () =>
+      row(`empty:${inviter}`, '', () =>
         el(
           'div',
           { class: 'conv-empty' },
-          el('p', {}, conv.isAdmin() ? 'No messages yet. Invite someone, or just start writing: messages are kept on this device until they can be sent.' : 'No messages yet. Start writing: messages are kept on this device until they can be sent.'),
-          ...(conv.isAdmin() ? [el('button', { type: 'button', class: 'pill', onclick: () => void this.showInvite() }, icon('link'), 'Invite people')] : []),
+          el('p', {}, inviter ? 'No messages yet. Invite someone, or just start writing: messages are kept on this device until they can be sent.' : 'No messages yet.'),
+          ...(inviter ? [el('button', { type: 'button', class: 'pill', onclick: () => void this.showInvite() }, icon('link'), 'Invite people')] : []),
         ),
       )
     }
@@ -688,6 +703,9 @@ class ChatApp {
       'div',
       { class: 'bubble' },
       !m.mine && first ? el('span', { class: 'author', style: `--hue:${hue(m.author)}` }, m.authorName || shortId(m.author)) : null,
+      // Who wrote it, for screen readers, on every row: the name shows on a run's first only.
+      !m.mine && !first ? el('span', { class: 'sr-only' }, `${m.authorName || shortId(m.author)}: `) : null,
+      m.mine ? el('span', { class: 'sr-only' }, 'You: ') : null,
       el('span', { class: 'text' }, m.text),
       el('span', { class: 'meta' }, time, m.mine ? tick(m.status, m.error) : null),
     )
@@ -839,6 +857,14 @@ class ChatApp {
       this.joinDialog.addEventListener('cancel', () => resolve(false), { once: true })
       this.joinDialog.showModal()
     })
+  }
+
+  /** Any member may rename a conversation, for everyone in it. */
+  private showRename(conv: Conversation): void {
+    if (conv !== this.current) return
+    this.renameInput.value = conv.title
+    this.renameDialog.showModal()
+    this.renameInput.select()
   }
 
   private showInfo(conv: Conversation, id: string): void {

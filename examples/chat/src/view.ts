@@ -28,6 +28,22 @@ export const refusalText = (err: { message: string }): string =>
       ? 'You were removed from this conversation, or this device was. What it held stays here.'
       : `This conversation is closed to this device: ${err.message}`
 
+/**
+ * An engine error in the person's words: the engine's own messages name relay reasons ("join
+ * refused: invite revoked"), which told a newcomer nothing they could act on.
+ */
+export function friendlyError(err: unknown): string {
+  const { code, message } = err as { code?: string; message?: string }
+  const text = message ?? String(err)
+  if (code === 'invite_invalid' || /invite (revoked|expired|used up)|invite is for another/.test(text)) {
+    return 'This invite link was stopped, has expired or was used up. Ask for a new one.'
+  }
+  if (code === 'refused' && /for now/.test(text)) return 'The relay cannot take this conversation right now. The app tries again by itself.'
+  if (code === 'refused' && /you left|removed|not member/.test(text)) return refusalText({ message: text })
+  if (code === 'storage_failed') return `This device could not save: ${text}. Free some space; nothing is lost.`
+  return text
+}
+
 /** A click on a modal dialog's backdrop (the dialog element itself, outside its box) closes it. */
 export function closeOnBackdrop(dialog: HTMLDialogElement): void {
   dialog.addEventListener('click', (e) => {
@@ -81,7 +97,6 @@ const ICONS = {
   back: svg('0 0 24 24', '<path d="M15 5l-7 7 7 7"/>'),
   link: svg('0 0 24 24', '<path d="M10 14a4 4 0 0 0 5.7 0l3-3a4 4 0 0 0-5.7-5.7l-1 1"/><path d="M14 10a4 4 0 0 0-5.7 0l-3 3a4 4 0 0 0 5.7 5.7l1-1"/>'),
   info: svg('0 0 24 24', '<circle cx="12" cy="12" r="9"/><path d="M12 11v6M12 7.5v.1"/>'),
-  edit: svg('0 0 24 24', '<path d="M4 20h4L19 9l-4-4L4 16v4z"/><path d="M13.5 6.5l4 4"/>'),
   lock: svg('0 0 24 24', '<rect x="5" y="11" width="14" height="10" rx="2"/><path d="M8 11V8a4 4 0 0 1 8 0v3"/>'),
   devices: svg('0 0 24 24', '<rect x="2.5" y="5" width="13" height="9" rx="1.5"/><path d="M1 17.5h13"/><rect x="17" y="8" width="5.5" height="11" rx="1.2"/><path d="M19.3 16.5h.9"/>'),
   person: svg('0 0 24 24', '<rect x="3" y="5" width="18" height="14" rx="2"/><circle cx="9" cy="11" r="2.2"/><path d="M5.8 16c.6-1.6 1.8-2.4 3.2-2.4s2.6.8 3.2 2.4M14.5 10h3.5M14.5 13.5h3.5"/>'),
