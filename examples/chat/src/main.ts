@@ -206,7 +206,12 @@ class ChatApp {
     root.removeAttribute('aria-busy')
     this.client.on('connection', () => this.connectionChanged())
     this.connectionChanged()
-    this.client.on('error', (err) => this.toast(friendlyError(err)))
+    this.client.on('error', (err) => {
+      const conv = err.conversationId ? this.convs.find((c) => c.id === err.conversationId) : undefined
+      // A refusal of the conversation on screen is said in place (the note above the composer).
+      if (conv && conv === this.current && conv.refusal === err) return
+      this.toast(conv ? `“${titleOf(conv)}”: ${friendlyError(err)}` : friendlyError(err))
+    })
     // Added by an admin, or brought in by another device of this person: no reload needed.
     // Listening before the list below is read leaves no gap between the two.
     this.client.on('conversation', (conv) => {
