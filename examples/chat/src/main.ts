@@ -112,6 +112,8 @@ class ChatApp {
   private readonly touched = new Map<string, number>()
   private airplane = localStorage.getItem(AIRPLANE) === '1'
   private renderQueued = false
+  /** The title each conversation was last seen with, to tell of a rename (this device's own too). */
+  private readonly titles = new Map<string, string>()
   /** Why the last invite link did not work, shown where an empty list would leave a newcomer guessing. */
   private joinProblem: string | undefined
   /** Since when this device has been trying to reach the relay (undefined while online or offline), and the timer that re-draws the banner then. */
@@ -378,7 +380,20 @@ class ChatApp {
   private track(conv: Conversation): void {
     if (this.convs.includes(conv)) return
     this.convs.push(conv)
-    conv.subscribe(() => this.render())
+    this.titles.set(conv.id, conv.title)
+    conv.subscribe(() => {
+      this.noticeRename(conv)
+      this.render()
+    })
+  }
+
+  /** Someone renamed a conversation: say so once (a title that only arrives, for a newcomer, is no rename). */
+  private noticeRename(conv: Conversation): void {
+    const was = this.titles.get(conv.id)
+    const now = conv.title
+    if (was === now) return
+    this.titles.set(conv.id, now)
+    if (was && now) this.toast(`“${was}” is now called “${now}”`)
   }
 
   private open(conv: Conversation | undefined): void {
