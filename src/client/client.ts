@@ -431,7 +431,9 @@ export class PetrelClient {
       // One held refused for good (removed, say) that the relay lists again: its person was
       // added back (addMember). It opens anew, keeping its keys; before, it stayed refused
       // until the app restarted.
-      if (this.closed || (existing && existing.refusal === undefined) || this.discovering.has(room)) continue
+      // Refused by this device's records only (a leave made offline), the relay's listing may
+      // predate the leave: not an add back until the relay refused it too.
+      if (this.closed || (existing && !existing.deniedByRelay) || this.discovering.has(room)) continue
       this.discovering.add(room)
       try {
         if (!existing && (await this.store.get(keyOf.conv(room)))) continue

@@ -274,6 +274,7 @@ export class Conversation {
   private readonly listeners = new Set<() => void>()
   private notifyScheduled = false
   private denied: PetrelError | undefined
+  private refusedByRelay = false
   private reopenRetries = 0
   private reopenTimer: ReturnType<typeof setTimeout> | undefined
   private closed = false
@@ -423,6 +424,15 @@ export class Conversation {
    */
   get refusal(): PetrelError | undefined {
     return this.denied
+  }
+
+  /**
+   * The relay itself refused this conversation for good (not only this device's records, as
+   * after a leave made offline): a listing of it by the relay after that means its person was
+   * added back. Internal: the client's discovery reads it.
+   */
+  get deniedByRelay(): boolean {
+    return this.refusedByRelay
   }
 
   /** The key epoch this device seals under: the conversation's current one, once we hold its key. */
@@ -1604,6 +1614,11 @@ export class Conversation {
       this.reseal.now()
     }
     this.restateIfDue()
+    // This person left (here, or on another of their devices, maybe offline): refused from now
+    // on, as the relay would say once it hears. Before, a send made offline after a leave waited
+    // for good (for a key change that the one who left never sees), and `refusal` said nothing.
+    const self = this.ctx.identity.userId
+    if (!this.denied && this.membership.removedAt.get(self)?.left === true && !this.membership.members.has(self)) this.onDenied(Reason.NotMember, 'left', false)
     const snap = this.membership.snapshot
     this.snapshots.noteLatest(snap ? toBase64Url(snap.snapshotId) : undefined)
     this.presence?.refresh()
@@ -1818,7 +1833,8 @@ export class Conversation {
     }, 'could not store the cursor')
   }
 
-  private onDenied(reason: number, message: string): void {
+  /** `fromRelay`: the relay said so (false: this device's records did, a leave made offline). */
+  private onDenied(reason: number, message: string, fromRelay = true): void {
     // The relay's message may name the reason already ("join refused: invite revoked").
     const text = message.includes(reasonName(reason)) ? message : `${reasonName(reason)}: ${message}`
     if (reason === Reason.UnknownRoom || TRANSIENT_DENIALS.has(reason)) {
@@ -1854,6 +1870,7 @@ export class Conversation {
       ? new PetrelError(ErrorCode.Refused, 'you left this conversation', { conversationId: this.id })
       : new PetrelError(invite ? ErrorCode.InviteInvalid : ErrorCode.Refused, `relay refused the conversation: ${text}`, { conversationId: this.id })
     this.denied = err
+    if (fromRelay) this.refusedByRelay = true
     for (const waiter of this.syncWaiters) waiter(err)
     this.syncWaiters.clear()
     // Not a member (any more): nothing pending can ever be delivered, nor sealed (what waited

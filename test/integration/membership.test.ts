@@ -423,6 +423,20 @@ describe('scheduled key rotation', () => {
     expect(world.errors.get(again)).toEqual([])
   })
 
+  it('a member who leaves while offline is told at once, and what they send then is refused at once, not kept waiting', async () => {
+    world = new World()
+    await world.relay()
+    const { bob, aliceConv, bobConv } = await pair(world)
+    bob.disconnect()
+    await until(() => bob.connection === 'offline')
+    await bobConv.leave()
+    expect(bobConv.refusal).toMatchObject({ code: 'refused', message: 'you left this conversation' })
+    await expect(bobConv.send('after leaving')).rejects.toMatchObject({ code: 'refused', message: 'you left this conversation' })
+    bob.connect()
+    await until(() => aliceConv.members().length === 1, 10_000, 'the leave reaches the others')
+    expect(world.errors.get(bob)).toEqual([])
+  })
+
   it('an admin adding someone back right after they left, before the key changed, adds them under the new key', async () => {
     world = new World()
     const relay = await world.relay()
