@@ -342,6 +342,22 @@ describe.skipIf(!hasChromium)(hasChromium ? 'demo chat app in Chromium' : `demo 
     await bob.page.goto(link)
     await ask.getByRole('button', { name: 'Join' }).click()
     await bob.page.locator('.head-title', { hasText: 'Lure' }).waitFor({ timeout: 20_000 })
+
+    // Eve opens the link while the relay cannot be reached: "Joining…", then the title once it can.
+    const eve = await app.browser.newContext({ viewport: { width: 1100, height: 720 } })
+    let blocked = true
+    await eve.routeWebSocket(/.*/, (ws) => {
+      if (blocked) ws.close()
+      else ws.connectToServer()
+    })
+    const evePage = await eve.newPage()
+    await evePage.goto(link)
+    await evePage.getByLabel('Display name').fill('Eve')
+    await evePage.getByRole('button', { name: /Continue|Join/ }).click()
+    await evePage.locator('.head-title', { hasText: 'Joining…' }).waitFor({ timeout: 30_000 })
+    blocked = false
+    await evePage.locator('.head-title', { hasText: 'Lure' }).waitFor({ timeout: 30_000 })
+    await eve.close()
     expect(carol.errors).toEqual([])
     await carol.context.close()
   })

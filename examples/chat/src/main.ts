@@ -27,7 +27,9 @@ const TYPING_REFRESH_MS = 2_000
 
 const root = document.getElementById('app')!
 const shortId = (userId: string): string => `${userId.slice(0, 6)}…`
-const titleOf = (conv: Conversation): string => conv.title || 'Untitled conversation'
+/** Its title; before the first sync of a joined one (no title, no messages, nobody else known yet), that it is joining. */
+const titleOf = (conv: Conversation): string =>
+  conv.title || (!conv.synced && conv.messages().length === 0 && conv.members().length <= 1 ? 'Joining…' : 'Untitled conversation')
 
 async function boot(): Promise<void> {
   // Offline after the first visit: the service worker keeps the app shell (production build only).
