@@ -3,11 +3,9 @@
  * one), renaming it, and leaving it. WhatsApp's group info, in short.
  */
 import type { Conversation } from '../../../src/client/index.js'
-import { avatar, closeOnBackdrop, el, errorText } from './view.js'
+import { avatar, closeOnBackdrop, el, errorText, shortId } from './view.js'
 
 type Member = ReturnType<Conversation['members']>[number]
-
-const shortId = (userId: string): string => `${userId.slice(0, 6)}…`
 
 export class ConversationSheet {
   readonly dialog = el('dialog', { class: 'sheet', 'aria-label': 'Conversation info' })

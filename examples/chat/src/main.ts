@@ -9,7 +9,7 @@
 import { type Conversation, createClient, type Message, type PetrelClient } from '../../../src/client/index.js'
 import './style.css'
 import { AddPersonSheet, DevicesSheet, IdentitySheet } from './people.js'
-import { avatar, clock, closeOnBackdrop, copyButton, dayKey, dayLabel, el, errorText, friendlyError, fullTime, hue, icon, listTime, refusalText, tick } from './view.js'
+import { avatar, clock, closeOnBackdrop, copyButton, dayKey, dayLabel, el, errorText, friendlyError, fullTime, hue, icon, listTime, refusalText, shortId, tick } from './view.js'
 import { ConversationSheet } from './conversation-sheet.js'
 import { Drafts } from './drafts.js'
 import { firstRun, loadProfile, type Profile } from './welcome.js'
@@ -26,7 +26,6 @@ const UNREACHABLE_AFTER_MS = 5_000
 const TYPING_REFRESH_MS = 2_000
 
 const root = document.getElementById('app')!
-const shortId = (userId: string): string => `${userId.slice(0, 6)}…`
 /** Its title; before the first sync of a joined one (no title, no messages, nobody else known yet), that it is joining. */
 const titleOf = (conv: Conversation): string =>
   conv.title || (!conv.synced && conv.messages().length === 0 && conv.members().length <= 1 ? 'Joining…' : 'Untitled conversation')

@@ -18,6 +18,9 @@ export function el<K extends keyof HTMLElementTagNameMap>(tag: K, attrs: Attrs =
   return node
 }
 
+/** A person's id, shortened, for someone with no name known here. */
+export const shortId = (userId: string): string => `${userId.slice(0, 6)}…`
+
 export const errorText = (err: unknown): string => (err instanceof Error ? err.message : String(err))
 
 /** What a conversation refused for good says to its person, in their words, not the relay's. */
