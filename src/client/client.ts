@@ -40,8 +40,7 @@ import { DeviceBook } from './device-book.js'
 import { encodeAnswer, encodeLinkPayload, LINK_TTL_MS, LinkMailbox, LinkSlot, newLinkSecret, openLinkMessage, readOffer, sealLinkMessage } from './device-link.js'
 import { hasIdentity, type Identity, loadOrCreateIdentity, NAME_KEY } from './identity.js'
 import { linkAsNewDevice } from './link-new-device.js'
-import { MAX_TITLE_BYTES } from './restated-context.js'
-import { utf8Length } from '../shared/utf8-length.js'
+import { assertTitle } from './restated-context.js'
 import { encodePublicIdentity } from './public-identity.js'
 import { decodeRelayLimits, encodeRelayLimits, RELAY_LIMITS_KEY } from './relay-limits.js'
 import { decodeSummary, STALE_SUMMARY_PREFIX, SUMMARY_PREFIX, type Summary, staleSummaryKey, summaryKey } from './summary.js'
@@ -117,8 +116,6 @@ export interface UnreadableConversation {
   /** Why: a `malformed` error naming what was wrong. */
   error: PetrelError
 }
-
-/** Where a linked device keeps the name its link carried (UTF-8). */
 
 /** One of a person's devices, as `client.devices()` lists them. */
 export interface DeviceInfo {
@@ -198,6 +195,10 @@ export class PetrelClient {
     const every = options.compaction === false ? undefined : options.compaction?.every
     if (every !== undefined && !(Number.isSafeInteger(every) && every > 0)) throw new PetrelError(ErrorCode.InvalidArgument, 'compaction.every must be a whole number above 0 (or compaction: false)')
     if (options.open !== undefined && options.open !== 'all' && options.open !== 'lazy') throw new PetrelError(ErrorCode.InvalidArgument, "open must be 'all' or 'lazy'")
+    // Said in every conversation joined (`sayName`): refused there, every join would fail.
+    if (options.name !== undefined && (typeof options.name !== 'string' || new TextEncoder().encode(options.name).length > 1024)) {
+      throw new PetrelError(ErrorCode.InvalidArgument, 'name must be a string of at most 1024 UTF-8 bytes')
+    }
     const rotation = options.keyRotation
     for (const [what, n] of [['keyRotation.messages', rotation?.messages], ['keyRotation.ms', rotation?.ms]] as const) {
       if (n !== undefined && !(Number.isSafeInteger(n) && n > 0)) throw new PetrelError(ErrorCode.InvalidArgument, `${what} must be a whole number above 0`)
@@ -622,10 +623,7 @@ export class PetrelClient {
   /** Create a conversation; works offline (it reaches the relay with the first connection). */
   async createConversation(options: { title?: string } = {}): Promise<Conversation> {
     this.assertOpen()
-    const { title } = options
-    if (title !== undefined && (typeof title !== 'string' || utf8Length(title) > MAX_TITLE_BYTES)) {
-      throw new PetrelError(ErrorCode.InvalidArgument, `a title is a string of at most ${MAX_TITLE_BYTES} UTF-8 bytes`)
-    }
+    if (options.title !== undefined) assertTitle(options.title)
     const nonce = randomBytes(16)
     const room = roomIdFor(nonce, this.identity.userPub)
     const body = encodeGenesisBody({ room, nonce, createdAt: Date.now() })

@@ -71,7 +71,7 @@ import {
   keyOf,
 } from './conversation-record.js'
 import type { ClientContext } from './client-context.js'
-import { MAX_TITLE_BYTES, type Profile, RestatedContext } from './restated-context.js'
+import { assertTitle, type Profile, RestatedContext } from './restated-context.js'
 import { checkInnerUpdate, INNER_MESSAGE_BATCHES, INNER_MESSAGES, INNER_META, INNER_PROFILES } from './inner-guard.js'
 import { type Batch, COMMIT_SOON, type CommitOptions } from './storage/device-store.js'
 import { randomClientId } from '../shared/client-id.js'
@@ -143,6 +143,8 @@ const ORIGIN_REMOTE = Symbol('remote')
 const ORIGIN_LOCAL_OUTER = Symbol('local-outer')
 /** Text limit, besides the relay's envelope limit. */
 const MAX_TEXT_BYTES = 64 * 1024
+/** Name limit (`sayName`): a name is shown beside every message. */
+const MAX_NAME_BYTES = 1024
 /** Ticks without an error, one object each: the list asks for them per message on every ack and receipt. */
 const TICKS: Readonly<Record<'pending' | 'sent' | 'delivered' | 'read', { readonly status: Message['status'] }>> = {
   pending: { status: 'pending' },
@@ -429,10 +431,17 @@ export class Conversation {
   /**
    * The relay itself refused this conversation for good (not only this device's records, as
    * after a leave made offline): a listing of it by the relay after that means its person was
-   * added back. Internal: the client's discovery reads it.
+   * added back.
+   *
+   * @internal The client's discovery reads it; apps read `refusal`.
+   * @example
+   * ```ts
+   * if (conv.deniedByRelay && relayListsItAgain) reopen(conv.id)
+   * ```
    */
   get deniedByRelay(): boolean {
-    return this.refusedByRelay
+    // Cleared with the refusal (`retry` reconnects): a listing after a working reopen is no add back.
+    return this.refusedByRelay && this.denied !== undefined
   }
 
   /** The key epoch this device seals under: the conversation's current one, once we hold its key. */
@@ -534,8 +543,9 @@ export class Conversation {
       this.restated.profilesChanged()
       this.changed()
     })
-    // The title said again for newcomers comes after they open the conversation.
-    this.doc.getMap(INNER_META).observe(() => this.changed())
+    // A title (a rename, or one said again for a newcomer) changes no message: listeners hear
+    // of it, and the list stays as it is (rebuilding it took 40-60 ms at 40,000 messages).
+    this.doc.getMap(INNER_META).observe(() => this.notify())
     if (this.checks.waiting) void this.checks.verifySoon()
     if (this.reseal.pending) this.reseal.now()
     const fills = await store.get(keyOf.gapFills(this.id))
@@ -1099,7 +1109,11 @@ export class Conversation {
    * ```
    */
   async sayName(name: string): Promise<void> {
+    if (typeof name !== 'string' || utf8Length(name) > MAX_NAME_BYTES) {
+      throw new PetrelError(ErrorCode.InvalidArgument, `a name is a string of at most ${MAX_NAME_BYTES} UTF-8 bytes`, { conversationId: this.id })
+    }
     await this.ready()
+    this.assertOpen()
     const write = this.restated.naming(this.ctx.identity.userId, name)
     return this.writeInner(() => write(this.doc.getMap<Profile>(INNER_PROFILES)))
   }
@@ -1115,9 +1129,7 @@ export class Conversation {
    * ```
    */
   async setTitle(title: string): Promise<void> {
-    if (typeof title !== 'string' || utf8Length(title) > MAX_TITLE_BYTES) {
-      throw new PetrelError(ErrorCode.InvalidArgument, `a title is a string of at most ${MAX_TITLE_BYTES} UTF-8 bytes`, { conversationId: this.id })
-    }
+    assertTitle(title, this.id)
     await this.ready()
     this.assertOpen()
     if (this.denied) throw this.denied
@@ -1125,7 +1137,16 @@ export class Conversation {
     return this.writeInner(() => write(this.doc.getMap(INNER_META)))
   }
 
-  /** Write inner state (title, profile) as the local device. */
+  /**
+   * Write app state in the inner document as the local device, in one transaction (sealed and
+   * synced like messages). For the title and this user's name use `setTitle` and `sayName`:
+   * written here, they are outranked once said again for a newcomer (restated-context.ts).
+   *
+   * @example
+   * ```ts
+   * await conv.setInner((doc) => doc.getMap('reactions').set(`${messageId}:${me}`, '👍'))
+   * ```
+   */
   async setInner(fn: (doc: Y.Doc) => void): Promise<void> {
     await this.ready()
     return this.writeInner(() => fn(this.doc))
@@ -1431,7 +1452,7 @@ export class Conversation {
    * pass's message key → row (see processIncoming).
    */
   private applyReadySnapshot(messages: Y.Map<StoredMessage>, keySeq: Map<string, number>): number | undefined {
-    const ready = this.assembly.take(this.membership, this.record.keys)
+    const ready = this.assembly.take(this.membership, this.record.keys, () => this.awaitingWelcome())
     return ready && this.applySnapshot(ready.state, messages, ready.coversSeq, ready.seq, keySeq)
   }
 
@@ -1535,6 +1556,7 @@ export class Conversation {
   /** What envelope-admission.ts reads of this conversation, for a pass over `pending`. */
   private admissionRules(pending: ReadonlyArray<{ key: string }>): AdmissionRules {
     const conv = this
+    let awaiting: boolean | undefined
     return {
       room: this.id,
       get everDevices() {
@@ -1543,8 +1565,10 @@ export class Conversation {
       get keys() {
         return conv.record.keys
       },
+      // Once a pass: a 'full' joiner catching up asks for every envelope it lacks a key for.
       get awaitingWelcome() {
-        return conv.awaitingWelcome()
+        awaiting ??= conv.awaitingWelcome()
+        return awaiting
       },
       winnerKeyCheck: (epoch) => this.membership.epochs.get(epoch)?.keyCheck,
       sealedInTime: (epoch, seq) => this.book.sealedInTime(epoch, seq),
@@ -1574,7 +1598,7 @@ export class Conversation {
     const newEpoch = this.membership.epoch > epochBefore
     // A device waiting for an admin to give it a key it lacks (`devicesToWelcome`) reads the new
     // epoch now: what we write in it must not wait in Yjs behind what we wrote in the one it lacks.
-    const awaited = newEpoch && devicesToWelcome(this.membership).length > 0
+    const awaited = newEpoch && devicesToWelcome(this.membership).some((w) => w.welcomer !== undefined)
     if (newDevice || fromJoinInvite || awaited || (newEpoch && epochs >= CLIENT_ID_EPOCHS)) {
       // Someone may be here who cannot read what came before. Yjs holds back a client's change
       // until its earlier clocks arrive, so write from a fresh client id: what we write from
@@ -1589,6 +1613,9 @@ export class Conversation {
     // person's keys), and not at the first fold of an open (every record ever written is new).
     const newPerson = membersBefore.size > 0 && [...this.membership.members.keys()].some((u) => !membersBefore.has(u))
     if (devicesBefore.size > 0 && (newPerson || fromJoinInvite) && this.membership.epoch > 0) this.restateDue = true
+    // At an open: others said theirs again at this epoch and ours is missing (this device closed
+    // before it could), so a round of saying again is under way.
+    else if (devicesBefore.size === 0 && this.membership.epoch > 0 && this.restated.saidAgainAt(this.membership.epoch)) this.restateDue = true
     if (bad > 0) this.ctx.reportError(new PetrelError(ErrorCode.EnvelopeRejected, `ignored ${bad} record(s) whose signature does not verify`, { conversationId: this.id }))
     // Envelopes held for a sender's join may open now, whichever path folded it in.
     if (added && this.held.size > 0) this.retryDeferred()
@@ -1617,8 +1644,7 @@ export class Conversation {
     // This person left (here, or on another of their devices, maybe offline): refused from now
     // on, as the relay would say once it hears. Before, a send made offline after a leave waited
     // for good (for a key change that the one who left never sees), and `refusal` said nothing.
-    const self = this.ctx.identity.userId
-    if (!this.denied && this.membership.removedAt.get(self)?.left === true && !this.membership.members.has(self)) this.onDenied(Reason.NotMember, 'left', false)
+    if (!this.denied && this.selfLeft()) this.onDenied(Reason.NotMember, 'left', false)
     const snap = this.membership.snapshot
     this.snapshots.noteLatest(snap ? toBase64Url(snap.snapshotId) : undefined)
     this.presence?.refresh()
@@ -1671,24 +1697,36 @@ export class Conversation {
     this.restateDue = false
     const change = this.restated.restatement(this.ctx.identity.userId, epoch)
     if (!change) return
-    this.writeInner(() => change(this.doc.getMap<Profile>(INNER_PROFILES), this.doc.getMap(INNER_META))).catch((err) =>
-      this.report(err, 'could not say the title and names again'),
-    )
+    this.writeInner(() => change(this.doc.getMap<Profile>(INNER_PROFILES), this.doc.getMap(INNER_META))).catch((err) => {
+      // Tried again at the next fold (what was said meanwhile is not said twice).
+      this.restateDue = true
+      this.report(err, 'could not say the title and names again')
+    })
   }
 
-  /** Whether an admin is to give this device keys its invite could not carry (`devicesToWelcome`). */
+  /** This person left the conversation (on this device or another), by the records held here. */
+  private selfLeft(): boolean {
+    const self = this.ctx.identity.userId
+    return this.membership.removedAt.get(self)?.left === true && !this.membership.members.has(self)
+  }
+
+  /**
+   * Whether an admin is to give this device keys its invite could not carry (`devicesToWelcome`).
+   * Not with no admin device left to do it: the wait would be for good.
+   */
   private awaitingWelcome(): boolean {
     const me = this.ctx.identity.deviceId
-    return devicesToWelcome(this.membership).some((w) => w.device === me)
+    return devicesToWelcome(this.membership).some((w) => w.device === me && w.welcomer !== undefined)
   }
 
-  /** Joiners (by device and epoch) this device is giving the current key to: one add record each. */
+  /** Joiners (by device and epoch) this device is giving keys to: one add record each. */
   private readonly welcoming = new Set<string>()
 
   /**
-   * A device that joined by an invite made before the current epoch began holds no key of it
-   * (`devicesToWelcome`): it could neither read nor write until the next rotation. The invite's
-   * signer (or the first admin device) gives it the key in an add record.
+   * A device that joined by an invite made before the current epoch began holds no key of it,
+   * nor (a 'full' invite's) of the epochs between the invite's and its join (`devicesToWelcome`):
+   * it could neither read nor write until the next rotation, nor ever read those epochs. The
+   * invite's signer (or the first admin device) gives it those keys in an add record.
    */
   private welcomeJoiners(late = false): void {
     if (this.closed || this.membership.rotationDue) return
@@ -1706,7 +1744,7 @@ export class Conversation {
       this.welcoming.add(key)
       this.memberActions.welcome(w.device, w.userId, w.invite).catch((err) => {
         this.welcoming.delete(key)
-        this.report(err, 'could not give a new member the current key')
+        this.report(err, 'could not give a new member the keys its invite lacked')
       })
     }
     if (others && !late && this.welcomeTimer === undefined && this.book.isAdmin() && this.record.keys.has(this.membership.epoch)) {
@@ -1864,8 +1902,7 @@ export class Conversation {
     }
     const invite = reason === Reason.InviteExpired || reason === Reason.InviteUsedUp || reason === Reason.InviteRevoked || reason === Reason.BadAdmission
     // This person left (on this device or another): what they asked for, not an error to report.
-    const self = this.ctx.identity.userId
-    const left = reason === Reason.NotMember && !this.membership.members.has(self) && this.membership.removedAt.get(self)?.left === true
+    const left = reason === Reason.NotMember && this.selfLeft()
     const err = left
       ? new PetrelError(ErrorCode.Refused, 'you left this conversation', { conversationId: this.id })
       : new PetrelError(invite ? ErrorCode.InviteInvalid : ErrorCode.Refused, `relay refused the conversation: ${text}`, { conversationId: this.id })
@@ -2005,6 +2042,8 @@ export class Conversation {
     const state = this.own.get(id)
     if (!state) throw new PetrelError(ErrorCode.NotFound, `no message ${id} of mine`, { conversationId: this.id })
     if (!state.failure) throw new PetrelError(ErrorCode.InvalidArgument, `message ${id} has not failed`, { conversationId: this.id })
+    // Left: nothing can go (sealed again, it waited for good for a key change).
+    if (this.denied && this.selfLeft()) throw this.denied
     if (state.refused || state.failure.startsWith('too large') || state.failure.startsWith('quota exceeded')) {
       // Refused for good: receivers hold a tombstone of the same change (the same Yjs items,
       // deleted), so sealing that change again would show nothing there while the ticks here

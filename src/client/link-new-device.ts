@@ -11,11 +11,12 @@
  *
  * ```
  * link-pending := uint8 1 • varString mailbox • varUint8Array deviceSecret(32) • varUint8Array agreementSecret(32)
- *                 • uint8 offered (1 once the relay stored our offer, else 0)
+ *                 • uint8 offered (1 once our offer may be at the relay: set before it is put)
  * ```
  * under the device store's key `link-pending`, deleted in the commit that stores the identity,
- * and when the link fails for good (used by another device, never answered). Only an offer the
- * relay stored makes a later "already used" possibly ours: otherwise it is someone else's.
+ * and when the link fails for good (used by another device, never answered). Set before the
+ * offer is put, not after: the relay may store it while its answer to us is lost (or a second
+ * relay is asked), and a later "already used" is then ours. The answer tells ours apart.
  */
 import * as encoding from 'lib0/encoding'
 import { agreementPublicKeyFromSecret, constantTimeEqual, generateAgreementKeyPair, generateSigningKeyPair, publicKeyFromSecret } from '../shared/crypto/index.js'
@@ -88,7 +89,7 @@ export async function linkAsNewDevice(
   let pending: PendingLink
   if (resumed) pending = resumed
   else {
-    pending = { mailbox: link.mailbox, deviceSecret: generateSigningKeyPair().secretKey, agreementSecret: generateAgreementKeyPair().secretKey, offered: false }
+    pending = { mailbox: link.mailbox, deviceSecret: generateSigningKeyPair().secretKey, agreementSecret: generateAgreementKeyPair().secretKey, offered: true }
     await store.commit({ put: [[PENDING_KEY, encodePending(pending)]] })
   }
   const devicePub = publicKeyFromSecret(pending.deviceSecret)
@@ -101,14 +102,11 @@ export async function linkAsNewDevice(
   for (const until = Date.now() + OCCUPIED_RETRY_MS; ; ) {
     try {
       await mailbox.put(link.mailbox, LinkSlot.Offer, offer)
-      if (!pending.offered) {
-        pending = { ...pending, offered: true }
-        await store.commit({ put: [[PENDING_KEY, encodePending(pending)]] })
-      }
       break
     } catch (err) {
       const used = err instanceof PetrelError && err.code === ErrorCode.LinkFailed && /already used/.test(err.message)
-      if (used && pending.offered) break
+      // Started again: a 409 may be our own offer, stored by a start that failed after it.
+      if (used && resumed?.offered) break
       if (!used) throw err
       if (Date.now() > until) await giveUp(err.message)
       await new Promise((r) => setTimeout(r, 250))

@@ -53,7 +53,6 @@ export interface MemberActionsHost {
   readonly ctx: ClientContext
   readonly book: MembershipBook
   readonly membership: MembershipState
-  /** Display names, from the inner document. */
   /** A member's name, as said in the inner document (restated-context.ts). */
   name(userId: string): string | undefined
   /** The keys this device holds, by epoch (a copy). */

@@ -27,6 +27,8 @@
  * fill at a newcomer's device (the plain item's origin is history it never reads).
  */
 import type * as Y from 'yjs'
+import { ErrorCode, PetrelError } from '../shared/errors.js'
+import { utf8Length } from '../shared/utf8-length.js'
 
 export interface Profile {
   name?: string
@@ -36,6 +38,13 @@ const TITLE = 'title'
 
 /** Longest title `setTitle` and `createConversation` take, in UTF-8 bytes (a title is shown on one line). */
 export const MAX_TITLE_BYTES = 1024
+
+/** Throws `invalid_argument` unless `title` is a string of at most `MAX_TITLE_BYTES`. */
+export function assertTitle(title: unknown, conversationId?: string): asserts title is string {
+  if (typeof title !== 'string' || utf8Length(title) > MAX_TITLE_BYTES) {
+    throw new PetrelError(ErrorCode.InvalidArgument, `a title is a string of at most ${MAX_TITLE_BYTES} UTF-8 bytes`, conversationId ? { conversationId } : {})
+  }
+}
 
 /** The key restating `base` (a userId, or 'title') at `epoch`. */
 export const restatedKey = (base: string, epoch: number): string => `${base}@${epoch}`
@@ -95,6 +104,14 @@ export class RestatedContext {
       if (sayName) profiles.set(nameKey, { name })
       if (sayTitle) meta.set(titleKey, title)
     }
+  }
+
+  /** Whether anything was said again at `epoch` (a round of saying again happened there). */
+  saidAgainAt(epoch: number): boolean {
+    const suffix = `@${epoch}`
+    for (const key of this.meta().keys()) if (key.endsWith(suffix)) return true
+    for (const key of this.profiles().keys()) if (key.endsWith(suffix)) return true
+    return false
   }
 
   /** The change that gives `userId` the name `name`: the plain entry, or the current epoch's once one was said again. */

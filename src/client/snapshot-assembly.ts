@@ -67,7 +67,7 @@ export class SnapshotAssembly {
    * ```ts
    * const assembly = new SnapshotAssembly(room, (code, why) => report(code, why), () => retryHeld())
    * assembly.add(part, epoch, senderDeviceId, seq)                 // each part received
-   * const s = assembly.take(membership, keys)                      // after the record folded
+   * const s = assembly.take(membership, keys, () => false)         // after the record folded
    * if (s) Y.applyUpdate(doc, s.state)
    * ```
    */
@@ -111,9 +111,10 @@ export class SnapshotAssembly {
    * The state to apply now, if there is one: an inflated one that waited, or the complete
    * snapshot if the latest record is its own and was signed by the member whose device sent it.
    * `keys`: this device's keys by epoch (the first epoch's is needed too: a 'from-join' member
-   * cannot open a snapshot, by design).
+   * cannot open a snapshot, by design). `keysToCome`: a key it lacks is on its way (an admin's
+   * welcome): a snapshot it cannot open yet is kept for then, else dropped.
    */
-  take(membership: MembershipState, keys: ReadonlyMap<number, Uint8Array>): SnapshotState | undefined {
+  take(membership: MembershipState, keys: ReadonlyMap<number, Uint8Array>, keysToCome: () => boolean = () => false): SnapshotState | undefined {
     const inflated = this.inflated
     if (inflated) {
       this.inflated = undefined
@@ -130,9 +131,13 @@ export class SnapshotAssembly {
       return undefined
     }
     // Only a device holding every key up to its epoch reads a snapshot, whatever its version.
-    // Kept until it does: dropped here, a key that came later found nothing left to open.
+    // Kept while a key it lacks is to come (dropped, the key found nothing left to open); a
+    // 'from-join' member's device, which never gets the keys, holds no sealed copy for nothing.
     const history = historyKeys(keys, ready.epoch)
-    if (!history) return undefined
+    if (!history) {
+      if (!keysToCome()) this.complete.delete(ready.sender)
+      return undefined
+    }
     this.complete.delete(ready.sender)
     let opened: OpenedSnapshot
     try {

@@ -257,6 +257,8 @@ describe('createClient options', () => {
         { open: 'fast' },
         { keyRotation: { messages: 0 } },
         { keyRotation: { ms: Number.NaN } },
+        { name: 'x'.repeat(1025) },
+        { name: 42 },
       ]
       for (const options of bad) {
         await expect(createClient({ relay: 'ws://localhost:1', storage, ...options } as never), JSON.stringify(options)).rejects.toMatchObject({ code: 'invalid_argument' })

@@ -237,6 +237,32 @@ describe('a new device whose start failed mid-link', () => {
     world.clients.push(again)
     expect(again.deviceId).toBe(linked[0])
   }, 40_000)
+
+  it('links by the same link when the relay stored its offer but the answer to that was lost', async () => {
+    world = new World()
+    await world.relay()
+    const { alice } = await pair(world)
+    const linked: string[] = []
+    alice.on('deviceLinked', (id) => linked.push(id))
+    const payload = await alice.linkDevice()
+    const realFetch = globalThis.fetch
+    // The offer reaches the relay; the response to it never comes back (a dropped connection).
+    globalThis.fetch = (async (input: RequestInfo | URL, init?: RequestInit) => {
+      const res = await realFetch(input, init)
+      if (init?.method === 'PUT' && String(input).endsWith('/0')) throw new TypeError('fetch failed: connection reset')
+      return res
+    }) as typeof fetch
+    const path = join(world.dir, 'laptop.db')
+    try {
+      await expect(createClient({ relay: world.url, storage: path, link: payload })).rejects.toMatchObject({ code: 'link_failed' })
+    } finally {
+      globalThis.fetch = realFetch
+    }
+    await until(() => linked.length === 1, 10_000, 'the first device certified the offer it took')
+    const laptop = await createClient({ relay: world.url, storage: path, link: payload })
+    world.clients.push(laptop)
+    expect(laptop.deviceId).toBe(linked[0])
+  }, 40_000)
 })
 
 describe('a link used twice', () => {

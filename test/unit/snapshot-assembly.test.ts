@@ -133,13 +133,13 @@ describe('snapshot assembly', () => {
     expect(refused).toEqual([])
   })
 
-  it('keeps a snapshot it lacks a key for, and opens it once that key comes', async () => {
+  it('keeps a snapshot it lacks a key for while that key is to come, and opens it once it comes', async () => {
     const state = stateOf(5)
     const { snapshotId, parts } = await partsOf(state, 1, 3)
     const { a, refused } = assembly()
     a.add(parts[0]!, 2, ALICE_DEVICE, 4)
     const m = membershipWith(snapshotId, 3, 1)
-    expect(a.take(m, new Map([0, 2].map((e) => [e, keys.get(e)!])))).toBeUndefined()
+    expect(a.take(m, new Map([0, 2].map((e) => [e, keys.get(e)!])), () => true)).toBeUndefined()
     expect(a.take(m, keys)).toEqual({ state, coversSeq: 3, seq: 4 })
     expect(a.take(m, keys)).toBeUndefined()
     expect(refused).toEqual([])

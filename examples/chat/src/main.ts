@@ -115,6 +115,8 @@ class ChatApp {
   private renderQueued = false
   /** The title each conversation was last seen with, to tell of a rename (this device's own too). */
   private readonly titles = new Map<string, string>()
+  /** The conversation the rename dialog was opened for (the one on screen may change meanwhile). */
+  private renaming: Conversation | undefined
   /** Why the last invite link did not work, shown where an empty list would leave a newcomer guessing. */
   private joinProblem: string | undefined
   /** Since when this device has been trying to reach the relay (undefined while online or offline), and the timer that re-draws the banner then. */
@@ -349,7 +351,7 @@ class ChatApp {
           onsubmit: (e) => {
             e.preventDefault()
             this.renameDialog.close()
-            const conv = this.current
+            const conv = this.renaming
             const title = this.renameInput.value.trim()
             if (conv && title && title !== conv.title) void conv.setTitle(title).catch((err) => this.toast(`Could not rename: ${errorText(err)}`))
           },
@@ -475,8 +477,14 @@ class ChatApp {
     try {
       await conv.send(text)
     } catch (err) {
-      this.drafts.set(conv.id, text)
-      if (this.current === conv) this.input.value = text
+      // Back in the composer, before whatever was typed meanwhile (nothing of it is lost).
+      const typed = this.current === conv ? this.input.value : this.drafts.get(conv.id)
+      const back = typed.trim() ? `${text}\n${typed}` : text
+      this.drafts.set(conv.id, back)
+      if (this.current === conv) {
+        this.input.value = back
+        this.autoGrow()
+      }
       this.toast(`Not sent: ${errorText(err)}`)
     }
   }
@@ -882,7 +890,7 @@ class ChatApp {
 
   /** Any member may rename a conversation, for everyone in it. */
   private showRename(conv: Conversation): void {
-    if (conv !== this.current) return
+    this.renaming = conv
     this.renameInput.value = conv.title
     this.renameDialog.showModal()
     this.renameInput.select()
