@@ -98,7 +98,7 @@ import { type Message, ShownList, type StoredMessage } from './shown-list.js'
 import { rowsToStore, transactWithoutUpdate } from './quiet-transact.js'
 import { OwnMessages, type Put } from './own-messages.js'
 import { type AckTarget, DeviceAcks } from './device-acks.js'
-import { type AdmissionRules, admitEnvelope, type CheckedEnvelopes, checkEnvelopes, type IncomingEnvelope, nonceKey } from './envelope-admission.js'
+import { type AdmissionRules, admitEnvelope, type CheckedEnvelopes, checkEnvelopes, type IncomingEnvelope, lowestEpoch, nonceKey } from './envelope-admission.js'
 import { type InviteOptions, MemberActions, type MemberActionsHost, type MemberInfo } from './member-actions.js'
 import { isClock, messageIdFor } from './message-id.js'
 import { SendBatches, type SendBatchesHost } from './send-batches.js'
@@ -1557,6 +1557,7 @@ export class Conversation {
   private admissionRules(pending: ReadonlyArray<{ key: string }>): AdmissionRules {
     const conv = this
     let awaiting: boolean | undefined
+    let first: number | undefined
     return {
       room: this.id,
       get everDevices() {
@@ -1569,6 +1570,10 @@ export class Conversation {
       get awaitingWelcome() {
         awaiting ??= conv.awaitingWelcome()
         return awaiting
+      },
+      get firstKeyEpoch() {
+        first ??= lowestEpoch(conv.record.keys)
+        return first
       },
       winnerKeyCheck: (epoch) => this.membership.epochs.get(epoch)?.keyCheck,
       sealedInTime: (epoch, seq) => this.book.sealedInTime(epoch, seq),

@@ -54,6 +54,8 @@ export interface AdmissionRules {
   readonly keys: ReadonlyMap<number, Uint8Array>
   /** An admin is to give this device keys its invite could not carry (`devicesToWelcome`): asked only when a key is missing. */
   readonly awaitingWelcome: boolean
+  /** The lowest epoch this device holds a key of (Infinity with none), when the caller keeps it; else read from `keys`. */
+  readonly firstKeyEpoch?: number
   /** The key check of the record that won `epoch`, once folded here. */
   winnerKeyCheck(epoch: number): Uint8Array | undefined
   /** Whether an envelope of `epoch` in relay row `seq` came before the next epoch began. */
@@ -119,6 +121,13 @@ export async function checkEnvelopes(room: string, envelopes: ReadonlyArray<{ by
  * else if (a.kind === 'refuse') reject(a.code, a.message)
  * ```
  */
+/** The lowest epoch of `keys` (Infinity when it holds none). */
+export function lowestEpoch(keys: ReadonlyMap<number, unknown>): number {
+  let first = Number.POSITIVE_INFINITY
+  for (const e of keys.keys()) if (e < first) first = e
+  return first
+}
+
 export function admitEnvelope(rules: AdmissionRules, envelope: IncomingEnvelope, h: EnvelopeHeader | undefined, verified: boolean | undefined): Admission {
   if (!h) return { kind: 'malformed' }
   const deviceId = deviceIdOf(h.senderDevicePub)
@@ -130,8 +139,7 @@ export function admitEnvelope(rules: AdmissionRules, envelope: IncomingEnvelope,
     // Before this device's first key: what a 'from-join' member never reads, by design (every
     // newcomer's app showed an error per catch-up for it), or a joiner's keys on their way, from
     // the relay or from an admin's welcome.
-    let first = Number.POSITIVE_INFINITY
-    for (const e of rules.keys.keys()) if (e < first) first = e
+    const first = rules.firstKeyEpoch ?? lowestEpoch(rules.keys)
     const quiet = h.epoch < first || rules.awaitingWelcome
     return { kind: 'hold', code: ErrorCode.EnvelopeRejected, message: `no key for epoch ${h.epoch}`, ...(quiet ? { quiet: true as const } : {}) }
   }
