@@ -40,7 +40,7 @@ import { DeviceBook } from './device-book.js'
 import { encodeAnswer, encodeLinkPayload, LINK_TTL_MS, LinkMailbox, LinkSlot, newLinkSecret, openLinkMessage, readOffer, sealLinkMessage } from './device-link.js'
 import { hasIdentity, type Identity, loadOrCreateIdentity, NAME_KEY } from './identity.js'
 import { linkAsNewDevice } from './link-new-device.js'
-import { assertTitle } from './restated-context.js'
+import { assertName, assertTitle } from './restated-context.js'
 import { encodePublicIdentity } from './public-identity.js'
 import { decodeRelayLimits, encodeRelayLimits, RELAY_LIMITS_KEY } from './relay-limits.js'
 import { decodeSummary, STALE_SUMMARY_PREFIX, SUMMARY_PREFIX, type Summary, staleSummaryKey, summaryKey } from './summary.js'
@@ -196,9 +196,7 @@ export class PetrelClient {
     if (every !== undefined && !(Number.isSafeInteger(every) && every > 0)) throw new PetrelError(ErrorCode.InvalidArgument, 'compaction.every must be a whole number above 0 (or compaction: false)')
     if (options.open !== undefined && options.open !== 'all' && options.open !== 'lazy') throw new PetrelError(ErrorCode.InvalidArgument, "open must be 'all' or 'lazy'")
     // Said in every conversation joined (`sayName`): refused there, every join would fail.
-    if (options.name !== undefined && (typeof options.name !== 'string' || new TextEncoder().encode(options.name).length > 1024)) {
-      throw new PetrelError(ErrorCode.InvalidArgument, 'name must be a string of at most 1024 UTF-8 bytes')
-    }
+    if (options.name !== undefined) assertName(options.name)
     const rotation = options.keyRotation
     for (const [what, n] of [['keyRotation.messages', rotation?.messages], ['keyRotation.ms', rotation?.ms]] as const) {
       if (n !== undefined && !(Number.isSafeInteger(n) && n > 0)) throw new PetrelError(ErrorCode.InvalidArgument, `${what} must be a whole number above 0`)

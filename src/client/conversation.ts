@@ -71,7 +71,7 @@ import {
   keyOf,
 } from './conversation-record.js'
 import type { ClientContext } from './client-context.js'
-import { assertTitle, type Profile, RestatedContext } from './restated-context.js'
+import { assertName, assertTitle, type Profile, RestatedContext } from './restated-context.js'
 import { checkInnerUpdate, INNER_MESSAGE_BATCHES, INNER_MESSAGES, INNER_META, INNER_PROFILES } from './inner-guard.js'
 import { type Batch, COMMIT_SOON, type CommitOptions } from './storage/device-store.js'
 import { randomClientId } from '../shared/client-id.js'
@@ -143,8 +143,6 @@ const ORIGIN_REMOTE = Symbol('remote')
 const ORIGIN_LOCAL_OUTER = Symbol('local-outer')
 /** Text limit, besides the relay's envelope limit. */
 const MAX_TEXT_BYTES = 64 * 1024
-/** Name limit (`sayName`): a name is shown beside every message. */
-const MAX_NAME_BYTES = 1024
 /** Ticks without an error, one object each: the list asks for them per message on every ack and receipt. */
 const TICKS: Readonly<Record<'pending' | 'sent' | 'delivered' | 'read', { readonly status: Message['status'] }>> = {
   pending: { status: 'pending' },
@@ -1109,9 +1107,7 @@ export class Conversation {
    * ```
    */
   async sayName(name: string): Promise<void> {
-    if (typeof name !== 'string' || utf8Length(name) > MAX_NAME_BYTES) {
-      throw new PetrelError(ErrorCode.InvalidArgument, `a name is a string of at most ${MAX_NAME_BYTES} UTF-8 bytes`, { conversationId: this.id })
-    }
+    assertName(name, this.id)
     await this.ready()
     this.assertOpen()
     const write = this.restated.naming(this.ctx.identity.userId, name)

@@ -15,6 +15,7 @@
 import type * as Y from 'yjs'
 import { readEnvelope } from '../shared/envelope.js'
 import { historyKeys } from '../shared/snapshot-seal.js'
+import { lowestEpoch } from './envelope-admission.js'
 import { lostClocksFiller } from './lost-history.js'
 
 /** How long what waits must have waited before it is filled. */
@@ -91,7 +92,7 @@ export class LostHistoryFill {
     const keys = host.epochKeys
     if (keys.size === 0 || historyKeys(keys, host.epoch)) return false
     if (!host.settled) return false
-    const first = Math.min(...keys.keys())
+    const first = lowestEpoch(keys)
     let awaitingRead: boolean | undefined
     const awaitingNow = (): boolean => {
       awaitingRead ??= host.awaitingWelcome

@@ -39,6 +39,16 @@ const TITLE = 'title'
 /** Longest title `setTitle` and `createConversation` take, in UTF-8 bytes (a title is shown on one line). */
 export const MAX_TITLE_BYTES = 1024
 
+/** Longest name `sayName` and `createClient({ name })` take, in UTF-8 bytes (shown beside every message). */
+export const MAX_NAME_BYTES = 1024
+
+/** Throws `invalid_argument` unless `name` is a string of at most `MAX_NAME_BYTES`. */
+export function assertName(name: unknown, conversationId?: string): asserts name is string {
+  if (typeof name !== 'string' || utf8Length(name) > MAX_NAME_BYTES) {
+    throw new PetrelError(ErrorCode.InvalidArgument, `a name is a string of at most ${MAX_NAME_BYTES} UTF-8 bytes`, conversationId ? { conversationId } : {})
+  }
+}
+
 /** Throws `invalid_argument` unless `title` is a string of at most `MAX_TITLE_BYTES`. */
 export function assertTitle(title: unknown, conversationId?: string): asserts title is string {
   if (typeof title !== 'string' || utf8Length(title) > MAX_TITLE_BYTES) {
