@@ -18,21 +18,25 @@
  *   (stale-reseal.ts); this device's own acknowledgements (device-acks.ts) and the writes
  *   they make (bookkeeping-writes.ts); membership changes (member-actions.ts) and key
  *   rotations (key-rotation.ts).
- * - Receiving: the checks each envelope passes before it is opened, in order
- *   (envelope-admission.ts); what it may not open yet (held-envelopes.ts); how far the relay's
+ * - Receiving: the receive chain, which takes the relay's rows in passes, in relay order, and
+ *   stores what each pass applied (received-rows.ts); the checks each envelope passes before
+ *   it is opened, in order (envelope-admission.ts); what it may not open yet (held-envelopes.ts); how far the relay's
  *   rows are held, for ✓✓ and the next catch-up (row-cursor.ts); what an update may change is
  *   inner-guard.ts's to say.
  * - Showing: the shown list (shown-list.ts).
  * - History: filling what a late joiner never reads (lost-history-fill.ts); snapshots written
  *   (snapshot-writer.ts, snapshot-source.ts) and taken in (missing-history.ts says when;
- *   snapshot-assembly.ts, snapshot-checks.ts).
+ *   snapshot-assembly.ts, snapshot-checks.ts; applied by a receive pass, received-rows.ts).
+ * - What remains here: loading and connecting, membership folds and what they start (key
+ *   changes, welcomes, names said again), the public API, and closing.
  *
- * Work queued behind received rows goes through `afterIncoming`, sealing through `afterOutgoing`.
+ * Work queued behind received rows goes through `afterIncoming` (the receive chain), sealing
+ * through `afterOutgoing`.
  */
 import type { WebsocketProvider } from 'y-websocket'
 import * as Y from 'yjs'
-import { constantTimeEqual, fromBase64Url, randomBytes, toBase64Url, toHex } from '../shared/crypto/index.js'
-import { decryptEnvelope, keyCheckOf, readEnvelope, type SnapshotPart } from '../shared/envelope.js'
+import { constantTimeEqual, fromBase64Url, toBase64Url } from '../shared/crypto/index.js'
+import { decryptEnvelope, keyCheckOf, readEnvelope } from '../shared/envelope.js'
 import { ErrorCode, PetrelError } from '../shared/errors.js'
 import { devicesToWelcome, type MembershipState } from '../shared/membership.js'
 import { envelopeKey, OUTER_LOG, OUTER_RECORDS } from '../shared/outer-keys.js'
@@ -64,7 +68,6 @@ import {
   decodeLostKeys,
   encodeGapFills,
   encodeConversationRecord,
-  encodeBindings,
   encodeCursor,
   encodeReceipts,
   encodeLostKeys,
@@ -72,20 +75,18 @@ import {
 } from './conversation-record.js'
 import type { ClientContext } from './client-context.js'
 import { assertName, assertTitle, type Profile, RestatedContext } from './restated-context.js'
-import { checkInnerUpdate, INNER_MESSAGE_BATCHES, INNER_MESSAGES, INNER_META, INNER_PROFILES } from './inner-guard.js'
+import { INNER_MESSAGE_BATCHES, INNER_MESSAGES, INNER_META, INNER_PROFILES } from './inner-guard.js'
 import { type Batch, COMMIT_SOON, type CommitOptions } from './storage/device-store.js'
 import { randomClientId } from '../shared/client-id.js'
-import { applyRows, checkRows, RowLocator, type RowsMessage } from './outer-rows.js'
 import { Presence } from './presence.js'
 import { type MemberReceipt, ReceiptBook } from './receipts.js'
 import { MembershipBook, safetyNumber } from './membership-book.js'
 import { tombstoneUpdate } from './tombstone.js'
 import { SessionWriterIds, type WriterIdsHost } from './writer-ids.js'
 import { LostHistoryFill, type LostHistoryFillHost } from './lost-history-fill.js'
-import { HeldEnvelopes, MAX_HELD_FOR_SNAPSHOT } from './held-envelopes.js'
+import { HeldEnvelopes } from './held-envelopes.js'
 import { createRoomProvider } from './room-provider.js'
 import { GapFills, type GapFillsHost } from './gap-fills.js'
-import { checkSnapshotState } from './snapshot-state.js'
 import { RowCursor } from './row-cursor.js'
 import { KeyRotation, type KeyRotationHost } from './key-rotation.js'
 import { BookkeepingWrites, type BookkeepingHost } from './bookkeeping-writes.js'
@@ -95,16 +96,16 @@ import { MissingHistory, type MissingHistoryHost } from './missing-history.js'
 import { applyRefusal, type RefusalsHost } from './relay-refusals.js'
 import { PositionIndex } from './position-index.js'
 import { type Message, ShownList, type StoredMessage } from './shown-list.js'
-import { rowsToStore, transactWithoutUpdate } from './quiet-transact.js'
 import { OwnMessages, type Put } from './own-messages.js'
 import { type AckTarget, DeviceAcks } from './device-acks.js'
-import { type AdmissionRules, admitEnvelope, type CheckedEnvelopes, checkEnvelopes, type IncomingEnvelope, lowestEpoch, nonceKey } from './envelope-admission.js'
 import { type InviteOptions, MemberActions, type MemberActionsHost, type MemberInfo } from './member-actions.js'
 import { isClock, messageIdFor } from './message-id.js'
 import { SendBatches, type SendBatchesHost } from './send-batches.js'
 import { SnapshotAssembly } from './snapshot-assembly.js'
 import { StaleReseal, type StaleResealHost } from './stale-reseal.js'
 import { SnapshotChecks, type SnapshotChecksHost } from './snapshot-checks.js'
+import { ORIGIN_LOAD, ORIGIN_LOCAL_OUTER, ORIGIN_REMOTE } from './origins.js'
+import { batchTag, ReceivedRows, type ReceivedRowsHost } from './received-rows.js'
 import { SnapshotSource } from './snapshot-source.js'
 import { type SnapshotHost, SnapshotWriter } from './snapshot-writer.js'
 import { utf8Length } from '../shared/utf8-length.js'
@@ -127,20 +128,9 @@ type PartsHost = SendBatchesHost &
   SealQueueHost &
   KeyRotationHost &
   BookkeepingHost &
-  AcksHost
+  AcksHost &
+  ReceivedRowsHost
 
-interface IncomingPage {
-  envelopes: IncomingEnvelope[]
-  /** The outer log rows to store for it (see rowsToStore). */
-  outerRows: Uint8Array[]
-  maxSeq: number
-  seqsChanged: boolean
-  checked: Promise<CheckedEnvelopes>
-}
-
-const ORIGIN_LOAD = Symbol('load')
-const ORIGIN_REMOTE = Symbol('remote')
-const ORIGIN_LOCAL_OUTER = Symbol('local-outer')
 /** Text limit, besides the relay's envelope limit. */
 const MAX_TEXT_BYTES = 64 * 1024
 /** Ticks without an error, one object each: the list asks for them per message on every ack and receipt. */
@@ -153,8 +143,6 @@ const TICKS: Readonly<Record<'pending' | 'sent' | 'delivered' | 'read', { readon
 
 /** Merge a document's stored updates into one row when it has more than this many. */
 const COMPACT_AFTER_ROWS = 500
-/** Envelope bytes one pass over received pages takes at most (it blocks the thread while it runs). */
-const MERGE_PAGES_BYTES = 1024 * 1024
 /**
  * Denials of a conversation that pass (wire.ts `Reason`): too many open on one connection, the
  * relay's own trouble, a conversation full for now. The device asks again, backing off, and
@@ -223,21 +211,9 @@ export class Conversation {
   private writerIdsRead: Uint8Array | null | undefined
   /** Envelopes waiting for their sender's join record, their epoch key or a snapshot (held-envelopes.ts). */
   private readonly held = new HeldEnvelopes()
-  /** Seqs of received rows uploaded as snapshot parts whose envelopes have not been taken yet (onRows). */
-  private readonly partRows = new Set<number>()
-  /**
-   * Nonce → signature of every envelope this device has opened (built lazily from the log):
-   * the same nonce with another signature is a sender reusing a nonce under one key, which
-   * leaks the XOR of two plaintexts, so it is refused; with the same signature it is a replay.
-   */
-  private nonces?: Map<string, Uint8Array>
-  /** Errors found while a received batch is being applied, reported once it is done. */
-  private heldErrors: PetrelError[] | undefined
   /** Log rows appended since load, and whether a local write failed: see compactOnClose. */
   private appendedRows = 0
   private localWriteFailed = false
-  /** Log keys received but not processed yet (processing is queued behind earlier batches). */
-  private readonly queued = new Set<string>()
   /** Our keys that lost a race for their epoch number: only to re-seal what we sealed with them. */
   private readonly lostKeys = new Map<string, Uint8Array>()
   private bindings = new Map<number, string>()
@@ -266,9 +242,6 @@ export class Conversation {
   private readonly rotation: KeyRotation
   /** Acks', receipts' and record positions' writes of one turn, in one commit (bookkeeping-writes.ts). */
   private readonly bookkeeping: BookkeepingWrites
-  private incoming: Promise<void> = Promise.resolve()
-  /** The queued pass over received pages that later pages may still join. */
-  private openPages: { pages: IncomingPage[]; bytes: number } | undefined
   private tagging: string[] | undefined
   private capturedOuter: Uint8Array[] = []
   private readonly listeners = new Set<() => void>()
@@ -305,6 +278,8 @@ export class Conversation {
    * replica thread, started once this device sends here and half the way to a snapshot.
    */
   private readonly source: SnapshotSource
+  /** The rows the relay sends, taken in by passes in relay order (received-rows.ts). */
+  private readonly received: ReceivedRows
   /** The host object every part reaches this conversation through (see partsHost). */
   private readonly parts: PartsHost
 
@@ -330,6 +305,7 @@ export class Conversation {
     this.rotation = new KeyRotation(host)
     this.bookkeeping = new BookkeepingWrites(host)
     this.writerIds = new SessionWriterIds(host)
+    this.received = new ReceivedRows(host)
     this.source = new SnapshotSource(async () => {
       await ctx.store.commit({})
       const rows = await ctx.store.loadLog(id, 'inner')
@@ -579,7 +555,7 @@ export class Conversation {
           this.report(err, 'relay sent a malformed message')
         }
       }
-    provider.messageHandlers[RoomMessage.Rows] = guard((r) => this.onRows(readRows(r)))
+    provider.messageHandlers[RoomMessage.Rows] = guard((r) => this.received.rows(readRows(r)))
     provider.messageHandlers[RoomMessage.Ack] = guard((r) => applyAck(this.parts, readAck(r)))
     provider.messageHandlers[RoomMessage.Refused] = guard((r) => applyRefusal(this.parts, readRefused(r)))
     provider.messageHandlers[RoomMessage.Cursor] = guard((r) => this.onCursor(readCursor(r).seq))
@@ -594,7 +570,7 @@ export class Conversation {
           // A snapshot still inflating is what the held updates wait for: it goes first.
           if (this.assembly.inflating) {
             await this.assembly.inflating
-            await this.processIncoming([], [], [], 0)
+            await this.received.pass()
           }
           if (this.missing.stopHolding()) this.retryDeferred()
         }, 'could not apply held messages')
@@ -875,7 +851,7 @@ export class Conversation {
       },
       storeRow: (put) => this.commit({ put: [put] }),
       saveRows: (puts) => this.landing(this.commit({ put: puts }), 'could not store a failure'),
-      changed: () => this.changed(),
+      changed: (keys?: Iterable<string>) => this.changed(keys),
       statusesChanged: (ids) => this.statusesChanged(ids),
       reportError: (err) => ctx.reportError(err),
       report: (err, context) => this.report(err, context),
@@ -937,7 +913,37 @@ export class Conversation {
       reject: (code, message) => this.reject(code, message),
       landing: (commit, failure) => this.landing(commit, failure),
       afterIncoming: (job, failure) => this.afterIncoming(job, failure),
-      receivePass: () => this.processIncoming([], [], [], 0),
+      receivePass: () => this.received.pass(),
+      get provider() {
+        return conv.provider
+      },
+      innerListener: this.innerListener,
+      outerListener: this.outerListener,
+      rowCursor: this.cursor,
+      get heldEnvelopes() {
+        return conv.held
+      },
+      get missing() {
+        return conv.missing
+      },
+      get assembly() {
+        return conv.assembly
+      },
+      get checks() {
+        return conv.checks
+      },
+      get lostFill() {
+        return conv.lostFill
+      },
+      get acks() {
+        return conv.acks
+      },
+      messageSeq: this.messageSeq,
+      seeClock: (h) => {
+        if (h > this.hlc) this.hlc = h
+      },
+      listed: (messageId) => this.shown.listed(messageId),
+      receivedCounted: (epoch, n) => this.countEnvelopes(epoch, n, false),
     }
   }
 
@@ -1150,371 +1156,38 @@ export class Conversation {
 
   // ---------------------------------------------------------------- receiving
 
-  private onRows(msg: RowsMessage): void {
-    // Rows come from an untrusted relay: check the narrow outer shape before Yjs sees them.
-    const { clients, compacted } = checkRows(msg, this.outer, !this.provider?.synced)
-    for (const seq of compacted) this.missing.compactedRow(seq)
-    // Origin = the provider, so y-websocket does not echo the rows back to the relay.
-    const provider = this.provider as unknown as { _updateHandler?: unknown } | undefined
-    const { recordKeys, logKeys, quiet, encoded, added } = applyRows(this.outer, msg.update, clients, this.provider, [this.outerListener, provider?._updateHandler])
-    // A received row that moved our own outer id on made Yjs draw another: the resumed ids were
-    // used elsewhere, and the awareness follows whatever the id is now (writer-ids.ts).
-    this.writerIds.afterRows()
-    // Rows still waiting for predecessors: remembered, and the cursor stops before them, so
-    // this device never acknowledges (✓✓) what it does not hold yet.
-    const { index, maxSeq } = this.cursor.indexRows(msg.index, (row) => Y.getState(this.outer.store, row.client) >= row.clock + row.len)
-    const rec = this.outer.getMap<Uint8Array>(OUTER_RECORDS)
-    const log = this.outer.getMap<Uint8Array>(OUTER_LOG)
-    const records = recordKeys.map((k) => rec.get(k)).filter((v): v is Uint8Array => v instanceof Uint8Array)
-    const rows = new RowLocator(index)
-    let seqsChanged = false
-    for (const key of recordKeys) {
-      const seq = rows.seqOfKey(key)
-      if (seq !== undefined && this.book.noteSeq(key, seq)) seqsChanged = true
-    }
-    // Rows uploaded as snapshot parts, kept until their envelopes integrate (a row may wait in Yjs).
-    for (const seq of msg.parts) this.partRows.add(seq)
-    const envelopes: IncomingEnvelope[] = []
-    for (const key of logKeys) {
-      const bytes = log.get(key)
-      if (!(bytes instanceof Uint8Array)) continue
-      const seq = rows.seqOfKey(key) ?? maxSeq
-      envelopes.push(this.partRows.has(seq) ? { key, seq, bytes, part: true } : { key, seq, bytes })
-    }
-    if (this.partRows.size > 0) for (const seq of this.partRows) if (seq <= maxSeq) this.partRows.delete(seq)
-    envelopes.sort((a, b) => a.seq - b.seq)
-    for (const e of envelopes) this.queued.add(e.key)
-    // Rows that added nothing (all held already) are not stored again; rows waiting in Yjs for
-    // predecessors are, since they will not be encoded when they integrate. Yjs's encoding (the
-    // fallback) holds only what integrated: with rows left waiting, the rows as received go
-    // too, or a later quiet batch that integrates them would store nothing of them.
-    const outerRows = quiet && !added ? [] : rowsToStore(quiet, [msg.update], encoded ? [encoded] : [], this.outer)
-    // Signatures are checked now, off the main thread, while earlier batches are still applied.
-    const checked = this.checkEnvelopes(envelopes)
-    checked.catch(() => {}) // awaited in order below; a failure surfaces there
-    const page: IncomingPage = { envelopes, outerRows, maxSeq, seqsChanged, checked }
-    // While processing lags (a catch-up arrives faster than it is applied), record-free pages
-    // join the pass already queued: one inner transaction and one durable commit for several.
-    let bytes = 0
-    for (const e of envelopes) bytes += e.bytes.length
-    const open = this.openPages
-    if (records.length === 0 && open && open.bytes + bytes <= MERGE_PAGES_BYTES) {
-      open.pages.push(page)
-      open.bytes += bytes
-      return
-    }
-    const queued = { pages: [page], bytes }
-    this.openPages = records.length === 0 ? queued : undefined
-    const job = this.incoming.then(() => {
-      if (this.openPages === queued) this.openPages = undefined
-      return this.processPages(records, queued.pages)
-    })
-    this.incoming = job.catch((err) => {
-      this.localWriteFailed = true
-      this.acks.storeFailedOnce()
-      this.report(err, 'could not store received messages')
-    })
-  }
-
-  /** Queue `job` on the receive chain, after what is queued there; its failure is reported with `failure`. */
+  /** Queue `job` on the receive chain (received-rows.ts), after what is queued there; its failure is reported with `failure`. */
   private afterIncoming(job: () => unknown, failure: string): void {
-    this.incoming = this.incomingTail.then(job).then(
-      () => undefined,
-      (err: unknown) => this.report(err, failure),
-    )
+    this.received.after(job, failure)
   }
 
-  /** The incoming chain, for a job that must run after every page received so far (and before later ones). */
+  /** The receive chain, for a job that must run after every page received so far (and before later ones). */
   private get incomingTail(): Promise<void> {
-    this.openPages = undefined
-    return this.incoming
+    return this.received.tail
   }
-
-  private processPages(records: Uint8Array[], pages: IncomingPage[]): Promise<void> {
-    if (pages.length === 1) {
-      const p = pages[0]!
-      return this.processIncoming(records, p.envelopes, p.outerRows, p.maxSeq, p.seqsChanged, p.checked)
-    }
-    const checked = Promise.all(pages.map((p) => p.checked)).then((all) => ({
-      headers: all.flatMap((c) => c.headers),
-      verdicts: all.flatMap((c) => c.verdicts),
-    }))
-    return this.processIncoming(
-      records,
-      pages.flatMap((p) => p.envelopes),
-      pages.flatMap((p) => p.outerRows),
-      Math.max(...pages.map((p) => p.maxSeq)),
-      pages.some((p) => p.seqsChanged),
-      checked,
-    )
-  }
-
-  private async processIncoming(
-    records: Uint8Array[],
-    incoming: IncomingEnvelope[],
-    outerUpdates: Uint8Array[],
-    maxSeq: number,
-    seqsChanged = false,
-    checked?: Promise<CheckedEnvelopes>,
-  ): Promise<void> {
-    if (records.length > 0) await this.foldRecords()
-    // Envelopes held back earlier (sender's join or the epoch key not here yet) go first.
-    const retry = this.held.take(records.length > 0)
-    const envelopes = retry.length > 0 ? [...retry, ...incoming].sort((a, b) => a.seq - b.seq) : incoming
-    const heldBefore = this.held.size
-    const { headers, verdicts } = await (retry.length === 0 && checked ? checked : this.checkEnvelopes(envelopes))
-    const innerUpdates: Uint8Array[] = []
-    const capture = (update: Uint8Array, origin: unknown) => {
-      if (origin === ORIGIN_REMOTE) innerUpdates.push(update)
-    }
-    let bindingsChanged = false
-    const seqEntries: Array<[string, number]> = []
-    let currentSeq = 0
-    let receivedUpdates = 0
-    // Message key → row of the envelope that wrote it: a message's place in relay order.
-    const keySeq = new Map<string, number>()
-    const messages = this.doc.getMap<StoredMessage>(INNER_MESSAGES)
-    const minePrefix = `${this.ctx.identity.userId}.`
-    const noteSeq = (event: Y.YMapEvent<StoredMessage>) => {
-      for (const key of event.keysChanged) {
-        // One lookup where the entry holds a value; `undefined` may be a deleted entry.
-        const v = messages.get(key) as StoredMessage | null | undefined
-        if (v === undefined && !messages.has(key)) continue
-        const h = v?.h
-        if (isClock(h) && h > this.hlc) this.hlc = h
-        if (this.messageSeq.has(key)) continue
-        // An entry that waited in Yjs for an earlier update takes the row that completed it.
-        const seq = keySeq.get(key) ?? currentSeq
-        this.messageSeq.set(key, seq)
-        seqEntries.push([key, seq])
-        // Sent by another of this user's devices: its ticks are this user's too.
-        if (key.startsWith(minePrefix)) this.ownBySeq.add(seq, key)
-      }
-    }
-    messages.observe(noteSeq)
-    this.doc.on('update', capture)
-    // What this batch applied, as received: stored as it is, so Yjs need not encode the
-    // transaction's update again — unless an apply failed part-way, when only Yjs knows what
-    // went in.
-    const applied = { updates: [] as Uint8Array[], whole: true }
-    this.applied = applied
-    let quiet = false
-    try {
-      // One transaction for the whole batch: observers run once. Each update is still checked
-      // against the document as it stands after the ones before it (Yjs integrates immediately).
-      this.heldErrors = []
-      quiet = transactWithoutUpdate(this.doc, ORIGIN_REMOTE, new Set([this.innerListener, capture]), () => applied.whole, () => {
-        // Its record may come a page after its last part, or it was inflated since.
-        const readyAt = this.applyReadySnapshot(messages, keySeq)
-        if (readyAt !== undefined) currentSeq = readyAt
-        const rules = this.admissionRules(envelopes)
-        const deviceOwner = (device: string) => this.membership.everDevices.get(device)
-        for (let i = 0; i < envelopes.length; i++) {
-          const admitted = admitEnvelope(rules, envelopes[i]!, headers[i], verdicts[i])
-          if (admitted.kind === 'hold') this.defer(envelopes[i]!, admitted.code, admitted.message, admitted.quiet)
-          else if (admitted.kind === 'refuse') this.reject(admitted.code, admitted.message)
-          if (admitted.kind !== 'open') continue
-          const { opened, deviceId, userId } = admitted
-          if (opened.kind === 'update' && this.holdForSnapshot(envelopes[i]!)) continue
-          this.openedNonces(envelopes).set(admitted.nonce, admitted.signature)
-          if (opened.kind === 'snapshot') {
-            this.gatherSnapshot(opened, admitted.epoch, deviceId, envelopes[i]!.seq)
-            const at = this.applyReadySnapshot(messages, keySeq)
-            if (at !== undefined) currentSeq = at
-            continue
-          }
-          const update = opened.update
-          let verdict = checkInnerUpdate(this.doc, update, { deviceId, userId }, this.bindings, deviceOwner)
-          // Signed by this device, from the inner id it writes from now: the id was used elsewhere.
-          if (!verdict.ok && verdict.ownClient && this.writerIds.resuming && deviceId === this.ctx.identity.deviceId) {
-            this.writerIds.abandon()
-            verdict = checkInnerUpdate(this.doc, update, { deviceId, userId }, this.bindings, deviceOwner)
-          }
-          if (!verdict.ok) {
-            this.reject(ErrorCode.AuthorshipViolation, `update from ${userId.slice(0, 8)}… refused: ${verdict.reason}`)
-            continue
-          }
-          currentSeq = envelopes[i]!.seq
-          if (admitted.epoch === this.membership.epoch) receivedUpdates += Math.max(1, verdict.messageKeys.length)
-          for (const k of verdict.messageKeys) if (!keySeq.has(k)) keySeq.set(k, currentSeq)
-          for (const client of verdict.bind) this.bindings.set(client, deviceId)
-          if (verdict.bind.length > 0) bindingsChanged = true
-          try {
-            applyUpdate(this.doc, update, ORIGIN_REMOTE)
-            applied.updates.push(update)
-          } catch (err) {
-            applied.whole = false
-            this.reject(ErrorCode.Malformed, `inner update failed to apply: ${(err as Error).message}`)
-          }
-        }
-        // Changes that continue a client whose start this device can never read: they go in now
-        // (only on the pass lost-history-fill.ts queues, once they have waited a while).
-        let fillers: Uint8Array[] = []
-        try {
-          fillers = this.lostFill.fillers()
-        } catch (err) {
-          this.report(err, 'could not fill history this device cannot read')
-        }
-        // What completes takes the row that completed it, as any entry that waited in Yjs.
-        if (fillers.length > 0 && currentSeq === 0) currentSeq = this.cursor.through
-        for (const filler of fillers) {
-          applyUpdate(this.doc, filler, ORIGIN_REMOTE)
-          applied.updates.push(filler)
-        }
-      })
-    } finally {
-      this.applied = undefined
-      this.doc.off('update', capture)
-      messages.unobserve(noteSeq)
-      for (const e of incoming) this.queued.delete(e.key)
-      const held = this.heldErrors ?? []
-      this.heldErrors = undefined
-      for (const err of held) this.ctx.reportError(err)
-    }
-    if (this.doc.store.pendingStructs !== null) this.lostFill.soon()
-    const batch: Batch = {
-      append: [
-        ...outerUpdates.map((bytes) => ({ convId: this.id, doc: 'outer' as const, bytes })),
-        ...rowsToStore(quiet, applied.updates, innerUpdates, this.doc).map((bytes) => ({ convId: this.id, doc: 'inner' as const, bytes })),
-      ],
-      put: seqEntries.length > 0 ? [[keyOf.messageSeqs(this.id, batchTag()), encodeMessageSeqs(seqEntries)]] : [],
-    }
-    if (bindingsChanged) batch.put!.push([keyOf.bindings(this.id), encodeBindings(this.bindings)])
-    if (seqsChanged) batch.put!.push([keyOf.recordSeqs(this.id), this.book.encodeSeqs()])
-    if (this.held.size !== heldBefore || retry.length > 0) batch.put!.push([keyOf.deferred(this.id), this.held.encode()])
-    const through = this.cursor.received(maxSeq)
-    if (through !== undefined) batch.put!.push([keyOf.cursor(this.id), encodeCursor(through)])
-    const checksRow = this.checks.takeRow()
-    if (checksRow) batch.put!.push(checksRow)
-    // A listed message from another of our devices takes its ticks from its position, which
-    // this batch may have just set: its row is read again.
-    const siblings = seqEntries.filter(([key]) => this.shown.listed(key))
-    if (siblings.length > 0) this.statusesChanged(siblings.map(([key]) => key))
-    const committedThrough = this.cursor.through
-    // The next batch need not wait for this one's commit (it runs on the writer thread, and
-    // commits land in the order issued); what depends on it being durable waits below.
-    // Soon, not now: only its ✓✓ waits for it, and a device receiving a busy conversation paid
-    // a transaction (an fsync) per received batch.
-    const stored = this.commit(batch, COMMIT_SOON).then(
-      () => {
-        this.acks.stored(committedThrough)
-        // Listeners hear of the batch again now it is stored; what it showed changed in its transaction.
-        this.changed([])
-        // Stored durably: now, and only now, tell the members (✓✓).
-        this.acks.schedule()
-      },
-      (err) => {
-        this.localWriteFailed = true
-        this.acks.storeFailedOnce()
-        this.report(err, 'could not store received messages')
-      },
-    )
-    this.storing = this.storing.then(() => stored)
-    this.appendedRows += batch.append!.length
-    if (this.checks.waiting) void this.checks.verifySoon()
-    if (this.held.due) this.retryDeferred()
-    this.countEnvelopes(this.membership.epoch, receivedUpdates, false)
-  }
-
-  /** Received batches whose commit is still being written (see processIncoming). */
-  private storing: Promise<void> = Promise.resolve()
 
   /** Every queued receive job done and its batch stored. */
-  private async incomingSettled(): Promise<void> {
-    // The jobs queued now, and the commits they issue; not those a busy stream adds meanwhile.
-    await this.incoming
-    await this.storing
+  private incomingSettled(): Promise<void> {
+    return this.received.settled()
+  }
+
+  /** A commit issued from the receive chain that the chain need not wait for (received-rows.ts). */
+  private landing(commit: Promise<void>, failure: string, durable?: () => void): void {
+    this.received.landing(commit, failure, durable)
+  }
+
+  /** Process held envelopes again (after their snapshot, or once it is clear none comes). */
+  private retryDeferred(): void {
+    this.received.retryHeld()
+  }
+
+  private reject(code: ErrorCode, message: string): void {
+    this.received.reject(code, message)
   }
 
 
   // ---------------------------------------------------------------- history snapshots
 
-  /**
-   * Collect one part of a snapshot; the whole inner state once every part is here and this
-   * device needs it (missing-history.ts says when). A device that received that history as
-   * envelopes ignores snapshots: a member's copy of others' messages can add nothing it lacks,
-   * and must not replace what it verified itself.
-   */
-  private gatherSnapshot(part: SnapshotPart & { bytes: Uint8Array }, epoch: number, sender: string, seq: number): void {
-    if (this.missing.wants(part.coversSeq)) this.assembly.add(part, epoch, sender, seq)
-  }
-
-  /**
-   * Apply the gathered snapshot once its record is folded: only the snapshot the relay
-   * compacted for (the latest record's), from a device of the member who signed that record.
-   * A compressed one (snapshot-seal.ts, version 2) is inflated at once where the platform can
-   * (Node); elsewhere off this path first, and the pass that inflating queues applies it.
-   * Returns the seq of the part that completed the snapshot applied, if one was. `keySeq` is the
-   * pass's message key → row (see processIncoming).
-   */
-  private applyReadySnapshot(messages: Y.Map<StoredMessage>, keySeq: Map<string, number>): number | undefined {
-    const ready = this.assembly.take(this.membership, this.record.keys, () => this.awaitingWelcome())
-    return ready && this.applySnapshot(ready.state, messages, ready.coversSeq, ready.seq, keySeq)
-  }
-
-  /**
-   * Apply a snapshot's inner state (inside the batch's transaction). Its messages are held
-   * back until their authors' signatures verify; nothing of it bypasses that check. What was
-   * held for it goes next, on top of it. Returns `seq` (its last part's row) once applied.
-   */
-  private applySnapshot(state: Uint8Array, messages: Y.Map<StoredMessage>, coversSeq: number, seq: number, keySeq: Map<string, number>): number | undefined {
-    if (this.held.size > 0) this.held.retrySoon()
-    const before = new Map<string, StoredMessage>()
-    for (const [k, v] of messages) before.set(k, v)
-    try {
-      const checked = checkSnapshotState(state)
-      if (checked.clipped > 0) {
-        this.reject(ErrorCode.EnvelopeRejected, `history snapshot deleted ${checked.clipped} ranges of changes it does not hold: left out`)
-        state = checked.state
-      }
-    } catch (err) {
-      this.reject(ErrorCode.Malformed, `snapshot failed to apply: ${(err as Error).message}`)
-      return
-    }
-    try {
-      applyUpdate(this.doc, state, ORIGIN_REMOTE)
-      this.applied?.updates.push(state)
-    } catch (err) {
-      if (this.applied) this.applied.whole = false
-      this.reject(ErrorCode.Malformed, `snapshot failed to apply: ${(err as Error).message}`)
-      return
-    }
-    this.missing.snapshotApplied(coversSeq)
-    for (const [k, v] of messages) {
-      if (before.get(k) === v) continue
-      this.checks.hold(k)
-      // Its place in relay order is at most what the snapshot covers: the row that completed
-      // the snapshot came later, and read receipts below it showed a message read on the
-      // writer's device as only delivered on a device that got it from the snapshot.
-      if (!keySeq.has(k)) keySeq.set(k, coversSeq)
-    }
-    return seq
-  }
-
-  /** The updates the receive transaction in progress has applied, as received. */
-  private applied: { updates: Uint8Array[]; whole: boolean } | undefined
-
-  /**
-   * While history reached us compacted and its snapshot has not been applied, updates after
-   * it are held (durably, with the deferred ones): applied before the snapshot they would
-   * wait in Yjs as pending, and Yjs re-merges its pending set on every apply (quadratic:
-   * half a second of a fresh device's open of 10k messages).
-   */
-  private holdForSnapshot(envelope: IncomingEnvelope): boolean {
-    const verdict = this.missing.holdUpdate(this.held.size >= MAX_HELD_FOR_SNAPSHOT)
-    // Too much to hold: apply as it comes after all (slower in Yjs, nothing lost); the
-    // snapshot is still wanted when it comes.
-    if (verdict === 'overflow') this.held.retrySoon()
-    if (verdict !== 'hold') return false
-    this.held.addForSnapshot(envelope)
-    return true
-  }
-
-  /** Process held envelopes again (after their snapshot, or once it is clear none comes). */
-  private retryDeferred(): void {
-    this.held.retrySoon()
-    this.afterIncoming(() => this.processIncoming([], [], [], 0), 'could not apply held messages')
-  }
 
   /**
    * Seal the inner document as a snapshot and ask the relay to compact what it covers: a
@@ -1544,38 +1217,6 @@ export class Conversation {
     return out
   }
 
-  /** Parse envelope headers and verify their signatures (natively, as one batch). */
-  private checkEnvelopes(envelopes: ReadonlyArray<{ bytes: Uint8Array }>): Promise<CheckedEnvelopes> {
-    return checkEnvelopes(this.id, envelopes, (err) => this.report(err, 'malformed envelope'))
-  }
-
-  /** What envelope-admission.ts reads of this conversation, for a pass over `pending`. */
-  private admissionRules(pending: ReadonlyArray<{ key: string }>): AdmissionRules {
-    const conv = this
-    let awaiting: boolean | undefined
-    let first: number | undefined
-    return {
-      room: this.id,
-      get everDevices() {
-        return conv.membership.everDevices
-      },
-      get keys() {
-        return conv.record.keys
-      },
-      // Once a pass: a 'full' joiner catching up asks for every envelope it lacks a key for.
-      get awaitingWelcome() {
-        awaiting ??= conv.awaitingWelcome()
-        return awaiting
-      },
-      get firstKeyEpoch() {
-        first ??= lowestEpoch(conv.record.keys)
-        return first
-      },
-      winnerKeyCheck: (epoch) => this.membership.epochs.get(epoch)?.keyCheck,
-      sealedInTime: (epoch, seq) => this.book.sealedInTime(epoch, seq),
-      nonces: () => this.openedNonces(pending),
-    }
-  }
 
   /**
    * Rebuild membership from every record in the outer log, in relay order, pick up epoch
@@ -1796,14 +1437,6 @@ export class Conversation {
     }, 'could not store the cursor')
   }
 
-  /**
-   * A commit issued from the incoming chain that the chain need not wait for: `durable` runs
-   * once it lands, and `incomingSettled` still waits for it (through `storing`).
-   */
-  private landing(commit: Promise<void>, failure: string, durable?: () => void): void {
-    const stored = commit.then(durable, (err: unknown) => this.report(err, failure))
-    this.storing = this.storing.then(() => stored)
-  }
 
   /**
    * Mark everything currently shown as read (blue ✓✓ for its senders, unless this device
@@ -2284,37 +1917,6 @@ export class Conversation {
     if (this.closed) throw new PetrelError(ErrorCode.Closed, 'conversation is closed', { conversationId: this.id })
   }
 
-  /** The nonce map, built on first use from the envelopes already opened (not `pending` or deferred ones). */
-  private openedNonces(pending: ReadonlyArray<{ key: string }>): Map<string, Uint8Array> {
-    if (this.nonces) return this.nonces
-    const skip = new Set([...pending, ...this.held.all].map((e) => e.key).concat([...this.queued]))
-    const nonces = new Map<string, Uint8Array>()
-    for (const [key, bytes] of this.outer.getMap<Uint8Array>(OUTER_LOG)) {
-      if (skip.has(key) || !(bytes instanceof Uint8Array)) continue
-      try {
-        const h = readEnvelope(bytes)
-        nonces.set(nonceKey(h.nonce), h.signature)
-      } catch {
-        // A malformed stored envelope was never opened; nothing to remember.
-      }
-    }
-    this.nonces = nonces
-    return nonces
-  }
-
-  /** Keep an envelope to try again after the next membership change (bounded); reported unless `quiet`. */
-  private defer(envelope: IncomingEnvelope, code: ErrorCode, message: string, quiet = false): void {
-    if (!this.held.add(envelope) || quiet) return
-    this.reject(code, `${message}; held until the conversation's records explain it`)
-  }
-
-  private reject(code: ErrorCode, message: string): void {
-    const err = new PetrelError(code, message, { conversationId: this.id })
-    // Inside the receive transaction, an app's error handler must not run: a write it made
-    // there would join our remote transaction and never be sealed. Reported right after.
-    if (this.heldErrors) this.heldErrors.push(err)
-    else this.ctx.reportError(err)
-  }
 
   private report(err: unknown, context: string): void {
     this.ctx.reportError(
@@ -2342,10 +1944,6 @@ function ticksShape(m: MembershipState): string {
   return out
 }
 
-let batchTags = 0
-/** A key suffix no other batch of this device has: time, a counter, and a random part (clocks go back). */
-const batchTag = (): string =>
-  `${Date.now().toString(36).padStart(9, '0')}.${(++batchTags).toString(36)}.${toHex(randomBytes(4))}`
 
 const localGuid = (): string => `petrel-${++guids}`
 
