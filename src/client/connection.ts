@@ -275,7 +275,13 @@ export class DeviceConnection implements Multiplexer {
         return
       }
       case FrameType.Room:
-        this.sockets.get(frame.room)?.received(frame.message)
+        try {
+          this.sockets.get(frame.room)?.received(frame.message)
+        } catch (err) {
+          // Each room's handlers catch what they refuse (room-provider.ts); this is the backstop,
+          // so nothing a relay or member sends throws out of the socket's handler.
+          this.events.emit('error', err instanceof PetrelError ? err : new PetrelError(ErrorCode.Malformed, `room message refused: ${(err as Error)?.message ?? String(err)}`, { cause: err, conversationId: frame.room }))
+        }
         return
       case FrameType.Heartbeat:
         // The device connection is alive, so is every room on it: feed each provider's watchdog.

@@ -536,6 +536,9 @@ export class Conversation {
     const provider = createRoomProvider(conn, this.id, this.outer, {
       writingPart: this.snapshots.writingPart,
       beforeSyncStep1: () => missing.askToSpareParts(),
+      malformed: (err) => this.malformedFromRelay(err),
+      // About one state a member device, and room for ids a device left behind (writer-ids.ts).
+      awarenessLimit: () => 2 * this.membership.devices.size + 8,
     })
     this.presence = new Presence(
       provider.awareness,
@@ -544,7 +547,8 @@ export class Conversation {
       (epoch) => this.record.keys.get(epoch),
       () => this.epoch,
       () => this.changed(),
-      (userId) => this.membership.members.has(userId),
+      (deviceId) => this.membership.devices.get(deviceId),
+      { id: this.ctx.identity.deviceId, secret: this.ctx.identity.deviceSecret },
     )
     const guard =
       (fn: (r: StrictReader) => void) =>
@@ -552,7 +556,7 @@ export class Conversation {
         try {
           fn(new StrictReader(decoder.arr.subarray(decoder.pos)))
         } catch (err) {
-          this.report(err, 'relay sent a malformed message')
+          this.malformedFromRelay(err)
         }
       }
     provider.messageHandlers[RoomMessage.Rows] = guard((r) => this.received.rows(readRows(r)))
@@ -1917,6 +1921,15 @@ export class Conversation {
     if (this.closed) throw new PetrelError(ErrorCode.Closed, 'conversation is closed', { conversationId: this.id })
   }
 
+
+  /** A message on this room's socket was refused and dropped (room-provider.ts). */
+  private malformedFromRelay(err: unknown): void {
+    this.ctx.reportError(
+      err instanceof PetrelError
+        ? err
+        : new PetrelError(ErrorCode.Malformed, `relay sent a malformed message: ${(err as Error)?.message ?? String(err)}`, { cause: err, conversationId: this.id }),
+    )
+  }
 
   private report(err: unknown, context: string): void {
     this.ctx.reportError(

@@ -23,6 +23,7 @@ import * as encoding from 'lib0/encoding'
 import { fromBase64Url, hkdf, open, randomBytes, randomNonce, seal, sha256, toBase64Url } from '../shared/crypto/index.js'
 import { ErrorCode, PetrelError } from '../shared/errors.js'
 import { type DeviceCertificate, readCertificate } from '../shared/records.js'
+import { readCapped } from '../shared/read-capped.js'
 import { StrictReader } from '../shared/wire.js'
 
 const PREFIX = 'petrel-link:'
@@ -134,6 +135,12 @@ export interface LinkAnswer {
 /** At most this many siblings fit the mailbox's 8 KiB with room to spare. */
 export const MAX_LINK_SIBLINGS = 32
 
+/**
+ * A link message read from the relay at most: what a device writes is a few KiB (the relay's
+ * own limit is 8 KiB unless set otherwise); this bounds what a dishonest relay can send.
+ */
+export const MAX_LINK_MESSAGE_BYTES = 64 * 1024
+
 export function encodeAnswer(certificate: Uint8Array, siblings: DeviceCertificate[], name: string, primary: string): Uint8Array {
   const e = encoding.createEncoder()
   encoding.writeVarUint8Array(e, certificate)
@@ -190,7 +197,12 @@ export class LinkMailbox {
         if (Date.now() >= deadline) throw err
         continue
       }
-      if (res.status === 200) return new Uint8Array(await res.arrayBuffer())
+      if (res.status === 200) {
+        // The relay is untrusted: an endless body must not fill this device's memory.
+        const body = await readCapped(res.body, MAX_LINK_MESSAGE_BYTES)
+        if (body === 'too-large') throw new PetrelError(ErrorCode.LinkFailed, `the relay's link message is over ${MAX_LINK_MESSAGE_BYTES} bytes`)
+        return body
+      }
       if (res.status !== 204) throw new PetrelError(ErrorCode.LinkFailed, `relay refused the link mailbox (HTTP ${res.status})`)
     }
     return undefined

@@ -22,6 +22,16 @@ const USAGE = `petrel-relay [--port 8787] [--host 127.0.0.1] [--database ./.petr
 Flags win over the environment. docs/OPERATING.md has the rest.
 `
 
+// Stdout closed (piped into `head`, a log shipper gone): what is lost is a banner, not a reason to
+// die before the store is closed.
+process.stdout.on('error', () => undefined)
+
+/** A password in a URL, hidden: messages go to logs (journald, a terminal scrollback). */
+const redact = (text: string): string => text.replace(/(\/\/[^/\s:@]*):[^@\s/]*@/g, '$1:***@')
+
+/** An environment variable, or undefined when unset or empty (systemd's `Environment=X=`, compose's `${X:-}`). */
+const env = (name: string): string | undefined => process.env[name] || undefined
+
 const fail = (message: string, code: number): never => {
   process.stderr.write(`petrel-relay: ${message}\n`)
   process.exit(code)
@@ -60,7 +70,7 @@ if (!Number.isInteger(port) || port < 0 || port > 65535) {
   fail(`invalid port ${values.port ?? process.env.PETREL_PORT}`, 2)
 }
 let limits: Record<string, number> | undefined
-const limitsText = values.limits ?? process.env.PETREL_LIMITS
+const limitsText = values.limits ?? env('PETREL_LIMITS')
 if (limitsText) {
   try {
     limits = JSON.parse(limitsText) as Record<string, number>
@@ -68,18 +78,23 @@ if (limitsText) {
     fail('--limits / PETREL_LIMITS must be JSON, e.g. {"maxFrameBytes":1048576}', 2)
   }
 }
+// Empty means unset, as for the port: an empty database was a temporary one (every message lost
+// at the next start), an empty host every interface.
+for (const flag of ['host', 'database', 'redis'] as const) if (values[flag] === '') fail(`--${flag} is empty`, 2)
 const relay = await createRelay({
   limits,
   port,
-  host: values.host ?? process.env.PETREL_HOST ?? '127.0.0.1',
-  database: values.database ?? process.env.PETREL_DATABASE ?? './.petrel/relay.db',
-  redis: values.redis ?? process.env.PETREL_REDIS,
+  host: values.host ?? env('PETREL_HOST') ?? '127.0.0.1',
+  database: values.database ?? env('PETREL_DATABASE') ?? './.petrel/relay.db',
+  redis: values.redis ?? env('PETREL_REDIS'),
   spareSnapshotParts: !(values['no-spare-snapshot-parts'] ?? process.env.PETREL_SPARE_SNAPSHOT_PARTS === '0'),
 }).catch((err: unknown) =>
   // A bad limit or a port in use is a usage error (2); a database or Redis that cannot be
   // opened or reached, or a database from a newer version, is the machine's (1). Either is one
   // line, not a stack trace.
-  isPetrelError(err, ErrorCode.InvalidArgument) ? fail(err.message, 2) : isPetrelError(err, ErrorCode.StorageFailed) || isPetrelError(err, ErrorCode.VersionMismatch) ? fail(err.message, 1) : Promise.reject(err),
+  isPetrelError(err, ErrorCode.InvalidArgument)
+    ? fail(redact(err.message), 2)
+    : fail(redact(isPetrelError(err) ? err.message : `could not start: ${(err as Error)?.message ?? String(err)}`), 1),
 )
 process.stdout.write(`Petrel relay on ${relay.url.replace(/^ws/, 'http')} (WebSocket ${relay.url})\n`)
 

@@ -198,11 +198,19 @@ async function openStore(database: string | RelayStore): Promise<RelayStore> {
   if (/^postgres(ql)?:\/\//.test(database)) {
     // `?schema=name` picks the schema (default petrel): several deployments, or test runs, can
     // share one database. Loaded on demand, so a SQLite relay never starts the pg driver.
-    const url = new URL(database)
+    let url: URL
+    try {
+      url = new URL(database)
+    } catch {
+      // Not the URL itself: it holds the password.
+      throw new PetrelError(ErrorCode.InvalidArgument, 'the PostgreSQL URL does not parse (postgres://user:password@host:port/database[?schema=name])')
+    }
     const schema = url.searchParams.get('schema') ?? undefined
     url.searchParams.delete('schema')
     const { openPostgresRelayStore } = await import('./store/postgres-store.js')
     return openPostgresRelayStore(url.toString(), schema === undefined ? {} : { schema })
   }
+  // better-sqlite3 takes '' as a temporary database: every message lost at the next start.
+  if (database === '') throw new PetrelError(ErrorCode.InvalidArgument, 'the database path is empty')
   return openSqliteRelayStore(database)
 }

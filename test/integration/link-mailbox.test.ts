@@ -248,3 +248,37 @@ describe('mountLinkRoutes options', () => {
     }
   })
 })
+
+describe('link mailbox client against a dishonest relay', () => {
+  it('stops reading an answer past MAX_LINK_MESSAGE_BYTES and fails with link_failed, without buffering the rest', async () => {
+    const { createServer } = await import('node:http')
+    const { LinkMailbox, LinkSlot, MAX_LINK_MESSAGE_BYTES, newLinkSecret } = await import('../../src/client/device-link.js')
+    const chunk = Buffer.alloc(1024 * 1024, 0x41)
+    let sentMiB = 0
+    // 200 with a body of 64 MiB, written as the reader asks for it.
+    const server = createServer((_req, res) => {
+      res.writeHead(200, { 'Content-Type': 'application/octet-stream' })
+      const pump = () => {
+        while (sentMiB < 64) {
+          sentMiB++
+          if (!res.write(chunk)) return void res.once('drain', pump)
+        }
+        res.end()
+      }
+      res.on('close', () => (sentMiB = Math.min(sentMiB, 64)))
+      pump()
+    })
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()))
+    try {
+      const port = (server.address() as { port: number }).port
+      const link = newLinkSecret()
+      const taken = new LinkMailbox([`ws://127.0.0.1:${port}`]).take(link.mailbox, LinkSlot.Offer, Date.now() + 10_000)
+      await expect(taken).rejects.toMatchObject({ code: 'link_failed', message: expect.stringContaining(`over ${MAX_LINK_MESSAGE_BYTES} bytes`) })
+      // The relay kept writing until the socket closed; the device read no more than the cap and a chunk.
+      expect(sentMiB).toBeLessThan(64)
+    } finally {
+      server.closeAllConnections()
+      await new Promise<void>((r) => server.close(() => r()))
+    }
+  })
+})

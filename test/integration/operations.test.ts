@@ -1,8 +1,9 @@
 import { afterEach, describe, expect, it } from 'vitest'
-import { spawnSync } from 'node:child_process'
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { spawn, spawnSync } from 'node:child_process'
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { pathToFileURL } from 'node:url'
 import { createRelay } from '../../src/relay/index.js'
 import { openSqliteRelayStore } from '../../src/relay/store/sqlite-store.js'
 import { ErrorCode } from '../../src/shared/errors.js'
@@ -181,6 +182,64 @@ describe('operating a relay', () => {
       for (const name of ['PETREL_PORT', 'PETREL_HOST', 'PETREL_DATABASE', 'PETREL_REDIS', 'PETREL_LIMITS', 'PETREL_SPARE_SNAPSHOT_PARTS']) expect(help.stdout).toContain(name)
     } finally {
       await busy.close()
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
+  it('takes an empty PETREL_DATABASE or PETREL_HOST as unset (the default file, 127.0.0.1), and refuses an empty flag', async () => {
+    const cli = join(import.meta.dirname, '../../src/relay/cli.ts')
+    const dir = mkdtempSync(join(tmpdir(), 'petrel-ops-'))
+    try {
+      // Before, '' opened a temporary database (every message gone at the next start) and '' listened everywhere.
+      // tsx by its path: `--import tsx` resolves from the working directory, here an empty one.
+      const tsx = pathToFileURL(join(import.meta.dirname, '../../node_modules/tsx/dist/loader.mjs')).href
+      const proc = spawn(process.execPath, ['--import', tsx, cli, '--port', '0'], { cwd: dir, env: { ...process.env, PETREL_DATABASE: '', PETREL_HOST: '', PETREL_REDIS: '' }, stdio: ['ignore', 'pipe', 'pipe'] })
+      let out = ''
+      proc.stdout.on('data', (d) => (out += d))
+      try {
+        await until(() => out.includes('Petrel relay on'), 20_000, 'the banner')
+        expect(out).toMatch(/^Petrel relay on http:\/\/127\.0\.0\.1:\d+ /m)
+        expect(existsSync(join(dir, '.petrel', 'relay.db'))).toBe(true)
+      } finally {
+        proc.kill('SIGTERM')
+        await new Promise((r) => proc.once('exit', r))
+      }
+      for (const flag of ['--database', '--host', '--redis']) {
+        const run = spawnSync(process.execPath, ['--import', tsx, cli, '--port', '0', flag, ''], { cwd: dir, encoding: 'utf8', timeout: 20_000 })
+        expect(run.status, flag).toBe(2)
+        expect(run.stderr.trim(), flag).toBe(`petrel-relay: ${flag} is empty`)
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
+  it('says a PostgreSQL URL does not parse in one line, without its password', () => {
+    const cli = join(import.meta.dirname, '../../src/relay/cli.ts')
+    for (const url of ['postgres://postgres:S3cretPW@127.0.0.1:99999/x', 'postgres://postgres:S3cretPW@bad host/x']) {
+      const run = spawnSync(process.execPath, ['--import', 'tsx', cli, '--port', '0', '--database', url], { encoding: 'utf8', timeout: 20_000 })
+      expect(run.status, url).toBe(2)
+      expect(run.stderr.trim().split('\n'), url).toEqual([expect.stringMatching(/^petrel-relay: the PostgreSQL URL does not parse/)])
+      expect(run.stderr + run.stdout).not.toContain('S3cretPW')
+    }
+  })
+
+  it('shuts down cleanly on SIGTERM when its stdout is gone (piped into a program that exited)', async () => {
+    const cli = join(import.meta.dirname, '../../src/relay/cli.ts')
+    const dir = mkdtempSync(join(tmpdir(), 'petrel-ops-'))
+    try {
+      const proc = spawn(process.execPath, ['--import', 'tsx', cli, '--port', '0', '--database', join(dir, 'r.db')], { stdio: ['ignore', 'pipe', 'pipe'] })
+      let err = ''
+      proc.stderr.on('data', (d) => (err += d))
+      await new Promise<void>((resolve) => proc.stdout.once('data', () => resolve()))
+      // The reader goes away, as `| head -1` does after its line: the next write fails with EPIPE.
+      proc.stdout.destroy()
+      proc.kill('SIGTERM')
+      const code = await new Promise<number | null>((r) => proc.once('exit', (c) => r(c)))
+      expect({ code, err }).toEqual({ code: 0, err: '' })
+      // The store was closed: SQLite folds its write-ahead log back in and removes it.
+      expect(existsSync(join(dir, 'r.db-wal'))).toBe(false)
+    } finally {
       rmSync(dir, { recursive: true, force: true })
     }
   })

@@ -586,7 +586,7 @@ describe('signature domains', () => {
   it('has distinct domain strings', () => {
     const values = Object.values(SignatureDomain)
     expect(new Set(values).size).toBe(values.length)
-    expect(values.length).toBe(12)
+    expect(values.length).toBe(13)
   })
 
   it('a signature made for one domain does not verify for any other', async () => {

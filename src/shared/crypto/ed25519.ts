@@ -711,6 +711,7 @@ export const SignatureDomain = {
   MessageBatch: 'message-batch',
   Snapshot: 'snapshot',
   Link: 'link',
+  Awareness: 'awareness',
 } as const
 
 export type SignatureDomain = (typeof SignatureDomain)[keyof typeof SignatureDomain]
