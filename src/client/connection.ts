@@ -24,12 +24,21 @@ export interface RoomHandler {
 export type WebSocketCtor = new (url: string) => WebSocket
 
 export interface ConnectionEvents extends Record<string, (...args: never[]) => void> {
+  /** The connection to the relay changed: 'online', 'connecting' (trying, backing off) or 'offline' (airplane mode). */
   connection: (state: ConnectionState) => void
+  /**
+   * Something went wrong that no call of the app's is waiting on: a refused envelope or record,
+   * a malformed message from the relay or a member, a failed write to storage, a conversation
+   * the relay refused. `err.code` says which (errors.ts), `err.conversationId` where. Nothing is
+   * lost by these: what can be tried again is.
+   */
   error: (err: PetrelError) => void
 }
 
 const BACKOFF_BASE_MS = 200
 const BACKOFF_CAP_MS = 5_000
+/** A connection that held this long was a working one: the next drop dials again soon. */
+const STEADY_MS = 10_000
 const HEARTBEAT_MS = 10_000
 const LIVENESS_MS = 35_000
 /** Room frames above this are split; leaves room for the frame header under the relay's limit. */
@@ -43,6 +52,8 @@ export class DeviceConnection implements Multiplexer {
   private authed = false
   private urlIndex = 0
   private attempts = 0
+  /** Resets the backoff once a connection has held for STEADY_MS (see Ready). */
+  private steadyTimer: ReturnType<typeof setTimeout> | undefined
   private retryTimer: ReturnType<typeof setTimeout> | undefined
   private beatTimer: ReturnType<typeof setInterval> | undefined
   private lastFrameAt = 0
@@ -253,7 +264,13 @@ export class DeviceConnection implements Multiplexer {
         return
       case FrameType.Ready:
         this.authed = true
-        this.attempts = 0
+        // The backoff starts again only once the connection has held a while: a relay that
+        // admits and then drops at once (its database down) was dialled every 50–400 ms, by
+        // every device, for as long as the outage lasted.
+        clearTimeout(this.steadyTimer)
+        this.steadyTimer = setTimeout(() => {
+          this.attempts = 0
+        }, STEADY_MS)
         this.setState('online')
         clearInterval(this.beatTimer)
         this.beatTimer = setInterval(() => this.beat(), HEARTBEAT_MS)
@@ -341,6 +358,7 @@ export class DeviceConnection implements Multiplexer {
   }
 
   private onSocketGone(code: number, reason: string): void {
+    clearTimeout(this.steadyTimer)
     this.ws = undefined
     this.authed = false
     this.opened.clear()

@@ -96,7 +96,6 @@ const relay = await createRelay({
     ? fail(redact(err.message), 2)
     : fail(redact(isPetrelError(err) ? err.message : `could not start: ${(err as Error)?.message ?? String(err)}`), 1),
 )
-process.stdout.write(`Petrel relay on ${relay.url.replace(/^ws/, 'http')} (WebSocket ${relay.url})\n`)
 
 let stopping = false
 const stop = (signal: string) => {
@@ -112,3 +111,7 @@ const stop = (signal: string) => {
 }
 process.on('SIGINT', () => stop('SIGINT'))
 process.on('SIGTERM', () => stop('SIGTERM'))
+// Said once it can be stopped cleanly: a supervisor that signals as soon as it reads the banner
+// (stdout to a pipe is written at once) found no handler yet, and the store was not closed.
+process.stdout.write(`Petrel relay on ${relay.url.replace(/^ws/, 'http')} (WebSocket ${relay.url})\n`)
+

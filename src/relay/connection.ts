@@ -47,7 +47,7 @@ export class Connection implements RoomMemberConn {
     owners.set(ws, this)
     ws.on('message', onSocketMessage)
     ws.on('close', onSocketClose)
-    ws.on('error', onSocketClose)
+    ws.on('error', onSocketError)
     const { limits } = core
     this.send(
       writeFrame({
@@ -221,7 +221,7 @@ export class Connection implements RoomMemberConn {
       this.violation('malformed payload', err.message)
       return
     }
-    this.core.log.error('frame handler failed', { device: this.deviceId, error: (err as Error).message })
+    this.core.log.error('frame handler failed', { device: this.deviceId, frame: frameName(frame.type), error: (err as Error).message })
     this.core.metrics.reject('internal')
     // The store or the bus failed under it (a database gone for a moment): the device never
     // heard, and a room it was opening, or a sync it asked for, waited for good. The room is
@@ -322,6 +322,20 @@ function onSocketClose(this: WebSocket): void {
   conn?.core.closingSockets.delete(this)
   conn?.onClose()
 }
+
+/**
+ * A socket's error: ws closes it (1009 for a frame over `maxFrameBytes`, 1002 for a protocol
+ * error). Counted and logged like every other refusal: an oversized frame left no trace.
+ */
+function onSocketError(this: WebSocket, err: Error & { code?: string }): void {
+  const conn = owners.get(this)
+  if (conn) {
+    const tooLarge = err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH'
+    conn.core.metrics.reject(tooLarge ? 'frame too large' : 'socket error')
+    conn.core.log.info(tooLarge ? 'frame over maxFrameBytes; closed' : 'socket error; closed', { device: conn.deviceId, ip: conn.ip, error: err.message })
+  }
+  onSocketClose.call(this)
+}
 // Monotonic, and a small integer for the first ~24 days of a process (boxed after, still right).
 const sinceStart = () => Math.floor(performance.now())
 const RESOLVED: Promise<void> = Promise.resolve()
@@ -359,7 +373,7 @@ const handlers: Partial<Record<Frame['type'], Handler>> = {
     // Authenticated: the heartbeat clock starts now (it held the opening time until here).
     conn.heartbeatAt = sinceStart()
     conn.send(writeFrame({ type: FrameType.Ready }))
-    await conn.core.sendRooms(conn)
+    await listRooms(conn, 1_000)
   },
   [FrameType.Open]: async (conn, frame) => {
     if (frame.type !== FrameType.Open) return
@@ -376,4 +390,29 @@ const handlers: Partial<Record<Frame['type'], Handler>> = {
     if (conn.deleteRoom(frame.room)) conn.core.leaveRoom(conn, frame.room)
   },
   [FrameType.Room]: (conn, frame) => (frame.type === FrameType.Room ? roomMessage(conn, frame) : undefined),
+}
+
+/**
+ * Tell a device just authenticated which conversations it is in (discovery). Failing (the
+ * database gone for a moment), the connection stays: closing it (as until the forty-first
+ * session) made every device dial again at once, and fail again, for as long as the outage
+ * lasted. It is tried again, backing off, while the connection lasts.
+ */
+async function listRooms(conn: Connection, retryMs: number): Promise<void> {
+  try {
+    await conn.core.sendRooms(conn)
+  } catch (err) {
+    if (conn.isClosed) return
+    conn.core.log.warn('could not list a device\'s conversations; trying again', { device: conn.deviceId, inMs: retryMs, error: (err as Error).message })
+    const timer = setTimeout(() => {
+      if (!conn.isClosed) void listRooms(conn, Math.min(retryMs * 2, 60_000))
+    }, retryMs)
+    timer.unref?.()
+  }
+}
+
+/** A frame type's name, for logs. */
+function frameName(type: number): string {
+  for (const [name, value] of Object.entries(FrameType)) if (value === type) return name
+  return String(type)
 }

@@ -107,13 +107,22 @@ export async function createRelay(options: RelayOptions = {}): Promise<Relay> {
   const node = options.node ?? `node-${toBase64Url(randomBytes(6))}`
   let bus: FanoutBus
   try {
-    bus = options.bus ?? (options.redis ? await openRedisBus(options.redis, node) : createLocalBus(node))
+    bus = options.bus ?? (options.redis ? await openRedisBus(options.redis, node, undefined, log) : createLocalBus(node))
   } catch (err) {
     metrics.stop()
     await store.close()
     throw err
   }
   const core = new RelayCore(store, limits, log, metrics, bus, node, options.spareSnapshotParts ?? true, options.catchUpPageRows)
+  // Which store and bus, said once: two nodes on one database without a bus (or on one SQLite
+  // file) start cleanly and never hear of each other's messages.
+  const database = options.database ?? './.petrel/relay.db'
+  const storeKind = typeof database === 'object' ? 'custom' : /^postgres(ql)?:\/\//.test(database) ? 'postgresql' : 'sqlite'
+  const busKind = options.bus ? 'custom' : options.redis ? 'redis' : 'in-process'
+  log.info('relay store and bus', { node, store: storeKind, ...(storeKind === 'sqlite' ? { path: database } : {}), bus: busKind })
+  if (storeKind === 'postgresql' && busKind === 'in-process') {
+    log.warn('PostgreSQL without Redis: run a single node; nodes sharing the database need --redis to hear of each other\'s messages', { node })
+  }
   const app = createRelayApp(core, { staticRoot: options.staticRoot ?? defaultStaticRoot() })
   const wss = new WebSocketServer({
     noServer: true,

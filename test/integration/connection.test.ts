@@ -4,6 +4,7 @@ import { WebSocket } from 'ws'
 import { createClient } from '../../src/client/index.js'
 import { RoomMessage } from '../../src/shared/room-messages.js'
 import { CloseCode, FrameType, PROTOCOL_VERSION, writeFrame } from '../../src/shared/wire.js'
+import { FrameProxy } from './frame-proxy.js'
 import { pair, texts, until, World, rawDevice } from './harness.js'
 
 let world: World
@@ -128,6 +129,9 @@ describe('access control', () => {
     big.ws.send(new Uint8Array(10_000))
     await until(() => big.closed())
     expect(big.closed()!.code).toBe(CloseCode.MessageTooBig)
+    // Counted and logged as every other refusal (it left no trace before).
+    await until(() => relay.metrics.rejectedCount('frame too large') === 1, 5_000, 'counted')
+    expect(world.logLines.some((l) => l.includes('frame over maxFrameBytes'))).toBe(true)
     const bad = await rawDevice(world.url)
     bad.ws.send(Uint8Array.of(PROTOCOL_VERSION, 99, 1, 2, 3))
     await until(() => bad.closed())
@@ -137,6 +141,36 @@ describe('access control', () => {
 })
 
 describe('connectivity', () => {
+  it('backs off from a relay that admits the device and drops it at once, instead of dialling it again every few hundred ms', async () => {
+    world = new World()
+    await world.relay()
+    let readies = 0
+    // A relay in trouble (its database down): each connection is cut right after Ready.
+    const proxy = await FrameProxy.start(
+      () => world.url,
+      (to, data, send, cut) => {
+        send()
+        if (to === 'device' && data[1] === FrameType.Ready) {
+          readies++
+          setTimeout(cut, 20)
+        }
+      },
+    )
+    try {
+      const alice = await world.client('alice', { relay: proxy.url })
+      await until(() => readies > 0, 10_000, 'first ready')
+      const first = readies
+      await new Promise((r) => setTimeout(r, 4_000))
+      // Growing delays (0.2, 0.4, 0.8, 1.6, 3.2 s at most): at most 5 more in 4 s. Before, the
+      // backoff started again at each Ready: 15–40 dials in 4 s.
+      expect(readies - first).toBeLessThanOrEqual(6)
+      expect(readies - first).toBeGreaterThan(0)
+      await alice.close()
+    } finally {
+      await proxy.close()
+    }
+  })
+
   it('reconnects by itself after the relay drops, and reports each state truthfully', async () => {
     world = new World()
     const relay = await world.relay()

@@ -91,6 +91,8 @@ describe('operating a relay', () => {
       expect(typeof line.msg).toBe('string')
     }
     expect(world.logLines.join('')).not.toContain('never logged')
+    // Which store and bus it runs on, said once at the start.
+    expect(lines.filter((l) => l.msg === 'relay store and bus')).toEqual([expect.objectContaining({ store: 'sqlite', path: world.dbPath, bus: 'in-process' })])
   })
 
   it('shuts down gracefully: clients are told to reconnect (4503) and come back by themselves', async () => {
@@ -231,11 +233,17 @@ describe('operating a relay', () => {
       const proc = spawn(process.execPath, ['--import', 'tsx', cli, '--port', '0', '--database', join(dir, 'r.db')], { stdio: ['ignore', 'pipe', 'pipe'] })
       let err = ''
       proc.stderr.on('data', (d) => (err += d))
-      await new Promise<void>((resolve) => proc.stdout.once('data', () => resolve()))
+      let out = ''
+      await new Promise<void>((resolve) =>
+        proc.stdout.on('data', (d) => {
+          out += d
+          if (out.includes('Petrel relay on')) resolve()
+        }),
+      )
       // The reader goes away, as `| head -1` does after its line: the next write fails with EPIPE.
       proc.stdout.destroy()
       proc.kill('SIGTERM')
-      const code = await new Promise<number | null>((r) => proc.once('exit', (c) => r(c)))
+      const code = await new Promise<number | string | null>((r) => proc.once('exit', (c, sig) => r(c ?? sig)))
       expect({ code, err }).toEqual({ code: 0, err: '' })
       // The store was closed: SQLite folds its write-ahead log back in and removes it.
       expect(existsSync(join(dir, 'r.db-wal'))).toBe(false)
@@ -291,4 +299,40 @@ describe('a conversation whose reads keep failing at the relay', () => {
     await aliceConv.send('healed')
     await until(() => texts(bobConv).includes('healed'), 40_000, 'bob reads it once the relay can')
   }, 60_000)
+
+  it('keeps a device connected when its conversations cannot be listed, and lists them once the database answers', async () => {
+    world = new World()
+    const disk = openSqliteRelayStore(join(world.dir, 'relay.db'))
+    let down = false
+    // The database of the outside world, gone for a while: the listing at each sign-in fails.
+    const store = new Proxy(disk, {
+      get(target, prop, receiver) {
+        const value = Reflect.get(target, prop, receiver)
+        if (prop !== 'roomsOfDevice') return typeof value === 'function' ? value.bind(target) : value
+        return (...args: unknown[]) => (down ? Promise.reject(new Error('connection terminated')) : (value as (...a: unknown[]) => unknown).apply(target, args))
+      },
+    })
+    await world.relay({ database: store })
+    const alice = await world.client('alice')
+    const bob = await world.client('bob')
+    await until(() => bob.connection === 'online')
+    const states: string[] = []
+    bob.on('connection', (s) => states.push(s))
+    const appeared: string[] = []
+    bob.on('conversation', (c) => appeared.push(c.id))
+    bob.disconnect()
+    // Bob is added while he is away: he learns of it from the listing when he signs in.
+    const conv = await alice.createConversation({ title: 'Trip' })
+    await conv.addMember(await bob.publicIdentity())
+    down = true
+    bob.connect()
+    await until(() => bob.connection === 'online')
+    await new Promise((r) => setTimeout(r, 1500))
+    expect(appeared).toEqual([])
+    // Before, the relay closed the connection (4500) and every device dialled again at once, in a loop.
+    expect(states).toEqual(['offline', 'connecting', 'online'])
+    down = false
+    await until(() => appeared.includes(conv.id), 10_000, 'bob lists the conversation')
+    expect(world.logLines.some((l) => l.includes('could not list a device'))).toBe(true)
+  }, 30_000)
 })

@@ -82,6 +82,10 @@ describe.skipIf(!ready)(`a node cut off from Redis while the other keeps it${rea
       await until(() => aliceConv.message(m.id)?.status === 'sent', 5000, 'stored by n1 (✓)')
     })
     await until(() => texts(bobConv).includes('during the partition'), 15_000, 'bob on n0 has it')
+    // The operator's log says both ends of the outage, once each.
+    const lines = world!.logLines.filter((l) => l.includes(`"node":"n1-${schema}"`))
+    expect(lines.filter((l) => l.includes('lost Redis'))).toHaveLength(1)
+    expect(lines.filter((l) => l.includes('Redis is back'))).toHaveLength(1)
   })
 
   it('rings again once back: a removal it stored meanwhile evicts the member on the other node', { timeout: 60_000 }, async () => {

@@ -30,6 +30,8 @@ describe.skipIf(!postgres.ok)(`relay on PostgreSQL${postgres.ok ? '' : ` (skippe
       schemas.push(schema)
       world = new World()
       await world.relay({ database: `${postgres.url}?schema=${schema}` })
+      // One node on PostgreSQL with no bus: it says it must stay one.
+      expect(world.logLines.some((l) => l.includes('PostgreSQL without Redis'))).toBe(true)
       const { bob, aliceConv, bobConv } = await pair(world)
       await aliceConv.send(`hello ${run}`)
       await bobConv.send(`hi ${run}`)

@@ -5,9 +5,19 @@
  */
 import { Redis } from 'ioredis'
 import { ErrorCode, PetrelError } from '../../shared/errors.js'
+import type { Logger } from '../log.js'
 import { type BusMessage, decodeBusMessage, encodeBusMessage, type FanoutBus } from './fanout-bus.js'
 
-export async function openRedisBus(url: string, node: string, channel = 'petrel:fanout'): Promise<FanoutBus> {
+/**
+ * A bus on the Redis at `url`. `log` hears when Redis goes away and comes back (once each per
+ * outage): without it an operator saw only `/readyz` turn 503.
+ *
+ * @example
+ * ```ts
+ * const bus = await openRedisBus('redis://cache:6379', 'node-a', 'petrel:fanout', log)
+ * ```
+ */
+export async function openRedisBus(url: string, node: string, channel = 'petrel:fanout', log?: Logger): Promise<FanoutBus> {
   const options = { lazyConnect: true, maxRetriesPerRequest: 1, enableOfflineQueue: false, retryStrategy: (n: number) => Math.min(2000, 50 * 2 ** n) }
   const pub = new Redis(url, options)
   const sub = new Redis(url, options)
@@ -45,8 +55,21 @@ export async function openRedisBus(url: string, node: string, channel = 'petrel:
   // ioredis re-subscribes by itself after a reconnect; anything published meanwhile is gone,
   // in either direction: what this node published while `pub` was away was lost as surely as
   // what it missed while `sub` was, so either coming back re-reads and rings again.
+  const where = url.replace(/\/\/[^@]*@/, '//…@')
+  let away = false
+  const gone = () => {
+    if (!subscribed || away) return
+    away = true
+    log?.warn('lost Redis; cross-node fan-out waits for it', { node, redis: where, error: lastError?.message })
+  }
+  pub.on('close', gone)
+  sub.on('close', gone)
   const reconnected = () => {
     if (!subscribed) return
+    if (away && pub.status === 'ready' && sub.status === 'ready') {
+      away = false
+      log?.info('Redis is back; re-reading rooms', { node, redis: where })
+    }
     for (const h of reconnectHandlers) h()
   }
   sub.on('ready', reconnected)
@@ -67,6 +90,7 @@ export async function openRedisBus(url: string, node: string, channel = 'petrel:
     },
     ready: () => pub.status === 'ready' && sub.status === 'ready',
     close: async () => {
+      // Closing is no outage to report.
       subscribed = false
       await Promise.allSettled([pub.quit(), sub.quit()])
     },
