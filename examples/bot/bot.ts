@@ -45,7 +45,11 @@ client.on('error', (err) => process.stderr.write(`bot: ${err.code}: ${err.messag
 client.on('connection', (s) => process.stdout.write(`bot: ${s}\n`))
 
 // Resolves once the relay admitted the bot and the history arrived: that history is not answered.
+// With the relay unreachable it resolves after a while without it: what was sent before the join
+// (by the senders' clocks) is history too when it comes.
+const joiningAt = Date.now()
 const conv = await client.join(invite)
+const joinedUnsynced = state.answered[conv.id] === undefined && !conv.synced
 const answered = new Set(state.answered[conv.id] ?? conv.messages().map((m) => m.id))
 const remember = () => {
   state.answered[conv.id] = [...answered]
@@ -53,7 +57,7 @@ const remember = () => {
 }
 remember()
 
-const wanted = (m: Message) => !m.mine && !answered.has(m.id) && !m.text.startsWith('🤖')
+const wanted = (m: Message) => !m.mine && !answered.has(m.id) && !m.text.startsWith('🤖') && !(joinedUnsynced && m.sentAt < joiningAt)
 
 /** Answer everything not answered yet; runs are queued, so each message is handled once. */
 async function answer(): Promise<void> {

@@ -34,7 +34,7 @@ import { acquireDeviceLock, type DeviceLock, type TabPolicy } from './device-loc
 import { type ConnectionEvents, type ConnectionState, DeviceConnection, type WebSocketCtor } from './connection.js'
 import type { ClientContext } from './client-context.js'
 import { Conversation } from './conversation.js'
-import { type ConversationRecord, decodeConversationRecord, encodeConversationRecord, keyOf } from './conversation-record.js'
+import { type ConversationRecord, conversationEntries, decodeConversationRecord, encodeConversationRecord, keyOf } from './conversation-record.js'
 import { Emitter } from './emitter.js'
 import { DeviceBook } from './device-book.js'
 import { encodeAnswer, encodeLinkPayload, LINK_TTL_MS, LinkMailbox, LinkSlot, newLinkSecret, openLinkMessage, readOffer, sealLinkMessage } from './device-link.js'
@@ -46,7 +46,7 @@ import { decodeRelayLimits, encodeRelayLimits, RELAY_LIMITS_KEY } from './relay-
 import { decodeSummary, STALE_SUMMARY_PREFIX, SUMMARY_PREFIX, type Summary, staleSummaryKey, summaryKey } from './summary.js'
 import { INNER_META, INNER_PROFILES } from './inner-guard.js'
 import { decodeInviteToken } from './invite-token.js'
-import type { DeviceStore } from './storage/device-store.js'
+import type { CompactOp, DeviceStore } from './storage/device-store.js'
 import { openDeviceStore } from './storage/open-store.js'
 
 export interface ClientOptions {
@@ -99,6 +99,19 @@ export interface ClientOptions {
    * history). `create` resolves once the other device answered. Ignored once linked.
    */
   link?: string
+  /**
+   * Cancels a link in progress (`link`): `createClient` rejects with `link_failed` ("cancelled")
+   * at once, instead of waiting up to the link's expiry and 30 s more for the other device.
+   * Started again with the same link, the device takes up where it stopped.
+   *
+   * @example
+   * ```ts
+   * const stop = new AbortController()
+   * cancelButton.onclick = () => stop.abort()
+   * const laptop = await createClient({ relay, storage: './laptop.db', link, signal: stop.signal })
+   * ```
+   */
+  signal?: AbortSignal
 }
 
 interface ClientEvents extends ConnectionEvents {
@@ -215,7 +228,7 @@ export class PetrelClient {
         let linkedName: string | undefined
         let primary: string | undefined
         if (options.link && !(await hasIdentity(store))) {
-          const linked = await linkAsNewDevice(store, urls, options.link)
+          const linked = await linkAsNewDevice(store, urls, options.link, options.signal)
           ;({ identity, siblings, primary } = linked)
           linkedName = linked.name || undefined
         } else identity = await loadOrCreateIdentity(store)
@@ -393,6 +406,15 @@ export class PetrelClient {
     return this.link.state
   }
 
+  /**
+   * Listen to the client's events (`connection`, `error`, `conversation`, `deviceLinked`,
+   * `displaced`); returns the function that stops listening.
+   *
+   * @example
+   * ```ts
+   * const off = client.on('error', (err) => console.warn(err.code, err.message))
+   * ```
+   */
   on<K extends keyof ClientEvents>(event: K, listener: ClientEvents[K]): () => void {
     return this.events.on(event, listener)
   }
@@ -644,7 +666,14 @@ export class PetrelClient {
 
   /**
    * Join a conversation from an invite. Resolves once the relay admitted this device and the
-   * history arrived (or at once when offline: the join completes on the next connection).
+   * history arrived; in airplane mode at once, and while the relay cannot be reached after 15 s
+   * (`conv.synced` false): the join completes on the next connection. Rejects with
+   * `invite_invalid` when the relay refuses the invite.
+   *
+   * @example
+   * ```ts
+   * const conv = await client.join(location.hash.slice('#invite='.length))
+   * ```
    */
   async join(token: string): Promise<Conversation> {
     this.assertOpen()
@@ -679,13 +708,15 @@ export class PetrelClient {
     if (damaged) puts.push([`damaged:${keyOf.conv(invite.room)}`, damaged])
     await this.store.commit({ put: puts })
     this.unreadable.delete(invite.room)
-    const conv = await Conversation.open(this.context(), invite.room, record)
+    const conv = await Conversation.open(this.context(), invite.room, record, undefined, true)
     this.convs.set(invite.room, conv)
     await conv.writeRecords([invite.inviteRecord, join])
     if (this.link.state !== 'offline') {
       try {
         await conv.whenSynced(15_000)
+        conv.joinSettled()
       } catch (err) {
+        // Left pending: what the relay still says of this join (its record refused) is said by this rejection.
         // Joining again what this device held: its history and keys stay stored (the next start
         // opens it, and says the refusal); a first join leaves nothing behind.
         if (existing) {
@@ -695,6 +726,7 @@ export class PetrelClient {
         throw err
       }
     }
+    conv.joinSettled()
     await conv.sayName(this.name ?? '')
     return conv
   }
@@ -723,7 +755,18 @@ export class PetrelClient {
     this.convs.delete(conv.id)
     this.dirtySummaries.delete(conv)
     await conv.close()
-    await this.store.commit({ put: [[keyOf.conv(conv.id), null], [summaryKey(conv.id), null], [staleSummaryKey(conv.id), null], [keyOf.writerIds(conv.id), null]] })
+    // Everything of it: its logs too. Left behind, a later join of the same conversation loaded
+    // them, and uploaded the refused join record again (the relay refused it again, an `error`).
+    const { keys, prefixes } = conversationEntries(conv.id)
+    const listed = await Promise.all(prefixes.map((prefix) => this.store.list(prefix)))
+    const put: Array<[string, null]> = [...keys, summaryKey(conv.id), staleSummaryKey(conv.id), ...listed.flat().map(([key]) => key)].map((key) => [key, null])
+    const compact: CompactOp[] = []
+    for (const doc of ['inner', 'outer'] as const) {
+      const rows = await this.store.loadLog(conv.id, doc)
+      // One empty update stands in for them (a store keeps a merged row).
+      if (rows.length > 0) compact.push({ convId: conv.id, doc, throughId: rows[rows.length - 1]!.id, merged: Uint8Array.of(0, 0) })
+    }
+    await this.store.commit({ put, compact })
   }
 
   /** Every conversation on this device, also after a restart. */
@@ -753,16 +796,42 @@ export class PetrelClient {
     this.link.disconnect()
   }
 
+  /**
+   * Leave airplane mode: connect again (and keep reconnecting, backing off, while the relay
+   * cannot be reached). What waits in the outbox goes out once connected.
+   *
+   * @example
+   * ```ts
+   * airplaneToggle.onchange = () => (airplaneToggle.checked ? client.disconnect() : client.connect())
+   * ```
+   */
   connect(): void {
     this.link.connect()
   }
 
+  /**
+   * Close the client: what was accepted before (sends, acknowledgements, receipts) is stored
+   * and, while connected, handed to the relay; then the socket and the storage are closed.
+   * Every call resolves once all of that is done, a second call too.
+   *
+   * @example
+   * ```ts
+   * process.on('SIGTERM', () => void client.close().then(() => process.exit(0)))
+   * ```
+   */
   close(): Promise<void> {
     return this.shutdown(false)
   }
 
-  private async shutdown(displaced: boolean): Promise<void> {
-    if (this.closed) return
+  /** The close under way: every call settles with it, not before (an app that exits after a second `close()` lost sends). */
+  private closing: Promise<void> | undefined
+
+  private shutdown(displaced: boolean): Promise<void> {
+    this.closing ??= this.closeNow(displaced)
+    return this.closing
+  }
+
+  private async closeNow(displaced: boolean): Promise<void> {
     this.closed = true
     clearTimeout(this.summaryTimer)
     for (const a of this.linkAborts) a.abort()

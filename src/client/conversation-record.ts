@@ -84,6 +84,27 @@ export const keyOf = {
   gapFills: (id: string) => `fills:${id}`,
 }
 
+/** Every entry of one conversation's (besides its two logs): what forgetting it deletes. */
+export function conversationEntries(id: string): { keys: string[]; prefixes: string[] } {
+  return {
+    keys: [
+      keyOf.conv(id),
+      keyOf.bindings(id),
+      keyOf.cursor(id),
+      keyOf.readCursor(id),
+      keyOf.receipts(id),
+      keyOf.recordSeqs(id),
+      keyOf.deferred(id),
+      keyOf.verification(id),
+      keyOf.stillMissing(id),
+      keyOf.lostKeys(id),
+      keyOf.writerIds(id),
+      keyOf.gapFills(id),
+    ],
+    prefixes: [keyOf.ownPrefix(id), keyOf.sentPrefix(id), keyOf.messageSeqPrefix(id), keyOf.messageSeqsPrefix(id)],
+  }
+}
+
 export function encodeConversationRecord(r: ConversationRecord): Uint8Array {
   const e = encoding.createEncoder()
   encoding.writeUint8(e, 1)

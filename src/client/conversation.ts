@@ -248,6 +248,10 @@ export class Conversation {
   private notifyScheduled = false
   private denied: PetrelError | undefined
   private refusedByRelay = false
+  /** `client.join` waits for the relay's answer: a refusal is its rejection, not an `error` event too. */
+  private joinPending = false
+  /** The refusal is this person's own leave (see foldRecords: a join after it ends it). */
+  private deniedAsLeft = false
   private reopenRetries = 0
   private reopenTimer: ReturnType<typeof setTimeout> | undefined
   private closed = false
@@ -334,9 +338,10 @@ export class Conversation {
    * Open a conversation from local storage (it may be brand new and empty). `writerIds`: its
    * stored `writer:{id}` entry where the caller read it already (null: none); else it is read here.
    */
-  static async open(ctx: ClientContext, id: string, record: ConversationRecord, writerIds?: Uint8Array | null): Promise<Conversation> {
+  static async open(ctx: ClientContext, id: string, record: ConversationRecord, writerIds?: Uint8Array | null, joining = false): Promise<Conversation> {
     const conv = new Conversation(id, record, ctx)
     conv.writerIdsRead = writerIds
+    conv.joinPending = joining
     await conv.ready()
     return conv
   }
@@ -368,6 +373,7 @@ export class Conversation {
     })().catch((err) => {
       // A failed load (storage trouble) is tried again by the next call, not remembered.
       this.loading = undefined
+      this.loadError = err
       throw err
     })
     return this.loading
@@ -613,10 +619,13 @@ export class Conversation {
    * console.log(m.status) // 'pending' offline, 'sent' once the relay has it
    * ```
    */
-  async send(text: string): Promise<Message> {
+  send(text: string): Promise<Message> {
+    return this.accepted(() => this.sendNow(text))
+  }
+
+  private async sendNow(text: string): Promise<Message> {
     await this.ready()
     const bytes = this.sendableBytes(text)
-    this.assertOpen()
     // Refused for good (removed, an invite that no longer works): nothing sent now could go.
     if (this.denied) throw this.denied
     this.hlc = Math.max(Date.now(), this.hlc + 1)
@@ -692,7 +701,11 @@ export class Conversation {
     return this.rotation.once()
   }
 
-  /** Start a new key epoch for the current members (scheduled rotation, or after someone left). */
+  /**
+   * Start a new key epoch for the current members (scheduled rotation, or after someone left).
+   *
+   * @internal The client's and the engine's own; not part of the app API.
+   */
   rotateKey(): Promise<void> {
     return this.rotation.rotate()
   }
@@ -766,6 +779,7 @@ export class Conversation {
       get closed() {
         return conv.closed
       },
+
       get membership() {
         return conv.membership
       },
@@ -951,7 +965,11 @@ export class Conversation {
     }
   }
 
-  /** Put signed records into the outer log (genesis, invites, joins), durably. */
+  /**
+   * Put signed records into the outer log (genesis, invites, joins), durably.
+   *
+   * @internal The client's and the engine's own; not part of the app API.
+   */
   async writeRecords(records: Uint8Array[]): Promise<void> {
     await this.ready()
     const job = this.afterOutgoing(async () => {
@@ -964,7 +982,13 @@ export class Conversation {
       const { updates } = this.writeOuter((_log, rec) => {
         // Keys derive from the item id like envelope keys: unique, so no write ever conflicts
         // (a conflict would make Yjs delete the loser, and outer updates may not delete).
-        for (const v of fresh) rec.set(envelopeKey(this.outer.clientID, Y.getState(this.outer.store, this.outer.clientID)), v)
+        const keys: string[] = []
+        for (const v of fresh) {
+          const key = envelopeKey(this.outer.clientID, Y.getState(this.outer.store, this.outer.clientID))
+          keys.push(key)
+          rec.set(key, v)
+        }
+        this.book.wrote(keys)
       })
       // Folded at once, the commit landing meanwhile: the sends queued behind this job seal
       // under what the records say (a new epoch's key), and commits land in the order issued,
@@ -1055,6 +1079,8 @@ export class Conversation {
   /**
    * Add devices of one person (they must all be certified by `userPub`). Used by `addMember`
    * and by the client to keep a person's linked devices in every conversation they are in.
+   *
+   * @internal The client's and the engine's own; not part of the app API.
    */
   addDevices(userPub: Uint8Array, certs: DeviceCertificate[], history: 'full' | 'from-join' = 'full'): Promise<void> {
     return this.memberActions.addDevices(userPub, certs, history)
@@ -1064,6 +1090,8 @@ export class Conversation {
    * Take one device of a person out for good (theirs, or any as an admin), and change the key
    * at once: whoever unlinks starts the new epoch, admin or not, so the unlinked device never
    * holds the key of anything sent afterwards.
+   *
+   * @internal The client's and the engine's own; not part of the app API.
    */
   async unlinkDevice(devicePub: Uint8Array): Promise<void> {
     await this.ready()
@@ -1074,12 +1102,35 @@ export class Conversation {
     if (this.membership.rotationDue) await this.rotateOnce()
   }
 
-  /** Verified membership, for the client's bookkeeping of a person's devices. */
+  /**
+   * The join that opened this conversation has its answer (or went on offline): refusals from
+   * here on are told on `error`.
+   *
+   * @internal The client calls it from `join`.
+   */
+  joinSettled(): void {
+    this.joinPending = false
+  }
+
+  /**
+   * Verified membership, for the client's bookkeeping of a person's devices.
+   *
+   * @internal The client's and the engine's own; not part of the app API.
+   */
   get membershipState(): MembershipState {
     return this.membership
   }
 
-  /** Leave the conversation; an admin starts a new key epoch when they see it. */
+  /**
+   * Leave the conversation; an admin starts a new key epoch when they see it. The only admin
+   * leaving makes the longest-standing member an admin first.
+   *
+   * @example
+   * ```ts
+   * await conv.leave()
+   * conv.refusal?.message // 'you left this conversation'
+   * ```
+   */
   leave(): Promise<void> {
     return this.memberActions.leave()
   }
@@ -1118,10 +1169,11 @@ export class Conversation {
    */
   async sayName(name: string): Promise<void> {
     assertName(name, this.id)
-    await this.ready()
-    this.assertOpen()
-    const write = this.restated.naming(this.ctx.identity.userId, name)
-    return this.writeInner(() => write(this.doc.getMap<Profile>(INNER_PROFILES)))
+    return this.accepted(async () => {
+      await this.ready()
+      const write = this.restated.naming(this.ctx.identity.userId, name)
+      return this.writeInner(() => write(this.doc.getMap<Profile>(INNER_PROFILES)))
+    })
   }
 
   /**
@@ -1136,11 +1188,12 @@ export class Conversation {
    */
   async setTitle(title: string): Promise<void> {
     assertTitle(title, this.id)
-    await this.ready()
-    this.assertOpen()
-    if (this.denied) throw this.denied
-    const write = this.restated.titling(title)
-    return this.writeInner(() => write(this.doc.getMap(INNER_META)))
+    return this.accepted(async () => {
+      await this.ready()
+      if (this.denied) throw this.denied
+      const write = this.restated.titling(title)
+      return this.writeInner(() => write(this.doc.getMap(INNER_META)))
+    })
   }
 
   /**
@@ -1153,9 +1206,31 @@ export class Conversation {
    * await conv.setInner((doc) => doc.getMap('reactions').set(`${messageId}:${me}`, '👍'))
    * ```
    */
-  async setInner(fn: (doc: Y.Doc) => void): Promise<void> {
-    await this.ready()
-    return this.writeInner(() => fn(this.doc))
+  setInner(fn: (doc: Y.Doc) => void): Promise<void> {
+    return this.accepted(async () => {
+      await this.ready()
+      return this.writeInner(() => fn(this.doc))
+    })
+  }
+
+  /** Why the last load failed (storage trouble, corrupt rows), if it did. */
+  private loadError: unknown
+  /** API calls accepted before `close()` and still running: close waits for them before it flushes. */
+  private readonly inFlight = new Set<Promise<unknown>>()
+
+  /**
+   * Run a write the app asked for now: refused once closed, else carried out even if `close()`
+   * comes before it is done (an app's `conv.send(x); await client.close()` lost x: the send was
+   * still waiting for `ready()` when the close began, and was refused as closed).
+   */
+  private accepted<T>(job: () => Promise<T>): Promise<T> {
+    // Closed because its rows could not be read (the client gave it up): that error, not `closed`.
+    if (this.closed) return Promise.reject(this.loadError ?? new PetrelError(ErrorCode.Closed, 'conversation is closed', { conversationId: this.id }))
+    const run = job()
+    this.inFlight.add(run)
+    const done = () => this.inFlight.delete(run)
+    run.then(done, done)
+    return run
   }
 
   // ---------------------------------------------------------------- receiving
@@ -1197,6 +1272,8 @@ export class Conversation {
    * Seal the inner document as a snapshot and ask the relay to compact what it covers: a
    * fresh device then downloads one snapshot and the tail, not every update since the start.
    * `state` is for tests that play a dishonest member.
+   *
+   * @internal The client's and the engine's own; not part of the app API.
    */
   async writeSnapshot(state?: Uint8Array): Promise<void> {
     await this.ready()
@@ -1291,6 +1368,14 @@ export class Conversation {
     // on, as the relay would say once it hears. Before, a send made offline after a leave waited
     // for good (for a key change that the one who left never sees), and `refusal` said nothing.
     if (!this.denied && this.selfLeft()) this.onDenied(Reason.NotMember, 'left', false)
+    // Joined again by a fresh invite (its join record folds after the leave): the leave's own
+    // refusal, which only this device's records said, ends. Before, the join was refused with
+    // "you left this conversation" and the conversation dropped from the list.
+    else if (this.denied && this.deniedAsLeft && !this.refusedByRelay && !this.selfLeft()) {
+      this.denied = undefined
+      this.deniedAsLeft = false
+      this.notify()
+    }
     const snap = this.membership.snapshot
     this.snapshots.noteLatest(snap ? toBase64Url(snap.snapshotId) : undefined)
     this.presence?.refresh()
@@ -1523,9 +1608,11 @@ export class Conversation {
         // The relay cannot take the conversation now (too many open on this connection, full,
         // its own trouble), not for good: a join waiting hears why, and nothing pending fails.
         const err = new PetrelError(ErrorCode.Refused, `relay refused the conversation for now: ${text}`, { conversationId: this.id })
+        // A join waiting hears it as its rejection; the app is not told twice.
+        const told = this.syncWaiters.size > 0 || this.joinPending
         for (const waiter of this.syncWaiters) waiter(err)
         this.syncWaiters.clear()
-        if (this.reopenRetries === 0) this.ctx.reportError(err)
+        if (this.reopenRetries === 0 && !told) this.ctx.reportError(err)
       }
       // Ask again later, backing off, and keep everything pending meanwhile.
       this.reopenRetries++
@@ -1545,7 +1632,11 @@ export class Conversation {
       ? new PetrelError(ErrorCode.Refused, 'you left this conversation', { conversationId: this.id })
       : new PetrelError(invite ? ErrorCode.InviteInvalid : ErrorCode.Refused, `relay refused the conversation: ${text}`, { conversationId: this.id })
     this.denied = err
+    this.deniedAsLeft = left
     if (fromRelay) this.refusedByRelay = true
+    // A join waiting hears it as its rejection: the app is not told twice (an app toasting both
+    // showed a used-up invite twice).
+    const told = this.syncWaiters.size > 0 || this.joinPending
     for (const waiter of this.syncWaiters) waiter(err)
     this.syncWaiters.clear()
     // Not a member (any more): nothing pending can ever be delivered, nor sealed (what waited
@@ -1553,7 +1644,7 @@ export class Conversation {
     const puts: Array<[string, Uint8Array | null]> = []
     this.own.failPending(left ? err.message : text, puts)
     this.seals.failQueued(err)
-    if (!left) this.ctx.reportError(err)
+    if (!left && !told) this.ctx.reportError(err)
     if (puts.length > 0) {
       this.statusesChanged()
       void this.commit({ put: puts }).catch((e) => this.report(e, 'could not store failures'))
@@ -1675,7 +1766,11 @@ export class Conversation {
    * for (const m of conv.messages()) if (m.status === 'failed') await conv.retry(m.id)
    * ```
    */
-  async retry(id: string): Promise<void> {
+  retry(id: string): Promise<void> {
+    return this.accepted(() => this.retryNow(id))
+  }
+
+  private async retryNow(id: string): Promise<void> {
     await this.ready()
     const state = this.own.get(id)
     if (!state) throw new PetrelError(ErrorCode.NotFound, `no message ${id} of mine`, { conversationId: this.id })
@@ -1690,8 +1785,8 @@ export class Conversation {
       // leaves the failed message where it was, to retry or discard, instead of losing its text.
       const text = this.message(id)?.text ?? ''
       this.sendableBytes(text)
-      await this.send(text)
-      await this.discard(id)
+      await this.sendNow(text)
+      await this.discardNow(id)
       return
     }
     const update = this.originalUpdate(state.envelopeKey)
@@ -1720,7 +1815,11 @@ export class Conversation {
   }
 
   /** Drop a failed message from this device. */
-  async discard(id: string): Promise<void> {
+  discard(id: string): Promise<void> {
+    return this.accepted(() => this.discardNow(id))
+  }
+
+  private async discardNow(id: string): Promise<void> {
     await this.ready()
     const state = this.own.get(id)
     if (!state) throw new PetrelError(ErrorCode.NotFound, `no message ${id} of mine`, { conversationId: this.id })
@@ -1745,7 +1844,11 @@ export class Conversation {
 
   // ---------------------------------------------------------------- lifecycle
 
-  /** Resolves when the first sync with the relay completed; rejects if the relay refused us. */
+  /**
+   * Resolves when the first sync with the relay completed; rejects if the relay refused us.
+   *
+   * @internal The client's and the engine's own; not part of the app API.
+   */
   async whenSynced(timeoutMs: number): Promise<void> {
     await this.ready()
     return this.waitSynced(timeoutMs)
@@ -1781,32 +1884,79 @@ export class Conversation {
     })
   }
 
+  /**
+   * The relay has admitted this device to the conversation and its catch-up is applied (false
+   * offline, while connecting, and after a join that resolved before the relay answered).
+   *
+   * @example
+   * ```ts
+   * status.textContent = conv.synced ? '' : 'Waiting for network…'
+   * ```
+   */
   get synced(): boolean {
     return this.provider?.synced ?? false
   }
 
-  /** Highest relay sequence number this device durably holds. */
+  /**
+   * Highest relay sequence number this device durably holds.
+   *
+   * @internal The client's and the engine's own; not part of the app API.
+   */
   get storedCursor(): number {
     return this.acks.storedSeq
   }
 
-  /** Member userIds, from verified records. */
+  /**
+   * Member userIds, from verified records (apps read `members()`).
+   *
+   * @internal The client's and the engine's own; not part of the app API.
+   */
   memberIds(): string[] {
     return [...this.membership.members.keys()]
   }
 
+  /**
+   * This device's person is an admin here (may invite, add, remove and promote).
+   *
+   * @example
+   * ```ts
+   * inviteButton.hidden = !conv.isAdmin()
+   * ```
+   */
   isAdmin(): boolean {
     return this.membership.members.get(this.ctx.identity.userId)?.role === 'admin'
   }
 
-  /** Keys of every epoch this device holds (for invites). */
+  /**
+   * Keys of every epoch this device holds (for invites).
+   *
+   * @internal The client's and the engine's own; not part of the app API.
+   */
   keys(): Map<number, Uint8Array> {
     return new Map(this.record.keys)
   }
 
-  async close(): Promise<void> {
-    if (this.closed) return
+  /**
+   * Close this conversation on this device. The client does it for every conversation as it
+   * closes; an app that calls it itself stops this conversation until the client is started
+   * again. Every call resolves once what was accepted before is stored.
+   *
+   * @internal Apps close the client (`client.close()`).
+   */
+  close(): Promise<void> {
+    this.closing ??= this.closeNow()
+    return this.closing
+  }
+
+  /** The close under way: a second call waits for it rather than resolving before it is done. */
+  private closing: Promise<void> | undefined
+
+  private async closeNow(): Promise<void> {
     this.closed = true
+    // A join waiting for its first sync hears of it now: its 15-s timer kept a process alive.
+    const err = new PetrelError(ErrorCode.Closed, 'conversation is closed', { conversationId: this.id })
+    for (const waiter of this.syncWaiters) waiter(err)
+    this.syncWaiters.clear()
     this.acks.stop()
     this.lostFill.stop()
     // No snapshot is tried again from here on; one whose envelopes are written is stored below.
@@ -1816,13 +1966,22 @@ export class Conversation {
     // Never loaded: nothing was opened, nothing to flush.
     if (!this.loading) return
     await this.loading.catch(() => undefined)
-    if (!this.provider) return
     // Sends still waiting for a first key give up: they fail (nothing of them was stored yet).
     for (const wake of this.keyWaiters.splice(0)) wake()
     clearTimeout(this.dueRotationTimer)
     clearTimeout(this.welcomeTimer)
     for (const wake of this.rotationWaiters.splice(0)) wake()
     clearTimeout(this.reopenTimer)
+    // What the app asked for before closing (a send still waiting for the load, say) is written
+    // before the store closes.
+    await Promise.allSettled([...this.inFlight])
+    if (!this.provider) {
+      // Closed while it loaded: never connected, but what was accepted meanwhile is stored.
+      await this.sends.drained()
+      await this.outgoing
+      await this.seals.stored()
+      return
+    }
     // An acknowledgement still waiting goes out now: closing must not hold back ✓✓.
     await this.incomingSettled()
     this.acks.sendNow()
@@ -1882,7 +2041,11 @@ export class Conversation {
     })
   }
 
-  /** Store what a lazy start shows before this conversation is loaded (summary.ts). */
+  /**
+   * Store what a lazy start shows before this conversation is loaded (summary.ts).
+   *
+   * @internal The client's and the engine's own; not part of the app API.
+   */
   async saveSummary(final = false, also: Array<[string, Uint8Array]> = []): Promise<boolean> {
     if (this.summary || !this.provider || (this.closed && !final)) return false
     try {

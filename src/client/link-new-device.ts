@@ -75,7 +75,11 @@ export async function linkAsNewDevice(
   store: DeviceStore,
   relays: string[],
   payload: string,
+  signal?: AbortSignal,
 ): Promise<{ identity: Identity; siblings: DeviceCertificate[]; name: string; primary: string }> {
+  // Cancelled: what is stored stays, so the same link started again resumes.
+  const cancelled = () => new PetrelError(ErrorCode.LinkFailed, 'the device link was cancelled')
+  if (signal?.aborted) throw cancelled()
   // A link that failed for good leaves no keys behind to resume with: started again with it,
   // the device says so at once instead of waiting for an answer that is not its own.
   const giveUp = async (message: string): Promise<never> => {
@@ -107,14 +111,19 @@ export async function linkAsNewDevice(
       const used = err instanceof PetrelError && err.code === ErrorCode.LinkFailed && /already used/.test(err.message)
       // Started again: a 409 may be our own offer, stored by a start that failed after it.
       if (used && resumed?.offered) break
+      if (signal?.aborted) throw cancelled()
       if (!used) throw err
       if (Date.now() > until) await giveUp(err.message)
       await new Promise((r) => setTimeout(r, 250))
+      if (signal?.aborted) throw cancelled()
     }
   }
   // An answer the other device began before the link expired may land a little after. Read,
   // not taken: it stays until the identity is stored.
-  const answer = await mailbox.take(link.mailbox, LinkSlot.Answer, Math.max(link.expiresAt, resumed ? Date.now() : 0) + ANSWER_GRACE_MS, undefined, true)
+  const answer = await mailbox.take(link.mailbox, LinkSlot.Answer, Math.max(link.expiresAt, resumed ? Date.now() : 0) + ANSWER_GRACE_MS, signal, true).catch((err: unknown) => {
+    throw signal?.aborted ? cancelled() : err
+  })
+  if (signal?.aborted) throw cancelled()
   if (!answer) return giveUp('the other device did not answer before the link expired')
   const plain = openLinkMessage(link, LinkSlot.Answer, answer)
   if (!plain) throw new PetrelError(ErrorCode.LinkFailed, 'the link answer was not sealed with the link secret')

@@ -246,8 +246,24 @@ export class MemberActions {
   async leave(): Promise<void> {
     const { host } = this
     await host.ready()
-    const leave = await host.ctx.signRecord(RecordKind.Leave, encodeMemberChangeBody({ room: host.id, userPub: host.ctx.identity.userPub, at: Date.now() }))
-    await host.writeRecords([leave])
+    const records: Uint8Array[] = []
+    // The last admin leaving makes the longest-standing member an admin first (as WhatsApp
+    // does): otherwise nobody could ever invite, add, remove or promote again.
+    const heir = this.heirIfLastAdmin()
+    if (heir) records.push(await host.ctx.signRecord(RecordKind.Promote, encodeMemberChangeBody({ room: host.id, userPub: fromBase64Url(heir), at: Date.now() })))
+    records.push(await host.ctx.signRecord(RecordKind.Leave, encodeMemberChangeBody({ room: host.id, userPub: host.ctx.identity.userPub, at: Date.now() })))
+    await host.writeRecords(records)
+  }
+
+  /** The member to make an admin when this user, the only admin, leaves: the first in relay order (then by clock, then id). */
+  private heirIfLastAdmin(): string | undefined {
+    const { members } = this.host.membership
+    const me = this.host.ctx.identity.userId
+    if (members.get(me)?.role !== 'admin') return undefined
+    const others = [...members.values()].filter((m) => m.userId !== me)
+    if (others.some((m) => m.role === 'admin')) return undefined
+    others.sort((a, b) => (a.joinedSeq ?? Number.MAX_SAFE_INTEGER) - (b.joinedSeq ?? Number.MAX_SAFE_INTEGER) || a.joinedAt - b.joinedAt || (a.userId < b.userId ? -1 : 1))
+    return others[0]?.userId
   }
 
   private requireAdmin(): void {

@@ -1,8 +1,9 @@
 /**
  * A device's view of who is in a conversation and which keys it holds. Records are folded
  * in relay order (each record's row sequence number; our own not yet acknowledged ones
- * last), so every device reaches the relay's conclusion; epoch keys wrapped for this device
- * are unwrapped as their records arrive.
+ * last: those of earlier sessions first, then this session's in the order written), so every
+ * device reaches the relay's conclusion; epoch keys wrapped for this device are unwrapped as
+ * their records arrive.
  *
  * ```
  * rseq:{id} := uint8 1 • varUint n • { varString recordKey • varUint seq }{n}
@@ -34,12 +35,25 @@ export class MembershipBook {
   private readonly signatureChecked = new Map<string, Uint8Array>()
   /** epoch → relay sequence number of the record that started it (when known). */
   private epochStarts = new Map<number, number>()
+  /**
+   * Records this object's conversation wrote, in the order written (`wrote`). Unacknowledged
+   * records of an earlier session (a leave the relay stored while refusing this device, before
+   * its acknowledgement came) were written before them; ordered by key alone, a fresh join
+   * folded before that leave whenever its session's random client id was the lower, and the
+   * person who came back stayed "left" until the relay's rows came.
+   */
+  private readonly writtenHere = new Map<string, number>()
 
   constructor(
     readonly room: string,
     private readonly identity: Identity,
   ) {
     this.state = emptyMembership(room)
+  }
+
+  /** Records written here now, under these keys (in this order): they fold after every earlier one not yet acknowledged. */
+  wrote(keys: Iterable<string>): void {
+    for (const key of keys) if (!this.writtenHere.has(key)) this.writtenHere.set(key, this.writtenHere.size + 1)
   }
 
   /** Remember the row a record arrived in; returns true when this is news. */
@@ -102,7 +116,10 @@ export class MembershipBook {
       }
     }
     // Relay order; unacknowledged own records last, genesis always first.
-    parsed.sort((a, b) => (a.rec.kind === RecordKind.Genesis ? -1 : b.rec.kind === RecordKind.Genesis ? 1 : a.seq - b.seq || compareIds(a.key, b.key)))
+    const written = (key: string) => this.writtenHere.get(key) ?? 0
+    parsed.sort((a, b) =>
+      a.rec.kind === RecordKind.Genesis ? -1 : b.rec.kind === RecordKind.Genesis ? 1 : a.seq - b.seq || written(a.key) - written(b.key) || compareIds(a.key, b.key),
+    )
     const next = emptyMembership(this.room)
     const starts = new Map<number, number>()
     let badSignatures = 0

@@ -201,6 +201,34 @@ describe('a link answered around its expiry', () => {
 })
 
 describe('a new device whose start failed mid-link', () => {
+  it('stops a link at once when the app cancels it, keeping what it needs to take the same link up again', async () => {
+    world = new World()
+    await world.relay()
+    const alice = await world.client('alice')
+    // Alice's phone is closed before it answers: the laptop would wait to the link's expiry and 30 s more.
+    const payload = await alice.linkDevice({ expiresIn: 60_000 })
+    await alice.close()
+    const path = join(world.dir, 'laptop.db')
+    const stop = new AbortController()
+    const linking = createClient({ relay: world.url, storage: path, link: payload, signal: stop.signal })
+    linking.catch(() => undefined)
+    await new Promise((r) => setTimeout(r, 500))
+    const started = Date.now()
+    stop.abort()
+    await expect(linking).rejects.toMatchObject({ code: 'link_failed', message: 'the device link was cancelled' })
+    expect(Date.now() - started).toBeLessThan(2_000)
+    // Its keys stay (an offer made with them may be at the relay), and no identity was stored.
+    const disk = await openSqliteStore(path)
+    try {
+      expect(await disk.get('link-pending')).toBeInstanceOf(Uint8Array)
+      expect(await disk.get('identity')).toBeUndefined()
+    } finally {
+      await disk.close()
+    }
+    // Cancelled before it starts: at once.
+    await expect(createClient({ relay: world.url, storage: path, link: payload, signal: AbortSignal.abort() })).rejects.toMatchObject({ code: 'link_failed' })
+  }, 30_000)
+
   it('links by the same link when started again, even past its expiry: the device the first one certified, no other', async () => {
     world = new World()
     await world.relay()

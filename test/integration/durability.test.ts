@@ -42,3 +42,66 @@ describe('node durability', () => {
     await until(() => texts(bobConv).includes('survives SIGKILL'), 10_000, 'bob receives')
   }, 60_000)
 })
+
+describe('closing', () => {
+  it('keeps what the app asked for just before close(): a send, a title and a name not awaited are stored and reach the others', async () => {
+    world = new World()
+    await world.relay()
+    const alice = await world.client('alice')
+    const bob = await world.client('bob')
+    const conv = await alice.createConversation({ title: 'Trip' })
+    const bobConv = await bob.join(await conv.invite())
+    // A shutdown hook's order: calls made, then close awaited. Before, each call still waited
+    // for `ready()` when the close began, and was refused as closed, its text lost.
+    const sent = conv.send('said as the app closed')
+    const titled = conv.setTitle('Lisbon')
+    const named = conv.sayName('Alice M.')
+    await alice.close()
+    expect((await sent).text).toBe('said as the app closed')
+    await titled
+    await named
+    await expect(conv.send('after close')).rejects.toMatchObject({ code: 'closed' })
+    const again = await world.client('alice')
+    const reopened = (await again.conversations()).find((c) => c.id === conv.id)!
+    expect(texts(reopened)).toEqual(['said as the app closed'])
+    expect(reopened.title).toBe('Lisbon')
+    await until(() => texts(bobConv).includes('said as the app closed') && bobConv.title === 'Lisbon', 10_000, 'bob has all of it')
+    await until(() => bobConv.messages().at(-1)?.authorName === 'Alice M.', 10_000, 'the new name')
+  })
+
+  it('settles every close() call only once closed: a second call does not resolve first', async () => {
+    world = new World()
+    await world.relay()
+    const alice = await world.client('alice')
+    const conv = await alice.createConversation({ title: 'Trip' })
+    const sends = Array.from({ length: 200 }, (_, i) => conv.send(`m${i}`))
+    const order: string[] = []
+    const first = alice.close().then(() => order.push('first'))
+    const second = alice.close().then(() => order.push('second'))
+    await Promise.all([first, second])
+    // Before, the second resolved at once (an app exiting then lost sends): now with the first.
+    expect(order).toEqual(['first', 'second'])
+    expect((await Promise.allSettled(sends)).every((r) => r.status === 'fulfilled')).toBe(true)
+    const again = await world.client('alice')
+    const reopened = (await again.conversations()).find((c) => c.id === conv.id)!
+    expect(reopened.messages()).toHaveLength(200)
+  })
+
+  it('ends a join still waiting for the relay when the client closes, with closed, at once', async () => {
+    world = new World()
+    await world.relay()
+    const alice = await world.client('alice')
+    const conv = await alice.createConversation({ title: 'Trip' })
+    const invite = await conv.invite()
+    await world.relays[0]!.close()
+    // The relay is gone: the join waits (15 s at most) for its first sync.
+    const bob = await world.client('bob')
+    const joining = bob.join(invite)
+    joining.catch(() => undefined)
+    await new Promise((r) => setTimeout(r, 300))
+    const started = Date.now()
+    await bob.close()
+    await expect(joining).rejects.toMatchObject({ code: 'closed' })
+    expect(Date.now() - started).toBeLessThan(2_000)
+  })
+})

@@ -257,6 +257,8 @@ describe('membership and key epochs', () => {
     await expect(carol.join(revoked)).rejects.toMatchObject({ code: 'invite_invalid', message: expect.stringMatching(/revoked/) })
     const carolConv = await carol.join(plain)
     expect(carolConv.synced).toBe(true)
+    // Told once, by the join's rejection: not again on `error` (an app toasting both said it twice).
+    expect(world.errors.get(carol)!.map((e) => `${e.code}: ${e.message}`)).toEqual([])
   })
 
   it('refuses invite and addMember options it cannot honour as invalid_argument, writing nothing: no "0 uses" meaning unlimited, no misspelt history handing over everything', async () => {
@@ -402,6 +404,24 @@ describe('scheduled key rotation', () => {
     expect(Math.min(...lacking)).toBeGreaterThanOrEqual(badEpoch - 1)
     expect(Math.max(...lacking) - badEpoch).toBeLessThan(16)
     expect(world.errors.get(bob)!.some((e) => e.message.includes(`no key for epoch ${badEpoch}`))).toBe(true)
+  })
+
+  it('makes the longest-standing member an admin when the only admin leaves, who then invites and changes the key', async () => {
+    world = new World()
+    await world.relay()
+    const { alice, bob, aliceConv, bobConv, invite } = await pair(world)
+    const carol = await world.client('carol')
+    const carolConv = await carol.join(invite)
+    await until(() => bobConv.members().length === 3 && carolConv.members().length === 3, 10_000, 'three members')
+    const epoch = bobConv.epoch
+    await aliceConv.leave()
+    // Bob came first: an admin now, on every device; Carol stays a member.
+    await until(() => bobConv.members().find((m) => m.userId === bob.userId)?.role === 'admin', 10_000, 'bob an admin')
+    expect(carolConv.members().map((m) => [m.name, m.role])).toEqual(expect.arrayContaining([['bob', 'admin'], ['carol', 'member']]))
+    expect(bobConv.members().some((m) => m.userId === alice.userId)).toBe(false)
+    // As an admin Bob changes the key Alice held, and can invite.
+    await until(() => bobConv.epoch > epoch, 10_000, 'a new key')
+    await expect(bobConv.invite()).resolves.toMatch(/./)
   })
 
   it('changes the key when a member leaves; the one who left is told quietly (refusal, no error), also after a restart', async () => {
@@ -827,6 +847,28 @@ describe('a member leaving while no admin is online', () => {
     alice.connect()
     await until(() => texts(aliceConv).includes('after carol left'), 10_000, 'alice reads it')
   }, 40_000)
+})
+
+describe('a member who left and is invited back', () => {
+  it('joins again in the same session by the fresh invite: the leave’s refusal ends, the conversation stays listed, and writes go', async () => {
+    world = new World()
+    await world.relay()
+    const { bob, aliceConv, bobConv } = await pair(world)
+    await aliceConv.send('before')
+    await until(() => texts(bobConv).includes('before'), 10_000, 'bob has it')
+    await bobConv.leave()
+    await until(() => !aliceConv.members().some((m) => m.userId === bob.userId), 10_000, 'alice sees bob gone')
+    expect(bobConv.refusal?.message).toBe('you left this conversation')
+    await aliceConv.send('while bob was out')
+    // Before, this was refused with "you left this conversation", and the conversation left the list.
+    const again = await bob.join(await aliceConv.invite())
+    expect(again.refusal).toBeUndefined()
+    expect((await bob.conversations()).map((c) => c.id)).toEqual([aliceConv.id])
+    await again.send('bob is back')
+    await until(() => texts(aliceConv).includes('bob is back'), 10_000, 'alice hears bob')
+    await until(() => texts(again).includes('while bob was out'), 10_000, 'bob reads what he missed')
+    expect(world.errors.get(bob)).toEqual([])
+  })
 })
 
 describe('a member removed and invited back', () => {

@@ -8,8 +8,19 @@ import * as Y from 'yjs'
 import { loadOrCreateIdentity } from '../../src/client/identity.js'
 import { MembershipBook } from '../../src/client/membership-book.js'
 import { openSqliteStore } from '../../src/client/storage/sqlite-store.js'
-import { randomBytes, signWithDomain } from '../../src/shared/crypto/index.js'
-import { domainOf, encodeGenesisBody, encodeRecord, RecordKind, recordSigningPayload, roomIdFor } from '../../src/shared/records.js'
+import { generateSigningKeyPair, randomBytes, SignatureDomain, signWithDomain } from '../../src/shared/crypto/index.js'
+import {
+  domainOf,
+  encodeGenesisBody,
+  encodeInviteBody,
+  encodeJoinBody,
+  encodeMemberChangeBody,
+  encodeRecord,
+  RecordKind,
+  recordSigningPayload,
+  roomIdFor,
+} from '../../src/shared/records.js'
+import { person } from '../fixtures/record-signer.js'
 
 async function conversation() {
   const store = await openSqliteStore(':memory:')
@@ -86,5 +97,43 @@ describe('membership book', () => {
     // And the other way round, as when records arrive: the fold of all of them, asked last, stands.
     await Promise.all([fresh.fold(records), fresh.fold(many)])
     expect(fresh.state.epoch).toBe(30)
+  })
+})
+
+describe('membership book, records not acknowledged yet', () => {
+  it("folds this session's records after an earlier session's, whatever their client ids: a join after a leave the relay never acknowledged counts", async () => {
+    const { identity: alice, records, sign, room } = await conversation()
+    const bob = await person()
+    // Two invites of Alice's, and Bob's join by the first: acknowledged, in relay order.
+    const invite = async () => {
+      const pair = generateSigningKeyPair()
+      const body = encodeInviteBody({ room, invitePub: pair.publicKey, expiresAt: 0, maxUses: 0, history: 'full', createdAt: Date.now() })
+      return { pair, record: await sign(RecordKind.Invite, body) }
+    }
+    const joinBy = async (inv: Awaited<ReturnType<typeof invite>>) => {
+      const body = encodeJoinBody({ room, invitePub: inv.pair.publicKey, joiner: bob.identity.certificate.bytes, joinedAt: Date.now() })
+      return encodeRecord(RecordKind.Join, body, new Uint8Array(0), await signWithDomain(SignatureDomain.Join, inv.pair.secretKey, recordSigningPayload(RecordKind.Join, body)))
+    }
+    const first = await invite()
+    const book = new MembershipBook(room, bob.identity)
+    records.set('1.1', first.record)
+    records.set('1.2', await joinBy(first))
+    book.noteSeq('1.0', 1)
+    book.noteSeq('1.1', 2)
+    book.noteSeq('1.2', 3)
+    // Bob's leave, from a session whose (random) client id happened to be the higher: the relay
+    // stored it and refused Bob before its acknowledgement came.
+    const leave = await bob.sign(RecordKind.Leave, encodeMemberChangeBody({ room, userPub: bob.identity.userPub, at: Date.now() }))
+    records.set(`${(2 ** 31).toString(36)}.0`, leave)
+    await book.fold(records)
+    expect(book.state.members.has(bob.identity.userId)).toBe(false)
+    // This session: a fresh invite of Alice's, and Bob's join by it, from a lower client id.
+    const second = await invite()
+    records.set('2.0', second.record)
+    records.set('2.1', await joinBy(second))
+    book.wrote(['2.0', '2.1'])
+    await book.fold(records)
+    expect(book.state.members.has(bob.identity.userId)).toBe(true)
+    expect(book.state.members.has(alice.userId)).toBe(true)
   })
 })

@@ -308,7 +308,7 @@ export function fromBase64Url(text: string): Uint8Array {
   return out
 }
 
-/** @internal Fills `n` bytes from the platform CSPRNG (WebCrypto in browsers and Node ≥ 19). */
+/** Fills `n` bytes from the platform CSPRNG (WebCrypto in browsers and Node ≥ 19). */
 export function randomBytes(n: number): Uint8Array {
   const c = (globalThis as { crypto?: Crypto }).crypto
   if (c === undefined || typeof c.getRandomValues !== 'function') {
