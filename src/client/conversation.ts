@@ -779,7 +779,6 @@ export class Conversation {
       get closed() {
         return conv.closed
       },
-
       get membership() {
         return conv.membership
       },

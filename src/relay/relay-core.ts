@@ -49,6 +49,8 @@ const REFUSAL_TEXT: Record<number, [string, string]> = {
 type DeviceChange = { room: string; device: string; member: boolean }
 const NO_CHANGES: DeviceChange[] = []
 
+/** An awareness update the relay passes on at most (client/room-awareness.ts takes 4 entries of at most 1 KiB). */
+export const MAX_AWARENESS_BYTES = 8 * 1024
 /** Rows a catch-up reads at once unless RelayOptions.catchUpPageRows says otherwise. */
 const CATCH_UP_PAGE_ROWS = 2000
 /** Rows compaction reads per turn of the event loop when it looks for rows that carry records. */
@@ -434,8 +436,15 @@ export class RelayCore {
       }
       case RoomMessage.Awareness: {
         // Forwarded as it is, never stored: it is ephemeral (and encrypted by clients).
-        r.varBytes(message.length)
+        const update = r.varBytes(message.length)
         r.end()
+        // A device's own typing state is a few hundred bytes (client/presence.ts), and devices
+        // refuse more than 4 KiB of it (room-awareness.ts): larger is not passed on to every
+        // peer, on every node.
+        if (update.length > MAX_AWARENESS_BYTES) {
+          this.metrics.reject('awareness too large')
+          return
+        }
         for (const [peer, state] of room.peers) if (peer !== conn && state.state === 'live') peer.deliver(id, message)
         // And to the room's live peers on other nodes: typing crossed no node before.
         void this.bus.publish({ kind: 'awareness', room: id, node: this.node, message })

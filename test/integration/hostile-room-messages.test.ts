@@ -85,6 +85,19 @@ describe('awareness from a member', () => {
     expect(awarenessOf(bobConv).getStates().size).toBe(before)
   })
 
+  it('is not passed on by the relay past 8 KiB: no member receives it', async () => {
+    world = new World()
+    const relay = await world.relay()
+    const { bob, bobConv, malConv } = await threeMembers()
+    const before = awarenessOf(bobConv).meta.size
+    // 40 entries of 400 bytes: a flood no device sends.
+    sendRaw(malConv, awarenessMessage(Array.from({ length: 40 }, (_, i) => [70_000 + i, 1, JSON.stringify({ pad: 'x'.repeat(400) })] as [number, number, string])))
+    await until(() => relay.metrics.rejectedCount('awareness too large') === 1, 10_000, 'the relay drops it')
+    await new Promise((r) => setTimeout(r, 300))
+    expect(awarenessOf(bobConv).meta.size).toBe(before)
+    expect(errorsOf(bob)).toEqual([])
+  })
+
   it("keeps others' states within a bound however many client ids a member claims", async () => {
     world = new World()
     await world.relay()
