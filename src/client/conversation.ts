@@ -366,6 +366,7 @@ export class Conversation {
   ready(): Promise<void> {
     this.loading ??= (async () => {
       await this.load()
+      this.loadError = undefined
       if (this.closed) return
       this.connect()
       this.summary = undefined
@@ -890,11 +891,13 @@ export class Conversation {
       get source() {
         return conv.source
       },
-      firstKey: () => new Promise<void>((resolve) => this.keyWaiters.push(resolve)),
+      // Closed: at once (the seal then fails `closed`). A send accepted just before close() may
+      // come to wait after close woke the waiters, and waited for good, and close with it.
+      firstKey: () => (this.closed ? Promise.resolve() : new Promise<void>((resolve) => this.keyWaiters.push(resolve))),
       get rotationDue() {
         return conv.membership.rotationDue
       },
-      rotationDone: () => new Promise<void>((resolve) => this.rotationWaiters.push(resolve)),
+      rotationDone: () => (this.closed ? Promise.resolve() : new Promise<void>((resolve) => this.rotationWaiters.push(resolve))),
       get handedToRelay() {
         return conv.provider?.ws?.readyState === 1
       },

@@ -7,14 +7,19 @@
  * device never types for ever.
  *
  * ```
- * awareness state := { v: 2, e: epoch, d: deviceId, n: base64url(nonce24), c: base64url(ciphertext), s: base64url(signature) }
+ * awareness state := { v: 2, e: epoch, d: deviceId, a: ms (the sender's clock, rising), n: base64url(nonce24),
+ *                      c: base64url(ciphertext), s: base64url(signature) }
  * plaintext       := JSON { u: userId, t: typing }
  * aad             := varString 'petrel/v1/awareness' • varString room • varUint epoch
  * signature       := Ed25519 by device d, domain 'awareness', over
- *                    varString room • varUint epoch • nonce(24) • varUint8Array ciphertext
+ *                    varString room • varUint epoch • varUint a • nonce(24) • varUint8Array ciphertext
  * ```
  * A state counts only if its signature verifies, `d` is a device of a current member, and `u`
- * is that member. Version 1 states (unsigned, before the forty-first session) are ignored.
+ * is that member; and only the newest (`a`) of a device's states counts. A state shows typing
+ * for TYPING_TIMEOUT_MS from when this device first saw it: the same signed state sent again
+ * (by a member, or the relay, replaying it) neither extends nor revives it, nor outranks the
+ * newer one that said the typing stopped. Version 1 states (unsigned, before the forty-first
+ * session) are ignored.
  */
 import * as encoding from 'lib0/encoding'
 import type { Awareness } from 'y-protocols/awareness'
@@ -31,17 +36,21 @@ const aadFor = (room: string, epoch: number) => {
 }
 
 /** What the device signs of a state. */
-const signedPart = (room: string, epoch: number, nonce: Uint8Array, ciphertext: Uint8Array) => {
+const signedPart = (room: string, epoch: number, at: number, nonce: Uint8Array, ciphertext: Uint8Array) => {
   const e = encoding.createEncoder()
   encoding.writeVarString(e, room)
   encoding.writeVarUint(e, epoch)
+  encoding.writeVarUint(e, at)
   encoding.writeUint8Array(e, nonce)
   encoding.writeVarUint8Array(e, ciphertext)
   return encoding.toUint8Array(e)
 }
 
-/** What a received state says once checked: its author and flag; null when it failed a check. */
-type Said = { u: string; t: boolean } | null
+/** What a received state says once checked (its author, flag, sender's time, when first seen here); null when it failed a check. */
+type Said = { u: string; t: boolean; d: string; a: number; seen: number } | null
+
+/** Verdicts kept, by signature: enough for every device of a large room, bounded against a flood. */
+const SAID_KEPT = 1024
 
 /** The sending device of presence: its id and signing key. */
 export interface PresenceDevice {
@@ -52,8 +61,12 @@ export interface PresenceDevice {
 export class Presence {
   /** userId → when we last heard they were typing. */
   private readonly typingSince = new Map<string, number>()
-  /** Each received state's verdict (a state is a new object per update): checked once. */
-  private readonly said = new WeakMap<object, Said | 'checking'>()
+  /** Each received state's verdict, by its signature: checked once, however often it is sent. */
+  private readonly said = new Map<string, Said | 'checking'>()
+  /** deviceId → the sender's time of its newest state verified here. */
+  private readonly newest = new Map<string, number>()
+  /** The sender's time of this device's last state (rising, whatever the clock does). */
+  private lastAt = 0
   /** The latest setTyping call: a signature that finishes after a later call's is not sent. */
   private generation = 0
   private signing: Promise<void> = Promise.resolve()
@@ -89,12 +102,14 @@ export class Presence {
     const nonce = randomNonce()
     const plain = new TextEncoder().encode(JSON.stringify({ u: this.userId, t: typing }))
     const c = seal(key, nonce, plain, aadFor(this.room, epoch))
+    this.lastAt = Math.max(Date.now(), this.lastAt + 1)
+    const at = this.lastAt
     const generation = ++this.generation
     this.signing = this.signing
       .then(async () => {
-        const signature = await signWithDomain(SignatureDomain.Awareness, this.device.secret, signedPart(this.room, epoch, nonce, c))
+        const signature = await signWithDomain(SignatureDomain.Awareness, this.device.secret, signedPart(this.room, epoch, at, nonce, c))
         if (generation !== this.generation || this.destroyed) return
-        this.awareness.setLocalState({ v: 2, e: epoch, d: this.device.id, n: toBase64Url(nonce), c: toBase64Url(c), s: toBase64Url(signature) })
+        this.awareness.setLocalState({ v: 2, e: epoch, d: this.device.id, a: at, n: toBase64Url(nonce), c: toBase64Url(c), s: toBase64Url(signature) })
       })
       .catch(() => undefined)
     if (typing) this.clearTimer = setTimeout(() => this.setTyping(false), TYPING_TIMEOUT_MS)
@@ -113,22 +128,29 @@ export class Presence {
   private read(): void {
     if (this.destroyed) return
     const before = this.typingUsers().join()
-    const seen = new Set<string>()
+    const now = Date.now()
+    // Per person, what their newest verified state says (several devices, or states replayed).
+    const latest = new Map<string, Exclude<Said, null>>()
+    const pending = new Set<string>()
     for (const [clientId, state] of this.awareness.getStates()) {
       if (clientId === this.awareness.clientID) continue
       const said = this.check(state)
       if (said === undefined) continue
       if ('pending' in said) {
         // Its signature is being checked: its device's person keeps what they showed meanwhile.
-        seen.add(said.pending)
+        pending.add(said.pending)
         continue
       }
       if (said.u === this.userId) continue
-      seen.add(said.u)
-      if (said.t) this.typingSince.set(said.u, Date.now())
-      else this.typingSince.delete(said.u)
+      const other = latest.get(said.u)
+      if (!other || said.seen > other.seen || (said.seen === other.seen && said.a > other.a)) latest.set(said.u, said)
     }
-    for (const u of [...this.typingSince.keys()]) if (!seen.has(u)) this.typingSince.delete(u)
+    for (const u of [...this.typingSince.keys()]) if (!latest.has(u) && !pending.has(u)) this.typingSince.delete(u)
+    for (const [u, said] of latest) {
+      // Typing for a while from when this device first saw the state saying so, not from each read.
+      if (said.t && now - said.seen < TYPING_TIMEOUT_MS) this.typingSince.set(u, said.seen)
+      else if (!pending.has(u)) this.typingSince.delete(u)
+    }
     if (this.typingUsers().join() !== before) this.changed()
     clearTimeout(this.expiryTimer)
     if (this.typingSince.size > 0) {
@@ -141,18 +163,23 @@ export class Presence {
 
   /**
    * What a state says, if it passed every check (its signature once, its device's member at each
-   * read: a device removed since no longer counts); `pending` while the signature is checked;
-   * undefined when it failed one.
+   * read: a device removed since no longer counts; and it is its device's newest); `pending`
+   * while the signature is checked; undefined when it failed one.
    */
-  private check(state: unknown): { u: string; t: boolean } | { pending: string } | undefined {
+  private check(state: unknown): Exclude<Said, null> | { pending: string } | undefined {
     if (state === null || typeof state !== 'object') return undefined
-    const s = state as { v?: unknown; e?: unknown; d?: unknown; n?: unknown; c?: unknown; s?: unknown }
+    const s = state as { v?: unknown; e?: unknown; d?: unknown; a?: unknown; n?: unknown; c?: unknown; s?: unknown }
     if (s.v !== 2 || typeof s.e !== 'number' || typeof s.d !== 'string' || typeof s.n !== 'string' || typeof s.c !== 'string' || typeof s.s !== 'string') return undefined
+    if (typeof s.a !== 'number' || !Number.isSafeInteger(s.a) || s.a < 0 || !Number.isSafeInteger(s.e) || s.e < 0) return undefined
     const owner = this.ownerOf(s.d)
     if (owner === undefined) return undefined
-    const known = this.said.get(state)
+    const device = s.d
+    const at = s.a
+    // An older state of a device that said something since (one replayed) says nothing.
+    if (at < (this.newest.get(device) ?? 0)) return undefined
+    const known = this.said.get(s.s)
     if (known === 'checking') return { pending: owner }
-    if (known !== undefined) return known !== null && known.u === owner ? known : undefined
+    if (known !== undefined) return known !== null && known.u === owner && known.d === device && known.a === at ? known : undefined
     // Someone else's garbage in awareness is not our error to raise: it is only not shown.
     let opened: { u: string; t: boolean; verified: Promise<boolean> } | undefined
     try {
@@ -162,27 +189,33 @@ export class Presence {
       if (key) {
         const parsed = JSON.parse(new TextDecoder().decode(open(key, nonce, c, aadFor(this.room, s.e)))) as { u?: unknown; t?: unknown }
         if (typeof parsed.u === 'string' && typeof parsed.t === 'boolean' && parsed.u === owner) {
-          const verified = verifyWithDomain(SignatureDomain.Awareness, fromBase64Url(s.d), signedPart(this.room, s.e, nonce, c), fromBase64Url(s.s))
+          const verified = verifyWithDomain(SignatureDomain.Awareness, fromBase64Url(device), signedPart(this.room, s.e, at, nonce, c), fromBase64Url(s.s))
           opened = { u: parsed.u, t: parsed.t, verified }
         }
       }
     } catch {
       opened = undefined
     }
-    if (!opened) {
-      this.said.set(state, null)
-      return undefined
-    }
-    this.said.set(state, 'checking')
+    const signature = s.s
+    this.remember(signature, opened ? 'checking' : null)
+    if (!opened) return undefined
     const { u, t } = opened
     opened.verified.then(
       (ok) => {
-        this.said.set(state, ok ? { u, t } : null)
+        if (ok) this.newest.set(device, Math.max(at, this.newest.get(device) ?? 0))
+        this.remember(signature, ok ? { u, t, d: device, a: at, seen: Date.now() } : null)
         this.read()
       },
-      () => this.said.set(state, null),
+      () => this.remember(signature, null),
     )
     return { pending: owner }
+  }
+
+  /** Keep a verdict by signature, dropping the oldest past SAID_KEPT. */
+  private remember(signature: string, said: Said | 'checking'): void {
+    this.said.delete(signature)
+    this.said.set(signature, said)
+    if (this.said.size > SAID_KEPT) this.said.delete(this.said.keys().next().value as string)
   }
 
   destroy(): void {

@@ -11,6 +11,9 @@
  * - others' states are kept for at most STALE_MS without a refresh, and at most `limit()` of
  *   them, the least recently refreshed dropped first; their clocks go with them. (y-websocket's
  *   expiry timer is off, room-provider.ts: every client id a member ever claimed was kept.)
+ * - an entry for this device's own id is left out, and others' clocks are not trusted: each
+ *   update is its id's next, in the order the relay passes them on (another member claiming an
+ *   id with a clock near 2^53 replaced or silenced its owner's state for good);
  * - only this device's own state is sent. (y-websocket sends every change it applies, others'
  *   too: each state reached the relay again from every member that received it.)
  *
@@ -19,6 +22,7 @@
  * update            := varUint n • { varUint clientId • varUint clock • varString stateJson }{n}
  * ```
  */
+import * as encoding from 'lib0/encoding'
 import { applyAwarenessUpdate, type Awareness, encodeAwarenessUpdate, removeAwarenessStates } from 'y-protocols/awareness'
 import { ErrorCode, PetrelError } from '../shared/errors.js'
 import { StrictReader } from '../shared/wire.js'
@@ -36,26 +40,41 @@ export const STALE_MS = 30_000
  *
  * @example
  * ```ts
- * takeAwareness(provider.awareness, reader.varBytes(8192), provider, () => members * 2 + 8)
+ * takeAwareness(provider.awareness, update, provider, 2 * memberDevices + 8)
  * ```
  */
 export function takeAwareness(awareness: Awareness, update: Uint8Array, origin: unknown, limit: number, now = Date.now()): void {
   const r = new StrictReader(update)
   const n = r.varUint(MAX_ENTRIES)
+  const entries: Array<{ id: number; clock: number; json: string }> = []
   for (let i = 0; i < n; i++) {
-    r.varUint()
-    r.varUint()
+    const id = r.varUint()
+    r.varUint() // the sender's clock: not trusted (below)
+    const json = r.varString(MAX_STATE_BYTES)
     let state: unknown
     try {
-      state = JSON.parse(r.varString(MAX_STATE_BYTES))
-    } catch (err) {
-      if (err instanceof PetrelError) throw err
+      state = JSON.parse(json)
+    } catch {
       throw new PetrelError(ErrorCode.Malformed, 'awareness state is not JSON')
     }
     if (state !== null && (typeof state !== 'object' || Array.isArray(state))) throw new PetrelError(ErrorCode.Malformed, 'awareness state is not an object')
+    // Not ours to set: another member could replace this device's state, or silence it, with a
+    // clock from far ahead (every later clock of its own then lost to it).
+    if (id === awareness.clientID) continue
+    // The sender's clock is not trusted either: a claim far ahead would outrank the id's owner
+    // for good. Each update counts as the id's next, in the order the relay passes them on.
+    entries.push({ id, clock: (awareness.meta.get(id)?.clock ?? 0) + 1, json })
   }
   r.end()
-  applyAwarenessUpdate(awareness, update, origin)
+  if (entries.length === 0) return
+  const e = encoding.createEncoder()
+  encoding.writeVarUint(e, entries.length)
+  for (const entry of entries) {
+    encoding.writeVarUint(e, entry.id)
+    encoding.writeVarUint(e, entry.clock)
+    encoding.writeVarString(e, entry.json)
+  }
+  applyAwarenessUpdate(awareness, encoding.toUint8Array(e), origin)
   keepWithin(awareness, limit, now)
 }
 

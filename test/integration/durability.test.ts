@@ -1,6 +1,9 @@
 import { spawn } from 'node:child_process'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
+import type { Conversation } from '../../src/client/index.js'
+import { FrameType } from '../../src/shared/wire.js'
+import { FrameProxy } from './frame-proxy.js'
 import { atLeastSent, texts, until, World } from './harness.js'
 
 let world: World
@@ -67,6 +70,35 @@ describe('closing', () => {
     expect(reopened.title).toBe('Lisbon')
     await until(() => texts(bobConv).includes('said as the app closed') && bobConv.title === 'Lisbon', 10_000, 'bob has all of it')
     await until(() => bobConv.messages().at(-1)?.authorName === 'Alice M.', 10_000, 'the new name')
+  })
+
+  it('closes with a send accepted on a conversation whose key has not come: the send fails closed, nothing waits for good', async () => {
+    world = new World()
+    await world.relay()
+    const alice = await world.client('alice')
+    const aliceConv = await alice.createConversation({ title: 'Trip' })
+    // Bob hears of the conversation (a Rooms frame) but none of its rows: no key yet.
+    const proxy = await FrameProxy.start(
+      () => world.url,
+      (to, data, send) => {
+        if (to === 'device' && data[1] === FrameType.Room) return
+        send()
+      },
+    )
+    try {
+      const bob = await world.client('bob', { relay: proxy.url })
+      const discovered = new Promise<Conversation>((resolve) => bob.on('conversation', (c) => c.id === aliceConv.id && resolve(c)))
+      await aliceConv.addMember(await bob.publicIdentity())
+      const conv = await discovered
+      await new Promise((r) => setTimeout(r, 300))
+      const sent = conv.send('hi from bob')
+      sent.catch(() => undefined)
+      // Before, the send came to wait for the key after close() had woken the waiters: both hung.
+      await bob.close()
+      await expect(sent).rejects.toMatchObject({ code: 'closed' })
+    } finally {
+      await proxy.close()
+    }
   })
 
   it('settles every close() call only once closed: a second call does not resolve first', async () => {

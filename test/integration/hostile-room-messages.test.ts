@@ -98,6 +98,21 @@ describe('awareness from a member', () => {
     expect(errorsOf(bob)).toEqual([])
   })
 
+  it("lets no member set this device's own state, or silence another's with a clock from far ahead", async () => {
+    world = new World()
+    await world.relay()
+    const { aliceConv, bobConv, malConv } = await threeMembers()
+    const aliceId = (aliceConv as unknown as { provider: { awareness: { clientID: number } } }).provider.awareness.clientID
+    const bobAw = (bobConv as unknown as { provider: { awareness: Awareness & { clientID: number; getLocalState(): unknown } } }).provider.awareness
+    const bobBefore = bobAw.getLocalState()
+    // Near 2^53: y-protocols took it over the real state, and every later clock of Alice's lost to it.
+    sendRaw(malConv, awarenessMessage([[bobAw.clientID, 2 ** 52, '{"mine":"now"}'], [aliceId, 2 ** 52, '{}']]))
+    await new Promise((r) => setTimeout(r, 300))
+    expect(bobAw.getLocalState()).toEqual(bobBefore)
+    aliceConv.setTyping(true)
+    await until(() => bobConv.typing().length === 1, 10_000, 'bob still sees alice typing')
+  })
+
   it("keeps others' states within a bound however many client ids a member claims", async () => {
     world = new World()
     await world.relay()
@@ -152,10 +167,11 @@ describe('typing, as a member says it', () => {
     encoding.writeVarUint(e, epoch)
     return encoding.toUint8Array(e)
   }
-  const signedPart = (room: string, epoch: number, nonce: Uint8Array, c: Uint8Array) => {
+  const signedPart = (room: string, epoch: number, at: number, nonce: Uint8Array, c: Uint8Array) => {
     const e = encoding.createEncoder()
     encoding.writeVarString(e, room)
     encoding.writeVarUint(e, epoch)
+    encoding.writeVarUint(e, at)
     encoding.writeUint8Array(e, nonce)
     encoding.writeVarUint8Array(e, c)
     return encoding.toUint8Array(e)
@@ -174,8 +190,9 @@ describe('typing, as a member says it', () => {
     const claim = async (v: number, device: string, sign: boolean) => {
       const nonce = randomNonce()
       const c = seal(key, nonce, new TextEncoder().encode(JSON.stringify({ u: alice.userId, t: true })), aad(malConv.id, epoch))
-      const s = sign ? toBase64Url(await signWithDomain(SignatureDomain.Awareness, identity.deviceSecret, signedPart(malConv.id, epoch, nonce, c))) : 'AAAA'
-      awareness.setLocalState({ v, e: epoch, d: device, n: toBase64Url(nonce), c: toBase64Url(c), s })
+      const at = Date.now()
+      const s = sign ? toBase64Url(await signWithDomain(SignatureDomain.Awareness, identity.deviceSecret, signedPart(malConv.id, epoch, at, nonce, c))) : 'AAAA'
+      awareness.setLocalState({ v, e: epoch, d: device, a: at, n: toBase64Url(nonce), c: toBase64Url(c), s })
       await new Promise((r) => setTimeout(r, 500))
     }
     // "Alice is typing", sealed under the key every member holds: unsigned (as every state was
@@ -192,6 +209,31 @@ describe('typing, as a member says it', () => {
     expect(bobConv.typing()).toEqual([mallory.displayName])
     expect(world.errors.get(bob)).toEqual([])
   })
+
+  it("shows typing that was said once, once: a member sending Alice's signed state again neither revives nor outranks it", async () => {
+    world = new World()
+    await world.relay()
+    const { alice, aliceConv, bobConv, malConv } = await threeMembers()
+    const aliceAwareness = (aliceConv as unknown as { provider: { awareness: { getLocalState(): unknown } } }).provider.awareness
+    const malAwareness = (malConv as unknown as { provider: { awareness: { setLocalState(s: unknown): void } } }).provider.awareness
+    aliceConv.setTyping(true)
+    await until(() => bobConv.typing().length === 1, 10_000, 'bob sees alice typing')
+    const typing = aliceAwareness.getLocalState()
+    // Alice's phone goes off mid-word: her "stopped" never comes, and Bob's indicator times out.
+    alice.disconnect()
+    await until(() => bobConv.typing().length === 0, 10_000, 'it times out at bob')
+    // Mallory sends that signed state again, as her own: it is the one Bob saw, not news.
+    malAwareness.setLocalState(typing)
+    await new Promise((r) => setTimeout(r, 800))
+    expect(bobConv.typing()).toEqual([])
+    // Alice comes back and stops; Mallory's copy of the older "typing" does not outrank it.
+    alice.connect()
+    await until(() => alice.connection === 'online')
+    aliceConv.setTyping(false)
+    malAwareness.setLocalState({ ...(typing as object) })
+    await new Promise((r) => setTimeout(r, 800))
+    expect(bobConv.typing()).toEqual([])
+  }, 30_000)
 })
 
 describe('sync messages from a dishonest relay', () => {
