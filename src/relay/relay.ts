@@ -24,6 +24,7 @@ import { createLogger, type Logger, type LogLevel } from './log.js'
 import { RelayMetrics } from './metrics.js'
 import { RelayCore } from './relay-core.js'
 import { openSqliteRelayStore } from './store/sqlite-store.js'
+import { lockSqliteFile } from './store/sqlite-lock.js'
 import type { RelayStore } from './store/relay-store.js'
 import { randomBytes, toBase64Url } from '../shared/crypto/index.js'
 import { ErrorCode, PetrelError } from '../shared/errors.js'
@@ -103,6 +104,17 @@ export async function createRelay(options: RelayOptions = {}): Promise<Relay> {
   }
   const log: Logger = createLogger(options.logLevel ?? 'info', options.logWrite)
   const store = await openStore(options.database ?? './.petrel/relay.db')
+  // One node per SQLite file (store/sqlite-lock.ts): taken once the store made its folder.
+  let unlock = () => {}
+  const database = options.database ?? './.petrel/relay.db'
+  if (typeof database === 'string' && !/^postgres(ql)?:\/\//.test(database) && database !== ':memory:') {
+    try {
+      unlock = lockSqliteFile(database)
+    } catch (err) {
+      await store.close()
+      throw err
+    }
+  }
   const metrics = new RelayMetrics()
   const node = options.node ?? `node-${toBase64Url(randomBytes(6))}`
   let bus: FanoutBus
@@ -111,12 +123,12 @@ export async function createRelay(options: RelayOptions = {}): Promise<Relay> {
   } catch (err) {
     metrics.stop()
     await store.close()
+    unlock()
     throw err
   }
   const core = new RelayCore(store, limits, log, metrics, bus, node, options.spareSnapshotParts ?? true, options.catchUpPageRows)
-  // Which store and bus, said once: two nodes on one database without a bus (or on one SQLite
-  // file) start cleanly and never hear of each other's messages.
-  const database = options.database ?? './.petrel/relay.db'
+  // Which store and bus, said once: two nodes on one database without a bus start cleanly and
+  // never hear of each other's messages.
   const storeKind = typeof database === 'object' ? 'custom' : /^postgres(ql)?:\/\//.test(database) ? 'postgresql' : 'sqlite'
   const busKind = options.bus ? 'custom' : options.redis ? 'redis' : 'in-process'
   log.info('relay store and bus', { node, store: storeKind, ...(storeKind === 'sqlite' ? { path: database } : {}), bus: busKind })
@@ -145,6 +157,7 @@ export async function createRelay(options: RelayOptions = {}): Promise<Relay> {
     await bus.close()
     wss.close()
     await store.close()
+    unlock()
     metrics.stop()
   }
   try {

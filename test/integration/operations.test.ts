@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import { spawn, spawnSync } from 'node:child_process'
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { createRelay } from '../../src/relay/index.js'
@@ -247,6 +247,28 @@ describe('operating a relay', () => {
       expect({ code, err }).toEqual({ code: 0, err: '' })
       // The store was closed: SQLite folds its write-ahead log back in and removes it.
       expect(existsSync(join(dir, 'r.db-wal'))).toBe(false)
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
+  it('refuses a second relay on one SQLite file, and takes over the lock of one that died', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'petrel-ops-'))
+    const database = join(dir, 'relay.db')
+    try {
+      const first = await createRelay({ port: 0, database, logLevel: 'error' })
+      // Before, both started, and devices on one never heard what the other's sent.
+      await expect(createRelay({ port: 0, database, logLevel: 'error' })).rejects.toMatchObject({
+        code: ErrorCode.StorageFailed,
+        message: expect.stringContaining(`is in use by another relay (process ${process.pid})`),
+      })
+      await first.close()
+      expect(existsSync(`${database}.lock`)).toBe(false)
+      // A node killed with its lock left behind: a pid that has exited.
+      const gone = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' })
+      writeFileSync(`${database}.lock`, `${gone.stdout}\n${hostname()}\n`)
+      const again = await createRelay({ port: 0, database, logLevel: 'error' })
+      await again.close()
     } finally {
       rmSync(dir, { recursive: true, force: true })
     }
