@@ -18,7 +18,7 @@
  * is that member; and only the newest (`a`) of a device's states counts. A state shows typing
  * for TYPING_TIMEOUT_MS from when this device first saw it: the same signed state sent again
  * (by a member, or the relay, replaying it) neither extends nor revives it, nor outranks the
- * newer one that said the typing stopped. Version 1 states (unsigned, before the forty-first
+ * newer one that said the typing stopped. Version 1 states (unsigned, before the fortieth
  * session) are ignored.
  */
 import * as encoding from 'lib0/encoding'

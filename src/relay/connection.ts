@@ -394,7 +394,7 @@ const handlers: Partial<Record<Frame['type'], Handler>> = {
 
 /**
  * Tell a device just authenticated which conversations it is in (discovery). Failing (the
- * database gone for a moment), the connection stays: closing it (as until the forty-first
+ * database gone for a moment), the connection stays: closing it (as until the fortieth
  * session) made every device dial again at once, and fail again, for as long as the outage
  * lasted. It is tried again, backing off, while the connection lasts.
  */
