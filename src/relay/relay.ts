@@ -103,11 +103,11 @@ export async function createRelay(options: RelayOptions = {}): Promise<Relay> {
     if (!(Number.isSafeInteger(value) && value >= 1)) throw new PetrelError(ErrorCode.InvalidArgument, `relay limit ${name} must be a whole number, at least 1 (got ${JSON.stringify(value)})`)
   }
   const log: Logger = createLogger(options.logLevel ?? 'info', options.logWrite)
-  const store = await openStore(options.database ?? './.petrel/relay.db')
+  const database = options.database ?? './.petrel/relay.db'
+  const store = await openStore(database)
   // One node per SQLite file (store/sqlite-lock.ts): taken once the store made its folder.
   let unlock = () => {}
-  const database = options.database ?? './.petrel/relay.db'
-  if (typeof database === 'string' && !/^postgres(ql)?:\/\//.test(database) && database !== ':memory:') {
+  if (typeof database === 'string' && !isPostgresUrl(database) && database !== ':memory:') {
     try {
       unlock = lockSqliteFile(database)
     } catch (err) {
@@ -129,7 +129,7 @@ export async function createRelay(options: RelayOptions = {}): Promise<Relay> {
   const core = new RelayCore(store, limits, log, metrics, bus, node, options.spareSnapshotParts ?? true, options.catchUpPageRows)
   // Which store and bus, said once: two nodes on one database without a bus start cleanly and
   // never hear of each other's messages.
-  const storeKind = typeof database === 'object' ? 'custom' : /^postgres(ql)?:\/\//.test(database) ? 'postgresql' : 'sqlite'
+  const storeKind = typeof database === 'object' ? 'custom' : isPostgresUrl(database) ? 'postgresql' : 'sqlite'
   const busKind = options.bus ? 'custom' : options.redis ? 'redis' : 'in-process'
   log.info('relay store and bus', { node, store: storeKind, ...(storeKind === 'sqlite' ? { path: database } : {}), bus: busKind })
   if (storeKind === 'postgresql' && busKind === 'in-process') {
@@ -215,9 +215,12 @@ function defaultStaticRoot(): string | undefined {
   }
 }
 
+/** A `database` option naming PostgreSQL rather than a SQLite file. */
+const isPostgresUrl = (database: string): boolean => /^postgres(ql)?:\/\//.test(database)
+
 async function openStore(database: string | RelayStore): Promise<RelayStore> {
   if (typeof database === 'object') return database
-  if (/^postgres(ql)?:\/\//.test(database)) {
+  if (isPostgresUrl(database)) {
     // `?schema=name` picks the schema (default petrel): several deployments, or test runs, can
     // share one database. Loaded on demand, so a SQLite relay never starts the pg driver.
     let url: URL
