@@ -39,7 +39,10 @@ export function encodeInviteToken(t: InviteToken): string {
 }
 
 export function decodeInviteToken(token: string): InviteToken {
-  const raw = token.trim().replace(/^.*#/, '')
+  let raw = token.trim().replace(/^.*#/, '')
+  // A fragment of parameters (`#invite=petrel1.…`, the links the demo app and EMBEDDING.md make):
+  // the token never holds '=' (unpadded base64url), so one that does is a parameter list.
+  if (raw.includes('=')) raw = new URLSearchParams(raw).get('invite')?.trim() ?? raw
   if (!raw.startsWith(PREFIX)) throw new PetrelError(ErrorCode.InviteInvalid, 'not a Petrel invite')
   try {
     const r = new StrictReader(fromBase64Url(raw.slice(PREFIX.length)))

@@ -69,6 +69,9 @@ const port = /^\d{1,5}$/.test(portText) ? Number(portText) : Number.NaN
 if (!Number.isInteger(port) || port < 0 || port > 65535) {
   fail(`invalid port ${values.port ?? process.env.PETREL_PORT}`, 2)
 }
+// Empty means unset, as for the port: an empty database was a temporary one (every message lost
+// at the next start), an empty host every interface, empty limits silently the defaults.
+for (const flag of ['host', 'database', 'redis', 'limits'] as const) if (values[flag] === '') fail(`--${flag} is empty`, 2)
 let limits: Record<string, number> | undefined
 const limitsText = values.limits ?? env('PETREL_LIMITS')
 if (limitsText) {
@@ -78,9 +81,6 @@ if (limitsText) {
     fail('--limits / PETREL_LIMITS must be JSON, e.g. {"maxFrameBytes":1048576}', 2)
   }
 }
-// Empty means unset, as for the port: an empty database was a temporary one (every message lost
-// at the next start), an empty host every interface.
-for (const flag of ['host', 'database', 'redis'] as const) if (values[flag] === '') fail(`--${flag} is empty`, 2)
 const relay = await createRelay({
   limits,
   port,

@@ -188,7 +188,7 @@ describe('operating a relay', () => {
     }
   })
 
-  it('takes an empty PETREL_DATABASE or PETREL_HOST as unset (the default file, 127.0.0.1), and refuses an empty flag', async () => {
+  it('takes an empty PETREL_DATABASE or PETREL_HOST as unset (the default file, 127.0.0.1), and refuses an empty flag (limits too)', async () => {
     const cli = join(import.meta.dirname, '../../src/relay/cli.ts')
     const dir = mkdtempSync(join(tmpdir(), 'petrel-ops-'))
     try {
@@ -206,7 +206,7 @@ describe('operating a relay', () => {
         proc.kill('SIGTERM')
         await new Promise((r) => proc.once('exit', r))
       }
-      for (const flag of ['--database', '--host', '--redis']) {
+      for (const flag of ['--database', '--host', '--redis', '--limits']) {
         const run = spawnSync(process.execPath, ['--import', tsx, cli, '--port', '0', flag, ''], { cwd: dir, encoding: 'utf8', timeout: 20_000 })
         expect(run.status, flag).toBe(2)
         expect(run.stderr.trim(), flag).toBe(`petrel-relay: ${flag} is empty`)

@@ -144,6 +144,11 @@ describe('member actions', () => {
     expect(invite.room).toBe(room)
     expect([...invite.keys.keys()]).toEqual([0])
     expect(readRecord(invite.inviteRecord).kind).toBe(RecordKind.Invite)
+    // Pasted whole, as links carry it: the bare token, a fragment, a fragment of parameters.
+    for (const pasted of [` ${token}\n`, `https://chat.example/#${token}`, `https://chat.example/#invite=${token}`, `https://chat.example/?x=1#lang=en&invite=${token}`]) {
+      expect(decodeInviteToken(pasted).room, pasted).toBe(room)
+    }
+    expect(() => decodeInviteToken('https://chat.example/#lang=en')).toThrow(expect.objectContaining({ code: ErrorCode.InviteInvalid }))
   })
 
   it("invites 'from-join': a new epoch in the same write, and the token carries only its key", async () => {
