@@ -223,6 +223,8 @@ export class Conversation {
   private readonly sends: SendBatches
   /** Invites, adding and removing members, leaving (member-actions.ts). */
   private readonly memberActions: MemberActions
+  /** Devices whose refused add was done again this session (relay-refusals.ts): once each. */
+  private readonly readded = new Set<string>()
   /** This device's messages here: their envelopes, ticks from the relay, and outbox rows (own-messages.ts). */
   private readonly own: OwnMessages
   /** How far this device holds the relay's rows (row-cursor.ts). */
@@ -887,6 +889,8 @@ export class Conversation {
       },
       commit: (batch: Batch, options?: CommitOptions) => this.commit(batch, options),
       rotateOnce: () => this.rotateOnce(),
+      addDevices: (userPub, certs, history) => this.memberActions.addDevices(userPub, certs, history),
+      readded: this.readded,
       sealForOthers: (update: Uint8Array, puts?: Put[]) => this.queueSeal(update, [], true, puts),
       get source() {
         return conv.source
@@ -1369,7 +1373,11 @@ export class Conversation {
     // This person left (here, or on another of their devices, maybe offline): refused from now
     // on, as the relay would say once it hears. Before, a send made offline after a leave waited
     // for good (for a key change that the one who left never sees), and `refusal` said nothing.
-    if (!this.denied && this.selfLeft()) this.onDenied(Reason.NotMember, 'left', false)
+    // Not while a join of ours waits for the relay's catch-up, though: its records are folded
+    // on the history this device held, which may lack what makes the invite valid (the device
+    // that made it, linked after the leave). The relay decides that join; deciding it here
+    // rejected a join the relay had taken, and dropped the conversation.
+    if (!this.denied && this.selfLeft() && !(this.joinPending && this.provider?.synced !== true)) this.onDenied(Reason.NotMember, 'left', false)
     // Joined again by a fresh invite (its join record folds after the leave): the leave's own
     // refusal, which only this device's records said, ends. Before, the join was refused with
     // "you left this conversation" and the conversation dropped from the list.
@@ -1644,7 +1652,11 @@ export class Conversation {
     // Not a member (any more): nothing pending can ever be delivered, nor sealed (what waited
     // for a due rotation would wait for good).
     const puts: Array<[string, Uint8Array | null]> = []
-    this.own.failPending(left ? err.message : text, puts)
+    // Except our own leave folded here before the relay denied anything: what this device sealed
+    // before it stands ahead of the leave in its outer log and goes up with it, and the relay
+    // takes it (it showed failed here and arrived everywhere else). The relay's denial, if it
+    // comes (the leave was another device's), fails whatever it did not take.
+    if (fromRelay || !left) this.own.failPending(left ? err.message : text, puts)
     this.seals.failQueued(err)
     if (!left && !told) this.ctx.reportError(err)
     if (puts.length > 0) {

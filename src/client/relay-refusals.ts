@@ -17,7 +17,8 @@
  */
 import type * as Y from 'yjs'
 import { ErrorCode, PetrelError } from '../shared/errors.js'
-import { readEpochBody, readRecord, RecordKind } from '../shared/records.js'
+import { type DeviceCertificate, readAddBody, readEpochBody, readRecord, RecordKind } from '../shared/records.js'
+import { toBase64Url } from '../shared/crypto/index.js'
 import type { MembershipState } from '../shared/membership.js'
 import { OUTER_LOG, OUTER_RECORDS } from '../shared/outer-keys.js'
 import { Reason, reasonName } from '../shared/wire.js'
@@ -59,6 +60,10 @@ export interface RefusalsHost {
   foldRecords(): Promise<void>
   /** Start a new epoch, unless this device is starting one already. */
   rotateOnce(): Promise<void>
+  /** Add these devices of a person again (member-actions.ts addDevices), as an admin would. */
+  addDevices(userPub: Uint8Array, certs: DeviceCertificate[], history: 'full' | 'from-join'): Promise<void>
+  /** Device ids whose refused add this session added again once already (never twice: a loop at the relay's speed). */
+  readonly readded: Set<string>
   /** The inner update an envelope of ours carried, to tombstone it. */
   originalUpdate(envelopeKey: string): Uint8Array | undefined
   /** Seal an update for the other devices only; `puts` ride in its commit. */
@@ -160,17 +165,22 @@ function refuseRecords(host: RefusalsHost, msg: Refusal): boolean {
   const retry = msg.reason !== Reason.QuotaExceeded && msg.reason !== Reason.QuotaExceededForGood
   const recordMap = host.outer.getMap<Uint8Array>(OUTER_RECORDS)
   let refusedRecords = false
-  // Every range refused is an epoch record of ours (and there is at least one).
+  // Every range refused is an epoch record of ours, or an add done again (and there is at least one).
   let onlyEpochs = msg.ranges.length > 0
-  // The highest epoch one of our refused records meant to start (0: none).
+  // The highest epoch one of our refused records meant to start (0: none), and every such epoch.
   let refusedEpoch = 0
+  const refusedEpochs = new Set<number>()
+  const adds: Array<{ userPub: Uint8Array; epoch: number; certs: DeviceCertificate[] }> = []
   for (const key of heldRangeKeys(host.outer, msg.ranges)) {
     const bytes = recordMap.get(key)
     if (bytes instanceof Uint8Array) {
       host.book.refuse(key)
       refusedRecords = true
       const epoch = epochStartedBy(bytes)
-      if (epoch === 0) onlyEpochs = false
+      const add = retry && msg.reason === Reason.Forbidden ? addIn(bytes) : undefined
+      if (add && !add.certs.some((c) => host.readded.has(toBase64Url(c.devicePub)))) adds.push(add)
+      else if (epoch === 0) onlyEpochs = false
+      if (epoch > 0) refusedEpochs.add(epoch)
       refusedEpoch = Math.max(refusedEpoch, epoch)
     } else onlyEpochs = false
   }
@@ -184,8 +194,31 @@ function refuseRecords(host: RefusalsHost, msg: Refusal): boolean {
     // wait for it (stale-reseal.ts); without it they went out under the old key, which the
     // new member cannot read, or waited for good.
     if (retry && refusedEpoch > host.membership.epoch && !host.closed) await host.rotateOnce()
+    // An add of ours refused as not valid here: made on this device while it did not know of a
+    // key change another admin device made (offline, say). addMember had resolved and nobody
+    // was added. Done again now, under the membership as it is, once; if this device is still
+    // an admin and the devices are still out.
+    for (const add of adds) {
+      if (host.closed || !host.book.isAdmin()) break
+      const out = add.certs.filter((c) => !host.membership.devices.has(toBase64Url(c.devicePub)))
+      if (out.length === 0) continue
+      for (const c of out) host.readded.add(toBase64Url(c.devicePub))
+      await host.addDevices(add.userPub, out, refusedEpochs.has(add.epoch) ? 'from-join' : 'full')
+    }
   }, 'could not store a refused record')
   return onlyEpochs
+}
+
+/** The person and devices an add record names, or undefined for any other record or bytes that do not parse. */
+function addIn(bytes: Uint8Array): { userPub: Uint8Array; epoch: number; certs: DeviceCertificate[] } | undefined {
+  try {
+    const rec = readRecord(bytes)
+    if (rec.kind !== RecordKind.Add) return undefined
+    const body = readAddBody(rec.body)
+    return { userPub: body.userPub, epoch: body.epoch, certs: body.devices.map((d) => d.certificate) }
+  } catch {
+    return undefined
+  }
 }
 
 /** The epoch a record starts (an epoch record's number), or 0 for any other record or bytes that do not parse. */

@@ -66,6 +66,10 @@ export class Committer {
         merged.receipts ??= []
         merged.receipts.push(...p.batch.receipts)
       }
+      if (p.batch.refusals) {
+        merged.refusals ??= []
+        merged.refusals.push(...p.batch.refusals)
+      }
     }
     this.busy = true
     this.inflight = this.commit(items, merged).finally(() => {

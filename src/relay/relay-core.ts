@@ -553,8 +553,8 @@ export class RelayCore {
       }
     }
     const devices = records.length > 0 && membersBefore ? this.memberChanges(room, membersBefore) : NO_CHANGES
-    if (records.length > 0 && membersBefore) this.evictNonMembers(room, membersBefore)
-    this.commitUpdate(conn, room, v, records, recordParts, devices)
+    const uploaderDenial = records.length > 0 && membersBefore ? this.evictNonMembers(room, membersBefore, conn) : undefined
+    this.commitUpdate(conn, room, v, records, recordParts, devices, uploaderDenial)
   }
 
   /** Claims the update's clocks and hands its rows to the committer; ✓ (or a refusal) goes back once they are durable. */
@@ -565,6 +565,7 @@ export class RelayCore {
     records: Uint8Array[],
     recordParts: Set<RowPart> | undefined,
     devices: DeviceChange[],
+    afterAcks?: () => void,
   ): void {
     const refused = v.refused
     if (room.failed || (v.rows.length === 0 && v.refused.length === 0)) return
@@ -590,8 +591,11 @@ export class RelayCore {
     const settled = () => {
       room.uncommittedBytes -= recordBytes + (open ? open.bytes : v.bytes)
     }
+    // Kept with the rows, so a device that loses the `refused` below with its connection is told
+    // again when it asks about those clocks (ownRowAcks), not acknowledged as if they were stored.
+    const refusals = refused.length === 0 ? undefined : refused.map(({ client, clock, len, reason }) => ({ room: room.id, client, clock, len, reason }))
     this.committer.add(
-      { rows, bindings, records: records.map((bytes) => ({ room: room.id, bytes })), devices },
+      { rows, bindings, records: records.map((bytes) => ({ room: room.id, bytes })), devices, refusals },
       (seqs) => {
         settled()
         this.metrics.rowsStored += rows.length
@@ -612,9 +616,11 @@ export class RelayCore {
         if (records.length > 0) void this.bus.publish({ kind: 'records', room: room.id, node: this.node })
         this.announce(devices)
         if (records.length > 0) this.maybeCompact(room)
+        afterAcks?.()
       },
       (err) => {
         settled()
+        afterAcks?.()
         this.storeFailed(room, err)
       },
       open && (() => this.closeOpenRow(room, open)),
@@ -664,9 +670,12 @@ export class RelayCore {
 
   /**
    * After membership changed: devices that are no longer members stop being served at once,
-   * also on an open connection.
+   * also on an open connection. The uploader's own denial (a device that wrote its own leave)
+   * is returned to send after the ✓ of what it wrote before the leave: denied first, the device
+   * dropped those acks and showed what the others received as failed.
    */
-  private evictNonMembers(room: Room, before: Set<string>): void {
+  private evictNonMembers(room: Room, before: Set<string>, uploader?: Connection): (() => void) | undefined {
+    let uploaderDenial: (() => void) | undefined
     for (const device of before) {
       if (room.membership.devices.has(device)) continue
       for (const peer of [...room.peers.keys()]) {
@@ -674,9 +683,12 @@ export class RelayCore {
         if (conn.deviceId !== device) continue
         room.peers.delete(conn)
         conn.deleteRoom(room.id)
-        conn.send(writeFrame({ type: FrameType.Denied, room: room.id, reason: Reason.NotMember, message: 'removed from the conversation' }))
+        const deny = () => conn.send(writeFrame({ type: FrameType.Denied, room: room.id, reason: Reason.NotMember, message: 'removed from the conversation' }))
+        if (conn === uploader) uploaderDenial = deny
+        else deny()
       }
     }
+    return uploaderDenial
   }
 
   /**
@@ -876,7 +888,7 @@ export class RelayCore {
     while (own.length > 0 && after < upTo && !conn.isClosed) {
       const rows = await this.store.rowsOfClientsAfter(room.id, own, after, CATCH_UP_PAGE_ROWS)
       if (rows.length === 0) break
-      for (const row of rows) if (row.seq <= upTo) conn.deliver(room.id, writeAck(row.seq, [{ client: row.client, clock: row.clock, len: row.len }]))
+      for (const row of rows) if (row.seq <= upTo) await this.ownRowAcks(conn, room, row.seq, row.client, row.clock, row.len)
       after = rows[rows.length - 1]!.seq
     }
   }
@@ -886,8 +898,30 @@ export class RelayCore {
     await this.committer.idle()
     for (const r of ranges) {
       for (const row of await this.store.rowsCovering(room.id, r.client, r.clock, r.clock + r.len)) {
-        conn.deliver(room.id, writeAck(row.seq, [{ client: r.client, clock: row.clock, len: row.len }]))
+        await this.ownRowAcks(conn, room, row.seq, r.client, row.clock, row.len)
       }
+    }
+  }
+
+  /**
+   * ✓ again for a row of the device's own, told once more: without the clocks refused in it
+   * (a blank stands there), and each refusal said again. The first `refused` may have been lost
+   * with the connection that carried it; acknowledged in full, a message sealed under an old key
+   * showed ✓✓ to its sender and reached nobody, and Yjs held its later messages back behind it.
+   */
+  private async ownRowAcks(conn: Connection, room: Room, seq: number, client: number, clock: number, len: number): Promise<void> {
+    const refusals = await this.store.refusalsIn(room.id, client, clock, clock + len)
+    if (refusals.length === 0) {
+      conn.deliver(room.id, writeAck(seq, [{ client, clock, len }]))
+      return
+    }
+    const blanked = new Set<string>()
+    for (const r of refusals) for (let c = r.clock; c < r.clock + r.len; c++) blanked.add(`${client}:${c}`)
+    conn.deliver(room.id, writeAck(seq, ackRanges({ client, clock, len }, blanked)))
+    for (const reason of new Set(refusals.map((r) => r.reason))) {
+      const [, message] = REFUSAL_TEXT[reason] ?? ['refused', 'refused']
+      const ranges = refusals.filter((r) => r.reason === reason).map(({ clock: c, len: l }) => ({ client, clock: c, len: l }))
+      conn.deliver(room.id, writeRefused(reason, message, ranges))
     }
   }
 
@@ -1038,7 +1072,7 @@ function isPlainUpdate(v: ValidatedUpdate, records: Uint8Array[], devices: Devic
 }
 
 
-function ackRanges(row: Row, blanked: ReadonlySet<string>): Array<{ client: number; clock: number; len: number }> {
+function ackRanges(row: Pick<Row, 'client' | 'clock' | 'len'>, blanked: ReadonlySet<string>): Array<{ client: number; clock: number; len: number }> {
   if (blanked.size === 0) return [{ client: row.client, clock: row.clock, len: row.len }]
   const out: Array<{ client: number; clock: number; len: number }> = []
   let start = row.clock

@@ -223,6 +223,56 @@ describe('a message the relay refuses as sealed under an old key', () => {
   })
 
 
+  it('is sealed again when the refusal was lost with the connection: the relay says it again, not ✓', async () => {
+    world = new World()
+    await world.relay({ logLevel: 'error' })
+    // Bob's network cuts the connection that carries the relay's next `refused`, before it arrives.
+    let dropRefusal = false
+    let dropped = 0
+    proxy = await FrameProxy.start(
+      () => world.url,
+      (to, data, send, cut) => {
+        if (to === 'device' && dropRefusal) {
+          const frame = readFrame(new Uint8Array(data.buffer, data.byteOffset, data.byteLength))
+          if (frame.type === FrameType.Room && frame.message[0] === RoomMessage.Refused) {
+            dropRefusal = false
+            dropped++
+            return cut()
+          }
+        }
+        send()
+      },
+    )
+    const alice = await world.client('alice')
+    const bob = await world.client('bob', { relay: proxy.url })
+    const carol = await world.client('carol')
+    const aliceConv = await alice.createConversation({ title: 't' })
+    const invite = await aliceConv.invite()
+    const bobConv = await bob.join(invite)
+    await carol.join(invite)
+    await aliceConv.send('hello')
+    await until(() => texts(bobConv).includes('hello'), 10_000, 'bob has hello')
+
+    // Bob writes offline while Alice removes Carol (a new key): his message goes under the old one.
+    bob.disconnect()
+    await until(() => bob.connection === 'offline')
+    const offline = await bobConv.send('written offline')
+    await aliceConv.removeMember(carol.userId)
+    await until(() => aliceConv.epoch === 1, 10_000, 'the new key')
+    dropRefusal = true
+    bob.connect()
+    await until(() => dropped === 1, 10_000, 'the refusal dropped with the connection')
+    // Bob's device reconnects by itself and writes on. Before, the relay acknowledged the blank
+    // in full on the next connection: ✓✓ on Bob's side, nothing on Alice's, and Yjs held Bob's
+    // later messages back behind it for good.
+    await until(() => bob.connection === 'online', 15_000, 'bob back online')
+    const later = await bobConv.send('written later')
+    await until(() => texts(aliceConv).includes('written offline') && texts(aliceConv).includes('written later'), 15_000, 'alice has both')
+    expect(texts(aliceConv)).toEqual(['hello', 'written offline', 'written later'])
+    await until(() => atLeastSent(bobConv.message(offline.id)?.status) && atLeastSent(bobConv.message(later.id)?.status), 10_000, 'bob sees both sent')
+    expect(world.relays[0]!.metrics.rejectedCount('stale epoch')).toBeGreaterThanOrEqual(1)
+  })
+
   it('is sealed again after a restart that came before the re-seal was stored', async () => {
     world = new World()
     await world.relay()

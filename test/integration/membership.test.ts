@@ -457,6 +457,26 @@ describe('scheduled key rotation', () => {
     expect(world.errors.get(bob)).toEqual([])
   })
 
+  it('what a member sent offline before leaving offline goes with the leave, and shows sent, not failed', async () => {
+    world = new World()
+    await world.relay()
+    const { bob, aliceConv, bobConv } = await pair(world)
+    bob.disconnect()
+    await until(() => bob.connection === 'offline')
+    const m = await bobConv.send('said before leaving')
+    await bobConv.leave()
+    // Sealed before the leave, it stands ahead of it in Bob's log: not failed while it waits.
+    expect(bobConv.message(m.id)?.status).toBe('pending')
+    bob.connect()
+    await until(() => aliceConv.members().length === 1, 10_000, 'the leave reaches the others')
+    await until(() => texts(aliceConv).includes('said before leaving'), 10_000, 'alice has it')
+    // The relay's ✓ comes before its denial of the one who left (before, the denial came first,
+    // the ✓ was dropped, and Bob saw 'failed' for what everyone else received).
+    await until(() => bobConv.message(m.id)?.status === 'sent', 10_000, 'bob sees it sent')
+    expect(bobConv.refusal).toMatchObject({ code: 'refused', message: 'you left this conversation' })
+    expect(world.errors.get(bob)).toEqual([])
+  })
+
   it('an admin adding someone back right after they left, before the key changed, adds them under the new key', async () => {
     world = new World()
     const relay = await world.relay()
@@ -889,6 +909,54 @@ describe('a member removed and invited back', () => {
     const again = await bob.join(await aliceConv.invite({ history: 'from-join' }))
     expect(again.keys().has(0)).toBe(true)
     expect(texts(again)).toContain('before removal')
+  })
+
+  it("an admin's second device adding someone while offline, after the first changed the key, adds them when back", async () => {
+    world = new World()
+    await world.relay()
+    const { alice, bob, aliceConv, bobConv } = await pair(world)
+    const carol = await world.client('carol')
+    const laptop = await world.client('alice-laptop', { link: await alice.linkDevice() })
+    const laptopConv = await until(async () => (await laptop.conversations()).find((c) => c.id === aliceConv.id), 10_000, 'the laptop has it')
+    await aliceConv.send('hello')
+    await until(() => texts(bobConv).includes('hello') && texts(laptopConv).includes('hello'), 10_000, 'both have hello')
+    laptop.disconnect()
+    await until(() => laptop.connection === 'offline')
+    // Bob leaves; Alice's phone changes the key. The laptop, offline, knows of neither and adds
+    // Carol under the old key: the relay refuses that add. Before, addMember had resolved and
+    // Carol was never added; the laptop only heard "relay refused: forbidden".
+    await bobConv.leave()
+    await until(() => aliceConv.epoch === 1, 10_000, 'the phone changed the key')
+    await laptopConv.addMember(await carol.publicIdentity())
+    laptop.connect()
+    const carolConv = await until(async () => (await carol.conversations()).find((c) => c.id === aliceConv.id), 15_000, 'carol has the conversation')
+    await until(() => texts(carolConv).includes('hello'), 10_000, 'carol reads the history')
+    await until(() => aliceConv.members().some((m) => m.userId === carol.userId), 10_000, 'the phone lists carol')
+    expect(laptopConv.members().map((m) => m.userId).sort()).toEqual([alice.userId, carol.userId].sort())
+    expect(world.errors.get(laptop)).toEqual([])
+  })
+
+  it('joins again by a fresh invite made on a device linked after the leave, which this device has not heard of yet', async () => {
+    world = new World()
+    await world.relay()
+    const { alice, bob, aliceConv, bobConv } = await pair(world)
+    await aliceConv.send('hello')
+    await until(() => texts(bobConv).includes('hello'), 10_000, 'bob has hello')
+    await bobConv.leave()
+    await until(() => !aliceConv.members().some((m) => m.userId === bob.userId), 10_000, 'alice sees bob gone')
+    const laptop = await world.client('alice-laptop', { link: await alice.linkDevice() })
+    const laptopConv = await until(async () => (await laptop.conversations()).find((c) => c.id === aliceConv.id), 10_000, 'the laptop has it')
+    await until(() => laptopConv.messages().length === 1, 10_000, 'the laptop has the history')
+    // Before, Bob's device folded the invite before the catch-up told it of the laptop: the
+    // invite looked forged, the leave stood, and the join was rejected ("you left") although
+    // the relay had let him back in.
+    const again = await bob.join(await laptopConv.invite())
+    expect(again.refusal).toBeUndefined()
+    await until(() => aliceConv.members().some((m) => m.userId === bob.userId), 10_000, 'alice sees bob back')
+    await aliceConv.send('after rejoin')
+    await until(() => texts(again).includes('after rejoin'), 10_000, 'bob reads on')
+    expect((await bob.conversations()).map((c) => c.id)).toEqual([aliceConv.id])
+    expect(world.errors.get(bob)).toEqual([])
   })
 
   it('joins again in the same session by the fresh invite: a new conversation object that writes, also after a restart', async () => {

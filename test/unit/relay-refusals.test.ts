@@ -84,6 +84,10 @@ function setup() {
     rotateOnce: async () => {
       calls.push('rotate')
     },
+    addDevices: async () => {
+      calls.push('add again')
+    },
+    readded: new Set<string>(),
     originalUpdate: (key) => (key === envelopeKey(7, 0) ? Uint8Array.of(0, 0) : key === envelopeKey(7, 2) ? appChange : undefined),
     fills,
     sealForOthers: async (update, puts) => {

@@ -188,6 +188,28 @@ export function runRelayStoreConformance(name: string, open: () => Promise<Relay
       })
     })
 
+    describe('refusals', () => {
+      it('keeps the refusals of a batch with its rows, read back by a client and clock range', async () => {
+        await store.createRoom('A', GENESIS, 1)
+        await store.createRoom('B', GENESIS, 1)
+        const refusals = [
+          { room: 'A', client: 7, clock: 1, len: 1, reason: 15 },
+          { room: 'A', client: 7, clock: 3, len: 2, reason: 16 },
+          { room: 'B', client: 7, clock: 1, len: 1, reason: 12 },
+        ]
+        await store.append(batch({ rows: [row('A', 7, 0, 5), row('B', 7, 0, 2)], refusals }))
+        expect(await store.refusalsIn('A', 7, 0, 5)).toEqual([
+          { clock: 1, len: 1, reason: 15 },
+          { clock: 3, len: 2, reason: 16 },
+        ])
+        // Overlap, not containment: clock 4 lies in the refusal that starts at 3.
+        expect(await store.refusalsIn('A', 7, 4, 5)).toEqual([{ clock: 3, len: 2, reason: 16 }])
+        expect(await store.refusalsIn('A', 7, 2, 3)).toEqual([])
+        expect(await store.refusalsIn('A', 8, 0, 5)).toEqual([])
+        expect(await store.refusalsIn('B', 7, 0, 10)).toEqual([{ clock: 1, len: 1, reason: 12 }])
+      })
+    })
+
     describe('sequence numbers', () => {
       it('numbers rows 1, 2, 3… per room, in batch order, and returns the numbers', async () => {
         await store.createRoom('A', GENESIS, 1)

@@ -59,6 +59,9 @@ const MIGRATIONS: Array<(s: string) => string> = [
     CREATE INDEX link_mailbox_by_expiry ON ${s}.link_mailbox (expires_at);`,
   // A row uploaded as a history snapshot's part (see the SQLite store's migration 7).
   (s) => `ALTER TABLE ${s}.rows ADD COLUMN part BOOLEAN NOT NULL DEFAULT false;`,
+  // Items refused and blanked (see the SQLite store's migration 8).
+  (s) => `CREATE TABLE ${s}.refusals (room TEXT NOT NULL, client BIGINT NOT NULL, clock BIGINT NOT NULL, len BIGINT NOT NULL,
+                                      reason INTEGER NOT NULL, PRIMARY KEY (room, client, clock));`,
 ]
 
 /** The schema version this build writes. */
@@ -280,6 +283,15 @@ export async function openPostgresRelayStore(url: string, options: PostgresRelay
       )
     }
 
+    const refusals = batch.refusals ?? []
+    if (refusals.length > 0) {
+      await c.query(
+        `INSERT INTO ${s}.refusals (room, client, clock, len, reason)
+         SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::int[]) ON CONFLICT DO NOTHING`,
+        [refusals.map((r) => r.room), refusals.map((r) => r.client), refusals.map((r) => r.clock), refusals.map((r) => r.len), refusals.map((r) => r.reason)],
+      )
+    }
+
     if (receipts.length > 0) {
       await c.query(
         `INSERT INTO ${s}.receipts AS r (room, device, stored, read, stored_at, read_at)
@@ -404,6 +416,14 @@ export async function openPostgresRelayStore(url: string, options: PostgresRelay
       guard(async () => {
         const { rows } = await pool.query<{ seq: number; clock: number; len: number }>(
           `SELECT seq, clock, len FROM ${s}.rows WHERE room = $1 AND client = $2 AND clock < $3 AND clock + len > $4 ORDER BY clock`,
+          [room, client, to, from],
+        )
+        return rows
+      }),
+    refusalsIn: (room, client, from, to) =>
+      guard(async () => {
+        const { rows } = await pool.query<{ clock: number; len: number; reason: number }>(
+          `SELECT clock, len, reason FROM ${s}.refusals WHERE room = $1 AND client = $2 AND clock < $3 AND clock + len > $4 ORDER BY clock`,
           [room, client, to, from],
         )
         return rows

@@ -76,6 +76,21 @@ export interface AppendBatch {
    * Applied in order: `member: true` inserts (idempotent), `false` deletes.
    */
   devices?: Array<{ room: string; device: string; member: boolean }>
+  /**
+   * Items of these rows the relay refused, each with its reason (a blank stands in the row in
+   * their place). Kept so a device that lost the `refused` message with its connection is told
+   * again when it asks about those clocks (`refusalsIn`), not acknowledged as if they were stored.
+   */
+  refusals?: RefusalRow[]
+}
+
+/** Clocks [clock, clock + len) of a client refused for `reason` (wire.ts Reason). */
+export interface RefusalRow {
+  room: string
+  client: number
+  clock: number
+  len: number
+  reason: number
 }
 
 
@@ -96,6 +111,8 @@ export interface RelayStore {
   firstRowEndingAfter(room: string, client: number, clock: number): Promise<number | undefined>
   /** Where rows of `client` overlapping clocks [from, to) are, in clock order (no content). */
   rowsCovering(room: string, client: number, from: number, to: number): Promise<Array<{ seq: number; clock: number; len: number }>>
+  /** Refusals stored for `client`'s clocks overlapping [from, to), in clock order. */
+  refusalsIn(room: string, client: number, from: number, to: number): Promise<Array<{ clock: number; len: number; reason: number }>>
   /** Rows of the given clients with seq > afterSeq, in seq order, at most `limit` (no content). */
   rowsOfClientsAfter(room: string, clients: number[], afterSeq: number, limit: number): Promise<Array<{ seq: number; client: number; clock: number; len: number }>>
   /**

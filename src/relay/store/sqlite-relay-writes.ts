@@ -29,6 +29,7 @@ export interface PackedAppend {
   records: AppendBatch['records']
   receipts?: AppendBatch['receipts']
   devices?: AppendBatch['devices']
+  refusals?: AppendBatch['refusals']
 }
 
 /** A compaction planned on a read of the rows: each removed row as read, and the GC rows to write. */
@@ -65,7 +66,7 @@ export function packAppend(batch: AppendBatch, transfer: ArrayBuffer[]): PackedA
   }
   transfer.push(nums.buffer, blob.buffer)
   const records = batch.records.map((r) => ({ room: r.room, bytes: ownCopy(r.bytes, transfer) }))
-  return { rooms, nums, blob, bindings: batch.bindings, records, receipts: batch.receipts, devices: batch.devices }
+  return { rooms, nums, blob, bindings: batch.bindings, records, receipts: batch.receipts, devices: batch.devices, refusals: batch.refusals }
 }
 
 /**
@@ -86,6 +87,7 @@ export function prepareRelayWrites(db: BetterSqlite3.Database): RelayWrites {
     insertRecord: db.prepare('INSERT INTO records (room, idx, bytes) VALUES (?, ?, ?)'),
     insertClient: db.prepare('INSERT OR IGNORE INTO clients (room, client, device) VALUES (?, ?, ?)'),
     insertRow: db.prepare('INSERT INTO rows (room_id, seq, client, clock, len, count, structs, part) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
+    insertRefusal: db.prepare('INSERT OR IGNORE INTO refusals (room, client, clock, len, reason) VALUES (?, ?, ?, ?, ?)'),
     upsertReceipt: db.prepare(
       `INSERT INTO receipts (room, device, stored, read, stored_at, read_at) VALUES (?, ?, ?, ?, ?, ?)
        ON CONFLICT (room, device) DO UPDATE SET
@@ -127,6 +129,7 @@ export function prepareRelayWrites(db: BetterSqlite3.Database): RelayWrites {
       q.insertRow.run(next.id, seq, r.client, r.clock, r.len, r.count, r.structs, r.part === true ? 1 : 0)
       return seq
     })
+    for (const r of batch.refusals ?? []) q.insertRefusal.run(r.room, r.client, r.clock, r.len, r.reason)
     for (const r of batch.receipts ?? []) q.upsertReceipt.run(r.room, r.device, r.stored, r.read, r.storedAt, r.readAt)
     for (const d of batch.devices ?? []) (d.member ? q.addDevice : q.removeDevice).run(d.device, d.room)
     return seqs
@@ -150,7 +153,7 @@ export function prepareRelayWrites(db: BetterSqlite3.Database): RelayWrites {
           part: p.nums[o + 6] === 1,
         }
       }
-      return append({ rows, bindings: p.bindings, records: p.records, receipts: p.receipts, devices: p.devices })
+      return append({ rows, bindings: p.bindings, records: p.records, receipts: p.receipts, devices: p.devices, refusals: p.refusals })
     },
     createRoom: db.transaction((room: string, genesis: Uint8Array, createdAt: number): void => {
       q.createRoom.run(room, createdAt)

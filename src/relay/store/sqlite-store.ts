@@ -52,6 +52,10 @@ export const SQLITE_RELAY_MIGRATIONS: readonly string[] = [
   // A row uploaded as a history snapshot's part (room message snapshot-part): every device is
   // told so with the row, and refuses a marked envelope that opens as anything but a part.
   `ALTER TABLE rows ADD COLUMN part INTEGER NOT NULL DEFAULT 0;`,
+  // Items refused and blanked (AppendBatch.refusals): a device that never heard the refusal is
+  // told again, rather than acknowledged as if they were stored (relay-core.ts ownRowAcks).
+  `CREATE TABLE refusals (room TEXT NOT NULL, client INTEGER NOT NULL, clock INTEGER NOT NULL, len INTEGER NOT NULL,
+                          reason INTEGER NOT NULL, PRIMARY KEY (room, client, clock)) WITHOUT ROWID;`,
 ]
 
 /** The `rows.room_id` of a room, as a scalar subquery SQLite evaluates once per statement. */
@@ -135,6 +139,9 @@ export function openSqliteRelayStore(path: string, options: SqliteRelayStoreOpti
     covering: db.prepare<[string, number, number, number], { seq: number; clock: number; len: number }>(
       `SELECT seq, clock, len FROM rows WHERE room_id = ${ROOM_ID} AND client = ? AND clock < ? AND clock + len > ? ORDER BY clock`,
     ),
+    refusals: db.prepare<[string, number, number, number], { clock: number; len: number; reason: number }>(
+      'SELECT clock, len, reason FROM refusals WHERE room = ? AND client = ? AND clock < ? AND clock + len > ? ORDER BY clock',
+    ),
     compactable: db.prepare<[string, number], Omit<RowMeta, 'small'> & { small: Buffer | null }>(
       `SELECT seq, client, clock, len, count, CASE WHEN count = 1 AND LENGTH(structs) <= ${MAX_GC_BYTES} THEN structs END AS small
        FROM rows WHERE room_id = ${ROOM_ID} AND seq <= ?`,
@@ -207,6 +214,7 @@ export function openSqliteRelayStore(path: string, options: SqliteRelayStoreOpti
       ),
     firstRowEndingAfter: (room, client, clock) => guard(() => q.firstEnding.get(room, client, clock)?.seq ?? undefined),
     rowsCovering: (room, client, from, to) => guard(() => q.covering.all(room, client, to, from)),
+    refusalsIn: (room, client, from, to) => guard(() => q.refusals.all(room, client, to, from)),
     rowsOfClientsAfter: (room, clients, afterSeq, limit) =>
       guard(() => {
         if (clients.length === 0) return []
