@@ -375,7 +375,7 @@ describe.skipIf(!hasChromium)(hasChromium ? 'demo chat app in Chromium' : `demo 
     await dialog.getByLabel('Rename to').fill('Trip to Lisbon')
     await dialog.getByRole('button', { name: 'Save' }).click()
     await bob.page.locator('.head-title', { hasText: 'Trip to Lisbon' }).waitFor()
-    await bob.page.locator('.toast', { hasText: '“Trip” is now called “Trip to Lisbon”' }).waitFor()
+    await bob.page.locator('.toast', { hasText: '“\u2068Trip\u2069” is now called “\u2068Trip to Lisbon\u2069”' }).waitFor()
     // Alice's first tab gave the device to a second one, since closed: back in it, she sees it.
     await alice.page.reload()
     await alice.page.locator('.conv-item', { hasText: 'Trip to Lisbon' }).waitFor({ state: 'attached', timeout: 15_000 })

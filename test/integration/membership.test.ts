@@ -914,7 +914,7 @@ describe('a member removed and invited back', () => {
   it("an admin's second device adding someone while offline, after the first changed the key, adds them when back", async () => {
     world = new World()
     await world.relay()
-    const { alice, bob, aliceConv, bobConv } = await pair(world)
+    const { alice, aliceConv, bobConv } = await pair(world)
     const carol = await world.client('carol')
     const laptop = await world.client('alice-laptop', { link: await alice.linkDevice() })
     const laptopConv = await until(async () => (await laptop.conversations()).find((c) => c.id === aliceConv.id), 10_000, 'the laptop has it')

@@ -9,7 +9,7 @@
 import { type Conversation, createClient, type Message, type PetrelClient } from '../../../src/client/index.js'
 import './style.css'
 import { AddPersonSheet, DevicesSheet, IdentitySheet } from './people.js'
-import { avatar, clock, closeOnBackdrop, copyButton, dayKey, dayLabel, el, errorText, friendlyError, fullTime, hue, icon, listTime, refusalText, shortId, tick } from './view.js'
+import { avatar, clock, closeOnBackdrop, copyButton, dayKey, dayLabel, el, errorText, friendlyError, fullTime, hue, icon, listTime, isolate, refusalText, shortId, tick } from './view.js'
 import { ConversationSheet } from './conversation-sheet.js'
 import { Drafts } from './drafts.js'
 import { firstRun, loadProfile, type Profile } from './welcome.js'
@@ -28,7 +28,9 @@ const TYPING_REFRESH_MS = 2_000
 const root = document.getElementById('app')!
 /** Its title; before the first sync of a joined one (no title, no messages, nobody else known yet), that it is joining. */
 const titleOf = (conv: Conversation): string =>
-  conv.title || (!conv.synced && conv.messages().length === 0 && conv.members().length <= 1 ? 'Joining…' : 'Untitled conversation')
+  conv.title ||
+  // Refused before it ever synced (a stopped link opened offline): not "Joining…" for good.
+  (conv.refusal ? 'Not joined' : !conv.synced && conv.messages().length === 0 && conv.members().length <= 1 ? 'Joining…' : 'Untitled conversation')
 
 async function boot(): Promise<void> {
   // Offline after the first visit: the service worker keeps the app shell (production build only).
@@ -396,7 +398,7 @@ class ChatApp {
     const now = conv.title
     if (was === now) return
     this.titles.set(conv.id, now)
-    if (was && now) this.toast(`“${was}” is now called “${now}”`)
+    if (was && now) this.toast(`“${isolate(was)}” is now called “${isolate(now)}”`)
   }
 
   private open(conv: Conversation | undefined): void {
@@ -451,7 +453,15 @@ class ChatApp {
     if (!consented && !(await this.askToJoin())) return
     this.toast('Joining…', 20_000)
     try {
+      // Held and not refused (one this person left is joined again, not "already in").
+      const held = new Set((await this.client.conversations()).filter((c) => c.refusal === undefined).map((c) => c.id))
       const conv = await this.client.join(token)
+      if (held.has(conv.id)) {
+        // join() returns the one held: not "Joined" again.
+        this.open(conv)
+        this.toast(`You are already in “${isolate(titleOf(conv))}”`)
+        return
+      }
       this.joinProblem = undefined
       this.touched.set(conv.id, Date.now())
       this.track(conv)
@@ -485,7 +495,7 @@ class ChatApp {
         this.input.value = back
         this.autoGrow()
       }
-      this.toast(`Not sent: ${errorText(err)}`)
+      this.toast((err as { code?: string }).code === 'too_large' ? friendlyError(err) : `Not sent: ${errorText(err)}`)
     }
   }
 
@@ -601,7 +611,7 @@ class ChatApp {
       const preview = typing.length
         ? [el('span', { class: 'typing' }, 'typing…')]
         : last
-          ? [last.mine ? tick(last.status, last.error) : null, `${last.mine ? 'You' : last.authorName || shortId(last.author)}: ${last.text}`]
+          ? [last.mine ? tick(last.status, last.error) : null, `${last.mine ? 'You' : isolate(last.authorName || shortId(last.author))}: ${isolate(last.text)}`]
           : ['No messages yet']
       return el(
         'button',
@@ -791,7 +801,7 @@ class ChatApp {
               : m.status === 'failed'
                 ? 'This message was not sent.'
                 : conv.members().length > 1
-                  ? 'Sent before anyone else was in this conversation: no one receives it, so it stays at ✓.'
+                  ? 'Sent before anyone else joined: ticks count the people who were here when it was sent, so it stays at ✓. Those who joined later can read it.'
                   : 'No one else is in this conversation yet.',
           ),
     )

@@ -29,7 +29,16 @@ export const refusalText = (err: { message: string }): string =>
     ? 'You left this conversation.'
     : /removed|not member/.test(err.message)
       ? 'You were removed from this conversation, or this device was. What it held stays here.'
-      : `This conversation is closed to this device: ${err.message}`
+      : /invite (revoked|expired|used up)/.test(err.message)
+        ? 'The invite link you joined with was stopped, has expired or was used up. Ask for a new one.'
+        : `This conversation is closed to this device: ${err.message}`
+
+/**
+ * Text from other people (names, titles, messages) set apart from the app's own words around
+ * it: a name ending in a right-to-left override (U+202E) turned "Mallory: I did it" around and
+ * moved the colon. First-strong isolate … pop directional isolate (U+2068 … U+2069).
+ */
+export const isolate = (text: string): string => `\u2068${text}\u2069`
 
 /**
  * An engine error in the person's words: the engine's own messages name relay reasons ("join
@@ -38,8 +47,17 @@ export const refusalText = (err: { message: string }): string =>
 export function friendlyError(err: unknown): string {
   const { code, message } = err as { code?: string; message?: string }
   const text = message ?? String(err)
+  // A link cut short or changed in copying is not one that was stopped: it can be copied again.
+  if (code === 'invite_invalid' && /not a Petrel invite|damaged|carries no invite|malformed/.test(text)) {
+    return 'This invite link is incomplete or damaged. Copy the whole link again, or ask for a new one.'
+  }
   if (code === 'invite_invalid' || /invite (revoked|expired|used up)|invite is for another/.test(text)) {
     return 'This invite link was stopped, has expired or was used up. Ask for a new one.'
+  }
+  const tooLong = code === 'too_large' ? /(\d+) bytes; the limit is (\d+)/.exec(text) : null
+  if (tooLong) {
+    const [size, limit] = [Number(tooLong[1]), Number(tooLong[2])]
+    return `This message is too long: ${Math.ceil(size / 1024)} KB, and at most ${Math.floor(limit / 1024)} KB go in one message. Shorten it or send it in parts; it is still in the box.`
   }
   if (code === 'refused' && /for now/.test(text)) return 'The relay cannot take this conversation right now. The app tries again by itself.'
   if (code === 'refused' && /you left|removed|not member/.test(text)) return refusalText({ message: text })

@@ -104,7 +104,13 @@ export function firstRun(root: HTMLElement, relay: string, invited = false): Pro
       if (waiting) return
       if (!linking) {
         const profile = { name: name.value.trim(), storageKey }
-        if (!profile.name) return
+        if (!profile.name) {
+          // `required` takes spaces: say why Continue did nothing.
+          name.setCustomValidity('Choose a name with at least one letter or sign.')
+          name.reportValidity()
+          name.addEventListener('input', () => name.setCustomValidity(''), { once: true })
+          return
+        }
         saveProfile(profile)
         return resolve({ profile })
       }
