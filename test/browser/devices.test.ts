@@ -227,6 +227,18 @@ describe.skipIf(!hasChromium)(hasChromium ? 'linked devices in the demo app' : `
     const carolInfo = carol.page.getByRole('dialog', { name: 'Conversation info' })
     expect(await carolInfo.getByRole('button', { name: 'Leave conversation' }).isHidden()).toBe(true)
 
+    await info.getByRole('button', { name: 'Done' }).click()
+    // The laptop's kept invite link, made while Bob is a member.
+    const inviteLink = async (): Promise<string> => {
+      await laptop.page.getByRole('button', { name: 'Invite', exact: true }).click()
+      await laptop.page.waitForFunction(() => (document.querySelector('.invite-link') as HTMLInputElement | null)?.value.includes('#invite='))
+      const link = await laptop.page.getByLabel('Invite link').inputValue()
+      await laptop.page.getByRole('button', { name: 'Done' }).click()
+      return link
+    }
+    const before = await inviteLink()
+    await laptop.page.locator('.head-title button').click()
+
     await conversation(bob, 'Trip').click()
     await bob.page.locator('.head-title button').click()
     const bobInfo = bob.page.getByRole('dialog', { name: 'Conversation info' })
@@ -238,6 +250,14 @@ describe.skipIf(!hasChromium)(hasChromium ? 'linked devices in the demo app' : `
     await shot(laptop, 'devices-09-laptop-members.png')
     await shot(bob, 'devices-09-bob-left.png')
     await info.getByRole('button', { name: 'Done' }).click()
+    // A link made before Bob left can never let him back (the relay's rule): the laptop offers
+    // a fresh one now, and it does. Before, the app offered the old one again.
+    const after = await inviteLink()
+    expect(after).not.toBe(before)
+    await bob.page.goto(after)
+    await bob.page.getByRole('dialog').getByRole('button', { name: 'Join' }).click()
+    await bob.page.locator('.toast', { hasText: 'Joined' }).waitFor({ timeout: 20_000 })
+    await bob.page.locator('.refusal-note').waitFor({ state: 'hidden', timeout: 15_000 })
   })
 
   it('logs no console errors', () => {

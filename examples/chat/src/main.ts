@@ -22,6 +22,13 @@ const AIRPLANE = 'petrel-chat:airplane'
 const PERSIST_ASKED = 'petrel-chat:persist-asked'
 /** Still connecting after this long, the banner says the relay cannot be reached (the client keeps trying). */
 const UNREACHABLE_AFTER_MS = 5_000
+/** An invite link kept to show again: its token, expiry, and who were members when it was made (older entries lack them). */
+interface KeptLink {
+  token: string
+  expiresAt: number
+  members?: string[]
+}
+
 /** Re-announce "typing" this often while keys are pressed (receivers forget it after 5 s). */
 const TYPING_REFRESH_MS = 2_000
 
@@ -382,14 +389,37 @@ class ChatApp {
 
   // ------------------------------------------------------------------ state
 
+  /** Each conversation's member ids as last seen (noticeMembers). */
+  private readonly memberKeys = new Map<string, string>()
+
   private track(conv: Conversation): void {
     if (this.convs.includes(conv)) return
     this.convs.push(conv)
     this.titles.set(conv.id, conv.title)
     conv.subscribe(() => {
       this.noticeRename(conv)
+      this.noticeMembers(conv)
       this.render()
     })
+  }
+
+  /**
+   * Members changed: the kept invite link learns who joined, and is dropped once one of them
+   * has left or was removed (a link older than their leave can never let them back; the next
+   * Invite makes a fresh one).
+   */
+  private noticeMembers(conv: Conversation): void {
+    const ids = conv.members().map((m) => m.userId)
+    const key = ids.join(',')
+    if (this.memberKeys.get(conv.id) === key) return
+    this.memberKeys.set(conv.id, key)
+    const kept = this.keptLinks()[conv.id]
+    if (!kept) return
+    const now = new Set(ids)
+    const seen = kept.members ?? []
+    if (seen.some((id) => !now.has(id))) return this.keepLink(conv.id, undefined)
+    const joined = ids.filter((id) => !seen.includes(id))
+    if (joined.length > 0) this.keepLink(conv.id, { ...kept, members: [...seen, ...joined] })
   }
 
   /** Someone renamed a conversation: say so once (a title that only arrives, for a newcomer, is no rename). */
@@ -824,10 +854,15 @@ class ChatApp {
     try {
       // The link shared before, while it works: made anew each time, "Stop this link" stopped
       // only the newest, and a link that leaked could not be stopped.
+      // Not once someone who was a member when it was made has left or been removed: a link
+      // older than their leave can never let them back (the relay's rule), and the person
+      // asking again was handed exactly that link.
       const kept = this.keptLinks()[conv.id]
-      const reused = kept !== undefined && kept.expiresAt > Date.now() + 60_000
+      const members = conv.members().map((m) => m.userId)
+      const now = new Set(members)
+      const reused = kept !== undefined && kept.expiresAt > Date.now() + 60_000 && (kept.members ?? []).every((id) => now.has(id))
       const token = reused ? kept.token : await conv.invite({ expiresIn: INVITE_LIFETIME_MS })
-      if (!reused) this.keepLink(conv.id, { token, expiresAt: Date.now() + INVITE_LIFETIME_MS })
+      if (!reused) this.keepLink(conv.id, { token, expiresAt: Date.now() + INVITE_LIFETIME_MS, members })
       this.invite = { conv, token }
       this.inviteLink.value = `${location.origin}/#invite=${token}`
       this.inviteLink.select()
@@ -839,16 +874,16 @@ class ChatApp {
   }
 
   /** The invite link made for each conversation on this device, until stopped or expired (localStorage). */
-  private keptLinks(): Record<string, { token: string; expiresAt: number }> {
+  private keptLinks(): Record<string, KeptLink> {
     try {
       const parsed: unknown = JSON.parse(localStorage.getItem(`petrel-links:${this.profile.storageKey}`) ?? '{}')
-      return parsed && typeof parsed === 'object' ? (parsed as Record<string, { token: string; expiresAt: number }>) : {}
+      return parsed && typeof parsed === 'object' ? (parsed as Record<string, KeptLink>) : {}
     } catch {
       return {}
     }
   }
 
-  private keepLink(convId: string, link: { token: string; expiresAt: number } | undefined): void {
+  private keepLink(convId: string, link: KeptLink | undefined): void {
     const links = this.keptLinks()
     if (link) links[convId] = link
     else delete links[convId]
