@@ -346,6 +346,9 @@ describe('a conversation whose reads keep failing at the relay', () => {
     // Bob is added while he is away: he learns of it from the listing when he signs in.
     const conv = await alice.createConversation({ title: 'Trip' })
     await conv.addMember(await bob.publicIdentity())
+    // Stored at the relay before Bob signs in: an add it took after would reach him live (the
+    // relay tells a connected device it was added), not through the listing under test.
+    await until(async () => (await disk.roomsOfDevice(bob.deviceId)).includes(conv.id), 10_000, 'the relay holds the add')
     down = true
     bob.connect()
     await until(() => bob.connection === 'online')
