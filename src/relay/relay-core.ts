@@ -593,7 +593,10 @@ export class RelayCore {
     }
     // Kept with the rows, so a device that loses the `refused` below with its connection is told
     // again when it asks about those clocks (ownRowAcks), not acknowledged as if they were stored.
-    const refusals = refused.length === 0 ? undefined : refused.map(({ client, clock, len, reason }) => ({ room: room.id, client, clock, len, reason }))
+    // Only where a blank stands: a part refused for a full room after the last one kept
+    // (QuotaExceeded) was not stored, and its clocks are stored later when sent again.
+    const kept = refused.filter((r) => r.reason !== Reason.QuotaExceeded)
+    const refusals = kept.length === 0 ? undefined : kept.map(({ client, clock, len, reason }) => ({ room: room.id, client, clock, len, reason }))
     this.committer.add(
       { rows, bindings, records: records.map((bytes) => ({ room: room.id, bytes })), devices, refusals },
       (seqs) => {
