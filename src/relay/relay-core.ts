@@ -891,7 +891,13 @@ export class RelayCore {
     while (own.length > 0 && after < upTo && !conn.isClosed) {
       const rows = await this.store.rowsOfClientsAfter(room.id, own, after, CATCH_UP_PAGE_ROWS)
       if (rows.length === 0) break
-      for (const row of rows) if (row.seq <= upTo) await this.ownRowAcks(conn, room, row.seq, row.client, row.clock, row.len)
+      // One read of refusals per client a page, not per row (a round trip each on PostgreSQL).
+      const refusals = new Map<number, StoredRefusal[]>()
+      for (const client of new Set(rows.map((r) => r.client))) {
+        const mine = rows.filter((r) => r.client === client)
+        refusals.set(client, await this.store.refusalsIn(room.id, client, Math.min(...mine.map((r) => r.clock)), Math.max(...mine.map((r) => r.clock + r.len))))
+      }
+      for (const row of rows) if (row.seq <= upTo) this.ownRowAcks(conn, room, row.seq, row.client, row.clock, row.len, refusals.get(row.client)!)
       after = rows[rows.length - 1]!.seq
     }
   }
@@ -900,9 +906,11 @@ export class RelayCore {
   private async reacknowledge(conn: Connection, room: Room, ranges: Array<{ client: number; clock: number; len: number }>): Promise<void> {
     await this.committer.idle()
     for (const r of ranges) {
-      for (const row of await this.store.rowsCovering(room.id, r.client, r.clock, r.clock + r.len)) {
-        await this.ownRowAcks(conn, room, row.seq, r.client, row.clock, row.len)
-      }
+      const rows = await this.store.rowsCovering(room.id, r.client, r.clock, r.clock + r.len)
+      if (rows.length === 0) continue
+      const last = rows[rows.length - 1]!
+      const refusals = await this.store.refusalsIn(room.id, r.client, rows[0]!.clock, last.clock + last.len)
+      for (const row of rows) this.ownRowAcks(conn, room, row.seq, r.client, row.clock, row.len, refusals)
     }
   }
 
@@ -912,8 +920,9 @@ export class RelayCore {
    * with the connection that carried it; acknowledged in full, a message sealed under an old key
    * showed ✓✓ to its sender and reached nobody, and Yjs held its later messages back behind it.
    */
-  private async ownRowAcks(conn: Connection, room: Room, seq: number, client: number, clock: number, len: number): Promise<void> {
-    const refusals = await this.store.refusalsIn(room.id, client, clock, clock + len)
+  private ownRowAcks(conn: Connection, room: Room, seq: number, client: number, clock: number, len: number, stored: readonly StoredRefusal[]): void {
+    // `stored`: the client's refusals over a span holding this row; those in the row count.
+    const refusals = stored.filter((r) => r.clock < clock + len && r.clock + r.len > clock)
     if (refusals.length === 0) {
       conn.deliver(room.id, writeAck(seq, [{ client, clock, len }]))
       return
@@ -1074,6 +1083,9 @@ function isPlainUpdate(v: ValidatedUpdate, records: Uint8Array[], devices: Devic
   return v.part !== true && v.rows.length === 1 && v.refused.length === 0 && v.newClients.length === 0 && records.length === 0 && devices.length === 0 && v.records.length === 0
 }
 
+
+/** A refusal kept with its blank (RelayStore.refusalsIn). */
+type StoredRefusal = { clock: number; len: number; reason: number }
 
 function ackRanges(row: Pick<Row, 'client' | 'clock' | 'len'>, blanked: ReadonlySet<string>): Array<{ client: number; clock: number; len: number }> {
   if (blanked.size === 0) return [{ client: row.client, clock: row.clock, len: row.len }]
